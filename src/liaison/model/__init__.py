@@ -1,0 +1,1 @@
+"""The pure domain model: events, principals and the access decision."""

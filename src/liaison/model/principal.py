@@ -1,0 +1,41 @@
+"""Who a peer is: its identity, its TAK groups and (with labels) its authorizations."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# TAK Server puts any user who ends up with no groups into __ANON__, IN and OUT
+# (TSc groups/AbstractAuthenticator.java doAnonAssignment; tak-protocol.md section 7).
+ANON_GROUP = "__ANON__"
+
+
+class PrincipalKind(enum.Enum):
+    USER = "user"  # an authenticated person or device (certificate or <auth>)
+    ANONYMOUS = "anonymous"  # a client on an unauthenticated listener
+    FEDERATE = "federate"  # a partner server on a federation link
+    SERVICE = "service"  # the server itself, feeds and the HTTP side acting for a user
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """A peer's identity and groups.
+
+    IN groups are where this principal's messages are written; OUT groups are where it reads from.
+    A message from A reaches B when A's IN groups and B's OUT groups intersect
+    (TSc groups/CommonGroupDirectedReachability.java; tak-protocol.md section 7).
+    """
+
+    name: str
+    kind: PrincipalKind = PrincipalKind.USER
+    in_groups: frozenset[str] = frozenset({ANON_GROUP})
+    out_groups: frozenset[str] = frozenset({ANON_GROUP})
+    org: str | None = None  # the organisation (nation or community) the principal belongs to
+
+    def reaches(self, other: Principal) -> bool:
+        """True when a message written by ``self`` may be read by ``other`` (IN -> OUT)."""
+        return not self.in_groups.isdisjoint(other.out_groups)
+
+
+def anonymous(name: str = "anonymous") -> Principal:
+    return Principal(name=name, kind=PrincipalKind.ANONYMOUS)
