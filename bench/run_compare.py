@@ -311,9 +311,9 @@ def comparison_table(results: Sequence[TargetResult]) -> str:
         if len(row) < len(header):
             lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
         else:
-            lines.append(
-                "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
-            )
+            cells = [row[0].ljust(widths[0])]
+            cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+            lines.append("  ".join(cells))
     return "\n".join(lines)
 
 
