@@ -1,0 +1,58 @@
+"""Where the protocol tests find their golden samples: tests/data, plus the team's shared folder.
+
+Permissively licensed samples are copied into tests/data/cot (origins in tests/data/NOTICE). The
+GPL/AGPL/EPL samples stay in ../shared/reference/samples/ next to the repository; tests that need
+them skip with a visible reason when that folder is absent (a clone outside the team's setup).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+LOCAL = REPO / "tests" / "data" / "cot"
+SHARED = REPO.parent / "shared" / "reference" / "samples" / "cot"
+SHARED_MISSING = (
+    f"shared GPL/EPL samples not found at {SHARED} (only the MIT/Apache copies in tests/data run)"
+)
+
+# Not CoT events: the <auth> message, and the protocol.txt negotiation templates whose times
+# are the literal placeholder 'TIME'.
+AUTH_SAMPLES = frozenset({"other-auth-01.xml"})
+TEMPLATE_SAMPLES = frozenset({"other-takp-v-01.xml", "other-takp-q-01.xml", "other-takp-r-01.xml"})
+
+
+def xml_sample_paths() -> list[Path]:
+    """Every XML sample available: the local copies, then the shared ones not copied."""
+    local = sorted((LOCAL / "xml").glob("*.xml"))
+    names = {p.name for p in local}
+    shared = sorted(p for p in (SHARED / "xml").glob("*.xml") if p.name not in names)
+    return local + shared
+
+
+def xml_sample_params(*, events_only: bool = False) -> list[object]:
+    """pytest parameters for the XML samples, with a skipped entry when the shared set is absent."""
+    params: list[object] = []
+    for path in xml_sample_paths():
+        if events_only and (path.name in AUTH_SAMPLES or path.name in TEMPLATE_SAMPLES):
+            continue
+        params.append(pytest.param(path, id=path.name))
+    if not (SHARED / "xml").is_dir():
+        params.append(
+            pytest.param(None, id="shared-samples", marks=pytest.mark.skip(reason=SHARED_MISSING))
+        )
+    return params
+
+
+def shared_path(relative: str) -> Path:
+    """A file in the shared sample folder, or skip the test with the reason."""
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(SHARED_MISSING)
+    return path
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
