@@ -264,7 +264,11 @@ class StoreWriter:
 
     async def run(self) -> None:
         """Write queued events in batches until cancelled; on cancellation, write what is queued
-        first, then let the cancellation propagate."""
+        first, then let the cancellation propagate.
+
+        A task cancelled before its first step never enters this body, so nothing would be
+        flushed: start it with the app and cancel it at shutdown, as the app does.
+        """
         if self._running or self._stopped:
             raise RuntimeError("StoreWriter.run() is already running or has finished")
         self._running = True
