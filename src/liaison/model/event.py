@@ -33,7 +33,7 @@ class WireFormat(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Dest:
-    """One ``detail/marti/dest`` entry (explicit routing; TAK Server StreamingEndpointRewriteFilter)."""
+    """One ``detail/marti/dest`` entry: explicit routing (TAK Server EndpointRewriteFilter)."""
 
     callsign: str | None = None
     uid: str | None = None
@@ -204,7 +204,7 @@ def make_event(
     xml: bytes | None = None,
     proto: bytes | None = None,
 ) -> Event:
-    """Build an Event and derive its routing facts from the detail. The one constructor codecs use."""
+    """Build an Event and derive its routing facts from the detail (the codecs' constructor)."""
     facts = detail_facts(detail)
     return Event(
         uid=uid,

@@ -1,0 +1,356 @@
+"""The composition root: builds every component from the Config and owns their lifetimes.
+
+Only this module knows every concrete class. :func:`run_server` is an async context manager:
+entering it opens the store, loads the latest state, binds every listener (bind first, then serve)
+and starts the background tasks in one ``asyncio.TaskGroup``; leaving it shuts down in order:
+
+1. listeners stop accepting;
+2. sessions are closed gracefully (what is queued for them is written first);
+3. the store writer flushes every accepted event, then the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liaison import __version__, pki
+from liaison.config import Config, Endpoint
+from liaison.errors import ConfigError, PeerError
+from liaison.groups import GroupRules, parse_group_rules
+from liaison.metrics import Metrics
+from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
+from liaison.protocol import cot_xml
+from liaison.router import LatestEntry, Router
+from liaison.session import (
+    SessionMetrics,
+    SessionRegistry,
+    SessionSettings,
+    StreamSession,
+)
+from liaison.storage.base import Store, StoreWriter
+from liaison.storage.memory import MemoryStore
+from liaison.storage.sqlite import SqliteStore
+from liaison.transports.stream import bound_port, start_stream_listener
+from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
+from liaison.users import User, UserDirectory
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = f"Liaison {__version__}"
+
+# Seconds between sweeps of the latest-state table for stale entries.
+EXPIRE_INTERVAL_S = 30.0
+# Seconds between retention prunes of the stored history.
+PRUNE_INTERVAL_S = 3600.0
+# Writer queue depth at which stream readers pause (half the writer's limit, so a burst that
+# arrives while readers are pausing still fits).
+STORE_CONGESTION_FRACTION = 0.5
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Server:
+    """A running server: what tests and the CLI need to see of it."""
+
+    config: Config
+    router: Router
+    metrics: Metrics
+    store: Store
+    writer: StoreWriter
+    sessions: SessionRegistry
+    server_pki: pki.ServerPki | None
+    tcp: Endpoint | None = None
+    tls: Endpoint | None = None
+    udp: Endpoint | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        """Ask the server to shut down (signal handlers call this)."""
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+
+async def _open_store(config: Config) -> Store:
+    if config.storage == "memory":
+        return MemoryStore()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return await SqliteStore.open(config.data_dir / "liaison.db")
+
+
+def _load_groups(config: Config) -> GroupRules:
+    if config.groups_file is None:
+        return GroupRules()
+    try:
+        text = config.groups_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("auth.groups_file", f"cannot read {config.groups_file}: {exc}") from exc
+    return parse_group_rules(text, source=str(config.groups_file))
+
+
+async def _load_latest(store: Store, router: Router, clock: int) -> int:
+    """Seed the router's latest-state table from the store; unparsable rows are skipped."""
+    entries: list[LatestEntry] = []
+    for rec in await store.latest(clock):
+        try:
+            event = cot_xml.parse_event(rec.xml)
+        except PeerError as exc:
+            log.warning("stored event %s unreadable, skipped: %s", rec.uid, exc)
+            continue
+        entries.append(LatestEntry(event, rec.sender_groups))
+    router.load_latest(entries)
+    return len(entries)
+
+
+class Identities:
+    """Turns certificates and <auth> logins into Principals, with the groups file and users."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        groups: GroupRules,
+        users: UserDirectory | None,
+        server_pki: pki.ServerPki | None,
+    ) -> None:
+        self._config = config
+        self._groups = groups
+        self._users = users
+        self._pki = server_pki
+        self._username_re = re.compile(config.cert_username_regex)
+
+    def anonymous(self, peer: str, listener: str) -> Principal:
+        in_g, out_g = self._groups.resolve({"user": None})
+        return Principal(
+            name=f"{listener}:{peer}",
+            kind=PrincipalKind.ANONYMOUS,
+            in_groups=in_g,
+            out_groups=out_g,
+        )
+
+    def from_certificate(self, der: bytes | None, peer: str) -> Principal | None:
+        if der is None or self._pki is None:
+            return None
+        ident = pki.peer_identity(der)
+        if pki.is_revoked(self._pki, ident.serial):
+            log.warning("tls %s: refused revoked certificate serial %x", peer, ident.serial)
+            return None
+        match = self._username_re.search(ident.subject)
+        name = match.group(1).replace("\\", "") if match else None
+        if not name:
+            log.warning("tls %s: no username in certificate subject %s", peer, ident.subject)
+            return None
+        facts = {
+            "user": name,
+            "cn": ident.common_name,
+            "o": ident.org,
+            "ou": ident.org_units[0] if ident.org_units else None,
+            "fingerprint": ident.fingerprint_sha256,
+        }
+        in_g, out_g = self._groups.resolve(facts)
+        user = self._users.get(name) if self._users is not None else None
+        if user is not None and user.revoked:
+            log.warning("tls %s: refused certificate of revoked user %s", peer, name)
+            return None
+        if user is not None:
+            in_g, out_g = _merge_user_groups(in_g, out_g, user)
+        return Principal(
+            name=name,
+            in_groups=in_g,
+            out_groups=out_g,
+            org=ident.org or (user.org if user is not None else None),
+        )
+
+    def from_login(self, request: cot_xml.AuthRequest) -> Principal | None:
+        if self._users is None or not request.username or request.password is None:
+            return None
+        user = self._users.verify_password(request.username, request.password)
+        if user is None:
+            log.warning("auth: login refused for %r", request.username)
+            return None
+        in_g, out_g = self._groups.resolve({"user": user.name})
+        in_g, out_g = _merge_user_groups(in_g, out_g, user)
+        return Principal(name=user.name, in_groups=in_g, out_groups=out_g, org=user.org)
+
+
+def _merge_user_groups(
+    in_g: frozenset[str], out_g: frozenset[str], user: User
+) -> tuple[frozenset[str], frozenset[str]]:
+    """Groups from the users file add to those of the groups file; __ANON__ only when neither."""
+    if not user.in_groups and not user.out_groups:
+        return in_g, out_g
+    anon = frozenset({ANON_GROUP})
+    if in_g == anon and out_g == anon:
+        in_g = out_g = frozenset()
+    return in_g | frozenset(user.in_groups), out_g | frozenset(user.out_groups)
+
+
+@contextlib.asynccontextmanager
+async def run_server(config: Config) -> AsyncIterator[Server]:
+    """Start a server for ``config``; shut it down cleanly when the block exits."""
+    metrics = Metrics()
+    store = await _open_store(config)
+    writer = StoreWriter(store)
+    router = Router(
+        metrics=metrics,
+        clock_ms=now_ms,
+        writer=writer,
+        congestion_threshold=max(1, int(writer.max_pending * STORE_CONGESTION_FRACTION)),
+    )
+    registry = SessionRegistry(now_ms)
+    session_metrics = SessionMetrics(metrics)
+    groups = _load_groups(config)
+    users_path = config.resolved_users_file()
+    users = UserDirectory.load(users_path) if users_path.exists() else None
+    server_pki: pki.ServerPki | None = None
+    if config.tls is not None:
+        server_pki = pki.ensure_server_pki(
+            config.data_dir, public_host=config.public_host, extra_names=config.server_names
+        )
+    identities = Identities(config=config, groups=groups, users=users, server_pki=server_pki)
+    loaded = await _load_latest(store, router, now_ms())
+    if loaded:
+        log.info("loaded the latest state of %d uids from the store", loaded)
+
+    server = Server(
+        config=config,
+        router=router,
+        metrics=metrics,
+        store=store,
+        writer=writer,
+        sessions=registry,
+        server_pki=server_pki,
+    )
+    listeners: list[asyncio.Server] = []
+    datagram_transports: list[asyncio.DatagramTransport] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(writer.run(), name="store-writer"),
+                tg.create_task(registry.run(router), name="session-sweeper"),
+                tg.create_task(_housekeeping(router, store, config), name="housekeeping"),
+            ]
+
+            def persist_delete(uid: str) -> None:
+                tasks.append(tg.create_task(_delete_after(writer, store, uid), name="delete"))
+
+            router.on_delete(persist_delete)
+
+            def stream_factory(listener: str, require_auth: bool) -> StreamSession:
+                settings = SessionSettings(
+                    listener=listener,
+                    server_version=SERVER_VERSION,
+                    idle_timeout_s=config.idle_timeout_s,
+                    auth_timeout_s=config.auth_timeout_s,
+                    max_pending=config.max_pending,
+                    offer_protobuf=config.offer_protobuf,
+                    require_auth=require_auth,
+                    max_event_bytes=config.max_event_bytes,
+                )
+                if listener == "tls":
+                    resolve = identities.from_certificate
+                else:
+
+                    def resolve(_der: bytes | None, peer: str) -> Principal | None:
+                        return identities.anonymous(peer, "tcp")
+
+                return StreamSession(
+                    router=router,
+                    settings=settings,
+                    metrics=session_metrics,
+                    clock_ms=now_ms,
+                    resolve_principal=resolve,
+                    authenticate=identities.from_login if require_auth else None,
+                    registry=registry,
+                )
+
+            if config.tcp is not None:
+                srv = await start_stream_listener(
+                    config.tcp, lambda: stream_factory("tcp", config.tcp_auth)
+                )
+                listeners.append(srv)
+                server.tcp = Endpoint(config.tcp.host, bound_port(srv))
+            if config.tls is not None:
+                assert server_pki is not None
+                ctx = pki.server_ssl_context(server_pki)
+                srv = await start_stream_listener(
+                    config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
+                )
+                listeners.append(srv)
+                server.tls = Endpoint(config.tls.host, bound_port(srv))
+            if config.udp is not None:
+                udp_endpoint = config.udp
+                transport, _ = await start_udp_input(
+                    udp_endpoint,
+                    lambda: DatagramInput(
+                        router=router,
+                        principal=identities.anonymous(str(udp_endpoint), "udp"),
+                        rejected=session_metrics.rejected,
+                    ),
+                )
+                datagram_transports.append(transport)
+                server.udp = Endpoint(udp_endpoint.host, transport.get_extra_info("sockname")[1])
+            if config.multicast is not None:
+                transport, _bridge = await start_multicast_bridge(
+                    config.multicast,
+                    config.multicast_interface,
+                    router=router,
+                    principal=identities.anonymous(str(config.multicast), "mesh"),
+                    rejected=session_metrics.rejected,
+                )
+                datagram_transports.append(transport)
+
+            try:
+                yield server
+            finally:
+                log.info("shutting down")
+                for srv in listeners:
+                    srv.close()
+                for t in datagram_transports:
+                    t.close()
+                registry.close_all()
+                # Give closing transports one loop turn to hand their buffers to the kernel.
+                await asyncio.sleep(0)
+                for task in tasks:
+                    if task.get_name() != "store-writer":
+                        task.cancel()
+                await writer.flush()
+                tasks[0].cancel()  # the writer flushes what is left when cancelled
+    finally:
+        await store.close()
+        log.info("stopped")
+
+
+async def _delete_after(writer: StoreWriter, store: Store, uid: str) -> None:
+    """Persist a delete after every event submitted before it is written (keeps their order)."""
+    await writer.flush()
+    await store.delete_uid(uid)
+
+
+async def _housekeeping(router: Router, store: Store, config: Config) -> None:
+    loop = asyncio.get_running_loop()
+    next_prune = loop.time() + 60.0
+    while True:
+        await asyncio.sleep(EXPIRE_INTERVAL_S)
+        router.expire()
+        if config.retention_days and loop.time() >= next_prune:
+            next_prune = loop.time() + PRUNE_INTERVAL_S
+            cutoff = now_ms() - config.retention_days * 86_400_000
+            removed = await store.prune(cutoff)
+            if removed:
+                log.info("retention: removed %d history rows", removed)
+
+
+def data_path(config: Config, *parts: str) -> Path:
+    return config.data_dir.joinpath(*parts)

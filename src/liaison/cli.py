@@ -1,0 +1,151 @@
+"""The ``liaison`` command: serve, check-config, sim, user, audit and doctor.
+
+The CLI is the only place that reads argv and the environment and configures logging handlers;
+it builds one Config and passes it down (DESIGN.md conventions 10 and 12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from liaison import __version__
+from liaison import config as config_mod
+from liaison.errors import ConfigError, LiaisonError
+
+log = logging.getLogger("liaison")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration file (env LIAISON_CONFIG)")
+    p.add_argument("--data-dir", help="data folder (default ./liaison-data)")
+    p.add_argument("--tcp", help="plain TCP streaming listener HOST:PORT or off (default :8087)")
+    p.add_argument("--tls", help="mutual-TLS streaming listener HOST:PORT or off (default :8089)")
+    p.add_argument("--udp", help="UDP input HOST:PORT or off (default :8087)")
+    p.add_argument("--multicast", help="multicast mesh group to bridge, e.g. 239.2.3.1:6969")
+    p.add_argument("--public-host", help="host name clients use to reach this server")
+    p.add_argument("--storage", help="sqlite or memory")
+    p.add_argument("--log-level", help="debug, info, warning or error")
+
+
+def _load_config(args: argparse.Namespace) -> config_mod.Config:
+    overrides = {
+        "data_dir": args.data_dir,
+        "tcp": args.tcp,
+        "tls": args.tls,
+        "udp": args.udp,
+        "multicast": args.multicast,
+        "public_host": args.public_host,
+        "storage": args.storage,
+        "log_level": args.log_level,
+    }
+    return config_mod.load(args.config, os.environ, overrides)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    _setup_logging(cfg.log_level)
+    return asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: config_mod.Config) -> int:
+    from liaison.app import run_server
+
+    async with run_server(cfg) as server:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        print(f"Liaison {__version__} is running. Data folder: {cfg.data_dir.resolve()}")
+        if server.tcp:
+            print(f"  CoT over TCP    {server.tcp}  ({cfg.public_host}:{server.tcp.port}:tcp)")
+        if server.tls:
+            print(f"  CoT over TLS    {server.tls}  ({cfg.public_host}:{server.tls.port}:ssl)")
+        if server.udp:
+            print(f"  CoT over UDP    {server.udp}")
+        if cfg.multicast:
+            print(f"  Mesh bridge     {cfg.multicast}")
+        print("Add a user and their connection package with:")
+        print(f"  liaison user add NAME --org ORG --data-dir {cfg.data_dir}")
+        print("Stop with Ctrl-C.", flush=True)
+        await server.wait_stopped()
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    sys.stdout.write(config_mod.describe(cfg))
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from liaison.sim import SimSettings, run_sim
+
+    _setup_logging("info")
+    settings = SimSettings(
+        host=args.host,
+        port=args.port,
+        clients=args.clients,
+        rate=args.rate,
+        duration_s=args.duration,
+        center_lat=args.lat,
+        center_lon=args.lon,
+    )
+    report = asyncio.run(run_sim(settings))
+    print(report.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liaison", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"liaison {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("serve", help="run the server")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="print the effective configuration")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("sim", help="drive simulated units against a server (demos and load)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8087, help="plain TCP streaming port")
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--rate", type=float, default=1.0, help="position reports per second per unit")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    p.add_argument("--lat", type=float, default=50.45, help="centre latitude of the area")
+    p.add_argument("--lon", type=float, default=30.52, help="centre longitude of the area")
+    p.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"liaison: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except LiaisonError as exc:
+        print(f"liaison: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

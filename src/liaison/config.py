@@ -1,0 +1,426 @@
+"""Configuration: one frozen object built from defaults, a TOML file, the environment and flags.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config`` or ``LIAISON_CONFIG``),
+environment variables, command-line flags. Every setting is declared once in :data:`SETTINGS`
+with its default, its environment variable and a sentence of documentation; docs/configuration.md
+lists the same table and a test keeps the two in step. Errors name the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from liaison.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host and port to listen on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_endpoint(key: str, value: object) -> Endpoint | None:
+    """``HOST:PORT``, ``:PORT`` (all interfaces), ``PORT``, or ``off``."""
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("off", "none", "false", ""):
+        return None
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(key, f"expected HOST:PORT or 'off', got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"port {port} out of range 0..65535")
+    return Endpoint(host, port)
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, f"expected true or false, got {value!r}")
+
+
+def _positive_float(key: str, value: object) -> float:
+    try:
+        f = float(str(value))
+    except ValueError:
+        raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if f <= 0:
+        raise ConfigError(key, "must be greater than 0")
+    return f
+
+
+def _non_negative_int(key: str, value: object) -> int:
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ConfigError(key, f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise ConfigError(key, "must not be negative")
+    return n
+
+
+def _path(key: str, value: object) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(key, "must not be empty")
+    return Path(text)
+
+
+def _optional_path(key: str, value: object) -> Path | None:
+    text = str(value).strip() if value is not None else ""
+    return Path(text) if text else None
+
+
+def _text(key: str, value: object) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(key, "must not be empty")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[str, object], str]:
+    def parse(key: str, value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ConfigError(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _regex(key: str, value: object) -> str:
+    text = str(value)
+    try:
+        compiled = re.compile(text)
+    except re.error as exc:
+        raise ConfigError(key, f"not a valid regular expression: {exc}") from None
+    if compiled.groups < 1:
+        raise ConfigError(key, "needs one capturing group: the username")
+    return text
+
+
+def _names(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, list):
+        items = [str(v).strip() for v in value]
+    else:
+        raise ConfigError(key, "expected a list of names or a comma-separated string")
+    return tuple(v for v in items if v)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration key: where it lives in TOML, its environment variable, how to parse it."""
+
+    key: str  # "section.name" in the TOML file
+    attr: str  # the Config attribute
+    env: str | None
+    parse: Callable[[str, object], Any]
+    doc: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The effective configuration. Built by :func:`load`; never mutated."""
+
+    data_dir: Path = Path("liaison-data")
+    public_host: str = "localhost"
+    server_names: tuple[str, ...] = ()
+    tcp: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8087))
+    tls: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8089))
+    udp: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8087))
+    multicast: Endpoint | None = None
+    multicast_interface: str = "0.0.0.0"
+    tcp_auth: bool = False
+    tls_auth: bool = False
+    offer_protobuf: bool = True
+    cert_username_regex: str = r"CN=((?:[^,\\]|\\.)+)"
+    groups_file: Path | None = None
+    users_file: Path | None = None
+    idle_timeout_s: float = 300.0
+    auth_timeout_s: float = 15.0
+    max_event_bytes: int = 1024 * 1024
+    max_pending: int = 10_000
+    storage: str = "sqlite"
+    retention_days: int = 30
+    log_level: str = "info"
+
+    def resolved_users_file(self) -> Path:
+        return self.users_file or self.data_dir / "users.json"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "server.data_dir",
+        "data_dir",
+        "LIAISON_DATA_DIR",
+        _path,
+        "Folder for the database, the CA and certificates, users and logs.",
+    ),
+    Setting(
+        "server.public_host",
+        "public_host",
+        "LIAISON_PUBLIC_HOST",
+        _text,
+        "Host name or address clients use to reach this server; goes into the server"
+        " certificate and connection packages.",
+    ),
+    Setting(
+        "server.names",
+        "server_names",
+        "LIAISON_SERVER_NAMES",
+        _names,
+        "Extra DNS names or IP addresses for the server certificate.",
+    ),
+    Setting(
+        "listeners.tcp",
+        "tcp",
+        "LIAISON_TCP",
+        parse_endpoint,
+        "Plain TCP CoT streaming listener, HOST:PORT or off.",
+    ),
+    Setting(
+        "listeners.tls",
+        "tls",
+        "LIAISON_TLS",
+        parse_endpoint,
+        "Mutual-TLS CoT streaming listener, HOST:PORT or off.",
+    ),
+    Setting(
+        "listeners.udp",
+        "udp",
+        "LIAISON_UDP",
+        parse_endpoint,
+        "UDP CoT input (one event per datagram, XML or mesh protobuf), HOST:PORT or off.",
+    ),
+    Setting(
+        "listeners.multicast",
+        "multicast",
+        "LIAISON_MULTICAST",
+        parse_endpoint,
+        "Multicast mesh group to bridge both ways (ATAK's is 239.2.3.1:6969), or off.",
+    ),
+    Setting(
+        "listeners.multicast_interface",
+        "multicast_interface",
+        None,
+        _text,
+        "Local IPv4 address of the interface that joins the multicast group.",
+    ),
+    Setting(
+        "auth.tcp",
+        "tcp_auth",
+        "LIAISON_TCP_AUTH",
+        _bool,
+        "Require <auth> username and password as the first message on the TCP listener.",
+    ),
+    Setting(
+        "auth.tls",
+        "tls_auth",
+        None,
+        _bool,
+        "Also require <auth> on the TLS listener, after the client certificate.",
+    ),
+    Setting(
+        "auth.cert_username_regex",
+        "cert_username_regex",
+        None,
+        _regex,
+        "Regular expression whose first group, searched in the certificate subject"
+        " (RFC 4514 form), is the username (TAK Server's DNUsernameExtractorRegex).",
+    ),
+    Setting(
+        "auth.groups_file",
+        "groups_file",
+        "LIAISON_GROUPS_FILE",
+        _optional_path,
+        "TOML file mapping users and certificate fields to IN/OUT groups.",
+    ),
+    Setting(
+        "auth.users_file",
+        "users_file",
+        None,
+        _optional_path,
+        "Users file with hashed passwords (default DATA_DIR/users.json).",
+    ),
+    Setting(
+        "protocol.offer_protobuf",
+        "offer_protobuf",
+        None,
+        _bool,
+        "Offer TAK protocol v1 (protobuf) to stream clients with t-x-takp-v.",
+    ),
+    Setting(
+        "limits.idle_timeout_s",
+        "idle_timeout_s",
+        None,
+        _positive_float,
+        "Seconds without one complete frame before a stream client is dropped.",
+    ),
+    Setting(
+        "limits.auth_timeout_s",
+        "auth_timeout_s",
+        None,
+        _positive_float,
+        "Seconds an <auth> listener waits for the <auth> message.",
+    ),
+    Setting(
+        "limits.max_event_bytes",
+        "max_event_bytes",
+        None,
+        _non_negative_int,
+        "Largest accepted event, in bytes, XML or protobuf.",
+    ),
+    Setting(
+        "limits.max_pending",
+        "max_pending",
+        None,
+        _non_negative_int,
+        "Events that may wait for one slow reader before it is disconnected.",
+    ),
+    Setting(
+        "storage.backend",
+        "storage",
+        "LIAISON_STORAGE",
+        _choice("sqlite", "memory"),
+        "Where events are kept: sqlite (DATA_DIR/liaison.db) or memory (lost at exit).",
+    ),
+    Setting(
+        "storage.retention_days",
+        "retention_days",
+        None,
+        _non_negative_int,
+        "Days of event history to keep; 0 keeps everything. Latest state is always kept.",
+    ),
+    Setting(
+        "log.level",
+        "log_level",
+        "LIAISON_LOG_LEVEL",
+        _choice("debug", "info", "warning", "error"),
+        "Log level.",
+    ),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+_BY_ATTR = {s.attr: s for s in SETTINGS}
+
+
+def load(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the effective configuration; ``overrides`` maps Config attributes to raw values."""
+    values: dict[str, Any] = {}
+    environ = environ or {}
+    if path is None and environ.get("LIAISON_CONFIG"):
+        path = Path(environ["LIAISON_CONFIG"])
+    if path is not None:
+        values.update(_from_file(path))
+    for s in SETTINGS:
+        if s.env and s.env in environ:
+            values[s.attr] = s.parse(s.env, environ[s.env])
+    for attr, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        s = _BY_ATTR.get(attr)
+        if s is None:
+            raise ConfigError(attr, "unknown setting")
+        values[attr] = s.parse(f"--{attr.replace('_', '-')}", raw)
+    config = Config(**values)
+    _validate(config)
+    return config
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    values: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(section, "expected a [section] table")
+        for name, raw in table.items():
+            key = f"{section}.{name}"
+            s = _BY_KEY.get(key)
+            if s is None:
+                raise ConfigError(key, "unknown setting")
+            values[s.attr] = s.parse(key, raw)
+    return values
+
+
+def _validate(config: Config) -> None:
+    if config.multicast is not None:
+        try:
+            addr = ipaddress.ip_address(config.multicast.host)
+        except ValueError:
+            raise ConfigError("listeners.multicast", "must be a multicast IP address") from None
+        if not addr.is_multicast:
+            raise ConfigError("listeners.multicast", f"{addr} is not a multicast address")
+    if config.max_event_bytes < 1024:
+        raise ConfigError("limits.max_event_bytes", "must be at least 1024")
+    if config.max_pending < 1:
+        raise ConfigError("limits.max_pending", "must be at least 1")
+
+
+def describe(config: Config) -> str:
+    """The effective configuration as TOML-like text, for ``liaison check-config``."""
+    lines: list[str] = []
+    section = ""
+    for s in SETTINGS:
+        sec, name = s.key.split(".", 1)
+        if sec != section:
+            section = sec
+            lines.append(f"\n[{sec}]" if lines else f"[{sec}]")
+        value = getattr(config, s.attr)
+        if value is None:
+            shown = (
+                '"off"' if isinstance(_default(s.attr), Endpoint) or "listeners" in s.key else '""'
+            )
+        elif isinstance(value, bool):
+            shown = "true" if value else "false"
+        elif isinstance(value, int | float):
+            shown = str(value)
+        elif isinstance(value, tuple):
+            shown = "[" + ", ".join(json.dumps(v) for v in value) + "]"
+        else:
+            shown = json.dumps(str(value))
+        lines.append(f"{name} = {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def _default(attr: str) -> object:
+    for f in fields(Config):
+        if f.name == attr:
+            if callable(f.default_factory):
+                return f.default_factory()
+            return f.default
+    raise KeyError(attr)

@@ -1,0 +1,464 @@
+"""One connected stream peer: framer, codec, negotiation, and a bounded outbound queue.
+
+A :class:`StreamSession` is an ``asyncio.Protocol``: the event loop calls ``data_received`` with
+bytes, the session feeds its sans-IO framer, parses each complete frame once, answers link-level
+messages itself (ping, TAK protocol negotiation, ``<auth>``) and hands everything else to
+:meth:`Router.publish`. The router hands events back through :meth:`StreamSession.deliver`.
+
+Outbound (DESIGN.md convention 9, after nats' slow-consumer policy): ``deliver`` never blocks.
+Items wait in an insertion-ordered dict; a position report replaces an older one of the same uid
+still waiting, so a slow reader gets the newest picture rather than a backlog. The queue is written
+once per event-loop turn while the transport accepts data; when the transport's buffer passes its
+high-water mark asyncio calls ``pause_writing`` and items accumulate (still coalescing). Past
+``max_pending`` items the peer is a slow consumer: counted, logged once, disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from liaison.errors import AuthenticationFailed, PeerError, SlowConsumer
+from liaison.metrics import Metrics
+from liaison.model.event import Event, WireFormat
+from liaison.model.principal import Principal
+from liaison.protocol import cot_proto, cot_xml, negotiation
+from liaison.protocol.tak_stream import TakStreamFramer, frame
+from liaison.protocol.xml_stream import XmlStreamFramer
+
+if TYPE_CHECKING:
+    from liaison.router import Outgoing, Router
+
+log = logging.getLogger(__name__)
+
+# Default seconds without one complete frame before a peer is dropped. ATAK, WinTAK and iTAK send
+# a position report or a t-x-c-t ping well inside a minute, so five minutes only ever catches dead
+# or hostile peers (a client that connects and sends nothing, or one byte a minute).
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
+# Seconds an <auth> listener waits for the <auth> message (TAK Server expects it first).
+DEFAULT_AUTH_TIMEOUT_S = 15.0
+
+# Events that may wait for one slow reader before it is disconnected. Position reports coalesce
+# per uid, so this bounds non-position traffic (chats, markers, deletes) a reader has not taken:
+# at 1 KB each, 10,000 is about 10 MB held for one peer at worst.
+DEFAULT_MAX_PENDING = 10_000
+
+# While ingest is congested, seconds between checks for whether paused readers may resume.
+RESUME_CHECK_S = 0.02
+
+
+class Phase(enum.Enum):
+    AWAIT_AUTH = "await_auth"  # an <auth> listener: nothing but <auth> is accepted yet
+    OPEN = "open"  # attached to the router
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSettings:
+    """Per-listener behaviour of its stream sessions."""
+
+    listener: str  # "tcp" or "tls": used in logs and metrics
+    server_version: str
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    auth_timeout_s: float = DEFAULT_AUTH_TIMEOUT_S
+    max_pending: int = DEFAULT_MAX_PENDING
+    offer_protobuf: bool = True
+    require_auth: bool = False
+    max_event_bytes: int = 1024 * 1024
+
+
+# Given the peer's TLS certificate (DER) or None, who is this peer? None refuses the connection.
+PrincipalResolver = Callable[[bytes | None, str], Principal | None]
+# Given an <auth> request, who is this peer? None refuses it.
+Authenticator = Callable[[cot_xml.AuthRequest], Principal | None]
+
+
+class SessionMetrics:
+    """Counters shared by all stream sessions."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.connections = metrics.counter(
+            "liaison_connections_total", "Stream connections accepted", "listener"
+        )
+        self.refused = metrics.counter(
+            "liaison_connections_refused_total", "Stream connections refused", "reason"
+        )
+        self.rejected = metrics.counter(
+            "liaison_input_rejected_total", "Input frames or streams refused", "reason"
+        )
+        self.closed = metrics.counter(
+            "liaison_sessions_closed_total", "Stream sessions ended", "reason"
+        )
+        self.slow = metrics.counter(
+            "liaison_slow_consumer_total", "Slow-reader episodes and outcomes", "outcome"
+        )
+        self.negotiated = metrics.counter(
+            "liaison_protocol_negotiated_total", "TAK protocol negotiations", "outcome"
+        )
+
+
+class StreamSession(asyncio.Protocol):
+    """A TAK stream client on TCP or TLS."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        settings: SessionSettings,
+        metrics: SessionMetrics,
+        clock_ms: Callable[[], int],
+        resolve_principal: PrincipalResolver,
+        authenticate: Authenticator | None,
+        registry: SessionRegistry,
+    ) -> None:
+        self._router = router
+        self._settings = settings
+        self._metrics = metrics
+        self._clock_ms = clock_ms
+        self._resolve = resolve_principal
+        self._authenticate = authenticate
+        self._registry = registry
+        self._transport: asyncio.Transport | None = None
+        self._xml_framer: XmlStreamFramer | None = XmlStreamFramer(settings.max_event_bytes)
+        self._proto_framer: TakStreamFramer | None = None
+        self._negotiator: negotiation.Negotiator | None = None
+        self._principal: Principal | None = None
+        self._pending: dict[object, Outgoing] = {}
+        self._seq = 0
+        self._flush_scheduled = False
+        self._writing_paused = False
+        self._reading_paused = False
+        self.phase = Phase.AWAIT_AUTH
+        self.format = WireFormat.XML
+        self.peer = "?"
+        self.client_uid: str | None = None
+        self.callsign: str | None = None
+        self.connected_ms = 0
+        self.last_frame_ms = 0
+        self.close_reason: str | None = None
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def principal(self) -> Principal:
+        if self._principal is None:
+            raise RuntimeError("session has no principal before authentication")
+        return self._principal
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        now = self._clock_ms()
+        self.connected_ms = self.last_frame_ms = now
+        peername = transport.get_extra_info("peername")
+        self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        self._metrics.connections.inc(self._settings.listener)
+        self._registry.add(self)
+        cert: bytes | None = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            cert = ssl_object.getpeercert(binary_form=True)
+        principal = self._resolve(cert, self.peer)
+        if principal is None:
+            self._metrics.refused.inc("identity")
+            log.warning(
+                "%s %s: refused: certificate not accepted", self._settings.listener, self.peer
+            )
+            self._close("refused")
+            return
+        if self._settings.require_auth:
+            self._principal = principal  # provisional; replaced by <auth>
+            return
+        self._open(principal)
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        try:
+            self._receive(data)
+        except PeerError as exc:
+            self._refuse(exc)
+            return
+        if self._router.congested and self._transport is not None:
+            # Backpressure on the way in: the store's writer queue is the one place ingest
+            # waits. Stop reading this peer until the registry sees the queue drain.
+            self._transport.pause_reading()
+            self._registry.paused(self)
+
+    def eof_received(self) -> bool | None:
+        self._close("eof")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
+            self.close_reason = self.close_reason or ("error" if exc else "disconnected")
+        self._metrics.closed.inc(self.close_reason or "disconnected")
+        self._router.detach(self)
+        self._registry.discard(self)
+        self._pending.clear()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._metrics.slow.inc("paused")
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._pending:
+            self._schedule_flush()
+
+    # --- inbound --------------------------------------------------------------------------
+
+    def _receive(self, data: bytes) -> None:
+        if self._proto_framer is not None:
+            self._proto_framer.feed(data)
+            self._drain_proto()
+            return
+        framer = self._xml_framer
+        assert framer is not None
+        framer.feed(data)
+        while self.phase is not Phase.CLOSED:
+            frame = framer.next_frame()
+            if frame is None:
+                return
+            self.last_frame_ms = self._clock_ms()
+            if frame.startswith(b"<auth"):
+                self._on_auth(frame)
+                continue
+            if self.phase is Phase.AWAIT_AUTH:
+                raise AuthenticationFailed("event before <auth>", reason="auth_required")
+            try:
+                event = cot_xml.parse_event(frame)
+            except PeerError as exc:
+                self._reject_frame(exc)
+                continue
+            if self._on_event(event):
+                # Negotiated TAK protocol v1: whatever followed the request is protobuf.
+                rest = framer.take_buffer()
+                self._xml_framer = None
+                self._proto_framer = TakStreamFramer(self._settings.max_event_bytes)
+                self._proto_framer.feed(rest)
+                self._drain_proto()
+                return
+
+    def _drain_proto(self) -> None:
+        framer = self._proto_framer
+        assert framer is not None
+        while self.phase is not Phase.CLOSED:
+            payload = framer.next_frame()
+            if payload is None:
+                return
+            self.last_frame_ms = self._clock_ms()
+            try:
+                event = cot_proto.parse_proto(payload)
+            except PeerError as exc:
+                self._reject_frame(exc)
+                continue
+            if event is not None:
+                self._on_event(event)
+
+    def _reject_frame(self, exc: PeerError) -> None:
+        """One bad event in a stream that is still in sync: refuse it, keep the session."""
+        self._metrics.rejected.inc(exc.reason)
+        log.info(
+            "%s %s: event refused (%s): %s", self._settings.listener, self.peer, exc.reason, exc
+        )
+
+    def _on_auth(self, frame: bytes) -> None:
+        if self.phase is not Phase.AWAIT_AUTH or self._authenticate is None:
+            # TAK clients may send <auth> to a listener that does not need it: ignore it.
+            return
+        request = cot_xml.parse_auth(frame)
+        principal = self._authenticate(request)
+        if principal is None:
+            raise AuthenticationFailed(f"login refused for {request.username!r}")
+        self._open(principal)
+
+    def _on_event(self, event: Event) -> bool:
+        """Handle one parsed event. Returns True when the stream must switch to protobuf now."""
+        if self.phase is not Phase.OPEN:
+            raise AuthenticationFailed("event before <auth>", reason="auth_required")
+        if event.is_control:
+            return self._on_control(event)
+        self._router.publish(event, self)
+        return False
+
+    def _on_control(self, event: Event) -> bool:
+        if event.is_ping:
+            self._write_now(negotiation.pong(self._clock_ms()))
+            return False
+        if event.type == "t-x-takp-q" and self._negotiator is not None:
+            response, switch = self._negotiator.on_request(event)
+            self._write_now(response)
+            self._metrics.negotiated.inc("accepted" if switch else "refused")
+            if switch:
+                self.format = WireFormat.PROTO
+            return switch
+        return False  # other control messages are consumed, never relayed
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _open(self, principal: Principal) -> None:
+        self._principal = principal
+        self.phase = Phase.OPEN
+        if self._settings.offer_protobuf:
+            now = self._clock_ms()
+            self._negotiator = negotiation.Negotiator(
+                now, f"liaison-takp-{id(self):x}-{now}", self._settings.server_version
+            )
+            self._write_now(self._negotiator.offer)
+        self._router.attach(self)
+        self._router.replay_to(self)
+
+    def check_timeouts(self, now_ms: int) -> None:
+        """Called periodically by the registry: drop peers that send no complete frame in time."""
+        if self.phase is Phase.CLOSED:
+            return
+        if self.phase is Phase.AWAIT_AUTH and self._settings.require_auth:
+            limit = self._settings.auth_timeout_s
+        else:
+            limit = self._settings.idle_timeout_s
+        if now_ms - self.last_frame_ms > limit * 1000:
+            self._metrics.rejected.inc("idle_timeout")
+            log.info(
+                "%s %s: dropped: no complete frame in %.0f s",
+                self._settings.listener,
+                self.peer,
+                limit,
+            )
+            self._close("idle_timeout", abort=True)
+
+    def _refuse(self, exc: PeerError) -> None:
+        self._metrics.rejected.inc(exc.reason)
+        log.warning(
+            "%s %s: session closed (%s): %s", self._settings.listener, self.peer, exc.reason, exc
+        )
+        self._close(exc.reason, abort=True)
+
+    def _close(self, reason: str, *, abort: bool = False) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        self.close_reason = reason
+        self._router.detach(self)
+        if self._transport is not None:
+            if abort:
+                self._transport.abort()
+            else:
+                self._flush()
+                self._transport.close()
+
+    def close(self) -> None:
+        """Graceful close for shutdown: write what is queued, then close."""
+        self._close("shutdown")
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    # --- outbound -------------------------------------------------------------------------
+
+    def deliver(self, out: Outgoing) -> None:
+        """Queue one event for this peer. Never blocks; enforces the slow-consumer policy."""
+        if self.phase is not Phase.OPEN:
+            return
+        key = out.coalesce_key
+        pending = self._pending
+        if key is None:
+            self._seq += 1
+            pending[self._seq] = out
+        elif key in pending:
+            pending[key] = out  # the newer report replaces the waiting one, in its place
+            self._metrics.slow.inc("coalesced")
+            return
+        else:
+            pending[key] = out
+        if len(pending) > self._settings.max_pending:
+            self._metrics.slow.inc("disconnected")
+            self._refuse(SlowConsumer(f"more than {self._settings.max_pending} events waiting"))
+            return
+        if not self._writing_paused:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self._transport
+        if transport is None or not self._pending or transport.is_closing():
+            return
+        items = self._pending.values()
+        if self.format is WireFormat.PROTO:
+            data = b"".join([o.proto_frame() for o in items])
+        else:
+            data = b"".join([o.xml() for o in items])
+        self._pending.clear()
+        transport.write(data)
+
+    def _write_now(self, event: Event) -> None:
+        """Write a link-level message straight away, ahead of anything queued."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self.format is WireFormat.PROTO:
+            self._transport.write(frame(cot_proto.render_proto(event)))
+        else:
+            self._transport.write(cot_xml.render_xml(event))
+
+
+class SessionRegistry:
+    """Every live stream session, for timeouts and shutdown. Owned by the app."""
+
+    # Seconds between timeout sweeps; timeouts are enforced to within this much.
+    SWEEP_INTERVAL_S = 1.0
+
+    def __init__(self, clock_ms: Callable[[], int]) -> None:
+        self._sessions: set[StreamSession] = set()
+        self._paused: set[StreamSession] = set()
+        self._clock_ms = clock_ms
+
+    def add(self, session: StreamSession) -> None:
+        self._sessions.add(session)
+
+    def discard(self, session: StreamSession) -> None:
+        self._sessions.discard(session)
+        self._paused.discard(session)
+
+    def paused(self, session: StreamSession) -> None:
+        """``session`` stopped reading because ingest is congested; resume it when clear."""
+        self._paused.add(session)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[StreamSession]:
+        return iter(list(self._sessions))
+
+    async def run(self, router: Router, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        """Sweep for timed-out sessions and resume paused readers, until cancelled."""
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(RESUME_CHECK_S if self._paused else interval_s)
+            if self._paused and not router.congested:
+                for session in list(self._paused):
+                    session.resume_reading()
+                self._paused.clear()
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + interval_s
+                now = self._clock_ms()
+                for session in list(self._sessions):
+                    session.check_timeouts(now)
+
+    def close_all(self) -> None:
+        for session in list(self._sessions):
+            session.close()

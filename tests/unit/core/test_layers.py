@@ -1,0 +1,60 @@
+"""The dependency rule: protocol/ and model/ stay pure (no I/O, clock, config or storage)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[3] / "src" / "liaison"
+
+FORBIDDEN = {
+    "asyncio",
+    "socket",
+    "ssl",
+    "selectors",
+    "time",
+    "datetime",
+    "sqlite3",
+    "threading",
+    "subprocess",
+    "liaison.config",
+    "liaison.storage",
+    "liaison.router",
+    "liaison.session",
+    "liaison.transports",
+    "liaison.app",
+    "liaison.cli",
+}
+PURE_MODULES = sorted((SRC / "protocol").glob("*.py")) + sorted((SRC / "model").glob("*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", PURE_MODULES, ids=lambda p: p.relative_to(SRC).as_posix())
+def test_pure_layers_import_no_io(path: Path) -> None:
+    bad = {
+        name
+        for name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+    }
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_only_the_router_calls_can_see() -> None:
+    callers = [
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if "can_see(" in p.read_text() and p.name != "access.py"
+    ]
+    assert callers == ["router.py"]
