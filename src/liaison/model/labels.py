@@ -29,7 +29,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 
 from liaison.errors import ConfigError
@@ -180,18 +179,50 @@ def _digest(value: object) -> str:
 
 # --- times -------------------------------------------------------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Calendar arithmetic on integers (proleptic Gregorian, as RFC 3339 uses), so this pure module
+# needs no datetime: H. Hinnant, "chrono-Compatible Low-Level Date Algorithms",
+# days_from_civil / civil_from_days.
+_MS_PER_DAY = 86_400_000
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    days += 719_468
+    era = days // 146_097
+    doe = days - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
 
 
 def format_time_ms(ms: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS.sssZ`` for a time in ms since the epoch (0 <= ms <= MAX_TIME_MS)."""
     if type(ms) is not int or not 0 <= ms <= MAX_TIME_MS:
         raise ValueError(f"time out of range: {ms!r}")
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T"
-        f"{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}.{ms % 1000:03d}Z"
-    )
+    days, rest = divmod(ms, _MS_PER_DAY)
+    year, month, day = _civil_from_days(days)
+    seconds, milli = divmod(rest, 1000)
+    hour, seconds = divmod(seconds, 3600)
+    minute, second = divmod(seconds, 60)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
 
 
 def parse_time_ms(text: str, *, strict: bool = True) -> int:
@@ -199,6 +230,7 @@ def parse_time_ms(text: str, *, strict: bool = True) -> int:
 
     ``strict`` accepts only what :func:`format_time_ms` writes. The lenient form (for 4774
     import) also accepts 0 to 9 fraction digits (truncated to ms) and a numeric UTC offset.
+    Leap seconds (``:60``) are refused.
     """
     match = (_STRICT_TIME_RE if strict else _LENIENT_TIME_RE).fullmatch(text)
     if match is None:
@@ -206,18 +238,28 @@ def parse_time_ms(text: str, *, strict: bool = True) -> int:
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction = match.group(7) or ""
     offset = "Z" if strict else match.group(8)
-    try:
-        tz = UTC
-        if offset != "Z":
-            sign = -1 if offset[0] == "-" else 1
-            hours, minutes = int(offset[1:3]), int(offset[4:6])
-            if hours > 23 or minutes > 59:
-                raise ValueError("offset out of range")
-            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
-        dt = datetime(year, month, day, hour, minute, second, tzinfo=tz)
-    except ValueError as exc:
-        raise LabelError("bad_time", str(exc)) from exc
-    ms = (dt - _EPOCH) // timedelta(milliseconds=1) + int((fraction + "000")[:3])
+    if not (
+        1 <= month <= 12
+        and 1 <= day <= _days_in_month(year, month)
+        and hour <= 23
+        and minute <= 59
+        and second <= 59
+    ):
+        raise LabelError("bad_time", "date or time field out of range")
+    offset_minutes = 0
+    if offset != "Z":
+        off_hours, off_minutes = int(offset[1:3]), int(offset[4:6])
+        if off_hours > 23 or off_minutes > 59:
+            raise LabelError("bad_time", "UTC offset out of range")
+        offset_minutes = (off_hours * 60 + off_minutes) * (-1 if offset[0] == "-" else 1)
+    seconds = (
+        _days_from_civil(year, month, day) * 86_400
+        + hour * 3600
+        + minute * 60
+        + second
+        - offset_minutes * 60
+    )
+    ms = seconds * 1000 + int((fraction + "000")[:3])
     if not 0 <= ms <= MAX_TIME_MS:
         raise LabelError("bad_time", "time out of range")
     return ms
