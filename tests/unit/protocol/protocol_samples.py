@@ -7,6 +7,8 @@ them skip with a visible reason when that folder is absent (a clone outside the 
 
 from __future__ import annotations
 
+import contextlib
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,36 @@ def shared_path(relative: str) -> Path:
 
 def read(path: Path) -> bytes:
     return path.read_bytes()
+
+
+def fill_template(data: bytes, when: str = "2024-05-01T12:00:00.000Z") -> bytes:
+    """A protocol.txt negotiation template with its 'TIME' placeholders filled in."""
+    return data.replace(b"'TIME'", f"'{when}'".encode())
+
+
+def expected_element(data: bytes) -> bytes:
+    """The element of a one-message sample: declaration and outer whitespace removed."""
+    body = data.strip()
+    if body.startswith(b"<?xml"):
+        body = body[body.index(b"?>") + 2 :].strip()
+    return body
+
+
+Structure = tuple[str, tuple[tuple[str, object], ...], str, str, tuple["Structure", ...]]
+
+
+def structure(element: ET.Element) -> Structure:
+    """What XML means here: tag, attributes (unordered), text and tail (outer whitespace
+    ignored), children in order. Track speed/course compare as numbers, since the protobuf
+    Track message carries doubles (tak-protocol.md 2.3)."""
+    attrib: dict[str, object] = dict(element.attrib)
+    if element.tag == "track" and set(attrib) == {"speed", "course"}:
+        with contextlib.suppress(ValueError):
+            attrib = {k: float(str(v)) for k, v in attrib.items()}
+    return (
+        str(element.tag),
+        tuple(sorted(attrib.items())),
+        (element.text or "").strip(),
+        (element.tail or "").strip(),
+        tuple(structure(child) for child in element),
+    )

@@ -8,20 +8,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_samples import xml_sample_params, xml_sample_paths
+from protocol_samples import expected_element, xml_sample_params, xml_sample_paths
 
 from liaison import errors
 from liaison.protocol.xml_stream import XmlStreamFramer
 
 SAMPLE_PARAMS = xml_sample_params()
-
-
-def expected_element(data: bytes) -> bytes:
-    """The element of a one-message sample: declaration and outer whitespace removed."""
-    body = data.strip()
-    if body.startswith(b"<?xml"):
-        body = body[body.index(b"?>") + 2 :].strip()
-    return body
 
 
 def feed_in_pieces(data: bytes, cuts: list[int]) -> list[bytes]:

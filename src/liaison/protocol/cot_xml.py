@@ -1,0 +1,401 @@
+"""Hardened parsing and serialisation of CoT XML <event> (and the stream <auth> message).
+
+Parsing uses the standard library's C-accelerated ElementTree (expat), after our own checks:
+DTD markup is refused outright (no DOCTYPE means no entity declarations, so neither XXE nor
+"billion laughs" can reach the parser), the bytes must be UTF-8, the element depth is bounded by
+``limits.MAX_XML_DEPTH``, and the CoT fields are validated (MITRE CoT 2.0 event schema as quoted in
+tak-protocol.md 1.1 and 1.2). Every refusal is an ``InvalidEvent`` with a short ``reason``:
+
+    too_large, doctype, not_utf8, bad_xml, too_deep, not_event, not_auth,
+    missing_field, bad_time, bad_coordinates
+
+Encoding: every CoT message is read as UTF-8 whatever its XML declaration says. The declaration is
+not part of the event (``Event.xml`` holds the element only) and real senders mislabel it; for
+example a commo capture declares encoding="utf-16" over ASCII bytes. Bytes that are not valid
+UTF-8 are refused (reason "not_utf8") rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import date
+
+from liaison import errors
+from liaison.model.event import UNKNOWN_ERROR, Event, make_event
+from liaison.protocol import limits
+
+# --- times ----------------------------------------------------------------------------------------
+
+# xs:dateTime as CoT uses it (tak-protocol.md 1.1): "Z" (or a numeric offset) and any number of
+# fractional-second digits. A time without a zone is refused: it would be read in some unknown
+# local time and make every stale computation wrong.
+_DATETIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)\Z", re.ASCII
+)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+# Times outside 1970-01-01 .. 2200-12-31 are refused as absurd (a bad clock or a forged stale).
+_MIN_MS = 0
+_MAX_MS = (date(2201, 1, 1).toordinal() - _EPOCH_ORDINAL) * 86_400_000
+
+
+@functools.lru_cache(maxsize=256)
+def _days_since_epoch(year: str, month: str, day: str) -> int | None:
+    """Days from 1970-01-01 to a calendar date, or None if there is no such date (cached:
+    live traffic carries a handful of distinct dates)."""
+    try:
+        return date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+
+
+def parse_time(text: str) -> int:
+    """Parse an xs:dateTime into integer milliseconds since the epoch (fraction truncated).
+
+    Raises ``InvalidEvent(reason="bad_time")`` for anything else, or a time outside 1970..2200.
+    """
+    m = _DATETIME.match(text)
+    if m is None:
+        raise errors.InvalidEvent(f"bad time {text[:40]!r}", reason="bad_time")
+    year, month, day, hour, minute, second, fraction, zone = m.groups()
+    days = _days_since_epoch(year, month, day)
+    if days is None:
+        raise errors.InvalidEvent(f"bad date {text[:40]!r}", reason="bad_time")
+    h, mi, s = int(hour), int(minute), int(second)
+    if h > 23 or mi > 59 or s > 59:
+        raise errors.InvalidEvent(f"bad time of day {text[:40]!r}", reason="bad_time")
+    ms = (((days * 24 + h) * 60 + mi) * 60 + s) * 1000
+    if fraction:
+        ms += int(fraction[:3].ljust(3, "0"))
+    if zone != "Z":
+        offset = (int(zone[1:3]) * 60 + int(zone[4:6])) * 60_000
+        ms += -offset if zone[0] == "+" else offset
+    if not _MIN_MS <= ms < _MAX_MS:
+        raise errors.InvalidEvent(f"time out of range {text[:40]!r}", reason="bad_time")
+    return ms
+
+
+def check_time(ms: int) -> int:
+    """A time in ms must fall within 1970..2200 (the range :func:`parse_time` accepts)."""
+    if not _MIN_MS <= ms < _MAX_MS:
+        raise errors.InvalidEvent(f"time {ms} ms is outside 1970..2200", reason="bad_time")
+    return ms
+
+
+def format_time(ms: int) -> str:
+    """Format milliseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    if not _MIN_MS <= ms < _MAX_MS:
+        raise ValueError(f"time {ms} ms is outside 1970..2200")
+    seconds, milli = divmod(ms, 1000)
+    days, rest = divmod(seconds, 86_400)
+    d = date.fromordinal(_EPOCH_ORDINAL + days)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    return (
+        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+    )
+
+
+# --- hardened XML -------------------------------------------------------------------------------
+
+_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
+# What may come before the element in a datagram or a stored message: a byte order mark,
+# whitespace, XML declarations and comments (the same things XmlStreamFramer skips).
+_PROLOG = re.compile(rb"(?:\xef\xbb\xbf)?(?:[ \t\r\n]+|<\?xml[ \t\r\n].*?\?>|<!--.*?-->)*", re.S)
+_XML_SPACE = b" \t\r\n"
+# The document must end with its root element (an end tag or "/>"), not a trailing comment or
+# processing instruction, so that the bytes we keep are exactly the element.
+_END_TAG = re.compile(rb"</[^<>\s]+[ \t\r\n]*>")
+
+
+def _ends_with_element(element: bytes) -> bool:
+    if element.endswith(b"/>"):
+        return True
+    last = element.rfind(b"<")
+    return last >= 0 and _END_TAG.fullmatch(element, last) is not None
+
+
+def _element_bytes(data: bytes, max_size: int) -> bytes:
+    """The bytes of the one top-level element of ``data``: prolog and outer whitespace removed."""
+    if len(data) > max_size:
+        raise errors.InvalidEvent(
+            f"XML message of {len(data)} bytes exceeds {max_size}", reason="too_large"
+        )
+    if data[:1] == b"<" and data[1:2] not in (b"?", b"!") and data[-1:] == b">":
+        element = data  # the common case: an exact frame from XmlStreamFramer
+    else:
+        prolog = _PROLOG.match(data)
+        assert prolog is not None
+        element = data[prolog.end() :].rstrip(_XML_SPACE)
+    if any(marker in data for marker in _DTD_MARKERS):
+        raise errors.InvalidEvent("DTD markup (DOCTYPE/ENTITY) refused", reason="doctype")
+    if not (element.startswith(b"<") and _ends_with_element(element)):
+        raise errors.InvalidEvent("not a single XML element", reason="bad_xml")
+    return element
+
+
+def parse_element(data: bytes, *, max_depth: int = limits.MAX_XML_DEPTH) -> ET.Element:
+    """Parse one complete XML element with the hardening rules (no DTD, UTF-8, bounded depth).
+
+    ``data`` must be exactly one element (no declaration). Used for events, ``<auth>`` and the
+    ``<detail>`` rebuilt from a protobuf ``xmlDetail`` (which sits one level below ``<event>``,
+    hence ``max_depth``).
+    """
+    if any(marker in data for marker in _DTD_MARKERS):
+        raise errors.InvalidEvent("DTD markup (DOCTYPE/ENTITY) refused", reason="doctype")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.InvalidEvent(f"not UTF-8 at byte {exc.start}", reason="not_utf8") from None
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise errors.InvalidEvent(f"malformed XML: {exc}", reason="bad_xml") from None
+    # Each element needs a "<", so a message with few of them cannot be deep: skip the walk.
+    if data.count(b"<") > max_depth:
+        _check_depth(root, max_depth)
+    return root
+
+
+def _check_depth(root: ET.Element, max_depth: int) -> None:
+    """Refuse nesting deeper than ``max_depth`` (iterative; stops at the first too-deep path)."""
+    stack: list[tuple[ET.Element, int]] = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > max_depth:
+            raise errors.InvalidEvent(
+                f"XML nested deeper than {limits.MAX_XML_DEPTH} levels", reason="too_deep"
+            )
+        stack.extend((child, depth + 1) for child in element)
+
+
+# --- <event> --------------------------------------------------------------------------------------
+
+
+def _required(root: ET.Element, name: str) -> str:
+    value = root.get(name)
+    if value is None:
+        raise errors.InvalidEvent(f"event has no {name!r} attribute", reason="missing_field")
+    return value
+
+
+def _optional(root: ET.Element, name: str) -> str | None:
+    # An empty optional attribute means the same as none (and protobuf cannot tell them apart).
+    return root.get(name) or None
+
+
+def parse_double(text: str) -> float:
+    """xs:double as CoT writes it; Python's extra spellings (underscores) are refused."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
+def _coordinate(point: ET.Element, name: str, bound: float) -> float:
+    text = point.get(name)
+    if text is None:
+        raise errors.InvalidEvent(f"point has no {name!r}", reason="missing_field")
+    try:
+        value = parse_double(text)
+    except ValueError:
+        raise errors.InvalidEvent(f"bad {name} {text[:40]!r}", reason="bad_coordinates") from None
+    return check_coordinate(name, value, bound)
+
+
+def check_coordinate(name: str, value: float, bound: float) -> float:
+    """A latitude (bound 90) or longitude (bound 180) must be finite and within its range."""
+    if not (math.isfinite(value) and -bound <= value <= bound):
+        raise errors.InvalidEvent(f"{name} {value!r} out of range", reason="bad_coordinates")
+    return value
+
+
+def _error_value(point: ET.Element, name: str) -> float:
+    """hae/ce/le: missing or "NaN" (node-CoT has seen it, tak-protocol.md 1.2) means unknown."""
+    text = point.get(name)
+    if text is None:
+        return UNKNOWN_ERROR
+    try:
+        value = parse_double(text)
+    except ValueError:
+        raise errors.InvalidEvent(f"bad {name} {text[:40]!r}", reason="bad_coordinates") from None
+    return unknown_if_not_finite(value)
+
+
+def unknown_if_not_finite(value: float) -> float:
+    """NaN or an infinity in hae/ce/le carries no information: store CoT's "unknown" value."""
+    return value if math.isfinite(value) else UNKNOWN_ERROR
+
+
+def parse_event(data: bytes) -> Event:
+    """Parse one CoT ``<event>`` (an optional XML declaration and outer whitespace allowed).
+
+    The Event keeps the exact bytes of the element in ``Event.xml`` and the parsed ``<detail>``.
+    Raises ``InvalidEvent`` (reason codes in the module docstring).
+    """
+    element = _element_bytes(data, limits.MAX_XML_EVENT_BYTES)
+    root = parse_element(element)
+    if root.tag != "event":
+        raise errors.InvalidEvent(
+            f"root element is <{root.tag[:40]}>, not <event>", reason="not_event"
+        )
+    point: ET.Element | None = None
+    detail: ET.Element | None = None
+    for child in root:
+        if child.tag == "point":
+            if point is not None:
+                raise errors.InvalidEvent("event has two <point> elements", reason="bad_xml")
+            point = child
+        elif child.tag == "detail":
+            # Two details would let different readers see different content (labels included).
+            if detail is not None:
+                raise errors.InvalidEvent("event has two <detail> elements", reason="bad_xml")
+            detail = child
+    if point is None:
+        raise errors.InvalidEvent("event has no <point>", reason="missing_field")
+    uid = _required(root, "uid")
+    type_ = _required(root, "type")
+    time_text = _required(root, "time")
+    start_text = _required(root, "start")
+    stale_text = _required(root, "stale")
+    if not uid or not type_:
+        raise errors.InvalidEvent("event uid or type is empty", reason="missing_field")
+    time_ms = parse_time(time_text)
+    start_ms = time_ms if start_text == time_text else parse_time(start_text)
+    stale_ms = parse_time(stale_text)
+    return make_event(
+        uid=uid,
+        type=type_,
+        how=root.get("how", ""),
+        time=time_ms,
+        start=start_ms,
+        stale=stale_ms,
+        lat=_coordinate(point, "lat", 90.0),
+        lon=_coordinate(point, "lon", 180.0),
+        hae=_error_value(point, "hae"),
+        ce=_error_value(point, "ce"),
+        le=_error_value(point, "le"),
+        version=root.get("version") or "2.0",
+        access=_optional(root, "access"),
+        qos=_optional(root, "qos"),
+        opex=_optional(root, "opex"),
+        caveat=_optional(root, "caveat"),
+        releasable_to=_optional(root, "releasableTo"),
+        detail=detail,
+        xml=element,
+    )
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+_TEXT_SPECIAL = re.compile(r"[&<>]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def escape_text(value: str) -> str:
+    """Escape character data for element content."""
+    if _TEXT_SPECIAL.search(value) is None:
+        return value
+    return value.translate(_TEXT_ESCAPES)
+
+
+_ATTR_SPECIAL = re.compile(r"[&<>\"\n\r\t]")
+_ATTR_ESCAPES = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
+)
+
+
+def escape_attribute(value: str) -> str:
+    """Escape a value for a double-quoted attribute, keeping newlines and tabs (XML 1.0 3.3.3)."""
+    if _ATTR_SPECIAL.search(value) is None:
+        return value
+    return value.translate(_ATTR_ESCAPES)
+
+
+def format_double(value: float) -> str:
+    """A float written so that it reads back to the same value (Python's shortest repr)."""
+    return repr(float(value))
+
+
+def render_xml(event: Event) -> bytes:
+    """The CoT XML bytes of ``event``: its original bytes when it has them, else serialised.
+
+    No XML declaration. Attributes in the order version, uid, type, how, time, start, stale,
+    then access, qos, opex, caveat, releasableTo when set; ``<point>`` then ``<detail>``.
+    """
+    if event.xml is not None:
+        return event.xml
+    parts = [
+        f'<event version="{escape_attribute(event.version)}"',
+        f' uid="{escape_attribute(event.uid)}"',
+        f' type="{escape_attribute(event.type)}"',
+    ]
+    if event.how:
+        parts.append(f' how="{escape_attribute(event.how)}"')
+    parts.append(
+        f' time="{format_time(event.time)}" start="{format_time(event.start)}"'
+        f' stale="{format_time(event.stale)}"'
+    )
+    for name, value in (
+        ("access", event.access),
+        ("qos", event.qos),
+        ("opex", event.opex),
+        ("caveat", event.caveat),
+        ("releasableTo", event.releasable_to),
+    ):
+        if value is not None:
+            parts.append(f' {name}="{escape_attribute(value)}"')
+    parts.append(
+        f'><point lat="{format_double(event.lat)}" lon="{format_double(event.lon)}"'
+        f' hae="{format_double(event.hae)}" ce="{format_double(event.ce)}"'
+        f' le="{format_double(event.le)}"/>'
+    )
+    if event.detail is not None:
+        parts.append(ET.tostring(event.detail, encoding="unicode"))
+    parts.append("</event>")
+    return "".join(parts).encode("utf-8")
+
+
+# --- <auth> ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthRequest:
+    """The credentials of a stream ``<auth><cot .../></auth>`` message (tak-protocol.md 3.3)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    uid: str | None = None
+    callsign: str | None = None
+
+
+def parse_auth(data: bytes) -> AuthRequest:
+    """Parse ``<auth><cot username= password= uid= callsign=/></auth>`` (TAK Server AuthCot).
+
+    Same hardening as :func:`parse_event`, and at most ``limits.MAX_AUTH_BYTES``.
+    """
+    element = _element_bytes(data, limits.MAX_AUTH_BYTES)
+    root = parse_element(element)
+    if root.tag != "auth":
+        raise errors.InvalidEvent(
+            f"root element is <{root.tag[:40]}>, not <auth>", reason="not_auth"
+        )
+    cot = root.find("cot")
+    if cot is None:
+        raise errors.InvalidEvent("<auth> has no <cot> element", reason="missing_field")
+    return AuthRequest(
+        username=cot.get("username"),
+        password=cot.get("password"),
+        uid=cot.get("uid"),
+        callsign=cot.get("callsign"),
+    )
