@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pki_helpers import NOW, PUBLIC_HOST
 
 from liaison import pki
+
+from .pki_helpers import NOW, PUBLIC_HOST
 
 
 @pytest.fixture(scope="module")

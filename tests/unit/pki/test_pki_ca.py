@@ -12,10 +12,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pki_helpers import NOW, PUBLIC_HOST
 
 from liaison import pki
 from liaison.errors import PkiError
+
+from .pki_helpers import NOW, PUBLIC_HOST
 
 
 def _sans(cert: x509.Certificate) -> list[x509.GeneralName]:
@@ -78,8 +79,8 @@ def test_server_certificate_passes_rfc5280_server_validation(module_pki: pki.Ser
     server = pki.load_server_cert(module_pki)
     now = dt.datetime.now(dt.UTC)
     for name in (
-        verification.DNSName(PUBLIC_HOST),
-        verification.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.DNSName(PUBLIC_HOST),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ):
         verifier = (
             verification.PolicyBuilder()
@@ -93,7 +94,7 @@ def test_server_certificate_passes_rfc5280_server_validation(module_pki: pki.Ser
         verification.PolicyBuilder()
         .store(verification.Store([ca]))
         .time(now)
-        .build_server_verifier(verification.DNSName("other.example.org"))
+        .build_server_verifier(x509.DNSName("other.example.org"))
     )
     with pytest.raises(verification.VerificationError):
         wrong.verify(server, [])

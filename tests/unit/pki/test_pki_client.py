@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pki_helpers import NOW, PUBLIC_HOST, client_verifier, make_csr, make_test_ca, pem
 
 from liaison import pki
 from liaison.errors import PkiError
+
+from .pki_helpers import NOW, PUBLIC_HOST, client_verifier, make_csr, make_test_ca, pem
 
 
 def _cn(cert: x509.Certificate) -> str:
@@ -39,7 +40,7 @@ def _check_client_profile(cert: x509.Certificate, ca: x509.Certificate) -> None:
     ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ca_ski.digest
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    assert ski == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())  # type: ignore[arg-type]
+    assert ski == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
 
 
 def test_issued_client_cert_verifies_against_the_ca(fresh_pki: pki.ServerPki) -> None:

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pki_helpers import make_test_ca, pem
 
 from liaison import pki
 from liaison.errors import PkiError
+
+from .pki_helpers import make_test_ca, pem
 
 TIMEOUT_S = 5.0
 
