@@ -403,8 +403,10 @@ class UserDirectory:
             return self._apply(name, fn)
         with exclusive_lock(self._lock_path()):
             self._reload_if_changed()
+            before = self._users.get(name)
             user = self._apply(name, fn)
-            self._write()
+            if user != before:  # e.g. a failed token redemption changes nothing: no write
+                self._write()
             return user
 
     def _apply(self, name: str, fn: _Change) -> User:

@@ -272,3 +272,13 @@ def test_save_writes_explicitly(tmp_path: Path) -> None:
     d.save()
     assert json.loads(path.read_text()) == {"version": 1, "users": []}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_failed_redemption_does_not_rewrite_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    d = users.UserDirectory.load(path)
+    d.add_user("alice", "Blue")
+    d.issue_token("alice", 600, NOW)
+    before = path.stat().st_ino, path.read_bytes()
+    assert not d.redeem_token("alice", "not-the-token", NOW)
+    assert (path.stat().st_ino, path.read_bytes()) == before
