@@ -8,6 +8,7 @@ them skip with a visible reason when that folder is absent (a clone outside the 
 from __future__ import annotations
 
 import contextlib
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def structure(element: ET.Element) -> Structure:
     attrib: dict[str, object] = dict(element.attrib)
     if element.tag == "track" and set(attrib) == {"speed", "course"}:
         with contextlib.suppress(ValueError):
-            attrib = {k: float(str(v)) for k, v in attrib.items()}
+            numbers = {k: float(str(v)) for k, v in attrib.items()}
+            if all(math.isfinite(n) for n in numbers.values()):
+                attrib = dict(numbers)
     return (
         str(element.tag),
         tuple(sorted(attrib.items())),
