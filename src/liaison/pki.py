@@ -58,6 +58,10 @@ from liaison.errors import PkiError
 RSA_KEY_BITS = 2048
 RSA_PUBLIC_EXPONENT = 65537  # the only exponent anybody uses (RFC 8017 recommends 65537)
 
+# Every signature (certificates, CRL) uses SHA-256, with PKCS#1 v1.5 for RSA keys and ECDSA for
+# an imported EC CA: what every TAK client verifies (Apple devices refuse SHA-1 signatures on
+# TLS certificates, Apple support HT210176).
+
 # Smallest RSA key we sign in a CSR or accept in an imported CA (same reasoning as above).
 MIN_RSA_KEY_BITS = 2048
 
@@ -418,11 +422,6 @@ def load_server_cert(pki: ServerPki) -> x509.Certificate:
 # --- The CA and the server certificate ------------------------------------------------------
 
 
-def _sign_algorithm(key: CaPrivateKey) -> hashes.SHA256:
-    del key  # SHA-256 for both RSA (PKCS#1 v1.5) and ECDSA: what every client verifies
-    return hashes.SHA256()
-
-
 def _make_ca(ca_name: str, now: dt.datetime) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     _check_name_value(ca_name, "CA name")
     key = _new_rsa_key()
@@ -560,7 +559,7 @@ def _make_server_cert(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(_ski(key.public_key()), critical=False)
         .add_extension(_aki(ca), critical=False)
-        .sign(ca_key, _sign_algorithm(ca_key))
+        .sign(ca_key, hashes.SHA256())
     )
     return cert, key
 
@@ -615,7 +614,7 @@ def ensure_server_pki(
             atomic_write(pki.ca_cert, _cert_pem(ca))
             ca_key = new_key
         if not _server_cert_ok(pki, ca, {_gn_key(g) for g in wanted}, t):
-            chain = [ca, *(_load_chain_above(pki))]
+            chain = [ca, *_load_chain_above(pki)]
             cert, key = _make_server_cert(ca, ca_key, wanted, t)
             atomic_write(pki.server_key, _key_pem(key), mode=_KEY_FILE_MODE)
             atomic_write(pki.server_cert, _cert_pem(cert, *chain))
@@ -804,7 +803,7 @@ def _build_client_cert(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(_ski(public_key), critical=False)
         .add_extension(_aki(ca), critical=False)
-        .sign(ca_key, _sign_algorithm(ca_key))
+        .sign(ca_key, hashes.SHA256())
     )
     _record_issued(pki, cert, ca)
     return cert
@@ -1068,7 +1067,7 @@ def _write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:
                 .revocation_date(rec.revoked_at)
                 .build()
             )
-    crl = builder.sign(ca_key, _sign_algorithm(ca_key))
+    crl = builder.sign(ca_key, hashes.SHA256())
     atomic_write(pki.crl_der, crl.public_bytes(serialization.Encoding.DER))
     atomic_write(pki.crl, crl.public_bytes(serialization.Encoding.PEM))
     _write_index(pki, doc)
