@@ -277,7 +277,7 @@ def _fill_detail(proto_detail: Any, detail: ET.Element) -> None:
             if child.tail:
                 parts.append(cot_xml.escape_text(child.tail))
             continue
-        parts.append(ET.tostring(child, encoding="unicode"))
+        parts.append(cot_xml.serialize_element(child))
     xml_detail = "".join(parts)
     # "If nothing remains, leave xmlDetail empty" (TAK Server detail.proto).
     if xml_detail.strip():

@@ -310,7 +310,7 @@ _ATTR_ESCAPES = str.maketrans(
         '"': "&quot;",
         "\n": "&#10;",
         "\r": "&#13;",
-        "\t": "&#9;",
+        "\t": "&#09;",  # as ElementTree writes it
     }
 )
 
@@ -320,6 +320,45 @@ def escape_attribute(value: str) -> str:
     if _ATTR_SPECIAL.search(value) is None:
         return value
     return value.translate(_ATTR_ESCAPES)
+
+
+def serialize_element(element: ET.Element) -> str:
+    """``ET.tostring(element, encoding="unicode")``, tail included, several times faster.
+
+    ElementTree's serializer is pure Python and first walks the tree to collect namespaces; CoT
+    details almost never use namespaces, so this writes the same text directly (same escaping,
+    same ``<a />`` empty elements) and hands namespaced or unusual trees to ElementTree.
+    """
+    out: list[str] = []
+    if not _write_plain(element, out):
+        return ET.tostring(element, encoding="unicode")
+    return "".join(out)
+
+
+def _write_plain(element: ET.Element, out: list[str]) -> bool:
+    """Append ``element`` to ``out``; False (output unusable) if it needs ElementTree's writer."""
+    tag = element.tag
+    if not isinstance(tag, str) or tag.startswith("{"):
+        return False  # a namespace, or a Comment/ProcessingInstruction factory
+    out.append("<" + tag)
+    for name, value in element.attrib.items():
+        if not isinstance(name, str) or not isinstance(value, str) or name.startswith("{"):
+            return False
+        out.append(f' {name}="{escape_attribute(value)}"')
+    text = element.text
+    if text or len(element):
+        out.append(">")
+        if text:
+            out.append(escape_text(text))
+        for child in element:
+            if not _write_plain(child, out):
+                return False
+        out.append(f"</{tag}>")
+    else:
+        out.append(" />")
+    if element.tail:
+        out.append(escape_text(element.tail))
+    return True
 
 
 def format_double(value: float) -> str:
@@ -361,7 +400,7 @@ def render_xml(event: Event) -> bytes:
         f' le="{format_double(event.le)}"/>'
     )
     if event.detail is not None:
-        parts.append(ET.tostring(event.detail, encoding="unicode"))
+        parts.append(serialize_element(event.detail))
     parts.append("</event>")
     return "".join(parts).encode("utf-8")
 

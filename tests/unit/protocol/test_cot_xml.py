@@ -494,3 +494,20 @@ def test_escape_helpers() -> None:
     assert cot_xml.escape_attribute("plain") == "plain"
     assert cot_xml.escape_attribute('a"b\n') == "a&quot;b&#10;"
     assert cot_xml.escape_text("a<b&c>") == "a&lt;b&amp;c&gt;"
+
+
+@pytest.mark.parametrize("path", EVENT_PARAMS)
+def test_fast_serializer_writes_what_elementtree_writes(path: Path) -> None:
+    root = ET.fromstring(expected_element(path.read_bytes()))
+    for element in root.iter():
+        assert cot_xml.serialize_element(element) == ET.tostring(element, encoding="unicode")
+
+
+def test_fast_serializer_special_cases() -> None:
+    element = ET.fromstring("<d a='&#9;&#10;&#13;&quot;&lt;'>x&amp;<e/>t<f>&gt;</f></d>")
+    assert cot_xml.serialize_element(element) == ET.tostring(element, encoding="unicode")
+    namespaced = ET.fromstring("<d xmlns:m='urn:m'><m:e m:a='1'/></d>")
+    assert cot_xml.serialize_element(namespaced) == ET.tostring(namespaced, encoding="unicode")
+    built = ET.Element("d")
+    built.append(ET.Comment("note"))
+    assert cot_xml.serialize_element(built) == "<d><!--note--></d>"
