@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_samples import LOCAL, structure, xml_sample_params
+from protocol_samples import (
+    LOCAL,
+    TEMPLATE_SAMPLES,
+    fill_template,
+    shared_path,
+    structure,
+    xml_sample_params,
+)
 from takproto.proto import TakMessage
 
 from liaison import errors
@@ -100,7 +107,16 @@ def test_encoding_the_wintak_sample_gives_takprotos_bytes() -> None:
 
 @pytest.mark.parametrize("path", EVENT_PARAMS)
 def test_sample_round_trips_through_protobuf(path: Path) -> None:
-    event = parse_event(path.read_bytes())
+    check_protobuf_round_trip(path.read_bytes())
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATE_SAMPLES))
+def test_negotiation_templates_round_trip_through_protobuf(name: str) -> None:
+    check_protobuf_round_trip(fill_template(shared_path(f"xml/{name}").read_bytes()))
+
+
+def check_protobuf_round_trip(data: bytes) -> None:
+    event = parse_event(data)
     payload = render_proto(event)
     back = parse_proto(payload)
     assert back is not None
