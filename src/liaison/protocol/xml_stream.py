@@ -183,7 +183,7 @@ class XmlStreamFramer:
                     return None
                 kind = self._tok
                 self._tok = None
-                frame = self._after_token(kind, self._tok_start, end)
+                frame = self._after_token(kind, end)
                 if frame is not None:
                     return frame
                 continue
@@ -373,7 +373,7 @@ class XmlStreamFramer:
             return None
         return found + len(terminator)
 
-    def _after_token(self, kind: _Tok, start: int, end: int) -> bytes | None:
+    def _after_token(self, kind: _Tok, end: int) -> bytes | None:
         """Account for one complete token; return the frame if it closed the top element."""
         buf = self._buf
         self._pos = end
