@@ -29,6 +29,7 @@ from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 from liaison.protocol import cot_xml
 from liaison.router import LatestEntry, Router
 from liaison.session import (
+    PrincipalResolver,
     SessionMetrics,
     SessionRegistry,
     SessionSettings,
@@ -128,6 +129,8 @@ class Identities:
         self._groups = groups
         self._users = users
         self._pki = server_pki
+        # Re-reads the issued index only when the file changed, so a handshake costs no disk read.
+        self._revocations = pki.RevocationCache(server_pki) if server_pki else None
         self._username_re = re.compile(config.cert_username_regex)
 
     def anonymous(self, peer: str, listener: str) -> Principal:
@@ -140,10 +143,10 @@ class Identities:
         )
 
     def from_certificate(self, der: bytes | None, peer: str) -> Principal | None:
-        if der is None or self._pki is None:
+        if der is None or self._revocations is None:
             return None
         ident = pki.peer_identity(der)
-        if pki.is_revoked(self._pki, ident.serial):
+        if self._revocations.is_revoked(ident.serial):
             log.warning("tls %s: refused revoked certificate serial %x", peer, ident.serial)
             return None
         match = self._username_re.search(ident.subject)
@@ -258,6 +261,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                     require_auth=require_auth,
                     max_event_bytes=config.max_event_bytes,
                 )
+                resolve: PrincipalResolver
                 if listener == "tls":
                     resolve = identities.from_certificate
                 else:

@@ -348,10 +348,10 @@ def load(
     for attr, raw in (overrides or {}).items():
         if raw is None:
             continue
-        s = _BY_ATTR.get(attr)
-        if s is None:
+        setting = _BY_ATTR.get(attr)
+        if setting is None:
             raise ConfigError(attr, "unknown setting")
-        values[attr] = s.parse(f"--{attr.replace('_', '-')}", raw)
+        values[attr] = setting.parse(f"--{attr.replace('_', '-')}", raw)
     config = Config(**values)
     _validate(config)
     return config

@@ -175,8 +175,10 @@ async def test_silent_and_dripping_clients_are_dropped(start_server: ServerFacto
                     await asyncio.sleep(0.1)
 
             async def keep_alive() -> None:
+                # Well-behaved clients talk (ATAK pings its server); good_b only pings.
                 for i in range(8):
                     await good_a.send(chat_event("uid-good", "GOOD", f"tick {i}"))
+                    await good_b.send(sa_event("uid-b-ping", "B", cot_type="t-x-c-t"))
                     await asyncio.sleep(0.4)
 
             async with asyncio.TaskGroup() as tg:
@@ -195,20 +197,21 @@ async def test_slow_reader_is_disconnected_and_others_keep_up(start_server: Serv
         fast = await connect_tcp(server.tcp.port, "fast")
         slow = await connect_tcp(server.tcp.port, "slow")  # never reads
         async with clients(sender, fast, slow):
-            # 2,000 x 8 KB is far more than the kernel's loopback socket buffers hold, so the
-            # slow reader's queue must overflow.
+            # 20 rounds of 100 x 8 KB: 16 MB is far more than the kernel's loopback socket
+            # buffers hold, so the reader that never reads must overflow its queue, while the
+            # reader that keeps up is given time to do so after each round.
             big_remarks = "<remarks>" + "y" * 8000 + "</remarks>"
-            total = 2000
-            for i in range(total):
-                await sender.send(chat_event("uid-s", "S", f"msg-{i:05d}{big_remarks}"))
             seen: set[bytes] = set()
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
-            while len(seen) < total and loop.time() < deadline:
-                for f in await fast.collect(0.2, limit_s=1.0):
-                    if b"msg-" in f:
-                        seen.add(f.split(b"msg-", 1)[1][:5])
-            assert len(seen) == total  # the fast reader lost nothing
+            for rnd in range(20):
+                for i in range(rnd * 100, rnd * 100 + 100):
+                    await sender.send(chat_event("uid-s", "S", f"msg-{i:05d}{big_remarks}"))
+                deadline = loop.time() + 10
+                while len(seen) < rnd * 100 + 100 and loop.time() < deadline:
+                    for f in await fast.collect(0.05, limit_s=0.5):
+                        if b"msg-" in f:
+                            seen.add(f.split(b"msg-", 1)[1][:5])
+            assert len(seen) == 2000  # the reader that keeps up lost nothing
             snap = server.metrics.snapshot()
             assert snap.get('liaison_slow_consumer_total{outcome="disconnected"}') == 1
             assert snap.get('liaison_sessions_closed_total{reason="slow_consumer"}') == 1

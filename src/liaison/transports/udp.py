@@ -18,6 +18,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from liaison.config import Endpoint
 from liaison.errors import PeerError
@@ -58,8 +59,8 @@ class DatagramInput(asyncio.DatagramProtocol):
         return self._principal
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # asyncio's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if len(data) > limits.MAX_DATAGRAM_BYTES:

@@ -15,7 +15,6 @@ FORBIDDEN = {
     "ssl",
     "selectors",
     "time",
-    "datetime",
     "sqlite3",
     "threading",
     "subprocess",
@@ -49,6 +48,10 @@ def test_pure_layers_import_no_io(path: Path) -> None:
         if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
     }
     assert not bad, f"{path.name} imports {sorted(bad)}"
+    # datetime is allowed for converting timestamps, never for reading the clock.
+    text = path.read_text()
+    for clock in (".now(", ".utcnow(", ".today(", "monotonic(", "perf_counter("):
+        assert clock not in text, f"{path.name} reads the clock ({clock})"
 
 
 def test_only_the_router_calls_can_see() -> None:
