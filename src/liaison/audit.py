@@ -220,13 +220,13 @@ class VerifyResult:
     records: int
     checkpoints: int
     head: ChainHead
-    last_checkpoint_seq: int  # seq covered by the last good checkpoint; 0 if none
+    last_checkpoint_seq: int  # seq of the last good checkpoint record; 0 if none
     signatures_checked: bool
     failure: VerifyFailure | None = None
 
     @property
     def unsigned_tail(self) -> int:
-        """Records after the last checkpoint: covered only by the chain, not by a signature."""
+        """Records after the last checkpoint: protected by the chain only, not by a signature."""
         return self.head.seq - self.last_checkpoint_seq
 
 
@@ -335,7 +335,7 @@ class ChainVerifier:
             if reason is not None:
                 return reason, detail, seq_out
             self._checkpoints += 1
-            self._last_checkpoint = seq - 1
+            self._last_checkpoint = seq
         self._head = ChainHead(seq=seq, hash=digest)
         self._records += 1
         return None, "", seq_out
