@@ -58,6 +58,8 @@ DEFAULT_CHECKPOINT_EVERY = 1000
 # same key can never pass as a checkpoint.
 _CHECKPOINT_CONTEXT = b"liaison-audit-checkpoint-v1\n"
 
+# Integers in records stay within the exact range of RFC 8785 numbers (2^53 - 1).
+_MAX_TIME_MS = 2**53 - 1
 _KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
 _HEX64_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _RECORD_KEYS = frozenset({"v", "seq", "time", "kind", "fields", "prev", "hash"})
@@ -103,6 +105,7 @@ class AuditRecord:
     fields: Mapping[str, object]
     prev: str
     hash: str
+    encoded: bytes = field(default=b"", repr=False, compare=False)  # the stored line, if known
 
     def to_json_obj(self) -> dict[str, object]:
         return {
@@ -117,7 +120,7 @@ class AuditRecord:
 
     def line(self) -> bytes:
         """The record as it is stored: canonical JSON and a newline."""
-        return canonical_json(self.to_json_obj()) + b"\n"
+        return self.encoded or canonical_json(self.to_json_obj()) + b"\n"
 
     @property
     def head(self) -> ChainHead:
@@ -149,21 +152,36 @@ def make_record(
     canonical JSON data, a bad kind, or a record over MAX_RECORD_BYTES."""
     if _KIND_RE.fullmatch(kind) is None:
         raise ValueError(f"audit kind must be 1-32 of a-z 0-9 _, got {kind!r}")
-    if type(time_ms) is not int or time_ms < 0:
+    if type(time_ms) is not int or not 0 <= time_ms <= _MAX_TIME_MS:
         raise ValueError("time_ms must be a non-negative integer")
-    frozen = MappingProxyType(json.loads(canonical_json(dict(fields))))
+    if _HEX64_RE.fullmatch(head.hash) is None or type(head.seq) is not int or head.seq < 0:
+        raise ValueError("not a chain head")
+    fields_json = canonical_json(dict(fields))
     seq = head.seq + 1
-    record = AuditRecord(
+    # The members in RFC 8785 order (fields, hash, kind, prev, seq, time, v), assembled from
+    # their canonical encodings: the same bytes canonical_json would give for the whole record
+    # (the verifier recomputes it that way), at a third of the cost.
+    before = b'{"fields":' + fields_json
+    after = (
+        b',"kind":"'
+        + kind.encode("ascii")
+        + b'","prev":"'
+        + head.hash.encode("ascii")
+        + f'","seq":{seq},"time":{time_ms},"v":{RECORD_VERSION}}}'.encode("ascii")
+    )
+    digest = hashlib.sha256(before + after).hexdigest()
+    line = before + b',"hash":"' + digest.encode("ascii") + b'"' + after + b"\n"
+    if len(line) > MAX_RECORD_BYTES:
+        raise ValueError("audit record exceeds MAX_RECORD_BYTES; log digests, not payloads")
+    return AuditRecord(
         seq=seq,
         time=time_ms,
         kind=kind,
-        fields=frozen,
+        fields=MappingProxyType(json.loads(fields_json)),
         prev=head.hash,
-        hash=record_hash(seq, time_ms, kind, frozen, head.hash),
+        hash=digest,
+        encoded=line,
     )
-    if len(record.line()) > MAX_RECORD_BYTES:
-        raise ValueError("audit record exceeds MAX_RECORD_BYTES; log digests, not payloads")
-    return record
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

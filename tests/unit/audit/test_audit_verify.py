@@ -227,3 +227,25 @@ def test_any_single_byte_change_is_detected(position: int, delta: int) -> None:
     data[position] = (data[position] + delta) % 256
     lines = bytes(data).splitlines(keepends=True)
     assert not verify_lines(lines, PUBLIC).ok
+
+
+TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TEXT, JSON_VALUES, max_size=4))
+def test_stored_line_is_the_canonical_encoding(fields: dict[str, object]) -> None:
+    record = make_record(ChainHead(), time_ms=5, kind="release", fields=fields)
+    assert record.line() == canonical_json(record.to_json_obj()) + b"\n"
+    assert record.hash == record_hash(1, 5, "release", fields, "0" * 64)
+    assert verify_lines([record.line()], None).ok
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(ValueError):
+        make_record(ChainHead(), time_ms=5, kind="release", fields={"\ud800": 1})
