@@ -211,7 +211,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         writer=writer,
         congestion_threshold=max(1, int(writer.max_pending * STORE_CONGESTION_FRACTION)),
     )
-    registry = SessionRegistry(now_ms)
+    registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
     session_metrics = SessionMetrics(metrics)
     groups = _load_groups(config)
     users_path = config.resolved_users_file()

@@ -73,6 +73,16 @@ def _positive_float(key: str, value: object) -> float:
     return f
 
 
+def _non_negative_float(key: str, value: object) -> float:
+    try:
+        f = float(str(value))
+    except ValueError:
+        raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if not f >= 0:
+        raise ConfigError(key, "must not be negative")
+    return f
+
+
 def _non_negative_int(key: str, value: object) -> int:
     try:
         n = int(str(value))
@@ -166,6 +176,7 @@ class Config:
     auth_timeout_s: float = 15.0
     max_event_bytes: int = 1024 * 1024
     max_pending: int = 10_000
+    write_batch_ms: float = 10.0
     storage: str = "sqlite"
     retention_days: int = 30
     log_level: str = "info"
@@ -302,6 +313,13 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _non_negative_int,
         "Events that may wait for one slow reader before it is disconnected.",
+    ),
+    Setting(
+        "limits.write_batch_ms",
+        "write_batch_ms",
+        None,
+        _non_negative_float,
+        "Under load, milliseconds between batched writes to each client (0 writes at once).",
     ),
     Setting(
         "storage.backend",
