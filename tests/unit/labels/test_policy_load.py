@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from liaison.errors import ConfigError
-from liaison.model.labels import AuthSet, CategoryType, full_authset, intersect_auths
+from liaison.model.labels import (
+    AuthSet,
+    CategoryType,
+    decide,
+    full_authset,
+    intersect_auths,
+    label_from_banner,
+)
 from liaison.model.policy import (
     authset_from_table,
     load_auth_config,
@@ -278,3 +285,30 @@ def test_authset_from_table_and_intersection() -> None:
     assert intersect_auths(POLICY).ceiling is None
     with pytest.raises(ConfigError):
         authset_from_table(POLICY, ["SECRET"], "l")
+
+
+# The matrix printed in docs/labels.md section 1, checked end to end: certificate -> AuthSet ->
+# decision on a parsed banner.
+CLIENTS = {
+    "usa-secret": (USA_CA, {"CN": "usa-a", "OU": "ops-secret"}),
+    "usa-unclass": (USA_CA, {"CN": "usa-b"}),
+    "ukr-secret": (UKR_CA, {"CN": "ukr-c", "OU": "lno-secret"}),
+    "ukr-unclass": (UKR_CA, {"CN": "ukr-d"}),
+}
+MATRIX = [
+    ("SECRET//REL TO USA, UKR", (True, False, True, False)),
+    ("SECRET//REL TO USA", (True, False, False, False)),
+    ("SECRET//HANDLING ORCON//REL TO USA, UKR", (True, False, False, False)),
+    ("UNCLASSIFIED//REL TO LIAISON", (True, True, True, True)),
+    ("CONFIDENTIAL//REL TO UKR", (False, False, True, False)),
+]
+
+
+@pytest.mark.parametrize(("banner", "expected"), MATRIX)
+def test_documented_delivery_matrix(banner: str, expected: tuple[bool, ...]) -> None:
+    label = label_from_banner(POLICY, banner, originator="USA", created_ms=0)
+    got = tuple(
+        decide(POLICY, label, resolve_authorizations(AUTHZ, fp, subject, SECRET_LISTENER)).permit
+        for fp, subject in CLIENTS.values()
+    )
+    assert got == expected
