@@ -21,6 +21,7 @@ AuthzForce SPIF-to-XACML transform, see labels.md section 1.4):
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import json
@@ -1303,6 +1304,23 @@ def label_from_detail(policy: Policy, detail: ET.Element | None) -> Label | None
         if not found:
             return None
         return label_from_seclabel(policy, found[0])
+
+
+def with_seclabel(policy: Policy, detail: ET.Element | None, label: Label) -> ET.Element:
+    """A copy of ``detail`` (or a new ``<detail>``) carrying exactly one, fresh ``<__seclabel>``.
+
+    Every element named ``__seclabel`` (at any depth, in any namespace) is removed from the copy
+    first: the server writes the authoritative label, a client's copy never rides along. The
+    input is not modified (Event.detail is shared and must stay immutable).
+    """
+    fresh = label_to_seclabel(policy, label)
+    out = ET.Element("detail") if detail is None else copy.deepcopy(detail)
+    for parent in list(out.iter()):
+        for child in list(parent):
+            if _local_name(child.tag) == SECLABEL_TAG:
+                parent.remove(child)
+    out.append(fresh)
+    return out
 
 
 # --- (c) banner --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from liaison.model.labels import (
     label_to_stanag4774,
     parse_time_ms,
     seclabel_to_xml,
+    with_seclabel,
 )
 
 from .labels_support import POLICY, T0, lab
@@ -535,3 +536,19 @@ def test_time_lenient() -> None:
         parse_time_ms("2025-11-25T12:00:00+24:00", strict=False)
     with pytest.raises(ValueError):
         format_time_ms(-1)
+
+
+def test_with_seclabel_replaces_every_copy_and_leaves_the_input_alone() -> None:
+    old = seclabel_to_xml(POLICY, PLAIN)
+    detail = _detail(
+        f'<contact callsign="A"/>{old}<remarks>{old}</remarks><x:__seclabel xmlns:x="u"/>'
+    )
+    before = ET.tostring(detail)
+    out = with_seclabel(POLICY, detail, FULL)
+    assert ET.tostring(detail) == before
+    assert label_from_detail(POLICY, out) == FULL
+    assert [child.tag for child in out] == ["contact", "remarks", "__seclabel"]
+    remarks = out.find("remarks")
+    assert remarks is not None and len(remarks) == 0
+    fresh = with_seclabel(POLICY, None, PLAIN)
+    assert fresh.tag == "detail" and label_from_detail(POLICY, fresh) == PLAIN
