@@ -42,7 +42,8 @@ DEFAULT_TAKY_VENV = BENCH_DIR / ".venv-taky"
 # How Liaison is started. Placeholders: {repo} {data_dir} {host} {port}. Split with shlex and run
 # without a shell, so that the PID we measure is the server's own.
 DEFAULT_LIAISON_CMD = (
-    "{repo}/.venv/bin/liaison serve --data-dir {data_dir} --tcp {host}:{port} --tls off --udp off"
+    "{repo}/.venv/bin/liaison serve --data-dir {data_dir} --tcp {host}:{port}"
+    " --tls off --udp off --https off --enroll off"
 )
 
 TARGETS = ("taky", "liaison", "relay")

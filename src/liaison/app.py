@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from liaison import __version__, pki
+from liaison.api.auth import AuthMode
+from liaison.api.context import ApiContext
+from liaison.api.routes import ROUTE_ADDERS
+from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.config import Config, Endpoint
 from liaison.errors import ConfigError, PeerError
 from liaison.groups import GroupRules, parse_group_rules
@@ -73,6 +77,9 @@ class Server:
     tcp: Endpoint | None = None
     tls: Endpoint | None = None
     udp: Endpoint | None = None
+    https: Endpoint | None = None
+    enroll: Endpoint | None = None
+    http: Endpoint | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -175,6 +182,15 @@ class Identities:
             org=ident.org or (user.org if user is not None else None),
         )
 
+    def from_username(self, name: str) -> Principal | None:
+        """A user whose password (or token) was already checked, e.g. by HTTP Basic."""
+        user = self._users.get(name) if self._users is not None else None
+        if user is None or user.revoked:
+            return None
+        in_g, out_g = self._groups.resolve({"user": user.name})
+        in_g, out_g = _merge_user_groups(in_g, out_g, user)
+        return Principal(name=user.name, in_groups=in_g, out_groups=out_g, org=user.org)
+
     def from_login(self, request: cot_xml.AuthRequest) -> Principal | None:
         if self._users is None or not request.username or request.password is None:
             return None
@@ -214,10 +230,9 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
     registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
     session_metrics = SessionMetrics(metrics)
     groups = _load_groups(config)
-    users_path = config.resolved_users_file()
-    users = UserDirectory.load(users_path) if users_path.exists() else None
+    users = UserDirectory.load(config.resolved_users_file())
     server_pki: pki.ServerPki | None = None
-    if config.tls is not None:
+    if config.tls is not None or config.https is not None or config.enroll is not None:
         server_pki = pki.ensure_server_pki(
             config.data_dir, public_host=config.public_host, extra_names=config.server_names
         )
@@ -315,9 +330,12 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 )
                 datagram_transports.append(transport)
 
+            http = await _start_http(config, server, identities, users, registry)
             try:
                 yield server
             finally:
+                if http is not None:
+                    await http.close()
                 log.info("shutting down")
                 for srv in listeners:
                     srv.close()
@@ -334,6 +352,46 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
     finally:
         await store.close()
         log.info("stopped")
+
+
+async def _start_http(
+    config: Config,
+    server: Server,
+    identities: Identities,
+    users: UserDirectory,
+    registry: SessionRegistry,
+) -> RunningHttp | None:
+    listeners: list[HttpListener] = []
+    server_pki = server.server_pki
+    if config.https is not None:
+        assert server_pki is not None
+        ctx = pki.server_ssl_context(server_pki, require_client_cert=True)
+        listeners.append(HttpListener("https", config.https, AuthMode.MTLS, ctx))
+    if config.enroll is not None:
+        assert server_pki is not None
+        ctx = pki.server_ssl_context(server_pki, require_client_cert=False)
+        listeners.append(HttpListener("enroll", config.enroll, AuthMode.PASSWORD, ctx))
+    if config.http is not None:
+        listeners.append(HttpListener("http", config.http, AuthMode.ANONYMOUS, None))
+    if not listeners:
+        return None
+    api_ctx = ApiContext(
+        config=config,
+        router=server.router,
+        store=server.store,
+        metrics=server.metrics,
+        server_pki=server_pki,
+        users=users,
+        clock_ms=now_ms,
+        principal_from_certificate=identities.from_certificate,
+        principal_from_user=identities.from_username,
+        close_sessions_of=registry.close_principal,
+    )
+    running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
+    server.https = running.bound.get("https")
+    server.enroll = running.bound.get("enroll")
+    server.http = running.bound.get("http")
+    return running
 
 
 async def _delete_after(writer: StoreWriter, store: Store, uid: str) -> None:

@@ -29,6 +29,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls", help="mutual-TLS streaming listener HOST:PORT or off (default :8089)")
     p.add_argument("--udp", help="UDP input HOST:PORT or off (default :8087)")
     p.add_argument("--multicast", help="multicast mesh group to bridge, e.g. 239.2.3.1:6969")
+    p.add_argument("--https", help="HTTPS API with client certificates HOST:PORT or off (:8443)")
+    p.add_argument("--enroll", help="HTTPS enrollment and web sign-in HOST:PORT or off (:8446)")
+    p.add_argument("--http", help="plain HTTP Marti API HOST:PORT or off (default off)")
     p.add_argument("--public-host", help="host name clients use to reach this server")
     p.add_argument("--storage", help="sqlite or memory")
     p.add_argument("--log-level", help="debug, info, warning or error")
@@ -41,6 +44,9 @@ def _load_config(args: argparse.Namespace) -> config_mod.Config:
         "tls": args.tls,
         "udp": args.udp,
         "multicast": args.multicast,
+        "https": args.https,
+        "enroll": args.enroll,
+        "http": args.http,
         "public_host": args.public_host,
         "storage": args.storage,
         "log_level": args.log_level,
@@ -76,6 +82,12 @@ async def _serve(cfg: config_mod.Config) -> int:
             print(f"  CoT over TLS    {server.tls}  ({cfg.public_host}:{server.tls.port}:ssl)")
         if server.udp:
             print(f"  CoT over UDP    {server.udp}")
+        if server.https:
+            print(f"  HTTPS (certs)   {server.https}  Marti API and web map")
+        if server.enroll:
+            print(f"  HTTPS (sign-in) {server.enroll}  enrollment and web map sign-in")
+        if server.http:
+            print(f"  HTTP            {server.http}")
         if cfg.multicast:
             print(f"  Mesh bridge     {cfg.multicast}")
         print("Add a user and their connection package with:")

@@ -165,6 +165,9 @@ class Config:
     tls: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8089))
     udp: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8087))
     multicast: Endpoint | None = None
+    https: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8443))
+    enroll: Endpoint | None = field(default_factory=lambda: Endpoint("0.0.0.0", 8446))
+    http: Endpoint | None = None
     multicast_interface: str = "0.0.0.0"
     tcp_auth: bool = False
     tls_auth: bool = False
@@ -235,6 +238,27 @@ SETTINGS: tuple[Setting, ...] = (
         "LIAISON_MULTICAST",
         parse_endpoint,
         "Multicast mesh group to bridge both ways (ATAK's is 239.2.3.1:6969), or off.",
+    ),
+    Setting(
+        "listeners.https",
+        "https",
+        "LIAISON_HTTPS",
+        parse_endpoint,
+        "HTTPS for TAK clients and the API, client certificate required, HOST:PORT or off.",
+    ),
+    Setting(
+        "listeners.enroll",
+        "enroll",
+        "LIAISON_ENROLL",
+        parse_endpoint,
+        "HTTPS with password sign-in and no client certificate: enrollment and the web map.",
+    ),
+    Setting(
+        "listeners.http",
+        "http",
+        "LIAISON_HTTP",
+        parse_endpoint,
+        "Plain HTTP Marti API (what ATAK uses with a plain TCP server), HOST:PORT or off.",
     ),
     Setting(
         "listeners.multicast_interface",

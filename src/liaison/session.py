@@ -355,9 +355,9 @@ class StreamSession(asyncio.Protocol):
                 self._flush()
                 self._transport.close()
 
-    def close(self) -> None:
-        """Graceful close for shutdown: write what is queued, then close."""
-        self._close("shutdown")
+    def close(self, reason: str = "shutdown") -> None:
+        """Graceful close: write what is queued, then close."""
+        self._close(reason)
 
     def resume_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -511,6 +511,16 @@ class SessionRegistry:
                 now = self._clock_ms()
                 for session in list(self._sessions):
                     session.check_timeouts(now)
+
+    def close_principal(self, name: str) -> int:
+        """Close every session of principal ``name`` (revocation). Returns how many."""
+        closed = 0
+        for session in list(self._sessions):
+            p = session._principal
+            if p is not None and p.name == name:
+                session.close("revoked")
+                closed += 1
+        return closed
 
     def close_all(self) -> None:
         for session in list(self._sessions):

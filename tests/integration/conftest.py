@@ -23,6 +23,8 @@ def make_config(data_dir: Path, **overrides: Any) -> config_mod.Config:
         "tcp": "127.0.0.1:0",
         "tls": "127.0.0.1:0",
         "udp": "127.0.0.1:0",
+        "https": "127.0.0.1:0",
+        "enroll": "127.0.0.1:0",
         "public_host": "localhost",
     }
     base.update(overrides)

@@ -1,0 +1,257 @@
+"""Who is calling: client certificates, HTTP Basic, web sessions; and the throttle on bad passwords.
+
+Each HTTP listener has one way of knowing its caller (TAK Server's connector layout,
+tak-protocol.md section 3.1):
+
+- ``mtls`` (8443): the TLS client certificate, required by the handshake;
+- ``password`` (8446): HTTP Basic (enrollment, scripts) or a web session cookie (the map), with no
+  client certificate, as TAK Server's ``cert_https`` connector;
+- ``anonymous`` (8080, off by default): everyone is ``__ANON__``.
+
+Wrong passwords are throttled per client address and per username: after
+``FAILURES_BEFORE_THROTTLE`` failures, further attempts are refused with 429 for a delay that
+doubles with each failure, up to ``MAX_THROTTLE_S``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from liaison.api.context import PRINCIPAL_KEY, ApiContext, context
+from liaison.model.principal import Principal, PrincipalKind
+
+log = logging.getLogger(__name__)
+
+# Failed logins allowed from one address or for one username before attempts are throttled.
+FAILURES_BEFORE_THROTTLE = 5
+# Longest wait imposed after repeated failures: slows a guesser to a few hundred tries a day.
+MAX_THROTTLE_S = 300.0
+# Addresses and usernames remembered by the throttle; the oldest are forgotten first.
+MAX_THROTTLE_ENTRIES = 10_000
+# How long a web sign-in lasts without activity, and at most.
+SESSION_IDLE_S = 8 * 3600.0
+SESSION_MAX_S = 24 * 3600.0
+# Most concurrent web sessions kept; the oldest are dropped first.
+MAX_WEB_SESSIONS = 10_000
+SESSION_COOKIE = "liaison_session"
+
+
+class AuthMode(enum.Enum):
+    MTLS = "mtls"
+    PASSWORD = "password"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int
+    until: float
+
+
+class LoginThrottle:
+    """Counts failed logins per key (address or username) and says when to refuse outright."""
+
+    def __init__(self, clock_s: Callable[[], float]) -> None:
+        self._clock = clock_s
+        self._failures: dict[str, _Failures] = {}
+
+    def blocked_for(self, *keys: str) -> float:
+        """Seconds the caller must still wait (0 when it may try now)."""
+        now = self._clock()
+        wait = 0.0
+        for key in keys:
+            f = self._failures.get(key)
+            if f is not None and f.until > now:
+                wait = max(wait, f.until - now)
+        return wait
+
+    def failed(self, *keys: str) -> None:
+        now = self._clock()
+        for key in keys:
+            f = self._failures.pop(key, None) or _Failures(0, 0.0)
+            f.count += 1
+            if f.count >= FAILURES_BEFORE_THROTTLE:
+                delay = min(MAX_THROTTLE_S, 2.0 ** (f.count - FAILURES_BEFORE_THROTTLE))
+                f.until = now + delay
+            self._failures[key] = f
+            while len(self._failures) > MAX_THROTTLE_ENTRIES:
+                del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, *keys: str) -> None:
+        for key in keys:
+            self._failures.pop(key, None)
+
+
+@dataclass(slots=True)
+class _WebSession:
+    username: str
+    csrf: str
+    created: float
+    seen: float
+
+
+class WebSessions:
+    """Server-side web map sessions: a random token in a cookie, nothing else on the client."""
+
+    def __init__(self, clock_s: Callable[[], float]) -> None:
+        self._clock = clock_s
+        self._sessions: dict[str, _WebSession] = {}
+
+    def create(self, username: str) -> tuple[str, str]:
+        """A new session for ``username``; returns (cookie token, CSRF token)."""
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(16)
+        now = self._clock()
+        self._sessions[token] = _WebSession(username, csrf, now, now)
+        while len(self._sessions) > MAX_WEB_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]
+        return token, csrf
+
+    def lookup(self, token: str | None) -> tuple[str, str] | None:
+        """(username, csrf) for a live session; expired ones are removed."""
+        if not token:
+            return None
+        s = self._sessions.get(token)
+        if s is None:
+            return None
+        now = self._clock()
+        if now - s.seen > SESSION_IDLE_S or now - s.created > SESSION_MAX_S:
+            del self._sessions[token]
+            return None
+        s.seen = now
+        return s.username, s.csrf
+
+    def end(self, token: str | None) -> None:
+        if token:
+            self._sessions.pop(token, None)
+
+    def end_user(self, username: str) -> None:
+        for token in [t for t, s in self._sessions.items() if s.username == username]:
+            del self._sessions[token]
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """Username and password from an ``Authorization: Basic`` header (RFC 7617), or None."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        return None
+    return user, password
+
+
+def client_address(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if peer else "?"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths anyone may reach on the password listener (the sign-in page and what it needs).
+PUBLIC_PREFIXES = ("/login", "/static/", "/favicon.ico")
+
+
+def make_auth_middleware(
+    mode: AuthMode,
+    *,
+    throttle: LoginThrottle,
+    sessions: WebSessions,
+) -> Middleware:
+    """The middleware that puts the caller's Principal on every request, or refuses it."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        ctx = context(request)
+        caller: Principal | None = None
+        if mode is AuthMode.MTLS:
+            ssl_object = (
+                request.transport.get_extra_info("ssl_object") if request.transport else None
+            )
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            caller = ctx.principal_from_certificate(der, client_address(request))
+            if caller is None:
+                raise web.HTTPForbidden(text="certificate not accepted\n")
+        elif mode is AuthMode.ANONYMOUS:
+            caller = Principal(name=f"http:{client_address(request)}", kind=PrincipalKind.ANONYMOUS)
+        else:
+            caller = _password_caller(request, throttle, sessions)
+            if caller is None:
+                if request.path.startswith(PUBLIC_PREFIXES):
+                    return await handler(request)
+                if request.path.startswith("/Marti/") or request.path.startswith("/api/"):
+                    raise web.HTTPUnauthorized(
+                        headers={"WWW-Authenticate": 'Basic realm="Liaison"'},
+                        text="authentication required\n",
+                    )
+                raise web.HTTPFound("/login")
+        request[PRINCIPAL_KEY] = caller
+        return await handler(request)
+
+    return auth
+
+
+def _password_caller(
+    request: web.Request, throttle: LoginThrottle, sessions: WebSessions
+) -> Principal | None:
+    ctx = context(request)
+    found = sessions.lookup(request.cookies.get(SESSION_COOKIE))
+    if found is not None:
+        username, csrf = found
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            sent = request.headers.get("X-CSRF-Token", "")
+            if not hmac.compare_digest(sent, csrf):
+                raise web.HTTPForbidden(text="missing or wrong CSRF token\n")
+        return ctx.principal_from_user(username)
+    basic = parse_basic(request.headers.get("Authorization"))
+    if basic is None:
+        return None
+    username, password = basic
+    return check_password(request, username, password, throttle)
+
+
+def check_password(
+    request: web.Request, username: str, password: str, throttle: LoginThrottle
+) -> Principal | None:
+    """Check a password (or enrollment token) under the throttle; 429 while throttled."""
+    ctx = context(request)
+    address = client_address(request)
+    keys = (f"addr:{address}", f"user:{username}")
+    wait = throttle.blocked_for(*keys)
+    if wait > 0:
+        raise web.HTTPTooManyRequests(
+            headers={"Retry-After": str(int(wait) + 1)}, text="too many failed logins\n"
+        )
+    user = ctx.users.authenticate_enrollment(username, password, _utcnow(ctx))
+    if user is None or user.revoked:
+        throttle.failed(*keys)
+        ctx.metrics.counter(
+            "liaison_http_auth_failed_total", "Refused HTTP logins", "listener"
+        ).inc("password")
+        log.warning("http %s: login refused for %r", address, username)
+        raise web.HTTPUnauthorized(
+            headers={"WWW-Authenticate": 'Basic realm="Liaison"'}, text="wrong credentials\n"
+        )
+    throttle.succeeded(*keys)
+    return ctx.principal_from_user(user.name)
+
+
+def _utcnow(ctx: ApiContext) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ctx.clock_ms() / 1000, tz=dt.UTC)

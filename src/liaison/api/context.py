@@ -1,0 +1,52 @@
+"""What every HTTP handler may use, passed in by the app (no globals, no imports of the app)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from liaison import pki
+from liaison.config import Config
+from liaison.metrics import Metrics
+from liaison.model.principal import Principal
+from liaison.router import Router
+from liaison.storage.base import Store
+from liaison.users import UserDirectory
+
+# Request key under which the auth middleware leaves the caller's Principal.
+PRINCIPAL_KEY = "liaison.principal"
+# Application key under which the ApiContext is stored.
+CONTEXT_KEY: web.AppKey[ApiContext] = web.AppKey("liaison.context")
+
+
+@dataclass(slots=True, kw_only=True)
+class ApiContext:
+    """The server's parts the HTTP side works with."""
+
+    config: Config
+    router: Router
+    store: Store
+    metrics: Metrics
+    server_pki: pki.ServerPki | None
+    users: UserDirectory
+    clock_ms: Callable[[], int]
+    # Turns a TLS peer certificate into a Principal (same rules as the streaming TLS listener).
+    principal_from_certificate: Callable[[bytes | None, str], Principal | None]
+    # Turns a username into a Principal after its password was checked (web sign-in, Basic).
+    principal_from_user: Callable[[str], Principal | None]
+    # Closes every live streaming session of a user (revocation).
+    close_sessions_of: Callable[[str], int]
+
+
+def context(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT_KEY]
+
+
+def principal(request: web.Request) -> Principal:
+    """The authenticated caller. Handlers behind the auth middleware always have one."""
+    p = request.get(PRINCIPAL_KEY)
+    if not isinstance(p, Principal):
+        raise web.HTTPUnauthorized()
+    return p

@@ -1,0 +1,11 @@
+"""Every route module of the HTTP side, in one list the app hands to ``api.server.start_http``.
+
+A route module exposes ``add_routes(app: web.Application, mode: AuthMode) -> None`` and adds only
+the routes that make sense for that listener's way of knowing the caller.
+"""
+
+from __future__ import annotations
+
+from liaison.api.server import RouteAdder
+
+ROUTE_ADDERS: tuple[RouteAdder, ...] = ()

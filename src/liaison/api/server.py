@@ -1,0 +1,103 @@
+"""Builds the HTTP applications and binds their listeners (8443, 8446 and optionally 8080).
+
+Each listener is one aiohttp application with its own way of knowing the caller (see
+``api.auth``) and the same routes, added by the route modules. ``start_http`` binds first and
+returns the runners, so the app can read back ports and clean up in order.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from liaison.api.auth import AuthMode, LoginThrottle, WebSessions, make_auth_middleware
+from liaison.api.context import CONTEXT_KEY, ApiContext
+from liaison.config import Endpoint
+
+# Largest request body any route accepts unless it sets its own (data package uploads do).
+# Enrollment CSRs and JSON bodies are a few KB; 1 MiB leaves room without inviting abuse.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Largest upload (data packages, files): TAK Server's enterpriseSyncSizeLimitMB is 400 (tak-
+# protocol.md section 1.7); 100 MiB serves field use and keeps one upload from filling memory.
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+
+RouteAdder = Callable[[web.Application, AuthMode], None]
+
+# Application keys shared by the route modules.
+THROTTLE_KEY: web.AppKey[LoginThrottle] = web.AppKey("liaison.throttle")
+SESSIONS_KEY: web.AppKey[WebSessions] = web.AppKey("liaison.web_sessions")
+MODE_KEY: web.AppKey[AuthMode] = web.AppKey("liaison.auth_mode")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpListener:
+    name: str  # "https", "enroll" or "http"
+    endpoint: Endpoint
+    mode: AuthMode
+    ssl_context: ssl.SSLContext | None
+
+
+@dataclass(slots=True)
+class RunningHttp:
+    runners: list[web.AppRunner]
+    bound: dict[str, Endpoint]
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+def build_app(
+    ctx: ApiContext,
+    mode: AuthMode,
+    route_adders: Sequence[RouteAdder],
+    *,
+    throttle: LoginThrottle,
+    sessions: WebSessions,
+) -> web.Application:
+    app = web.Application(
+        middlewares=[make_auth_middleware(mode, throttle=throttle, sessions=sessions)],
+        client_max_size=MAX_UPLOAD_BYTES,
+    )
+    app[CONTEXT_KEY] = ctx
+    app[THROTTLE_KEY] = throttle
+    app[SESSIONS_KEY] = sessions
+    app[MODE_KEY] = mode
+    for add in route_adders:
+        add(app, mode)
+    return app
+
+
+async def start_http(
+    ctx: ApiContext,
+    listeners: Sequence[HttpListener],
+    route_adders: Sequence[RouteAdder],
+) -> RunningHttp:
+    """Bind every listener and start serving; the caller closes the result at shutdown."""
+    throttle = LoginThrottle(time.monotonic)
+    sessions = WebSessions(time.monotonic)
+    running = RunningHttp(runners=[], bound={})
+    try:
+        for listener in listeners:
+            app = build_app(ctx, listener.mode, route_adders, throttle=throttle, sessions=sessions)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            running.runners.append(runner)
+            site = web.TCPSite(
+                runner,
+                listener.endpoint.host,
+                listener.endpoint.port,
+                ssl_context=listener.ssl_context,
+                reuse_address=True,
+            )
+            await site.start()
+            port = int(runner.addresses[-1][1])
+            running.bound[listener.name] = Endpoint(listener.endpoint.host, port)
+    except BaseException:
+        await running.close()
+        raise
+    return running
