@@ -180,7 +180,19 @@ class Identities:
             in_groups=in_g,
             out_groups=out_g,
             org=ident.org or (user.org if user is not None else None),
+            cert_serial=ident.serial,
         )
+
+    def revoked(self, principal: Principal) -> bool:
+        """Whether a connected principal's certificate or account has since been revoked."""
+        if (
+            principal.cert_serial is not None
+            and self._revocations is not None
+            and self._revocations.is_revoked(principal.cert_serial)
+        ):
+            return True
+        user = self._users.get(principal.name) if self._users is not None else None
+        return user is not None and user.revoked
 
     def from_username(self, name: str) -> Principal | None:
         """A user whose password (or token) was already checked, e.g. by HTTP Basic."""
@@ -256,7 +268,9 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         async with asyncio.TaskGroup() as tg:
             tasks = [
                 tg.create_task(writer.run(), name="store-writer"),
-                tg.create_task(registry.run(router), name="session-sweeper"),
+                tg.create_task(
+                    registry.run(router, revoked=identities.revoked), name="session-sweeper"
+                ),
                 tg.create_task(_housekeeping(router, store, config), name="housekeeping"),
             ]
 

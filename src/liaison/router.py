@@ -317,11 +317,41 @@ class Router:
         self.m_deliveries.inc(amount=sent)
         return sent
 
+    # --- queries made on a principal's behalf (HTTP, exports) -----------------------------
+    # Each passes the same decision as live delivery. A forbidden item is indistinguishable from
+    # a missing one: it is simply absent from the answer.
+
     def visible(self, viewer: Principal, entries: Iterable[LatestEntry]) -> list[Event]:
-        """The events among ``entries`` that ``viewer`` may see (for queries made on its behalf)."""
+        """The events among ``entries`` that ``viewer`` may see."""
         return [
             e.event for e in entries if can_see(sender_groups=e.sender_groups, viewer=viewer).permit
         ]
+
+    def picture(self, viewer: Principal) -> list[Event]:
+        """The current picture for ``viewer``: the latest events it may see, contacts first."""
+        entries = self.latest_entries()
+        entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
+        return self.visible(viewer, entries)
+
+    def find(self, viewer: Principal, uid: str) -> Event | None:
+        """The latest state of ``uid`` if it exists, is not stale and ``viewer`` may see it."""
+        entry = self._latest.get(uid)
+        if entry is None or entry.event.is_stale(self._clock_ms()):
+            return None
+        return entry.event if self.visible(viewer, [entry]) else None
+
+    def filter_records(
+        self, viewer: Principal, records: Iterable[StoredEvent]
+    ) -> list[StoredEvent]:
+        """The stored records (history queries) that ``viewer`` may see."""
+        return [r for r in records if can_see(sender_groups=r.sender_groups, viewer=viewer).permit]
+
+    def permits(
+        self, viewer: Principal, *, sender_groups: frozenset[str], label: str | None = None
+    ) -> bool:
+        """The access decision for any other item (files, data packages) written into
+        ``sender_groups`` with the given label (JSON text, as stored)."""
+        return can_see(sender_groups=sender_groups, viewer=viewer).permit
 
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()

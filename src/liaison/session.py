@@ -496,8 +496,18 @@ class SessionRegistry:
     def __iter__(self) -> Iterator[StreamSession]:
         return iter(list(self._sessions))
 
-    async def run(self, router: Router, interval_s: float = SWEEP_INTERVAL_S) -> None:
-        """Sweep for timed-out sessions and resume paused readers, until cancelled."""
+    async def run(
+        self,
+        router: Router,
+        interval_s: float = SWEEP_INTERVAL_S,
+        *,
+        revoked: Callable[[Principal], bool] | None = None,
+    ) -> None:
+        """Sweep for timed-out and revoked sessions, resume paused readers; until cancelled.
+
+        A revoked certificate is refused at the next handshake by the principal resolver; this
+        sweep closes the sessions it already has within ``interval_s``.
+        """
         next_sweep = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -511,6 +521,15 @@ class SessionRegistry:
                 now = self._clock_ms()
                 for session in list(self._sessions):
                     session.check_timeouts(now)
+                    p = session._principal
+                    if (
+                        revoked is not None
+                        and p is not None
+                        and session.phase is Phase.OPEN
+                        and revoked(p)
+                    ):
+                        log.warning("%s: closing session of revoked %s", session.peer, p.name)
+                        session.close("revoked")
 
     def close_principal(self, name: str) -> int:
         """Close every session of principal ``name`` (revocation). Returns how many."""

@@ -31,6 +31,7 @@ class Principal:
     in_groups: frozenset[str] = frozenset({ANON_GROUP})
     out_groups: frozenset[str] = frozenset({ANON_GROUP})
     org: str | None = None  # the organisation (nation or community) the principal belongs to
+    cert_serial: int | None = None  # serial of the client certificate it presented, if any
 
     def reaches(self, other: Principal) -> bool:
         """True when a message written by ``self`` may be read by ``other`` (IN -> OUT)."""
