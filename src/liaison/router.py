@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from liaison.metrics import Metrics
+from liaison.model import labels
 from liaison.model.access import Decision, access_key, can_see
 from liaison.model.event import ALL_STREAMING, Event
+from liaison.model.labels import Policy
 from liaison.model.principal import Principal
 from liaison.protocol import cot_proto, cot_xml, tak_stream
 from liaison.storage.base import StoredEvent, StoreWriter
@@ -95,12 +97,14 @@ class Router:
         writer: StoreWriter | None = None,
         max_latest: int = MAX_LATEST_UIDS,
         congestion_threshold: int | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self._metrics = metrics
         self._clock_ms = clock_ms
         self._writer = writer
         self._max_latest = max_latest
         self._congestion_threshold = congestion_threshold
+        self.policy = policy
         self._subscribers: dict[int, Subscriber] = {}
         self._latest: dict[str, LatestEntry] = {}
         self._on_delete: Callable[[str], None] | None = None
@@ -352,6 +356,17 @@ class Router:
         """The access decision for any other item (files, data packages) written into
         ``sender_groups`` with the given label (JSON text, as stored)."""
         return can_see(sender_groups=sender_groups, viewer=viewer).permit
+
+    def banner(self, event: Event) -> str | None:
+        """The display banner of an event's label (``SECRET//REL TO USA, UKR``); None without a
+        label policy or without a valid label."""
+        if self.policy is None:
+            return None
+        try:
+            label = labels.label_from_detail(self.policy, event.detail)
+            return labels.label_to_banner(self.policy, label) if label is not None else None
+        except labels.LabelError:
+            return None
 
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from liaison.model.labels import AuthSet
+
 # TAK Server puts any user who ends up with no groups into __ANON__, IN and OUT
 # (TSc groups/AbstractAuthenticator.java doAnonAssignment; tak-protocol.md section 7).
 ANON_GROUP = "__ANON__"
@@ -32,6 +34,9 @@ class Principal:
     out_groups: frozenset[str] = frozenset({ANON_GROUP})
     org: str | None = None  # the organisation (nation or community) the principal belongs to
     cert_serial: int | None = None  # serial of the client certificate it presented, if any
+    # Confidentiality authorizations (classification ceiling, held category values). None when
+    # no label policy is configured; with a policy, None holds nothing and sees no labelled item.
+    auths: AuthSet | None = None
 
     def reaches(self, other: Principal) -> bool:
         """True when a message written by ``self`` may be read by ``other`` (IN -> OUT)."""
