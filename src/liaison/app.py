@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -25,8 +26,10 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
+from liaison.audit import AuditLog
 from liaison.config import Config, Endpoint
-from liaison.errors import ConfigError, PeerError
+from liaison.errors import ConfigError, PeerError, StorageError
+from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.groups import GroupRules, parse_group_rules
 from liaison.metrics import Metrics
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 SERVER_VERSION = f"Liaison {__version__}"
 
+# Shortest wait, in ms, between attempts to reopen a failed audit log.
+AUDIT_RETRY_MS = 200.0
 # Seconds between sweeps of the latest-state table for stale entries.
 EXPIRE_INTERVAL_S = 30.0
 # Seconds between retention prunes of the stored history.
@@ -116,13 +121,14 @@ async def _load_latest(store: Store, router: Router, clock: int) -> int:
         except PeerError as exc:
             log.warning("stored event %s unreadable, skipped: %s", rec.uid, exc)
             continue
-        entries.append(LatestEntry(event, rec.sender_groups))
+        entries.append(LatestEntry(event, rec.sender_groups, router.load_label(rec.label)))
     router.load_latest(entries)
     return len(entries)
 
 
 class Identities:
-    """Turns certificates and <auth> logins into Principals, with the groups file and users."""
+    """Turns certificates, logins and listeners into Principals: groups from the groups and users
+    files, and (with a label policy) organisation and authorizations from the gate."""
 
     def __init__(
         self,
@@ -131,28 +137,37 @@ class Identities:
         groups: GroupRules,
         users: UserDirectory | None,
         server_pki: pki.ServerPki | None,
+        gate: Gate | None = None,
     ) -> None:
         self._config = config
         self._groups = groups
         self._users = users
         self._pki = server_pki
+        self._gate = gate
         # Re-reads the issued index only when the file changed, so a handshake costs no disk read.
         self._revocations = pki.RevocationCache(server_pki) if server_pki else None
+        self._issuers = pki.load_chain(server_pki) if server_pki else []
         self._username_re = re.compile(config.cert_username_regex)
 
     def anonymous(self, peer: str, listener: str) -> Principal:
         in_g, out_g = self._groups.resolve({"user": None})
+        org, auths = self._gate.for_anonymous(listener) if self._gate else (None, None)
         return Principal(
             name=f"{listener}:{peer}",
             kind=PrincipalKind.ANONYMOUS,
             in_groups=in_g,
             out_groups=out_g,
+            org=org,
+            auths=auths,
+            listener=listener,
         )
 
-    def from_certificate(self, der: bytes | None, peer: str) -> Principal | None:
+    def from_certificate(
+        self, der: bytes | None, peer: str, listener: str = "tls"
+    ) -> Principal | None:
         if der is None or self._revocations is None:
             return None
-        ident = pki.peer_identity(der)
+        ident = pki.peer_identity(der, issuers=self._issuers)
         if self._revocations.is_revoked(ident.serial):
             log.warning("tls %s: refused revoked certificate serial %x", peer, ident.serial)
             return None
@@ -175,12 +190,27 @@ class Identities:
             return None
         if user is not None:
             in_g, out_g = _merge_user_groups(in_g, out_g, user)
+        org = ident.org or (user.org if user is not None else None)
+        auths = None
+        if self._gate is not None:
+            subject = {k: v for k, v in (("CN", ident.common_name), ("O", ident.org)) if v}
+            if ident.org_units:
+                subject["OU"] = ident.org_units[0]
+            org, auths = self._gate.for_certificate(
+                issuer_fingerprint=ident.issuer_fingerprint_sha256,
+                subject=subject,
+                listener=listener,
+                user_profile=user.profile if user is not None else None,
+                user_org=org,
+            )
         return Principal(
             name=name,
             in_groups=in_g,
             out_groups=out_g,
-            org=ident.org or (user.org if user is not None else None),
+            org=org,
             cert_serial=ident.serial,
+            auths=auths,
+            listener=listener,
         )
 
     def revoked(self, principal: Principal) -> bool:
@@ -194,25 +224,34 @@ class Identities:
         user = self._users.get(principal.name) if self._users is not None else None
         return user is not None and user.revoked
 
-    def from_username(self, name: str) -> Principal | None:
+    def _user_principal(self, user: User, listener: str) -> Principal:
+        in_g, out_g = self._groups.resolve({"user": user.name})
+        in_g, out_g = _merge_user_groups(in_g, out_g, user)
+        auths = self._gate.for_profile(user.profile, listener) if self._gate else None
+        return Principal(
+            name=user.name,
+            in_groups=in_g,
+            out_groups=out_g,
+            org=user.org,
+            auths=auths,
+            listener=listener,
+        )
+
+    def from_username(self, name: str, listener: str = "enroll") -> Principal | None:
         """A user whose password (or token) was already checked, e.g. by HTTP Basic."""
         user = self._users.get(name) if self._users is not None else None
         if user is None or user.revoked:
             return None
-        in_g, out_g = self._groups.resolve({"user": user.name})
-        in_g, out_g = _merge_user_groups(in_g, out_g, user)
-        return Principal(name=user.name, in_groups=in_g, out_groups=out_g, org=user.org)
+        return self._user_principal(user, listener)
 
-    def from_login(self, request: cot_xml.AuthRequest) -> Principal | None:
+    def from_login(self, request: cot_xml.AuthRequest, listener: str = "tcp") -> Principal | None:
         if self._users is None or not request.username or request.password is None:
             return None
         user = self._users.verify_password(request.username, request.password)
-        if user is None:
+        if user is None or user.revoked:
             log.warning("auth: login refused for %r", request.username)
             return None
-        in_g, out_g = self._groups.resolve({"user": user.name})
-        in_g, out_g = _merge_user_groups(in_g, out_g, user)
-        return Principal(name=user.name, in_groups=in_g, out_groups=out_g, org=user.org)
+        return self._user_principal(user, listener)
 
 
 def _merge_user_groups(
@@ -231,6 +270,7 @@ def _merge_user_groups(
 async def run_server(config: Config) -> AsyncIterator[Server]:
     """Start a server for ``config``; shut it down cleanly when the block exits."""
     metrics = Metrics()
+    gate, audit_log = _open_gate(config)
     store = await _open_store(config)
     writer = StoreWriter(store)
     router = Router(
@@ -238,6 +278,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         clock_ms=now_ms,
         writer=writer,
         congestion_threshold=max(1, int(writer.max_pending * STORE_CONGESTION_FRACTION)),
+        gate=gate,
     )
     registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
     session_metrics = SessionMetrics(metrics)
@@ -248,7 +289,9 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         server_pki = pki.ensure_server_pki(
             config.data_dir, public_host=config.public_host, extra_names=config.server_names
         )
-    identities = Identities(config=config, groups=groups, users=users, server_pki=server_pki)
+    identities = Identities(
+        config=config, groups=groups, users=users, server_pki=server_pki, gate=gate
+    )
     loaded = await _load_latest(store, router, now_ms())
     if loaded:
         log.info("loaded the latest state of %d uids from the store", loaded)
@@ -272,6 +315,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                     registry.run(router, revoked=identities.revoked), name="session-sweeper"
                 ),
                 tg.create_task(_housekeeping(router, store, config), name="housekeeping"),
+                tg.create_task(_audit_keeper(config, gate, router, audit_log), name="audit"),
             ]
 
             def persist_delete(uid: str) -> None:
@@ -304,7 +348,11 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                     metrics=session_metrics,
                     clock_ms=now_ms,
                     resolve_principal=resolve,
-                    authenticate=identities.from_login if require_auth else None,
+                    authenticate=(
+                        functools.partial(identities.from_login, listener=listener)
+                        if require_auth
+                        else None
+                    ),
                     registry=registry,
                 )
 
@@ -365,6 +413,11 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 tasks[0].cancel()  # the writer flushes what is left when cancelled
     finally:
         await store.close()
+        sink = gate.audit if gate is not None else None
+        if isinstance(sink, AuditLog):
+            with contextlib.suppress(StorageError):
+                sink.sync()
+            sink.close()
         log.info("stopped")
 
 
@@ -397,7 +450,7 @@ async def _start_http(
         server_pki=server_pki,
         users=users,
         clock_ms=now_ms,
-        principal_from_certificate=identities.from_certificate,
+        principal_from_certificate=functools.partial(identities.from_certificate, listener="https"),
         principal_from_user=identities.from_username,
         close_sessions_of=registry.close_principal,
     )
@@ -406,6 +459,71 @@ async def _start_http(
     server.enroll = running.bound.get("enroll")
     server.http = running.bound.get("http")
     return running
+
+
+def _open_gate(config: Config) -> tuple[Gate | None, AuditLog | None]:
+    """Load the label policy and open the audit log; None, None when labels are off."""
+    if config.policy_file is None:
+        return None, None
+    try:
+        text = config.policy_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("labels.policy_file", f"cannot read {config.policy_file}: {exc}") from exc
+    gate_config = load_gate_config(text)
+    log_path, key_path, pub_path = audit_paths(config.data_dir)
+    key = load_or_create_signing_key(key_path, pub_path)
+    audit_log = AuditLog.open(log_path, key, fsync=config.audit_sync_ms == 0, repair_truncated=True)
+    gate = Gate(gate_config, audit=audit_log, clock_ms=now_ms)
+    audit_log.append(
+        "config_load",
+        policy_id=gate_config.policy.id,
+        policy_version=gate_config.policy.version,
+        policy_digest=gate_config.policy.digest,
+        policy_file=str(config.policy_file),
+        listeners=sorted(gate_config.listeners),
+    )
+    log.info(
+        "labels on: policy %s v%d (%s), audit log %s",
+        gate_config.policy.id,
+        gate_config.policy.version,
+        gate_config.policy.digest,
+        log_path,
+    )
+    return gate, audit_log
+
+
+async def _audit_keeper(
+    config: Config, gate: Gate | None, router: Router, audit_log: AuditLog | None
+) -> None:
+    """Sync the audit log on its interval; after a failure, reopen it and resume releases."""
+    if gate is None or audit_log is None:
+        return
+    interval = max(config.audit_sync_ms, AUDIT_RETRY_MS) / 1000.0
+    log_path, key_path, pub_path = audit_paths(config.data_dir)
+    while True:
+        await asyncio.sleep(interval)
+        if not gate.audit_failed:
+            if config.audit_sync_ms > 0:
+                try:
+                    audit_log.sync()
+                except StorageError as exc:
+                    log.error("audit log sync failed, releases stop: %s", exc)
+                    gate.audit_failed = True
+            continue
+        try:
+            audit_log.close()
+            audit_log = AuditLog.open(
+                log_path,
+                load_or_create_signing_key(key_path, pub_path),
+                fsync=config.audit_sync_ms == 0,
+                repair_truncated=True,
+            )
+        except StorageError as exc:
+            log.debug("audit log still unavailable: %s", exc)
+            continue
+        gate.recovered(audit_log)
+        released = router.audit_recovered()
+        log.info("audit log recovered; %d held events released", released)
 
 
 async def _delete_after(writer: StoreWriter, store: Store, uid: str) -> None:

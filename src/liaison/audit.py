@@ -657,6 +657,19 @@ class AuditLog:
             self._broken = True
             raise StorageError(f"cannot write audit log {str(self._path)!r}: {exc}") from exc
 
+    def sync(self) -> None:
+        """fsync what has been written (for logs opened with ``fsync=False`` that sync on a timer).
+
+        Raises StorageError, and refuses later appends, when the sync fails.
+        """
+        if self._fd is None or self._broken:
+            raise StorageError("audit log is closed or failed earlier")
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = True
+            raise StorageError(f"cannot sync audit log {str(self._path)!r}: {exc}") from exc
+
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None

@@ -121,6 +121,35 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from liaison import audit
+    from liaison.gate import audit_paths, load_public_key
+
+    cfg = _load_config(args)
+    log_path, _key, pub_path = audit_paths(cfg.data_dir)
+    log_path = args.log or log_path
+    pub_path = args.key or pub_path
+    public_key = load_public_key(pub_path) if pub_path.exists() else None
+    if public_key is None:
+        print(f"warning: no public key at {pub_path}: signatures not checked", file=sys.stderr)
+    result = audit.verify(log_path, public_key)
+    if result.ok:
+        print(
+            f"OK: {result.records} records, {result.checkpoints} signed checkpoints"
+            f" ({'signatures checked' if result.signatures_checked else 'signatures NOT checked'})"
+            f"; head seq {result.head.seq} {result.head.hash};"
+            f" {result.unsigned_tail} records after the last checkpoint"
+        )
+        return 0
+    failure = result.failure
+    assert failure is not None
+    print(
+        f"FAILED at line {failure.line} (seq {failure.seq}): {failure.reason}: {failure.detail}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liaison", description=__doc__)
     parser.add_argument("--version", action="version", version=f"liaison {__version__}")
@@ -133,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="print the effective configuration")
     _add_config_args(p)
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("audit", help="the tamper-evident audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    v = audit_sub.add_parser("verify", help="check the hash chain, sequence and signatures")
+    _add_config_args(v)
+    v.add_argument("--log", type=Path, help="audit log (default DATA_DIR/audit/audit.jsonl)")
+    v.add_argument("--key", type=Path, help="public key PEM (default DATA_DIR/audit/signing.pub)")
+    v.set_defaults(func=cmd_audit_verify)
 
     p = sub.add_parser("sim", help="drive simulated units against a server (demos and load)")
     p.add_argument("--host", default="127.0.0.1")

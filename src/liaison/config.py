@@ -182,6 +182,8 @@ class Config:
     write_batch_ms: float = 10.0
     storage: str = "sqlite"
     retention_days: int = 30
+    policy_file: Path | None = None
+    audit_sync_ms: float = 200.0
     log_level: str = "info"
 
     def resolved_users_file(self) -> Path:
@@ -358,6 +360,21 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _non_negative_int,
         "Days of event history to keep; 0 keeps everything. Latest state is always kept.",
+    ),
+    Setting(
+        "labels.policy_file",
+        "policy_file",
+        "LIAISON_POLICY_FILE",
+        _optional_path,
+        "Label policy file ([policy], [authz], [gate]; docs/labels.md). Unset: labels off.",
+    ),
+    Setting(
+        "labels.audit_sync_ms",
+        "audit_sync_ms",
+        None,
+        _non_negative_float,
+        "Milliseconds between fsyncs of the audit log (records are written before each"
+        " release; 0 fsyncs every batch before releasing).",
     ),
     Setting(
         "log.level",

@@ -14,15 +14,17 @@ bounded queue. Recipients with the same access key share one decision per event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.access import Decision, access_key, can_see
 from liaison.model.event import ALL_STREAMING, Event
-from liaison.model.labels import Policy
+from liaison.model.labels import Label, LabelError, Policy
 from liaison.model.principal import Principal
 from liaison.protocol import cot_proto, cot_xml, tak_stream
 from liaison.storage.base import StoredEvent, StoreWriter
@@ -84,6 +86,23 @@ class Subscriber(Source, Protocol):
 class LatestEntry:
     event: Event
     sender_groups: frozenset[str]
+    label: Label | None = None
+
+
+@dataclass(slots=True)
+class _Fanout:
+    """One event's delivery plan: who gets it, decided before anything is released."""
+
+    out: Outgoing
+    label: Label | None
+    permitted: list[Subscriber]
+    audit: list[tuple[str, Mapping[str, object]]]
+
+
+# Events held back while the audit log cannot be written, re-published when it recovers.
+# Readers pause as soon as the log fails (Router.congested), so this only holds what was already
+# in flight; past the limit the oldest are dropped and counted.
+MAX_HELD_EVENTS = 10_000
 
 
 class Router:
@@ -97,19 +116,24 @@ class Router:
         writer: StoreWriter | None = None,
         max_latest: int = MAX_LATEST_UIDS,
         congestion_threshold: int | None = None,
-        policy: Policy | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._metrics = metrics
         self._clock_ms = clock_ms
         self._writer = writer
         self._max_latest = max_latest
         self._congestion_threshold = congestion_threshold
-        self.policy = policy
+        self.gate = gate
+        self.policy: Policy | None = gate.policy if gate is not None else None
         self._subscribers: dict[int, Subscriber] = {}
         self._latest: dict[str, LatestEntry] = {}
+        self._held: deque[tuple[Event, Source]] = deque()
         self._on_delete: Callable[[str], None] | None = None
         m = metrics
         self.m_in = m.counter("liaison_events_in_total", "Events accepted for routing", "type")
+        self.m_rejected = m.counter(
+            "liaison_ingest_rejected_total", "Events refused by the ingest rules", "reason"
+        )
         self.m_deliveries = m.counter("liaison_deliveries_total", "Events handed to subscribers")
         self.m_denied = m.counter(
             "liaison_denied_total", "Deliveries refused by the access decision", "reason"
@@ -120,12 +144,18 @@ class Router:
         self.m_store_dropped = m.counter(
             "liaison_store_dropped_total", "Events not stored because the writer queue was full"
         )
+        self.m_held = m.counter(
+            "liaison_held_total", "Events held or dropped while the audit log failed", "outcome"
+        )
         m.gauge("liaison_subscribers", "Connected subscribers", lambda: len(self._subscribers))
         m.gauge("liaison_latest_uids", "Uids in the latest-state table", lambda: len(self._latest))
 
     @property
     def congested(self) -> bool:
-        """True while the store's writer queue is past its threshold: readers should pause."""
+        """True while readers should pause: the store's writer queue is past its threshold, or
+        the audit log cannot be written (nothing may be released, so nothing is accepted)."""
+        if self.gate is not None and self.gate.audit_failed:
+            return True
         t = self._congestion_threshold
         return t is not None and self._writer is not None and self._writer.pending >= t
 
@@ -148,13 +178,42 @@ class Router:
     # --- ingest ---------------------------------------------------------------------------
 
     def publish(self, event: Event, source: Source) -> int:
-        """Accept one event from ``source``: store it, update state, deliver it. Returns deliveries.
+        """Accept one event from ``source``: check it, record it, store it, deliver it.
 
-        Control messages (ping, negotiation) never get here: sessions answer them themselves.
+        Returns the number of deliveries. Control messages (ping, negotiation) never get here:
+        sessions answer them themselves. The order matters: every decision is taken and every
+        audit record written before the first byte is released; a refused event is neither
+        stored nor delivered.
         """
         now = self._clock_ms()
         sender = source.principal
+        received = event
+        label: Label | None = None
+        audit: list[tuple[str, Mapping[str, object]]] = []
+        gate = self.gate
+        if gate is not None:
+            prior = self._latest.get(event.uid)
+            outcome = gate.ingest(event, sender, prior.label if prior is not None else None)
+            audit.append(("ingest", _ingest_fields(received, sender, outcome.label, outcome)))
+            if outcome.event is None:
+                self.m_rejected.inc(outcome.reasons[0] if outcome.reasons else "rejected")
+                log.info(
+                    "event %s from %s refused: %s",
+                    event.uid,
+                    sender.name,
+                    ",".join(outcome.reasons),
+                )
+                gate.record(audit)
+                return 0
+            event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
+
+        plans = self._plan(event, label, source)
+        for plan in plans:
+            audit.extend(plan.audit)
+        if gate is not None and not gate.record(audit):
+            self._hold(received, source)
+            return 0
 
         # Learn who a stream client is from its own position report (contact with an endpoint),
         # so explicit routing by uid or callsign can find it (TAK Server does the same).
@@ -166,8 +225,7 @@ class Router:
                 if sub.client_uid == event.uid and event.callsign:
                     sub.callsign = event.callsign
 
-        self._store(event, sender, now)
-
+        self._store(event, label, sender, now)
         if event.is_delete and event.link_uid:
             self._latest.pop(event.link_uid, None)
             if self._on_delete is not None:
@@ -175,13 +233,31 @@ class Router:
         elif not event.dests and not event.is_stale(now):
             # Directed messages are never part of the replayable picture: replaying them to a
             # newcomer would deliver a private message to someone it was not addressed to.
-            self._remember(event, sender.in_groups)
+            self._remember(event, sender.in_groups, label)
 
-        if event.dests:
-            return self._deliver_explicit(event, source)
-        return self._deliver(Outgoing(event), sender.in_groups, self._others(source))
+        delivered = 0
+        for plan in plans:
+            for sub in plan.permitted:
+                sub.deliver(plan.out)
+            delivered += len(plan.permitted)
+        self.m_deliveries.inc(amount=delivered)
+        return delivered
 
-    def _store(self, event: Event, sender: Principal, now: int) -> None:
+    def _hold(self, event: Event, source: Source) -> None:
+        self._held.append((event, source))
+        self.m_held.inc("held")
+        while len(self._held) > MAX_HELD_EVENTS:
+            self._held.popleft()
+            self.m_held.inc("dropped")
+
+    def audit_recovered(self) -> int:
+        """Re-publish the events held while the audit log failed. Returns how many."""
+        held, self._held = self._held, deque()
+        for event, source in held:
+            self.publish(event, source)
+        return len(held)
+
+    def _store(self, event: Event, label: Label | None, sender: Principal, now: int) -> None:
         if self._writer is None:
             return
         record = StoredEvent(
@@ -199,11 +275,12 @@ class Router:
             sender_groups=sender.in_groups,
             received=now,
             xml=cot_xml.render_xml(event),
+            label=labels.label_to_json(label) if label is not None else None,
         )
         if not self._writer.submit(record):
             self.m_store_dropped.inc()
 
-    def _remember(self, event: Event, groups: frozenset[str]) -> None:
+    def _remember(self, event: Event, groups: frozenset[str], label: Label | None) -> None:
         latest = self._latest
         old = latest.get(event.uid)
         if old is not None and old.event.time > event.time:
@@ -212,12 +289,21 @@ class Router:
             del latest[event.uid]  # re-insert so dict order stays oldest-update-first
         elif len(latest) >= self._max_latest:
             del latest[next(iter(latest))]
-        latest[event.uid] = LatestEntry(event, groups)
+        latest[event.uid] = LatestEntry(event, groups, label)
 
     def load_latest(self, entries: Iterable[LatestEntry]) -> None:
         """Seed the latest-state table (from the store, at start)."""
         for entry in entries:
-            self._remember(entry.event, entry.sender_groups)
+            self._remember(entry.event, entry.sender_groups, entry.label)
+
+    def load_label(self, stored: str | None) -> Label | None:
+        """A stored label (JSON) back as a Label; None when absent or unreadable (then denied)."""
+        if stored is None or self.policy is None:
+            return None
+        try:
+            return labels.label_from_json(self.policy, stored)
+        except LabelError:
+            return None
 
     def expire(self) -> int:
         """Drop stale entries from the latest-state table. Returns how many were dropped."""
@@ -227,34 +313,80 @@ class Router:
             del self._latest[uid]
         return len(stale)
 
-    # --- delivery -------------------------------------------------------------------------
+    # --- the decision ---------------------------------------------------------------------
 
-    def _others(self, source: Source) -> Iterator[Subscriber]:
-        # Never echo an event back to the connection it came from (TAK Server getImplicitMatches).
-        src = id(source)
-        return (s for k, s in list(self._subscribers.items()) if k != src)
+    def _decide(
+        self, sender_groups: frozenset[str], label: Label | None, viewer: Principal
+    ) -> Decision:
+        return can_see(sender_groups=sender_groups, viewer=viewer, label=label, policy=self.policy)
 
-    def _deliver(
-        self, out: Outgoing, sender_groups: frozenset[str], targets: Iterable[Subscriber]
-    ) -> int:
+    def _fanout(
+        self,
+        path: str,
+        out: Outgoing,
+        sender_groups: frozenset[str],
+        label: Label | None,
+        targets: Iterable[Subscriber],
+    ) -> _Fanout:
+        """Decide for every target (once per access key) and prepare the audit records."""
         decisions: dict[object, Decision] = {}
-        delivered = 0
+        denied: dict[object, list[Subscriber]] = {}
+        permitted: list[Subscriber] = []
         for sub in targets:
             viewer = sub.principal
             key = access_key(viewer)
             decision = decisions.get(key)
             if decision is None:
-                decision = can_see(sender_groups=sender_groups, viewer=viewer)
+                decision = self._decide(sender_groups, label, viewer)
                 decisions[key] = decision
             if decision.permit:
-                sub.deliver(out)
-                delivered += 1
+                permitted.append(sub)
             else:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
-        self.m_deliveries.inc(amount=delivered)
-        return delivered
+                denied.setdefault(key, []).append(sub)
+        audit: list[tuple[str, Mapping[str, object]]] = []
+        if self.gate is not None and label is not None:
+            event = out.event
+            audit.extend(
+                release_entries(
+                    path=path,
+                    event=event,
+                    label=label,
+                    content=out.xml(),
+                    recipients=[s.principal for s in permitted],
+                )
+            )
+            for key, subs in denied.items():
+                audit.append(
+                    (
+                        "deny",
+                        {
+                            "path": path,
+                            "uid": event.uid,
+                            "label_id": label.label_id,
+                            "reasons": list(decisions[key].reasons),
+                            "recipients": sorted(s.principal.name for s in subs),
+                        },
+                    )
+                )
+        return _Fanout(out, label, permitted, audit)
 
-    def _deliver_explicit(self, event: Event, source: Source) -> int:
+    # --- delivery -------------------------------------------------------------------------
+
+    def _others(self, source: Source) -> list[Subscriber]:
+        # Never echo an event back to the connection it came from (TAK Server getImplicitMatches).
+        src = id(source)
+        return [s for k, s in self._subscribers.items() if k != src]
+
+    def _plan(self, event: Event, label: Label | None, source: Source) -> list[_Fanout]:
+        sender = source.principal
+        if not event.dests:
+            return [
+                self._fanout("live", Outgoing(event), sender.in_groups, label, self._others(source))
+            ]
+        return self._plan_explicit(event, label, source)
+
+    def _plan_explicit(self, event: Event, label: Label | None, source: Source) -> list[_Fanout]:
         """Explicit routing by ``marti/dest`` (TAK Server StreamingEndpointRewriteFilter).
 
         The ``dest`` elements are removed before forwarding and only the named recipients get the
@@ -283,15 +415,16 @@ class Router:
             else:
                 self.m_unrouted.inc("mission" if d.mission else "unsupported")
         out = Outgoing(stripped)
+        others = self._others(source)
         if broadcast:
-            return self._deliver(out, sender.in_groups, self._others(source))
-        delivered = 0
+            return [self._fanout("live", out, sender.in_groups, label, others)]
+        plans: list[_Fanout] = []
         if groups:
-            delivered += self._deliver(out, frozenset(groups), self._others(source))
+            plans.append(self._fanout("live", out, frozenset(groups), label, others))
         if uids or callsigns:
             targets = [
                 s
-                for s in self._others(source)
+                for s in others
                 if (s.client_uid in uids or s.callsign in callsigns)
                 and not (groups and _in_any(s.principal, groups))
             ]
@@ -300,62 +433,118 @@ class Router:
             missing = len(uids - found_uids) + len(callsigns - found_calls)
             if missing:
                 self.m_unrouted.inc("offline", missing)
-            delivered += self._deliver(out, sender.in_groups, targets)
-        return delivered
+            plans.append(self._fanout("live", out, sender.in_groups, label, targets))
+        return plans
 
     def replay_to(self, sub: Subscriber) -> int:
         """Send a newly connected subscriber the latest non-stale state it may see, contacts first.
 
-        Passes the same decision as live delivery. Returns how many events were offered.
+        Passes the same decision as live delivery, and the same audit. Returns how many events
+        were offered.
         """
         now = self._clock_ms()
         entries = [e for e in self._latest.values() if not e.event.is_stale(now)]
         entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
-        viewer = sub.principal
+        plans = [
+            self._fanout("replay", Outgoing(e.event), e.sender_groups, e.label, [sub])
+            for e in entries
+        ]
+        if self.gate is not None and not self.gate.record([a for p in plans for a in p.audit]):
+            return 0
         sent = 0
-        for entry in entries:
-            decision = can_see(sender_groups=entry.sender_groups, viewer=viewer)
-            if decision.permit:
-                sub.deliver(Outgoing(entry.event))
+        for plan in plans:
+            if plan.permitted:
+                sub.deliver(plan.out)
                 sent += 1
         self.m_deliveries.inc(amount=sent)
         return sent
 
     # --- queries made on a principal's behalf (HTTP, exports) -----------------------------
-    # Each passes the same decision as live delivery. A forbidden item is indistinguishable from
-    # a missing one: it is simply absent from the answer.
+    # Each passes the same decision as live delivery, and writes the same release records. A
+    # forbidden item is indistinguishable from a missing one: it is simply absent.
 
-    def visible(self, viewer: Principal, entries: Iterable[LatestEntry]) -> list[Event]:
+    def _release_query(
+        self, path: str, viewer: Principal, items: list[tuple[Event, frozenset[str], Label | None]]
+    ) -> list[Event]:
+        audit: list[tuple[str, Mapping[str, object]]] = []
+        out: list[Event] = []
+        for event, groups, label in items:
+            if not self._decide(groups, label, viewer).permit:
+                continue
+            out.append(event)
+            if self.gate is not None and label is not None:
+                audit.extend(
+                    release_entries(
+                        path=path,
+                        event=event,
+                        label=label,
+                        content=Outgoing(event).xml(),
+                        recipients=[viewer],
+                    )
+                )
+        if self.gate is not None and not self.gate.record(audit):
+            return []
+        return out
+
+    def visible(
+        self, viewer: Principal, entries: Iterable[LatestEntry], *, path: str = "query"
+    ) -> list[Event]:
         """The events among ``entries`` that ``viewer`` may see."""
-        return [
-            e.event for e in entries if can_see(sender_groups=e.sender_groups, viewer=viewer).permit
-        ]
+        return self._release_query(
+            path, viewer, [(e.event, e.sender_groups, e.label) for e in entries]
+        )
 
-    def picture(self, viewer: Principal) -> list[Event]:
+    def picture(self, viewer: Principal, *, path: str = "http") -> list[Event]:
         """The current picture for ``viewer``: the latest events it may see, contacts first."""
         entries = self.latest_entries()
         entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
-        return self.visible(viewer, entries)
+        return self.visible(viewer, entries, path=path)
 
-    def find(self, viewer: Principal, uid: str) -> Event | None:
+    def find(self, viewer: Principal, uid: str, *, path: str = "http") -> Event | None:
         """The latest state of ``uid`` if it exists, is not stale and ``viewer`` may see it."""
         entry = self._latest.get(uid)
         if entry is None or entry.event.is_stale(self._clock_ms()):
             return None
-        return entry.event if self.visible(viewer, [entry]) else None
+        found = self.visible(viewer, [entry], path=path)
+        return found[0] if found else None
 
     def filter_records(
-        self, viewer: Principal, records: Iterable[StoredEvent]
+        self, viewer: Principal, records: Iterable[StoredEvent], *, path: str = "http"
     ) -> list[StoredEvent]:
         """The stored records (history queries) that ``viewer`` may see."""
-        return [r for r in records if can_see(sender_groups=r.sender_groups, viewer=viewer).permit]
+        allowed: list[StoredEvent] = []
+        audit: list[tuple[str, Mapping[str, object]]] = []
+        for r in records:
+            label = self.load_label(r.label)
+            if not self._decide(r.sender_groups, label, viewer).permit:
+                continue
+            allowed.append(r)
+            if self.gate is not None and label is not None and viewer.org != label.originator:
+                audit.append(
+                    (
+                        "release",
+                        {
+                            "path": path,
+                            "uid": r.uid,
+                            "type": r.type,
+                            "label_id": label.label_id,
+                            "originator": label.originator,
+                            "to_org": viewer.org or "?",
+                            "recipients": [viewer.name],
+                            "sha256": content_hash(r.xml),
+                        },
+                    )
+                )
+        if self.gate is not None and not self.gate.record(audit):
+            return []
+        return allowed
 
     def permits(
         self, viewer: Principal, *, sender_groups: frozenset[str], label: str | None = None
     ) -> bool:
         """The access decision for any other item (files, data packages) written into
         ``sender_groups`` with the given label (JSON text, as stored)."""
-        return can_see(sender_groups=sender_groups, viewer=viewer).permit
+        return self._decide(sender_groups, self.load_label(label), viewer).permit
 
     def banner(self, event: Event) -> str | None:
         """The display banner of an event's label (``SECRET//REL TO USA, UKR``); None without a
@@ -371,6 +560,26 @@ class Router:
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()
         return [e for e in self._latest.values() if not e.event.is_stale(now)]
+
+
+def _ingest_fields(
+    event: Event, sender: Principal, label: Label | None, outcome: IngestOutcome
+) -> dict[str, object]:
+    raw = event.xml if event.xml is not None else event.proto
+    fields: dict[str, object] = {
+        "uid": event.uid,
+        "type": event.type,
+        "sender": sender.name,
+        "org": sender.org or "?",
+        "listener": sender.listener or "?",
+        "accepted": outcome.event is not None,
+        "sha256": content_hash(raw if raw is not None else cot_xml.render_xml(event)),
+    }
+    if label is not None:
+        fields["label_id"] = label.label_id
+    if outcome.reasons:
+        fields["reasons"] = list(outcome.reasons)
+    return fields
 
 
 def _in_any(principal: Principal, groups: set[str]) -> bool:

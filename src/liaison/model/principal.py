@@ -37,6 +37,9 @@ class Principal:
     # Confidentiality authorizations (classification ceiling, held category values). None when
     # no label policy is configured; with a policy, None holds nothing and sees no labelled item.
     auths: AuthSet | None = None
+    # The listener (or link) this principal came through: tls, tcp, udp, mesh, https, enroll,
+    # http, federation. Its ceiling and default label apply at ingest.
+    listener: str | None = None
 
     def reaches(self, other: Principal) -> bool:
         """True when a message written by ``self`` may be read by ``other`` (IN -> OUT)."""
