@@ -96,6 +96,7 @@ class Client:
     name: str = "client"
     proto: bool = False
     frames: list[bytes] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)  # every byte the server sent
     _xml: XmlStreamFramer = field(default_factory=XmlStreamFramer)
     _pb: TakStreamFramer = field(default_factory=TakStreamFramer)
 
@@ -110,6 +111,7 @@ class Client:
             return False
         if not data:
             raise ConnectionError(f"{self.name}: connection closed by server")
+        self.raw += data
         if self.proto:
             for payload in self._pb.receive_data(data):
                 msg = takproto.parse_proto(b"\xbf\x01\xbf" + payload)

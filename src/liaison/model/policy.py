@@ -246,9 +246,11 @@ def load_auth_config(text: str, policy: Policy) -> AuthConfig:
             raise ConfigError(f"authz.profiles.{name}", "names are A-Z a-z 0-9 _ . -")
         profiles[name] = authset_from_table(policy, table, f"authz.profiles.{name}")
 
-    raw_cas = authz.get("cas")
-    if not isinstance(raw_cas, list) or not raw_cas:
-        raise ConfigError("authz.cas", "must be a non-empty array of tables ([[authz.cas]])")
+    # No [[authz.cas]] is allowed: then every certificate comes from the server's own CA and its
+    # holder's profile and org are those recorded for the user (``liaison user add --profile``).
+    raw_cas = authz.get("cas", [])
+    if not isinstance(raw_cas, list):
+        raise ConfigError("authz.cas", "must be an array of tables ([[authz.cas]])")
     cas: list[CaEntry] = []
     for i, raw in enumerate(raw_cas):
         key = f"authz.cas[{i}]"
@@ -274,7 +276,7 @@ def load_auth_config(text: str, policy: Policy) -> AuthConfig:
         ceiling = authset_from_table(policy, raw.get("ceiling"), f"{key}.ceiling")
         cas.append(CaEntry(name=ca_name, sha256=sha256, org=org, ceiling=ceiling))
 
-    raw_rules = authz.get("rules")
+    raw_rules = authz.get("rules", [])
     if not isinstance(raw_rules, list):
         raise ConfigError("authz.rules", "must be an array of tables ([[authz.rules]])")
     rules: list[SubjectRule] = []
