@@ -243,7 +243,7 @@ async def test_delivery_matrix_live_replay_and_audit(
     edited = data_dir / "edited.jsonl"
     i = lines.index(kinds[0])
     edited.write_bytes(
-        b"".join(lines[:i] + [kinds[0].replace(b'"to_org":"', b'"to_org":"X')] + lines[i + 1 :])
+        b"".join([*lines[:i], kinds[0].replace(b'"to_org":"', b'"to_org":"X'), *lines[i + 1 :]])
     )
     assert cli.main(["audit", "verify", "--data-dir", str(data_dir), "--log", str(edited)]) == 1
     removed = data_dir / "removed.jsonl"
