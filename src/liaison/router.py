@@ -436,6 +436,75 @@ class Router:
             plans.append(self._fanout("live", out, sender.in_groups, label, targets))
         return plans
 
+    def relabel(
+        self, actor: Principal, uid: str, new_label: Label, justification: str | None
+    ) -> labels.RelabelResult | None:
+        """Give an item a new label: a new version of it, stored, audited and delivered.
+
+        Raising is open to anyone who may see the item; lowering or widening REL needs the
+        originating organisation's release authority and a justification
+        (``labels.check_relabel``). None when the item is missing or ``actor`` may not see it:
+        the two are indistinguishable.
+        """
+        gate = self.gate
+        entry = self._latest.get(uid)
+        if gate is None or entry is None or entry.label is None:
+            return None
+        if (
+            entry.event.is_stale(self._clock_ms())
+            or not self._decide(entry.sender_groups, entry.label, actor).permit
+        ):
+            return None
+        old = entry.label
+        result = labels.check_relabel(
+            gate.policy,
+            old,
+            new_label,
+            actor_auths=actor.auths if actor.auths is not None else labels.no_authset(gate.policy),
+            actor_org=actor.org or "",
+            release_authority=gate.is_release_authority(actor, old.originator),
+            justification=justification,
+        )
+        record: dict[str, object] = {
+            "uid": uid,
+            "actor": actor.name,
+            "org": actor.org or "?",
+            "old_label_id": old.label_id,
+            "new_label_id": new_label.label_id,
+            "direction": result.direction.value,
+            "allowed": result.allowed,
+            "justification": justification or "",
+        }
+        if result.reasons:
+            record["reasons"] = list(result.reasons)
+        if not result.allowed:
+            gate.record([("relabel", record)])
+            return result
+        event = gate.labelled(entry.event, new_label)
+        plan = self._fanout(
+            "relabel",
+            Outgoing(event),
+            entry.sender_groups,
+            new_label,
+            [s for s in self._subscribers.values()],
+        )
+        if not gate.record([("relabel", record), *plan.audit]):
+            return labels.RelabelResult(
+                allowed=False, direction=result.direction, reasons=("audit_unavailable",)
+            )
+        self._store(
+            event,
+            new_label,
+            Principal(name=actor.name, in_groups=entry.sender_groups),
+            self._clock_ms(),
+        )
+        del self._latest[uid]
+        self._latest[uid] = LatestEntry(event, entry.sender_groups, new_label)
+        for sub in plan.permitted:
+            sub.deliver(plan.out)
+        self.m_deliveries.inc(amount=len(plan.permitted))
+        return result
+
     def replay_to(self, sub: Subscriber) -> int:
         """Send a newly connected subscriber the latest non-stale state it may see, contacts first.
 
