@@ -1,0 +1,1 @@
+"""Federation: the guarded partner link (config, guard, outbox, link, status, CLI)."""
