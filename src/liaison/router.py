@@ -126,6 +126,8 @@ class Router:
         self.gate = gate
         self.policy: Policy | None = gate.policy if gate is not None else None
         self._subscribers: dict[int, Subscriber] = {}
+        # Each subscriber's access key, computed once at attach (principals do not change).
+        self._keys: dict[int, object] = {}
         self._latest: dict[str, LatestEntry] = {}
         self._held: deque[tuple[Event, Source]] = deque()
         self._on_delete: Callable[[str], None] | None = None
@@ -163,9 +165,11 @@ class Router:
 
     def attach(self, sub: Subscriber) -> None:
         self._subscribers[id(sub)] = sub
+        self._keys[id(sub)] = access_key(sub.principal)
 
     def detach(self, sub: Subscriber) -> None:
         self._subscribers.pop(id(sub), None)
+        self._keys.pop(id(sub), None)
 
     @property
     def subscribers(self) -> Iterator[Subscriber]:
@@ -225,7 +229,9 @@ class Router:
                 if sub.client_uid == event.uid and event.callsign:
                     sub.callsign = event.callsign
 
-        self._store(event, label, sender, now)
+        # The stored copy is the event as accepted (with any dests); reuse the live rendering.
+        stored_xml = plans[0].out.xml() if plans and not event.dests else cot_xml.render_xml(event)
+        self._store(event, label, sender, now, stored_xml)
         if event.is_delete and event.link_uid:
             self._latest.pop(event.link_uid, None)
             if self._on_delete is not None:
@@ -257,7 +263,9 @@ class Router:
             self.publish(event, source)
         return len(held)
 
-    def _store(self, event: Event, label: Label | None, sender: Principal, now: int) -> None:
+    def _store(
+        self, event: Event, label: Label | None, sender: Principal, now: int, xml: bytes
+    ) -> None:
         if self._writer is None:
             return
         record = StoredEvent(
@@ -274,7 +282,7 @@ class Router:
             sender=sender.name,
             sender_groups=sender.in_groups,
             received=now,
-            xml=cot_xml.render_xml(event),
+            xml=xml,
             label=labels.label_to_json(label) if label is not None else None,
         )
         if not self._writer.submit(record):
@@ -332,12 +340,14 @@ class Router:
         decisions: dict[object, Decision] = {}
         denied: dict[object, list[Subscriber]] = {}
         permitted: list[Subscriber] = []
+        keys = self._keys
         for sub in targets:
-            viewer = sub.principal
-            key = access_key(viewer)
+            key = keys.get(id(sub))
+            if key is None:
+                key = access_key(sub.principal)
             decision = decisions.get(key)
             if decision is None:
-                decision = self._decide(sender_groups, label, viewer)
+                decision = self._decide(sender_groups, label, sub.principal)
                 decisions[key] = decision
             if decision.permit:
                 permitted.append(sub)
@@ -497,6 +507,7 @@ class Router:
             new_label,
             Principal(name=actor.name, in_groups=entry.sender_groups),
             self._clock_ms(),
+            plan.out.xml(),
         )
         del self._latest[uid]
         self._latest[uid] = LatestEntry(event, entry.sender_groups, new_label)
