@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from liaison import __version__
+from liaison import __version__, admin
 from liaison import config as config_mod
 from liaison.errors import ConfigError, LiaisonError
 
@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lat", type=float, default=50.45, help="centre latitude of the area")
     p.add_argument("--lon", type=float, default=30.52, help="centre longitude of the area")
     p.set_defaults(func=cmd_sim)
+
+    admin.register(sub)
     return parser
 
 

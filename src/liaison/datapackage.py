@@ -107,13 +107,28 @@ def build_pref(sections: Sequence[tuple[str, Sequence[tuple[str, PrefValue]]]]) 
 
 
 def build_manifest(
-    *, uid: str, name: str, entries: Sequence[str], on_receive_delete: bool = True
+    *,
+    uid: str,
+    name: str,
+    entries: Sequence[str],
+    on_receive_delete: bool = True,
+    on_receive_import: bool | None = None,
 ) -> bytes:
-    """``MANIFEST/manifest.xml``: MissionPackageManifest version 2 (TSw missionpackage/mp.xsd)."""
+    """``MANIFEST/manifest.xml``: MissionPackageManifest version 2 (TSw missionpackage/mp.xsd).
+
+    ``on_receive_import`` adds the onReceiveImport parameter (device profile packages set it so
+    the client imports their contents without asking; GO cmd/goatak_server/cert_api.go).
+    """
     root = ET.Element("MissionPackageManifest", {"version": "2"})
     conf = ET.SubElement(root, "Configuration")
     ET.SubElement(conf, "Parameter", {"name": "uid", "value": uid})
     ET.SubElement(conf, "Parameter", {"name": "name", "value": name})
+    if on_receive_import is not None:
+        ET.SubElement(
+            conf,
+            "Parameter",
+            {"name": "onReceiveImport", "value": "true" if on_receive_import else "false"},
+        )
     ET.SubElement(
         conf,
         "Parameter",

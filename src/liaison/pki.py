@@ -862,6 +862,21 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         raise PkiError(f"CSR cannot be parsed: {exc}") from exc
 
 
+def validate_csr(csr_pem_or_der: bytes, *, expected_cn: str) -> x509.CertificateSigningRequest:
+    """Every check ``sign_csr`` makes, without signing: lets the enrollment API refuse a bad
+    request before it uses up a one-time token. PkiError says what is wrong."""
+    csr = load_csr(csr_pem_or_der)
+    if not csr.is_signature_valid:
+        raise PkiError("CSR signature does not verify")
+    cns = _all_attrs(csr.subject, NameOID.COMMON_NAME)
+    if len(cns) != 1:
+        raise PkiError(f"CSR subject must have exactly one CN, has {len(cns)}")
+    if cns[0] != expected_cn:
+        raise PkiError(f"CSR CN {cns[0]!r} does not match the enrolling user {expected_cn!r}")
+    _check_client_public_key(csr.public_key())
+    return csr
+
+
 def sign_csr(
     pki: ServerPki,
     csr_pem_or_der: bytes,
@@ -880,16 +895,8 @@ def sign_csr(
     """
     t = _now(now)
     _check_days(days)
-    csr = load_csr(csr_pem_or_der)
-    if not csr.is_signature_valid:
-        raise PkiError("CSR signature does not verify")
-    cns = _all_attrs(csr.subject, NameOID.COMMON_NAME)
-    if len(cns) != 1:
-        raise PkiError(f"CSR subject must have exactly one CN, has {len(cns)}")
-    if cns[0] != expected_cn:
-        raise PkiError(f"CSR CN {cns[0]!r} does not match the enrolling user {expected_cn!r}")
+    csr = validate_csr(csr_pem_or_der, expected_cn=expected_cn)
     public_key = csr.public_key()
-    _check_client_public_key(public_key)
     subject = _client_subject(expected_cn, org, ou)
     with exclusive_lock(pki.lock):
         ca, ca_key = load_ca(pki)

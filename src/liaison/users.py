@@ -66,6 +66,12 @@ MAX_TOKEN_TTL_S = 30 * 24 * 3600
 # Live tokens kept per user; issuing more drops the oldest. Bounds the file and the work of a
 # redeem (every live token is compared).
 MAX_TOKENS_PER_USER = 8
+# A token is used up when a certificate is signed with it (``redeem_token``), not when it is
+# merely shown: every client makes several calls with the same Basic credentials (tls/config, then
+# signClient; tak-protocol.md 5.3). After signing it still authenticates, for this long, the
+# follow-up calls a client makes with the same credentials (ATAK fetches its enrollment profile
+# right after signing, ATAK DeviceProfileOperation), but it never signs again.
+TOKEN_AFTER_USE_S = 600
 
 # Usernames become the certificate CN (RFC 5280 ub-common-name = 64), the HTTP Basic user (no
 # ':'), an XML attribute in <auth>, and part of file names in data packages: a conservative set.
@@ -214,6 +220,12 @@ class EnrollmentToken:
 
     def live(self, now: dt.datetime) -> bool:
         return self.used_at is None and now < self.expires_at
+
+    def authenticates(self, now: dt.datetime) -> bool:
+        """Whether the token is accepted as a credential now (live, or just used)."""
+        if self.used_at is None:
+            return now < self.expires_at
+        return now < self.used_at + dt.timedelta(seconds=TOKEN_AFTER_USE_S)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -574,6 +586,21 @@ class UserDirectory:
             return False
         return redeemed
 
+    def check_token(self, name: str, token: str, now: dt.datetime) -> bool:
+        """True when ``token`` is one of ``name``'s tokens and still authenticates (live, or
+        used less than TOKEN_AFTER_USE_S ago). Changes nothing: ``redeem_token`` uses it up."""
+        now = _aware(now)
+        user = self.get(name)
+        if user is None or user.revoked:
+            return False
+        wanted = hash_token(token)
+        accepted = False
+        for t in user.tokens:
+            # compare every token in constant time, whatever matched before
+            if hmac.compare_digest(t.token_sha256, wanted) and t.authenticates(now):
+                accepted = True
+        return accepted
+
     # -- authentication --
 
     def verify_password(self, name: str, password: str) -> User | None:
@@ -592,12 +619,16 @@ class UserDirectory:
         return user
 
     def authenticate_enrollment(self, name: str, secret: str, now: dt.datetime) -> User | None:
-        """HTTP Basic on the enrollment port: ``secret`` is the password or a one-time token
-        (tak-protocol.md 5.2: "the user enters a password or token"). A token is used up."""
+        """HTTP Basic on the enrollment port: ``secret`` is the password or an enrollment token
+        (tak-protocol.md 5.2: "the user enters a password or token").
+
+        A token is not used up here, because one enrollment is several HTTP calls with the same
+        credentials; the signing call uses it up with ``redeem_token`` (see TOKEN_AFTER_USE_S).
+        """
         user = self.verify_password(name, secret)
         if user is not None:
             return user
-        if self.redeem_token(name, secret, now):
+        if self.check_token(name, secret, now):
             return self.get(name)
         return None
 

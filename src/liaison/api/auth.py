@@ -166,7 +166,8 @@ def client_address(request: web.Request) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths anyone may reach on the password listener (the sign-in page and what it needs).
-PUBLIC_PREFIXES = ("/login", "/static/", "/favicon.ico")
+# The CRL is public by nature (RFC 5280 5: CRLs are signed and meant for any relying party).
+PUBLIC_PREFIXES = ("/login", "/static/", "/favicon.ico", "/crl.pem", "/crl.der")
 
 
 def make_auth_middleware(

@@ -6,6 +6,7 @@ the routes that make sense for that listener's way of knowing the caller.
 
 from __future__ import annotations
 
+from liaison.api import enrollment
 from liaison.api.server import RouteAdder
 
-ROUTE_ADDERS: tuple[RouteAdder, ...] = ()
+ROUTE_ADDERS: tuple[RouteAdder, ...] = (enrollment.add_routes,)

@@ -197,7 +197,15 @@ def test_authenticate_enrollment_takes_password_or_token() -> None:
     token = d.issue_token("alice", 600, NOW)
     user = d.authenticate_enrollment("alice", token, NOW)
     assert user is not None and user.name == "alice"
-    assert d.authenticate_enrollment("alice", token, NOW) is None  # used up
+    # One enrollment is several calls with the same credentials: showing a token does not use it.
+    assert d.authenticate_enrollment("alice", token, NOW) is not None
+    assert d.redeem_token("alice", token, NOW)  # signing a certificate uses it up
+    assert not d.redeem_token("alice", token, NOW)
+    # ...after which it still authenticates the client's follow-up calls for a short while only.
+    after = NOW + dt.timedelta(seconds=users.TOKEN_AFTER_USE_S - 1)
+    assert d.authenticate_enrollment("alice", token, after) is not None
+    later = NOW + dt.timedelta(seconds=users.TOKEN_AFTER_USE_S)
+    assert d.authenticate_enrollment("alice", token, later) is None
     assert d.authenticate_enrollment("alice", "wrong", NOW) is None
 
 
