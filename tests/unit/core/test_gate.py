@@ -197,3 +197,30 @@ def test_relabel_raising_is_open_lowering_needs_the_release_authority() -> None:
     stranger = person(gate, "x", "UKR", "ukr-unclass")
     assert router.relabel(stranger, "m", widened, "x") is None
     assert router.relabel(stranger, "missing", widened, "x") is None
+
+
+def test_the_documented_example_policy_loads() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "policy.toml"
+    config = load_gate_config(example.read_text())
+    assert set(config.listeners) == {"tls", "https", "enroll"}
+    assert config.listeners["tls"].default_classification == "UNCLASSIFIED"
+
+
+def test_gate_config_errors_name_the_key() -> None:
+    import pytest
+
+    from liaison.errors import ConfigError
+
+    bad = POLICY.replace(
+        'default_classification = "UNCLASSIFIED"', 'default_classification = "TOP"'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_gate_config(bad)
+    assert "gate.listeners.tls.default_classification" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_gate_config(
+            POLICY + '\n[gate.listeners.ftp]\nceiling = { classification = "SECRET" }\n'
+        )
+    assert "gate.listeners.ftp" in str(err.value)
