@@ -1,0 +1,338 @@
+"""The persistent per-peer outbox and link state: data_dir/federation/<peer>.db (SQLite, WAL).
+
+What the guard released to a peer waits here until the peer acknowledges it, across link
+outages and restarts of either server. One file per peer holds both directions' state:
+
+* ``outbox``: released events not yet acknowledged. A row gets its link sequence number when
+  it is first sent (``take``), not when it is queued, so the numbers on the wire always rise in
+  sending order even though emergencies and chats jump the queue (lower ``priority`` first,
+  then queue order). A resend after a reconnect reuses the number, which is how the receiver
+  recognises a duplicate. ``ack(n)`` deletes every row numbered up to ``n``.
+* coalescing: a position report queued with a ``coalesce_key`` (its uid) replaces one with the
+  same key that was not sent yet; the newer one goes to the back of the queue so that anything
+  queued between the two (a delete of that uid, say) keeps its order relative to it. Chats,
+  markers and deletes never carry a key.
+* ``state``: ``last_seq`` (the highest number handed out), ``last_acked``, and ``last_applied``:
+  the highest number this side applied *from* the peer, sent in RESUME and used to drop
+  duplicates; it is committed before the ACK that covers it is sent.
+
+Calls are synchronous and short (one transaction per batch); the link calls them from the event
+loop. ``synchronous=FULL`` makes each commit durable (an fsync per batch, not per event): an
+event acknowledged by the guard's audit record and queued here survives a power cut.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from liaison.errors import StorageError
+
+SCHEMA_VERSION = 1
+
+# Most rows one take() returns: bounds memory per call and the work of one event-loop turn.
+MAX_TAKE = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER,
+    priority INTEGER NOT NULL,
+    coalesce_key TEXT,
+    uid TEXT NOT NULL,
+    type TEXT NOT NULL,
+    label_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    queued_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_queue ON outbox (priority, id) WHERE seq IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_coalesce ON outbox (coalesce_key)
+    WHERE seq IS NULL AND coalesce_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedRelease:
+    """What the link hands the outbox for one released event."""
+
+    payload: bytes
+    sha256: str
+    label_id: str
+    uid: str
+    type: str
+    priority: int
+    coalesce_key: str | None
+    queued_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    """A row ready to send: its link sequence number, priority class and bytes."""
+
+    seq: int
+    priority: int
+    payload: bytes
+    sha256: str
+    label_id: str
+    uid: str
+    type: str
+
+
+# Given a row's payload, uid and type: may it still be sent? (The link re-checks it.)
+SendCheck = Callable[[bytes, str, str, str], bool]
+
+
+class Outbox:
+    """One peer's outbox and link state. Use :meth:`open`; close when done."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        state = dict(conn.execute("SELECT key, value FROM state").fetchall())
+        self.last_seq: int = state.get("last_seq", 0)
+        self.last_acked: int = state.get("last_acked", 0)
+        self.last_applied: int = state.get("last_applied", 0)
+        self.backlog: int = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        self.coalesced = 0
+        self.dropped = 0
+        self._cursor = 0  # highest seq handed out on the current connection
+
+    @classmethod
+    def open(cls, path: Path, *, durable: bool = True) -> Outbox:
+        """Open or create the outbox at ``path``. ``durable=False`` (tests, tmpfs) skips fsync."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                )
+            elif row[0] != str(SCHEMA_VERSION):
+                conn.close()
+                raise StorageError(f"{path}: outbox schema {row[0]}, expected {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open federation outbox {path}: {exc}") from exc
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"federation outbox {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _set_state(conn: sqlite3.Connection, key: str, value: int) -> None:
+        conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._tx(
+            lambda c: c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    # --- sending side ---------------------------------------------------------------------------
+
+    def put_many(self, items: Sequence[QueuedRelease]) -> None:
+        """Queue released events in one durable transaction (coalescing position reports)."""
+        if not items:
+            return
+        removed = 0
+
+        def run(conn: sqlite3.Connection) -> None:
+            nonlocal removed
+            for item in items:
+                if item.coalesce_key is not None:
+                    cur = conn.execute(
+                        "DELETE FROM outbox WHERE coalesce_key = ? AND seq IS NULL",
+                        (item.coalesce_key,),
+                    )
+                    removed += cur.rowcount
+                conn.execute(
+                    "INSERT INTO outbox (priority, coalesce_key, uid, type, label_id, sha256,"
+                    " payload, queued_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        item.priority,
+                        item.coalesce_key,
+                        item.uid,
+                        item.type,
+                        item.label_id,
+                        item.sha256,
+                        item.payload,
+                        item.queued_ms,
+                    ),
+                )
+
+        self._tx(run)
+        self.coalesced += removed
+        self.backlog += len(items) - removed
+
+    def start_connection(self, peer_last_applied: int) -> int:
+        """A connection opened and the peer said RESUME(``peer_last_applied``).
+
+        Everything up to it counts as acknowledged. If the peer is ahead of what we ever
+        numbered (our file was replaced), numbering continues after its value, so nothing new
+        is mistaken for a duplicate. Returns how many queued rows were acknowledged by this.
+        """
+        acked = self.ack(peer_last_applied)
+        if peer_last_applied > self.last_seq:
+            value = peer_last_applied
+            self._tx(lambda c: self._set_state(c, "last_seq", value))
+            self.last_seq = value
+        self._cursor = peer_last_applied
+        return acked
+
+    def take(self, limit: int, check: SendCheck | None = None) -> list[Outgoing]:
+        """The next rows to send on this connection, in sending order, at most ``limit``.
+
+        First rows numbered on an earlier connection and not acknowledged (resent with their
+        numbers), then queued rows, most urgent class first, each given the next number. Rows
+        that fail ``check`` are deleted and counted in ``dropped`` instead.
+        """
+        limit = max(0, min(limit, MAX_TAKE))
+        if limit == 0:
+            return []
+        conn = self._conn
+        out: list[Outgoing] = []
+        bad: list[int] = []
+        assigned: list[tuple[int, int]] = []
+        try:
+            resend = conn.execute(
+                "SELECT id, seq, priority, payload, sha256, label_id, uid, type FROM outbox"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (self._cursor, limit),
+            ).fetchall()
+            for rid, seq, prio, payload, sha, lid, uid, typ in resend:
+                if check is not None and not check(payload, lid, uid, typ):
+                    bad.append(rid)
+                    continue
+                out.append(
+                    Outgoing(
+                        seq=seq,
+                        priority=prio,
+                        payload=payload,
+                        sha256=sha,
+                        label_id=lid,
+                        uid=uid,
+                        type=typ,
+                    )
+                )
+            room = limit - len(resend)
+            next_seq = self.last_seq
+            if room > 0 and len(resend) < limit:
+                fresh = conn.execute(
+                    "SELECT id, priority, payload, sha256, label_id, uid, type FROM outbox"
+                    " WHERE seq IS NULL ORDER BY priority, id LIMIT ?",
+                    (room,),
+                ).fetchall()
+                for rid, prio, payload, sha, lid, uid, typ in fresh:
+                    if check is not None and not check(payload, lid, uid, typ):
+                        bad.append(rid)
+                        continue
+                    next_seq += 1
+                    assigned.append((next_seq, rid))
+                    out.append(
+                        Outgoing(
+                            seq=next_seq,
+                            priority=prio,
+                            payload=payload,
+                            sha256=sha,
+                            label_id=lid,
+                            uid=uid,
+                            type=typ,
+                        )
+                    )
+        except sqlite3.Error as exc:
+            raise StorageError(f"federation outbox {self.path}: {exc}") from exc
+        if assigned or bad:
+            final_seq = next_seq
+
+            def run(c: sqlite3.Connection) -> None:
+                c.executemany("UPDATE outbox SET seq = ? WHERE id = ?", assigned)
+                c.executemany("DELETE FROM outbox WHERE id = ?", [(b,) for b in bad])
+                self._set_state(c, "last_seq", final_seq)
+
+            self._tx(run)
+            self.last_seq = final_seq
+            self.backlog -= len(bad)
+            self.dropped += len(bad)
+        if out:
+            self._cursor = max(self._cursor, out[-1].seq)
+        return out
+
+    def ack(self, seq: int) -> int:
+        """The peer applied everything up to ``seq``: delete those rows. Returns how many."""
+        if seq <= self.last_acked:
+            return 0
+        deleted = 0
+
+        def run(conn: sqlite3.Connection) -> None:
+            nonlocal deleted
+            cur = conn.execute("DELETE FROM outbox WHERE seq IS NOT NULL AND seq <= ?", (seq,))
+            deleted = cur.rowcount
+            self._set_state(conn, "last_acked", seq)
+
+        self._tx(run)
+        self.last_acked = seq
+        self.backlog -= deleted
+        return deleted
+
+    @property
+    def in_flight(self) -> int:
+        """Rows sent on this connection and not acknowledged yet."""
+        return max(0, self._cursor - self.last_acked)
+
+    def pending_uids(self) -> list[str]:
+        """Uids of queued rows in sending order (for tests and the status command)."""
+        rows = self._conn.execute(
+            "SELECT uid FROM outbox ORDER BY seq IS NULL, seq, priority, id"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # --- receiving side -----------------------------------------------------------------------
+
+    def is_duplicate(self, seq: int) -> bool:
+        return seq <= self.last_applied
+
+    def record_applied(self, seq: int) -> None:
+        """Durably note that everything from the peer up to ``seq`` was applied."""
+        if seq <= self.last_applied:
+            return
+        self._tx(lambda c: self._set_state(c, "last_applied", seq))
+        self.last_applied = seq
+
+
+def outbox_path(data_dir: Path, peer: str) -> Path:
+    return data_dir / "federation" / f"{peer}.db"

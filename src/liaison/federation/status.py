@@ -1,0 +1,194 @@
+"""Federation link status: state, backlog, acknowledgements and counts, as metrics and JSON.
+
+Each peer link keeps one :class:`PeerStatus`. The running server writes them all to
+``data_dir/federation/status.json`` every few seconds (atomically: write, fsync, rename), which
+``liaison federation status`` reads; the same numbers are exported as metrics:
+``liaison_federation_<count>_total{peer="..."}`` counters and per-peer gauges
+``liaison_federation_up_<peer>``, ``..._backlog_<peer>`` and ``..._last_acked_<peer>``
+(the metrics registry has one label per counter and none on gauges).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from liaison.metrics import Counter, Metrics
+
+STATUS_VERSION = 1
+
+# Counts each link keeps; every one is also a metrics counter labelled by peer.
+COUNTS = (
+    "releases",  # events the guard released into the outbox (audited)
+    "denials",  # events the guard refused (audited), including send-time re-check failures
+    "sent",  # EVENT frames written (resends included)
+    "acked",  # outbox rows deleted by the peer's ACK
+    "received",  # EVENT frames received (duplicates included)
+    "accepted",  # received events that passed inbound validation and were routed
+    "rejections",  # received events refused by inbound validation (audited)
+    "duplicates",  # received events dropped as already applied
+    "coalesced",  # queued position reports replaced by a newer one
+    "connects",  # connections that completed the handshake
+    "refusals",  # connections refused (certificate, policy, version)
+    "audit_failures",  # events not released because the audit log could not be written
+)
+
+
+class LinkState(enum.StrEnum):
+    DOWN = "down"  # no connection (waiting to dial, or for the peer to dial us)
+    CONNECTING = "connecting"  # TCP/TLS in progress
+    HANDSHAKE = "handshake"  # HELLO/RESUME in progress
+    UP = "up"  # events flow
+    REFUSED = "refused"  # the last attempt was refused (see last_error)
+
+
+def _metric_name(peer: str) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", peer.lower())
+
+
+@dataclass(slots=True)
+class PeerStatus:
+    """The live status of one peer link (mutable; updated by the link)."""
+
+    name: str
+    dial: str | None = None
+    state: LinkState = LinkState.DOWN
+    peer_server_id: str | None = None
+    since_ms: int = 0  # when the state last changed
+    backlog: int = 0
+    last_seq: int = 0
+    last_acked: int = 0
+    last_applied: int = 0
+    last_error: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    _counters: Mapping[str, Counter] | None = None
+
+    def bump(self, what: str, n: int = 1) -> None:
+        if n:
+            self.counts[what] += n
+            if self._counters is not None:
+                self._counters[what].inc(self.name, n)
+
+    def set_state(self, state: LinkState, now_ms: int, error: str | None = None) -> None:
+        if state is not self.state:
+            self.state = state
+            self.since_ms = now_ms
+        if error is not None:
+            self.last_error = error
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "dial": self.dial,
+            "state": self.state.value,
+            "peer_server_id": self.peer_server_id,
+            "since_ms": self.since_ms,
+            "backlog": self.backlog,
+            "last_seq": self.last_seq,
+            "last_acked": self.last_acked,
+            "last_applied": self.last_applied,
+            "last_error": self.last_error,
+            "counts": dict(self.counts),
+        }
+
+
+class FederationStatus:
+    """Every peer's status, with the metrics that export it."""
+
+    def __init__(self, server_id: str, metrics: Metrics | None = None) -> None:
+        self.server_id = server_id
+        self.peers: dict[str, PeerStatus] = {}
+        self._metrics = metrics
+        self._counters: dict[str, Counter] = {}
+        if metrics is not None:
+            for what in COUNTS:
+                self._counters[what] = metrics.counter(
+                    f"liaison_federation_{what}_total", f"Federation link {what}", "peer"
+                )
+
+    def add(self, name: str, dial: str | None) -> PeerStatus:
+        status = PeerStatus(name=name, dial=dial, _counters=self._counters or None)
+        self.peers[name] = status
+        m = self._metrics
+        if m is not None:
+            key = _metric_name(name)
+            m.gauge(
+                f"liaison_federation_up_{key}",
+                f"1 while the link to {name} is up",
+                lambda: 1.0 if status.state is LinkState.UP else 0.0,
+            )
+            m.gauge(
+                f"liaison_federation_backlog_{key}",
+                f"Events queued for {name} and not acknowledged",
+                lambda: float(status.backlog),
+            )
+            m.gauge(
+                f"liaison_federation_last_acked_{key}",
+                f"Last sequence number {name} acknowledged",
+                lambda: float(status.last_acked),
+            )
+        return status
+
+    def snapshot(self, now_ms: int) -> dict[str, object]:
+        return {
+            "v": STATUS_VERSION,
+            "server_id": self.server_id,
+            "written_ms": now_ms,
+            "peers": [p.to_json() for p in self.peers.values()],
+        }
+
+    def write(self, path: Path, now_ms: int) -> None:
+        """Write the snapshot atomically (readers never see a partial file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        data = json.dumps(self.snapshot(now_ms), indent=2, sort_keys=True).encode() + b"\n"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+
+def status_path(data_dir: Path) -> Path:
+    return data_dir / "federation" / "status.json"
+
+
+def render_status(doc: Mapping[str, object], now_ms: int, *, stale_after_ms: int) -> str:
+    """Human-readable status for ``liaison federation status``."""
+    lines: list[str] = []
+    written = doc.get("written_ms")
+    age_s = (now_ms - written) / 1000 if isinstance(written, int) else None
+    head = f"server {doc.get('server_id')}"
+    if age_s is not None:
+        head += f", status written {age_s:.0f} s ago"
+        if age_s * 1000 > stale_after_ms:
+            head += " (stale: is the server running?)"
+    lines.append(head)
+    peers = doc.get("peers")
+    if not isinstance(peers, list) or not peers:
+        lines.append("no federation peers configured")
+        return "\n".join(lines) + "\n"
+    lines.append(
+        f"{'peer':<12} {'state':<10} {'backlog':>8} {'last_acked':>10} {'releases':>9}"
+        f" {'denials':>8} {'rejections':>10}  peer id / last error"
+    )
+    for p in peers:
+        if not isinstance(p, dict):
+            continue
+        counts = p.get("counts") if isinstance(p.get("counts"), dict) else {}
+        assert isinstance(counts, dict)
+        note = p.get("peer_server_id") or ""
+        if p.get("last_error"):
+            note = f"{note} ({p['last_error']})" if note else str(p["last_error"])
+        lines.append(
+            f"{p.get('name', '?')!s:<12} {p.get('state', '?')!s:<10} {p.get('backlog', 0)!s:>8}"
+            f" {p.get('last_acked', 0)!s:>10} {counts.get('releases', 0)!s:>9}"
+            f" {counts.get('denials', 0)!s:>8} {counts.get('rejections', 0)!s:>10}  {note}"
+        )
+    return "\n".join(lines) + "\n"
