@@ -1,0 +1,215 @@
+"""The HTTP side of the file store: one handle per listener, uploads, visibility and content URLs.
+
+Every answer about a file goes through :func:`visible`, which asks the router
+(``Router.permits``) with the uploader's groups and the record's label. A record the caller may not
+see is treated exactly like one that does not exist (:func:`not_found`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from liaison.api.auth import AuthMode
+from liaison.api.context import CONTEXT_KEY, context, principal
+from liaison.api.server import MODE_KEY
+from liaison.storage.files import MAX_FILE_BYTES, FileRecord, FileStore
+
+log = logging.getLogger(__name__)
+
+FILES_KEY: web.AppKey[FileStore] = web.AppKey("liaison.files")
+_INSTALLED_KEY: web.AppKey[bool] = web.AppKey("liaison.files.installed")
+
+# Most parts read from one multipart upload before giving up on finding the file part. ATAK
+# sends one part; browsers a few form fields with it.
+MAX_MULTIPART_PARTS = 16
+# Bytes read from the network at a time while receiving an upload.
+READ_CHUNK_BYTES = 256 * 1024
+
+# The body of every "no such file" answer, for missing and forbidden alike.
+NOT_FOUND_TEXT = "not found\n"
+
+
+def install(app: web.Application) -> None:
+    """Open the listener's handle on ``DATA_DIR/files`` at startup and close it at cleanup.
+
+    Each listener's application has its own handle on the same folder and SQLite index, so an
+    upload on one listener is visible on the others. Idempotent.
+    """
+    if app.get(_INSTALLED_KEY):
+        return
+    app[_INSTALLED_KEY] = True
+
+    async def open_files(app: web.Application) -> None:
+        ctx = app[CONTEXT_KEY]
+        app[FILES_KEY] = await FileStore.open(ctx.config.data_dir / "files")
+
+    async def close_files(app: web.Application) -> None:
+        store = app.get(FILES_KEY)
+        if store is not None:
+            await store.close()
+
+    app.on_startup.append(open_files)
+    app.on_cleanup.append(close_files)
+
+
+def file_store(request: web.Request) -> FileStore:
+    return request.app[FILES_KEY]
+
+
+def not_found() -> web.Response:
+    """The one answer for a file that is missing or that the caller may not see."""
+    return web.Response(status=404, text=NOT_FOUND_TEXT, content_type="text/plain")
+
+
+def visible(request: web.Request, records: list[FileRecord]) -> list[FileRecord]:
+    """The records the caller may see (the router's decision), order kept."""
+    ctx = context(request)
+    viewer = principal(request)
+    return [
+        r
+        for r in records
+        if ctx.router.permits(viewer, sender_groups=r.uploader_groups, label=r.label)
+    ]
+
+
+async def visible_by_hash(request: web.Request, hash: str) -> FileRecord | None:
+    """The newest record of this content the caller may see, or None (missing or forbidden)."""
+    found = visible(request, await file_store(request).index.by_hash(hash.lower()))
+    return found[0] if found else None
+
+
+def base_url(request: web.Request) -> str:
+    """``scheme://public_host:port`` of the listener this request came in on.
+
+    The host is the configured public host (what clients were given), the port the one this
+    listener is bound to, so a URL handed to a client works on the listener it already uses.
+    """
+    ctx = context(request)
+    mode = request.app[MODE_KEY]
+    scheme = "http" if mode is AuthMode.ANONYMOUS else "https"
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    port = int(sock[1]) if sock else (request.url.port or (80 if scheme == "http" else 443))
+    host = ctx.config.public_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal (RFC 3986 section 3.2.2)
+    return f"{scheme}://{host}:{port}"
+
+
+def content_url(request: web.Request, hash: str) -> str:
+    """Where a client downloads a file: ``/Marti/sync/content?hash=`` (TSw ContentServlet), the
+    URL TAK Server's missionupload returns and clients put in a fileshare's ``senderUrl``."""
+    return f"{base_url(request)}/Marti/sync/content?hash={hash}"
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC with a Z (TAK's SubmissionDateTime form)."""
+    t = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def metadata_json(rec: FileRecord) -> dict[str, Any]:
+    """A record in TAK Server's Enterprise Sync metadata shape (``sync/search`` results; TS
+    takserver-plugins sync/Metadata.java field names). The groups it was written into are not
+    included: they name other organisations' groups."""
+    return {
+        "UID": rec.uid,
+        "Name": rec.name,
+        "Hash": rec.hash,
+        "PrimaryKey": rec.uid,
+        "SubmissionDateTime": iso_ms(rec.submitted),
+        "SubmissionUser": rec.uploader,
+        "CreatorUid": rec.creator_uid or "",
+        "Keywords": list(rec.keywords),
+        "MIMEType": rec.mime,
+        "Size": rec.size,
+        "Tool": rec.tool,
+        "EXPIRATION": -1,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+async def _read_bounded_part(part: BodyPartReader, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            raise UploadTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_upload(
+    request: web.Request,
+    *,
+    part_names: tuple[str, ...],
+    any_file_part: bool = False,
+    max_bytes: int = MAX_FILE_BYTES,
+) -> Upload | None:
+    """The uploaded file of a request: a multipart part named one of ``part_names`` (or, with
+    ``any_file_part``, the first part carrying a filename), or the raw body when the request is
+    not multipart. None when a multipart body has no such part. Raises :class:`UploadTooLarge`.
+    """
+    declared = request.content_length
+    if declared is not None and declared > max_bytes + 64 * 1024:
+        raise UploadTooLarge()
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        for _ in range(MAX_MULTIPART_PARTS):
+            part = await reader.next()
+            if part is None:
+                return None
+            if not isinstance(part, BodyPartReader):
+                continue  # a nested multipart: not what TAK clients send
+            if part.name in part_names or (any_file_part and part.filename):
+                data = await _read_bounded_part(part, max_bytes)
+                return Upload(data, part.filename, part.headers.get("Content-Type"))
+            await part.release()
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > max_bytes:
+            raise UploadTooLarge()
+        chunks.append(chunk)
+    return Upload(b"".join(chunks), None, request.content_type or None)
+
+
+def refuse_cross_site(request: web.Request) -> None:
+    """Refuse a state-changing request a browser made on behalf of another site.
+
+    A browser holding a client certificate presents it to any site's requests, so a page elsewhere
+    could make it post here (cross-site request forgery). Browsers mark such requests with
+    ``Sec-Fetch-Site`` (W3C Fetch Metadata) and ``Origin`` (RFC 6454); TAK clients send neither.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise web.HTTPForbidden(text="cross-site request refused\n")
+    origin = request.headers.get("Origin")
+    if origin is not None and not same_origin(request, origin):
+        raise web.HTTPForbidden(text="cross-site request refused\n")
+
+
+def same_origin(request: web.Request, origin: str) -> bool:
+    """Whether an ``Origin`` header names this server as the browser reached it."""
+    if origin == "null":
+        return False
+    host = request.headers.get("Host", "")
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and rest.rstrip("/").lower() == host.lower()
