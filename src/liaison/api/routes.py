@@ -6,7 +6,12 @@ the routes that make sense for that listener's way of knowing the caller.
 
 from __future__ import annotations
 
-from liaison.api import enrollment
+from liaison.api import enrollment, marti, rest, ws
 from liaison.api.server import RouteAdder
 
-ROUTE_ADDERS: tuple[RouteAdder, ...] = (enrollment.add_routes,)
+ROUTE_ADDERS: tuple[RouteAdder, ...] = (
+    enrollment.add_routes,
+    marti.add_routes,
+    rest.add_routes,
+    ws.add_routes,
+)

@@ -1,0 +1,542 @@
+"""The OpenAPI 3.1 description of the REST API, served at ``/api/v1/openapi.json``.
+
+Written by hand next to the handlers in ``api.rest`` and ``api.ws``; a test validates it with
+openapi-spec-validator and runs schemathesis against a live server, so the two cannot drift
+apart unnoticed. The Marti API is TAK Server's and is described in docs/api.md instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from liaison import __version__
+from liaison.api.auth import AuthMode
+from liaison.storage.base import MAX_QUERY_LIMIT
+
+_JSON = "application/json"
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+
+_POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3}
+
+_GEOMETRY = {
+    "type": "object",
+    "required": ["type", "coordinates"],
+    "properties": {
+        "type": {"enum": ["Point", "LineString", "Polygon"]},
+        "coordinates": {"type": "array"},
+    },
+}
+
+_FEATURE = {
+    "type": "object",
+    "required": ["type", "id", "geometry", "properties"],
+    "properties": {
+        "type": {"const": "Feature"},
+        "id": {"type": "string"},
+        "geometry": {
+            "type": "object",
+            "required": ["type", "coordinates"],
+            "properties": {"type": {"const": "Point"}, "coordinates": _POSITION},
+        },
+        "properties": {
+            "type": "object",
+            "required": [
+                "uid",
+                "type",
+                "how",
+                "callsign",
+                "team",
+                "role",
+                "time",
+                "start",
+                "stale",
+                "course",
+                "speed",
+                "remarks",
+                "label",
+            ],
+            "properties": {
+                "uid": {"type": "string"},
+                "type": {"type": "string", "description": "CoT type, e.g. a-f-G-U-C"},
+                "how": {"type": "string"},
+                "callsign": _NULLABLE_STRING,
+                "team": _NULLABLE_STRING,
+                "role": _NULLABLE_STRING,
+                "time": {"type": "string", "format": "date-time"},
+                "start": {"type": "string", "format": "date-time"},
+                "stale": {"type": "string", "format": "date-time"},
+                "course": _NULLABLE_NUMBER,
+                "speed": _NULLABLE_NUMBER,
+                "remarks": _NULLABLE_STRING,
+                "label": {
+                    "type": ["string", "null"],
+                    "description": "Banner of the item's confidentiality label, e.g. "
+                    "SECRET//REL TO USA, UKR; null without a label policy.",
+                },
+                "shape": {
+                    **_GEOMETRY,
+                    "description": "Outline of a drawing (u-d-*) or route (b-m-r) from its "
+                    "<link point=...> list: a LineString or Polygon.",
+                },
+                "ellipse": {
+                    "type": "object",
+                    "properties": {
+                        "major": _NULLABLE_NUMBER,
+                        "minor": _NULLABLE_NUMBER,
+                        "angle": _NULLABLE_NUMBER,
+                    },
+                },
+                "received": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "History only: when the server received this version.",
+                },
+            },
+        },
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Feature": _FEATURE,
+    "FeatureCollection": {
+        "type": "object",
+        "required": ["type", "features"],
+        "properties": {
+            "type": {"const": "FeatureCollection"},
+            "features": {"type": "array", "items": {"$ref": "#/components/schemas/Feature"}},
+        },
+    },
+    "Track": {
+        "type": "object",
+        "required": ["type", "id", "geometry", "properties"],
+        "properties": {
+            "type": {"const": "Feature"},
+            "id": {"type": "string"},
+            "geometry": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["type", "coordinates"],
+                        "properties": {
+                            "type": {"const": "LineString"},
+                            "coordinates": {"type": "array", "items": _POSITION, "minItems": 2},
+                        },
+                    },
+                ],
+                "description": "null when fewer than two positions are known (RFC 7946 3.1.4).",
+            },
+            "properties": {
+                "type": "object",
+                "required": ["uid", "times"],
+                "properties": {
+                    "uid": {"type": "string"},
+                    "times": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                },
+            },
+        },
+    },
+    "Me": {
+        "type": "object",
+        "required": ["name", "org", "groups", "clearance", "csrf"],
+        "properties": {
+            "name": {"type": "string"},
+            "org": _NULLABLE_STRING,
+            "groups": {"type": "array", "items": {"type": "string"}},
+            "in_groups": {"type": "array", "items": {"type": "string"}},
+            "out_groups": {"type": "array", "items": {"type": "string"}},
+            "clearance": {
+                "type": ["string", "null"],
+                "description": "The caller's authorizations as a banner; null without a policy.",
+            },
+            "csrf": {
+                "type": ["string", "null"],
+                "description": "Web sessions only: send it as X-CSRF-Token on every non-GET call.",
+            },
+            "uid": {"type": "string", "description": "CoT uid of this web user's chats."},
+        },
+    },
+    "Client": {
+        "type": "object",
+        "required": ["uid", "callsign", "type", "team", "role", "last_event_time", "label"],
+        "properties": {
+            "uid": {"type": "string"},
+            "callsign": _NULLABLE_STRING,
+            "type": {"type": "string"},
+            "team": _NULLABLE_STRING,
+            "role": _NULLABLE_STRING,
+            "last_event_time": {"type": "string", "format": "date-time"},
+            "connected": {"type": "boolean"},
+            "label": _NULLABLE_STRING,
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "uptime_s", "counts"],
+        "properties": {
+            "status": {"const": "ok"},
+            "version": {"type": "string"},
+            "time": {"type": "string", "format": "date-time"},
+            "uptime_s": {"type": "number"},
+            "counts": {
+                "type": "object",
+                "description": "What the caller may see, never server-wide totals.",
+                "properties": {
+                    "items": {"type": "integer", "minimum": 0},
+                    "clients": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+    },
+    "ChatMessage": {
+        "type": "object",
+        "required": ["uid", "sender_uid", "callsign", "text", "chatroom", "time", "label"],
+        "properties": {
+            "uid": {"type": "string"},
+            "sender_uid": _NULLABLE_STRING,
+            "callsign": _NULLABLE_STRING,
+            "text": {"type": "string"},
+            "chatroom": _NULLABLE_STRING,
+            "time": {"type": "string", "format": "date-time"},
+            "label": _NULLABLE_STRING,
+        },
+    },
+    "ChatRequest": {
+        "type": "object",
+        "required": ["text"],
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "maxLength": 4000},
+            "chatroom": {"type": "string", "maxLength": 256},
+            "to_uid": {"type": "string", "maxLength": 256},
+            "to_callsign": {"type": "string", "maxLength": 256},
+        },
+    },
+    "Login": {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
+    },
+}
+
+_BBOX = {
+    "name": "bbox",
+    "in": "query",
+    "description": "minlon,minlat,maxlon,maxlat (WGS-84 degrees); minlon > maxlon crosses 180.",
+    "schema": {"type": "string", "pattern": r"^-?[0-9.]+,-?[0-9.]+,-?[0-9.]+,-?[0-9.]+$"},
+}
+_TIME = {
+    "schema": {"type": "string", "pattern": r"^[0-9]{1,13}$|^[0-9]{4}-[0-9]{2}-[0-9]{2}T.*$"},
+    "description": "ms since the epoch, or ISO 8601 with a zone.",
+}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": schema or {"type": "string", "maxLength": 256},
+    }
+
+
+def _limit(default: int, maximum: int) -> dict[str, Any]:
+    return _q(
+        "limit",
+        "Most items returned.",
+        {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+    )
+
+
+_FORMAT = _q("format", "geojson (default) or cot (<events> XML).", {"enum": ["geojson", "cot"]})
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_BAD = _json(_ERROR, "A parameter is invalid.")
+_NOT_FOUND = _json(_ERROR, "No such item, or not one the caller may see (identical answers).")
+_GEOJSON_OR_COT = {
+    "description": "GeoJSON, or CoT XML with format=cot.",
+    "content": {
+        _JSON: {"schema": _ref("FeatureCollection")},
+        "application/xml": {"schema": {"type": "string"}},
+    },
+}
+
+_PATHS: dict[str, Any] = {
+    "/api/v1/me": {
+        "get": {
+            "summary": "Who the caller is: name, organisation, groups, clearance, CSRF token.",
+            "operationId": "getMe",
+            "responses": {"200": _json(_ref("Me"), "The caller.")},
+        }
+    },
+    "/api/v1/picture": {
+        "get": {
+            "summary": "The current picture the caller may see (latest state of each item).",
+            "operationId": "getPicture",
+            "parameters": [
+                _BBOX,
+                _q("type", "CoT type prefix, e.g. a-f."),
+                _q("uid", "Exact uid."),
+                _q("callsign", "Exact callsign."),
+                _FORMAT,
+            ],
+            "responses": {"200": _GEOJSON_OR_COT, "400": _BAD},
+        }
+    },
+    "/api/v1/history": {
+        "get": {
+            "summary": "Stored history the caller may see, newest first.",
+            "operationId": "getHistory",
+            "parameters": [
+                _q("uid", "Exact uid."),
+                _q("type", "CoT type prefix."),
+                _q("callsign", "Exact callsign."),
+                {"name": "since", "in": "query", **_TIME},
+                {"name": "until", "in": "query", **_TIME},
+                _BBOX,
+                _limit(1000, MAX_QUERY_LIMIT),
+                _FORMAT,
+            ],
+            "responses": {"200": _GEOJSON_OR_COT, "400": _BAD},
+        }
+    },
+    "/api/v1/items/{uid}": {
+        "get": {
+            "summary": "The latest state of one item.",
+            "operationId": "getItem",
+            "parameters": [
+                {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}},
+                _FORMAT,
+            ],
+            "responses": {
+                "200": {
+                    "description": "The item as a Feature, or CoT XML with format=cot.",
+                    "content": {
+                        _JSON: {"schema": _ref("Feature")},
+                        "application/xml": {"schema": {"type": "string"}},
+                    },
+                },
+                "400": _BAD,
+                "404": _NOT_FOUND,
+            },
+        }
+    },
+    "/api/v1/items/{uid}/track": {
+        "get": {
+            "summary": "An item's positions over time, as a LineString Feature.",
+            "operationId": "getTrack",
+            "parameters": [
+                {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "since", "in": "query", **_TIME},
+                {"name": "until", "in": "query", **_TIME},
+                _limit(1000, MAX_QUERY_LIMIT),
+            ],
+            "responses": {
+                "200": _json(_ref("Track"), "The track."),
+                "400": _BAD,
+                "404": _NOT_FOUND,
+            },
+        }
+    },
+    "/api/v1/clients": {
+        "get": {
+            "summary": "Connected TAK clients whose position the caller may see.",
+            "operationId": "getClients",
+            "responses": {"200": _json({"type": "array", "items": _ref("Client")}, "The clients.")},
+        }
+    },
+    "/api/v1/health": {
+        "get": {
+            "summary": "Server status, uptime and counts of what the caller may see.",
+            "operationId": "getHealth",
+            "responses": {"200": _json(_ref("Health"), "Healthy.")},
+        }
+    },
+    "/api/v1/chat": {
+        "get": {
+            "summary": "Recent GeoChat messages the caller may see, oldest first.",
+            "operationId": "getChat",
+            "parameters": [_limit(100, 1000), {"name": "since", "in": "query", **_TIME}],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["messages"],
+                        "properties": {"messages": {"type": "array", "items": _ref("ChatMessage")}},
+                    },
+                    "The messages.",
+                ),
+                "400": _BAD,
+            },
+        },
+        "post": {
+            "summary": "Send a GeoChat message as the caller (to everyone, a room or one client).",
+            "operationId": "postChat",
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("ChatRequest")}}},
+            "responses": {
+                "201": _json(
+                    {
+                        "type": "object",
+                        "required": ["message", "delivered"],
+                        "properties": {
+                            "message": _ref("ChatMessage"),
+                            "delivered": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "Sent; delivered counts the recipients it was handed to.",
+                ),
+                "400": _BAD,
+                "403": {"description": "Missing CSRF token, or a cross-site request."},
+                "413": {"description": "Body too large."},
+                "415": {"description": "The body must be application/json."},
+            },
+        },
+    },
+    "/api/v1/stream": {
+        "get": {
+            "summary": "WebSocket feed of live events the caller may see.",
+            "description": "Upgrade to a WebSocket. JSON text messages: first "
+            '{"kind":"snapshot","features":[Feature]}, then {"kind":"update","feature":Feature}, '
+            '{"kind":"delete","uid":string} and {"kind":"chat","message":ChatMessage}. A socket '
+            "that falls too far behind is closed with code 1013.",
+            "operationId": "getStream",
+            "responses": {
+                "101": {"description": "Switching to the WebSocket protocol."},
+                "400": {"description": "Not a WebSocket upgrade request."},
+                "403": {"description": "Cross-site request refused."},
+            },
+        }
+    },
+    "/api/v1/openapi.json": {
+        "get": {
+            "summary": "This document.",
+            "operationId": "getOpenApi",
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI description.")},
+        }
+    },
+}
+
+_METRICS_PATH = {
+    "/metrics": {
+        "get": {
+            "summary": "Server metrics in the Prometheus text format.",
+            "operationId": "getMetrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+}
+
+_LOGIN_PATHS = {
+    "/login": {
+        "get": {
+            "summary": "The sign-in page.",
+            "operationId": "getLogin",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "HTML form.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+        "post": {
+            "summary": "Sign in with username and password; starts a web session (cookie).",
+            "operationId": "postLogin",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    _JSON: {"schema": _ref("Login")},
+                    "application/x-www-form-urlencoded": {"schema": _ref("Login")},
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["name", "csrf"],
+                        "properties": {"name": {"type": "string"}, "csrf": {"type": "string"}},
+                    },
+                    "Signed in (JSON request): the session cookie is set.",
+                ),
+                "303": {"description": "Signed in (form request): redirect to the map."},
+                "400": _BAD,
+                "401": _json(_ERROR, "Wrong credentials."),
+                "429": {"description": "Too many failed attempts; see Retry-After."},
+            },
+        },
+    },
+    "/logout": {
+        "post": {
+            "summary": "End the web session.",
+            "operationId": "postLogout",
+            "responses": {"204": {"description": "Signed out; the cookie is cleared."}},
+        }
+    },
+}
+
+_SECURITY_SCHEMES: dict[AuthMode, dict[str, Any]] = {
+    AuthMode.MTLS: {
+        "clientCertificate": {
+            "type": "mutualTLS",
+            "description": "A client certificate issued by this server's CA.",
+        }
+    },
+    AuthMode.PASSWORD: {
+        "basic": {"type": "http", "scheme": "basic"},
+        "session": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": "liaison_session",
+            "description": "Web session from POST /login; non-GET calls also need X-CSRF-Token.",
+        },
+    },
+    AuthMode.ANONYMOUS: {},
+}
+
+
+def spec(mode: AuthMode) -> dict[str, Any]:
+    """The OpenAPI document for a listener (paths differ slightly between listeners)."""
+    paths = copy.deepcopy(_PATHS)
+    if mode is not AuthMode.ANONYMOUS:
+        paths.update(copy.deepcopy(_METRICS_PATH))
+    if mode is AuthMode.PASSWORD:
+        paths.update(copy.deepcopy(_LOGIN_PATHS))
+    schemes = copy.deepcopy(_SECURITY_SCHEMES[mode])
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Liaison REST API",
+            "version": __version__,
+            "description": "The picture, history, clients and chat of a Liaison server, filtered "
+            "for the caller by the same access decision as live delivery. Items the caller may "
+            "not see are answered exactly like items that do not exist.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "paths": paths,
+        "components": {"schemas": copy.deepcopy(_SCHEMAS), "securitySchemes": schemes},
+    }
+    if schemes:
+        doc["security"] = [{name: []} for name in schemes]
+    return doc

@@ -1,0 +1,248 @@
+"""The web map's live feed: one WebSocket per browser tab, subscribed to the router for its user.
+
+Messages are JSON text (docs/api.md): first ``{"kind": "snapshot", "features": [...]}`` with the
+current picture the user may see, then one message per event the router delivers:
+``update`` (a Feature), ``delete`` (the uid a ``t-x-d-d`` removes) or ``chat`` (a GeoChat
+``b-t-f``). The router only hands this subscriber what its user may see.
+
+Outbound policy (DESIGN.md convention 9, as ``session.py``): ``deliver`` never blocks; messages
+wait in an insertion-ordered dict where a newer position report of a uid replaces the waiting one
+in its place; past :data:`WS_MAX_PENDING` waiting messages the browser is a slow consumer and its
+socket is closed (1013, "try again later"), so one stalled tab never holds the router back.
+Keepalive is WebSocket ping/pong (RFC 6455 5.5.2), sent by aiohttp every
+:data:`WS_HEARTBEAT_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from liaison.api.auth import AuthMode
+from liaison.api.context import CONTEXT_KEY, context, principal
+from liaison.api.files import same_origin
+from liaison.api.rest import API, chat_message, event_feature, is_map_item, web_uid
+from liaison.metrics import Counter
+from liaison.model.event import Event
+from liaison.model.principal import Principal
+from liaison.router import Outgoing, Router
+
+log = logging.getLogger(__name__)
+
+# Messages that may wait for one browser before it is disconnected. Position reports coalesce per
+# uid, so this bounds what is not a position (chats, markers, shapes, deletes): a tab that falls
+# 2,000 of those behind is better reloaded (it gets a fresh snapshot) than fed a backlog.
+WS_MAX_PENDING = 2000
+# Seconds between pings; aiohttp closes a socket whose pong does not come back within half that.
+# 30 s keeps NAT and proxy mappings alive (most drop idle TCP after 60 s or more).
+WS_HEARTBEAT_S = 30.0
+# Largest message a browser may send. The feed is one-way; only control frames are expected.
+WS_MAX_INCOMING_BYTES = 4096
+# Encoded messages kept for reuse across sockets: one event fanned out to many browsers is turned
+# into JSON once. 4,096 covers more than a second of a busy exercise (1,000 events/s).
+ENCODE_CACHE_SIZE = 4096
+
+ENCODER_KEY: web.AppKey[FeedEncoder] = web.AppKey("liaison.ws.encoder")
+METRICS_KEY: web.AppKey[WsMetrics] = web.AppKey("liaison.ws.metrics")
+
+
+class WsMetrics:
+    def __init__(self, ctx_metrics: Any) -> None:
+        self.opened: Counter = ctx_metrics.counter(
+            "liaison_ws_connections_total", "WebSocket feeds opened"
+        )
+        self.closed: Counter = ctx_metrics.counter(
+            "liaison_ws_closed_total", "WebSocket feeds ended", "reason"
+        )
+        self.coalesced: Counter = ctx_metrics.counter(
+            "liaison_ws_coalesced_total", "Position updates replaced while waiting for a browser"
+        )
+
+
+class FeedEncoder:
+    """Turns an outgoing event into the feed's JSON text, once per event for every socket."""
+
+    def __init__(self, router: Router, size: int = ENCODE_CACHE_SIZE) -> None:
+        self._router = router
+        self._size = size
+        # id(event) -> (event, text); holding the event keeps its id from being reused meanwhile.
+        self._cache: OrderedDict[int, tuple[Event, str | None]] = OrderedDict()
+
+    def encode(self, out: Outgoing) -> str | None:
+        event = out.event
+        key = id(event)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        text = self._build(event)
+        self._cache[key] = (event, text)
+        if len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return text
+
+    def _build(self, event: Event) -> str | None:
+        message = feed_message(event, self._router.banner(event))
+        return json.dumps(message, separators=(",", ":")) if message is not None else None
+
+
+def feed_message(event: Event, label: str | None) -> dict[str, Any] | None:
+    """The feed message for one event, or None for what the map does not show (receipts, file
+    transfer requests, tasking)."""
+    if event.is_delete:
+        return {"kind": "delete", "uid": event.link_uid} if event.link_uid else None
+    if event.type == "b-t-f":
+        return {"kind": "chat", "message": chat_message(event, label)}
+    if not is_map_item(event):
+        return None
+    return {"kind": "update", "feature": event_feature(event, label)}
+
+
+class WsSubscriber:
+    """A browser's subscription: the router's view of one WebSocket."""
+
+    def __init__(
+        self,
+        viewer: Principal,
+        *,
+        client_uid: str,
+        callsign: str,
+        max_pending: int = WS_MAX_PENDING,
+        metrics: WsMetrics | None = None,
+    ) -> None:
+        self._principal = viewer
+        self.client_uid: str | None = client_uid
+        self.callsign: str | None = callsign
+        self._max_pending = max_pending
+        self._metrics = metrics
+        self._pending: dict[object, Outgoing] = {}
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self.overflowed = False
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def deliver(self, out: Outgoing) -> None:
+        """Queue one event. Never blocks or raises (the router calls it)."""
+        if self.overflowed:
+            return
+        key = out.coalesce_key
+        pending = self._pending
+        if key is None:
+            self._seq += 1
+            pending[self._seq] = out
+        elif key in pending:
+            pending[key] = out  # the newer report replaces the waiting one, in its place
+            if self._metrics is not None:
+                self._metrics.coalesced.inc()
+            return
+        else:
+            pending[key] = out
+        if len(pending) > self._max_pending:
+            self.overflowed = True
+            pending.clear()
+        self._wake.set()
+
+    async def take(self) -> list[Outgoing]:
+        """Wait for queued events and take them all, oldest first."""
+        await self._wake.wait()
+        self._wake.clear()
+        items = list(self._pending.values())
+        self._pending.clear()
+        return items
+
+
+def _origin_allowed(request: web.Request) -> bool:
+    # Browsers send Origin on every WebSocket handshake (RFC 6455 4.1 item 8). A page of another
+    # site must not open a feed with this browser's certificate or cookie (cross-site WebSocket
+    # hijacking); clients that are not browsers send no Origin.
+    origin = request.headers.get("Origin")
+    return origin is None or same_origin(request, origin)
+
+
+async def _write(ws: web.WebSocketResponse, sub: WsSubscriber, encoder: FeedEncoder) -> str:
+    """Send queued events until the socket closes or the browser falls too far behind."""
+    while not ws.closed:
+        items = await sub.take()
+        if sub.overflowed:
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"slow consumer")
+            return "slow_consumer"
+        for out in items:
+            text = encoder.encode(out)
+            if text is not None:
+                await ws.send_str(text)
+    return "closed"
+
+
+async def _serve(ws: web.WebSocketResponse, sub: WsSubscriber, encoder: FeedEncoder) -> str:
+    """Write the feed while reading the socket (which answers pings and notices the close)."""
+    lost = False
+    try:
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(_write(ws, sub, encoder), name="ws-writer")
+            async for msg in ws:
+                if msg.type is WSMsgType.ERROR:
+                    break  # anything else from the browser is ignored: the feed is one-way
+            writer.cancel()
+    except* ConnectionError:
+        lost = True
+    if lost:
+        return "connection_lost"
+    return "closed" if writer.cancelled() else writer.result()
+
+
+async def stream(request: web.Request) -> web.WebSocketResponse:
+    """``GET /api/v1/stream``: the live feed for the caller."""
+    if not _origin_allowed(request):
+        raise web.HTTPForbidden(text="cross-site WebSocket refused\n")
+    ctx = context(request)
+    viewer = principal(request)
+    ws = web.WebSocketResponse(
+        heartbeat=WS_HEARTBEAT_S, max_msg_size=WS_MAX_INCOMING_BYTES, compress=False
+    )
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="a WebSocket upgrade is required\n")
+    await ws.prepare(request)
+    metrics = request.app[METRICS_KEY]
+    encoder = request.app[ENCODER_KEY]
+    sub = WsSubscriber(viewer, client_uid=web_uid(viewer), callsign=viewer.name, metrics=metrics)
+    metrics.opened.inc()
+    reason = "closed"
+    router = ctx.router
+    # Attach and take the snapshot in the same loop turn: every later event is queued for the
+    # socket, every earlier one is in the snapshot; none is lost or sent twice.
+    router.attach(sub)
+    try:
+        features = [
+            event_feature(e, router.banner(e))
+            for e in router.picture(viewer, path="ws")
+            if is_map_item(e)
+        ]
+        await ws.send_str(json.dumps({"kind": "snapshot", "features": features}))
+        reason = await _serve(ws, sub, encoder)
+    except ConnectionError:
+        reason = "connection_lost"
+    finally:
+        router.detach(sub)
+        metrics.closed.inc(reason)
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+def add_routes(app: web.Application, mode: AuthMode) -> None:
+    """The WebSocket feed on one listener."""
+    ctx = app[CONTEXT_KEY]
+    app[ENCODER_KEY] = FeedEncoder(ctx.router)
+    app[METRICS_KEY] = WsMetrics(ctx.metrics)
+    app.router.add_get(f"{API}/stream", stream)
