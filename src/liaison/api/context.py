@@ -15,8 +15,9 @@ from liaison.router import Router
 from liaison.storage.base import Store
 from liaison.users import UserDirectory
 
-# Request key under which the auth middleware leaves the caller's Principal.
-PRINCIPAL_KEY = "liaison.principal"
+# Request key under which the auth middleware leaves the caller's Principal. A RequestKey, not a
+# string: aiohttp 3.14 warns (NotAppKeyWarning) on string keys, an error under pytest.
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("liaison.principal", Principal)
 # Application key under which the ApiContext is stored.
 CONTEXT_KEY: web.AppKey[ApiContext] = web.AppKey("liaison.context")
 
