@@ -1,0 +1,83 @@
+// Calls to Liaison's REST API from the page: same origin, session cookie, CSRF header on POST.
+// A 401 anywhere means the web session ended: the page goes back to the sign-in page.
+
+export class SessionExpired extends Error {}
+
+export class Api {
+  constructor({ onExpired } = {}) {
+    this.csrf = null;
+    this.onExpired = onExpired ?? (() => window.location.assign("/login?expired=1"));
+  }
+
+  async request(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (method !== "GET" && method !== "HEAD") {
+      if (this.csrf) headers["X-CSRF-Token"] = this.csrf;
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+    }
+    const res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      redirect: "manual",
+    });
+    // "opaqueredirect": the server sent us to /login, which is the same thing as a 401 here.
+    if (res.status === 401 || res.type === "opaqueredirect") {
+      this.onExpired();
+      throw new SessionExpired(path);
+    }
+    return res;
+  }
+
+  async json(method, path, body) {
+    const res = await this.request(method, path, body);
+    if (!res.ok) {
+      const text = await res.text().catch(() => "");
+      throw new Error(`${method} ${path}: ${res.status} ${text.trim()}`.trim());
+    }
+    return res.json();
+  }
+
+  async me() {
+    const me = await this.json("GET", "/api/v1/me");
+    this.csrf = me.csrf ?? null;
+    return me;
+  }
+
+  picture() {
+    return this.json("GET", "/api/v1/picture");
+  }
+
+  async chatHistory(limit = 100) {
+    const res = await this.request("GET", `/api/v1/chat?limit=${limit}`);
+    if (res.status === 404 || res.status === 405) return null; // no chat route on this server
+    if (!res.ok) throw new Error(`GET /api/v1/chat: ${res.status}`);
+    return (await res.json()).messages ?? [];
+  }
+
+  sendChat(message) {
+    return this.json("POST", "/api/v1/chat", message);
+  }
+
+  track(uid) {
+    return this.json("GET", `/api/v1/items/${encodeURIComponent(uid)}/track`);
+  }
+
+  /** MBTiles metadata when the server has a tile set configured, else null. */
+  async tiles() {
+    try {
+      const res = await this.request("GET", "/api/v1/tiles");
+      return res.ok ? await res.json() : null;
+    } catch (e) {
+      if (e instanceof SessionExpired) throw e;
+      return null;
+    }
+  }
+
+  /** End the web session; the server answers with a redirect, which is not followed here. */
+  async logout() {
+    const headers = this.csrf ? { "X-CSRF-Token": this.csrf } : {};
+    await fetch("/logout", { method: "POST", headers, credentials: "same-origin", redirect: "manual" });
+  }
+}
