@@ -25,7 +25,7 @@ from liaison.model import labels
 from liaison.model.access import Decision, access_key, can_see
 from liaison.model.event import ALL_STREAMING, Event
 from liaison.model.labels import Label, LabelError, Policy
-from liaison.model.principal import Principal
+from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import cot_proto, cot_xml, tak_stream
 from liaison.storage.base import StoredEvent, StoreWriter
 
@@ -117,6 +117,7 @@ class Router:
         max_latest: int = MAX_LATEST_UIDS,
         congestion_threshold: int | None = None,
         gate: Gate | None = None,
+        relay_between_peers: bool = False,
     ) -> None:
         self._metrics = metrics
         self._clock_ms = clock_ms
@@ -124,6 +125,7 @@ class Router:
         self._max_latest = max_latest
         self._congestion_threshold = congestion_threshold
         self.gate = gate
+        self.relay_between_peers = relay_between_peers
         self.policy: Policy | None = gate.policy if gate is not None else None
         self._subscribers: dict[int, Subscriber] = {}
         # Each subscriber's access key, computed once at attach (principals do not change).
@@ -386,6 +388,14 @@ class Router:
     def _others(self, source: Source) -> list[Subscriber]:
         # Never echo an event back to the connection it came from (TAK Server getImplicitMatches).
         src = id(source)
+        if source.principal.kind is PrincipalKind.FEDERATE and not self.relay_between_peers:
+            # Events from one partner never go on to another partner unless configured (TAK
+            # Server refuses federate -> federate reachability, CommonGroupDirectedReachability).
+            return [
+                s
+                for k, s in self._subscribers.items()
+                if k != src and s.principal.kind is not PrincipalKind.FEDERATE
+            ]
         return [s for k, s in self._subscribers.items() if k != src]
 
     def _plan(self, event: Event, label: Label | None, source: Source) -> list[_Fanout]:

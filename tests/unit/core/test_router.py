@@ -194,3 +194,20 @@ def test_one_decision_per_access_key() -> None:
         router_mod.can_see = real
     assert calls == 2  # two distinct access keys among 50 recipients
     assert sum(len(s.got) for s in subs) == 25
+
+
+def test_events_from_a_partner_never_reach_another_partner_unless_configured() -> None:
+    from liaison.model.principal import PrincipalKind
+
+    def peer(name: str) -> Sub:
+        return Sub(Principal(name=name, kind=PrincipalKind.FEDERATE))
+
+    r = router()
+    p1, p2, local = peer("p1"), peer("p2"), Sub(user("local"))
+    for s in (p1, p2, local):
+        r.attach(s)
+    assert r.publish(event("from-p1"), p1) == 1
+    assert [len(p2.got), len(local.got)] == [0, 1]
+    assert r.publish(event("from-local"), local) == 2  # local events go to both partners
+    r.relay_between_peers = True
+    assert r.publish(event("relayed"), p1) == 2
