@@ -303,3 +303,16 @@ def test_doctor_function_with_time(data_dir: Path) -> None:
     assert admin.doctor(cfg(data_dir, "localhost"), now=t0).problems == [
         "public_host localhost only resolves on this machine"
     ]
+
+
+def test_packages_and_links_use_the_configured_ports(data_dir: Path) -> None:
+    config = config_mod.load(
+        None,
+        {},
+        {"data_dir": str(data_dir), "public_host": HOST, "tls": ":9089", "enroll": ":9446"},
+    )
+    added = admin.add_user(config, name="alice", org="Blue")
+    opened = open_package(added.atak_package.read_bytes(), f"certs/{HOST}.pref")
+    assert opened.prefs["cot_streams"]["connectString0"] == f"{HOST}:9089:ssl"
+    assert added.link is not None
+    assert f"host={HOST}:9446&username=alice&token=" in added.link.url
