@@ -18,6 +18,7 @@ from pathlib import Path
 from liaison import __version__, admin
 from liaison import config as config_mod
 from liaison.errors import ConfigError, LiaisonError
+from liaison.federation import cli as federation_cli
 
 log = logging.getLogger("liaison")
 
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sim)
 
     admin.register(sub)
+    federation_cli.register(sub)
     return parser
 
 
