@@ -21,7 +21,6 @@ import base64
 import datetime as dt
 import json
 import logging
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -409,7 +408,7 @@ async def connection_profile(request: web.Request) -> web.Response:
     except ValueError:
         raise web.HTTPBadRequest(text="syncSecago must be a whole number\n") from None
     if secago >= 0:
-        modified_after = time.time() - secago
+        modified_after = context(request).clock_ms() / 1000 - secago
     return await _profile(request, CONNECTION_PROFILE, modified_after)
 
 
