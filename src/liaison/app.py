@@ -57,6 +57,8 @@ SERVER_VERSION = f"Liaison {__version__}"
 AUDIT_RETRY_MS = 200.0
 # Seconds between sweeps of the latest-state table for stale entries.
 EXPIRE_INTERVAL_S = 30.0
+# Seconds between checks that the published CRL is not past half its validity.
+CRL_CHECK_INTERVAL_S = 3600.0
 # Seconds between retention prunes of the stored history.
 PRUNE_INTERVAL_S = 3600.0
 # Writer queue depth at which stream readers pause (half the writer's limit, so a burst that
@@ -314,7 +316,9 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 tg.create_task(
                     registry.run(router, revoked=identities.revoked), name="session-sweeper"
                 ),
-                tg.create_task(_housekeeping(router, store, config), name="housekeeping"),
+                tg.create_task(
+                    _housekeeping(router, store, config, server_pki), name="housekeeping"
+                ),
                 tg.create_task(_audit_keeper(config, gate, router, audit_log), name="audit"),
             ]
 
@@ -532,12 +536,19 @@ async def _delete_after(writer: StoreWriter, store: Store, uid: str) -> None:
     await store.delete_uid(uid)
 
 
-async def _housekeeping(router: Router, store: Store, config: Config) -> None:
+async def _housekeeping(
+    router: Router, store: Store, config: Config, server_pki: pki.ServerPki | None
+) -> None:
     loop = asyncio.get_running_loop()
     next_prune = loop.time() + 60.0
+    next_crl = loop.time() + CRL_CHECK_INTERVAL_S
     while True:
         await asyncio.sleep(EXPIRE_INTERVAL_S)
         router.expire()
+        if server_pki is not None and loop.time() >= next_crl:
+            next_crl = loop.time() + CRL_CHECK_INTERVAL_S
+            if await asyncio.to_thread(pki.refresh_crl, server_pki):
+                log.info("CRL re-signed")
         if config.retention_days and loop.time() >= next_prune:
             next_prune = loop.time() + PRUNE_INTERVAL_S
             cutoff = now_ms() - config.retention_days * 86_400_000

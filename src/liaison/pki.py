@@ -1081,6 +1081,19 @@ def _write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:
     return pki.crl
 
 
+def refresh_crl(pki: ServerPki, *, now: dt.datetime | None = None) -> bool:
+    """Re-sign the CRL when it is missing, invalid or past half its validity. True if re-signed.
+
+    A long-running server calls this periodically, so partners never hold an expired CRL.
+    """
+    t = _now(now)
+    ca = load_ca_cert(pki)
+    if not _crl_needs_refresh(pki, ca, t):
+        return False
+    write_crl(pki, now=t)
+    return True
+
+
 def write_crl(pki: ServerPki, *, now: dt.datetime | None = None) -> Path:
     """Sign a fresh CRL of every revoked certificate of the current CA; returns the PEM path."""
     with exclusive_lock(pki.lock):

@@ -280,6 +280,14 @@ def test_stale_crl_is_refreshed_by_ensure(fresh_pki: pki.ServerPki, tmp_path: Pa
     assert _load_crl(fresh_pki).last_update_utc == later != before
 
 
+def test_refresh_crl_re_signs_only_past_half_its_life(fresh_pki: pki.ServerPki) -> None:
+    assert not pki.refresh_crl(fresh_pki, now=NOW + dt.timedelta(days=1))
+    late = NOW + dt.timedelta(days=pki.CRL_VALIDITY_DAYS * 0.75)
+    assert pki.refresh_crl(fresh_pki, now=late)
+    assert _load_crl(fresh_pki).last_update_utc == late.replace(microsecond=0)
+    assert not pki.refresh_crl(fresh_pki, now=late + dt.timedelta(days=1))
+
+
 # --- Enterprise CA import -------------------------------------------------------------------
 
 
