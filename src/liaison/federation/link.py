@@ -671,7 +671,7 @@ class Federation:
         self.links: dict[str, PeerLink] = {}
         self.listener: asyncio.Server | None = None
         self.bound: Address | None = None
-        self._sessions: set[asyncio.Task[object]] = set()
+        self._sessions: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
 
     async def start(self) -> Address | None:
         for peer in self.config.peers:
@@ -720,11 +720,12 @@ class Federation:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        for task in list(self._sessions):
-            task.cancel()
-        for task in list(self._sessions):
-            with contextlib.suppress(BaseException):
-                await task
+        # Accepted connections run in tasks the asyncio server made: end them by aborting their
+        # transports (their reads fail and they return), never by cancelling someone else's task.
+        for writer in list(self._sessions.values()):
+            writer.transport.abort()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=CLOSE_TIMEOUT_S)
         for link in self.links.values():
             self._router.detach(link)
             link.flush()
@@ -795,7 +796,7 @@ class Federation:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._sessions.add(task)
+        self._sessions[task] = writer
         try:
             await link.serve(reader, writer)
         except LinkRefused as exc:
@@ -807,7 +808,7 @@ class Federation:
             log.info("federation %s: connection lost: %s", link.peer.name, exc)
             link.status.set_state(LinkState.DOWN, self._clock_ms(), f"connection lost: {exc}")
         finally:
-            self._sessions.discard(task)
+            self._sessions.pop(task, None)
 
     async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ssl_object = writer.get_extra_info("ssl_object")

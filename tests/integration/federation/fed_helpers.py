@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ async def start_federation(
     *,
     listen: str = "127.0.0.1:0",
     audit: AuditLog | None = None,
+    policy_version: int | None = None,
     **top: Any,
 ) -> Side:
     table: dict[str, Any] = {
@@ -94,7 +95,8 @@ async def start_federation(
         "status_interval_s": 0.2,
     }
     table.update(top)
-    config = federation_from_table(table, POLICY, default_server_id="localhost")
+    policy = POLICY if policy_version is None else replace(POLICY, version=policy_version)
+    config = federation_from_table(table, policy, default_server_id="localhost")
     assert server.server_pki is not None
     data_dir = server.config.data_dir
     if audit is None:
@@ -103,7 +105,7 @@ async def start_federation(
     wires: dict[str, bytearray] = {"out": bytearray(), "in": bytearray()}
     fed = Federation(
         config=config,
-        policy=POLICY,
+        policy=policy,
         router=server.router,
         audit=audit,
         data_dir=data_dir,
