@@ -19,8 +19,8 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from importlib.resources.abc import Traversable
 from typing import Any
 
@@ -45,6 +45,11 @@ API = "/api/v1"
 
 # Default and largest number of history rows one request returns (the store's own bound).
 DEFAULT_HISTORY_LIMIT = 1000
+# Most history rows one request reads from the store while looking for rows the caller may see
+# (see visible_history): five full pages, a few tens of MB of XML at worst, read page by page.
+HISTORY_SCAN_BUDGET = 5 * MAX_QUERY_LIMIT
+# Smallest page read from the store when looking for visible rows.
+HISTORY_MIN_PAGE = 200
 # Default and largest number of chat messages returned by GET /api/v1/chat.
 DEFAULT_CHAT_LIMIT = 100
 MAX_CHAT_LIMIT = 1000
@@ -480,11 +485,44 @@ async def get_picture(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _history(request: web.Request, query: Query) -> list[tuple[StoredEvent, Event]]:
+async def visible_history(
+    request: web.Request,
+    query: Query,
+    *,
+    keep: Callable[[Event], bool] | None = None,
+) -> list[tuple[StoredEvent, Event]]:
+    """Up to ``query.limit`` stored events the caller may see, newest first.
+
+    The store's limit counts rows before the access decision, so a plain query could come back
+    short (or empty) because of other organisations' rows, which would hint at how much they
+    have. Pages are read until ``limit`` visible rows are found, the history is exhausted, or
+    :data:`HISTORY_SCAN_BUDGET` rows were read. Pages are chained with ``until`` on ``time``
+    (inclusive of the oldest time seen, with rows deduplicated by ``seq``) so equal times are not
+    skipped.
+    """
     ctx = context(request)
     viewer = principal(request)
-    records = await ctx.store.history(query)
-    return parse_records(ctx.router.filter_records(viewer, records, path="http"), viewer)
+    wanted = query.limit
+    page = min(MAX_QUERY_LIMIT, max(2 * wanted, HISTORY_MIN_PAGE))
+    found: list[tuple[StoredEvent, Event]] = []
+    seen: set[int] = set()
+    until = query.until
+    scanned = 0
+    while len(found) < wanted and scanned < HISTORY_SCAN_BUDGET:
+        rows = await ctx.store.history(replace(query, until=until, limit=page))
+        new = [r for r in rows if r.seq not in seen]
+        if not new:
+            break
+        seen.update(r.seq for r in new)
+        scanned += len(new)
+        allowed = ctx.router.filter_records(viewer, new, path="http")
+        found.extend(
+            (rec, ev) for rec, ev in parse_records(allowed, viewer) if keep is None or keep(ev)
+        )
+        if len(rows) < page:
+            break
+        until = min(r.time for r in rows) + 1
+    return found[:wanted]
 
 
 async def get_history(request: web.Request) -> web.StreamResponse:
@@ -502,7 +540,7 @@ async def get_history(request: web.Request) -> web.StreamResponse:
         bbox=parse_bbox(q.get("bbox")),
         limit=parse_limit(q.get("limit"), DEFAULT_HISTORY_LIMIT, MAX_QUERY_LIMIT),
     )
-    found = await _history(request, query)
+    found = await visible_history(request, query)
     if fmt == "cot":
         return web.Response(
             body=events_xml(rec.xml for rec, _ in found), content_type="application/xml"
@@ -536,19 +574,19 @@ async def get_track(request: web.Request) -> web.Response:
         until=parse_time_param("until", q.get("until")),
         limit=parse_limit(q.get("limit"), DEFAULT_HISTORY_LIMIT, MAX_QUERY_LIMIT),
     )
-    found = await _history(request, query)
-    points = [(ev.time, [ev.lon, ev.lat]) for _, ev in found if ev.uid == uid]
+    found = await visible_history(request, query)
+    points = [(ev.time, rec.seq, [ev.lon, ev.lat]) for rec, ev in found if ev.uid == uid]
     if not points:
         raise item_not_found()
-    points.sort(key=lambda p: p[0])
-    coords = [c for _, c in points]
+    points.sort(key=lambda p: (p[0], p[1]))  # oldest first; reports of one ms in arrival order
+    coords = [c for _, _, c in points]
     return json_response(
         {
             "type": "Feature",
             "id": uid,
             # RFC 7946 3.1.4: a LineString has two or more positions; one report is no line.
             "geometry": {"type": "LineString", "coordinates": coords} if len(coords) >= 2 else None,
-            "properties": {"uid": uid, "times": [iso(t) for t, _ in points]},
+            "properties": {"uid": uid, "times": [iso(t) for t, _, _ in points]},
         }
     )
 
@@ -742,10 +780,9 @@ async def get_chat(request: web.Request) -> web.Response:
     ctx = context(request)
     limit = parse_limit(request.query.get("limit"), DEFAULT_CHAT_LIMIT, MAX_CHAT_LIMIT)
     since = parse_time_param("since", request.query.get("since"))
-    # Receipts (b-t-f-d, -r) share the prefix; ask for room to drop them and keep ``limit``.
-    query = Query(type_prefix="b-t-f", since=since, limit=min(MAX_QUERY_LIMIT, limit * 4))
-    found = [(rec, ev) for rec, ev in await _history(request, query) if ev.type == "b-t-f"]
-    found = found[:limit]
+    # Receipts (b-t-f-d, -r) share the prefix and are left out.
+    query = Query(type_prefix="b-t-f", since=since, limit=limit)
+    found = await visible_history(request, query, keep=lambda ev: ev.type == "b-t-f")
     found.reverse()  # oldest first, as a chat panel shows them
     return json_response({"messages": [chat_message(ev, ctx.router.banner(ev)) for _, ev in found]})
 
@@ -863,8 +900,10 @@ async def post_login(request: web.Request) -> web.StreamResponse:
     if who is None:
         return json_response({"error": "wrong credentials"}, status=401)
     token, csrf = request.app[SESSIONS_KEY].create(who.name)
-    response: web.StreamResponse = (
-        json_response({"name": who.name, "csrf": csrf}) if as_json else web.HTTPSeeOther("/")
+    response = (
+        json_response({"name": who.name, "csrf": csrf})
+        if as_json
+        else web.Response(status=303, headers={"Location": "/"})
     )
     _set_session_cookie(response, token)
     return response

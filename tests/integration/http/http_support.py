@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +16,7 @@ from liaison import pki
 from liaison.app import Server
 from liaison.users import UserDirectory
 from tests.integration.conftest import ClientCert, issue_cert
+from tests.integration.helpers import WAIT_S
 
 # Seconds any single HTTP call in these tests may take.
 HTTP_TIMEOUT_S = 15.0
@@ -109,3 +111,16 @@ def upload_form(data: bytes, filename: str = "package.zip") -> aiohttp.FormData:
         "assetfile", data, filename=filename, content_type="application/x-zip-compressed"
     )
     return form
+
+
+# Seconds between checks while waiting for the server to reach a state.
+POLL_S = 0.02
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, within: float = WAIT_S) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``within`` seconds."""
+    for _ in range(int(within / POLL_S) + 1):
+        if predicate():
+            return
+        await asyncio.sleep(POLL_S)
+    raise AssertionError(f"{what} within {within}s")

@@ -1,0 +1,278 @@
+"""Web sign-in, the session cookie and CSRF token, chat from the web, and the WebSocket feed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from liaison.app import Server
+from tests.integration.conftest import ServerFactory
+from tests.integration.helpers import (
+    WAIT_S,
+    Client,
+    chat_event,
+    clients,
+    connect_tls,
+    delete_event,
+    sa_event,
+)
+from tests.integration.http.http_support import (
+    PASSWORD,
+    add_user,
+    browser_session,
+    cert_session,
+    certs,
+    enroll_url,
+    https_url,
+    wait_until,
+    write_groups,
+)
+
+
+async def _connect(server: Server, cert: Any, name: str) -> Client:
+    assert server.tls is not None
+    return await connect_tls(server.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name=name)
+
+
+async def _login(server: Server, http: aiohttp.ClientSession, name: str) -> str:
+    async with http.post(
+        enroll_url(server, "/login"), json={"username": name, "password": PASSWORD}
+    ) as r:
+        assert r.status == 200, await r.text()
+        doc = await r.json()
+        cookie = r.cookies["liaison_session"]
+    assert doc["name"] == name
+    assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Strict"
+    return str(doc["csrf"])
+
+
+async def test_sign_in_session_csrf_and_sign_out(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        add_user(server, "webred", "RED", ["red"])
+        async with browser_session(server) as http:
+            # Not signed in: pages redirect to the sign-in page, the API answers 401.
+            async with http.get(enroll_url(server, "/"), allow_redirects=False) as r:
+                assert r.status == 302 and r.headers["Location"] == "/login"
+            async with http.get(enroll_url(server, "/api/v1/me")) as r:
+                assert r.status == 401
+            async with http.get(enroll_url(server, "/login")) as r:
+                assert r.status == 200 and r.content_type == "text/html"
+                assert "<form" in (await r.text()).lower()
+            async with http.post(
+                enroll_url(server, "/login"), json={"username": "webred", "password": "wrong!"}
+            ) as r:
+                assert r.status == 401
+
+            csrf = await _login(server, http, "webred")
+            async with http.get(enroll_url(server, "/api/v1/me")) as r:
+                me = await r.json()
+            assert me["name"] == "webred" and me["org"] == "RED"
+            assert me["groups"] == ["red"] and me["csrf"] == csrf and me["clearance"] is None
+            async with http.get(enroll_url(server, "/"), allow_redirects=False) as r:
+                assert r.status == 200 and r.content_type == "text/html"
+
+            # State-changing calls need the CSRF token from the session.
+            body = {"text": "hello from the map"}
+            async with http.post(enroll_url(server, "/api/v1/chat"), json=body) as r:
+                assert r.status == 403
+            headers = {"X-CSRF-Token": csrf}
+            async with http.post(
+                enroll_url(server, "/api/v1/chat"), json=body, headers=headers
+            ) as r:
+                assert r.status == 201
+            # A cross-site request is refused even with the token.
+            cross = {**headers, "Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+            async with http.post(enroll_url(server, "/api/v1/chat"), json=body, headers=cross) as r:
+                assert r.status == 403
+            # A form post (what a cross-site page could send without a preflight) is refused.
+            async with http.post(
+                enroll_url(server, "/api/v1/chat"), data={"text": "x"}, headers=headers
+            ) as r:
+                assert r.status == 415
+
+            async with http.post(enroll_url(server, "/logout"), headers=headers) as r:
+                assert r.status == 204
+            async with http.get(enroll_url(server, "/api/v1/me")) as r:
+                assert r.status == 401
+
+        # The form flow: a redirect to the map with the cookie set; a wrong password goes back.
+        async with browser_session(server) as http:
+            form = {"username": "webred", "password": PASSWORD}
+            async with http.post(
+                enroll_url(server, "/login"), data=form, allow_redirects=False
+            ) as r:
+                assert r.status == 303 and r.headers["Location"] == "/"
+            async with http.get(enroll_url(server, "/api/v1/me")) as r:
+                assert (await r.json())["name"] == "webred"
+        async with browser_session(server) as http:
+            form = {"username": "webred", "password": "not it"}
+            async with http.post(
+                enroll_url(server, "/login"), data=form, allow_redirects=False
+            ) as r:
+                assert r.status == 303 and r.headers["Location"] == "/login?failed=1"
+
+
+async def test_static_files_and_caching(start_server: ServerFactory, tmp_path: Path) -> None:
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        c = certs(server, ("red1", "RED"))
+        async with cert_session(server, c["red1"]) as http:
+            async with http.get(https_url(server, "/")) as r:
+                assert r.status == 200 and r.content_type == "text/html"
+                assert r.headers["Cache-Control"] == "no-cache"
+                assert r.headers["X-Frame-Options"] == "DENY"
+                etag = r.headers["ETag"]
+            async with http.get(https_url(server, "/"), headers={"If-None-Match": etag}) as r:
+                assert r.status == 304
+            async with http.get(https_url(server, "/static/favicon.svg")) as r:
+                assert r.status == 200 and r.content_type == "image/svg+xml"
+            for bad in ("/static/../__init__.py", "/static/%2e%2e/__init__.py", "/static/nope.js"):
+                async with http.get(https_url(server, bad)) as r:
+                    assert r.status == 404, bad
+
+
+async def test_web_chat_reaches_tak_clients_of_its_group(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        add_user(server, "webred", "RED", ["red"])
+        c = certs(server, ("red1", "RED"), ("red2", "RED"), ("blue1", "BLUE"))
+        conns = {n: await _connect(server, c[n], n) for n in c}
+        async with clients(*conns.values()), browser_session(server) as http:
+            await conns["red1"].send(sa_event("ANDROID-red1", "RED1"))
+            await conns["red2"].send(sa_event("ANDROID-red2", "RED2"))
+            await conns["red1"].wait_for(b"ANDROID-red2")
+            await conns["red2"].wait_for(b"ANDROID-red1")
+            csrf = await _login(server, http, "webred")
+            headers = {"X-CSRF-Token": csrf}
+            async with http.post(
+                enroll_url(server, "/api/v1/chat"),
+                json={"text": "web to all <&>"},
+                headers=headers,
+            ) as r:
+                assert r.status == 201
+                sent = await r.json()
+            assert sent["message"]["text"] == "web to all <&>"
+            assert sent["message"]["sender_uid"] == "liaison-web-webred"
+            assert sent["delivered"] == 2
+            for n in ("red1", "red2"):
+                got = await conns[n].wait_for(b"web to all")
+                assert b'type="b-t-f"' in got and b"web to all &lt;&amp;&gt;" in got
+                assert b'senderCallsign="webred"' in got and b'chatroom="All Chat Rooms"' in got
+            assert not any(b"b-t-f" in f for f in await conns["blue1"].collect(0.3))
+
+            # Directed: only the named client gets it, without the marti/dest element.
+            async with http.post(
+                enroll_url(server, "/api/v1/chat"),
+                json={"text": "just for red2", "to_callsign": "RED2"},
+                headers=headers,
+            ) as r:
+                assert r.status == 201
+            got = await conns["red2"].wait_for(b"just for red2")
+            assert b"<dest" not in got
+            assert not any(b"just for red2" in f for f in await conns["red1"].collect(0.3))
+
+            # A TAK client's chat and the web's own show in the web's chat history.
+            await conns["red1"].send(chat_event("ANDROID-red1", "RED1", "tak to all"))
+            await conns["red2"].wait_for(b"tak to all")
+            await server.writer.flush()
+            async with http.get(enroll_url(server, "/api/v1/chat")) as r:
+                messages = (await r.json())["messages"]
+            texts = [m["text"] for m in messages]
+            assert texts == ["web to all <&>", "just for red2", "tak to all"]
+            assert messages[2]["sender_uid"] == "ANDROID-red1"
+            assert messages[2]["chatroom"] == "All Chat Rooms"
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    """The next message of ``kind``, skipping others (bounded by WAIT_S)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"no {kind} message within {WAIT_S}s")
+        msg = await ws.receive(timeout=remaining)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        doc: dict[str, Any] = json.loads(msg.data)
+        if doc["kind"] == kind:
+            return doc
+
+
+async def _quiet(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (remaining := deadline - loop.time()) > 0:
+        try:
+            msg = await ws.receive(timeout=remaining)
+        except TimeoutError:
+            break
+        got.append(json.loads(msg.data))
+    return got
+
+
+async def test_websocket_snapshot_update_delete_and_chat(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        c = certs(server, ("red1", "RED"), ("blue1", "BLUE"), ("webviewer", "RED"))
+        conns = {n: await _connect(server, c[n], n) for n in ("red1", "blue1")}
+        async with clients(*conns.values()), cert_session(server, c["webviewer"]) as http:
+            await conns["red1"].send(sa_event("ANDROID-red1", "RED1", lat=50.0, lon=30.0))
+            await conns["red1"].send(sa_event("marker-red", "Obj", cot_type="a-h-G"))
+            await conns["blue1"].send(sa_event("ANDROID-blue1", "BLUE1"))
+            await wait_until(lambda: len(server.router.latest_entries()) == 3, "3 items")
+            async with http.ws_connect(https_url(server, "/api/v1/stream")) as ws:
+                snapshot = await _next(ws, "snapshot")
+                assert {f["id"] for f in snapshot["features"]} == {"ANDROID-red1", "marker-red"}
+                await conns["red1"].send(sa_event("ANDROID-red1", "RED1", lat=50.5, lon=30.5))
+                update = await _next(ws, "update")
+                assert update["feature"]["id"] == "ANDROID-red1"
+                assert update["feature"]["geometry"]["coordinates"][:2] == [30.5, 50.5]
+                await conns["red1"].send(delete_event("marker-red"))
+                assert (await _next(ws, "delete"))["uid"] == "marker-red"
+                await conns["red1"].send(chat_event("ANDROID-red1", "RED1", "over the feed"))
+                chat = await _next(ws, "chat")
+                assert chat["message"]["text"] == "over the feed"
+                assert chat["message"]["sender_uid"] == "ANDROID-red1"
+                # Nothing from BLUE ever reaches this feed.
+                await conns["blue1"].send(sa_event("ANDROID-blue1", "BLUE1", lat=1.0, lon=1.0))
+                await conns["blue1"].send(chat_event("ANDROID-blue1", "BLUE1", "blue secret"))
+                rest = await _quiet(ws, 0.5)
+                assert "blue" not in json.dumps(rest).lower()
+            # The subscription is gone once the socket closes.
+            await wait_until(
+                lambda: (
+                    not any(
+                        s.client_uid == "liaison-web-webviewer" for s in server.router.subscribers
+                    )
+                ),
+                "the feed's subscription detached",
+            )
+        snap = server.metrics.snapshot()
+        assert snap["liaison_ws_connections_total"] == 1
+
+
+async def test_websocket_refuses_cross_site_origin(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        c = certs(server, ("red1", "RED"))
+        async with cert_session(server, c["red1"]) as http:
+            try:
+                async with http.ws_connect(
+                    https_url(server, "/api/v1/stream"), origin="https://evil.example"
+                ):
+                    raise AssertionError("cross-site WebSocket was accepted")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 403
+            assert server.https is not None
+            same = f"https://localhost:{server.https.port}"
+            async with http.ws_connect(https_url(server, "/api/v1/stream"), origin=same) as ws:
+                assert (await _next(ws, "snapshot"))["features"] == []
