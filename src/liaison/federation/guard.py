@@ -142,10 +142,6 @@ def read_provenance(detail: ET.Element | None) -> Provenance | None:
     return Provenance(origin=origin, hops=int(hops))
 
 
-def _provenance_element(p: Provenance) -> ET.Element:
-    return ET.Element(PROVENANCE_TAG, {"origin": p.origin, "hops": str(p.hops)})
-
-
 def _element_key(el: ET.Element) -> tuple[object, ...]:
     """Everything about an element and its subtree: equal keys mean equal XML content."""
     return (
@@ -221,6 +217,7 @@ class OutboundGuard:
         self._labels = LabelReader(policy)
         self._recheck_labels = LabelReader(policy)
         self._types: dict[str, tuple[bool, frozenset[str], int]] = {}
+        self._serialized: dict[tuple[object, ...], str] = {}
 
     def _type_rules(self, cot_type: str) -> tuple[bool, frozenset[str], int]:
         """(type allowed, detail children allowed, priority class) for a CoT type, cached."""
@@ -265,6 +262,57 @@ class OutboundGuard:
             )
             self._markings[label.label_id] = cached
         return cached
+
+    def _render(
+        self,
+        event: Event,
+        marking: labels.CotMarking,
+        kept: list[ET.Element],
+        stamp: Provenance,
+    ) -> bytes:
+        """The release bytes: the event's root and point as ``cot_xml.render_xml`` writes them
+        (with the label's marking), then a ``<detail>`` of the kept children and provenance.
+
+        Children are written with ``cot_xml.serialize_element``; the label element, identical
+        across a stream, is written once per distinct content and reused (memoised on its full
+        content, like :class:`LabelReader`). The re-check parses the result from scratch.
+        """
+        head = cot_xml.render_xml(
+            replace(
+                event,
+                detail=None,
+                xml=None,
+                proto=None,
+                access=marking.access,
+                caveat=marking.caveat,
+                releasable_to=marking.releasable_to,
+            )
+        )
+        assert head.endswith(b"</event>")
+        detail = event.detail
+        parts = ["<detail"]
+        if detail is not None:
+            for name, value in detail.attrib.items():
+                parts.append(f' {name}="{cot_xml.escape_attribute(value)}"')
+        parts.append(">")
+        if detail is not None and detail.text:
+            parts.append(cot_xml.escape_text(detail.text))
+        memo = self._serialized
+        for child in kept:
+            if child.tag == labels.SECLABEL_TAG:
+                key = _element_key(child)
+                text = memo.get(key)
+                if text is None:
+                    if len(memo) >= MAX_DECISION_CACHE:
+                        memo.clear()
+                    text = memo[key] = cot_xml.serialize_element(child)
+                parts.append(text)
+            else:
+                parts.append(cot_xml.serialize_element(child))
+        parts.append(
+            f'<{PROVENANCE_TAG} origin="{stamp.origin}" hops="{stamp.hops}" /></detail></event>'
+        )
+        return head[: -len(b"</event>")] + "".join(parts).encode("utf-8")
 
     def check(self, event: Event) -> Release | Denial:
         """Decide on one event and, when it may go, render and re-check its release bytes."""
@@ -335,21 +383,7 @@ class OutboundGuard:
             return self._deny(event, *reasons, label_id=label.label_id)
 
         marking, banner = self._marking(label)
-        out_detail = ET.Element("detail", dict(detail.attrib) if detail is not None else {})
-        if detail is not None:
-            out_detail.text = detail.text
-        out_detail.extend(kept)
-        out_detail.append(_provenance_element(stamp))
-        released = replace(
-            event,
-            detail=out_detail,
-            xml=None,
-            proto=None,
-            access=marking.access,
-            caveat=marking.caveat,
-            releasable_to=marking.releasable_to,
-        )
-        payload = cot_xml.render_xml(released)
+        payload = self._render(event, marking, kept, stamp)
         mismatch = self.recheck(payload, label_id=label.label_id, uid=event.uid, type=event.type)
         if mismatch:
             return Denial(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
 from liaison.federation.guard import (
@@ -223,14 +225,12 @@ def test_recheck_catches_a_tampered_byte_string(
 
 def test_a_serializer_that_loses_the_label_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault injection: the renderer writes another (valid) label than the one decided on."""
-    real = cot_xml.render_xml
-    old = seclabel(REL_BOTH).replace(" />", "/>").encode()
-    new = seclabel(USA_ONLY).replace(" />", "/>").encode()
+    real = cot_xml.serialize_element
 
-    def broken(ev: object) -> bytes:
-        return real(ev).replace(b" />", b"/>").replace(old, new)  # type: ignore[arg-type]
+    def broken(el: ET.Element) -> str:
+        return seclabel(USA_ONLY) if el.tag == "__seclabel" else real(el)
 
-    monkeypatch.setattr(cot_xml, "render_xml", broken)
+    monkeypatch.setattr(cot_xml, "serialize_element", broken)
     verdict = guard().check(event(label=REL_BOTH))
     assert isinstance(verdict, Denial) and verdict.stage == "recheck"
     assert verdict.reasons[0] == "guard_mismatch"
