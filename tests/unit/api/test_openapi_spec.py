@@ -1,0 +1,69 @@
+"""The OpenAPI document: valid OpenAPI 3.1 for every listener, and it describes every REST route."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from liaison.api import openapi, rest, ws
+from liaison.api.auth import AuthMode
+from liaison.api.context import CONTEXT_KEY, ApiContext
+from liaison.config import Config
+from liaison.metrics import Metrics
+from liaison.router import Router
+from liaison.storage.memory import MemoryStore
+from liaison.users import UserDirectory
+
+
+def _context(tmp_path: Path) -> ApiContext:
+    metrics = Metrics()
+    return ApiContext(
+        config=Config(data_dir=tmp_path),
+        router=Router(metrics=metrics, clock_ms=lambda: 0),
+        store=MemoryStore(),
+        metrics=metrics,
+        server_pki=None,
+        users=UserDirectory.in_memory(),
+        clock_ms=lambda: 0,
+        principal_from_certificate=lambda der, peer: None,
+        principal_from_user=lambda name: None,
+        close_sessions_of=lambda name: 0,
+    )
+
+
+def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
+    """(method, path) of every route the REST and WebSocket modules add on a listener."""
+    app = web.Application()
+    app[CONTEXT_KEY] = ctx
+    rest.add_routes(app, mode)
+    ws.add_routes(app, mode)
+    routes: set[tuple[str, str]] = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method != "HEAD" and isinstance(path, str):
+            routes.add((route.method.lower(), path))
+    return routes
+
+
+@pytest.mark.parametrize("mode", list(AuthMode))
+def test_spec_is_valid_and_covers_every_route(mode: AuthMode, tmp_path: Path) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    doc = openapi.spec(mode)
+    validator.validate(doc)
+    described = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    served = {
+        (m, p)
+        for m, p in _rest_routes(_context(tmp_path), mode)
+        # The web map's own files are not API.
+        if p != "/" and not p.startswith("/static/")
+    }
+    assert served == described
+
+
+def test_spec_is_a_fresh_copy_each_time() -> None:
+    first = openapi.spec(AuthMode.MTLS)
+    first["paths"].clear()
+    assert openapi.spec(AuthMode.MTLS)["paths"]
