@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import mimetypes
-import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -63,11 +62,10 @@ CHAT_STALE_MS = 24 * 3600 * 1000
 MAX_JSON_BYTES = 64 * 1024
 # Static files of the web map served from memory are read once and kept (the build is small).
 MAX_STATIC_CACHE_FILES = 512
-# Hashed asset names ("index-3f9a1c2b.js") never change content: cache them for a year
-# (RFC 9111 5.2.2; "immutable", RFC 8246). Everything else is revalidated on each load.
-HASHED_ASSET = re.compile(
-    r"[-.](?=[0-9A-Za-z_]*[0-9])[0-9A-Za-z_]{8,}\.(?:js|css|woff2?|png|svg|jpe?g|webp|wasm|map)\Z"
-)
+# The web build (Vite) writes only content-hashed files under static/assets/ ("index-DwjGLh_i.js"):
+# their content never changes under a name, so browsers keep them a year (RFC 9111 5.2.2.1;
+# "immutable", RFC 8246). Everything else (index.html, login.html, favicon) is revalidated.
+HASHED_ASSETS_DIR = "assets/"
 CACHE_IMMUTABLE = "public, max-age=31536000, immutable"
 CACHE_REVALIDATE = "no-cache"
 
@@ -861,8 +859,7 @@ async def get_index(request: web.Request) -> web.Response:
 
 async def get_static(request: web.Request) -> web.Response:
     path = request.match_info["path"]
-    name = path.rsplit("/", 1)[-1]
-    cache = CACHE_IMMUTABLE if HASHED_ASSET.search(name) else CACHE_REVALIDATE
+    cache = CACHE_IMMUTABLE if path.startswith(HASHED_ASSETS_DIR) else CACHE_REVALIDATE
     return _serve_static(request, path, cache)
 
 

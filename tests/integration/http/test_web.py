@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 
+from liaison.api import rest
 from liaison.app import Server
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import (
@@ -131,6 +132,13 @@ async def test_static_files_and_caching(start_server: ServerFactory, tmp_path: P
                 assert r.status == 304
             async with http.get(https_url(server, "/static/favicon.svg")) as r:
                 assert r.status == 200 and r.content_type == "image/svg+xml"
+                assert r.headers["Cache-Control"] == "no-cache"
+            assets = rest.static_root().joinpath("assets")
+            built = sorted(a.name for a in assets.iterdir()) if assets.is_dir() else []
+            if built:  # the web build's hashed files are cached for good
+                async with http.get(https_url(server, f"/static/assets/{built[0]}")) as r:
+                    assert r.status == 200
+                    assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
             for bad in ("/static/../__init__.py", "/static/%2e%2e/__init__.py", "/static/nope.js"):
                 async with http.get(https_url(server, bad)) as r:
                     assert r.status == 404, bad
