@@ -74,6 +74,33 @@ class AuditSink(Protocol):
     ) -> Sequence[object]: ...
 
 
+# The listener name federation principals carry: the gate's [gate.listeners.federation] ceiling
+# and default apply to what peers send (docs/labels.md); a default label is never used, since
+# unlabelled events from a peer are refused before they reach the router.
+LISTENER = "federation"
+
+
+class GateLike(Protocol):
+    """The server's label gate: writes audit records, False when the log cannot be written."""
+
+    def record(self, entries: Sequence[tuple[str, Mapping[str, object]]]) -> bool: ...
+
+
+class GateAudit:
+    """An AuditSink over the gate, so the link shares the server's one audit log (and its
+    recovery after a failure) instead of holding the log object itself."""
+
+    def __init__(self, gate: GateLike) -> None:
+        self._gate = gate
+
+    def append_many(
+        self, entries: Sequence[tuple[str, Mapping[str, object]]]
+    ) -> Sequence[object]:
+        if not self._gate.record(entries):
+            raise StorageError("the audit log cannot be written")
+        return ()
+
+
 # Called with ("out" | "in", plaintext bytes) for every chunk written to or read from a peer;
 # tests use it to look at exactly what crossed the link.
 Tap = Callable[[str, bytes], None]
@@ -113,6 +140,7 @@ def _federate(peer: PeerConfig, auths: AuthSet) -> Principal:
         out_groups=peer.out_groups,
         org=peer.originate_org,
         auths=auths,
+        listener=LISTENER,
     )
 
 

@@ -18,6 +18,7 @@ from liaison.app import Server, now_ms, run_server
 from liaison.audit import AuditLog
 from liaison.federation.config import federation_from_table
 from liaison.federation.link import Federation
+from liaison.model.labels import Policy
 from tests.integration.conftest import make_config
 from tests.unit.federation.fed_support import POLICY, peer_table
 
@@ -83,6 +84,7 @@ async def start_federation(
     listen: str = "127.0.0.1:0",
     audit: AuditLog | None = None,
     policy_version: int | None = None,
+    policy: Policy = POLICY,
     **top: Any,
 ) -> Side:
     table: dict[str, Any] = {
@@ -95,7 +97,8 @@ async def start_federation(
         "status_interval_s": 0.2,
     }
     table.update(top)
-    policy = POLICY if policy_version is None else replace(POLICY, version=policy_version)
+    if policy_version is not None:
+        policy = replace(policy, version=policy_version)
     config = federation_from_table(table, policy, default_server_id="localhost")
     assert server.server_pki is not None
     data_dir = server.config.data_dir
