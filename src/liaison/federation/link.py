@@ -93,9 +93,7 @@ class GateAudit:
     def __init__(self, gate: GateLike) -> None:
         self._gate = gate
 
-    def append_many(
-        self, entries: Sequence[tuple[str, Mapping[str, object]]]
-    ) -> Sequence[object]:
+    def append_many(self, entries: Sequence[tuple[str, Mapping[str, object]]]) -> Sequence[object]:
         if not self._gate.record(entries):
             raise StorageError("the audit log cannot be written")
         return ()
