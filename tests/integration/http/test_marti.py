@@ -103,7 +103,12 @@ async def test_data_package_shared_only_within_the_group(
             async with red2.get(expected) as r:
                 assert r.status == 200
                 assert await r.read() == package
-                assert "attachment" in r.headers["Content-Disposition"]
+                assert r.content_type == "application/x-zip-compressed"
+                assert r.headers["Content-Disposition"] == 'attachment; filename="pkg-1"'
+            async with red2.head(expected) as r:
+                assert r.status == 200 and int(r.headers["Content-Length"]) == len(package)
+            async with blue1.head(expected) as r:
+                assert r.status == 404
             async with red2.get(
                 https_url(server, "/Marti/sync/search?keywords=missionpackage")
             ) as r:

@@ -14,7 +14,10 @@ from tests.integration.helpers import Client, clients, connect_tls, delete_event
 from tests.integration.http.http_support import (
     cert_session,
     certs,
+    data_package,
     https_url,
+    sha256,
+    upload_form,
     wait_until,
     write_groups,
 )
@@ -205,3 +208,12 @@ async def test_anonymous_listener_has_no_metrics(start_server: ServerFactory) ->
                 assert r.status == 200
             async with http.get(f"{base}/api/v1/picture") as r:
                 assert r.status == 200
+            # The content URL names the listener the client used: plain HTTP on its port.
+            package = data_package("anon-1", "plain")
+            url = f"{base}/Marti/sync/missionupload?hash={sha256(package)}&filename=anon-1"
+            async with http.post(url, data=upload_form(package)) as r:
+                assert r.status == 200
+                link = await r.text()
+            assert link == (
+                f"http://localhost:{server.http.port}/Marti/sync/content?hash={sha256(package)}"
+            )
