@@ -10,7 +10,9 @@ export class Api {
   }
 
   async request(method, path, body) {
-    const headers = { Accept: "application/json" };
+    // X-Requested-With marks a script's request, so a server can answer 401 without a
+    // WWW-Authenticate challenge (which would make the browser pop up its own sign-in box).
+    const headers = { Accept: "application/json", "X-Requested-With": "liaison-map" };
     if (method !== "GET" && method !== "HEAD") {
       if (this.csrf) headers["X-CSRF-Token"] = this.csrf;
       if (body !== undefined) headers["Content-Type"] = "application/json";

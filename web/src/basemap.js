@@ -132,12 +132,14 @@ export class Basemap {
     const [lonMin, latMax] = worldToLonLat(Math.max(0, x0), Math.max(0, y0));
     const [lonMax, latMin] = worldToLonLat(Math.min(1, x1), Math.min(1, y1));
     ctx.beginPath();
-    for (let lon = Math.ceil(lonMin / step) * step; lon <= lonMax; lon += step) {
+    for (let k = Math.ceil(lonMin / step); k * step <= lonMax; k++) {
+      const lon = k * step;
       const [sx] = view.toScreen((lon + 180) / 360, 0);
       ctx.moveTo(sx, 0);
       ctx.lineTo(sx, view.height);
     }
-    for (let lat = Math.ceil(latMin / step) * step; lat <= latMax; lat += step) {
+    for (let k = Math.ceil(latMin / step); k * step <= latMax; k++) {
+      const lat = k * step;
       const phi = (lat * Math.PI) / 180;
       const y = (1 - Math.log(Math.tan(phi) + 1 / Math.cos(phi)) / Math.PI) / 2;
       const [, sy] = view.toScreen(0, y);
@@ -147,6 +149,32 @@ export class Basemap {
     ctx.strokeStyle = COLOURS.graticule;
     ctx.lineWidth = 1;
     ctx.stroke();
+  }
+
+  /** Coordinates of the graticule lines along the left and bottom edges of the view. */
+  drawGraticuleLabels(ctx, view) {
+    const step = graticuleStep(view);
+    const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
+    const fmt = (v, pos, neg) => `${Math.abs(v).toFixed(decimals)}°${v >= 0 ? pos : neg}`;
+    const [x0, y0, x1, y1] = view.bounds();
+    const [lonMin, latMax] = worldToLonLat(Math.max(0, x0), Math.max(0, y0));
+    const [lonMax, latMin] = worldToLonLat(Math.min(1, x1), Math.min(1, y1));
+    ctx.font = "10px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+    ctx.fillStyle = "rgba(50, 65, 90, 0.8)";
+    ctx.textBaseline = "bottom";
+    for (let k = Math.ceil(lonMin / step); k * step <= lonMax; k++) {
+      const lon = k * step;
+      const [sx] = view.toScreen((lon + 180) / 360, 0);
+      if (sx > 60 && sx < view.width - 60) ctx.fillText(fmt(lon, "E", "W"), sx + 3, view.height - 22);
+    }
+    for (let k = Math.ceil(latMin / step); k * step <= latMax; k++) {
+      const lat = k * step;
+      const phi = (lat * Math.PI) / 180;
+      const y = (1 - Math.log(Math.tan(phi) + 1 / Math.cos(phi)) / Math.PI) / 2;
+      const [, sy] = view.toScreen(0, y);
+      if (sy > 20 && sy < view.height - 40) ctx.fillText(fmt(lat, "N", "S"), 50, sy - 2);
+    }
+    ctx.textBaseline = "alphabetic";
   }
 
   drawNames(ctx, view) {

@@ -45,6 +45,7 @@ class MapPage {
     this.lastDataDraw = 0;
     this.dataTimer = null;
     this.lastStats = null;
+    this.frameTimes = []; // draw time (ms) of recent frames, for measuring
     this.bannerText = null;
     this.overlayTrack = null;
     this.contacts = new ContactsPanel($("contacts"), this);
@@ -162,6 +163,8 @@ class MapPage {
 
   drawNow() {
     const stats = this.renderer.draw(this.view, this.store, Date.now(), this.selected);
+    this.frameTimes.push(stats.ms);
+    if (this.frameTimes.length > 1000) this.frameTimes.shift();
     if (this.overlayTrack) this.drawTrackOverlay();
     this.lastStats = stats;
     this.updateBanner(stats);
@@ -352,29 +355,45 @@ class MapPage {
     if (popup.hidden || !this.selected) return;
     const it = this.store.items.get(this.selected);
     if (!it) return;
+    // Above the item, centred, so its symbol and label stay visible; below when there is no
+    // room above; always inside the map.
     const [sx, sy] = this.view.toScreen(it.x, it.y);
-    popup.style.transform = `translate(${Math.round(sx + 18)}px, ${Math.round(sy - 12)}px)`;
+    const w = popup.offsetWidth;
+    const h = popup.offsetHeight;
+    const gap = 26;
+    const x = Math.max(6, Math.min(this.view.width - w - 6, sx - w / 2));
+    const y = sy - gap - h >= 6 ? sy - gap - h : Math.min(this.view.height - h - 6, sy + gap);
+    popup.style.transform = `translate(${Math.round(x)}px, ${Math.round(y)}px)`;
   }
 
   // --- hooks for the browser tests and for measuring ----------------------------------------
 
-  /** Screen positions of the units drawn in the last frame. */
+  /** What the last frame drew: points at their screen position, outlines at their first vertex. */
   rendered() {
-    return this.renderer.hits.map((h) => {
-      const it = this.store.items.get(h.uid);
-      return {
-        uid: h.uid,
-        x: h.x,
-        y: h.y,
-        callsign: it?.callsign ?? null,
-        sidc: it?.kind === "unit" ? this.sprites.sidcFor(it.type) : null,
-        stale: it ? it.isStale(Date.now()) : false,
-        label: it?.label ?? null,
-      };
+    const now = Date.now();
+    const describe = (it, x, y) => ({
+      uid: it.uid,
+      x,
+      y,
+      kind: it.kind,
+      callsign: it.callsign,
+      sidc: it.kind === "unit" ? this.sprites.sidcFor(it.type) : null,
+      stale: it.isStale(now),
+      label: it.label,
     });
+    const out = [];
+    for (const h of this.renderer.hits) {
+      const it = this.store.items.get(h.uid);
+      if (it) out.push(describe(it, h.x, h.y));
+    }
+    for (const it of this.renderer.drawnLines) {
+      const [x, y] = this.renderer.view.toScreen(it.rings[0][0], it.rings[0][1]);
+      out.push(describe(it, x, y));
+    }
+    return out;
   }
 
-  /** Draw ``frames`` frames, panning a little each time; frame time statistics in ms. */
+  /** Draw ``frames`` frames, panning a little each time; full frame time statistics in ms. */
   benchmark(frames = 60) {
     const times = [];
     let view = this.view;
@@ -382,6 +401,9 @@ class MapPage {
       view = view.panBy(i % 2 === 0 ? 3 : -3, 0);
       const t0 = performance.now();
       this.renderer.draw(view, this.store, Date.now(), this.selected);
+      // Reading a pixel makes the browser finish rasterising the frame now, so the time
+      // includes the drawing itself, not just the recording of the commands.
+      this.renderer.ctx.getImageData(0, 0, 1, 1);
       times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
@@ -430,6 +452,8 @@ async function main() {
     items: () => page.store.items.size,
     banner: () => page.bannerText,
     goTo: (uid) => page.goTo(uid),
+    fit: () => page.fitAll(),
+    frameTimes: () => page.frameTimes.splice(0),
     setView: (fields) => page.setView(page.view.with(fields)),
   };
 }

@@ -159,6 +159,7 @@ export class Renderer {
     ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
     this.drawBase(ctx, view, nowMs);
     if (this.tiles) this.tiles.draw(ctx, view);
+    this.basemap.drawGraticuleLabels(ctx, view);
 
     const hits = [];
     const lines = [];
@@ -210,7 +211,8 @@ export class Renderer {
     ctx.beginPath();
     for (const it of points) {
       if (it.course === null || it.speed === null || it.speed < 0.5) continue;
-      const len = 16 + Math.min(34, it.speed * 1.5);
+      // From the centre, past the frame (about 12 px from the centre), then longer when faster.
+      const len = 24 + Math.min(36, it.speed * 1.5);
       const a = (it.course * Math.PI) / 180;
       const x = it.x * s + ox;
       const y = it.y * s + oy;
@@ -229,7 +231,8 @@ export class Renderer {
       const sp = it.kind === "unit" ? this.sprites.symbol(it.type) : this.sprites.marker(MARKER_COLOUR);
       const stale = it.isStale(nowMs);
       ctx.globalAlpha = stale ? STALE_ALPHA : 1;
-      ctx.drawImage(sp.canvas, x - sp.ax, y - sp.ay, sp.width, sp.height);
+      // Whole-pixel positions: a plain copy of the sprite, crisp and the fastest to draw.
+      ctx.drawImage(sp.canvas, Math.round(x - sp.ax), Math.round(y - sp.ay), sp.width, sp.height);
       hits.push({ uid: it.uid, x, y, r: Math.max(HIT_PX, Math.max(sp.width, sp.height) / 2) });
       if (it.uid === selectedUid) selected = { x, y, sp };
     }
@@ -245,14 +248,17 @@ export class Renderer {
       const title = it.callsign ?? it.uid;
       const sub = it.kind === "unit" ? motionText(it.course, it.speed) : "";
       const half = it.kind === "unit" ? this.sprites.symbol(it.type).width / 2 : 8;
-      const x = it.x * s + ox + half + 2;
-      const y = it.y * s + oy;
       // Estimate the box before making a sprite: most labels are rejected when crowded.
       const estW = Math.max(title.length * 7.5, sub.length * 6.5) + 6;
       const estH = sub ? 30 : 17;
+      // Right of the symbol, or left of it when the speed leader points right.
+      const leaderRight = sub !== "" && it.course !== null && it.course % 360 > 20 && it.course % 360 < 160;
+      const x = leaderRight ? it.x * s + ox - half - 2 - estW : it.x * s + ox + half + 2;
+      const y = it.y * s + oy;
       if (!grid.place(x, y - 8.5, x + estW, y - 8.5 + estH)) continue;
       const sp = this.sprites.label(title, sub, it.isStale(nowMs));
-      ctx.drawImage(sp.canvas, x - sp.ax, y - sp.ay, sp.width, sp.height);
+      const lx = leaderRight ? x + estW - sp.width : x;
+      ctx.drawImage(sp.canvas, Math.round(lx - sp.ax), Math.round(y - sp.ay), sp.width, sp.height);
       placed++;
     }
 

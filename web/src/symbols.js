@@ -50,9 +50,9 @@ export class Sprites {
         outlineColor: "rgba(255,255,255,0.9)",
       });
       const canvas = sym.asCanvas(this.dpr);
-      const size = sym.getSize();
       const anchor = sym.getAnchor();
-      s = sprite(canvas, size.width, size.height, anchor.x, anchor.y);
+      // Draw at the canvas's own size (milsymbol rounds it up) so frames copy it unscaled.
+      s = sprite(canvas, canvas.width / this.dpr, canvas.height / this.dpr, anchor.x, anchor.y);
       this.symbols.set(sidc, s);
     }
     return s;
