@@ -60,8 +60,10 @@ MAX_CHAT_CHARS = 4000
 CHAT_STALE_MS = 24 * 3600 * 1000
 # Largest JSON body of a REST call (chat, login).
 MAX_JSON_BYTES = 64 * 1024
-# Static files of the web map served from memory are read once and kept (the build is small).
+# Static files of the web map are read once and kept in memory: the build is a few MB (bundled
+# basemap included). Bounded all the same, in files and bytes; past that, read per request.
 MAX_STATIC_CACHE_FILES = 512
+MAX_STATIC_CACHE_BYTES = 64 * 1024 * 1024
 # The web build (Vite) writes only content-hashed files under static/assets/ ("index-DwjGLh_i.js"):
 # their content never changes under a name, so browsers keep them a year (RFC 9111 5.2.2.1;
 # "immutable", RFC 8246). Everything else (index.html, login.html, favicon) is revalidated.
@@ -831,7 +833,8 @@ def _static_file(app: web.Application, path: str) -> tuple[bytes, str] | None:
         return None
     data = node.read_bytes()
     entry = (data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
-    if len(cache) < MAX_STATIC_CACHE_FILES:
+    cached_bytes = sum(len(d) for d, _ in cache.values())
+    if len(cache) < MAX_STATIC_CACHE_FILES and cached_bytes + len(data) <= MAX_STATIC_CACHE_BYTES:
         cache[path] = entry
     return entry
 

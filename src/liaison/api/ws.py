@@ -27,7 +27,7 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, context, principal
 from liaison.api.files import same_origin
 from liaison.api.rest import API, chat_message, event_feature, is_map_item, web_uid
-from liaison.metrics import Counter
+from liaison.metrics import Counter, Metrics
 from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.router import Outgoing, Router
@@ -52,7 +52,9 @@ METRICS_KEY: web.AppKey[WsMetrics] = web.AppKey("liaison.ws.metrics")
 
 
 class WsMetrics:
-    def __init__(self, ctx_metrics: Any) -> None:
+    """The feed's counters, shared by every socket of a listener."""
+
+    def __init__(self, ctx_metrics: Metrics) -> None:
         self.opened: Counter = ctx_metrics.counter(
             "liaison_ws_connections_total", "WebSocket feeds opened"
         )
