@@ -2,7 +2,7 @@
 
 Pure: the caller reads the file and passes its text (and the label policy the ceilings are
 written in). Every error is a ConfigError naming the key, e.g. ``federation.peer[0].fingerprint``.
-docs/configuration.md ("Federation") documents every key with its default; an example::
+Every key and its default is named below and in the constants of this module; an example::
 
     [federation]
     server_id = "usa-liaison"          # this server's id on every link (default: public host)

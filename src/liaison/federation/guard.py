@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from liaison.errors import PeerError
 from liaison.federation.config import DetailPolicy, PeerConfig
@@ -114,7 +114,38 @@ def content_sha256(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def read_provenance(detail: ET.Element | None) -> Provenance | None:
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Where the label and provenance elements of a ``<detail>`` are, from one walk."""
+
+    labels: list[ET.Element]  # <__seclabel> children of <detail>
+    provenance: list[ET.Element]  # <__federation> children of <detail>
+    odd_label: bool  # a __seclabel nested deeper or in a namespace (label_from_detail refuses)
+    odd_provenance: bool  # a __federation nested deeper
+
+
+def _shape(detail: ET.Element) -> _Shape:
+    found_labels: list[ET.Element] = []
+    found_prov: list[ET.Element] = []
+    for child in detail:
+        tag = child.tag
+        if tag == labels.SECLABEL_TAG:
+            found_labels.append(child)
+        elif tag == PROVENANCE_TAG:
+            found_prov.append(child)
+    odd_label = odd_prov = False
+    for el in detail.iter():
+        tag = el.tag
+        if not isinstance(tag, str) or el is detail:
+            continue
+        if tag.endswith(labels.SECLABEL_TAG):
+            odd_label = odd_label or not any(el is f for f in found_labels)
+        elif tag == PROVENANCE_TAG:
+            odd_prov = odd_prov or not any(el is f for f in found_prov)
+    return _Shape(found_labels, found_prov, odd_label, odd_prov)
+
+
+def read_provenance(detail: ET.Element | None, shape: _Shape | None = None) -> Provenance | None:
     """The ``<__federation>`` element directly under ``detail``; None when there is none.
 
     Raises ValueError when it is malformed, duplicated or nested deeper (a second copy that
@@ -122,12 +153,13 @@ def read_provenance(detail: ET.Element | None) -> Provenance | None:
     """
     if detail is None:
         return None
-    found = [child for child in detail if child.tag == PROVENANCE_TAG]
+    if shape is None:
+        shape = _shape(detail)
+    found = shape.provenance
     if len(found) > 1:
         raise ValueError("duplicate_provenance")
-    for el in detail.iter():
-        if el is not detail and el.tag == PROVENANCE_TAG and not any(el is f for f in found):
-            raise ValueError("nested_provenance")
+    if shape.odd_provenance:
+        raise ValueError("nested_provenance")
     if not found:
         return None
     el = found[0]
@@ -169,23 +201,20 @@ class LabelReader:
         self.policy = policy
         self._memo: dict[tuple[object, ...], Label] = {}
 
-    def read(self, detail: ET.Element | None) -> Label | None:
+    def read(self, detail: ET.Element | None, shape: _Shape | None = None) -> Label | None:
+        return self.read_keyed(detail, shape)[0]
+
+    def read_keyed(
+        self, detail: ET.Element | None, shape: _Shape | None = None
+    ) -> tuple[Label | None, tuple[object, ...] | None]:
+        """The label and the memo key of its element (None when not memoised)."""
         if detail is None:
-            return None
-        direct = [c for c in detail if c.tag == labels.SECLABEL_TAG]
-        suspicious = False
-        for el in detail.iter():
-            tag = el.tag
-            if (
-                isinstance(tag, str)
-                and tag.endswith(labels.SECLABEL_TAG)
-                and el is not detail
-                and not any(el is d for d in direct)
-            ):
-                suspicious = True  # nested or namespaced: label_from_detail raises
-        if len(direct) != 1 or suspicious:
-            return labels.label_from_detail(self.policy, detail)
-        key = _element_key(direct[0])
+            return None, None
+        if shape is None:
+            shape = _shape(detail)
+        if len(shape.labels) != 1 or shape.odd_label:
+            return labels.label_from_detail(self.policy, detail), None
+        key = _element_key(shape.labels[0])
         memo = self._memo
         label = memo.get(key)
         if label is None:
@@ -194,7 +223,7 @@ class LabelReader:
                 if len(memo) >= MAX_DECISION_CACHE:
                     memo.clear()
                 memo[key] = label
-        return label
+        return label, key
 
 
 class OutboundGuard:
@@ -269,6 +298,7 @@ class OutboundGuard:
         marking: labels.CotMarking,
         kept: list[ET.Element],
         stamp: Provenance,
+        label_key: tuple[object, ...] | None,
     ) -> bytes:
         """The release bytes: the event's root and point as ``cot_xml.render_xml`` writes them
         (with the label's marking), then a ``<detail>`` of the kept children and provenance.
@@ -277,13 +307,25 @@ class OutboundGuard:
         across a stream, is written once per distinct content and reused (memoised on its full
         content, like :class:`LabelReader`). The re-check parses the result from scratch.
         """
+        # The root and point only (no detail, no cached bytes), built directly: cheaper than
+        # dataclasses.replace on an 24-field Event, and render_xml stays the one writer.
         head = cot_xml.render_xml(
-            replace(
-                event,
-                detail=None,
-                xml=None,
-                proto=None,
+            Event(
+                uid=event.uid,
+                type=event.type,
+                how=event.how,
+                time=event.time,
+                start=event.start,
+                stale=event.stale,
+                lat=event.lat,
+                lon=event.lon,
+                hae=event.hae,
+                ce=event.ce,
+                le=event.le,
+                version=event.version,
                 access=marking.access,
+                qos=event.qos,
+                opex=event.opex,
                 caveat=marking.caveat,
                 releasable_to=marking.releasable_to,
             )
@@ -299,8 +341,8 @@ class OutboundGuard:
             parts.append(cot_xml.escape_text(detail.text))
         memo = self._serialized
         for child in kept:
-            if child.tag == labels.SECLABEL_TAG:
-                key = _element_key(child)
+            if child.tag == labels.SECLABEL_TAG and label_key is not None:
+                key = label_key
                 text = memo.get(key)
                 if text is None:
                     if len(memo) >= MAX_DECISION_CACHE:
@@ -335,8 +377,9 @@ class OutboundGuard:
 
     def _check(self, event: Event) -> Release | Denial:
         peer = self.peer
+        shape = _shape(event.detail) if event.detail is not None else None
         try:
-            label = self._labels.read(event.detail)
+            label, label_key = self._labels.read_keyed(event.detail, shape)
         except labels.LabelError as exc:
             return self._deny(event, f"invalid_label:{exc.reason}")
         if label is None:
@@ -363,7 +406,7 @@ class OutboundGuard:
         if removed and peer.detail_policy is DetailPolicy.DENY:
             reasons.append("detail_not_allowed")
         try:
-            prior = read_provenance(detail)
+            prior = read_provenance(detail, shape)
         except ValueError as exc:
             reasons.append(str(exc))
             prior = None
@@ -383,7 +426,7 @@ class OutboundGuard:
             return self._deny(event, *reasons, label_id=label.label_id)
 
         marking, banner = self._marking(label)
-        payload = self._render(event, marking, kept, stamp)
+        payload = self._render(event, marking, kept, stamp, label_key)
         mismatch = self.recheck(payload, label_id=label.label_id, uid=event.uid, type=event.type)
         if mismatch:
             return Denial(
@@ -437,7 +480,8 @@ class OutboundGuard:
         detail = details[0]
         try:
             # A reader of its own: nothing the first pass parsed is reused here.
-            label = self._recheck_labels.read(detail)
+            shape = _shape(detail)
+            label = self._recheck_labels.read(detail, shape)
         except labels.LabelError as exc:
             return ("guard_mismatch", f"invalid_label:{exc.reason}")
         if label is None:
@@ -459,7 +503,7 @@ class OutboundGuard:
                 problems.append("detail_not_allowed")
                 break
         try:
-            stamp = read_provenance(detail)
+            stamp = read_provenance(detail, shape)
         except ValueError as exc:
             problems.append(str(exc))
         else:
