@@ -172,18 +172,17 @@ def _origin_allowed(request: web.Request) -> bool:
     return origin is None or same_origin(request, origin)
 
 
-async def _write(ws: web.WebSocketResponse, sub: WsSubscriber, encoder: FeedEncoder) -> str:
+async def _write(ws: web.WebSocketResponse, sub: WsSubscriber, encoder: FeedEncoder) -> None:
     """Send queued events until the socket closes or the browser falls too far behind."""
     while not ws.closed:
         items = await sub.take()
         if sub.overflowed:
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"slow consumer")
-            return "slow_consumer"
+            return
         for out in items:
             text = encoder.encode(out)
             if text is not None:
                 await ws.send_str(text)
-    return "closed"
 
 
 async def _serve(ws: web.WebSocketResponse, sub: WsSubscriber, encoder: FeedEncoder) -> str:
@@ -195,12 +194,13 @@ async def _serve(ws: web.WebSocketResponse, sub: WsSubscriber, encoder: FeedEnco
             async for msg in ws:
                 if msg.type is WSMsgType.ERROR:
                     break  # anything else from the browser is ignored: the feed is one-way
-            writer.cancel()
+            if not sub.overflowed:
+                writer.cancel()  # the browser left; a slow consumer's writer is closing it
     except* ConnectionError:
         lost = True
-    if lost:
-        return "connection_lost"
-    return "closed" if writer.cancelled() else writer.result()
+    if sub.overflowed:
+        return "slow_consumer"
+    return "connection_lost" if lost else "closed"
 
 
 async def stream(request: web.Request) -> web.WebSocketResponse:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from liaison.api import rest
-from liaison.app import Server
+from liaison.api.ws import WS_MAX_PENDING
+from liaison.app import Server, now_ms
+from liaison.model.principal import Principal
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import (
     WAIT_S,
@@ -284,3 +287,33 @@ async def test_websocket_refuses_cross_site_origin(
             same = f"https://localhost:{server.https.port}"
             async with http.ws_connect(https_url(server, "/api/v1/stream"), origin=same) as ws:
                 assert (await _next(ws, "snapshot"))["features"] == []
+
+
+async def test_a_feed_that_falls_too_far_behind_is_closed(start_server: ServerFactory) -> None:
+    async with start_server() as server:
+        c = certs(server, ("slow", "RED"))
+        async with (
+            cert_session(server, c["slow"]) as http,
+            http.ws_connect(https_url(server, "/api/v1/stream")) as ws,
+        ):
+            await _next(ws, "snapshot")
+            source = _Source(Principal(name="feeder"))
+            # More non-coalescing events than a socket may have waiting, in one loop turn,
+            # so none can be written meanwhile: the router must not wait, the feed is closed.
+            for i in range(WS_MAX_PENDING + 1):
+                chat = rest.build_chat(
+                    sender_uid="feeder", callsign="F", text=f"n{i}", now_ms=now_ms()
+                )
+                server.router.publish(chat, source)
+            msg = await ws.receive(timeout=WAIT_S)
+            while msg.type is aiohttp.WSMsgType.TEXT:
+                msg = await ws.receive(timeout=WAIT_S)
+            assert msg.type is aiohttp.WSMsgType.CLOSE
+            assert msg.data == aiohttp.WSCloseCode.TRY_AGAIN_LATER
+        key = 'liaison_ws_closed_total{reason="slow_consumer"}'
+        await wait_until(lambda: server.metrics.snapshot().get(key) == 1, "slow consumer counted")
+
+
+@dataclass(frozen=True)
+class _Source:
+    principal: Principal
