@@ -20,6 +20,8 @@ export default defineConfig({
     assetsInlineLimit: 0,
     reportCompressedSize: true,
     chunkSizeWarningLimit: 1200,
+    // Every browser the map supports preloads modules natively; no polyfill in the bundle.
+    modulePreload: { polyfill: false },
     rollupOptions: {
       input: {
         index: resolve(root, "index.html"),
