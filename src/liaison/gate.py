@@ -241,6 +241,35 @@ class Gate:
             return IngestOutcome(None, None, result.reasons or ("rejected",))
         return IngestOutcome(self.labelled(event, result.label), result.label)
 
+    def aggregate(
+        self, parts: Sequence[Label], uploader: Principal, created_ms: int
+    ) -> tuple[Label | None, tuple[str, ...]]:
+        """The label of an aggregate (a data package): the dominant label of its labelled parts,
+        or the uploader's listener default when none is labelled; then the ingest rules, as for
+        an event (the uploader may not assert what it could not read). (None, reasons) refuses.
+        """
+        policy = self.policy
+        org = uploader.org
+        if org is None:
+            return None, ("sender_has_no_org",)
+        claimed: Label | None = None
+        if parts:
+            try:
+                claimed = labels.dominant(policy, parts, originator=org, created_ms=created_ms)
+            except LabelError as exc:
+                return None, ("bad_label", *exc.reasons)
+        lg = self._listener(uploader.listener)
+        default = None
+        if lg is not None and lg.default_classification is not None:
+            default = labels.listener_default_label(
+                policy, lg.default_classification, created_ms, originator=org
+            )
+        auths = uploader.auths if uploader.auths is not None else labels.no_authset(policy)
+        result = labels.check_ingest(policy, claimed, auths, org, default)
+        if not result.accepted or result.label is None:
+            return None, result.reasons or ("rejected",)
+        return result.label, ()
+
     def labelled(self, event: Event, label: Label) -> Event:
         """``event`` with ``label`` as its one ``<__seclabel>`` and matching root attributes."""
         marking = labels.cot_marking(self.policy, label)

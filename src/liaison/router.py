@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from liaison.errors import PeerError
 from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
 from liaison.metrics import Metrics
 from liaison.model import labels
@@ -628,6 +629,44 @@ class Router:
         if self.gate is not None and not self.gate.record(audit):
             return []
         return allowed
+
+    def label_upload(
+        self, uploader: Principal, parts: Iterable[bytes]
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The label (JSON) a file or data package is stored with, from the CoT events inside it.
+
+        Aggregates carry the dominant label of their parts, or the uploader's default when no
+        part is labelled. Returns (None, ()) with labels off, and (None, reasons) when the
+        upload must be refused. An ``ingest`` record is written either way.
+        """
+        gate = self.gate
+        if gate is None:
+            return None, ()
+        found: list[Label] = []
+        for raw in parts:
+            try:
+                event = cot_xml.parse_event(raw)
+                lab = labels.label_from_detail(gate.policy, event.detail)
+            except (PeerError, LabelError) as exc:
+                reasons = getattr(exc, "reasons", None) or (getattr(exc, "reason", "bad_part"),)
+                return None, ("bad_part", *reasons)
+            if lab is not None:
+                found.append(lab)
+        label, reasons = gate.aggregate(found, uploader, self._clock_ms())
+        fields: dict[str, object] = {
+            "path": "upload",
+            "sender": uploader.name,
+            "org": uploader.org or "?",
+            "accepted": label is not None,
+            "parts_labelled": len(found),
+        }
+        if label is not None:
+            fields["label_id"] = label.label_id
+        if reasons:
+            fields["reasons"] = list(reasons)
+        if not gate.record([("ingest", fields)]):
+            return None, ("audit_unavailable",)
+        return (labels.label_to_json(label) if label is not None else None), reasons
 
     def permits(
         self, viewer: Principal, *, sender_groups: frozenset[str], label: str | None = None

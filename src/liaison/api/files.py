@@ -8,7 +8,9 @@ see is treated exactly like one that does not exist (:func:`not_found`).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from aiohttp import BodyPartReader, web
 from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, context, principal
 from liaison.api.server import MODE_KEY
+from liaison.protocol.limits import MAX_XML_EVENT_BYTES
 from liaison.storage.files import MAX_FILE_BYTES, FileRecord, FileStore
 
 log = logging.getLogger(__name__)
@@ -189,6 +192,37 @@ async def read_upload(
             raise UploadTooLarge()
         chunks.append(chunk)
     return Upload(b"".join(chunks), None, request.content_type or None)
+
+
+# Bounds on reading the CoT events inside an upload to find their labels. Every read is bounded
+# by these, whatever the zip headers claim, so this scan is safe before the store's full checks.
+MAX_LABEL_SCAN_ENTRIES = 2_000
+MAX_LABEL_SCAN_BYTES = 16 * 1024 * 1024
+
+
+def cot_parts(data: bytes) -> list[bytes]:
+    """The CoT events an upload carries: the upload itself when it is one event, or the ``.cot``
+    members of a data package (tak-protocol.md 5.1). Unreadable archives give no parts here; the
+    file store's own checks refuse them."""
+    stripped = data.lstrip()
+    if stripped.startswith((b"<?xml", b"<event")):
+        return [data]
+    if data[:4] != b"PK\x03\x04":
+        return []
+    parts: list[bytes] = []
+    budget = MAX_LABEL_SCAN_BYTES
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for info in zf.infolist()[:MAX_LABEL_SCAN_ENTRIES]:
+                if info.is_dir() or not info.filename.lower().endswith(".cot") or budget <= 0:
+                    continue
+                with zf.open(info) as member:
+                    raw = member.read(min(budget, MAX_XML_EVENT_BYTES) + 1)
+                budget -= len(raw)
+                parts.append(raw)
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, NotImplementedError):
+        return []
+    return parts
 
 
 def refuse_cross_site(request: web.Request) -> None:

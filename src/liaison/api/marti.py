@@ -223,6 +223,15 @@ async def _store_upload(
 ) -> FileRecord:
     ctx = context(request)
     uploader = principal(request)
+    # An upload is an aggregate: it carries the dominant label of the CoT events inside it, or the
+    # uploader's default label; the same ingest rules as for events apply (labels.md 7).
+    label, refused = ctx.router.label_upload(uploader, files.cot_parts(data))
+    if refused:
+        ctx.metrics.counter(
+            "liaison_files_refused_total", "Uploads refused before storing", "reason"
+        ).inc(refused[0])
+        log.warning("upload from %s refused by the label rules: %s", uploader.name, refused)
+        raise _refusal(403, refused[0])
     try:
         rec, _summary = await files.file_store(request).put(
             data,
@@ -236,6 +245,7 @@ async def _store_upload(
             tool=tool,
             creator_uid=_text(request, "creatorUid", "CreatorUid", "creatoruid"),
             expected_hash=expected_hash,
+            label=label,
         )
     except UnsafeFile as exc:
         ctx.metrics.counter(
@@ -256,6 +266,8 @@ def _refusal(status: int, reason: str) -> web.HTTPException:
     text = f"upload refused: {reason}\n"
     if status == 413:
         return web.HTTPRequestEntityTooLarge(max_size=MAX_FILE_BYTES, actual_size=0, text=text)
+    if status == 403:
+        return web.HTTPForbidden(text=text)
     return web.HTTPBadRequest(text=text)
 
 

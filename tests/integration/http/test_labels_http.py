@@ -120,3 +120,46 @@ async def test_rest_and_feed_release_exactly_what_the_gate_permits(
                         if uid not in EXPECTED[name]:
                             assert canary.encode() not in everything, (name, canary)
                             assert uid.encode() not in everything, (name, uid)
+
+
+async def test_data_packages_carry_the_dominant_label_of_their_contents(
+    start_server: ServerFactory, data_dir: Path, policy_file: Path
+) -> None:
+    from tests.integration.http.http_support import make_zip, sha256, upload_form
+
+    users = UserDirectory.load(data_dir / "users.json")
+    for name, (org, profile) in USERS.items():
+        users.add_user(name, org, profile=profile)
+    secret_both = marker("dp-a", "CANARY-DP-A", seclabel("SECRET", ["USA", "UKR"]))
+    unclass_both = marker("dp-b", "CANARY-DP-B", seclabel("UNCLASSIFIED", ["USA", "UKR"]))
+    package = make_zip({"a/a.cot": secret_both, "b/b.cot": unclass_both, "notes.txt": b"CANARY"})
+    unlabelled = make_zip({"notes.txt": b"CANARY-PLAIN"})
+
+    def upload_url(server: object, data: bytes) -> str:
+        return https_url(server, f"/Marti/sync/missionupload?hash={sha256(data)}&filename=p.zip")  # type: ignore[arg-type]
+
+    async with start_server(policy_file=str(policy_file)) as server:
+        certs = {name: issue_cert(server, name, org) for name, (org, _) in USERS.items()}
+        async with cert_session(server, certs["usa-s"]) as http:
+            async with http.post(upload_url(server, package), data=upload_form(package)) as r:
+                assert r.status == 200, await r.text()
+            # 8443 has no default label in this policy: an unlabelled upload is refused there.
+            async with http.post(upload_url(server, unlabelled), data=upload_form(unlabelled)) as r:
+                assert r.status == 403 and "no_label" in await r.text()
+        # The package is SECRET//REL TO USA, UKR: the highest part and the common REL.
+        visible = {"usa-s": True, "usa-u": False, "ukr-s": True, "ukr-u": False}
+        for name, cert in certs.items():
+            async with cert_session(server, cert) as http:
+                for data, may in ((package, visible[name]), (unlabelled, False)):
+                    url = https_url(server, f"/Marti/sync/content?hash={sha256(data)}")
+                    status, body = await _body(http, url)
+                    if may:
+                        assert status == 200 and body == data, name
+                    else:
+                        assert status == 404 and b"CANARY" not in body, name
+        # An uploader may not assert, through the parts of a package, a label it cannot read.
+        async with (
+            cert_session(server, certs["usa-u"]) as http,
+            http.post(upload_url(server, package), data=upload_form(package)) as r,
+        ):
+            assert r.status == 403
