@@ -12,6 +12,7 @@ from playwright.async_api import Browser, Page
 
 from tests.browser.helpers import (
     ARTIFACTS,
+    VIEWPORT,
     WAIT_MS,
     add_web_user,
     browsing,
@@ -372,3 +373,28 @@ async def test_two_thousand_units_frame_time(start_server: ServerFactory, browse
             # Generous bounds for two shared cores: responsive means a frame well under 100 ms.
             assert bench["median"] < 50, bench
             assert drag["median_ms"] < 50, drag
+
+
+async def test_browser_with_a_client_certificate_needs_no_password(
+    start_server: ServerFactory, browser: Browser
+) -> None:
+    async with start_server() as server, browsing(browser):
+        assert server.https is not None and server.tcp is not None
+        cert = issue_cert(server, "analyst", "TEST")
+        origin = f"https://127.0.0.1:{server.https.port}"
+        context = await browser.new_context(
+            ignore_https_errors=True,
+            viewport=VIEWPORT,
+            client_certificates=[
+                {"origin": origin, "certPath": str(cert.cert), "keyPath": str(cert.key)}
+            ],
+        )
+        page = await context.new_page()
+        tak = await connect_tcp(server.tcp.port, "tak")
+        async with clients(tak):
+            await tak.send(unit_event(*UNITS[0]))
+            await page.goto(f"{origin}/")
+            await page.wait_for_function("() => window.__liaison !== undefined", timeout=WAIT_MS)
+            assert (await page.text_content("#who") or "").startswith("analyst")
+            assert await page.locator("#logout").is_hidden()  # nothing to sign out of
+            await wait_drawn(page, "'u-inf' in d")

@@ -78,7 +78,7 @@ export class ChatPanel {
       ...this.messages.map((m) =>
         el(
           "li",
-          { "data-uid": m.uid ?? "" },
+          { "data-uid": m.uid ?? "", class: m.sender_uid && m.sender_uid === this.page.me.uid ? "mine" : null },
           el(
             "div",
             { class: "chat-meta" },

@@ -428,6 +428,12 @@ function showUser(me) {
   const cl = $("clearance");
   cl.replaceChildren(el("span", { class: "muted" }, "Clearance "), labelBadge(me.clearance ?? null, "none"));
   cl.title = "What your account may see";
+  if (!me.csrf) {
+    // Signed in by a client certificate (the certificate listener): there is no web session to
+    // end, the browser presents the certificate on every connection.
+    $("logout").hidden = true;
+    $("who").title += " · signed in with a client certificate";
+  }
 }
 
 async function main() {
