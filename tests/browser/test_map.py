@@ -167,6 +167,9 @@ async def test_map_shows_moves_deletes_and_chats(
             await popup.wait_for(state="visible", timeout=WAIT_MS)
             text = await popup.text_content() or ""
             assert "ALPHA-1" in text and "UNLABELLED" in text and "a-f-G-U-C-I" in text
+            # Its track from the server's history: the two positions it reported.
+            await popup.get_by_role("button", name="Server track").click()
+            await popup.get_by_role("button", name="Track: 2 points").wait_for(timeout=WAIT_MS)
 
             # Chat from the page reaches a TAK client...
             await open_chat_and_send(page, "hello from the map")
