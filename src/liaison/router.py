@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -600,15 +600,32 @@ class Router:
         return found[0] if found else None
 
     def filter_records(
-        self, viewer: Principal, records: Iterable[StoredEvent], *, path: str = "http"
+        self,
+        viewer: Principal,
+        records: Iterable[StoredEvent],
+        *,
+        path: str = "http",
+        known_as: Collection[str] = (),
     ) -> list[StoredEvent]:
-        """The stored records (history queries) that ``viewer`` may see."""
+        """The stored records (history queries) that ``viewer`` may see.
+
+        A directed message (``marti/dest``) is shown only to its sender and to its addressees,
+        as live explicit routing delivers it: the viewer is an addressee when a dest names one of
+        the uids or callsigns its connected clients use, or one in ``known_as`` (the web map's
+        identity, for example).
+        """
         allowed: list[StoredEvent] = []
         audit: list[tuple[str, Mapping[str, object]]] = []
+        identities: set[str] | None = None
         for r in records:
             label = self.load_label(r.label)
             if not self._decide(r.sender_groups, label, viewer).permit:
                 continue
+            if b"<dest" in r.xml and r.sender != viewer.name:
+                if identities is None:
+                    identities = set(known_as) | self._identities_of(viewer.name)
+                if not self._addressed(r.xml, identities):
+                    continue
             allowed.append(r)
             if self.gate is not None and label is not None and viewer.org != label.originator:
                 audit.append(
@@ -667,6 +684,21 @@ class Router:
         if not gate.record([("ingest", fields)]):
             return None, ("audit_unavailable",)
         return (labels.label_to_json(label) if label is not None else None), reasons
+
+    def _identities_of(self, name: str) -> set[str]:
+        ids: set[str] = set()
+        for s in self._subscribers.values():
+            if s.principal.name == name:
+                ids.update(x for x in (s.client_uid, s.callsign) if x)
+        return ids
+
+    @staticmethod
+    def _addressed(xml: bytes, identities: set[str]) -> bool:
+        try:
+            dests = cot_xml.parse_event(xml).dests
+        except PeerError:
+            return False
+        return any(d.uid in identities or d.callsign in identities for d in dests)
 
     def permits(
         self, viewer: Principal, *, sender_groups: frozenset[str], label: str | None = None

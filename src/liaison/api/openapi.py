@@ -18,6 +18,7 @@ _JSON = "application/json"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
+_NO_CONTROL = r"^[^\u0000-\u001f]*$"
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 
 _POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3}
@@ -214,10 +215,16 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["text"],
         "properties": {
-            "text": {"type": "string", "minLength": 1, "maxLength": 4000},
-            "chatroom": {"type": "string", "maxLength": 256},
-            "to_uid": {"type": "string", "maxLength": 256},
-            "to_callsign": {"type": "string", "maxLength": 256},
+            # Not blank; no control characters but tab and newline (what post_chat checks).
+            "text": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 4000,
+                "pattern": r"^[^\u0000-\u0008\u000b-\u001f]*\S[^\u0000-\u0008\u000b-\u001f]*$",
+            },
+            "chatroom": {"type": "string", "maxLength": 256, "pattern": _NO_CONTROL},
+            "to_uid": {"type": "string", "maxLength": 256, "pattern": _NO_CONTROL},
+            "to_callsign": {"type": "string", "maxLength": 256, "pattern": _NO_CONTROL},
         },
     },
     "Login": {

@@ -290,17 +290,6 @@ def visible_clients(
     return out
 
 
-def directed_to_viewer(event: Event, viewer: Principal) -> bool:
-    """Whether a stored directed event (marti/dest) may be shown to the web user ``viewer``.
-
-    The router decides by groups; among what it permits, a directed message is shown only to the
-    web identity it was addressed to, mirroring live explicit routing, which delivers it only to
-    subscribers with that uid or callsign (TSc StreamingEndpointRewriteFilter).
-    """
-    uid = web_uid(viewer)
-    return any(d.uid == uid or d.callsign == viewer.name for d in event.dests)
-
-
 def web_uid(p: Principal) -> str:
     """The CoT uid of a web map user (its chats and its WebSocket subscription)."""
     return f"liaison-web-{p.name}"
@@ -309,14 +298,12 @@ def web_uid(p: Principal) -> str:
 def parse_records(
     records: Sequence[StoredEvent], viewer: Principal
 ) -> list[tuple[StoredEvent, Event]]:
-    """Parse stored records; directed ones are kept only for the sender or the addressee."""
+    """Parse stored records (already filtered by ``Router.filter_records``)."""
     out: list[tuple[StoredEvent, Event]] = []
     for rec in records:
         try:
             event = cot_xml.parse_event(rec.xml)
         except PeerError:
-            continue
-        if event.dests and rec.sender != viewer.name and not directed_to_viewer(event, viewer):
             continue
         out.append((rec, event))
     return out
@@ -515,7 +502,9 @@ async def visible_history(
             break
         seen.update(r.seq for r in new)
         scanned += len(new)
-        allowed = ctx.router.filter_records(viewer, new, path="http")
+        allowed = ctx.router.filter_records(
+            viewer, new, path="http", known_as=(web_uid(viewer), viewer.name)
+        )
         found.extend(
             (rec, ev) for rec, ev in parse_records(allowed, viewer) if keep is None or keep(ev)
         )
