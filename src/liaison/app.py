@@ -456,6 +456,7 @@ async def _start_http(
         clock_ms=now_ms,
         principal_from_certificate=functools.partial(identities.from_certificate, listener="https"),
         principal_from_user=identities.from_username,
+        principal_anonymous=identities.anonymous,
         close_sessions_of=registry.close_principal,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS)

@@ -185,9 +185,14 @@ class Router:
     # --- ingest ---------------------------------------------------------------------------
 
     def publish(self, event: Event, source: Source) -> int:
+        """Accept one event from ``source``; returns the number of deliveries (0 if refused)."""
+        return self.publish_checked(event, source)[0]
+
+    def publish_checked(self, event: Event, source: Source) -> tuple[int, tuple[str, ...]]:
         """Accept one event from ``source``: check it, record it, store it, deliver it.
 
-        Returns the number of deliveries. Control messages (ping, negotiation) never get here:
+        Returns the number of deliveries and, when the event was refused, the reasons.
+        Control messages (ping, negotiation) never get here:
         sessions answer them themselves. The order matters: every decision is taken and every
         audit record written before the first byte is released; a refused event is neither
         stored nor delivered.
@@ -211,7 +216,7 @@ class Router:
                     ",".join(outcome.reasons),
                 )
                 gate.record(audit)
-                return 0
+                return 0, outcome.reasons or ("rejected",)
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
 
@@ -220,7 +225,7 @@ class Router:
             audit.extend(plan.audit)
         if gate is not None and not gate.record(audit):
             self._hold(received, source)
-            return 0
+            return 0, ()
 
         # Learn who a stream client is from its own position report (contact with an endpoint),
         # so explicit routing by uid or callsign can find it (TAK Server does the same).
@@ -250,7 +255,7 @@ class Router:
                 sub.deliver(plan.out)
             delivered += len(plan.permitted)
         self.m_deliveries.inc(amount=delivered)
-        return delivered
+        return delivered, ()
 
     def _hold(self, event: Event, source: Source) -> None:
         self._held.append((event, source))

@@ -15,6 +15,7 @@ doubles with each failure, up to ``MAX_THROTTLE_S``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -29,7 +30,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from liaison.api.context import PRINCIPAL_KEY, ApiContext, context
-from liaison.model.principal import Principal, PrincipalKind
+from liaison.model.principal import Principal
 
 log = logging.getLogger(__name__)
 
@@ -191,16 +192,16 @@ def make_auth_middleware(
             if caller is None:
                 raise web.HTTPForbidden(text="certificate not accepted\n")
         elif mode is AuthMode.ANONYMOUS:
-            caller = Principal(name=f"http:{client_address(request)}", kind=PrincipalKind.ANONYMOUS)
+            # The same groups file and gate rules as an anonymous stream client (listener http).
+            caller = ctx.principal_anonymous(client_address(request), "http")
         else:
-            caller = _password_caller(request, throttle, sessions)
+            caller = await _password_caller(request, throttle, sessions)
             if caller is None:
                 if request.path.startswith(PUBLIC_PREFIXES):
                     return await handler(request)
                 if request.path.startswith("/Marti/") or request.path.startswith("/api/"):
                     raise web.HTTPUnauthorized(
-                        headers={"WWW-Authenticate": 'Basic realm="Liaison"'},
-                        text="authentication required\n",
+                        headers=_challenge(request), text="authentication required\n"
                     )
                 raise web.HTTPFound("/login")
         request[PRINCIPAL_KEY] = caller
@@ -209,14 +210,25 @@ def make_auth_middleware(
     return auth
 
 
-def _password_caller(
+def _challenge(request: web.Request) -> dict[str, str]:
+    """The 401 challenge. The web map (it sends ``X-Requested-With`` or carries a session cookie)
+    gets none: a Basic challenge would make the browser hold the request behind its own password
+    box instead of letting the page go back to its sign-in page."""
+    if request.headers.get("X-Requested-With") or SESSION_COOKIE in request.cookies:
+        return {}
+    return {"WWW-Authenticate": 'Basic realm="Liaison"'}
+
+
+async def _password_caller(
     request: web.Request, throttle: LoginThrottle, sessions: WebSessions
 ) -> Principal | None:
     ctx = context(request)
     found = sessions.lookup(request.cookies.get(SESSION_COOKIE))
     if found is not None:
         username, csrf = found
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
+        # Signing in again with a live session needs no CSRF token: /login is protected by the
+        # cross-site check and SameSite=Strict, and it replaces the session anyway.
+        if request.method not in ("GET", "HEAD", "OPTIONS") and request.path != "/login":
             sent = request.headers.get("X-CSRF-Token", "")
             if not hmac.compare_digest(sent, csrf):
                 raise web.HTTPForbidden(text="missing or wrong CSRF token\n")
@@ -225,13 +237,16 @@ def _password_caller(
     if basic is None:
         return None
     username, password = basic
-    return check_password(request, username, password, throttle)
+    return await check_password(request, username, password, throttle)
 
 
-def check_password(
+async def check_password(
     request: web.Request, username: str, password: str, throttle: LoginThrottle
 ) -> Principal | None:
-    """Check a password (or enrollment token) under the throttle; 429 while throttled."""
+    """Check a password (or enrollment token) under the throttle; 429 while throttled.
+
+    The scrypt check (about 0.1 s by design) runs on a worker thread, never on the event loop.
+    """
     ctx = context(request)
     address = client_address(request)
     keys = (f"addr:{address}", f"user:{username}")
@@ -240,16 +255,16 @@ def check_password(
         raise web.HTTPTooManyRequests(
             headers={"Retry-After": str(int(wait) + 1)}, text="too many failed logins\n"
         )
-    user = ctx.users.authenticate_enrollment(username, password, _utcnow(ctx))
+    user = await asyncio.to_thread(
+        ctx.users.authenticate_enrollment, username, password, _utcnow(ctx)
+    )
     if user is None or user.revoked:
         throttle.failed(*keys)
         ctx.metrics.counter(
             "liaison_http_auth_failed_total", "Refused HTTP logins", "listener"
         ).inc("password")
         log.warning("http %s: login refused for %r", address, username)
-        raise web.HTTPUnauthorized(
-            headers={"WWW-Authenticate": 'Basic realm="Liaison"'}, text="wrong credentials\n"
-        )
+        raise web.HTTPUnauthorized(headers=_challenge(request), text="wrong credentials\n")
     throttle.succeeded(*keys)
     return ctx.principal_from_user(user.name)
 

@@ -37,6 +37,9 @@ class ApiContext:
     principal_from_certificate: Callable[[bytes | None, str], Principal | None]
     # Turns a username into a Principal after its password was checked (web sign-in, Basic).
     principal_from_user: Callable[[str], Principal | None]
+    # An anonymous caller of a listener (peer address, listener name), as the stream listeners
+    # build them: groups file defaults and the gate's anonymous profile for that listener.
+    principal_anonymous: Callable[[str, str], Principal]
     # Closes every live streaming session of a user (revocation).
     close_sessions_of: Callable[[str], int]
 

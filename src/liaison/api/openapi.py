@@ -164,6 +164,11 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Web sessions only: send it as X-CSRF-Token on every non-GET call.",
             },
             "uid": {"type": "string", "description": "CoT uid of this web user's chats."},
+            "classifications": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The label policy's classifications, lowest first; empty without.",
+            },
         },
     },
     "Client": {
@@ -225,6 +230,13 @@ _SCHEMAS: dict[str, Any] = {
             "chatroom": {"type": "string", "maxLength": 256, "pattern": _NO_CONTROL},
             "to_uid": {"type": "string", "maxLength": 256, "pattern": _NO_CONTROL},
             "to_callsign": {"type": "string", "maxLength": 256, "pattern": _NO_CONTROL},
+            "label": {
+                "type": "string",
+                "maxLength": 256,
+                "pattern": _NO_CONTROL,
+                "description": "The label to send with, as a banner (SECRET//REL TO USA, UKR);"
+                " without it the listener's default label applies.",
+            },
         },
     },
     "Login": {
@@ -409,7 +421,10 @@ _PATHS: dict[str, Any] = {
                     "Sent; delivered counts the recipients it was handed to.",
                 ),
                 "400": _BAD,
-                "403": {"description": "Missing CSRF token, or a cross-site request."},
+                "403": {
+                    "description": "Missing CSRF token, a cross-site request, or refused by"
+                    " the label rules."
+                },
                 "413": {"description": "Body too large."},
                 "415": {"description": "The body must be application/json."},
             },

@@ -32,6 +32,7 @@ from liaison.api.files import refuse_cross_site
 from liaison.api.openapi import spec as openapi_spec
 from liaison.api.server import MODE_KEY, SESSIONS_KEY, THROTTLE_KEY
 from liaison.errors import PeerError
+from liaison.model import labels
 from liaison.model.event import UNKNOWN_THRESHOLD, Event
 from liaison.model.labels import AuthSet, CategoryType, Policy
 from liaison.model.principal import Principal
@@ -444,6 +445,9 @@ async def get_me(request: web.Request) -> web.Response:
             "clearance": clearance_banner(ctx.router.policy, p.auths),
             "csrf": csrf,
             "uid": web_uid(p),
+            "classifications": list(ctx.router.policy.classifications)
+            if ctx.router.policy is not None
+            else [],
         }
     )
 
@@ -681,6 +685,7 @@ def build_chat(
     to_uid: str | None = None,
     to_callsign: str | None = None,
     message_id: str | None = None,
+    seclabel: ET.Element | None = None,
 ) -> Event:
     """A GeoChat ``b-t-f`` event as ATAK writes one (samples atak-chat-all-02.xml and
     atak-chat-direct-01.xml; NC lib/builders/chat.ts): ``__chat`` with ``chatgrp``, a ``p-p`` link
@@ -734,6 +739,8 @@ def build_chat(
         else:
             assert to_callsign is not None
             ET.SubElement(marti, "dest", {"callsign": to_callsign})
+    if seclabel is not None:
+        detail.append(seclabel)
     return cot_xml.parse_event(ET.tostring(event, encoding="utf-8"))
 
 
@@ -751,18 +758,43 @@ async def post_chat(request: web.Request) -> web.Response:
         raise bad_request(f"text is longer than {MAX_CHAT_CHARS} characters")
     if any(ord(c) < 0x20 and c not in "\n\t" for c in text):
         raise bad_request("text must not contain control characters")
+    now = ctx.clock_ms()
+    seclabel = _chat_label(ctx.router.policy, _optional_text(doc, "label"), sender, now)
     event = build_chat(
         sender_uid=web_uid(sender),
         callsign=sender.name,
         text=text,
-        now_ms=ctx.clock_ms(),
+        now_ms=now,
+        seclabel=seclabel,
         chatroom=_optional_text(doc, "chatroom"),
         to_uid=_optional_text(doc, "to_uid"),
         to_callsign=_optional_text(doc, "to_callsign"),
     )
-    delivered = ctx.router.publish(event, _WebSource(sender))
+    delivered, refused = ctx.router.publish_checked(event, _WebSource(sender))
+    if refused:
+        raise web.HTTPForbidden(
+            text=json.dumps({"error": "refused", "reasons": list(refused)}),
+            content_type="application/json",
+        )
     message = chat_message(event, ctx.router.banner(event))
     return json_response({"message": message, "delivered": delivered}, status=201)
+
+
+def _chat_label(
+    policy: labels.Policy | None, banner: str | None, sender: Principal, now_ms: int
+) -> ET.Element | None:
+    """The ``<__seclabel>`` for a chat sent with a chosen label (a banner such as
+    ``SECRET//REL TO USA, UKR``); None leaves it to the listener default. The router's ingest
+    rules then decide whether the sender may assert it."""
+    if banner is None or policy is None:
+        return None
+    try:
+        label = labels.label_from_banner(
+            policy, banner, originator=sender.org or "", created_ms=now_ms
+        )
+        return labels.label_to_seclabel(policy, label)
+    except labels.LabelError as exc:
+        raise bad_request(f"label: {exc}") from None
 
 
 async def get_chat(request: web.Request) -> web.Response:
@@ -881,7 +913,7 @@ async def post_login(request: web.Request) -> web.StreamResponse:
     if not isinstance(username, str) or not isinstance(password, str) or not username:
         raise bad_request("username and password are required")
     try:
-        who = check_password(request, username, password, request.app[THROTTLE_KEY])
+        who = await check_password(request, username, password, request.app[THROTTLE_KEY])
     except web.HTTPUnauthorized:
         if as_json:
             return json_response({"error": "wrong credentials"}, status=401)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -49,6 +50,7 @@ ENCODE_CACHE_SIZE = 4096
 
 ENCODER_KEY: web.AppKey[FeedEncoder] = web.AppKey("liaison.ws.encoder")
 METRICS_KEY: web.AppKey[WsMetrics] = web.AppKey("liaison.ws.metrics")
+SOCKETS_KEY: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("liaison.ws_sockets")
 
 
 class WsMetrics:
@@ -215,6 +217,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="a WebSocket upgrade is required\n")
     await ws.prepare(request)
+    request.app[SOCKETS_KEY].add(ws)
     metrics = request.app[METRICS_KEY]
     encoder = request.app[ENCODER_KEY]
     sub = WsSubscriber(viewer, client_uid=web_uid(viewer), callsign=viewer.name, metrics=metrics)
@@ -242,9 +245,18 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _close_feeds(app: web.Application) -> None:
+    """At shutdown, tell every open feed the server is going away, so none holds it up."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS_KEY]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
 def add_routes(app: web.Application, mode: AuthMode) -> None:
     """The WebSocket feed on one listener."""
     ctx = app[CONTEXT_KEY]
     app[ENCODER_KEY] = FeedEncoder(ctx.router)
     app[METRICS_KEY] = WsMetrics(ctx.metrics)
+    app[SOCKETS_KEY] = weakref.WeakSet()
+    app.on_shutdown.append(_close_feeds)
     app.router.add_get(f"{API}/stream", stream)

@@ -163,3 +163,36 @@ async def test_data_packages_carry_the_dominant_label_of_their_contents(
             http.post(upload_url(server, package), data=upload_form(package)) as r,
         ):
             assert r.status == 403
+
+
+async def test_web_chat_with_a_chosen_label(
+    start_server: ServerFactory, data_dir: Path, policy_file: Path
+) -> None:
+    users = UserDirectory.load(data_dir / "users.json")
+    for name, (org, profile) in USERS.items():
+        users.add_user(name, org, profile=profile)
+    async with start_server(policy_file=str(policy_file)) as server:
+        assert server.tls is not None
+        certs = {name: issue_cert(server, name, org) for name, (org, _) in USERS.items()}
+        ks, ku = certs["ukr-s"], certs["ukr-u"]
+        secret = await connect_tls(server.tls.port, cert=ks.cert, key=ks.key, ca=ks.ca)
+        unclass = await connect_tls(server.tls.port, cert=ku.cert, key=ku.key, ca=ku.ca)
+        async with clients(secret, unclass), cert_session(server, certs["usa-s"]) as http:
+            url = https_url(server, "/api/v1/chat")
+            body = {"text": "CANARY-WEB-SECRET", "label": "SECRET//REL TO USA, UKR"}
+            async with http.post(url, json=body) as r:
+                assert r.status == 201, await r.text()
+                assert (await r.json())["message"]["label"] == "SECRET//REL TO USA, UKR"
+            await secret.wait_for(b"CANARY-WEB-SECRET")
+            assert b"CANARY-WEB-SECRET" not in bytes(unclass.raw) + b"".join(
+                await unclass.collect(0.3)
+            )
+            async with http.post(url, json={"text": "x", "label": "SECRET//REL TO NOWHERE"}) as r:
+                assert r.status == 400
+        async with cert_session(server, certs["usa-u"]) as http:
+            body = {"text": "too high", "label": "SECRET//REL TO USA"}
+            async with http.post(https_url(server, "/api/v1/chat"), json=body) as r:
+                assert r.status == 403
+                assert "class_exceeds" in await r.text() or "cannot_read" in await r.text()
+            async with http.get(https_url(server, "/api/v1/me")) as r:
+                assert (await r.json())["classifications"][0] == "UNCLASSIFIED"

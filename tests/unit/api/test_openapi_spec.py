@@ -12,6 +12,7 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.config import Config
 from liaison.metrics import Metrics
+from liaison.model.principal import Principal
 from liaison.router import Router
 from liaison.storage.memory import MemoryStore
 from liaison.users import UserDirectory
@@ -29,6 +30,7 @@ def _context(tmp_path: Path) -> ApiContext:
         clock_ms=lambda: 0,
         principal_from_certificate=lambda der, peer: None,
         principal_from_user=lambda name: None,
+        principal_anonymous=lambda peer, listener: Principal(name=f"{listener}:{peer}"),
         close_sessions_of=lambda name: 0,
     )
 

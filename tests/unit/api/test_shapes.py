@@ -235,19 +235,3 @@ def test_query_parameters() -> None:
     for bad in ("0", "11", "-1", "x"):
         with pytest.raises(web.HTTPBadRequest):
             rest.parse_limit(bad, 5, 10)
-
-
-def test_directed_history_is_shown_to_sender_and_addressee_only() -> None:
-    alice = viewer("alice")
-    to_alice = rest.build_chat(
-        sender_uid="ANDROID-1", callsign="B", text="x", now_ms=T, to_callsign="alice"
-    )
-    to_uid = rest.build_chat(
-        sender_uid="ANDROID-1", callsign="B", text="x", now_ms=T, to_uid="liaison-web-alice"
-    )
-    to_other = rest.build_chat(
-        sender_uid="ANDROID-1", callsign="B", text="x", now_ms=T, to_callsign="carol"
-    )
-    assert rest.directed_to_viewer(to_alice, alice)
-    assert rest.directed_to_viewer(to_uid, alice)
-    assert not rest.directed_to_viewer(to_other, alice)

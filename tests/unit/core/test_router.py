@@ -211,3 +211,43 @@ def test_events_from_a_partner_never_reach_another_partner_unless_configured() -
     assert r.publish(event("from-local"), local) == 2  # local events go to both partners
     r.relay_between_peers = True
     assert r.publish(event("relayed"), p1) == 2
+
+
+def test_history_shows_directed_messages_to_sender_and_addressees_only() -> None:
+    from liaison.protocol import cot_xml
+    from liaison.storage.base import StoredEvent
+
+    r = router()
+    bob = Sub(user("bob"))
+    r.attach(bob)
+    r.publish(sa("uid-bob", "BOB"), bob)  # bob's client is known as uid-bob / BOB
+
+    def record(uid: str, sender: str, dest: str) -> StoredEvent:
+        ev = event(uid, "b-t-f", detail=f"<marti><dest {dest}/></marti>")
+        return StoredEvent(
+            uid=uid,
+            type="b-t-f",
+            how="h-e",
+            time=NOW,
+            start=NOW,
+            stale=NOW + 1,
+            lat=0.0,
+            lon=0.0,
+            hae=0.0,
+            callsign=None,
+            sender=sender,
+            sender_groups=frozenset({"__ANON__"}),
+            received=NOW,
+            xml=cot_xml.render_xml(ev),
+        )
+
+    recs = [
+        record("to-bob-uid", "alice", 'uid="uid-bob"'),
+        record("to-bob-cs", "alice", 'callsign="BOB"'),
+        record("to-web", "alice", 'uid="liaison-web-bob"'),
+        record("to-carol", "alice", 'callsign="CAROL"'),
+        record("from-bob", "bob", 'callsign="CAROL"'),
+    ]
+    seen = [x.uid for x in r.filter_records(user("bob"), recs, known_as=("liaison-web-bob",))]
+    assert seen == ["to-bob-uid", "to-bob-cs", "to-web", "from-bob"]
+    assert [x.uid for x in r.filter_records(user("carol"), recs)] == []
