@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytak
-import pytest
 from playwright.async_api import Browser, Page
 
 from tests.browser.helpers import (
@@ -216,11 +215,6 @@ async def test_logout_returns_to_sign_in(start_server: ServerFactory, browser: B
         assert await page.locator("#login-form").is_visible()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the password listener answers a script's 401 with 'WWW-Authenticate: Basic', so the"
-    " browser holds the request for its own sign-in box instead of handing the 401 to the page",
-)
 async def test_expired_session_returns_to_sign_in(
     start_server: ServerFactory, browser: Browser
 ) -> None:
