@@ -212,6 +212,12 @@ class Node:
         return seen
 
 
+def complete(node: Node, phase: str, per_uid: int) -> bool:
+    """Every event of ``phase`` has arrived at ``node`` (order and duplicates checked later)."""
+    seen = node.received()
+    return all(len(seen[(phase, uid)]) >= per_uid for uid in range(UIDS))
+
+
 def wait_for(predicate: object, what: str, within: float = WAIT_S) -> None:
     deadline = time.monotonic() + within
     while not predicate():  # type: ignore[operator]
@@ -322,6 +328,7 @@ def test_outage_loss_and_restarts_in_namespaces(net: Net, tmp_path: Path) -> Non
         b.start()
         wait_for(lambda: a.status().get("backlog") == UIDS * 20, "queued during outage")
         net.link(True)
+        wait_for(lambda: complete(b, "brestart", 20), "delivered after partner restart")
         wait_for(lambda: a.status().get("backlog") == 0, "drained after partner restart")
 
         # 4. Our server restarts during an outage (its outbox is on disk).
