@@ -87,6 +87,7 @@ class Server:
     https: Endpoint | None = None
     enroll: Endpoint | None = None
     http: Endpoint | None = None
+    http_runtime: RunningHttp | None = None  # the HTTP applications, for introspection
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -463,6 +464,7 @@ async def _start_http(
     server.https = running.bound.get("https")
     server.enroll = running.bound.get("enroll")
     server.http = running.bound.get("http")
+    server.http_runtime = running
     return running
 
 
