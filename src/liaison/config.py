@@ -183,6 +183,7 @@ class Config:
     storage: str = "sqlite"
     retention_days: int = 30
     policy_file: Path | None = None
+    mbtiles: Path | None = None
     audit_sync_ms: float = 200.0
     log_level: str = "info"
 
@@ -375,6 +376,13 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_float,
         "Milliseconds between fsyncs of the audit log (records are written before each"
         " release; 0 fsyncs every batch before releasing).",
+    ),
+    Setting(
+        "web.mbtiles",
+        "mbtiles",
+        "LIAISON_MBTILES",
+        _optional_path,
+        "A raster MBTiles file the web map draws over its Natural Earth basemap.",
     ),
     Setting(
         "log.level",

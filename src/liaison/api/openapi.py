@@ -445,6 +445,75 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/v1/items/{uid}/label": {
+        "post": {
+            "summary": "Relabel an item (a new version): raising is open to anyone who may see it;"
+            " lowering or widening REL needs a release authority and a justification.",
+            "operationId": "postItemLabel",
+            "parameters": [
+                {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    _JSON: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["label"],
+                            "properties": {
+                                "label": {"type": "string", "maxLength": 256},
+                                "justification": {"type": "string", "maxLength": 1024},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["uid", "label", "direction"],
+                        "properties": {
+                            "uid": {"type": "string"},
+                            "label": {"type": "string"},
+                            "direction": {"type": "string"},
+                        },
+                    },
+                    "Relabelled; the new version was released to who may now see it.",
+                ),
+                "400": _BAD,
+                "403": {"description": "Refused by the relabelling rules (reasons in the body)."},
+                "404": {
+                    "description": "No such item, or not visible to the caller; or labels off."
+                },
+            },
+        }
+    },
+    "/api/v1/tiles": {
+        "get": {
+            "summary": "The operator's raster MBTiles set (web.mbtiles): format, zooms, bounds.",
+            "operationId": "getTiles",
+            "responses": {
+                "200": _json({"type": "object"}, "MBTiles metadata."),
+                "404": {"description": "No tile set is configured."},
+            },
+        }
+    },
+    "/api/v1/tiles/{z}/{x}/{y}": {
+        "get": {
+            "summary": "One raster tile, XYZ numbering.",
+            "operationId": "getTile",
+            "parameters": [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "integer"}}
+                for n in ("z", "x", "y")
+            ],
+            "responses": {
+                "200": {"description": "The tile image (image/png, image/jpeg or image/webp)."},
+                "400": {"description": "z, x or y is not an integer."},
+                "404": {"description": "No such tile, or no tile set."},
+            },
+        }
+    },
     "/api/v1/openapi.json": {
         "get": {
             "summary": "This document.",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import openapi, rest, ws
+from liaison.api import openapi, relabel, rest, tiles, ws
 from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.config import Config
@@ -41,6 +41,8 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     app[CONTEXT_KEY] = ctx
     rest.add_routes(app, mode)
     ws.add_routes(app, mode)
+    relabel.add_routes(app, mode)
+    tiles.add_routes(app, mode)
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

@@ -1,0 +1,118 @@
+"""The operator's own raster MBTiles file, served to the web map over the Natural Earth basemap.
+
+MBTiles 1.3 (mapbox/mbtiles-spec): an SQLite file with a ``metadata`` table (name, value) and a
+``tiles`` table (zoom_level, tile_column, tile_row, tile_data) whose rows are numbered TMS-style
+from the south; the web map asks in XYZ numbering (from the north), so the row is flipped:
+``tile_row = 2**z - 1 - y``. The file is opened read-only; reads run on a worker thread.
+Tiles carry no items, so they need no access decision: they are the operator's basemap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+from liaison.api.auth import AuthMode
+from liaison.api.context import CONTEXT_KEY
+from liaison.errors import ConfigError
+
+API = "/api/v1"
+# Raster formats the page draws, and their content types (MBTiles 1.3 "format").
+FORMATS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Highest zoom level a request may name: 2^30 tiles a side is beyond any real tile set.
+MAX_ZOOM = 30
+TILES_KEY: web.AppKey[MbTiles] = web.AppKey("liaison.mbtiles")
+
+
+class MbTiles:
+    """A read-only MBTiles file. One connection per thread (sqlite3 objects stay on theirs)."""
+
+    def __init__(self, path: Path) -> None:
+        self._uri = f"file:{path}?mode=ro"
+        self._local = threading.local()
+        try:
+            meta = dict(self._db().execute("SELECT name, value FROM metadata").fetchall())
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                "web.mbtiles", f"{path} is not a readable MBTiles file: {exc}"
+            ) from exc
+        fmt = str(meta.get("format", "png")).lower()
+        if fmt not in FORMATS:
+            raise ConfigError("web.mbtiles", f"{path}: format {fmt!r} is not a raster format")
+        self.format = fmt
+        self.info: dict[str, object] = {"format": "jpg" if fmt == "jpeg" else fmt}
+        for key in ("minzoom", "maxzoom"):
+            if key in meta:
+                self.info[key] = int(meta[key])
+        for key in ("name", "attribution"):
+            if key in meta:
+                self.info[key] = str(meta[key])
+        if "bounds" in meta:
+            with contextlib.suppress(ValueError):
+                self.info["bounds"] = [float(v) for v in str(meta["bounds"]).split(",")][:4]
+        if "minzoom" not in self.info or "maxzoom" not in self.info:
+            row = (
+                self._db().execute("SELECT MIN(zoom_level), MAX(zoom_level) FROM tiles").fetchone()
+            )
+            self.info.setdefault("minzoom", int(row[0] or 0))
+            self.info.setdefault("maxzoom", int(row[1] or 0))
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._uri, uri=True, check_same_thread=True)
+            self._local.db = db
+        return db
+
+    def tile(self, z: int, x: int, y: int) -> bytes | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
+                (z, x, (1 << z) - 1 - y),
+            )
+            .fetchone()
+        )
+        return bytes(row[0]) if row is not None else None
+
+
+async def get_info(request: web.Request) -> web.Response:
+    tiles = request.app.get(TILES_KEY)
+    if tiles is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": "no tile set"}), content_type="application/json"
+        )
+    return web.json_response(tiles.info)
+
+
+async def get_tile(request: web.Request) -> web.Response:
+    tiles = request.app.get(TILES_KEY)
+    try:
+        z, x, y = (int(request.match_info[k]) for k in ("z", "x", "y"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="z, x and y must be integers\n") from None
+    if tiles is None or not (0 <= z <= MAX_ZOOM and 0 <= x < (1 << z) and 0 <= y < (1 << z)):
+        raise web.HTTPNotFound(text="no such tile\n")
+    data = await asyncio.to_thread(tiles.tile, z, x, y)
+    if data is None:
+        raise web.HTTPNotFound(text="no such tile\n")
+    return web.Response(
+        body=data,
+        content_type=FORMATS[tiles.format],
+        headers={"Cache-Control": "private, max-age=86400"},
+    )
+
+
+def add_routes(app: web.Application, mode: AuthMode) -> None:
+    """The tile routes on every listener; without ``web.mbtiles`` they answer 404."""
+    path = app[CONTEXT_KEY].config.mbtiles
+    if path is not None:
+        app[TILES_KEY] = MbTiles(path)
+    app.router.add_get(f"{API}/tiles", get_info)
+    app.router.add_get(f"{API}/tiles/{{z}}/{{x}}/{{y}}", get_tile)
