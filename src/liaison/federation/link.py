@@ -370,7 +370,10 @@ class PeerLink:
         validator: InboundValidator | None = None
         while True:
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), idle)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+                # arrives as the read completes, and a lost cancellation never ends the link.
+                async with asyncio.timeout(idle):
+                    data = await reader.read(READ_CHUNK)
             except TimeoutError:
                 raise PeerError(f"nothing heard for {idle:.0f} s", reason="idle_timeout") from None
             if not data:
@@ -602,8 +605,10 @@ def _denial_fields(egress: str, d: Denial) -> dict[str, object]:
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
+    # Cancellation is never swallowed here (DESIGN.md convention 8): a shutdown must end us.
+    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await writer.wait_closed()
 
 
 # --- TLS ------------------------------------------------------------------------------------------
@@ -796,10 +801,8 @@ class Federation:
         status.set_state(LinkState.CONNECTING, self._clock_ms())
         try:
             ctx = dial_context(peer, self._cert, self._key)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address.host, address.port, ssl=ctx),
-                CONNECT_TIMEOUT_S,
-            )
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(address.host, address.port, ssl=ctx)
         except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
             reason = f"cannot connect to {address}: {exc or type(exc).__name__}"
             if isinstance(exc, ssl.SSLCertVerificationError):

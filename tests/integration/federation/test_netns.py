@@ -218,11 +218,12 @@ def complete(node: Node, phase: str, per_uid: int) -> bool:
     return all(len(seen[(phase, uid)]) >= per_uid for uid in range(UIDS))
 
 
-def wait_for(predicate: object, what: str, within: float = WAIT_S) -> None:
+def wait_for(predicate: object, what: str, within: float = WAIT_S, detail: object = None) -> None:
     deadline = time.monotonic() + within
     while not predicate():  # type: ignore[operator]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            extra = detail() if callable(detail) else ""
+            raise AssertionError(f"timed out waiting for {what} {extra}")
         time.sleep(0.2)
 
 
@@ -326,7 +327,11 @@ def test_outage_loss_and_restarts_in_namespaces(net: Net, tmp_path: Path) -> Non
         expected["brestart"] = 20
         b.stop()
         b.start()
-        wait_for(lambda: a.status().get("backlog") == UIDS * 20, "queued during outage")
+        wait_for(
+            lambda: a.status().get("backlog") == UIDS * 20,
+            "queued during outage",
+            detail=lambda: (a.status(), {k: len(v) for k, v in b.received().items()}),
+        )
         net.link(True)
         wait_for(lambda: complete(b, "brestart", 20), "delivered after partner restart")
         wait_for(lambda: a.status().get("backlog") == 0, "drained after partner restart")
