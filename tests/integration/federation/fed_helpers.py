@@ -129,7 +129,8 @@ async def stop_federation(side: Side) -> None:
     if side.task is not None:
         side.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await side.task
+            async with asyncio.timeout(WAIT_S):  # a federation that does not stop fails the test
+                await side.task
         side.task = None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -171,7 +172,9 @@ class Node:
             cwd=REPO,
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # bounded: the node exits on any startup error
+        ready, _, _ = select.select([self.proc.stdout], [], [], WAIT_S)
+        assert ready, f"{self.side} not ready in {WAIT_S} s"
+        line = self.proc.stdout.readline()
         assert line.startswith(b"READY"), (line, (self.dir / "node.log").read_text()[-3000:])
 
     def send(self, command: str) -> None:
