@@ -29,6 +29,8 @@ from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
 from liaison.config import Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError
+from liaison.federation.config import parse_federation
+from liaison.federation.link import Federation, GateAudit
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.groups import GroupRules, parse_group_rules
 from liaison.metrics import Metrics
@@ -88,6 +90,8 @@ class Server:
     enroll: Endpoint | None = None
     http: Endpoint | None = None
     http_runtime: RunningHttp | None = None  # the HTTP applications, for introspection
+    federation: Federation | None = None  # the partner links, when configured
+    federation_address: Endpoint | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -398,6 +402,12 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 datagram_transports.append(transport)
 
             http = await _start_http(config, server, identities, users, registry)
+            fed = _build_federation(config, gate, router, server_pki, metrics)
+            if fed is not None:
+                bound = await fed.start()
+                server.federation = fed
+                server.federation_address = Endpoint(bound.host, bound.port) if bound else None
+                tasks.append(tg.create_task(fed.run(), name="federation"))
             try:
                 yield server
             finally:
@@ -466,6 +476,44 @@ async def _start_http(
     server.http = running.bound.get("http")
     server.http_runtime = running
     return running
+
+
+def _build_federation(
+    config: Config,
+    gate: Gate | None,
+    router: Router,
+    server_pki: pki.ServerPki | None,
+    metrics: Metrics,
+) -> Federation | None:
+    """The partner links, from the ``[federation]`` table of the label policy file.
+
+    Federation lives in the policy file because a partner's release ceiling and what it may
+    originate are written in the policy's terms; it needs labels and the server's certificate.
+    """
+    if config.policy_file is None or gate is None:
+        return None
+    text = config.policy_file.read_text(encoding="utf-8")
+    fed_config = parse_federation(
+        text,
+        gate.policy,
+        default_server_id=config.public_host,
+        base_dir=config.policy_file.parent,
+    )
+    if fed_config is None:
+        return None
+    if server_pki is None:
+        raise ConfigError("federation", "needs the server's certificate: turn a TLS listener on")
+    return Federation(
+        config=fed_config,
+        policy=gate.policy,
+        router=router,
+        audit=GateAudit(gate),
+        data_dir=config.data_dir,
+        server_cert=server_pki.server_cert,
+        server_key=server_pki.server_key,
+        clock_ms=now_ms,
+        metrics=metrics,
+    )
 
 
 def _open_gate(config: Config) -> tuple[Gate | None, AuditLog | None]:

@@ -89,6 +89,10 @@ async def _serve(cfg: config_mod.Config) -> int:
             print(f"  HTTPS (sign-in) {server.enroll}  enrollment and web map sign-in")
         if server.http:
             print(f"  HTTP            {server.http}")
+        if server.federation is not None:
+            where = server.federation_address or "dial-out only"
+            peers = ", ".join(p.name for p in server.federation.config.peers)
+            print(f"  Partner link    {where}  peers: {peers}")
         if cfg.multicast:
             print(f"  Mesh bridge     {cfg.multicast}")
         print("Add a user and their connection package with:")
