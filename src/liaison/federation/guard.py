@@ -307,32 +307,18 @@ class OutboundGuard:
         across a stream, is written once per distinct content and reused (memoised on its full
         content, like :class:`LabelReader`). The re-check parses the result from scratch.
         """
-        # The root and point only (no detail, no cached bytes), built directly: cheaper than
-        # dataclasses.replace on an 24-field Event, and render_xml stays the one writer.
-        head = cot_xml.render_xml(
-            Event(
-                uid=event.uid,
-                type=event.type,
-                how=event.how,
-                time=event.time,
-                start=event.start,
-                stale=event.stale,
-                lat=event.lat,
-                lon=event.lon,
-                hae=event.hae,
-                ce=event.ce,
-                le=event.le,
-                version=event.version,
+        # The root and point as render_xml writes them (cot_xml stays the one writer of an
+        # event's opening), with the label's marking in place of the event's own attributes.
+        detail = event.detail
+        parts = [
+            cot_xml.render_open(
+                event,
                 access=marking.access,
-                qos=event.qos,
-                opex=event.opex,
                 caveat=marking.caveat,
                 releasable_to=marking.releasable_to,
-            )
-        )
-        assert head.endswith(b"</event>")
-        detail = event.detail
-        parts = ["<detail"]
+            ),
+            "<detail",
+        ]
         if detail is not None:
             for name, value in detail.attrib.items():
                 parts.append(f' {name}="{cot_xml.escape_attribute(value)}"')
@@ -354,7 +340,7 @@ class OutboundGuard:
         parts.append(
             f'<{PROVENANCE_TAG} origin="{stamp.origin}" hops="{stamp.hops}" /></detail></event>'
         )
-        return head[: -len(b"</event>")] + "".join(parts).encode("utf-8")
+        return "".join(parts).encode("utf-8")
 
     def check(self, event: Event) -> Release | Denial:
         """Decide on one event and, when it may go, render and re-check its release bytes."""

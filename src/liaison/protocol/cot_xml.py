@@ -90,13 +90,21 @@ def format_time(ms: int) -> str:
     if not _MIN_MS <= ms < _MAX_MS:
         raise ValueError(f"time {ms} ms is outside 1970..2200")
     seconds, milli = divmod(ms, 1000)
+    return f"{_format_second(seconds)}.{milli:03d}Z"
+
+
+# Most events rendered in a given moment carry times within the same few seconds (time, start,
+# and stale a fixed interval later), so the calendar arithmetic is worth remembering per second.
+_SECONDS_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=_SECONDS_CACHE)
+def _format_second(seconds: int) -> str:
     days, rest = divmod(seconds, 86_400)
     d = date.fromordinal(_EPOCH_ORDINAL + days)
     hour, rest = divmod(rest, 3600)
     minute, second = divmod(rest, 60)
-    return (
-        f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
-    )
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
 
 
 # --- hardened XML -------------------------------------------------------------------------------
@@ -374,6 +382,25 @@ def render_xml(event: Event) -> bytes:
     """
     if event.xml is not None:
         return event.xml
+    parts = _open_parts(event, event.access, event.caveat, event.releasable_to)
+    if event.detail is not None:
+        parts.append(serialize_element(event.detail))
+    parts.append("</event>")
+    return "".join(parts).encode("utf-8")
+
+
+def render_open(
+    event: Event, *, access: str | None, caveat: str | None, releasable_to: str | None
+) -> str:
+    """``<event ...><point .../>`` of ``event`` with the given marking attributes: the start of
+    :func:`render_xml`'s output, for writers that build their own ``<detail>`` (the federation
+    guard). The caller appends the detail and ``</event>``."""
+    return "".join(_open_parts(event, access, caveat, releasable_to))
+
+
+def _open_parts(
+    event: Event, access: str | None, caveat: str | None, releasable_to: str | None
+) -> list[str]:
     parts = [
         f'<event version="{escape_attribute(event.version)}"',
         f' uid="{escape_attribute(event.uid)}"',
@@ -386,11 +413,11 @@ def render_xml(event: Event) -> bytes:
         f' stale="{format_time(event.stale)}"'
     )
     for name, value in (
-        ("access", event.access),
+        ("access", access),
         ("qos", event.qos),
         ("opex", event.opex),
-        ("caveat", event.caveat),
-        ("releasableTo", event.releasable_to),
+        ("caveat", caveat),
+        ("releasableTo", releasable_to),
     ):
         if value is not None:
             parts.append(f' {name}="{escape_attribute(value)}"')
@@ -399,10 +426,7 @@ def render_xml(event: Event) -> bytes:
         f' hae="{format_double(event.hae)}" ce="{format_double(event.ce)}"'
         f' le="{format_double(event.le)}"/>'
     )
-    if event.detail is not None:
-        parts.append(serialize_element(event.detail))
-    parts.append("</event>")
-    return "".join(parts).encode("utf-8")
+    return parts
 
 
 # --- <auth> ---------------------------------------------------------------------------------------
