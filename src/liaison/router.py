@@ -24,7 +24,7 @@ from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.access import Decision, access_key, can_see
-from liaison.model.event import ALL_STREAMING, Event
+from liaison.model.event import ALL_STREAMING, Dest, Event
 from liaison.model.labels import Label, LabelError, Policy
 from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import cot_proto, cot_xml, tak_stream
@@ -445,6 +445,15 @@ class Router:
         if broadcast:
             return [self._fanout("live", out, sender.in_groups, label, others)]
         plans: list[_Fanout] = []
+        # Recipients on a partner server: the link that serves them gets the event with only
+        # their dests kept, so the partner routes it explicitly to them and nobody else.
+        for sub in others:
+            serves: Callable[[Dest], bool] | None = getattr(sub, "serves", None)
+            if serves is None or sub.principal.kind is not PrincipalKind.FEDERATE:
+                continue
+            if any((d.uid or d.callsign) and serves(d) for d in event.dests):
+                narrowed = Outgoing(event.keep_dests(serves))
+                plans.append(self._fanout("live", narrowed, sender.in_groups, label, [sub]))
         if groups:
             plans.append(self._fanout("live", out, frozenset(groups), label, others))
         if uids or callsigns:
@@ -452,10 +461,14 @@ class Router:
                 s
                 for s in others
                 if (s.client_uid in uids or s.callsign in callsigns)
+                and s.principal.kind is not PrincipalKind.FEDERATE
                 and not (groups and _in_any(s.principal, groups))
             ]
             found_uids = {s.client_uid for s in targets}
             found_calls = {s.callsign for s in targets}
+            for p in plans:
+                found_uids |= {d.uid for d in p.out.event.dests if d.uid}
+                found_calls |= {d.callsign for d in p.out.event.dests if d.callsign}
             missing = len(uids - found_uids) + len(callsigns - found_calls)
             if missing:
                 self.m_unrouted.inc("offline", missing)

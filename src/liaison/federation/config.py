@@ -22,7 +22,7 @@ Every key and its default is named below and in the constants of this module; an
     coalesce = true
     [federation.peer.details]          # per CoT type prefix (longest wins); "*" for the rest
     "a-" = ["contact", "__group", "track", "status", "precisionlocation", "takv", "uid"]
-    "b-t-f" = ["__chat", "link", "remarks", "__serverdestination"]
+    "b-t-f" = ["__chat", "link", "remarks", "__serverdestination", "marti"]
     [federation.peer.priority]         # CoT type prefix -> class, 0 first
     "b-a-o" = 0
     "b-t-f" = 1
@@ -105,7 +105,8 @@ DEFAULT_DETAILS: Mapping[str, frozenset[str]] = MappingProxyType(
                 "archive",
             }
         ),
-        "b-t-f": frozenset({"__chat", "link", "remarks", "__serverdestination"}),
+        # marti carries the dests of a directed chat for the partner's users (never broadcast).
+        "b-t-f": frozenset({"__chat", "link", "remarks", "__serverdestination", "marti"}),
         "b-a-o": frozenset({"emergency", "link", "contact", "remarks"}),
         "t-x-d-d": frozenset({"link", "__forcedelete"}),
         "*": frozenset({"contact", "link", "remarks"}),

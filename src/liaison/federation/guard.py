@@ -391,6 +391,10 @@ class OutboundGuard:
                     removed.append(tag if isinstance(tag, str) else "#special")
         if removed and peer.detail_policy is DetailPolicy.DENY:
             reasons.append("detail_not_allowed")
+        if event.dests and "marti" in removed:
+            # Removing the dest list would turn a directed message into a broadcast on the
+            # partner's side: a directed event goes with its dests or not at all.
+            reasons.append("directed_without_dest")
         try:
             prior = read_provenance(detail, shape)
         except ValueError as exc:

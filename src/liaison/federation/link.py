@@ -44,7 +44,7 @@ from liaison.federation.guard import Accepted, Denial, InboundValidator, Outboun
 from liaison.federation.outbox import Outbox, QueuedRelease, outbox_path
 from liaison.federation.status import FederationStatus, LinkState, PeerStatus, status_path
 from liaison.metrics import Metrics
-from liaison.model.event import Event
+from liaison.model.event import Dest, Event
 from liaison.model.labels import AuthSet, Policy
 from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import federation as wire
@@ -63,6 +63,9 @@ CLOSE_TIMEOUT_S = 2.0
 
 # Events waiting for the guard in memory (deliver -> next loop turn). Past this, a flush runs at
 # once inside deliver, so a burst never holds more than this many unguarded events.
+# Clients of a peer remembered for directed messages (a partner with more than this many
+# devices has the oldest forgotten, and messages to them are counted as unrouted).
+MAX_REMOTE_CLIENTS = 20_000
 MAX_UNFLUSHED = 1000
 
 
@@ -191,6 +194,9 @@ class PeerLink:
         self._pending: list[Event] = []
         self._flush_handle: asyncio.Handle | None = None
         self._publishing: Event | None = None
+        # Uids and callsigns of the peer's own clients, oldest first (bounded).
+        self._remote_uids: dict[str, None] = {}
+        self._remote_callsigns: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._connection: asyncio.Task[None] | None = None
         self._sync_status()
@@ -200,6 +206,27 @@ class PeerLink:
     @property
     def principal(self) -> Principal:
         return self._principal
+
+    def serves(self, dest: Dest) -> bool:
+        """Whether a ``marti/dest`` names a client of this peer (learned from the position
+        reports it sent us), so the router hands directed messages for it to this link."""
+        return (dest.uid is not None and dest.uid in self._remote_uids) or (
+            dest.callsign is not None and dest.callsign in self._remote_callsigns
+        )
+
+    def _learn(self, event: Event) -> None:
+        if not event.is_contact:
+            return
+        for known, value in (
+            (self._remote_uids, event.uid),
+            (self._remote_callsigns, event.callsign),
+        ):
+            if value is None:
+                continue
+            known.pop(value, None)
+            known[value] = None
+            while len(known) > MAX_REMOTE_CLIENTS:
+                del known[next(iter(known))]
 
     def deliver(self, out: Outgoing) -> None:
         """Queue one event the router offers this peer. Never blocks, never raises."""
@@ -510,6 +537,7 @@ class PeerLink:
             if isinstance(r, Accepted):
                 accepted += 1
                 self._publishing = r.event
+                self._learn(r.event)
                 try:
                     self._router.publish(r.event, self.source)
                 finally:

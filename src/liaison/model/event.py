@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import enum
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 # CoT's "unknown" value for hae/ce/le. pytak and most clients write 9999999.0, the TAK proto
@@ -114,6 +115,26 @@ class Event:
         return self.stale <= now_ms
 
     # --- derived copies ---------------------------------------------------------------------
+
+    def keep_dests(self, keep: Callable[[Dest], bool]) -> Event:
+        """A copy whose ``marti/dest`` elements are only those ``keep`` accepts (the rest are
+        removed, as :meth:`without_dests` removes all): what goes to a partner server for the
+        recipients it serves. Cached wire encodings are cleared."""
+        if self.detail is None or all(keep(d) for d in self.dests):
+            return self
+        detail = copy.deepcopy(self.detail)
+        for marti in detail.findall("marti"):
+            for el in marti.findall("dest"):
+                d = Dest(
+                    callsign=el.get("callsign"),
+                    uid=el.get("uid"),
+                    group=el.get("group"),
+                    mission=el.get("mission"),
+                )
+                if not keep(d):
+                    marti.remove(el)
+        kept = tuple(d for d in self.dests if keep(d))
+        return replace(self, detail=detail, dests=kept, xml=None, proto=None)
 
     def without_dests(self) -> Event:
         """A copy with every ``marti/dest`` removed, as TAK Server forwards explicit messages.

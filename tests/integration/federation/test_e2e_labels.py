@@ -163,9 +163,19 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
             async with clients(*cu.values(), *ck.values()):
                 us, uu = cu["usa-s"], cu["usa-u"]
                 ks, ku = ck["ukr-s"], ck["ukr-u"]
-                for c, uid in ((us, "usa-s"), (uu, "usa-u"), (ks, "ukr-s"), (ku, "ukr-u")):
+                for c, uid in ((us, "usa-s"), (uu, "usa-u"), (ku, "ukr-u")):
                     # Unlabelled: the listener default, UNCLASSIFIED//REL TO own org.
                     await c.send(sa_event(f"uid-{uid}", f"SA-{uid.upper()}"))
+                # ukr-s shares its position with the partner: the USA server learns that
+                # uid-ukr-s is a client of the UKR link, so a directed message can reach it.
+                await ks.send(
+                    sa_event(
+                        "uid-ukr-s",
+                        "SA-UKR-S",
+                        extra_detail=seclabel("SECRET", "UKR", ["UKR", "USA"]),
+                    )
+                )
+                await us.wait_for(b"SA-UKR-S")
                 await us.send(
                     marker("m-both-s", "X-BOTH-S", seclabel("SECRET", "USA", ["USA", "UKR"]))
                 )
@@ -194,8 +204,8 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
                         seclabel("UNCLASSIFIED", "USA", ["USA"]),
                     )
                 )
-                # Directed to a partner user: until the router routes explicit destinations to
-                # the link, it reaches no one over there, and never anyone else.
+                # Directed to a partner user: it crosses with only that user's dest and reaches
+                # that user alone.
                 await us.send(
                     labelled_chat(
                         "uid-usa-s",
@@ -226,6 +236,8 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
                     "X-CHAT-BOTH": {"ukr-s", "ukr-u"},
                     "X-K-BOTH": {"usa-s"},
                     "X-K-CHAT": {"usa-s", "usa-u"},
+                    "X-DM-TO-UKR": {"ukr-s"},
+                    "SA-UKR-S": {"usa-s"},
                 }
                 partner = {
                     "X-BOTH-S": (ks, ku),
@@ -233,6 +245,8 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
                     "X-CHAT-BOTH": (ks, ku),
                     "X-K-BOTH": (us, uu),
                     "X-K-CHAT": (us, uu),
+                    "X-DM-TO-UKR": (ks, ku),
+                    "SA-UKR-S": (us, uu),
                 }
                 for item, who in crossing.items():
                     got = {c.name for c in partner[item] if seen(c, item)}
@@ -241,19 +255,24 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
                     "CANARY-USA-ONLY",
                     "CANARY-ORCON",
                     "CANARY-USA-CHAT",
-                    "X-DM-TO-UKR",
                     "SA-USA-S",
                     "SA-USA-U",
                 ]
                 for item in not_crossing:
                     assert not any(seen(c, item) for c in (ks, ku)), item
-                for item in ("CANARY-UKR-ONLY", "SA-UKR-S", "SA-UKR-U"):
+                for item in ("CANARY-UKR-ONLY", "SA-UKR-U"):
                     assert not any(seen(c, item) for c in (us, uu)), item
             wire_a, wire_b = bytes(a.wire_out), bytes(b.wire_out)
             for item in not_crossing:
                 assert item.encode() not in wire_a, item
-            for item in ("CANARY-UKR-ONLY", "SA-UKR-S", "SA-UKR-U"):
+            for item in ("CANARY-UKR-ONLY", "SA-UKR-U"):
                 assert item.encode() not in wire_b, item
+            # The directed message crossed with its addressee's dest (so the partner routes it
+            # explicitly), and the addressee received it without any dest.
+            start = wire_a.rfind(b"<event", 0, wire_a.index(b"X-DM-TO-UKR"))
+            dm = wire_a[start : wire_a.index(b"</event>", start)]
+            assert dm.count(b"<dest ") == 1 and b'<dest uid="uid-ukr-s"' in dm
+            assert b"<dest" not in ks.raw[ks.raw.index(b"X-DM-TO-UKR") - 1500 :][:3000]
             assert b"X-BOTH-S" in wire_a and b"X-K-BOTH" in wire_b
         finally:
             await stop_federation(a)
@@ -276,7 +295,9 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
 
         sent_a = hashes(ra, "release", "egress", "fed:ukr")
         sent_b = hashes(rb, "release", "egress", "fed:usa")
-        assert len(sent_a) == 3 and len(sent_b) == 2
+        # USA released X-BOTH-S, X-BOTH-U, X-CHAT-BOTH and the directed message; UKR released
+        # X-K-BOTH, X-K-CHAT and ukr-s's shared position.
+        assert len(sent_a) == 4 and len(sent_b) == 3
         assert sent_a == hashes(rb, "ingest", "ingress", "fed:usa")
         assert sent_b == hashes(ra, "ingest", "ingress", "fed:ukr")
     for server in (usa, ukr):

@@ -251,3 +251,32 @@ def test_history_shows_directed_messages_to_sender_and_addressees_only() -> None
     seen = [x.uid for x in r.filter_records(user("bob"), recs, known_as=("liaison-web-bob",))]
     assert seen == ["to-bob-uid", "to-bob-cs", "to-web", "from-bob"]
     assert [x.uid for x in r.filter_records(user("carol"), recs)] == []
+
+
+def test_directed_messages_for_partner_users_go_to_the_link_serving_them() -> None:
+    from liaison.model.event import Dest
+    from liaison.model.principal import PrincipalKind
+
+    @dataclass(eq=False)
+    class Link(Sub):
+        remote: frozenset[str] = frozenset()
+
+        def serves(self, d: Dest) -> bool:
+            return d.uid in self.remote or d.callsign in self.remote
+
+    r = router()
+    local = Sub(user("local"))
+    link = Link(Principal(name="ukr", kind=PrincipalKind.FEDERATE), remote=frozenset({"K1"}))
+    other = Link(Principal(name="fra", kind=PrincipalKind.FEDERATE), remote=frozenset({"F1"}))
+    for s in (local, link, other):
+        r.attach(s)
+    r.publish(sa("L", "LOCAL"), local)
+    local.got.clear()
+    link.got.clear()
+    other.got.clear()
+    chat = event("dm", "b-t-f", detail='<marti><dest uid="K1"/><dest callsign="LOCAL"/></marti>')
+    assert r.publish(chat, Sub(user("sender"))) == 2
+    [sent] = link.got
+    assert [d.uid for d in sent.dests] == ["K1"]  # only the partner's own recipient travels
+    assert sent.detail is not None and len(sent.detail.findall("marti/dest")) == 1
+    assert local.got[0].dests == () and other.got == []

@@ -338,3 +338,12 @@ def test_what_one_guard_releases_the_other_side_accepts() -> None:
     result = validator().check(verdict.payload)
     assert isinstance(result, Accepted)
     assert result.sha256 == verdict.sha256
+
+
+def test_a_directed_message_goes_with_its_dests_or_not_at_all() -> None:
+    dm = '<remarks>hi</remarks><marti><dest uid="uid-ukr-s"/></marti>'
+    kept = guard().check(event(label=REL_BOTH, cot_type="b-t-f", detail=dm))
+    assert isinstance(kept, Release) and b'<dest uid="uid-ukr-s"' in kept.payload
+    # A type whose allowlist has no marti would lose the dests and become a broadcast: denied.
+    refused = guard().check(event(label=REL_BOTH, cot_type="a-f-G-U-C", detail=CONTACT + dm))
+    assert isinstance(refused, Denial) and "directed_without_dest" in refused.reasons
