@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from liaison import errors
 from liaison.protocol import limits
+from liaison.protocol.framing import Framer
 
 # TAK protocol.txt: every v1 header starts with this byte (it is not valid leading UTF-8, so an
 # XML reader fails fast on it too).
@@ -57,7 +58,7 @@ def frame(payload: bytes) -> bytes:
     return bytes((MAGIC,)) + encode_varint(len(payload)) + payload
 
 
-class TakStreamFramer:
+class TakStreamFramer(Framer):
     """Split a TAK protocol v1 stream into TakMessage payloads.
 
     Same API as :class:`liaison.protocol.xml_stream.XmlStreamFramer`. A frame whose declared
@@ -75,35 +76,15 @@ class TakStreamFramer:
 
     def feed(self, data: bytes) -> None:
         """Append received bytes. Nothing is checked until :meth:`next_frame`."""
-        if self._error is not None:
-            raise self._error
+        self._check_alive()
         if self._start:
             del self._buf[: self._start]
             self._start = 0
         self._buf += data
 
-    def next_frame(self) -> bytes | None:
-        """Return the next complete payload, or None when more bytes are needed."""
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_frame()
-        except errors.ProtocolError as exc:
-            self._error = exc
-            raise
-
-    def receive_data(self, data: bytes) -> list[bytes]:
-        """Feed ``data`` and return every payload now complete (feed + drain)."""
-        self.feed(data)
-        frames: list[bytes] = []
-        while (payload := self.next_frame()) is not None:
-            frames.append(payload)
-        return frames
-
     def take_buffer(self) -> bytes:
         """Return and forget the bytes not yet consumed."""
-        if self._error is not None:
-            raise self._error
+        self._check_alive()
         rest = bytes(self._buf[self._start :])
         self._buf = bytearray()
         self._start = 0

@@ -20,6 +20,7 @@ import re
 
 from liaison import errors
 from liaison.protocol import limits
+from liaison.protocol.framing import Framer
 
 
 class _Tok(enum.Enum):
@@ -96,7 +97,7 @@ def _has_dtd(data: bytes | bytearray, start: int = 0, end: int | None = None) ->
     return any(data.find(marker, start, stop) >= 0 for marker in _DTD_MARKERS)
 
 
-class XmlStreamFramer:
+class XmlStreamFramer(Framer):
     """Split a CoT XML byte stream into complete ``<event>`` / ``<auth>`` elements.
 
     Each frame is the exact bytes of one top-level element, without the XML declaration or the
@@ -125,8 +126,7 @@ class XmlStreamFramer:
 
     def feed(self, data: bytes) -> None:
         """Append received bytes. Nothing is scanned until :meth:`next_frame`."""
-        if self._error is not None:
-            raise self._error
+        self._check_alive()
         if self._start:
             # Drop consumed bytes once per feed: amortised linear, never once per frame.
             shift = self._start
@@ -137,28 +137,9 @@ class XmlStreamFramer:
             self._resume -= shift
         self._buf += data
 
-    def next_frame(self) -> bytes | None:
-        """Return the next complete frame, or None when more bytes are needed."""
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_frame()
-        except errors.ProtocolError as exc:
-            self._error = exc
-            raise
-
-    def receive_data(self, data: bytes) -> list[bytes]:
-        """Feed ``data`` and return every frame now complete (feed + drain)."""
-        self.feed(data)
-        frames: list[bytes] = []
-        while (frame := self.next_frame()) is not None:
-            frames.append(frame)
-        return frames
-
     def take_buffer(self) -> bytes:
         """Return and forget the bytes not yet consumed (used when the stream leaves XML)."""
-        if self._error is not None:
-            raise self._error
+        self._check_alive()
         rest = bytes(self._buf[self._start :])
         self._buf = bytearray()
         self._start = self._pos = self._depth = 0
