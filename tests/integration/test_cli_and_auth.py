@@ -135,3 +135,26 @@ async def test_sim_drives_units_through_a_server(start_server: ServerFactory) ->
         # Every unit sees the others' reports: about sent x 4 deliveries.
         assert report.received_events >= report.sent * 4 * 0.8
         await asyncio.sleep(0)
+
+
+def test_a_policy_that_does_not_load_stops_the_server_naming_the_problem(
+    tmp_path: Path, capsys: object
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[policy]\nid = "P"\nversion = 1\nclassifications = ["UNCLASSIFIED"]\n'
+        '[policy.categories.REL]\ntype = "permissive"\nrequired = true\nvalues = ["USA"]\n'
+    )
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--tcp", "127.0.0.1:0"]
+    args += ["--tls", "off", "--udp", "off", "--https", "off", "--enroll", "off"]
+    args += ["--config", str(_config_with_policy(tmp_path, policy))]
+    code = cli.main(args)
+    assert code == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "policy.categories.REL.type" in err
+
+
+def _config_with_policy(tmp_path: Path, policy: Path) -> Path:
+    config = tmp_path / "liaison.toml"
+    config.write_text(f'[labels]\npolicy_file = "{policy}"\n')
+    return config
