@@ -3,6 +3,15 @@
 
 export class SessionExpired extends Error {}
 
+/** An answer other than 2xx: ``status`` and ``body`` (the parsed JSON error, or null). */
+export class ApiError extends Error {
+  constructor(message, status, body) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
 export class Api {
   constructor({ onExpired } = {}) {
     this.csrf = null;
@@ -36,7 +45,13 @@ export class Api {
     const res = await this.request(method, path, body);
     if (!res.ok) {
       const text = await res.text().catch(() => "");
-      throw new Error(`${method} ${path}: ${res.status} ${text.trim()}`.trim());
+      let parsed = null;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = null; // not JSON: the message keeps the text
+      }
+      throw new ApiError(`${method} ${path}: ${res.status} ${text.trim()}`.trim(), res.status, parsed);
     }
     return res.json();
   }

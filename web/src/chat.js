@@ -1,6 +1,7 @@
 // GeoChat: messages from GET /api/v1/chat and the stream, sent with POST /api/v1/chat.
 
-import { SessionExpired } from "./api.js";
+import { ApiError, SessionExpired } from "./api.js";
+import { choosableClassifications, composeBanner, MAX_REL_CHARS, refusalText } from "./chatlabel.js";
 import { el, labelBadge, shortTime } from "./ui.js";
 
 export const ALL_ROOMS = "All Chat Rooms";
@@ -19,13 +20,83 @@ export class ChatPanel {
     this.to = el("select", { "aria-label": "Send to" }, el("option", { value: `room:${ALL_ROOMS}` }, ALL_ROOMS));
     this.list = el("ol", { class: "chat-list", "aria-live": "polite" });
     this.input = el("input", { type: "text", maxlength: MAX_TEXT, placeholder: "Message", "aria-label": "Message" });
-    this.status = el("p", { class: "muted small chat-status" });
-    const form = el("form", { class: "chat-form" }, this.input, el("button", { type: "submit" }, "Send"));
+    this.status = el("p", { class: "muted small chat-status", role: "status" });
+    this.sendLabel = el("span", { class: "chat-send-label" });
+    const form = el(
+      "form",
+      { class: "chat-form" },
+      this.input,
+      el("div", { class: "chat-send" }, this.sendLabel, el("button", { type: "submit" }, "Send")),
+    );
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       this.send();
     });
-    this.root.replaceChildren(el("label", { class: "small muted" }, "To ", this.to), this.list, form, this.status);
+    const chooser = this.buildLabelChooser();
+    this.root.replaceChildren(el("label", { class: "small muted" }, "To ", this.to), this.list, chooser, form, this.status);
+    this.showSendLabel();
+  }
+
+  /**
+   * The label chooser, shown only when the server has a label policy: a classification (those at
+   * or below the user's clearance, or "Server default", which sends no label) and the values after
+   * "REL TO" (the user's own organisation to begin with). The choice stays between sends.
+   */
+  buildLabelChooser() {
+    const me = this.page.me ?? {};
+    const offered = Array.isArray(me.classifications) && me.classifications.length > 0;
+    this.cls = el(
+      "select",
+      { class: "chat-label-cls", "aria-label": "Classification" },
+      el("option", { value: "" }, "Server default"),
+      ...choosableClassifications(me.classifications, me.clearance).map((c) => el("option", { value: c }, c)),
+    );
+    this.rel = el("input", {
+      type: "text",
+      class: "chat-label-rel",
+      maxlength: MAX_REL_CHARS,
+      value: me.org ?? "",
+      placeholder: "USA, UKR",
+      "aria-label": "Releasable to",
+      title: "Values separated by commas, as in REL TO USA, UKR",
+    });
+    const changed = () => {
+      this.showSendLabel();
+      if (this.status.classList.contains("message")) {
+        // A refusal was about the label just changed: it no longer applies.
+        this.status.textContent = "";
+        this.status.classList.remove("message");
+      }
+    };
+    this.cls.addEventListener("change", changed);
+    this.rel.addEventListener("input", changed);
+    const chooser = el(
+      "div",
+      { class: "chat-label", role: "group", "aria-label": "Label of the messages you send" },
+      el("span", { class: "small muted" }, "Label"),
+      this.cls,
+      el("span", { class: "small muted rel-prefix" }, "REL TO"),
+      this.rel,
+    );
+    chooser.hidden = !offered;
+    this.labelOffered = offered;
+    return chooser;
+  }
+
+  /** The banner chosen for the next message, or null for the server's default label. */
+  chosenLabel() {
+    if (!this.labelOffered) return null;
+    return composeBanner(this.cls.value, this.rel.value);
+  }
+
+  /** Show the label the next message goes with, next to the send button. */
+  showSendLabel() {
+    this.sendLabel.hidden = !this.labelOffered;
+    const banner = this.chosenLabel();
+    this.rel.disabled = this.cls.value === "";
+    const badge = banner === null ? labelBadge(null, "server default") : labelBadge(banner);
+    badge.title = banner === null ? "Sent without a label: the server applies its default label" : `Sent as ${banner}`;
+    this.sendLabel.replaceChildren(badge);
   }
 
   async loadHistory() {
@@ -46,7 +117,10 @@ export class ChatPanel {
     if (!m || typeof m !== "object") return;
     const uid = m.uid ? String(m.uid) : null;
     if (uid !== null) {
-      if (this.uids.has(uid)) return;
+      if (this.uids.has(uid)) {
+        this.fillLabel(uid, m.label);
+        return;
+      }
       this.uids.add(uid);
     }
     const time = Date.parse(m.time);
@@ -62,6 +136,20 @@ export class ChatPanel {
       this.unread++;
       document.getElementById("chat-unread").textContent = String(this.unread);
     }
+    this.page.requestFrame(); // the banner may change
+  }
+
+  /**
+   * A copy of a message already listed: when the listed one has no label and the copy has one,
+   * take it. A chat sent with the server's default label is listed from the send's answer, which
+   * may not say the label; the copy from the live feed carries the label it was stored under.
+   */
+  fillLabel(uid, label) {
+    if (typeof label !== "string" || !label) return;
+    const entry = this.messages.find((e) => e.uid !== undefined && String(e.uid) === uid);
+    if (!entry || entry.label) return;
+    entry.label = label;
+    this.render();
     this.page.requestFrame(); // the banner may change
   }
 
@@ -140,6 +228,9 @@ export class ChatPanel {
     } else {
       body.chatroom = to.slice(5);
     }
+    const label = this.chosenLabel();
+    if (label !== null) body.label = label;
+    this.status.classList.remove("message");
     this.status.textContent = "Sending…";
     try {
       const res = await this.page.api.sendChat(body);
@@ -148,7 +239,12 @@ export class ChatPanel {
       const sent = res?.message ?? (res?.uid ? res : null);
       if (sent) this.add(sent, false);
     } catch (e) {
-      if (!(e instanceof SessionExpired)) this.status.textContent = `Not sent: ${e.message}`;
+      if (e instanceof SessionExpired) return;
+      // A refusal (400: the banner does not parse; 403: the sender may not assert it) shows the
+      // server's own words; the message stays in the input to send again.
+      const refused = e instanceof ApiError && (e.status === 400 || e.status === 403);
+      this.status.textContent = `Not sent: ${refused ? refusalText(e.status, e.body) : e.message}`;
+      if (refused) this.status.classList.add("message");
     }
   }
 }
