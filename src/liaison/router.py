@@ -90,6 +90,15 @@ class LatestEntry:
     label: Label | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What became of one published event."""
+
+    delivered: int
+    refused: tuple[str, ...]  # reasons, when the ingest rules refused it
+    event: Event | None  # the event as accepted (labelled), None when refused or held
+
+
 @dataclass(slots=True)
 class _Fanout:
     """One event's delivery plan: who gets it, decided before anything is released."""
@@ -186,12 +195,13 @@ class Router:
 
     def publish(self, event: Event, source: Source) -> int:
         """Accept one event from ``source``; returns the number of deliveries (0 if refused)."""
-        return self.publish_checked(event, source)[0]
+        return self.publish_checked(event, source).delivered
 
-    def publish_checked(self, event: Event, source: Source) -> tuple[int, tuple[str, ...]]:
+    def publish_checked(self, event: Event, source: Source) -> Published:
         """Accept one event from ``source``: check it, record it, store it, deliver it.
 
-        Returns the number of deliveries and, when the event was refused, the reasons.
+        Returns the number of deliveries, the reasons when the event was refused, and the event
+        as accepted (with its authoritative label) when it was.
         Control messages (ping, negotiation) never get here:
         sessions answer them themselves. The order matters: every decision is taken and every
         audit record written before the first byte is released; a refused event is neither
@@ -216,7 +226,7 @@ class Router:
                     ",".join(outcome.reasons),
                 )
                 gate.record(audit)
-                return 0, outcome.reasons or ("rejected",)
+                return Published(0, outcome.reasons or ("rejected",), None)
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
 
@@ -225,7 +235,7 @@ class Router:
             audit.extend(plan.audit)
         if gate is not None and not gate.record(audit):
             self._hold(received, source)
-            return 0, ()
+            return Published(0, (), None)
 
         # Learn who a stream client is from its own position report (contact with an endpoint),
         # so explicit routing by uid or callsign can find it (TAK Server does the same).
@@ -255,7 +265,7 @@ class Router:
                 sub.deliver(plan.out)
             delivered += len(plan.permitted)
         self.m_deliveries.inc(amount=delivered)
-        return delivered, ()
+        return Published(delivered, (), event)
 
     def _hold(self, event: Event, source: Source) -> None:
         self._held.append((event, source))

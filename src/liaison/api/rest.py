@@ -770,14 +770,16 @@ async def post_chat(request: web.Request) -> web.Response:
         to_uid=_optional_text(doc, "to_uid"),
         to_callsign=_optional_text(doc, "to_callsign"),
     )
-    delivered, refused = ctx.router.publish_checked(event, _WebSource(sender))
-    if refused:
+    published = ctx.router.publish_checked(event, _WebSource(sender))
+    if published.refused:
         raise web.HTTPForbidden(
-            text=json.dumps({"error": "refused", "reasons": list(refused)}),
+            text=json.dumps({"error": "refused", "reasons": list(published.refused)}),
             content_type="application/json",
         )
-    message = chat_message(event, ctx.router.banner(event))
-    return json_response({"message": message, "delivered": delivered}, status=201)
+    # The accepted event carries the label the server applied (the listener default included).
+    sent = published.event or event
+    message = chat_message(sent, ctx.router.banner(sent))
+    return json_response({"message": message, "delivered": published.delivered}, status=201)
 
 
 def _chat_label(

@@ -196,3 +196,23 @@ async def test_web_chat_with_a_chosen_label(
                 assert "class_exceeds" in await r.text() or "cannot_read" in await r.text()
             async with http.get(https_url(server, "/api/v1/me")) as r:
                 assert (await r.json())["classifications"][0] == "UNCLASSIFIED"
+
+
+async def test_a_chat_without_a_label_reports_the_default_it_was_given(
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy-default.toml"
+    https = (
+        '[gate.listeners.https]\nceiling = { classification = "SECRET", REL = "*", HANDLING = "*" }'
+    )
+    policy.write_text(POLICY.replace(https, https + '\ndefault_classification = "UNCLASSIFIED"'))
+    assert "default_classification" in policy.read_text().split("[gate.listeners.https]")[1]
+    UserDirectory.load(data_dir / "users.json").add_user("usa-s", "USA", profile="usa-secret")
+    async with start_server(policy_file=str(policy)) as server:
+        cert = issue_cert(server, "usa-s", "USA")
+        async with (
+            cert_session(server, cert) as http,
+            http.post(https_url(server, "/api/v1/chat"), json={"text": "plain"}) as r,
+        ):
+            assert r.status == 201
+            assert (await r.json())["message"]["label"] == "UNCLASSIFIED//REL TO USA"
