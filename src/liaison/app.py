@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from liaison import __version__, pki
 from liaison.api.auth import AuthMode
@@ -606,7 +605,3 @@ async def _housekeeping(
             removed = await store.prune(cutoff)
             if removed:
                 log.info("retention: removed %d history rows", removed)
-
-
-def data_path(config: Config, *parts: str) -> Path:
-    return config.data_dir.joinpath(*parts)
