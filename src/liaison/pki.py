@@ -847,12 +847,13 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """Parse a PKCS#10 CSR given as PEM, DER, or bare base64 (what ATAK posts to signClient)."""
     if len(data) > MAX_PKI_INPUT_BYTES:
         raise PkiError(f"CSR is larger than {MAX_PKI_INPUT_BYTES} bytes")
-    stripped = data.strip()
     try:
+        # DER is binary: its last byte may be 0x0a or 0x20, so it must never be stripped.
+        if data[:1] == b"\x30":  # DER SEQUENCE tag
+            return x509.load_der_x509_csr(data)
+        stripped = data.strip()
         if stripped.startswith(b"-----BEGIN"):
             return x509.load_pem_x509_csr(stripped)
-        if stripped[:1] == b"\x30":  # DER SEQUENCE tag
-            return x509.load_der_x509_csr(stripped)
         try:
             der = base64.b64decode(b"".join(stripped.split()), validate=True)
         except binascii.Error as exc:
