@@ -276,7 +276,8 @@ def _merge_user_groups(
 async def run_server(config: Config) -> AsyncIterator[Server]:
     """Start a server for ``config``; shut it down cleanly when the block exits."""
     metrics = Metrics()
-    gate, audit_log = _open_gate(config)
+    policy_text = _read_policy(config)
+    gate, audit_log = _open_gate(config, policy_text)
     store = await _open_store(config)
     writer = StoreWriter(store)
     router = Router(
@@ -401,7 +402,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 datagram_transports.append(transport)
 
             http = await _start_http(config, server, identities, users, registry)
-            fed = _build_federation(config, gate, router, server_pki, metrics)
+            fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
             if fed is not None:
                 bound = await fed.start()
                 server.federation = fed
@@ -479,6 +480,7 @@ async def _start_http(
 
 def _build_federation(
     config: Config,
+    policy_text: str | None,
     gate: Gate | None,
     router: Router,
     server_pki: pki.ServerPki | None,
@@ -489,11 +491,10 @@ def _build_federation(
     Federation lives in the policy file because a partner's release ceiling and what it may
     originate are written in the policy's terms; it needs labels and the server's certificate.
     """
-    if config.policy_file is None or gate is None:
+    if config.policy_file is None or policy_text is None or gate is None:
         return None
-    text = config.policy_file.read_text(encoding="utf-8")
     fed_config = parse_federation(
-        text,
+        policy_text,
         gate.policy,
         default_server_id=config.public_host,
         base_dir=config.policy_file.parent,
@@ -515,14 +516,20 @@ def _build_federation(
     )
 
 
-def _open_gate(config: Config) -> tuple[Gate | None, AuditLog | None]:
-    """Load the label policy and open the audit log; None, None when labels are off."""
+def _read_policy(config: Config) -> str | None:
+    """The label policy file's text (policy, authorizations, gate and federation), read once."""
     if config.policy_file is None:
-        return None, None
+        return None
     try:
-        text = config.policy_file.read_text(encoding="utf-8")
+        return config.policy_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("labels.policy_file", f"cannot read {config.policy_file}: {exc}") from exc
+
+
+def _open_gate(config: Config, text: str | None) -> tuple[Gate | None, AuditLog | None]:
+    """Load the label policy and open the audit log; None, None when labels are off."""
+    if text is None:
+        return None, None
     gate_config = load_gate_config(text)
     log_path, key_path, pub_path = audit_paths(config.data_dir)
     key = load_or_create_signing_key(key_path, pub_path)

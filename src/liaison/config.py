@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -469,9 +469,8 @@ def describe(config: Config) -> str:
             lines.append(f"\n[{sec}]" if lines else f"[{sec}]")
         value = getattr(config, s.attr)
         if value is None:
-            shown = (
-                '"off"' if isinstance(_default(s.attr), Endpoint) or "listeners" in s.key else '""'
-            )
+            # Unset listeners read "off"; other unset values (paths) read as empty.
+            shown = '"off"' if sec == "listeners" else '""'
         elif isinstance(value, bool):
             shown = "true" if value else "false"
         elif isinstance(value, int | float):
@@ -482,12 +481,3 @@ def describe(config: Config) -> str:
             shown = json.dumps(str(value))
         lines.append(f"{name} = {shown}")
     return "\n".join(lines) + "\n"
-
-
-def _default(attr: str) -> object:
-    for f in fields(Config):
-        if f.name == attr:
-            if callable(f.default_factory):
-                return f.default_factory()
-            return f.default
-    raise KeyError(attr)

@@ -113,6 +113,8 @@ class _Fanout:
 # Readers pause as soon as the log fails (Router.congested), so this only holds what was already
 # in flight; past the limit the oldest are dropped and counted.
 MAX_HELD_EVENTS = 10_000
+# Distinct labels whose display banner is remembered; a mission uses a handful.
+MAX_BANNERS = 1024
 
 
 class Router:
@@ -142,6 +144,7 @@ class Router:
         self._keys: dict[int, object] = {}
         self._latest: dict[str, LatestEntry] = {}
         self._held: deque[tuple[Event, Source]] = deque()
+        self._banners: dict[str, str] = {}  # label id -> banner, for display
         self._on_delete: Callable[[str], None] | None = None
         m = metrics
         self.m_in = m.counter("liaison_events_in_total", "Events accepted for routing", "type")
@@ -738,13 +741,26 @@ class Router:
     def banner(self, event: Event) -> str | None:
         """The display banner of an event's label (``SECRET//REL TO USA, UKR``); None without a
         label policy or without a valid label."""
-        if self.policy is None:
+        policy = self.policy
+        if policy is None:
             return None
-        try:
-            label = labels.label_from_detail(self.policy, event.detail)
-            return labels.label_to_banner(self.policy, label) if label is not None else None
-        except labels.LabelError:
+        # The latest state already holds the label the gate decided on: no second parse.
+        entry = self._latest.get(event.uid)
+        if entry is not None and entry.event is event:
+            label = entry.label
+        else:
+            try:
+                label = labels.label_from_detail(policy, event.detail)
+            except LabelError:
+                return None
+        if label is None:
             return None
+        text = self._banners.get(label.label_id)
+        if text is None:
+            if len(self._banners) >= MAX_BANNERS:
+                self._banners.clear()
+            text = self._banners[label.label_id] = labels.label_to_banner(policy, label)
+        return text
 
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()
