@@ -446,6 +446,42 @@ def _parse_stored(line: bytes) -> AuditRecord | None:
     )
 
 
+# Bytes read at a time while looking backwards for the last checkpoint when a log is opened.
+_SCAN_CHUNK = 256 * 1024
+_CHECKPOINT_MARK = b'"kind":"checkpoint"'
+
+
+def _last_checkpoint(fd: int, end: int, limit: int) -> tuple[int, AuditRecord | None]:
+    """The last checkpoint among the last ``limit`` records of the file's first ``end`` bytes.
+
+    Returns (records looked at, the checkpoint or None). Reads backwards from ``end`` and stops
+    at the first checkpoint, after ``limit`` records or at the start of the file, so the work is
+    bounded by ``limit`` records whatever the size of the log.
+    """
+    pos = end
+    carry = b""
+    seen = 0
+    while pos > 0 and seen < limit:
+        n = min(_SCAN_CHUNK, pos)
+        pos -= n
+        lines = (os.pread(fd, n, pos) + carry).split(b"\n")
+        carry = lines[0] if pos > 0 else b""
+        if len(carry) > MAX_RECORD_BYTES + 1:
+            break  # a damaged file: no checkpoint found, one is due now
+        complete = lines[1:] if pos > 0 else lines
+        for line in reversed(complete):
+            if not line:
+                continue
+            seen += 1
+            if _CHECKPOINT_MARK in line:
+                record = _parse_stored(line)
+                if record is not None and record.kind == Kind.CHECKPOINT.value:
+                    return seen, record
+            if seen >= limit:
+                break
+    return seen, None
+
+
 @dataclass(slots=True)
 class _Tail:
     head: ChainHead = field(default_factory=ChainHead)
@@ -504,6 +540,8 @@ class AuditLog:
         self._clock = clock
         self._fsync = fsync
         self._broken = False
+        # Where the checkpoint interval counts from; open() sets it from the log's last
+        # checkpoint, so restarts do not reset the count.
         self._last_checkpoint_seq = head.seq
         self._last_checkpoint_time = clock()
 
@@ -523,6 +561,8 @@ class AuditLog:
 
         ``signing_key`` signs a checkpoint every ``checkpoint_every`` records and, if set, when
         ``checkpoint_interval_ms`` has passed at the next append; None writes no checkpoints.
+        Both count from the last checkpoint already in the file (found by reading backwards at
+        most ``checkpoint_every`` records), so reopening does not restart the count.
         A file whose last line is incomplete (a write interrupted by a crash; such a record was
         never acknowledged, so no release depends on it) raises StorageError, unless
         ``repair_truncated``: then the partial line is cut off and a ``recovery`` record naming
@@ -560,6 +600,16 @@ class AuditLog:
                 clock=clock,
                 fsync=fsync,
             )
+            if signing_key is not None and tail.head.seq > 0:
+                # Count the interval from the last checkpoint in the file, not from this open:
+                # a server restarted more often than every ``checkpoint_every`` records must
+                # still sign them. Not found within that many records: one is due now.
+                seen, found = _last_checkpoint(fd, tail.complete_size, checkpoint_every)
+                if found is not None:
+                    log._last_checkpoint_seq = found.seq
+                    log._last_checkpoint_time = found.time
+                else:
+                    log._last_checkpoint_seq = tail.head.seq - seen
             if tail.partial:
                 os.ftruncate(fd, tail.complete_size)
                 recovery = {
@@ -670,7 +720,30 @@ class AuditLog:
             self._broken = True
             raise StorageError(f"cannot sync audit log {str(self._path)!r}: {exc}") from exc
 
-    def close(self) -> None:
+    @property
+    def unsigned_records(self) -> int:
+        """Records written after the last checkpoint (0 right after one). For a log opened
+        with no checkpoint within its last ``checkpoint_every`` records, counted from that
+        many records before its end (so one is due)."""
+        return self._head.seq - self._last_checkpoint_seq
+
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close the file. With ``checkpoint`` (a clean shutdown), first sign a checkpoint
+        covering the last record (when there is a signing key, the log has not failed and
+        records were written after the last checkpoint) and fsync; raises StorageError, after
+        closing, when that cannot be written."""
+        if self._fd is None:
+            return
+        try:
+            if checkpoint and not self._broken:
+                if self._signing_key is not None and self.unsigned_records > 0:
+                    self.checkpoint()
+                if not self._fsync:
+                    self.sync()
+        finally:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # also releases the flock

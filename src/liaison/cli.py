@@ -126,6 +126,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+# Exit code of ``liaison audit verify`` when there is no log to verify (labels off, or the server
+# has not written one yet); 0 is a good log, 1 a bad or unreadable one, 2 a configuration error.
+EXIT_NO_AUDIT_LOG = 3
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from liaison import audit
     from liaison.gate import audit_paths, load_public_key
@@ -134,6 +139,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     log_path, _key, pub_path = audit_paths(cfg.data_dir)
     log_path = args.log or log_path
     pub_path = args.key or pub_path
+    if not log_path.exists():
+        # Nothing to verify is not a damaged log: say why, with its own exit code.
+        if cfg.policy_file is None and args.log is None:
+            print(
+                "no audit log: labels are off (labels.policy_file is not set), so nothing is"
+                " audited",
+                file=sys.stderr,
+            )
+        else:
+            print(f"no audit log at {log_path}: nothing has been audited yet", file=sys.stderr)
+        return EXIT_NO_AUDIT_LOG
     public_key = load_public_key(pub_path) if pub_path.exists() else None
     if public_key is None:
         print(f"warning: no public key at {pub_path}: signatures not checked", file=sys.stderr)

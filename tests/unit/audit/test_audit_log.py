@@ -215,3 +215,75 @@ def test_records_are_read_only(log: AuditLog) -> None:
     record = log.append("release", recipients=["a"])
     with pytest.raises(TypeError):
         record.fields["x"] = 1  # type: ignore[index]
+
+
+def test_the_checkpoint_count_survives_reopening(path: Path, key: Ed25519PrivateKey) -> None:
+    # Issue 9 item 4: a log reopened more often than every N records must still be signed every
+    # N records; the count starts at the last checkpoint in the file, not at the open.
+    for _run in range(6):
+        with AuditLog.open(path, key, checkpoint_every=10, fsync=False) as log:
+            for i in range(4):
+                log.append("release", n=i)
+    records = read_records(path)
+    seqs = [r["seq"] for r in records if r["kind"] == "checkpoint"]
+    # Records 1-10 (the 10th is due at seq 10), a checkpoint at 11, ten more, one at 22.
+    assert seqs == [11, 22]
+    result = verify(path, key.public_key())
+    assert result.ok and result.checkpoints == 2
+    assert result.unsigned_tail <= 10
+
+
+def test_reopening_resumes_the_interval_from_the_last_checkpoint_time(
+    path: Path, key: Ed25519PrivateKey
+) -> None:
+    clock = FakeClock()
+    with AuditLog.open(path, key, checkpoint_interval_ms=1000, clock=clock) as log:
+        log.append("release", n=1)
+        log.checkpoint()
+    clock.now += 1500
+    with AuditLog.open(path, key, checkpoint_interval_ms=1000, clock=clock) as log:
+        log.append("release", n=2)  # 1.5 s after the last checkpoint: one is due
+    assert [r["kind"] for r in read_records(path)][-1] == "checkpoint"
+
+
+def test_a_log_without_any_checkpoint_signs_one_at_the_next_append_when_overdue(
+    path: Path, key: Ed25519PrivateKey
+) -> None:
+    with AuditLog.open(path, None) as log:  # written without a key: no checkpoints
+        for i in range(12):
+            log.append("release", n=i)
+    with AuditLog.open(path, key, checkpoint_every=5) as log:
+        assert log.unsigned_records >= 5  # none within the last 5 records: one is due
+        log.append("release", n=99)
+    kinds = [r["kind"] for r in read_records(path)]
+    assert kinds[-2:] == ["release", "checkpoint"]
+    assert verify(path, key.public_key()).unsigned_tail == 0
+
+
+def test_the_backwards_scan_finds_a_checkpoint_across_read_chunks(
+    path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "_SCAN_CHUNK", 97)  # lines split across many reads
+    with AuditLog.open(path, key, checkpoint_every=50) as log:
+        for i in range(3):
+            log.append("release", n=i, pad="x" * 40)
+        cp = log.checkpoint()
+        for i in range(7):
+            log.append("release", n=i, pad="y" * 40)
+    with AuditLog.open(path, key, checkpoint_every=50) as log:
+        assert log.unsigned_records == log.head.seq - cp.seq == 7
+
+
+def test_a_clean_close_signs_a_checkpoint(path: Path, key: Ed25519PrivateKey) -> None:
+    log = AuditLog.open(path, key, fsync=False)
+    log.append("release", n=1)
+    log.close(checkpoint=True)
+    result = verify(path, key.public_key())
+    assert result.ok and result.checkpoints == 1 and result.unsigned_tail == 0
+    # Nothing new since that checkpoint: a second clean close writes nothing.
+    size = path.stat().st_size
+    AuditLog.open(path, key).close(checkpoint=True)
+    assert path.stat().st_size == size
+    # Without a key there is nothing to sign, and closing still works.
+    AuditLog.open(path, None).close(checkpoint=True)
+    assert path.stat().st_size == size
