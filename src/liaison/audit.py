@@ -92,6 +92,85 @@ class Kind(enum.StrEnum):
 _RESERVED_KINDS = frozenset({Kind.CHECKPOINT.value, Kind.RECOVERY.value})
 
 
+# --- pure: the release and deny records ---------------------------------------------------------
+# Every release across an organisation boundary, and every refusal the router or the federation
+# guard makes, is recorded by these two builders and no other code, so each kind has one set of
+# field names wherever it is written (docs/labels.md section 5 documents them field by field).
+
+# How an item left (the ``path`` field): live delivery, replay to a newcomer, a relabelled item,
+# HTTP and Marti queries, a file or data package download, the partner link.
+RELEASE_PATHS = ("live", "replay", "relabel", "http", "query", "marti", "file", "federation")
+
+
+def release_record(
+    *,
+    path: str,
+    uid: str,
+    type: str,
+    label_id: str,
+    originator: str,
+    to_org: str,
+    recipients: Iterable[str],
+    sha256: str,
+    peer: str | None = None,
+    priority: int | None = None,
+    removed: Sequence[str] = (),
+) -> tuple[str, dict[str, object]]:
+    """A ``release`` record: ``uid``/``type`` of an item labelled ``label_id`` (owned by
+    ``originator``) released over ``path`` to ``recipients`` of organisation ``to_org``, as
+    bytes whose SHA-256 is ``sha256``. ``peer``, ``priority`` and ``removed`` are written only
+    for the partner link (``path="federation"``)."""
+    fields: dict[str, object] = {
+        "path": path,
+        "uid": uid,
+        "type": type,
+        "label_id": label_id,
+        "originator": originator,
+        "to_org": to_org,
+        "recipients": sorted(recipients),
+        "sha256": sha256,
+    }
+    if peer is not None:
+        fields["peer"] = peer
+    if priority is not None:
+        fields["priority"] = priority
+    if removed:
+        fields["removed"] = list(removed)
+    return Kind.RELEASE.value, fields
+
+
+def deny_record(
+    *,
+    path: str,
+    uid: str,
+    type: str,
+    label_id: str | None,
+    reasons: Iterable[str],
+    recipients: Iterable[str],
+    peer: str | None = None,
+    stage: str | None = None,
+    mismatch: bool = False,
+) -> tuple[str, dict[str, object]]:
+    """A ``deny`` record (``guard_mismatch`` with ``mismatch``: the federation guard's re-check
+    of the exact release bytes disagreed): the item was refused to ``recipients`` for
+    ``reasons``. ``label_id`` is left out when the item has no valid label; ``peer`` and
+    ``stage`` (guard, recheck, send) are written only for the partner link."""
+    fields: dict[str, object] = {
+        "path": path,
+        "uid": uid,
+        "type": type,
+        "reasons": list(reasons),
+        "recipients": sorted(recipients),
+    }
+    if label_id is not None:
+        fields["label_id"] = label_id
+    if peer is not None:
+        fields["peer"] = peer
+    if stage is not None:
+        fields["stage"] = stage
+    return (Kind.GUARD_MISMATCH.value if mismatch else Kind.DENY.value), fields
+
+
 # --- pure: records and the chain ---------------------------------------------------------------
 
 

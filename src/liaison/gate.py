@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from liaison.audit import release_record
 from liaison.errors import ConfigError, StorageError
 from liaison.model import labels
 from liaison.model.event import Event
@@ -315,12 +316,14 @@ class Gate:
 def release_entries(
     *,
     path: str,
-    event: Event,
+    uid: str,
+    type: str,
     label: Label | None,
-    content: bytes,
+    sha256: str,
     recipients: Iterable[Principal],
 ) -> list[tuple[str, Mapping[str, object]]]:
-    """One ``release`` record per recipient organisation other than the label's originator."""
+    """One ``release`` record (``audit.release_record``) per recipient organisation other than
+    the label's originator; a recipient without an organisation counts as ``"?"``."""
     if label is None:
         return []
     by_org: dict[str, list[str]] = {}
@@ -328,22 +331,16 @@ def release_entries(
         org = p.org or "?"
         if org != label.originator:
             by_org.setdefault(org, []).append(p.name)
-    if not by_org:
-        return []
-    digest = content_hash(content)
     return [
-        (
-            "release",
-            {
-                "path": path,
-                "uid": event.uid,
-                "type": event.type,
-                "label_id": label.label_id,
-                "originator": label.originator,
-                "to_org": org,
-                "recipients": sorted(names),
-                "sha256": digest,
-            },
+        release_record(
+            path=path,
+            uid=uid,
+            type=type,
+            label_id=label.label_id,
+            originator=label.originator,
+            to_org=org,
+            recipients=names,
+            sha256=sha256,
         )
         for org, names in sorted(by_org.items())
     ]

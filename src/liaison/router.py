@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from liaison.audit import deny_record
 from liaison.errors import PeerError
 from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
 from liaison.metrics import Metrics
@@ -107,6 +108,23 @@ class _Fanout:
     label: Label | None
     permitted: list[Subscriber]
     audit: list[tuple[str, Mapping[str, object]]]
+    denied: list[tuple[Subscriber, tuple[str, ...]]]  # refused recipients and why
+
+
+class RefusalListener(Protocol):
+    """A subscriber that wants to know when the router refused it an event (a federation link
+    counts these with its own refusals, so its status equals its ``deny`` records)."""
+
+    def refused(self, reasons: tuple[str, ...]) -> None: ...
+
+
+def _tell_refused(plans: Iterable[_Fanout]) -> None:
+    """After the audit records are written: tell each refused subscriber that asks."""
+    for plan in plans:
+        for sub, reasons in plan.denied:
+            hook: Callable[[tuple[str, ...]], None] | None = getattr(sub, "refused", None)
+            if hook is not None:
+                hook(reasons)
 
 
 # Events held back while the audit log cannot be written, re-published when it recovers.
@@ -239,6 +257,7 @@ class Router:
         if gate is not None and not gate.record(audit):
             self._hold(received, source)
             return Published(0, (), None)
+        _tell_refused(plans)
 
         # Learn who a stream client is from its own position report (contact with an endpoint),
         # so explicit routing by uid or callsign can find it (TAK Server does the same).
@@ -376,31 +395,39 @@ class Router:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
                 denied.setdefault(key, []).append(sub)
         audit: list[tuple[str, Mapping[str, object]]] = []
+        refused: list[tuple[Subscriber, tuple[str, ...]]] = []
         if self.gate is not None and label is not None:
             event = out.event
-            audit.extend(
-                release_entries(
-                    path=path,
-                    event=event,
-                    label=label,
-                    content=out.xml(),
-                    recipients=[s.principal for s in permitted],
-                )
-            )
-            for key, subs in denied.items():
-                audit.append(
-                    (
-                        "deny",
-                        {
-                            "path": path,
-                            "uid": event.uid,
-                            "label_id": label.label_id,
-                            "reasons": list(decisions[key].reasons),
-                            "recipients": sorted(s.principal.name for s in subs),
-                        },
+            # A federation link records its own release, of the exact bytes it sends, once its
+            # guard has passed them (federation/link.py); the router only hands the event over.
+            local = [
+                s.principal for s in permitted if s.principal.kind is not PrincipalKind.FEDERATE
+            ]
+            if local:
+                audit.extend(
+                    release_entries(
+                        path=path,
+                        uid=event.uid,
+                        type=event.type,
+                        label=label,
+                        sha256=content_hash(out.xml()),
+                        recipients=local,
                     )
                 )
-        return _Fanout(out, label, permitted, audit)
+            for key, subs in denied.items():
+                reasons = tuple(decisions[key].reasons)
+                audit.append(
+                    deny_record(
+                        path=path,
+                        uid=event.uid,
+                        type=event.type,
+                        label_id=label.label_id,
+                        reasons=reasons,
+                        recipients=[s.principal.name for s in subs],
+                    )
+                )
+                refused.extend((s, reasons) for s in subs)
+        return _Fanout(out, label, permitted, audit, refused)
 
     # --- delivery -------------------------------------------------------------------------
 
@@ -544,6 +571,7 @@ class Router:
             return labels.RelabelResult(
                 allowed=False, direction=result.direction, reasons=("audit_unavailable",)
             )
+        _tell_refused([plan])
         self._store(
             event,
             new_label,
@@ -573,6 +601,7 @@ class Router:
         ]
         if self.gate is not None and not self.gate.record([a for p in plans for a in p.audit]):
             return 0
+        _tell_refused(plans)
         sent = 0
         for plan in plans:
             if plan.permitted:
@@ -598,9 +627,10 @@ class Router:
                 audit.extend(
                     release_entries(
                         path=path,
-                        event=event,
+                        uid=event.uid,
+                        type=event.type,
                         label=label,
-                        content=Outgoing(event).xml(),
+                        sha256=content_hash(Outgoing(event).xml()),
                         recipients=[viewer],
                     )
                 )
@@ -658,20 +688,15 @@ class Router:
                 if not self._addressed(r.xml, identities):
                     continue
             allowed.append(r)
-            if self.gate is not None and label is not None and viewer.org != label.originator:
-                audit.append(
-                    (
-                        "release",
-                        {
-                            "path": path,
-                            "uid": r.uid,
-                            "type": r.type,
-                            "label_id": label.label_id,
-                            "originator": label.originator,
-                            "to_org": viewer.org or "?",
-                            "recipients": [viewer.name],
-                            "sha256": content_hash(r.xml),
-                        },
+            if self.gate is not None and label is not None:
+                audit.extend(
+                    release_entries(
+                        path=path,
+                        uid=r.uid,
+                        type=r.type,
+                        label=label,
+                        sha256=content_hash(r.xml),
+                        recipients=[viewer],
                     )
                 )
         if self.gate is not None and not self.gate.record(audit):
@@ -735,8 +760,46 @@ class Router:
         self, viewer: Principal, *, sender_groups: frozenset[str], label: str | None = None
     ) -> bool:
         """The access decision for any other item (files, data packages) written into
-        ``sender_groups`` with the given label (JSON text, as stored)."""
+        ``sender_groups`` with the given label (JSON text, as stored). Decides only: what is
+        then handed over goes through :meth:`release_item`."""
         return self._decide(sender_groups, self.load_label(label), viewer).permit
+
+    def release_item(
+        self,
+        viewer: Principal,
+        *,
+        path: str,
+        uid: str,
+        type: str,
+        sender_groups: frozenset[str],
+        label: str | None,
+        sha256: str,
+    ) -> bool:
+        """Release a stored item (a file or data package download) to ``viewer``: the access
+        decision, then, with labels on and ``viewer`` of another organisation than the label's
+        originator, a ``release`` record written before the caller sends a byte. False when the
+        decision refuses or the record cannot be written: the caller must send nothing (and
+        answer as for a missing item)."""
+        lab = self.load_label(label)
+        if not self._decide(sender_groups, lab, viewer).permit:
+            return False
+        if self.gate is None or lab is None:
+            return True
+        entries = release_entries(
+            path=path, uid=uid, type=type, label=lab, sha256=sha256, recipients=[viewer]
+        )
+        return self.gate.record(entries)
+
+    def count_visible(self, viewer: Principal, predicate: Callable[[Event], bool]) -> int:
+        """How many items of the current picture ``viewer`` may see and ``predicate`` accepts.
+
+        Reveals a count, releases no item: nothing is handed to the caller, so no ``release``
+        record is written (``/api/v1/health``)."""
+        return sum(
+            1
+            for e in self.latest_entries()
+            if predicate(e.event) and self._decide(e.sender_groups, e.label, viewer).permit
+        )
 
     def banner(self, event: Event) -> str | None:
         """The display banner of an event's label (``SECRET//REL TO USA, UKR``); None without a

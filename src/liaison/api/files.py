@@ -2,7 +2,8 @@
 
 Every answer about a file goes through :func:`visible`, which asks the router
 (``Router.permits``) with the uploader's groups and the record's label. A record the caller may not
-see is treated exactly like one that does not exist (:func:`not_found`).
+see is treated exactly like one that does not exist (:func:`not_found`). Content is handed over
+only through :func:`release` (``Router.release_item``: the decision and the release record).
 """
 
 from __future__ import annotations
@@ -78,6 +79,22 @@ def visible(request: web.Request, records: list[FileRecord]) -> list[FileRecord]
         for r in records
         if ctx.router.permits(viewer, sender_groups=r.uploader_groups, label=r.label)
     ]
+
+
+def release(request: web.Request, rec: FileRecord) -> bool:
+    """Hand ``rec``'s content to the caller: the router's access decision and, when the caller's
+    organisation is not the one that owns the file's label, a ``release`` record (path
+    ``file``) written before the first byte is sent. False: send nothing."""
+    ctx = context(request)
+    return ctx.router.release_item(
+        principal(request),
+        path="file",
+        uid=rec.uid,
+        type=rec.mime,
+        sender_groups=rec.uploader_groups,
+        label=rec.label,
+        sha256=rec.hash,
+    )
 
 
 async def visible_by_hash(request: web.Request, hash: str) -> FileRecord | None:

@@ -368,6 +368,16 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         log.error("content of %s is missing from %s", rec.hash, path)
         return files.not_found()
+    # The release decision and its audit record, before the first byte (docs/labels.md 5).
+    if not files.release(request, rec):
+        ctx = context(request)
+        ctx.metrics.counter(
+            "liaison_downloads_refused_total", "File downloads not released", "reason"
+        ).inc("audit_unavailable")
+        log.warning(
+            "download of %s for %s not released: audit log", rec.hash, principal(request).name
+        )
+        raise web.HTTPServiceUnavailable(text="the audit log cannot be written; try again later\n")
     safe_name = "".join(c for c in rec.name if c.isprintable() and c not in '"\\;') or rec.hash
     return web.FileResponse(
         path,

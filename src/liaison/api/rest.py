@@ -608,8 +608,9 @@ async def get_clients(request: web.Request) -> web.Response:
 async def get_health(request: web.Request) -> web.Response:
     ctx = context(request)
     viewer = principal(request)
-    picture = ctx.router.picture(viewer, path="http")
     connected = {s.client_uid for s in ctx.router.subscribers if s.client_uid}
+    # Counts only: no item is released, so no release record is written (docs/api.md).
+    router = ctx.router
     return json_response(
         {
             "status": "ok",
@@ -618,8 +619,10 @@ async def get_health(request: web.Request) -> web.Response:
             "uptime_s": round(time.monotonic() - request.app[STARTED_KEY], 3),
             # Counts of what the caller may see, never totals across organisations.
             "counts": {
-                "items": sum(1 for e in picture if is_map_item(e)),
-                "clients": sum(1 for e in picture if e.is_contact and e.uid in connected),
+                "items": router.count_visible(viewer, is_map_item),
+                "clients": router.count_visible(
+                    viewer, lambda e: e.is_contact and e.uid in connected
+                ),
             },
         }
     )

@@ -72,6 +72,7 @@ class Release:
     payload: bytes
     sha256: str  # hex SHA-256 of payload, the content hash in both sides' audit logs
     label_id: str
+    originator: str  # the organisation that owns the label (the release record names it)
     banner: str
     uid: str
     type: str
@@ -431,6 +432,7 @@ class OutboundGuard:
             payload=payload,
             sha256=content_sha256(payload),
             label_id=label.label_id,
+            originator=label.originator,
             banner=banner,
             uid=event.uid,
             type=event.type,

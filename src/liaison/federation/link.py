@@ -257,24 +257,30 @@ class PeerLink:
         records: list[tuple[str, Mapping[str, object]]] = []
         releases: list[Release] = []
         denials = 0
-        egress = f"fed:{self.peer.name}"
+        peer = self.peer
         for v in verdicts:
             if isinstance(v, Release):
                 releases.append(v)
-                fields: dict[str, object] = {
-                    "egress": egress,
-                    "item": v.uid,
-                    "type": v.type,
-                    "label_id": v.label_id,
-                    "content_sha256": v.sha256,
-                    "priority": v.priority,
-                }
-                if v.removed:
-                    fields["removed"] = list(v.removed)
-                records.append((audit_mod.Kind.RELEASE.value, fields))
+                # Every release to a partner is recorded, whatever the organisations: it leaves
+                # this server (docs/labels.md section 5, the release record).
+                records.append(
+                    audit_mod.release_record(
+                        path="federation",
+                        uid=v.uid,
+                        type=v.type,
+                        label_id=v.label_id,
+                        originator=v.originator,
+                        to_org=peer.originate_org,
+                        recipients=[self._principal.name],
+                        sha256=v.sha256,
+                        peer=peer.name,
+                        priority=v.priority,
+                        removed=v.removed,
+                    )
+                )
             else:
                 denials += 1
-                records.append((_denial_kind(v), _denial_fields(egress, v)))
+                records.append(self._denial_record(v))
         try:
             self._audit.append_many(records)
         except (StorageError, OSError) as exc:
@@ -344,6 +350,25 @@ class PeerLink:
         if self._tap is not None:
             self._tap("out", data)
         writer.write(data)
+
+    def _denial_record(self, d: Denial) -> tuple[str, dict[str, object]]:
+        return audit_mod.deny_record(
+            path="federation",
+            uid=d.uid,
+            type=d.type,
+            label_id=d.label_id,
+            reasons=d.reasons,
+            recipients=[self._principal.name],
+            peer=self.peer.name,
+            stage=d.stage,
+            mismatch=d.stage in ("recheck", "send"),
+        )
+
+    def refused(self, reasons: tuple[str, ...]) -> None:
+        """The router refused this peer an event (its label is above the release ceiling, or
+        outside its REL or handling): a ``deny`` record naming ``federation:<peer>`` was written,
+        so it is counted with the guard's own denials."""
+        self.status.bump("denials")
 
     def _peer_link_record(self, event: str, **extra: object) -> None:
         fields: dict[str, object] = {"peer": self.peer.name, "event": event}
@@ -501,18 +526,18 @@ class PeerLink:
         fresh = [m for m in events if not outbox.is_duplicate(m.seq)]
         self.status.bump("received", len(events))
         self.status.bump("duplicates", len(events) - len(fresh))
-        ingress = f"fed:{self.peer.name}"
         results = [(m, validator.check(m.payload)) for m in fresh]
         records: list[tuple[str, Mapping[str, object]]] = []
         for m, r in results:
             fields: dict[str, object] = {
-                "ingress": ingress,
+                "path": "federation",
+                "peer": self.peer.name,
                 "seq": m.seq,
-                "content_sha256": r.sha256,
+                "sha256": r.sha256,
             }
             if isinstance(r, Accepted):
                 fields.update(
-                    item=r.event.uid,
+                    uid=r.event.uid,
                     type=r.event.type,
                     label_id=r.label.label_id,
                     origin=r.provenance.origin,
@@ -520,7 +545,7 @@ class PeerLink:
                 )
                 records.append((audit_mod.Kind.INGEST.value, fields))
             else:
-                for k, v in (("item", r.uid), ("type", r.type), ("label_id", r.label_id)):
+                for k, v in (("uid", r.uid), ("type", r.type), ("label_id", r.label_id)):
                     if v is not None:
                         fields[k] = v
                 fields["reasons"] = list(r.reasons)
@@ -561,7 +586,6 @@ class PeerLink:
     async def _send_loop(self, writer: asyncio.StreamWriter) -> None:
         window = self.fed.window
         outbox = self.outbox
-        egress = f"fed:{self.peer.name}"
         while True:
             room = window - outbox.in_flight
             if room <= 0 or outbox.backlog - outbox.in_flight <= 0:
@@ -573,9 +597,7 @@ class PeerLink:
             rows = outbox.take(room, check=self._send_check)
             if self._send_denials:
                 with contextlib.suppress(StorageError, OSError):
-                    self._audit.append_many(
-                        [(_denial_kind(d), _denial_fields(egress, d)) for d in self._send_denials]
-                    )
+                    self._audit.append_many([self._denial_record(d) for d in self._send_denials])
                 self.status.bump("denials", len(self._send_denials))
             if not rows:
                 self._sync_status()
@@ -610,25 +632,6 @@ def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | 
         elif not isinstance(exc, _ConnectionEnded):
             return exc
     return None
-
-
-def _denial_kind(d: Denial) -> str:
-    if d.stage in ("recheck", "send"):
-        return audit_mod.Kind.GUARD_MISMATCH.value
-    return audit_mod.Kind.DENY.value
-
-
-def _denial_fields(egress: str, d: Denial) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "egress": egress,
-        "item": d.uid,
-        "type": d.type,
-        "stage": d.stage,
-        "reasons": list(d.reasons),
-    }
-    if d.label_id is not None:
-        fields["label_id"] = d.label_id
-    return fields
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

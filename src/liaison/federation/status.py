@@ -25,7 +25,9 @@ STATUS_VERSION = 1
 # Counts each link keeps; every one is also a metrics counter labelled by peer.
 COUNTS = (
     "releases",  # events the guard released into the outbox (audited)
-    "denials",  # events the guard refused (audited), including send-time re-check failures
+    "denials",  # events refused to the peer (audited): by the router's label decision, by
+    # the guard, and send-time re-check failures; equals the deny/guard_mismatch records
+    # naming federation:<peer>
     "sent",  # EVENT frames written (resends included)
     "acked",  # outbox rows deleted by the peer's ACK
     "received",  # EVENT frames received (duplicates included)

@@ -288,18 +288,18 @@ async def test_delivery_matrix_across_the_link(tmp_path: Path) -> None:
 
         def hashes(recs: list[dict[str, object]], kind: str, key: str, value: str) -> set[str]:
             return {
-                r["fields"]["content_sha256"]  # type: ignore[index]
+                r["fields"]["sha256"]  # type: ignore[index]
                 for r in recs
                 if r["kind"] == kind and r["fields"].get(key) == value  # type: ignore[union-attr]
             }
 
-        sent_a = hashes(ra, "release", "egress", "fed:ukr")
-        sent_b = hashes(rb, "release", "egress", "fed:usa")
+        sent_a = hashes(ra, "release", "peer", "ukr")
+        sent_b = hashes(rb, "release", "peer", "usa")
         # USA released X-BOTH-S, X-BOTH-U, X-CHAT-BOTH and the directed message; UKR released
         # X-K-BOTH, X-K-CHAT and ukr-s's shared position.
         assert len(sent_a) == 4 and len(sent_b) == 3
-        assert sent_a == hashes(rb, "ingest", "ingress", "fed:usa")
-        assert sent_b == hashes(ra, "ingest", "ingress", "fed:ukr")
+        assert sent_a == hashes(rb, "ingest", "peer", "usa")
+        assert sent_b == hashes(ra, "ingest", "peer", "ukr")
     for server in (usa, ukr):
         for f in (server.config.data_dir / "audit").glob("*.log"):
             assert verify(f, None).ok, f

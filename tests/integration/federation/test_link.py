@@ -33,7 +33,7 @@ def _audit_hashes(side: Side, kind: str) -> list[str]:
     for line in side.audit.path.read_bytes().splitlines():
         rec = json.loads(line)
         if rec["kind"] == kind:
-            out.append(rec["fields"]["content_sha256"])
+            out.append(rec["fields"]["sha256"])
     return out
 
 

@@ -249,3 +249,75 @@ def test_stored_line_is_the_canonical_encoding(fields: dict[str, object]) -> Non
 def test_lone_surrogates_are_refused() -> None:
     with pytest.raises(ValueError):
         make_record(ChainHead(), time_ms=5, kind="release", fields={"\ud800": 1})
+
+
+def test_logs_with_the_old_federation_field_names_still_verify(tmp_path: Path) -> None:
+    # Before issue 9 item 6 the partner link wrote egress/item/content_sha256; verify checks the
+    # chain and hashes, never field names, so such logs keep verifying.
+    from liaison.audit import AuditLog
+
+    path = tmp_path / "old.jsonl"
+    key = Ed25519PrivateKey.generate()
+    with AuditLog.open(path, key) as log:
+        log.append("release", egress="fed:ukr", item="u1", content_sha256="ab" * 32, priority=1)
+        log.append("deny", egress="fed:ukr", item="u2", stage="guard", reasons=["no_label"])
+        log.append("ingest", ingress="fed:ukr", seq=1, content_sha256="cd" * 32, item="u3")
+        log.checkpoint()
+    result = verify(path, key.public_key())
+    assert result.ok and result.records == 4 and result.checkpoints == 1
+
+
+def test_release_and_deny_records_have_the_documented_fields() -> None:
+    from liaison.audit import deny_record, release_record
+
+    kind, fields = release_record(
+        path="file",
+        uid="f1",
+        type="application/zip",
+        label_id="sha256:aa",
+        originator="USA",
+        to_org="UKR",
+        recipients=["b", "a"],
+        sha256="ab" * 32,
+    )
+    assert kind == "release" and fields["recipients"] == ["a", "b"]
+    assert set(fields) == {
+        "path",
+        "uid",
+        "type",
+        "label_id",
+        "originator",
+        "to_org",
+        "recipients",
+        "sha256",
+    }
+    _, fed = release_record(
+        path="federation",
+        uid="e1",
+        type="a-f-G",
+        label_id="sha256:aa",
+        originator="USA",
+        to_org="UKR",
+        recipients=["federation:ukr"],
+        sha256="ab" * 32,
+        peer="ukr",
+        priority=2,
+        removed=["remarks"],
+    )
+    assert {"peer", "priority", "removed"} <= set(fed)
+    kind, deny = deny_record(
+        path="live", uid="e1", type="a-f-G", label_id=None, reasons=["no_label"], recipients=["x"]
+    )
+    assert kind == "deny" and set(deny) == {"path", "uid", "type", "reasons", "recipients"}
+    kind, mismatch = deny_record(
+        path="federation",
+        uid="e1",
+        type="a-f-G",
+        label_id="sha256:aa",
+        reasons=["guard_mismatch", "label_changed"],
+        recipients=["federation:ukr"],
+        peer="ukr",
+        stage="recheck",
+        mismatch=True,
+    )
+    assert kind == "guard_mismatch" and mismatch["stage"] == "recheck"

@@ -64,12 +64,12 @@ async def test_every_decision_is_audited_before_anything_is_queued(tmp_path: Pat
     # deliver only queues; the batch is decided on the next loop turn (or by flush()).
     assert link.outbox.backlog == 0 and audit.records == []
     link.flush()
-    kinds = [(k, f["item"]) for k, f in audit.records]
+    kinds = [(k, f["uid"]) for k, f in audit.records]
     assert kinds == [("release", "ok"), ("deny", "secret"), ("deny", "unlabelled")]
     release = audit.records[0][1]
     link.outbox.start_connection(0)
     (row,) = link.outbox.take(10)
-    assert release["content_sha256"] == hashlib.sha256(row.payload).hexdigest() == row.sha256
+    assert release["sha256"] == hashlib.sha256(row.payload).hexdigest() == row.sha256
     assert link.status.counts["releases"] == 1 and link.status.counts["denials"] == 2
     link.outbox.close()
 
