@@ -332,7 +332,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max_event_bytes",
         None,
         _non_negative_int,
-        "Largest accepted event, in bytes, XML or protobuf.",
+        "Largest stream frame read, in bytes, XML or protobuf; a longer one closes the"
+        " session. Events are also refused (session kept) past the fixed limits of"
+        " docs/protocol.md, Limits (48 KiB per event).",
     ),
     Setting(
         "limits.max_pending",
