@@ -48,7 +48,7 @@ from liaison.session import (
 from liaison.storage.base import Store, StoreWriter
 from liaison.storage.memory import MemoryStore
 from liaison.storage.sqlite import SqliteStore
-from liaison.transports.stream import bound_port, start_stream_listener
+from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
 from liaison.users import User, UserDirectory
 
@@ -340,6 +340,12 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                     server_version=SERVER_VERSION,
                     idle_timeout_s=config.idle_timeout_s,
                     auth_timeout_s=config.auth_timeout_s,
+                    frame_timeout_s=config.frame_timeout_s,
+                    keepalive=Keepalive(
+                        config.keepalive_idle_s,
+                        config.keepalive_interval_s,
+                        config.keepalive_count,
+                    ),
                     max_pending=config.max_pending,
                     offer_protobuf=config.offer_protobuf,
                     require_auth=require_auth,

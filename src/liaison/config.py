@@ -175,8 +175,12 @@ class Config:
     cert_username_regex: str = r"CN=((?:[^,\\]|\\.)+)"
     groups_file: Path | None = None
     users_file: Path | None = None
-    idle_timeout_s: float = 300.0
+    idle_timeout_s: float = 0.0
     auth_timeout_s: float = 15.0
+    frame_timeout_s: float = 120.0
+    keepalive_idle_s: int = 60
+    keepalive_interval_s: int = 10
+    keepalive_count: int = 6
     max_event_bytes: int = 1024 * 1024
     max_pending: int = 10_000
     write_batch_ms: float = 10.0
@@ -317,8 +321,9 @@ SETTINGS: tuple[Setting, ...] = (
         "limits.idle_timeout_s",
         "idle_timeout_s",
         None,
-        _positive_float,
-        "Seconds without one complete frame before a stream client is dropped.",
+        _non_negative_float,
+        "Seconds without one complete frame before a stream client is dropped; 0 (the"
+        " default) never drops a client for being quiet, so listen-only clients stay.",
     ),
     Setting(
         "limits.auth_timeout_s",
@@ -328,11 +333,43 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds an <auth> listener waits for the <auth> message.",
     ),
     Setting(
+        "limits.frame_timeout_s",
+        "frame_timeout_s",
+        None,
+        _non_negative_float,
+        "Seconds a stream client may take to finish a frame it has started (a client that"
+        " drips bytes is dropped); 0 never.",
+    ),
+    Setting(
+        "limits.keepalive_idle_s",
+        "keepalive_idle_s",
+        None,
+        _non_negative_int,
+        "TCP keepalive on stream connections: seconds of silence before the first probe"
+        " (TCP_KEEPIDLE); 0 turns keepalive off.",
+    ),
+    Setting(
+        "limits.keepalive_interval_s",
+        "keepalive_interval_s",
+        None,
+        _non_negative_int,
+        "Seconds between TCP keepalive probes (TCP_KEEPINTVL).",
+    ),
+    Setting(
+        "limits.keepalive_count",
+        "keepalive_count",
+        None,
+        _non_negative_int,
+        "Unanswered TCP keepalive probes before the connection is dropped (TCP_KEEPCNT).",
+    ),
+    Setting(
         "limits.max_event_bytes",
         "max_event_bytes",
         None,
         _non_negative_int,
-        "Largest accepted event, in bytes, XML or protobuf.",
+        "Largest stream frame read, in bytes, XML or protobuf; a longer one closes the"
+        " session. Events are also refused (session kept) past the fixed limits of"
+        " docs/protocol.md, Limits (48 KiB per event).",
     ),
     Setting(
         "limits.max_pending",
@@ -456,6 +493,14 @@ def _validate(config: Config) -> None:
         raise ConfigError("limits.max_event_bytes", "must be at least 1024")
     if config.max_pending < 1:
         raise ConfigError("limits.max_pending", "must be at least 1")
+    if config.keepalive_idle_s:
+        # Linux limits (tcp(7)): TCP_KEEPIDLE and TCP_KEEPINTVL 1..32767, TCP_KEEPCNT 1..127.
+        if not 1 <= config.keepalive_idle_s <= 32767:
+            raise ConfigError("limits.keepalive_idle_s", "must be 0 (off) or 1..32767")
+        if not 1 <= config.keepalive_interval_s <= 32767:
+            raise ConfigError("limits.keepalive_interval_s", "must be 1..32767")
+        if not 1 <= config.keepalive_count <= 127:
+            raise ConfigError("limits.keepalive_count", "must be 1..127")
 
 
 def describe(config: Config) -> str:

@@ -29,16 +29,27 @@ from liaison.model.principal import Principal
 from liaison.protocol import cot_proto, cot_xml, negotiation
 from liaison.protocol.tak_stream import TakStreamFramer, frame
 from liaison.protocol.xml_stream import XmlStreamFramer
+from liaison.transports.stream import Keepalive, set_keepalive
 
 if TYPE_CHECKING:
     from liaison.router import Outgoing, Router
 
 log = logging.getLogger(__name__)
 
-# Default seconds without one complete frame before a peer is dropped. ATAK, WinTAK and iTAK send
-# a position report or a t-x-c-t ping well inside a minute, so five minutes only ever catches dead
-# or hostile peers (a client that connects and sends nothing, or one byte a minute).
-DEFAULT_IDLE_TIMEOUT_S = 300.0
+# Default seconds without one complete frame before a peer is dropped: 0, never. A listen-only
+# integration (a pytak feed reader, a dashboard) may send nothing for hours and is not dead; dead
+# peers are found by TCP keepalive and failed writes (transports/stream.py Keepalive). An operator
+# who wants quiet clients dropped anyway sets limits.idle_timeout_s.
+DEFAULT_IDLE_TIMEOUT_S = 0.0
+
+# Default seconds a peer may take to finish a frame it has started. A real client writes an event
+# in one go (a few KB, under a second even on a slow radio link); a peer that drips one byte a
+# minute to hold a buffer and a connection open is dropped. 0 means never.
+DEFAULT_FRAME_TIMEOUT_S = 120.0
+
+# TCP keepalive on every accepted stream socket: a vanished peer is dropped after 60 s of silence
+# and 6 unanswered probes 10 s apart, about two minutes (limits.keepalive_* settings).
+DEFAULT_KEEPALIVE = Keepalive(idle_s=60, interval_s=10, count=6)
 
 # Seconds an <auth> listener waits for the <auth> message (TAK Server expects it first).
 DEFAULT_AUTH_TIMEOUT_S = 15.0
@@ -64,8 +75,10 @@ class SessionSettings:
 
     listener: str  # "tcp" or "tls": used in logs and metrics
     server_version: str
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S  # 0: never
     auth_timeout_s: float = DEFAULT_AUTH_TIMEOUT_S
+    frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S  # 0: never
+    keepalive: Keepalive = DEFAULT_KEEPALIVE
     max_pending: int = DEFAULT_MAX_PENDING
     offer_protobuf: bool = True
     require_auth: bool = False
@@ -140,6 +153,7 @@ class StreamSession(asyncio.Protocol):
         self.callsign: str | None = None
         self.connected_ms = 0
         self.last_frame_ms = 0
+        self.partial_since_ms: int | None = None  # when the frame in progress began arriving
         self.close_reason: str | None = None
 
     # --- identity -------------------------------------------------------------------------
@@ -159,6 +173,7 @@ class StreamSession(asyncio.Protocol):
         self.connected_ms = self.last_frame_ms = now
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        set_keepalive(transport.get_extra_info("socket"), self._settings.keepalive)
         self._metrics.connections.inc(self._settings.listener)
         self._registry.add(self)
         cert: bytes | None = None
@@ -186,6 +201,12 @@ class StreamSession(asyncio.Protocol):
         except PeerError as exc:
             self._refuse(exc)
             return
+        framer = self._proto_framer or self._xml_framer
+        if framer is not None and framer.buffered:
+            if self.partial_since_ms is None:
+                self.partial_since_ms = self._clock_ms()
+        else:
+            self.partial_since_ms = None
         if self._router.congested and self._transport is not None:
             # Backpressure on the way in: the store's writer queue is the one place ingest
             # waits. Stop reading this peer until the registry sees the queue drain.
@@ -318,14 +339,15 @@ class StreamSession(asyncio.Protocol):
         self._router.replay_to(self)
 
     def check_timeouts(self, now_ms: int) -> None:
-        """Called periodically by the registry: drop peers that send no complete frame in time."""
+        """Called periodically by the registry: drop peers that have not identified themselves in
+        time, that take too long over one frame, or (only when configured) that are quiet."""
         if self.phase is Phase.CLOSED:
             return
         if self.phase is Phase.AWAIT_AUTH and self._settings.require_auth:
             limit = self._settings.auth_timeout_s
         else:
-            limit = self._settings.idle_timeout_s
-        if now_ms - self.last_frame_ms > limit * 1000:
+            limit = self._settings.idle_timeout_s  # 0: a quiet client is never dropped
+        if limit > 0 and now_ms - self.last_frame_ms > limit * 1000:
             self._metrics.rejected.inc("idle_timeout")
             log.info(
                 "%s %s: dropped: no complete frame in %.0f s",
@@ -334,6 +356,21 @@ class StreamSession(asyncio.Protocol):
                 limit,
             )
             self._close("idle_timeout", abort=True)
+            return
+        frame_limit = self._settings.frame_timeout_s
+        if (
+            frame_limit > 0
+            and self.partial_since_ms is not None
+            and now_ms - max(self.partial_since_ms, self.last_frame_ms) > frame_limit * 1000
+        ):
+            self._metrics.rejected.inc("frame_timeout")
+            log.info(
+                "%s %s: dropped: a frame left unfinished for %.0f s",
+                self._settings.listener,
+                self.peer,
+                frame_limit,
+            )
+            self._close("frame_timeout", abort=True)
 
     def _refuse(self, exc: PeerError) -> None:
         self._metrics.rejected.inc(exc.reason)

@@ -68,8 +68,15 @@ def parse_proto(payload: bytes) -> Event | None:
     if not cot.uid or not cot.type:
         raise errors.InvalidEvent("CotEvent uid or type is empty", reason="missing_field")
     caveat, releasable_to = _label_fields(cot)
+    # Field lengths before the detail is parsed, so an oversized uid is named as such.
+    for name, value, limit in (
+        ("uid", cot.uid, limits.MAX_UID_CHARS),
+        ("type", cot.type, limits.MAX_TYPE_CHARS),
+    ):
+        if (message := limits.oversized(name, value, limit)) is not None:
+            raise errors.InvalidEvent(message, reason="field_too_long")
     detail = _detail_from_proto(cot.detail) if cot.HasField("detail") else None
-    return make_event(
+    event = make_event(
         uid=cot.uid,
         type=cot.type,
         how=cot.how,
@@ -89,6 +96,34 @@ def parse_proto(payload: bytes) -> Event | None:
         detail=detail,
         proto=payload,
     )
+    cot_xml.check_limits(event)
+    _check_size(event, payload)
+    return event
+
+
+# Bytes of XML one byte of TakMessage can become at most: an escaped '"' is 6 ("&quot;").
+_XML_GROWTH = 6
+# Plus the fixed text of the <event> and <point> tags and of the typed detail elements.
+_XML_OVERHEAD = 2048
+
+
+def _check_size(event: Event, payload: bytes) -> None:
+    """The payload, and the XML every XML client will receive, must fit ``MAX_EVENT_BYTES``.
+
+    The XML is only rendered when the payload is large enough that it might not fit.
+    """
+    size = len(payload)
+    if size > limits.MAX_EVENT_BYTES:
+        raise errors.InvalidEvent(
+            f"TakMessage of {size} bytes exceeds {limits.MAX_EVENT_BYTES}", reason="too_large"
+        )
+    if size * _XML_GROWTH + _XML_OVERHEAD > limits.MAX_EVENT_BYTES:
+        xml_size = len(cot_xml.render_xml(event))
+        if xml_size > limits.MAX_EVENT_BYTES:
+            raise errors.InvalidEvent(
+                f"event of {xml_size} bytes as XML exceeds {limits.MAX_EVENT_BYTES}",
+                reason="too_large",
+            )
 
 
 def _label_fields(cot: Any) -> tuple[str | None, str | None]:

@@ -7,7 +7,7 @@ DTD markup is refused outright (no DOCTYPE means no entity declarations, so neit
 tak-protocol.md 1.1 and 1.2). Every refusal is an ``InvalidEvent`` with a short ``reason``:
 
     too_large, doctype, not_utf8, bad_xml, too_deep, not_event, not_auth,
-    missing_field, bad_time, bad_coordinates
+    missing_field, bad_time, bad_coordinates, field_too_long
 
 Encoding: every CoT message is read as UTF-8 whatever its XML declaration says. The declaration is
 not part of the event (``Event.xml`` holds the element only) and real senders mislabel it; for
@@ -273,7 +273,7 @@ def parse_event(data: bytes) -> Event:
     time_ms = parse_time(time_text)
     start_ms = time_ms if start_text == time_text else parse_time(start_text)
     stale_ms = parse_time(stale_text)
-    return make_event(
+    event = make_event(
         uid=uid,
         type=type_,
         how=root.get("how", ""),
@@ -294,6 +294,57 @@ def parse_event(data: bytes) -> Event:
         detail=detail,
         xml=element,
     )
+    check_limits(event)
+    if len(element) > limits.MAX_EVENT_BYTES:
+        raise errors.InvalidEvent(
+            f"event of {len(element)} bytes exceeds {limits.MAX_EVENT_BYTES}", reason="too_large"
+        )
+    return event
+
+
+def check_limits(event: Event) -> None:
+    """Refuse an event with a field longer than a TAK client can take (``protocol/limits.py``).
+
+    Raises ``InvalidEvent(reason="field_too_long")`` whose message names the field. Both codecs
+    call this, so every path that parses CoT (streams, UDP, REST, federation, stored events)
+    applies the same limits; each codec checks the event's size itself (reason "too_large").
+    """
+    for name, value, limit in (
+        ("uid", event.uid, limits.MAX_UID_CHARS),
+        ("type", event.type, limits.MAX_TYPE_CHARS),
+        ("how", event.how, limits.MAX_ATTRIBUTE_CHARS),
+        ("version", event.version, limits.MAX_ATTRIBUTE_CHARS),
+        ("access", event.access, limits.MAX_ATTRIBUTE_CHARS),
+        ("qos", event.qos, limits.MAX_ATTRIBUTE_CHARS),
+        ("opex", event.opex, limits.MAX_ATTRIBUTE_CHARS),
+        ("caveat", event.caveat, limits.MAX_ATTRIBUTE_CHARS),
+        ("releasableTo", event.releasable_to, limits.MAX_ATTRIBUTE_CHARS),
+    ):
+        if (message := limits.oversized(name, value, limit)) is not None:
+            raise errors.InvalidEvent(message, reason="field_too_long")
+    if event.detail is None:
+        return
+    elements = -1  # the <detail> itself is not counted
+    for element in event.detail.iter():
+        elements += 1
+        if elements > limits.MAX_DETAIL_ELEMENTS:
+            raise errors.InvalidEvent(
+                f"detail has more than {limits.MAX_DETAIL_ELEMENTS} elements",
+                reason="field_too_long",
+            )
+        attrib = element.attrib
+        for attr in limits.CALLSIGN_ATTRIBUTES:
+            value = attrib.get(attr)
+            if value is not None and len(value) > limits.MAX_CALLSIGN_CHARS:
+                name = f"{element.tag}@{attr}"
+                raise errors.InvalidEvent(
+                    f"{name} of {len(value)} characters exceeds {limits.MAX_CALLSIGN_CHARS}",
+                    reason="field_too_long",
+                )
+        if element.tag == "remarks":
+            message = limits.oversized("remarks", element.text, limits.MAX_REMARKS_CHARS)
+            if message is not None:
+                raise errors.InvalidEvent(message, reason="field_too_long")
 
 
 # --- rendering ------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from liaison.config import Endpoint
 
@@ -49,3 +51,47 @@ async def start_stream_listener(
 def bound_port(server: asyncio.Server) -> int:
     """The port a listener actually bound (for port 0)."""
     return int(server.sockets[0].getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """TCP keepalive for stream connections: how a peer that vanished is found.
+
+    A client that only reads (a listen-only integration) sends nothing, so silence is no sign of
+    a dead peer; an unanswered keepalive probe is. After ``idle_s`` seconds without traffic the
+    kernel sends a probe every ``interval_s`` seconds and drops the connection after ``count``
+    unanswered ones (tcp(7): TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT). While data we wrote is
+    unacknowledged the kernel retransmits instead of probing, and a peer that never acknowledges
+    fails the write (and the connection) after its retransmissions (tcp_retries2, about 15
+    minutes by default). TCP_USER_TIMEOUT is deliberately not set: it would also drop a live
+    client that merely stops reading, which is the slow-consumer policy's call (session.py).
+    ``idle_s`` 0 leaves the socket as the kernel made it.
+    """
+
+    idle_s: int = 60
+    interval_s: int = 10
+    count: int = 6
+
+
+def set_keepalive(sock: socket.socket | object, keepalive: Keepalive) -> bool:
+    """Turn on TCP keepalive on an accepted stream socket. False if the socket is not TCP.
+
+    ``sock`` is what ``transport.get_extra_info("socket")`` returns (asyncio's TransportSocket).
+    Options this platform lacks (macOS has no TCP_KEEPIDLE) are skipped.
+    """
+    if keepalive.idle_s <= 0:
+        return False
+    setsockopt = getattr(sock, "setsockopt", None)
+    family = getattr(sock, "family", None)
+    if setsockopt is None or family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", keepalive.idle_s),
+        ("TCP_KEEPINTVL", keepalive.interval_s),
+        ("TCP_KEEPCNT", keepalive.count),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            setsockopt(socket.IPPROTO_TCP, option, value)
+    return True
