@@ -15,6 +15,7 @@ authoritative label) and writes what it decided to the audit log. It is built fr
     org = "USA"                           # and which organisation it belongs to
     [gate]
     release_authorities = { USA = ["alice"], UKR = ["olena"] }
+    partner_updates = false               # may another org change an item it can see?
 
 A listener without a table has no ceiling (sees and asserts nothing labelled): fail closed.
 """
@@ -75,6 +76,9 @@ class GateConfig:
     authz: AuthConfig | None
     listeners: Mapping[str, ListenerGate]
     release_authorities: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # May a principal of another organisation than an item's originator update or delete it
+    # (when it may see it)? Default no: only the originating organisation changes its items.
+    partner_updates: bool = False
 
 
 def load_gate_config(text: str) -> GateConfig:
@@ -88,7 +92,7 @@ def load_gate_config(text: str) -> GateConfig:
     raw = doc.get("gate", {})
     if not isinstance(raw, dict):
         raise ConfigError("gate", "must be a table")
-    extra = set(raw) - {"listeners", "release_authorities"}
+    extra = set(raw) - {"listeners", "release_authorities", "partner_updates"}
     if extra:
         raise ConfigError(f"gate.{sorted(extra)[0]}", "unknown key")
     listeners: dict[str, ListenerGate] = {}
@@ -128,8 +132,15 @@ def load_gate_config(text: str) -> GateConfig:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"gate.release_authorities.{org}", "must be a list of usernames")
         authorities[org] = frozenset(names)
+    partner_updates = raw.get("partner_updates", False)
+    if not isinstance(partner_updates, bool):
+        raise ConfigError("gate.partner_updates", "must be true or false")
     return GateConfig(
-        policy=policy, authz=authz, listeners=listeners, release_authorities=authorities
+        policy=policy,
+        authz=authz,
+        listeners=listeners,
+        release_authorities=authorities,
+        partner_updates=partner_updates,
     )
 
 
@@ -220,7 +231,9 @@ class Gate:
 
         The client's own ``__seclabel`` is read strictly (a label that cannot be parsed is a
         refusal, never "unlabelled"). The root attributes access/caveat/releasableTo are never
-        trusted; they are rewritten from the label on output (TAK Server interop).
+        trusted; they are rewritten from the label on output (TAK Server interop). ``prior`` is
+        the stored label of the item the event changes (its uid, or the target of a delete):
+        the sender must be allowed to change it, and an unlabelled update keeps it.
         """
         policy = self.policy
         try:
@@ -237,28 +250,34 @@ class Gate:
             default = labels.listener_default_label(
                 policy, lg.default_classification, event.time, originator=org
             )
-        result = labels.check_ingest(policy, claimed, auths, org, default, prior=prior)
+        result = labels.check_ingest(
+            policy,
+            claimed,
+            auths,
+            org,
+            default,
+            prior=prior,
+            partner_updates=self.config.partner_updates,
+        )
         if not result.accepted or result.label is None:
             return IngestOutcome(None, None, result.reasons or ("rejected",))
         return IngestOutcome(self.labelled(event, result.label), result.label)
 
     def aggregate(
-        self, parts: Sequence[Label], uploader: Principal, created_ms: int
+        self, parts: Sequence[Label | None], uploader: Principal, created_ms: int
     ) -> tuple[Label | None, tuple[str, ...]]:
-        """The label of an aggregate (a data package): the dominant label of its labelled parts,
-        or the uploader's listener default when none is labelled; then the ingest rules, as for
-        an event (the uploader may not assert what it could not read). (None, reasons) refuses.
+        """The label of an aggregate (a data package): the dominant label of its CoT parts, or
+        the uploader's listener default when it has none; then the ingest rules, as for an event
+        (the uploader may not assert what it could not read). (None, reasons) refuses.
+
+        An unlabelled part (None) counts as the label it would get if sent on its own: the
+        uploader's default label under :func:`labels.check_ingest`. Leaving it out would let the
+        package reach readers that the part alone would not reach.
         """
         policy = self.policy
         org = uploader.org
         if org is None:
             return None, ("sender_has_no_org",)
-        claimed: Label | None = None
-        if parts:
-            try:
-                claimed = labels.dominant(policy, parts, originator=org, created_ms=created_ms)
-            except LabelError as exc:
-                return None, ("bad_label", *exc.reasons)
         lg = self._listener(uploader.listener)
         default = None
         if lg is not None and lg.default_classification is not None:
@@ -266,6 +285,20 @@ class Gate:
                 policy, lg.default_classification, created_ms, originator=org
             )
         auths = uploader.auths if uploader.auths is not None else labels.no_authset(policy)
+        counted: list[Label] = []
+        for part in parts:
+            if part is None:
+                alone = labels.check_ingest(policy, None, auths, org, default)
+                if not alone.accepted or alone.label is None:
+                    return None, alone.reasons or ("rejected",)
+                part = alone.label
+            counted.append(part)
+        claimed: Label | None = None
+        if counted:
+            try:
+                claimed = labels.dominant(policy, counted, originator=org, created_ms=created_ms)
+            except LabelError as exc:
+                return None, ("bad_label", *exc.reasons)
         result = labels.check_ingest(policy, claimed, auths, org, default)
         if not result.accepted or result.label is None:
             return None, result.reasons or ("rejected",)

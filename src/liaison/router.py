@@ -235,8 +235,16 @@ class Router:
         audit: list[tuple[str, Mapping[str, object]]] = []
         gate = self.gate
         if gate is not None:
+            # The ingest rules hold for every event that changes a stored item: an update of
+            # its uid, and a delete (t-x-d-d) of its link uid. An unlabelled delete carries the
+            # label of the item it removes, so exactly those who could see the item are told.
             prior = self._latest.get(event.uid)
             outcome = gate.ingest(event, sender, prior.label if prior is not None else None)
+            target = (
+                self._latest.get(event.link_uid) if event.is_delete and event.link_uid else None
+            )
+            if outcome.event is not None and target is not None and target is not prior:
+                outcome = gate.ingest(event, sender, target.label)
             audit.append(("ingest", _ingest_fields(received, sender, outcome.label, outcome)))
             if outcome.event is None:
                 self.m_rejected.inc(outcome.reasons[0] if outcome.reasons else "rejected")
@@ -708,14 +716,15 @@ class Router:
     ) -> tuple[str | None, tuple[str, ...]]:
         """The label (JSON) a file or data package is stored with, from the CoT events inside it.
 
-        Aggregates carry the dominant label of their parts, or the uploader's default when no
-        part is labelled. Returns (None, ()) with labels off, and (None, reasons) when the
+        Aggregates carry the dominant label of their parts, an unlabelled part counting as the
+        uploader's default label (what it would get if sent alone), or that default when there
+        is no part. Returns (None, ()) with labels off, and (None, reasons) when the
         upload must be refused. An ``ingest`` record is written either way.
         """
         gate = self.gate
         if gate is None:
             return None, ()
-        found: list[Label] = []
+        found: list[Label | None] = []  # None: an unlabelled part, counted as its default
         for raw in parts:
             try:
                 event = cot_xml.parse_event(raw)
@@ -723,15 +732,16 @@ class Router:
             except (PeerError, LabelError) as exc:
                 reasons = getattr(exc, "reasons", None) or (getattr(exc, "reason", "bad_part"),)
                 return None, ("bad_part", *reasons)
-            if lab is not None:
-                found.append(lab)
+            found.append(lab)
         label, reasons = gate.aggregate(found, uploader, self._clock_ms())
+        labelled = sum(1 for lab in found if lab is not None)
         fields: dict[str, object] = {
             "path": "upload",
             "sender": uploader.name,
             "org": uploader.org or "?",
             "accepted": label is not None,
-            "parts_labelled": len(found),
+            "parts_labelled": labelled,
+            "parts_unlabelled": len(found) - labelled,
         }
         if label is not None:
             fields["label_id"] = label.label_id
@@ -843,6 +853,8 @@ def _ingest_fields(
         "accepted": outcome.event is not None,
         "sha256": content_hash(raw if raw is not None else cot_xml.render_xml(event)),
     }
+    if event.is_delete and event.link_uid:
+        fields["link_uid"] = event.link_uid
     if label is not None:
         fields["label_id"] = label.label_id
     if outcome.reasons:

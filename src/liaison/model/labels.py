@@ -758,6 +758,7 @@ class IngestResult:
     accepted: bool
     label: Label | None
     defaulted: bool = False
+    kept: bool = False  # an unlabelled update of a stored item: the stored label was kept
     reasons: tuple[str, ...] = ()
 
 
@@ -773,22 +774,44 @@ def check_ingest(
     default_label: Label | None,
     *,
     prior: Label | None = None,
+    partner_updates: bool = False,
 ) -> IngestResult:
     """The write rule: may this sender put this item in, and under which label?
 
     ``sender_auths`` must already include the listener's ceiling (``resolve_authorizations``
-    intersects it). Unlabelled items get ``default_label`` with its classification capped at the
-    sender's ceiling, ``REL`` set to the sender's own org and the sender's org as originator; no
-    default means reject (``no_label``). An asserted label is rejected, never repaired, when it
-    is invalid, when the sender could not read it (``not_readable_by_sender`` plus the decision
-    reasons), when its ``REL`` excludes the sender's org (``excludes_sender_org``), or when its
-    originator is another org (``originator_mismatch``), unless ``prior`` (the stored label of
-    the same item) has that originator: re-sharing a partner's item keeps the partner as
-    originator. With ``prior``, a label less restrictive than it is refused
-    (``lowers_prior_label``): lowering is a relabel (:func:`check_relabel`).
+    intersects it). ``prior`` is the stored label of the same item (same uid, or the target of a
+    delete), None for a new item.
+
+    With ``prior``, the rules on the stored item come first and hold whether or not the update
+    carries a label: a sender who may not see the stored item is refused
+    (``prior_not_visible``, with no decision reasons, so a refusal tells nothing of the hidden
+    label); a sender of another organisation than the item's originator is refused
+    (``other_org_item``) unless ``partner_updates`` allows partners to change items they may
+    see. An update that carries no label then keeps ``prior`` unchanged (``kept``): ATAK never
+    sends labels, and moving a labelled marker must not relabel it.
+
+    Without ``prior``, unlabelled items get ``default_label`` with its classification capped at
+    the sender's ceiling, ``REL`` set to the sender's own org and the sender's org as originator;
+    no default means reject (``no_label``).
+
+    An asserted label is rejected, never repaired, when it is invalid, when the sender could not
+    read it (``not_readable_by_sender`` plus the decision reasons), when its ``REL`` excludes the
+    sender's org (``excludes_sender_org``), or when its originator is not the sender's org for a
+    new item, or not the stored originator for an update (``originator_mismatch``: the
+    originator of an item never changes). With ``prior``, a label less restrictive than it is
+    refused (``lowers_prior_label``): lowering or widening is a relabel (:func:`check_relabel`).
     """
     if not isinstance(sender_org, str) or sender_org not in policy.rel.value_set:
         return _reject("bad_sender_org")
+    if prior is not None:
+        # Who may change a stored item (docs/labels.md "Writing: ingest rules"). An item the
+        # sender cannot see must not be replaced, hidden or deleted by it.
+        if not decide(policy, prior, sender_auths).permit:
+            return _reject("prior_not_visible")
+        if prior.originator != sender_org and not partner_updates:
+            return _reject("other_org_item")
+        if label is None:
+            return IngestResult(accepted=True, label=prior, kept=True)
     if label is None:
         if default_label is None:
             return _reject("no_label")
@@ -796,7 +819,8 @@ def check_ingest(
     reasons = list(validate_label(policy, label))
     if reasons:
         return _reject(*reasons)
-    if label.originator != sender_org and (prior is None or prior.originator != label.originator):
+    expected_originator = sender_org if prior is None else prior.originator
+    if label.originator != expected_originator:
         reasons.append("originator_mismatch")
     if sender_org not in label.values(REL):
         reasons.append("excludes_sender_org")

@@ -224,3 +224,147 @@ def test_gate_config_errors_name_the_key() -> None:
             POLICY + '\n[gate.listeners.ftp]\nceiling = { classification = "SECRET" }\n'
         )
     assert "gate.listeners.ftp" in str(err.value)
+
+
+# --- who may change a stored item (updates and deletes) ----------------------------------------
+
+
+def setup_partners(partner_updates: bool) -> tuple[Router, Gate, FakeAudit]:
+    audit = FakeAudit()
+    text = POLICY + f"partner_updates = {'true' if partner_updates else 'false'}\n"
+    gate = Gate(load_gate_config(text), audit=audit, clock_ms=lambda: NOW)
+    return Router(metrics=Metrics(), clock_ms=lambda: NOW, gate=gate), gate, audit
+
+
+def delete(
+    uid: str, target: str, lab: labels.Label | None = None, gate: Gate | None = None
+) -> Event:
+    base = event(uid, lab, gate)
+    detail = base.detail if base.detail is not None else ET.Element("detail")
+    ET.SubElement(detail, "link", {"uid": target, "relation": "none", "type": "none"})
+    ET.SubElement(detail, "__forcedelete")
+    return make_event(
+        uid=uid,
+        type="t-x-d-d",
+        how="h-g-i-g-o",
+        time=NOW,
+        start=NOW,
+        stale=NOW + 20_000,
+        lat=0.0,
+        lon=0.0,
+        detail=detail,
+    )
+
+
+def rejected(router: Router, reason: str) -> float:
+    return router.m_rejected.values.get(reason, 0)
+
+
+def test_an_unlabelled_update_keeps_the_label_and_other_orgs_cannot_replace_it() -> None:
+    router, gate, audit = setup()
+    usa = Sub(person(gate, "usa", "USA", "usa-secret"))
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    for s in (usa, ukr):
+        router.attach(s)
+    secret = label(gate, "SECRET", "USA")
+    router.publish(event("x", secret, gate), usa)
+    # A UKR client sends an unlabelled event with the same uid: refused, audited, counted.
+    published = router.publish_checked(event("x"), ukr)
+    assert published.refused == ("prior_not_visible",) and published.event is None
+    assert usa.got == []
+    kind, fields = audit.records[-1]
+    assert kind == "ingest" and fields["accepted"] is False and fields["uid"] == "x"
+    assert fields["reasons"] == ["prior_not_visible"] and fields["org"] == "UKR"
+    assert rejected(router, "prior_not_visible") == 1
+    viewer = person(gate, "usa2", "USA", "usa-secret")
+    found = router.find(viewer, "x")
+    assert found is not None and found.access == "SECRET"
+    # The USA user moves it from ATAK (no label): the stored label is kept, not the default.
+    moved = router.publish_checked(event("x"), usa)
+    assert moved.event is not None and moved.event.access == "SECRET"
+    assert moved.event.releasable_to == "REL TO USA"
+    assert router.find(viewer, "x") is moved.event
+    # A lowering label is refused.
+    lower = router.publish_checked(event("x", label(gate, "UNCLASSIFIED", "USA"), gate), usa)
+    assert lower.refused == ("lowers_prior_label",)
+
+
+def test_deletes_follow_the_same_rules_and_reach_who_could_see_the_item() -> None:
+    router, gate, audit = setup()
+    usa = Sub(person(gate, "usa", "USA", "usa-secret"))
+    usa2 = Sub(person(gate, "usa2", "USA", "usa-secret"))
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    for s in (usa, usa2, ukr):
+        router.attach(s)
+    router.publish(event("x", label(gate, "SECRET", "USA"), gate), usa)
+    router.publish(event("both", label(gate, "SECRET", "USA", "UKR"), gate), usa)
+    usa2.got.clear()
+    ukr.got.clear()
+    # UKR may not delete an item it cannot see, nor (by default) one it sees but USA made.
+    for target, reason in (("x", "prior_not_visible"), ("both", "other_org_item")):
+        published = router.publish_checked(delete(f"d-{target}", target), ukr)
+        assert published.refused == (reason,), target
+        assert audit.records[-1][1]["link_uid"] == target
+    assert usa.got == [] and usa2.got == []
+    assert {e.event.uid for e in router.latest_entries()} == {"x", "both"}
+    # Another USA user deletes the shared item: the delete carries the item's label, so UKR,
+    # who could see the item, is told too.
+    done = router.publish_checked(delete("d-ok", "both"), usa2)
+    assert done.event is not None and done.event.releasable_to == "REL TO USA, UKR"
+    assert [e.type for e in ukr.got] == ["t-x-d-d"] and [e.type for e in usa.got] == ["t-x-d-d"]
+    assert {e.event.uid for e in router.latest_entries()} == {"x"}
+
+
+def test_partner_updates_is_a_policy_setting() -> None:
+    router, gate, _ = setup_partners(True)
+    assert gate.config.partner_updates is True
+    usa = Sub(person(gate, "usa", "USA", "usa-secret"))
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    for s in (usa, ukr):
+        router.attach(s)
+    router.publish(event("x", label(gate, "SECRET", "USA"), gate), usa)
+    router.publish(event("both", label(gate, "SECRET", "USA", "UKR"), gate), usa)
+    # Still never an item it cannot see.
+    assert router.publish_checked(event("x"), ukr).refused == ("prior_not_visible",)
+    moved = router.publish_checked(event("both"), ukr)
+    assert moved.event is not None and moved.event.releasable_to == "REL TO USA, UKR"
+    assert usa.got[-1] is moved.event
+    gone = router.publish_checked(delete("d", "both"), ukr)
+    assert gone.event is not None and usa.got[-1].type == "t-x-d-d"
+    assert load_gate_config(POLICY).partner_updates is False
+
+
+def test_partner_updates_must_be_a_boolean() -> None:
+    import pytest
+
+    from liaison.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_gate_config(POLICY + 'partner_updates = "yes"\n')
+    assert "gate.partner_updates" in str(err.value)
+
+
+def test_an_unlabelled_part_counts_in_the_label_of_a_data_package() -> None:
+    router, gate, audit = setup()
+    usa = person(gate, "usa", "USA", "usa-secret")
+    shared = cot_xml_bytes(event("a", label(gate, "SECRET", "USA", "UKR"), gate))
+    plain = cot_xml_bytes(event("b"))
+    stored, refused = router.label_upload(usa, [shared, plain])
+    assert refused == () and stored is not None
+    lab = labels.label_from_json(gate.policy, stored)
+    # The unlabelled part alone would be UNCLASSIFIED//REL TO USA: the package is USA-only.
+    assert lab.classification == "SECRET" and lab.categories["REL"] == frozenset({"USA"})
+    ukr = person(gate, "ukr", "UKR", "ukr-secret")
+    assert not router.permits(ukr, sender_groups=usa.in_groups, label=stored)
+    record = audit.records[-1][1]
+    assert record["parts_labelled"] == 1 and record["parts_unlabelled"] == 1
+    # Without a default label an unlabelled part is refused, as it would be alone.
+    nodefault, _, _ = setup_partners(False)
+    anon = Principal(name="n", org="USA", auths=usa.auths, listener="https")
+    assert nodefault.label_upload(anon, [shared, plain]) == (None, ("no_label",))
+
+
+def cot_xml_bytes(ev: Event) -> bytes:
+    from liaison.protocol import cot_xml
+
+    return cot_xml.render_xml(ev)

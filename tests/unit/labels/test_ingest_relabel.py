@@ -14,6 +14,7 @@ from liaison.model.labels import (
     check_relabel,
     decide,
     dominant,
+    dominates,
     listener_default_label,
 )
 
@@ -100,12 +101,23 @@ def test_asserted_labels(label: Label, sender: object, org: str, reasons: tuple[
 
 def test_resharing_a_partner_item_keeps_the_partner_originator() -> None:
     stored = lab("UNCLASSIFIED", REL=["USA", "UKR"], originator="UKR")
-    # A USA client re-sends the UKR marker it received: allowed, because the stored label says
-    # UKR originated it; raising it is allowed, lowering it is a relabel.
-    resent = check_ingest(POLICY, stored, USA_S, "USA", DEFAULT, prior=stored)
+    # By default only the originating organisation changes its items.
+    refused = check_ingest(POLICY, stored, USA_S, "USA", DEFAULT, prior=stored)
+    assert refused.reasons == ("other_org_item",)
+    # With partner updates allowed, a USA client re-sends the UKR marker it received: the
+    # stored label says UKR originated it; raising it is allowed, lowering it is a relabel.
+    resent = check_ingest(POLICY, stored, USA_S, "USA", DEFAULT, prior=stored, partner_updates=True)
     assert resent.accepted
     raised = lab("CONFIDENTIAL", REL=["USA", "UKR"], originator="UKR")
-    assert check_ingest(POLICY, raised, USA_S, "USA", DEFAULT, prior=stored).accepted
+    assert check_ingest(
+        POLICY, raised, USA_S, "USA", DEFAULT, prior=stored, partner_updates=True
+    ).accepted
+    # The originator of an item never changes, even when a partner may update it.
+    taken = lab("CONFIDENTIAL", REL=["USA", "UKR"], originator="USA")
+    taken_over = check_ingest(
+        POLICY, taken, USA_S, "USA", DEFAULT, prior=stored, partner_updates=True
+    )
+    assert taken_over.reasons == ("originator_mismatch",)
     secret = lab("SECRET", REL=["USA", "UKR"])
     widened = lab("SECRET", REL=["USA", "UKR", "LIAISON"])
     lowered = check_ingest(POLICY, widened, USA_S, "USA", DEFAULT, prior=secret)
@@ -129,6 +141,88 @@ def test_whatever_ingest_accepts_the_sender_can_read(data: st.DataObject) -> Non
         assert result.defaulted == (label is None)
     else:
         assert result.label is None and result.reasons
+
+
+# --- updates of a stored item (the rules hold for labelled and unlabelled events alike) --------
+
+USA_SECRET_ITEM = lab("SECRET", REL=["USA"])
+SHARED_ITEM = lab("UNCLASSIFIED", REL=["USA", "UKR"])
+
+
+def test_an_unlabelled_update_keeps_the_stored_label() -> None:
+    # ATAK never sends labels: moving a labelled marker must not relabel it to the default.
+    moved = check_ingest(POLICY, None, USA_S, "USA", DEFAULT, prior=USA_SECRET_ITEM)
+    assert moved.accepted and moved.kept and not moved.defaulted
+    assert moved.label == USA_SECRET_ITEM
+    low_default = listener_default_label(POLICY, "UNCLASSIFIED", T0, originator="USA")
+    still = check_ingest(POLICY, None, USA_S, "USA", low_default, prior=USA_SECRET_ITEM)
+    assert still.label == USA_SECRET_ITEM
+    # No default on the listener does not matter: the stored label is the label.
+    assert check_ingest(POLICY, None, USA_S, "USA", None, prior=USA_SECRET_ITEM).accepted
+
+
+def test_an_item_the_sender_may_not_see_cannot_be_changed() -> None:
+    # Another organisation: refused without saying why (the hidden label stays hidden).
+    for label in (None, lab("CONFIDENTIAL", REL=["UKR"], originator="UKR")):
+        for partners in (False, True):
+            result = check_ingest(
+                POLICY,
+                label,
+                UKR_C,
+                "UKR",
+                DEFAULT,
+                prior=USA_SECRET_ITEM,
+                partner_updates=partners,
+            )
+            assert result.reasons == ("prior_not_visible",) and result.label is None
+    # The same organisation, below the item's classification: refused too.
+    low = check_ingest(POLICY, None, USA_U, "USA", DEFAULT, prior=USA_SECRET_ITEM)
+    assert low.reasons == ("prior_not_visible",)
+
+
+def test_partners_change_items_they_see_only_when_the_policy_says_so() -> None:
+    refused = check_ingest(POLICY, None, UKR_C, "UKR", DEFAULT, prior=SHARED_ITEM)
+    assert refused.reasons == ("other_org_item",)
+    allowed = check_ingest(
+        POLICY, None, UKR_C, "UKR", DEFAULT, prior=SHARED_ITEM, partner_updates=True
+    )
+    assert allowed.accepted and allowed.kept and allowed.label == SHARED_ITEM
+    # Another principal of the originating organisation who may see it: allowed.
+    same_org = check_ingest(POLICY, None, USA_U, "USA", DEFAULT, prior=SHARED_ITEM)
+    assert same_org.accepted and same_org.label == SHARED_ITEM
+
+
+def test_a_labelled_update_may_not_lower_or_widen_the_stored_label() -> None:
+    widened = lab("SECRET", REL=["USA", "UKR"])
+    lowered = lab("UNCLASSIFIED", REL=["USA"])
+    for label in (widened, lowered):
+        result = check_ingest(POLICY, label, USA_S, "USA", DEFAULT, prior=USA_SECRET_ITEM)
+        assert result.reasons == ("lowers_prior_label",)
+    raised = lab("SECRET", REL=["USA"], HANDLING=["ORCON"])
+    assert check_ingest(POLICY, raised, USA_S, "USA", DEFAULT, prior=USA_SECRET_ITEM).accepted
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_an_accepted_update_never_lowers_nor_changes_hands(data: st.DataObject) -> None:
+    prior = data.draw(labels(POLICY))
+    label = data.draw(st.none() | labels(POLICY))
+    sender = data.draw(authsets(POLICY) | near_authsets(POLICY, prior))
+    org = data.draw(st.sampled_from(POLICY.rel.values))
+    partners = data.draw(st.booleans())
+    result = check_ingest(
+        POLICY, label, sender, org, DEFAULT, prior=prior, partner_updates=partners
+    )
+    if not result.accepted:
+        assert result.label is None and result.reasons
+        return
+    assert result.label is not None
+    assert decide(POLICY, prior, sender).permit, "the sender could see the stored item"
+    assert partners or org == prior.originator
+    assert dominates(POLICY, result.label, prior)
+    assert result.label.originator == prior.originator
+    assert decide(POLICY, result.label, sender).permit
+    assert result.kept == (label is None)
 
 
 # --- dominant ---------------------------------------------------------------------------------
