@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.async_api import Browser, ConsoleMessage, Page, Response
@@ -89,6 +90,9 @@ async def test_open_popup_follows_updates_of_its_item(
             popup = await _open_popup(page, "u-pop")
             text = await popup.text_content() or ""
             assert "ALPHA-1" in text and "50.45000, 30.52000" in text
+            await popup.get_by_role("button", name="Server track").click()
+            track = popup.get_by_role("button", name=re.compile(r"^Track: \d+ points$"))
+            await track.wait_for(timeout=WAIT_MS)
 
             # A new report of the same uid: the open popup shows it without being reopened.
             await tak.send(sa_event("u-pop", "ALPHA-2", lat=50.46, lon=30.53))
@@ -102,6 +106,7 @@ async def test_open_popup_follows_updates_of_its_item(
             )
             assert await popup.is_visible()
             assert "ALPHA-1" not in (await popup.text_content() or "")
+            assert await track.is_visible()  # the buttons, and what they show, stay
             assert page.errors == []  # type: ignore[attr-defined]
 
 

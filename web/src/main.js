@@ -337,9 +337,18 @@ class MapPage {
 
   /** Fill the open popup again from the selected item as it is now (same buttons). */
   refreshPopup() {
-    this.popupDirty = false;
     const popup = $("popup");
-    if (popup.hidden || !this.selected) return;
+    if (popup.hidden || !this.selected) {
+      this.popupDirty = false;
+      return;
+    }
+    // Not while the user is selecting text in it (to copy a uid): the next stale check retries.
+    const sel = window.getSelection();
+    if (sel && !sel.isCollapsed && popup.contains(sel.anchorNode)) {
+      this.popupDirty = true;
+      return;
+    }
+    this.popupDirty = false;
     const item = this.store.items.get(this.selected);
     if (!item) return;
     showPopup(popup, item, this);

@@ -75,9 +75,14 @@ export function showPopup(node, item, page) {
         }`
       : `${item.geometryType}, ${item.rings.reduce((n, r) => n + r.length / 2, 0)} points`;
   const sidc = item.kind === "unit" ? page.sprites.sidcFor(item.type) : null;
-  const close = el("button", { class: "close", title: "Close", "aria-label": "Close" }, "×");
-  close.addEventListener("click", () => page.select(null));
-  const old = node.dataset.uid === item.uid ? node.querySelector(":scope > .actions") : null;
+  // Refreshing the item already shown keeps its buttons (their focus and what they show).
+  const same = node.dataset.uid === item.uid;
+  let close = same ? node.querySelector(":scope > .popup-head > .close") : null;
+  if (!close) {
+    close = el("button", { class: "close", title: "Close", "aria-label": "Close" }, "×");
+    close.addEventListener("click", () => page.select(null));
+  }
+  const old = same ? node.querySelector(":scope > .actions") : null;
   const actions = old && old.dataset.shape === actionsShape(item) ? old : buildActions(item, page);
   const name = item.callsign ?? item.uid;
   const team = p.role
