@@ -1,9 +1,10 @@
 """A stand-in for Liaison's web routes, for working on the map without a real server.
 
 Serves the built page (src/liaison/web/static/) and fakes the contract the page uses: sign-in,
-/api/v1/me, /api/v1/picture, /api/v1/chat and the /api/v1/stream WebSocket, with synthetic units
-moving around Kyiv. Plain HTTP on 127.0.0.1 only. Not used by the tests, which run the real
-server; this is for looking at the page while changing it:
+/api/v1/me, /api/v1/picture, /api/v1/chat, /api/v1/tiles (204: no tile set) and the
+/api/v1/stream WebSocket, with synthetic units moving around Kyiv. Plain HTTP on 127.0.0.1
+only. Not used by the tests, which run the real server; this is for looking at the page while
+changing it:
 
     .venv/bin/python web/dev/fake_server.py --units 200 --port 8446
     (then open http://127.0.0.1:8446/login, any user name, password "pw")
@@ -168,6 +169,9 @@ def build(world: World) -> web.Application:
             await ws.send_str(json.dumps({"kind": "chat", "message": msg}))
         return web.json_response({"message": msg})
 
+    async def tiles(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)  # no tile set, as a server without web.mbtiles
+
     async def stream(request: web.Request) -> web.StreamResponse:
         if user(request) is None:
             raise web.HTTPUnauthorized()
@@ -199,6 +203,7 @@ def build(world: World) -> web.Application:
     app.router.add_get("/api/v1/picture", picture)
     app.router.add_get("/api/v1/chat", chat_get)
     app.router.add_post("/api/v1/chat", chat_post)
+    app.router.add_get("/api/v1/tiles", tiles)
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_static("/static/", STATIC)
     return app

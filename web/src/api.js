@@ -81,11 +81,14 @@ export class Api {
     return this.json("GET", `/api/v1/items/${encodeURIComponent(uid)}/track`);
   }
 
-  /** MBTiles metadata when the server has a tile set configured, else null. */
+  /**
+   * MBTiles metadata when the server has a tile set configured, else null. The server answers
+   * 204 (no body) when it has none, so asking is never an error; older servers answer 404.
+   */
   async tiles() {
     try {
       const res = await this.request("GET", "/api/v1/tiles");
-      return res.ok ? await res.json() : null;
+      return res.status === 200 ? await res.json() : null;
     } catch (e) {
       if (e instanceof SessionExpired) throw e;
       return null;

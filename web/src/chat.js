@@ -2,7 +2,7 @@
 
 import { ApiError, SessionExpired } from "./api.js";
 import { choosableClassifications, composeBanner, MAX_REL_CHARS, refusalText } from "./chatlabel.js";
-import { el, labelBadge, shortTime } from "./ui.js";
+import { el, isolate, isolateText, labelBadge, shortTime } from "./ui.js";
 
 export const ALL_ROOMS = "All Chat Rooms";
 // Messages kept in the panel; older ones scroll away.
@@ -170,12 +170,12 @@ export class ChatPanel {
           el(
             "div",
             { class: "chat-meta" },
-            el("strong", {}, m.callsign || m.sender_uid || "?"),
+            el("strong", {}, isolate(m.callsign || m.sender_uid || "?")),
             el("span", { class: "muted" }, ` ${shortTime(m.timeMs, now)}`),
-            m.chatroom && m.chatroom !== ALL_ROOMS ? el("span", { class: "room" }, ` → ${m.chatroom}`) : null,
+            m.chatroom && m.chatroom !== ALL_ROOMS ? el("span", { class: "room" }, " → ", isolate(m.chatroom)) : null,
             labelBadge(m.label ?? null),
           ),
-          el("div", { class: "chat-text" }, String(m.text ?? "")),
+          el("div", { class: "chat-text" }, isolate(String(m.text ?? ""))),
         ),
       ),
     );
@@ -194,7 +194,9 @@ export class ChatPanel {
     this.recipientsKey = key;
     const current = this.to.value;
     const options = [el("option", { value: `room:${ALL_ROOMS}` }, ALL_ROOMS)];
-    for (const it of contacts) options.push(el("option", { value: `uid:${it.uid}`, "data-callsign": it.callsign }, it.callsign));
+    for (const it of contacts) {
+      options.push(el("option", { value: `uid:${it.uid}`, "data-callsign": it.callsign }, isolateText(it.callsign)));
+    }
     // Keep a chosen recipient even if it left the picture.
     if (current.startsWith("uid:") && !contacts.some((c) => `uid:${c.uid}` === current)) {
       const opt = [...this.to.options].find((o) => o.value === current);
@@ -209,7 +211,7 @@ export class ChatPanel {
   directTo(uid, callsign) {
     const value = `uid:${uid}`;
     if (![...this.to.options].some((o) => o.value === value)) {
-      this.to.append(el("option", { value, "data-callsign": callsign }, callsign));
+      this.to.append(el("option", { value, "data-callsign": callsign }, isolateText(callsign)));
     }
     this.to.value = value;
     this.page.showTab("chat");

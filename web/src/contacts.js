@@ -1,6 +1,6 @@
 // The contacts list: units with a callsign, searchable; click to go to one, or message it.
 
-import { el } from "./ui.js";
+import { el, isolate, isolateText } from "./ui.js";
 
 // Rows shown at once; more are reached by typing in the filter. Keeps the list cheap at 2,000.
 const MAX_ROWS = 300;
@@ -57,12 +57,12 @@ export class ContactsPanel {
       const stale = it.isStale(now);
       const li = el(
         "li",
-        { class: stale ? "stale" : "", "data-uid": it.uid, title: `${it.type} · ${it.uid}` },
+        { class: stale ? "stale" : "", "data-uid": it.uid, title: `${isolateText(it.type)} · ${isolateText(it.uid)}` },
         el("span", { class: `dot aff-${it.affiliation}` }),
-        el("span", { class: "callsign" }, it.callsign),
-        el("span", { class: "team muted" }, it.feature.properties?.team ?? ""),
+        el("span", { class: "callsign" }, isolate(it.callsign)),
+        el("span", { class: "team muted" }, isolate(it.feature.properties?.team ?? "")),
         el("span", { class: "state muted" }, stale ? "stale" : ""),
-        el("button", { class: "icon", title: `Message ${it.callsign}`, "aria-label": `Message ${it.callsign}`, onclick: (e) => {
+        el("button", { class: "icon", title: `Message ${isolateText(it.callsign)}`, "aria-label": `Message ${isolateText(it.callsign)}`, onclick: (e) => {
           e.stopPropagation();
           this.page.chat.directTo(it.uid, it.callsign);
         } }, "✉"),

@@ -48,6 +48,7 @@ class MapPage {
     this.frameTimes = []; // draw time (ms) of recent frames, for measuring
     this.bannerText = null;
     this.overlayTrack = null;
+    this.popupDirty = false; // the selected item changed since its popup was filled
     this.contacts = new ContactsPanel($("contacts"), this);
     this.chat = new ChatPanel($("chat"), this);
   }
@@ -59,6 +60,7 @@ class MapPage {
     this.bindControls();
     setInterval(() => {
       if (this.store.refreshStale(Date.now())) this.dataChanged();
+      this.refreshPopup(); // its "12 s ago" and STALE follow the clock too
     }, STALE_CHECK_MS);
     this.stream = new Stream({
       url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/stream`,
@@ -95,7 +97,7 @@ class MapPage {
         this.onSnapshot(Array.isArray(m.features) ? m.features : []);
         break;
       case "update":
-        if (m.feature) this.store.upsert(m.feature);
+        if (m.feature && this.store.upsert(m.feature)?.uid === this.selected) this.popupDirty = true;
         this.dataChanged();
         break;
       case "delete":
@@ -114,6 +116,7 @@ class MapPage {
   onSnapshot(features) {
     this.store.replaceAll(features);
     if (this.selected && !this.store.items.has(this.selected)) this.select(null);
+    else if (this.selected) this.popupDirty = true;
     if (!this.fitted && this.store.items.size > 0) {
       this.fitAll();
       this.fitted = true;
@@ -156,6 +159,7 @@ class MapPage {
     this.dataTimer = setTimeout(() => {
       this.dataTimer = null;
       this.lastDataDraw = performance.now();
+      if (this.popupDirty) this.refreshPopup();
       this.requestFrame();
       this.contacts.changed();
     }, wait);
@@ -329,6 +333,26 @@ class MapPage {
     const item = uid ? this.store.items.get(uid) : null;
     showPopup($("popup"), item, this);
     this.requestFrame();
+  }
+
+  /** Fill the open popup again from the selected item as it is now (same buttons). */
+  refreshPopup() {
+    const popup = $("popup");
+    if (popup.hidden || !this.selected) {
+      this.popupDirty = false;
+      return;
+    }
+    // Not while the user is selecting text in it (to copy a uid): the next stale check retries.
+    const sel = window.getSelection();
+    if (sel && !sel.isCollapsed && popup.contains(sel.anchorNode)) {
+      this.popupDirty = true;
+      return;
+    }
+    this.popupDirty = false;
+    const item = this.store.items.get(this.selected);
+    if (!item) return;
+    showPopup(popup, item, this);
+    this.updatePopupPosition();
   }
 
   /** Centre on an item, zooming in if the map is far out, and select it. */

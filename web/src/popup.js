@@ -1,18 +1,66 @@
-// The popup of the selected item: what it is, where, how fresh, and its label.
+// The popup of the selected item: what it is, where, how fresh, and its label. The page calls
+// showPopup again whenever the item it shows changes (an update, a stale time passing), so an
+// open popup is always current. Text that comes from the feed goes in isolated (ui.isolate).
 
 import { motionText } from "./render.js";
-import { ago, el, labelBadge, shortTime } from "./ui.js";
+import { ago, el, isolate, labelBadge, shortTime } from "./ui.js";
 
 function row(name, value) {
   if (value === null || value === undefined || value === "") return null;
   return el("tr", {}, el("th", {}, name), el("td", {}, value));
 }
 
-/** Fill ``node`` for ``item`` (or hide it when null). ``page`` offers goTo, chat and showTrack. */
+/** ``text`` from the feed, isolated; null (no row) when empty. */
+function fed(text) {
+  return text === null || text === undefined || text === "" ? null : isolate(text);
+}
+
+/** Which buttons an item gets: the actions row is rebuilt only when this changes. */
+function actionsShape(item) {
+  return `${item.kind === "unit" && Boolean(item.callsign)}|${item.geometryType === "Point"}`;
+}
+
+function buildActions(item, page) {
+  const uid = item.uid;
+  const actions = el("div", { class: "actions", "data-shape": actionsShape(item) });
+  if (item.kind === "unit" && item.callsign) {
+    actions.append(
+      el(
+        "button",
+        {
+          // The callsign at the time of the click: the item may have renamed itself since.
+          onclick: () => page.chat.directTo(uid, page.store.items.get(uid)?.callsign ?? item.callsign),
+        },
+        "Message",
+      ),
+    );
+  }
+  if (item.geometryType === "Point") {
+    const trackBtn = el("button", {}, "Server track");
+    trackBtn.addEventListener("click", async () => {
+      trackBtn.disabled = true;
+      try {
+        const n = await page.showTrack(uid);
+        trackBtn.textContent = `Track: ${n} points`;
+      } catch {
+        trackBtn.textContent = "No track";
+      }
+    });
+    actions.append(trackBtn);
+  }
+  return actions;
+}
+
+/**
+ * Fill ``node`` for ``item`` (or hide it when null). ``page`` offers goTo, chat and showTrack.
+ * Called again for the item already shown, it refreshes the content and keeps the buttons (and
+ * what they show, such as "Track: 12 points").
+ */
 export function showPopup(node, item, page) {
   if (!item) {
     node.hidden = true;
     node.replaceChildren();
+    delete node.dataset.uid;
     return;
   }
   const p = item.feature.properties ?? {};
@@ -27,45 +75,39 @@ export function showPopup(node, item, page) {
         }`
       : `${item.geometryType}, ${item.rings.reduce((n, r) => n + r.length / 2, 0)} points`;
   const sidc = item.kind === "unit" ? page.sprites.sidcFor(item.type) : null;
-  const close = el("button", { class: "close", title: "Close", "aria-label": "Close" }, "×");
-  close.addEventListener("click", () => page.select(null));
-  const actions = el("div", { class: "actions" });
-  if (item.kind === "unit" && item.callsign) {
-    actions.append(
-      el("button", { onclick: () => page.chat.directTo(item.uid, item.callsign) }, "Message"),
-    );
+  // Refreshing the item already shown keeps its buttons (their focus and what they show).
+  const same = node.dataset.uid === item.uid;
+  let close = same ? node.querySelector(":scope > .popup-head > .close") : null;
+  if (!close) {
+    close = el("button", { class: "close", title: "Close", "aria-label": "Close" }, "×");
+    close.addEventListener("click", () => page.select(null));
   }
-  if (item.geometryType === "Point") {
-    const trackBtn = el("button", {}, "Server track");
-    trackBtn.addEventListener("click", async () => {
-      trackBtn.disabled = true;
-      try {
-        const n = await page.showTrack(item.uid);
-        trackBtn.textContent = `Track: ${n} points`;
-      } catch {
-        trackBtn.textContent = "No track";
-      }
-    });
-    actions.append(trackBtn);
-  }
+  const old = same ? node.querySelector(":scope > .actions") : null;
+  const actions = old && old.dataset.shape === actionsShape(item) ? old : buildActions(item, page);
+  const name = item.callsign ?? item.uid;
+  const team = p.role
+    ? el("span", {}, fed(p.team ?? ""), " · ", fed(p.role))
+    : fed(p.team);
   node.replaceChildren(
-    el("div", { class: "popup-head" }, el("strong", {}, item.callsign ?? item.uid), close),
+    // The whole name is in the title: a very long one is cut after three lines (style.css).
+    el("div", { class: "popup-head" }, el("strong", { class: "callsign", title: name }, isolate(name)), close),
     el("div", { class: "popup-label" }, labelBadge(item.label)),
     el(
       "table",
       {},
-      row("Type", sidc ? `${item.type} (${sidc})` : item.type),
-      row("Team", p.role ? `${p.team ?? ""} · ${p.role}` : p.team),
+      row("Type", sidc ? el("span", {}, fed(item.type), ` (${sidc})`) : fed(item.type)),
+      row("Team", team),
       row("Position", pos),
       row("Motion", item.kind === "unit" ? motionText(item.course, item.speed) || "stationary" : null),
       row("Reported", item.time !== null ? `${shortTime(item.time, now)} (${ago(item.time, now)})` : null),
       row("Stale", item.staleAt !== null ? `${shortTime(item.staleAt, now)}${stale ? " — STALE" : ""}` : null),
-      row("How", p.how),
-      row("UID", item.uid),
-      row("Remarks", p.remarks),
+      row("How", fed(p.how)),
+      row("UID", fed(item.uid)),
+      row("Remarks", fed(p.remarks)),
     ),
     actions,
   );
+  node.dataset.uid = item.uid;
   node.classList.toggle("stale", stale);
   node.hidden = false;
 }

@@ -2,6 +2,7 @@
 
 import ms from "./milsymbol.js";
 import { bestSidc, cotTypeToSidc } from "./sidc.js";
+import { isolateText } from "./ui.js";
 
 // Symbol size passed to milsymbol (its "size" option: the frame's nominal height in px).
 export const SYMBOL_SIZE = 22;
@@ -89,7 +90,10 @@ export class Sprites {
    * A text label with a light halo: ``title`` in bold, ``sub`` (may be empty) smaller below.
    * The anchor is the left end of the title's middle line.
    */
-  label(title, sub, muted = false) {
+  label(rawTitle, sub, muted = false) {
+    // The title is someone's callsign: drawn isolated, so a direction override in it cannot
+    // reach past it (canvas text goes through the same bidi algorithm as the page's).
+    const title = isolateText(rawTitle);
     const key = `${muted ? 1 : 0}\u0000${title}\u0000${sub}`;
     let s = this.labels.get(key);
     if (s) {
@@ -112,6 +116,7 @@ export class Sprites {
     ctx.scale(this.dpr, this.dpr);
     ctx.lineJoin = "round";
     ctx.textBaseline = "middle";
+    ctx.direction = "ltr";
     ctx.strokeStyle = "rgba(255,255,255,0.92)";
     ctx.lineWidth = 3.5;
     ctx.font = LABEL_FONT;

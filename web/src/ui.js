@@ -18,6 +18,26 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Unicode bidirectional isolates (UAX #9, section 2.7, "Explicit Directional Isolates"): FIRST
+// STRONG ISOLATE ... POP DIRECTIONAL ISOLATE. Text between them takes its direction from its own
+// first strong character and cannot reorder what is around it; the PDI also ends any embedding or
+// override (RLO, LRE, ...) left open inside (UAX #9, rule X6a).
+const FSI = "\u2068";
+const PDI = "\u2069";
+
+/**
+ * Someone else's text (callsign, team, remarks) as an isolated run: ``<bdi dir="auto">`` holding
+ * one text node, so a right-to-left override in it cannot reorder the rest of the line.
+ */
+export function isolate(text) {
+  return el("bdi", { dir: "auto" }, String(text));
+}
+
+/** The same for places that take plain strings only (attributes, <option>, canvas text). */
+export function isolateText(text) {
+  return `${FSI}${String(text)}${PDI}`;
+}
+
 /** A coloured badge showing a label banner (or ``empty`` text when the label is null). */
 export function labelBadge(label, empty = UNLABELLED) {
   const cls = classificationOf(label);

@@ -495,7 +495,7 @@ _PATHS: dict[str, Any] = {
             "operationId": "getTiles",
             "responses": {
                 "200": _json({"type": "object"}, "MBTiles metadata."),
-                "404": {"description": "No tile set is configured."},
+                "204": {"description": "No tile set is configured (no body)."},
             },
         }
     },

@@ -32,6 +32,7 @@ from liaison.api.files import refuse_cross_site
 from liaison.api.openapi import spec as openapi_spec
 from liaison.api.server import MODE_KEY, SESSIONS_KEY, THROTTLE_KEY
 from liaison.errors import PeerError
+from liaison.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from liaison.model import labels
 from liaison.model.event import UNKNOWN_THRESHOLD, Event
 from liaison.model.labels import AuthSet, CategoryType, Policy
@@ -631,10 +632,8 @@ async def get_health(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     ctx = context(request)
     return web.Response(
-        text=ctx.metrics.render_prometheus(),
-        content_type="text/plain",
-        headers={"X-Content-Type-Options": "nosniff"},
-        charset="utf-8",
+        body=ctx.metrics.render_prometheus().encode("utf-8"),
+        headers={"Content-Type": METRICS_CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -85,9 +84,9 @@ class MbTiles:
 async def get_info(request: web.Request) -> web.Response:
     tiles = request.app.get(TILES_KEY)
     if tiles is None:
-        raise web.HTTPNotFound(
-            text=json.dumps({"error": "no tile set"}), content_type="application/json"
-        )
+        # 204, not 404: "is there a tile set?" is a question the web map asks on every load, and
+        # "no" is a normal answer (a 404 shows as an error in the browser's console).
+        return web.Response(status=204)
     return web.json_response(tiles.info)
 
 

@@ -59,6 +59,11 @@ async def test_mbtiles_are_served_with_xyz_numbering(
             cert_session(server, cert) as http,
             http.get(https_url(server, "/api/v1/tiles")) as r,
         ):
+            assert r.status == 204 and await r.read() == b""  # no tile set: no error either
+        async with (
+            cert_session(server, cert) as http,
+            http.get(https_url(server, "/api/v1/tiles/2/1/0")) as r,
+        ):
             assert r.status == 404
 
 
