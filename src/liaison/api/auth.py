@@ -21,6 +21,7 @@ import binascii
 import datetime as dt
 import enum
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -200,14 +201,22 @@ def make_auth_middleware(
                 if request.path.startswith(PUBLIC_PREFIXES):
                     return await handler(request)
                 if request.path.startswith("/Marti/") or request.path.startswith("/api/"):
-                    raise web.HTTPUnauthorized(
-                        headers=_challenge(request), text="authentication required\n"
-                    )
+                    raise unauthorized("authentication required", _challenge(request))
                 raise web.HTTPFound("/login")
         request[PRINCIPAL_KEY] = caller
         return await handler(request)
 
     return auth
+
+
+def unauthorized(message: str, headers: dict[str, str] | None = None) -> web.HTTPUnauthorized:
+    """A 401 with the JSON error body every other error has, ``{"error": message}``
+    (docs/api.md); ``headers`` carries the ``WWW-Authenticate`` challenge when there is one."""
+    return web.HTTPUnauthorized(
+        headers=headers or None,
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+    )
 
 
 def _challenge(request: web.Request) -> dict[str, str]:
@@ -264,7 +273,7 @@ async def check_password(
             "liaison_http_auth_failed_total", "Refused HTTP logins", "listener"
         ).inc("password")
         log.warning("http %s: login refused for %r", address, username)
-        raise web.HTTPUnauthorized(headers=_challenge(request), text="wrong credentials\n")
+        raise unauthorized("wrong credentials", _challenge(request))
     throttle.succeeded(*keys)
     return ctx.principal_from_user(user.name)
 

@@ -52,5 +52,7 @@ def principal(request: web.Request) -> Principal:
     """The authenticated caller. Handlers behind the auth middleware always have one."""
     p = request.get(PRINCIPAL_KEY)
     if not isinstance(p, Principal):
-        raise web.HTTPUnauthorized()
+        raise web.HTTPUnauthorized(
+            text='{"error": "authentication required"}', content_type="application/json"
+        )
     return p
