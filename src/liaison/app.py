@@ -469,6 +469,7 @@ async def _start_http(
         principal_from_user=identities.from_username,
         principal_anonymous=identities.anonymous,
         close_sessions_of=registry.close_principal,
+        registry=registry,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
     server.https = running.bound.get("https")

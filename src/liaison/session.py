@@ -20,7 +20,7 @@ import enum
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from liaison.errors import AuthenticationFailed, PeerError, SlowConsumer
 from liaison.metrics import Metrics
@@ -465,11 +465,29 @@ class WriteBatcher:
 DEFAULT_WRITE_BATCH_S = 0.010
 
 
-class SessionRegistry:
-    """Every live stream session, for timeouts, write batching and shutdown. Owned by the app."""
+class LiveFeed(Protocol):
+    """A long-lived answer to one principal that is not a stream session: the web map's WebSocket
+    feed. The registry ends it when its principal is revoked (by the CLI in another process too:
+    the same ``revoked`` check as stream sessions) or when it is no longer valid (its web sign-in
+    ended or expired), at the same sweep as stream sessions."""
 
-    # Seconds between timeout sweeps; timeouts are enforced to within this much.
-    SWEEP_INTERVAL_S = 1.0
+    @property
+    def principal(self) -> Principal: ...
+
+    def still_valid(self) -> bool: ...
+
+    def end(self, reason: str) -> None: ...
+
+
+class SessionRegistry:
+    """Every live stream session, for timeouts, write batching and shutdown. Owned by the app.
+
+    It also holds the :class:`LiveFeed` objects of the HTTP side, so that revocation ends every
+    long-lived answer of a principal, whatever transport carries it."""
+
+    # Seconds between timeout and revocation sweeps; both are enforced to within this much. Half a
+    # second keeps "revocation closes live sessions and feeds within a second" with room to spare.
+    SWEEP_INTERVAL_S = 0.5
 
     def __init__(
         self, clock_ms: Callable[[], int], *, write_batch_s: float = DEFAULT_WRITE_BATCH_S
@@ -477,6 +495,7 @@ class SessionRegistry:
         self.batcher = WriteBatcher(write_batch_s)
         self._sessions: set[StreamSession] = set()
         self._paused: set[StreamSession] = set()
+        self._feeds: set[LiveFeed] = set()
         self._clock_ms = clock_ms
 
     def add(self, session: StreamSession) -> None:
@@ -485,6 +504,12 @@ class SessionRegistry:
     def discard(self, session: StreamSession) -> None:
         self._sessions.discard(session)
         self._paused.discard(session)
+
+    def add_feed(self, feed: LiveFeed) -> None:
+        self._feeds.add(feed)
+
+    def discard_feed(self, feed: LiveFeed) -> None:
+        self._feeds.discard(feed)
 
     def paused(self, session: StreamSession) -> None:
         """``session`` stopped reading because ingest is congested; resume it when clear."""
@@ -530,6 +555,18 @@ class SessionRegistry:
                     ):
                         log.warning("%s: closing session of revoked %s", session.peer, p.name)
                         session.close("revoked")
+                self.sweep_feeds(revoked)
+
+    def sweep_feeds(self, revoked: Callable[[Principal], bool] | None = None) -> None:
+        """End the feeds whose principal was revoked or which are no longer valid."""
+        for feed in list(self._feeds):
+            if revoked is not None and revoked(feed.principal):
+                log.warning("closing a feed of revoked %s", feed.principal.name)
+                self._feeds.discard(feed)
+                feed.end("revoked")
+            elif not feed.still_valid():
+                self._feeds.discard(feed)
+                feed.end("expired")
 
     def close_principal(self, name: str) -> int:
         """Close every session of principal ``name`` (revocation). Returns how many."""
@@ -539,8 +576,16 @@ class SessionRegistry:
             if p is not None and p.name == name:
                 session.close("revoked")
                 closed += 1
+        for feed in list(self._feeds):
+            if feed.principal.name == name:
+                self._feeds.discard(feed)
+                feed.end("revoked")
+                closed += 1
         return closed
 
     def close_all(self) -> None:
         for session in list(self._sessions):
             session.close()
+        for feed in list(self._feeds):
+            self._feeds.discard(feed)
+            feed.end("shutdown")

@@ -12,6 +12,7 @@ from liaison.config import Config
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.router import Router
+from liaison.session import SessionRegistry
 from liaison.storage.base import Store
 from liaison.users import UserDirectory
 
@@ -42,6 +43,9 @@ class ApiContext:
     principal_anonymous: Callable[[str, str], Principal]
     # Closes every live streaming session of a user (revocation).
     close_sessions_of: Callable[[str], int]
+    # Every live stream session and feed: the WebSocket feeds register here so that revocation
+    # (seen by the registry's sweep, also when the CLI revokes from another process) ends them.
+    registry: SessionRegistry | None = None
 
 
 def context(request: web.Request) -> ApiContext:
