@@ -70,6 +70,9 @@ class SessionSettings:
     offer_protobuf: bool = True
     require_auth: bool = False
     max_event_bytes: int = 1024 * 1024
+    # Speak TAK protocol v1 stream framing from the first byte, with no XML and no negotiation
+    # (TAK Server's ``prototls`` inputs and its ``/takproto/1`` WebSocket do the same).
+    start_in_protobuf: bool = False
 
 
 # Given the peer's TLS certificate (DER) or None, who is this peer? None refuses the connection.
@@ -127,14 +130,17 @@ class StreamSession(asyncio.Protocol):
         self._xml_framer: XmlStreamFramer | None = XmlStreamFramer(settings.max_event_bytes)
         self._proto_framer: TakStreamFramer | None = None
         self._negotiator: negotiation.Negotiator | None = None
-        self._principal: Principal | None = None
+        if settings.start_in_protobuf:
+            self._xml_framer = None
+            self._proto_framer = TakStreamFramer(settings.max_event_bytes)
         self._pending: dict[object, Outgoing] = {}
         self._seq = 0
         self._flush_scheduled = False
         self._writing_paused = False
         self._reading_paused = False
+        self._principal: Principal | None = None
         self.phase = Phase.AWAIT_AUTH
-        self.format = WireFormat.XML
+        self.format = WireFormat.PROTO if settings.start_in_protobuf else WireFormat.XML
         self.peer = "?"
         self.client_uid: str | None = None
         self.callsign: str | None = None
@@ -308,7 +314,7 @@ class StreamSession(asyncio.Protocol):
     def _open(self, principal: Principal) -> None:
         self._principal = principal
         self.phase = Phase.OPEN
-        if self._settings.offer_protobuf:
+        if self._settings.offer_protobuf and not self._settings.start_in_protobuf:
             now = self._clock_ms()
             self._negotiator = negotiation.Negotiator(
                 now, f"liaison-takp-{id(self):x}-{now}", self._settings.server_version

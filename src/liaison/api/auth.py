@@ -230,7 +230,7 @@ def make_auth_middleware(
             if caller is None:
                 if request.path.startswith(PUBLIC_PREFIXES):
                     return await handler(request)
-                if request.path.startswith("/Marti/") or request.path.startswith("/api/"):
+                if request.path.startswith(("/Marti/", "/api/", "/takproto/")):
                     raise unauthorized("authentication required", _challenge(request))
                 raise web.HTTPFound("/login")
         request[PRINCIPAL_KEY] = caller

@@ -12,7 +12,7 @@ from liaison.config import Config
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.router import Router
-from liaison.session import SessionRegistry
+from liaison.session import SessionRegistry, StreamSession
 from liaison.storage.base import Store
 from liaison.users import UserDirectory
 
@@ -46,6 +46,9 @@ class ApiContext:
     # Every live stream session and feed: the WebSocket feeds register here so that revocation
     # (seen by the registry's sweep, also when the CLI revokes from another process) ends them.
     registry: SessionRegistry | None = None
+    # A stream session for a caller the HTTP side already identified (``/takproto/1``): the same
+    # StreamSession as the 8089 listener, in the same registry, speaking TAK protocol v1.
+    stream_session: Callable[[Principal], StreamSession] | None = None
 
 
 def context(request: web.Request) -> ApiContext:

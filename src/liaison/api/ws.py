@@ -38,6 +38,7 @@ from liaison.metrics import Counter, Metrics
 from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.router import Outgoing, Router
+from liaison.session import LiveFeed
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ ENCODER_KEY: web.AppKey[FeedEncoder] = web.AppKey("liaison.ws.encoder")
 METRICS_KEY: web.AppKey[WsMetrics] = web.AppKey("liaison.ws.metrics")
 SOCKETS_KEY: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("liaison.ws_sockets")
 # Open feeds by the web sign-in (cookie token) they were opened with, to end them at sign-out.
-FEEDS_BY_TOKEN_KEY: web.AppKey[dict[str, set[WebFeed]]] = web.AppKey("liaison.ws_feeds")
+FEEDS_BY_TOKEN_KEY: web.AppKey[dict[str, set[LiveFeed]]] = web.AppKey("liaison.ws_feeds")
 
 
 class WsMetrics:
@@ -271,7 +272,7 @@ class WebFeed:
         )
 
 
-def _origin_allowed(request: web.Request) -> bool:
+def origin_allowed(request: web.Request) -> bool:
     # Browsers send Origin on every WebSocket handshake (RFC 6455 4.1 item 8). A page of another
     # site must not open a feed with this browser's certificate or cookie (cross-site WebSocket
     # hijacking); clients that are not browsers send no Origin.
@@ -343,7 +344,7 @@ async def _serve(
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
     """``GET /api/v1/stream``: the live feed for the caller."""
-    if not _origin_allowed(request):
+    if not origin_allowed(request):
         raise web.HTTPForbidden(text="cross-site WebSocket refused\n")
     ctx = context(request)
     viewer = principal(request)
@@ -420,7 +421,7 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     app[ENCODER_KEY] = FeedEncoder(ctx.router)
     app[METRICS_KEY] = WsMetrics(ctx.metrics)
     app[SOCKETS_KEY] = weakref.WeakSet()
-    by_token: dict[str, set[WebFeed]] = {}
+    by_token: dict[str, set[LiveFeed]] = {}
     app[FEEDS_BY_TOKEN_KEY] = by_token
 
     def sign_in_ended(token: str, reason: str) -> None:
