@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,8 @@ from liaison.session import Phase, StreamSession
 log = logging.getLogger(__name__)
 
 PATH = "/takproto/1"
+# The open /takproto/1 sessions of a listener, closed (1001) when the server shuts down.
+SESSIONS_OPEN_KEY: web.AppKey[weakref.WeakSet[StreamSession]] = web.AppKey("liaison.takproto")
 
 # Bytes a binary message may carry beyond one event's limit: the 0xBF byte and a varint length.
 FRAME_OVERHEAD_BYTES = 16
@@ -239,6 +242,7 @@ async def takproto_stream(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPBadRequest(text="connection already closed\n")
     await ws.prepare(request)
     session = make_session(viewer)
+    request.app[SESSIONS_OPEN_KEY].add(session)
     transport = WebSocketTransport(ws, raw, session, {"peername": raw.get_extra_info("peername")})
     session.connection_made(transport)
     feed: _SignInFeed | None = None
@@ -284,7 +288,16 @@ async def takproto_stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _close_all(app: web.Application) -> None:
+    """At shutdown, close every open session (1001), so none holds the server up."""
+    opened: weakref.WeakSet[StreamSession] = app[SESSIONS_OPEN_KEY]
+    for session in list(opened):
+        session.close("shutdown")
+
+
 def add_routes(app: web.Application, mode: AuthMode) -> None:
     """``/takproto/1`` on the certificate and password listeners (not on the anonymous one)."""
     if mode is not AuthMode.ANONYMOUS:
+        app[SESSIONS_OPEN_KEY] = weakref.WeakSet()
+        app.on_shutdown.append(_close_all)
         app.router.add_get(PATH, takproto_stream)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +14,8 @@ import takproto
 
 from liaison.app import Server
 from liaison.cli import main
+from liaison.model.principal import Principal
+from liaison.protocol import cot_xml
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import WAIT_S, Client, clients, connect_tls, sa_event
 from tests.integration.http.http_support import (
@@ -183,3 +186,41 @@ async def test_takproto_websocket_with_a_web_sign_in_on_8446(
                 pass
             assert await _close_of(ws, 1.0) == (4401, "signed out")
             await ws.close()
+
+
+@dataclass(frozen=True)
+class _Source:
+    principal: Principal
+
+
+async def test_takproto_slow_consumer_is_closed(start_server: ServerFactory) -> None:
+    limit = 50
+    async with start_server(max_pending=limit) as server:
+        c = certs(server, ("slow", "RED"))
+        async with cert_session(server, c["slow"]) as http:
+            ws = await http.ws_connect(_wss(https_url(server, "/takproto/1")))
+            # More events than may wait for it, in one loop turn: the 8089 slow-consumer rule.
+            source = _Source(Principal(name="feeder"))
+            for i in range(limit + 1):
+                marker = sa_event(f"marker-{i}", f"M{i}", cot_type="b-m-p-s-p-i")
+                server.router.publish(cot_xml.parse_event(marker), source)
+            assert await _close_of(ws, WAIT_S) == (1013, "slow consumer")
+            await ws.close()
+            key = 'liaison_sessions_closed_total{reason="slow_consumer"}'
+            assert server.metrics.snapshot().get(key) == 1
+
+
+async def test_takproto_sockets_are_closed_at_shutdown(start_server: ServerFactory) -> None:
+    async with start_server() as server:
+        c = certs(server, ("last", "RED"))
+        async with cert_session(server, c["last"]) as h2:
+            # At shutdown an open socket is told 1001 and the server does not wait for it.
+            last = await h2.ws_connect(_wss(https_url(server, "/takproto/1")))
+            assert server.http_runtime is not None
+            loop = asyncio.get_running_loop()
+            stopping = loop.time()
+            closing = asyncio.create_task(server.http_runtime.close())
+            assert await _close_of(last, WAIT_S) == (1001, "server shutdown")
+            await asyncio.wait_for(closing, WAIT_S)
+            assert loop.time() - stopping < 5.0
+            await last.close()
