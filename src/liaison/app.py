@@ -19,7 +19,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from liaison import __version__, pki
@@ -409,7 +409,28 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 )
                 datagram_transports.append(transport)
 
-            http = await _start_http(config, server, identities, users, registry)
+            def ws_session(caller: Principal) -> StreamSession:
+                """A /takproto/1 client: an 8089 session that speaks protobuf from the start."""
+                settings = SessionSettings(
+                    listener="ws",
+                    server_version=SERVER_VERSION,
+                    idle_timeout_s=config.idle_timeout_s,
+                    max_pending=config.max_pending,
+                    offer_protobuf=False,
+                    start_in_protobuf=True,
+                    max_event_bytes=config.max_event_bytes,
+                )
+                return StreamSession(
+                    router=router,
+                    settings=settings,
+                    metrics=session_metrics,
+                    clock_ms=now_ms,
+                    resolve_principal=lambda _der, _peer: caller,
+                    authenticate=None,
+                    registry=registry,
+                )
+
+            http = await _start_http(config, server, identities, users, registry, ws_session)
             fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
             if fed is not None:
                 bound = await fed.start()
@@ -451,6 +472,7 @@ async def _start_http(
     identities: Identities,
     users: UserDirectory,
     registry: SessionRegistry,
+    ws_session: Callable[[Principal], StreamSession] | None = None,
 ) -> RunningHttp | None:
     listeners: list[HttpListener] = []
     server_pki = server.server_pki
@@ -478,6 +500,8 @@ async def _start_http(
         principal_from_user=identities.from_username,
         principal_anonymous=identities.anonymous,
         close_sessions_of=registry.close_principal,
+        registry=registry,
+        stream_session=ws_session,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
     server.https = running.bound.get("https")

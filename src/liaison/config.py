@@ -184,6 +184,9 @@ class Config:
     max_event_bytes: int = 1024 * 1024
     max_pending: int = 10_000
     write_batch_ms: float = 10.0
+    http_header_timeout_s: float = 10.0
+    http_idle_timeout_s: float = 60.0
+    http_max_unauthenticated: int = 64
     storage: str = "sqlite"
     retention_days: int = 30
     policy_file: Path | None = None
@@ -384,6 +387,30 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _non_negative_float,
         "Under load, milliseconds between batched writes to each client (0 writes at once).",
+    ),
+    Setting(
+        "limits.http_header_timeout_s",
+        "http_header_timeout_s",
+        None,
+        _positive_float,
+        "Seconds an HTTP(S) client has for the TLS handshake, and for each request from its first "
+        "byte to the end of its headers; slower connections are closed (slowloris).",
+    ),
+    Setting(
+        "limits.http_idle_timeout_s",
+        "http_idle_timeout_s",
+        None,
+        _positive_float,
+        "Seconds an HTTP(S) connection may wait, after connecting or between requests, before "
+        "the first byte of its next request; idle keep-alive connections are then closed.",
+    ),
+    Setting(
+        "limits.http_max_unauthenticated",
+        "http_max_unauthenticated",
+        None,
+        _non_negative_int,
+        "Connections one client address may hold on an HTTP(S) listener before any request on "
+        "them is authenticated; more are closed at once (0: no limit).",
     ),
     Setting(
         "storage.backend",

@@ -20,7 +20,7 @@ import enum
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from liaison.errors import AuthenticationFailed, PeerError, SlowConsumer
 from liaison.metrics import Metrics
@@ -83,6 +83,9 @@ class SessionSettings:
     offer_protobuf: bool = True
     require_auth: bool = False
     max_event_bytes: int = 1024 * 1024
+    # Speak TAK protocol v1 stream framing from the first byte, with no XML and no negotiation
+    # (TAK Server's ``prototls`` inputs and its ``/takproto/1`` WebSocket do the same).
+    start_in_protobuf: bool = False
 
 
 # Given the peer's TLS certificate (DER) or None, who is this peer? None refuses the connection.
@@ -140,14 +143,17 @@ class StreamSession(asyncio.Protocol):
         self._xml_framer: XmlStreamFramer | None = XmlStreamFramer(settings.max_event_bytes)
         self._proto_framer: TakStreamFramer | None = None
         self._negotiator: negotiation.Negotiator | None = None
-        self._principal: Principal | None = None
+        if settings.start_in_protobuf:
+            self._xml_framer = None
+            self._proto_framer = TakStreamFramer(settings.max_event_bytes)
         self._pending: dict[object, Outgoing] = {}
         self._seq = 0
         self._flush_scheduled = False
         self._writing_paused = False
         self._reading_paused = False
+        self._principal: Principal | None = None
         self.phase = Phase.AWAIT_AUTH
-        self.format = WireFormat.XML
+        self.format = WireFormat.PROTO if settings.start_in_protobuf else WireFormat.XML
         self.peer = "?"
         self.client_uid: str | None = None
         self.callsign: str | None = None
@@ -329,7 +335,7 @@ class StreamSession(asyncio.Protocol):
     def _open(self, principal: Principal) -> None:
         self._principal = principal
         self.phase = Phase.OPEN
-        if self._settings.offer_protobuf:
+        if self._settings.offer_protobuf and not self._settings.start_in_protobuf:
             now = self._clock_ms()
             self._negotiator = negotiation.Negotiator(
                 now, f"liaison-takp-{id(self):x}-{now}", self._settings.server_version
@@ -502,11 +508,29 @@ class WriteBatcher:
 DEFAULT_WRITE_BATCH_S = 0.010
 
 
-class SessionRegistry:
-    """Every live stream session, for timeouts, write batching and shutdown. Owned by the app."""
+class LiveFeed(Protocol):
+    """A long-lived answer to one principal that is not a stream session: the web map's WebSocket
+    feed. The registry ends it when its principal is revoked (by the CLI in another process too:
+    the same ``revoked`` check as stream sessions) or when it is no longer valid (its web sign-in
+    ended or expired), at the same sweep as stream sessions."""
 
-    # Seconds between timeout sweeps; timeouts are enforced to within this much.
-    SWEEP_INTERVAL_S = 1.0
+    @property
+    def principal(self) -> Principal: ...
+
+    def still_valid(self) -> bool: ...
+
+    def end(self, reason: str) -> None: ...
+
+
+class SessionRegistry:
+    """Every live stream session, for timeouts, write batching and shutdown. Owned by the app.
+
+    It also holds the :class:`LiveFeed` objects of the HTTP side, so that revocation ends every
+    long-lived answer of a principal, whatever transport carries it."""
+
+    # Seconds between timeout and revocation sweeps; both are enforced to within this much. Half a
+    # second keeps "revocation closes live sessions and feeds within a second" with room to spare.
+    SWEEP_INTERVAL_S = 0.5
 
     def __init__(
         self, clock_ms: Callable[[], int], *, write_batch_s: float = DEFAULT_WRITE_BATCH_S
@@ -514,6 +538,7 @@ class SessionRegistry:
         self.batcher = WriteBatcher(write_batch_s)
         self._sessions: set[StreamSession] = set()
         self._paused: set[StreamSession] = set()
+        self._feeds: set[LiveFeed] = set()
         self._clock_ms = clock_ms
 
     def add(self, session: StreamSession) -> None:
@@ -522,6 +547,12 @@ class SessionRegistry:
     def discard(self, session: StreamSession) -> None:
         self._sessions.discard(session)
         self._paused.discard(session)
+
+    def add_feed(self, feed: LiveFeed) -> None:
+        self._feeds.add(feed)
+
+    def discard_feed(self, feed: LiveFeed) -> None:
+        self._feeds.discard(feed)
 
     def paused(self, session: StreamSession) -> None:
         """``session`` stopped reading because ingest is congested; resume it when clear."""
@@ -567,6 +598,18 @@ class SessionRegistry:
                     ):
                         log.warning("%s: closing session of revoked %s", session.peer, p.name)
                         session.close("revoked")
+                self.sweep_feeds(revoked)
+
+    def sweep_feeds(self, revoked: Callable[[Principal], bool] | None = None) -> None:
+        """End the feeds whose principal was revoked or which are no longer valid."""
+        for feed in list(self._feeds):
+            if revoked is not None and revoked(feed.principal):
+                log.warning("closing a feed of revoked %s", feed.principal.name)
+                self._feeds.discard(feed)
+                feed.end("revoked")
+            elif not feed.still_valid():
+                self._feeds.discard(feed)
+                feed.end("expired")
 
     def close_principal(self, name: str) -> int:
         """Close every session of principal ``name`` (revocation). Returns how many."""
@@ -576,8 +619,16 @@ class SessionRegistry:
             if p is not None and p.name == name:
                 session.close("revoked")
                 closed += 1
+        for feed in list(self._feeds):
+            if feed.principal.name == name:
+                self._feeds.discard(feed)
+                feed.end("revoked")
+                closed += 1
         return closed
 
     def close_all(self) -> None:
         for session in list(self._sessions):
             session.close()
+        for feed in list(self._feeds):
+            self._feeds.discard(feed)
+            feed.end("shutdown")

@@ -21,6 +21,7 @@ import binascii
 import datetime as dt
 import enum
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -103,11 +104,25 @@ class _WebSession:
 
 
 class WebSessions:
-    """Server-side web map sessions: a random token in a cookie, nothing else on the client."""
+    """Server-side web map sessions: a random token in a cookie, nothing else on the client.
+
+    Whoever holds something open for a session (the WebSocket feed) registers with
+    :meth:`on_end` and is told, with the token and a reason (``signed_out`` or ``expired``), when
+    the session ends: at ``POST /logout``, when it is found expired, or when it is dropped to
+    make room."""
 
     def __init__(self, clock_s: Callable[[], float]) -> None:
         self._clock = clock_s
         self._sessions: dict[str, _WebSession] = {}
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    def on_end(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(token, reason)`` whenever a session ends."""
+        self._listeners.append(listener)
+
+    def _ended(self, token: str, reason: str) -> None:
+        for listener in self._listeners:
+            listener(token, reason)
 
     def create(self, username: str) -> tuple[str, str]:
         """A new session for ``username``; returns (cookie token, CSRF token)."""
@@ -116,11 +131,13 @@ class WebSessions:
         now = self._clock()
         self._sessions[token] = _WebSession(username, csrf, now, now)
         while len(self._sessions) > MAX_WEB_SESSIONS:
-            del self._sessions[next(iter(self._sessions))]
+            oldest = next(iter(self._sessions))
+            del self._sessions[oldest]
+            self._ended(oldest, "expired")
         return token, csrf
 
-    def lookup(self, token: str | None) -> tuple[str, str] | None:
-        """(username, csrf) for a live session; expired ones are removed."""
+    def _live(self, token: str | None) -> _WebSession | None:
+        """The session if it exists and has not expired; an expired one is removed."""
         if not token:
             return None
         s = self._sessions.get(token)
@@ -129,17 +146,31 @@ class WebSessions:
         now = self._clock()
         if now - s.seen > SESSION_IDLE_S or now - s.created > SESSION_MAX_S:
             del self._sessions[token]
+            self._ended(token, "expired")
             return None
-        s.seen = now
+        return s
+
+    def lookup(self, token: str | None) -> tuple[str, str] | None:
+        """(username, csrf) for a live session, counting as activity; expired ones are removed."""
+        s = self._live(token)
+        if s is None:
+            return None
+        s.seen = self._clock()
         return s.username, s.csrf
 
+    def alive(self, token: str | None) -> bool:
+        """Whether the session is still live, without counting as activity (an open feed does
+        not keep a sign-in alive: it lasts exactly as long as REST calls with the cookie work)."""
+        return self._live(token) is not None
+
     def end(self, token: str | None) -> None:
-        if token:
-            self._sessions.pop(token, None)
+        if token and self._sessions.pop(token, None) is not None:
+            self._ended(token, "signed_out")
 
     def end_user(self, username: str) -> None:
         for token in [t for t, s in self._sessions.items() if s.username == username]:
             del self._sessions[token]
+            self._ended(token, "signed_out")
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -199,15 +230,23 @@ def make_auth_middleware(
             if caller is None:
                 if request.path.startswith(PUBLIC_PREFIXES):
                     return await handler(request)
-                if request.path.startswith("/Marti/") or request.path.startswith("/api/"):
-                    raise web.HTTPUnauthorized(
-                        headers=_challenge(request), text="authentication required\n"
-                    )
+                if request.path.startswith(("/Marti/", "/api/", "/takproto/")):
+                    raise unauthorized("authentication required", _challenge(request))
                 raise web.HTTPFound("/login")
         request[PRINCIPAL_KEY] = caller
         return await handler(request)
 
     return auth
+
+
+def unauthorized(message: str, headers: dict[str, str] | None = None) -> web.HTTPUnauthorized:
+    """A 401 with the JSON error body every other error has, ``{"error": message}``
+    (docs/api.md); ``headers`` carries the ``WWW-Authenticate`` challenge when there is one."""
+    return web.HTTPUnauthorized(
+        headers=headers or None,
+        text=json.dumps({"error": message}),
+        content_type="application/json",
+    )
 
 
 def _challenge(request: web.Request) -> dict[str, str]:
@@ -264,7 +303,7 @@ async def check_password(
             "liaison_http_auth_failed_total", "Refused HTTP logins", "listener"
         ).inc("password")
         log.warning("http %s: login refused for %r", address, username)
-        raise web.HTTPUnauthorized(headers=_challenge(request), text="wrong credentials\n")
+        raise unauthorized("wrong credentials", _challenge(request))
     throttle.succeeded(*keys)
     return ctx.principal_from_user(user.name)
 

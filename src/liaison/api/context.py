@@ -12,6 +12,7 @@ from liaison.config import Config
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.router import Router
+from liaison.session import SessionRegistry, StreamSession
 from liaison.storage.base import Store
 from liaison.users import UserDirectory
 
@@ -42,6 +43,12 @@ class ApiContext:
     principal_anonymous: Callable[[str, str], Principal]
     # Closes every live streaming session of a user (revocation).
     close_sessions_of: Callable[[str], int]
+    # Every live stream session and feed: the WebSocket feeds register here so that revocation
+    # (seen by the registry's sweep, also when the CLI revokes from another process) ends them.
+    registry: SessionRegistry | None = None
+    # A stream session for a caller the HTTP side already identified (``/takproto/1``): the same
+    # StreamSession as the 8089 listener, in the same registry, speaking TAK protocol v1.
+    stream_session: Callable[[Principal], StreamSession] | None = None
 
 
 def context(request: web.Request) -> ApiContext:
@@ -52,5 +59,7 @@ def principal(request: web.Request) -> Principal:
     """The authenticated caller. Handlers behind the auth middleware always have one."""
     p = request.get(PRINCIPAL_KEY)
     if not isinstance(p, Principal):
-        raise web.HTTPUnauthorized()
+        raise web.HTTPUnauthorized(
+            text='{"error": "authentication required"}', content_type="application/json"
+        )
     return p

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from liaison import datapackage, pki
-from liaison.api.auth import AuthMode, parse_basic
+from liaison.api.auth import AuthMode, parse_basic, unauthorized
 from liaison.api.context import ApiContext, context, principal
 from liaison.errors import PkiError
 from liaison.users import User
@@ -252,7 +252,7 @@ def _user(ctx: ApiContext, name: str) -> User:
 
 
 def _unauthorized(text: str) -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="Liaison"'}, text=text)
+    return unauthorized(text.strip(), {"WWW-Authenticate": 'Basic realm="Liaison"'})
 
 
 async def tls_config(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ the routes that make sense for that listener's way of knowing the caller.
 
 from __future__ import annotations
 
-from liaison.api import enrollment, marti, relabel, rest, tiles, ws
+from liaison.api import enrollment, marti, relabel, rest, takproto, tiles, ws
 from liaison.api.server import RouteAdder
 
 ROUTE_ADDERS: tuple[RouteAdder, ...] = (
@@ -14,6 +14,7 @@ ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     marti.add_routes,
     rest.add_routes,
     ws.add_routes,
+    takproto.add_routes,
     relabel.add_routes,
     tiles.add_routes,
 )

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from liaison.api.auth import AuthMode, LoginThrottle, WebSessions, make_auth_middleware
 from liaison.api.context import CONTEXT_KEY, ApiContext
+from liaison.api.guard import ConnectionGuard, GuardedSite, GuardSettings
 from liaison.config import Endpoint
 
 # Largest request body any route accepts unless it sets its own (data package uploads do).
@@ -31,6 +32,7 @@ RouteAdder = Callable[[web.Application, AuthMode], None]
 THROTTLE_KEY: web.AppKey[LoginThrottle] = web.AppKey("liaison.throttle")
 SESSIONS_KEY: web.AppKey[WebSessions] = web.AppKey("liaison.web_sessions")
 MODE_KEY: web.AppKey[AuthMode] = web.AppKey("liaison.auth_mode")
+GUARD_KEY: web.AppKey[ConnectionGuard] = web.AppKey("liaison.connection_guard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +60,15 @@ def build_app(
     *,
     throttle: LoginThrottle,
     sessions: WebSessions,
+    guard: ConnectionGuard | None = None,
 ) -> web.Application:
+    auth = make_auth_middleware(mode, throttle=throttle, sessions=sessions)
     app = web.Application(
-        middlewares=[make_auth_middleware(mode, throttle=throttle, sessions=sessions)],
+        middlewares=guard.middlewares(auth) if guard is not None else [auth],
         client_max_size=MAX_UPLOAD_BYTES,
     )
+    if guard is not None:
+        app[GUARD_KEY] = guard
     app[CONTEXT_KEY] = ctx
     app[THROTTLE_KEY] = throttle
     app[SESSIONS_KEY] = sessions
@@ -82,17 +88,27 @@ async def start_http(
     sessions = WebSessions(time.monotonic)
     running = RunningHttp(runners=[], bound={})
     try:
+        settings = GuardSettings(
+            header_timeout_s=ctx.config.http_header_timeout_s,
+            idle_timeout_s=ctx.config.http_idle_timeout_s,
+            max_unauthenticated=ctx.config.http_max_unauthenticated,
+        )
         for listener in listeners:
-            app = build_app(ctx, listener.mode, route_adders, throttle=throttle, sessions=sessions)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            guard = ConnectionGuard(listener.name, settings, ctx.metrics)
+            app = build_app(
+                ctx, listener.mode, route_adders, throttle=throttle, sessions=sessions, guard=guard
+            )
+            # aiohttp's own keep-alive timer stays, well behind the guard's (which counts).
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=2 * settings.idle_timeout_s,
+            )
             await runner.setup()
             running.runners.append(runner)
-            site = web.TCPSite(
-                runner,
-                listener.endpoint.host,
-                listener.endpoint.port,
-                ssl_context=listener.ssl_context,
-                reuse_address=True,
+            site = GuardedSite(
+                runner, listener.endpoint, ssl_context=listener.ssl_context, guard=guard
             )
             await site.start()
             port = int(runner.addresses[-1][1])

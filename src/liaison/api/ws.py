@@ -11,6 +11,11 @@ in its place; past :data:`WS_MAX_PENDING` waiting messages the browser is a slow
 socket is closed (1013, "try again later"), so one stalled tab never holds the router back.
 Keepalive is WebSocket ping/pong (RFC 6455 5.5.2), sent by aiohttp every
 :data:`WS_HEARTBEAT_S`.
+
+A feed lasts no longer than what let it open: each socket is a :class:`WebFeed` in the app's
+session registry, which ends it when its user or certificate is revoked (the same sweep that
+closes 8089 sessions), and a feed opened with a web sign-in ends the moment that sign-in is
+signed out or found expired (:data:`FEED_CLOSE` lists the close codes).
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from liaison.api.auth import AuthMode
+from liaison.api.auth import SESSION_COOKIE, AuthMode, WebSessions
 from liaison.api.context import CONTEXT_KEY, context, principal
 from liaison.api.files import same_origin
 from liaison.api.rest import API, chat_message, event_feature, is_map_item, web_uid
+from liaison.api.server import MODE_KEY, SESSIONS_KEY
 from liaison.metrics import Counter, Metrics
 from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.router import Outgoing, Router
+from liaison.session import LiveFeed
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +64,20 @@ WS_HIGH_WATER = 256 * 1024
 # Seconds between checks while waiting for a full transport buffer to drain.
 WS_DRAIN_POLL_S = 0.02
 
+# How a feed is closed when what let it open ends (RFC 6455 7.4.2: codes 4000-4999 are the
+# application's). 4401 mirrors HTTP 401 (sign in again), 4403 mirrors 403.
+FEED_CLOSE: dict[str, tuple[int, bytes]] = {
+    "signed_out": (4401, b"signed out"),
+    "expired": (4401, b"session expired"),
+    "revoked": (4403, b"revoked"),
+    "shutdown": (WSCloseCode.GOING_AWAY, b"server shutdown"),
+}
+
 ENCODER_KEY: web.AppKey[FeedEncoder] = web.AppKey("liaison.ws.encoder")
 METRICS_KEY: web.AppKey[WsMetrics] = web.AppKey("liaison.ws.metrics")
 SOCKETS_KEY: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("liaison.ws_sockets")
+# Open feeds by the web sign-in (cookie token) they were opened with, to end them at sign-out.
+FEEDS_BY_TOKEN_KEY: web.AppKey[dict[str, set[LiveFeed]]] = web.AppKey("liaison.ws_feeds")
 
 
 class WsMetrics:
@@ -159,6 +177,7 @@ class WsSubscriber:
         self._seq = 0
         self._wake = asyncio.Event()
         self.overflowed = False
+        self.stopped = False
 
     @property
     def principal(self) -> Principal:
@@ -170,7 +189,7 @@ class WsSubscriber:
 
     def deliver(self, out: Outgoing) -> None:
         """Queue one event. Never blocks or raises (the router calls it)."""
-        if self.overflowed:
+        if self.overflowed or self.stopped:
             return
         key = out.coalesce_key
         pending = self._pending
@@ -189,6 +208,12 @@ class WsSubscriber:
             pending.clear()
         self._wake.set()
 
+    def stop(self) -> None:
+        """Deliver nothing more (the feed is ending): drop what waits and wake the writer."""
+        self.stopped = True
+        self._pending.clear()
+        self._wake.set()
+
     async def take(self) -> list[Outgoing]:
         """Wait for queued events and take them all, oldest first."""
         await self._wake.wait()
@@ -202,7 +227,52 @@ class WsSubscriber:
         return items
 
 
-def _origin_allowed(request: web.Request) -> bool:
+class WebFeed:
+    """The session registry's handle on one open feed (a ``session.LiveFeed``).
+
+    ``end`` stops deliveries at once (nothing is written after it) and sends the close frame of
+    :data:`FEED_CLOSE` for the reason."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        sub: WsSubscriber,
+        router: Router,
+        *,
+        token: str | None,
+        sessions: WebSessions,
+    ) -> None:
+        self._ws = ws
+        self._sub = sub
+        self._router = router
+        self.token = token
+        self._sessions = sessions
+        self.ended: str | None = None
+        self.closing: asyncio.Task[bool] | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return self._sub.principal
+
+    def still_valid(self) -> bool:
+        return self.token is None or self._sessions.alive(self.token)
+
+    def end(self, reason: str) -> None:
+        if self.ended is not None:
+            return
+        self.ended = reason
+        self._router.detach(self._sub)
+        self._sub.stop()
+        if self._ws.closed:
+            return
+        code, message = FEED_CLOSE.get(reason, (WSCloseCode.POLICY_VIOLATION, reason.encode()))
+        log.info("ws feed of %s closed: %s", self.principal.name, reason)
+        self.closing = asyncio.get_running_loop().create_task(
+            self._ws.close(code=code, message=message), name="ws-feed-close"
+        )
+
+
+def origin_allowed(request: web.Request) -> bool:
     # Browsers send Origin on every WebSocket handshake (RFC 6455 4.1 item 8). A page of another
     # site must not open a feed with this browser's certificate or cookie (cross-site WebSocket
     # hijacking); clients that are not browsers send no Origin.
@@ -226,6 +296,8 @@ async def _write(
     last = float("-inf")
     while not ws.closed:
         items = await sub.take()
+        if sub.stopped:
+            return
         wait = last + WS_BATCH_S - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -239,7 +311,7 @@ async def _write(
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"slow consumer")
             return
         frames = [f[0] for f in (encoder.frame(out) for out in items) if f is not None]
-        if ws.closed or transport.is_closing():
+        if ws.closed or transport.is_closing() or sub.stopped:
             return
         if frames:
             transport.write(b"".join(frames))
@@ -261,7 +333,8 @@ async def _serve(
                 if msg.type is WSMsgType.ERROR:
                     break  # anything else from the browser is ignored: the feed is one-way
             if not sub.overflowed:
-                writer.cancel()  # the browser left; a slow consumer's writer is closing it
+                writer.cancel()  # the browser left (or the feed ended); a slow consumer's writer
+                # is closing it
     except* ConnectionError:
         lost = True
     if sub.overflowed:
@@ -271,7 +344,7 @@ async def _serve(
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
     """``GET /api/v1/stream``: the live feed for the caller."""
-    if not _origin_allowed(request):
+    if not origin_allowed(request):
         raise web.HTTPForbidden(text="cross-site WebSocket refused\n")
     ctx = context(request)
     viewer = principal(request)
@@ -291,6 +364,19 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     metrics.opened.inc()
     reason = "closed"
     router = ctx.router
+    sessions = request.app[SESSIONS_KEY]
+    cookie = request.cookies.get(SESSION_COOKIE)
+    # A feed opened with a web sign-in lasts as long as that sign-in (with HTTP Basic or a client
+    # certificate there is none: only revocation ends it).
+    token = (
+        cookie if request.app[MODE_KEY] is AuthMode.PASSWORD and sessions.alive(cookie) else None
+    )
+    feed = WebFeed(ws, sub, router, token=token, sessions=sessions)
+    by_token = request.app[FEEDS_BY_TOKEN_KEY]
+    if token is not None:
+        by_token.setdefault(token, set()).add(feed)
+    if ctx.registry is not None:
+        ctx.registry.add_feed(feed)
     # Attach and take the snapshot in the same loop turn: every later event is queued for the
     # socket, every earlier one is in the snapshot; none is lost or sent twice.
     router.attach(sub)
@@ -306,8 +392,18 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         reason = "connection_lost"
     finally:
         router.detach(sub)
-        metrics.closed.inc(reason)
-        if not ws.closed:
+        if ctx.registry is not None:
+            ctx.registry.discard_feed(feed)
+        if token is not None:
+            feeds = by_token.get(token)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del by_token[token]
+        metrics.closed.inc(feed.ended or reason)
+        if feed.closing is not None:
+            await feed.closing  # bounded by the socket's close timeout
+        elif not ws.closed:
             await ws.close()
     return ws
 
@@ -325,5 +421,15 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     app[ENCODER_KEY] = FeedEncoder(ctx.router)
     app[METRICS_KEY] = WsMetrics(ctx.metrics)
     app[SOCKETS_KEY] = weakref.WeakSet()
+    by_token: dict[str, set[LiveFeed]] = {}
+    app[FEEDS_BY_TOKEN_KEY] = by_token
+
+    def sign_in_ended(token: str, reason: str) -> None:
+        for feed in list(by_token.get(token, ())):
+            feed.end(reason)
+
+    sessions = app.get(SESSIONS_KEY)
+    if sessions is not None:  # the app builds one; a bare application in a test may not
+        sessions.on_end(sign_in_ended)
     app.on_shutdown.append(_close_feeds)
     app.router.add_get(f"{API}/stream", stream)
