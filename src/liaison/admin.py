@@ -24,6 +24,7 @@ from cryptography import x509
 from liaison import config as config_mod
 from liaison import datapackage, pki
 from liaison.errors import PkiError
+from liaison.storage.permissions import secure_data_dir
 from liaison.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
 
 # --- Named choices --------------------------------------------------------------------------
@@ -95,7 +96,8 @@ def _existing_pki(cfg: config_mod.Config) -> pki.ServerPki:
 
 
 def _ensure_pki(cfg: config_mod.Config, now: dt.datetime | None) -> pki.ServerPki:
-    # What the server does at startup: create the CA on first use, otherwise reuse it.
+    # What the server does at startup: a private data folder, the CA made on first use.
+    secure_data_dir(cfg.data_dir)
     return pki.ensure_server_pki(
         cfg.data_dir, public_host=cfg.public_host, extra_names=cfg.server_names, now=now
     )

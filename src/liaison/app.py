@@ -45,6 +45,7 @@ from liaison.session import (
 )
 from liaison.storage.base import Store, StoreWriter
 from liaison.storage.memory import MemoryStore
+from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
@@ -104,7 +105,6 @@ class Server:
 async def _open_store(config: Config) -> Store:
     if config.storage == "memory":
         return MemoryStore()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     return await SqliteStore.open(config.data_dir / "liaison.db")
 
 
@@ -276,6 +276,11 @@ def _merge_user_groups(
 async def run_server(config: Config) -> AsyncIterator[Server]:
     """Start a server for ``config``; shut it down cleanly when the block exits."""
     metrics = Metrics()
+    # Owner-only data folder, also for installs made under a permissive umask (item 8).
+    try:
+        secure_data_dir(config.data_dir)
+    except OSError as exc:
+        raise StorageError(f"data folder {config.data_dir}: {exc.strerror}") from exc
     policy_text = _read_policy(config)
     gate, audit_log = _open_gate(config, policy_text)
     store = await _open_store(config)

@@ -19,6 +19,7 @@ from liaison import __version__, admin
 from liaison import config as config_mod
 from liaison.errors import ConfigError, LiaisonError
 from liaison.federation import cli as federation_cli
+from liaison.storage.permissions import PRIVATE_UMASK
 
 log = logging.getLogger("liaison")
 
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Every file the command creates is the owner's only (docs/storage.md, "Permissions").
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):

@@ -1,0 +1,234 @@
+"""The first-run experience through the real ``liaison`` command: file permissions, ports in
+packages, a port already in use, the start banner, ``user list``, ``sim`` and the help texts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from liaison.app import run_server
+from tests.integration.conftest import make_config
+from tests.integration.helpers import chat_event
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY = REPO / "examples" / "policy.toml"
+START_S = 30.0
+
+
+def liaison(
+    *args: str,
+    umask: int | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "liaison", *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+        check=False,
+    )
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[str], banner: str) -> None:
+        self.proc = proc
+        self.banner = banner
+
+    def port(self, label: str) -> int:
+        """The port of a banner line such as ``  HTTP            127.0.0.1:40123``."""
+        m = re.search(rf"^  {re.escape(label)}\s+\S+:(\d+)", self.banner, re.M)
+        assert m, f"no {label!r} line in:\n{self.banner}"
+        return int(m.group(1))
+
+
+def start_serve(args: Sequence[str], *, umask: int | None = None) -> Served:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liaison", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "LIAISON_LOG_LEVEL": "info"},
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Stop with Ctrl-C" in line:
+            return Served(proc, "".join(lines))
+    proc.kill()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    raise AssertionError("server did not start:\n" + "".join(lines))
+
+
+def stop(served: Served) -> str:
+    """SIGTERM, wait, and return what it printed after the banner."""
+    served.proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = served.proc.communicate(timeout=20)
+    finally:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait(timeout=10)
+    assert served.proc.returncode == 0
+    return out
+
+
+@pytest.fixture
+def serving() -> Iterator[list[Served]]:
+    started: list[Served] = []
+    yield started
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(timeout=10)
+        if s.proc.stdout is not None:
+            s.proc.stdout.close()
+
+
+def loose_entries(root: Path) -> list[str]:
+    """Everything under ``root`` (and root itself) that group or others may access."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            found.append(f"{path.relative_to(root.parent)} {mode:o}")
+    return found
+
+
+LOCAL = ["--udp", "off", "--https", "off", "--public-host", "localhost"]
+
+
+# --- item 8: permissions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_data_folder_is_owner_only_whatever_the_umask(
+    tmp_path: Path, serving: list[Served], umask: int
+) -> None:
+    data = tmp_path / "data"
+    served = start_serve(
+        [
+            "--data-dir",
+            str(data),
+            "--tcp",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+            "--enroll",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            *LOCAL,
+        ],
+        umask=umask,
+    )
+    serving.append(served)
+    # A directed chat goes into the database; an upload into files/ and its index.
+    with socket.create_connection(("127.0.0.1", served.port("CoT over TCP")), timeout=5) as s:
+        s.sendall(chat_event("perm-uid", "PERM", "secret words"))
+        time.sleep(0.5)
+    http = served.port("HTTP")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{http}/Marti/sync/upload?name=note.txt",
+        data=b"uploaded content",
+        headers={"Content-Type": "text/plain"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    # While it runs: the -wal and -shm files exist and must be private too.
+    assert (data / "liaison.db-wal").exists() and (data / "files" / "index.db-wal").exists()
+    assert (data / "pki" / "ca.key").exists()
+    assert loose_entries(data) == []
+    stop(served)
+    assert loose_entries(data) == []
+    # The user commands under the same umask write private files too.
+    r = liaison("user", "add", "ann", "--org", "USA", "--data-dir", str(data), umask=umask)
+    assert r.returncode == 0, r.stderr
+    assert loose_entries(data) == []
+
+
+def test_an_existing_install_with_loose_permissions_is_fixed_at_start(
+    tmp_path: Path, serving: list[Served]
+) -> None:
+    data = tmp_path / "data"
+    r = liaison(
+        "user",
+        "add",
+        "ann",
+        "--org",
+        "USA",
+        "--data-dir",
+        str(data),
+        "--password",
+        stdin="a long enough password\n",
+    )
+    assert r.returncode == 0, r.stderr
+    # What an older version left behind under umask 022.
+    (data / "liaison.db").write_bytes(b"")
+    os.chmod(data, 0o755)
+    for p in [*data.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    assert loose_entries(data)
+    served = start_serve(
+        [
+            "--data-dir",
+            str(data),
+            "--tcp",
+            "127.0.0.1:0",
+            "--tls",
+            "127.0.0.1:0",
+            "--enroll",
+            "off",
+            *LOCAL,
+        ],
+        umask=0o022,
+    )
+    serving.append(served)
+    assert loose_entries(data) == []
+    out = stop(served)
+    assert "removed group/other permissions" in served.banner + out
+
+
+async def test_run_server_in_process_keeps_files_private_under_umask_0(tmp_path: Path) -> None:
+    """Without the command's umask (an embedding program): the databases, their -wal/-shm
+    files and the PKI are still created owner-only."""
+    data = tmp_path / "data"
+    old = os.umask(0)
+    try:
+        config = make_config(data, udp="off", policy_file=str(POLICY))
+        async with run_server(config) as server:
+            assert server.tcp is not None
+            with socket.create_connection(("127.0.0.1", server.tcp.port), timeout=5) as s:
+                s.sendall(chat_event("umask0", "U0", "hello"))
+            await server.writer.flush()
+            assert (data / "liaison.db-wal").exists()
+            assert (data / "audit" / "signing.pub").exists()
+            assert loose_entries(data) == []
+    finally:
+        os.umask(old)
