@@ -64,9 +64,29 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-host", help="host name clients use to reach this server")
 
 
+def add_listener_args(p: argparse.ArgumentParser) -> None:
+    """The listener flags whose ports go into packages and links (``user add``, ``user token``):
+    the same flags, file keys and variables as for ``liaison serve``."""
+    p.add_argument(
+        "--tls",
+        help="the server's TLS streaming listener HOST:PORT; its port goes into the packages "
+        "(default: listeners.tls of --config / LIAISON_TLS, else 8089)",
+    )
+    p.add_argument(
+        "--enroll",
+        help="the server's enrollment listener HOST:PORT; its port goes into the link "
+        "(default: listeners.enroll of --config / LIAISON_ENROLL, else 8446)",
+    )
+
+
 def load_config(args: argparse.Namespace) -> config_mod.Config:
     """The same Config ``liaison serve`` builds from the same file, environment and flags."""
-    overrides = {"data_dir": args.data_dir, "public_host": args.public_host}
+    overrides = {
+        "data_dir": args.data_dir,
+        "public_host": args.public_host,
+        "tls": getattr(args, "tls", None),
+        "enroll": getattr(args, "enroll", None),
+    }
     return config_mod.load(args.config, os.environ, overrides)
 
 
@@ -603,6 +623,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--out", help="folder for the packages (default DATA_DIR/packages/NAME/)")
     add_config_args(p)
+    add_listener_args(p)
     p.set_defaults(func=_guarded(_check_groups(cmd_user_add)))
 
     p = user_sub.add_parser("list", help="list users, their sign-in and certificates")
@@ -625,6 +646,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ttl", type=_hours, default=DEFAULT_TOKEN_TTL_HOURS, metavar="HOURS")
     p.add_argument("--out", help="folder for the QR code PNG (default DATA_DIR/packages/NAME/)")
     add_config_args(p)
+    add_listener_args(p)
     p.set_defaults(func=_guarded(cmd_user_token))
 
     ca = subparsers.add_parser("ca", help="import or show the certificate authority")

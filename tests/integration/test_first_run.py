@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -232,3 +233,46 @@ async def test_run_server_in_process_keeps_files_private_under_umask_0(tmp_path:
             assert loose_entries(data) == []
     finally:
         os.umask(old)
+
+
+# --- item 9: the server's ports in packages and links -----------------------------------------
+
+
+def _prefs(package: Path) -> str:
+    with zipfile.ZipFile(package) as z:
+        return "".join(z.read(n).decode("utf-8") for n in z.namelist() if n.endswith(".pref"))
+
+
+def test_user_add_and_token_use_the_listener_flags(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    flags = ["--tls", ":18089", "--enroll", ":18446", "--public-host", "tak.example.org"]
+    r = liaison("user", "add", "alice", "--org", "Blue", "--data-dir", str(data), *flags)
+    assert r.returncode == 0, r.stderr
+    assert "for tak.example.org:18089:ssl." in r.stdout
+    assert "host=tak.example.org:18446&username=alice" in r.stdout
+    for kind in ("atak", "itak"):
+        prefs = _prefs(data / "packages" / "alice" / f"alice-{kind}.zip")
+        assert "tak.example.org:18089:ssl" in prefs and ":8089:" not in prefs
+    r = liaison("user", "token", "alice", "--data-dir", str(data), *flags)
+    assert r.returncode == 0, r.stderr
+    assert "host=tak.example.org:18446&username=alice" in r.stdout
+
+
+def test_user_add_and_token_read_the_listeners_from_the_config_file_and_environment(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    cfg = tmp_path / "liaison.toml"
+    cfg.write_text(
+        f'[server]\ndata_dir = "{data}"\npublic_host = "tak.example.org"\n'
+        '[listeners]\ntls = "0.0.0.0:28089"\nenroll = "0.0.0.0:28446"\n'
+    )
+    r = liaison("user", "add", "bob", "--org", "Blue", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "tak.example.org:28089:ssl" in _prefs(data / "packages" / "bob" / "bob-atak.zip")
+    assert "host=tak.example.org:28446&username=bob" in r.stdout
+    r = liaison(
+        "user", "token", "bob", env={"LIAISON_CONFIG": str(cfg), "LIAISON_ENROLL": ":38446"}
+    )
+    assert r.returncode == 0, r.stderr
+    assert "host=tak.example.org:38446&username=bob" in r.stdout
