@@ -26,8 +26,8 @@ from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
-from liaison.config import Config, Endpoint
-from liaison.errors import ConfigError, PeerError, StorageError
+from liaison.config import LISTENER_NAMES, Config, Endpoint
+from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import Federation, GateAudit
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
@@ -371,39 +371,43 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 )
 
             if config.tcp is not None:
-                srv = await start_stream_listener(
-                    config.tcp, lambda: stream_factory("tcp", config.tcp_auth)
-                )
+                with listen_errors(config.tcp, LISTENER_NAMES["tcp"]):
+                    srv = await start_stream_listener(
+                        config.tcp, lambda: stream_factory("tcp", config.tcp_auth)
+                    )
                 listeners.append(srv)
                 server.tcp = Endpoint(config.tcp.host, bound_port(srv))
             if config.tls is not None:
                 assert server_pki is not None
                 ctx = pki.server_ssl_context(server_pki)
-                srv = await start_stream_listener(
-                    config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
-                )
+                with listen_errors(config.tls, LISTENER_NAMES["tls"]):
+                    srv = await start_stream_listener(
+                        config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
+                    )
                 listeners.append(srv)
                 server.tls = Endpoint(config.tls.host, bound_port(srv))
             if config.udp is not None:
                 udp_endpoint = config.udp
-                transport, _ = await start_udp_input(
-                    udp_endpoint,
-                    lambda: DatagramInput(
-                        router=router,
-                        principal=identities.anonymous(str(udp_endpoint), "udp"),
-                        rejected=session_metrics.rejected,
-                    ),
-                )
+                with listen_errors(udp_endpoint, LISTENER_NAMES["udp"]):
+                    transport, _ = await start_udp_input(
+                        udp_endpoint,
+                        lambda: DatagramInput(
+                            router=router,
+                            principal=identities.anonymous(str(udp_endpoint), "udp"),
+                            rejected=session_metrics.rejected,
+                        ),
+                    )
                 datagram_transports.append(transport)
                 server.udp = Endpoint(udp_endpoint.host, transport.get_extra_info("sockname")[1])
             if config.multicast is not None:
-                transport, _bridge = await start_multicast_bridge(
-                    config.multicast,
-                    config.multicast_interface,
-                    router=router,
-                    principal=identities.anonymous(str(config.multicast), "mesh"),
-                    rejected=session_metrics.rejected,
-                )
+                with listen_errors(config.multicast, LISTENER_NAMES["multicast"]):
+                    transport, _bridge = await start_multicast_bridge(
+                        config.multicast,
+                        config.multicast_interface,
+                        router=router,
+                        principal=identities.anonymous(str(config.multicast), "mesh"),
+                        rejected=session_metrics.rejected,
+                    )
                 datagram_transports.append(transport)
 
             http = await _start_http(config, server, identities, users, registry)

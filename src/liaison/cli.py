@@ -17,7 +17,7 @@ from pathlib import Path
 
 from liaison import __version__, admin
 from liaison import config as config_mod
-from liaison.errors import ConfigError, LiaisonError
+from liaison.errors import ConfigError, LiaisonError, ListenError
 from liaison.federation import cli as federation_cli
 from liaison.storage.permissions import PRIVATE_UMASK
 
@@ -67,7 +67,26 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _setup_logging(cfg.log_level)
-    return asyncio.run(_serve(cfg))
+    try:
+        return asyncio.run(_serve(cfg))
+    except BaseExceptionGroup as group:
+        # Start-up errors raised while the server's task group is open arrive wrapped: report the
+        # first one Liaison raised on purpose (a port in use, a bad setting) in one line.
+        leaf = _first_liaison_error(group)
+        if leaf is None:
+            raise
+        raise leaf from None
+
+
+def _first_liaison_error(group: BaseExceptionGroup[BaseException]) -> LiaisonError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, LiaisonError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_liaison_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve(cfg: config_mod.Config) -> int:
@@ -204,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"liaison: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ListenError as exc:
+        print(f"liaison: {exc}", file=sys.stderr)
+        return ListenError.exit_code
     except LiaisonError as exc:
         print(f"liaison: {exc}", file=sys.stderr)
         return 1

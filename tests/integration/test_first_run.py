@@ -276,3 +276,33 @@ def test_user_add_and_token_read_the_listeners_from_the_config_file_and_environm
     )
     assert r.returncode == 0, r.stderr
     assert "host=tak.example.org:38446&username=bob" in r.stdout
+
+
+# --- item 14: a port already in use ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "kind", "what"),
+    [
+        ("--tls", socket.SOCK_STREAM, "TLS streaming (--tls)"),
+        ("--enroll", socket.SOCK_STREAM, "HTTPS enrollment and web sign-in (--enroll)"),
+        ("--udp", socket.SOCK_DGRAM, "UDP input (--udp)"),
+    ],
+)
+def test_a_port_in_use_is_one_line_naming_the_listener_and_its_flag(
+    tmp_path: Path, flag: str, kind: int, what: str
+) -> None:
+    listeners = {f: "off" for f in ("--tcp", "--tls", "--udp", "--https", "--enroll")}
+    with socket.socket(socket.AF_INET, kind) as held:
+        held.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            held.listen()
+        port = held.getsockname()[1]
+        listeners[flag] = f"127.0.0.1:{port}"
+        args = [a for pair in listeners.items() for a in pair]
+        r = liaison("serve", "--data-dir", str(tmp_path / "data"), *args, timeout=60)
+    assert r.returncode == 3
+    assert "Traceback" not in r.stderr
+    expected = f"liaison: cannot listen on 127.0.0.1:{port} for {what}: address already in use"
+    assert r.stderr.strip().splitlines()[-1] == expected
+    assert len(r.stderr.strip().splitlines()) <= 3, r.stderr
