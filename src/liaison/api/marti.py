@@ -368,12 +368,11 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         log.error("content of %s is missing from %s", rec.hash, path)
         return files.not_found()
-    safe_name = "".join(c for c in rec.name if c.isprintable() and c not in '"\\;') or rec.hash
     return web.FileResponse(
         path,
         headers={
             "Content-Type": rec.mime,
-            "Content-Disposition": f'attachment; filename="{safe_name}"',
+            "Content-Disposition": files.content_disposition(rec.name, fallback=rec.hash),
             "ETag": f'"{rec.hash}"',
             "X-Content-Type-Options": "nosniff",
         },
