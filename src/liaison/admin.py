@@ -413,9 +413,10 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     rows = [("NAME", "ORG", "GROUPS IN/OUT", "PROFILE", "SIGN-IN", "CERTS", "STATUS")]
     for u in users:
         signin = []
-        if u.password_hash:
+        # A revoked user cannot sign in at all, whatever is still stored (users.py refuses).
+        if u.password_hash and not u.revoked:
             signin.append("password")
-        live_tokens = sum(1 for t in u.tokens if t.live(now))
+        live_tokens = 0 if u.revoked else sum(1 for t in u.tokens if t.live(now))
         if live_tokens:
             signin.append(f"{live_tokens} token{'s' if live_tokens > 1 else ''}")
         n_revoked = sum(1 for s in u.cert_serials if s in revoked_serials)

@@ -59,9 +59,11 @@ class Served:
         return int(m.group(1))
 
 
-def start_serve(args: Sequence[str], *, umask: int | None = None) -> Served:
+def start_serve(
+    args: Sequence[str], *, umask: int | None = None, command: Sequence[str] = ("serve",)
+) -> Served:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "liaison", "serve", *args],
+        [sys.executable, "-m", "liaison", *command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -306,3 +308,147 @@ def test_a_port_in_use_is_one_line_naming_the_listener_and_its_flag(
     expected = f"liaison: cannot listen on 127.0.0.1:{port} for {what}: address already in use"
     assert r.stderr.strip().splitlines()[-1] == expected
     assert len(r.stderr.strip().splitlines()) <= 3, r.stderr
+
+
+# --- item 17: liaison sim and the help texts ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", [["--rate", "0"], ["--rate", "-1"], ["--duration", "0"], ["--clients", "0"]]
+)
+def test_sim_refuses_values_that_cannot_run(bad: list[str]) -> None:
+    r = liaison("sim", *bad)
+    assert r.returncode == 2
+    assert "must be greater than 0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sim_exits_1_when_no_unit_connects() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        r = liaison("sim", "--port", str(port), "--clients", "2", "--duration", "1")
+    assert r.returncode == 1
+    assert "units connected 0, failed 2" in r.stdout
+    assert f"liaison: no unit could connect to 127.0.0.1:{port}" in r.stderr
+
+
+def test_sim_prints_its_summary_on_ctrl_c() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(16)  # the kernel completes the connections; nobody reads
+        port = held.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "liaison", "sim", "--port", str(port), "--clients", "3"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(2.0)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - started < 10
+    assert "units connected 3, failed 0" in out and "Traceback" not in err
+
+
+def test_help_texts() -> None:
+    top = liaison("--help")
+    assert top.returncode == 0
+    assert "DESIGN.md" not in top.stdout
+    assert "runs `liaison serve`" in top.stdout and "3 cannot listen" in top.stdout
+    sim = liaison("sim", "--help").stdout
+    for default in (
+        "(default: 127.0.0.1)",
+        "(default: 8087)",
+        "(default: 10)",
+        "(default: 1.0)",
+        "(default: 60.0)",
+    ):
+        assert default in sim
+    verify = liaison("audit", "verify", "--help").stdout
+    assert "--data-dir" in verify and "--config" in verify
+    for listener in ("--tcp", "--tls", "--udp", "--https", "--enroll", "--http", "--multicast"):
+        assert listener not in verify
+
+
+def test_bare_liaison_says_it_runs_serve(tmp_path: Path, serving: list[Served]) -> None:
+    served = start_serve(
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--tcp",
+            "127.0.0.1:0",
+            "--tls",
+            "off",
+            "--enroll",
+            "off",
+            *LOCAL,
+        ],
+        command=(),
+    )
+    serving.append(served)
+    assert served.banner.startswith("liaison: no command given: running `liaison serve`")
+    stop(served)
+
+
+# --- item 18: user list ----------------------------------------------------------------------
+
+
+def test_user_list_shows_no_sign_in_for_a_revoked_user(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    for name in ("carol", "dave"):
+        r = liaison(
+            "user",
+            "add",
+            name,
+            "--org",
+            "USA",
+            "--password",
+            *data,
+            stdin="a long enough password\n",
+        )
+        assert r.returncode == 0, r.stderr
+    assert liaison("user", "revoke", "carol", *data).returncode == 0
+    r = liaison("user", "list", *data)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+    # NAME ORG GROUPS PROFILE SIGN-IN CERTS... STATUS
+    assert rows["carol"][4] == "-" and rows["carol"][-1] == "revoked"
+    assert rows["dave"][4] == "password" and rows["dave"][-1] == "active"
+
+
+# --- item 21: the start banner ---------------------------------------------------------------
+
+
+def test_banner_names_the_web_map_the_web_user_command_and_warns_about_localhost(
+    tmp_path: Path, serving: list[Served]
+) -> None:
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data), "--tcp", "off", "--tls", "127.0.0.1:0", "--udp", "off"]
+    served = start_serve(
+        [*args, "--enroll", "127.0.0.1:0", "--https", "127.0.0.1:0", "--public-host", "localhost"]
+    )
+    serving.append(served)
+    enroll, https = served.port("HTTPS (sign-in)"), served.port("HTTPS (certs)")
+    banner = served.banner
+    assert f"https://localhost:{enroll}/  sign in with a user's password" in banner
+    assert f"https://localhost:{https}/  with a client certificate" in banner
+    assert (
+        f"liaison user add NAME --org ORG --password --data-dir {data} --public-host localhost"
+        " --tls 127.0.0.1:0 --enroll 127.0.0.1:0" in banner
+    )
+    assert "Warning: the public host is localhost" in banner
+    stop(served)
+    served = start_serve(
+        [*args, "--enroll", "127.0.0.1:0", "--https", "off", "--public-host", "tak.example.org"]
+    )
+    serving.append(served)
+    assert "Warning" not in served.banner
+    assert f"https://tak.example.org:{served.port('HTTPS (sign-in)')}/" in served.banner
+    stop(served)
