@@ -24,6 +24,7 @@ from cryptography import x509
 from liaison import config as config_mod
 from liaison import datapackage, pki
 from liaison.errors import PkiError
+from liaison.storage.permissions import secure_data_dir
 from liaison.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
 
 # --- Named choices --------------------------------------------------------------------------
@@ -63,9 +64,29 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-host", help="host name clients use to reach this server")
 
 
+def add_listener_args(p: argparse.ArgumentParser) -> None:
+    """The listener flags whose ports go into packages and links (``user add``, ``user token``):
+    the same flags, file keys and variables as for ``liaison serve``."""
+    p.add_argument(
+        "--tls",
+        help="the server's TLS streaming listener HOST:PORT; its port goes into the packages "
+        "(default: listeners.tls of --config / LIAISON_TLS, else 8089)",
+    )
+    p.add_argument(
+        "--enroll",
+        help="the server's enrollment listener HOST:PORT; its port goes into the link "
+        "(default: listeners.enroll of --config / LIAISON_ENROLL, else 8446)",
+    )
+
+
 def load_config(args: argparse.Namespace) -> config_mod.Config:
     """The same Config ``liaison serve`` builds from the same file, environment and flags."""
-    overrides = {"data_dir": args.data_dir, "public_host": args.public_host}
+    overrides = {
+        "data_dir": args.data_dir,
+        "public_host": args.public_host,
+        "tls": getattr(args, "tls", None),
+        "enroll": getattr(args, "enroll", None),
+    }
     return config_mod.load(args.config, os.environ, overrides)
 
 
@@ -95,7 +116,8 @@ def _existing_pki(cfg: config_mod.Config) -> pki.ServerPki:
 
 
 def _ensure_pki(cfg: config_mod.Config, now: dt.datetime | None) -> pki.ServerPki:
-    # What the server does at startup: create the CA on first use, otherwise reuse it.
+    # What the server does at startup: a private data folder, the CA made on first use.
+    secure_data_dir(cfg.data_dir)
     return pki.ensure_server_pki(
         cfg.data_dir, public_host=cfg.public_host, extra_names=cfg.server_names, now=now
     )
@@ -391,9 +413,10 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     rows = [("NAME", "ORG", "GROUPS IN/OUT", "PROFILE", "SIGN-IN", "CERTS", "STATUS")]
     for u in users:
         signin = []
-        if u.password_hash:
+        # A revoked user cannot sign in at all, whatever is still stored (users.py refuses).
+        if u.password_hash and not u.revoked:
             signin.append("password")
-        live_tokens = sum(1 for t in u.tokens if t.live(now))
+        live_tokens = 0 if u.revoked else sum(1 for t in u.tokens if t.live(now))
         if live_tokens:
             signin.append(f"{live_tokens} token{'s' if live_tokens > 1 else ''}")
         n_revoked = sum(1 for s in u.cert_serials if s in revoked_serials)
@@ -601,6 +624,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--out", help="folder for the packages (default DATA_DIR/packages/NAME/)")
     add_config_args(p)
+    add_listener_args(p)
     p.set_defaults(func=_guarded(_check_groups(cmd_user_add)))
 
     p = user_sub.add_parser("list", help="list users, their sign-in and certificates")
@@ -623,6 +647,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--ttl", type=_hours, default=DEFAULT_TOKEN_TTL_HOURS, metavar="HOURS")
     p.add_argument("--out", help="folder for the QR code PNG (default DATA_DIR/packages/NAME/)")
     add_config_args(p)
+    add_listener_args(p)
     p.set_defaults(func=_guarded(cmd_user_token))
 
     ca = subparsers.add_parser("ca", help="import or show the certificate authority")

@@ -28,8 +28,8 @@ from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
-from liaison.config import Config, Endpoint
-from liaison.errors import ConfigError, PeerError, StorageError
+from liaison.config import LISTENER_NAMES, Config, Endpoint
+from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import Federation, GateAudit
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
@@ -47,6 +47,7 @@ from liaison.session import (
 )
 from liaison.storage.base import Store, StoreWriter
 from liaison.storage.memory import MemoryStore
+from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
@@ -106,7 +107,6 @@ class Server:
 async def _open_store(config: Config) -> Store:
     if config.storage == "memory":
         return MemoryStore()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     return await SqliteStore.open(config.data_dir / "liaison.db")
 
 
@@ -278,6 +278,11 @@ def _merge_user_groups(
 async def run_server(config: Config) -> AsyncIterator[Server]:
     """Start a server for ``config``; shut it down cleanly when the block exits."""
     metrics = Metrics()
+    # Owner-only data folder, also for installs made under a permissive umask (item 8).
+    try:
+        secure_data_dir(config.data_dir)
+    except OSError as exc:
+        raise StorageError(f"data folder {config.data_dir}: {exc.strerror}") from exc
     policy_text = _read_policy(config)
     gate, audit_log = _open_gate(config, policy_text)
     store = await _open_store(config)
@@ -374,39 +379,43 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 )
 
             if config.tcp is not None:
-                srv = await start_stream_listener(
-                    config.tcp, lambda: stream_factory("tcp", config.tcp_auth)
-                )
+                with listen_errors(config.tcp, LISTENER_NAMES["tcp"]):
+                    srv = await start_stream_listener(
+                        config.tcp, lambda: stream_factory("tcp", config.tcp_auth)
+                    )
                 listeners.append(srv)
                 server.tcp = Endpoint(config.tcp.host, bound_port(srv))
             if config.tls is not None:
                 assert server_pki is not None
                 ctx = pki.server_ssl_context(server_pki)
-                srv = await start_stream_listener(
-                    config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
-                )
+                with listen_errors(config.tls, LISTENER_NAMES["tls"]):
+                    srv = await start_stream_listener(
+                        config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
+                    )
                 listeners.append(srv)
                 server.tls = Endpoint(config.tls.host, bound_port(srv))
             if config.udp is not None:
                 udp_endpoint = config.udp
-                transport, _ = await start_udp_input(
-                    udp_endpoint,
-                    lambda: DatagramInput(
-                        router=router,
-                        principal=identities.anonymous(str(udp_endpoint), "udp"),
-                        rejected=session_metrics.rejected,
-                    ),
-                )
+                with listen_errors(udp_endpoint, LISTENER_NAMES["udp"]):
+                    transport, _ = await start_udp_input(
+                        udp_endpoint,
+                        lambda: DatagramInput(
+                            router=router,
+                            principal=identities.anonymous(str(udp_endpoint), "udp"),
+                            rejected=session_metrics.rejected,
+                        ),
+                    )
                 datagram_transports.append(transport)
                 server.udp = Endpoint(udp_endpoint.host, transport.get_extra_info("sockname")[1])
             if config.multicast is not None:
-                transport, _bridge = await start_multicast_bridge(
-                    config.multicast,
-                    config.multicast_interface,
-                    router=router,
-                    principal=identities.anonymous(str(config.multicast), "mesh"),
-                    rejected=session_metrics.rejected,
-                )
+                with listen_errors(config.multicast, LISTENER_NAMES["multicast"]):
+                    transport, _bridge = await start_multicast_bridge(
+                        config.multicast,
+                        config.multicast_interface,
+                        router=router,
+                        principal=identities.anonymous(str(config.multicast), "mesh"),
+                        rejected=session_metrics.rejected,
+                    )
                 datagram_transports.append(transport)
 
             def ws_session(caller: Principal) -> StreamSession:

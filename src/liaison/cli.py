@@ -1,7 +1,7 @@
 """The ``liaison`` command: serve, check-config, sim, user, audit and doctor.
 
 The CLI is the only place that reads argv and the environment and configures logging handlers;
-it builds one Config and passes it down (DESIGN.md conventions 10 and 12).
+it builds one Config and passes it down (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -12,13 +12,19 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liaison import __version__, admin
 from liaison import config as config_mod
-from liaison.errors import ConfigError, LiaisonError
+from liaison.errors import ConfigError, LiaisonError, ListenError
 from liaison.federation import cli as federation_cli
+from liaison.storage.permissions import PRIVATE_UMASK
+
+if TYPE_CHECKING:
+    from liaison.app import Server
+    from liaison.sim import SimReport, SimSettings
 
 log = logging.getLogger("liaison")
 
@@ -38,20 +44,30 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", help="debug, info, warning or error")
 
 
+_OVERRIDES = (
+    "data_dir",
+    "tcp",
+    "tls",
+    "udp",
+    "multicast",
+    "https",
+    "enroll",
+    "http",
+    "public_host",
+    "storage",
+    "log_level",
+)
+
+DESCRIPTION = """\
+Liaison: a TAK-compatible server that shares a live picture between partner organisations.
+With no command, `liaison` runs `liaison serve` (and says so on stderr).
+Documentation: README.md and docs/ (configuration.md, certificates.md)."""
+EPILOG = "Exit codes: 0 success, 1 error, 2 configuration or usage error, 3 cannot listen."
+
+
 def _load_config(args: argparse.Namespace) -> config_mod.Config:
-    overrides = {
-        "data_dir": args.data_dir,
-        "tcp": args.tcp,
-        "tls": args.tls,
-        "udp": args.udp,
-        "multicast": args.multicast,
-        "https": args.https,
-        "enroll": args.enroll,
-        "http": args.http,
-        "public_host": args.public_host,
-        "storage": args.storage,
-        "log_level": args.log_level,
-    }
+    # Commands that take only --config and --data-dir (audit verify) have no listener flags.
+    overrides = {name: getattr(args, name, None) for name in _OVERRIDES}
     return config_mod.load(args.config, os.environ, overrides)
 
 
@@ -66,10 +82,54 @@ def _setup_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     _setup_logging(cfg.log_level)
-    return asyncio.run(_serve(cfg))
+    try:
+        return asyncio.run(_serve(cfg, _admin_flags(args, cfg)))
+    except BaseExceptionGroup as group:
+        # Start-up errors raised while the server's task group is open arrive wrapped: report the
+        # first one Liaison raised on purpose (a port in use, a bad setting) in one line.
+        leaf = _first_liaison_error(group)
+        if leaf is None:
+            raise
+        raise leaf from None
 
 
-async def _serve(cfg: config_mod.Config) -> int:
+def _first_liaison_error(group: BaseExceptionGroup[BaseException]) -> LiaisonError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, LiaisonError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_liaison_error(exc)
+            if found is not None:
+                return found
+    return None
+
+
+def _admin_flags(args: argparse.Namespace, cfg: config_mod.Config) -> str:
+    """The flags `liaison user add` needs to find this server's data folder, host and ports."""
+    flags = [f"--config {args.config}"] if args.config else []
+    flags.append(f"--data-dir {cfg.data_dir}")
+    for name in ("public_host", "tls", "enroll"):
+        value = getattr(args, name, None)
+        if value is not None:
+            flags.append(f"--{name.replace('_', '-')} {value}")
+    return " ".join(flags)
+
+
+def _web_map_urls(cfg: config_mod.Config, server: Server) -> list[str]:
+    urls = []
+    if server.enroll:
+        urls.append(
+            f"  https://{cfg.public_host}:{server.enroll.port}/  sign in with a user's password"
+        )
+    if server.https:
+        urls.append(
+            f"  https://{cfg.public_host}:{server.https.port}/  with a client certificate"
+            " in the browser"
+        )
+    return urls
+
+
+async def _serve(cfg: config_mod.Config, admin_flags: str = "") -> int:
     from liaison.app import run_server
 
     async with run_server(cfg) as server:
@@ -95,8 +155,21 @@ async def _serve(cfg: config_mod.Config) -> int:
             print(f"  Partner link    {where}  peers: {peers}")
         if cfg.multicast:
             print(f"  Mesh bridge     {cfg.multicast}")
-        print("Add a user and their connection package with:")
-        print(f"  liaison user add NAME --org ORG --data-dir {cfg.data_dir}")
+        urls = _web_map_urls(cfg, server)
+        if urls:
+            print("Web map:")
+            print("\n".join(urls))
+        print("Add a user and their connection package (ATAK, WinTAK, iTAK) with:")
+        print(f"  liaison user add NAME --org ORG {admin_flags}")
+        if server.enroll:
+            print("Add a web map user (password sign-in) with:")
+            print(f"  liaison user add NAME --org ORG --password {admin_flags}")
+        if cfg.public_host == "localhost":
+            print(
+                "Warning: the public host is localhost: packages, enrollment links and the"
+                " web map address\n  reach only this machine. Give devices a name or address"
+                " they can reach with\n  --public-host HOST (or server.public_host)."
+            )
         print("Stop with Ctrl-C.", flush=True)
         await server.wait_stopped()
     return 0
@@ -109,7 +182,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from liaison.sim import SimSettings, run_sim
+    from liaison.sim import SimSettings
 
     _setup_logging("info")
     settings = SimSettings(
@@ -121,14 +194,43 @@ def cmd_sim(args: argparse.Namespace) -> int:
         center_lat=args.lat,
         center_lon=args.lon,
     )
-    report = asyncio.run(run_sim(settings))
-    print(report.summary())
+    report = asyncio.run(_sim(settings))
+    print(report.summary(), flush=True)
+    for error in report.errors:
+        print(f"  {error}", file=sys.stderr)
+    if report.connected == 0:
+        print(f"liaison: no unit could connect to {settings.host}:{settings.port}", file=sys.stderr)
+        return 1
     return 0
 
 
 # Exit code of ``liaison audit verify`` when there is no log to verify (labels off, or the server
 # has not written one yet); 0 is a good log, 1 a bad or unreadable one, 2 a configuration error.
 EXIT_NO_AUDIT_LOG = 3
+
+
+async def _sim(settings: SimSettings) -> SimReport:
+    """Run the simulation; Ctrl-C (or SIGTERM) stops the units and the summary is still printed."""
+    from liaison.sim import run_sim
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_sim(settings, stop)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -172,7 +274,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="liaison", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="liaison",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"liaison {__version__}")
     sub = parser.add_subparsers(dest="command")
 
@@ -187,17 +294,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="the tamper-evident audit log")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
     v = audit_sub.add_parser("verify", help="check the hash chain, sequence and signatures")
-    _add_config_args(v)
+    v.add_argument("--config", type=Path, help="TOML configuration file (env LIAISON_CONFIG)")
+    v.add_argument("--data-dir", help="data folder (default ./liaison-data)")
     v.add_argument("--log", type=Path, help="audit log (default DATA_DIR/audit/audit.jsonl)")
     v.add_argument("--key", type=Path, help="public key PEM (default DATA_DIR/audit/signing.pub)")
     v.set_defaults(func=cmd_audit_verify)
 
-    p = sub.add_parser("sim", help="drive simulated units against a server (demos and load)")
-    p.add_argument("--host", default="127.0.0.1")
+    p = sub.add_parser(
+        "sim",
+        help="drive simulated units against a server (demos and load)",
+        description="Simulated units report their position over plain TCP; Ctrl-C stops them "
+        "early and the summary is printed. Exit code 1 when no unit could connect.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="server host")
     p.add_argument("--port", type=int, default=8087, help="plain TCP streaming port")
-    p.add_argument("--clients", type=int, default=10)
-    p.add_argument("--rate", type=float, default=1.0, help="position reports per second per unit")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    p.add_argument("--clients", type=_positive(int), default=10, help="simulated units")
+    p.add_argument(
+        "--rate", type=_positive(float), default=1.0, help="position reports per second per unit"
+    )
+    p.add_argument("--duration", type=_positive(float), default=60.0, help="seconds to run")
     p.add_argument("--lat", type=float, default=50.45, help="centre latitude of the area")
     p.add_argument("--lon", type=float, default=30.52, help="centre longitude of the area")
     p.set_defaults(func=cmd_sim)
@@ -208,15 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Every file the command creates is the owner's only (docs/storage.md, "Permissions").
+    os.umask(PRIVATE_UMASK)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        args = parser.parse_args(["serve", *(argv or sys.argv[1:])])
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words or (words[0].startswith("-") and words[0] not in ("-h", "--help", "--version")):
+        # No command: run the server, and say so (README.md, Using it).
+        print("liaison: no command given: running `liaison serve`", file=sys.stderr)
+        words = ["serve", *words]
+    args = parser.parse_args(words)
     try:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"liaison: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ListenError as exc:
+        print(f"liaison: {exc}", file=sys.stderr)
+        return ListenError.exit_code
     except LiaisonError as exc:
         print(f"liaison: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,18 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
+# What each listener is and the flag that moves it, for "cannot listen on ..." (item 14).
+LISTENER_NAMES: dict[str, str] = {
+    "tcp": "plain TCP streaming (--tcp)",
+    "tls": "TLS streaming (--tls)",
+    "udp": "UDP input (--udp)",
+    "multicast": "the multicast mesh bridge (--multicast)",
+    "https": "HTTPS with client certificates (--https)",
+    "enroll": "HTTPS enrollment and web sign-in (--enroll)",
+    "http": "plain HTTP (--http)",
+}
+
+
 def parse_endpoint(key: str, value: object) -> Endpoint | None:
     """``HOST:PORT``, ``:PORT`` (all interfaces), ``PORT``, or ``off``."""
     if value is None or value is False:

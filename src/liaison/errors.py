@@ -20,6 +20,10 @@ DecodeError) are translated to these at the boundary that calls the foreign code
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 
 class LiaisonError(Exception):
     """Base class of every error Liaison raises on purpose."""
@@ -86,3 +90,26 @@ class StorageError(LiaisonError):
 
 class PkiError(LiaisonError):
     """Certificate or key material is missing, unreadable or inconsistent."""
+
+
+class ListenError(LiaisonError):
+    """A listener cannot bind its address (in use, not permitted, no such local address). The
+    message names the address, the listener and its flag; ``liaison`` exits with
+    :attr:`exit_code` (docs/configuration.md, Exit codes)."""
+
+    exit_code = 3
+
+    def __init__(self, address: str, listener: str, exc: OSError) -> None:
+        # asyncio's bind error carries a long strerror; the plain one names the cause.
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        super().__init__(f"cannot listen on {address} for {listener}: {reason}")
+        self.errno = exc.errno
+
+
+@contextlib.contextmanager
+def listen_errors(address: object, listener: str) -> Iterator[None]:
+    """Turn the OSError of binding ``address`` into a :class:`ListenError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise ListenError(str(address), listener, exc) from exc

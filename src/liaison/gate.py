@@ -392,7 +392,7 @@ def load_or_create_signing_key(key_path: Path, pub_path: Path) -> Ed25519Private
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(str(key_path), "is not an Ed25519 private key")
         return key
-    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -407,6 +407,7 @@ def load_or_create_signing_key(key_path: Path, pub_path: Path) -> Ed25519Private
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    os.chmod(pub_path, 0o600)  # owner-only like everything in the data folder
     return key
 
 

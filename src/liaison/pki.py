@@ -120,7 +120,9 @@ MAX_NAME_CHARS = 64
 MAX_PKI_INPUT_BYTES = 256 * 1024
 
 _KEY_FILE_MODE = 0o600
-_PUBLIC_FILE_MODE = 0o644
+# Certificates and the CRL are not secret, but nothing in the data folder is for other local
+# users (storage/permissions.py): owner-only like the rest.
+_PUBLIC_FILE_MODE = 0o600
 _DIR_MODE = 0o700
 _INDEX_VERSION = 1
 
@@ -968,7 +970,7 @@ def _record_issued(pki: ServerPki, cert: x509.Certificate, ca: x509.Certificate)
             "revoked_at": None,
         }
     )
-    pki.issued_dir.mkdir(parents=True, exist_ok=True)
+    pki.issued_dir.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
     atomic_write(pki.issued_dir / f"{cert.serial_number:x}.pem", _cert_pem(cert))
     _write_index(pki, doc)
 

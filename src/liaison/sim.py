@@ -23,6 +23,8 @@ TEAMS = ("Cyan", "Yellow", "Green", "Red", "Blue", "Magenta")
 READ_CHUNK = 65536
 # Seconds a unit waits to connect before giving up.
 CONNECT_TIMEOUT_S = 10.0
+# Connection errors kept for the summary.
+MAX_ERRORS_KEPT = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +43,7 @@ class SimSettings:
 class SimReport:
     connected: int = 0
     failed: int = 0
+    dropped: int = 0
     sent: int = 0
     received_bytes: int = 0
     received_events: int = 0
@@ -50,7 +53,7 @@ class SimReport:
     def summary(self) -> str:
         rate = self.sent / self.elapsed_s if self.elapsed_s else 0.0
         return (
-            f"units connected {self.connected}, failed {self.failed}; "
+            f"units connected {self.connected}, failed {self.failed}, dropped {self.dropped}; "
             f"sent {self.sent} events ({rate:.1f}/s); "
             f"received {self.received_events} events ({self.received_bytes} bytes) "
             f"in {self.elapsed_s:.1f} s"
@@ -89,14 +92,27 @@ def position_report(index: int, now_ms: int, t: float, settings: SimSettings) ->
     return cot_xml.render_xml(event)
 
 
-async def _unit(index: int, settings: SimSettings, report: SimReport, start: float) -> None:
+async def _stopped(stop: asyncio.Event, wait_s: float) -> bool:
+    """Wait ``wait_s`` seconds, or less if ``stop`` is set; True when it is set."""
+    if stop.is_set():
+        return True
+    if wait_s <= 0:
+        return False
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), wait_s)
+    return stop.is_set()
+
+
+async def _unit(
+    index: int, settings: SimSettings, report: SimReport, start: float, stop: asyncio.Event
+) -> None:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(settings.host, settings.port), CONNECT_TIMEOUT_S
         )
     except (OSError, TimeoutError) as exc:
         report.failed += 1
-        if len(report.errors) < 5:
+        if len(report.errors) < MAX_ERRORS_KEPT:
             report.errors.append(f"unit {index}: {exc}")
         return
     report.connected += 1
@@ -110,31 +126,43 @@ async def _unit(index: int, settings: SimSettings, report: SimReport, start: flo
     interval = 1.0 / settings.rate
     async with asyncio.TaskGroup() as tg:
         reading = tg.create_task(read())
-        await asyncio.sleep(random.uniform(0, interval))
         loop = asyncio.get_running_loop()
         deadline = start + settings.duration_s
+        if await _stopped(stop, min(random.uniform(0, interval), deadline - loop.time())):
+            deadline = loop.time()
         next_send = loop.time()
         while loop.time() < deadline:
             writer.write(
                 position_report(index, time.time_ns() // 1_000_000, loop.time() - start, settings)
             )
             report.sent += 1
-            await writer.drain()
+            try:
+                await writer.drain()
+            except OSError as exc:  # the server closed the connection
+                report.dropped += 1
+                if len(report.errors) < MAX_ERRORS_KEPT:
+                    report.errors.append(f"unit {index}: {exc}")
+                break
             next_send += interval
-            await asyncio.sleep(max(0.0, next_send - loop.time()))
+            if await _stopped(stop, min(next_send, deadline) - loop.time()):
+                break
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         reading.cancel()
 
 
-async def run_sim(settings: SimSettings) -> SimReport:
-    """Run ``settings.clients`` units for ``settings.duration_s`` seconds; report what happened."""
+async def run_sim(settings: SimSettings, stop: asyncio.Event | None = None) -> SimReport:
+    """Run ``settings.clients`` units for ``settings.duration_s`` seconds, or until ``stop`` is
+    set (Ctrl-C); report what happened."""
+    if not settings.rate > 0 or not settings.duration_s > 0 or settings.clients < 1:
+        raise ValueError("rate and duration must be greater than 0 and clients at least 1")
+    stop = stop or asyncio.Event()
     report = SimReport()
     loop = asyncio.get_running_loop()
     start = loop.time()
     async with asyncio.TaskGroup() as tg:
         for i in range(settings.clients):
-            tg.create_task(_unit(i, settings, report, start))
+            tg.create_task(_unit(i, settings, report, start, stop))
     report.elapsed_s = loop.time() - start
     return report

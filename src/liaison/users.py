@@ -395,7 +395,7 @@ class UserDirectory:
             "users": [_user_to_json(self._users[n]) for n in sorted(self._users)],
         }
         data = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             atomic_write(self._path, data, mode=_FILE_MODE)
         except OSError as exc:

@@ -35,6 +35,7 @@ from cryptography.x509.oid import NameOID
 from liaison import datapackage, pki
 from liaison.api.auth import AuthMode, parse_basic, unauthorized
 from liaison.api.context import ApiContext, context, principal
+from liaison.api.files import content_disposition
 from liaison.errors import PkiError
 from liaison.users import User
 
@@ -385,7 +386,7 @@ async def _profile(request: web.Request, kind: str, modified_after: float | None
     return web.Response(
         body=package,
         content_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{kind}-profile.zip"'},
+        headers={"Content-Disposition": content_disposition(f"{kind}-profile.zip")},
     )
 
 

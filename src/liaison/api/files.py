@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import re
+import unicodedata
+import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +39,38 @@ READ_CHUNK_BYTES = 256 * 1024
 
 # The body of every "no such file" answer, for missing and forbidden alike.
 NOT_FOUND_TEXT = "not found\n"
+
+
+# RFC 8187 section 3.2.1 attr-char other than ALPHA and DIGIT: left as they are in filename*.
+_ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
+# Longest base name sent, in characters: the store already clips names; this bounds the header.
+MAX_DOWNLOAD_NAME_CHARS = 255
+
+
+def download_name(name: str, fallback: str) -> str:
+    """The base name of ``name``: no folders (``/`` or ``\\``), no control characters, never
+    ``.`` or ``..``; ``fallback`` when nothing is left."""
+    base = re.split(r"[/\\]", name)[-1]
+    base = "".join(c for c in base if c.isprintable()).strip()
+    if base in ("", ".", ".."):
+        base = fallback
+    return base[:MAX_DOWNLOAD_NAME_CHARS]
+
+
+def content_disposition(name: str, fallback: str = "download") -> str:
+    """``attachment; filename="ASCII"; filename*=UTF-8''PERCENT-ENCODED`` for a download named
+    ``name`` (RFC 6266 section 4.3: ``filename`` for old clients, ``filename*`` in RFC 8187
+    encoding for the rest). Every download answer uses this: Marti content, data packages,
+    device profiles. The ASCII fallback replaces what is not printable ASCII, and ``"``, ``\\``
+    and ``%`` (which some clients decode), with ``_``."""
+    base = download_name(name, fallback)
+    ascii_name = "".join(
+        c if " " <= c <= "~" and c not in '"\\%' else "_"
+        for c in unicodedata.normalize("NFKD", base)
+        if not unicodedata.combining(c)
+    )
+    encoded = urllib.parse.quote(base, safe=_ATTR_CHAR_SAFE, encoding="utf-8")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"
 
 
 def install(app: web.Application) -> None:

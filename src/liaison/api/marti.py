@@ -378,12 +378,11 @@ async def get_content(request: web.Request) -> web.StreamResponse:
             "download of %s for %s not released: audit log", rec.hash, principal(request).name
         )
         raise web.HTTPServiceUnavailable(text="the audit log cannot be written; try again later\n")
-    safe_name = "".join(c for c in rec.name if c.isprintable() and c not in '"\\;') or rec.hash
     return web.FileResponse(
         path,
         headers={
             "Content-Type": rec.mime,
-            "Content-Disposition": f'attachment; filename="{safe_name}"',
+            "Content-Disposition": files.content_disposition(rec.name, fallback=rec.hash),
             "ETag": f'"{rec.hash}"',
             "X-Content-Type-Options": "nosniff",
         },

@@ -17,7 +17,8 @@ from aiohttp import web
 from liaison.api.auth import AuthMode, LoginThrottle, WebSessions, make_auth_middleware
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.api.guard import ConnectionGuard, GuardedSite, GuardSettings
-from liaison.config import Endpoint
+from liaison.config import LISTENER_NAMES, Endpoint
+from liaison.errors import listen_errors
 
 # Largest request body any route accepts unless it sets its own (data package uploads do).
 # Enrollment CSRs and JSON bodies are a few KB; 1 MiB leaves room without inviting abuse.
@@ -110,7 +111,8 @@ async def start_http(
             site = GuardedSite(
                 runner, listener.endpoint, ssl_context=listener.ssl_context, guard=guard
             )
-            await site.start()
+            with listen_errors(listener.endpoint, LISTENER_NAMES[listener.name]):
+                await site.start()
             port = int(runner.addresses[-1][1])
             running.bound[listener.name] = Endpoint(listener.endpoint.host, port)
     except BaseException:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from liaison.errors import PeerError, StorageError
+from liaison.storage.permissions import DIR_MODE, create_private_file
 
 T = TypeVar("T")
 
@@ -451,7 +452,9 @@ class SqliteFileIndex:
             raise StorageError(f"file index {self._path}: {exc}") from exc
 
     def _open_sync(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        # 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+        create_private_file(self._path)
         # Several listeners open the same file: wait for each other's short transactions.
         conn = sqlite3.connect(self._path, timeout=5.0, isolation_level=None)
         try:
@@ -589,7 +592,8 @@ class FileStore:
         path = self.content_path(hash)
         if path.exists() and path.stat().st_size == len(data):
             return  # stored once: the same hash is the same content
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        # mkstemp creates the file 0600 whatever the umask; os.replace keeps the mode.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as f:

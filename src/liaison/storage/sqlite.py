@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from liaison.errors import StorageError
 from liaison.storage.base import DEFAULT_MAX_BATCH, Query, StoredEvent
+from liaison.storage.permissions import create_private_file
 
 T = TypeVar("T")
 
@@ -265,6 +266,8 @@ class SqliteStore:
         return self._conn
 
     def _open_sync(self, busy_timeout_ms: int) -> None:
+        # 0600 before SQLite opens it: its -wal and -shm files take the same mode.
+        create_private_file(self._path)
         # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
         conn = sqlite3.connect(self._path, timeout=busy_timeout_ms / 1000, isolation_level=None)
         try:

@@ -104,7 +104,9 @@ async def test_data_package_shared_only_within_the_group(
                 assert r.status == 200
                 assert await r.read() == package
                 assert r.content_type == "application/x-zip-compressed"
-                assert r.headers["Content-Disposition"] == 'attachment; filename="pkg-1"'
+                assert r.headers["Content-Disposition"] == (
+                    "attachment; filename=\"pkg-1\"; filename*=UTF-8''pkg-1"
+                )
             async with red2.head(expected) as r:
                 assert r.status == 200 and int(r.headers["Content-Length"]) == len(package)
             async with blue1.head(expected) as r:
