@@ -528,7 +528,8 @@ class Router:
     ) -> labels.RelabelResult | None:
         """Give an item a new label: a new version of it, stored, audited and delivered.
 
-        Raising is open to anyone who may see the item; lowering or widening REL needs the
+        Raising is open to anyone of the originating organisation who may see the item (to
+        partners too with the policy's ``partner_updates``); lowering or widening REL needs the
         originating organisation's release authority and a justification
         (``labels.check_relabel``). None when the item is missing or ``actor`` may not see it:
         the two are indistinguishable.
@@ -552,6 +553,12 @@ class Router:
             release_authority=gate.is_release_authority(actor, old.originator),
             justification=justification,
         )
+        if result.allowed and actor.org != old.originator and not gate.config.partner_updates:
+            # A relabel changes the item: another organisation's items are changed only by it,
+            # unless the policy lets partners change what they can see (docs/labels.md 4).
+            result = labels.RelabelResult(
+                allowed=False, direction=result.direction, reasons=("other_org_item",)
+            )
         record: dict[str, object] = {
             "uid": uid,
             "actor": actor.name,

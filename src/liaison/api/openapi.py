@@ -447,7 +447,8 @@ _PATHS: dict[str, Any] = {
     },
     "/api/v1/items/{uid}/label": {
         "post": {
-            "summary": "Relabel an item (a new version): raising is open to anyone who may see it;"
+            "summary": "Relabel an item (a new version): raising is open to the"
+            " originating organisation's users who may see it (partners: policy partner_updates);"
             " lowering or widening REL needs a release authority and a justification.",
             "operationId": "postItemLabel",
             "parameters": [

@@ -1,7 +1,8 @@
 """``POST /api/v1/items/{uid}/label``: give an item a new label (a new version of it).
 
 The rules are the router's (``Router.relabel`` and ``labels.check_relabel``): raising is open to
-anyone who may see the item; lowering or widening REL needs a release authority of the
+anyone of the originating organisation who may see the item (partners too with the policy's
+``partner_updates``); lowering or widening REL needs a release authority of the
 originating organisation and a justification. Missing and forbidden items answer the same 404.
 """
 

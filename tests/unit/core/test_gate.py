@@ -368,3 +368,29 @@ def cot_xml_bytes(ev: Event) -> bytes:
     from liaison.protocol import cot_xml
 
     return cot_xml.render_xml(ev)
+
+
+def test_a_partner_may_not_relabel_another_organisations_item_unless_the_policy_allows() -> None:
+    for partner_updates in (False, True):
+        router, gate, audit = setup_partners(partner_updates)
+        usa = Sub(person(gate, "usa", "USA", "usa-secret"))
+        ukr = person(gate, "ukr", "UKR", "ukr-secret")
+        router.attach(usa)
+        router.publish(event("u", label(gate, "UNCLASSIFIED", "USA", "UKR"), gate), usa)
+        raised = label(gate, "SECRET", "USA", "UKR")  # a raise UKR could read
+        result = router.relabel(ukr, "u", raised, None)
+        assert result is not None
+        viewer = person(gate, "usa2", "USA", "usa-secret")
+        found = router.find(viewer, "u")
+        assert found is not None
+        if partner_updates:
+            assert result.allowed and found.access == "SECRET"
+        else:
+            assert not result.allowed and result.reasons == ("other_org_item",)
+            assert found.access == "UNCLASSIFIED"
+            kind, fields = audit.records[-1]
+            assert kind == "relabel" and fields["allowed"] is False
+            assert fields["reasons"] == ["other_org_item"]
+            # The originating organisation may still raise it.
+            mine = router.relabel(person(gate, "usa3", "USA", "usa-secret"), "u", raised, None)
+            assert mine is not None and mine.allowed
