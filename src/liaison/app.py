@@ -34,10 +34,11 @@ from liaison.federation.config import parse_federation
 from liaison.federation.link import Federation, GateAudit
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.groups import GroupRules, parse_group_rules
+from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 from liaison.protocol import cot_xml
-from liaison.router import LatestEntry, Router
+from liaison.router import Router
 from liaison.session import (
     PrincipalResolver,
     SessionMetrics,
@@ -291,6 +292,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         metrics=metrics,
         clock_ms=now_ms,
         writer=writer,
+        latest=MemoryLatestState(),
         congestion_threshold=max(1, int(writer.max_pending * STORE_CONGESTION_FRACTION)),
         gate=gate,
     )

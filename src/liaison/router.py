@@ -1,6 +1,11 @@
 """The router: the only code that hands an event to anyone outside the server.
 
-Every path out passes :meth:`Router.publish` (live delivery, implicit and explicit),
+An event goes through two steps: :meth:`Router.accept` (the ingest rules, labelling, the ``ingest``
+audit record, storing, the latest state) and :meth:`Router.distribute` (one decision per
+subscriber, the ``release`` and ``deny`` records, delivery). Sources call :meth:`Router.publish`
+(or :meth:`Router.publish_checked`), which does both.
+
+Every path out passes :meth:`Router.distribute` (live delivery, implicit and explicit),
 :meth:`Router.replay_to` (the latest state sent to a newly connected client) or
 :meth:`Router.visible` (queries made for a principal, such as the HTTP API). Each of them asks
 ``model.access.can_see`` and nothing else decides who may see what. Subscribers (stream sessions,
@@ -22,6 +27,8 @@ from typing import Protocol
 from liaison.audit import deny_record
 from liaison.errors import PeerError
 from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
+from liaison.latest.base import LatestEntry, LatestState
+from liaison.latest.memory import MAX_LATEST_UIDS, MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.access import Decision, access_key, can_see
@@ -32,11 +39,6 @@ from liaison.protocol import cot_proto, cot_xml, tak_stream
 from liaison.storage.base import StoredEvent, StoreWriter
 
 log = logging.getLogger(__name__)
-
-# Most uids kept in the in-memory latest-state table used for replay. A server with more live uids
-# than this is far past what one node serves (TAK Server's own latest-SA cache is per connected
-# user); the oldest entries are evicted first and the store still has them.
-MAX_LATEST_UIDS = 200_000
 
 
 class Outgoing:
@@ -85,10 +87,23 @@ class Subscriber(Source, Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class LatestEntry:
-    event: Event
-    sender_groups: frozenset[str]
-    label: Label | None = None
+class AcceptedEvent:
+    """An event :meth:`Router.accept` took in: labelled, recorded, stored, in the latest state.
+
+    What :meth:`Router.distribute` needs to hand it to the subscribers, and nothing else."""
+
+    event: Event  # as accepted: the authoritative label applied, dests still on
+    label: Label | None
+    source: Source
+    out: Outgoing  # the event's rendering, shared by the stored copy and live delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An event :meth:`Router.accept` did not take in."""
+
+    reasons: tuple[str, ...]  # why the ingest rules refused it; empty when held
+    held: bool = False  # the audit log could not be written: re-accepted when it recovers
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +159,7 @@ class Router:
         metrics: Metrics,
         clock_ms: Callable[[], int],
         writer: StoreWriter | None = None,
+        latest: LatestState | None = None,
         max_latest: int = MAX_LATEST_UIDS,
         congestion_threshold: int | None = None,
         gate: Gate | None = None,
@@ -152,7 +168,6 @@ class Router:
         self._metrics = metrics
         self._clock_ms = clock_ms
         self._writer = writer
-        self._max_latest = max_latest
         self._congestion_threshold = congestion_threshold
         self.gate = gate
         self.relay_between_peers = relay_between_peers
@@ -160,8 +175,10 @@ class Router:
         self._subscribers: dict[int, Subscriber] = {}
         # Each subscriber's access key, computed once at attach (principals do not change).
         self._keys: dict[int, object] = {}
-        self._latest: dict[str, LatestEntry] = {}
-        self._held: deque[tuple[Event, Source]] = deque()
+        # The latest state: app.py passes the implementation; tests and benches get one node's.
+        self._latest: LatestState = latest if latest is not None else MemoryLatestState(max_latest)
+        # Held while the audit log fails: events to accept again, or accepted ones to distribute.
+        self._held: deque[tuple[Event, Source] | AcceptedEvent] = deque()
         self._banners: dict[str, str] = {}  # label id -> banner, for display
         self._on_delete: Callable[[str], None] | None = None
         m = metrics
@@ -219,20 +236,70 @@ class Router:
         return self.publish_checked(event, source).delivered
 
     def publish_checked(self, event: Event, source: Source) -> Published:
-        """Accept one event from ``source``: check it, record it, store it, deliver it.
+        """Accept one event from ``source``, then distribute it: what every source needs.
 
         Returns the number of deliveries, the reasons when the event was refused, and the event
-        as accepted (with its authoritative label) when it was.
-        Control messages (ping, negotiation) never get here:
-        sessions answer them themselves. The order matters: every decision is taken and every
-        audit record written before the first byte is released; a refused event is neither
+        as accepted (with its authoritative label) when it was. The same steps as :meth:`accept`
+        then :meth:`distribute`, with the ``ingest`` record and the release records written in
+        one audit batch (one fsync per event). Control messages (ping, negotiation) never get
+        here: sessions answer them themselves. The order matters: every decision is taken and
+        every audit record written before the first byte is released; a refused event is neither
         stored nor delivered.
         """
-        now = self._clock_ms()
+        checked = self._check(event, source)
+        if isinstance(checked, Refusal):
+            return Published(0, checked.reasons, None)
+        accepted, ingest = checked
+        plans = self._plan(accepted)
+        if not self._record([ingest, *(a for plan in plans for a in plan.audit)]):
+            self._hold((event, source))
+            return Published(0, (), None)
+        _tell_refused(plans)
+        self._commit(accepted)
+        return Published(self._deliver(plans), (), accepted.event)
+
+    def accept(self, event: Event, source: Source) -> AcceptedEvent | Refusal:
+        """Take one event in from ``source``, without delivering it to anyone.
+
+        The ingest rules and labelling, the ``ingest`` audit record, then (the record written)
+        what the sender's client is known as, the stored copy and the latest state. A refused
+        event is recorded and neither stored nor remembered; while the audit log cannot be
+        written the event is held and accepted again (and distributed) when it recovers.
+        """
+        checked = self._check(event, source)
+        if isinstance(checked, Refusal):
+            return checked
+        accepted, ingest = checked
+        if not self._record([ingest]):
+            self._hold((event, source))
+            return Refusal((), held=True)
+        self._commit(accepted)
+        return accepted
+
+    def distribute(self, accepted: AcceptedEvent) -> int:
+        """Hand an accepted event to every subscriber that may see it; returns the deliveries.
+
+        Implicit routing to everyone but its source (and, from a partner, to no other partner
+        unless configured), or explicit routing by ``marti/dest``; one decision per access key;
+        the ``release`` and ``deny`` records written before the first delivery. While the audit
+        log cannot be written the event is held and distributed when it recovers.
+        """
+        plans = self._plan(accepted)
+        if not self._record([a for plan in plans for a in plan.audit]):
+            self._hold(accepted)
+            return 0
+        _tell_refused(plans)
+        return self._deliver(plans)
+
+    def _check(
+        self, event: Event, source: Source
+    ) -> tuple[AcceptedEvent, tuple[str, Mapping[str, object]] | None] | Refusal:
+        """The ingest rules and labelling: the event as accepted and its ``ingest`` record (not
+        yet written), or the refusal (its record written)."""
         sender = source.principal
         received = event
         label: Label | None = None
-        audit: list[tuple[str, Mapping[str, object]]] = []
+        ingest: tuple[str, Mapping[str, object]] | None = None
         gate = self.gate
         if gate is not None:
             # The ingest rules hold for every event that changes a stored item: an update of
@@ -245,7 +312,7 @@ class Router:
             )
             if outcome.event is not None and target is not None and target is not prior:
                 outcome = gate.ingest(event, sender, target.label)
-            audit.append(("ingest", _ingest_fields(received, sender, outcome.label, outcome)))
+            ingest = ("ingest", _ingest_fields(received, sender, outcome.label, outcome))
             if outcome.event is None:
                 self.m_rejected.inc(outcome.reasons[0] if outcome.reasons else "rejected")
                 log.info(
@@ -254,19 +321,22 @@ class Router:
                     sender.name,
                     ",".join(outcome.reasons),
                 )
-                gate.record(audit)
-                return Published(0, outcome.reasons or ("rejected",), None)
+                gate.record([ingest])
+                return Refusal(outcome.reasons or ("rejected",))
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
+        return AcceptedEvent(event, label, source, Outgoing(event)), ingest
 
-        plans = self._plan(event, label, source)
-        for plan in plans:
-            audit.extend(plan.audit)
-        if gate is not None and not gate.record(audit):
-            self._hold(received, source)
-            return Published(0, (), None)
-        _tell_refused(plans)
+    def _record(self, audit: list[tuple[str, Mapping[str, object]] | None]) -> bool:
+        """Write audit records (None entries skipped); False when the log failed."""
+        gate = self.gate
+        return gate is None or gate.record([a for a in audit if a is not None])
 
+    def _commit(self, accepted: AcceptedEvent) -> None:
+        """After the ``ingest`` record: learn the client, store, update the latest state."""
+        event, label, source = accepted.event, accepted.label, accepted.source
+        sender = source.principal
+        now = self._clock_ms()
         # Learn who a stream client is from its own position report (contact with an endpoint),
         # so explicit routing by uid or callsign can find it (TAK Server does the same).
         if event.is_contact:
@@ -277,38 +347,43 @@ class Router:
                 if sub.client_uid == event.uid and event.callsign:
                     sub.callsign = event.callsign
 
-        # The stored copy is the event as accepted (with any dests); reuse the live rendering.
-        stored_xml = plans[0].out.xml() if plans and not event.dests else cot_xml.render_xml(event)
-        self._store(event, label, sender, now, stored_xml)
+        # The stored copy is the event as accepted (with any dests); without dests it shares
+        # the live rendering.
+        self._store(event, label, sender, now, accepted.out.xml())
         if event.is_delete and event.link_uid:
-            self._latest.pop(event.link_uid, None)
+            self._latest.remove(event.link_uid)
             if self._on_delete is not None:
                 self._on_delete(event.link_uid)
         elif not event.dests and not event.is_stale(now):
             # Directed messages are never part of the replayable picture: replaying them to a
             # newcomer would deliver a private message to someone it was not addressed to.
-            self._remember(event, sender.in_groups, label)
+            self._latest.put(LatestEntry(event, sender.in_groups, label))
 
+    def _deliver(self, plans: list[_Fanout]) -> int:
         delivered = 0
         for plan in plans:
             for sub in plan.permitted:
                 sub.deliver(plan.out)
             delivered += len(plan.permitted)
         self.m_deliveries.inc(amount=delivered)
-        return Published(delivered, (), event)
+        return delivered
 
-    def _hold(self, event: Event, source: Source) -> None:
-        self._held.append((event, source))
+    def _hold(self, item: tuple[Event, Source] | AcceptedEvent) -> None:
+        self._held.append(item)
         self.m_held.inc("held")
         while len(self._held) > MAX_HELD_EVENTS:
             self._held.popleft()
             self.m_held.inc("dropped")
 
     def audit_recovered(self) -> int:
-        """Re-publish the events held while the audit log failed. Returns how many."""
+        """Re-publish the events held while the audit log failed (accepted ones are only
+        distributed again). Returns how many."""
         held, self._held = self._held, deque()
-        for event, source in held:
-            self.publish(event, source)
+        for item in held:
+            if isinstance(item, AcceptedEvent):
+                self.distribute(item)
+            else:
+                self.publish(*item)
         return len(held)
 
     def _store(
@@ -336,21 +411,10 @@ class Router:
         if not self._writer.submit(record):
             self.m_store_dropped.inc()
 
-    def _remember(self, event: Event, groups: frozenset[str], label: Label | None) -> None:
-        latest = self._latest
-        old = latest.get(event.uid)
-        if old is not None and old.event.time > event.time:
-            return  # an older report arriving late must not replace a newer one
-        if old is not None:
-            del latest[event.uid]  # re-insert so dict order stays oldest-update-first
-        elif len(latest) >= self._max_latest:
-            del latest[next(iter(latest))]
-        latest[event.uid] = LatestEntry(event, groups, label)
-
     def load_latest(self, entries: Iterable[LatestEntry]) -> None:
         """Seed the latest-state table (from the store, at start)."""
         for entry in entries:
-            self._remember(entry.event, entry.sender_groups, entry.label)
+            self._latest.put(entry)
 
     def load_label(self, stored: str | None) -> Label | None:
         """A stored label (JSON) back as a Label; None when absent or unreadable (then denied)."""
@@ -363,11 +427,7 @@ class Router:
 
     def expire(self) -> int:
         """Drop stale entries from the latest-state table. Returns how many were dropped."""
-        now = self._clock_ms()
-        stale = [uid for uid, e in self._latest.items() if e.event.is_stale(now)]
-        for uid in stale:
-            del self._latest[uid]
-        return len(stale)
+        return self._latest.expire(self._clock_ms())
 
     # --- the decision ---------------------------------------------------------------------
 
@@ -452,11 +512,13 @@ class Router:
             ]
         return [s for k, s in self._subscribers.items() if k != src]
 
-    def _plan(self, event: Event, label: Label | None, source: Source) -> list[_Fanout]:
-        sender = source.principal
+    def _plan(self, accepted: AcceptedEvent) -> list[_Fanout]:
+        event, label, source = accepted.event, accepted.label, accepted.source
         if not event.dests:
             return [
-                self._fanout("live", Outgoing(event), sender.in_groups, label, self._others(source))
+                self._fanout(
+                    "live", accepted.out, source.principal.in_groups, label, self._others(source)
+                )
             ]
         return self._plan_explicit(event, label, source)
 
@@ -594,8 +656,7 @@ class Router:
             self._clock_ms(),
             plan.out.xml(),
         )
-        del self._latest[uid]
-        self._latest[uid] = LatestEntry(event, entry.sender_groups, new_label)
+        self._latest.put(LatestEntry(event, entry.sender_groups, new_label))
         for sub in plan.permitted:
             sub.deliver(plan.out)
         self.m_deliveries.inc(amount=len(plan.permitted))
@@ -608,7 +669,7 @@ class Router:
         were offered.
         """
         now = self._clock_ms()
-        entries = [e for e in self._latest.values() if not e.event.is_stale(now)]
+        entries = [e for e in self._latest.entries() if not e.event.is_stale(now)]
         entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
         plans = [
             self._fanout("replay", Outgoing(e.event), e.sender_groups, e.label, [sub])
@@ -844,7 +905,7 @@ class Router:
 
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()
-        return [e for e in self._latest.values() if not e.event.is_stale(now)]
+        return [e for e in self._latest.entries() if not e.event.is_stale(now)]
 
 
 def _ingest_fields(

@@ -61,3 +61,25 @@ def test_only_the_router_calls_can_see() -> None:
         if "can_see(" in p.read_text() and p.name != "access.py"
     ]
     assert callers == ["router.py"]
+
+
+def test_the_latest_state_interface_is_pure() -> None:
+    path = SRC / "latest" / "base.py"
+    allowed = ("liaison.model", "liaison.latest", "__future__", "collections", "dataclasses")
+    bad = {
+        name
+        for name in imported_modules(path)
+        if name != "typing" and not any(name == a or name.startswith(a + ".") for a in allowed)
+    }
+    assert not bad, f"latest/base.py imports {sorted(bad)}"
+
+
+def test_only_the_composition_root_picks_the_latest_state() -> None:
+    """The router depends on the ``LatestState`` interface; app.py constructs the implementation
+    (the router's own default, one node's table, serves tests and benches)."""
+    namers = sorted(
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if p.parent.name != "latest" and "MemoryLatestState(" in p.read_text()
+    )
+    assert namers == ["app.py", "router.py"]

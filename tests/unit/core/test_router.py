@@ -5,10 +5,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from liaison.latest import LatestEntry
 from liaison.metrics import Metrics
 from liaison.model.event import Event, make_event
 from liaison.model.principal import Principal
-from liaison.router import LatestEntry, Outgoing, Router
+from liaison.router import Outgoing, Router
 
 NOW = 1_700_000_000_000
 

@@ -1,0 +1,183 @@
+"""The router's two steps, each on its own: ``accept`` (ingest rules, labelling, the ingest
+record, storing, the latest state) and ``distribute`` (decisions, release and deny records,
+delivery), with in-memory subscribers, audit and store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from liaison.gate import Gate, load_gate_config
+from liaison.latest import LatestEntry, LatestState, MemoryLatestState
+from liaison.metrics import Metrics
+from liaison.model.principal import Principal
+from liaison.router import AcceptedEvent, Refusal, Router
+from liaison.storage.base import StoreWriter
+from liaison.storage.memory import MemoryStore
+from tests.unit.core.test_gate import POLICY, FakeAudit, Sub, delete, event, label, person
+
+NOW = 1_700_000_000_000
+
+
+class BatchAudit(FakeAudit):
+    """Counts the batches (one write and one fsync each in the real log)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def append_many(self, entries: Sequence[tuple[str, Mapping[str, object]]]) -> object:
+        result = super().append_many(entries)
+        self.batches += 1
+        return result
+
+
+def setup(latest: LatestState | None = None) -> tuple[Router, Gate, BatchAudit, StoreWriter]:
+    audit = BatchAudit()
+    gate = Gate(load_gate_config(POLICY), audit=audit, clock_ms=lambda: NOW)
+    writer = StoreWriter(MemoryStore())
+    router = Router(
+        metrics=Metrics(),
+        clock_ms=lambda: NOW,
+        writer=writer,
+        latest=latest if latest is not None else MemoryLatestState(),
+        gate=gate,
+    )
+    return router, gate, audit, writer
+
+
+def kinds(audit: FakeAudit) -> list[str]:
+    return [k for k, _ in audit.records]
+
+
+def test_accept_records_stores_and_remembers_but_delivers_nothing() -> None:
+    router, gate, audit, writer = setup()
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    router.attach(ukr)
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    accepted = router.accept(event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender)
+    assert isinstance(accepted, AcceptedEvent)
+    assert accepted.event.releasable_to == "REL TO USA, UKR" and accepted.source is sender
+    assert kinds(audit) == ["ingest"] and audit.records[0][1]["accepted"] is True
+    assert writer.pending == 1
+    assert [e.event for e in router.latest_entries()] == [accepted.event]
+    assert ukr.got == []
+
+
+def test_distribute_decides_records_then_delivers() -> None:
+    router, gate, audit, writer = setup()
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    ukr_u = Sub(person(gate, "ukr-u", "UKR", "ukr-unclass"))
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    for s in (ukr, ukr_u, sender):
+        router.attach(s)
+    accepted = router.accept(event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender)
+    assert isinstance(accepted, AcceptedEvent)
+    assert router.distribute(accepted) == 1
+    assert ukr.got == [accepted.event] and ukr_u.got == [] and sender.got == []
+    assert kinds(audit) == ["ingest", "release", "deny"]
+    assert writer.pending == 1  # distributing stores nothing
+
+
+def test_accept_refuses_by_the_ingest_rules_and_keeps_nothing() -> None:
+    router, gate, audit, writer = setup()
+    usa = Sub(person(gate, "usa", "USA", "usa-secret"))
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    for s in (usa, ukr):
+        router.attach(s)
+    router.publish(event("x", label(gate, "SECRET", "USA"), gate), usa)
+    kept = router.latest_entries()
+    refused = router.accept(delete("d", "x"), ukr)
+    assert refused == Refusal(("prior_not_visible",))
+    assert audit.records[-1][0] == "ingest" and audit.records[-1][1]["accepted"] is False
+    assert router.latest_entries() == kept and writer.pending == 1
+
+
+def test_accept_of_a_delete_forgets_the_target() -> None:
+    router, gate, _, _ = setup()
+    usa = Sub(person(gate, "usa", "USA", "usa-secret"))
+    deleted: list[str] = []
+    router.on_delete(deleted.append)
+    router.publish(event("x", label(gate, "SECRET", "USA"), gate), usa)
+    accepted = router.accept(delete("d", "x"), usa)
+    assert isinstance(accepted, AcceptedEvent) and accepted.event.releasable_to == "REL TO USA"
+    assert deleted == ["x"] and router.latest_entries() == []
+
+
+def test_publish_checked_writes_one_audit_batch_per_event() -> None:
+    router, gate, audit, _ = setup()
+    router.attach(Sub(person(gate, "ukr", "UKR", "ukr-secret")))
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    published = router.publish_checked(
+        event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender
+    )
+    assert published.delivered == 1
+    assert kinds(audit) == ["ingest", "release"] and audit.batches == 1
+
+
+def test_accept_is_held_while_the_audit_log_fails_then_accepted_and_distributed() -> None:
+    router, gate, audit, writer = setup()
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    router.attach(ukr)
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    audit.fail = True
+    held = router.accept(event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender)
+    assert held == Refusal((), held=True)
+    assert writer.pending == 0 and router.latest_entries() == []
+    audit.fail = False
+    gate.recovered(audit)
+    assert router.audit_recovered() == 1
+    assert [e.uid for e in ukr.got] == ["m"] and writer.pending == 1
+    assert kinds(audit) == ["ingest", "release"]
+
+
+def test_distribute_is_held_while_the_audit_log_fails_and_not_accepted_twice() -> None:
+    router, gate, audit, writer = setup()
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    router.attach(ukr)
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    accepted = router.accept(event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender)
+    assert isinstance(accepted, AcceptedEvent)
+    audit.fail = True
+    assert router.distribute(accepted) == 0 and ukr.got == [] and router.congested
+    audit.fail = False
+    gate.recovered(audit)
+    assert router.audit_recovered() == 1
+    assert ukr.got == [accepted.event]
+    assert kinds(audit) == ["ingest", "release"] and writer.pending == 1
+
+
+def test_a_second_router_on_the_same_latest_state_distributes_what_the_first_accepted() -> None:
+    # What a second node will do: one accepts, each distributes to its own subscribers, and
+    # replay on either reads the one latest state.
+    shared = MemoryLatestState()
+    first, gate, _, _ = setup(shared)
+    second, gate2, audit2, _ = setup(shared)
+    here = Sub(person(gate, "usa-here", "USA", "usa-secret"))
+    there = Sub(person(gate2, "ukr-there", "UKR", "ukr-secret"))
+    first.attach(here)
+    second.attach(there)
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    accepted = first.accept(event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender)
+    assert isinstance(accepted, AcceptedEvent)
+    assert first.distribute(accepted) == 1 and second.distribute(accepted) == 1
+    assert here.got == [accepted.event] and there.got == [accepted.event]
+    assert kinds(audit2) == ["release"]  # the ingest record is the accepting router's
+    late = Sub(person(gate2, "ukr-late", "UKR", "ukr-secret"))
+    assert second.replay_to(late) == 1
+    assert shared.get("m") == LatestEntry(
+        accepted.event, sender.principal.in_groups, accepted.label
+    )
+
+
+def test_without_labels_accept_and_distribute_need_no_gate() -> None:
+    router = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    a, b = Sub(person_plain("a")), Sub(person_plain("b"))
+    for s in (a, b):
+        router.attach(s)
+    accepted = router.accept(event("m"), a)
+    assert isinstance(accepted, AcceptedEvent) and accepted.label is None
+    assert router.distribute(accepted) == 1 and b.got == [accepted.event] and a.got == []
+
+
+def person_plain(name: str) -> Principal:
+    return Principal(name=name)
