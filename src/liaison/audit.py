@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from liaison.errors import StorageError
-from liaison.model.labels import canonical_json
+from liaison.model.canonical import canonical_json
 
 RECORD_VERSION = 1
 GENESIS_HASH = "0" * 64

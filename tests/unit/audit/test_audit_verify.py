@@ -21,7 +21,7 @@ from liaison.audit import (
     verify,
     verify_lines,
 )
-from liaison.model.labels import canonical_json
+from liaison.model.canonical import canonical_json
 
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = KEY.public_key()

@@ -1,4 +1,6 @@
-"""The dependency rule: protocol/ and model/ stay pure (no I/O, clock, config or storage)."""
+"""The dependency rules: protocol/ and model/ stay pure (no I/O, clock, config or storage),
+model/canonical.py depends on nothing of Liaison, and only the router's decision and the
+federation guard call ``labels.decide``."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ FORBIDDEN = {
     "liaison.app",
     "liaison.cli",
 }
-PURE_MODULES = sorted((SRC / "protocol").glob("*.py")) + sorted((SRC / "model").glob("*.py"))
+PURE_MODULES = sorted((SRC / "protocol").rglob("*.py")) + sorted((SRC / "model").rglob("*.py"))
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -83,3 +85,87 @@ def test_only_the_composition_root_picks_the_latest_state() -> None:
         if p.parent.name != "latest" and "MemoryLatestState(" in p.read_text()
     )
     assert namers == ["app.py", "router.py"]
+# --- model/canonical.py: the bottom of the model, shared with the audit log ------------------
+
+CANONICAL = SRC / "model" / "canonical.py"
+CANONICAL_MAY_IMPORT = {"__future__", "collections.abc", "hashlib", "json", "re"}
+
+
+def test_canonical_is_pure_and_imports_nothing_of_liaison() -> None:
+    """Canonical JSON and times are what the audit log hashes: no Liaison import (so the audit
+    never depends on the label model), and only the standard library modules listed here."""
+    imported = imported_modules(CANONICAL)
+    assert imported <= CANONICAL_MAY_IMPORT, sorted(imported - CANONICAL_MAY_IMPORT)
+    tree = ast.parse(CANONICAL.read_text())
+    relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
+    assert not relative
+
+
+# --- labels.decide: the router's decision and the federation guard only ----------------------
+
+LABELS = "liaison.model.labels"
+DECISION = "liaison.model.labels.decision"
+# model/access.py is the router's decision (can_see, called only by router.py, see above);
+# federation/guard.py decides again, independently, before bytes leave for a partner.
+DECIDE_CALLERS = {"router.py", "model/access.py", "federation/guard.py"}
+
+
+def decide_uses(source: str) -> list[int]:
+    """Lines of ``source`` that import, call or take ``labels.decide`` in any spelling:
+    ``labels.decide``, ``liaison.model.labels.decide``, ``decision.decide``, or ``decide`` (or an
+    alias of it) imported from the package or its ``decision`` module."""
+    tree = ast.parse(source)
+    modules: set[str] = set()  # names bound to the package or to its decision module
+    functions: set[str] = set()  # names bound to decide itself
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                bound = alias.asname or alias.name
+                full = f"{node.module}.{alias.name}"
+                if full in (LABELS, DECISION):
+                    modules.add(bound)
+                elif node.module in (LABELS, DECISION) and alias.name in ("decide", "*"):
+                    functions.add(bound)
+                    lines.append(node.lineno)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in (LABELS, DECISION) and alias.asname:
+                    modules.add(alias.asname)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "decide":
+            if ast.unparse(node.value) in modules | {LABELS, DECISION}:
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Name) and node.id in functions:
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from liaison.model import labels\nlabels.decide(p, l, a)", True),
+        ("from liaison.model import labels as L\nf = L.decide", True),
+        ("import liaison.model.labels\nliaison.model.labels.decide(p, l, a)", True),
+        ("from liaison.model.labels import decide\n", True),
+        ("from liaison.model.labels.decision import decide as d\nd(p, l, a)", True),
+        ("from liaison.model.labels import decision\ndecision.decide(p, l, a)", True),
+        ("from liaison.model.labels import *\n", True),
+        ("from liaison.model import labels\nlabels.Decision(permit=False)", False),
+        ("from liaison.model.access import can_see\nself._decide(g, l, v)", False),
+    ],
+)
+def test_decide_uses_finds_every_spelling(source: str, found: bool) -> None:
+    assert bool(decide_uses(source)) is found
+
+
+def test_only_the_router_decision_and_the_guard_call_labels_decide() -> None:
+    callers = {
+        rel
+        for p in SRC.rglob("*.py")
+        if not (rel := p.relative_to(SRC).as_posix()).startswith("model/labels/")
+        and decide_uses(p.read_text())
+    }
+    assert callers <= DECIDE_CALLERS, sorted(callers - DECIDE_CALLERS)
+    # The guard's second check exists; tests/unit/federation/test_second_check.py pins it.
+    assert "federation/guard.py" in callers

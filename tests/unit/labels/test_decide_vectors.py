@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from liaison.model import labels as labels_module
 from liaison.model.labels import AuthSet, Label, decide
+from liaison.model.labels import decision as labels_module
 
 from .labels_support import POLICY, T0, auths, lab
 
