@@ -85,6 +85,8 @@ def test_only_the_composition_root_picks_the_latest_state() -> None:
         if p.parent.name != "latest" and "MemoryLatestState(" in p.read_text()
     )
     assert namers == ["app.py", "router.py"]
+
+
 # --- model/canonical.py: the bottom of the model, shared with the audit log ------------------
 
 CANONICAL = SRC / "model" / "canonical.py"
