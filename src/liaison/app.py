@@ -37,6 +37,7 @@ from liaison.groups import GroupRules, parse_group_rules
 from liaison.metrics import Metrics
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 from liaison.protocol import cot_xml
+from liaison.query import Query
 from liaison.router import LatestEntry, Router
 from liaison.session import (
     PrincipalResolver,
@@ -46,6 +47,7 @@ from liaison.session import (
     StreamSession,
 )
 from liaison.storage.base import Store, StoreWriter
+from liaison.storage.files import FileStore
 from liaison.storage.memory import MemoryStore
 from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
@@ -500,7 +502,12 @@ async def _start_http(
     api_ctx = ApiContext(
         config=config,
         router=server.router,
-        store=server.store,
+        # One file store handle per HTTP listener, opened and closed with it (api.files.install).
+        query=Query(
+            server.router,
+            server.store,
+            open_files=functools.partial(FileStore.open, config.data_dir / "files"),
+        ),
         metrics=server.metrics,
         server_pki=server_pki,
         users=users,
