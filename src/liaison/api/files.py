@@ -1,10 +1,10 @@
 """The HTTP side of the file store: one handle per listener, uploads, visibility and content URLs.
 
 The handle is a :class:`liaison.query.Files` (the router's query side), never the file store
-itself. Every answer about a file goes through :func:`visible`, which asks the router
-(``Router.permits``) with the uploader's groups and the record's label. A record the caller may not
-see is treated exactly like one that does not exist (:func:`not_found`). Content is handed over
-only through :func:`release` (``Router.release_item``: the decision and the release record).
+itself. Every answer about a file comes from it, and it asks the router (``Router.permits``) with
+the uploader's groups and the record's label. A record the caller may not see is treated exactly
+like one that does not exist (:func:`not_found`). Content is handed over only through
+:func:`release` (``Router.release_item``: the decision and the release record).
 """
 
 from __future__ import annotations
@@ -105,11 +105,6 @@ def file_store(request: web.Request) -> Files:
 def not_found() -> web.Response:
     """The one answer for a file that is missing or that the caller may not see."""
     return web.Response(status=404, text=NOT_FOUND_TEXT, content_type="text/plain")
-
-
-def visible(request: web.Request, records: list[FileRecord]) -> list[FileRecord]:
-    """The records the caller may see (the router's decision), order kept."""
-    return file_store(request).visible(principal(request), records)
 
 
 def release(request: web.Request, rec: FileRecord) -> bool:
