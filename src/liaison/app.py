@@ -38,6 +38,7 @@ from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 from liaison.protocol import cot_xml
+from liaison.query import Query
 from liaison.router import Router
 from liaison.session import (
     PrincipalResolver,
@@ -47,6 +48,7 @@ from liaison.session import (
     StreamSession,
 )
 from liaison.storage.base import Store, StoreWriter
+from liaison.storage.files import FileStore
 from liaison.storage.memory import MemoryStore
 from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
@@ -502,7 +504,12 @@ async def _start_http(
     api_ctx = ApiContext(
         config=config,
         router=server.router,
-        store=server.store,
+        # One file store handle per HTTP listener, opened and closed with it (api.files.install).
+        query=Query(
+            server.router,
+            server.store,
+            open_files=functools.partial(FileStore.open, config.data_dir / "files"),
+        ),
         metrics=server.metrics,
         server_pki=server_pki,
         users=users,

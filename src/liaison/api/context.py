@@ -11,9 +11,9 @@ from liaison import pki
 from liaison.config import Config
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
+from liaison.query import Query
 from liaison.router import Router
 from liaison.session import SessionRegistry, StreamSession
-from liaison.storage.base import Store
 from liaison.users import UserDirectory
 
 # Request key under which the auth middleware leaves the caller's Principal. A RequestKey, not a
@@ -29,7 +29,9 @@ class ApiContext:
 
     config: Config
     router: Router
-    store: Store
+    # History and files for a caller, through the router's decision and release records: the
+    # HTTP side never holds a Store or the file store itself.
+    query: Query
     metrics: Metrics
     server_pki: pki.ServerPki | None
     users: UserDirectory

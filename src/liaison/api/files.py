@@ -1,9 +1,10 @@
 """The HTTP side of the file store: one handle per listener, uploads, visibility and content URLs.
 
-Every answer about a file goes through :func:`visible`, which asks the router
-(``Router.permits``) with the uploader's groups and the record's label. A record the caller may not
-see is treated exactly like one that does not exist (:func:`not_found`). Content is handed over
-only through :func:`release` (``Router.release_item``: the decision and the release record).
+The handle is a :class:`liaison.query.Files` (the router's query side), never the file store
+itself. Every answer about a file comes from it, and it asks the router (``Router.permits``) with
+the uploader's groups and the record's label. A record the caller may not see is treated exactly
+like one that does not exist (:func:`not_found`). Content is handed over only through
+:func:`release` (``Router.release_item``: the decision and the release record).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, context, principal
 from liaison.api.server import MODE_KEY
 from liaison.protocol.limits import MAX_XML_EVENT_BYTES
-from liaison.storage.files import MAX_FILE_BYTES, FileRecord, FileStore
+from liaison.query import MAX_FILE_BYTES, FileRecord, Files
 
 log = logging.getLogger(__name__)
 
-FILES_KEY: web.AppKey[FileStore] = web.AppKey("liaison.files")
+FILES_KEY: web.AppKey[Files] = web.AppKey("liaison.files")
 _INSTALLED_KEY: web.AppKey[bool] = web.AppKey("liaison.files.installed")
 
 # Most parts read from one multipart upload before giving up on finding the file part. ATAK
@@ -74,7 +75,8 @@ def content_disposition(name: str, fallback: str = "download") -> str:
 
 
 def install(app: web.Application) -> None:
-    """Open the listener's handle on ``DATA_DIR/files`` at startup and close it at cleanup.
+    """Open the listener's handle on the file store (``DATA_DIR/files``, through
+    ``ApiContext.query``) at startup and close it at cleanup.
 
     Each listener's application has its own handle on the same folder and SQLite index, so an
     upload on one listener is visible on the others. Idempotent.
@@ -85,7 +87,7 @@ def install(app: web.Application) -> None:
 
     async def open_files(app: web.Application) -> None:
         ctx = app[CONTEXT_KEY]
-        app[FILES_KEY] = await FileStore.open(ctx.config.data_dir / "files")
+        app[FILES_KEY] = await ctx.query.open_files()
 
     async def close_files(app: web.Application) -> None:
         store = app.get(FILES_KEY)
@@ -96,7 +98,7 @@ def install(app: web.Application) -> None:
     app.on_cleanup.append(close_files)
 
 
-def file_store(request: web.Request) -> FileStore:
+def file_store(request: web.Request) -> Files:
     return request.app[FILES_KEY]
 
 
@@ -105,36 +107,16 @@ def not_found() -> web.Response:
     return web.Response(status=404, text=NOT_FOUND_TEXT, content_type="text/plain")
 
 
-def visible(request: web.Request, records: list[FileRecord]) -> list[FileRecord]:
-    """The records the caller may see (the router's decision), order kept."""
-    ctx = context(request)
-    viewer = principal(request)
-    return [
-        r
-        for r in records
-        if ctx.router.permits(viewer, sender_groups=r.uploader_groups, label=r.label)
-    ]
-
-
 def release(request: web.Request, rec: FileRecord) -> bool:
     """Hand ``rec``'s content to the caller: the router's access decision and, when the caller's
     organisation is not the one that owns the file's label, a ``release`` record (path
     ``file``) written before the first byte is sent. False: send nothing."""
-    ctx = context(request)
-    return ctx.router.release_item(
-        principal(request),
-        path="file",
-        uid=rec.uid,
-        type=rec.mime,
-        sender_groups=rec.uploader_groups,
-        label=rec.label,
-        sha256=rec.hash,
-    )
+    return file_store(request).release(principal(request), rec, path="file")
 
 
 async def visible_by_hash(request: web.Request, hash: str) -> FileRecord | None:
     """The newest record of this content the caller may see, or None (missing or forbidden)."""
-    found = visible(request, await file_store(request).index.by_hash(hash.lower()))
+    found = await file_store(request).by_hash(principal(request), hash)
     return found[0] if found else None
 
 

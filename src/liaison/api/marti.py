@@ -6,7 +6,8 @@ that TAK Server wraps carry its envelope ``{"version": "3", "type", "data", "mes
 "nodeId"}`` (TSw cot/search/model/ApiResponse.java; Constants.API_VERSION = "3").
 
 Everything about items and files passes the router: contacts and client lists come from
-``Router.picture`` for the caller, files from ``Router.permits``. A data package the caller may not
+``Router.picture`` for the caller, files from ``Router.permits`` and ``Router.release_item``
+through the listener's :class:`liaison.query.Files` handle. A data package the caller may not
 see answers exactly like one that does not exist: same status, same body, for query, download,
 metadata and search alike. An upload never tells the uploader whether someone else already has
 the same content (each upload is its own record over one stored copy).
@@ -26,10 +27,11 @@ from liaison import __version__
 from liaison.api import files
 from liaison.api.auth import AuthMode
 from liaison.api.context import ApiContext, context, principal
-from liaison.api.rest import iso, role_of, visible_clients
+from liaison.api.geojson import iso, role_of
+from liaison.api.rest import visible_clients
 from liaison.errors import StorageError
 from liaison.model.principal import Principal
-from liaison.storage.files import (
+from liaison.query import (
     MAX_FILE_BYTES,
     MAX_TEXT_CHARS,
     FileQuery,
@@ -233,13 +235,12 @@ async def _store_upload(
         log.warning("upload from %s refused by the label rules: %s", uploader.name, refused)
         raise _refusal(403, refused[0])
     try:
-        rec, _summary = await files.file_store(request).put(
+        rec = await files.file_store(request).put(
+            uploader,
             data,
             uid=str(uuid.uuid4()),
             name=name,
             mime=mime or "application/octet-stream",
-            uploader=uploader.name,
-            uploader_groups=uploader.in_groups,
             submitted=ctx.clock_ms(),
             keywords=keywords,
             tool=tool,
@@ -359,12 +360,10 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     if is_sha256(hash_param):
         rec = await files.visible_by_hash(request, hash_param)
     elif uid and len(uid) <= MAX_TEXT_CHARS:
-        found = await store.index.by_uid(uid)
-        if found is not None and files.visible(request, [found]):
-            rec = found
+        rec = await store.by_uid(principal(request), uid)
     if rec is None:
         return files.not_found()
-    path = store.content_path(rec.hash)
+    path = store.content_path(rec)
     if not path.is_file():
         log.error("content of %s is missing from %s", rec.hash, path)
         return files.not_found()
@@ -400,7 +399,7 @@ async def get_search(request: web.Request) -> web.Response:
         name_contains=_text(request, "name", "filename"),
         creator_uid=_text(request, "creatorUid", "CreatorUid"),
     )
-    records = files.visible(request, await files.file_store(request).index.search(query))
+    records = await files.file_store(request).search(principal(request), query)
     uid = request.query.get("uid")
     if uid:
         records = [r for r in records if r.uid == uid]
@@ -412,7 +411,7 @@ async def _own_visible(request: web.Request, hash_param: str) -> list[FileRecord
     """Records of this content the caller may see (None: answer 404)."""
     if not is_sha256(hash_param):
         return None
-    found = files.visible(request, await files.file_store(request).index.by_hash(hash_param))
+    found = await files.file_store(request).by_hash(principal(request), hash_param)
     return found or None
 
 
@@ -442,7 +441,7 @@ async def put_metadata_tool(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="only the uploader may change this\n")
     store = files.file_store(request)
     for rec in mine:
-        await store.index.set_tool(rec.uid, tool)
+        await store.set_tool(rec.uid, tool)
     return web.Response(text=files.content_url(request, hash_param))
 
 

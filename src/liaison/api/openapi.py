@@ -12,7 +12,7 @@ from typing import Any
 
 from liaison import __version__
 from liaison.api.auth import AuthMode
-from liaison.storage.base import MAX_QUERY_LIMIT
+from liaison.query import MAX_QUERY_LIMIT
 
 _JSON = "application/json"
 

@@ -1,44 +1,48 @@
-"""The REST API (``/api/v1``), web sign-in and the web map's files: the contract of docs/api.md.
+"""The REST API (``/api/v1``): the contract of docs/api.md.
 
-Every item in an answer comes from a router query made for the caller (``Router.picture``,
-``find``, ``filter_records``), so it passes the same decision as live delivery; an item the caller
-may not see is answered exactly like one that does not exist. Items are GeoJSON Features
-(RFC 7946) built by :func:`event_feature`.
+Every item in an answer comes from a query made for the caller through the router
+(``Router.picture`` and ``find``; ``Query.history`` for stored history, which releases each row
+through ``Router.filter_records``), so it passes the same decision as live delivery; an item the
+caller may not see is answered exactly like one that does not exist. Items are GeoJSON Features
+(RFC 7946) built by ``api.geojson``; sign-in and the web map's files are ``api.web``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import importlib.resources
 import json
 import logging
 import math
-import mimetypes
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from importlib.resources.abc import Traversable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from liaison import __version__
-from liaison.api.auth import SESSION_COOKIE, AuthMode, check_password
+from liaison.api.auth import SESSION_COOKIE, AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext, context, principal
 from liaison.api.files import refuse_cross_site
+from liaison.api.geojson import (
+    chat_message,
+    event_feature,
+    feature_collection,
+    is_map_item,
+    iso,
+    role_of,
+)
 from liaison.api.openapi import spec as openapi_spec
-from liaison.api.server import MODE_KEY, SESSIONS_KEY, THROTTLE_KEY
-from liaison.errors import PeerError
+from liaison.api.server import MODE_KEY, SESSIONS_KEY
 from liaison.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from liaison.model import labels
-from liaison.model.event import UNKNOWN_THRESHOLD, Event
+from liaison.model.event import Event
 from liaison.model.labels import AuthSet, CategoryType, Policy
 from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
-from liaison.storage.base import MAX_QUERY_LIMIT, Query, StoredEvent
+from liaison.query import MAX_QUERY_LIMIT, HistoryQuery, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +50,6 @@ API = "/api/v1"
 
 # Default and largest number of history rows one request returns (the store's own bound).
 DEFAULT_HISTORY_LIMIT = 1000
-# Most history rows one request reads from the store while looking for rows the caller may see
-# (see visible_history): five full pages, a few tens of MB of XML at worst, read page by page.
-HISTORY_SCAN_BUDGET = 5 * MAX_QUERY_LIMIT
-# Smallest page read from the store when looking for visible rows.
-HISTORY_MIN_PAGE = 200
 # Default and largest number of chat messages returned by GET /api/v1/chat.
 DEFAULT_CHAT_LIMIT = 100
 MAX_CHAT_LIMIT = 1000
@@ -62,183 +61,11 @@ MAX_CHAT_CHARS = 4000
 CHAT_STALE_MS = 24 * 3600 * 1000
 # Largest JSON body of a REST call (chat, login).
 MAX_JSON_BYTES = 64 * 1024
-# Static files of the web map are read once and kept in memory: the build is a few MB (bundled
-# basemap included). Bounded all the same, in files and bytes; past that, read per request.
-MAX_STATIC_CACHE_FILES = 512
-MAX_STATIC_CACHE_BYTES = 64 * 1024 * 1024
-# The web build (Vite) writes only content-hashed files under static/assets/ ("index-DwjGLh_i.js"):
-# their content never changes under a name, so browsers keep them a year (RFC 9111 5.2.2.1;
-# "immutable", RFC 8246). Everything else (index.html, login.html, favicon) is revalidated.
-HASHED_ASSETS_DIR = "assets/"
-CACHE_IMMUTABLE = "public, max-age=31536000, immutable"
-CACHE_REVALIDATE = "no-cache"
-
-# Item types that are not things on a map: chat (b-t-f...), file transfers (b-f-t-...) and
-# tasking or control (t-...). They are kept out of the picture and the map's features.
-NON_MAP_PREFIXES = ("b-t-f", "b-f-t", "t-")
-# Drawings whose <link point="lat,lon"> children outline a shape, and routes (b-m-r).
-SHAPE_PREFIXES = ("u-d-", "b-m-r")
-# Most points read from one shape's links (a freehand line has a few hundred).
-MAX_SHAPE_POINTS = 10_000
 
 STARTED_KEY: web.AppKey[float] = web.AppKey("liaison.rest.started")
-STATIC_CACHE_KEY: web.AppKey[dict[str, tuple[bytes, str]]] = web.AppKey("liaison.rest.static")
 
 
-# --- GeoJSON and chat shapes -------------------------------------------------------------------
-
-
-def iso(ms: int) -> str:
-    """CoT time in ms as ISO 8601 UTC with a Z (``2024-05-01T12:00:00.000Z``)."""
-    return cot_xml.format_time(ms)
-
-
-def is_map_item(event: Event) -> bool:
-    return not event.type.startswith(NON_MAP_PREFIXES)
-
-
-def _float_attr(element: ET.Element | None, name: str) -> float | None:
-    if element is None:
-        return None
-    text = element.get(name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _parse_point(text: str) -> list[float] | None:
-    """``lat,lon[,hae]`` as written in ATAK's ``<link point=...>`` -> GeoJSON ``[lon, lat]``."""
-    parts = text.split(",")
-    if len(parts) < 2:
-        return None
-    try:
-        lat, lon = float(parts[0]), float(parts[1])
-    except ValueError:
-        return None
-    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-        return None
-    return [lon, lat]
-
-
-def shape_geometry(event: Event) -> dict[str, Any] | None:
-    """The outline of a drawing or route from its ``<link point=...>`` children, as GeoJSON.
-
-    ATAK writes polylines, rectangles and routes as ``<link point="lat,lon"/>`` lists (samples
-    atak-route-01.xml; node-CoT types.ts LinkAttributes). A rectangle (``u-d-r``) and a polyline
-    whose last point repeats the first are Polygons, other lines LineStrings.
-    """
-    if event.detail is None or not event.type.startswith(SHAPE_PREFIXES):
-        return None
-    coords: list[list[float]] = []
-    for link in event.detail.iterfind("link"):
-        text = link.get("point")
-        if text is None:
-            continue
-        point = _parse_point(text)
-        if point is not None:
-            coords.append(point)
-        if len(coords) >= MAX_SHAPE_POINTS:
-            break
-    if len(coords) < 2:
-        return None
-    closed = coords[0] == coords[-1]
-    if event.type.startswith("u-d-r") or (closed and len(coords) >= 4):
-        ring = coords if closed else [*coords, coords[0]]
-        if len(ring) >= 4:
-            return {"type": "Polygon", "coordinates": [ring]}
-    return {"type": "LineString", "coordinates": coords}
-
-
-def role_of(event: Event) -> str | None:
-    """The ``__group@role`` a client reports (Team Member, HQ, ...), display only."""
-    group = event.detail.find("__group") if event.detail is not None else None
-    return group.get("role") if group is not None else None
-
-
-def remarks_text(event: Event) -> str | None:
-    if event.detail is None:
-        return None
-    remarks = event.detail.find("remarks")
-    if remarks is None:
-        return None
-    return "".join(remarks.itertext())
-
-
-def event_feature(event: Event, label: str | None) -> dict[str, Any]:
-    """One item as a GeoJSON Feature (the shape the REST API and the WebSocket share)."""
-    detail = event.detail
-    track = detail.find("track") if detail is not None else None
-    shape = shape_geometry(event)
-    lon, lat = event.lon, event.lat
-    if shape is not None and lat == 0.0 and lon == 0.0:
-        # Routes are sent with a 0,0 point: place the item on its first vertex instead.
-        vertices = shape["coordinates"][0] if shape["type"] == "Polygon" else shape["coordinates"]
-        lon, lat = vertices[0][0], vertices[0][1]
-    coordinates: list[float] = [lon, lat]
-    if math.isfinite(event.hae) and abs(event.hae) < UNKNOWN_THRESHOLD:
-        coordinates.append(event.hae)
-    props: dict[str, Any] = {
-        "uid": event.uid,
-        "type": event.type,
-        "how": event.how,
-        "callsign": event.callsign,
-        "team": event.team,
-        "role": role_of(event),
-        "time": iso(event.time),
-        "start": iso(event.start),
-        "stale": iso(event.stale),
-        "course": _float_attr(track, "course"),
-        "speed": _float_attr(track, "speed"),
-        "remarks": remarks_text(event),
-        "label": label,
-    }
-    if shape is not None:
-        props["shape"] = shape
-    if detail is not None:
-        ellipse = detail.find("shape/ellipse")
-        if ellipse is not None:
-            props["ellipse"] = {
-                "major": _float_attr(ellipse, "major"),
-                "minor": _float_attr(ellipse, "minor"),
-                "angle": _float_attr(ellipse, "angle"),
-            }
-    return {
-        "type": "Feature",
-        "id": event.uid,
-        "geometry": {"type": "Point", "coordinates": coordinates},
-        "properties": props,
-    }
-
-
-def chat_message(event: Event, label: str | None) -> dict[str, Any]:
-    """A GeoChat ``b-t-f`` event as the web map's chat message.
-
-    The sender is ``__chat/chatgrp@uid0`` (ATAK), else the ``p-p`` link; the callsign is
-    ``__chat@senderCallsign`` when the client wrote one (samples atak-chat-*.xml).
-    """
-    detail = event.detail
-    chat = detail.find("__chat") if detail is not None else None
-    grp = chat.find("chatgrp") if chat is not None else None
-    sender = grp.get("uid0") if grp is not None else None
-    if sender is None:
-        sender = event.link_uid
-    return {
-        "uid": event.uid,
-        "sender_uid": sender,
-        "callsign": chat.get("senderCallsign") if chat is not None else None,
-        "text": remarks_text(event) or "",
-        "chatroom": chat.get("chatroom") if chat is not None else None,
-        "time": iso(event.time),
-        "label": label,
-    }
-
-
-def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "FeatureCollection", "features": features}
+# --- shapes -------------------------------------------------------------------------------------
 
 
 def events_xml(xmls: Iterable[bytes]) -> bytes:
@@ -295,20 +122,6 @@ def visible_clients(
 def web_uid(p: Principal) -> str:
     """The CoT uid of a web map user (its chats and its WebSocket subscription)."""
     return f"liaison-web-{p.name}"
-
-
-def parse_records(
-    records: Sequence[StoredEvent], viewer: Principal
-) -> list[tuple[StoredEvent, Event]]:
-    """Parse stored records (already filtered by ``Router.filter_records``)."""
-    out: list[tuple[StoredEvent, Event]] = []
-    for rec in records:
-        try:
-            event = cot_xml.parse_event(rec.xml)
-        except PeerError:
-            continue
-        out.append((rec, event))
-    return out
 
 
 # --- query parameters --------------------------------------------------------------------------
@@ -479,44 +292,19 @@ async def get_picture(request: web.Request) -> web.StreamResponse:
 
 async def visible_history(
     request: web.Request,
-    query: Query,
+    query: HistoryQuery,
     *,
     keep: Callable[[Event], bool] | None = None,
 ) -> list[tuple[StoredEvent, Event]]:
-    """Up to ``query.limit`` stored events the caller may see, newest first.
-
-    The store's limit counts rows before the access decision, so a plain query could come back
-    short (or empty) because of other organisations' rows, which would hint at how much they
-    have. Pages are read until ``limit`` visible rows are found, the history is exhausted, or
-    :data:`HISTORY_SCAN_BUDGET` rows were read. Pages are chained with ``until`` on ``time``
-    (inclusive of the oldest time seen, with rows deduplicated by ``seq``) so equal times are not
-    skipped.
+    """Up to ``query.limit`` stored events the caller may see, newest first (``Query.history``:
+    the router's decision and release record for each, and the scan budget that keeps other
+    organisations' volume hidden). A web map user is also known as its web uid (directed chats).
     """
     ctx = context(request)
     viewer = principal(request)
-    wanted = query.limit
-    page = min(MAX_QUERY_LIMIT, max(2 * wanted, HISTORY_MIN_PAGE))
-    found: list[tuple[StoredEvent, Event]] = []
-    seen: set[int] = set()
-    until = query.until
-    scanned = 0
-    while len(found) < wanted and scanned < HISTORY_SCAN_BUDGET:
-        rows = await ctx.store.history(replace(query, until=until, limit=page))
-        new = [r for r in rows if r.seq not in seen]
-        if not new:
-            break
-        seen.update(r.seq for r in new)
-        scanned += len(new)
-        allowed = ctx.router.filter_records(
-            viewer, new, path="http", known_as=(web_uid(viewer), viewer.name)
-        )
-        found.extend(
-            (rec, ev) for rec, ev in parse_records(allowed, viewer) if keep is None or keep(ev)
-        )
-        if len(rows) < page:
-            break
-        until = min(r.time for r in rows) + 1
-    return found[:wanted]
+    return await ctx.query.history(
+        viewer, query, keep=keep, known_as=(web_uid(viewer), viewer.name), path="http"
+    )
 
 
 async def get_history(request: web.Request) -> web.StreamResponse:
@@ -525,7 +313,7 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     fmt = parse_format(q.get("format"))
     since = parse_time_param("since", q.get("since"))
     until = parse_time_param("until", q.get("until"))
-    query = Query(
+    query = HistoryQuery(
         uid=_text_param(request, "uid"),
         type_prefix=_text_param(request, "type"),
         callsign=_text_param(request, "callsign"),
@@ -562,7 +350,7 @@ async def get_item(request: web.Request) -> web.StreamResponse:
 async def get_track(request: web.Request) -> web.Response:
     uid = request.match_info["uid"]
     q = request.query
-    query = Query(
+    query = HistoryQuery(
         uid=uid,
         since=parse_time_param("since", q.get("since")),
         until=parse_time_param("until", q.get("until")),
@@ -806,149 +594,18 @@ async def get_chat(request: web.Request) -> web.Response:
     limit = parse_limit(request.query.get("limit"), DEFAULT_CHAT_LIMIT, MAX_CHAT_LIMIT)
     since = parse_time_param("since", request.query.get("since"))
     # Receipts (b-t-f-d, -r) share the prefix and are left out.
-    query = Query(type_prefix="b-t-f", since=since, limit=limit)
+    query = HistoryQuery(type_prefix="b-t-f", since=since, limit=limit)
     found = await visible_history(request, query, keep=lambda ev: ev.type == "b-t-f")
     found.reverse()  # oldest first, as a chat panel shows them
     return json_response({"messages": [chat_message(ev, ctx.router.banner(ev)) for _, ev in found]})
-
-
-# --- sign-in ------------------------------------------------------------------------------------
-
-_BUILTIN_LOGIN = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Liaison sign-in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><main><h1>Liaison</h1>
-<form method="post" action="/login">
-<label>Username <input name="username" autocomplete="username" required></label>
-<label>Password <input name="password" type="password" autocomplete="current-password" required>
-</label><button type="submit">Sign in</button></form></main></body></html>
-"""
-
-# Security headers on the web pages: no framing (clickjacking), no sniffing, no referrer leaks,
-# and only our own scripts and styles (the map is fully offline; nothing comes from elsewhere).
-PAGE_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline';"
-        " connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
-    ),
-}
-
-
-def static_root() -> Traversable:
-    """The built web map inside the package (``liaison/web/static``)."""
-    return importlib.resources.files("liaison").joinpath("web", "static")
-
-
-def _static_file(app: web.Application, path: str) -> tuple[bytes, str] | None:
-    """The bytes and ETag of a static file, or None. Paths are checked part by part."""
-    cache = app[STATIC_CACHE_KEY]
-    hit = cache.get(path)
-    if hit is not None:
-        return hit
-    parts = path.split("/")
-    if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
-        return None
-    node = static_root()
-    for part in parts:
-        node = node.joinpath(part)
-    if not node.is_file():
-        return None
-    data = node.read_bytes()
-    entry = (data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
-    cached_bytes = sum(len(d) for d, _ in cache.values())
-    if len(cache) < MAX_STATIC_CACHE_FILES and cached_bytes + len(data) <= MAX_STATIC_CACHE_BYTES:
-        cache[path] = entry
-    return entry
-
-
-def _serve_static(request: web.Request, path: str, cache_control: str) -> web.Response:
-    found = _static_file(request.app, path)
-    if found is None:
-        raise web.HTTPNotFound(text="not found\n")
-    data, etag = found
-    headers = {"ETag": etag, "Cache-Control": cache_control, **PAGE_HEADERS}
-    if request.headers.get("If-None-Match") == etag:
-        return web.Response(status=304, headers=headers)
-    ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return web.Response(body=data, content_type=ctype, headers=headers)
-
-
-async def get_index(request: web.Request) -> web.Response:
-    if _static_file(request.app, "index.html") is None:
-        return web.Response(
-            text="Liaison is running; the web map is not built into this package.\n",
-            headers=PAGE_HEADERS,
-        )
-    return _serve_static(request, "index.html", CACHE_REVALIDATE)
-
-
-async def get_static(request: web.Request) -> web.Response:
-    path = request.match_info["path"]
-    cache = CACHE_IMMUTABLE if path.startswith(HASHED_ASSETS_DIR) else CACHE_REVALIDATE
-    return _serve_static(request, path, cache)
-
-
-async def get_login(request: web.Request) -> web.Response:
-    if _static_file(request.app, "login.html") is not None:
-        return _serve_static(request, "login.html", CACHE_REVALIDATE)
-    return web.Response(text=_BUILTIN_LOGIN, content_type="text/html", headers=PAGE_HEADERS)
-
-
-def _set_session_cookie(response: web.StreamResponse, token: str) -> None:
-    response.set_cookie(
-        SESSION_COOKIE, token, httponly=True, secure=True, samesite="Strict", path="/"
-    )
-
-
-async def post_login(request: web.Request) -> web.StreamResponse:
-    refuse_cross_site(request)
-    as_json = request.content_type == "application/json"
-    if as_json:
-        doc = await read_json(request)
-        if not isinstance(doc, dict):
-            raise bad_request("body must be a JSON object")
-        username, password = doc.get("username"), doc.get("password")
-    else:
-        form = await request.post()
-        username, password = form.get("username"), form.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or not username:
-        raise bad_request("username and password are required")
-    try:
-        who = await check_password(request, username, password, request.app[THROTTLE_KEY])
-    except web.HTTPUnauthorized:
-        if as_json:
-            return json_response({"error": "wrong credentials"}, status=401)
-        raise web.HTTPSeeOther("/login?failed=1") from None
-    if who is None:
-        return json_response({"error": "wrong credentials"}, status=401)
-    token, csrf = request.app[SESSIONS_KEY].create(who.name)
-    response = (
-        json_response({"name": who.name, "csrf": csrf})
-        if as_json
-        else web.Response(status=303, headers={"Location": "/"})
-    )
-    _set_session_cookie(response, token)
-    return response
-
-
-async def post_logout(request: web.Request) -> web.Response:
-    refuse_cross_site(request)
-    request.app[SESSIONS_KEY].end(request.cookies.get(SESSION_COOKIE))
-    response = web.Response(status=204)
-    response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
-    return response
 
 
 # --- registration -------------------------------------------------------------------------------
 
 
 def add_routes(app: web.Application, mode: AuthMode) -> None:
-    """The REST API, metrics, sign-in and the web map on one listener (the WebSocket feed is
-    added by ``api.ws``)."""
-    app[STATIC_CACHE_KEY] = {}
+    """The REST API and metrics on one listener, and the count of every HTTP response (sign-in
+    and the web map's files are added by ``api.web``, the WebSocket feed by ``api.ws``)."""
     responses = app[CONTEXT_KEY].metrics.counter(
         "liaison_http_responses_total", "HTTP responses sent, by status code", "code"
     )
@@ -975,9 +632,3 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     if mode is not AuthMode.ANONYMOUS:
         # Operational counters are server-wide: not for unauthenticated callers.
         r.add_get("/metrics", get_metrics)
-    if mode is AuthMode.PASSWORD:
-        r.add_get("/login", get_login)
-        r.add_post("/login", post_login)
-        r.add_post("/logout", post_logout)
-    r.add_get("/", get_index)
-    r.add_get("/static/{path:.+}", get_static)

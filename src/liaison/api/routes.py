@@ -6,13 +6,14 @@ the routes that make sense for that listener's way of knowing the caller.
 
 from __future__ import annotations
 
-from liaison.api import enrollment, marti, relabel, rest, takproto, tiles, ws
+from liaison.api import enrollment, marti, relabel, rest, takproto, tiles, web, ws
 from liaison.api.server import RouteAdder
 
 ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     enrollment.add_routes,
     marti.add_routes,
     rest.add_routes,
+    web.add_routes,
     ws.add_routes,
     takproto.add_routes,
     relabel.add_routes,

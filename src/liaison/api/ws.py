@@ -32,7 +32,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from liaison.api.auth import SESSION_COOKIE, AuthMode, WebSessions
 from liaison.api.context import CONTEXT_KEY, context, principal
 from liaison.api.files import same_origin
-from liaison.api.rest import API, chat_message, event_feature, is_map_item, web_uid
+from liaison.api.geojson import chat_message, event_feature, is_map_item
+from liaison.api.rest import API, web_uid
 from liaison.api.server import MODE_KEY, SESSIONS_KEY
 from liaison.metrics import Counter, Metrics
 from liaison.model.event import Event

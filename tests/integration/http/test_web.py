@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from liaison.api import rest
+from liaison.api import web as web_pages
 from liaison.api.ws import WS_MAX_PENDING
 from liaison.app import Server, now_ms
 from liaison.model.principal import Principal
@@ -136,7 +137,7 @@ async def test_static_files_and_caching(start_server: ServerFactory, tmp_path: P
             async with http.get(https_url(server, "/static/favicon.svg")) as r:
                 assert r.status == 200 and r.content_type == "image/svg+xml"
                 assert r.headers["Cache-Control"] == "no-cache"
-            assets = rest.static_root().joinpath("assets")
+            assets = web_pages.static_root().joinpath("assets")
             built = sorted(a.name for a in assets.iterdir()) if assets.is_dir() else []
             if built:  # the web build's hashed files are cached for good
                 async with http.get(https_url(server, f"/static/assets/{built[0]}")) as r:

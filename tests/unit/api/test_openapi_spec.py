@@ -8,22 +8,26 @@ import pytest
 from aiohttp import web
 
 from liaison.api import openapi, relabel, rest, tiles, ws
+from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.config import Config
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
+from liaison.query import Query
 from liaison.router import Router
+from liaison.storage.files import FileStore
 from liaison.storage.memory import MemoryStore
 from liaison.users import UserDirectory
 
 
 def _context(tmp_path: Path) -> ApiContext:
     metrics = Metrics()
+    router = Router(metrics=metrics, clock_ms=lambda: 0)
     return ApiContext(
         config=Config(data_dir=tmp_path),
-        router=Router(metrics=metrics, clock_ms=lambda: 0),
-        store=MemoryStore(),
+        router=router,
+        query=Query(router, MemoryStore(), lambda: FileStore.open(tmp_path / "files")),
         metrics=metrics,
         server_pki=None,
         users=UserDirectory.in_memory(),
@@ -40,6 +44,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     app = web.Application()
     app[CONTEXT_KEY] = ctx
     rest.add_routes(app, mode)
+    web_pages.add_routes(app, mode)
     ws.add_routes(app, mode)
     relabel.add_routes(app, mode)
     tiles.add_routes(app, mode)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import rest
+from liaison.api import geojson, rest
 from liaison.api.ws import FeedEncoder, WsSubscriber, feed_message
 from liaison.metrics import Metrics
 from liaison.model.event import Event, make_event
@@ -53,7 +53,7 @@ def test_a_unit_becomes_a_point_feature_with_its_details() -> None:
         '<track course="271.5" speed="4.25"/><remarks source="x">two <b>lines</b></remarks>',
         hae=120.5,
     )
-    f = rest.event_feature(e, "SECRET//REL TO USA")
+    f = geojson.event_feature(e, "SECRET//REL TO USA")
     assert f == {
         "type": "Feature",
         "id": "u1",
@@ -78,7 +78,7 @@ def test_a_unit_becomes_a_point_feature_with_its_details() -> None:
 
 
 def test_unknown_height_and_bad_track_values_are_left_out() -> None:
-    f = rest.event_feature(ev("u2", detail='<track course="NaN" speed="fast"/>'), None)
+    f = geojson.event_feature(ev("u2", detail='<track course="NaN" speed="fast"/>'), None)
     assert f["geometry"]["coordinates"] == [30.0, 50.0]
     assert f["properties"]["course"] is None and f["properties"]["speed"] is None
     assert f["properties"]["callsign"] is None and f["properties"]["remarks"] is None
@@ -91,27 +91,27 @@ def _links(*points: str) -> str:
 
 def test_drawings_and_routes_carry_their_outline() -> None:
     rect = ev("r", "u-d-r", _links("50,30", "50,31", "51,31", "51,30"))
-    assert rest.shape_geometry(rect) == {
+    assert geojson.shape_geometry(rect) == {
         "type": "Polygon",
         "coordinates": [[[30.0, 50.0], [31.0, 50.0], [31.0, 51.0], [30.0, 51.0], [30.0, 50.0]]],
     }
     closed = ev("c", "u-d-f", _links("50,30", "50,31", "51,31", "50,30"))
-    assert rest.shape_geometry(closed)["type"] == "Polygon"  # type: ignore[index]
+    assert geojson.shape_geometry(closed)["type"] == "Polygon"  # type: ignore[index]
     line = ev("l", "u-d-f", _links("50,30", "50,31,100", "bogus", "95,30", "51,31"))
-    assert rest.shape_geometry(line) == {
+    assert geojson.shape_geometry(line) == {
         "type": "LineString",
         "coordinates": [[30.0, 50.0], [31.0, 50.0], [31.0, 51.0]],
     }
     route = ev("rt", "b-m-r", _links("50.1,30.1", "50.2,30.2"), lat=0.0, lon=0.0)
-    f = rest.event_feature(route, None)
+    f = geojson.event_feature(route, None)
     assert f["properties"]["shape"]["type"] == "LineString"
     # A route's 0,0 point is replaced by its first vertex, so the map can place it.
     assert f["geometry"]["coordinates"] == [30.1, 50.1]
     # Not a drawing: links are ignored; a lone point is no shape.
-    assert rest.shape_geometry(ev("a", "a-f-G", _links("50,30", "51,31"))) is None
-    assert rest.shape_geometry(ev("one", "u-d-f", _links("50,30"))) is None
+    assert geojson.shape_geometry(ev("a", "a-f-G", _links("50,30", "51,31"))) is None
+    assert geojson.shape_geometry(ev("one", "u-d-f", _links("50,30"))) is None
     circle = ev("ci", "u-d-c-c", '<shape><ellipse major="200" minor="100" angle="360"/></shape>')
-    ellipse = rest.event_feature(circle, None)["properties"]["ellipse"]
+    ellipse = geojson.event_feature(circle, None)["properties"]["ellipse"]
     assert ellipse == {"major": 200.0, "minor": 100.0, "angle": 360.0}
 
 
@@ -123,7 +123,7 @@ def test_web_chat_round_trips_through_the_cot_parser() -> None:
     assert e.uid.startswith("GeoChat.liaison-web-alice.All Chat Rooms.")
     assert e.dests == () and e.link_uid == "liaison-web-alice"
     reparsed = cot_xml.parse_event(cot_xml.render_xml(e))
-    msg = rest.chat_message(reparsed, None)
+    msg = geojson.chat_message(reparsed, None)
     assert msg["text"] == 'a < b & "c"'
     assert msg["sender_uid"] == "liaison-web-alice" and msg["callsign"] == "alice"
     assert msg["chatroom"] == "All Chat Rooms" and msg["time"] == "2023-11-14T22:13:20.000Z"
@@ -136,7 +136,7 @@ def test_web_chat_round_trips_through_the_cot_parser() -> None:
         sender_uid="w", callsign="alice", text="hi", now_ms=T, to_callsign="BRAVO"
     )
     assert [d.callsign for d in by_call.dests] == ["BRAVO"]
-    assert rest.chat_message(by_call, None)["chatroom"] == "BRAVO"
+    assert geojson.chat_message(by_call, None)["chatroom"] == "BRAVO"
 
 
 def test_atak_chat_sample_reads_as_a_message() -> None:
@@ -144,7 +144,7 @@ def test_atak_chat_sample_reads_as_a_message() -> None:
     path = sample / "atak-chat-all-02.xml"
     if not path.exists():
         pytest.skip("shared/reference/samples is not present (GPL sample read in place)")
-    msg = rest.chat_message(cot_xml.parse_event(path.read_bytes()), None)
+    msg = geojson.chat_message(cot_xml.parse_event(path.read_bytes()), None)
     assert msg["text"] == "at LCC" and msg["callsign"] == "TRACKER01"
     assert msg["sender_uid"] == "ANDROID-f33ec5af20765447"
 

@@ -171,3 +171,54 @@ def test_only_the_router_decision_and_the_guard_call_labels_decide() -> None:
     assert callers <= DECIDE_CALLERS, sorted(callers - DECIDE_CALLERS)
     # The guard's second check exists; tests/unit/federation/test_second_check.py pins it.
     assert "federation/guard.py" in callers
+
+
+API_MODULES = sorted((SRC / "api").glob("*.py"))
+# The concrete classes behind the Store protocol and the file index: chosen in one place.
+CONCRETE_STORES = {"MemoryStore", "SqliteStore", "MemoryFileIndex", "SqliteFileIndex"}
+
+
+def names_used(path: Path) -> set[str]:
+    """Every identifier a module names: imported names, bare names and attribute names."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+    return names
+
+
+@pytest.mark.parametrize("path", API_MODULES, ids=lambda p: p.relative_to(SRC).as_posix())
+def test_the_http_side_never_holds_a_store(path: Path) -> None:
+    """History and files reach HTTP handlers only through the router's query side
+    (``liaison.query``), which re-exports the value types they need: no ``api`` module imports
+    ``liaison.storage`` or names a store."""
+    bad = {
+        n
+        for n in imported_modules(path)
+        if n == "liaison.storage" or n.startswith("liaison.storage.")
+    }
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+    held = names_used(path) & {"Store", "FileStore", "FileIndex", *CONCRETE_STORES}
+    assert not held, f"{path.name} names {sorted(held)}"
+
+
+def test_only_the_composition_root_names_concrete_stores() -> None:
+    """``app.py`` chooses the store backends and opens the file store; everything else works
+    with the ``Store`` protocol or the router's query side."""
+    namers = sorted(
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if "storage" not in p.relative_to(SRC).parts[:1] and names_used(p) & CONCRETE_STORES
+    )
+    assert namers == ["app.py"]
+    openers = sorted(
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if "storage" not in p.relative_to(SRC).parts[:1] and "FileStore.open" in p.read_text()
+    )
+    assert openers == ["app.py"]
