@@ -38,8 +38,9 @@ from liaison.api.ws import (
     origin_allowed,
 )
 from liaison.model.principal import Principal
+from liaison.protocol.tak_peer import Phase
 from liaison.protocol.tak_stream import MAGIC, decode_varint
-from liaison.session import Phase, StreamSession
+from liaison.session import StreamSession
 
 log = logging.getLogger(__name__)
 
