@@ -39,7 +39,14 @@ from liaison.protocol.tak_peer import (
     Reply,
     TakPeer,
 )
-from liaison.transports.outbound import OutboundLimits, OutboundQueue, OutboundStatistics, Put
+from liaison.transports.outbound import (
+    COALESCED,
+    OVERFLOW,
+    QUEUED,
+    OutboundLimits,
+    OutboundQueue,
+    OutboundStatistics,
+)
 from liaison.transports.stream import Keepalive, set_keepalive
 
 if TYPE_CHECKING:
@@ -162,6 +169,7 @@ class StreamSession(asyncio.Protocol):
         self._queue: OutboundQueue[Outgoing] = OutboundQueue(
             OutboundLimits(max_items=settings.max_pending)
         )
+        self._put = self._queue.put  # bound once: deliver() is the hottest path of a relay
         self._flush_scheduled = False
         self._principal: Principal | None = None
         self.peer = "?"
@@ -362,18 +370,17 @@ class StreamSession(asyncio.Protocol):
 
     def deliver(self, out: Outgoing) -> None:
         """Queue one event for this peer. Never blocks; enforces the slow-consumer policy."""
-        if self.phase is not Phase.OPEN:
+        if self._peer.phase is not Phase.OPEN:
             return
-        queue = self._queue
-        put = queue.put(out, out.coalesce_key)
-        if put is Put.COALESCED:
+        put = self._put(out, out.coalesce_key)
+        if put is COALESCED:
             self._metrics.slow.inc("coalesced")
             return
-        if put is Put.OVERFLOW:
+        if put is OVERFLOW:
             self._metrics.slow.inc("disconnected")
             self._refuse(SlowConsumer(f"more than {self._settings.max_pending} events waiting"))
             return
-        if put is Put.QUEUED and not queue.paused:
+        if put is QUEUED and not self._queue.paused:
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -388,10 +395,12 @@ class StreamSession(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         transport = self._transport
-        if transport is None or not self._queue or transport.is_closing():
+        if transport is None or transport.is_closing():
             return
         items = self._queue.take()
-        if self.format is WireFormat.PROTO:
+        if not items:
+            return
+        if self._peer.format is WireFormat.PROTO:
             data = b"".join([o.proto_frame() for o in items])
         else:
             data = b"".join([o.xml() for o in items])

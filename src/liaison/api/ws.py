@@ -41,10 +41,11 @@ from liaison.model.principal import Principal
 from liaison.router import Outgoing, Router
 from liaison.session import LiveFeed
 from liaison.transports.outbound import (
+    COALESCED,
+    DROPPED,
     OutboundLimits,
     OutboundQueue,
     OutboundStatistics,
-    Put,
     WaterMarks,
 )
 
@@ -209,11 +210,11 @@ class WsSubscriber:
         if self.stopped:
             return
         put = self._queue.put(out, out.coalesce_key)
-        if put is Put.COALESCED:
+        if put is COALESCED:
             if self._metrics is not None:
                 self._metrics.coalesced.inc()
             return
-        if put is not Put.DROPPED:
+        if put is not DROPPED:
             self._wake.set()
 
     def stop(self) -> None:

@@ -56,6 +56,14 @@ class Put(enum.Enum):
     DROPPED = "dropped"  # the queue had already overflowed or was closed: nothing is queued
 
 
+# The outcomes as module constants: reading an enum member off its class costs a descriptor call
+# in Python 3.11, and put() is on the path of every delivery.
+QUEUED = Put.QUEUED
+COALESCED = Put.COALESCED
+OVERFLOW = Put.OVERFLOW
+DROPPED = Put.DROPPED
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundStatistics:
     """One queue's counters and state, for status pages, logs and tests."""
@@ -88,10 +96,12 @@ class OutboundQueue(Generic[T]):
         "_in_place",
         "_lane",
         "_limits",
+        "_max_items",
         "_pauses",
         "_peak",
-        "_queued",
+        "_refused",
         "_seq",
+        "_simple",
         "_sizes",
         "_taken",
         "closed",
@@ -101,7 +111,11 @@ class OutboundQueue(Generic[T]):
 
     def __init__(self, limits: OutboundLimits, *, coalesce_in_place: bool = True) -> None:
         self._limits = limits
+        self._max_items = limits.max_items
         self._in_place = coalesce_in_place
+        # One class, no byte limit, coalescing in place: the stream sessions' and feeds' queue,
+        # on the path of every delivery, so put() takes a short way for it.
+        self._simple = limits.priorities == 1 and limits.max_bytes is None and coalesce_in_place
         # One insertion-ordered dict per priority class: key (or a sequence number) -> item.
         self._classes: list[dict[object, T]] = [{} for _ in range(limits.priorities)]
         self._lane = self._classes[0]  # the only class when there are no priorities
@@ -110,7 +124,7 @@ class OutboundQueue(Generic[T]):
         self._seq = 0
         self._bytes = 0
         self._peak = 0
-        self._queued = 0
+        self._refused = 0  # items offered after overflow or close
         self._coalesced = 0
         self._taken = 0
         self._dropped = 0
@@ -129,15 +143,37 @@ class OutboundQueue(Generic[T]):
         return sum(len(c) for c in self._classes)
 
     def __bool__(self) -> bool:
-        return len(self) > 0
+        if len(self._classes) == 1:
+            return bool(self._lane)
+        return any(self._classes)
 
     # --- putting ------------------------------------------------------------------------------
 
     def put(self, item: T, key: str | None = None, *, priority: int = 0, size: int = 0) -> Put:
         """Offer one item. Never blocks or raises. ``size`` counts against ``max_bytes``."""
+        if self._simple:
+            lane = self._lane
+            if key is None:
+                self._seq += 1
+                lane[self._seq] = item
+            elif key in lane:
+                lane[key] = item  # the newer item replaces the waiting one, in its place
+                self._coalesced += 1
+                return COALESCED
+            else:
+                lane[key] = item
+            depth = len(lane)
+            if depth > self._peak:  # the peak is at most max_items until the queue overflows
+                self._peak = depth
+                if depth > self._max_items:
+                    self.overflowed = True
+                    self._simple = False  # later puts take the long way and are refused
+                    self._drop_all()
+                    return OVERFLOW
+            return QUEUED
         if self.overflowed or self.closed:
-            self._dropped += 1
-            return Put.DROPPED
+            self._refused += 1
+            return DROPPED
         if len(self._classes) == 1:
             lane = self._lane
         else:
@@ -148,16 +184,14 @@ class OutboundQueue(Generic[T]):
                 if old is not None and old != cls:
                     self._forget(self._classes[old], key)  # moved class: counted as coalesced
                     self._coalesced += 1
-                    self._queued += 1
                     self._insert(lane, key, item, size)
                     self._class_of[key] = cls
-                    return self._check_limits(Put.COALESCED)
+                    return self._check_limits(COALESCED)
                 self._class_of[key] = cls
-        self._queued += 1
         if key is None:
             self._seq += 1
             self._insert(lane, self._seq, item, size)
-            return self._check_limits(Put.QUEUED)
+            return self._check_limits(QUEUED)
         if key in lane:
             self._coalesced += 1
             if self._in_place:
@@ -168,9 +202,9 @@ class OutboundQueue(Generic[T]):
             else:
                 self._forget(lane, key)
                 self._insert(lane, key, item, size)  # the newer one goes to the back
-            return self._check_limits(Put.COALESCED)
+            return self._check_limits(COALESCED)
         self._insert(lane, key, item, size)
-        return self._check_limits(Put.QUEUED)
+        return self._check_limits(QUEUED)
 
     def _insert(self, lane: dict[object, T], key: object, item: T, size: int) -> None:
         lane[key] = item
@@ -193,7 +227,7 @@ class OutboundQueue(Generic[T]):
         ):
             self.overflowed = True
             self._drop_all()
-            return Put.OVERFLOW
+            return OVERFLOW
         return outcome
 
     # --- taking -------------------------------------------------------------------------------
@@ -201,7 +235,7 @@ class OutboundQueue(Generic[T]):
     def take(self, max_items: int | None = None) -> list[T]:
         """Take what waits, lowest priority class first, each class oldest first (at most
         ``max_items``, all when None)."""
-        if len(self._classes) == 1 and max_items is None:
+        if max_items is None and len(self._classes) == 1:
             lane = self._lane
             if not lane:
                 return []
@@ -238,6 +272,7 @@ class OutboundQueue(Generic[T]):
     def close(self) -> None:
         """The reader is gone: drop what waits (counted) and refuse what comes later."""
         self.closed = True
+        self._simple = False  # put() takes the long way, which refuses
         self._drop_all()
 
     def _drop_all(self) -> None:
@@ -250,14 +285,16 @@ class OutboundQueue(Generic[T]):
         self._bytes = 0
 
     def statistics(self) -> OutboundStatistics:
+        depth = len(self)
         return OutboundStatistics(
-            depth=len(self),
+            depth=depth,
             bytes=self._bytes,
             peak=self._peak,
-            queued=self._queued,
+            # Every item accepted is waiting, taken, replaced or dropped at overflow or close.
+            queued=depth + self._taken + self._coalesced + self._dropped,
             coalesced=self._coalesced,
             taken=self._taken,
-            dropped=self._dropped,
+            dropped=self._dropped + self._refused,
             overflowed=self.overflowed,
             paused=self.paused,
             pauses=self._pauses,
