@@ -1,22 +1,23 @@
-"""One connected stream peer: framer, codec, negotiation, and a bounded outbound queue.
+"""One connected stream peer: the asyncio adapter over the sans-IO TAK peer and outbound queue.
 
 A :class:`StreamSession` is an ``asyncio.Protocol``: the event loop calls ``data_received`` with
-bytes, the session feeds its sans-IO framer, parses each complete frame once, answers link-level
-messages itself (ping, TAK protocol negotiation, ``<auth>``) and hands everything else to
+bytes, the session hands them to its :class:`~liaison.protocol.tak_peer.TakPeer` (framing,
+negotiation, ``<auth>``, ping: everything the stream says at the link level) and acts on what the
+peer returns: it writes replies, checks ``<auth>`` credentials and hands events to
 :meth:`Router.publish`. The router hands events back through :meth:`StreamSession.deliver`.
 
 Outbound (DESIGN.md convention 9, after nats' slow-consumer policy): ``deliver`` never blocks.
-Items wait in an insertion-ordered dict; a position report replaces an older one of the same uid
-still waiting, so a slow reader gets the newest picture rather than a backlog. The queue is written
-once per event-loop turn while the transport accepts data; when the transport's buffer passes its
-high-water mark asyncio calls ``pause_writing`` and items accumulate (still coalescing). Past
-``max_pending`` items the peer is a slow consumer: counted, logged once, disconnected.
+Items wait in an :class:`~liaison.transports.outbound.OutboundQueue`; a position report replaces
+an older one of the same uid still waiting, in its place, so a slow reader gets the newest picture
+rather than a backlog. The queue is written once per event-loop turn while the transport accepts
+data; when the transport's buffer passes its high-water mark asyncio calls ``pause_writing`` and
+items accumulate (still coalescing). Past ``max_pending`` items the peer is a slow consumer:
+counted, logged once, disconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,11 +25,28 @@ from typing import TYPE_CHECKING, Protocol
 
 from liaison.errors import AuthenticationFailed, PeerError, SlowConsumer
 from liaison.metrics import Metrics
-from liaison.model.event import Event, WireFormat
+from liaison.model.event import WireFormat
 from liaison.model.principal import Principal
-from liaison.protocol import cot_proto, cot_xml, negotiation
-from liaison.protocol.tak_stream import TakStreamFramer, frame
-from liaison.protocol.xml_stream import XmlStreamFramer
+from liaison.protocol import cot_xml
+from liaison.protocol.tak_peer import (
+    AuthRequested,
+    EventReceived,
+    FrameRejected,
+    Negotiated,
+    PeerEvent,
+    PeerSettings,
+    Phase,
+    Reply,
+    TakPeer,
+)
+from liaison.transports.outbound import (
+    COALESCED,
+    OVERFLOW,
+    QUEUED,
+    OutboundLimits,
+    OutboundQueue,
+    OutboundStatistics,
+)
 from liaison.transports.stream import Keepalive, set_keepalive
 
 if TYPE_CHECKING:
@@ -63,12 +81,6 @@ DEFAULT_MAX_PENDING = 10_000
 RESUME_CHECK_S = 0.02
 
 
-class Phase(enum.Enum):
-    AWAIT_AUTH = "await_auth"  # an <auth> listener: nothing but <auth> is accepted yet
-    OPEN = "open"  # attached to the router
-    CLOSED = "closed"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionSettings:
     """Per-listener behaviour of its stream sessions."""
@@ -86,6 +98,19 @@ class SessionSettings:
     # Speak TAK protocol v1 stream framing from the first byte, with no XML and no negotiation
     # (TAK Server's ``prototls`` inputs and its ``/takproto/1`` WebSocket do the same).
     start_in_protobuf: bool = False
+
+    def peer_settings(self) -> PeerSettings:
+        """What the sans-IO peer needs of these settings."""
+        return PeerSettings(
+            server_version=self.server_version,
+            max_event_bytes=self.max_event_bytes,
+            offer_protobuf=self.offer_protobuf,
+            start_in_protobuf=self.start_in_protobuf,
+            require_auth=self.require_auth,
+            idle_timeout_s=self.idle_timeout_s,
+            auth_timeout_s=self.auth_timeout_s,
+            frame_timeout_s=self.frame_timeout_s,
+        )
 
 
 # Given the peer's TLS certificate (DER) or None, who is this peer? None refuses the connection.
@@ -140,27 +165,40 @@ class StreamSession(asyncio.Protocol):
         self._authenticate = authenticate
         self._registry = registry
         self._transport: asyncio.Transport | None = None
-        self._xml_framer: XmlStreamFramer | None = XmlStreamFramer(settings.max_event_bytes)
-        self._proto_framer: TakStreamFramer | None = None
-        self._negotiator: negotiation.Negotiator | None = None
-        if settings.start_in_protobuf:
-            self._xml_framer = None
-            self._proto_framer = TakStreamFramer(settings.max_event_bytes)
-        self._pending: dict[object, Outgoing] = {}
-        self._seq = 0
+        self._peer = TakPeer(settings.peer_settings())
+        self._queue: OutboundQueue[Outgoing] = OutboundQueue(
+            OutboundLimits(max_items=settings.max_pending)
+        )
+        self._put = self._queue.put  # bound once: deliver() is the hottest path of a relay
         self._flush_scheduled = False
-        self._writing_paused = False
-        self._reading_paused = False
         self._principal: Principal | None = None
-        self.phase = Phase.AWAIT_AUTH
-        self.format = WireFormat.PROTO if settings.start_in_protobuf else WireFormat.XML
         self.peer = "?"
         self.client_uid: str | None = None
         self.callsign: str | None = None
         self.connected_ms = 0
-        self.last_frame_ms = 0
-        self.partial_since_ms: int | None = None  # when the frame in progress began arriving
         self.close_reason: str | None = None
+
+    # --- the sans-IO peer's state -------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._peer.phase
+
+    @property
+    def format(self) -> WireFormat:
+        return self._peer.format
+
+    @property
+    def last_frame_ms(self) -> int:
+        return self._peer.last_frame_ms
+
+    @property
+    def partial_since_ms(self) -> int | None:
+        return self._peer.partial_since_ms
+
+    def statistics(self) -> OutboundStatistics:
+        """The outbound queue's statistics (depth, peak, coalesced, dropped, ...)."""
+        return self._queue.statistics()
 
     # --- identity -------------------------------------------------------------------------
 
@@ -176,7 +214,7 @@ class StreamSession(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         now = self._clock_ms()
-        self.connected_ms = self.last_frame_ms = now
+        self.connected_ms = self._peer.last_frame_ms = now
         peername = transport.get_extra_info("peername")
         self.peer = f"{peername[0]}:{peername[1]}" if peername else "?"
         set_keepalive(transport.get_extra_info("socket"), self._settings.keepalive)
@@ -197,22 +235,23 @@ class StreamSession(asyncio.Protocol):
         if self._settings.require_auth:
             self._principal = principal  # provisional; replaced by <auth>
             return
-        self._open(principal)
+        self._open(principal, now)
 
     def data_received(self, data: bytes) -> None:
         if self.phase is Phase.CLOSED:
             return
+        peer = self._peer
+        now = self._clock_ms()
         try:
-            self._receive(data)
+            peer.receive_data(data)
+            while peer.phase is not Phase.CLOSED:
+                event = peer.next_event(now)
+                if event is None:
+                    break
+                self._on_peer_event(event, now)
         except PeerError as exc:
             self._refuse(exc)
             return
-        framer = self._proto_framer or self._xml_framer
-        if framer is not None and framer.buffered:
-            if self.partial_since_ms is None:
-                self.partial_since_ms = self._clock_ms()
-        else:
-            self.partial_since_ms = None
         if self._router.congested and self._transport is not None:
             # Backpressure on the way in: the store's writer queue is the one place ingest
             # waits. Stop reading this peer until the registry sees the queue drain.
@@ -225,71 +264,37 @@ class StreamSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.phase is not Phase.CLOSED:
-            self.phase = Phase.CLOSED
+            self._peer.close()
             self.close_reason = self.close_reason or ("error" if exc else "disconnected")
         self._metrics.closed.inc(self.close_reason or "disconnected")
         self._router.detach(self)
         self._registry.discard(self)
-        self._pending.clear()
+        self._queue.close()
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._queue.pause()
         self._metrics.slow.inc("paused")
 
     def resume_writing(self) -> None:
-        self._writing_paused = False
-        if self._pending:
+        self._queue.resume()
+        if self._queue:
             self._schedule_flush()
 
     # --- inbound --------------------------------------------------------------------------
 
-    def _receive(self, data: bytes) -> None:
-        if self._proto_framer is not None:
-            self._proto_framer.feed(data)
-            self._drain_proto()
-            return
-        framer = self._xml_framer
-        assert framer is not None
-        framer.feed(data)
-        while self.phase is not Phase.CLOSED:
-            frame = framer.next_frame()
-            if frame is None:
-                return
-            self.last_frame_ms = self._clock_ms()
-            if frame.startswith(b"<auth"):
-                self._on_auth(frame)
-                continue
-            if self.phase is Phase.AWAIT_AUTH:
-                raise AuthenticationFailed("event before <auth>", reason="auth_required")
-            try:
-                event = cot_xml.parse_event(frame)
-            except PeerError as exc:
-                self._reject_frame(exc)
-                continue
-            if self._on_event(event):
-                # Negotiated TAK protocol v1: whatever followed the request is protobuf.
-                rest = framer.take_buffer()
-                self._xml_framer = None
-                self._proto_framer = TakStreamFramer(self._settings.max_event_bytes)
-                self._proto_framer.feed(rest)
-                self._drain_proto()
-                return
-
-    def _drain_proto(self) -> None:
-        framer = self._proto_framer
-        assert framer is not None
-        while self.phase is not Phase.CLOSED:
-            payload = framer.next_frame()
-            if payload is None:
-                return
-            self.last_frame_ms = self._clock_ms()
-            try:
-                event = cot_proto.parse_proto(payload)
-            except PeerError as exc:
-                self._reject_frame(exc)
-                continue
-            if event is not None:
-                self._on_event(event)
+    def _on_peer_event(self, event: PeerEvent, now: int) -> None:
+        """Act on what the peer made of the bytes: publish, write a reply, check <auth>."""
+        if isinstance(event, EventReceived):
+            self._router.publish(event.event, self)
+        elif isinstance(event, Reply):
+            self._write_raw(event.data)
+        elif isinstance(event, Negotiated):
+            self._write_raw(event.reply)
+            self._metrics.negotiated.inc("accepted" if event.accepted else "refused")
+        elif isinstance(event, FrameRejected):
+            self._reject_frame(event.error)
+        elif isinstance(event, AuthRequested):
+            self._on_auth(event.request, now)
 
     def _reject_frame(self, exc: PeerError) -> None:
         """One bad event in a stream that is still in sync: refuse it, keep the session."""
@@ -298,85 +303,40 @@ class StreamSession(asyncio.Protocol):
             "%s %s: event refused (%s): %s", self._settings.listener, self.peer, exc.reason, exc
         )
 
-    def _on_auth(self, frame: bytes) -> None:
-        if self.phase is not Phase.AWAIT_AUTH or self._authenticate is None:
-            # TAK clients may send <auth> to a listener that does not need it: ignore it.
-            return
-        request = cot_xml.parse_auth(frame)
+    def _on_auth(self, request: cot_xml.AuthRequest, now: int) -> None:
+        if self._authenticate is None:
+            return  # nothing to check it with: ignored, as on a listener that needs no <auth>
         principal = self._authenticate(request)
         if principal is None:
             raise AuthenticationFailed(f"login refused for {request.username!r}")
-        self._open(principal)
-
-    def _on_event(self, event: Event) -> bool:
-        """Handle one parsed event. Returns True when the stream must switch to protobuf now."""
-        if self.phase is not Phase.OPEN:
-            raise AuthenticationFailed("event before <auth>", reason="auth_required")
-        if event.is_control:
-            return self._on_control(event)
-        self._router.publish(event, self)
-        return False
-
-    def _on_control(self, event: Event) -> bool:
-        if event.is_ping:
-            self._write_now(negotiation.pong(self._clock_ms()))
-            return False
-        if event.type == "t-x-takp-q" and self._negotiator is not None:
-            response, switch = self._negotiator.on_request(event, now_ms=self._clock_ms())
-            self._write_now(response)
-            self._metrics.negotiated.inc("accepted" if switch else "refused")
-            if switch:
-                self.format = WireFormat.PROTO
-            return switch
-        return False  # other control messages are consumed, never relayed
+        self._open(principal, now)
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def _open(self, principal: Principal) -> None:
+    def _open(self, principal: Principal, now: int) -> None:
         self._principal = principal
-        self.phase = Phase.OPEN
-        if self._settings.offer_protobuf and not self._settings.start_in_protobuf:
-            now = self._clock_ms()
-            self._negotiator = negotiation.Negotiator(
-                now, f"liaison-takp-{id(self):x}-{now}", self._settings.server_version
-            )
-            self._write_now(self._negotiator.offer)
+        offer = self._peer.open(now)
+        if offer:
+            self._write_raw(offer)
         self._router.attach(self)
         self._router.replay_to(self)
 
     def check_timeouts(self, now_ms: int) -> None:
         """Called periodically by the registry: drop peers that have not identified themselves in
         time, that take too long over one frame, or (only when configured) that are quiet."""
-        if self.phase is Phase.CLOSED:
+        timeout = self._peer.timeout(now_ms)
+        if timeout is None:
             return
-        if self.phase is Phase.AWAIT_AUTH and self._settings.require_auth:
-            limit = self._settings.auth_timeout_s
-        else:
-            limit = self._settings.idle_timeout_s  # 0: a quiet client is never dropped
-        if limit > 0 and now_ms - self.last_frame_ms > limit * 1000:
-            self._metrics.rejected.inc("idle_timeout")
-            log.info(
-                "%s %s: dropped: no complete frame in %.0f s",
-                self._settings.listener,
-                self.peer,
-                limit,
-            )
-            self._close("idle_timeout", abort=True)
-            return
-        frame_limit = self._settings.frame_timeout_s
-        if (
-            frame_limit > 0
-            and self.partial_since_ms is not None
-            and now_ms - max(self.partial_since_ms, self.last_frame_ms) > frame_limit * 1000
-        ):
-            self._metrics.rejected.inc("frame_timeout")
-            log.info(
-                "%s %s: dropped: a frame left unfinished for %.0f s",
-                self._settings.listener,
-                self.peer,
-                frame_limit,
-            )
-            self._close("frame_timeout", abort=True)
+        self._metrics.rejected.inc(timeout.reason)
+        what = (
+            "no complete frame in"
+            if timeout.reason == "idle_timeout"
+            else "a frame left unfinished for"
+        )
+        log.info(
+            "%s %s: dropped: %s %.0f s", self._settings.listener, self.peer, what, timeout.limit_s
+        )
+        self._close(timeout.reason, abort=True)
 
     def _refuse(self, exc: PeerError) -> None:
         self._metrics.rejected.inc(exc.reason)
@@ -388,7 +348,7 @@ class StreamSession(asyncio.Protocol):
     def _close(self, reason: str, *, abort: bool = False) -> None:
         if self.phase is Phase.CLOSED:
             return
-        self.phase = Phase.CLOSED
+        self._peer.close()
         self.close_reason = reason
         self._router.detach(self)
         if self._transport is not None:
@@ -410,24 +370,17 @@ class StreamSession(asyncio.Protocol):
 
     def deliver(self, out: Outgoing) -> None:
         """Queue one event for this peer. Never blocks; enforces the slow-consumer policy."""
-        if self.phase is not Phase.OPEN:
+        if self._peer.phase is not Phase.OPEN:
             return
-        key = out.coalesce_key
-        pending = self._pending
-        if key is None:
-            self._seq += 1
-            pending[self._seq] = out
-        elif key in pending:
-            pending[key] = out  # the newer report replaces the waiting one, in its place
+        put = self._put(out, out.coalesce_key)
+        if put is COALESCED:
             self._metrics.slow.inc("coalesced")
             return
-        else:
-            pending[key] = out
-        if len(pending) > self._settings.max_pending:
+        if put is OVERFLOW:
             self._metrics.slow.inc("disconnected")
             self._refuse(SlowConsumer(f"more than {self._settings.max_pending} events waiting"))
             return
-        if not self._writing_paused:
+        if put is QUEUED and not self._queue.paused:
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -442,24 +395,22 @@ class StreamSession(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         transport = self._transport
-        if transport is None or not self._pending or transport.is_closing():
+        if transport is None or transport.is_closing():
             return
-        items = self._pending.values()
-        if self.format is WireFormat.PROTO:
+        items = self._queue.take()
+        if not items:
+            return
+        if self._peer.format is WireFormat.PROTO:
             data = b"".join([o.proto_frame() for o in items])
         else:
             data = b"".join([o.xml() for o in items])
-        self._pending.clear()
         transport.write(data)
 
-    def _write_now(self, event: Event) -> None:
-        """Write a link-level message straight away, ahead of anything queued."""
+    def _write_raw(self, data: bytes) -> None:
+        """Write a link-level message the peer rendered straight away, ahead of anything queued."""
         if self._transport is None or self._transport.is_closing():
             return
-        if self.format is WireFormat.PROTO:
-            self._transport.write(frame(cot_proto.render_proto(event)))
-        else:
-            self._transport.write(cot_xml.render_xml(event))
+        self._transport.write(data)
 
 
 class WriteBatcher:

@@ -38,8 +38,10 @@ from liaison.api.ws import (
     origin_allowed,
 )
 from liaison.model.principal import Principal
+from liaison.protocol.tak_peer import Phase
 from liaison.protocol.tak_stream import MAGIC, decode_varint
-from liaison.session import Phase, StreamSession
+from liaison.session import StreamSession
+from liaison.transports.outbound import WaterMarks
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ FRAME_OVERHEAD_BYTES = 16
 # Seconds a closing socket may take to send its close frame (behind whatever the transport still
 # holds for a slow reader) before the connection is cut.
 CLOSE_GRACE_S = 1.0
+# The session is told pause_writing past WS_HIGH_WATER bytes waiting in the connection and
+# resume_writing once they are down to half of it, as asyncio's own transports do.
+TAKPROTO_WATER_MARKS = WaterMarks(high=WS_HIGH_WATER, low=WS_HIGH_WATER // 2)
 
 # How the socket is closed for each reason a session ends (RFC 6455 7.4.1 and 7.4.2; 4000-4999
 # are the application's, 4401/4403 as on the web map feed). Any other reason (a broken stream:
@@ -103,10 +108,10 @@ class WebSocketTransport(asyncio.Transport):
 
     Frames are written whole onto the connection's own transport, on the event loop, as
     ``api.ws`` does for the map feed; aiohttp writes its pings and its close frame whole too, so
-    frames never interleave. Flow control: past :data:`WS_HIGH_WATER` bytes waiting in the
-    connection, the session is told ``pause_writing`` (its queue then coalesces and, past its
-    limit, marks a slow consumer, as on 8089) until the buffer drains. Reading pauses (ingest
-    backpressure) hold the reading loop.
+    frames never interleave. Flow control (:data:`TAKPROTO_WATER_MARKS`): past
+    :data:`WS_HIGH_WATER` bytes waiting in the connection, the session is told ``pause_writing``
+    (its queue then coalesces and, past its limit, marks a slow consumer, as on 8089) until the
+    buffer drains to half of that. Reading pauses (ingest backpressure) hold the reading loop.
     """
 
     def __init__(
@@ -133,7 +138,9 @@ class WebSocketTransport(asyncio.Transport):
             return
         frames = [binary_frame(f) for f in split_stream_frames(bytes(data))]
         self._raw.write(b"".join(frames))
-        if not self._write_paused and self._raw.get_write_buffer_size() > WS_HIGH_WATER:
+        if not self._write_paused and TAKPROTO_WATER_MARKS.should_pause(
+            self._raw.get_write_buffer_size()
+        ):
             self._write_paused = True
             self._session.pause_writing()
             asyncio.get_running_loop().call_later(WS_DRAIN_POLL_S, self._check_drained)
@@ -141,7 +148,7 @@ class WebSocketTransport(asyncio.Transport):
     def _check_drained(self) -> None:
         if self.is_closing():
             return
-        if self._raw.get_write_buffer_size() > WS_HIGH_WATER // 2:
+        if not TAKPROTO_WATER_MARKS.may_resume(self._raw.get_write_buffer_size()):
             asyncio.get_running_loop().call_later(WS_DRAIN_POLL_S, self._check_drained)
             return
         self._write_paused = False

@@ -6,9 +6,10 @@ current picture the user may see, then one message per event the router delivers
 ``b-t-f``). The router only hands this subscriber what its user may see.
 
 Outbound policy (DESIGN.md convention 9, as ``session.py``): ``deliver`` never blocks; messages
-wait in an insertion-ordered dict where a newer position report of a uid replaces the waiting one
-in its place; past :data:`WS_MAX_PENDING` waiting messages the browser is a slow consumer and its
-socket is closed (1013, "try again later"), so one stalled tab never holds the router back.
+wait in an :class:`~liaison.transports.outbound.OutboundQueue` where a newer position report of a
+uid replaces the waiting one in its place; past :data:`WS_MAX_PENDING` waiting messages the
+browser is a slow consumer and its socket is closed (1013, "try again later"), so one stalled tab
+never holds the router back.
 Keepalive is WebSocket ping/pong (RFC 6455 5.5.2), sent by aiohttp every
 :data:`WS_HEARTBEAT_S`.
 
@@ -40,6 +41,14 @@ from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.router import Outgoing, Router
 from liaison.session import LiveFeed
+from liaison.transports.outbound import (
+    COALESCED,
+    DROPPED,
+    OutboundLimits,
+    OutboundQueue,
+    OutboundStatistics,
+    WaterMarks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,9 @@ WS_BATCH_S = 0.010
 # Bytes the transport may hold for one browser before the writer waits for it to drain; while it
 # waits, position updates keep coalescing and WS_MAX_PENDING still marks a slow consumer.
 WS_HIGH_WATER = 256 * 1024
+# The writer goes on as soon as the buffer is back at the high-water mark (no hysteresis: the
+# writer polls, it is not called back).
+WS_WATER_MARKS = WaterMarks(high=WS_HIGH_WATER, low=WS_HIGH_WATER)
 # Seconds between checks while waiting for a full transport buffer to drain.
 WS_DRAIN_POLL_S = 0.02
 
@@ -172,12 +184,9 @@ class WsSubscriber:
         self._principal = viewer
         self.client_uid: str | None = client_uid
         self.callsign: str | None = callsign
-        self._max_pending = max_pending
         self._metrics = metrics
-        self._pending: dict[object, Outgoing] = {}
-        self._seq = 0
+        self._queue: OutboundQueue[Outgoing] = OutboundQueue(OutboundLimits(max_items=max_pending))
         self._wake = asyncio.Event()
-        self.overflowed = False
         self.stopped = False
 
     @property
@@ -186,33 +195,33 @@ class WsSubscriber:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._queue)
+
+    @property
+    def overflowed(self) -> bool:
+        """More than ``max_pending`` messages waited: a slow consumer, being closed."""
+        return self._queue.overflowed
+
+    def statistics(self) -> OutboundStatistics:
+        """The outbound queue's statistics (depth, peak, coalesced, dropped, ...)."""
+        return self._queue.statistics()
 
     def deliver(self, out: Outgoing) -> None:
         """Queue one event. Never blocks or raises (the router calls it)."""
-        if self.overflowed or self.stopped:
+        if self.stopped:
             return
-        key = out.coalesce_key
-        pending = self._pending
-        if key is None:
-            self._seq += 1
-            pending[self._seq] = out
-        elif key in pending:
-            pending[key] = out  # the newer report replaces the waiting one, in its place
+        put = self._queue.put(out, out.coalesce_key)
+        if put is COALESCED:
             if self._metrics is not None:
                 self._metrics.coalesced.inc()
             return
-        else:
-            pending[key] = out
-        if len(pending) > self._max_pending:
-            self.overflowed = True
-            pending.clear()
-        self._wake.set()
+        if put is not DROPPED:
+            self._wake.set()
 
     def stop(self) -> None:
         """Deliver nothing more (the feed is ending): drop what waits and wake the writer."""
         self.stopped = True
-        self._pending.clear()
+        self._queue.close()
         self._wake.set()
 
     async def take(self) -> list[Outgoing]:
@@ -220,12 +229,17 @@ class WsSubscriber:
         await self._wake.wait()
         return self.take_now()
 
+    def pause(self) -> None:
+        """The socket's buffer is full: the writer waits for it (counted in statistics)."""
+        self._queue.pause()
+
+    def resume(self) -> None:
+        self._queue.resume()
+
     def take_now(self) -> list[Outgoing]:
         """Take what is queued now, oldest first, without waiting."""
         self._wake.clear()
-        items = list(self._pending.values())
-        self._pending.clear()
-        return items
+        return self._queue.take()
 
 
 class WebFeed:
@@ -303,11 +317,16 @@ async def _write(
         if wait > 0:
             await asyncio.sleep(wait)
             items += sub.take_now()
-        while not sub.overflowed and transport.get_write_buffer_size() > WS_HIGH_WATER:
-            if ws.closed or transport.is_closing():
-                return
-            await asyncio.sleep(WS_DRAIN_POLL_S)
-            items += sub.take_now()
+        if not sub.overflowed and WS_WATER_MARKS.should_pause(transport.get_write_buffer_size()):
+            sub.pause()
+            while not sub.overflowed and not WS_WATER_MARKS.may_resume(
+                transport.get_write_buffer_size()
+            ):
+                if ws.closed or transport.is_closing():
+                    return
+                await asyncio.sleep(WS_DRAIN_POLL_S)
+                items += sub.take_now()
+            sub.resume()
         if sub.overflowed:
             await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"slow consumer")
             return

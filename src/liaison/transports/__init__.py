@@ -1,1 +1,2 @@
-"""The only code that opens sockets: stream listeners (TCP, TLS) and datagram endpoints (UDP)."""
+"""The code that carries bytes: stream listeners (TCP, TLS), datagram endpoints (UDP), and the
+one outbound queue (`outbound.py`, pure: no sockets) every carrier writes from."""

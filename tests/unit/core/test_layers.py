@@ -222,3 +222,23 @@ def test_only_the_composition_root_names_concrete_stores() -> None:
         if "storage" not in p.relative_to(SRC).parts[:1] and "FileStore.open" in p.read_text()
     )
     assert openers == ["app.py"]
+
+
+# The sans-IO seams of issue 10: the TAK stream peer and the outbound queue are pure, so every
+# carrier (asyncio streams, WebSocket, later gRPC) is a thin adapter over the same code.
+SANS_IO_MODULES = ["protocol/tak_peer.py", "transports/outbound.py"]
+SANS_IO_FORBIDDEN = FORBIDDEN | {"aiohttp", "grpc", "trio", "anyio", "liaison.api"}
+
+
+@pytest.mark.parametrize("name", SANS_IO_MODULES)
+def test_sans_io_peer_and_queue_import_no_io(name: str) -> None:
+    path = SRC / name
+    bad = {
+        module
+        for module in imported_modules(path)
+        if any(module == f or module.startswith(f + ".") for f in SANS_IO_FORBIDDEN)
+    }
+    assert not bad, f"{name} imports {sorted(bad)}"
+    text = path.read_text()
+    for clock in (".now(", ".utcnow(", ".today(", "monotonic(", "perf_counter(", "time.time("):
+        assert clock not in text, f"{name} reads the clock ({clock})"
