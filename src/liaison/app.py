@@ -35,7 +35,8 @@ from liaison.audit import AuditLog
 from liaison.config import LISTENER_NAMES, Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
-from liaison.federation.link import Federation, GateAudit
+from liaison.federation.link import GateAudit
+from liaison.federation.supervisor import Federation
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.groups import GroupRules, parse_group_rules
 from liaison.lifetimes import Lifetimes, Part

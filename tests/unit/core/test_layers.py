@@ -61,3 +61,47 @@ def test_only_the_router_calls_can_see() -> None:
         if "can_see(" in p.read_text() and p.name != "access.py"
     ]
     assert callers == ["router.py"]
+
+
+# The partner link is wire-agnostic: the native wire, TLS and sockets sit beside it, so a second
+# wire (TAK federation v2) plugs in without touching it (docs/architecture.md).
+WIRE_MODULES = {
+    "asyncio.streams",
+    "socket",
+    "ssl",
+    "liaison.protocol.federation",
+    "liaison.federation.native",
+    "liaison.federation.tls",
+    "liaison.federation.supervisor",
+    "liaison.transports",
+}
+
+
+def test_the_peer_link_imports_no_wire() -> None:
+    path = SRC / "federation" / "link.py"
+    bad = {
+        name
+        for name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in WIRE_MODULES)
+    }
+    assert not bad, f"federation/link.py imports {sorted(bad)}"
+    text = path.read_text()
+    assert "StreamWriter" not in text and "StreamReader" not in text
+
+
+def test_only_the_composition_root_names_concrete_stores() -> None:
+    namers = sorted(
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if p.parent.name != "storage"
+        and any(name in p.read_text() for name in ("MemoryStore", "SqliteStore"))
+    )
+    assert namers == ["app.py"]
+
+
+def test_the_composition_root_starts_tasks_only_through_lifetimes() -> None:
+    # Every long-running part is a component, every background task is owned by one: none is
+    # started, looked up or cancelled by name in app.py.
+    text = (SRC / "app.py").read_text()
+    for call in ("create_task(", "ensure_future(", "get_name(", ".cancel("):
+        assert call not in text, f"app.py calls {call}"
