@@ -296,17 +296,26 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
     except OSError as exc:
         raise StorageError(f"data folder {config.data_dir}: {exc.strerror}") from exc
     policy_text = _read_policy(config)
+    started = False
     try:
         async with asyncio.TaskGroup() as tg:
             parts = Lifetimes(tg)
             try:
                 server = await _start(config, policy_text, metrics, parts)
+                started = True
                 try:
                     yield server
                 finally:
                     log.info("shutting down")
             finally:
                 await parts.shutdown()
+    except BaseExceptionGroup as group:
+        # A start that failed (a bad setting, an unreadable store, a port in use) raises its one
+        # error as itself, as it did when those steps ran before the task group opened.
+        only = group.exceptions[0] if len(group.exceptions) == 1 else None
+        if started or not isinstance(only, Exception):
+            raise
+        raise only from None
     finally:
         log.info("stopped")
 
