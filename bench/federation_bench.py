@@ -34,8 +34,8 @@ from liaison import pki  # noqa: E402
 from liaison.audit import AuditLog  # noqa: E402
 from liaison.federation.config import federation_from_table  # noqa: E402
 from liaison.federation.guard import OutboundGuard, Release  # noqa: E402
-from liaison.federation.link import Federation  # noqa: E402
 from liaison.federation.outbox import Outbox, QueuedRelease, outbox_path  # noqa: E402
+from liaison.federation.supervisor import Federation  # noqa: E402
 from liaison.metrics import Metrics  # noqa: E402
 from liaison.model import labels  # noqa: E402
 from liaison.model.event import Event  # noqa: E402

@@ -1,13 +1,16 @@
 """The composition root: builds every component from the Config and owns their lifetimes.
 
 Only this module knows every concrete class. :func:`run_server` is an async context manager:
-entering it opens the store, loads the latest state, binds every listener (bind first, then serve)
-and starts the background tasks in one ``asyncio.TaskGroup``; leaving it shuts down in order:
+entering it starts every long-running part as a :class:`~liaison.lifetimes.Component` (bind
+first, then run) under one ``asyncio.TaskGroup``, in this order: the audit log, the store, the
+store writer, the audit keeper, housekeeping, the partner links, the session registry, the
+stream and datagram listeners, the HTTP applications. Leaving it shuts them down newest first:
 
 1. listeners stop accepting;
 2. sessions are closed gracefully (what is queued for them is written first);
-3. the store writer flushes every accepted event, then the store closes;
-4. the audit log signs a checkpoint covering its last record (so a restart never leaves the
+3. the partner links end (their outboxes keep what is queued);
+4. the store writer flushes every accepted event, then the store closes;
+5. the audit log signs a checkpoint covering its last record (so a restart never leaves the
    records of a run unsigned), is synced and closed.
 """
 
@@ -19,8 +22,9 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from liaison import __version__, pki
 from liaison.api.auth import AuthMode
@@ -31,10 +35,12 @@ from liaison.audit import AuditLog
 from liaison.config import LISTENER_NAMES, Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
-from liaison.federation.link import Federation, GateAudit
+from liaison.federation.link import GateAudit
+from liaison.federation.supervisor import Federation
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.groups import GroupRules, parse_group_rules
 from liaison.latest import LatestEntry, MemoryLatestState
+from liaison.lifetimes import Lifetimes, Part
 from liaison.metrics import Metrics
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 from liaison.protocol import cot_xml
@@ -279,7 +285,13 @@ def _merge_user_groups(
 
 @contextlib.asynccontextmanager
 async def run_server(config: Config) -> AsyncIterator[Server]:
-    """Start a server for ``config``; shut it down cleanly when the block exits."""
+    """Start a server for ``config``; shut it down cleanly when the block exits.
+
+    Every long-running part is a :class:`~liaison.lifetimes.Component` started (bound, then run)
+    in the order below; :meth:`Lifetimes.shutdown` closes them newest first, so the listeners stop
+    before the sessions close, the sessions before the partner links, everything that publishes
+    before the store writer flushes, and the store before the audit log signs its checkpoint.
+    """
     metrics = Metrics()
     # Owner-only data folder, also for installs made under a permissive umask (item 8).
     try:
@@ -287,8 +299,40 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
     except OSError as exc:
         raise StorageError(f"data folder {config.data_dir}: {exc.strerror}") from exc
     policy_text = _read_policy(config)
-    gate, audit_log = _open_gate(config, policy_text)
-    store = await _open_store(config)
+    started = False
+    try:
+        async with asyncio.TaskGroup() as tg:
+            parts = Lifetimes(tg)
+            try:
+                server = await _start(config, policy_text, metrics, parts)
+                started = True
+                try:
+                    yield server
+                finally:
+                    log.info("shutting down")
+            finally:
+                await parts.shutdown()
+    except BaseExceptionGroup as group:
+        # A start that failed (a bad setting, an unreadable store, a port in use) raises its one
+        # error as itself, as it did when those steps ran before the task group opened.
+        only = group.exceptions[0] if len(group.exceptions) == 1 else None
+        if started or not isinstance(only, Exception):
+            raise
+        raise only from None
+    finally:
+        log.info("stopped")
+
+
+async def _start(
+    config: Config, policy_text: str | None, metrics: Metrics, parts: Lifetimes
+) -> Server:
+    """Build and start every component, in the order they must start (and, reversed, stop)."""
+    audit_part = _AuditLogPart(config, policy_text)
+    await parts.start(audit_part)
+    gate, audit_log = audit_part.gate, audit_part.log
+    store_part = _StorePart(config)
+    await parts.start(store_part)
+    store = store_part.store
     writer = StoreWriter(store)
     router = Router(
         metrics=metrics,
@@ -299,7 +343,6 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         gate=gate,
     )
     registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
-    session_metrics = SessionMetrics(metrics)
     groups = _load_groups(config)
     users = UserDirectory.load(config.resolved_users_file())
     server_pki: pki.ServerPki | None = None
@@ -323,160 +366,303 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
         sessions=registry,
         server_pki=server_pki,
     )
-    listeners: list[asyncio.Server] = []
-    datagram_transports: list[asyncio.DatagramTransport] = []
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(writer.run(), name="store-writer"),
-                tg.create_task(
-                    registry.run(router, revoked=identities.revoked), name="session-sweeper"
-                ),
-                tg.create_task(
-                    _housekeeping(router, store, config, server_pki), name="housekeeping"
-                ),
-                tg.create_task(_audit_keeper(config, gate, router, audit_log), name="audit"),
-            ]
+    # The writer owns the deletes it must order after earlier writes (pruned as they finish).
+    writer_part = Part("store-writer", on_run=writer.run)
+    await parts.start(writer_part)
 
-            def persist_delete(uid: str) -> None:
-                tasks.append(tg.create_task(_delete_after(writer, store, uid), name="delete"))
+    def persist_delete(uid: str) -> None:
+        parts.spawn(writer_part, _delete_after(writer, store, uid), "delete")
 
-            router.on_delete(persist_delete)
+    router.on_delete(persist_delete)
+    keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
+    await parts.start(Part("audit-keeper", on_run=keeper))
+    chores = functools.partial(_housekeeping, router, store, config, server_pki)
+    await parts.start(Part("housekeeping", on_run=chores))
+    fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
+    if fed is not None:
+        await parts.start(_FederationPart(fed, server))
 
-            def stream_factory(listener: str, require_auth: bool) -> StreamSession:
-                settings = SessionSettings(
-                    listener=listener,
-                    server_version=SERVER_VERSION,
-                    idle_timeout_s=config.idle_timeout_s,
-                    auth_timeout_s=config.auth_timeout_s,
-                    frame_timeout_s=config.frame_timeout_s,
-                    keepalive=Keepalive(
-                        config.keepalive_idle_s,
-                        config.keepalive_interval_s,
-                        config.keepalive_count,
-                    ),
-                    max_pending=config.max_pending,
-                    offer_protobuf=config.offer_protobuf,
-                    require_auth=require_auth,
-                    max_event_bytes=config.max_event_bytes,
-                )
-                resolve: PrincipalResolver
-                if listener == "tls":
-                    resolve = identities.from_certificate
-                else:
+    async def close_sessions() -> None:
+        registry.close_all()
+        # Give closing transports one loop turn to hand their buffers to the kernel.
+        await asyncio.sleep(0)
 
-                    def resolve(_der: bytes | None, peer: str) -> Principal | None:
-                        return identities.anonymous(peer, "tcp")
+    sweep = functools.partial(registry.run, router, revoked=identities.revoked)
+    await parts.start(Part("sessions", on_run=sweep, on_close=close_sessions))
+    sessions = _SessionMaker(config, server, identities)
+    await _start_listeners(config, server, parts, sessions)
+    await parts.start(_HttpPart(config, server, identities, users, sessions))
+    return server
 
-                return StreamSession(
+
+async def _start_listeners(
+    config: Config, server: Server, parts: Lifetimes, sessions: _SessionMaker
+) -> None:
+    """The stream and datagram listeners (HTTP comes after them, federation before)."""
+    router, identities = server.router, sessions.identities
+    if config.tcp is not None:
+        tcp = config.tcp
+        tcp_part = _Listener(
+            "tcp",
+            tcp,
+            lambda: start_stream_listener(tcp, lambda: sessions.stream("tcp", config.tcp_auth)),
+        )
+        await parts.start(tcp_part)
+        server.tcp = Endpoint(tcp.host, bound_port(tcp_part.server))
+    if config.tls is not None:
+        tls = config.tls
+        assert server.server_pki is not None
+        ctx = pki.server_ssl_context(server.server_pki)
+        tls_part = _Listener(
+            "tls",
+            tls,
+            lambda: start_stream_listener(
+                tls, lambda: sessions.stream("tls", config.tls_auth), ssl_context=ctx
+            ),
+        )
+        await parts.start(tls_part)
+        server.tls = Endpoint(tls.host, bound_port(tls_part.server))
+    if config.udp is not None:
+        udp = config.udp
+
+        async def open_udp() -> asyncio.DatagramTransport:
+            transport, _ = await start_udp_input(
+                udp,
+                lambda: DatagramInput(
                     router=router,
-                    settings=settings,
-                    metrics=session_metrics,
-                    clock_ms=now_ms,
-                    resolve_principal=resolve,
-                    authenticate=(
-                        functools.partial(identities.from_login, listener=listener)
-                        if require_auth
-                        else None
-                    ),
-                    registry=registry,
-                )
+                    principal=identities.anonymous(str(udp), "udp"),
+                    rejected=sessions.metrics.rejected,
+                ),
+            )
+            return transport
 
-            if config.tcp is not None:
-                with listen_errors(config.tcp, LISTENER_NAMES["tcp"]):
-                    srv = await start_stream_listener(
-                        config.tcp, lambda: stream_factory("tcp", config.tcp_auth)
-                    )
-                listeners.append(srv)
-                server.tcp = Endpoint(config.tcp.host, bound_port(srv))
-            if config.tls is not None:
-                assert server_pki is not None
-                ctx = pki.server_ssl_context(server_pki)
-                with listen_errors(config.tls, LISTENER_NAMES["tls"]):
-                    srv = await start_stream_listener(
-                        config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
-                    )
-                listeners.append(srv)
-                server.tls = Endpoint(config.tls.host, bound_port(srv))
-            if config.udp is not None:
-                udp_endpoint = config.udp
-                with listen_errors(udp_endpoint, LISTENER_NAMES["udp"]):
-                    transport, _ = await start_udp_input(
-                        udp_endpoint,
-                        lambda: DatagramInput(
-                            router=router,
-                            principal=identities.anonymous(str(udp_endpoint), "udp"),
-                            rejected=session_metrics.rejected,
-                        ),
-                    )
-                datagram_transports.append(transport)
-                server.udp = Endpoint(udp_endpoint.host, transport.get_extra_info("sockname")[1])
-            if config.multicast is not None:
-                with listen_errors(config.multicast, LISTENER_NAMES["multicast"]):
-                    transport, _bridge = await start_multicast_bridge(
-                        config.multicast,
-                        config.multicast_interface,
-                        router=router,
-                        principal=identities.anonymous(str(config.multicast), "mesh"),
-                        rejected=session_metrics.rejected,
-                    )
-                datagram_transports.append(transport)
+        udp_part = _Listener("udp", udp, open_udp)
+        await parts.start(udp_part)
+        server.udp = Endpoint(udp.host, udp_part.server.get_extra_info("sockname")[1])
+    if config.multicast is not None:
+        group = config.multicast
 
-            def ws_session(caller: Principal) -> StreamSession:
-                """A /takproto/1 client: an 8089 session that speaks protobuf from the start."""
-                settings = SessionSettings(
-                    listener="ws",
-                    server_version=SERVER_VERSION,
-                    idle_timeout_s=config.idle_timeout_s,
-                    max_pending=config.max_pending,
-                    offer_protobuf=False,
-                    start_in_protobuf=True,
-                    max_event_bytes=config.max_event_bytes,
-                )
-                return StreamSession(
-                    router=router,
-                    settings=settings,
-                    metrics=session_metrics,
-                    clock_ms=now_ms,
-                    resolve_principal=lambda _der, _peer: caller,
-                    authenticate=None,
-                    registry=registry,
-                )
+        async def open_multicast() -> asyncio.DatagramTransport:
+            transport, _bridge = await start_multicast_bridge(
+                group,
+                config.multicast_interface,
+                router=router,
+                principal=identities.anonymous(str(group), "mesh"),
+                rejected=sessions.metrics.rejected,
+            )
+            return transport
 
-            http = await _start_http(config, server, identities, users, registry, ws_session)
-            fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
-            if fed is not None:
-                bound = await fed.start()
-                server.federation = fed
-                server.federation_address = Endpoint(bound.host, bound.port) if bound else None
-                tasks.append(tg.create_task(fed.run(), name="federation"))
-            try:
-                yield server
-            finally:
-                if http is not None:
-                    await http.close()
-                log.info("shutting down")
-                for srv in listeners:
-                    srv.close()
-                for t in datagram_transports:
-                    t.close()
-                registry.close_all()
-                # Give closing transports one loop turn to hand their buffers to the kernel.
-                await asyncio.sleep(0)
-                for task in tasks:
-                    if task.get_name() != "store-writer":
-                        task.cancel()
-                await writer.flush()
-                tasks[0].cancel()  # the writer flushes what is left when cancelled
-    finally:
-        await store.close()
-        sink = gate.audit if gate is not None else None
+        await parts.start(_Listener("multicast", group, open_multicast))
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_H = TypeVar("_H", bound=_Closable)
+
+
+class _Listener(Generic[_H]):
+    """A socket listener: bind it (a port in use becomes the one-line ListenError, exit 3);
+    it serves from the event loop, so there is nothing to run; closing stops it accepting."""
+
+    def __init__(self, name: str, endpoint: Endpoint, open_: Callable[[], Awaitable[_H]]) -> None:
+        self.name = name
+        self._endpoint = endpoint
+        self._open = open_
+        self._handle: _H | None = None
+
+    @property
+    def server(self) -> _H:
+        assert self._handle is not None, f"{self.name} is not bound"
+        return self._handle
+
+    async def bind(self) -> None:
+        with listen_errors(self._endpoint, LISTENER_NAMES[self.name]):
+            self._handle = await self._open()
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+class _AuditLogPart:
+    """The label gate and its audit log: opened first, closed last with a checkpoint covering
+    the last record (so a restart never leaves the records of a run unsigned)."""
+
+    name = "audit-log"
+
+    def __init__(self, config: Config, policy_text: str | None) -> None:
+        self._config = config
+        self._policy_text = policy_text
+        self.gate: Gate | None = None
+        self.log: AuditLog | None = None
+
+    async def bind(self) -> None:
+        self.gate, self.log = _open_gate(self._config, self._policy_text)
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        # The keeper may have reopened the log after a failure: close the one the gate holds.
+        sink = self.gate.audit if self.gate is not None else None
         if isinstance(sink, AuditLog):
             try:
                 sink.close(checkpoint=True)
             except StorageError as exc:
                 log.error("audit log: no checkpoint signed at shutdown: %s", exc)
-        log.info("stopped")
+
+
+class _StorePart:
+    """The store: opened before anything that writes to it, closed after the writer flushed."""
+
+    name = "store"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the store is not open"
+        return self._store
+
+    async def bind(self) -> None:
+        self._store = await _open_store(self._config)
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+
+class _FederationPart:
+    """The partner links: bind the federation listener, then dial and serve until cancelled."""
+
+    name = "federation"
+
+    def __init__(self, fed: Federation, server: Server) -> None:
+        self._fed = fed
+        self._server = server
+
+    async def bind(self) -> None:
+        bound = await self._fed.start()
+        self._server.federation = self._fed
+        self._server.federation_address = Endpoint(bound.host, bound.port) if bound else None
+
+    async def run(self) -> None:
+        await self._fed.run()
+
+    async def close(self) -> None:
+        # run() closes the links when cancelled; this covers a run that never got to start.
+        await self._fed.close()
+
+
+class _HttpPart:
+    """The HTTPS and HTTP applications (8443, 8446, 8080), each bound to its own address."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        config: Config,
+        server: Server,
+        identities: Identities,
+        users: UserDirectory,
+        sessions: _SessionMaker,
+    ) -> None:
+        self._args = (config, server, identities, users, server.sessions)
+        self._sessions = sessions
+        self._running: RunningHttp | None = None
+
+    async def bind(self) -> None:
+        self._running = await _start_http(*self._args, self._sessions.ws)
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._running is not None:
+            await self._running.close()
+
+
+class _SessionMaker:
+    """Builds the stream sessions of the TCP, TLS and /takproto/1 listeners."""
+
+    def __init__(self, config: Config, server: Server, identities: Identities) -> None:
+        self.config = config
+        self.router = server.router
+        self.registry = server.sessions
+        self.identities = identities
+        self.metrics = SessionMetrics(server.metrics)
+
+    def stream(self, listener: str, require_auth: bool) -> StreamSession:
+        config, identities = self.config, self.identities
+        settings = SessionSettings(
+            listener=listener,
+            server_version=SERVER_VERSION,
+            idle_timeout_s=config.idle_timeout_s,
+            auth_timeout_s=config.auth_timeout_s,
+            frame_timeout_s=config.frame_timeout_s,
+            keepalive=Keepalive(
+                config.keepalive_idle_s,
+                config.keepalive_interval_s,
+                config.keepalive_count,
+            ),
+            max_pending=config.max_pending,
+            offer_protobuf=config.offer_protobuf,
+            require_auth=require_auth,
+            max_event_bytes=config.max_event_bytes,
+        )
+        resolve: PrincipalResolver
+        if listener == "tls":
+            resolve = identities.from_certificate
+        else:
+
+            def resolve(_der: bytes | None, peer: str) -> Principal | None:
+                return identities.anonymous(peer, "tcp")
+
+        return StreamSession(
+            router=self.router,
+            settings=settings,
+            metrics=self.metrics,
+            clock_ms=now_ms,
+            resolve_principal=resolve,
+            authenticate=(
+                functools.partial(identities.from_login, listener=listener)
+                if require_auth
+                else None
+            ),
+            registry=self.registry,
+        )
+
+    def ws(self, caller: Principal) -> StreamSession:
+        """A /takproto/1 client: an 8089 session that speaks protobuf from the start."""
+        config = self.config
+        settings = SessionSettings(
+            listener="ws",
+            server_version=SERVER_VERSION,
+            idle_timeout_s=config.idle_timeout_s,
+            max_pending=config.max_pending,
+            offer_protobuf=False,
+            start_in_protobuf=True,
+            max_event_bytes=config.max_event_bytes,
+        )
+        return StreamSession(
+            router=self.router,
+            settings=settings,
+            metrics=self.metrics,
+            clock_ms=now_ms,
+            resolve_principal=lambda _der, _peer: caller,
+            authenticate=None,
+            registry=self.registry,
+        )
 
 
 async def _start_http(

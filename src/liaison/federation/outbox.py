@@ -17,12 +17,21 @@ outages and restarts of either server. One file per peer holds both directions' 
   duplicates; it is committed before the ACK that covers it is sent.
 
 Calls are synchronous and short (one transaction per batch); the link calls them from the event
-loop. ``synchronous=FULL`` makes each commit durable (an fsync per batch, not per event): an
-event acknowledged by the guard's audit record and queued here survives a power cut.
+loop. A commit does not wait for the disk there (``synchronous=NORMAL`` in WAL mode: it is a
+write into the page cache). Durability is :meth:`Outbox.sync`: it fsyncs the database and its
+write-ahead log in a worker thread, never on the event loop, and returns once every commit made
+before the call is on disk. The link awaits it before anything that depends on it leaves the
+server: rows (and the sequence numbers they were given) are written to the peer, and an ACK for
+what we applied is sent, only after their fsync completed, so an event acknowledged or sent
+survives a power cut. Pending work is bounded: at most one fsync runs per outbox, and every
+commit made while it runs is covered by the single next one (group commit).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,9 +100,13 @@ SendCheck = Callable[[bytes, str, str, str], bool]
 class Outbox:
     """One peer's outbox and link state. Use :meth:`open`; close when done."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, *, durable: bool = True) -> None:
         self.path = path
         self._conn = conn
+        self._durable = durable
+        self._commits = 0  # transactions committed so far
+        self._synced = 0  # of those, how many the last completed fsync covers
+        self._fsync: asyncio.Future[None] | None = None  # the one fsync in a worker thread
         state = dict(conn.execute("SELECT key, value FROM state").fetchall())
         self.last_seq: int = state.get("last_seq", 0)
         self.last_acked: int = state.get("last_acked", 0)
@@ -110,7 +123,8 @@ class Outbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            # NORMAL: a commit is not synced on the loop; sync() makes it durable off the loop.
+            conn.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
@@ -122,10 +136,63 @@ class Outbox:
                 raise StorageError(f"{path}: outbox schema {row[0]}, expected {SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open federation outbox {path}: {exc}") from exc
-        return cls(path, conn)
+        return cls(path, conn, durable=durable)
 
     def close(self) -> None:
+        """Close the file; what was committed and not synced yet is synced first (shutdown)."""
+        if self._durable and self._synced < self._commits:
+            try:
+                self._fsync_files()
+            except OSError as exc:
+                self._conn.close()
+                raise StorageError(f"federation outbox {self.path}: fsync: {exc}") from exc
         self._conn.close()
+
+    # --- durability -----------------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Return once every commit made before this call is on disk (a no-op when not durable).
+
+        The fsync runs in a worker thread. One at a time: a caller arriving while one runs that
+        does not cover its commits waits for it, then starts (or joins) the next. A cancelled
+        caller does not cancel the fsync others wait for.
+        """
+        if not self._durable:
+            return
+        target = self._commits
+        while self._synced < target:
+            running = self._fsync
+            if running is None:
+                covers = self._commits
+                running = asyncio.get_running_loop().run_in_executor(None, self._fsync_files)
+                self._fsync = running
+                running.add_done_callback(functools.partial(self._fsync_done, covers=covers))
+            try:
+                await asyncio.shield(running)
+            except OSError as exc:
+                raise StorageError(f"federation outbox {self.path}: fsync: {exc}") from exc
+
+    def _fsync_done(self, fut: asyncio.Future[None], covers: int) -> None:
+        self._fsync = None
+        if not fut.cancelled() and fut.exception() is None:
+            self._synced = max(self._synced, covers)
+
+    @property
+    def unsynced(self) -> bool:
+        """Whether some commit is not known to be on disk yet."""
+        return self._durable and self._synced < self._commits
+
+    def _fsync_files(self) -> None:
+        """fsync the write-ahead log (where commits land) and the database (checkpoints)."""
+        for name in (f"{self.path}-wal", str(self.path)):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -139,6 +206,7 @@ class Outbox:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._commits += 1
         except sqlite3.Error as exc:
             raise StorageError(f"federation outbox {self.path}: {exc}") from exc
 

@@ -17,7 +17,7 @@ from liaison import pki
 from liaison.app import Server, now_ms, run_server
 from liaison.audit import AuditLog
 from liaison.federation.config import federation_from_table
-from liaison.federation.link import Federation
+from liaison.federation.supervisor import Federation
 from liaison.model.labels import Policy
 from tests.integration.conftest import make_config
 from tests.unit.federation.fed_support import POLICY, peer_table

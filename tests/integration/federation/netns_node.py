@@ -28,7 +28,7 @@ from liaison import config as config_mod  # noqa: E402
 from liaison.app import now_ms, run_server  # noqa: E402
 from liaison.audit import AuditLog  # noqa: E402
 from liaison.federation.config import federation_from_table  # noqa: E402
-from liaison.federation.link import Federation  # noqa: E402
+from liaison.federation.supervisor import Federation  # noqa: E402
 from liaison.model.principal import Principal, PrincipalKind  # noqa: E402
 from liaison.protocol import cot_xml  # noqa: E402
 from liaison.router import Outgoing  # noqa: E402

@@ -242,3 +242,37 @@ def test_sans_io_peer_and_queue_import_no_io(name: str) -> None:
     text = path.read_text()
     for clock in (".now(", ".utcnow(", ".today(", "monotonic(", "perf_counter(", "time.time("):
         assert clock not in text, f"{name} reads the clock ({clock})"
+
+
+# The partner link is wire-agnostic: the native wire, TLS and sockets sit beside it, so a second
+# wire (TAK federation v2) plugs in without touching it (docs/architecture.md).
+WIRE_MODULES = {
+    "asyncio.streams",
+    "socket",
+    "ssl",
+    "liaison.protocol.federation",
+    "liaison.federation.native",
+    "liaison.federation.tls",
+    "liaison.federation.supervisor",
+    "liaison.transports",
+}
+
+
+def test_the_peer_link_imports_no_wire() -> None:
+    path = SRC / "federation" / "link.py"
+    bad = {
+        name
+        for name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in WIRE_MODULES)
+    }
+    assert not bad, f"federation/link.py imports {sorted(bad)}"
+    text = path.read_text()
+    assert "StreamWriter" not in text and "StreamReader" not in text
+
+
+def test_the_composition_root_starts_tasks_only_through_lifetimes() -> None:
+    # Every long-running part is a component, every background task is owned by one: none is
+    # started, looked up or cancelled by name in app.py.
+    text = (SRC / "app.py").read_text()
+    for call in ("create_task(", "ensure_future(", "get_name(", ".cancel("):
+        assert call not in text, f"app.py calls {call}"

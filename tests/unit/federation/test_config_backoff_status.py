@@ -11,8 +11,8 @@ import pytest
 
 from liaison.cli import main
 from liaison.errors import ConfigError
+from liaison.federation.backoff import Backoff
 from liaison.federation.config import DetailPolicy, parse_federation
-from liaison.federation.link import Backoff
 from liaison.federation.status import FederationStatus, LinkState, render_status, status_path
 from liaison.metrics import Metrics
 from tests.unit.federation.fed_support import FP_B, POLICY, fed_config, peer, peer_table

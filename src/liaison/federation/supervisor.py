@@ -1,0 +1,247 @@
+"""The federation supervisor: every peer link, the federation listener and the status file.
+
+:class:`Federation` opens each peer's outbox, attaches its :class:`PeerLink` to the router, binds
+the listener, dials the peers it must dial (with :class:`Backoff`), pins every peer's certificate
+(``federation/tls.py``) and hands each authenticated connection to the peer's wire (today the
+native wire, ``federation/native.py``), all in one TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from liaison.errors import PeerError, PkiError
+from liaison.federation import native
+from liaison.federation.backoff import Backoff
+from liaison.federation.config import DEFAULT_STABLE_S, Address, FederationConfig
+from liaison.federation.link import AuditSink, LinkRefused, PeerLink
+from liaison.federation.native import Tap, close_writer
+from liaison.federation.outbox import Outbox, outbox_path
+from liaison.federation.status import FederationStatus, LinkState, status_path
+from liaison.federation.tls import (
+    accept_context,
+    certificate_sha256,
+    dial_context,
+    verify_peer_certificate,
+)
+from liaison.metrics import Metrics
+from liaison.model.labels import Policy
+from liaison.router import Router
+
+log = logging.getLogger(__name__)
+
+# Seconds a dial (TCP connect plus TLS handshake) may take.
+CONNECT_TIMEOUT_S = 15.0
+
+# Seconds to wait for accepted connections to end at shutdown.
+CLOSE_TIMEOUT_S = native.CLOSE_TIMEOUT_S
+
+
+class Federation:
+    """Every peer link, the federation listener and the status file, owned by one TaskGroup.
+
+    ``await start()`` opens the outboxes, attaches the links to the router and binds the
+    listener (bind first, then serve); ``await run()`` dials, serves and writes the status until
+    cancelled; leaving it detaches the links and closes the outboxes (what is queued stays).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: FederationConfig,
+        policy: Policy,
+        router: Router,
+        audit: AuditSink,
+        data_dir: Path,
+        server_cert: Path,
+        server_key: Path,
+        clock_ms: Callable[[], int],
+        metrics: Metrics | None = None,
+        durable: bool = True,
+        tap: Tap | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self._router = router
+        self._audit = audit
+        self.data_dir = data_dir
+        self._cert = server_cert
+        self._key = server_key
+        self._clock_ms = clock_ms
+        self._durable = durable
+        self._tap = tap
+        self._rng = rng or random.Random()
+        self.status = FederationStatus(config.server_id, metrics)
+        self.links: dict[str, PeerLink] = {}
+        self.listener: asyncio.Server | None = None
+        self.bound: Address | None = None
+        self._sessions: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
+
+    async def start(self) -> Address | None:
+        for peer in self.config.peers:
+            outbox = Outbox.open(outbox_path(self.data_dir, peer.name), durable=self._durable)
+            status = self.status.add(peer.name, str(peer.dial) if peer.dial else None)
+            link = PeerLink(
+                fed=self.config,
+                peer=peer,
+                policy=self.policy,
+                router=self._router,
+                audit=self._audit,
+                outbox=outbox,
+                status=status,
+                clock_ms=self._clock_ms,
+            )
+            self.links[peer.name] = link
+            self._router.attach(link)
+        accepting = [p for p in self.config.peers if p.dial is None]
+        listen = self.config.listen
+        if accepting and listen is not None:
+            ctx = accept_context(accepting, self._cert, self._key)
+            self.listener = await asyncio.start_server(
+                self._on_accept,
+                host=listen.host,
+                port=listen.port,
+                ssl=ctx,
+                ssl_handshake_timeout=CONNECT_TIMEOUT_S,
+            )
+            port = int(self.listener.sockets[0].getsockname()[1])
+            self.bound = Address(listen.host, port)
+            log.info("federation: listening on %s", self.bound)
+        return self.bound
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for link in self.links.values():
+                    if link.peer.dial is not None:
+                        tg.create_task(self._dial_loop(link), name=f"fed-dial-{link.peer.name}")
+                tg.create_task(self._status_loop(), name="fed-status")
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        # Accepted connections run in tasks the asyncio server made: end them by aborting their
+        # transports (their reads fail and they return), never by cancelling someone else's task.
+        for writer in list(self._sessions.values()):
+            writer.transport.abort()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=CLOSE_TIMEOUT_S)
+        for link in self.links.values():
+            self._router.detach(link)
+            link.flush()
+            link.outbox.close()
+        self.links.clear()
+        self.write_status()
+
+    def write_status(self) -> None:
+        with contextlib.suppress(OSError):
+            self.status.write(status_path(self.data_dir), self._clock_ms())
+
+    async def _status_loop(self) -> None:
+        while True:
+            self.write_status()
+            await asyncio.sleep(self.config.status_interval_s)
+
+    async def _dial_loop(self, link: PeerLink) -> None:
+        peer = link.peer
+        assert peer.dial is not None
+        backoff = Backoff(
+            self.config.backoff_base_s,
+            self.config.backoff_cap_s,
+            self.config.backoff_jitter,
+            self._rng,
+        )
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            await self._dial_once(link, peer.dial)
+            # A link that stayed up for a while starts the backoff again (DESIGN.md 11).
+            if loop.time() - started >= DEFAULT_STABLE_S:
+                failures = 0
+            failures += 1
+            delay = backoff.delay(failures)
+            log.info("federation %s: reconnecting in %.1f s", peer.name, delay)
+            await asyncio.sleep(delay)
+
+    async def _dial_once(self, link: PeerLink, address: Address) -> None:
+        peer = link.peer
+        status = link.status
+        status.set_state(LinkState.CONNECTING, self._clock_ms())
+        try:
+            ctx = dial_context(peer, self._cert, self._key)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(address.host, address.port, ssl=ctx)
+        except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
+            reason = f"cannot connect to {address}: {exc or type(exc).__name__}"
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                link.refuse(f"{address}: certificate not trusted: {exc.verify_message}")
+            else:
+                log.info("federation %s: %s", peer.name, reason)
+                status.set_state(LinkState.DOWN, self._clock_ms(), reason)
+            return
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        problem = verify_peer_certificate(peer, der)
+        if problem is not None:
+            link.refuse(f"{address}: {problem}")
+            await close_writer(writer)
+            return
+        await self._run_session(link, reader, writer)
+
+    async def _run_session(
+        self, link: PeerLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions[task] = writer
+        try:
+            await native.serve(link, reader, writer, self._tap)
+        except LinkRefused as exc:
+            link.refuse(str(exc))
+        except PeerError as exc:
+            log.warning("federation %s: link closed (%s): %s", link.peer.name, exc.reason, exc)
+            link.status.set_state(LinkState.DOWN, self._clock_ms(), f"{exc.reason}: {exc}")
+        except (OSError, ssl.SSLError) as exc:
+            log.info("federation %s: connection lost: %s", link.peer.name, exc)
+            link.status.set_state(LinkState.DOWN, self._clock_ms(), f"connection lost: {exc}")
+        finally:
+            self._sessions.pop(task, None)
+
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        peername = writer.get_extra_info("peername")
+        fp = certificate_sha256(der) if der is not None else None
+        link = next(
+            (
+                lk
+                for lk in self.links.values()
+                if lk.peer.dial is None and lk.peer.fingerprint == fp
+            ),
+            None,
+        )
+        if link is None:
+            log.warning(
+                "federation: refused a connection from %s: certificate %s is no accepted peer's",
+                peername,
+                fp,
+            )
+            await close_writer(writer)
+            return
+        problem = verify_peer_certificate(link.peer, der)
+        if problem is not None:
+            link.refuse(f"{peername}: {problem}")
+            await close_writer(writer)
+            return
+        await self._run_session(link, reader, writer)
