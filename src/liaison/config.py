@@ -41,6 +41,7 @@ LISTENER_NAMES: dict[str, str] = {
     "https": "HTTPS with client certificates (--https)",
     "enroll": "HTTPS enrollment and web sign-in (--enroll)",
     "http": "plain HTTP (--http)",
+    "federation": "the partner link ([federation] listen in the label policy file)",
 }
 
 

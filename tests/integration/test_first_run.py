@@ -310,6 +310,42 @@ def test_a_port_in_use_is_one_line_naming_the_listener_and_its_flag(
     assert len(r.stderr.strip().splitlines()) <= 3, r.stderr
 
 
+def test_a_partner_link_port_in_use_is_one_line_naming_the_policy_setting(tmp_path: Path) -> None:
+    from liaison import pki
+    from tests.integration.test_federation_denials import _fed, _peer
+    from tests.integration.test_labels_e2e import POLICY
+
+    partner = pki.ensure_server_pki(tmp_path / "partner", public_host="localhost")
+    fingerprint = pki.fingerprint_sha256(pki.load_server_cert(partner))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        policy = tmp_path / "policy.toml"
+        policy.write_text(
+            POLICY
+            + _fed("usa-liaison", f"127.0.0.1:{port}")
+            + _peer("ukr", ca=partner.ca_cert, fingerprint=fingerprint, org="UKR", dial=None)
+        )
+        off = [a for f in ("--tcp", "--udp", "--https", "--enroll") for a in (f, "off")]
+        off += ["--tls", "127.0.0.1:0"]  # the partner link needs the server's certificate
+        r = liaison(
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            *off,
+            env={"LIAISON_POLICY_FILE": str(policy)},
+            timeout=60,
+        )
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr
+    expected = (
+        f"liaison: cannot listen on 127.0.0.1:{port} for the partner link ([federation] listen"
+        " in the label policy file): address already in use"
+    )
+    assert r.stderr.strip().splitlines()[-1] == expected
+
+
 # --- item 17: liaison sim and the help texts ------------------------------------------------
 
 

@@ -16,7 +16,8 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from liaison.errors import PeerError, PkiError
+from liaison.config import LISTENER_NAMES
+from liaison.errors import PeerError, PkiError, listen_errors
 from liaison.federation import native
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import DEFAULT_STABLE_S, Address, FederationConfig
@@ -104,13 +105,14 @@ class Federation:
         listen = self.config.listen
         if accepting and listen is not None:
             ctx = accept_context(accepting, self._cert, self._key)
-            self.listener = await asyncio.start_server(
-                self._on_accept,
-                host=listen.host,
-                port=listen.port,
-                ssl=ctx,
-                ssl_handshake_timeout=CONNECT_TIMEOUT_S,
-            )
+            with listen_errors(listen, LISTENER_NAMES["federation"]):
+                self.listener = await asyncio.start_server(
+                    self._on_accept,
+                    host=listen.host,
+                    port=listen.port,
+                    ssl=ctx,
+                    ssl_handshake_timeout=CONNECT_TIMEOUT_S,
+                )
             port = int(self.listener.sockets[0].getsockname()[1])
             self.bound = Address(listen.host, port)
             log.info("federation: listening on %s", self.bound)
