@@ -367,8 +367,9 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         log.error("content of %s is missing from %s", rec.hash, path)
         return files.not_found()
-    # The release decision and its audit record, before the first byte (docs/labels.md 5).
-    if not files.release(request, rec):
+    # The release decision and its audit record, before the first byte (docs/labels.md 5). A HEAD
+    # sends no content (the decision above already hid what the caller may not see): no record.
+    if request.method != "HEAD" and not files.release(request, rec):
         ctx = context(request)
         ctx.metrics.counter(
             "liaison_downloads_refused_total", "File downloads not released", "reason"

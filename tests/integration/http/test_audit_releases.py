@@ -94,6 +94,11 @@ async def test_downloads_across_organisations_are_recorded(
             assert await _get(http, content) == (200, package)
         assert len(records(server, "release")) == before
 
+        # A HEAD hands over no content: it is answered and leaves no record.
+        async with cert_session(server, certs["ukr-s"]) as http, http.head(content) as r:
+            assert r.status == 200 and int(r.headers["Content-Length"]) == len(package)
+        assert len(records(server, "release")) == before
+
         # UKR reads a USA package: exactly one release record, written before the bytes.
         async with cert_session(server, certs["ukr-s"]) as http:
             assert await _get(http, content) == (200, package)
