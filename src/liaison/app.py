@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from liaison import __version__, pki
+from liaison import __version__
 from liaison.api.auth import AuthMode
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
@@ -33,7 +33,12 @@ from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import Federation, GateAudit
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
-from liaison.groups import GroupRules, parse_group_rules
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import ServerPki, load_chain
+from liaison.identity.groups import GroupRules, parse_group_rules
+from liaison.identity.revocation import RevocationCache, refresh_crl
+from liaison.identity.tls import peer_identity, server_ssl_context
+from liaison.identity.users import User, UserDirectory
 from liaison.metrics import Metrics
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 from liaison.protocol import cot_xml
@@ -51,7 +56,6 @@ from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
-from liaison.users import User, UserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class Server:
     store: Store
     writer: StoreWriter
     sessions: SessionRegistry
-    server_pki: pki.ServerPki | None
+    server_pki: ServerPki | None
     tcp: Endpoint | None = None
     tls: Endpoint | None = None
     udp: Endpoint | None = None
@@ -144,7 +148,7 @@ class Identities:
         config: Config,
         groups: GroupRules,
         users: UserDirectory | None,
-        server_pki: pki.ServerPki | None,
+        server_pki: ServerPki | None,
         gate: Gate | None = None,
     ) -> None:
         self._config = config
@@ -153,8 +157,8 @@ class Identities:
         self._pki = server_pki
         self._gate = gate
         # Re-reads the issued index only when the file changed, so a handshake costs no disk read.
-        self._revocations = pki.RevocationCache(server_pki) if server_pki else None
-        self._issuers = pki.load_chain(server_pki) if server_pki else []
+        self._revocations = RevocationCache(server_pki) if server_pki else None
+        self._issuers = load_chain(server_pki) if server_pki else []
         self._username_re = re.compile(config.cert_username_regex)
 
     def anonymous(self, peer: str, listener: str) -> Principal:
@@ -175,7 +179,7 @@ class Identities:
     ) -> Principal | None:
         if der is None or self._revocations is None:
             return None
-        ident = pki.peer_identity(der, issuers=self._issuers)
+        ident = peer_identity(der, issuers=self._issuers)
         if self._revocations.is_revoked(ident.serial):
             log.warning("tls %s: refused revoked certificate serial %x", peer, ident.serial)
             return None
@@ -298,9 +302,9 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
     session_metrics = SessionMetrics(metrics)
     groups = _load_groups(config)
     users = UserDirectory.load(config.resolved_users_file())
-    server_pki: pki.ServerPki | None = None
+    server_pki: ServerPki | None = None
     if config.tls is not None or config.https is not None or config.enroll is not None:
-        server_pki = pki.ensure_server_pki(
+        server_pki = ensure_server_pki(
             config.data_dir, public_host=config.public_host, extra_names=config.server_names
         )
     identities = Identities(
@@ -387,7 +391,7 @@ async def run_server(config: Config) -> AsyncIterator[Server]:
                 server.tcp = Endpoint(config.tcp.host, bound_port(srv))
             if config.tls is not None:
                 assert server_pki is not None
-                ctx = pki.server_ssl_context(server_pki)
+                ctx = server_ssl_context(server_pki)
                 with listen_errors(config.tls, LISTENER_NAMES["tls"]):
                     srv = await start_stream_listener(
                         config.tls, lambda: stream_factory("tls", config.tls_auth), ssl_context=ctx
@@ -487,11 +491,11 @@ async def _start_http(
     server_pki = server.server_pki
     if config.https is not None:
         assert server_pki is not None
-        ctx = pki.server_ssl_context(server_pki, require_client_cert=True)
+        ctx = server_ssl_context(server_pki, require_client_cert=True)
         listeners.append(HttpListener("https", config.https, AuthMode.MTLS, ctx))
     if config.enroll is not None:
         assert server_pki is not None
-        ctx = pki.server_ssl_context(server_pki, require_client_cert=False)
+        ctx = server_ssl_context(server_pki, require_client_cert=False)
         listeners.append(HttpListener("enroll", config.enroll, AuthMode.PASSWORD, ctx))
     if config.http is not None:
         listeners.append(HttpListener("http", config.http, AuthMode.ANONYMOUS, None))
@@ -525,7 +529,7 @@ def _build_federation(
     policy_text: str | None,
     gate: Gate | None,
     router: Router,
-    server_pki: pki.ServerPki | None,
+    server_pki: ServerPki | None,
     metrics: Metrics,
 ) -> Federation | None:
     """The partner links, from the ``[federation]`` table of the label policy file.
@@ -636,7 +640,7 @@ async def _delete_after(writer: StoreWriter, store: Store, uid: str) -> None:
 
 
 async def _housekeeping(
-    router: Router, store: Store, config: Config, server_pki: pki.ServerPki | None
+    router: Router, store: Store, config: Config, server_pki: ServerPki | None
 ) -> None:
     loop = asyncio.get_running_loop()
     next_prune = loop.time() + 60.0
@@ -646,7 +650,7 @@ async def _housekeeping(
         router.expire()
         if server_pki is not None and loop.time() >= next_crl:
             next_crl = loop.time() + CRL_CHECK_INTERVAL_S
-            if await asyncio.to_thread(pki.refresh_crl, server_pki):
+            if await asyncio.to_thread(refresh_crl, server_pki):
                 log.info("CRL re-signed")
         if config.retention_days and loop.time() >= next_prune:
             next_prune = loop.time() + PRUNE_INTERVAL_S

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from liaison import pki
 from liaison.config import Config
+from liaison.identity.certs import ServerPki
+from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.router import Router
 from liaison.session import SessionRegistry, StreamSession
 from liaison.storage.base import Store
-from liaison.users import UserDirectory
 
 # Request key under which the auth middleware leaves the caller's Principal. A RequestKey, not a
 # string: aiohttp 3.14 warns (NotAppKeyWarning) on string keys, an error under pytest.
@@ -31,7 +31,7 @@ class ApiContext:
     router: Router
     store: Store
     metrics: Metrics
-    server_pki: pki.ServerPki | None
+    server_pki: ServerPki | None
     users: UserDirectory
     clock_ms: Callable[[], int]
     # Turns a TLS peer certificate into a Principal (same rules as the streaming TLS listener).

@@ -37,12 +37,12 @@ from typing import Protocol
 from cryptography import x509
 
 from liaison import audit as audit_mod
-from liaison import pki
 from liaison.errors import PeerError, PkiError, StorageError
 from liaison.federation.config import DEFAULT_STABLE_S, Address, FederationConfig, PeerConfig
 from liaison.federation.guard import Accepted, Denial, InboundValidator, OutboundGuard, Release
 from liaison.federation.outbox import Outbox, QueuedRelease, outbox_path
 from liaison.federation.status import FederationStatus, LinkState, PeerStatus, status_path
+from liaison.identity.tls import client_ssl_context, peer_identity
 from liaison.metrics import Metrics
 from liaison.model.event import Dest, Event
 from liaison.model.labels import AuthSet, Policy
@@ -658,7 +658,7 @@ def dial_context(peer: PeerConfig, cert: Path, key: Path) -> ssl.SSLContext:
     Host names are not checked: the peer is pinned by its certificate's fingerprint, which is
     stronger, and partners are often dialled by address.
     """
-    return pki.client_ssl_context(peer.ca_file, cert, key, check_hostname=False)
+    return client_ssl_context(peer.ca_file, cert, key, check_hostname=False)
 
 
 def accept_context(peers: Sequence[PeerConfig], cert: Path, key: Path) -> ssl.SSLContext:
@@ -683,7 +683,7 @@ def verify_peer_certificate(peer: PeerConfig, der: bytes | None) -> str | None:
     if fp != peer.fingerprint:
         return f"certificate fingerprint {fp} is not the configured {peer.fingerprint}"
     try:
-        ident = pki.peer_identity(der, issuers=_load_ca(peer.ca_file))
+        ident = peer_identity(der, issuers=_load_ca(peer.ca_file))
     except PkiError as exc:
         return str(exc)
     if ident.issuer_fingerprint_sha256 is None:
