@@ -9,6 +9,7 @@ from aiohttp import web
 
 from liaison.config import Config
 from liaison.identity.certs import ServerPki
+from liaison.identity.listeners import Listener
 from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
@@ -38,9 +39,9 @@ class ApiContext:
     principal_from_certificate: Callable[[bytes | None, str], Principal | None]
     # Turns a username into a Principal after its password was checked (web sign-in, Basic).
     principal_from_user: Callable[[str], Principal | None]
-    # An anonymous caller of a listener (peer address, listener name), as the stream listeners
+    # An anonymous caller of a listener (peer address, listener kind), as the stream listeners
     # build them: groups file defaults and the gate's anonymous profile for that listener.
-    principal_anonymous: Callable[[str, str], Principal]
+    principal_anonymous: Callable[[str, Listener], Principal]
     # Closes every live streaming session of a user (revocation).
     close_sessions_of: Callable[[str], int]
     # Every live stream session and feed: the WebSocket feeds register here so that revocation

@@ -42,6 +42,7 @@ from liaison.federation.config import DEFAULT_STABLE_S, Address, FederationConfi
 from liaison.federation.guard import Accepted, Denial, InboundValidator, OutboundGuard, Release
 from liaison.federation.outbox import Outbox, QueuedRelease, outbox_path
 from liaison.federation.status import FederationStatus, LinkState, PeerStatus, status_path
+from liaison.identity.listeners import Listener
 from liaison.identity.tls import client_ssl_context, peer_identity
 from liaison.metrics import Metrics
 from liaison.model.event import Dest, Event
@@ -80,7 +81,7 @@ class AuditSink(Protocol):
 # The listener name federation principals carry: the gate's [gate.listeners.federation] ceiling
 # and default apply to what peers send (docs/labels.md); a default label is never used, since
 # unlabelled events from a peer are refused before they reach the router.
-LISTENER = "federation"
+LISTENER = Listener.FEDERATION
 
 
 class GateLike(Protocol):

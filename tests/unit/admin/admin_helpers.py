@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from liaison.identity import packages
-from tests.unit.pki.pki_helpers import client_verifier
+from tests.unit.identity.pki_helpers import client_verifier
 
 
 @dataclass(frozen=True)

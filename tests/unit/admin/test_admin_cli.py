@@ -19,7 +19,7 @@ from liaison.identity.certs import ServerPki, load_ca_cert, load_chain
 from liaison.identity.issue import issue_client_cert
 from liaison.identity.users import UserDirectory
 from tests.unit.admin.admin_helpers import open_package
-from tests.unit.pki.pki_helpers import make_test_ca, pem
+from tests.unit.identity.pki_helpers import make_test_ca, pem
 
 HOST = "tak.example.org"
 PASSWORD = "correct horse battery"
