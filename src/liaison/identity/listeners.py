@@ -55,13 +55,13 @@ class ListenerFacts:
     """What one listener kind is, for the modules that configure, bind and gate it."""
 
     auth: Auth
-    # Its key in the configuration file and the command-line flag that moves it (None: not one
-    # endpoint of its own, e.g. federation, configured per peer).
+    # Its key in "cannot listen on ..." messages (the configuration key or flag that moves it);
+    # None for a kind without an endpoint of its own.
     config_key: str | None
     # What it is, in "cannot listen on ..." messages.
     description: str | None
     # Whether the label policy may have a [gate.listeners.<name>] table for it. Federation peers
-    # have their ceilings in the federation configuration instead.
+    # have their ceilings in the federation configuration (per peer) instead.
     gated: bool = True
 
 
@@ -92,7 +92,10 @@ FACTS: dict[Listener, ListenerFacts] = {
         auth=Auth.NONE, config_key="http", description="plain HTTP (--http)"
     ),
     Listener.FEDERATION: ListenerFacts(
-        auth=Auth.PARTNER, config_key=None, description=None, gated=False
+        auth=Auth.PARTNER,
+        config_key="federation",
+        description="the partner link ([federation] listen in the label policy file)",
+        gated=False,
     ),
 }
 

@@ -51,7 +51,16 @@ def test_listener_descriptions_by_config_key() -> None:
     assert descriptions() == LISTENER_NAMES
     assert LISTENER_NAMES["multicast"] == "the multicast mesh bridge (--multicast)"
     assert Listener.MESH.facts.config_key == "multicast"
-    assert set(LISTENER_NAMES) == {"tcp", "tls", "udp", "multicast", "https", "enroll", "http"}
+    assert set(LISTENER_NAMES) == {
+        "tcp",
+        "tls",
+        "udp",
+        "multicast",
+        "https",
+        "enroll",
+        "http",
+        "federation",
+    }
     assert Listener.TLS.facts.auth is Auth.CERTIFICATE
 
 
