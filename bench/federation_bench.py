@@ -30,12 +30,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from liaison import pki  # noqa: E402
 from liaison.audit import AuditLog  # noqa: E402
 from liaison.federation.config import federation_from_table  # noqa: E402
 from liaison.federation.guard import OutboundGuard, Release  # noqa: E402
 from liaison.federation.outbox import Outbox, QueuedRelease, outbox_path  # noqa: E402
 from liaison.federation.supervisor import Federation  # noqa: E402
+from liaison.identity.ca import ensure_server_pki  # noqa: E402
+from liaison.identity.certs import fingerprint_sha256, load_server_cert  # noqa: E402
 from liaison.metrics import Metrics  # noqa: E402
 from liaison.model import labels  # noqa: E402
 from liaison.model.event import Event  # noqa: E402
@@ -140,10 +141,10 @@ def bench_guard(n: int) -> dict[str, float]:
 
 
 async def bench_drain(n: int, root: Path) -> dict[str, float]:
-    a_pki = pki.ensure_server_pki(root / "usa", public_host="localhost")
-    b_pki = pki.ensure_server_pki(root / "ukr", public_host="localhost")
-    fp_a = pki.fingerprint_sha256(pki.load_server_cert(a_pki))
-    fp_b = pki.fingerprint_sha256(pki.load_server_cert(b_pki))
+    a_pki = ensure_server_pki(root / "usa", public_host="localhost")
+    b_pki = ensure_server_pki(root / "ukr", public_host="localhost")
+    fp_a = fingerprint_sha256(load_server_cert(a_pki))
+    fp_b = fingerprint_sha256(load_server_cert(b_pki))
 
     def now_ms() -> int:
         return time.time_ns() // 1_000_000

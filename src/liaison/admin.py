@@ -22,10 +22,27 @@ from pathlib import Path
 from cryptography import x509
 
 from liaison import config as config_mod
-from liaison import datapackage, pki
 from liaison.errors import PkiError
+from liaison.identity import packages
+from liaison.identity.ca import (
+    check_names,
+    ensure_server_pki,
+    expiring,
+    import_ca,
+)
+from liaison.identity.certs import (
+    ServerPki,
+    fingerprint_sha256,
+    load_ca_cert,
+    load_chain,
+    load_server_cert,
+)
+from liaison.identity.files import atomic_write
+from liaison.identity.issue import issue_client_cert, list_issued
+from liaison.identity.p12 import client_p12, new_p12_password, truststore_p12
+from liaison.identity.revocation import CRL_VALIDITY_DAYS, revoke, revoked_serials
+from liaison.identity.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
 from liaison.storage.permissions import secure_data_dir
-from liaison.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
 
 # --- Named choices --------------------------------------------------------------------------
 
@@ -34,12 +51,12 @@ from liaison.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
 # expires by the next one.
 DEFAULT_TOKEN_TTL_HOURS = 24.0
 # `liaison doctor` warns about everything that expires within this many days (the issue's
-# "expiring within 30 days"; also pki.SERVER_RENEW_BEFORE_DAYS, when startup re-issues).
+# "expiring within 30 days"; also ca.SERVER_RENEW_BEFORE_DAYS, when startup re-issues).
 DOCTOR_WINDOW_DAYS = 30
 # The ports clients assume when a connect string or enrollment link names none
 # (tak-protocol.md 3.1: 8089 streaming TLS, 8446 enrollment).
 DEFAULT_TLS_PORT = 8089
-# How pki.expiring names the CRL's nextUpdate.
+# How ca.expiring names the CRL's nextUpdate.
 CRL_ITEM = "CRL next update"
 DEFAULT_ENROLL_PORT = 8446
 
@@ -105,8 +122,8 @@ def _users(cfg: config_mod.Config) -> UserDirectory:
     return UserDirectory.load(cfg.resolved_users_file())
 
 
-def _existing_pki(cfg: config_mod.Config) -> pki.ServerPki:
-    server_pki = pki.ServerPki.at(cfg.data_dir)
+def _existing_pki(cfg: config_mod.Config) -> ServerPki:
+    server_pki = ServerPki.at(cfg.data_dir)
     if not server_pki.ca_cert.exists():
         raise AdminError(
             f"no certificate authority in {server_pki.directory}: start the server once "
@@ -115,10 +132,10 @@ def _existing_pki(cfg: config_mod.Config) -> pki.ServerPki:
     return server_pki
 
 
-def _ensure_pki(cfg: config_mod.Config, now: dt.datetime | None) -> pki.ServerPki:
+def _ensure_pki(cfg: config_mod.Config, now: dt.datetime | None) -> ServerPki:
     # What the server does at startup: a private data folder, the CA made on first use.
     secure_data_dir(cfg.data_dir)
-    return pki.ensure_server_pki(
+    return ensure_server_pki(
         cfg.data_dir, public_host=cfg.public_host, extra_names=cfg.server_names, now=now
     )
 
@@ -126,11 +143,11 @@ def _ensure_pki(cfg: config_mod.Config, now: dt.datetime | None) -> pki.ServerPk
 def _write_private(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=_OUT_DIR_MODE)
     os.chmod(path.parent, _OUT_DIR_MODE)
-    pki.atomic_write(path, data, mode=_SECRET_FILE_MODE)
+    atomic_write(path, data, mode=_SECRET_FILE_MODE)
 
 
 def default_out_dir(cfg: config_mod.Config, name: str) -> Path:
-    return cfg.data_dir / "packages" / datapackage.safe_stem(name, "user")
+    return cfg.data_dir / "packages" / packages.safe_stem(name, "user")
 
 
 # --- Users ----------------------------------------------------------------------------------
@@ -166,9 +183,9 @@ def issue_link(
 ) -> EnrollmentLink:
     """A new one-time token for ``name`` as a ``tak://`` enrollment link and its QR PNG."""
     token = directory.issue_token(name, ttl_s, now)
-    url = datapackage.enrollment_url(cfg.public_host, name, token, port=_enroll_port(cfg))
-    png = out_dir / f"{datapackage.safe_stem(name, 'user')}-enroll-qr.png"
-    _write_private(png, datapackage.qr_png(url))
+    url = packages.enrollment_url(cfg.public_host, name, token, port=_enroll_port(cfg))
+    png = out_dir / f"{packages.safe_stem(name, 'user')}-enroll-qr.png"
+    _write_private(png, packages.qr_png(url))
     return EnrollmentLink(url=url, expires_at=now + dt.timedelta(seconds=ttl_s), qr_png=png)
 
 
@@ -202,17 +219,17 @@ def add_user(
         password=password,
         now=t,
     )
-    issued = pki.issue_client_cert(server_pki, common_name=name, org=org, now=now)
+    issued = issue_client_cert(server_pki, common_name=name, org=org, now=now)
     user = directory.add_cert_serial(name, issued.serial)
     assert issued.private_key is not None
-    trust_pw = pki.new_p12_password()
-    client_pw = pki.new_p12_password()
-    truststore = pki.truststore_p12(server_pki, trust_pw)
-    client = pki.client_p12(issued.certificate, issued.private_key, issued.chain, client_pw)
+    trust_pw = new_p12_password()
+    client_pw = new_p12_password()
+    truststore = truststore_p12(server_pki, trust_pw)
+    client = client_p12(issued.certificate, issued.private_key, issued.chain, client_pw)
     host = cfg.public_host
     # A package uid per certificate: importing a newer package replaces the older one.
     base = f"liaison://{host}/users/{name}/{issued.serial:x}"
-    atak = datapackage.connection_package_atak(
+    atak = packages.connection_package_atak(
         server_name=host,
         host=host,
         port=_stream_port(cfg),
@@ -224,7 +241,7 @@ def add_user(
         enroll=False,
         package_uid=str(uuid.uuid5(uuid.NAMESPACE_URL, base + "/atak")),
     )
-    itak = datapackage.connection_package_itak(
+    itak = packages.connection_package_itak(
         server_name=host,
         host=host,
         port=_stream_port(cfg),
@@ -237,7 +254,7 @@ def add_user(
         package_uid=str(uuid.uuid5(uuid.NAMESPACE_URL, base + "/itak")),
     )
     out = out_dir or default_out_dir(cfg, name)
-    stem = datapackage.safe_stem(name, "user")
+    stem = packages.safe_stem(name, "user")
     atak_path = out / f"{stem}-atak.zip"
     itak_path = out / f"{stem}-itak.zip"
     _write_private(atak_path, atak)
@@ -261,14 +278,14 @@ def revoke_user(cfg: config_mod.Config, name: str, now: dt.datetime | None = Non
     """Block the user (no login, no enrollment, tokens dropped) and revoke every certificate
     issued to them; the CRL is re-signed. Returns the serials newly revoked."""
     serials = _users(cfg).revoke_user(name)
-    server_pki = pki.ServerPki.at(cfg.data_dir)
+    server_pki = ServerPki.at(cfg.data_dir)
     if not server_pki.ca_cert.exists():
         return []
-    newly = pki.revoke(server_pki, common_name=name, now=now)
-    known = {r.serial for r in pki.list_issued(server_pki)}
+    newly = revoke(server_pki, common_name=name, now=now)
+    known = {r.serial for r in list_issued(server_pki)}
     for serial in serials:
         if serial in known and serial not in newly:
-            newly += pki.revoke(server_pki, serial=serial, now=now)
+            newly += revoke(server_pki, serial=serial, now=now)
     return newly
 
 
@@ -292,7 +309,7 @@ def doctor(
     now: dt.datetime | None = None,
 ) -> DoctorReport:
     """What expires within ``within_days`` and what stops devices reaching ``public_host``."""
-    server_pki = pki.ServerPki.at(cfg.data_dir)
+    server_pki = ServerPki.at(cfg.data_dir)
     if not server_pki.ca_cert.exists():
         return DoctorReport(
             expiring=[],
@@ -304,14 +321,14 @@ def doctor(
     t = now or dt.datetime.now(dt.UTC)
     # A CRL always expires within CRL_VALIDITY_DAYS (30) of its signing, so it is reported only
     # once it is past half its life, when the server would re-sign it at its next start.
-    crl_due = t + dt.timedelta(days=pki.CRL_VALIDITY_DAYS / 2)
-    expiring = [
+    crl_due = t + dt.timedelta(days=CRL_VALIDITY_DAYS / 2)
+    due = [
         (what, when)
-        for what, when in pki.expiring(server_pki, within_days, now=now)
+        for what, when in expiring(server_pki, within_days, now=now)
         if what != CRL_ITEM or when <= crl_due
     ]
-    problems = pki.check_names(server_pki, cfg.public_host, now=now)
-    return DoctorReport(expiring=expiring, problems=problems)
+    problems = check_names(server_pki, cfg.public_host, now=now)
+    return DoctorReport(expiring=due, problems=problems)
 
 
 # --- Command line ---------------------------------------------------------------------------
@@ -356,7 +373,7 @@ def _print_link(link: EnrollmentLink, name: str) -> None:
     print(f"  In ATAK or iTAK, scan the code below or {link.qr_png}; {name} then signs in")
     print("  with the link's token and the device gets its own certificate.")
     print(f"  {link.url}")
-    print(datapackage.qr_terminal(link.url), end="")
+    print(packages.qr_terminal(link.url), end="")
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -405,10 +422,10 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     if not users:
         print("No users. Add one with: liaison user add NAME --org ORG")
         return 0
-    revoked_serials: frozenset[int] = frozenset()
-    server_pki = pki.ServerPki.at(cfg.data_dir)
+    revoked: frozenset[int] = frozenset()
+    server_pki = ServerPki.at(cfg.data_dir)
     if server_pki.index.exists():
-        revoked_serials = pki.revoked_serials(server_pki)
+        revoked = revoked_serials(server_pki)
     now = dt.datetime.now(dt.UTC)
     rows = [("NAME", "ORG", "GROUPS IN/OUT", "PROFILE", "SIGN-IN", "CERTS", "STATUS")]
     for u in users:
@@ -419,7 +436,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         live_tokens = 0 if u.revoked else sum(1 for t in u.tokens if t.live(now))
         if live_tokens:
             signin.append(f"{live_tokens} token{'s' if live_tokens > 1 else ''}")
-        n_revoked = sum(1 for s in u.cert_serials if s in revoked_serials)
+        n_revoked = sum(1 for s in u.cert_serials if s in revoked)
         certs = f"{len(u.cert_serials) - n_revoked} live"
         if n_revoked:
             certs += f", {n_revoked} revoked"
@@ -446,7 +463,7 @@ def cmd_user_revoke(args: argparse.Namespace) -> int:
     print(f"Revoked {args.name}: no more sign-in or enrollment; enrollment tokens dropped.")
     if newly:
         print(f"Revoked {len(newly)} certificate(s): {', '.join(f'{s:x}' for s in newly)}")
-        print(f"The CRL was re-signed: {pki.ServerPki.at(cfg.data_dir).crl}")
+        print(f"The CRL was re-signed: {ServerPki.at(cfg.data_dir).crl}")
     else:
         print("No live certificate was left to revoke.")
     print("A running server refuses these certificates at the next connection and closes the")
@@ -491,7 +508,7 @@ def _describe_cert(label: str, cert: x509.Certificate) -> None:
     print(f"{label}: {cert.subject.rfc4514_string()}")
     print(f"  issuer   {cert.issuer.rfc4514_string()}")
     print(f"  valid    {_when(cert.not_valid_before_utc)} to {_when(cert.not_valid_after_utc)}")
-    print(f"  SHA-256  {pki.fingerprint_sha256(cert)}")
+    print(f"  SHA-256  {fingerprint_sha256(cert)}")
 
 
 def cmd_ca_import(args: argparse.Namespace) -> int:
@@ -505,7 +522,7 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
     key_password = None
     if b"ENCRYPTED" in key_pem:  # PKCS#8 "ENCRYPTED PRIVATE KEY" or a Proc-Type: 4,ENCRYPTED
         key_password = _read_secret("CA key password", confirm=False).encode("utf-8")
-    server_pki = pki.import_ca(
+    server_pki = import_ca(
         cfg.data_dir,
         cert_pem,
         key_pem,
@@ -513,8 +530,8 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
         key_password=key_password,
         replace=args.replace,
     )
-    _describe_cert("Imported signing CA", pki.load_ca_cert(server_pki))
-    for i, c in enumerate(pki.load_chain(server_pki)[1:]):
+    _describe_cert("Imported signing CA", load_ca_cert(server_pki))
+    for i, c in enumerate(load_chain(server_pki)[1:]):
         print(f"  chain {i}: {c.subject.rfc4514_string()}")
     print("Restart the server: it issues its own certificate under this CA at startup.")
     if args.replace:
@@ -526,19 +543,19 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
 def cmd_ca_show(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     server_pki = _existing_pki(cfg)
-    chain = pki.load_chain(server_pki)
+    chain = load_chain(server_pki)
     _describe_cert("Signing CA", chain[0])
     for i, c in enumerate(chain[1:]):
         _describe_cert(f"CA chain {i}", c)
     if server_pki.server_cert.exists():
-        server = pki.load_server_cert(server_pki)
+        server = load_server_cert(server_pki)
         _describe_cert("Server certificate", server)
         try:
             san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             print(f"  names    {', '.join(str(n.value) for n in san)}")
         except x509.ExtensionNotFound:
             print("  names    (none)")
-    records = pki.list_issued(server_pki)
+    records = list_issued(server_pki)
     n_revoked = sum(1 for r in records if r.revoked)
     print(f"Client certificates issued: {len(records)} ({n_revoked} revoked)")
     if server_pki.crl.exists():

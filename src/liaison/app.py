@@ -20,13 +20,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from liaison import __version__, pki
+from liaison import __version__
 from liaison.api.auth import AuthMode
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
@@ -38,16 +37,22 @@ from liaison.federation.config import parse_federation
 from liaison.federation.link import GateAudit
 from liaison.federation.supervisor import Federation
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
-from liaison.groups import GroupRules, parse_group_rules
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import ServerPki
+from liaison.identity.groups import load_group_file
+from liaison.identity.listeners import Listener
+from liaison.identity.principals import Identities
+from liaison.identity.revocation import refresh_crl
+from liaison.identity.tls import server_ssl_context
+from liaison.identity.users import UserDirectory
 from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.lifetimes import Lifetimes, Part
 from liaison.metrics import Metrics
-from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
+from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
 from liaison.query import Query
 from liaison.router import Router
 from liaison.session import (
-    PrincipalResolver,
     SessionMetrics,
     SessionRegistry,
     SessionSettings,
@@ -60,7 +65,6 @@ from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
-from liaison.users import User, UserDirectory
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ class Server:
     store: Store
     writer: StoreWriter
     sessions: SessionRegistry
-    server_pki: pki.ServerPki | None
+    server_pki: ServerPki | None
     tcp: Endpoint | None = None
     tls: Endpoint | None = None
     udp: Endpoint | None = None
@@ -119,16 +123,6 @@ async def _open_store(config: Config) -> Store:
     return await SqliteStore.open(config.data_dir / "liaison.db")
 
 
-def _load_groups(config: Config) -> GroupRules:
-    if config.groups_file is None:
-        return GroupRules()
-    try:
-        text = config.groups_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("auth.groups_file", f"cannot read {config.groups_file}: {exc}") from exc
-    return parse_group_rules(text, source=str(config.groups_file))
-
-
 async def _load_latest(store: Store, router: Router, clock: int) -> int:
     """Seed the router's latest-state table from the store; unparsable rows are skipped."""
     entries: list[LatestEntry] = []
@@ -141,146 +135,6 @@ async def _load_latest(store: Store, router: Router, clock: int) -> int:
         entries.append(LatestEntry(event, rec.sender_groups, router.load_label(rec.label)))
     router.load_latest(entries)
     return len(entries)
-
-
-class Identities:
-    """Turns certificates, logins and listeners into Principals: groups from the groups and users
-    files, and (with a label policy) organisation and authorizations from the gate."""
-
-    def __init__(
-        self,
-        *,
-        config: Config,
-        groups: GroupRules,
-        users: UserDirectory | None,
-        server_pki: pki.ServerPki | None,
-        gate: Gate | None = None,
-    ) -> None:
-        self._config = config
-        self._groups = groups
-        self._users = users
-        self._pki = server_pki
-        self._gate = gate
-        # Re-reads the issued index only when the file changed, so a handshake costs no disk read.
-        self._revocations = pki.RevocationCache(server_pki) if server_pki else None
-        self._issuers = pki.load_chain(server_pki) if server_pki else []
-        self._username_re = re.compile(config.cert_username_regex)
-
-    def anonymous(self, peer: str, listener: str) -> Principal:
-        in_g, out_g = self._groups.resolve({"user": None})
-        org, auths = self._gate.for_anonymous(listener) if self._gate else (None, None)
-        return Principal(
-            name=f"{listener}:{peer}",
-            kind=PrincipalKind.ANONYMOUS,
-            in_groups=in_g,
-            out_groups=out_g,
-            org=org,
-            auths=auths,
-            listener=listener,
-        )
-
-    def from_certificate(
-        self, der: bytes | None, peer: str, listener: str = "tls"
-    ) -> Principal | None:
-        if der is None or self._revocations is None:
-            return None
-        ident = pki.peer_identity(der, issuers=self._issuers)
-        if self._revocations.is_revoked(ident.serial):
-            log.warning("tls %s: refused revoked certificate serial %x", peer, ident.serial)
-            return None
-        match = self._username_re.search(ident.subject)
-        name = match.group(1).replace("\\", "") if match else None
-        if not name:
-            log.warning("tls %s: no username in certificate subject %s", peer, ident.subject)
-            return None
-        facts = {
-            "user": name,
-            "cn": ident.common_name,
-            "o": ident.org,
-            "ou": ident.org_units[0] if ident.org_units else None,
-            "fingerprint": ident.fingerprint_sha256,
-        }
-        in_g, out_g = self._groups.resolve(facts)
-        user = self._users.get(name) if self._users is not None else None
-        if user is not None and user.revoked:
-            log.warning("tls %s: refused certificate of revoked user %s", peer, name)
-            return None
-        if user is not None:
-            in_g, out_g = _merge_user_groups(in_g, out_g, user)
-        org = ident.org or (user.org if user is not None else None)
-        auths = None
-        if self._gate is not None:
-            subject = {k: v for k, v in (("CN", ident.common_name), ("O", ident.org)) if v}
-            if ident.org_units:
-                subject["OU"] = ident.org_units[0]
-            org, auths = self._gate.for_certificate(
-                issuer_fingerprint=ident.issuer_fingerprint_sha256,
-                subject=subject,
-                listener=listener,
-                user_profile=user.profile if user is not None else None,
-                user_org=org,
-            )
-        return Principal(
-            name=name,
-            in_groups=in_g,
-            out_groups=out_g,
-            org=org,
-            cert_serial=ident.serial,
-            auths=auths,
-            listener=listener,
-        )
-
-    def revoked(self, principal: Principal) -> bool:
-        """Whether a connected principal's certificate or account has since been revoked."""
-        if (
-            principal.cert_serial is not None
-            and self._revocations is not None
-            and self._revocations.is_revoked(principal.cert_serial)
-        ):
-            return True
-        user = self._users.get(principal.name) if self._users is not None else None
-        return user is not None and user.revoked
-
-    def _user_principal(self, user: User, listener: str) -> Principal:
-        in_g, out_g = self._groups.resolve({"user": user.name})
-        in_g, out_g = _merge_user_groups(in_g, out_g, user)
-        auths = self._gate.for_profile(user.profile, listener) if self._gate else None
-        return Principal(
-            name=user.name,
-            in_groups=in_g,
-            out_groups=out_g,
-            org=user.org,
-            auths=auths,
-            listener=listener,
-        )
-
-    def from_username(self, name: str, listener: str = "enroll") -> Principal | None:
-        """A user whose password (or token) was already checked, e.g. by HTTP Basic."""
-        user = self._users.get(name) if self._users is not None else None
-        if user is None or user.revoked:
-            return None
-        return self._user_principal(user, listener)
-
-    def from_login(self, request: cot_xml.AuthRequest, listener: str = "tcp") -> Principal | None:
-        if self._users is None or not request.username or request.password is None:
-            return None
-        user = self._users.verify_password(request.username, request.password)
-        if user is None or user.revoked:
-            log.warning("auth: login refused for %r", request.username)
-            return None
-        return self._user_principal(user, listener)
-
-
-def _merge_user_groups(
-    in_g: frozenset[str], out_g: frozenset[str], user: User
-) -> tuple[frozenset[str], frozenset[str]]:
-    """Groups from the users file add to those of the groups file; __ANON__ only when neither."""
-    if not user.in_groups and not user.out_groups:
-        return in_g, out_g
-    anon = frozenset({ANON_GROUP})
-    if in_g == anon and out_g == anon:
-        in_g = out_g = frozenset()
-    return in_g | frozenset(user.in_groups), out_g | frozenset(user.out_groups)
 
 
 @contextlib.asynccontextmanager
@@ -343,16 +197,21 @@ async def _start(
         gate=gate,
     )
     registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
-    groups = _load_groups(config)
+    groups = load_group_file(config.groups_file)
     users = UserDirectory.load(config.resolved_users_file())
-    server_pki: pki.ServerPki | None = None
+    server_pki: ServerPki | None = None
     if config.tls is not None or config.https is not None or config.enroll is not None:
-        server_pki = pki.ensure_server_pki(
+        server_pki = ensure_server_pki(
             config.data_dir, public_host=config.public_host, extra_names=config.server_names
         )
     identities = Identities(
-        config=config, groups=groups, users=users, server_pki=server_pki, gate=gate
+        cert_username_regex=config.cert_username_regex,
+        groups=groups,
+        users=users,
+        server_pki=server_pki,
+        gate=gate,
     )
+    registry.follow(identities.events)
     loaded = await _load_latest(store, router, now_ms())
     if loaded:
         log.info("loaded the latest state of %d uids from the store", loaded)
@@ -387,7 +246,7 @@ async def _start(
         # Give closing transports one loop turn to hand their buffers to the kernel.
         await asyncio.sleep(0)
 
-    sweep = functools.partial(registry.run, router, revoked=identities.revoked)
+    sweep = functools.partial(registry.run, router)
     await parts.start(Part("sessions", on_run=sweep, on_close=close_sessions))
     sessions = _SessionMaker(config, server, identities)
     await _start_listeners(config, server, parts, sessions)
@@ -405,19 +264,21 @@ async def _start_listeners(
         tcp_part = _Listener(
             "tcp",
             tcp,
-            lambda: start_stream_listener(tcp, lambda: sessions.stream("tcp", config.tcp_auth)),
+            lambda: start_stream_listener(
+                tcp, lambda: sessions.stream(Listener.TCP, config.tcp_auth)
+            ),
         )
         await parts.start(tcp_part)
         server.tcp = Endpoint(tcp.host, bound_port(tcp_part.server))
     if config.tls is not None:
         tls = config.tls
         assert server.server_pki is not None
-        ctx = pki.server_ssl_context(server.server_pki)
+        ctx = server_ssl_context(server.server_pki)
         tls_part = _Listener(
             "tls",
             tls,
             lambda: start_stream_listener(
-                tls, lambda: sessions.stream("tls", config.tls_auth), ssl_context=ctx
+                tls, lambda: sessions.stream(Listener.TLS, config.tls_auth), ssl_context=ctx
             ),
         )
         await parts.start(tls_part)
@@ -430,7 +291,7 @@ async def _start_listeners(
                 udp,
                 lambda: DatagramInput(
                     router=router,
-                    principal=identities.anonymous(str(udp), "udp"),
+                    principal=identities.anonymous(str(udp), Listener.UDP),
                     rejected=sessions.metrics.rejected,
                 ),
             )
@@ -447,7 +308,7 @@ async def _start_listeners(
                 group,
                 config.multicast_interface,
                 router=router,
-                principal=identities.anonymous(str(group), "mesh"),
+                principal=identities.anonymous(str(group), Listener.MESH),
                 rejected=sessions.metrics.rejected,
             )
             return transport
@@ -602,7 +463,7 @@ class _SessionMaker:
         self.identities = identities
         self.metrics = SessionMetrics(server.metrics)
 
-    def stream(self, listener: str, require_auth: bool) -> StreamSession:
+    def stream(self, listener: Listener, require_auth: bool) -> StreamSession:
         config, identities = self.config, self.identities
         settings = SessionSettings(
             listener=listener,
@@ -620,20 +481,12 @@ class _SessionMaker:
             require_auth=require_auth,
             max_event_bytes=config.max_event_bytes,
         )
-        resolve: PrincipalResolver
-        if listener == "tls":
-            resolve = identities.from_certificate
-        else:
-
-            def resolve(_der: bytes | None, peer: str) -> Principal | None:
-                return identities.anonymous(peer, "tcp")
-
         return StreamSession(
             router=self.router,
             settings=settings,
             metrics=self.metrics,
             clock_ms=now_ms,
-            resolve_principal=resolve,
+            resolve_principal=identities.resolver(listener),
             authenticate=(
                 functools.partial(identities.from_login, listener=listener)
                 if require_auth
@@ -677,11 +530,11 @@ async def _start_http(
     server_pki = server.server_pki
     if config.https is not None:
         assert server_pki is not None
-        ctx = pki.server_ssl_context(server_pki, require_client_cert=True)
+        ctx = server_ssl_context(server_pki, require_client_cert=True)
         listeners.append(HttpListener("https", config.https, AuthMode.MTLS, ctx))
     if config.enroll is not None:
         assert server_pki is not None
-        ctx = pki.server_ssl_context(server_pki, require_client_cert=False)
+        ctx = server_ssl_context(server_pki, require_client_cert=False)
         listeners.append(HttpListener("enroll", config.enroll, AuthMode.PASSWORD, ctx))
     if config.http is not None:
         listeners.append(HttpListener("http", config.http, AuthMode.ANONYMOUS, None))
@@ -700,7 +553,9 @@ async def _start_http(
         server_pki=server_pki,
         users=users,
         clock_ms=now_ms,
-        principal_from_certificate=functools.partial(identities.from_certificate, listener="https"),
+        principal_from_certificate=functools.partial(
+            identities.from_certificate, listener=Listener.HTTPS
+        ),
         principal_from_user=identities.from_username,
         principal_anonymous=identities.anonymous,
         close_sessions_of=registry.close_principal,
@@ -720,7 +575,7 @@ def _build_federation(
     policy_text: str | None,
     gate: Gate | None,
     router: Router,
-    server_pki: pki.ServerPki | None,
+    server_pki: ServerPki | None,
     metrics: Metrics,
 ) -> Federation | None:
     """The partner links, from the ``[federation]`` table of the label policy file.
@@ -831,7 +686,7 @@ async def _delete_after(writer: StoreWriter, store: Store, uid: str) -> None:
 
 
 async def _housekeeping(
-    router: Router, store: Store, config: Config, server_pki: pki.ServerPki | None
+    router: Router, store: Store, config: Config, server_pki: ServerPki | None
 ) -> None:
     loop = asyncio.get_running_loop()
     next_prune = loop.time() + 60.0
@@ -841,7 +696,7 @@ async def _housekeeping(
         router.expire()
         if server_pki is not None and loop.time() >= next_crl:
             next_crl = loop.time() + CRL_CHECK_INTERVAL_S
-            if await asyncio.to_thread(pki.refresh_crl, server_pki):
+            if await asyncio.to_thread(refresh_crl, server_pki):
                 log.info("CRL re-signed")
         if config.retention_days and loop.time() >= next_prune:
             next_prune = loop.time() + PRUNE_INTERVAL_S

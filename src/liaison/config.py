@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from liaison.errors import ConfigError
+from liaison.identity.listeners import descriptions as listener_descriptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +33,9 @@ class Endpoint:
         return f"{host}:{self.port}"
 
 
-# What each listener is and the flag that moves it, for "cannot listen on ..." (item 14).
-LISTENER_NAMES: dict[str, str] = {
-    "tcp": "plain TCP streaming (--tcp)",
-    "tls": "TLS streaming (--tls)",
-    "udp": "UDP input (--udp)",
-    "multicast": "the multicast mesh bridge (--multicast)",
-    "https": "HTTPS with client certificates (--https)",
-    "enroll": "HTTPS enrollment and web sign-in (--enroll)",
-    "http": "plain HTTP (--http)",
-    "federation": "the partner link ([federation] listen in the label policy file)",
-}
+# What each listener is and the flag that moves it, for "cannot listen on ..." (item 14), by
+# config key; the descriptions live with the listener kinds (identity/listeners.py).
+LISTENER_NAMES: dict[str, str] = listener_descriptions()
 
 
 def parse_endpoint(key: str, value: object) -> Endpoint | None:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from liaison.audit import release_record
 from liaison.errors import ConfigError, StorageError
+from liaison.identity.listeners import GATED, Listener
 from liaison.model import labels
 from liaison.model.event import Event
 from liaison.model.labels import AuthSet, Label, LabelError, Policy
@@ -52,8 +53,6 @@ from liaison.model.policy import (
 from liaison.model.principal import Principal
 
 log = logging.getLogger(__name__)
-
-LISTENERS = ("tls", "tcp", "udp", "mesh", "https", "enroll", "http")
 
 
 class AuditSink(Protocol):
@@ -102,8 +101,8 @@ def load_gate_config(text: str) -> GateConfig:
     profiles = authz.profiles if authz is not None else {}
     for name, table in raw_listeners.items():
         key = f"gate.listeners.{name}"
-        if name not in LISTENERS:
-            raise ConfigError(key, f"unknown listener (one of {', '.join(LISTENERS)})")
+        if Listener.parse(name) not in GATED:
+            raise ConfigError(key, f"unknown listener (one of {', '.join(GATED)})")
         if not isinstance(table, dict):
             raise ConfigError(key, "must be a table")
         extra = set(table) - {"ceiling", "default_classification", "profile", "org"}

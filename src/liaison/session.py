@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from liaison.errors import AuthenticationFailed, PeerError, SlowConsumer
+from liaison.identity.events import REVOKED, AccessEnded, AccessEvents
 from liaison.metrics import Metrics
 from liaison.model.event import WireFormat
 from liaison.model.principal import Principal
@@ -491,6 +492,7 @@ class SessionRegistry:
         self._paused: set[StreamSession] = set()
         self._feeds: set[LiveFeed] = set()
         self._clock_ms = clock_ms
+        self._access: AccessEvents | None = None
 
     def add(self, session: StreamSession) -> None:
         self._sessions.add(session)
@@ -515,17 +517,31 @@ class SessionRegistry:
     def __iter__(self) -> Iterator[StreamSession]:
         return iter(list(self._sessions))
 
-    async def run(
-        self,
-        router: Router,
-        interval_s: float = SWEEP_INTERVAL_S,
-        *,
-        revoked: Callable[[Principal], bool] | None = None,
-    ) -> None:
+    def follow(self, events: AccessEvents) -> None:
+        """Close what a principal holds when ``events`` announces it was revoked; ``run`` hands
+        ``events`` the principals it holds at each sweep."""
+        self._access = events
+        events.subscribe(self._access_ended)
+
+    def _access_ended(self, ended: AccessEnded) -> None:
+        p = ended.principal
+        if ended.reason != REVOKED or p is None:
+            return
+        for session in list(self._sessions):
+            if session.phase is Phase.OPEN and session._principal == p:
+                log.warning("%s: closing session of revoked %s", session.peer, p.name)
+                session.close("revoked")
+        for feed in list(self._feeds):
+            if feed.principal == p:
+                log.warning("closing a feed of revoked %s", p.name)
+                self._feeds.discard(feed)
+                feed.end("revoked")
+
+    async def run(self, router: Router, interval_s: float = SWEEP_INTERVAL_S) -> None:
         """Sweep for timed-out and revoked sessions, resume paused readers; until cancelled.
 
         A revoked certificate is refused at the next handshake by the principal resolver; this
-        sweep closes the sessions it already has within ``interval_s``.
+        sweep closes the sessions it already has within ``interval_s`` (see :meth:`follow`).
         """
         next_sweep = 0.0
         loop = asyncio.get_running_loop()
@@ -540,25 +556,22 @@ class SessionRegistry:
                 now = self._clock_ms()
                 for session in list(self._sessions):
                     session.check_timeouts(now)
-                    p = session._principal
-                    if (
-                        revoked is not None
-                        and p is not None
-                        and session.phase is Phase.OPEN
-                        and revoked(p)
-                    ):
-                        log.warning("%s: closing session of revoked %s", session.peer, p.name)
-                        session.close("revoked")
-                self.sweep_feeds(revoked)
+                if self._access is not None:
+                    self._access.sweep(self._live_principals())
+                self.sweep_feeds()
 
-    def sweep_feeds(self, revoked: Callable[[Principal], bool] | None = None) -> None:
-        """End the feeds whose principal was revoked or which are no longer valid."""
+    def _live_principals(self) -> list[Principal]:
+        live = [
+            s._principal
+            for s in self._sessions
+            if s._principal is not None and s.phase is Phase.OPEN
+        ]
+        return live + [feed.principal for feed in self._feeds]
+
+    def sweep_feeds(self) -> None:
+        """End the feeds which are no longer valid (their web sign-in ended or expired)."""
         for feed in list(self._feeds):
-            if revoked is not None and revoked(feed.principal):
-                log.warning("closing a feed of revoked %s", feed.principal.name)
-                self._feeds.discard(feed)
-                feed.end("revoked")
-            elif not feed.still_valid():
+            if not feed.still_valid():
                 self._feeds.discard(feed)
                 feed.end("expired")
 

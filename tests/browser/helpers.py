@@ -12,7 +12,7 @@ from typing import Any
 from playwright.async_api import Browser, Page
 
 from liaison.app import Server
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 
 # Where screenshots and measurements go (gitignored; CI keeps the folder as an artefact).
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page
 
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 from tests.browser.helpers import (
     ARTIFACTS,
     PASSWORD,

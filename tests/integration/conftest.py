@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from liaison import config as config_mod
-from liaison import pki
 from liaison.app import Server, run_server
+from liaison.identity.issue import issue_client_cert
 
 ServerFactory = Callable[..., contextlib.AbstractAsyncContextManager[Server]]
 
@@ -58,7 +58,7 @@ class ClientCert:
 def issue_cert(server: Server, name: str, org: str | None = None) -> ClientCert:
     """Issue a client certificate from the server's CA and write it where pytak can load it."""
     assert server.server_pki is not None
-    issued = pki.issue_client_cert(server.server_pki, common_name=name, org=org)
+    issued = issue_client_cert(server.server_pki, common_name=name, org=org)
     out = server.config.data_dir / "test-clients"
     out.mkdir(parents=True, exist_ok=True)
     cert = out / f"{name}.pem"

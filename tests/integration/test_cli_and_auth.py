@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from liaison import cli
+from liaison.identity.users import UserDirectory
 from liaison.sim import SimSettings, run_sim
-from liaison.users import UserDirectory
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import chat_event, clients, connect_tcp, sa_event
 

@@ -21,11 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from liaison import datapackage, pki
 from liaison.api.auth import FAILURES_BEFORE_THROTTLE
 from liaison.app import Server
 from liaison.cli import main
-from liaison.users import UserDirectory
+from liaison.identity import packages
+from liaison.identity.certs import load_ca_cert
+from liaison.identity.issue import issue_client_cert
+from liaison.identity.p12 import TAK_DEFAULT_P12_PASSWORD
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import WAIT_S, Client, clients, connect_tls, sa_event
 from tests.unit.admin.admin_helpers import open_package
@@ -152,7 +155,7 @@ async def test_enrol_with_v2_then_stream(running: Server, tmp_path: Path) -> Non
     cert = x509.load_der_x509_certificate(base64.b64decode(answer["signedCert"]))
     ca0 = x509.load_der_x509_certificate(base64.b64decode(answer["ca0"]))
     assert server.server_pki is not None
-    assert ca0 == pki.load_ca_cert(server.server_pki)
+    assert ca0 == load_ca_cert(server.server_pki)
     cert.verify_directly_issued_by(ca0)
     assert cert.subject.rfc4514_string() == "CN=alice,O=Blue"
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
@@ -208,12 +211,12 @@ async def test_enrol_with_v1_pkcs12_then_stream(running: Server, tmp_path: Path)
             assert resp.content_type == "application/octet-stream"
             p12 = await resp.read()
     # ATAK opens it with its default truststore password and looks for the alias signedCert
-    store = pkcs12.load_pkcs12(p12, pki.TAK_DEFAULT_P12_PASSWORD.encode())
+    store = pkcs12.load_pkcs12(p12, TAK_DEFAULT_P12_PASSWORD.encode())
     assert store.key is None
     by_alias = {c.friendly_name: c.certificate for c in store.additional_certs}
     assert sorted(by_alias) == [b"ca0", b"signedCert"]
     assert server.server_pki is not None
-    assert by_alias[b"ca0"] == pki.load_ca_cert(server.server_pki)
+    assert by_alias[b"ca0"] == load_ca_cert(server.server_pki)
     cert = by_alias[b"signedCert"]
     cert.verify_directly_issued_by(by_alias[b"ca0"])
     assert cert.subject.rfc4514_string() == "CN=bob,O=Red"
@@ -306,7 +309,7 @@ async def test_package_from_the_cli_connects_and_revocation_closes_it(
     assert opened.prefs["cot_streams"]["connectString0"] == f"{PUBLIC_HOST}:8089:ssl"
     assert opened.manifest.parameters["onReceiveDelete"] == "true"
     assert server.server_pki is not None
-    assert opened.roots == [pki.load_ca_cert(server.server_pki)]
+    assert opened.roots == [load_ca_cert(server.server_pki)]
     assert opened.client.cert is not None and isinstance(opened.client.key, rsa.RSAPrivateKey)
     cert = opened.client.cert.certificate
     cert_path, key_path = write_identity(tmp_path, "erin", cert, opened.client.key)
@@ -362,12 +365,12 @@ async def test_device_profiles_or_204(running: Server, tmp_path: Path) -> None:
             package = await r.read()
     entries = _zip_entries(package)
     assert entries["field.pref"] == b"<preferences/>"
-    manifest = datapackage.parse_manifest(entries["MANIFEST/manifest.xml"])
+    manifest = packages.parse_manifest(entries["MANIFEST/manifest.xml"])
     assert manifest.parameters["onReceiveImport"] == "true"
 
     # the connection profile on 8443, with the client certificate
     assert server.server_pki is not None and server.https is not None
-    issued = pki.issue_client_cert(server.server_pki, common_name="frank", org="Blue")
+    issued = issue_client_cert(server.server_pki, common_name="frank", org="Blue")
     assert issued.key_pem is not None
     (tmp_path / "f.pem").write_bytes(issued.cert_pem)
     (tmp_path / "f.key").write_bytes(issued.key_pem)

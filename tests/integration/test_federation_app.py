@@ -7,9 +7,11 @@ import json
 import socket
 from pathlib import Path
 
-from liaison import cli, pki
+from liaison import cli
 from liaison.app import run_server
-from liaison.users import UserDirectory
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import ServerPki, fingerprint_sha256, load_server_cert
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import issue_cert, make_config
 from tests.integration.helpers import WAIT_S, clients, connect_tls, sa_event
 from tests.integration.test_labels_e2e import POLICY, marker, seclabel
@@ -37,11 +39,11 @@ allow_types = ["a-", "b-"]
 
 async def test_two_servers_linked_by_their_policy_files(tmp_path: Path) -> None:
     usa_dir, ukr_dir = tmp_path / "usa", tmp_path / "ukr"
-    usa_pki = pki.ensure_server_pki(usa_dir, public_host="localhost")
-    ukr_pki = pki.ensure_server_pki(ukr_dir, public_host="localhost")
+    usa_pki = ensure_server_pki(usa_dir, public_host="localhost")
+    ukr_pki = ensure_server_pki(ukr_dir, public_host="localhost")
 
-    def fp(p: pki.ServerPki) -> str:
-        return pki.fingerprint_sha256(pki.load_server_cert(p))
+    def fp(p: ServerPki) -> str:
+        return fingerprint_sha256(load_server_cert(p))
 
     ukr_port = free_port()
     usa_policy = tmp_path / "usa-policy.toml"

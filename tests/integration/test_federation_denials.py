@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from liaison import cli, pki
+from liaison import cli
 from liaison.app import run_server
-from liaison.users import UserDirectory
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import ServerPki, fingerprint_sha256, load_server_cert
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import issue_cert, make_config
 from tests.integration.helpers import WAIT_S, clients, connect_tls, sa_event
 from tests.integration.test_federation_app import free_port
@@ -39,11 +41,11 @@ def _fed(server_id: str, listen: str) -> str:
 
 async def test_status_denials_equal_the_deny_records_of_the_peer(tmp_path: Path) -> None:
     usa_dir, ukr_dir = tmp_path / "usa", tmp_path / "ukr"
-    usa_pki = pki.ensure_server_pki(usa_dir, public_host="localhost")
-    ukr_pki = pki.ensure_server_pki(ukr_dir, public_host="localhost")
+    usa_pki = ensure_server_pki(usa_dir, public_host="localhost")
+    ukr_pki = ensure_server_pki(ukr_dir, public_host="localhost")
 
-    def fp(p: pki.ServerPki) -> str:
-        return pki.fingerprint_sha256(pki.load_server_cert(p))
+    def fp(p: ServerPki) -> str:
+        return fingerprint_sha256(load_server_cert(p))
 
     ukr_port = free_port()
     usa_policy = tmp_path / "usa-policy.toml"

@@ -311,12 +311,13 @@ def test_a_port_in_use_is_one_line_naming_the_listener_and_its_flag(
 
 
 def test_a_partner_link_port_in_use_is_one_line_naming_the_policy_setting(tmp_path: Path) -> None:
-    from liaison import pki
+    from liaison.identity.ca import ensure_server_pki
+    from liaison.identity.certs import fingerprint_sha256, load_server_cert
     from tests.integration.test_federation_denials import _fed, _peer
     from tests.integration.test_labels_e2e import POLICY
 
-    partner = pki.ensure_server_pki(tmp_path / "partner", public_host="localhost")
-    fingerprint = pki.fingerprint_sha256(pki.load_server_cert(partner))
+    partner = ensure_server_pki(tmp_path / "partner", public_host="localhost")
+    fingerprint = fingerprint_sha256(load_server_cert(partner))
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()

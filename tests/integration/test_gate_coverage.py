@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from liaison.app import Server
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import chat_event, clients, connect_tcp, connect_tls, sa_event
 from tests.integration.http.http_support import (
@@ -179,14 +179,14 @@ async def _exercise_every_route(
 
 
 def _session(server: Server, listener: str, cert: object) -> aiohttp.ClientSession:
-    from liaison import pki
+    from liaison.identity.tls import client_ssl_context
     from tests.integration.conftest import ClientCert
 
     assert isinstance(cert, ClientCert) and server.server_pki is not None
     if listener == "https":
-        ctx = pki.client_ssl_context(server.server_pki.ca_cert, cert.cert, cert.key)
+        ctx = client_ssl_context(server.server_pki.ca_cert, cert.cert, cert.key)
     elif listener == "enroll":
-        ctx = pki.client_ssl_context(server.server_pki.ca_cert)
+        ctx = client_ssl_context(server.server_pki.ca_cert)
     else:
         return aiohttp.ClientSession()
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))

@@ -15,8 +15,8 @@ import pytest
 
 from liaison import cli
 from liaison.gate import load_gate_config
+from liaison.identity.users import UserDirectory
 from liaison.model import labels
-from liaison.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import Client, chat_event, clients, connect_tls, sa_event
 

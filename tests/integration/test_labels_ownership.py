@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from liaison.app import Server
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ClientCert, ServerFactory, issue_cert
 from tests.integration.helpers import Client, clients, connect_tls, delete_event
 from tests.integration.http.http_support import (

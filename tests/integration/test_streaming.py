@@ -9,7 +9,8 @@ import ssl
 import pytest
 import takproto
 
-from liaison import pki
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.issue import issue_client_cert
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import (
     chat_event,
@@ -72,10 +73,10 @@ async def test_tls_refuses_clients_without_a_certificate_from_our_ca(
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             await asyncio.to_thread(_handshake, server.tls.port, no_cert)
 
-        other = pki.ensure_server_pki(
+        other = ensure_server_pki(
             server.config.data_dir.parent / "other-ca", public_host="localhost"
         )
-        stranger = pki.issue_client_cert(other, common_name="mallory", org="XXX")
+        stranger = issue_client_cert(other, common_name="mallory", org="XXX")
         cert = server.config.data_dir / "mallory.pem"
         key = server.config.data_dir / "mallory.key"
         cert.write_bytes(stranger.cert_pem)

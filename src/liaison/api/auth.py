@@ -31,6 +31,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from liaison.api.context import PRINCIPAL_KEY, ApiContext, context
+from liaison.identity.events import EXPIRED, SIGNED_OUT, AccessEnded, AccessEvents
+from liaison.identity.listeners import Listener
 from liaison.model.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -106,23 +108,18 @@ class _WebSession:
 class WebSessions:
     """Server-side web map sessions: a random token in a cookie, nothing else on the client.
 
-    Whoever holds something open for a session (the WebSocket feed) registers with
-    :meth:`on_end` and is told, with the token and a reason (``signed_out`` or ``expired``), when
-    the session ends: at ``POST /logout``, when it is found expired, or when it is dropped to
-    make room."""
+    Whoever holds something open for a session (the WebSocket feed) subscribes to
+    :attr:`events` and is told, with an ``AccessEnded`` naming the token and the reason
+    (``signed_out`` or ``expired``), when the session ends: at ``POST /logout``, when it is found
+    expired, or when it is dropped to make room."""
 
-    def __init__(self, clock_s: Callable[[], float]) -> None:
+    def __init__(self, clock_s: Callable[[], float], events: AccessEvents | None = None) -> None:
         self._clock = clock_s
         self._sessions: dict[str, _WebSession] = {}
-        self._listeners: list[Callable[[str, str], None]] = []
+        self.events = events if events is not None else AccessEvents()
 
-    def on_end(self, listener: Callable[[str, str], None]) -> None:
-        """Call ``listener(token, reason)`` whenever a session ends."""
-        self._listeners.append(listener)
-
-    def _ended(self, token: str, reason: str) -> None:
-        for listener in self._listeners:
-            listener(token, reason)
+    def _ended(self, token: str, username: str, reason: str) -> None:
+        self.events.announce(AccessEnded(reason=reason, sign_in=token, username=username))
 
     def create(self, username: str) -> tuple[str, str]:
         """A new session for ``username``; returns (cookie token, CSRF token)."""
@@ -132,8 +129,8 @@ class WebSessions:
         self._sessions[token] = _WebSession(username, csrf, now, now)
         while len(self._sessions) > MAX_WEB_SESSIONS:
             oldest = next(iter(self._sessions))
-            del self._sessions[oldest]
-            self._ended(oldest, "expired")
+            dropped = self._sessions.pop(oldest)
+            self._ended(oldest, dropped.username, EXPIRED)
         return token, csrf
 
     def _live(self, token: str | None) -> _WebSession | None:
@@ -146,7 +143,7 @@ class WebSessions:
         now = self._clock()
         if now - s.seen > SESSION_IDLE_S or now - s.created > SESSION_MAX_S:
             del self._sessions[token]
-            self._ended(token, "expired")
+            self._ended(token, s.username, EXPIRED)
             return None
         return s
 
@@ -164,13 +161,14 @@ class WebSessions:
         return self._live(token) is not None
 
     def end(self, token: str | None) -> None:
-        if token and self._sessions.pop(token, None) is not None:
-            self._ended(token, "signed_out")
+        s = self._sessions.pop(token, None) if token else None
+        if token and s is not None:
+            self._ended(token, s.username, SIGNED_OUT)
 
     def end_user(self, username: str) -> None:
         for token in [t for t, s in self._sessions.items() if s.username == username]:
             del self._sessions[token]
-            self._ended(token, "signed_out")
+            self._ended(token, username, SIGNED_OUT)
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -224,7 +222,7 @@ def make_auth_middleware(
                 raise web.HTTPForbidden(text="certificate not accepted\n")
         elif mode is AuthMode.ANONYMOUS:
             # The same groups file and gate rules as an anonymous stream client (listener http).
-            caller = ctx.principal_anonymous(client_address(request), "http")
+            caller = ctx.principal_anonymous(client_address(request), Listener.HTTP)
         else:
             caller = await _password_caller(request, throttle, sessions)
             if caller is None:

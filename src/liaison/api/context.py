@@ -7,14 +7,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from liaison import pki
 from liaison.config import Config
+from liaison.identity.certs import ServerPki
+from liaison.identity.listeners import Listener
+from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.query import Query
 from liaison.router import Router
 from liaison.session import SessionRegistry, StreamSession
-from liaison.users import UserDirectory
 
 # Request key under which the auth middleware leaves the caller's Principal. A RequestKey, not a
 # string: aiohttp 3.14 warns (NotAppKeyWarning) on string keys, an error under pytest.
@@ -33,16 +34,16 @@ class ApiContext:
     # HTTP side never holds a Store or the file store itself.
     query: Query
     metrics: Metrics
-    server_pki: pki.ServerPki | None
+    server_pki: ServerPki | None
     users: UserDirectory
     clock_ms: Callable[[], int]
     # Turns a TLS peer certificate into a Principal (same rules as the streaming TLS listener).
     principal_from_certificate: Callable[[bytes | None, str], Principal | None]
     # Turns a username into a Principal after its password was checked (web sign-in, Basic).
     principal_from_user: Callable[[str], Principal | None]
-    # An anonymous caller of a listener (peer address, listener name), as the stream listeners
+    # An anonymous caller of a listener (peer address, listener kind), as the stream listeners
     # build them: groups file defaults and the gate's anonymous profile for that listener.
-    principal_anonymous: Callable[[str, str], Principal]
+    principal_anonymous: Callable[[str, Listener], Principal]
     # Closes every live streaming session of a user (revocation).
     close_sessions_of: Callable[[str], int]
     # Every live stream session and feed: the WebSocket feeds register here so that revocation

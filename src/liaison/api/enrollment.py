@@ -32,12 +32,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from liaison import datapackage, pki
 from liaison.api.auth import AuthMode, parse_basic, unauthorized
 from liaison.api.context import ApiContext, context, principal
 from liaison.api.files import content_disposition
 from liaison.errors import PkiError
-from liaison.users import User
+from liaison.identity import packages
+from liaison.identity.certs import MAX_PKI_INPUT_BYTES, ServerPki, load_chain
+from liaison.identity.issue import load_csr, sign_csr, validate_csr
+from liaison.identity.p12 import signed_cert_p12
+from liaison.identity.users import User
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 
 # Largest signClient body read: a base64 CSR is under 2 KB for RSA 4096; the PKI refuses anything
 # larger than its own input limit anyway, so stop reading there.
-MAX_CSR_BODY_BYTES = pki.MAX_PKI_INPUT_BYTES
+MAX_CSR_BODY_BYTES = MAX_PKI_INPUT_BYTES
 # clientUid and version query values: ATAK sends "ANDROID-<16 hex>" and "4.10.0.1 (...)"; these
 # bounds only keep log lines and records sane.
 MAX_CLIENT_UID_CHARS = 256
@@ -82,7 +85,7 @@ CRL_PEM_CONTENT_TYPE = "application/x-pem-file"
 
 
 def name_entries(user: User) -> list[tuple[str, str]]:
-    """The subject RDNs /tls/config asks for: exactly what ``pki.sign_csr`` puts in the
+    """The subject RDNs /tls/config asks for: exactly what ``sign_csr`` puts in the
     certificate above the CN (O = the user's organisation; no OU is issued)."""
     return [("O", user.org)]
 
@@ -186,7 +189,7 @@ def csr_common_names(csr: x509.CertificateSigningRequest) -> list[str]:
 def profile_dir(data_dir: Path, profile: str, kind: str) -> Path:
     """``<data_dir>/profiles/<profile>/<kind>/``; the profile name is made file-name safe, so
     no profile name can reach outside the profiles folder."""
-    return data_dir / PROFILES_DIR / datapackage.safe_stem(profile, "default") / kind
+    return data_dir / PROFILES_DIR / packages.safe_stem(profile, "default") / kind
 
 
 def profile_files(directory: Path, *, modified_after: float | None = None) -> dict[str, bytes]:
@@ -222,20 +225,20 @@ def profile_package(
     if not files:
         return None
     uid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"liaison://{server}/profiles/{profile}/{kind}"))
-    manifest = datapackage.build_manifest(
+    manifest = packages.build_manifest(
         uid=uid,
         name=f"{profile} {kind} profile",
         entries=sorted(files),
         on_receive_delete=True,
         on_receive_import=True,
     )
-    return datapackage.build_zip({**files, "MANIFEST/manifest.xml": manifest})
+    return packages.build_zip({**files, "MANIFEST/manifest.xml": manifest})
 
 
 # --- Handlers -------------------------------------------------------------------------------
 
 
-def _pki(ctx: ApiContext) -> pki.ServerPki:
+def _pki(ctx: ApiContext) -> ServerPki:
     if ctx.server_pki is None:  # the app always builds one when an HTTPS listener is on
         raise web.HTTPServiceUnavailable(text="no certificate authority configured\n")
     return ctx.server_pki
@@ -304,7 +307,7 @@ async def _enroll(request: web.Request, api: str) -> _Signed:
     user = _user(ctx, name)
     body = await _read_csr(request)
     try:
-        csr = pki.load_csr(body)
+        csr = load_csr(body)
     except PkiError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     cns = csr_common_names(csr)
@@ -315,7 +318,7 @@ async def _enroll(request: web.Request, api: str) -> _Signed:
         log.warning("enroll %s: CSR for CN %r refused for user %r", api, cns, name)
         raise web.HTTPForbidden(text="the CSR subject CN must be your user name\n")
     try:
-        pki.validate_csr(body, expected_cn=name)
+        validate_csr(body, expected_cn=name)
     except PkiError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     now = _now(ctx)
@@ -327,9 +330,9 @@ async def _enroll(request: web.Request, api: str) -> _Signed:
         raise _unauthorized("this enrollment token was already used\n")
     try:
         cert = await asyncio.to_thread(
-            pki.sign_csr, server_pki, body, expected_cn=name, org=user.org, now=now
+            sign_csr, server_pki, body, expected_cn=name, org=user.org, now=now
         )
-        chain = await asyncio.to_thread(pki.load_chain, server_pki)
+        chain = await asyncio.to_thread(load_chain, server_pki)
     except PkiError as exc:  # validated above; a CA problem surfaces here
         log.error("enroll %s: signing for %s failed: %s", api, name, exc)
         raise web.HTTPInternalServerError(text="signing failed\n") from None
@@ -354,7 +357,7 @@ async def sign_client_v1(request: web.Request) -> web.Response:
     the password ``atakatak`` (TSw CertManagerApi.java signClientCert; ATAK
     CertificateSigningOperation.java opens it with R.string.defaultTrustStorePassword)."""
     signed = await _enroll(request, "v1")
-    p12 = await asyncio.to_thread(pki.signed_cert_p12, signed.cert, signed.chain)
+    p12 = await asyncio.to_thread(signed_cert_p12, signed.cert, signed.chain)
     return web.Response(body=p12, content_type=P12_CONTENT_TYPE)
 
 

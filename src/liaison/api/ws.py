@@ -36,6 +36,7 @@ from liaison.api.files import same_origin
 from liaison.api.geojson import chat_message, event_feature, is_map_item
 from liaison.api.rest import API, web_uid
 from liaison.api.server import MODE_KEY, SESSIONS_KEY
+from liaison.identity.events import AccessEnded
 from liaison.metrics import Counter, Metrics
 from liaison.model.event import Event
 from liaison.model.principal import Principal
@@ -444,12 +445,14 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     by_token: dict[str, set[LiveFeed]] = {}
     app[FEEDS_BY_TOKEN_KEY] = by_token
 
-    def sign_in_ended(token: str, reason: str) -> None:
-        for feed in list(by_token.get(token, ())):
-            feed.end(reason)
+    def sign_in_ended(ended: AccessEnded) -> None:
+        if ended.sign_in is None:
+            return
+        for feed in list(by_token.get(ended.sign_in, ())):
+            feed.end(ended.reason)
 
     sessions = app.get(SESSIONS_KEY)
     if sessions is not None:  # the app builds one; a bare application in a test may not
-        sessions.on_end(sign_in_ended)
+        sessions.events.subscribe(sign_in_ended)
     app.on_shutdown.append(_close_feeds)
     app.router.add_get(f"{API}/stream", stream)

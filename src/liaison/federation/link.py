@@ -37,6 +37,7 @@ from liaison.federation.guard import Accepted, Denial, InboundValidator, Outboun
 from liaison.federation.outbox import Outbox, QueuedRelease
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.status import LinkState, PeerStatus
+from liaison.identity.listeners import Listener
 from liaison.model.event import Dest, Event
 from liaison.model.labels import AuthSet, Policy
 from liaison.model.principal import Principal, PrincipalKind
@@ -63,7 +64,7 @@ class AuditSink(Protocol):
 # The listener name federation principals carry: the gate's [gate.listeners.federation] ceiling
 # and default apply to what peers send (docs/labels.md); a default label is never used, since
 # unlabelled events from a peer are refused before they reach the router.
-LISTENER = "federation"
+LISTENER = Listener.FEDERATION
 
 
 class GateLike(Protocol):

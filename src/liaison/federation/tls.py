@@ -13,9 +13,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from liaison import pki
 from liaison.errors import PkiError
 from liaison.federation.config import PeerConfig
+from liaison.identity.tls import client_ssl_context, peer_identity
 
 
 def certificate_sha256(der: bytes) -> str:
@@ -35,7 +35,7 @@ def dial_context(peer: PeerConfig, cert: Path, key: Path) -> ssl.SSLContext:
     Host names are not checked: the peer is pinned by its certificate's fingerprint, which is
     stronger, and partners are often dialled by address.
     """
-    return pki.client_ssl_context(peer.ca_file, cert, key, check_hostname=False)
+    return client_ssl_context(peer.ca_file, cert, key, check_hostname=False)
 
 
 def accept_context(peers: Sequence[PeerConfig], cert: Path, key: Path) -> ssl.SSLContext:
@@ -60,7 +60,7 @@ def verify_peer_certificate(peer: PeerConfig, der: bytes | None) -> str | None:
     if fp != peer.fingerprint:
         return f"certificate fingerprint {fp} is not the configured {peer.fingerprint}"
     try:
-        ident = pki.peer_identity(der, issuers=_load_ca(peer.ca_file))
+        ident = peer_identity(der, issuers=_load_ca(peer.ca_file))
     except PkiError as exc:
         return str(exc)
     if ident.issuer_fingerprint_sha256 is None:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from liaison import pki
 from liaison.app import Server, now_ms, run_server
 from liaison.audit import AuditLog
 from liaison.federation.config import federation_from_table
 from liaison.federation.supervisor import Federation
+from liaison.identity.certs import fingerprint_sha256, load_server_cert
 from liaison.model.labels import Policy
 from tests.integration.conftest import make_config
 from tests.unit.federation.fed_support import POLICY, peer_table
@@ -37,7 +37,7 @@ class Side:
 
 def server_fingerprint(server: Server) -> str:
     assert server.server_pki is not None
-    return pki.fingerprint_sha256(pki.load_server_cert(server.server_pki))
+    return fingerprint_sha256(load_server_cert(server.server_pki))
 
 
 def _tap(side: dict[str, bytearray]) -> Any:

@@ -18,8 +18,8 @@ from liaison.audit import verify
 from liaison.federation.link import GateAudit
 from liaison.federation.status import LinkState
 from liaison.gate import load_gate_config
+from liaison.identity.users import UserDirectory
 from liaison.model import labels
-from liaison.users import UserDirectory
 from tests.integration.conftest import issue_cert, make_config
 from tests.integration.federation.fed_helpers import (
     start_federation,

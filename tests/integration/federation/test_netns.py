@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from liaison import pki
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import fingerprint_sha256, load_server_cert
 from tests.unit.federation.fed_support import peer_table
 
 NODE = Path(__file__).with_name("netns_node.py")
@@ -243,8 +244,8 @@ def net() -> Iterator[Net]:
 def _specs(net: Net, root: Path) -> tuple[dict[str, object], dict[str, object]]:
     pkis = {}
     for side in ("usa", "ukr"):
-        pkis[side] = pki.ensure_server_pki(root / side, public_host=net.ip[side])
-    fp = {s: pki.fingerprint_sha256(pki.load_server_cert(p)) for s, p in pkis.items()}
+        pkis[side] = ensure_server_pki(root / side, public_host=net.ip[side])
+    fp = {s: fingerprint_sha256(load_server_cert(p)) for s, p in pkis.items()}
     common = {
         "heartbeat_s": 1.0,
         "backoff_base_s": 0.2,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
-from liaison import pki
 from liaison.app import Server
-from liaison.users import UserDirectory
+from liaison.identity.tls import client_ssl_context
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ClientCert, issue_cert
 from tests.integration.helpers import WAIT_S
 
@@ -55,7 +55,7 @@ def enroll_url(server: Server, path: str) -> str:
 @contextlib.asynccontextmanager
 async def cert_session(server: Server, cert: ClientCert) -> AsyncIterator[aiohttp.ClientSession]:
     """A session that presents a client certificate on the mTLS listener (as ATAK does)."""
-    ctx = pki.client_ssl_context(cert.ca, cert.cert, cert.key)
+    ctx = client_ssl_context(cert.ca, cert.cert, cert.key)
     connector = aiohttp.TCPConnector(ssl=ctx)
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -66,7 +66,7 @@ async def cert_session(server: Server, cert: ClientCert) -> AsyncIterator[aiohtt
 async def browser_session(server: Server) -> AsyncIterator[aiohttp.ClientSession]:
     """A session without a client certificate (the password listener), keeping cookies."""
     assert server.server_pki is not None
-    ctx = pki.client_ssl_context(server.server_pki.ca_cert)
+    ctx = client_ssl_context(server.server_pki.ca_cert)
     connector = aiohttp.TCPConnector(ssl=ctx)
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     # unsafe=True: keep cookies for "localhost" (aiohttp drops cookies of bare host names).

@@ -13,7 +13,7 @@ import pytest
 from liaison.app import Server
 from liaison.audit import verify
 from liaison.gate import audit_paths, load_public_key
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients, connect_tls
 from tests.integration.http.http_support import (

@@ -10,8 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from liaison import pki
 from liaison.app import Server
+from liaison.identity.tls import client_ssl_context
 from tests.integration.conftest import ServerFactory, issue_cert
 
 HEADER_S = 1.0
@@ -26,9 +26,9 @@ FULL = b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
 def _ctx(server: Server, client: bool) -> ssl.SSLContext:
     assert server.server_pki is not None
     if not client:
-        return pki.client_ssl_context(server.server_pki.ca_cert)
+        return client_ssl_context(server.server_pki.ca_cert)
     c = issue_cert(server, "raw", "RED")
-    return pki.client_ssl_context(c.ca, c.cert, c.key)
+    return client_ssl_context(c.ca, c.cert, c.key)
 
 
 @contextlib.asynccontextmanager

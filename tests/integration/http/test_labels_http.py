@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients, connect_tls
 from tests.integration.http.http_support import cert_session, https_url, wait_until

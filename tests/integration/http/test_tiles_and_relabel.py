@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from liaison.users import UserDirectory
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients, connect_tls
 from tests.integration.http.http_support import cert_session, https_url, wait_until

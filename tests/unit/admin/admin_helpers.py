@@ -10,14 +10,14 @@ from io import BytesIO
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from liaison import datapackage
-from tests.unit.pki.pki_helpers import client_verifier
+from liaison.identity import packages
+from tests.unit.identity.pki_helpers import client_verifier
 
 
 @dataclass(frozen=True)
 class OpenedPackage:
     names: frozenset[str]
-    manifest: datapackage.Manifest
+    manifest: packages.Manifest
     prefs: dict[str, dict[str, str]]
     roots: list[x509.Certificate]  # the truststore's certificates
     client: pkcs12.PKCS12KeyAndCertificates
@@ -38,10 +38,10 @@ def open_package(data: bytes, pref_path: str) -> OpenedPackage:
     and check the client certificate against the truststore, as a device importing it would."""
     with zipfile.ZipFile(BytesIO(data)) as zf:
         names = frozenset(zf.namelist())
-        manifest = datapackage.parse_manifest(zf.read("MANIFEST/manifest.xml"))
+        manifest = packages.parse_manifest(zf.read("MANIFEST/manifest.xml"))
         # every content the manifest lists is in the zip
         assert set(manifest.entries) <= names
-        prefs = datapackage.parse_pref(zf.read(pref_path))
+        prefs = packages.parse_pref(zf.read(pref_path))
         streams = prefs["cot_streams"]
         app = prefs["com.atakmap.app_preferences"]
         # the global defaults and connection 0 agree

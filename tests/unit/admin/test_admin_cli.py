@@ -12,12 +12,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from liaison import admin, pki
+from liaison import admin
 from liaison import config as config_mod
 from liaison.cli import main
-from liaison.users import UserDirectory
+from liaison.identity.certs import ServerPki, load_ca_cert, load_chain
+from liaison.identity.issue import issue_client_cert
+from liaison.identity.users import UserDirectory
 from tests.unit.admin.admin_helpers import open_package
-from tests.unit.pki.pki_helpers import make_test_ca, pem
+from tests.unit.identity.pki_helpers import make_test_ca, pem
 
 HOST = "tak.example.org"
 PASSWORD = "correct horse battery"
@@ -64,7 +66,7 @@ def test_user_add_writes_packages_a_client_can_use(
         assert stat.S_IMODE((out_dir / name).stat().st_mode) == 0o600
         assert str(out_dir / name) in out
 
-    ca = pki.load_ca_cert(pki.ServerPki.at(data_dir))
+    ca = load_ca_cert(ServerPki.at(data_dir))
     atak = open_package((out_dir / "alice-atak.zip").read_bytes(), f"certs/{HOST}.pref")
     streams = atak.prefs["cot_streams"]
     assert streams["connectString0"] == f"{HOST}:8089:ssl"
@@ -188,9 +190,9 @@ def test_user_revoke_revokes_every_certificate_and_signs_the_crl(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run(capsys, "user", "add", "alice", "--org", "Blue", *where(data_dir))
-    server_pki = pki.ServerPki.at(data_dir)
+    server_pki = ServerPki.at(data_dir)
     # a second certificate, as enrollment from another device would add
-    second = pki.issue_client_cert(server_pki, common_name="alice", org="Blue")
+    second = issue_client_cert(server_pki, common_name="alice", org="Blue")
     UserDirectory.load(data_dir / "users.json").add_cert_serial("alice", second.serial)
     code, out, _ = run(capsys, "user", "revoke", "alice", *where(data_dir))
     assert code == 0 and "Revoked 2 certificate(s)" in out
@@ -199,7 +201,7 @@ def test_user_revoke_revokes_every_certificate_and_signs_the_crl(
     crl = x509.load_pem_x509_crl(server_pki.crl.read_bytes())
     listed = {r.serial_number for r in crl}
     assert set(user.cert_serials) == listed and len(listed) == 2
-    assert crl.is_signature_valid(pki.load_ca_cert(server_pki).public_key())  # type: ignore[arg-type]
+    assert crl.is_signature_valid(load_ca_cert(server_pki).public_key())  # type: ignore[arg-type]
     code, out, _ = run(capsys, "user", "revoke", "alice", *where(data_dir))
     assert code == 0 and "No live certificate" in out
     code, out, _ = run(capsys, "user", "list", *where(data_dir))
@@ -233,7 +235,7 @@ def test_ca_import_and_show(
     code, out, err = run(capsys, *args, *where(data_dir))
     assert code == 0, err
     assert "Imported signing CA: CN=Example TAK Issuing" in out and "chain 0: " in out
-    assert pki.load_chain(pki.ServerPki.at(data_dir)) == [inter[0], root[0]]
+    assert load_chain(ServerPki.at(data_dir)) == [inter[0], root[0]]
 
     monkeypatch.setattr("sys.stdin", io.StringIO("key secret\n"))
     code, _, err = run(capsys, *args, *where(data_dir))
@@ -271,9 +273,9 @@ def test_doctor_reports_expiry_and_names(
     assert code == 0 and "All good" in out, out  # the fresh CRL is not reported
 
     # a certificate issued 360 days ago for a year: 5 days left
-    server_pki = pki.ServerPki.at(data_dir)
+    server_pki = ServerPki.at(data_dir)
     now = dt.datetime.now(dt.UTC)
-    old = pki.issue_client_cert(
+    old = issue_client_cert(
         server_pki, common_name="bob", org="Red", now=now - dt.timedelta(days=360)
     )
     code, out, _ = run(capsys, "doctor", *where(data_dir))

@@ -14,9 +14,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from liaison import datapackage, pki
 from liaison.api import enrollment
-from liaison.users import User
+from liaison.identity import packages
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import load_chain
+from liaison.identity.issue import issue_client_cert
+from liaison.identity.users import User
 
 CORE_NS = "{http://bbn.com/marti/xml/config}"
 
@@ -25,9 +28,9 @@ CORE_NS = "{http://bbn.com/marti/xml/config}"
 def issued(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
-    server_pki = pki.ensure_server_pki(tmp_path_factory.mktemp("d"), public_host="tak.example.org")
-    cert = pki.issue_client_cert(server_pki, common_name="alice", org="Blue").certificate
-    return cert, pki.load_chain(server_pki)
+    server_pki = ensure_server_pki(tmp_path_factory.mktemp("d"), public_host="tak.example.org")
+    cert = issue_client_cert(server_pki, common_name="alice", org="Blue").certificate
+    return cert, load_chain(server_pki)
 
 
 def test_certificate_config_is_tak_servers_shape() -> None:
@@ -155,7 +158,7 @@ def test_profile_package_imports_and_deletes() -> None:
     assert zipped is not None
     with zipfile.ZipFile(BytesIO(zipped)) as zf:
         assert zf.read("a.pref") == b"<preferences/>"
-        manifest = datapackage.parse_manifest(zf.read("MANIFEST/manifest.xml"))
+        manifest = packages.parse_manifest(zf.read("MANIFEST/manifest.xml"))
     assert manifest.parameters["onReceiveImport"] == "true"
     assert manifest.parameters["onReceiveDelete"] == "true"
     assert manifest.entries == ("a.pref",)

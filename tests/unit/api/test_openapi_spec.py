@@ -12,13 +12,13 @@ from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.config import Config
+from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.query import Query
 from liaison.router import Router
 from liaison.storage.files import FileStore
 from liaison.storage.memory import MemoryStore
-from liaison.users import UserDirectory
 
 
 def _context(tmp_path: Path) -> ApiContext:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liaison import users
 from liaison.errors import StorageError
+from liaison.identity import users
 from liaison.model.principal import ANON_GROUP, PrincipalKind
 
 from .pki_helpers import NOW

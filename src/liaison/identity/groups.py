@@ -21,6 +21,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from liaison.errors import ConfigError
 from liaison.model.principal import ANON_GROUP
@@ -91,3 +92,14 @@ def parse_group_rules(text: str, *, source: str = "groups") -> GroupRules:
             raise ConfigError(key, "gives no groups (set groups, in or out)")
         rules.append(GroupRule(match=match, in_groups=in_g, out_groups=out_g))
     return GroupRules(rules=tuple(rules))
+
+
+def load_group_file(path: Path | None) -> GroupRules:
+    """The rules of the groups file at ``path`` (``auth.groups_file``); none when unset."""
+    if path is None:
+        return GroupRules()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("auth.groups_file", f"cannot read {path}: {exc}") from exc
+    return parse_group_rules(text, source=str(path))

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from liaison.errors import StorageError
+from liaison.identity.files import atomic_write, exclusive_lock
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
-from liaison.pki import atomic_write, exclusive_lock
 
 # --- Named choices, with their reasons ------------------------------------------------------
 

@@ -14,7 +14,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liaison import datapackage, pki
+from liaison.identity import packages
+from liaison.identity.certs import ServerPki, load_ca_cert
+from liaison.identity.issue import IssuedCert, issue_client_cert
+from liaison.identity.p12 import client_p12, truststore_p12
 
 from .pki_helpers import PUBLIC_HOST, client_verifier
 
@@ -29,15 +32,15 @@ CLIENT_PW = "client-pw-1"
 
 
 @pytest.fixture(scope="module")
-def material(module_pki: pki.ServerPki) -> tuple[bytes, bytes, pki.IssuedCert]:
-    issued = pki.issue_client_cert(module_pki, common_name="alice", org="Blue")
+def material(module_pki: ServerPki) -> tuple[bytes, bytes, IssuedCert]:
+    issued = issue_client_cert(module_pki, common_name="alice", org="Blue")
     assert issued.private_key is not None
-    trust = pki.truststore_p12(module_pki, TRUST_PW)
-    client = pki.client_p12(issued.certificate, issued.private_key, issued.chain, CLIENT_PW)
+    trust = truststore_p12(module_pki, TRUST_PW)
+    client = client_p12(issued.certificate, issued.private_key, issued.chain, CLIENT_PW)
     return trust, client, issued
 
 
-def _atak(material: tuple[bytes, bytes, pki.IssuedCert], **overrides: object) -> bytes:
+def _atak(material: tuple[bytes, bytes, IssuedCert], **overrides: object) -> bytes:
     trust, client, _ = material
     args: dict[str, object] = {
         "server_name": "Liaison Blue",
@@ -51,13 +54,13 @@ def _atak(material: tuple[bytes, bytes, pki.IssuedCert], **overrides: object) ->
         "package_uid": "3a1b0c2d-0000-4000-8000-000000000001",
     }
     args.update(overrides)
-    return datapackage.connection_package_atak(**args)  # type: ignore[arg-type]
+    return packages.connection_package_atak(**args)  # type: ignore[arg-type]
 
 
-def _open_like_a_client(data: bytes) -> tuple[zipfile.ZipFile, datapackage.Manifest]:
+def _open_like_a_client(data: bytes) -> tuple[zipfile.ZipFile, packages.Manifest]:
     zf = zipfile.ZipFile(io.BytesIO(data))
     assert zf.testzip() is None
-    manifest = datapackage.parse_manifest(zf.read("MANIFEST/manifest.xml"))
+    manifest = packages.parse_manifest(zf.read("MANIFEST/manifest.xml"))
     names = set(zf.namelist())
     for entry in manifest.entries:
         assert entry in names, f"manifest lists {entry} but the zip lacks it"
@@ -77,7 +80,7 @@ def _resolve_ref(ref: str, zip_names: set[str]) -> str:
 
 
 def test_atak_package_with_issued_certificate(
-    module_pki: pki.ServerPki, material: tuple[bytes, bytes, pki.IssuedCert]
+    module_pki: ServerPki, material: tuple[bytes, bytes, IssuedCert]
 ) -> None:
     zf, manifest = _open_like_a_client(_atak(material))
     assert manifest.parameters == {
@@ -93,7 +96,7 @@ def test_atak_package_with_issued_certificate(
         "certs/truststore-Liaison_Blue.p12",
         "certs/alice-Liaison_Blue.p12",
     }
-    prefs = datapackage.parse_pref(zf.read("certs/Liaison_Blue.pref"))
+    prefs = packages.parse_pref(zf.read("certs/Liaison_Blue.pref"))
     streams = prefs["cot_streams"]
     assert streams["count"] == "1"
     assert streams["enabled0"] == "true"
@@ -122,10 +125,10 @@ def test_atak_package_with_issued_certificate(
         client_verifier(roots, client.cert.certificate.not_valid_before_utc).verify(
             client.cert.certificate, []
         )
-        assert roots == [pki.load_ca_cert(module_pki)]
+        assert roots == [load_ca_cert(module_pki)]
 
 
-def test_atak_package_for_enrollment(material: tuple[bytes, bytes, pki.IssuedCert]) -> None:
+def test_atak_package_for_enrollment(material: tuple[bytes, bytes, IssuedCert]) -> None:
     data = _atak(material, client_p12=None, client_password=None, enroll=True)
     zf, _ = _open_like_a_client(data)
     assert set(zf.namelist()) == {
@@ -134,7 +137,7 @@ def test_atak_package_for_enrollment(material: tuple[bytes, bytes, pki.IssuedCer
         "certs/Liaison_Blue.pref",
         "certs/truststore-Liaison_Blue.p12",
     }
-    prefs = datapackage.parse_pref(zf.read("certs/Liaison_Blue.pref"))
+    prefs = packages.parse_pref(zf.read("certs/Liaison_Blue.pref"))
     streams = prefs["cot_streams"]
     assert streams["useAuth0"] == "true"
     assert streams["enrollForCertificateWithTrust0"] == "true"
@@ -147,7 +150,7 @@ def test_atak_package_for_enrollment(material: tuple[bytes, bytes, pki.IssuedCer
 
 
 def test_pref_entries_are_typed_as_atak_expects(
-    material: tuple[bytes, bytes, pki.IssuedCert],
+    material: tuple[bytes, bytes, IssuedCert],
 ) -> None:
     zf = zipfile.ZipFile(io.BytesIO(_atak(material)))
     text = zf.read("certs/Liaison_Blue.pref").decode()
@@ -159,7 +162,7 @@ def test_pref_entries_are_typed_as_atak_expects(
     )
 
 
-def test_packages_are_deterministic(material: tuple[bytes, bytes, pki.IssuedCert]) -> None:
+def test_packages_are_deterministic(material: tuple[bytes, bytes, IssuedCert]) -> None:
     a, b = _atak(material), _atak(material)
     assert a == b
     zf = zipfile.ZipFile(io.BytesIO(a))
@@ -171,10 +174,10 @@ def test_packages_are_deterministic(material: tuple[bytes, bytes, pki.IssuedCert
 
 
 def test_itak_package_is_flat(
-    module_pki: pki.ServerPki, material: tuple[bytes, bytes, pki.IssuedCert]
+    module_pki: ServerPki, material: tuple[bytes, bytes, IssuedCert]
 ) -> None:
     trust, client, issued = material
-    data = datapackage.connection_package_itak(
+    data = packages.connection_package_itak(
         server_name="Liaison Blue",
         host=PUBLIC_HOST,
         port=8089,
@@ -186,7 +189,7 @@ def test_itak_package_is_flat(
     )
     zf, manifest = _open_like_a_client(data)
     assert set(manifest.entries) == {"config.pref", "caCert.p12", "clientCert.p12"}
-    prefs = datapackage.parse_pref(zf.read("config.pref"))
+    prefs = packages.parse_pref(zf.read("config.pref"))
     streams = prefs["cot_streams"]
     assert streams["connectString0"] == f"{PUBLIC_HOST}:8089:ssl"
     assert streams["caLocation0"] == "caCert.p12"
@@ -194,7 +197,7 @@ def test_itak_package_is_flat(
     loaded = pkcs12.load_pkcs12(zf.read("clientCert.p12"), streams["clientPassword0"].encode())
     assert loaded.cert is not None and loaded.cert.certificate == issued.certificate
     trust_loaded = pkcs12.load_pkcs12(zf.read("caCert.p12"), streams["caPassword0"].encode())
-    assert trust_loaded.additional_certs[0].certificate == pki.load_ca_cert(module_pki)
+    assert trust_loaded.additional_certs[0].certificate == load_ca_cert(module_pki)
 
 
 @pytest.mark.parametrize(
@@ -211,19 +214,19 @@ def test_itak_package_is_flat(
     ],
 )
 def test_inconsistent_arguments_are_refused(
-    material: tuple[bytes, bytes, pki.IssuedCert], overrides: dict[str, object]
+    material: tuple[bytes, bytes, IssuedCert], overrides: dict[str, object]
 ) -> None:
     with pytest.raises(ValueError):
         _atak(material, **overrides)
 
 
-def test_file_names_are_sanitised(material: tuple[bytes, bytes, pki.IssuedCert]) -> None:
+def test_file_names_are_sanitised(material: tuple[bytes, bytes, IssuedCert]) -> None:
     data = _atak(material, server_name="../../etc/Blue Team:1", username="a/b")
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert all(".." not in n and "\\" not in n and ":" not in n for n in names)
     assert all(n.startswith(("MANIFEST/", "certs/")) for n in names)
     (pref_name,) = [n for n in names if n.endswith(".pref")]
-    prefs = datapackage.parse_pref(zipfile.ZipFile(io.BytesIO(data)).read(pref_name))
+    prefs = packages.parse_pref(zipfile.ZipFile(io.BytesIO(data)).read(pref_name))
     assert prefs["cot_streams"]["description0"] == "../../etc/Blue Team:1"  # display name kept
 
 
@@ -243,8 +246,8 @@ def test_file_names_are_sanitised(material: tuple[bytes, bytes, pki.IssuedCert])
     )
 )
 def test_pref_round_trip(entries: dict[str, str | bool | int]) -> None:
-    data = datapackage.build_pref([("cot_streams", list(entries.items()))])
-    parsed = datapackage.parse_pref(data)
+    data = packages.build_pref([("cot_streams", list(entries.items()))])
+    parsed = packages.parse_pref(data)
     expected = {
         k: ("true" if v else "false") if isinstance(v, bool) else str(v) for k, v in entries.items()
     }
@@ -261,18 +264,18 @@ def test_pref_round_trip(entries: dict[str, str | bool | int]) -> None:
         b"<preferences><preference name='x'><entry key='k'>",  # not well-formed
         b"<other/>",
         b"<preferences><preference><entry key='k'>v</entry></preference></preferences>",
-        b"x" * (datapackage.MAX_PREF_BYTES + 1),
+        b"x" * (packages.MAX_PREF_BYTES + 1),
     ],
 )
 def test_hostile_or_broken_pref_is_refused(hostile: bytes) -> None:
     with pytest.raises(ValueError):
-        datapackage.parse_pref(hostile)
+        packages.parse_pref(hostile)
 
 
 @needs_samples
 @pytest.mark.parametrize("name", ["pytak-test_pref.pref", "swifttak-tak-server.pref"])
 def test_parse_real_pref_files(name: str) -> None:
-    prefs = datapackage.parse_pref((SAMPLES_DP / name).read_bytes())
+    prefs = packages.parse_pref((SAMPLES_DP / name).read_bytes())
     streams = prefs["cot_streams"]
     assert streams["count"] == "1"
     assert streams["connectString0"].endswith(":8089:ssl")
@@ -281,18 +284,18 @@ def test_parse_real_pref_files(name: str) -> None:
 
 @needs_samples
 def test_parse_real_manifests() -> None:
-    pytak_manifest = datapackage.parse_manifest((SAMPLES_DP / "pytak-manifest.xml").read_bytes())
+    pytak_manifest = packages.parse_manifest((SAMPLES_DP / "pytak-manifest.xml").read_bytes())
     assert pytak_manifest.parameters["uid"] == "123"
     assert pytak_manifest.entries == (
         "test_user_cert.p12",
         "test_truststore-root.p12",
         "test_pref.pref",
     )
-    atak = datapackage.parse_manifest((SAMPLES_DP / "atak-cot-types-manifest.xml").read_bytes())
+    atak = packages.parse_manifest((SAMPLES_DP / "atak-cot-types-manifest.xml").read_bytes())
     assert atak.parameters["name"] == "CoT Types"
     assert len(atak.entries) == 14
     with zipfile.ZipFile(SAMPLES_DP / "GrandJunctionAOI.zip") as zf:
-        real = datapackage.parse_manifest(zf.read("MANIFEST/manifest.xml"))
+        real = packages.parse_manifest(zf.read("MANIFEST/manifest.xml"))
         assert set(real.entries) <= set(zf.namelist())
 
 
@@ -301,7 +304,7 @@ def test_parse_real_manifests() -> None:
 
 def test_enrollment_url_encodes_every_value() -> None:
     token = "a+b/c=d&e f#g%"
-    url = datapackage.enrollment_url(PUBLIC_HOST, "alice@blue", token, port=8446)
+    url = packages.enrollment_url(PUBLIC_HOST, "alice@blue", token, port=8446)
     assert url.startswith("tak://com.atakmap.app/enroll?host=")
     parsed = urllib.parse.urlsplit(url)
     assert (parsed.scheme, parsed.netloc, parsed.path) == ("tak", "com.atakmap.app", "/enroll")
@@ -317,9 +320,9 @@ def test_enrollment_url_encodes_every_value() -> None:
 
 def test_enrollment_url_refuses_bad_input() -> None:
     with pytest.raises(ValueError):
-        datapackage.enrollment_url("", "alice", "t")
+        packages.enrollment_url("", "alice", "t")
     with pytest.raises(ValueError):
-        datapackage.enrollment_url("2001:db8::1", "alice", "t")
+        packages.enrollment_url("2001:db8::1", "alice", "t")
 
 
 def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -338,14 +341,14 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def test_qr_png_is_a_sane_png() -> None:
-    url = datapackage.enrollment_url(PUBLIC_HOST, "alice", "x" * 43)
-    png = datapackage.qr_png(url)
+    url = packages.enrollment_url(PUBLIC_HOST, "alice", "x" * 43)
+    png = packages.qr_png(url)
     chunks = _png_chunks(png)
     assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
     width, height, depth, color, _, _, _ = struct.unpack(">IIBBBBB", chunks[0][1])
     assert width == height  # a QR code is square
-    modules = width // datapackage.QR_PNG_SCALE - 2 * datapackage.QR_BORDER
-    assert width % datapackage.QR_PNG_SCALE == 0
+    modules = width // packages.QR_PNG_SCALE - 2 * packages.QR_BORDER
+    assert width % packages.QR_PNG_SCALE == 0
     assert 21 <= modules <= 177 and (modules - 17) % 4 == 0  # QR versions 1..40
     assert depth in (1, 8) and color in (0, 3)  # grey or palette
     raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
@@ -353,7 +356,7 @@ def test_qr_png_is_a_sane_png() -> None:
 
 
 def test_qr_terminal_is_a_block_of_lines() -> None:
-    text = datapackage.qr_terminal("tak://com.atakmap.app/enroll?host=a&username=b&token=c")
+    text = packages.qr_terminal("tak://com.atakmap.app/enroll?host=a&username=b&token=c")
     lines = [line for line in text.splitlines() if line]
     assert len(lines) >= 10
     assert len({len(line) for line in lines}) == 1  # every line the same width
@@ -362,4 +365,4 @@ def test_qr_terminal_is_a_block_of_lines() -> None:
 
 def test_qr_refuses_text_that_cannot_fit() -> None:
     with pytest.raises(ValueError, match="does not fit"):
-        datapackage.qr_png("x" * 5000)
+        packages.qr_png("x" * 5000)

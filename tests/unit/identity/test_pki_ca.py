@@ -13,8 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from liaison import pki
 from liaison.errors import PkiError
+from liaison.identity.ca import SERVER_RENEW_BEFORE_DAYS, check_names, ensure_server_pki, expiring
+from liaison.identity.certs import ServerPki, load_ca, load_ca_cert, load_server_cert
+from liaison.identity.issue import issue_client_cert
+from liaison.identity.revocation import revoke
 
 from .pki_helpers import NOW, PUBLIC_HOST
 
@@ -28,13 +31,13 @@ def _mode(path: Path) -> int:
 
 
 def test_first_call_creates_ca_server_cert_and_crl(tmp_path: Path) -> None:
-    p = pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
+    p = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
     for path in (p.ca_cert, p.ca_key, p.server_cert, p.server_key, p.crl, p.crl_der):
         assert path.is_file(), path
     assert _mode(p.ca_key) == 0o600
     assert _mode(p.server_key) == 0o600
     assert _mode(p.directory) == 0o700
-    ca, key = pki.load_ca(p)
+    ca, key = load_ca(p)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
     assert ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Liaison CA"
     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
@@ -45,16 +48,16 @@ def test_first_call_creates_ca_server_cert_and_crl(tmp_path: Path) -> None:
 
 
 def test_second_call_reuses_the_ca_and_server_cert(tmp_path: Path) -> None:
-    p1 = pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
+    p1 = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
     before = {f: f.read_bytes() for f in (p1.ca_cert, p1.ca_key, p1.server_cert, p1.server_key)}
-    p2 = pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW + dt.timedelta(days=1))
+    p2 = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW + dt.timedelta(days=1))
     assert p2 == p1
     for f, data in before.items():
         assert f.read_bytes() == data, f"{f.name} was rewritten"
 
 
-def test_server_certificate_names_and_profile(module_pki: pki.ServerPki) -> None:
-    cert = pki.load_server_cert(module_pki)
+def test_server_certificate_names_and_profile(module_pki: ServerPki) -> None:
+    cert = load_server_cert(module_pki)
     sans = _sans(cert)
     assert x509.DNSName(PUBLIC_HOST) in sans
     assert x509.DNSName("localhost") in sans
@@ -67,16 +70,16 @@ def test_server_certificate_names_and_profile(module_pki: pki.ServerPki) -> None
     assert ExtendedKeyUsageOID.CLIENT_AUTH in eku  # federation: the server dials partners
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert lifetime <= dt.timedelta(days=825)  # Apple's limit for TLS server certificates
-    ca = pki.load_ca_cert(module_pki)
+    ca = load_ca_cert(module_pki)
     cert.verify_directly_issued_by(ca)
     aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ski.digest
 
 
-def test_server_certificate_passes_rfc5280_server_validation(module_pki: pki.ServerPki) -> None:
-    ca = pki.load_ca_cert(module_pki)
-    server = pki.load_server_cert(module_pki)
+def test_server_certificate_passes_rfc5280_server_validation(module_pki: ServerPki) -> None:
+    ca = load_ca_cert(module_pki)
+    server = load_server_cert(module_pki)
     now = dt.datetime.now(dt.UTC)
     for name in (
         x509.DNSName(PUBLIC_HOST),
@@ -100,36 +103,34 @@ def test_server_certificate_passes_rfc5280_server_validation(module_pki: pki.Ser
         wrong.verify(server, [])
 
 
-def test_server_cert_file_carries_the_chain(module_pki: pki.ServerPki) -> None:
+def test_server_cert_file_carries_the_chain(module_pki: ServerPki) -> None:
     certs = x509.load_pem_x509_certificates(module_pki.server_cert.read_bytes())
     assert len(certs) == 2
-    assert certs[1] == pki.load_ca_cert(module_pki)
+    assert certs[1] == load_ca_cert(module_pki)
 
 
 def test_changed_names_reissue_server_cert_but_keep_ca(tmp_path: Path) -> None:
-    p = pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
+    p = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
     ca_before = p.ca_cert.read_bytes()
     ca_key_before = p.ca_key.read_bytes()
-    old = pki.load_server_cert(p)
-    pki.ensure_server_pki(
-        tmp_path, public_host="tak2.example.org", extra_names=["192.0.2.7"], now=NOW
-    )
-    new = pki.load_server_cert(p)
+    old = load_server_cert(p)
+    ensure_server_pki(tmp_path, public_host="tak2.example.org", extra_names=["192.0.2.7"], now=NOW)
+    new = load_server_cert(p)
     assert new.serial_number != old.serial_number
     assert x509.DNSName("tak2.example.org") in _sans(new)
     assert x509.DNSName(PUBLIC_HOST) not in _sans(new)
     assert x509.IPAddress(ipaddress.ip_address("192.0.2.7")) in _sans(new)
     assert p.ca_cert.read_bytes() == ca_before
     assert p.ca_key.read_bytes() == ca_key_before
-    new.verify_directly_issued_by(pki.load_ca_cert(p))
+    new.verify_directly_issued_by(load_ca_cert(p))
 
 
 def test_name_order_and_case_do_not_trigger_reissue(tmp_path: Path) -> None:
-    p = pki.ensure_server_pki(
+    p = ensure_server_pki(
         tmp_path, public_host=PUBLIC_HOST, extra_names=["a.example", "10.0.0.1"], now=NOW
     )
     before = p.server_cert.read_bytes()
-    pki.ensure_server_pki(
+    ensure_server_pki(
         tmp_path,
         public_host=PUBLIC_HOST.upper(),
         extra_names=["10.0.0.1", "A.example", "localhost"],
@@ -139,21 +140,21 @@ def test_name_order_and_case_do_not_trigger_reissue(tmp_path: Path) -> None:
 
 
 def test_server_cert_renewed_when_close_to_expiry(tmp_path: Path) -> None:
-    p = pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
-    old = pki.load_server_cert(p)
-    later = old.not_valid_after_utc - dt.timedelta(days=pki.SERVER_RENEW_BEFORE_DAYS - 1)
-    pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=later)
-    new = pki.load_server_cert(p)
+    p = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
+    old = load_server_cert(p)
+    later = old.not_valid_after_utc - dt.timedelta(days=SERVER_RENEW_BEFORE_DAYS - 1)
+    ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=later)
+    new = load_server_cert(p)
     assert new.serial_number != old.serial_number
     assert new.not_valid_after_utc > old.not_valid_after_utc
 
 
 def test_lone_ca_key_is_never_overwritten(tmp_path: Path) -> None:
-    p = pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
+    p = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
     key = p.ca_key.read_bytes()
     p.ca_cert.unlink()
     with pytest.raises(PkiError, match="exists without"):
-        pki.ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
+        ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
     assert p.ca_key.read_bytes() == key
 
 
@@ -162,39 +163,39 @@ def test_lone_ca_key_is_never_overwritten(tmp_path: Path) -> None:
 )
 def test_bad_public_host_is_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(PkiError):
-        pki.ensure_server_pki(tmp_path, public_host=bad, now=NOW)
+        ensure_server_pki(tmp_path, public_host=bad, now=NOW)
 
 
-def test_check_names(module_pki: pki.ServerPki) -> None:
-    assert pki.check_names(module_pki, PUBLIC_HOST) == []
-    assert pki.check_names(module_pki, "10.1.2.3") == []
-    problems = pki.check_names(module_pki, "other.example.org")
+def test_check_names(module_pki: ServerPki) -> None:
+    assert check_names(module_pki, PUBLIC_HOST) == []
+    assert check_names(module_pki, "10.1.2.3") == []
+    problems = check_names(module_pki, "other.example.org")
     assert any("does not name other.example.org" in p for p in problems)
-    assert any("Docker" in p for p in pki.check_names(module_pki, "172.17.0.2"))
-    assert any("loopback" in p for p in pki.check_names(module_pki, "127.0.0.1"))
-    assert any("single-label" in p for p in pki.check_names(module_pki, "takserver"))
-    assert any("port" in p for p in pki.check_names(module_pki, "tak.example.org:8089"))
+    assert any("Docker" in p for p in check_names(module_pki, "172.17.0.2"))
+    assert any("loopback" in p for p in check_names(module_pki, "127.0.0.1"))
+    assert any("single-label" in p for p in check_names(module_pki, "takserver"))
+    assert any("port" in p for p in check_names(module_pki, "tak.example.org:8089"))
 
 
-def test_check_names_reports_expired_server_cert(module_pki: pki.ServerPki) -> None:
-    server = pki.load_server_cert(module_pki)
-    problems = pki.check_names(
+def test_check_names_reports_expired_server_cert(module_pki: ServerPki) -> None:
+    server = load_server_cert(module_pki)
+    problems = check_names(
         module_pki, PUBLIC_HOST, now=server.not_valid_after_utc + dt.timedelta(days=1)
     )
     assert any("server certificate expired" in p for p in problems)
 
 
-def test_expiring_lists_what_expires_soonest_first(fresh_pki: pki.ServerPki) -> None:
-    assert [n for n, _ in pki.expiring(fresh_pki, 7, NOW)] == []
-    issued = pki.issue_client_cert(fresh_pki, common_name="alice", org="Blue", days=10, now=NOW)
-    soon = pki.expiring(fresh_pki, 20, NOW)
+def test_expiring_lists_what_expires_soonest_first(fresh_pki: ServerPki) -> None:
+    assert [n for n, _ in expiring(fresh_pki, 7, NOW)] == []
+    issued = issue_client_cert(fresh_pki, common_name="alice", org="Blue", days=10, now=NOW)
+    soon = expiring(fresh_pki, 20, NOW)
     assert [n for n, _ in soon] == [f"client alice serial {issued.serial:x}"]
-    month = pki.expiring(fresh_pki, 31, NOW)
+    month = expiring(fresh_pki, 31, NOW)
     assert [n for n, _ in month] == [f"client alice serial {issued.serial:x}", "CRL next update"]
     assert month == sorted(month, key=lambda item: item[1])
-    everything = pki.expiring(fresh_pki, 4000, NOW)
+    everything = expiring(fresh_pki, 4000, NOW)
     names = [n for n, _ in everything]
     assert names[-1].startswith("CA ")
     assert any(n.startswith("server certificate") for n in names)
-    pki.revoke(fresh_pki, serial=issued.serial, now=NOW)
-    assert not any("alice" in n for n, _ in pki.expiring(fresh_pki, 4000, NOW))
+    revoke(fresh_pki, serial=issued.serial, now=NOW)
+    assert not any("alice" in n for n, _ in expiring(fresh_pki, 4000, NOW))

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from liaison import pki
 from liaison.errors import PkiError
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import ServerPki, fingerprint_sha256, load_ca_cert, load_chain
+from liaison.identity.issue import issue_client_cert
+from liaison.identity.tls import client_ssl_context, peer_identity, server_ssl_context
 
 from .pki_helpers import make_test_ca, pem
 
@@ -68,8 +71,8 @@ def _handshake(
 
 
 @pytest.fixture(scope="module")
-def alice(module_pki: pki.ServerPki, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    issued = pki.issue_client_cert(module_pki, common_name="alice", org="Blue")
+def alice(module_pki: ServerPki, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    issued = issue_client_cert(module_pki, common_name="alice", org="Blue")
     d = tmp_path_factory.mktemp("alice")
     assert issued.key_pem is not None
     (d / "alice.pem").write_bytes(issued.cert_pem)
@@ -77,53 +80,51 @@ def alice(module_pki: pki.ServerPki, tmp_path_factory: pytest.TempPathFactory) -
     return d / "alice.pem", d / "alice.key"
 
 
-def test_mutual_tls_handshake_succeeds(module_pki: pki.ServerPki, alice: tuple[Path, Path]) -> None:
-    server_ctx = pki.server_ssl_context(module_pki)
-    client_ctx = pki.client_ssl_context(module_pki.ca_cert, *alice)
+def test_mutual_tls_handshake_succeeds(module_pki: ServerPki, alice: tuple[Path, Path]) -> None:
+    server_ctx = server_ssl_context(module_pki)
+    client_ctx = client_ssl_context(module_pki.ca_cert, *alice)
     result, outcome = _handshake(server_ctx, client_ctx)
     assert result.error is None
     assert outcome == b"ok"
     assert result.version in ("TLSv1.2", "TLSv1.3")
     assert result.peer_der is not None
-    peer = pki.peer_identity(result.peer_der, issuers=pki.load_chain(module_pki))
+    peer = peer_identity(result.peer_der, issuers=load_chain(module_pki))
     assert peer.common_name == "alice"
     assert peer.org == "Blue"
-    assert peer.issuer_fingerprint_sha256 == pki.fingerprint_sha256(pki.load_ca_cert(module_pki))
+    assert peer.issuer_fingerprint_sha256 == fingerprint_sha256(load_ca_cert(module_pki))
 
 
 def test_client_verifies_the_server_by_public_host(
-    module_pki: pki.ServerPki, alice: tuple[Path, Path]
+    module_pki: ServerPki, alice: tuple[Path, Path]
 ) -> None:
     # 127.0.0.1 is the socket, but the name checked is the configured public host (a SAN)
-    server_ctx = pki.server_ssl_context(module_pki)
-    client_ctx = pki.client_ssl_context(module_pki.ca_cert, *alice)
+    server_ctx = server_ssl_context(module_pki)
+    client_ctx = client_ssl_context(module_pki.ca_cert, *alice)
     result, outcome = _handshake(server_ctx, client_ctx, server_hostname="tak.example.org")
     assert result.error is None and outcome == b"ok"
     result, outcome = _handshake(
-        pki.server_ssl_context(module_pki), client_ctx, server_hostname="wrong.example.org"
+        server_ssl_context(module_pki), client_ctx, server_hostname="wrong.example.org"
     )
     assert isinstance(outcome, ssl.SSLCertVerificationError)
 
 
-def test_handshake_without_client_cert_fails(module_pki: pki.ServerPki) -> None:
-    server_ctx = pki.server_ssl_context(module_pki)
-    client_ctx = pki.client_ssl_context(module_pki.ca_cert)
+def test_handshake_without_client_cert_fails(module_pki: ServerPki) -> None:
+    server_ctx = server_ssl_context(module_pki)
+    client_ctx = client_ssl_context(module_pki.ca_cert)
     result, outcome = _handshake(server_ctx, client_ctx)
     assert isinstance(result.error, ssl.SSLError)
     assert result.peer_der is None
     assert outcome != b"ok"
 
 
-def test_handshake_with_cert_from_another_ca_fails(
-    module_pki: pki.ServerPki, tmp_path: Path
-) -> None:
-    other = pki.ensure_server_pki(tmp_path, public_host="rogue.example.org")
-    mallory = pki.issue_client_cert(other, common_name="alice", org="Blue")
+def test_handshake_with_cert_from_another_ca_fails(module_pki: ServerPki, tmp_path: Path) -> None:
+    other = ensure_server_pki(tmp_path, public_host="rogue.example.org")
+    mallory = issue_client_cert(other, common_name="alice", org="Blue")
     assert mallory.key_pem is not None
     (tmp_path / "m.pem").write_bytes(mallory.cert_pem)
     (tmp_path / "m.key").write_bytes(mallory.key_pem)
-    server_ctx = pki.server_ssl_context(module_pki)
-    client_ctx = pki.client_ssl_context(module_pki.ca_cert, tmp_path / "m.pem", tmp_path / "m.key")
+    server_ctx = server_ssl_context(module_pki)
+    client_ctx = client_ssl_context(module_pki.ca_cert, tmp_path / "m.pem", tmp_path / "m.key")
     result, outcome = _handshake(server_ctx, client_ctx)
     assert isinstance(result.error, ssl.SSLError)
     assert "certificate" in str(result.error).lower()
@@ -131,32 +132,32 @@ def test_handshake_with_cert_from_another_ca_fails(
 
 
 def test_client_refuses_a_server_from_another_ca(
-    module_pki: pki.ServerPki, alice: tuple[Path, Path], tmp_path: Path
+    module_pki: ServerPki, alice: tuple[Path, Path], tmp_path: Path
 ) -> None:
     other_ca, _ = make_test_ca("Other CA")
     (tmp_path / "other.pem").write_bytes(pem(other_ca))
-    client_ctx = pki.client_ssl_context(tmp_path / "other.pem", *alice)
-    result, outcome = _handshake(pki.server_ssl_context(module_pki), client_ctx)
+    client_ctx = client_ssl_context(tmp_path / "other.pem", *alice)
+    result, outcome = _handshake(server_ssl_context(module_pki), client_ctx)
     assert isinstance(outcome, ssl.SSLCertVerificationError)
     assert result.peer_der is None
 
 
-def test_enrollment_port_context_needs_no_client_cert(module_pki: pki.ServerPki) -> None:
-    server_ctx = pki.server_ssl_context(module_pki, require_client_cert=False)
+def test_enrollment_port_context_needs_no_client_cert(module_pki: ServerPki) -> None:
+    server_ctx = server_ssl_context(module_pki, require_client_cert=False)
     assert server_ctx.verify_mode == ssl.CERT_NONE
-    result, outcome = _handshake(server_ctx, pki.client_ssl_context(module_pki.ca_cert))
+    result, outcome = _handshake(server_ctx, client_ssl_context(module_pki.ca_cert))
     assert result.error is None and outcome == b"ok"
 
 
-def test_contexts_refuse_tls_below_1_2(module_pki: pki.ServerPki, alice: tuple[Path, Path]) -> None:
-    assert pki.server_ssl_context(module_pki).minimum_version == ssl.TLSVersion.TLSv1_2
-    assert pki.server_ssl_context(module_pki).verify_mode == ssl.CERT_REQUIRED
-    client_ctx = pki.client_ssl_context(module_pki.ca_cert, *alice)
+def test_contexts_refuse_tls_below_1_2(module_pki: ServerPki, alice: tuple[Path, Path]) -> None:
+    assert server_ssl_context(module_pki).minimum_version == ssl.TLSVersion.TLSv1_2
+    assert server_ssl_context(module_pki).verify_mode == ssl.CERT_REQUIRED
+    client_ctx = client_ssl_context(module_pki.ca_cert, *alice)
     assert client_ctx.minimum_version == ssl.TLSVersion.TLSv1_2
 
 
 def test_missing_material_is_a_pki_error(tmp_path: Path) -> None:
     with pytest.raises(PkiError):
-        pki.server_ssl_context(pki.ServerPki.at(tmp_path))
+        server_ssl_context(ServerPki.at(tmp_path))
     with pytest.raises(PkiError):
-        pki.client_ssl_context(tmp_path / "absent.pem")
+        client_ssl_context(tmp_path / "absent.pem")

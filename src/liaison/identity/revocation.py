@@ -1,0 +1,163 @@
+"""Revoking client certificates: the index's revoked flags, the signed CRL, the per-handshake
+cache, and the events that tell live sessions a certificate or an account was revoked."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from liaison.errors import PkiError
+from liaison.identity.certs import (
+    ServerPki,
+    aki,
+    fingerprint_sha256,
+    load_ca,
+    load_ca_cert,
+    utc_now,
+)
+from liaison.identity.files import atomic_write, exclusive_lock
+from liaison.identity.issue import iso_utc, list_issued, read_index, record_from_json, write_index
+
+# The CRL's nextUpdate (RFC 5280 5.1.2.5). Consumers of the CRL file (a partner's TAK Server, a
+# reverse proxy) reject an expired CRL, so it is re-signed on every revocation and whenever
+# ensure_server_pki finds it past half of this period.
+CRL_VALIDITY_DAYS = 30
+
+
+def crl_needs_refresh(pki: ServerPki, ca: x509.Certificate, now: dt.datetime) -> bool:
+    if not (pki.crl.exists() and pki.crl_der.exists()):
+        return True
+    try:
+        crl = x509.load_pem_x509_crl(pki.crl.read_bytes())
+    except (ValueError, OSError):
+        return True
+    if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        return True
+    nxt = crl.next_update_utc
+    return nxt is None or nxt - now < dt.timedelta(days=CRL_VALIDITY_DAYS / 2)
+
+
+def revoke(
+    pki: ServerPki,
+    *,
+    serial: int | None = None,
+    common_name: str | None = None,
+    now: dt.datetime | None = None,
+) -> list[int]:
+    """Revoke one certificate by serial, or every live one issued to ``common_name``.
+
+    Returns the serials newly revoked (revoking twice is not an error) and re-signs the CRL.
+    A serial we never issued is a PkiError.
+    """
+    if (serial is None) == (common_name is None):
+        raise ValueError("pass exactly one of serial or common_name")
+    t = utc_now(now)
+    newly: list[int] = []
+    with exclusive_lock(pki.lock):
+        doc = read_index(pki)
+        found = False
+        for item in doc["certs"]:
+            rec = record_from_json(item)
+            if (serial is not None and rec.serial == serial) or (
+                common_name is not None and rec.common_name == common_name
+            ):
+                found = True
+                if item.get("revoked_at") is None:
+                    item["revoked_at"] = iso_utc(t)
+                    newly.append(rec.serial)
+        if serial is not None and not found:
+            raise PkiError(f"no certificate with serial {serial:x} was issued here")
+        if newly:
+            write_index(pki, doc)
+        write_crl_unlocked(pki, t)
+    return newly
+
+
+def revoked_serials(pki: ServerPki) -> frozenset[int]:
+    return frozenset(r.serial for r in list_issued(pki) if r.revoked)
+
+
+def is_revoked(pki: ServerPki, serial: int) -> bool:
+    return serial in revoked_serials(pki)
+
+
+class RevocationCache:
+    """The revoked serials, re-read only when issued.json changes (for a check per handshake).
+
+    The TLS handshake itself does not consult the CRL: Python's ssl module has no verify callback,
+    and a CRL loaded into an SSLContext that later passes its nextUpdate would lock every client
+    out. The transports call ``is_revoked(peer.serial)`` after the handshake instead.
+    """
+
+    __slots__ = ("_pki", "_revoked", "_stamp")
+
+    def __init__(self, pki: ServerPki) -> None:
+        self._pki = pki
+        self._stamp: tuple[int, int, int] | None = None
+        self._revoked: frozenset[int] = frozenset()
+
+    def is_revoked(self, serial: int) -> bool:
+        try:
+            st = self._pki.index.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = (0, 0, 0)
+        if stamp != self._stamp:
+            self._revoked = revoked_serials(self._pki) if stamp != (0, 0, 0) else frozenset()
+            self._stamp = stamp
+        return serial in self._revoked
+
+
+def write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:
+    ca, ca_key = load_ca(pki)
+    ca_fp = fingerprint_sha256(ca)
+    doc = read_index(pki)
+    number = int(doc.get("crl_number", 0)) + 1
+    doc["crl_number"] = number
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=CRL_VALIDITY_DAYS))
+        # RFC 5280 5.2.1 and 5.2.3: a conforming CRL carries the AKI and a monotonic CRL number.
+        .add_extension(aki(ca), critical=False)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for item in doc["certs"]:
+        rec = record_from_json(item)
+        # Only certificates of the current CA belong on its CRL (after import_ca the index still
+        # lists certificates of the retired CA).
+        if rec.revoked_at is not None and rec.issuer_sha256 == ca_fp:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(rec.serial)
+                .revocation_date(rec.revoked_at)
+                .build()
+            )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    atomic_write(pki.crl_der, crl.public_bytes(serialization.Encoding.DER))
+    atomic_write(pki.crl, crl.public_bytes(serialization.Encoding.PEM))
+    write_index(pki, doc)
+    return pki.crl
+
+
+def refresh_crl(pki: ServerPki, *, now: dt.datetime | None = None) -> bool:
+    """Re-sign the CRL when it is missing, invalid or past half its validity. True if re-signed.
+
+    A long-running server calls this periodically, so partners never hold an expired CRL.
+    """
+    t = utc_now(now)
+    ca = load_ca_cert(pki)
+    if not crl_needs_refresh(pki, ca, t):
+        return False
+    write_crl(pki, now=t)
+    return True
+
+
+def write_crl(pki: ServerPki, *, now: dt.datetime | None = None) -> Path:
+    """Sign a fresh CRL of every revoked certificate of the current CA; returns the PEM path."""
+    with exclusive_lock(pki.lock):
+        return write_crl_unlocked(pki, utc_now(now))
