@@ -5,6 +5,7 @@ federation guard call ``labels.decide``."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -364,3 +365,13 @@ def test_listener_names_are_declared_once() -> None:
                 ):
                     found.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert not found, f"a second list of listener kinds: {found}"
+
+
+def test_every_top_level_module_has_its_reason_in_the_architecture_doc() -> None:
+    """A newcomer finds every room from the folder names: a module at the top of src/liaison/ is
+    listed, with why, in docs/architecture.md ("Why these modules sit at the top level")."""
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    section = doc.split("### Why these modules sit at the top level", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"`([a-z_]+\.py)`", section))
+    top = {p.name for p in SRC.glob("*.py") if p.name != "__init__.py"}
+    assert top <= listed, sorted(top - listed)
