@@ -39,7 +39,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from liaison.errors import ConfigError
-from liaison.model.labels import AuthSet, Policy
+from liaison.model.labels import AuthSet, Label, Policy, validate_label
 from liaison.model.policy import authset_from_table, normalize_fingerprint
 from liaison.model.principal import ANON_GROUP
 from liaison.protocol.federation import MAX_PRIORITY, SERVER_ID_RE
@@ -148,7 +148,15 @@ _PEER_KEYS = {
     "coalesce",
     "relay",
     "max_hops",
+    "protocol",
+    "default_label",
 }
+
+# The wire spoken with a peer ([[federation.peer]] protocol): Liaison's own partner protocol, or
+# TAK federation v2 (gRPC, tak-federation.md section 3; federation/takv2.py), client role only.
+PROTOCOL_NATIVE = "native"
+PROTOCOL_TAK_V2 = "tak-v2"
+PROTOCOLS = (PROTOCOL_NATIVE, PROTOCOL_TAK_V2)
 
 
 class DetailPolicy(enum.Enum):
@@ -190,6 +198,9 @@ class PeerConfig:
     coalesce: bool = True
     relay: bool = False  # release events that came from another peer (needs max_hops >= 2)
     max_hops: int = 1  # federation links an event may cross in all
+    protocol: str = PROTOCOL_NATIVE  # the wire: "native" or "tak-v2"
+    # The label given to what a tak-v2 peer sends without a <__seclabel> (None: refused).
+    default_label: Label | None = None
 
     def allowed_type(self, cot_type: str) -> bool:
         return any(cot_type.startswith(p) for p in self.allow_types)
@@ -385,6 +396,26 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
     relay = _bool(raw, "relay", False, key)
     if relay and max_hops < 2:
         raise ConfigError(f"{key}.relay", "relaying another peer's events needs max_hops >= 2")
+    protocol = raw.get("protocol", PROTOCOL_NATIVE)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{key}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
+    if protocol == PROTOCOL_TAK_V2 and dial is None:
+        raise ConfigError(f"{key}.protocol", "tak-v2 peers must be dialled (dial = HOST:PORT)")
+    default_label: Label | None = None
+    if "default_label" in raw:
+        if protocol != PROTOCOL_TAK_V2:
+            raise ConfigError(f"{key}.default_label", 'only for protocol = "tak-v2"')
+        auths = authset_from_table(policy, raw["default_label"], f"{key}.default_label")
+        default_label = Label(
+            policy_id=policy.id,
+            classification=auths.ceiling or "",
+            categories=auths.held,
+            originator=org,  # the peer's organisation owns what it sends
+            created_ms=0,  # stamped with the time of receipt by the wire
+        )
+        problems = validate_label(policy, default_label)
+        if problems:
+            raise ConfigError(f"{key}.default_label", f"not a valid label: {', '.join(problems)}")
     return PeerConfig(
         name=name,
         dial=dial,
@@ -402,6 +433,8 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         coalesce=_bool(raw, "coalesce", True, key),
         relay=relay,
         max_hops=max_hops,
+        protocol=protocol,
+        default_label=default_label,
     )
 
 

@@ -511,3 +511,29 @@ class PeerLink:
             await session.send_events(rows)
             self.status.bump("sent", len(rows))
             self._sync_status()
+
+    # --- for wires that translate the release bytes (TAK federation v2, federation/takv2.py) ----
+
+    def wire_denied(self, row: OutboxRow, reasons: Sequence[str]) -> None:
+        """The wire's own re-check of what it was about to write (the translated message, read
+        back) refused ``row``: a deny record like a send-time re-check failure, counted."""
+        denial = Denial(
+            reasons=tuple(reasons), stage="send", uid=row.uid, type=row.type, label_id=row.label_id
+        )
+        with contextlib.suppress(StorageError, OSError):
+            self._audit.append_many([self._denial_record(denial)])
+        self.status.bump("denials")
+
+    def wire_rejected(self, reasons: Sequence[str], sha256: str) -> None:
+        """The wire could not turn what the peer sent into an event at all: an ingest_reject
+        record (``sha256`` of the bytes received), counted like the validator's refusals."""
+        fields: dict[str, object] = {
+            "path": "federation",
+            "peer": self.peer.name,
+            "sha256": sha256,
+            "reasons": list(reasons),
+        }
+        with contextlib.suppress(StorageError, OSError):
+            self._audit.append_many([(audit_mod.Kind.INGEST_REJECT.value, fields)])
+        self.status.bump("received")
+        self.status.bump("rejections")

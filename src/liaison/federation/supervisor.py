@@ -18,9 +18,14 @@ from pathlib import Path
 
 from liaison.config import LISTENER_NAMES
 from liaison.errors import PeerError, PkiError, listen_errors
-from liaison.federation import native
+from liaison.federation import native, takv2
 from liaison.federation.backoff import Backoff
-from liaison.federation.config import DEFAULT_STABLE_S, Address, FederationConfig
+from liaison.federation.config import (
+    DEFAULT_STABLE_S,
+    PROTOCOL_TAK_V2,
+    Address,
+    FederationConfig,
+)
 from liaison.federation.link import AuditSink, LinkRefused, PeerLink
 from liaison.federation.native import Tap, close_writer
 from liaison.federation.outbox import Outbox, outbox_path
@@ -182,6 +187,8 @@ class Federation:
         status.set_state(LinkState.CONNECTING, self._clock_ms())
         try:
             ctx = dial_context(peer, self._cert, self._key)
+            if peer.protocol == PROTOCOL_TAK_V2:
+                ctx.set_alpn_protocols(["h2"])  # gRPC runs over HTTP/2 (tak-federation.md 2.1)
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 reader, writer = await asyncio.open_connection(address.host, address.port, ssl=ctx)
         except (OSError, TimeoutError, ssl.SSLError, PkiError) as exc:
@@ -199,16 +206,24 @@ class Federation:
             link.refuse(f"{address}: {problem}")
             await close_writer(writer)
             return
-        await self._run_session(link, reader, writer)
+        await self._run_session(link, reader, writer, address)
 
     async def _run_session(
-        self, link: PeerLink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        link: PeerLink,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: Address | None = None,
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._sessions[task] = writer
         try:
-            await native.serve(link, reader, writer, self._tap)
+            if link.peer.protocol == PROTOCOL_TAK_V2 and address is not None:
+                # The peer's wire: TAK federation v2 (client role), same pinned TLS connection.
+                await takv2.serve(link, reader, writer, authority=str(address), tap=self._tap)
+            else:
+                await native.serve(link, reader, writer, self._tap)
         except LinkRefused as exc:
             link.refuse(str(exc))
         except PeerError as exc:

@@ -1,0 +1,432 @@
+"""The TAK federation v2 wire ("FIG", gRPC over mutual TLS), client role: Liaison dials a TAK
+Server (or any v2 federate) and drives the peer's :class:`~liaison.federation.link.PeerLink`.
+
+TLS is Liaison's own, not gRPC's: the supervisor dials with ``federation/tls.py`` (our
+certificate, trusting only the peer's CA, ALPN ``h2``) and pins the peer's leaf certificate by
+its SHA-256 before a byte of gRPC is sent. The plaintext side of that one TLS connection is then
+offered to grpcio on a private Unix socket (a one-connection bridge), so every call of the
+session travels on one TLS connection, as TAK Server requires (tak-federation.md 2.3), and the
+tap sees exactly the HTTP/2 bytes that cross.
+
+Call order (tak-federation.md 6.2): ``ServerFederateGroupsStream`` (wait for
+``streamUpdate = SERVING``, or UNIMPLEMENTED), ``ClientEventStream`` (inbound events) *before*
+``ServerEventStream`` (outbound events), ``HealthCheck{SERVING}`` every 3 s with a deadline,
+``ClientROLStream`` after the first SERVING answer (drained and ignored). ``getIdentity`` and
+``SendOneEvent`` are never used.
+
+Outbound: the link's send loop hands rows (the guard's release bytes); each is translated by
+``fig_codec.release_to_federated``, serialized, read back from the serialized bytes and
+re-checked by the guard (label, ceiling, type, details, provenance, marking) before it is
+written; a row that fails is not written and gets a deny record. TAK federation has no
+acknowledgement: a row counts as delivered (and leaves the outbox) once grpcio accepted its
+write on the stream. Inbound: each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's
+default label, provenance) and goes through the link's validator, audit and router; contacts
+and ROL are counted and ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import ssl
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from liaison.errors import PeerError
+from liaison.federation import fig_codec
+from liaison.federation.guard import InboundValidator, content_sha256
+from liaison.federation.link import PeerLink
+from liaison.federation.outbox import Outgoing as OutboxRow
+from liaison.federation.proto import fig_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE = "/com.atakmap.FederatedChannel/"
+
+# Seconds between our HealthCheck calls; TAK Server's own client uses 3 s and kills a stream
+# that had no SERVING health for 15 s (tak-federation.md 6.2 step 5).
+HEALTH_INTERVAL_S = 3.0
+# Seconds a HealthCheck may take (TAK never completes one it cannot answer: trap 9).
+HEALTH_TIMEOUT_S = 5.0
+# Seconds to wait for the groups stream's SERVING before opening the event streams.
+HANDSHAKE_TIMEOUT_S = 15.0
+# Largest gRPC message accepted or sent (grpcio's 4 MiB default is too small for ROL with
+# files, trap 22; ROL is drained and ignored, events are bounded again by cot_xml's limits).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Received events waiting to be validated; past this the reader stops reading (HTTP/2 flow
+# control then holds the peer back).
+MAX_INBOUND_QUEUE = 1000
+# Received events validated, audited and made durable together.
+MAX_INBOUND_BATCH = 256
+# Bytes moved per read between the TLS connection and grpcio's socket.
+BRIDGE_CHUNK = 64 * 1024
+# Seconds to wait for a closing TLS connection to finish its goodbye.
+CLOSE_TIMEOUT_S = 2.0
+# Version announced in Subscription.version (TAK needs major >= 1, trap 9).
+VERSION_MAJOR = 1
+VERSION_VARIANT = "liaison"
+
+Tap = Callable[[str, bytes], None]
+
+
+class _Ended(Exception):
+    """Raised inside the connection's TaskGroup to stop its tasks."""
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_failure(exc)
+            if inner is not None:
+                return inner
+        elif not isinstance(exc, _Ended):
+            return exc
+    return None
+
+
+def _identity(link: PeerLink) -> fig_pb2.Subscription:
+    server_id = link.fed.server_id
+    return fig_pb2.Subscription(
+        identity=fig_pb2.Identity(
+            name=server_id,
+            uid=uuid.uuid4().hex,
+            type=fig_pb2.Identity.FEDERATION_TAK_CLIENT,
+            serverId=server_id,
+        ),
+        version=fig_pb2.TakServerVersion(major=VERSION_MAJOR, variant=VERSION_VARIANT),
+    )
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await writer.wait_closed()
+
+
+async def _pump(
+    src: asyncio.StreamReader,
+    dst: asyncio.StreamWriter,
+    tap: Tap | None,
+    direction: str,
+    frames: _FrameWatch | None = None,
+) -> None:
+    while True:
+        data = await src.read(BRIDGE_CHUNK)
+        if not data:
+            raise _Ended
+        if tap is not None:
+            tap(direction, data)
+        dst.write(data)
+        await dst.drain()
+        if frames is not None:
+            frames.feed(data)
+
+
+# The client connection preface of HTTP/2 (RFC 9113 section 3.4).
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME_HEADER = 9
+_FLAG_END_STREAM = 0x1
+_TYPE_DATA, _TYPE_HEADERS = 0x0, 0x1
+
+
+class _FrameWatch:
+    """Counts the HTTP/2 streams grpcio half-closed on the way out (RFC 9113 section 4.1 frame
+    layout), so the session knows a unary request (ClientEventStream's subscription) has been
+    written to the TLS connection before it opens the next call."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._preface = True
+        self.half_closed: set[int] = set()
+        self.changed = asyncio.Event()
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if self._preface:
+            if len(buf) < len(_PREFACE):
+                return
+            del buf[: len(_PREFACE)]
+            self._preface = False
+        while len(buf) >= _FRAME_HEADER:
+            length = int.from_bytes(buf[0:3], "big")
+            if len(buf) < _FRAME_HEADER + length:
+                return
+            kind, flags = buf[3], buf[4]
+            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            del buf[: _FRAME_HEADER + length]
+            if kind in (_TYPE_DATA, _TYPE_HEADERS) and flags & _FLAG_END_STREAM and stream:
+                self.half_closed.add(stream)
+                self.changed.set()
+
+    async def wait_half_closed(self, count: int) -> None:
+        while len(self.half_closed) < count:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+class _Bridge:
+    """A private Unix socket that gives grpcio the plaintext of one pinned TLS connection.
+
+    It accepts exactly one connection (the socket is in a fresh 0700 directory); a second one
+    (grpcio reconnecting after the first ended) is closed at once, so a session never moves to
+    another TLS connection.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tap: Tap | None,
+        tg: asyncio.TaskGroup,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._tap = tap
+        self._tg = tg
+        self._used = False
+        self.directory = tempfile.mkdtemp(prefix="liaison-fig-")
+        self.path = os.path.join(self.directory, "s")
+        self._server: asyncio.Server | None = None
+        self._local: asyncio.StreamWriter | None = None
+        self.frames = _FrameWatch()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._on_local, path=self.path)
+
+    async def _on_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._used:
+            writer.close()
+            return
+        self._used = True
+        self._local = writer
+        self._tg.create_task(_pump(self._reader, writer, self._tap, "in"), name="fig-bridge-in")
+        self._tg.create_task(
+            _pump(reader, self._writer, self._tap, "out", self.frames), name="fig-bridge-out"
+        )
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._local is not None:
+            self._local.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class FigClientSession:
+    """One v2 connection of a link, Liaison dialling: the WireSession of this wire."""
+
+    def __init__(self, link: PeerLink, channel: grpc.aio.Channel, frames: _FrameWatch) -> None:
+        self._link = link
+        self._channel = channel
+        self._frames = frames
+        self._out: Any = None  # the ServerEventStream call (grpc.aio.StreamUnaryCall)
+
+    # --- WireSession ----------------------------------------------------------------------------
+
+    async def send_events(self, rows: Sequence[OutboxRow]) -> None:
+        link = self._link
+        for row in rows:
+            data = self._encode(row)
+            if data is not None:
+                await self._out.write(data)
+            # No acknowledgement in TAK federation: written (or refused) counts as done.
+            link.acked(row.seq)
+
+    def _encode(self, row: OutboxRow) -> bytes | None:
+        """The serialized FederatedEvent for a row, re-checked from those very bytes."""
+        link = self._link
+        try:
+            fed = fig_codec.release_to_federated(
+                row.payload, server_id=link.fed.server_id, max_hops=link.peer.max_hops
+            )
+            data = fed.SerializeToString()
+            # The re-check reads what will be written, not what we meant to write.
+            back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data))
+        except (fig_codec.FigError, PeerError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            link.wire_denied(row, ("guard_mismatch", f"fig_encode:{reason}"))
+            return None
+        problems = link.guard.recheck(back, label_id=row.label_id, uid=row.uid, type=row.type)
+        if problems:
+            log.error("federation %s: translated release refused: %s", link.peer.name, problems)
+            link.wire_denied(row, problems)
+            return None
+        return data
+
+    # --- the conversation -----------------------------------------------------------------------
+
+    def _call(self, kind: str, method: str, response: Any) -> Any:
+        ch = self._channel
+        maker = {
+            "unary_stream": ch.unary_stream,
+            "stream_unary": ch.stream_unary,
+            "unary_unary": ch.unary_unary,
+        }[kind]
+        return maker(
+            SERVICE + method,
+            request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+
+    async def run(self, tg: asyncio.TaskGroup) -> None:
+        link = self._link
+        sub = _identity(link)
+        groups = self._call("unary_stream", "ServerFederateGroupsStream", fig_pb2.FederateGroups)(
+            sub
+        )
+        await self._await_serving(groups)
+        inbound = self._call("unary_stream", "ClientEventStream", fig_pb2.FederatedEvent)(sub)
+        # ClientEventStream must be open before ServerEventStream (trap 10): its subscription
+        # (the second request grpcio half-closes, after the groups stream's) must have been
+        # written to the TLS connection before ServerEventStream is made. Waiting for the
+        # peer's headers instead would hang: a gRPC server may send none before a message.
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            await self._frames.wait_half_closed(2)
+        self._out = self._call("stream_unary", "ServerEventStream", fig_pb2.Subscription)()
+        # The peer is the one pinned by its certificate; in Liaison's provenance its events
+        # carry its configured name (what a peer says about itself selects nothing).
+        validator = link.peer_identified(link.peer.name)
+        link.connection_up(0)
+        name = link.peer.name
+        queue: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
+        tg.create_task(self._read(inbound, queue), name=f"fig-read-{name}")
+        tg.create_task(self._apply(queue, validator), name=f"fig-apply-{name}")
+        tg.create_task(self._health(sub, tg), name=f"fig-health-{name}")
+        tg.create_task(self._drain(groups, "groups"), name=f"fig-groups-{name}")
+        await link.send_loop(self)
+
+    async def _await_serving(self, groups: Any) -> None:
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                async for update in groups:
+                    if update.streamUpdate.status == fig_pb2.ServerHealth.SERVING:
+                        return
+        except TimeoutError:
+            raise PeerError("no SERVING on the groups stream", reason="handshake_timeout") from None
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return  # allowed by TAK's client (tak-federation.md 6.1 step 2)
+            raise PeerError(f"groups stream: {exc.code().name}", reason="rpc_error") from None
+        raise PeerError("groups stream ended before SERVING", reason="rpc_error")
+
+    async def _drain(self, call: AsyncIterator[Any], what: str) -> None:
+        """Read a stream we do not use (group names, ROL) so it never stalls the connection."""
+        try:
+            async for _msg in call:
+                log.debug("federation %s: %s message ignored", self._link.peer.name, what)
+        except grpc.aio.AioRpcError as exc:
+            log.info("federation %s: %s stream ended: %s", self._link.peer.name, what, exc.code())
+
+    async def _health(self, sub: fig_pb2.Subscription, tg: asyncio.TaskGroup) -> None:
+        check = self._call("unary_unary", "HealthCheck", fig_pb2.ServerHealth)
+        rol_open = False
+        request = fig_pb2.ClientHealth(status=fig_pb2.ClientHealth.SERVING)
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            try:
+                answer = await check(request, timeout=HEALTH_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                raise PeerError(f"health check: {exc.code().name}", reason="health") from None
+            if answer.status != fig_pb2.ServerHealth.SERVING:
+                status = fig_pb2.ServerHealth.ServingStatus.Name(answer.status)
+                raise PeerError(f"health check answered {status}", reason="health")
+            if not rol_open:
+                rol_open = True
+                rol = self._call("unary_stream", "ClientROLStream", fig_pb2.ROL)(sub)
+                tg.create_task(self._drain(rol, "ROL"), name=f"fig-rol-{self._link.peer.name}")
+
+    async def _read(self, call: Any, queue: asyncio.Queue[fig_pb2.FederatedEvent]) -> None:
+        try:
+            async for msg in call:
+                await queue.put(msg)
+        except grpc.aio.AioRpcError as exc:
+            raise PeerError(f"event stream: {exc.code().name}", reason="rpc_error") from None
+        raise PeerError("the peer ended its event stream", reason="closed")
+
+    async def _apply(
+        self, queue: asyncio.Queue[fig_pb2.FederatedEvent], validator: InboundValidator
+    ) -> None:
+        link = self._link
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < MAX_INBOUND_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            items: list[tuple[int, bytes]] = []
+            seq = link.last_applied
+            for fed in batch:
+                if not fed.HasField("event"):
+                    # Contacts (and anything else without a GeoEvent) are not routed here.
+                    log.debug("federation %s: contact entry ignored", link.peer.name)
+                    continue
+                try:
+                    xml = fig_codec.inbound_cot(
+                        fed,
+                        policy=link.policy,
+                        server_id=link.fed.server_id,
+                        peer_server_id=link.peer.name,
+                        default_label=link.peer.default_label,
+                        now_ms=link.clock_ms(),
+                    )
+                except fig_codec.FigError as exc:
+                    log.warning(
+                        "federation %s: refused a FederatedEvent: %s", link.peer.name, exc.reason
+                    )
+                    link.wire_rejected((exc.reason,), content_sha256(fed.SerializeToString()))
+                    continue
+                seq += 1
+                items.append((seq, xml))
+            if items:
+                await link.receive(items, validator)
+
+
+async def serve(
+    link: PeerLink,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    authority: str,
+    tap: Tap | None = None,
+) -> None:
+    """Run one dialled, pinned TLS connection of ``link`` as a v2 client until it ends.
+
+    ``authority`` is the ``host:port`` dialled (the HTTP/2 ``:authority``). Raises PeerError.
+    """
+    link.begin_connection()
+    channel: grpc.aio.Channel | None = None
+    bridge: _Bridge | None = None
+    try:
+        async with asyncio.TaskGroup() as tg:
+            bridge = _Bridge(reader, writer, tap, tg)
+            await bridge.start()
+            channel = grpc.aio.insecure_channel(
+                f"unix:{bridge.path}",
+                options=[
+                    ("grpc.default_authority", authority),
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.enable_retries", 0),
+                ],
+            )
+            await FigClientSession(link, channel, bridge.frames).run(tg)
+            raise _Ended
+    except BaseExceptionGroup as group:
+        failure = _first_failure(group)
+        if failure is not None:
+            raise failure from None
+    finally:
+        if channel is not None:
+            await channel.close()
+        if bridge is not None:
+            await bridge.close()
+        link.end_connection()
+        await _close_writer(writer)

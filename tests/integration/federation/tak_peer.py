@@ -1,0 +1,128 @@
+"""A small TAK federation v2 server for tests, written from shared/reference/tak-federation.md
+(sections 3, 6.2 and 15), playing TAK Server's side when a federate dials it.
+
+It reproduces the checks TAK Server makes of a dialling federate: mutual TLS (a client
+certificate from the trusted CA), a non-empty ``identity.name`` on ``ClientEventStream`` and the
+other subscriptions (trap 8), ``SERVING`` sent at once on ``ServerFederateGroupsStream`` (trap
+11), ``ClientEventStream`` expected before ``ServerEventStream`` (trap 10, recorded), and
+``HealthCheck`` answered ``SERVING`` only once a ``ClientEventStream`` with ``version.major >= 1``
+is open (trap 9), else ``NOT_CONNECTED``. Everything received on ``ServerEventStream`` is kept
+as raw bytes (``received``), so a test can decode exactly what crossed; ``send`` pushes a
+``FederatedEvent`` down the open ``ClientEventStream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from liaison.federation.proto import fig_pb2
+
+SERVICE = "com.atakmap.FederatedChannel"
+# Events a test may queue for the peer to send.
+MAX_QUEUED = 100
+
+
+class TakPeer:
+    def __init__(self) -> None:
+        self.received: list[bytes] = []  # serialized FederatedEvents, in arrival order
+        self.calls: list[str] = []  # method names in the order they were opened
+        self.client_fingerprints: set[str] = set()
+        self.health_answers: list[int] = []
+        self.order_ok: bool | None = None  # ClientEventStream open before ServerEventStream
+        self._outbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_QUEUED)
+        self._client_stream_major = 0
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _who(self, context: Any) -> None:
+        pem = context.auth_context().get("x509_pem_cert")
+        if pem:
+            cert = x509.load_pem_x509_certificate(pem[0])
+            der = cert.public_bytes(Encoding.DER)
+            self.client_fingerprints.add(hashlib.sha256(der).hexdigest())
+
+    def decoded(self) -> list[fig_pb2.FederatedEvent]:
+        return [fig_pb2.FederatedEvent.FromString(b) for b in self.received]
+
+    async def send(self, event: fig_pb2.FederatedEvent) -> None:
+        await self._outbound.put(event)
+
+    # --- the service (TAK's side) ---------------------------------------------------------------
+
+    async def _groups(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        self._who(context)
+        sub = fig_pb2.Subscription.FromString(request)
+        self.calls.append("ServerFederateGroupsStream")
+        if not sub.identity.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "identity.name required")
+        update = fig_pb2.FederateGroups(
+            streamUpdate=fig_pb2.ServerHealth(status=fig_pb2.ServerHealth.SERVING)
+        )
+        yield update.SerializeToString()
+        await asyncio.Event().wait()  # held open, as TAK does
+
+    async def _client_events(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        sub = fig_pb2.Subscription.FromString(request)
+        self.calls.append("ClientEventStream")
+        if not sub.identity.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "identity.name required")
+        self._client_stream_major = sub.version.major
+        while True:
+            event = await self._outbound.get()
+            yield event.SerializeToString()
+
+    async def _server_events(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        self.calls.append("ServerEventStream")
+        self.order_ok = "ClientEventStream" in self.calls
+        async for data in requests:
+            self.received.append(data)
+        return fig_pb2.Subscription(
+            identity=fig_pb2.Identity(
+                name="tak-peer", type=fig_pb2.Identity.FEDERATION_TAK_SERVER, serverId="tak-peer"
+            )
+        ).SerializeToString()
+
+    async def _health(self, request: bytes, context: Any) -> bytes:
+        fig_pb2.ClientHealth.FromString(request)
+        ok = "ClientEventStream" in self.calls and self._client_stream_major >= 1
+        status = fig_pb2.ServerHealth.SERVING if ok else fig_pb2.ServerHealth.NOT_CONNECTED
+        self.health_answers.append(status)
+        return fig_pb2.ServerHealth(status=status).SerializeToString()
+
+    async def _rol(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        self.calls.append("ClientROLStream")
+        await asyncio.Event().wait()
+        yield b""  # never reached
+
+    async def start(self, *, cert_chain: bytes, key: bytes, client_ca: bytes) -> int:
+        handlers = {
+            "ServerFederateGroupsStream": grpc.unary_stream_rpc_method_handler(self._groups),
+            "ClientEventStream": grpc.unary_stream_rpc_method_handler(self._client_events),
+            "ServerEventStream": grpc.stream_unary_rpc_method_handler(self._server_events),
+            "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
+            "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._rol),
+        }
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
+        )
+        creds = grpc.ssl_server_credentials(
+            [(key, cert_chain)], root_certificates=client_ca, require_client_auth=True
+        )
+        self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+        await self.server.start()
+        return self.port
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=0.5)
