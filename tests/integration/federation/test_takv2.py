@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from liaison import pki
 from liaison.app import Server
 from liaison.audit import verify
 from liaison.federation.link import GateAudit
 from liaison.federation.proto import fig_pb2
 from liaison.federation.status import LinkState
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import ServerPki, fingerprint_sha256, load_server_cert
 from tests.integration.federation.fed_helpers import (
     server_fingerprint,
     start_federation,
@@ -39,8 +40,8 @@ from tests.integration.helpers import sa_event
 from tests.unit.federation.fed_support import peer_table
 
 
-def _peer_pki(root: Path) -> pki.ServerPki:
-    return pki.ensure_server_pki(root / "takpeer", public_host="127.0.0.1", ca_name="TAK Peer CA")
+def _peer_pki(root: Path) -> ServerPki:
+    return ensure_server_pki(root / "takpeer", public_host="127.0.0.1", ca_name="TAK Peer CA")
 
 
 def _geo(uid: str, cot_type: str, callsign: str, remarks: str = "") -> fig_pb2.GeoEvent:
@@ -89,7 +90,7 @@ async def test_pli_and_marker_both_ways_with_a_tak_v2_peer(tmp_path: Path) -> No
             name="ukr",
             dial=f"127.0.0.1:{port}",
             ca_file=str(peer_pki.ca_cert),
-            fingerprint=pki.fingerprint_sha256(pki.load_server_cert(peer_pki)),
+            fingerprint=fingerprint_sha256(load_server_cert(peer_pki)),
             protocol="tak-v2",
             default_label={"classification": "UNCLASSIFIED", "REL": ["UKR", "USA"]},
         )
