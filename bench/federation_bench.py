@@ -37,6 +37,7 @@ from liaison.federation.outbox import Outbox, QueuedRelease, outbox_path  # noqa
 from liaison.federation.supervisor import Federation  # noqa: E402
 from liaison.identity.ca import ensure_server_pki  # noqa: E402
 from liaison.identity.certs import fingerprint_sha256, load_server_cert  # noqa: E402
+from liaison.latest import MemoryLatestState  # noqa: E402
 from liaison.metrics import Metrics  # noqa: E402
 from liaison.model import labels  # noqa: E402
 from liaison.model.event import Event  # noqa: E402
@@ -204,7 +205,9 @@ async def bench_drain(n: int, root: Path) -> dict[str, float]:
         POLICY,
         default_server_id="x",
     )
-    routers = [Router(metrics=Metrics(), clock_ms=now_ms) for _ in range(2)]
+    routers = [
+        Router(metrics=Metrics(), clock_ms=now_ms, latest=MemoryLatestState()) for _ in range(2)
+    ]
     audits = [
         AuditLog.open(root / "usa" / "audit.log", None),
         AuditLog.open(root / "ukr" / "audit.log", None),

@@ -28,7 +28,6 @@ from liaison.audit import deny_record
 from liaison.errors import PeerError
 from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
 from liaison.latest.base import LatestEntry, LatestState
-from liaison.latest.memory import MAX_LATEST_UIDS, MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.access import Decision, access_key, can_see
@@ -159,8 +158,7 @@ class Router:
         metrics: Metrics,
         clock_ms: Callable[[], int],
         writer: StoreWriter | None = None,
-        latest: LatestState | None = None,
-        max_latest: int = MAX_LATEST_UIDS,
+        latest: LatestState,
         congestion_threshold: int | None = None,
         gate: Gate | None = None,
         relay_between_peers: bool = False,
@@ -175,8 +173,8 @@ class Router:
         self._subscribers: dict[int, Subscriber] = {}
         # Each subscriber's access key, computed once at attach (principals do not change).
         self._keys: dict[int, object] = {}
-        # The latest state: app.py passes the implementation; tests and benches get one node's.
-        self._latest: LatestState = latest if latest is not None else MemoryLatestState(max_latest)
+        # The latest state: app.py picks the implementation (one node's, or a cluster's).
+        self._latest: LatestState = latest
         # Held while the audit log fails: events to accept again, or accepted ones to distribute.
         self._held: deque[tuple[Event, Source] | AcceptedEvent] = deque()
         self._banners: dict[str, str] = {}  # label id -> banner, for display

@@ -13,6 +13,7 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.config import Config
 from liaison.identity.users import UserDirectory
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal
 from liaison.query import Query
@@ -23,7 +24,7 @@ from liaison.storage.memory import MemoryStore
 
 def _context(tmp_path: Path) -> ApiContext:
     metrics = Metrics()
-    router = Router(metrics=metrics, clock_ms=lambda: 0)
+    router = Router(metrics=metrics, clock_ms=lambda: 0, latest=MemoryLatestState())
     return ApiContext(
         config=Config(data_dir=tmp_path),
         router=router,

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from liaison.api import geojson, rest
 from liaison.api.ws import FeedEncoder, WsSubscriber, feed_message
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.event import Event, make_event
 from liaison.model.labels import AuthSet
@@ -187,7 +188,7 @@ def test_subscriber_overflows_past_its_limit() -> None:
 
 
 def test_encoder_encodes_each_event_once() -> None:
-    router = Router(metrics=Metrics(), clock_ms=lambda: T)
+    router = Router(metrics=Metrics(), clock_ms=lambda: T, latest=MemoryLatestState())
     enc = FeedEncoder(router, size=2)
     e = ev("a")
     first = enc.encode(Outgoing(e))

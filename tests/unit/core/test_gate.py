@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from liaison.errors import StorageError
 from liaison.gate import Gate, load_gate_config
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.event import Event, make_event
@@ -68,7 +69,11 @@ class Sub:
 def setup() -> tuple[Router, Gate, FakeAudit]:
     audit = FakeAudit()
     gate = Gate(load_gate_config(POLICY), audit=audit, clock_ms=lambda: NOW)
-    return Router(metrics=Metrics(), clock_ms=lambda: NOW, gate=gate), gate, audit
+    return (
+        Router(metrics=Metrics(), clock_ms=lambda: NOW, gate=gate, latest=MemoryLatestState()),
+        gate,
+        audit,
+    )
 
 
 def person(gate: Gate, name: str, org: str, profile: str) -> Principal:
@@ -233,7 +238,11 @@ def setup_partners(partner_updates: bool) -> tuple[Router, Gate, FakeAudit]:
     audit = FakeAudit()
     text = POLICY + f"partner_updates = {'true' if partner_updates else 'false'}\n"
     gate = Gate(load_gate_config(text), audit=audit, clock_ms=lambda: NOW)
-    return Router(metrics=Metrics(), clock_ms=lambda: NOW, gate=gate), gate, audit
+    return (
+        Router(metrics=Metrics(), clock_ms=lambda: NOW, gate=gate, latest=MemoryLatestState()),
+        gate,
+        audit,
+    )
 
 
 def delete(

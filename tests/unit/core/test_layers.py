@@ -78,14 +78,13 @@ def test_the_latest_state_interface_is_pure() -> None:
 
 
 def test_only_the_composition_root_picks_the_latest_state() -> None:
-    """The router depends on the ``LatestState`` interface; app.py constructs the implementation
-    (the router's own default, one node's table, serves tests and benches)."""
+    """The router depends on the ``LatestState`` interface; app.py constructs the implementation."""
     namers = sorted(
         p.relative_to(SRC).as_posix()
         for p in SRC.rglob("*.py")
         if p.parent.name != "latest" and "MemoryLatestState(" in p.read_text()
     )
-    assert namers == ["app.py", "router.py"]
+    assert namers == ["app.py"]
 
 
 # --- model/canonical.py: the bottom of the model, shared with the audit log ------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from liaison import router as router_mod
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.event import Event, make_event
 from liaison.model.principal import Principal
@@ -48,7 +49,7 @@ def test_fan_out_renders_each_format_once(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(router_mod.cot_xml, "render_xml", counting_xml)
     monkeypatch.setattr(router_mod.cot_proto, "render_proto", counting_proto)
-    r = Router(metrics=Metrics(), clock_ms=lambda: NOW)
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
     group = frozenset({"g"})
     subs = [Sub(Principal(name=f"u{i}", in_groups=group, out_groups=group)) for i in range(50)]
     for s in subs:

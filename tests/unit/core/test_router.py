@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from liaison.latest import LatestEntry
+from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.event import Event, make_event
 from liaison.model.principal import Principal
@@ -52,7 +52,7 @@ def sa(uid: str, callsign: str) -> Event:
 
 
 def router() -> Router:
-    return Router(metrics=Metrics(), clock_ms=lambda: NOW)
+    return Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
 
 
 def test_implicit_routing_reaches_everyone_else_once() -> None:
@@ -162,7 +162,7 @@ def test_delete_removes_state_and_is_relayed() -> None:
 
 def test_latest_table_is_bounded_and_expires() -> None:
     clock = [NOW]
-    r = Router(metrics=Metrics(), clock_ms=lambda: clock[0], max_latest=3)
+    r = Router(metrics=Metrics(), clock_ms=lambda: clock[0], latest=MemoryLatestState(3))
     a = Sub(user("a"))
     for i in range(5):
         r.publish(event(f"u{i}", stale=1000 * (i + 1)), a)

@@ -11,6 +11,7 @@ from liaison.errors import StorageError
 from liaison.federation.link import LISTENER, PeerLink
 from liaison.federation.outbox import Outbox
 from liaison.federation.status import FederationStatus
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal, PrincipalKind
 from liaison.router import Outgoing, Router
@@ -37,7 +38,7 @@ def make_link(tmp_path: Path, audit: MemoryAudit) -> PeerLink:
         fed=fed,
         peer=fed.peers[0],
         policy=POLICY,
-        router=Router(metrics=Metrics(), clock_ms=lambda: 0),
+        router=Router(metrics=Metrics(), clock_ms=lambda: 0, latest=MemoryLatestState()),
         audit=audit,
         outbox=Outbox.open(tmp_path / "ukr.db", durable=False),
         status=FederationStatus("usa-srv").add("ukr", None),

@@ -18,6 +18,7 @@ from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outbox
 from liaison.federation.status import FederationStatus
 from liaison.gate import Gate, load_gate_config
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.principal import Principal
@@ -58,7 +59,7 @@ def _setup(tmp_path: Path) -> tuple[Router, PeerLink, MemoryAudit, Principal]:
         audit=MemoryAudit(),
         clock_ms=_now_ms,
     )
-    router = Router(metrics=Metrics(), clock_ms=_now_ms, gate=gate)
+    router = Router(metrics=Metrics(), clock_ms=_now_ms, gate=gate, latest=MemoryLatestState())
     fed = fed_config()
     link_audit = MemoryAudit()
     link = PeerLink(

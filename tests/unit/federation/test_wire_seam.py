@@ -15,6 +15,7 @@ from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outbox, QueuedRelease
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.status import FederationStatus
+from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.router import Outgoing, Router
 from tests.unit.federation.fed_support import POLICY, REL_BOTH, event, fed_config
@@ -164,7 +165,7 @@ def make_link(box: Outbox) -> PeerLink:
         fed=fed,
         peer=fed.peers[0],
         policy=POLICY,
-        router=Router(metrics=Metrics(), clock_ms=lambda: 0),
+        router=Router(metrics=Metrics(), clock_ms=lambda: 0, latest=MemoryLatestState()),
         audit=MemoryAudit(),
         outbox=box,
         status=FederationStatus("usa-srv").add("ukr", None),
