@@ -539,6 +539,10 @@ class Missions:
     ) -> SubscriptionRecord:
         now = self._clock_ms()
         old = m.subs.get(client_uid)
+        if old is not None and old.username != viewer.name:
+            # A device uid another user subscribed: never hand over their token or role.
+            self.m_refused.inc("uid_taken")
+            raise MissionError(403, "this device uid is subscribed by another user")
         if old is not None:
             rank = {READONLY: 0, SUBSCRIBER: 1, OWNER: 2}
             best = role if rank.get(role, 0) > rank.get(old.role, 0) else old.role
@@ -620,7 +624,7 @@ class Missions:
                 event,
                 sender_groups=entry.sender_groups,
                 label=entry.label,
-                client_uids=self._live_uids(m) - {creator_uid},
+                clients=self._live(m) - {(creator_uid, viewer.name)},
                 path="mission",
             )
         return missing
@@ -647,8 +651,10 @@ class Missions:
 
     # --- the router's side ----------------------------------------------------------------
 
-    def _live_uids(self, m: _Mission) -> set[str]:
-        return {s.client_uid for s in m.subs.values() if s.active}
+    def _live(self, m: _Mission) -> frozenset[tuple[str, str]]:
+        """The live subscribers: (client uid, user name) of each active subscription. Delivery
+        goes only to a connected device of the user who subscribed it."""
+        return frozenset((s.client_uid, s.username) for s in m.subs.values() if s.active)
 
     def _writer_sub(self, m: _Mission, source: Source) -> SubscriptionRecord | None:
         """The subscription the sender writes with: its client uid's, else one of its user's
@@ -661,7 +667,7 @@ class Missions:
         name = source.principal.name
         return next((s for s in m.subs.values() if s.username == name), None)
 
-    def recipients(self, mission: str, source: Source) -> frozenset[str] | None:
+    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
         """The router asks who gets an event sent to ``mission``: its live subscribers, when
         the sender holds a subscription with MISSION_WRITE (tak-missions.md 7.1, rule 1);
         otherwise None and the mission target is ignored (trap 9)."""
@@ -673,7 +679,7 @@ class Missions:
         if sub is None or not has(sub.role, WRITE):
             self.m_refused.inc("not_subscribed")
             return None
-        return frozenset(self._live_uids(m))
+        return self._live(m)
 
     def accepted(self, accepted: AcceptedEvent) -> None:
         """An event sent to missions was accepted and delivered: keep it as each mission's item
@@ -760,7 +766,7 @@ class Missions:
             notice,
             sender_groups=change.sender_groups or m.record.groups,
             label=self._router.load_label(change.label),
-            client_uids=self._live_uids(m),
+            clients=self._live(m),
             path="mission-notice",
         )
 

@@ -130,9 +130,9 @@ class MissionRouting(Protocol):
     """The missions (``liaison.missions``), as the router sees them: who receives an event sent
     to a mission (``marti/dest@mission``), and what to do once it was delivered."""
 
-    def recipients(self, mission: str, source: Source) -> frozenset[str] | None:
-        """The client uids of the mission's live subscribers, or None when the mission does not
-        exist or ``source`` may not write to it (then the mission target is ignored)."""
+    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+        """The mission's live subscribers as (client uid, user name), or None when the mission
+        does not exist or ``source`` may not write to it (then the mission target is ignored)."""
         ...
 
     def accepted(self, accepted: AcceptedEvent) -> None:
@@ -565,7 +565,7 @@ class Router:
         uids: set[str] = set()
         callsigns: set[str] = set()
         groups: set[str] = set()
-        mission_uids: set[str] = set()
+        members: set[tuple[str, str]] = set()
         broadcast = False
         for d in event.dests:
             if d.callsign == ALL_STREAMING:
@@ -588,7 +588,7 @@ class Router:
                 if found is None:
                     self.m_unrouted.inc("mission")
                 else:
-                    mission_uids |= found
+                    members |= found
             else:
                 self.m_unrouted.inc("unsupported")
         out = Outgoing(stripped)
@@ -624,17 +624,18 @@ class Router:
             if missing:
                 self.m_unrouted.inc("offline", missing)
             plans.append(self._fanout("live", out, sender.in_groups, label, targets))
-        if mission_uids:
-            # Mission subscribers not already reached by a uid or callsign dest.
+        if members:
+            # Mission subscribers (a device of the user who subscribed it) not already reached
+            # by a uid or callsign dest.
             reached = {id(s) for p in plans for s in p.permitted}
-            members = [
+            targets = [
                 s
                 for s in others
-                if s.client_uid in mission_uids
+                if (s.client_uid or "", s.principal.name) in members
                 and id(s) not in reached
                 and s.principal.kind is not PrincipalKind.FEDERATE
             ]
-            plans.append(self._fanout("mission", out, sender.in_groups, label, members))
+            plans.append(self._fanout("mission", out, sender.in_groups, label, targets))
         return plans
 
     def relabel(
@@ -1000,18 +1001,19 @@ class Router:
         *,
         sender_groups: frozenset[str],
         label: Label | None,
-        client_uids: Collection[str],
+        clients: Collection[tuple[str, str]],
         path: str,
     ) -> int:
         """Hand a server-made event (a mission notice, a brokered mission item) to the connected
-        clients with these uids that may see it, with the same decision and audit records as
-        live delivery. Returns the deliveries."""
-        if not client_uids:
+        clients named by (client uid, user name) that may see it, with the same decision and
+        audit records as live delivery. Returns the deliveries."""
+        if not clients:
             return 0
         targets = [
             s
             for s in self._subscribers.values()
-            if s.client_uid in client_uids and s.principal.kind is not PrincipalKind.FEDERATE
+            if (s.client_uid or "", s.principal.name) in clients
+            and s.principal.kind is not PrincipalKind.FEDERATE
         ]
         plan = self._fanout(path, Outgoing(event), sender_groups, label, targets)
         if not self._record(list(plan.audit)):

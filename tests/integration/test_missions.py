@@ -101,6 +101,11 @@ async def test_data_sync_flow_as_atak_and_itak_call_it(
             assert created["uids"] == [] and created["passwordProtected"] is False
             status, body = await call(a, server, "PUT", f"{M}/ops.north?creatorUid=ANDROID-alice")
             assert status == 200 and "token" not in data(body)[0]
+            # Refused input: clear, counted, and the server goes on.
+            status, body = await call(a, server, "PUT", f"{M}/bad", params={"description": "x\x01"})
+            assert status == 400 and json.loads(body)["code"] == 2
+            status, body = await call(a, server, "PUT", f"{M}/ops.north/subscription")
+            assert status == 400 and b"uid is required" in body
             # Another device lists it, reads it, and its empty /cot.
             status, body = await call(b, server, "GET", M)
             assert [m["name"] for m in data(body)] == ["ops.north"]
@@ -207,7 +212,8 @@ async def test_data_sync_flow_as_atak_and_itak_call_it(
             assert status == 200 and data(body)[0]["name"] == "ops.north"
             status, body = await call(b, server, "GET", f"{M}/ops.north")
             assert (status, body) == (404, b"")
-            assert server.metrics.counter("liaison_mission_refused_total", "").get("forbidden") >= 1
+            refused = server.metrics.counter("liaison_mission_refused_total", "")
+            assert refused.get("forbidden") >= 1 and refused.get("bad_request") >= 3
 
 
 async def test_missions_survive_a_restart(start_server: ServerFactory, data_dir: Path) -> None:

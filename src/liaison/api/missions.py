@@ -42,6 +42,8 @@ BASE = f"{MARTI}/api/missions"
 MAX_BODY_BYTES = 256 * 1024
 # Characters in a mission name, a client uid or a short parameter (TAK's MartiSafeString names).
 MAX_PARAM_CHARS = 256
+# Characters in a mission description.
+MAX_TEXT_CHARS = 4096
 # The XML declaration TAK Server puts before <events> (TSw MissionApi getLatestMissionCotEvents).
 COT_PROLOG = "<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\n"
 STATUS_NAMES = {400: "BAD_REQUEST", 403: "FORBIDDEN", 404: "NOT_FOUND", 503: "SERVICE_UNAVAILABLE"}
@@ -94,6 +96,15 @@ def _name(request: web.Request) -> str:
     if not name or len(name) > MAX_PARAM_CHARS or any(ord(c) < 0x20 for c in name):
         raise MissionError(400, "the mission name is not acceptable")
     return name
+
+
+def _description(request: web.Request) -> str | None:
+    value = request.query.get("description")
+    if value is not None and (
+        len(value) > MAX_TEXT_CHARS or any(ord(c) < 0x20 and c not in "\n\t" for c in value)
+    ):
+        raise MissionError(400, "description is not acceptable")
+    return value
 
 
 def _token(request: web.Request) -> str | None:
@@ -307,7 +318,7 @@ async def put_mission(request: web.Request) -> web.Response:
         creator_uid=creator_uid,
         groups=groups,
         tool=_param(request, "tool") or "public",
-        description=request.query.get("description", None),
+        description=_description(request),
         chat_room=_param(request, "chatRoom"),
         token=_token(request),
         classification=_param(request, "classification"),

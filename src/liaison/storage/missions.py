@@ -223,7 +223,10 @@ class SqliteMissionStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise StorageError(f"mission store {self._path} is closed")
-        return await asyncio.wrap_future(self._executor.submit(self._translated, fn, *args))
+        # Shielded: a write that was handed to the thread completes even if the caller is
+        # cancelled (shutdown), so what the service dequeued is not lost.
+        fut = asyncio.wrap_future(self._executor.submit(self._translated, fn, *args))
+        return await asyncio.shield(fut)
 
     def _translated(self, fn: Callable[..., T], *args: Any) -> T:
         try:

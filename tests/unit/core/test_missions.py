@@ -99,6 +99,33 @@ async def test_mission_cot_reaches_live_subscribers_only_and_is_kept() -> None:
     assert not any(e.uid == "m2" for e in b.got)
 
 
+async def test_a_device_uid_belongs_to_the_user_who_subscribed_it() -> None:
+    r, m, _ = await service()
+    alice, bob, mallory = user("alice"), user("bob"), user("mallory")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    _, owner = m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    # Another user cannot take over alice's subscription (nor its owner token).
+    with pytest.raises(MissionError) as taken:
+        m.subscribe(mallory, "ops", "A", None)
+    assert taken.value.status == 403 and m.m_refused.get("uid_taken") == 1
+    # A subscription mallory makes for bob's device uid does not make bob's device receive.
+    m.subscribe(mallory, "ops", "B", None)
+    r.publish(to_mission("m1", "ops"), a)
+    assert b.got == []
+    assert owner is not None and m.role_of(alice, "ops", owner) == "MISSION_OWNER"
+
+
 async def test_roles_come_from_tokens_and_deleting_needs_the_owner() -> None:
     _, m, _ = await service()
     alice, bob = user("alice"), user("bob")
