@@ -48,6 +48,7 @@ from liaison.identity.users import UserDirectory
 from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.lifetimes import Lifetimes, Part
 from liaison.metrics import Metrics
+from liaison.missions import Missions
 from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
 from liaison.query import Query
@@ -61,6 +62,7 @@ from liaison.session import (
 from liaison.storage.base import Store, StoreWriter
 from liaison.storage.files import FileStore
 from liaison.storage.memory import MemoryStore
+from liaison.storage.missions import MemoryMissionStore, MissionStore, SqliteMissionStore
 from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
@@ -107,6 +109,7 @@ class Server:
     http_runtime: RunningHttp | None = None  # the HTTP applications, for introspection
     federation: Federation | None = None  # the partner links, when configured
     federation_address: Endpoint | None = None
+    missions: Missions | None = None  # the missions (Data Sync)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -121,6 +124,12 @@ async def _open_store(config: Config) -> Store:
     if config.storage == "memory":
         return MemoryStore()
     return await SqliteStore.open(config.data_dir / "liaison.db")
+
+
+async def _open_mission_store(config: Config) -> MissionStore:
+    if config.storage == "memory":
+        return MemoryMissionStore()
+    return await SqliteMissionStore.open(config.data_dir / "missions.db")
 
 
 async def _load_latest(store: Store, router: Router, clock: int) -> int:
@@ -233,6 +242,8 @@ async def _start(
         parts.spawn(writer_part, _delete_after(writer, store, uid), "delete")
 
     router.on_delete(persist_delete)
+    missions_part = _MissionsPart(config, server)
+    await parts.start(missions_part)
     keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
@@ -403,6 +414,45 @@ class _StorePart:
             await self._store.close()
 
 
+class _MissionsPart:
+    """The missions: loaded before anything can route to them, their writes flushed and their
+    store closed after every publisher stopped."""
+
+    name = "missions"
+
+    def __init__(self, config: Config, server: Server) -> None:
+        self._config = config
+        self._server = server
+        self._missions: Missions | None = None
+
+    async def bind(self) -> None:
+        store = await _open_mission_store(self._config)
+        missions = Missions(
+            router=self._server.router,
+            store=store,
+            metrics=self._server.metrics,
+            clock_ms=now_ms,
+        )
+        try:
+            loaded = await missions.load()
+        except BaseException:
+            await store.close()
+            raise
+        if loaded:
+            log.info("loaded %d missions", loaded)
+        self._server.router.set_missions(missions)
+        self._server.missions = missions
+        self._missions = missions
+
+    async def run(self) -> None:
+        if self._missions is not None:
+            await self._missions.run()
+
+    async def close(self) -> None:
+        if self._missions is not None:
+            await self._missions.close()
+
+
 class _FederationPart:
     """The partner links: bind the federation listener, then dial and serve until cancelled."""
 
@@ -548,6 +598,7 @@ async def _start_http(
             server.router,
             server.store,
             open_files=functools.partial(FileStore.open, config.data_dir / "files"),
+            missions=server.missions,
         ),
         metrics=server.metrics,
         server_pki=server_pki,

@@ -24,6 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from liaison.errors import PeerError
+from liaison.missions import MissionError, Missions
+from liaison.missions import padded_time as mission_padded_time
+from liaison.missions import role_json as mission_role_json
+from liaison.missions import unpadded_time as mission_unpadded_time
 from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
@@ -39,6 +43,12 @@ from liaison.storage.files import (
     UnsafeFile,
     is_sha256,
 )
+from liaison.storage.missions import (
+    MissionChangeRecord,
+    MissionItem,
+    MissionRecord,
+    SubscriptionRecord,
+)
 
 __all__ = [
     "HISTORY_MIN_PAGE",
@@ -50,10 +60,19 @@ __all__ = [
     "FileRecord",
     "Files",
     "HistoryQuery",
+    "MissionChangeRecord",
+    "MissionError",
+    "MissionItem",
+    "MissionRecord",
+    "Missions",
     "Query",
     "StoredEvent",
+    "SubscriptionRecord",
     "UnsafeFile",
     "is_sha256",
+    "mission_padded_time",
+    "mission_role_json",
+    "mission_unpadded_time",
 ]
 
 # Most history rows one query reads from the store while looking for rows the viewer may see
@@ -75,10 +94,13 @@ class Query:
         router: Router,
         store: Store,
         open_files: Callable[[], Awaitable[FileStore]],
+        missions: Missions | None = None,
     ) -> None:
         self.router = router
         self._store = store
         self._open_files = open_files
+        # The missions (Data Sync), each answer released through the router (liaison.missions).
+        self.missions = missions
 
     async def history(
         self,

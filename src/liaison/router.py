@@ -125,6 +125,20 @@ class _Fanout:
     denied: list[tuple[Subscriber, tuple[str, ...]]]  # refused recipients and why
 
 
+class MissionRouting(Protocol):
+    """The missions (``liaison.missions``), as the router sees them: who receives an event sent
+    to a mission (``marti/dest@mission``), and what to do once it was delivered."""
+
+    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+        """The mission's live subscribers as (client uid, user name), or None when the mission
+        does not exist or ``source`` may not write to it (then the mission target is ignored)."""
+        ...
+
+    def accepted(self, accepted: AcceptedEvent) -> None:
+        """An event with a mission dest was accepted and delivered: keep it in the mission."""
+        ...
+
+
 class RefusalListener(Protocol):
     """A subscriber that wants to know when the router refused it an event (a federation link
     counts these with its own refusals, so its status equals its ``deny`` records)."""
@@ -179,6 +193,7 @@ class Router:
         self._held: deque[tuple[Event, Source] | AcceptedEvent] = deque()
         self._banners: dict[str, str] = {}  # label id -> banner, for display
         self._on_delete: Callable[[str], None] | None = None
+        self._missions: MissionRouting | None = None
         m = metrics
         self.m_in = m.counter("liaison_events_in_total", "Events accepted for routing", "type")
         self.m_rejected = m.counter(
@@ -227,6 +242,14 @@ class Router:
         """Register who persists a delete (the app: the store's delete, in writer order)."""
         self._on_delete = callback
 
+    def set_missions(self, missions: MissionRouting) -> None:
+        """Register the missions, which route ``marti/dest@mission`` events (app.py)."""
+        self._missions = missions
+
+    def _mission_accepted(self, accepted: AcceptedEvent) -> None:
+        if self._missions is not None and any(d.mission for d in accepted.event.dests):
+            self._missions.accepted(accepted)
+
     # --- ingest ---------------------------------------------------------------------------
 
     def publish(self, event: Event, source: Source) -> int:
@@ -254,7 +277,9 @@ class Router:
             return Published(0, (), None)
         _tell_refused(plans)
         self._commit(accepted)
-        return Published(self._deliver(plans), (), accepted.event)
+        delivered = self._deliver(plans)
+        self._mission_accepted(accepted)
+        return Published(delivered, (), accepted.event)
 
     def accept(self, event: Event, source: Source) -> AcceptedEvent | Refusal:
         """Take one event in from ``source``, without delivering it to anyone.
@@ -287,7 +312,9 @@ class Router:
             self._hold(accepted)
             return 0
         _tell_refused(plans)
-        return self._deliver(plans)
+        delivered = self._deliver(plans)
+        self._mission_accepted(accepted)
+        return delivered
 
     def _check(
         self, event: Event, source: Source
@@ -526,13 +553,17 @@ class Router:
         The ``dest`` elements are removed before forwarding and only the named recipients get the
         event: a directed chat must never reach anyone else. ``All Streaming`` means everyone. A
         ``group`` dest narrows delivery to that group, allowed only when it is one of the sender's
-        own IN groups. Mission dests need missions, which Liaison does not have yet: counted.
+        own IN groups. A ``mission`` dest goes to the mission's live subscribers (TSc
+        StreamingEndpointRewriteFilter processTracksByMissionName, tak-missions.md 7.1); when
+        the mission is unknown or the sender may not write to it, the target is ignored and
+        counted.
         """
         sender = source.principal
         stripped = event.without_dests()
         uids: set[str] = set()
         callsigns: set[str] = set()
         groups: set[str] = set()
+        members: set[tuple[str, str]] = set()
         broadcast = False
         for d in event.dests:
             if d.callsign == ALL_STREAMING:
@@ -546,8 +577,18 @@ class Router:
                     groups.add(d.group)
                 else:
                     self.m_denied.inc("dest_group_not_member")
+            elif d.mission:
+                found = (
+                    self._missions.recipients(d.mission, source)
+                    if self._missions is not None
+                    else None
+                )
+                if found is None:
+                    self.m_unrouted.inc("mission")
+                else:
+                    members |= found
             else:
-                self.m_unrouted.inc("mission" if d.mission else "unsupported")
+                self.m_unrouted.inc("unsupported")
         out = Outgoing(stripped)
         others = self._others(source)
         if broadcast:
@@ -581,6 +622,18 @@ class Router:
             if missing:
                 self.m_unrouted.inc("offline", missing)
             plans.append(self._fanout("live", out, sender.in_groups, label, targets))
+        if members:
+            # Mission subscribers (a device of the user who subscribed it) not already reached
+            # by a uid or callsign dest.
+            reached = {id(s) for p in plans for s in p.permitted}
+            targets = [
+                s
+                for s in others
+                if (s.client_uid or "", s.principal.name) in members
+                and id(s) not in reached
+                and s.principal.kind is not PrincipalKind.FEDERATE
+            ]
+            plans.append(self._fanout("mission", out, sender.in_groups, label, targets))
         return plans
 
     def relabel(
@@ -817,6 +870,48 @@ class Router:
             return None, ("audit_unavailable",)
         return (labels.label_to_json(label) if label is not None else None), reasons
 
+    def label_claimed(
+        self, creator: Principal, banner: str | None, *, path: str
+    ) -> tuple[str | None, tuple[str, ...]]:
+        """The label (JSON) of something a user makes that is not a CoT event (a mission): the
+        banner they claim (``SECRET//REL TO USA, UKR``), or their listener's default label when
+        they claim none, under the ingest rules (no label above what they may read, none that
+        leaves out their own organisation). Returns (None, ()) with labels off and
+        (None, reasons) when refused; an ``ingest`` record is written either way."""
+        gate = self.gate
+        if gate is None:
+            return None, ()
+        now = self._clock_ms()
+        claimed: list[Label | None] = []
+        reasons: tuple[str, ...] = ()
+        label: Label | None = None
+        if banner:
+            try:
+                claimed.append(
+                    labels.label_from_banner(
+                        gate.policy, banner, originator=creator.org or "", created_ms=now
+                    )
+                )
+            except LabelError as exc:
+                reasons = ("bad_label", *(getattr(exc, "reasons", None) or ()))
+        if not reasons:
+            label, reasons = gate.aggregate(claimed, creator, now)
+        fields: dict[str, object] = {
+            "path": path,
+            "sender": creator.name,
+            "org": creator.org or "?",
+            "accepted": label is not None,
+        }
+        if label is not None:
+            fields["label_id"] = label.label_id
+        if reasons:
+            fields["reasons"] = list(reasons)
+        if not gate.record([("ingest", fields)]):
+            return None, ("audit_unavailable",)
+        if label is None:
+            return None, reasons or ("rejected",)
+        return labels.label_to_json(label), ()
+
     def _identities_of(self, name: str) -> set[str]:
         ids: set[str] = set()
         for s in self._subscribers.values():
@@ -865,6 +960,74 @@ class Router:
             path=path, uid=uid, type=type, label=lab, sha256=sha256, recipients=[viewer]
         )
         return self.gate.record(entries)
+
+    def release_many(
+        self,
+        viewer: Principal,
+        items: Iterable[tuple[str, str, frozenset[str], str | None, str]],
+        *,
+        path: str,
+    ) -> list[bool]:
+        """Release several stored items at once (a mission's items, its changes, the mission
+        itself): for each ``(uid, type, sender_groups, label JSON, sha256)``, the access
+        decision, then one audit batch with a ``release`` record per item handed to a viewer of
+        another organisation. All False when the records cannot be written (send nothing)."""
+        audit: list[tuple[str, Mapping[str, object]]] = []
+        permitted: list[bool] = []
+        for uid, type_, groups, stored_label, sha256 in items:
+            lab = self.load_label(stored_label)
+            ok = self._decide(groups, lab, viewer).permit
+            permitted.append(ok)
+            if ok and self.gate is not None and lab is not None:
+                audit.extend(
+                    release_entries(
+                        path=path,
+                        uid=uid,
+                        type=type_,
+                        label=lab,
+                        sha256=sha256,
+                        recipients=[viewer],
+                    )
+                )
+        if self.gate is not None and not self.gate.record(audit):
+            return [False] * len(permitted)
+        return permitted
+
+    def deliver_to_clients(
+        self,
+        event: Event,
+        *,
+        sender_groups: frozenset[str],
+        label: Label | None,
+        clients: Collection[tuple[str, str]],
+        path: str,
+    ) -> int:
+        """Hand a server-made event (a mission notice, a brokered mission item) to the connected
+        clients named by (client uid, user name) that may see it, with the same decision and
+        audit records as live delivery. Returns the deliveries."""
+        if not clients:
+            return 0
+        targets = [
+            s
+            for s in self._subscribers.values()
+            if (s.client_uid or "", s.principal.name) in clients
+            and s.principal.kind is not PrincipalKind.FEDERATE
+        ]
+        plan = self._fanout(path, Outgoing(event), sender_groups, label, targets)
+        if not self._record(list(plan.audit)):
+            return 0
+        _tell_refused([plan])
+        return self._deliver([plan])
+
+    def entry_for(self, viewer: Principal, uid: str) -> LatestEntry | None:
+        """The latest state of ``uid`` (with its label and groups) if it exists, is not stale
+        and ``viewer`` may see it: what a mission adds when a client names the uid (iTAK)."""
+        entry = self._latest.get(uid)
+        if entry is None or entry.event.is_stale(self._clock_ms()):
+            return None
+        if not self._decide(entry.sender_groups, entry.label, viewer).permit:
+            return None
+        return entry
 
     def count_visible(self, viewer: Principal, predicate: Callable[[Event], bool]) -> int:
         """How many items of the current picture ``viewer`` may see and ``predicate`` accepts.

@@ -42,6 +42,14 @@ WRITE_ONLY = {
     ("POST", "/Marti/api/tls/signClient"): "signs the caller's own CSR",
     ("POST", "/Marti/api/tls/signClient/v2"): "signs the caller's own CSR",
     ("POST", "/api/v1/items/{uid}/label"): "relabels an item the caller may see",
+    # Mission changes answer the mission as the caller sees it: the canaries are exercised in
+    # tests/integration/test_missions.py (two organisations in one mission).
+    ("PUT", "/Marti/api/missions/{name}"): "creates or updates a mission",
+    ("DELETE", "/Marti/api/missions/{name}"): "deletes a mission (owner token)",
+    ("PUT", "/Marti/api/missions/{name}/subscription"): "subscribes the caller's device",
+    ("DELETE", "/Marti/api/missions/{name}/subscription"): "unsubscribes the caller's device",
+    ("PUT", "/Marti/api/missions/{name}/contents"): "adds items the caller may see",
+    ("DELETE", "/Marti/api/missions/{name}/contents"): "removes an item the caller may see",
 }
 POLICY_WITH_HTTP = (
     POLICY

@@ -175,7 +175,14 @@ def test_only_the_router_decision_and_the_guard_call_labels_decide() -> None:
 
 API_MODULES = sorted((SRC / "api").glob("*.py"))
 # The concrete classes behind the Store protocol and the file index: chosen in one place.
-CONCRETE_STORES = {"MemoryStore", "SqliteStore", "MemoryFileIndex", "SqliteFileIndex"}
+CONCRETE_STORES = {
+    "MemoryStore",
+    "SqliteStore",
+    "MemoryFileIndex",
+    "SqliteFileIndex",
+    "MemoryMissionStore",
+    "SqliteMissionStore",
+}
 
 
 def names_used(path: Path) -> set[str]:

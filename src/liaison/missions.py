@@ -1,0 +1,811 @@
+"""Missions (TAK Data Sync): named, labelled workspaces that clients subscribe to.
+
+The behaviour follows TAK Server as ATAK's Data Sync and iTAK use it (shared/reference/
+tak-missions.md, with the TAK source each rule comes from). This module is the router's mission
+side: it holds every mission in memory (loaded from a
+:class:`~liaison.storage.missions.MissionStore` at start, each change written back in order by
+:meth:`Missions.run`), decides roles from mission tokens, and hands out mission content only
+through the router:
+
+- items, changes and the mission itself are released to a caller by ``Router.filter_records``
+  and ``Router.release_many`` (the access decision on each one's own label and groups, and a
+  ``release`` record per item handed to another organisation), so an item the caller may not see
+  is absent from every answer, exactly like one that is not in the mission;
+- CoT sent with ``<marti><dest mission="NAME"/></marti>`` is routed by the router to the
+  mission's live subscribers (:meth:`Missions.recipients`), then kept as a mission item with an
+  ``ADD_CONTENT`` change and announced by a ``t-x-m-c`` notice (:meth:`Missions.accepted`);
+- notices go through ``Router.deliver_to_clients`` with the label of the item they describe.
+
+The HTTP side reaches this object through ``query.Query.missions``; ``api/missions.py`` renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+from liaison.errors import PeerError, StorageError
+from liaison.gate import content_hash
+from liaison.metrics import Metrics
+from liaison.model import labels
+from liaison.model.event import Event
+from liaison.model.principal import Principal
+from liaison.protocol import cot_xml
+from liaison.router import AcceptedEvent, Router, Source
+from liaison.storage.base import StoredEvent
+from liaison.storage.missions import (
+    MissionChangeRecord,
+    MissionItem,
+    MissionRecord,
+    MissionStore,
+    SubscriptionRecord,
+)
+
+log = logging.getLogger(__name__)
+
+# Missions one server holds. Each costs its items and changes in memory; a thousand is far above
+# what an exercise uses, and bounds what a client creating missions in a loop can make us keep.
+MAX_MISSIONS = 1_000
+# Map items in one mission: TAK Server's missionUidLimit default (CoreConfig.xsd, queue).
+MAX_MISSION_ITEMS = 8_192
+# Changes kept in memory per mission (the oldest go first; the store keeps them all until the
+# mission is deleted). Ten changes for each of 5,000 items.
+MAX_MISSION_CHANGES = 50_000
+# Stored subscriptions per mission: every device of a large exercise, with room.
+MAX_SUBSCRIPTIONS = 10_000
+# Writes waiting for the mission store. Past it a write is dropped, logged and counted: the
+# mission in memory stays right until a restart. Ten thousand is minutes of a busy mission.
+MAX_PENDING_WRITES = 10_000
+# Characters in a mission name, description, chat room or tool.
+MAX_NAME_CHARS = 256
+MAX_TEXT_CHARS = 4096
+# A mission notice is stale 20 s after it is sent (TSc DistributedSubscriptionManager
+# createMissionMessage; tak-missions.md 7.3).
+NOTICE_STALE_MS = 20_000
+
+# Roles and their permissions (TS schemamanager V33__data_sync_phase3.sql and later migrations;
+# tak-missions.md 3.1).
+OWNER = "MISSION_OWNER"
+SUBSCRIBER = "MISSION_SUBSCRIBER"
+READONLY = "MISSION_READONLY_SUBSCRIBER"
+READ, WRITE, DELETE = "MISSION_READ", "MISSION_WRITE", "MISSION_DELETE"
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    OWNER: (
+        READ,
+        WRITE,
+        DELETE,
+        "MISSION_SET_ROLE",
+        "MISSION_SET_PASSWORD",
+        "MISSION_UPDATE_GROUPS",
+        "MISSION_MANAGE_FEEDS",
+        "MISSION_MANAGE_LAYERS",
+    ),
+    SUBSCRIBER: (READ, WRITE),
+    READONLY: (READ,),
+}
+DEFAULT_ROLE = SUBSCRIBER
+
+# Change types (TS takserver-common remote/sync/MissionChangeType.java).
+CREATE_MISSION, ADD_CONTENT, REMOVE_CONTENT = "CREATE_MISSION", "ADD_CONTENT", "REMOVE_CONTENT"
+
+
+class MissionError(Exception):
+    """A mission request refused: ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def has(role: str, permission: str) -> bool:
+    return permission in PERMISSIONS.get(role, ())
+
+
+def role_json(role: str) -> dict[str, object]:
+    """TSpl sync/model/MissionRole.java as JSON."""
+    return {"type": role, "permissions": list(PERMISSIONS.get(role, ()))}
+
+
+# --- times (tak-missions.md 2.4) ---------------------------------------------------------------
+
+
+def padded_time(ms: int) -> str:
+    """``yyyy-MM-dd'T'HH:mm:ss.SSS'Z'`` (TSpl Constants.COT_DATE_FORMAT_PAD_MILLIS)."""
+    return cot_xml.format_time(ms)
+
+
+def unpadded_time(ms: int) -> str:
+    """``yyyy-MM-dd'T'HH:mm:ss.S'Z'`` with Java's ``S``: the millisecond count unpadded, so 5 ms
+    prints ``.5`` (TSpl Constants.COT_DATE_FORMAT)."""
+    text = cot_xml.format_time(ms - ms % 1000)
+    return f"{text[:-5]}.{ms % 1000}Z"
+
+
+# --- tokens (tak-missions.md 3.3: HS256 JWT, TSw MissionTokenUtils.java) ------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_token(secret: bytes, *, kind: str, mission: MissionRecord, now_ms: int) -> str:
+    """A mission token as TAK issues them: HS256, ``sub`` the token type, the id again under the
+    type's name, ``MISSION_NAME`` and ``MISSION_GUID``, no expiry."""
+    jti = str(uuid.uuid4())
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = {
+        "jti": jti,
+        "iat": now_ms // 1000,
+        "sub": kind,
+        "iss": "Liaison",
+        kind: jti,
+        "MISSION_NAME": mission.name,
+        "MISSION_GUID": mission.guid,
+    }
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    signature = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{_b64(signature)}"
+
+
+def token_claims(secret: bytes, token: str) -> dict[str, object] | None:
+    """The claims of a token signed with ``secret``; None for anything else."""
+    parts = token.split(".")
+    if len(parts) != 3 or len(token) > MAX_TEXT_CHARS:
+        return None
+    try:
+        expected = hmac.new(secret, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, _unb64(parts[2])):
+            return None
+        claims = json.loads(_unb64(parts[1]))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+# --- details of a uid (TSpl sync/model/UidDetails.java) ----------------------------------------
+
+
+def uid_details(event: Event) -> dict[str, object]:
+    details: dict[str, object] = {
+        "type": event.type,
+        "location": {"lat": event.lat, "lon": event.lon},
+    }
+    if event.callsign:
+        details["callsign"] = event.callsign
+    if event.detail is not None:
+        color = event.detail.find("color")
+        if color is not None and color.get("argb"):
+            details["color"] = color.get("argb")
+        icon = event.detail.find("usericon")
+        if icon is not None and icon.get("iconsetpath"):
+            details["iconsetPath"] = icon.get("iconsetpath")
+    return details
+
+
+@dataclass(slots=True)
+class _Mission:
+    record: MissionRecord
+    items: dict[str, MissionItem] = field(default_factory=dict)
+    changes: collections.deque[MissionChangeRecord] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_MISSION_CHANGES)
+    )
+    subs: dict[str, SubscriptionRecord] = field(default_factory=dict)
+
+
+def _stored(
+    event: Event, sender: Principal, label_json: str | None, now: int, xml: bytes
+) -> StoredEvent:
+    return StoredEvent(
+        uid=event.uid,
+        type=event.type,
+        how=event.how,
+        time=event.time,
+        start=event.start,
+        stale=event.stale,
+        lat=event.lat,
+        lon=event.lon,
+        hae=event.hae,
+        callsign=event.callsign,
+        sender=sender.name,
+        sender_groups=sender.in_groups,
+        received=now,
+        xml=xml,
+        label=label_json,
+    )
+
+
+class Missions:
+    """Every mission, in memory, written through to a MissionStore; the router's mission side."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        store: MissionStore,
+        metrics: Metrics,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._router = router
+        self._store = store
+        self._clock_ms = clock_ms
+        self._missions: dict[str, _Mission] = {}
+        self._secret = b""
+        self._seq = 0
+        self._writes: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.m_refused = metrics.counter(
+            "liaison_mission_refused_total", "Mission requests and mission CoT refused", "reason"
+        )
+        self.m_changes = metrics.counter(
+            "liaison_mission_changes_total", "Mission changes recorded", "type"
+        )
+        self.m_write_failed = metrics.counter(
+            "liaison_mission_writes_failed_total",
+            "Mission changes not written to the mission store",
+            "reason",
+        )
+        metrics.gauge("liaison_missions", "Missions held", lambda: len(self._missions))
+
+    # --- lifetime -------------------------------------------------------------------------
+
+    async def load(self) -> int:
+        """Read every mission back from the store (at start). Returns how many."""
+        self._secret = await self._store.token_secret()
+        data = await self._store.load()
+        for rec in data.missions:
+            self._missions[rec.name] = _Mission(rec)
+        for item in data.items:
+            m = self._missions.get(item.mission)
+            if m is not None:
+                m.items[item.uid] = item
+        for change in data.changes:
+            m = self._missions.get(change.mission)
+            if m is not None:
+                m.changes.append(change)
+            self._seq = max(self._seq, change.seq)
+        for sub in data.subscriptions:
+            m = self._missions.get(sub.mission)
+            if m is not None:
+                m.subs[sub.client_uid] = sub
+        return len(self._missions)
+
+    async def run(self) -> None:
+        """Write queued changes to the store, in order, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._drain()
+
+    async def flush(self) -> None:
+        """Wait until every queued change is written."""
+        await self._drain()
+
+    async def close(self) -> None:
+        await self._drain()
+        await self._store.close()
+
+    async def _drain(self) -> None:
+        while self._writes:
+            self._idle.clear()
+            write = self._writes.popleft()
+            try:
+                await write()
+            except StorageError as exc:
+                self.m_write_failed.inc("storage")
+                log.error("mission store: a change was not written: %s", exc)
+        self._idle.set()
+
+    def _write(self, job: Callable[[], Awaitable[None]]) -> None:
+        if len(self._writes) >= MAX_PENDING_WRITES:
+            self.m_write_failed.inc("queue_full")
+            log.error("mission store: %d writes waiting, one dropped", len(self._writes))
+            return
+        self._writes.append(job)
+        self._wake.set()
+
+    # --- roles ----------------------------------------------------------------------------
+
+    def _role(self, m: _Mission, token: str | None) -> str:
+        """The caller's role for a request (TSw MissionServiceDefaultImpl getRoleForRequest;
+        tak-missions.md 3.2): a valid SUBSCRIPTION token of this mission gives its stored role,
+        anything else the mission's default role (public missions: no token needed)."""
+        if token:
+            claims = token_claims(self._secret, token)
+            if claims is not None and claims.get("MISSION_NAME") == m.record.name:
+                for sub in m.subs.values():
+                    if hmac.compare_digest(sub.token, token):
+                        return sub.role
+        return DEFAULT_ROLE
+
+    def _require(self, m: _Mission, token: str | None, permission: str) -> str:
+        role = self._role(m, token)
+        if not has(role, permission):
+            self.m_refused.inc("permission")
+            raise MissionError(403, f"{permission} is required")
+        return role
+
+    # --- what a caller may see ------------------------------------------------------------
+
+    def _mission_permitted(self, viewer: Principal, rec: MissionRecord) -> bool:
+        """Whether ``viewer`` may see the mission at all: its groups and its own label (no
+        record: metadata, as file listings)."""
+        return self._router.permits(viewer, sender_groups=rec.groups, label=rec.label)
+
+    def _find(self, viewer: Principal, name: str) -> _Mission:
+        """The mission, or MissionError 404 when it does not exist or ``viewer`` may not see it
+        (the two are indistinguishable)."""
+        m = self._missions.get(name)
+        if m is None or not self._mission_permitted(viewer, m.record):
+            raise MissionError(404, "mission not found")
+        return m
+
+    def _release_mission(self, viewer: Principal, recs: list[MissionRecord]) -> list[MissionRecord]:
+        """The missions released to ``viewer`` (decision and release records)."""
+        ok = self._router.release_many(
+            viewer,
+            [(r.guid, "mission", r.groups, r.label, content_hash(r.name.encode())) for r in recs],
+            path="mission",
+        )
+        return [r for r, keep in zip(recs, ok, strict=True) if keep]
+
+    def list_for(self, viewer: Principal, *, tool: str = "public") -> list[MissionRecord]:
+        """``GET /missions``: the missions of ``tool`` the caller may see, oldest first."""
+        recs = [
+            m.record
+            for m in self._missions.values()
+            if m.record.tool == tool and self._mission_permitted(viewer, m.record)
+        ]
+        recs.sort(key=lambda r: (r.create_time, r.name))
+        return self._release_mission(viewer, recs)
+
+    def get(self, viewer: Principal, name: str) -> MissionRecord:
+        m = self._find(viewer, name)
+        if not self._release_mission(viewer, [m.record]):
+            raise MissionError(503, "the audit log cannot be written")
+        return m.record
+
+    def items(self, viewer: Principal, name: str, *, path: str = "mission") -> list[MissionItem]:
+        """The mission's map items ``viewer`` may see (each released through the router)."""
+        m = self._find(viewer, name)
+        items = sorted(m.items.values(), key=lambda i: (i.timestamp, i.uid))
+        allowed = self._router.filter_records(viewer, [i.event for i in items], path=path)
+        keep = {id(e) for e in allowed}
+        return [i for i in items if id(i.event) in keep]
+
+    def changes(
+        self,
+        viewer: Principal,
+        name: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        squashed: bool = True,
+    ) -> list[MissionChangeRecord]:
+        """The mission's changes ``viewer`` may see, oldest first (TSw MissionChangeRepository:
+        squashed keeps the create since the last create, and per (item, creator) one
+        ``ADD_CONTENT`` for items still in the mission or one ``REMOVE_CONTENT`` for the rest).
+        Changes about an item are shown only to who may see that item, so neither the list nor
+        its length betrays what the caller may not see."""
+        m = self._find(viewer, name)
+        found = [
+            c
+            for c in m.changes
+            if (since is None or c.timestamp >= since) and (until is None or c.timestamp <= until)
+        ]
+        if squashed:
+            latest: dict[tuple[str | None, str, str], MissionChangeRecord] = {}
+            creates = [c for c in found if c.type == CREATE_MISSION][-1:]
+            for c in found:
+                if c.type in (ADD_CONTENT, REMOVE_CONTENT):
+                    present = c.content_uid in m.items
+                    wanted = ADD_CONTENT if present else REMOVE_CONTENT
+                    if c.type == wanted:
+                        latest[(c.content_uid, c.creator_uid, c.type)] = c
+            found = sorted([*creates, *latest.values()], key=lambda c: c.seq)
+        return self._release_changes(viewer, m.record, found)
+
+    def _release_changes(
+        self, viewer: Principal, rec: MissionRecord, found: list[MissionChangeRecord]
+    ) -> list[MissionChangeRecord]:
+        ok = self._router.release_many(
+            viewer,
+            [
+                (
+                    c.content_uid or rec.guid,
+                    c.type,
+                    c.sender_groups or rec.groups,
+                    c.label if c.content_uid else rec.label,
+                    content_hash(f"{c.seq}:{c.details or ''}".encode()),
+                )
+                for c in found
+            ],
+            path="mission",
+        )
+        return [c for c, keep in zip(found, ok, strict=True) if keep]
+
+    def role_of(self, viewer: Principal, name: str, token: str | None) -> str:
+        return self._role(self._find(viewer, name), token)
+
+    # --- changes made by a caller ---------------------------------------------------------
+
+    def create(
+        self,
+        viewer: Principal,
+        name: str,
+        *,
+        creator_uid: str,
+        groups: Iterable[str],
+        tool: str,
+        description: str | None,
+        chat_room: str | None,
+        token: str | None,
+        classification: str | None = None,
+    ) -> tuple[MissionRecord, str | None]:
+        """``PUT /missions/{name}``: create (returns the owner's token) or update (None).
+
+        The mission's groups are those asked for that the caller holds (``__ANON__`` alone means
+        the caller's groups, TSw MissionApi createMission). With labels on, its label is the
+        ``classification`` banner the caller claims, or the caller's listener default label,
+        under the ingest rules (``Router.label_claimed``); it decides who may see the mission
+        at all. Items keep their own labels."""
+        now = self._clock_ms()
+        existing = self._missions.get(name)
+        if existing is not None:
+            if not self._mission_permitted(viewer, existing.record):
+                # A name taken by a mission the caller may not see: refused without saying so.
+                self.m_refused.inc("name_taken")
+                raise MissionError(403, "this mission name cannot be used")
+            self._require(existing, token, WRITE)
+            rec = replace(
+                existing.record,
+                description=existing.record.description if description is None else description,
+                chat_room=existing.record.chat_room if chat_room is None else chat_room,
+                last_edited=now,
+            )
+            existing.record = rec
+            self._write(lambda: self._store.put_mission(rec))
+            return rec, None
+        if len(self._missions) >= MAX_MISSIONS:
+            self.m_refused.inc("too_many_missions")
+            raise MissionError(403, f"this server holds {MAX_MISSIONS} missions already")
+        asked = {g for g in groups if g}
+        chosen = frozenset(asked & viewer.in_groups)
+        if not asked or asked == {"__ANON__"} or not chosen:
+            chosen = viewer.in_groups
+        if not chosen:
+            self.m_refused.inc("no_groups")
+            raise MissionError(403, "a user without groups cannot create a mission")
+        label_json, reasons = self._router.label_claimed(viewer, classification, path="mission")
+        if reasons:
+            self.m_refused.inc("label")
+            raise MissionError(403, f"no label for this mission: {', '.join(reasons)}")
+        rec = MissionRecord(
+            name=name,
+            guid=str(uuid.uuid4()),
+            creator=viewer.name,
+            creator_uid=creator_uid,
+            groups=chosen,
+            label=label_json,
+            tool=tool,
+            description=description or "",
+            chat_room=chat_room or "",
+            create_time=now,
+            last_edited=now,
+        )
+        m = _Mission(rec)
+        self._missions[name] = m
+        self._write(lambda: self._store.put_mission(rec))
+        self._change(m, CREATE_MISSION, creator_uid, None, None)
+        owner = self._subscribe(m, viewer, creator_uid, OWNER) if creator_uid else None
+        return rec, owner.token if owner is not None else None
+
+    def delete(self, viewer: Principal, name: str, token: str | None) -> MissionRecord:
+        """``DELETE /missions/{name}``: the owner's role (its token) is required."""
+        m = self._find(viewer, name)
+        self._require(m, token, DELETE)
+        del self._missions[name]
+        self._write(lambda: self._store.delete_mission(name))
+        self.m_changes.inc("DELETE_MISSION")
+        return m.record
+
+    def subscribe(
+        self, viewer: Principal, name: str, client_uid: str, token: str | None
+    ) -> SubscriptionRecord:
+        """``PUT /missions/{name}/subscription?uid=``: store (or reactivate) the subscription of
+        ``client_uid``; a token's role is kept, the role only rises (TSw
+        MissionServiceDefaultImpl missionSubscribe)."""
+        m = self._find(viewer, name)
+        role = self._role(m, token)
+        self._require(m, token, READ)
+        return self._subscribe(m, viewer, client_uid, role)
+
+    def _subscribe(
+        self, m: _Mission, viewer: Principal, client_uid: str, role: str
+    ) -> SubscriptionRecord:
+        now = self._clock_ms()
+        old = m.subs.get(client_uid)
+        if old is not None and old.username != viewer.name:
+            # A device uid another user subscribed: never hand over their token or role.
+            self.m_refused.inc("uid_taken")
+            raise MissionError(403, "this device uid is subscribed by another user")
+        if old is not None:
+            rank = {READONLY: 0, SUBSCRIBER: 1, OWNER: 2}
+            best = role if rank.get(role, 0) > rank.get(old.role, 0) else old.role
+            sub = replace(old, active=True, role=best, username=viewer.name)
+        else:
+            if len(m.subs) >= MAX_SUBSCRIPTIONS:
+                self.m_refused.inc("too_many_subscriptions")
+                raise MissionError(403, "this mission has too many subscriptions")
+            token = make_token(self._secret, kind="SUBSCRIPTION", mission=m.record, now_ms=now)
+            sub = SubscriptionRecord(
+                mission=m.record.name,
+                client_uid=client_uid,
+                username=viewer.name,
+                role=role,
+                token=token,
+                create_time=now,
+            )
+        m.subs[client_uid] = sub
+        self._write(lambda: self._store.put_subscription(sub))
+        return sub
+
+    def unsubscribe(
+        self, viewer: Principal, name: str, client_uid: str, *, disconnect_only: bool = True
+    ) -> None:
+        """``DELETE /missions/{name}/subscription?uid=``: by default only stops live delivery and
+        keeps the stored subscription and its role (TSc DistributedSubscriptionManager
+        missionUnsubscribe); ``disconnectOnly=false`` forgets it (a token is still accepted only
+        while its subscription is stored)."""
+        m = self._find(viewer, name)
+        sub = m.subs.get(client_uid)
+        if sub is None or sub.username != viewer.name:
+            return
+        if disconnect_only:
+            kept = replace(sub, active=False)
+            m.subs[client_uid] = kept
+            self._write(lambda: self._store.put_subscription(kept))
+        else:
+            del m.subs[client_uid]
+            gone = replace(sub, active=False, token="", role=READONLY)
+            self._write(lambda: self._store.put_subscription(gone))
+
+    def subscription(self, viewer: Principal, name: str, client_uid: str) -> SubscriptionRecord:
+        m = self._find(viewer, name)
+        sub = m.subs.get(client_uid)
+        if sub is None or sub.username != viewer.name:
+            raise MissionError(404, "no subscription")
+        return sub
+
+    def add_uids(
+        self,
+        viewer: Principal,
+        name: str,
+        uids: Iterable[str],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> list[str]:
+        """``PUT /missions/{name}/contents`` with ``uids``: each uid's latest CoT the caller may
+        see is brokered into the mission as if it had been sent there (TSw
+        MissionServiceDefaultImpl brokerMissionUids: delivered to the live subscribers, an
+        ``ADD_CONTENT`` and a ``t-x-m-c``). Returns the uids not found (or not visible)."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        missing: list[str] = []
+        for uid in uids:
+            entry = self._router.entry_for(viewer, uid)
+            if entry is None:
+                missing.append(uid)
+                continue
+            label_json = labels.label_to_json(entry.label) if entry.label is not None else None
+            sender = Principal(name=viewer.name, in_groups=entry.sender_groups)
+            event = entry.event
+            xml = event.xml if event.xml is not None else cot_xml.render_xml(event)
+            stored = _stored(event, sender, label_json, self._clock_ms(), xml)
+            if not self._add_item(m, event, stored, creator_uid):
+                missing.append(uid)
+                continue
+            self._router.deliver_to_clients(
+                event,
+                sender_groups=entry.sender_groups,
+                label=entry.label,
+                clients=self._live(m) - {(creator_uid, viewer.name)},
+                path="mission",
+            )
+        return missing
+
+    def remove_uid(
+        self, viewer: Principal, name: str, uid: str, *, creator_uid: str, token: str | None
+    ) -> bool:
+        """``DELETE /missions/{name}/contents?uid=``: ``REMOVE_CONTENT`` and a ``t-x-m-c``.
+        False when the item is not in the mission or the caller may not see it."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        item = m.items.get(uid)
+        if item is None or not self._router.permits(
+            viewer, sender_groups=item.event.sender_groups, label=item.event.label
+        ):
+            return False
+        del m.items[uid]
+        self._write(lambda: self._store.remove_item(name, uid))
+        details = self._details_of(item.event)
+        self._change(
+            m, REMOVE_CONTENT, creator_uid, item.event, json.dumps(details) if details else None
+        )
+        return True
+
+    # --- the router's side ----------------------------------------------------------------
+
+    def _live(self, m: _Mission) -> frozenset[tuple[str, str]]:
+        """The live subscribers: (client uid, user name) of each active subscription. Delivery
+        goes only to a connected device of the user who subscribed it."""
+        return frozenset((s.client_uid, s.username) for s in m.subs.values() if s.active)
+
+    def _writer_sub(self, m: _Mission, source: Source) -> SubscriptionRecord | None:
+        """The subscription the sender writes with: its client uid's, else one of its user's
+        (TSc StreamingEndpointRewriteFilter: by client uid and username, or certificate name)."""
+        client_uid: str | None = getattr(source, "client_uid", None)
+        if client_uid is not None:
+            sub = m.subs.get(client_uid)
+            if sub is not None and sub.username == source.principal.name:
+                return sub
+        name = source.principal.name
+        return next((s for s in m.subs.values() if s.username == name), None)
+
+    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+        """The router asks who gets an event sent to ``mission``: its live subscribers, when
+        the sender holds a subscription with MISSION_WRITE (tak-missions.md 7.1, rule 1);
+        otherwise None and the mission target is ignored (trap 9)."""
+        m = self._missions.get(mission)
+        if m is None:
+            self.m_refused.inc("unknown_mission")
+            return None
+        sub = self._writer_sub(m, source)
+        if sub is None or not has(sub.role, WRITE):
+            self.m_refused.inc("not_subscribed")
+            return None
+        return self._live(m)
+
+    def accepted(self, accepted: AcceptedEvent) -> None:
+        """An event sent to missions was accepted and delivered: keep it as each mission's item
+        (stripped of its ``marti``), record ``ADD_CONTENT`` and send ``t-x-m-c``."""
+        event = accepted.event
+        sender = accepted.source.principal
+        stripped = event.without_dests()
+        label_json = labels.label_to_json(accepted.label) if accepted.label is not None else None
+        for name in {d.mission for d in event.dests if d.mission}:
+            m = self._missions.get(name)
+            if m is None:
+                continue
+            sub = self._writer_sub(m, accepted.source)
+            if sub is None or not has(sub.role, WRITE):
+                continue
+            xml = cot_xml.render_xml(stripped)
+            stored = _stored(stripped, sender, label_json, self._clock_ms(), xml)
+            self._add_item(m, stripped, stored, sub.client_uid)
+
+    def _add_item(self, m: _Mission, event: Event, stored: StoredEvent, creator_uid: str) -> bool:
+        if event.uid not in m.items and len(m.items) >= MAX_MISSION_ITEMS:
+            self.m_refused.inc("too_many_items")
+            log.warning(
+                "mission %s holds %d items: %s not added",
+                m.record.name,
+                MAX_MISSION_ITEMS,
+                event.uid,
+            )
+            return False
+        item = MissionItem(
+            mission=m.record.name,
+            uid=event.uid,
+            creator_uid=creator_uid,
+            timestamp=self._clock_ms(),
+            event=stored,
+        )
+        m.items[event.uid] = item
+        self._write(lambda: self._store.put_item(item))
+        self._change(m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)))
+        return True
+
+    @staticmethod
+    def _details_of(stored: StoredEvent) -> dict[str, object] | None:
+        try:
+            return uid_details(cot_xml.parse_event(stored.xml))
+        except PeerError:
+            return None
+
+    def _change(
+        self,
+        m: _Mission,
+        type_: str,
+        creator_uid: str,
+        item: StoredEvent | None,
+        details: str | None,
+    ) -> None:
+        self._seq += 1
+        change = MissionChangeRecord(
+            mission=m.record.name,
+            type=type_,
+            creator_uid=creator_uid,
+            timestamp=self._clock_ms(),
+            content_uid=item.uid if item is not None else None,
+            sender_groups=item.sender_groups if item is not None else frozenset(),
+            label=item.label if item is not None else None,
+            details=details,
+            seq=self._seq,
+        )
+        m.changes.append(change)
+        self._write(lambda: self._store.add_change(change))
+        self.m_changes.inc(type_)
+        if item is not None:
+            self._notify(m, change)
+
+    def _notify(self, m: _Mission, change: MissionChangeRecord) -> None:
+        """``t-x-m-c`` to every live subscriber, the author included, that may see the item the
+        change is about (TSc DistributedSubscriptionManager createMissionChangeMessage)."""
+        try:
+            notice = cot_xml.parse_event(change_notice(m.record, change, self._clock_ms()))
+        except PeerError as exc:  # our own rendering: a bug, not input
+            log.error("mission notice for %s not built: %s", m.record.name, exc)
+            return
+        self._router.deliver_to_clients(
+            notice,
+            sender_groups=change.sender_groups or m.record.groups,
+            label=self._router.load_label(change.label),
+            clients=self._live(m),
+            path="mission-notice",
+        )
+
+
+def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) -> bytes:
+    """A ``t-x-m-c`` event for one change (tak-missions.md 7.3: how ``h-g-i-g-o``, stale
+    now + 20 s, the null-island point, ``MissionChange`` as child elements with an unpadded
+    timestamp and ``details`` scalars as attributes)."""
+    esc, attr = cot_xml.escape_text, cot_xml.escape_attribute
+    t = cot_xml.format_time(now_ms)
+    stale = cot_xml.format_time(now_ms + NOTICE_STALE_MS)
+    parts = [
+        f'<event version="2.0" uid="{uuid.uuid4()}" type="t-x-m-c" how="h-g-i-g-o"'
+        f' time="{t}" start="{t}" stale="{stale}">'
+        '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
+        f'<mission type="CHANGE" tool="{attr(rec.tool)}" name="{attr(rec.name)}"'
+        f' guid="{attr(rec.guid)}" authorUid="{attr(change.creator_uid)}">'
+        "<MissionChanges><MissionChange>"
+    ]
+    if change.content_uid is not None:
+        parts.append(f"<contentUid>{esc(change.content_uid)}</contentUid>")
+    parts.append(
+        f"<creatorUid>{esc(change.creator_uid)}</creatorUid>"
+        "<isFederatedChange>false</isFederatedChange>"
+        f"<missionName>{esc(rec.name)}</missionName>"
+        f"<missionGuid>{esc(rec.guid)}</missionGuid>"
+        f"<timestamp>{unpadded_time(change.timestamp)}</timestamp>"
+        f"<type>{esc(change.type)}</type>"
+    )
+    if change.details:
+        d = json.loads(change.details)
+        loc = d.pop("location", None)
+        attrs = "".join(f' {k}="{attr(str(v))}"' for k, v in d.items())
+        inner = ""
+        if isinstance(loc, dict):
+            inner = (
+                f'<location lat="{cot_xml.format_double(float(loc["lat"]))}"'
+                f' lon="{cot_xml.format_double(float(loc["lon"]))}"/>'
+            )
+        parts.append(f"<details{attrs}>{inner}</details>")
+    parts.append("</MissionChange></MissionChanges></mission></detail></event>")
+    return "".join(parts).encode("utf-8")

@@ -1,0 +1,392 @@
+"""Where missions (TAK Data Sync) are kept: the ``MissionStore`` interface, its records, an
+in-memory store for unit tests and ``storage = "memory"``, and a SQLite store (``missions.db``).
+
+The mission service (``liaison.missions``) holds every mission in memory while the server runs
+and writes each change through here, in order, off the event loop's hot path; at start it loads
+everything back. Storage knows nothing of CoT or labels: it keeps records whose label is JSON text
+and whose CoT is the exact XML the router accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from liaison.errors import StorageError
+from liaison.storage.base import StoredEvent
+from liaison.storage.permissions import create_private_file
+
+T = TypeVar("T")
+
+# Bytes of the secret that signs mission tokens (HMAC-SHA256 wants at least its output size).
+TOKEN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissionRecord:
+    """One mission's metadata (TSpl sync/model/Mission.java, the fields Liaison keeps)."""
+
+    name: str
+    guid: str
+    creator: str  # principal name of who created it
+    creator_uid: str
+    groups: frozenset[str]  # the TAK groups the mission belongs to
+    label: str | None  # the mission's own label, JSON text (None with labels off)
+    tool: str = "public"
+    description: str = ""
+    chat_room: str = ""
+    keywords: tuple[str, ...] = ()
+    create_time: int = 0  # ms since epoch
+    last_edited: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissionItem:
+    """One map item (CoT uid) in a mission: who added it, when, and its latest CoT as accepted
+    (label and sender groups included)."""
+
+    mission: str
+    uid: str
+    creator_uid: str
+    timestamp: int  # ms since epoch, when it was added or last updated
+    event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissionChangeRecord:
+    """One recorded change (TSpl sync/model/MissionChange.java), with the label and groups of the
+    item it is about so that it is shown only to who may see that item."""
+
+    mission: str
+    type: str  # CREATE_MISSION, ADD_CONTENT, REMOVE_CONTENT
+    creator_uid: str
+    timestamp: int
+    content_uid: str | None = None
+    sender_groups: frozenset[str] = frozenset()
+    label: str | None = None
+    details: str | None = None  # UidDetails as JSON text, opaque here
+    seq: int = 0  # assigned by the service, monotonic per server
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionRecord:
+    """A stored subscription (TSw sync/model/MissionSubscription.java) and whether its client is
+    a live recipient (``DELETE .../subscription`` only clears ``active`` by default)."""
+
+    mission: str
+    client_uid: str
+    username: str
+    role: str
+    token: str
+    create_time: int
+    active: bool = True
+
+
+@dataclass(slots=True)
+class MissionData:
+    """Everything stored, as loaded at start."""
+
+    missions: list[MissionRecord]
+    items: list[MissionItem]
+    changes: list[MissionChangeRecord]
+    subscriptions: list[SubscriptionRecord]
+
+
+class MissionStore(Protocol):
+    """Missions, their items, changes and subscriptions. Every method raises
+    :class:`~liaison.errors.StorageError` when the backend fails or after :meth:`close`."""
+
+    async def load(self) -> MissionData: ...
+
+    async def token_secret(self) -> bytes:
+        """The secret mission tokens are signed with, made on first use and kept."""
+        ...
+
+    async def put_mission(self, mission: MissionRecord) -> None: ...
+
+    async def delete_mission(self, name: str) -> None:
+        """Remove the mission with its items, changes and subscriptions."""
+        ...
+
+    async def put_item(self, item: MissionItem) -> None: ...
+
+    async def remove_item(self, mission: str, uid: str) -> None: ...
+
+    async def add_change(self, change: MissionChangeRecord) -> None: ...
+
+    async def put_subscription(self, sub: SubscriptionRecord) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryMissionStore:
+    """A :class:`MissionStore` in Python containers (lost at exit)."""
+
+    def __init__(self) -> None:
+        self._missions: dict[str, MissionRecord] = {}
+        self._items: dict[tuple[str, str], MissionItem] = {}
+        self._changes: list[MissionChangeRecord] = []
+        self._subs: dict[tuple[str, str], SubscriptionRecord] = {}
+        self._secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StorageError("memory mission store is closed")
+
+    async def load(self) -> MissionData:
+        self._check()
+        return MissionData(
+            list(self._missions.values()),
+            list(self._items.values()),
+            list(self._changes),
+            list(self._subs.values()),
+        )
+
+    async def token_secret(self) -> bytes:
+        self._check()
+        return self._secret
+
+    async def put_mission(self, mission: MissionRecord) -> None:
+        self._check()
+        self._missions[mission.name] = mission
+
+    async def delete_mission(self, name: str) -> None:
+        self._check()
+        self._missions.pop(name, None)
+        self._items = {k: v for k, v in self._items.items() if k[0] != name}
+        self._changes = [c for c in self._changes if c.mission != name]
+        self._subs = {k: v for k, v in self._subs.items() if k[0] != name}
+
+    async def put_item(self, item: MissionItem) -> None:
+        self._check()
+        self._items[(item.mission, item.uid)] = item
+
+    async def remove_item(self, mission: str, uid: str) -> None:
+        self._check()
+        self._items.pop((mission, uid), None)
+
+    async def add_change(self, change: MissionChangeRecord) -> None:
+        self._check()
+        self._changes.append(change)
+
+    async def put_subscription(self, sub: SubscriptionRecord) -> None:
+        self._check()
+        self._subs[(sub.mission, sub.client_uid)] = sub
+
+    async def close(self) -> None:
+        self._closed = True
+
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS missions (name TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS items (mission TEXT NOT NULL, uid TEXT NOT NULL,"
+    " record TEXT NOT NULL, PRIMARY KEY (mission, uid))",
+    "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY, mission TEXT NOT NULL,"
+    " record TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS changes_mission ON changes (mission, seq)",
+    "CREATE TABLE IF NOT EXISTS subscriptions (mission TEXT NOT NULL, client_uid TEXT NOT NULL,"
+    " record TEXT NOT NULL, PRIMARY KEY (mission, client_uid))",
+)
+
+
+class SqliteMissionStore:
+    """A :class:`MissionStore` in one SQLite file (WAL), driven from one thread of its own, like
+    :class:`~liaison.storage.sqlite.SqliteStore`. Records are JSON text, one row each."""
+
+    def __init__(self, path: Path) -> None:
+        """Private: use :meth:`open`."""
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liaison-missions")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteMissionStore:
+        store = cls(path)
+        try:
+            await store._run(store._open_sync)
+        except BaseException:
+            store._closed = True
+            store._executor.shutdown(wait=False)
+            raise
+        return store
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StorageError(f"mission store {self._path} is closed")
+        # Shielded: a write that was handed to the thread completes even if the caller is
+        # cancelled (shutdown), so what the service dequeued is not lost.
+        fut = asyncio.wrap_future(self._executor.submit(self._translated, fn, *args))
+        return await asyncio.shield(fut)
+
+    def _translated(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OverflowError, ValueError) as exc:
+            raise StorageError(f"sqlite {self._path}: {exc}") from exc
+
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"mission store {self._path} is not open")
+        return self._conn
+
+    def _open_sync(self) -> None:
+        create_private_file(self._path)
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            for sql in _SCHEMA:
+                conn.execute(sql)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _exec(self, sql: str, params: tuple[object, ...]) -> None:
+        self._c().execute(sql, params)
+
+    def _load_sync(self) -> MissionData:
+        c = self._c()
+        missions = [_mission_from(r[0]) for r in c.execute("SELECT record FROM missions")]
+        items = [_item_from(r[0]) for r in c.execute("SELECT record FROM items")]
+        changes = [
+            _change_from(r[0], r[1])
+            for r in c.execute("SELECT seq, record FROM changes ORDER BY seq")
+        ]
+        subs = [_sub_from(r[0]) for r in c.execute("SELECT record FROM subscriptions")]
+        return MissionData(missions, items, changes, subs)
+
+    def _secret_sync(self) -> bytes:
+        c = self._c()
+        row = c.execute("SELECT value FROM meta WHERE key = 'token_secret'").fetchone()
+        if row is not None:
+            return bytes(row[0])
+        value = secrets.token_bytes(TOKEN_SECRET_BYTES)
+        c.execute("INSERT INTO meta (key, value) VALUES ('token_secret', ?)", (value,))
+        return value
+
+    def _delete_sync(self, name: str) -> None:
+        c = self._c()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("items", "changes", "subscriptions"):
+                c.execute(f"DELETE FROM {table} WHERE mission = ?", (name,))
+            c.execute("DELETE FROM missions WHERE name = ?", (name,))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    async def load(self) -> MissionData:
+        return await self._run(self._load_sync)
+
+    async def token_secret(self) -> bytes:
+        return await self._run(self._secret_sync)
+
+    async def put_mission(self, mission: MissionRecord) -> None:
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO missions (name, record) VALUES (?, ?)",
+            (mission.name, _dump(mission)),
+        )
+
+    async def delete_mission(self, name: str) -> None:
+        await self._run(self._delete_sync, name)
+
+    async def put_item(self, item: MissionItem) -> None:
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO items (mission, uid, record) VALUES (?, ?, ?)",
+            (item.mission, item.uid, _dump(item)),
+        )
+
+    async def remove_item(self, mission: str, uid: str) -> None:
+        await self._run(
+            self._exec, "DELETE FROM items WHERE mission = ? AND uid = ?", (mission, uid)
+        )
+
+    async def add_change(self, change: MissionChangeRecord) -> None:
+        await self._run(
+            self._exec,
+            "INSERT INTO changes (seq, mission, record) VALUES (?, ?, ?)",
+            (change.seq, change.mission, _dump(change)),
+        )
+
+    async def put_subscription(self, sub: SubscriptionRecord) -> None:
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO subscriptions (mission, client_uid, record) VALUES (?, ?, ?)",
+            (sub.mission, sub.client_uid, _dump(sub)),
+        )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close_sync() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.wrap_future(self._executor.submit(close_sync))
+        self._executor.shutdown(wait=True)
+
+
+# --- JSON records ------------------------------------------------------------------------------
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _dump(record: object) -> str:
+    return json.dumps(_plain(asdict(record)), separators=(",", ":"))  # type: ignore[call-overload]
+
+
+def _event_from(d: dict[str, Any]) -> StoredEvent:
+    d = dict(d)
+    d["sender_groups"] = frozenset(d["sender_groups"])
+    d["xml"] = str(d["xml"]).encode("utf-8")
+    return StoredEvent(**d)
+
+
+def _mission_from(text: str) -> MissionRecord:
+    d = json.loads(text)
+    d["groups"] = frozenset(d["groups"])
+    d["keywords"] = tuple(d["keywords"])
+    return MissionRecord(**d)
+
+
+def _item_from(text: str) -> MissionItem:
+    d = json.loads(text)
+    d["event"] = _event_from(d["event"])
+    return MissionItem(**d)
+
+
+def _change_from(seq: int, text: str) -> MissionChangeRecord:
+    d = json.loads(text)
+    d["sender_groups"] = frozenset(d["sender_groups"])
+    return replace(MissionChangeRecord(**d), seq=seq)
+
+
+def _sub_from(text: str) -> SubscriptionRecord:
+    return SubscriptionRecord(**json.loads(text))

@@ -1,0 +1,335 @@
+"""The mission service over the in-memory mission store and a router with in-memory
+subscribers (no sockets), and the two mission stores against one contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liaison.errors import StorageError
+from liaison.latest import MemoryLatestState
+from liaison.metrics import Metrics
+from liaison.missions import (
+    MAX_MISSION_ITEMS,
+    MissionError,
+    Missions,
+    make_token,
+    token_claims,
+    unpadded_time,
+)
+from liaison.model.event import Event
+from liaison.router import Router
+from liaison.storage.base import StoredEvent
+from liaison.storage.missions import (
+    MemoryMissionStore,
+    MissionChangeRecord,
+    MissionItem,
+    MissionRecord,
+    MissionStore,
+    SqliteMissionStore,
+    SubscriptionRecord,
+)
+from tests.unit.core.test_router import NOW, Sub, event, sa, user
+
+
+async def service() -> tuple[Router, Missions, MemoryMissionStore]:
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = MemoryMissionStore()
+    m = Missions(router=r, store=store, metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    r.set_missions(m)
+    return r, m, store
+
+
+def to_mission(uid: str, mission: str, groups: str = "") -> Event:
+    return event(uid, "b-m-p-s-m", detail=f'<marti><dest mission="{mission}"/></marti>{groups}')
+
+
+def test_the_item_limit_is_taks_default() -> None:
+    assert MAX_MISSION_ITEMS == 8_192  # CoreConfig.xsd missionUidLimit
+
+
+def test_unpadded_time_is_the_millisecond_count() -> None:
+    # Java's S: 5 ms prints .5, 50 ms .50 (tak-missions.md 2.4).
+    assert unpadded_time(1_700_000_000_005) == "2023-11-14T22:13:20.5Z"
+    assert unpadded_time(1_700_000_000_050) == "2023-11-14T22:13:20.50Z"
+
+
+def test_tokens_are_checked_and_bound_to_their_secret() -> None:
+    rec = MissionRecord(
+        name="m", guid="g", creator="a", creator_uid="u", groups=frozenset({"x"}), label=None
+    )
+    token = make_token(b"k" * 32, kind="SUBSCRIPTION", mission=rec, now_ms=NOW)
+    claims = token_claims(b"k" * 32, token)
+    assert claims is not None and claims["MISSION_NAME"] == "m" and claims["sub"] == "SUBSCRIPTION"
+    assert token_claims(b"j" * 32, token) is None
+    assert token_claims(b"k" * 32, token[:-2] + "AA") is None
+    assert token_claims(b"k" * 32, "not a token") is None
+
+
+async def test_mission_cot_reaches_live_subscribers_only_and_is_kept() -> None:
+    r, m, store = await service()
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    a, b, c = Sub(alice, "A"), Sub(bob, "B"), Sub(carol, "C")
+    for s in (a, b, c):
+        r.attach(s)
+    _, owner_token = m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    assert owner_token is not None
+    m.subscribe(bob, "ops", "B", None)
+    r.publish(to_mission("m1", "ops"), a)
+    assert [e.uid for e in b.got if e.type == "b-m-p-s-m"] == ["m1"]
+    assert all(not e.dests for e in b.got)
+    assert [e.type for e in a.got] == ["t-x-m-c"]  # the author gets the notice only
+    assert c.got == []
+    assert [i.uid for i in m.items(bob, "ops")] == ["m1"]
+    await m.flush()
+    assert [i.uid for i in (await store.load()).items] == ["m1"]
+    # A sender without a subscription is ignored (trap 9): nothing delivered, nothing kept.
+    r.publish(to_mission("m2", "ops"), c)
+    assert [i.uid for i in m.items(bob, "ops")] == ["m1"]
+    assert not any(e.uid == "m2" for e in b.got)
+
+
+async def test_a_device_uid_belongs_to_the_user_who_subscribed_it() -> None:
+    r, m, _ = await service()
+    alice, bob, mallory = user("alice"), user("bob"), user("mallory")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    _, owner = m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    # Another user cannot take over alice's subscription (nor its owner token).
+    with pytest.raises(MissionError) as taken:
+        m.subscribe(mallory, "ops", "A", None)
+    assert taken.value.status == 403 and m.m_refused.get("uid_taken") == 1
+    # A subscription mallory makes for bob's device uid does not make bob's device receive.
+    m.subscribe(mallory, "ops", "B", None)
+    r.publish(to_mission("m1", "ops"), a)
+    assert b.got == []
+    assert owner is not None and m.role_of(alice, "ops", owner) == "MISSION_OWNER"
+
+
+async def test_roles_come_from_tokens_and_deleting_needs_the_owner() -> None:
+    _, m, _ = await service()
+    alice, bob = user("alice"), user("bob")
+    _, owner = m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    sub = m.subscribe(bob, "ops", "B", None)
+    assert sub.role == "MISSION_SUBSCRIBER"
+    assert m.role_of(alice, "ops", owner) == "MISSION_OWNER"
+    assert m.role_of(alice, "ops", None) == "MISSION_SUBSCRIBER"  # no token: the default
+    with pytest.raises(MissionError) as refused:
+        m.delete(bob, "ops", sub.token)
+    assert refused.value.status == 403
+    # A token of another mission gives nothing.
+    m.create(
+        bob,
+        "other",
+        creator_uid="B",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    assert m.role_of(bob, "other", owner) == "MISSION_SUBSCRIBER"
+    m.delete(alice, "ops", owner)
+    with pytest.raises(MissionError) as gone:
+        m.get(alice, "ops")
+    assert gone.value.status == 404
+
+
+async def test_a_mission_of_other_groups_is_missing_for_the_caller() -> None:
+    _, m, _ = await service()
+    red, blue = user("red", "red"), user("blue", "blue")
+    m.create(
+        red,
+        "red-ops",
+        creator_uid="R",
+        groups=("red",),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    assert m.list_for(blue) == [] and [x.name for x in m.list_for(red)] == ["red-ops"]
+    for call in (lambda: m.get(blue, "red-ops"), lambda: m.subscribe(blue, "red-ops", "B", None)):
+        with pytest.raises(MissionError) as missing:
+            call()
+        assert missing.value.status == 404
+    # The name is taken without saying by whom.
+    with pytest.raises(MissionError) as taken:
+        m.create(
+            blue,
+            "red-ops",
+            creator_uid="B",
+            groups=(),
+            tool="public",
+            description=None,
+            chat_room=None,
+            token=None,
+        )
+    assert taken.value.status == 403
+
+
+async def test_items_are_bounded_per_mission(monkeypatch: pytest.MonkeyPatch) -> None:
+    import liaison.missions as missions_mod
+
+    monkeypatch.setattr(missions_mod, "MAX_MISSION_ITEMS", 2)
+    r, m, _ = await service()
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    for uid in ("i1", "i2", "i3"):
+        r.publish(to_mission(uid, "ops"), a)
+    assert [i.uid for i in m.items(alice, "ops")] == ["i1", "i2"]
+    assert m.m_refused.get("too_many_items") == 1
+
+
+async def test_itak_adds_a_plain_item_by_uid() -> None:
+    r, m, _ = await service()
+    alice, bob = user("alice"), user("bob")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.subscribe(bob, "ops", "B", None)
+    r.publish(sa("P1", "PLAIN"), a)
+    b.got.clear()
+    assert m.add_uids(alice, "ops", ["P1", "unknown"], creator_uid="A", token=None) == ["unknown"]
+    assert [e.uid for e in b.got if not e.type.startswith("t-x-m")] == ["P1"]
+    changes = m.changes(bob, "ops")
+    assert [(c.type, c.content_uid) for c in changes] == [
+        ("CREATE_MISSION", None),
+        ("ADD_CONTENT", "P1"),
+    ]
+    assert m.remove_uid(bob, "ops", "P1", creator_uid="B", token=None)
+    assert [(c.type, c.content_uid) for c in m.changes(bob, "ops")][-1] == ("REMOVE_CONTENT", "P1")
+
+
+def _event(uid: str) -> StoredEvent:
+    return StoredEvent(
+        uid=uid,
+        type="a-f-G",
+        how="m-g",
+        time=NOW,
+        start=NOW,
+        stale=NOW + 1,
+        lat=1.0,
+        lon=2.0,
+        hae=0.0,
+        callsign="C",
+        sender="a",
+        sender_groups=frozenset({"g"}),
+        received=NOW,
+        xml=b"<event/>",
+        label='{"x":1}',
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def mission_store(request: pytest.FixtureRequest, tmp_path: Path) -> MissionStore:
+    if request.param == "memory":
+        return MemoryMissionStore()
+    return await SqliteMissionStore.open(tmp_path / "missions.db")
+
+
+async def test_the_mission_stores_keep_what_they_are_given(mission_store: MissionStore) -> None:
+    s = mission_store
+    rec = MissionRecord(
+        name="ops",
+        guid="g",
+        creator="a",
+        creator_uid="A",
+        groups=frozenset({"g"}),
+        label=None,
+        keywords=("k",),
+        create_time=NOW,
+        last_edited=NOW,
+    )
+    await s.put_mission(rec)
+    await s.put_item(
+        MissionItem(mission="ops", uid="i1", creator_uid="A", timestamp=NOW, event=_event("i1"))
+    )
+    await s.put_item(
+        MissionItem(mission="ops", uid="i2", creator_uid="A", timestamp=NOW, event=_event("i2"))
+    )
+    await s.remove_item("ops", "i2")
+    change = MissionChangeRecord(
+        mission="ops",
+        type="ADD_CONTENT",
+        creator_uid="A",
+        timestamp=NOW,
+        content_uid="i1",
+        sender_groups=frozenset({"g"}),
+        label='{"x":1}',
+        details='{"type":"a"}',
+        seq=7,
+    )
+    await s.add_change(change)
+    sub = SubscriptionRecord(
+        mission="ops",
+        client_uid="A",
+        username="a",
+        role="MISSION_OWNER",
+        token="t",
+        create_time=NOW,
+    )
+    await s.put_subscription(sub)
+    secret = await s.token_secret()
+    assert len(secret) == 32 and await s.token_secret() == secret
+    data = await s.load()
+    assert data.missions == [rec]
+    assert [i.event for i in data.items] == [_event("i1")]
+    assert data.changes == [change] and data.subscriptions == [sub]
+    await s.delete_mission("ops")
+    data = await s.load()
+    assert (data.missions, data.items, data.changes, data.subscriptions) == ([], [], [], [])
+    await s.close()
+    with pytest.raises(StorageError):
+        await s.load()
