@@ -699,6 +699,15 @@ class Missions:
             stored = _stored(stripped, sender, label_json, self._clock_ms(), xml)
             self._add_item(m, stripped, stored, sub.client_uid)
 
+    def prior_label(self, mission: str, uid: str) -> labels.Label | None:
+        """The label of the item ``uid`` that ``mission`` keeps (the router applies the ingest
+        rules to an event that would replace it); None when it keeps none or labels are off."""
+        m = self._missions.get(mission)
+        item = m.items.get(uid) if m is not None else None
+        if item is None or item.event.label is None:
+            return None
+        return self._router.load_label(item.event.label)
+
     def _add_item(self, m: _Mission, event: Event, stored: StoredEvent, creator_uid: str) -> bool:
         if event.uid not in m.items and len(m.items) >= MAX_MISSION_ITEMS:
             self.m_refused.inc("too_many_items")

@@ -138,6 +138,11 @@ class MissionRouting(Protocol):
         """An event with a mission dest was accepted and delivered: keep it in the mission."""
         ...
 
+    def prior_label(self, mission: str, uid: str) -> Label | None:
+        """The label of the item ``uid`` the mission already keeps, None when it keeps none:
+        an event sent to the mission changes that item, so the ingest rules apply to it."""
+        ...
+
 
 class RefusalListener(Protocol):
     """A subscriber that wants to know when the router refused it an event (a federation link
@@ -337,6 +342,15 @@ class Router:
             )
             if outcome.event is not None and target is not None and target is not prior:
                 outcome = gate.ingest(event, sender, target.label)
+            # An event sent to a mission also changes the item that mission keeps under its uid
+            # (a mission-only item is not in the latest state): the same rules hold for it.
+            if outcome.event is not None and prior is None and self._missions is not None:
+                for name in sorted({d.mission for d in event.dests if d.mission}):
+                    kept = self._missions.prior_label(name, event.uid)
+                    if kept is not None:
+                        outcome = gate.ingest(event, sender, kept)
+                        if outcome.event is None:
+                            break
             ingest = ("ingest", _ingest_fields(received, sender, outcome.label, outcome))
             if outcome.event is None:
                 self.m_rejected.inc(outcome.reasons[0] if outcome.reasons else "rejected")

@@ -3,6 +3,7 @@ subscribers (no sockets), and the two mission stores against one contract."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from liaison.missions import (
     token_claims,
     unpadded_time,
 )
+from liaison.model import labels
 from liaison.model.event import Event
 from liaison.router import Router
 from liaison.storage.base import StoredEvent
@@ -333,3 +335,56 @@ async def test_the_mission_stores_keep_what_they_are_given(mission_store: Missio
     await s.close()
     with pytest.raises(StorageError):
         await s.load()
+
+
+async def test_a_mission_item_is_changed_only_under_the_ingest_rules() -> None:
+    """A mission-only item (not in the latest state) is protected like any other: an event sent
+    to the mission under its uid keeps its label when unlabelled, and a partner who cannot see
+    it, or (by default) one of another organisation, cannot replace it."""
+    from tests.unit.core import test_gate as g
+
+    router, gate, audit = g.setup()
+    missions = Missions(
+        router=router, store=MemoryMissionStore(), metrics=Metrics(), clock_ms=lambda: NOW
+    )
+    await missions.load()
+    router.set_missions(missions)
+    usa = g.Sub(g.person(gate, "usa", "USA", "usa-secret"), client_uid="U")
+    ukr = g.Sub(g.person(gate, "ukr", "UKR", "ukr-secret"), client_uid="K")
+    for s in (usa, ukr):
+        router.attach(s)
+    missions.create(
+        usa.principal,
+        "ops",
+        creator_uid="U",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+        classification="SECRET//REL TO USA, UKR",
+    )
+    missions.subscribe(ukr.principal, "ops", "K", None)
+
+    def sent(uid: str, lab: labels.Label | None) -> Event:
+        seclabel = labels.label_to_seclabel(gate.policy, lab) if lab is not None else None
+        mark = ET.tostring(seclabel, encoding="unicode") if seclabel is not None else ""
+        return to_mission(uid, "ops", mark)
+
+    secret_usa = g.label(gate, "SECRET", "USA")
+    assert router.publish_checked(sent("x", secret_usa), usa).event is not None
+    shared = g.label(gate, "SECRET", "USA", "UKR")
+    assert router.publish_checked(sent("both", shared), usa).event is not None
+    # UKR cannot replace an item it cannot see, nor (by default) a USA item it sees.
+    for uid, reason in (("x", "prior_not_visible"), ("both", "other_org_item")):
+        refused = router.publish_checked(sent(uid, None), ukr)
+        assert refused.event is None and refused.refused == (reason,), uid
+        kind, fields = audit.records[-1]
+        assert kind == "ingest" and fields["accepted"] is False
+    kept = {i.uid: i.event.label for i in missions.items(usa.principal, "ops")}
+    assert router.load_label(kept["x"]) == secret_usa
+    assert router.load_label(kept["both"]) == shared
+    # The USA author moves it from ATAK (no label): the mission keeps the item's label.
+    moved = router.publish_checked(sent("x", None), usa)
+    assert moved.event is not None and moved.event.access == "SECRET"
+    assert moved.event.releasable_to == "REL TO USA"
