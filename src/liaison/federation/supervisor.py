@@ -18,7 +18,7 @@ from pathlib import Path
 
 from liaison.config import LISTENER_NAMES
 from liaison.errors import PeerError, PkiError, listen_errors
-from liaison.federation import native, takv2
+from liaison.federation import native
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import (
     DEFAULT_STABLE_S,
@@ -221,6 +221,9 @@ class Federation:
         try:
             if link.peer.protocol == PROTOCOL_TAK_V2 and address is not None:
                 # The peer's wire: TAK federation v2 (client role), same pinned TLS connection.
+                # Imported here: grpcio costs some 9 MB of memory, paid only with a TAK peer.
+                from liaison.federation import takv2
+
                 await takv2.serve(link, reader, writer, authority=str(address), tap=self._tap)
             else:
                 await native.serve(link, reader, writer, self._tap)

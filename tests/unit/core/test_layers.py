@@ -381,3 +381,16 @@ def test_every_top_level_module_has_its_reason_in_the_architecture_doc() -> None
     listed = set(re.findall(r"`([a-z_]+\.py)`", section))
     top = {p.name for p in SRC.glob("*.py") if p.name != "__init__.py"}
     assert top <= listed, sorted(top - listed)
+
+
+def test_grpc_is_imported_only_with_a_tak_federation_peer() -> None:
+    """grpcio costs some 9 MB of resident memory: a server without a ``tak-v2`` peer never loads it
+    (docs/performance.md)."""
+    import subprocess
+    import sys
+
+    code = "import sys, liaison.app, liaison.cli; print('grpc' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
