@@ -4,9 +4,12 @@ One :class:`PeerLink` per configured peer is, towards the router,
 
 * a Subscriber (``principal``, ``client_uid``, ``callsign``, ``deliver``) whose principal is a
   FEDERATE with the peer's organisation and its **release ceiling** as authorizations, so the
-  router's own decision filters first; ``deliver`` never blocks: it queues the event, and once
-  per loop turn the batch goes through the guard, the audit log (one ``append_many``, written
-  before anything is released) and into the persistent outbox;
+  router's own decision filters first; ``deliver`` never blocks: it puts the event in the link's
+  :class:`~liaison.transports.outbound.OutboundQueue` (no key: nothing coalesces before its
+  release is audited; :meth:`PeerLink.statistics`), and once per loop turn, or as soon as
+  :data:`MAX_UNFLUSHED` wait, the batch goes through the guard, the audit log (one
+  ``append_many``, written before anything is released) and into the persistent outbox, which
+  orders by priority class and coalesces position reports;
 * a Source (``link.source``) whose principal carries what the peer may **originate**: accepted
   inbound events are published with it, so they pass the same gate as everything else.
 
@@ -42,12 +45,15 @@ from liaison.model.event import Dest, Event
 from liaison.model.labels import AuthSet, Policy
 from liaison.model.principal import Principal, PrincipalKind
 from liaison.router import Outgoing, Router
+from liaison.transports.outbound import OutboundLimits, OutboundQueue, OutboundStatistics
 
 log = logging.getLogger(__name__)
 
-# Events waiting for the guard in memory (deliver -> next loop turn). Past this, a flush runs at
-# once inside deliver, so a burst never holds more than this many unguarded events.
+# Events waiting for the guard in memory (deliver -> next loop turn). When this many wait, a flush
+# runs at once inside deliver, so a burst never holds more than this many unguarded events (and
+# the queue, whose limit this is, never overflows).
 MAX_UNFLUSHED = 1000
+UNFLUSHED_LIMITS = OutboundLimits(max_items=MAX_UNFLUSHED)
 # Clients of a peer remembered for directed messages (a partner with more than this many
 # devices has the oldest forgotten, and messages to them are counted as unrouted).
 MAX_REMOTE_CLIENTS = 20_000
@@ -159,7 +165,9 @@ class PeerLink:
         self._send_denials: list[Denial] = []
         self.client_uid: str | None = None
         self.callsign: str | None = None
-        self._pending: list[Event] = []
+        # Delivered, not yet guarded: no key, so nothing coalesces before its release is audited.
+        self._unflushed: OutboundQueue[Event] = OutboundQueue(UNFLUSHED_LIMITS)
+        status.queue = self._unflushed.statistics
         self._flush_handle: asyncio.Handle | None = None
         self._publishing: Event | None = None
         # Uids and callsigns of the peer's own clients, oldest first (bounded).
@@ -201,8 +209,9 @@ class PeerLink:
         event = out.event
         if event is self._publishing:
             return  # our own inbound event, offered back to us: never a candidate
-        self._pending.append(event)
-        if len(self._pending) >= MAX_UNFLUSHED:
+        queue = self._unflushed
+        queue.put(event)
+        if len(queue) >= MAX_UNFLUSHED:
             self.flush()
             return
         if self._flush_handle is None:
@@ -218,7 +227,7 @@ class PeerLink:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        events, self._pending = self._pending, []
+        events = self._unflushed.take()
         if not events:
             return
         verdicts = [self.guard.check(e) for e in events]
@@ -293,6 +302,11 @@ class PeerLink:
         self._sync_status()
         if releases:
             self._wake.set()
+
+    def statistics(self) -> OutboundStatistics:
+        """The statistics of the queue of delivered events waiting for the guard (depth, peak,
+        queued, taken, ...); what waits after the guard is the outbox's ``backlog``."""
+        return self._unflushed.statistics()
 
     def _sync_status(self) -> None:
         s, o = self.status, self.outbox

@@ -5,7 +5,8 @@ Each peer link keeps one :class:`PeerStatus`. The running server writes them all
 ``liaison federation status`` reads; the same numbers are exported as metrics:
 ``liaison_federation_<count>_total{peer="..."}`` counters and per-peer gauges
 ``liaison_federation_up_<peer>``, ``..._backlog_<peer>`` and ``..._last_acked_<peer>``
-(the metrics registry has one label per counter and none on gauges).
+(the metrics registry has one label per counter and none on gauges). Each peer's JSON also holds
+``queue``: the ``statistics()`` of its link's queue of delivered events waiting for the guard.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import enum
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from liaison.metrics import Counter, Metrics
+from liaison.transports.outbound import OutboundStatistics
 
 STATUS_VERSION = 1
 
@@ -68,6 +70,9 @@ class PeerStatus:
     last_applied: int = 0
     last_error: str | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    # The statistics of the link's queue of delivered events waiting for the guard (set by the
+    # link; written as "queue", null without a link).
+    queue: Callable[[], OutboundStatistics] | None = None
     _counters: Mapping[str, Counter] | None = None
 
     def bump(self, what: str, n: int = 1) -> None:
@@ -96,6 +101,7 @@ class PeerStatus:
             "last_applied": self.last_applied,
             "last_error": self.last_error,
             "counts": dict(self.counts),
+            "queue": asdict(self.queue()) if self.queue is not None else None,
         }
 
 

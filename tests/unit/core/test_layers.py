@@ -263,6 +263,8 @@ WIRE_MODULES = {
     "liaison.federation.supervisor",
     "liaison.transports",
 }
+# The one outbound queue is pure (see above): the link queues in it, it carries no bytes.
+NOT_A_WIRE = {"liaison.transports.outbound"}
 
 
 def test_the_peer_link_imports_no_wire() -> None:
@@ -270,7 +272,8 @@ def test_the_peer_link_imports_no_wire() -> None:
     bad = {
         name
         for name in imported_modules(path)
-        if any(name == f or name.startswith(f + ".") for f in WIRE_MODULES)
+        if name not in NOT_A_WIRE
+        and any(name == f or name.startswith(f + ".") for f in WIRE_MODULES)
     }
     assert not bad, f"federation/link.py imports {sorted(bad)}"
     text = path.read_text()
@@ -394,3 +397,104 @@ def test_grpc_is_imported_only_with_a_tak_federation_peer() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+# --- one outbound queue: transports/outbound.py ------------------------------------------------
+
+# Every router subscriber (a class with a ``deliver`` method), by what it does with an event.
+# Those whose reader can be slow hold what waits in an ``OutboundQueue``; the others hold nothing.
+QUEUEING_SUBSCRIBERS = {
+    ("session.py", "StreamSession"),
+    ("api/ws.py", "WsSubscriber"),
+    ("federation/link.py", "PeerLink"),
+}
+UNQUEUED_SUBSCRIBERS = {
+    ("router.py", "Subscriber"),  # the interface
+    ("transports/udp.py", "MulticastBridge"),  # one datagram per event, at once
+}
+# Containers a hand-written outbound queue is made of.
+QUEUE_CONTAINERS = {"deque", "OrderedDict", "Queue", "SimpleQueue", "PriorityQueue", "LifoQueue"}
+CONTAINER_ADDS = {"append", "appendleft", "extend", "insert", "add", "setdefault", "heappush"}
+
+
+def subscriber_classes(tree: ast.AST) -> dict[str, ast.ClassDef]:
+    return {
+        node.name: node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        and any(isinstance(f, ast.FunctionDef) and f.name == "deliver" for f in node.body)
+    }
+
+
+def hand_written_queue(cls: ast.ClassDef) -> list[str]:
+    """What in ``cls`` looks like an outbound queue of its own: a queue-like container built
+    anywhere in the class, or ``deliver`` adding to a container (``x.append(...)``,
+    ``x[key] = ...``) instead of putting into its ``OutboundQueue``."""
+    found: list[str] = []
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = (
+                f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            )
+            if name in QUEUE_CONTAINERS:
+                found.append(f"line {node.lineno}: builds a {name}")
+    deliver = next(f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "deliver")
+    for node in ast.walk(deliver):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in CONTAINER_ADDS
+        ):
+            found.append(f"line {node.lineno}: deliver calls .{node.func.attr}()")
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Subscript) for t in targets):
+                found.append(f"line {node.lineno}: deliver stores into a container")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "own_queue"),
+    [
+        (
+            "class S:\n def __init__(s): s.q = OutboundQueue(L)\n"
+            " def deliver(s, o): s.q.put(o, o.coalesce_key)",
+            False,
+        ),
+        ("class S:\n def __init__(s): s.q = []\n def deliver(s, o): s.q.append(o.event)", True),
+        ("class S:\n def __init__(s): s.q = {}\n def deliver(s, o): s.q[o.uid] = o", True),
+        (
+            "import collections\nclass S:\n def __init__(s): s.q = collections.deque()\n"
+            " def deliver(s, o): pass",
+            True,
+        ),
+        ("class S:\n def __init__(s): s.q = OrderedDict()\n def deliver(s, o): pass", True),
+    ],
+)
+def test_hand_written_queue_finds_the_usual_shapes(source: str, own_queue: bool) -> None:
+    (cls,) = subscriber_classes(ast.parse(source)).values()
+    assert bool(hand_written_queue(cls)) is own_queue
+
+
+def test_every_subscriber_queues_in_the_one_outbound_queue() -> None:
+    """No module but ``transports/outbound.py`` writes a (coalescing) outbound queue: every
+    subscriber is known here, and those that queue build an ``OutboundQueue`` and nothing
+    queue-like of their own."""
+    found: set[tuple[str, str]] = set()
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC).as_posix()
+        if rel == "transports/outbound.py":
+            continue
+        for name, cls in subscriber_classes(ast.parse(path.read_text())).items():
+            found.add((rel, name))
+            if (rel, name) not in QUEUEING_SUBSCRIBERS:
+                continue
+            built = {
+                n.func.id
+                for n in ast.walk(cls)
+                if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            }
+            assert "OutboundQueue" in built, f"{rel}: {name} holds no OutboundQueue"
+            assert not hand_written_queue(cls), f"{rel}: {name}: {hand_written_queue(cls)}"
+    assert found == QUEUEING_SUBSCRIBERS | UNQUEUED_SUBSCRIBERS

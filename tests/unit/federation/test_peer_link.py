@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from liaison.errors import StorageError
-from liaison.federation.link import LISTENER, PeerLink
+from liaison.federation.link import LISTENER, MAX_UNFLUSHED, PeerLink
 from liaison.federation.outbox import Outbox
 from liaison.federation.status import FederationStatus
 from liaison.latest import MemoryLatestState
@@ -83,3 +83,53 @@ async def test_no_audit_record_no_release(tmp_path: Path) -> None:
     assert link.outbox.backlog == 0
     assert link.status.counts["audit_failures"] == 1 and link.status.counts["releases"] == 0
     link.outbox.close()
+
+
+async def test_delivered_events_wait_in_the_outbound_queue_uncoalesced(tmp_path: Path) -> None:
+    """Before the guard, position reports of one uid do not coalesce: each one gets its own
+    audited decision (the outbox coalesces afterwards). The queue's statistics are the link's,
+    and the status file's."""
+    audit = MemoryAudit()
+    link = make_link(tmp_path, audit)
+    for _ in range(3):
+        link.deliver(Outgoing(event(label=REL_BOTH, uid="same")))
+    stats = link.statistics()
+    assert (stats.depth, stats.queued, stats.coalesced, stats.taken) == (3, 3, 0, 0)
+    link.flush()
+    assert [f["uid"] for _k, f in audit.records] == ["same"] * 3
+    stats = link.statistics()
+    assert (stats.depth, stats.peak, stats.taken, stats.dropped) == (0, 3, 3, 0)
+    assert link.status.to_json()["queue"] == {
+        "depth": 0,
+        "bytes": 0,
+        "peak": 3,
+        "queued": 3,
+        "coalesced": 0,
+        "taken": 3,
+        "dropped": 0,
+        "overflowed": False,
+        "paused": False,
+        "pauses": 0,
+    }
+    link.outbox.close()
+
+
+async def test_a_burst_is_flushed_at_the_queue_limit_and_never_overflows(tmp_path: Path) -> None:
+    audit = MemoryAudit()
+    link = make_link(tmp_path, audit)
+    assert link.statistics().depth == 0
+    one = event(label=REL_BOTH, uid="burst")
+    for _ in range(2 * MAX_UNFLUSHED + 5):
+        link.deliver(Outgoing(one))
+    stats = link.statistics()
+    # Two flushes ran inside deliver, each when MAX_UNFLUSHED waited; five wait for the loop turn.
+    assert (stats.depth, stats.peak, stats.taken) == (5, MAX_UNFLUSHED, 2 * MAX_UNFLUSHED)
+    assert not stats.overflowed and stats.dropped == 0
+    assert len(audit.records) == 2 * MAX_UNFLUSHED
+    link.flush()
+    assert len(audit.records) == link.status.counts["releases"] == 2 * MAX_UNFLUSHED + 5
+    link.outbox.close()
+
+
+def test_status_without_a_link_has_no_queue() -> None:
+    assert FederationStatus("usa-srv").add("ukr", None).to_json()["queue"] is None
