@@ -30,7 +30,6 @@ commit made while it runs is covered by the single next one (group commit).
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -106,7 +105,8 @@ class Outbox:
         self._durable = durable
         self._commits = 0  # transactions committed so far
         self._synced = 0  # of those, how many the last completed fsync covers
-        self._fsync: asyncio.Future[None] | None = None  # the one fsync in a worker thread
+        # The one fsync in a worker thread, and how many commits it covers.
+        self._fsync: tuple[asyncio.Future[None], int] | None = None
         state = dict(conn.execute("SELECT key, value FROM state").fetchall())
         self.last_seq: int = state.get("last_seq", 0)
         self.last_acked: int = state.get("last_acked", 0)
@@ -161,20 +161,21 @@ class Outbox:
             return
         target = self._commits
         while self._synced < target:
-            running = self._fsync
-            if running is None:
-                covers = self._commits
-                running = asyncio.get_running_loop().run_in_executor(None, self._fsync_files)
-                self._fsync = running
-                running.add_done_callback(functools.partial(self._fsync_done, covers=covers))
+            if self._fsync is None:
+                future = asyncio.get_running_loop().run_in_executor(None, self._fsync_files)
+                self._fsync = (future, self._commits)
+            running, covers = self._fsync
+            # Every waiter settles the fsync it saw itself, as soon as it is done: a waiter must
+            # never spin on a finished future whose completion callback has not run yet (awaiting
+            # a done future does not yield to the event loop).
             try:
                 await asyncio.shield(running)
             except OSError as exc:
+                if self._fsync is not None and self._fsync[0] is running:
+                    self._fsync = None  # the next caller tries again
                 raise StorageError(f"federation outbox {self.path}: fsync: {exc}") from exc
-
-    def _fsync_done(self, fut: asyncio.Future[None], covers: int) -> None:
-        self._fsync = None
-        if not fut.cancelled() and fut.exception() is None:
+            if self._fsync is not None and self._fsync[0] is running:
+                self._fsync = None
             self._synced = max(self._synced, covers)
 
     @property

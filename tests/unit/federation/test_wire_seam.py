@@ -131,6 +131,25 @@ async def test_a_failed_fsync_is_a_storage_error_and_nothing_counts_as_synced(
     box.close()
 
 
+async def test_a_caller_that_finds_a_finished_fsync_settles_it_instead_of_spinning(
+    tmp_path: Path,
+) -> None:
+    """The fsync's future can be done while nothing has yet recorded what it covered (its
+    completion callbacks run in a later turn of the loop). A caller arriving then must settle it
+    itself: awaiting a done future does not yield, so waiting for a callback would spin forever
+    at full CPU (seen once in six runs of the two-server federation test)."""
+    box, gate = gated_outbox(tmp_path / "ukr.db")
+    box.put_many([release("a")])
+    finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    finished.set_result(None)
+    box._fsync = (finished, box._commits)  # done, and not yet recorded as synced
+    assert box.unsynced
+    async with asyncio.timeout(WAIT_S):
+        await box.sync()
+    assert not box.unsynced and gate.calls == 0  # settled from the finished fsync, no new one
+    box.close()
+
+
 async def test_the_real_fsync_and_a_not_durable_outbox(tmp_path: Path) -> None:
     box = Outbox.open(tmp_path / "real.db", durable=True)
     box.put_many([release("a")])
