@@ -18,10 +18,11 @@ then the guard and the outbox) and streams the outbox; ``ServerEventStream`` (th
 events) is read into the same inbound path as the client role; ``HealthCheck`` answers
 ``SERVING`` once a ``ClientEventStream`` with ``version.major >= 1`` is open, else
 ``NOT_CONNECTED``; ``ClientROLStream`` is held open and sends nothing; ``ServerROLStream`` and
-``ClientFederateGroupsStream`` are read and ignored. Subscriptions with an empty
-``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap 8). A peer from which
-nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`` is dropped (section 1,
-"15 s timeout on the server side"). Other methods answer UNIMPLEMENTED.
+``ClientFederateGroupsStream`` are read and ignored; ``getIdentity`` (which TAK Server leaves
+unimplemented, but ots-federation's client calls first) answers our identity. Subscriptions
+with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap 8). A peer
+from which nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`` is dropped
+(section 1, "15 s timeout on the server side"). Other methods answer UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -126,16 +127,23 @@ class FigServerSession:
                     reason="health_timeout",
                 )
 
-    def _subscription(self) -> bytes:
+    def _own_identity(self) -> fig_pb2.Identity:
         server_id = self._link.fed.server_id
-        return fig_pb2.Subscription(
-            identity=fig_pb2.Identity(
-                name=server_id,
-                uid=uuid.uuid4().hex,
-                type=fig_pb2.Identity.FEDERATION_TAK_SERVER,
-                serverId=server_id,
-            )
-        ).SerializeToString()
+        return fig_pb2.Identity(
+            name=server_id,
+            uid=uuid.uuid4().hex,
+            type=fig_pb2.Identity.FEDERATION_TAK_SERVER,
+            serverId=server_id,
+        )
+
+    def _subscription(self) -> bytes:
+        return fig_pb2.Subscription(identity=self._own_identity()).SerializeToString()
+
+    async def _get_identity(self, request: bytes, context: Any) -> bytes:
+        # TAK Server leaves getIdentity unimplemented (tak-federation.md 3); ots-federation's
+        # client calls it first and compares serverId with its configuration.
+        self._heard()
+        return self._own_identity().SerializeToString()
 
     async def _named(self, request: bytes, context: Any, method: str) -> fig_pb2.Subscription:
         """The request's Subscription; the call is refused without an identity name."""
@@ -231,6 +239,7 @@ class FigServerSession:
                 "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._client_rol),
                 "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._ignored),
                 "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(self._ignored),
+                "getIdentity": grpc.unary_unary_rpc_method_handler(self._get_identity),
             },
         )
 

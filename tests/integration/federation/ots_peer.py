@@ -124,10 +124,13 @@ fed_key = {key}
 [federate:liaison]
 enabled = true
 display_name = liaison
-address = 127.0.0.1
+address = localhost
 port = {peer_port}
 server_id = {peer_server_id}
 fingerprint = {colon_hex(peer_fingerprint)}
+ca_cert = {ca_bundle}
+client_cert = {cert_chain}
+client_key = {key}
 accept_as = *:FedIn
 share_as = FedOut:FedOut
 health_check_interval = 3

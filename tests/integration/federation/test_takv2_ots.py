@@ -3,10 +3,11 @@
 (tests/integration/federation/ots_peer.py), with a running Liaison server and a pytak-style TLS
 client on 127.0.0.1.
 
-Liaison dials ots-federation in its server role: a PLI and a marker cross both ways; a canary
-above the partner's release ceiling never reaches ots-federation nor any plaintext byte of the
-link. Skips with the reason when ots-federation or its venv is unavailable (fails instead under
-LIAISON_REQUIRE_SERVICES=1).
+Both roles: Liaison dials ots-federation (its server role), and ots-federation dials Liaison's
+federation listener (its client role, Liaison's server role). A PLI and a marker cross both
+ways; a canary above the partner's release ceiling never reaches ots-federation nor any
+plaintext byte of the link. Skips with the reason when ots-federation or its venv is
+unavailable (fails instead under LIAISON_REQUIRE_SERVICES=1).
 """
 
 from __future__ import annotations
@@ -134,4 +135,63 @@ async def test_liaison_dials_ots_federation(tmp_path: Path) -> None:
         assert not got("CANARY-USA-ONLY") and not got("m-canary")
         assert b"CANARY-USA-ONLY" not in bytes(side.wire_out)
         assert b"X-MARKER-USA" in bytes(side.wire_out)
+        assert b"X-MARKER-OTS" in bytes(side.wire_in)
+
+
+async def test_ots_federation_dials_liaison(tmp_path: Path) -> None:
+    """Liaison's server role with ots-federation's client role: ots dials the federation
+    listener; the latest state reaches it on subscription, live events cross both ways, the
+    canary never does."""
+    ots_python()
+    ots_pki = _ots_pki(tmp_path)
+    usa_cm = await _server_with_users(tmp_path, "usa")
+    async with usa_cm as usa:  # type: ignore[attr-defined]
+        assert usa.server_pki is not None and usa.router.gate is not None
+        cu = await _connect(usa, "usa")
+        us = cu["usa-s"]
+        both = seclabel("SECRET", "USA", ["USA", "UKR"])
+        await us.send(sa_event("uid-usa-early", "PLI-EARLY", extra_detail=both))
+        await us.send(marker("m-canary", "CANARY-USA-ONLY", seclabel("SECRET", "USA", ["USA"])))
+        await us.collect(0.3)
+        table = peer_table(
+            name="ukr",
+            dial=None,
+            accept=True,
+            ca_file=str(ots_pki.ca_cert),
+            fingerprint=fingerprint_sha256(load_server_cert(ots_pki)),
+            protocol="tak-v2",
+            default_label={"classification": "UNCLASSIFIED", "REL": ["UKR", "USA"]},
+        )
+        side = await start_federation(
+            usa,
+            "usa-srv",
+            [table],
+            listen="127.0.0.1:0",
+            policy=POLICY,
+            audit=GateAudit(usa.router.gate),  # type: ignore[arg-type]
+        )
+        assert side.fed.bound is not None
+        ots = OtsPeer(_ots_config(tmp_path, usa, ots_pki, None, dial_port=side.fed.bound.port))
+        try:
+            await ots.start()
+            status = side.fed.status.peers["ukr"]
+            await wait_until(lambda: status.state is LinkState.UP, CROSS_S, "link up")
+
+            def got(needle: str) -> bool:
+                return any(needle in x for x in ots.received)
+
+            await wait_until(lambda: got("PLI-EARLY"), CROSS_S, "the latest state at ots")
+            await us.send(marker("m-usa-live", "X-MARKER-USA", both))
+            await wait_until(lambda: got("X-MARKER-USA"), CROSS_S, "a live event at ots")
+            await ots.send(_cot("ots-pli", "a-f-G-U-C", "PLI-OTS"))
+            await ots.send(_cot("ots-marker", "a-h-G", "MK-OTS", remarks="X-MARKER-OTS"))
+            await us.wait_for(b"PLI-OTS", within=CROSS_S)
+            await us.wait_for(b"X-MARKER-OTS", within=CROSS_S)
+            await us.collect(0.5)
+            await us.close()
+        finally:
+            await ots.stop()
+            await stop_federation(side)
+        assert not got("CANARY-USA-ONLY") and not got("m-canary")
+        assert b"CANARY-USA-ONLY" not in bytes(side.wire_out)
         assert b"X-MARKER-OTS" in bytes(side.wire_in)
