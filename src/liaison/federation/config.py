@@ -399,8 +399,6 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
     protocol = raw.get("protocol", PROTOCOL_NATIVE)
     if protocol not in PROTOCOLS:
         raise ConfigError(f"{key}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
-    if protocol == PROTOCOL_TAK_V2 and dial is None:
-        raise ConfigError(f"{key}.protocol", "tak-v2 peers must be dialled (dial = HOST:PORT)")
     default_label: Label | None = None
     if "default_label" in raw:
         if protocol != PROTOCOL_TAK_V2:

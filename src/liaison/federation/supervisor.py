@@ -2,8 +2,9 @@
 
 :class:`Federation` opens each peer's outbox, attaches its :class:`PeerLink` to the router, binds
 the listener, dials the peers it must dial (with :class:`Backoff`), pins every peer's certificate
-(``federation/tls.py``) and hands each authenticated connection to the peer's wire (today the
-native wire, ``federation/native.py``), all in one TaskGroup.
+(``federation/tls.py``) and hands each authenticated connection to the peer's wire (the native
+wire, ``federation/native.py``; TAK federation v2, ``takv2.py`` when dialling and
+``takv2_server.py`` when the peer dialled us), all in one TaskGroup.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Federation:
         self._tap = tap
         self._rng = rng or random.Random()
         self.status = FederationStatus(config.server_id, metrics)
+        self._metrics = metrics
         self.links: dict[str, PeerLink] = {}
         self.listener: asyncio.Server | None = None
         self.bound: Address | None = None
@@ -110,6 +112,9 @@ class Federation:
         listen = self.config.listen
         if accepting and listen is not None:
             ctx = accept_context(accepting, self._cert, self._key)
+            if any(p.protocol == PROTOCOL_TAK_V2 for p in accepting):
+                # TAK Servers dial this listener too; gRPC needs ALPN h2 (tak-federation.md 2.1).
+                ctx.set_alpn_protocols(["h2"])
             with listen_errors(listen, LISTENER_NAMES["federation"]):
                 self.listener = await asyncio.start_server(
                     self._on_accept,
@@ -225,6 +230,11 @@ class Federation:
                 from liaison.federation import takv2
 
                 await takv2.serve(link, reader, writer, authority=str(address), tap=self._tap)
+            elif link.peer.protocol == PROTOCOL_TAK_V2:
+                # TAK federation v2, server role: the peer dialled our listener (grpcio, as above).
+                from liaison.federation import takv2_server
+
+                await takv2_server.serve(link, reader, writer, router=self._router, tap=self._tap)
             else:
                 await native.serve(link, reader, writer, self._tap)
         except LinkRefused as exc:
@@ -257,7 +267,13 @@ class Federation:
                 peername,
                 fp,
             )
-            await close_writer(writer)
+            if self._metrics is not None:
+                self._metrics.counter(
+                    "liaison_federation_unknown_peer_total",
+                    "Federation connections refused: the certificate is no accepted peer's",
+                ).inc()
+            # No goodbye for a stranger: an untracked graceful close could outlive shutdown.
+            writer.transport.abort()
             return
         problem = verify_peer_certificate(link.peer, der)
         if problem is not None:

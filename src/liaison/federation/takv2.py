@@ -222,6 +222,64 @@ class _Bridge:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def encode_row(link: PeerLink, row: OutboxRow) -> bytes | None:
+    """The serialized FederatedEvent for a row, re-checked from those very bytes (None: refused,
+    with a deny record). Both roles use it."""
+    try:
+        fed = fig_codec.release_to_federated(
+            row.payload, server_id=link.fed.server_id, max_hops=link.peer.max_hops
+        )
+        data = fed.SerializeToString()
+        # The re-check reads what will be written, not what we meant to write.
+        back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data))
+    except (fig_codec.FigError, PeerError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        link.wire_denied(row, ("guard_mismatch", f"fig_encode:{reason}"))
+        return None
+    problems = link.guard.recheck(back, label_id=row.label_id, uid=row.uid, type=row.type)
+    if problems:
+        log.error("federation %s: translated release refused: %s", link.peer.name, problems)
+        link.wire_denied(row, problems)
+        return None
+    return data
+
+
+async def apply_inbound(
+    link: PeerLink, queue: asyncio.Queue[fig_pb2.FederatedEvent], validator: InboundValidator
+) -> None:
+    """Translate, validate, audit and route what the peer sent, in batches (both roles)."""
+    while True:
+        batch = [await queue.get()]
+        while len(batch) < MAX_INBOUND_BATCH and not queue.empty():
+            batch.append(queue.get_nowait())
+        items: list[tuple[int, bytes]] = []
+        seq = link.last_applied
+        for fed in batch:
+            if not fed.HasField("event"):
+                # Contacts (and anything else without a GeoEvent) are not routed here.
+                log.debug("federation %s: contact entry ignored", link.peer.name)
+                continue
+            try:
+                xml = fig_codec.inbound_cot(
+                    fed,
+                    policy=link.policy,
+                    server_id=link.fed.server_id,
+                    peer_server_id=link.peer.name,
+                    default_label=link.peer.default_label,
+                    now_ms=link.clock_ms(),
+                )
+            except fig_codec.FigError as exc:
+                log.warning(
+                    "federation %s: refused a FederatedEvent: %s", link.peer.name, exc.reason
+                )
+                link.wire_rejected((exc.reason,), content_sha256(fed.SerializeToString()))
+                continue
+            seq += 1
+            items.append((seq, xml))
+        if items:
+            await link.receive(items, validator)
+
+
 class FigClientSession:
     """One v2 connection of a link, Liaison dialling: the WireSession of this wire."""
 
@@ -236,32 +294,11 @@ class FigClientSession:
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         link = self._link
         for row in rows:
-            data = self._encode(row)
+            data = encode_row(link, row)
             if data is not None:
                 await self._out.write(data)
             # No acknowledgement in TAK federation: written (or refused) counts as done.
             link.acked(row.seq)
-
-    def _encode(self, row: OutboxRow) -> bytes | None:
-        """The serialized FederatedEvent for a row, re-checked from those very bytes."""
-        link = self._link
-        try:
-            fed = fig_codec.release_to_federated(
-                row.payload, server_id=link.fed.server_id, max_hops=link.peer.max_hops
-            )
-            data = fed.SerializeToString()
-            # The re-check reads what will be written, not what we meant to write.
-            back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data))
-        except (fig_codec.FigError, PeerError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            link.wire_denied(row, ("guard_mismatch", f"fig_encode:{reason}"))
-            return None
-        problems = link.guard.recheck(back, label_id=row.label_id, uid=row.uid, type=row.type)
-        if problems:
-            log.error("federation %s: translated release refused: %s", link.peer.name, problems)
-            link.wire_denied(row, problems)
-            return None
-        return data
 
     # --- the conversation -----------------------------------------------------------------------
 
@@ -300,7 +337,7 @@ class FigClientSession:
         name = link.peer.name
         queue: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
         tg.create_task(self._read(inbound, queue), name=f"fig-read-{name}")
-        tg.create_task(self._apply(queue, validator), name=f"fig-apply-{name}")
+        tg.create_task(apply_inbound(link, queue, validator), name=f"fig-apply-{name}")
         tg.create_task(self._health(sub, tg), name=f"fig-health-{name}")
         tg.create_task(self._drain(groups, "groups"), name=f"fig-groups-{name}")
         await link.send_loop(self)
@@ -352,41 +389,6 @@ class FigClientSession:
         except grpc.aio.AioRpcError as exc:
             raise PeerError(f"event stream: {exc.code().name}", reason="rpc_error") from None
         raise PeerError("the peer ended its event stream", reason="closed")
-
-    async def _apply(
-        self, queue: asyncio.Queue[fig_pb2.FederatedEvent], validator: InboundValidator
-    ) -> None:
-        link = self._link
-        while True:
-            batch = [await queue.get()]
-            while len(batch) < MAX_INBOUND_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
-            items: list[tuple[int, bytes]] = []
-            seq = link.last_applied
-            for fed in batch:
-                if not fed.HasField("event"):
-                    # Contacts (and anything else without a GeoEvent) are not routed here.
-                    log.debug("federation %s: contact entry ignored", link.peer.name)
-                    continue
-                try:
-                    xml = fig_codec.inbound_cot(
-                        fed,
-                        policy=link.policy,
-                        server_id=link.fed.server_id,
-                        peer_server_id=link.peer.name,
-                        default_label=link.peer.default_label,
-                        now_ms=link.clock_ms(),
-                    )
-                except fig_codec.FigError as exc:
-                    log.warning(
-                        "federation %s: refused a FederatedEvent: %s", link.peer.name, exc.reason
-                    )
-                    link.wire_rejected((exc.reason,), content_sha256(fed.SerializeToString()))
-                    continue
-                seq += 1
-                items.append((seq, xml))
-            if items:
-                await link.receive(items, validator)
 
 
 async def serve(

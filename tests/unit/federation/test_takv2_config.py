@@ -17,13 +17,15 @@ def test_protocol_defaults_to_native_and_accepts_tak_v2() -> None:
     p = peer(protocol="tak-v2", default_label={"classification": "SECRET", "REL": ["UKR"]})
     assert p.protocol == PROTOCOL_TAK_V2
     assert p.default_label is not None and p.default_label.originator == "UKR"
+    # The server role: a TAK Server dials us.
+    accepted = peer(protocol="tak-v2", dial=None, accept=True)
+    assert accepted.protocol == PROTOCOL_TAK_V2 and accepted.dial is None
 
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
         ({"protocol": "tak-v1"}, "protocol"),
-        ({"protocol": "tak-v2", "dial": None, "accept": True}, "protocol"),
         ({"default_label": {"classification": "SECRET", "REL": ["UKR"]}}, "default_label"),
         ({"protocol": "tak-v2", "default_label": {"classification": "TOP"}}, "default_label"),
     ],

@@ -1,0 +1,299 @@
+"""The TAK federation v2 wire ("FIG", gRPC over mutual TLS), server role: a TAK Server (or any
+v2 federate) dials Liaison's federation listener and drives the peer's
+:class:`~liaison.federation.link.PeerLink`.
+
+TLS is Liaison's own, as in the client role (``takv2.py``): the supervisor accepts the connection
+on the federation listener (ALPN ``h2``), identifies the peer by the SHA-256 of its leaf
+certificate among the configured ``accept = true`` peers and checks its CA before a byte of gRPC
+is read. The plaintext of that one connection is then handed to a grpcio server made for it
+alone, on a private Unix socket (fresh 0700 folder), so every call of the session is known to
+come from that pinned peer (TAK keys a federate's calls by its connection too,
+tak-federation.md 2.3).
+
+What the server answers (tak-federation.md section 3, "TAK as server", and 6.1):
+``ServerFederateGroupsStream`` sends ``FederateGroups{streamUpdate = SERVING}`` at once and
+stays open; ``ClientEventStream`` (our events to the peer) makes the link up, offers the peer
+the latest state it may see (the router's replay: same decision and audit as live delivery,
+then the guard and the outbox) and streams the outbox; ``ServerEventStream`` (the peer's
+events) is read into the same inbound path as the client role; ``HealthCheck`` answers
+``SERVING`` once a ``ClientEventStream`` with ``version.major >= 1`` is open, else
+``NOT_CONNECTED``; ``ClientROLStream`` is held open and sends nothing; ``ServerROLStream`` and
+``ClientFederateGroupsStream`` are read and ignored; ``getIdentity`` (which TAK Server leaves
+unimplemented, but ots-federation's client calls first) answers our identity. Subscriptions
+with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap 8). A peer
+from which nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`` is dropped
+(section 1, "15 s timeout on the server side"). Other methods answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from liaison.errors import PeerError
+from liaison.federation.guard import content_sha256
+from liaison.federation.link import PeerLink
+from liaison.federation.outbox import Outgoing as OutboxRow
+from liaison.federation.proto import fig_pb2
+from liaison.federation.takv2 import (
+    MAX_INBOUND_QUEUE,
+    MAX_MESSAGE_BYTES,
+    Tap,
+    _close_writer,
+    _first_failure,
+    _pump,
+    apply_inbound,
+    encode_row,
+)
+from liaison.router import Router
+
+log = logging.getLogger(__name__)
+
+SERVICE = "com.atakmap.FederatedChannel"
+# Seconds without a health check or any message before the peer is dropped (TAK Server's own
+# server-side health timeout, tak-federation.md section 1 and 6.2 step 5).
+SILENT_TIMEOUT_S = 15.0
+# Seconds between checks of that timeout.
+WATCH_INTERVAL_S = 0.5
+# Encoded events handed to ClientEventStream and not yet written (each waits for its write).
+MAX_OUTBOUND_QUEUE = 64
+# Seconds given to grpcio's per-connection server to finish at the end of a connection.
+STOP_GRACE_S = 0.5
+
+
+class FigServerSession:
+    """One v2 connection of a link, the peer dialling: the WireSession of this wire."""
+
+    def __init__(self, link: PeerLink, router: Router, tg: asyncio.TaskGroup) -> None:
+        self._link = link
+        self._router = router
+        self._tg = tg
+        self._loop = asyncio.get_running_loop()
+        self._last_heard = self._loop.time()
+        self._client_major: int | None = None  # version.major of the open ClientEventStream
+        self._out: asyncio.Queue[tuple[bytes, asyncio.Future[None]]] = asyncio.Queue(
+            MAX_OUTBOUND_QUEUE
+        )
+        self._inbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
+        self._ended: PeerError | None = None
+        self._end = asyncio.Event()
+        self.validator = link.peer_identified(link.peer.name)
+
+    # --- WireSession ----------------------------------------------------------------------------
+
+    async def send_events(self, rows: Sequence[OutboxRow]) -> None:
+        link = self._link
+        for row in rows:
+            data = encode_row(link, row)
+            if data is not None:
+                written: asyncio.Future[None] = self._loop.create_future()
+                await self._out.put((data, written))
+                await written
+            # No acknowledgement in TAK federation: written (or refused) counts as done.
+            link.acked(row.seq)
+
+    # --- connection lifetime --------------------------------------------------------------------
+
+    def _heard(self) -> None:
+        self._last_heard = self._loop.time()
+
+    def end(self, error: PeerError) -> None:
+        if self._ended is None:
+            self._ended = error
+        self._end.set()
+
+    async def watch(self) -> None:
+        """Raise when the connection must end: the peer fell silent or a call ended it."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_INTERVAL_S):
+                    await self._end.wait()
+            if self._ended is not None:
+                raise self._ended
+            silent = self._loop.time() - self._last_heard
+            if silent > SILENT_TIMEOUT_S:
+                raise PeerError(
+                    f"nothing from the peer for {silent:.0f} s (no health check)",
+                    reason="health_timeout",
+                )
+
+    def _own_identity(self) -> fig_pb2.Identity:
+        server_id = self._link.fed.server_id
+        return fig_pb2.Identity(
+            name=server_id,
+            uid=uuid.uuid4().hex,
+            type=fig_pb2.Identity.FEDERATION_TAK_SERVER,
+            serverId=server_id,
+        )
+
+    def _subscription(self) -> bytes:
+        return fig_pb2.Subscription(identity=self._own_identity()).SerializeToString()
+
+    async def _get_identity(self, request: bytes, context: Any) -> bytes:
+        # TAK Server leaves getIdentity unimplemented (tak-federation.md 3); ots-federation's
+        # client calls it first and compares serverId with its configuration.
+        self._heard()
+        return self._own_identity().SerializeToString()
+
+    async def _named(self, request: bytes, context: Any, method: str) -> fig_pb2.Subscription:
+        """The request's Subscription; the call is refused without an identity name."""
+        self._heard()
+        try:
+            sub = fig_pb2.Subscription.FromString(request)
+        except Exception:  # protobuf's DecodeError; any undecodable request is refused
+            sub = fig_pb2.Subscription()
+        if not sub.identity.name:
+            log.warning(
+                "federation %s: %s without identity.name refused", self._link.peer.name, method
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "identity.name is required")
+        return sub
+
+    # --- the service (TAK Server's side) --------------------------------------------------------
+
+    async def _groups(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        await self._named(request, context, "ServerFederateGroupsStream")
+        yield fig_pb2.FederateGroups(
+            streamUpdate=fig_pb2.ServerHealth(status=fig_pb2.ServerHealth.SERVING)
+        ).SerializeToString()
+        await self._end.wait()  # held open, as TAK does
+
+    async def _client_events(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        sub = await self._named(request, context, "ClientEventStream")
+        link = self._link
+        if self._client_major is not None:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "ClientEventStream already open")
+        self._client_major = sub.version.major
+        link.connection_up(0)
+        # The latest state the peer may see: the router's replay (its decision and audit), then
+        # the link's guard and outbox, like any live event.
+        offered = self._router.replay_to(link)
+        link.flush()
+        log.info(
+            "federation %s: subscription open, %d latest events offered", link.peer.name, offered
+        )
+        self._tg.create_task(self._send_loop(), name=f"fig-send-{link.peer.name}")
+        try:
+            while True:
+                data, written = await self._out.get()
+                yield data
+                if not written.done():
+                    written.set_result(None)
+        finally:
+            self.end(PeerError("the peer closed ClientEventStream", reason="closed"))
+
+    async def _send_loop(self) -> None:
+        await self._link.send_loop(self)
+
+    async def _server_events(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        link = self._link
+        try:
+            async for data in requests:
+                self._heard()
+                try:
+                    fed = fig_pb2.FederatedEvent.FromString(data)
+                except Exception:  # protobuf's DecodeError
+                    link.wire_rejected(("undecodable",), content_sha256(data))
+                    continue
+                await self._inbound.put(fed)
+        finally:
+            self.end(PeerError("the peer ended ServerEventStream", reason="closed"))
+        return self._subscription()
+
+    async def _health(self, request: bytes, context: Any) -> bytes:
+        self._heard()
+        ok = self._client_major is not None and self._client_major >= 1
+        status = fig_pb2.ServerHealth.SERVING if ok else fig_pb2.ServerHealth.NOT_CONNECTED
+        return fig_pb2.ServerHealth(status=status).SerializeToString()
+
+    async def _client_rol(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        await self._named(request, context, "ClientROLStream")
+        await self._end.wait()  # nothing to send; held open
+        return
+        yield b""  # makes this an async generator
+
+    async def _ignored(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        async for _msg in requests:
+            self._heard()
+            log.debug("federation %s: ROL/group message ignored", self._link.peer.name)
+        return self._subscription()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "ServerFederateGroupsStream": grpc.unary_stream_rpc_method_handler(self._groups),
+                "ClientEventStream": grpc.unary_stream_rpc_method_handler(self._client_events),
+                "ServerEventStream": grpc.stream_unary_rpc_method_handler(self._server_events),
+                "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
+                "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._client_rol),
+                "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._ignored),
+                "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(self._ignored),
+                "getIdentity": grpc.unary_unary_rpc_method_handler(self._get_identity),
+            },
+        )
+
+    def start_inbound(self) -> None:
+        name = self._link.peer.name
+        self._tg.create_task(
+            apply_inbound(self._link, self._inbound, self.validator), name=f"fig-apply-{name}"
+        )
+
+
+async def serve(
+    link: PeerLink,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    router: Router,
+    tap: Tap | None = None,
+) -> None:
+    """Run one accepted, pinned TLS connection of ``link`` as a v2 server until it ends.
+
+    Raises PeerError.
+    """
+    link.begin_connection()
+    server: grpc.aio.Server | None = None
+    directory = tempfile.mkdtemp(prefix="liaison-figs-")
+    local: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.TaskGroup() as tg:
+            session = FigServerSession(link, router, tg)
+            server = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ]
+            )
+            server.add_generic_rpc_handlers((session.handler(),))
+            path = os.path.join(directory, "s")
+            server.add_insecure_port(f"unix:{path}")
+            await server.start()
+            local_reader, local = await asyncio.open_unix_connection(path)
+            tg.create_task(_pump(reader, local, tap, "in"), name="figs-bridge-in")
+            tg.create_task(_pump(local_reader, writer, tap, "out"), name="figs-bridge-out")
+            tg.create_task(session.watch(), name=f"figs-watch-{link.peer.name}")
+            session.start_inbound()
+    except BaseExceptionGroup as group:
+        failure = _first_failure(group)
+        if failure is not None:
+            raise failure from None
+        raise PeerError("the peer closed the connection", reason="closed") from None
+    finally:
+        if server is not None:
+            await server.stop(STOP_GRACE_S)
+        if local is not None:
+            local.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        link.end_connection()
+        await _close_writer(writer)
