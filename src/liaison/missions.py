@@ -39,7 +39,7 @@ from liaison.model import labels
 from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
-from liaison.router import AcceptedEvent, Router, Source
+from liaison.router import AcceptedEvent, Router, Source, stored_event
 from liaison.storage.base import StoredEvent
 from liaison.storage.missions import (
     MissionChangeRecord,
@@ -203,28 +203,6 @@ class _Mission:
         default_factory=lambda: collections.deque(maxlen=MAX_MISSION_CHANGES)
     )
     subs: dict[str, SubscriptionRecord] = field(default_factory=dict)
-
-
-def _stored(
-    event: Event, sender: Principal, label_json: str | None, now: int, xml: bytes
-) -> StoredEvent:
-    return StoredEvent(
-        uid=event.uid,
-        type=event.type,
-        how=event.how,
-        time=event.time,
-        start=event.start,
-        stale=event.stale,
-        lat=event.lat,
-        lon=event.lon,
-        hae=event.hae,
-        callsign=event.callsign,
-        sender=sender.name,
-        sender_groups=sender.in_groups,
-        received=now,
-        xml=xml,
-        label=label_json,
-    )
 
 
 class Missions:
@@ -616,7 +594,7 @@ class Missions:
             sender = Principal(name=viewer.name, in_groups=entry.sender_groups)
             event = entry.event
             xml = event.xml if event.xml is not None else cot_xml.render_xml(event)
-            stored = _stored(event, sender, label_json, self._clock_ms(), xml)
+            stored = stored_event(event, sender, self._clock_ms(), xml, label_json)
             if not self._add_item(m, event, stored, creator_uid):
                 missing.append(uid)
                 continue
@@ -696,7 +674,7 @@ class Missions:
             if sub is None or not has(sub.role, WRITE):
                 continue
             xml = cot_xml.render_xml(stripped)
-            stored = _stored(stripped, sender, label_json, self._clock_ms(), xml)
+            stored = stored_event(stripped, sender, self._clock_ms(), xml, label_json)
             self._add_item(m, stripped, stored, sub.client_uid)
 
     def prior_label(self, mission: str, uid: str) -> labels.Label | None:

@@ -430,23 +430,8 @@ class Router:
     ) -> None:
         if self._writer is None:
             return
-        record = StoredEvent(
-            uid=event.uid,
-            type=event.type,
-            how=event.how,
-            time=event.time,
-            start=event.start,
-            stale=event.stale,
-            lat=event.lat,
-            lon=event.lon,
-            hae=event.hae,
-            callsign=event.callsign,
-            sender=sender.name,
-            sender_groups=sender.in_groups,
-            received=now,
-            xml=xml,
-            label=labels.label_to_json(label) if label is not None else None,
-        )
+        label_json = labels.label_to_json(label) if label is not None else None
+        record = stored_event(event, sender, now, xml, label_json)
         if not self._writer.submit(record):
             self.m_store_dropped.inc()
 
@@ -1081,6 +1066,29 @@ class Router:
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()
         return [e for e in self._latest.entries() if not e.event.is_stale(now)]
+
+
+def stored_event(
+    event: Event, sender: Principal, received: int, xml: bytes, label_json: str | None
+) -> StoredEvent:
+    """The store's record of ``event`` as ``sender`` sent it (the router's and the missions')."""
+    return StoredEvent(
+        uid=event.uid,
+        type=event.type,
+        how=event.how,
+        time=event.time,
+        start=event.start,
+        stale=event.stale,
+        lat=event.lat,
+        lon=event.lon,
+        hae=event.hae,
+        callsign=event.callsign,
+        sender=sender.name,
+        sender_groups=sender.in_groups,
+        received=received,
+        xml=xml,
+        label=label_json,
+    )
 
 
 def _ingest_fields(

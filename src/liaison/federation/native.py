@@ -11,12 +11,16 @@ module only frames it: it is the :class:`~liaison.federation.link.WireSession` o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from liaison.errors import PeerError
+from liaison.federation.connection import (
+    ConnectionEnded,
+    Tap,
+    close_writer,
+    first_failure,
+)
 from liaison.federation.guard import InboundValidator
 from liaison.federation.link import LinkRefused, PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
@@ -28,34 +32,6 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 64 * 1024
 
 # Seconds to wait for a closing TLS connection to finish its goodbye.
-CLOSE_TIMEOUT_S = 2.0
-
-# Called with ("out" | "in", plaintext bytes) for every chunk written to or read from a peer;
-# tests use it to look at exactly what crossed the link.
-Tap = Callable[[str, bytes], None]
-
-
-class _ConnectionEnded(Exception):
-    """Raised inside a connection's TaskGroup to stop its sender and heartbeat."""
-
-
-def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _first_failure(exc)
-            if inner is not None:
-                return inner
-        elif not isinstance(exc, _ConnectionEnded):
-            return exc
-    return None
-
-
-async def close_writer(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    # Cancellation is never swallowed here (DESIGN.md convention 8): a shutdown must end us.
-    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await writer.wait_closed()
 
 
 class NativeSession:
@@ -98,10 +74,10 @@ class NativeSession:
         try:
             async with asyncio.TaskGroup() as tg:
                 await self._read_loop(reader, proto, tg)
-                raise _ConnectionEnded
+                raise ConnectionEnded
         except BaseExceptionGroup as group:
             # The first real failure of the reader, sender or heartbeat ends the connection.
-            failure = _first_failure(group)
+            failure = first_failure(group)
             if failure is not None:
                 raise failure from None
         finally:

@@ -27,8 +27,8 @@ from liaison.federation.config import (
     Address,
     FederationConfig,
 )
+from liaison.federation.connection import CLOSE_TIMEOUT_S, Tap, close_writer
 from liaison.federation.link import AuditSink, LinkRefused, PeerLink
-from liaison.federation.native import Tap, close_writer
 from liaison.federation.outbox import Outbox, outbox_path
 from liaison.federation.status import FederationStatus, LinkState, status_path
 from liaison.federation.tls import (
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 15.0
 
 # Seconds to wait for accepted connections to end at shutdown.
-CLOSE_TIMEOUT_S = native.CLOSE_TIMEOUT_S
 
 
 class Federation:

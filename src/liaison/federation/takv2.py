@@ -27,14 +27,12 @@ and ROL are counted and ignored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import ssl
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -42,6 +40,12 @@ import grpc.aio
 
 from liaison.errors import PeerError
 from liaison.federation import fig_codec
+from liaison.federation.connection import (
+    ConnectionEnded,
+    Tap,
+    close_writer,
+    first_failure,
+)
 from liaison.federation.guard import InboundValidator, content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
@@ -69,27 +73,9 @@ MAX_INBOUND_BATCH = 256
 # Bytes moved per read between the TLS connection and grpcio's socket.
 BRIDGE_CHUNK = 64 * 1024
 # Seconds to wait for a closing TLS connection to finish its goodbye.
-CLOSE_TIMEOUT_S = 2.0
 # Version announced in Subscription.version (TAK needs major >= 1, trap 9).
 VERSION_MAJOR = 1
 VERSION_VARIANT = "liaison"
-
-Tap = Callable[[str, bytes], None]
-
-
-class _Ended(Exception):
-    """Raised inside the connection's TaskGroup to stop its tasks."""
-
-
-def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _first_failure(exc)
-            if inner is not None:
-                return inner
-        elif not isinstance(exc, _Ended):
-            return exc
-    return None
 
 
 def _identity(link: PeerLink) -> fig_pb2.Subscription:
@@ -105,13 +91,6 @@ def _identity(link: PeerLink) -> fig_pb2.Subscription:
     )
 
 
-async def _close_writer(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await writer.wait_closed()
-
-
 async def _pump(
     src: asyncio.StreamReader,
     dst: asyncio.StreamWriter,
@@ -122,7 +101,7 @@ async def _pump(
     while True:
         data = await src.read(BRIDGE_CHUNK)
         if not data:
-            raise _Ended
+            raise ConnectionEnded
         if tap is not None:
             tap(direction, data)
         dst.write(data)
@@ -420,9 +399,9 @@ async def serve(
                 ],
             )
             await FigClientSession(link, channel, bridge.frames).run(tg)
-            raise _Ended
+            raise ConnectionEnded
     except BaseExceptionGroup as group:
-        failure = _first_failure(group)
+        failure = first_failure(group)
         if failure is not None:
             raise failure from None
     finally:
@@ -431,4 +410,4 @@ async def serve(
         if bridge is not None:
             await bridge.close()
         link.end_connection()
-        await _close_writer(writer)
+        await close_writer(writer)

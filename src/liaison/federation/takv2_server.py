@@ -41,6 +41,7 @@ import grpc
 import grpc.aio
 
 from liaison.errors import PeerError
+from liaison.federation.connection import Tap, close_writer, first_failure
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
@@ -48,9 +49,6 @@ from liaison.federation.proto import fig_pb2
 from liaison.federation.takv2 import (
     MAX_INBOUND_QUEUE,
     MAX_MESSAGE_BYTES,
-    Tap,
-    _close_writer,
-    _first_failure,
     _pump,
     apply_inbound,
     encode_row,
@@ -285,7 +283,7 @@ async def serve(
             tg.create_task(session.watch(), name=f"figs-watch-{link.peer.name}")
             session.start_inbound()
     except BaseExceptionGroup as group:
-        failure = _first_failure(group)
+        failure = first_failure(group)
         if failure is not None:
             raise failure from None
         raise PeerError("the peer closed the connection", reason="closed") from None
@@ -296,4 +294,4 @@ async def serve(
             local.close()
         shutil.rmtree(directory, ignore_errors=True)
         link.end_connection()
-        await _close_writer(writer)
+        await close_writer(writer)
