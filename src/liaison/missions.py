@@ -64,6 +64,11 @@ MAX_SUBSCRIPTIONS = 10_000
 # Writes waiting for the mission store. Past it a write is dropped, logged and counted: the
 # mission in memory stays right until a restart. Ten thousand is minutes of a busy mission.
 MAX_PENDING_WRITES = 10_000
+# A write the store refused is tried again, never dropped while the server runs: first after
+# WRITE_RETRY_MIN_S, doubling up to WRITE_RETRY_MAX_S. At shutdown each gets CLOSE_WRITE_ATTEMPTS.
+WRITE_RETRY_MIN_S = 0.1
+WRITE_RETRY_MAX_S = 5.0
+CLOSE_WRITE_ATTEMPTS = 3
 # Characters in a mission name, description, chat room or tool.
 MAX_NAME_CHARS = 256
 MAX_TEXT_CHARS = 4096
@@ -226,6 +231,7 @@ class Missions:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._drain_lock = asyncio.Lock()  # one drainer at a time: a write runs once
         self.m_refused = metrics.counter(
             "liaison_mission_refused_total", "Mission requests and mission CoT refused", "reason"
         )
@@ -274,19 +280,37 @@ class Missions:
         await self._drain()
 
     async def close(self) -> None:
-        await self._drain()
+        await self._drain(final=True)
         await self._store.close()
 
-    async def _drain(self) -> None:
-        while self._writes:
-            self._idle.clear()
-            write = self._writes.popleft()
-            try:
-                await write()
-            except StorageError as exc:
-                self.m_write_failed.inc("storage")
-                log.error("mission store: a change was not written: %s", exc)
-        self._idle.set()
+    async def _drain(self, *, final: bool = False) -> None:
+        """Write the queued changes in order. A write the store refuses stays at the head and is
+        tried again after a growing delay (an accepted change is not dropped); at shutdown
+        (``final``) it gets CLOSE_WRITE_ATTEMPTS, then what still waits is given up, logged and
+        counted (``lost_at_shutdown``)."""
+        async with self._drain_lock:
+            delay, attempts = WRITE_RETRY_MIN_S, 0
+            while self._writes:
+                self._idle.clear()
+                try:
+                    await self._writes[0]()
+                except StorageError as exc:
+                    self.m_write_failed.inc("storage")
+                    attempts += 1
+                    if final and attempts >= CLOSE_WRITE_ATTEMPTS:
+                        # The store is down at shutdown: what waits cannot be written now.
+                        lost = len(self._writes)
+                        self._writes.clear()
+                        self.m_write_failed.inc("lost_at_shutdown", lost)
+                        log.error("mission store: %d changes lost at shutdown: %s", lost, exc)
+                        break
+                    log.error("mission store: write failed, retrying in %.1f s: %s", delay, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, WRITE_RETRY_MAX_S)
+                    continue
+                self._writes.popleft()
+                delay, attempts = WRITE_RETRY_MIN_S, 0
+            self._idle.set()
 
     def _write(self, job: Callable[[], Awaitable[None]]) -> None:
         if len(self._writes) >= MAX_PENDING_WRITES:

@@ -3,6 +3,7 @@ subscribers (no sockets), and the two mission stores against one contract."""
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from liaison.errors import StorageError
 from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.missions import (
+    CLOSE_WRITE_ATTEMPTS,
     MAX_MISSION_ITEMS,
     MissionError,
     Missions,
@@ -21,6 +23,7 @@ from liaison.missions import (
 )
 from liaison.model import labels
 from liaison.model.event import Event
+from liaison.model.principal import Principal
 from liaison.router import Router
 from liaison.storage.base import StoredEvent
 from liaison.storage.missions import (
@@ -388,3 +391,55 @@ async def test_a_mission_item_is_changed_only_under_the_ingest_rules() -> None:
     moved = router.publish_checked(sent("x", None), usa)
     assert moved.event is not None and moved.event.access == "SECRET"
     assert moved.event.releasable_to == "REL TO USA"
+
+
+class FlakyStore(MemoryMissionStore):
+    """A mission store whose disk refuses the next ``failures`` writes of a mission."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def put_mission(self, mission: MissionRecord) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageError("disk full")
+        await super().put_mission(mission)
+
+
+def create_ops(m: Missions, who: Principal) -> None:
+    m.create(
+        who,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+
+
+async def test_a_refused_mission_write_is_retried_not_dropped() -> None:
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = FlakyStore(failures=2)
+    metrics = Metrics()
+    m = Missions(router=r, store=store, metrics=metrics, clock_ms=lambda: NOW)
+    await m.load()
+    create_ops(m, user("alice"))
+    async with asyncio.timeout(10):
+        await m.flush()  # two refusals, then written (0.1 s and 0.2 s apart)
+    assert [rec.name for rec in (await store.load()).missions] == ["ops"]
+    assert m.m_write_failed.get("storage") == 2 and m.m_write_failed.get("lost_at_shutdown") == 0
+
+
+async def test_at_shutdown_a_store_that_stays_down_is_given_up_and_counted() -> None:
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = FlakyStore(failures=1_000)
+    m = Missions(router=r, store=store, metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    create_ops(m, user("alice"))
+    async with asyncio.timeout(10):
+        await m.close()  # bounded: CLOSE_WRITE_ATTEMPTS tries, then the rest is counted
+    assert m.m_write_failed.get("storage") == CLOSE_WRITE_ATTEMPTS
+    assert m.m_write_failed.get("lost_at_shutdown") >= 1
