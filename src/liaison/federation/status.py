@@ -61,6 +61,7 @@ class PeerStatus:
 
     name: str
     dial: str | None = None
+    protocol: str = "native"  # the wire the peer speaks: "native" or "tak-v2"
     state: LinkState = LinkState.DOWN
     peer_server_id: str | None = None
     since_ms: int = 0  # when the state last changed
@@ -92,6 +93,7 @@ class PeerStatus:
         return {
             "name": self.name,
             "dial": self.dial,
+            "protocol": self.protocol,
             "state": self.state.value,
             "peer_server_id": self.peer_server_id,
             "since_ms": self.since_ms,
@@ -119,8 +121,10 @@ class FederationStatus:
                     f"liaison_federation_{what}_total", f"Federation link {what}", "peer"
                 )
 
-    def add(self, name: str, dial: str | None) -> PeerStatus:
-        status = PeerStatus(name=name, dial=dial, _counters=self._counters or None)
+    def add(self, name: str, dial: str | None, protocol: str = "native") -> PeerStatus:
+        status = PeerStatus(
+            name=name, dial=dial, protocol=protocol, _counters=self._counters or None
+        )
         self.peers[name] = status
         m = self._metrics
         if m is not None:
@@ -183,7 +187,7 @@ def render_status(doc: Mapping[str, object], now_ms: int, *, stale_after_ms: int
         lines.append("no federation peers configured")
         return "\n".join(lines) + "\n"
     lines.append(
-        f"{'peer':<12} {'state':<10} {'backlog':>8} {'last_acked':>10} {'releases':>9}"
+        f"{'peer':<12} {'wire':<7} {'state':<10} {'backlog':>8} {'last_acked':>10} {'releases':>9}"
         f" {'denials':>8} {'rejections':>10}  peer id / last error"
     )
     for p in peers:
@@ -195,7 +199,8 @@ def render_status(doc: Mapping[str, object], now_ms: int, *, stale_after_ms: int
         if p.get("last_error"):
             note = f"{note} ({p['last_error']})" if note else str(p["last_error"])
         lines.append(
-            f"{p.get('name', '?')!s:<12} {p.get('state', '?')!s:<10} {p.get('backlog', 0)!s:>8}"
+            f"{p.get('name', '?')!s:<12} {p.get('protocol', 'native')!s:<7}"
+            f" {p.get('state', '?')!s:<10} {p.get('backlog', 0)!s:>8}"
             f" {p.get('last_acked', 0)!s:>10} {counts.get('releases', 0)!s:>9}"
             f" {counts.get('denials', 0)!s:>8} {counts.get('rejections', 0)!s:>10}  {note}"
         )

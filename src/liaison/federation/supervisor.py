@@ -94,7 +94,9 @@ class Federation:
     async def start(self) -> Address | None:
         for peer in self.config.peers:
             outbox = Outbox.open(outbox_path(self.data_dir, peer.name), durable=self._durable)
-            status = self.status.add(peer.name, str(peer.dial) if peer.dial else None)
+            status = self.status.add(
+                peer.name, str(peer.dial) if peer.dial else None, peer.protocol
+            )
             link = PeerLink(
                 fed=self.config,
                 peer=peer,

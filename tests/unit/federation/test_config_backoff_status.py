@@ -164,3 +164,19 @@ def test_status_file_metrics_and_command(
     out = capsys.readouterr().out
     assert "up" in out and "ukr.example.net" not in out.split("\n")[0]
     assert main(["federation", "status", "--data-dir", str(tmp_path / "none")]) == 1
+
+
+def test_status_shows_the_wire_of_each_peer(tmp_path: Path) -> None:
+    status = FederationStatus("usa-srv")
+    status.add("ukr", "ukr.example.net:9001")
+    status.add("tak", "tak.example.net:9001", "tak-v2")
+    now = 1_764_072_000_000
+    status.write(status_path(tmp_path), now)
+    doc = json.loads(status_path(tmp_path).read_text())
+    assert [(p["name"], p["protocol"]) for p in doc["peers"]] == [
+        ("ukr", "native"),
+        ("tak", "tak-v2"),
+    ]
+    lines = render_status(doc, now, stale_after_ms=15_000).splitlines()
+    assert lines[1].split()[:3] == ["peer", "wire", "state"]
+    assert lines[2].split()[:2] == ["ukr", "native"] and lines[3].split()[:2] == ["tak", "tak-v2"]
