@@ -36,6 +36,7 @@ from liaison.api.ws import (
     WS_HEARTBEAT_S,
     WS_HIGH_WATER,
     origin_allowed,
+    server_frame,
 )
 from liaison.model.principal import Principal
 from liaison.protocol.tak_peer import Phase
@@ -73,16 +74,8 @@ CLOSE_CODES: dict[str, tuple[int, bytes]] = {
 
 
 def binary_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket binary frame (RFC 6455 5.2: FIN + opcode 2, then the length
-    in 7 bits, or 126 + 16 bits, or 127 + 64 bits, network order)."""
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x82, n))
-    elif n < 1 << 16:
-        header = bytes((0x82, 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((0x82, 127)) + n.to_bytes(8, "big")
-    return header + payload
+    """One binary frame (opcode 2) of ``payload``: a TAK stream frame."""
+    return server_frame(payload, 0x2)
 
 
 def split_stream_frames(data: bytes) -> Iterator[bytes]:

@@ -145,17 +145,23 @@ class FeedEncoder:
         return json.dumps(message, separators=(",", ":")) if message is not None else None
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame (RFC 6455 5.2: FIN + opcode 1, then the length
-    in 7 bits, or 126 + 16 bits, or 127 + 64 bits, network order)."""
+def server_frame(payload: bytes, opcode: int) -> bytes:
+    """One unmasked, final WebSocket frame (RFC 6455 5.2: FIN + opcode, then the length in 7
+    bits, or 126 + 16 bits, or 127 + 64 bits, network order): what a server sends."""
+    first = 0x80 | opcode
     n = len(payload)
     if n < 126:
-        header = bytes((0x81, n))
+        header = bytes((first, n))
     elif n < 1 << 16:
-        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+        header = bytes((first, 126)) + n.to_bytes(2, "big")
     else:
-        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+        header = bytes((first, 127)) + n.to_bytes(8, "big")
     return header + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One text frame (opcode 1) of ``payload`` (UTF-8)."""
+    return server_frame(payload, 0x1)
 
 
 def feed_message(event: Event, label: str | None) -> dict[str, Any] | None:
