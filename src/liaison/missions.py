@@ -444,7 +444,7 @@ class Missions:
             viewer,
             [
                 (
-                    c.content_uid or rec.guid,
+                    c.content_uid or resource_hash(c) or rec.guid,
                     c.type,
                     c.sender_groups or rec.groups,
                     c.label if c.content_uid or c.resource else rec.label,
@@ -743,6 +743,7 @@ class Missions:
             creator_uid=creator_uid,
             timestamp=self._clock_ms(),
             event=stored,
+            keywords=old.keywords if (old := m.items.get(event.uid)) is not None else (),
         )
         m.items[event.uid] = item
         self._write(lambda: self._store.put_item(item))
@@ -903,6 +904,37 @@ class Missions:
             mission_notice(m.record, "t-x-m-c-k-c", creator_uid, self._clock_ms()),
             sender_groups=kept.uploader_groups,
             label=kept.label,
+            clients=self._live(m),
+        )
+        return True
+
+    def set_uid_keywords(
+        self,
+        viewer: Principal,
+        name: str,
+        uid: str,
+        keywords: Sequence[str],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> bool:
+        """``PUT`` (or, with no keywords, ``DELETE``) ``/missions/{name}/uid/{uid}/keywords``:
+        the item's keywords in this mission, and a ``t-x-m-c-k-u`` to the live subscribers who
+        may see the item. False when the item is not in the mission or not visible."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        item = m.items.get(uid)
+        if item is None or not self._router.permits(
+            viewer, sender_groups=item.event.sender_groups, label=item.event.label
+        ):
+            return False
+        kept = replace(item, keywords=tuple(keywords))
+        m.items[uid] = kept
+        self._write(lambda: self._store.put_item(kept))
+        self._send_notice(
+            mission_notice(m.record, "t-x-m-c-k-u", creator_uid, self._clock_ms()),
+            sender_groups=item.event.sender_groups,
+            label=item.event.label,
             clients=self._live(m),
         )
         return True

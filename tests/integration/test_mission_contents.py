@@ -167,6 +167,18 @@ async def test_files_keywords_and_routes_as_data_sync_calls_them(
                 assert r.status == 404
             status, body = await call(a, server, "GET", f"{M}/guid/{guid}/cot")
             assert [e.get("uid") for e in ET.fromstring(body)] == ["m-files-1"]
+            # Item keywords: t-x-m-c-k-u to the subscribers; kept when the item is updated.
+            status, body = await call(
+                b, server, "PUT", f"{M}/files/uid/m-files-1/keywords", json=["ford"]
+            )
+            assert status == 200 and data(body)[0]["uids"][0]["keywords"] == ["ford"]
+            assert b'name="files"' in await alice.wait_for(b'type="t-x-m-c-k-u"')
+            await bob.send(mission_marker("m-files-1", "moved", "files"))
+            await alice.wait_for(b"moved")
+            status, body = await call(a, server, "GET", f"{M}/files")
+            assert data(body)[0]["uids"][0]["keywords"] == ["ford"]
+            status, _ = await call(b, server, "PUT", f"{M}/files/uid/nope/keywords", json=["x"])
+            assert status == 404
 
             # Remove the file by hash: REMOVE_CONTENT with the contentResource, t-x-m-c.
             status, body = await call(
@@ -239,6 +251,7 @@ async def test_files_and_keywords_survive_a_restart(
             assert entry["data"]["hash"] == digest and entry["keywords"] == ["k1"]
             status, body = await call(a, server, "GET", f"{M}/kept/changes")
             assert [c["type"] for c in data(body)] == ["CREATE_MISSION", "ADD_CONTENT"]
+            assert data(body)[1]["contentResource"]["hash"] == digest
 
 
 @pytest.fixture
@@ -343,9 +356,42 @@ async def test_two_organisations_see_only_their_files_in_a_shared_mission(
             assert status == 404
             async with ua.get(https_url(server, f"/Marti/sync/content?hash={h_shared}")) as r:
                 assert r.status == 200 and await r.read() == shared
+            # A secret item kept only in the mission: GET /Marti/api/cot/xml answers USA, not
+            # UKR (404 like a missing uid).
+            await usa.send(
+                mission_marker("m-secret", "CANARY-ITEM", "joint", seclabel("SECRET", ["USA"]))
+            )
+            await usa.wait_for(b"<contentUid>m-secret</contentUid>")
+            async with us.get(https_url(server, "/Marti/api/cot/xml/m-secret")) as r:
+                assert r.status == 200 and b"CANARY-ITEM" in await r.read()
+            async with ua.get(https_url(server, "/Marti/api/cot/xml/m-secret")) as r:
+                assert r.status == 404
+                answers.append(await r.read())
+            status, body = await call(
+                ua, server, "PUT", f"{M}/joint/uid/m-secret/keywords", json=["x"]
+            )
+            assert (status, body) == (404, b"")
+            # Keywords of a USA-only mission are announced to USA's clients, never to UKR's.
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                f"{M}/usa-only?creatorUid=ANDROID-usa",
+                params={"classification": "UNCLASSIFIED//REL TO USA"},
+            )
+            assert status == 201, body
+            status, _ = await call(
+                us, server, "PUT", f"{M}/usa-only/keywords", json=["CANARY-KEYWORD"]
+            )
+            assert status == 200
+            assert b'name="usa-only"' in await usa.wait_for(b'type="t-x-m-c-k"')
             await ukr.collect(0.5)
             answers.append(bytes(ukr.raw))
+            assert b"t-x-m-c-k" not in ukr.raw  # neither the file's nor the mission's
+            assert b"usa-only" not in ukr.raw
             for body in answers:
                 assert b"CANARY" not in body and h_secret.encode() not in body
-                assert b"canary" not in body
+                assert b"canary" not in body and b"m-secret" not in body
             await server.writer.flush()
+    audit = b"".join(p.read_bytes() for p in (data_dir / "audit").glob("*") if p.is_file())
+    assert b'"path":"mission"' in audit and b'"path":"file"' in audit

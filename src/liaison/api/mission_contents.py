@@ -119,6 +119,39 @@ async def delete_content_keywords(request: web.Request) -> web.Response:
     return _content_keywords(request, mapi._name(request), [])
 
 
+@mapi.handles_errors
+async def put_uid_keywords(request: web.Request) -> web.Response:
+    """``PUT /Marti/api/missions/{name}/uid/{uid}/keywords``: the item's keywords in the
+    mission, 200 ``Mission``, ``t-x-m-c-k-u`` to the subscribers who may see the item."""
+    files.refuse_cross_site(request)
+    name = mapi._name(request)
+    keywords = await _keywords_body(request)
+    return _uid_keywords(request, name, keywords)
+
+
+@mapi.handles_errors
+async def delete_uid_keywords(request: web.Request) -> web.Response:
+    """``DELETE /Marti/api/missions/{name}/uid/{uid}/keywords``: clears them."""
+    files.refuse_cross_site(request)
+    return _uid_keywords(request, mapi._name(request), [])
+
+
+def _uid_keywords(request: web.Request, name: str, keywords: list[str]) -> web.Response:
+    uid = request.match_info["uid"]
+    if not uid or len(uid) > mapi.MAX_PARAM_CHARS:
+        raise MissionError(400, "the uid is not acceptable")
+    if not mapi._missions(request).set_uid_keywords(
+        principal(request),
+        name,
+        uid,
+        keywords,
+        creator_uid=_creator(request),
+        token=mapi._token(request),
+    ):
+        raise MissionError(404, "not in this mission")
+    return _mission_answer(request, name)
+
+
 def _content_keywords(request: web.Request, name: str, keywords: list[str]) -> web.Response:
     if not mapi._missions(request).set_content_keywords(
         principal(request),
@@ -177,6 +210,8 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     r.add_delete(f"{BASE}/{{name}}/keywords/{{keyword}}", delete_keywords)
     r.add_put(f"{BASE}/{{name}}/content/{{hash}}/keywords", put_content_keywords)
     r.add_delete(f"{BASE}/{{name}}/content/{{hash}}/keywords", delete_content_keywords)
+    r.add_put(f"{BASE}/{{name}}/uid/{{uid}}/keywords", put_uid_keywords)
+    r.add_delete(f"{BASE}/{{name}}/uid/{{uid}}/keywords", delete_uid_keywords)
     # POST creates or updates exactly as PUT does (TSw MissionApi createMissionAllowDupe).
     r.add_post(f"{BASE}/{{name}}", mapi.put_mission)
     r.add_delete(BASE, delete_by_guid)

@@ -184,6 +184,7 @@ def item_json(item: MissionItem) -> dict[str, Any]:
         "data": item.uid,
         "timestamp": mission_padded_time(item.timestamp),
         "creatorUid": item.creator_uid,
+        "keywords": list(item.keywords),
     }
     details = _details(item)
     if details is not None:

@@ -57,6 +57,7 @@ class MissionItem:
     creator_uid: str
     timestamp: int  # ms since epoch, when it was added or last updated
     event: StoredEvent
+    keywords: tuple[str, ...] = ()  # the mission's keywords for this item
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -465,6 +466,7 @@ def _mission_from(text: str) -> MissionRecord:
 def _item_from(text: str) -> MissionItem:
     d = json.loads(text)
     d["event"] = _event_from(d["event"])
+    d["keywords"] = tuple(d.get("keywords", ()))
     return MissionItem(**d)
 
 
