@@ -1004,6 +1004,7 @@ class Missions:
             label=content.label,
             seq=self._seq,
             resource=json.dumps(resource_json(content), separators=(",", ":")),
+            content_hash=content.hash,
         )
         m.changes.append(change)
         self._write(lambda: self._store.add_change(change))
@@ -1117,10 +1118,7 @@ def resource_json(c: MissionContent) -> dict[str, object]:
 
 def resource_hash(change: MissionChangeRecord) -> str | None:
     """The hash of the file a change is about (None for other changes)."""
-    if not change.resource:
-        return None
-    value = json.loads(change.resource).get("hash")
-    return value if isinstance(value, str) else None
+    return change.content_hash
 
 
 def resource_xml(resource: dict[str, object]) -> str:

@@ -75,6 +75,7 @@ class MissionChangeRecord:
     details: str | None = None  # UidDetails as JSON text, opaque here
     seq: int = 0  # assigned by the service, monotonic per server
     resource: str | None = None  # file changes: the Resource as JSON text, opaque here
+    content_hash: str | None = None  # file changes: the file's SHA-256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
