@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from liaison.errors import PeerError, StorageError
@@ -41,8 +41,10 @@ from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
 from liaison.router import AcceptedEvent, Router, Source, stored_event
 from liaison.storage.base import StoredEvent
+from liaison.storage.files import FileRecord
 from liaison.storage.missions import (
     MissionChangeRecord,
+    MissionContent,
     MissionItem,
     MissionRecord,
     MissionStore,
@@ -69,6 +71,11 @@ MAX_PENDING_WRITES = 10_000
 WRITE_RETRY_MIN_S = 0.1
 WRITE_RETRY_MAX_S = 5.0
 CLOSE_WRITE_ATTEMPTS = 3
+# Files in one mission: TAK Server's missionContentLimit default (CoreConfig.xsd, queue).
+MAX_MISSION_CONTENTS = 4_096
+# Keywords on a mission or on one of its files, and characters in one keyword.
+MAX_KEYWORDS = 64
+MAX_KEYWORD_CHARS = 256
 # Characters in a mission name, description, chat room or tool.
 MAX_NAME_CHARS = 256
 MAX_TEXT_CHARS = 4096
@@ -208,6 +215,7 @@ class _Mission:
         default_factory=lambda: collections.deque(maxlen=MAX_MISSION_CHANGES)
     )
     subs: dict[str, SubscriptionRecord] = field(default_factory=dict)
+    contents: dict[str, MissionContent] = field(default_factory=dict)  # by hash
 
 
 class Missions:
@@ -266,6 +274,10 @@ class Missions:
             m = self._missions.get(sub.mission)
             if m is not None:
                 m.subs[sub.client_uid] = sub
+        for content in data.contents:
+            m = self._missions.get(content.mission)
+            if m is not None:
+                m.contents[content.hash] = content
         return len(self._missions)
 
     async def run(self) -> None:
@@ -414,10 +426,14 @@ class Missions:
             creates = [c for c in found if c.type == CREATE_MISSION][-1:]
             for c in found:
                 if c.type in (ADD_CONTENT, REMOVE_CONTENT):
-                    present = c.content_uid in m.items
+                    key = c.content_uid if c.content_uid is not None else resource_hash(c)
+                    if c.content_uid is not None:
+                        present = c.content_uid in m.items
+                    else:
+                        present = key in m.contents
                     wanted = ADD_CONTENT if present else REMOVE_CONTENT
                     if c.type == wanted:
-                        latest[(c.content_uid, c.creator_uid, c.type)] = c
+                        latest[(key, c.creator_uid, c.type)] = c
             found = sorted([*creates, *latest.values()], key=lambda c: c.seq)
         return self._release_changes(viewer, m.record, found)
 
@@ -428,10 +444,10 @@ class Missions:
             viewer,
             [
                 (
-                    c.content_uid or rec.guid,
+                    c.content_uid or resource_hash(c) or rec.guid,
                     c.type,
                     c.sender_groups or rec.groups,
-                    c.label if c.content_uid else rec.label,
+                    c.label if c.content_uid or c.resource else rec.label,
                     content_hash(f"{c.seq}:{c.details or ''}".encode()),
                 )
                 for c in found
@@ -481,6 +497,7 @@ class Missions:
             )
             existing.record = rec
             self._write(lambda: self._store.put_mission(rec))
+            self._broadcast(existing, "t-x-m-c-m", creator_uid)
             return rec, None
         if len(self._missions) >= MAX_MISSIONS:
             self.m_refused.inc("too_many_missions")
@@ -726,6 +743,7 @@ class Missions:
             creator_uid=creator_uid,
             timestamp=self._clock_ms(),
             event=stored,
+            keywords=old.keywords if (old := m.items.get(event.uid)) is not None else (),
         )
         m.items[event.uid] = item
         self._write(lambda: self._store.put_item(item))
@@ -781,6 +799,255 @@ class Missions:
             path="mission-notice",
         )
 
+    # ==== Files, keywords and metadata in missions (issue 13; tak-missions.md 4.3, 5.2, 5.4,
+    # 7.3). Everything in this block reaches callers through the router, like the items. ====
+
+    def name_for_guid(self, viewer: Principal, guid: str) -> str:
+        """The name of the mission with this guid (the ``/guid/`` twins, tak-missions.md 6), or
+        MissionError 404 when none exists or ``viewer`` may not see it."""
+        for m in self._missions.values():
+            if m.record.guid == guid and self._mission_permitted(viewer, m.record):
+                return m.record.name
+        raise MissionError(404, "mission not found")
+
+    def contents(self, viewer: Principal, name: str) -> list[MissionContent]:
+        """The mission's files ``viewer`` may see, oldest first, each released through the
+        router on the file's own groups and label (``release_many``, path ``mission``)."""
+        m = self._find(viewer, name)
+        found = sorted(m.contents.values(), key=lambda c: (c.timestamp, c.hash))
+        ok = self._router.release_many(
+            viewer,
+            [(c.file_uid, c.mime, c.uploader_groups, c.label, c.hash) for c in found],
+            path="mission",
+        )
+        return [c for c, keep in zip(found, ok, strict=True) if keep]
+
+    def add_files(
+        self,
+        viewer: Principal,
+        name: str,
+        records: Sequence[FileRecord],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> None:
+        """``PUT /missions/{name}/contents`` with ``hashes``: each file (already uploaded and
+        visible to the caller: the caller passes the record it may see) joins the mission with
+        the record's groups and label, an ``ADD_CONTENT`` change whose ``contentResource`` is
+        the file, and a ``t-x-m-c`` (TSw MissionServiceDefaultImpl addMissionContentImpl)."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        for rec in records:
+            if rec.hash not in m.contents and len(m.contents) >= MAX_MISSION_CONTENTS:
+                self.m_refused.inc("too_many_contents")
+                raise MissionError(403, f"a mission holds at most {MAX_MISSION_CONTENTS} files")
+            old = m.contents.get(rec.hash)
+            content = MissionContent(
+                mission=name,
+                hash=rec.hash,
+                file_uid=rec.uid,
+                name=rec.name,
+                mime=rec.mime,
+                size=rec.size,
+                file_keywords=rec.keywords,
+                tool=rec.tool,
+                file_creator_uid=rec.creator_uid,
+                submitter=rec.uploader,
+                submitted=rec.submitted,
+                uploader_groups=rec.uploader_groups,
+                label=rec.label,
+                creator_uid=creator_uid,
+                timestamp=self._clock_ms(),
+                keywords=old.keywords if old is not None else (),
+            )
+            m.contents[rec.hash] = content
+            self._write(lambda c=content: self._store.put_content(c))  # type: ignore[misc]
+            self._file_change(m, ADD_CONTENT, creator_uid, content)
+
+    def remove_file(
+        self, viewer: Principal, name: str, hash: str, *, creator_uid: str, token: str | None
+    ) -> bool:
+        """``DELETE /missions/{name}/contents?hash=``: ``REMOVE_CONTENT`` and a ``t-x-m-c``.
+        False when the file is not in the mission or the caller may not see it."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        content = m.contents.get(hash)
+        if content is None or not self._content_permitted(viewer, content):
+            return False
+        del m.contents[hash]
+        self._write(lambda: self._store.remove_content(name, hash))
+        self._file_change(m, REMOVE_CONTENT, creator_uid, content)
+        return True
+
+    def set_content_keywords(
+        self,
+        viewer: Principal,
+        name: str,
+        hash: str,
+        keywords: Sequence[str],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> bool:
+        """``PUT`` (or, with no keywords, ``DELETE``) ``/missions/{name}/content/{hash}/keywords``:
+        the file's keywords in this mission, and a ``t-x-m-c-k-c`` to the live subscribers who
+        may see the file. False when the file is not in the mission or not visible."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        content = m.contents.get(hash)
+        if content is None or not self._content_permitted(viewer, content):
+            return False
+        kept = replace(content, keywords=tuple(keywords))
+        m.contents[hash] = kept
+        self._write(lambda: self._store.put_content(kept))
+        self._send_notice(
+            mission_notice(m.record, "t-x-m-c-k-c", creator_uid, self._clock_ms()),
+            sender_groups=kept.uploader_groups,
+            label=kept.label,
+            clients=self._live(m),
+        )
+        return True
+
+    def set_uid_keywords(
+        self,
+        viewer: Principal,
+        name: str,
+        uid: str,
+        keywords: Sequence[str],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> bool:
+        """``PUT`` (or, with no keywords, ``DELETE``) ``/missions/{name}/uid/{uid}/keywords``:
+        the item's keywords in this mission, and a ``t-x-m-c-k-u`` to the live subscribers who
+        may see the item. False when the item is not in the mission or not visible."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        item = m.items.get(uid)
+        if item is None or not self._router.permits(
+            viewer, sender_groups=item.event.sender_groups, label=item.event.label
+        ):
+            return False
+        kept = replace(item, keywords=tuple(keywords))
+        m.items[uid] = kept
+        self._write(lambda: self._store.put_item(kept))
+        self._send_notice(
+            mission_notice(m.record, "t-x-m-c-k-u", creator_uid, self._clock_ms()),
+            sender_groups=item.event.sender_groups,
+            label=item.event.label,
+            clients=self._live(m),
+        )
+        return True
+
+    def set_keywords(
+        self,
+        viewer: Principal,
+        name: str,
+        keywords: Sequence[str] | None,
+        *,
+        remove: str | None = None,
+        creator_uid: str,
+        token: str | None,
+    ) -> MissionRecord:
+        """The mission's keywords: ``PUT .../keywords`` replaces them all and broadcasts
+        ``t-x-m-c-k`` (tak-missions.md 5.4, 7.3); ``DELETE .../keywords`` (``keywords`` None,
+        ``remove`` None) clears them, ``DELETE .../keywords/{keyword}`` removes one."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        if keywords is not None:
+            chosen = tuple(dict.fromkeys(keywords))
+        elif remove is not None:
+            chosen = tuple(k for k in m.record.keywords if k != remove)
+        else:
+            chosen = ()
+        rec = replace(m.record, keywords=chosen, last_edited=self._clock_ms())
+        m.record = rec
+        self._write(lambda: self._store.put_mission(rec))
+        if keywords is not None:
+            self._broadcast(m, "t-x-m-c-k", creator_uid)
+        return rec
+
+    def item_for(self, viewer: Principal, uid: str) -> StoredEvent | None:
+        """The CoT of the mission item ``uid`` in a mission ``viewer`` may see, if ``viewer``
+        may see the item itself (``GET /Marti/api/cot/xml/{uid}`` for items kept only in a
+        mission), released through ``Router.filter_records`` (path ``cot-xml``). The newest
+        when several missions keep it."""
+        found = [
+            m.items[uid].event
+            for m in self._missions.values()
+            if uid in m.items and self._mission_permitted(viewer, m.record)
+        ]
+        found.sort(key=lambda e: e.time, reverse=True)
+        for stored in found:
+            allowed = self._router.filter_records(viewer, [stored], path="cot-xml")
+            if allowed:
+                return allowed[0]
+        return None
+
+    def _content_permitted(self, viewer: Principal, content: MissionContent) -> bool:
+        return self._router.permits(
+            viewer, sender_groups=content.uploader_groups, label=content.label
+        )
+
+    def _file_change(
+        self, m: _Mission, type_: str, creator_uid: str, content: MissionContent
+    ) -> None:
+        """Record a file change (with the file's groups and label, so it is shown only to who
+        may see the file) and send its ``t-x-m-c``."""
+        self._seq += 1
+        change = MissionChangeRecord(
+            mission=m.record.name,
+            type=type_,
+            creator_uid=creator_uid,
+            timestamp=self._clock_ms(),
+            sender_groups=content.uploader_groups,
+            label=content.label,
+            seq=self._seq,
+            resource=json.dumps(resource_json(content), separators=(",", ":")),
+            content_hash=content.hash,
+        )
+        m.changes.append(change)
+        self._write(lambda: self._store.add_change(change))
+        self.m_changes.inc(type_)
+        self._notify(m, change)
+
+    def _broadcast(self, m: _Mission, type_: str, author_uid: str) -> None:
+        """A mission-wide notice (``t-x-m-c-k``, ``t-x-m-c-m``) to every connected client that
+        may see the mission (TAK broadcasts them by group overlap, tak-missions.md 7.3; here the
+        router's decision on the mission's groups and label)."""
+        clients = frozenset(
+            (s.client_uid, s.principal.name) for s in self._router.subscribers if s.client_uid
+        )
+        self._send_notice(
+            mission_notice(m.record, type_, author_uid, self._clock_ms()),
+            sender_groups=m.record.groups,
+            label=m.record.label,
+            clients=clients,
+        )
+
+    def _send_notice(
+        self,
+        xml: bytes,
+        *,
+        sender_groups: frozenset[str],
+        label: str | None,
+        clients: frozenset[tuple[str, str]],
+    ) -> None:
+        try:
+            notice = cot_xml.parse_event(xml)
+        except PeerError as exc:  # our own rendering: a bug, not input
+            log.error("mission notice not built: %s", exc)
+            return
+        self._router.deliver_to_clients(
+            notice,
+            sender_groups=sender_groups,
+            label=self._router.load_label(label),
+            clients=clients,
+            path="mission-notice",
+        )
+
+    # ==== end of files, keywords and metadata ====
+
 
 def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) -> bytes:
     """A ``t-x-m-c`` event for one change (tak-missions.md 7.3: how ``h-g-i-g-o``, stale
@@ -797,6 +1064,8 @@ def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) 
         f' guid="{attr(rec.guid)}" authorUid="{attr(change.creator_uid)}">'
         "<MissionChanges><MissionChange>"
     ]
+    if change.resource:
+        parts.append(resource_xml(json.loads(change.resource)))
     if change.content_uid is not None:
         parts.append(f"<contentUid>{esc(change.content_uid)}</contentUid>")
     parts.append(
@@ -820,3 +1089,66 @@ def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) 
         parts.append(f"<details{attrs}>{inner}</details>")
     parts.append("</MissionChange></MissionChanges></mission></detail></event>")
     return "".join(parts).encode("utf-8")
+
+
+# ==== Files, keywords and metadata in missions: their JSON and XML (tak-missions.md 4.3, 7.3) ====
+
+
+def resource_json(c: MissionContent) -> dict[str, object]:
+    """TSpl sync/model/Resource.java as JSON: the file of a mission entry or file change
+    (``submissionTime`` in the unpadded form, tak-missions.md 2.4). The groups the file was
+    written into are left out: they name other organisations' groups."""
+    body: dict[str, object] = {
+        "filename": c.name,
+        "keywords": list(c.file_keywords),
+        "mimeType": c.mime,
+        "name": c.name,
+        "submissionTime": unpadded_time(c.submitted),
+        "submitter": c.submitter,
+        "uid": c.file_uid,
+        "hash": c.hash,
+        "size": c.size,
+        "tool": c.tool,
+        "expiration": -1,
+    }
+    if c.file_creator_uid:
+        body["creatorUid"] = c.file_creator_uid
+    return body
+
+
+def resource_hash(change: MissionChangeRecord) -> str | None:
+    """The hash of the file a change is about (None for other changes)."""
+    return change.content_hash
+
+
+def resource_xml(resource: dict[str, object]) -> str:
+    """``contentResource`` inside an XML ``MissionChange``: the Resource's fields as child
+    elements (TSpl Resource.java JAXB; tak-missions.md 7.3), keywords repeated."""
+    esc = cot_xml.escape_text
+    parts = ["<contentResource>"]
+    for key in sorted(resource):
+        value = resource[key]
+        if isinstance(value, list):
+            parts.extend(f"<{key}>{esc(str(v))}</{key}>" for v in value)
+        else:
+            parts.append(f"<{key}>{esc(str(value))}</{key}>")
+    parts.append("</contentResource>")
+    return "".join(parts)
+
+
+def mission_notice(rec: MissionRecord, type_: str, author_uid: str, now_ms: int) -> bytes:
+    """A mission-wide ``t-x-m-c-*`` notice without a change list (keywords ``t-x-m-c-k``,
+    content keywords ``t-x-m-c-k-c``, metadata ``t-x-m-c-m``): the template of
+    tak-missions.md 7.3 (how ``h-g-i-g-o``, stale now + 20 s, the null-island point) with
+    ``<mission type="CHANGE" tool name guid authorUid/>``."""
+    attr = cot_xml.escape_attribute
+    t = cot_xml.format_time(now_ms)
+    stale = cot_xml.format_time(now_ms + NOTICE_STALE_MS)
+    return (
+        f'<event version="2.0" uid="{uuid.uuid4()}" type="{attr(type_)}" how="h-g-i-g-o"'
+        f' time="{t}" start="{t}" stale="{stale}">'
+        '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
+        f'<mission type="CHANGE" tool="{attr(rec.tool)}" name="{attr(rec.name)}"'
+        f' guid="{attr(rec.guid)}" authorUid="{attr(author_uid)}"/>'
+        "</detail></event>"
+    ).encode()

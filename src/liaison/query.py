@@ -26,6 +26,7 @@ from pathlib import Path
 from liaison.errors import PeerError
 from liaison.missions import MissionError, Missions
 from liaison.missions import padded_time as mission_padded_time
+from liaison.missions import resource_json as mission_resource_json
 from liaison.missions import role_json as mission_role_json
 from liaison.missions import unpadded_time as mission_unpadded_time
 from liaison.model.event import Event
@@ -45,6 +46,7 @@ from liaison.storage.files import (
 )
 from liaison.storage.missions import (
     MissionChangeRecord,
+    MissionContent,
     MissionItem,
     MissionRecord,
     SubscriptionRecord,
@@ -61,6 +63,7 @@ __all__ = [
     "Files",
     "HistoryQuery",
     "MissionChangeRecord",
+    "MissionContent",
     "MissionError",
     "MissionItem",
     "MissionRecord",
@@ -71,6 +74,7 @@ __all__ = [
     "UnsafeFile",
     "is_sha256",
     "mission_padded_time",
+    "mission_resource_json",
     "mission_role_json",
     "mission_unpadded_time",
 ]

@@ -50,6 +50,20 @@ WRITE_ONLY = {
     ("DELETE", "/Marti/api/missions/{name}/subscription"): "unsubscribes the caller's device",
     ("PUT", "/Marti/api/missions/{name}/contents"): "adds items the caller may see",
     ("DELETE", "/Marti/api/missions/{name}/contents"): "removes an item the caller may see",
+    # Files, keywords and guid twins: canaries in tests/integration/test_mission_contents.py.
+    ("POST", "/Marti/api/missions/{name}"): "creates or updates a mission, as PUT",
+    ("DELETE", "/Marti/api/missions"): "deletes a mission by guid (owner token)",
+    ("PUT", "/Marti/api/missions/{name}/keywords"): "sets a visible mission's keywords",
+    ("DELETE", "/Marti/api/missions/{name}/keywords"): "clears a visible mission's keywords",
+    ("DELETE", "/Marti/api/missions/{name}/keywords/{keyword}"): "removes a mission keyword",
+    ("PUT", "/Marti/api/missions/{name}/content/{hash}/keywords"): "tags a visible file",
+    ("DELETE", "/Marti/api/missions/{name}/content/{hash}/keywords"): "untags a visible file",
+    ("PUT", "/Marti/api/missions/{name}/uid/{uid}/keywords"): "tags a visible item",
+    ("DELETE", "/Marti/api/missions/{name}/uid/{uid}/keywords"): "untags a visible item",
+    ("PUT", "/Marti/api/missions/guid/{guid}/subscription"): "subscribes, by guid",
+    ("DELETE", "/Marti/api/missions/guid/{guid}/subscription"): "unsubscribes, by guid",
+    ("PUT", "/Marti/api/missions/guid/{guid}/contents"): "adds what the caller may see, by guid",
+    ("DELETE", "/Marti/api/missions/guid/{guid}/contents"): "removes a visible one, by guid",
 }
 POLICY_WITH_HTTP = (
     POLICY

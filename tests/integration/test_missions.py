@@ -131,10 +131,10 @@ async def test_data_sync_flow_as_atak_and_itak_call_it(
             await alice.send(mission_marker("m-north-1", "first", "ops.north"))
             got = await bob.wait_for(b'uid="m-north-1"')
             assert b"<marti" not in got and b"mission=" not in got
-            notice = await bob.wait_for(b"t-x-m-c")
+            notice = await bob.wait_for(b'type="t-x-m-c"')
             assert b"<contentUid>m-north-1</contentUid>" in notice
             assert b"<type>ADD_CONTENT</type>" in notice and b'name="ops.north"' in notice
-            assert b"<contentUid>m-north-1</contentUid>" in await alice.wait_for(b"t-x-m-c")
+            assert b"<contentUid>m-north-1</contentUid>" in await alice.wait_for(b'type="t-x-m-c"')
             status, body = await call(b, server, "GET", f"{M}/ops.north")
             [mission] = data(body)
             assert [u["data"] for u in mission["uids"]] == ["m-north-1"]
@@ -162,7 +162,7 @@ async def test_data_sync_flow_as_atak_and_itak_call_it(
             )
             assert status == 200, body
             assert {u["data"] for u in data(body)[0]["uids"]} == {"m-north-1", "m-north-2"}
-            assert b"<contentUid>m-north-2</contentUid>" in await bob.wait_for(b"t-x-m-c")
+            assert b"<contentUid>m-north-2</contentUid>" in await bob.wait_for(b'type="t-x-m-c"')
             # An unknown uid is 404 with TAK's JSON error... of the mission's filter: empty.
             status, body = await call(
                 b, server, "PUT", f"{M}/ops.north/contents", json={"uids": ["nope"]}

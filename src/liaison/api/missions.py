@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -25,12 +26,15 @@ from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
 from liaison.query import (
     MissionChangeRecord,
+    MissionContent,
     MissionError,
     MissionItem,
     MissionRecord,
     Missions,
     SubscriptionRecord,
+    is_sha256,
     mission_padded_time,
+    mission_resource_json,
     mission_role_json,
     mission_unpadded_time,
 )
@@ -92,10 +96,31 @@ def _param(request: web.Request, *names: str, required: bool = False) -> str | N
 
 
 def _name(request: web.Request) -> str:
+    """The mission a route addresses: ``{name}``, or ``{guid}`` on the ``/guid/`` twins (a
+    UUID, 400 otherwise; 404 when no mission the caller may see has it; tak-missions.md 6)."""
+    guid = request.match_info.get("guid")
+    if guid is not None:
+        return _missions(request).name_for_guid(principal(request), _guid(guid))
     name = request.match_info["name"].strip()
     if not name or len(name) > MAX_PARAM_CHARS or any(ord(c) < 0x20 for c in name):
         raise MissionError(400, "the mission name is not acceptable")
     return name
+
+
+def _guid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        raise MissionError(400, "the guid is not a UUID") from None
+
+
+def api_version(request: web.Request) -> int:
+    """The ``API_VERSION`` header; absent (or not a number) is 2 (TSw
+    MissionServiceDefaultImpl getApiVersionNumberFromRequest; tak-missions.md 2.2)."""
+    try:
+        return int(request.headers.get("API_VERSION", "2").strip())
+    except ValueError:
+        return 2
 
 
 def _description(request: web.Request) -> str | None:
@@ -159,6 +184,7 @@ def item_json(item: MissionItem) -> dict[str, Any]:
         "data": item.uid,
         "timestamp": mission_padded_time(item.timestamp),
         "creatorUid": item.creator_uid,
+        "keywords": list(item.keywords),
     }
     details = _details(item)
     if details is not None:
@@ -181,6 +207,7 @@ def mission_json(
     *,
     token: str | None = None,
     changes: list[MissionChangeRecord] | None = None,
+    contents: list[MissionContent] | None = None,
 ) -> dict[str, Any]:
     """TSpl sync/model/Mission.java as JSON (null fields omitted)."""
     held = viewer.in_groups | viewer.out_groups
@@ -206,7 +233,7 @@ def mission_json(
         "expiration": -1,
         "passwordProtected": False,
         "uids": [item_json(i) for i in items],
-        "contents": [],
+        "contents": [content_json(c) for c in contents or ()],
     }
     if token is not None:
         body["token"] = token
@@ -214,6 +241,17 @@ def mission_json(
     if changes is not None:
         body["missionChanges"] = [change_json(rec, c) for c in changes]
     return body
+
+
+def content_json(c: MissionContent) -> dict[str, Any]:
+    """A mission ``contents`` entry: ``{data: Resource, timestamp, creatorUid, keywords}``
+    (TSpl sync/model/Mission.java, Resource.java)."""
+    return {
+        "data": mission_resource_json(c),
+        "timestamp": mission_padded_time(c.timestamp),
+        "creatorUid": c.creator_uid,
+        "keywords": list(c.keywords),
+    }
 
 
 def change_json(rec: MissionRecord, c: MissionChangeRecord) -> dict[str, Any]:
@@ -231,6 +269,8 @@ def change_json(rec: MissionRecord, c: MissionChangeRecord) -> dict[str, Any]:
         body["contentUid"] = c.content_uid
     if c.details:
         body["details"] = json.loads(c.details)
+    if c.resource:
+        body["contentResource"] = json.loads(c.resource)
     return body
 
 
@@ -295,8 +335,11 @@ async def get_mission(request: web.Request) -> web.Response:
     if _flag(request, "changes", False):
         since, until = _time_range(request, context(request).clock_ms())
         changes = missions.changes(viewer, name, since=since, until=until, squashed=False)
+    contents = missions.contents(viewer, name)
     return envelope(
-        context(request), "Mission", [mission_json(rec, viewer, items, changes=changes)]
+        context(request),
+        "Mission",
+        [mission_json(rec, viewer, items, changes=changes, contents=contents)],
     )
 
 
@@ -324,7 +367,12 @@ async def put_mission(request: web.Request) -> web.Response:
         classification=_param(request, "classification"),
     )
     items = missions.items(viewer, name)
-    resp = envelope(context(request), "Mission", [mission_json(rec, viewer, items, token=token)])
+    contents = missions.contents(viewer, name)
+    resp = envelope(
+        context(request),
+        "Mission",
+        [mission_json(rec, viewer, items, token=token, contents=contents)],
+    )
     resp.set_status(201 if token is not None else 200)
     return resp
 
@@ -345,10 +393,21 @@ async def put_subscription(request: web.Request) -> web.Response:
     viewer = principal(request)
     uid = _param(request, "uid", "clientUid", required=True)
     assert uid is not None
-    sub = _missions(request).subscribe(viewer, _name(request), uid, _token(request))
-    resp = envelope(
-        context(request), "com.bbn.marti.sync.model.MissionSubscription", subscription_json(sub)
-    )
+    name = _name(request)
+    missions = _missions(request)
+    sub = missions.subscribe(viewer, name, uid, _token(request))
+    body = subscription_json(sub)
+    if api_version(request) >= 3:
+        # API_VERSION >= 3: the mission with its full change history (TSw MissionApi
+        # createMissionSubscription; tak-missions.md 2.2, 5.3).
+        body["mission"] = mission_json(
+            missions.get(viewer, name),
+            viewer,
+            missions.items(viewer, name),
+            changes=missions.changes(viewer, name, squashed=False),
+            contents=missions.contents(viewer, name),
+        )
+    resp = envelope(context(request), "com.bbn.marti.sync.model.MissionSubscription", body)
     resp.set_status(201)
     return resp
 
@@ -391,22 +450,44 @@ async def put_contents(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise MissionError(400, "the body must be a JSON object")
     uids = body.get("uids") or []
-    if body.get("hashes"):
-        raise MissionError(400, "contents by hash are not supported by this server yet")
-    if (
-        not isinstance(uids, list)
-        or not uids
-        or not all(isinstance(u, str) and 0 < len(u) <= MAX_PARAM_CHARS for u in uids)
+    hashes = body.get("hashes") or []
+    if not isinstance(uids, list) or not all(
+        isinstance(u, str) and 0 < len(u) <= MAX_PARAM_CHARS for u in uids
     ):
-        raise MissionError(400, "uids must be a non-empty list of uids")
+        raise MissionError(400, "uids must be a list of uids")
+    if not isinstance(hashes, list) or not all(
+        isinstance(h, str) and is_sha256(h.lower()) for h in hashes
+    ):
+        raise MissionError(400, "hashes must be a list of SHA-256 hex digests")
+    if not uids and not hashes:
+        raise MissionError(400, "the body names no uids and no hashes")
     missions = _missions(request)
     creator_uid = _param(request, "creatorUid", "CreatorUid") or viewer.name
-    missing = missions.add_uids(viewer, name, uids, creator_uid=creator_uid, token=_token(request))
+    missing: list[str] = []
+    if hashes:
+        # Each file as the caller may see it (the newest visible upload of that content); a
+        # hash the caller cannot see is missing, like an unknown one (TSw addMissionContentImpl).
+        store = files.file_store(request)
+        found = []
+        for h in dict.fromkeys(h.lower() for h in hashes):
+            visible = await store.by_hash(viewer, h)
+            if visible:
+                found.append(visible[0])
+            else:
+                missing.append(h)
+        missions.add_files(viewer, name, found, creator_uid=creator_uid, token=_token(request))
+    if uids:
+        missing += missions.add_uids(
+            viewer, name, uids, creator_uid=creator_uid, token=_token(request)
+        )
     if missing:
         raise MissionError(404, f"not found: {', '.join(missing[:10])}")
     rec = missions.get(viewer, name)
     items = missions.items(viewer, name)
-    return envelope(context(request), "Mission", [mission_json(rec, viewer, items)])
+    contents = missions.contents(viewer, name)
+    return envelope(
+        context(request), "Mission", [mission_json(rec, viewer, items, contents=contents)]
+    )
 
 
 @handles_errors
@@ -415,17 +496,29 @@ async def delete_contents(request: web.Request) -> web.Response:
     files.refuse_cross_site(request)
     viewer = principal(request)
     name = _name(request)
-    if request.query.get("hash"):
-        raise MissionError(400, "contents by hash are not supported by this server yet")
-    uid = _param(request, "uid", required=True)
-    assert uid is not None
     missions = _missions(request)
     creator_uid = _param(request, "creatorUid", "CreatorUid") or viewer.name
-    if not missions.remove_uid(viewer, name, uid, creator_uid=creator_uid, token=_token(request)):
+    hash_param = _param(request, "hash")
+    if hash_param is not None:
+        if not is_sha256(hash_param.lower()):
+            raise MissionError(400, "hash must be a SHA-256 hex digest")
+        removed = missions.remove_file(
+            viewer, name, hash_param.lower(), creator_uid=creator_uid, token=_token(request)
+        )
+    else:
+        uid = _param(request, "uid", required=True)
+        assert uid is not None
+        removed = missions.remove_uid(
+            viewer, name, uid, creator_uid=creator_uid, token=_token(request)
+        )
+    if not removed:
         raise MissionError(404, "not in this mission")
     rec = missions.get(viewer, name)
     items = missions.items(viewer, name)
-    return envelope(context(request), "Mission", [mission_json(rec, viewer, items)])
+    contents = missions.contents(viewer, name)
+    return envelope(
+        context(request), "Mission", [mission_json(rec, viewer, items, contents=contents)]
+    )
 
 
 @handles_errors

@@ -6,13 +6,25 @@ the routes that make sense for that listener's way of knowing the caller.
 
 from __future__ import annotations
 
-from liaison.api import enrollment, marti, missions, relabel, rest, takproto, tiles, web, ws
+from liaison.api import (
+    enrollment,
+    marti,
+    mission_contents,
+    missions,
+    relabel,
+    rest,
+    takproto,
+    tiles,
+    web,
+    ws,
+)
 from liaison.api.server import RouteAdder
 
 ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     enrollment.add_routes,
     marti.add_routes,
     missions.add_routes,
+    mission_contents.add_routes,
     rest.add_routes,
     web.add_routes,
     ws.add_routes,

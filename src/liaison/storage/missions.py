@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -57,6 +57,7 @@ class MissionItem:
     creator_uid: str
     timestamp: int  # ms since epoch, when it was added or last updated
     event: StoredEvent
+    keywords: tuple[str, ...] = ()  # the mission's keywords for this item
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,6 +74,8 @@ class MissionChangeRecord:
     label: str | None = None
     details: str | None = None  # UidDetails as JSON text, opaque here
     seq: int = 0  # assigned by the service, monotonic per server
+    resource: str | None = None  # file changes: the Resource as JSON text, opaque here
+    content_hash: str | None = None  # file changes: the file's SHA-256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +100,31 @@ class MissionData:
     items: list[MissionItem]
     changes: list[MissionChangeRecord]
     subscriptions: list[SubscriptionRecord]
+    contents: list[MissionContent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MissionContent:
+    """One file in a mission (TAK's mission ``contents``: a Resource by SHA-256 hash, TSpl
+    sync/model/Resource.java), copied from the file store's record the adder could see, with
+    that record's groups and label: the file entry is shown only to who may see the file."""
+
+    mission: str
+    hash: str  # SHA-256 of the content, lowercase hex
+    file_uid: str  # the file store record's uid (TAK Resource ``uid``)
+    name: str
+    mime: str
+    size: int
+    file_keywords: tuple[str, ...] = ()  # the record's keywords (Resource ``keywords``)
+    tool: str = "public"
+    file_creator_uid: str | None = None
+    submitter: str  # who uploaded it (Resource ``submitter``)
+    submitted: int  # ms since epoch, the upload
+    uploader_groups: frozenset[str]
+    label: str | None = None  # the file's label, JSON text
+    creator_uid: str  # the device that added it to the mission
+    timestamp: int  # ms since epoch, when it was added
+    keywords: tuple[str, ...] = ()  # the mission's keywords for this content
 
 
 class MissionStore(Protocol):
@@ -125,6 +153,12 @@ class MissionStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def put_content(self, content: MissionContent) -> None:
+        """Add or replace a file of a mission (by mission and hash)."""
+        ...
+
+    async def remove_content(self, mission: str, hash: str) -> None: ...
+
 
 class MemoryMissionStore:
     """A :class:`MissionStore` in Python containers (lost at exit)."""
@@ -134,6 +168,7 @@ class MemoryMissionStore:
         self._items: dict[tuple[str, str], MissionItem] = {}
         self._changes: list[MissionChangeRecord] = []
         self._subs: dict[tuple[str, str], SubscriptionRecord] = {}
+        self._contents: dict[tuple[str, str], MissionContent] = {}
         self._secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
         self._closed = False
 
@@ -148,6 +183,7 @@ class MemoryMissionStore:
             list(self._items.values()),
             list(self._changes),
             list(self._subs.values()),
+            list(self._contents.values()),
         )
 
     async def token_secret(self) -> bytes:
@@ -164,6 +200,7 @@ class MemoryMissionStore:
         self._items = {k: v for k, v in self._items.items() if k[0] != name}
         self._changes = [c for c in self._changes if c.mission != name]
         self._subs = {k: v for k, v in self._subs.items() if k[0] != name}
+        self._contents = {k: v for k, v in self._contents.items() if k[0] != name}
 
     async def put_item(self, item: MissionItem) -> None:
         self._check()
@@ -184,6 +221,14 @@ class MemoryMissionStore:
     async def close(self) -> None:
         self._closed = True
 
+    async def put_content(self, content: MissionContent) -> None:
+        self._check()
+        self._contents[(content.mission, content.hash)] = content
+
+    async def remove_content(self, mission: str, hash: str) -> None:
+        self._check()
+        self._contents.pop((mission, hash), None)
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -196,6 +241,35 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS subscriptions (mission TEXT NOT NULL, client_uid TEXT NOT NULL,"
     " record TEXT NOT NULL, PRIMARY KEY (mission, client_uid))",
 )
+
+# Versioned changes to missions.db after _SCHEMA, applied in this order, each once: the name is
+# recorded in ``meta`` as ``migration:<name>`` in the same transaction as its statements, so a
+# file of any older release is brought up to date on open.
+_MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "1-contents",
+        (
+            "CREATE TABLE IF NOT EXISTS contents (mission TEXT NOT NULL, hash TEXT NOT NULL,"
+            " record TEXT NOT NULL, PRIMARY KEY (mission, hash))",
+        ),
+    ),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for name, statements in _MIGRATIONS:
+        key = f"migration:{name}"
+        if conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, b"1"))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
 
 class SqliteMissionStore:
@@ -247,6 +321,7 @@ class SqliteMissionStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             for sql in _SCHEMA:
                 conn.execute(sql)
+            _migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -264,7 +339,8 @@ class SqliteMissionStore:
             for r in c.execute("SELECT seq, record FROM changes ORDER BY seq")
         ]
         subs = [_sub_from(r[0]) for r in c.execute("SELECT record FROM subscriptions")]
-        return MissionData(missions, items, changes, subs)
+        contents = [_content_from(r[0]) for r in c.execute("SELECT record FROM contents")]
+        return MissionData(missions, items, changes, subs, contents)
 
     def _secret_sync(self) -> bytes:
         c = self._c()
@@ -279,7 +355,7 @@ class SqliteMissionStore:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("items", "changes", "subscriptions"):
+            for table in ("items", "changes", "subscriptions", "contents"):
                 c.execute(f"DELETE FROM {table} WHERE mission = ?", (name,))
             c.execute("DELETE FROM missions WHERE name = ?", (name,))
             c.execute("COMMIT")
@@ -342,6 +418,18 @@ class SqliteMissionStore:
         await asyncio.wrap_future(self._executor.submit(close_sync))
         self._executor.shutdown(wait=True)
 
+    async def put_content(self, content: MissionContent) -> None:
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO contents (mission, hash, record) VALUES (?, ?, ?)",
+            (content.mission, content.hash, _dump(content)),
+        )
+
+    async def remove_content(self, mission: str, hash: str) -> None:
+        await self._run(
+            self._exec, "DELETE FROM contents WHERE mission = ? AND hash = ?", (mission, hash)
+        )
+
 
 # --- JSON records ------------------------------------------------------------------------------
 
@@ -379,6 +467,7 @@ def _mission_from(text: str) -> MissionRecord:
 def _item_from(text: str) -> MissionItem:
     d = json.loads(text)
     d["event"] = _event_from(d["event"])
+    d["keywords"] = tuple(d.get("keywords", ()))
     return MissionItem(**d)
 
 
@@ -390,3 +479,11 @@ def _change_from(seq: int, text: str) -> MissionChangeRecord:
 
 def _sub_from(text: str) -> SubscriptionRecord:
     return SubscriptionRecord(**json.loads(text))
+
+
+def _content_from(text: str) -> MissionContent:
+    d = json.loads(text)
+    d["uploader_groups"] = frozenset(d["uploader_groups"])
+    d["file_keywords"] = tuple(d["file_keywords"])
+    d["keywords"] = tuple(d["keywords"])
+    return MissionContent(**d)

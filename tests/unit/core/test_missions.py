@@ -4,7 +4,9 @@ subscribers (no sockets), and the two mission stores against one contract."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from liaison.missions import (
     MissionError,
     Missions,
     make_token,
+    resource_hash,
     token_claims,
     unpadded_time,
 )
@@ -26,9 +29,11 @@ from liaison.model.event import Event
 from liaison.model.principal import Principal
 from liaison.router import Router
 from liaison.storage.base import StoredEvent
+from liaison.storage.files import FileRecord
 from liaison.storage.missions import (
     MemoryMissionStore,
     MissionChangeRecord,
+    MissionContent,
     MissionItem,
     MissionRecord,
     MissionStore,
@@ -443,3 +448,100 @@ async def test_at_shutdown_a_store_that_stays_down_is_given_up_and_counted() -> 
         await m.close()  # bounded: CLOSE_WRITE_ATTEMPTS tries, then the rest is counted
     assert m.m_write_failed.get("storage") == CLOSE_WRITE_ATTEMPTS
     assert m.m_write_failed.get("lost_at_shutdown") >= 1
+
+
+# --- files and keywords in missions ---------------------------------------------------------
+
+
+def _file(hash_char: str, groups: frozenset[str]) -> FileRecord:
+    return FileRecord(
+        uid=f"file-{hash_char}",
+        hash=hash_char * 64,
+        name=f"{hash_char}.png",
+        mime="image/png",
+        size=3,
+        uploader="alice",
+        uploader_groups=groups,
+        submitted=NOW - 5,
+    )
+
+
+async def test_the_mission_stores_keep_files_and_migrate_an_old_file(tmp_path: Path) -> None:
+    # A missions.db written before files existed: opening it adds the table, once.
+    path = tmp_path / "missions.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+    for store in (MemoryMissionStore(), await SqliteMissionStore.open(path)):
+        content = MissionContent(
+            mission="ops",
+            hash="a" * 64,
+            file_uid="f",
+            name="a.png",
+            mime="image/png",
+            size=3,
+            file_keywords=("x",),
+            submitter="alice",
+            submitted=NOW,
+            uploader_groups=frozenset({"g"}),
+            label='{"l":1}',
+            creator_uid="A",
+            timestamp=NOW,
+            keywords=("k",),
+        )
+        await store.put_content(content)
+        await store.put_content(replace(content, hash="b" * 64))
+        await store.remove_content("ops", "b" * 64)
+        assert (await store.load()).contents == [content]
+        await store.delete_mission("ops")
+        assert (await store.load()).contents == []
+        await store.close()
+    store2 = await SqliteMissionStore.open(path)  # migrations already applied: no error
+    await store2.close()
+    with sqlite3.connect(path) as db:
+        keys = [r[0] for r in db.execute("SELECT key FROM meta WHERE key LIKE 'migration:%'")]
+    assert keys == ["migration:1-contents"]
+
+
+async def test_a_file_in_a_mission_is_shown_only_to_who_may_see_the_file() -> None:
+    r, m, _ = await service()
+    alice, bob = user("alice", "g", "x"), user("bob", "g")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    for s in (a, b):
+        r.attach(s)
+    m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=["g"],
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.subscribe(bob, "ops", "B", None)
+    m.add_files(
+        alice,
+        "ops",
+        [_file("a", frozenset({"x"})), _file("b", frozenset({"g"}))],
+        creator_uid="A",
+        token=None,
+    )
+    assert [c.hash for c in m.contents(alice, "ops")] == ["a" * 64, "b" * 64]
+    assert [c.hash for c in m.contents(bob, "ops")] == ["b" * 64]
+    assert [resource_hash(c) for c in m.changes(bob, "ops")] == [None, "b" * 64]
+    notices = [e for e in b.got if e.type == "t-x-m-c"]
+    assert len(notices) == 1 and notices[0].detail is not None
+    assert ET.tostring(notices[0].detail).count(b"<contentResource>") == 1
+    assert b"b" * 64 in ET.tostring(notices[0].detail)
+    assert len([e for e in a.got if e.type == "t-x-m-c"]) == 2
+    # Bob can neither remove nor tag the file he cannot see; alice removes it.
+    assert not m.remove_file(bob, "ops", "a" * 64, creator_uid="B", token=None)
+    assert not m.set_content_keywords(bob, "ops", "a" * 64, ["k"], creator_uid="B", token=None)
+    assert m.remove_file(alice, "ops", "a" * 64, creator_uid="A", token=None)
+    squashed = [(c.type, resource_hash(c)) for c in m.changes(alice, "ops")]
+    assert squashed == [
+        ("CREATE_MISSION", None),
+        ("ADD_CONTENT", "b" * 64),
+        ("REMOVE_CONTENT", "a" * 64),
+    ]
+    assert [c.hash for c in m.contents(bob, "ops")] == ["b" * 64]
