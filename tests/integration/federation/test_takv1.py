@@ -4,18 +4,21 @@ all on 127.0.0.1 with real mutual TLS.
 
 The interop rows of tak-federation.md 18.2 row 27 over v1, from real CoT samples: PLI, marker,
 route, CASEVAC and GeoChat to All Chat Rooms cross both ways; the latest state crosses on
-connect both ways (section 12); canaries (above the peer's release ceiling, of a type not
-allowed) are in no frame the peer decoded and in no plaintext byte of the link; the audit log
-holds release, deny and ingest records for the v1 peer and ``liaison audit verify`` passes. A
-peer outside the configuration is refused and counted; oversized and undecodable frames close
-the connection and are counted; a frame received twice is applied once; a peer killed mid-stream
-and restarted loses nothing from the outbox.
+connect both ways (section 12); what the peer sends gets its default label, and an event whose
+provenance names us or whose label is above the peer's originate ceiling is refused; canaries
+(above the peer's release ceiling, of a type not allowed) are in no frame the peer decoded and
+in no plaintext byte of the link; the audit log holds release, deny and ingest records for the
+v1 peer and ``liaison audit verify`` passes. A peer outside the configuration is refused and
+counted; oversized and undecodable frames close the connection and are counted; a frame
+received twice is applied once; a peer killed mid-stream and restarted loses nothing from the
+outbox.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -193,6 +196,12 @@ async def test_interop_rows_both_ways(tmp_path: Path, role: str) -> None:
         try:
             status = side.fed.status.peers["ukr"]
             await wait_until(lambda: status.state is LinkState.UP, what="link up")
+            assert status.to_json()["protocol"] == "tak-v1"  # the wire, in the status
+            # A vanished peer is found by TCP keepalive (v1 has no keepalive message).
+            [link_writer] = side.fed._sessions.values()
+            sock = link_writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
             await wait_until(lambda: "uid-usa-early" in peer.uids(), what="latest state")
             await us.wait_for(b'uid="tak-early"')
             # Liaison -> peer: each kind, labelled releasable; two canaries.
@@ -209,15 +218,19 @@ async def test_interop_rows_both_ways(tmp_path: Path, role: str) -> None:
             looped = cot_to_federated(sample("marker", "tak-loop").replace(b"FM05", b"LOOPED"))
             looped.federateProvenance.add(federationServerId="usa-srv")
             await peer.send(looped)
+            # One labelled above what the peer may originate (ORCON is not in its ceiling).
+            above = seclabel("SECRET", "UKR", ["UKR", "USA"], ["ORCON"])
+            high = sample("marker", "tak-high", label=above).replace(b"FM05", b"TOO-HIGH")
+            await peer.send(cot_to_federated(high))
             for kind in SAMPLES:
                 frame = await us.wait_for(f'uid="tak-{kind}"'.encode())
                 assert MARKS[kind].encode() in frame, (kind, frame)
             await wait_until(
                 lambda: {f"usa-{k}" for k in SAMPLES} <= set(peer.uids()), what="releases"
             )
-            await wait_until(lambda: status.counts["rejections"] >= 1, what="the loop refused")
+            await wait_until(lambda: status.counts["rejections"] >= 2, what="two refused")
             await us.collect(0.3)
-            assert b"LOOPED" not in bytes(us.raw)
+            assert b"LOOPED" not in bytes(us.raw) and b"TOO-HIGH" not in bytes(us.raw)
             await us.close()
         finally:
             await peer.stop()
@@ -273,6 +286,9 @@ async def test_interop_rows_both_ways(tmp_path: Path, role: str) -> None:
             if r["kind"] == "ingest_reject" and r["fields"].get("uid") == "tak-loop"
         ]
         assert rejected and "loop_own_origin" in rejected[0]["reasons"]
+        assert any(
+            r["kind"] == "ingest_reject" and r["fields"].get("uid") == "tak-high" for r in recs
+        )
     assert cli.main(["audit", "verify", "--data-dir", str(usa.config.data_dir)]) == 0
 
 
