@@ -138,9 +138,12 @@ class V1Session:
         self._refused = refused
         self._recent = recent_digests(link)
         # Digests of the frames in the inbound queue, in the same order (apply_inbound takes
-        # them first in, first out), remembered as applied once their batch is handled.
+        # them first in, first out), remembered as applied once their batch is handled. At most
+        # MAX_INBOUND_QUEUE + MAX_INBOUND_BATCH: the queue's limit plus the batch being handled.
         self._queued: collections.deque[str] = collections.deque()
         self._written = 0  # highest seq written and not yet handed to settling
+        # (deadline, seq) of written rows the peer's TCP took; at most SETTLE_S / ACK_POLL_S + 1
+        # entries (one per check, each gone SETTLE_S later).
         self._settling: collections.deque[tuple[float, int]] = collections.deque()
 
     # --- WireSession ----------------------------------------------------------------------------
