@@ -152,11 +152,15 @@ _PEER_KEYS = {
     "default_label",
 }
 
-# The wire spoken with a peer ([[federation.peer]] protocol): Liaison's own partner protocol, or
-# TAK federation v2 (gRPC, tak-federation.md section 3; federation/takv2.py), client role only.
+# The wire spoken with a peer ([[federation.peer]] protocol): Liaison's own partner protocol,
+# TAK federation v2 (gRPC, tak-federation.md section 3; federation/takv2.py, takv2_server.py) or
+# TAK federation v1 (length-prefixed FederatedEvents, section 12; federation/takv1.py).
 PROTOCOL_NATIVE = "native"
 PROTOCOL_TAK_V2 = "tak-v2"
-PROTOCOLS = (PROTOCOL_NATIVE, PROTOCOL_TAK_V2)
+PROTOCOL_TAK_V1 = "tak-v1"
+PROTOCOLS = (PROTOCOL_NATIVE, PROTOCOL_TAK_V2, PROTOCOL_TAK_V1)
+# The wires that speak TAK Server's federation (FederatedEvent, fig_codec.py).
+TAK_PROTOCOLS = (PROTOCOL_TAK_V2, PROTOCOL_TAK_V1)
 
 
 class DetailPolicy(enum.Enum):
@@ -198,8 +202,8 @@ class PeerConfig:
     coalesce: bool = True
     relay: bool = False  # release events that came from another peer (needs max_hops >= 2)
     max_hops: int = 1  # federation links an event may cross in all
-    protocol: str = PROTOCOL_NATIVE  # the wire: "native" or "tak-v2"
-    # The label given to what a tak-v2 peer sends without a <__seclabel> (None: refused).
+    protocol: str = PROTOCOL_NATIVE  # the wire: "native", "tak-v2" or "tak-v1"
+    # The label given to what a TAK peer sends without a <__seclabel> (None: refused).
     default_label: Label | None = None
 
     def allowed_type(self, cot_type: str) -> bool:
@@ -401,8 +405,8 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         raise ConfigError(f"{key}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
     default_label: Label | None = None
     if "default_label" in raw:
-        if protocol != PROTOCOL_TAK_V2:
-            raise ConfigError(f"{key}.default_label", 'only for protocol = "tak-v2"')
+        if protocol not in TAK_PROTOCOLS:
+            raise ConfigError(f"{key}.default_label", 'only for protocol = "tak-v2" or "tak-v1"')
         auths = authset_from_table(policy, raw["default_label"], f"{key}.default_label")
         default_label = Label(
             policy_id=policy.id,

@@ -61,7 +61,7 @@ class PeerStatus:
 
     name: str
     dial: str | None = None
-    protocol: str = "native"  # the wire the peer speaks: "native" or "tak-v2"
+    protocol: str = "native"  # the wire the peer speaks: "native", "tak-v2" or "tak-v1"
     state: LinkState = LinkState.DOWN
     peer_server_id: str | None = None
     since_ms: int = 0  # when the state last changed

@@ -4,7 +4,8 @@
 the listener, dials the peers it must dial (with :class:`Backoff`), pins every peer's certificate
 (``federation/tls.py``) and hands each authenticated connection to the peer's wire (the native
 wire, ``federation/native.py``; TAK federation v2, ``takv2.py`` when dialling and
-``takv2_server.py`` when the peer dialled us), all in one TaskGroup.
+``takv2_server.py`` when the peer dialled us; TAK federation v1, ``takv1.py`` in both roles),
+all in one TaskGroup.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 
 from liaison.config import LISTENER_NAMES
 from liaison.errors import PeerError, PkiError, listen_errors
-from liaison.federation import native
+from liaison.federation import native, takv1
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import (
     DEFAULT_STABLE_S,
+    PROTOCOL_TAK_V1,
     PROTOCOL_TAK_V2,
     Address,
     FederationConfig,
@@ -236,6 +238,16 @@ class Federation:
                 from liaison.federation import takv2_server
 
                 await takv2_server.serve(link, reader, writer, router=self._router, tap=self._tap)
+            elif link.peer.protocol == PROTOCOL_TAK_V1:
+                # TAK federation v1, either role (no gRPC: grpcio is not loaded for it).
+                await takv1.serve(
+                    link,
+                    reader,
+                    writer,
+                    router=self._router,
+                    tap=self._tap,
+                    metrics=self._metrics,
+                )
             else:
                 await native.serve(link, reader, writer, self._tap)
         except LinkRefused as exc:

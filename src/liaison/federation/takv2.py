@@ -39,14 +39,16 @@ import grpc
 import grpc.aio
 
 from liaison.errors import PeerError
-from liaison.federation import fig_codec
 from liaison.federation.connection import (
     ConnectionEnded,
     Tap,
     close_writer,
     first_failure,
 )
-from liaison.federation.guard import InboundValidator, content_sha256
+
+# Shared with the server role and with v1 (no grpc there); re-exported for takv2_server.
+from liaison.federation.fig_link import apply_inbound as apply_inbound
+from liaison.federation.fig_link import encode_row as encode_row
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.proto import fig_pb2
@@ -68,8 +70,6 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Received events waiting to be validated; past this the reader stops reading (HTTP/2 flow
 # control then holds the peer back).
 MAX_INBOUND_QUEUE = 1000
-# Received events validated, audited and made durable together.
-MAX_INBOUND_BATCH = 256
 # Bytes moved per read between the TLS connection and grpcio's socket.
 BRIDGE_CHUNK = 64 * 1024
 # Seconds to wait for a closing TLS connection to finish its goodbye.
@@ -199,64 +199,6 @@ class _Bridge:
         if self._local is not None:
             self._local.close()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def encode_row(link: PeerLink, row: OutboxRow) -> bytes | None:
-    """The serialized FederatedEvent for a row, re-checked from those very bytes (None: refused,
-    with a deny record). Both roles use it."""
-    try:
-        fed = fig_codec.release_to_federated(
-            row.payload, server_id=link.fed.server_id, max_hops=link.peer.max_hops
-        )
-        data = fed.SerializeToString()
-        # The re-check reads what will be written, not what we meant to write.
-        back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data))
-    except (fig_codec.FigError, PeerError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        link.wire_denied(row, ("guard_mismatch", f"fig_encode:{reason}"))
-        return None
-    problems = link.guard.recheck(back, label_id=row.label_id, uid=row.uid, type=row.type)
-    if problems:
-        log.error("federation %s: translated release refused: %s", link.peer.name, problems)
-        link.wire_denied(row, problems)
-        return None
-    return data
-
-
-async def apply_inbound(
-    link: PeerLink, queue: asyncio.Queue[fig_pb2.FederatedEvent], validator: InboundValidator
-) -> None:
-    """Translate, validate, audit and route what the peer sent, in batches (both roles)."""
-    while True:
-        batch = [await queue.get()]
-        while len(batch) < MAX_INBOUND_BATCH and not queue.empty():
-            batch.append(queue.get_nowait())
-        items: list[tuple[int, bytes]] = []
-        seq = link.last_applied
-        for fed in batch:
-            if not fed.HasField("event"):
-                # Contacts (and anything else without a GeoEvent) are not routed here.
-                log.debug("federation %s: contact entry ignored", link.peer.name)
-                continue
-            try:
-                xml = fig_codec.inbound_cot(
-                    fed,
-                    policy=link.policy,
-                    server_id=link.fed.server_id,
-                    peer_server_id=link.peer.name,
-                    default_label=link.peer.default_label,
-                    now_ms=link.clock_ms(),
-                )
-            except fig_codec.FigError as exc:
-                log.warning(
-                    "federation %s: refused a FederatedEvent: %s", link.peer.name, exc.reason
-                )
-                link.wire_rejected((exc.reason,), content_sha256(fed.SerializeToString()))
-                continue
-            seq += 1
-            items.append((seq, xml))
-        if items:
-            await link.receive(items, validator)
 
 
 class FigClientSession:

@@ -25,7 +25,7 @@ def test_protocol_defaults_to_native_and_accepts_tak_v2() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"protocol": "tak-v1"}, "protocol"),
+        ({"protocol": "tak-v3"}, "protocol"),
         ({"default_label": {"classification": "SECRET", "REL": ["UKR"]}}, "default_label"),
         ({"protocol": "tak-v2", "default_label": {"classification": "TOP"}}, "default_label"),
     ],
