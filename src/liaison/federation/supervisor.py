@@ -22,8 +22,11 @@ from liaison.errors import PeerError, PkiError, listen_errors
 from liaison.federation import native
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import (
+    DEFAULT_PORT,
     DEFAULT_STABLE_S,
+    PROTOCOL_NATIVE,
     PROTOCOL_TAK_V2,
+    TAK_V2_PORT,
     Address,
     FederationConfig,
 )
@@ -111,6 +114,19 @@ class Federation:
             self._router.attach(link)
         accepting = [p for p in self.config.peers if p.dial is None]
         listen = self.config.listen
+        if (
+            listen is not None
+            and listen.port == TAK_V2_PORT
+            and any(p.protocol == PROTOCOL_NATIVE for p in accepting)
+        ):
+            # The old default, still accepted (docs/configuration.md, "[federation] listen").
+            log.warning(
+                "federation: listen = %s uses port %d, TAK federation v2's port; the native "
+                "link's own default is now %d (set [federation] listen to move)",
+                listen,
+                TAK_V2_PORT,
+                DEFAULT_PORT,
+            )
         if accepting and listen is not None:
             ctx = accept_context(accepting, self._cert, self._key)
             if any(p.protocol == PROTOCOL_TAK_V2 for p in accepting):
@@ -230,7 +246,14 @@ class Federation:
                 # Imported here: grpcio costs some 9 MB of memory, paid only with a TAK peer.
                 from liaison.federation import takv2
 
-                await takv2.serve(link, reader, writer, authority=str(address), tap=self._tap)
+                await takv2.serve(
+                    link,
+                    reader,
+                    writer,
+                    authority=str(address),
+                    tap=self._tap,
+                    router=self._router,
+                )
             elif link.peer.protocol == PROTOCOL_TAK_V2:
                 # TAK federation v2, server role: the peer dialled our listener (grpcio, as above).
                 from liaison.federation import takv2_server

@@ -17,11 +17,15 @@ Call order (tak-federation.md 6.2): ``ServerFederateGroupsStream`` (wait for
 Outbound: the link's send loop hands rows (the guard's release bytes); each is translated by
 ``fig_codec.release_to_federated``, serialized, read back from the serialized bytes and
 re-checked by the guard (label, ceiling, type, details, provenance, marking) before it is
-written; a row that fails is not written and gets a deny record. TAK federation has no
-acknowledgement: a row counts as delivered (and leaves the outbox) once grpcio accepted its
-write on the stream. Inbound: each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's
-default label, provenance) and goes through the link's validator, audit and router; contacts
-and ROL are counted and ignored.
+written; a row that fails is not written and gets a deny record. Each row carries the federate
+group names the link mapped it to (``fed_groups``); a client's first position report on a
+connection is preceded by its ``ContactListEntry CREATE`` and a ``t-x-d-d`` goes as ``DELETE``
+(``fed_contacts``). TAK federation has no acknowledgement: a row counts as delivered (and leaves
+the outbox) once grpcio accepted its write on the stream. Inbound: contacts become presence or
+delete events, mission notices and messages that map to no local group are dropped and counted,
+and each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's default label, provenance,
+ptp destinations) that goes through the link's validator, audit and router into the mapped
+groups; ROL is ignored. Both roles share this (``encode_rows``, ``apply_inbound``).
 """
 
 from __future__ import annotations
@@ -33,13 +37,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
 from liaison.errors import PeerError
-from liaison.federation import fig_codec
+from liaison.federation import fed_contacts, fed_groups, fig_codec
 from liaison.federation.connection import (
     ConnectionEnded,
     Tap,
@@ -50,6 +54,10 @@ from liaison.federation.guard import InboundValidator, content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.proto import fig_pb2
+from liaison.model.event import Dest
+
+if TYPE_CHECKING:
+    from liaison.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,11 @@ MAX_INBOUND_BATCH = 256
 # Bytes moved per read between the TLS connection and grpcio's socket.
 BRIDGE_CHUNK = 64 * 1024
 # Seconds to wait for a closing TLS connection to finish its goodbye.
+# Contacts announced on one connection (each uid once, tak-federation.md section 8); past this
+# the oldest are forgotten (and announced again with their next position report).
+MAX_ANNOUNCED = 20_000
+# Most federate group names kept from what the peer announced on its groups stream.
+MAX_REMOTE_GROUPS = 256
 # Version announced in Subscription.version (TAK needs major >= 1, trap 9).
 VERSION_MAJOR = 1
 VERSION_VARIANT = "liaison"
@@ -201,13 +214,66 @@ class _Bridge:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class ContactBook:
+    """The uids announced to the peer on one connection (TAK never announces one twice on a
+    link, tak-federation.md section 8), oldest first, at most MAX_ANNOUNCED."""
+
+    def __init__(self) -> None:
+        self._uids: dict[str, None] = {}
+
+    def first(self, uid: str) -> bool:
+        """Note ``uid``; True when it was not announced yet."""
+        if uid in self._uids:
+            return False
+        self._uids[uid] = None
+        while len(self._uids) > MAX_ANNOUNCED:
+            del self._uids[next(iter(self._uids))]
+        return True
+
+    def forget(self, uid: str) -> None:
+        self._uids.pop(uid, None)
+
+
 def encode_row(link: PeerLink, row: OutboxRow) -> bytes | None:
     """The serialized FederatedEvent for a row, re-checked from those very bytes (None: refused,
     with a deny record). Both roles use it."""
+    encoded = _encode(link, row)
+    return encoded[0] if encoded is not None else None
+
+
+def encode_rows(link: PeerLink, row: OutboxRow, book: ContactBook) -> list[bytes]:
+    """Everything written to the peer for one row, in order (empty: refused, with a deny
+    record): the event, preceded by a ContactListEntry CREATE the first time a client's
+    position report goes on this connection; a ``t-x-d-d`` goes as a ContactListEntry DELETE
+    (uid and type of its link), as TAK sends it (tak-federation.md section 8). Contact entries
+    carry the row's federate group names, like the event."""
+    encoded = _encode(link, row)
+    if encoded is None:
+        return []
+    data, facts = encoded
+    if row.type == "t-x-d-d" and facts.link_uid:
+        book.forget(facts.link_uid)
+        gone = fed_contacts.contact_delete(
+            facts.link_uid, facts.link_type or fed_contacts.DEFAULT_DELETED_TYPE
+        )
+        gone.federateGroups.extend(row.groups)
+        return [gone.SerializeToString()]
+    out: list[bytes] = []
+    if row.type.startswith("a-") and facts.callsign and book.first(row.uid):
+        hello = fed_contacts.contact_create(row.uid, facts.callsign)
+        hello.federateGroups.extend(row.groups)
+        out.append(hello.SerializeToString())
+    out.append(data)
+    return out
+
+
+def _encode(link: PeerLink, row: OutboxRow) -> tuple[bytes, fig_codec.ReleaseFacts] | None:
     try:
-        fed = fig_codec.release_to_federated(
+        fed, facts = fig_codec.release_with_facts(
             row.payload, server_id=link.fed.server_id, max_hops=link.peer.max_hops
         )
+        # The group names the link mapped this row to (fed_groups.py, tak-federation.md 7).
+        fed.federateGroups.extend(row.groups)
         data = fed.SerializeToString()
         # The re-check reads what will be written, not what we meant to write.
         back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data))
@@ -220,7 +286,13 @@ def encode_row(link: PeerLink, row: OutboxRow) -> bytes | None:
         log.error("federation %s: translated release refused: %s", link.peer.name, problems)
         link.wire_denied(row, problems)
         return None
-    return data
+    return data, facts
+
+
+def _refuse(link: PeerLink, fed: fig_pb2.FederatedEvent, reason: str, drop: str) -> None:
+    log.info("federation %s: dropped a FederatedEvent: %s", link.peer.name, reason)
+    link.status.drop(drop)
+    link.wire_rejected((reason,), content_sha256(fed.SerializeToString()))
 
 
 async def apply_inbound(
@@ -232,11 +304,40 @@ async def apply_inbound(
         while len(batch) < MAX_INBOUND_BATCH and not queue.empty():
             batch.append(queue.get_nowait())
         items: list[tuple[int, bytes]] = []
+        groups: dict[int, frozenset[str]] = {}
         seq = link.last_applied
+        peer = link.peer
         for fed in batch:
+            if fed.HasField("contact"):
+                # A contact becomes the presence or delete event TAK clients expect (section 8).
+                try:
+                    converted = fed_contacts.contact_as_event(fed, link.clock_ms())
+                except fed_contacts.ContactError as exc:
+                    _refuse(link, fed, exc.reason, exc.reason)
+                    continue
+                if converted is None or (
+                    converted.event.type != "t-x-d-d" and link.serves(Dest(uid=converted.event.uid))
+                ):
+                    continue  # READ/INVALID, or a client already known by its position report
+                fed = converted
             if not fed.HasField("event"):
-                # Contacts (and anything else without a GeoEvent) are not routed here.
-                log.debug("federation %s: contact entry ignored", link.peer.name)
+                log.debug("federation %s: message without event ignored", peer.name)
+                continue
+            never = fed_groups.not_federated(fed.event.type)
+            if never is not None:
+                _refuse(link, fed, never, never)
+                continue
+            if len(fed.federateGroups) > fed_groups.MAX_FEDERATE_GROUPS:
+                _refuse(link, fed, "too_many_groups", "too_many_groups")
+                continue
+            local = fed_groups.inbound_groups(peer.groups_in, fed.federateGroups, peer.in_groups)
+            if local is None:
+                _refuse(
+                    link,
+                    fed,
+                    fed_groups.NO_GROUP_MAPPING,
+                    fed_groups.NO_GROUP_MAPPING + "_in",
+                )
                 continue
             try:
                 xml = fig_codec.inbound_cot(
@@ -255,26 +356,35 @@ async def apply_inbound(
                 continue
             seq += 1
             items.append((seq, xml))
+            if peer.groups_in is not None:
+                groups[seq] = local
         if items:
-            await link.receive(items, validator)
+            await link.receive(items, validator, groups)
 
 
 class FigClientSession:
     """One v2 connection of a link, Liaison dialling: the WireSession of this wire."""
 
-    def __init__(self, link: PeerLink, channel: grpc.aio.Channel, frames: _FrameWatch) -> None:
+    def __init__(
+        self,
+        link: PeerLink,
+        channel: grpc.aio.Channel,
+        frames: _FrameWatch,
+        router: Router | None = None,
+    ) -> None:
         self._link = link
         self._channel = channel
         self._frames = frames
+        self._router = router
         self._out: Any = None  # the ServerEventStream call (grpc.aio.StreamUnaryCall)
+        self._book = ContactBook()
 
     # --- WireSession ----------------------------------------------------------------------------
 
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         link = self._link
         for row in rows:
-            data = encode_row(link, row)
-            if data is not None:
+            for data in encode_rows(link, row, self._book):
                 await self._out.write(data)
             # No acknowledgement in TAK federation: written (or refused) counts as done.
             link.acked(row.seq)
@@ -313,13 +423,45 @@ class FigClientSession:
         # carry its configured name (what a peer says about itself selects nothing).
         validator = link.peer_identified(link.peer.name)
         link.connection_up(0)
+        if self._router is not None:
+            # As TAK does once its event stream is up (tak-federation.md 6.1 step 6): the latest
+            # state the peer may see (the router's replay: its decision and audit, then the
+            # guard and the outbox), and with it the contacts of our clients.
+            self._router.replay_to(link)
+            link.flush()
         name = link.peer.name
         queue: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
         tg.create_task(self._read(inbound, queue), name=f"fig-read-{name}")
         tg.create_task(apply_inbound(link, queue, validator), name=f"fig-apply-{name}")
         tg.create_task(self._health(sub, tg), name=f"fig-health-{name}")
-        tg.create_task(self._drain(groups, "groups"), name=f"fig-groups-{name}")
+        tg.create_task(self._read_groups(groups), name=f"fig-groups-{name}")
+        names = fed_groups.announced(link.peer.groups_out)
+        if names:
+            tg.create_task(self._announce_groups(sub, names), name=f"fig-announce-{name}")
         await link.send_loop(self)
+
+    async def _read_groups(self, call: AsyncIterator[fig_pb2.FederateGroups]) -> None:
+        """Record the group names the peer announces (tak-federation.md 6.2 step 2)."""
+        try:
+            async for msg in call:
+                note_remote_groups(self._link, msg)
+        except grpc.aio.AioRpcError as exc:
+            log.info("federation %s: groups stream ended: %s", self._link.peer.name, exc.code())
+
+    async def _announce_groups(self, sub: fig_pb2.Subscription, names: Sequence[str]) -> None:
+        """Offer our outbound group names once on ClientFederateGroupsStream (section 6.2
+        step 7); a peer that does not implement it is only logged."""
+
+        async def one() -> AsyncIterator[fig_pb2.FederateGroups]:
+            yield fig_pb2.FederateGroups(federateGroups=list(names))
+
+        call = self._call("stream_unary", "ClientFederateGroupsStream", fig_pb2.Subscription)
+        try:
+            await call(one())
+        except grpc.aio.AioRpcError as exc:
+            log.info(
+                "federation %s: our groups not announced: %s", self._link.peer.name, exc.code()
+            )
 
     async def _await_serving(self, groups: Any) -> None:
         try:
@@ -370,6 +512,15 @@ class FigClientSession:
         raise PeerError("the peer ended its event stream", reason="closed")
 
 
+def note_remote_groups(link: PeerLink, msg: fig_pb2.FederateGroups) -> None:
+    """Keep the federate group names a peer announced (shown by ``federation status``)."""
+    if not msg.federateGroups:
+        return
+    names = sorted({n for n in msg.federateGroups if n and len(n) <= 128})[:MAX_REMOTE_GROUPS]
+    link.status.remote_groups = names
+    log.info("federation %s: the peer announced groups %s", link.peer.name, ", ".join(names))
+
+
 async def serve(
     link: PeerLink,
     reader: asyncio.StreamReader,
@@ -377,6 +528,7 @@ async def serve(
     *,
     authority: str,
     tap: Tap | None = None,
+    router: Router | None = None,
 ) -> None:
     """Run one dialled, pinned TLS connection of ``link`` as a v2 client until it ends.
 
@@ -398,7 +550,7 @@ async def serve(
                     ("grpc.enable_retries", 0),
                 ],
             )
-            await FigClientSession(link, channel, bridge.frames).run(tg)
+            await FigClientSession(link, channel, bridge.frames, router).run(tg)
             raise ConnectionEnded
     except BaseExceptionGroup as group:
         failure = first_failure(group)
