@@ -20,8 +20,9 @@ events) is read into the same inbound path as the client role; ``HealthCheck`` a
 ``NOT_CONNECTED``; ``ClientROLStream`` is held open and sends nothing; ``ServerROLStream`` is
 read and ignored; ``ClientFederateGroupsStream`` is read and the peer's group names recorded
 (our own follow ``SERVING`` on ``ServerFederateGroupsStream``); ``getIdentity`` (which TAK
-Server leaves unimplemented, but ots-federation's client calls first) answers our identity. Subscriptions
-with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap 8). A peer
+Server leaves unimplemented, but ots-federation's client calls first) answers our identity.
+Subscriptions with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap
+8). A peer
 from which nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`` is dropped
 (section 1, "15 s timeout on the server side"). Other methods answer UNIMPLEMENTED.
 """
