@@ -487,6 +487,20 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
     )
 
 
+def listen_warning(config: FederationConfig) -> str | None:
+    """The warning for a native link still listening on TAK v2's port 9001, the old default
+    (docs/configuration.md, "The partner link's port"); None when there is nothing to say."""
+    listen = config.listen
+    if listen is None or listen.port != TAK_V2_PORT:
+        return None
+    if not any(p.dial is None and p.protocol == PROTOCOL_NATIVE for p in config.peers):
+        return None
+    return (
+        f"federation: listen = {listen} uses port {TAK_V2_PORT}, TAK federation v2's port; the"
+        f" native link's own default is now {DEFAULT_PORT} (set [federation] listen to move)"
+    )
+
+
 def parse_federation(
     text: str, policy: Policy, *, default_server_id: str, base_dir: Path = Path(".")
 ) -> FederationConfig | None:

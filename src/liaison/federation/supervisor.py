@@ -22,13 +22,11 @@ from liaison.errors import PeerError, PkiError, listen_errors
 from liaison.federation import native
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import (
-    DEFAULT_PORT,
     DEFAULT_STABLE_S,
-    PROTOCOL_NATIVE,
     PROTOCOL_TAK_V2,
-    TAK_V2_PORT,
     Address,
     FederationConfig,
+    listen_warning,
 )
 from liaison.federation.connection import CLOSE_TIMEOUT_S, Tap, close_writer
 from liaison.federation.link import AuditSink, LinkRefused, PeerLink
@@ -114,19 +112,10 @@ class Federation:
             self._router.attach(link)
         accepting = [p for p in self.config.peers if p.dial is None]
         listen = self.config.listen
-        if (
-            listen is not None
-            and listen.port == TAK_V2_PORT
-            and any(p.protocol == PROTOCOL_NATIVE for p in accepting)
-        ):
-            # The old default, still accepted (docs/configuration.md, "[federation] listen").
-            log.warning(
-                "federation: listen = %s uses port %d, TAK federation v2's port; the native "
-                "link's own default is now %d (set [federation] listen to move)",
-                listen,
-                TAK_V2_PORT,
-                DEFAULT_PORT,
-            )
+        warning = listen_warning(self.config)
+        if warning is not None:
+            # The old default, still accepted (docs/configuration.md, "The partner link's port").
+            log.warning("%s", warning)
         if accepting and listen is not None:
             ctx = accept_context(accepting, self._cert, self._key)
             if any(p.protocol == PROTOCOL_TAK_V2 for p in accepting):

@@ -9,6 +9,7 @@ import pytest
 
 from liaison.errors import ConfigError
 from liaison.federation import fed_contacts, fed_groups, fig_codec
+from liaison.federation.config import Address, listen_warning
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outbox
 from liaison.federation.proto import fig_pb2
@@ -66,8 +67,18 @@ def test_config_keys() -> None:
 
 
 def test_listen_default_port_is_the_native_links_own() -> None:
-    assert fed_config().listen is not None and fed_config().listen.port == 9006  # type: ignore[union-attr]
-    assert fed_config(listen="0.0.0.0:9001").listen.port == 9001  # type: ignore[union-attr]
+    assert fed_config().listen == Address("0.0.0.0", 9006)
+    assert listen_warning(fed_config()) is None
+    accepting = [peer_table(dial=None, accept=True)]
+    old = fed_config(listen="0.0.0.0:9001", peers=accepting)
+    assert old.listen == Address("0.0.0.0", 9001)  # still accepted...
+    assert listen_warning(old) == (  # ...with a warning at start
+        "federation: listen = 0.0.0.0:9001 uses port 9001, TAK federation v2's port; the"
+        " native link's own default is now 9006 (set [federation] listen to move)"
+    )
+    # Only TAK peers dial 9001: TAK's own port, nothing to warn about.
+    tak = [peer_table(dial=None, accept=True, protocol="tak-v2")]
+    assert listen_warning(fed_config(listen="0.0.0.0:9001", peers=tak)) is None
 
 
 def _link(tmp_path: Path, audit: MemoryAudit, **kw: object) -> PeerLink:
