@@ -37,7 +37,7 @@ from tests.integration.federation.test_e2e_labels import (
     marker,
     seclabel,
 )
-from tests.integration.federation.test_takv2 import _geo
+from tests.integration.federation.test_takv2 import _geo, _records
 from tests.integration.helpers import Client, connect_tls, sa_event
 from tests.unit.federation.fed_support import peer_table
 
@@ -265,6 +265,16 @@ async def test_groups_contacts_and_directed_chat_liaison_dialling(tmp_path: Path
         assert "uid-usa-u" not in contacts_of(decoded)
         assert all("CANARY-RED" not in f.event.other for f in decoded)
         assert b"CANARY-RED" not in bytes(side.wire_out)
+        # Red's items were refused to the link by the router's group decision, on record.
+        refused = {
+            r["fields"]["uid"]
+            for r in _records(usa)
+            if r["kind"] == "deny"
+            and "federation:ukr" in r["fields"]["recipients"]
+            and r["fields"]["reasons"] == ["no_shared_group"]
+        }
+        assert {"uid-usa-u", "m-red"} <= refused
+        assert usa.metrics.snapshot()['liaison_denied_total{reason="no_shared_group"}'] >= 2
     for f in (usa.config.data_dir / "audit").glob("*.log"):
         assert verify(f, None).ok, f
 
