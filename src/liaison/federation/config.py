@@ -10,7 +10,7 @@ Every key and its default is named below and in the constants of this module; an
 
     [[federation.peer]]
     name = "ukr"
-    dial = "ukr.example.net:9001"      # or: accept = true
+    dial = "ukr.example.net:9006"      # or: accept = true
     ca_file = "peers/ukr-ca.pem"       # the peer's CA (PEM)
     fingerprint = "AB:CD:..."          # SHA-256 of the peer's own certificate
     release_ceiling = { classification = "SECRET", REL = ["UKR", "LIAISON"] }
