@@ -43,10 +43,13 @@ log = logging.getLogger(__name__)
 class Outgoing:
     """One event on its way out, rendered at most once per wire format for all its recipients."""
 
-    __slots__ = ("_proto_frame", "_xml", "event")
+    __slots__ = ("_proto_frame", "_xml", "event", "sender_groups")
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, sender_groups: frozenset[str] = frozenset()) -> None:
         self.event = event
+        # The groups the event was written into (what the decision read); a federation link
+        # maps them to the partner's group names (federation/fed_groups.py).
+        self.sender_groups = sender_groups
         self._xml: bytes | None = None
         self._proto_frame: bytes | None = None
 
@@ -364,7 +367,7 @@ class Router:
                 return Refusal(outcome.reasons or ("rejected",))
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
-        return AcceptedEvent(event, label, source, Outgoing(event)), ingest
+        return AcceptedEvent(event, label, source, Outgoing(event, sender.in_groups)), ingest
 
     def _record(self, audit: list[tuple[str, Mapping[str, object]] | None]) -> bool:
         """Write audit records (None entries skipped); False when the log failed."""
@@ -588,7 +591,7 @@ class Router:
                     members |= found
             else:
                 self.m_unrouted.inc("unsupported")
-        out = Outgoing(stripped)
+        out = Outgoing(stripped, sender.in_groups)
         others = self._others(source)
         if broadcast:
             return [self._fanout("live", out, sender.in_groups, label, others)]
@@ -600,10 +603,11 @@ class Router:
             if serves is None or sub.principal.kind is not PrincipalKind.FEDERATE:
                 continue
             if any((d.uid or d.callsign) and serves(d) for d in event.dests):
-                narrowed = Outgoing(event.keep_dests(serves))
+                narrowed = Outgoing(event.keep_dests(serves), sender.in_groups)
                 plans.append(self._fanout("live", narrowed, sender.in_groups, label, [sub]))
         if groups:
-            plans.append(self._fanout("live", out, frozenset(groups), label, others))
+            by_group = Outgoing(stripped, frozenset(groups))
+            plans.append(self._fanout("live", by_group, frozenset(groups), label, others))
         if uids or callsigns:
             targets = [
                 s
@@ -689,7 +693,7 @@ class Router:
         event = gate.labelled(entry.event, new_label)
         plan = self._fanout(
             "relabel",
-            Outgoing(event),
+            Outgoing(event, entry.sender_groups),
             entry.sender_groups,
             new_label,
             [s for s in self._subscribers.values()],
@@ -722,7 +726,9 @@ class Router:
         entries = [e for e in self._latest.entries() if not e.event.is_stale(now)]
         entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
         plans = [
-            self._fanout("replay", Outgoing(e.event), e.sender_groups, e.label, [sub])
+            self._fanout(
+                "replay", Outgoing(e.event, e.sender_groups), e.sender_groups, e.label, [sub]
+            )
             for e in entries
         ]
         if self.gate is not None and not self.gate.record([a for p in plans for a in p.audit]):
@@ -1012,7 +1018,7 @@ class Router:
             if (s.client_uid or "", s.principal.name) in clients
             and s.principal.kind is not PrincipalKind.FEDERATE
         ]
-        plan = self._fanout(path, Outgoing(event), sender_groups, label, targets)
+        plan = self._fanout(path, Outgoing(event, sender_groups), sender_groups, label, targets)
         if not self._record(list(plan.audit)):
             return 0
         _tell_refused([plan])

@@ -6,11 +6,11 @@ Every key and its default is named below and in the constants of this module; an
 
     [federation]
     server_id = "usa-liaison"          # this server's id on every link (default: public host)
-    listen = "0.0.0.0:9001"            # where accepted peers connect, or "off"
+    listen = "0.0.0.0:9006"            # where accepted peers connect, or "off"
 
     [[federation.peer]]
     name = "ukr"
-    dial = "ukr.example.net:9001"      # or: accept = true
+    dial = "ukr.example.net:9006"      # or: accept = true
     ca_file = "peers/ukr-ca.pem"       # the peer's CA (PEM)
     fingerprint = "AB:CD:..."          # SHA-256 of the peer's own certificate
     release_ceiling = { classification = "SECRET", REL = ["UKR", "LIAISON"] }
@@ -19,6 +19,9 @@ Every key and its default is named below and in the constants of this module; an
     detail_policy = "remove"           # or "deny": what to do with a detail not allowed
     in_groups = ["ukr-partner"]        # local groups the peer's events are written into
     out_groups = ["__ANON__"]          # local groups whose events may be released to the peer
+    # TAK peers, instead of in_groups/out_groups (federation/fed_groups.py):
+    # groups_in = { "FedBlue" = ["ukr-partner"], "*" = ["ukr-partner"] }
+    # groups_out = { "__ANON__" = ["FedBlue"] }
     coalesce = true
     [federation.peer.details]          # per CoT type prefix (longest wins); "*" for the rest
     "a-" = ["contact", "__group", "track", "status", "precisionlocation", "takv", "uid"]
@@ -44,9 +47,14 @@ from liaison.model.policy import authset_from_table, normalize_fingerprint
 from liaison.model.principal import ANON_GROUP
 from liaison.protocol.federation import MAX_PRIORITY, SERVER_ID_RE
 
-# The federation listener's default port: TAK Server's federation v2 port (tak-protocol.md 6.2),
-# so firewall rules written for TAK federation fit.
-DEFAULT_PORT = 9001
+# The federation listener's default port: a port of the native link's own. It was 9001, which is
+# TAK Server's federation v2 port (tak-federation.md 1.1): a Liaison next to a TAK Server could
+# not listen there, and a TAK administrator reads 9001 as "speaks FIG". 9006 is used by none of
+# TAK Server (8087-8089, 8443-8446, 9000-9002), its Federation Hub (9100-9103) or
+# ots-federation (9101) (tak-federation.md 1.1).
+DEFAULT_PORT = 9006
+# The old default: still accepted as a listen port, with a warning when a native peer uses it.
+TAK_V2_PORT = 9001
 
 # Seconds between HEARTBEATs on an idle link; a link that hears nothing for IDLE_FACTOR times
 # this is presumed dead (a pulled cable gives no TCP reset). TAK Server's federation health
@@ -150,6 +158,8 @@ _PEER_KEYS = {
     "max_hops",
     "protocol",
     "default_label",
+    "groups_in",
+    "groups_out",
 }
 
 # The wire spoken with a peer ([[federation.peer]] protocol): Liaison's own partner protocol,
@@ -205,6 +215,9 @@ class PeerConfig:
     protocol: str = PROTOCOL_NATIVE  # the wire: "native", "tak-v2" or "tak-v1"
     # The label given to what a TAK peer sends without a <__seclabel> (None: refused).
     default_label: Label | None = None
+    # Group mapping across a TAK link (federation/fed_groups.py); None: in_groups/out_groups.
+    groups_in: Mapping[str, frozenset[str]] | None = None  # federate name ("*") -> local groups
+    groups_out: Mapping[str, frozenset[str]] | None = None  # local group -> federate names
 
     def allowed_type(self, cot_type: str) -> bool:
         return any(cot_type.startswith(p) for p in self.allow_types)
@@ -343,6 +356,21 @@ def _groups(table: Mapping[str, object], name: str, key: str) -> frozenset[str]:
     return frozenset(groups)
 
 
+def _group_map(value: object, key: str, *, wildcard: bool) -> Mapping[str, frozenset[str]]:
+    """A table of group name = [group names] (each list non-empty)."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(key, "must be a non-empty table of group name = [group names]")
+    out: dict[str, frozenset[str]] = {}
+    for name, targets in value.items():
+        if _GROUP_RE.fullmatch(name) is None or (name == "*" and not wildcard):
+            raise ConfigError(f"{key}.{name}", "not a group name here")
+        names = _strings(targets, f"{key}.{name}", _GROUP_RE)
+        if not names or "*" in names:
+            raise ConfigError(f"{key}.{name}", "must name at least one group (not *)")
+        out[name] = frozenset(names)
+    return MappingProxyType(out)
+
+
 def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
     if not isinstance(raw, dict):
         raise ConfigError(key, "must be a table ([[federation.peer]])")
@@ -418,6 +446,27 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         problems = validate_label(policy, default_label)
         if problems:
             raise ConfigError(f"{key}.default_label", f"not a valid label: {', '.join(problems)}")
+    groups_in = groups_out = None
+    for gkey in ("groups_in", "groups_out"):
+        if gkey in raw and protocol == PROTOCOL_NATIVE:
+            raise ConfigError(f"{key}.{gkey}", "only for a TAK peer (protocol)")
+    if "groups_in" in raw:
+        if "in_groups" in raw:
+            raise ConfigError(f"{key}.groups_in", "set groups_in or in_groups, not both")
+        groups_in = _group_map(raw["groups_in"], f"{key}.groups_in", wildcard=True)
+    if "groups_out" in raw:
+        if "out_groups" in raw:
+            raise ConfigError(f"{key}.groups_out", "set groups_out or out_groups, not both")
+        groups_out = _group_map(raw["groups_out"], f"{key}.groups_out", wildcard=False)
+    in_groups = _groups(raw, "in_groups", key)
+    if groups_in is not None:
+        # The source principal's groups when an item carries nothing more specific: every local
+        # group the mapping can write into (the link narrows it per item).
+        in_groups = frozenset(g for gs in groups_in.values() for g in gs)
+    out_groups = _groups(raw, "out_groups", key)
+    if groups_out is not None:
+        # The router releases to the peer only what was written into a mapped group.
+        out_groups = frozenset(groups_out)
     return PeerConfig(
         name=name,
         dial=dial,
@@ -429,14 +478,30 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         allow_types=allow_types,
         details=details,
         detail_policy=detail_policy,
-        in_groups=_groups(raw, "in_groups", key),
-        out_groups=_groups(raw, "out_groups", key),
+        in_groups=in_groups,
+        out_groups=out_groups,
         priorities=priorities,
         coalesce=_bool(raw, "coalesce", True, key),
         relay=relay,
         max_hops=max_hops,
         protocol=protocol,
         default_label=default_label,
+        groups_in=groups_in,
+        groups_out=groups_out,
+    )
+
+
+def listen_warning(config: FederationConfig) -> str | None:
+    """The warning for a native link still listening on TAK v2's port 9001, the old default
+    (docs/configuration.md, "The partner link's port"); None when there is nothing to say."""
+    listen = config.listen
+    if listen is None or listen.port != TAK_V2_PORT:
+        return None
+    if not any(p.dial is None and p.protocol == PROTOCOL_NATIVE for p in config.peers):
+        return None
+    return (
+        f"federation: listen = {listen} uses port {TAK_V2_PORT}, TAK federation v2's port; the"
+        f" native link's own default is now {DEFAULT_PORT} (set [federation] listen to move)"
     )
 
 

@@ -32,6 +32,8 @@ from liaison.protocol import cot_xml
 
 # TAK's value for an unknown circular/linear error (tak-federation.md 4.2, fields 7-8).
 UNKNOWN_ERROR = 999999.0
+# Most explicit destinations (ptp uids, callsigns, missions) one inbound event may name.
+MAX_DESTS = 256
 
 
 class FigError(ValueError):
@@ -52,10 +54,26 @@ def _double(value: str | None, default: float) -> float:
     return number if number == number and abs(number) != float("inf") else default
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseFacts:
+    """What the contact list needs of a release (read while translating it)."""
+
+    callsign: str | None = None  # contact@callsign, when the contact has an endpoint
+    link_uid: str | None = None  # first link@uid (what a t-x-d-d deletes)
+    link_type: str | None = None  # that link's type
+
+
 def release_to_federated(
     payload: bytes, *, server_id: str, max_hops: int
 ) -> fig_pb2.FederatedEvent:
     """The FederatedEvent for one release (raises PeerError/FigError if it is not an event)."""
+    return release_with_facts(payload, server_id=server_id, max_hops=max_hops)[0]
+
+
+def release_with_facts(
+    payload: bytes, *, server_id: str, max_hops: int
+) -> tuple[fig_pb2.FederatedEvent, ReleaseFacts]:
+    """:func:`release_to_federated`, with the contact facts of the release."""
     root = cot_xml.parse_element(payload)
     if root.tag != "event":
         raise FigError("not_event")
@@ -85,9 +103,15 @@ def release_to_federated(
     moved: set[str] = set()
     origin = server_id
     hops = 1
+    callsign: str | None = None
+    link: ET.Element | None = None
     for child in detail:
         tag = child.tag
         a = child.attrib
+        if tag == "contact" and callsign is None and a.get("endpoint") is not None:
+            callsign = a.get("callsign")
+        elif tag == "link" and link is None:
+            link = child
         # Section 5.1 step 3: the parts TAK carries in fields of their own, each moved once.
         if tag == "track" and "track" not in moved and "speed" in a and "course" in a:
             geo.speed = _double(a["speed"], 0.0)
@@ -136,7 +160,12 @@ def release_to_federated(
         fed.federateProvenance.add(federationServerId=origin)
     fed.federateHops.currentHops = hops
     fed.federateHops.maxHops = max_hops
-    return fed
+    facts = ReleaseFacts(
+        callsign=callsign,
+        link_uid=link.get("uid") if link is not None else None,
+        link_type=link.get("type") if link is not None else None,
+    )
+    return fed, facts
 
 
 def _point(geo: fig_pb2.GeoEvent) -> ET.Element:
@@ -178,7 +207,32 @@ def _detail(geo: fig_pb2.GeoEvent) -> ET.Element:
         ET.SubElement(detail, "status", {"battery": str(geo.battery)})
     if (geo.ploc or geo.palt) and detail.find("precisionlocation") is None:
         ET.SubElement(detail, "precisionlocation", {"geopointsrc": geo.ploc, "altsrc": geo.palt})
+    _restore_dests(geo, detail)
     return detail
+
+
+def _restore_dests(geo: fig_pb2.GeoEvent, detail: ET.Element) -> None:
+    """Section 5.2 step 5: ``ptpUids``/``ptpCallsigns`` are the explicit destinations and
+    ``missionNames`` the missions of the event. TAK's sender strips ``marti/dest`` from
+    ``other`` (section 5.1 step 4), so they are put back as ``<marti><dest .../></marti>`` and
+    the router delivers the event to those recipients only, never as a broadcast. When
+    ``other`` keeps its own dests (Liaison's sender does), the uid and callsign targets must be
+    the same as the ptp fields: a message whose two lists disagree is refused."""
+    ptp = {("uid", u) for u in geo.ptpUids if u} | {("callsign", c) for c in geo.ptpCallsigns if c}
+    missions = {("mission", m) for m in geo.missionNames if m}
+    if len(ptp) + len(missions) > MAX_DESTS:
+        raise FigError("too_many_dests")
+    existing = [d for m in detail.findall("marti") for d in m.findall("dest")]
+    if existing:
+        named = {(k, d.get(k, "")) for d in existing for k in ("uid", "callsign") if d.get(k)}
+        if ptp and named != ptp:
+            raise FigError("dest_mismatch")
+        return
+    if not ptp and not missions:
+        return
+    marti = ET.SubElement(detail, "marti")
+    for kind, value in sorted(ptp | missions):
+        ET.SubElement(marti, "dest", {kind: value})
 
 
 def _event_xml(geo: fig_pb2.GeoEvent, detail: ET.Element) -> bytes:
@@ -241,13 +295,18 @@ def inbound_cot(
         for old in [c for c in detail if c.tag == PROVENANCE_TAG]:
             detail.remove(old)
         ET.SubElement(detail, PROVENANCE_TAG, {"origin": server_id, "hops": "1"})
-    elif not any(el.tag == PROVENANCE_TAG for el in detail.iter()):
-        hops = max(1, fed.federateHops.currentHops, len(seen))
-        ET.SubElement(
-            detail,
-            PROVENANCE_TAG,
-            {"origin": peer_server_id, "hops": str(min(hops, MAX_HOPS + 1))},
-        )
+    else:
+        # Section 9: the hops an event has made are at least what the peer's hop count and its
+        # provenance list say; a <__federation> the peer wrote may not claim fewer.
+        hops = min(max(1, fed.federateHops.currentHops, len(seen)), MAX_HOPS + 1)
+        own = [el for el in detail.iter() if el.tag == PROVENANCE_TAG]
+        if not own:
+            ET.SubElement(detail, PROVENANCE_TAG, {"origin": peer_server_id, "hops": str(hops)})
+        else:
+            # (Anything but one with ASCII digits is left for the validator to refuse.)
+            claimed = own[0].get("hops", "")
+            if len(own) == 1 and claimed.isascii() and claimed.isdigit() and int(claimed) < hops:
+                own[0].set("hops", str(hops))
     has_label = any(
         isinstance(el.tag, str) and el.tag.endswith(labels.SECLABEL_TAG) for el in detail.iter()
     )

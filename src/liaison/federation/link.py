@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from liaison import audit as audit_mod
 from liaison.errors import PeerError, StorageError
-from liaison.federation.config import FederationConfig, PeerConfig
+from liaison.federation import fed_groups
+from liaison.federation.config import PROTOCOL_NATIVE, FederationConfig, PeerConfig
 from liaison.federation.guard import Accepted, Denial, InboundValidator, OutboundGuard, Release
 from liaison.federation.outbox import Outbox, QueuedRelease
 from liaison.federation.outbox import Outgoing as OutboxRow
@@ -57,6 +59,9 @@ UNFLUSHED_LIMITS = OutboundLimits(max_items=MAX_UNFLUSHED)
 # Clients of a peer remembered for directed messages (a partner with more than this many
 # devices has the oldest forgotten, and messages to them are counted as unrouted).
 MAX_REMOTE_CLIENTS = 20_000
+# Distinct sets of local groups a TAK peer's inbound mapping wrote events into, each with its
+# Source (a mapping has few; the cache is cleared past this).
+MAX_GROUP_SOURCES = 256
 
 
 class AuditSink(Protocol):
@@ -166,13 +171,19 @@ class PeerLink:
         self.client_uid: str | None = None
         self.callsign: str | None = None
         # Delivered, not yet guarded: no key, so nothing coalesces before its release is audited.
-        self._unflushed: OutboundQueue[Event] = OutboundQueue(UNFLUSHED_LIMITS)
+        # Each event with the groups it was written into (mapped for a TAK peer, fed_groups.py).
+        self._unflushed: OutboundQueue[tuple[Event, frozenset[str]]] = OutboundQueue(
+            UNFLUSHED_LIMITS
+        )
+        # Inbound sources per set of local groups (a TAK peer's group mapping, fed_groups.py).
+        self._sources: dict[frozenset[str], _InboundSource] = {}
         status.queue = self._unflushed.statistics
         self._flush_handle: asyncio.Handle | None = None
         self._publishing: Event | None = None
         # Uids and callsigns of the peer's own clients, oldest first (bounded).
         self._remote_uids: dict[str, None] = {}
         self._remote_callsigns: dict[str, None] = {}
+        self._callsign_uid: dict[str, str] = {}  # callsign -> uid, to forget both on a delete
         self._wake = asyncio.Event()
         self._connection: asyncio.Task[None] | None = None
         self._sync_status()
@@ -191,8 +202,20 @@ class PeerLink:
         )
 
     def _learn(self, event: Event) -> None:
+        if event.is_delete and event.link_uid:
+            # The peer's client left (or its item was deleted): no longer a destination here.
+            if self._remote_uids.pop(event.link_uid, None) is not None:
+                stale = [c for c, u in self._callsign_uid.items() if u == event.link_uid]
+                for callsign in stale:
+                    self._remote_callsigns.pop(callsign, None)
+                    del self._callsign_uid[callsign]
+            return
         if not event.is_contact:
             return
+        if event.callsign is not None:
+            self._callsign_uid[event.callsign] = event.uid
+            while len(self._callsign_uid) > MAX_REMOTE_CLIENTS:
+                del self._callsign_uid[next(iter(self._callsign_uid))]
         for known, value in (
             (self._remote_uids, event.uid),
             (self._remote_callsigns, event.callsign),
@@ -210,7 +233,7 @@ class PeerLink:
         if event is self._publishing:
             return  # our own inbound event, offered back to us: never a candidate
         queue = self._unflushed
-        queue.put(event)
+        queue.put((event, out.sender_groups))
         if len(queue) >= MAX_UNFLUSHED:
             self.flush()
             return
@@ -227,17 +250,39 @@ class PeerLink:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        events = self._unflushed.take()
-        if not events:
+        delivered = self._unflushed.take()
+        if not delivered:
             return
-        verdicts = [self.guard.check(e) for e in events]
-        records: list[tuple[str, Mapping[str, object]]] = []
-        releases: list[Release] = []
-        denials = 0
+        events = [e for e, _g in delivered]
         peer = self.peer
-        for v in verdicts:
+        verdicts: list[Release | Denial] = []
+        names: list[tuple[str, ...]] = []
+        for event, groups in delivered:
+            # A TAK peer: the group mapping and TAK's own never-federated types first, fail
+            # closed (federation/fed_groups.py; tak-federation.md sections 7 and 10).
+            mapped: tuple[str, ...] | None = ()
+            refusal: str | None = None
+            if peer.protocol != PROTOCOL_NATIVE:
+                refusal = fed_groups.not_federated(event.type)
+                mapped = fed_groups.outbound_names(peer.groups_out, groups)
+                if mapped is None and refusal is None:
+                    refusal = fed_groups.NO_GROUP_MAPPING
+            if refusal is not None:
+                self.status.drop(
+                    refusal + "_out" if refusal == fed_groups.NO_GROUP_MAPPING else refusal
+                )
+                verdicts.append(
+                    Denial(reasons=(refusal,), stage="guard", uid=event.uid, type=event.type)
+                )
+            else:
+                verdicts.append(self.guard.check(event))
+            names.append(mapped or ())
+        records: list[tuple[str, Mapping[str, object]]] = []
+        releases: list[tuple[Release, tuple[str, ...]]] = []
+        denials = 0
+        for v, groups_of in zip(verdicts, names, strict=True):
             if isinstance(v, Release):
-                releases.append(v)
+                releases.append((v, groups_of))
                 # Every release to a partner is recorded, whatever the organisations: it leaves
                 # this server (docs/labels.md section 5, the release record).
                 records.append(
@@ -284,8 +329,9 @@ class PeerLink:
                         priority=r.priority,
                         coalesce_key=r.coalesce_key,
                         queued_ms=now,
+                        groups=g,
                     )
-                    for r in releases
+                    for r, g in releases
                 ]
             )
         except StorageError as exc:
@@ -427,11 +473,30 @@ class PeerLink:
         self.status.set_state(LinkState.REFUSED, self._clock_ms(), reason)
         self._peer_link_record("refused", reason=reason)
 
+    def source_for(self, groups: frozenset[str] | None) -> _InboundSource:
+        """The Source for an inbound event written into ``groups`` (a TAK peer's group mapping,
+        fed_groups.py): the peer's originate principal with those IN groups; None: the peer's
+        configured ``in_groups``."""
+        if groups is None or groups == self.source.principal.in_groups:
+            return self.source
+        source = self._sources.get(groups)
+        if source is None:
+            if len(self._sources) >= MAX_GROUP_SOURCES:
+                self._sources.clear()
+            principal = dataclasses.replace(self.source.principal, in_groups=groups)
+            source = self._sources[groups] = _InboundSource(principal)
+        return source
+
     async def receive(
-        self, events: Sequence[tuple[int, bytes]], validator: InboundValidator
+        self,
+        events: Sequence[tuple[int, bytes]],
+        validator: InboundValidator,
+        groups: Mapping[int, frozenset[str]] | None = None,
     ) -> int:
         """Validate, audit and route a batch of received ``(seq, payload)`` events; return the
-        sequence number the wire acknowledges, once the outbox durably noted it as applied."""
+        sequence number the wire acknowledges, once the outbox durably noted it as applied.
+        ``groups`` gives, by sequence number, the local groups an event is written into when
+        they are not the peer's ``in_groups`` (a TAK peer's inbound group mapping)."""
         outbox = self.outbox
         fresh = [(seq, payload) for seq, payload in events if not outbox.is_duplicate(seq)]
         self.status.bump("received", len(events))
@@ -468,13 +533,14 @@ class PeerLink:
             except (StorageError, OSError) as exc:
                 raise PeerError(f"audit log failed: {exc}", reason="audit_failed") from exc
         accepted = 0
-        for _m, r in results:
+        for seq, r in results:
             if isinstance(r, Accepted):
                 accepted += 1
                 self._publishing = r.event
                 self._learn(r.event)
+                source = self.source_for(groups.get(seq) if groups is not None else None)
                 try:
-                    self._router.publish(r.event, self.source)
+                    self._router.publish(r.event, source)
                 finally:
                     self._publishing = None
         self.status.bump("accepted", accepted)

@@ -63,6 +63,17 @@ CREATE INDEX IF NOT EXISTS outbox_coalesce ON outbox (coalesce_key)
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Added to schema 1 in place (nullable, so older files only gain the column): the federate group
+# names a row carries on a TAK link (federation/fed_groups.py), newline-separated.
+_GROUPS_COLUMN = "fed_groups"
+
+
+def _join(groups: Sequence[str]) -> str | None:
+    return "\n".join(groups) if groups else None
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("\n")) if text else ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +88,7 @@ class QueuedRelease:
     priority: int
     coalesce_key: str | None
     queued_ms: int
+    groups: tuple[str, ...] = ()  # federate group names (TAK links; fed_groups.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +102,7 @@ class Outgoing:
     label_id: str
     uid: str
     type: str
+    groups: tuple[str, ...] = ()  # federate group names (TAK links; fed_groups.py)
 
 
 # Given a row's payload, uid and type: may it still be sent? (The link re-checks it.)
@@ -126,6 +139,9 @@ class Outbox:
             # NORMAL: a commit is not synced on the loop; sync() makes it durable off the loop.
             conn.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
             conn.executescript(_SCHEMA)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)").fetchall()}
+            if _GROUPS_COLUMN not in columns:
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {_GROUPS_COLUMN} TEXT")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if row is None:
                 conn.execute(
@@ -251,7 +267,7 @@ class Outbox:
                     removed += cur.rowcount
                 conn.execute(
                     "INSERT INTO outbox (priority, coalesce_key, uid, type, label_id, sha256,"
-                    " payload, queued_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " payload, queued_ms, fed_groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.priority,
                         item.coalesce_key,
@@ -261,6 +277,7 @@ class Outbox:
                         item.sha256,
                         item.payload,
                         item.queued_ms,
+                        _join(item.groups),
                     ),
                 )
 
@@ -299,11 +316,11 @@ class Outbox:
         assigned: list[tuple[int, int]] = []
         try:
             resend = conn.execute(
-                "SELECT id, seq, priority, payload, sha256, label_id, uid, type FROM outbox"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT id, seq, priority, payload, sha256, label_id, uid, type, fed_groups"
+                " FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                 (self._cursor, limit),
             ).fetchall()
-            for rid, seq, prio, payload, sha, lid, uid, typ in resend:
+            for rid, seq, prio, payload, sha, lid, uid, typ, grp in resend:
                 if check is not None and not check(payload, lid, uid, typ):
                     bad.append(rid)
                     continue
@@ -316,17 +333,18 @@ class Outbox:
                         label_id=lid,
                         uid=uid,
                         type=typ,
+                        groups=_split(grp),
                     )
                 )
             room = limit - len(resend)
             next_seq = self.last_seq
             if room > 0 and len(resend) < limit:
                 fresh = conn.execute(
-                    "SELECT id, priority, payload, sha256, label_id, uid, type FROM outbox"
-                    " WHERE seq IS NULL ORDER BY priority, id LIMIT ?",
+                    "SELECT id, priority, payload, sha256, label_id, uid, type, fed_groups"
+                    " FROM outbox WHERE seq IS NULL ORDER BY priority, id LIMIT ?",
                     (room,),
                 ).fetchall()
-                for rid, prio, payload, sha, lid, uid, typ in fresh:
+                for rid, prio, payload, sha, lid, uid, typ, grp in fresh:
                     if check is not None and not check(payload, lid, uid, typ):
                         bad.append(rid)
                         continue
@@ -341,6 +359,7 @@ class Outbox:
                             label_id=lid,
                             uid=uid,
                             type=typ,
+                            groups=_split(grp),
                         )
                     )
         except sqlite3.Error as exc:

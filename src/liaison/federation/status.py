@@ -74,7 +74,19 @@ class PeerStatus:
     # The statistics of the link's queue of delivered events waiting for the guard (set by the
     # link; written as "queue", null without a link).
     queue: Callable[[], OutboundStatistics] | None = None
+    # Items a TAK wire dropped, by reason (no_group_mapping_out/_in, mission_control, ...); each
+    # is also counted by liaison_federation_dropped_total{reason} and audited.
+    drops: dict[str, int] = field(default_factory=dict)
+    # The federate group names the peer announced on its groups stream (tak-federation.md 7).
+    remote_groups: list[str] = field(default_factory=list)
     _counters: Mapping[str, Counter] | None = None
+    _drops: Counter | None = None
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count items dropped for ``reason`` (per peer here, all peers in the metric)."""
+        self.drops[reason] = self.drops.get(reason, 0) + n
+        if self._drops is not None:
+            self._drops.inc(reason, n)
 
     def bump(self, what: str, n: int = 1) -> None:
         if n:
@@ -103,6 +115,8 @@ class PeerStatus:
             "last_applied": self.last_applied,
             "last_error": self.last_error,
             "counts": dict(self.counts),
+            "drops": dict(self.drops),
+            "remote_groups": list(self.remote_groups),
             "queue": asdict(self.queue()) if self.queue is not None else None,
         }
 
@@ -115,7 +129,13 @@ class FederationStatus:
         self.peers: dict[str, PeerStatus] = {}
         self._metrics = metrics
         self._counters: dict[str, Counter] = {}
+        self._drops: Counter | None = None
         if metrics is not None:
+            self._drops = metrics.counter(
+                "liaison_federation_dropped_total",
+                "Items a TAK federation wire dropped, by reason",
+                "reason",
+            )
             for what in COUNTS:
                 self._counters[what] = metrics.counter(
                     f"liaison_federation_{what}_total", f"Federation link {what}", "peer"
@@ -123,7 +143,11 @@ class FederationStatus:
 
     def add(self, name: str, dial: str | None, protocol: str = "native") -> PeerStatus:
         status = PeerStatus(
-            name=name, dial=dial, protocol=protocol, _counters=self._counters or None
+            name=name,
+            dial=dial,
+            protocol=protocol,
+            _counters=self._counters or None,
+            _drops=self._drops,
         )
         self.peers[name] = status
         m = self._metrics

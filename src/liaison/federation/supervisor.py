@@ -28,6 +28,7 @@ from liaison.federation.config import (
     PROTOCOL_TAK_V2,
     Address,
     FederationConfig,
+    listen_warning,
 )
 from liaison.federation.connection import CLOSE_TIMEOUT_S, Tap, close_writer
 from liaison.federation.link import AuditSink, LinkRefused, PeerLink
@@ -113,6 +114,10 @@ class Federation:
             self._router.attach(link)
         accepting = [p for p in self.config.peers if p.dial is None]
         listen = self.config.listen
+        warning = listen_warning(self.config)
+        if warning is not None:
+            # The old default, still accepted (docs/configuration.md, "The partner link's port").
+            log.warning("%s", warning)
         if accepting and listen is not None:
             ctx = accept_context(accepting, self._cert, self._key)
             if any(p.protocol == PROTOCOL_TAK_V2 for p in accepting):
@@ -232,7 +237,14 @@ class Federation:
                 # Imported here: grpcio costs some 9 MB of memory, paid only with a TAK peer.
                 from liaison.federation import takv2
 
-                await takv2.serve(link, reader, writer, authority=str(address), tap=self._tap)
+                await takv2.serve(
+                    link,
+                    reader,
+                    writer,
+                    authority=str(address),
+                    tap=self._tap,
+                    router=self._router,
+                )
             elif link.peer.protocol == PROTOCOL_TAK_V2:
                 # TAK federation v2, server role: the peer dialled our listener (grpcio, as above).
                 from liaison.federation import takv2_server

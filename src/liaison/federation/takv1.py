@@ -12,10 +12,11 @@ snapshot". The two roles differ only in who dialled, so one :func:`serve` runs b
 
 On connect: the link goes up at once (there is nothing to wait for) and the peer is offered the
 latest state it may see (the router's replay: the same label decision and audit as live
-delivery, then the link's guard and outbox). Contact entries are not sent.
+delivery, then the link's guard and outbox). A client's first position report on a connection
+is preceded by its ContactListEntry, and its group names are those of v2 (``fed_groups``).
 
 Outbound: the link's send loop hands rows (the guard's release bytes), each is translated and
-re-checked from its serialized bytes (``fig_link.encode_row``: a refused row gets a deny record
+re-checked from its serialized bytes (``fig_link.encode_rows``: a refused row gets a deny record
 and is not written) and written as one frame. v1 has no acknowledgement, so a row leaves the
 outbox only once it is **settled**: every byte written up to it has left our buffers and been
 acknowledged by the peer's TCP (the socket's SIOCOUTQ is 0), and the connection then stayed open
@@ -47,7 +48,7 @@ from collections.abc import Sequence
 
 from liaison.errors import FrameTooLarge, PeerError
 from liaison.federation.connection import ConnectionEnded, Tap, close_writer, first_failure
-from liaison.federation.fig_link import apply_inbound, encode_row
+from liaison.federation.fig_link import ContactBook, apply_inbound, encode_rows
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
@@ -137,6 +138,8 @@ class V1Session:
         self._tap = tap
         self._refused = refused
         self._recent = recent_digests(link)
+        # Contacts announced on this connection (each uid once, tak-federation.md section 8).
+        self._book = ContactBook()
         # Digests of the frames in the inbound queue, in the same order (apply_inbound takes
         # them first in, first out), remembered as applied once their batch is handled. At most
         # MAX_INBOUND_QUEUE + MAX_INBOUND_BATCH: the queue's limit plus the batch being handled.
@@ -151,13 +154,14 @@ class V1Session:
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         frames: list[bytes] = []
         for row in rows:
-            data = encode_row(self._link, row)
-            if data is not None:
+            # The event, preceded by its contact entry the first time (fig_link.encode_rows).
+            for data in encode_rows(self._link, row, self._book):
                 try:
                     frames.append(encode_frame(data))
                 except ValueError as exc:  # a release never gets near 1 MiB; refused if it did
                     self._link.wire_denied(row, ("guard_mismatch", "frame_too_large"))
                     log.error("federation %s: %s", self._link.peer.name, exc)
+                    break
             # Refused rows settle with the rest (acknowledgements are cumulative).
             self._written = max(self._written, row.seq)
         if frames:

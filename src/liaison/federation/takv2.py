@@ -17,11 +17,15 @@ Call order (tak-federation.md 6.2): ``ServerFederateGroupsStream`` (wait for
 Outbound: the link's send loop hands rows (the guard's release bytes); each is translated by
 ``fig_codec.release_to_federated``, serialized, read back from the serialized bytes and
 re-checked by the guard (label, ceiling, type, details, provenance, marking) before it is
-written; a row that fails is not written and gets a deny record. TAK federation has no
-acknowledgement: a row counts as delivered (and leaves the outbox) once grpcio accepted its
-write on the stream. Inbound: each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's
-default label, provenance) and goes through the link's validator, audit and router; contacts
-and ROL are counted and ignored.
+written; a row that fails is not written and gets a deny record. Each row carries the federate
+group names the link mapped it to (``fed_groups``); a client's first position report on a
+connection is preceded by its ``ContactListEntry CREATE`` and a ``t-x-d-d`` goes as ``DELETE``
+(``fed_contacts``). TAK federation has no acknowledgement: a row counts as delivered (and leaves
+the outbox) once grpcio accepted its write on the stream. Inbound: contacts become presence or
+delete events, mission notices and messages that map to no local group are dropped and counted,
+and each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's default label, provenance,
+ptp destinations) that goes through the link's validator, audit and router into the mapped
+groups; ROL is ignored. Both roles (and any TAK wire) share this: ``fig_link.py``.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
 
 from liaison.errors import PeerError
+from liaison.federation import fed_groups
 from liaison.federation.connection import (
     ConnectionEnded,
     Tap,
@@ -47,11 +52,18 @@ from liaison.federation.connection import (
 )
 
 # Shared with the server role and with v1 (no grpc there); re-exported for takv2_server.
+from liaison.federation.fig_link import MAX_INBOUND_BATCH as MAX_INBOUND_BATCH
+from liaison.federation.fig_link import ContactBook as ContactBook
 from liaison.federation.fig_link import apply_inbound as apply_inbound
 from liaison.federation.fig_link import encode_row as encode_row
+from liaison.federation.fig_link import encode_rows as encode_rows
+from liaison.federation.fig_link import note_remote_groups as note_remote_groups
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.proto import fig_pb2
+
+if TYPE_CHECKING:
+    from liaison.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -204,19 +216,26 @@ class _Bridge:
 class FigClientSession:
     """One v2 connection of a link, Liaison dialling: the WireSession of this wire."""
 
-    def __init__(self, link: PeerLink, channel: grpc.aio.Channel, frames: _FrameWatch) -> None:
+    def __init__(
+        self,
+        link: PeerLink,
+        channel: grpc.aio.Channel,
+        frames: _FrameWatch,
+        router: Router | None = None,
+    ) -> None:
         self._link = link
         self._channel = channel
         self._frames = frames
+        self._router = router
         self._out: Any = None  # the ServerEventStream call (grpc.aio.StreamUnaryCall)
+        self._book = ContactBook()
 
     # --- WireSession ----------------------------------------------------------------------------
 
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         link = self._link
         for row in rows:
-            data = encode_row(link, row)
-            if data is not None:
+            for data in encode_rows(link, row, self._book):
                 await self._out.write(data)
             # No acknowledgement in TAK federation: written (or refused) counts as done.
             link.acked(row.seq)
@@ -255,13 +274,45 @@ class FigClientSession:
         # carry its configured name (what a peer says about itself selects nothing).
         validator = link.peer_identified(link.peer.name)
         link.connection_up(0)
+        if self._router is not None:
+            # As TAK does once its event stream is up (tak-federation.md 6.1 step 6): the latest
+            # state the peer may see (the router's replay: its decision and audit, then the
+            # guard and the outbox), and with it the contacts of our clients.
+            self._router.replay_to(link)
+            link.flush()
         name = link.peer.name
         queue: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
         tg.create_task(self._read(inbound, queue), name=f"fig-read-{name}")
         tg.create_task(apply_inbound(link, queue, validator), name=f"fig-apply-{name}")
         tg.create_task(self._health(sub, tg), name=f"fig-health-{name}")
-        tg.create_task(self._drain(groups, "groups"), name=f"fig-groups-{name}")
+        tg.create_task(self._read_groups(groups), name=f"fig-groups-{name}")
+        names = fed_groups.announced(link.peer.groups_out)
+        if names:
+            tg.create_task(self._announce_groups(sub, names), name=f"fig-announce-{name}")
         await link.send_loop(self)
+
+    async def _read_groups(self, call: AsyncIterator[fig_pb2.FederateGroups]) -> None:
+        """Record the group names the peer announces (tak-federation.md 6.2 step 2)."""
+        try:
+            async for msg in call:
+                note_remote_groups(self._link, msg)
+        except grpc.aio.AioRpcError as exc:
+            log.info("federation %s: groups stream ended: %s", self._link.peer.name, exc.code())
+
+    async def _announce_groups(self, sub: fig_pb2.Subscription, names: Sequence[str]) -> None:
+        """Offer our outbound group names once on ClientFederateGroupsStream (section 6.2
+        step 7); a peer that does not implement it is only logged."""
+
+        async def one() -> AsyncIterator[fig_pb2.FederateGroups]:
+            yield fig_pb2.FederateGroups(federateGroups=list(names))
+
+        call = self._call("stream_unary", "ClientFederateGroupsStream", fig_pb2.Subscription)
+        try:
+            await call(one())
+        except grpc.aio.AioRpcError as exc:
+            log.info(
+                "federation %s: our groups not announced: %s", self._link.peer.name, exc.code()
+            )
 
     async def _await_serving(self, groups: Any) -> None:
         try:
@@ -319,6 +370,7 @@ async def serve(
     *,
     authority: str,
     tap: Tap | None = None,
+    router: Router | None = None,
 ) -> None:
     """Run one dialled, pinned TLS connection of ``link`` as a v2 client until it ends.
 
@@ -340,7 +392,7 @@ async def serve(
                     ("grpc.enable_retries", 0),
                 ],
             )
-            await FigClientSession(link, channel, bridge.frames).run(tg)
+            await FigClientSession(link, channel, bridge.frames, router).run(tg)
             raise ConnectionEnded
     except BaseExceptionGroup as group:
         failure = first_failure(group)

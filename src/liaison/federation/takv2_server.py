@@ -17,10 +17,12 @@ the latest state it may see (the router's replay: same decision and audit as liv
 then the guard and the outbox) and streams the outbox; ``ServerEventStream`` (the peer's
 events) is read into the same inbound path as the client role; ``HealthCheck`` answers
 ``SERVING`` once a ``ClientEventStream`` with ``version.major >= 1`` is open, else
-``NOT_CONNECTED``; ``ClientROLStream`` is held open and sends nothing; ``ServerROLStream`` and
-``ClientFederateGroupsStream`` are read and ignored; ``getIdentity`` (which TAK Server leaves
-unimplemented, but ots-federation's client calls first) answers our identity. Subscriptions
-with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap 8). A peer
+``NOT_CONNECTED``; ``ClientROLStream`` is held open and sends nothing; ``ServerROLStream`` is
+read and ignored; ``ClientFederateGroupsStream`` is read and the peer's group names recorded
+(our own follow ``SERVING`` on ``ServerFederateGroupsStream``); ``getIdentity`` (which TAK
+Server leaves unimplemented, but ots-federation's client calls first) answers our identity.
+Subscriptions with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap
+8). A peer
 from which nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`` is dropped
 (section 1, "15 s timeout on the server side"). Other methods answer UNIMPLEMENTED.
 """
@@ -41,6 +43,7 @@ import grpc
 import grpc.aio
 
 from liaison.errors import PeerError
+from liaison.federation import fed_groups
 from liaison.federation.connection import Tap, close_writer, first_failure
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
@@ -49,9 +52,11 @@ from liaison.federation.proto import fig_pb2
 from liaison.federation.takv2 import (
     MAX_INBOUND_QUEUE,
     MAX_MESSAGE_BYTES,
+    ContactBook,
     _pump,
     apply_inbound,
-    encode_row,
+    encode_rows,
+    note_remote_groups,
 )
 from liaison.router import Router
 
@@ -85,6 +90,7 @@ class FigServerSession:
         self._inbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
         self._ended: PeerError | None = None
         self._end = asyncio.Event()
+        self._book = ContactBook()
         self.validator = link.peer_identified(link.peer.name)
 
     # --- WireSession ----------------------------------------------------------------------------
@@ -92,8 +98,7 @@ class FigServerSession:
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         link = self._link
         for row in rows:
-            data = encode_row(link, row)
-            if data is not None:
+            for data in encode_rows(link, row, self._book):
                 written: asyncio.Future[None] = self._loop.create_future()
                 await self._out.put((data, written))
                 await written
@@ -164,6 +169,10 @@ class FigServerSession:
         yield fig_pb2.FederateGroups(
             streamUpdate=fig_pb2.ServerHealth(status=fig_pb2.ServerHealth.SERVING)
         ).SerializeToString()
+        names = fed_groups.announced(self._link.peer.groups_out)
+        if names:
+            # Then our outbound group names, as TAK does with mapping on (section 3).
+            yield fig_pb2.FederateGroups(federateGroups=list(names)).SerializeToString()
         await self._end.wait()  # held open, as TAK does
 
     async def _client_events(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -220,6 +229,16 @@ class FigServerSession:
         return
         yield b""  # makes this an async generator
 
+    async def _client_groups(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        """ClientFederateGroupsStream: the group names the peer offers (recorded)."""
+        async for data in requests:
+            self._heard()
+            try:
+                note_remote_groups(self._link, fig_pb2.FederateGroups.FromString(data))
+            except Exception:  # protobuf's DecodeError: not a FederateGroups, ignored
+                log.info("federation %s: undecodable FederateGroups", self._link.peer.name)
+        return self._subscription()
+
     async def _ignored(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
         async for _msg in requests:
             self._heard()
@@ -236,7 +255,9 @@ class FigServerSession:
                 "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
                 "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._client_rol),
                 "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._ignored),
-                "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(self._ignored),
+                "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(
+                    self._client_groups
+                ),
                 "getIdentity": grpc.unary_unary_rpc_method_handler(self._get_identity),
             },
         )

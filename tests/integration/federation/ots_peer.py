@@ -101,10 +101,13 @@ def write_config(
     peer_server_id: str,
     peer_fingerprint: str,
     peer_port: int,
+    accept_as: str = "*:FedIn",
+    share_as: str = "FedOut:FedOut",
 ) -> Path:
-    """An ots-federation INI: one peer (Liaison) pinned by fingerprint, wildcard groups in
-    (Liaison sends no federateGroups), group ``FedOut`` shared out. ``peer_port`` is where ots
-    dials Liaison (a closed port when only Liaison dials)."""
+    """An ots-federation INI: one peer (Liaison) pinned by fingerprint, by default wildcard
+    groups in (for a Liaison peer without ``groups_out``, which sends no federateGroups), group
+    ``FedOut`` shared out. ``peer_port`` is where ots dials Liaison (a closed port when only
+    Liaison dials)."""
     listen = (
         f"listen_enabled = true\nlisten_ip = 127.0.0.1\nlisten_port = {listen_port}\n"
         if listen_port is not None
@@ -131,8 +134,8 @@ fingerprint = {colon_hex(peer_fingerprint)}
 ca_cert = {ca_bundle}
 client_cert = {cert_chain}
 client_key = {key}
-accept_as = *:FedIn
-share_as = FedOut:FedOut
+accept_as = {accept_as}
+share_as = {share_as}
 health_check_interval = 3
 reconnect_interval = 1
 """

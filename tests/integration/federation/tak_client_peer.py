@@ -6,7 +6,9 @@ One secure channel (leaf + CA chain as client certificate), then TAK's call orde
 server sends us, kept as raw bytes in ``received``), ``ServerEventStream`` (``send`` writes to it),
 ``HealthCheck{SERVING}`` every ``health_interval`` s (answers in ``health_answers``), and
 ``ClientROLStream`` after the first SERVING answer. ``health = False`` stops the health checks
-(to test that the server drops a silent peer).
+(to test that the server drops a silent peer). Group names the server sends on the groups
+stream after SERVING land in ``groups_received``; with ``announce`` set, those names are offered
+once on ``ClientFederateGroupsStream`` (TAK with ``federatedGroupMapping`` on).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class TakClientPeer:
         self.health_answers: list[int] = []
         self.calls: list[str] = []
         self.error: str | None = None  # how the session ended, when it did
+        self.groups_received: list[str] = []
+        self.announce: list[str] = []
         self._queue: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_QUEUED)
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
@@ -83,8 +87,10 @@ class TakClientPeer:
                 response_deserializer=fig_pb2.FederateGroups.FromString,
             )(sub)
             self.calls.append("ServerFederateGroupsStream")
+            stream = groups.__aiter__()
             async with asyncio.timeout(HANDSHAKE_S):
-                async for update in groups:
+                while True:
+                    update = await stream.__anext__()
                     if update.streamUpdate.status == fig_pb2.ServerHealth.SERVING:
                         break
             inbound = ch.unary_stream(SERVICE + "ClientEventStream", request_serializer=_ser)(sub)
@@ -96,6 +102,9 @@ class TakClientPeer:
             )(self._outgoing())
             self.calls.append("ServerEventStream")
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._read_groups(stream))
+                if self.announce:
+                    tg.create_task(self._announce())
                 tg.create_task(self._read(inbound))
                 tg.create_task(self._health(sub))
                 tg.create_task(self._await(out))
@@ -108,6 +117,20 @@ class TakClientPeer:
                 str(e.code()) if isinstance(e, grpc.aio.AioRpcError) else repr(e)
                 for e in group.exceptions
             )
+
+    async def _read_groups(self, stream: AsyncIterator[fig_pb2.FederateGroups]) -> None:
+        async for update in stream:
+            self.groups_received.extend(update.federateGroups)
+
+    async def _announce(self) -> None:
+        assert self._channel is not None
+
+        async def one() -> AsyncIterator[bytes]:
+            yield fig_pb2.FederateGroups(federateGroups=self.announce).SerializeToString()
+
+        await self._channel.stream_unary(
+            SERVICE + "ClientFederateGroupsStream", request_serializer=_ser
+        )(one())
 
     async def _await(self, call: object) -> None:
         await call  # type: ignore[misc]

@@ -8,7 +8,10 @@ other subscriptions (trap 8), ``SERVING`` sent at once on ``ServerFederateGroups
 ``HealthCheck`` answered ``SERVING`` only once a ``ClientEventStream`` with ``version.major >= 1``
 is open (trap 9), else ``NOT_CONNECTED``. Everything received on ``ServerEventStream`` is kept
 as raw bytes (``received``), so a test can decode exactly what crossed; ``send`` pushes a
-``FederatedEvent`` down the open ``ClientEventStream``.
+``FederatedEvent`` down the open ``ClientEventStream``. With ``announce`` set, the groups stream
+sends those federate group names after ``SERVING`` (TAK with ``federatedGroupMapping`` on,
+section 3); names the federate offers on ``ClientFederateGroupsStream`` land in
+``client_groups``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class TakPeer:
         self.client_fingerprints: set[str] = set()
         self.health_answers: list[int] = []
         self.order_ok: bool | None = None  # ClientEventStream open before ServerEventStream
+        self.announce: list[str] = []  # group names sent after SERVING on the groups stream
+        self.client_groups: list[str] = []  # names the federate offered us
         self._outbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_QUEUED)
         self._client_stream_major = 0
         self.server: grpc.aio.Server | None = None
@@ -69,6 +74,8 @@ class TakPeer:
             streamUpdate=fig_pb2.ServerHealth(status=fig_pb2.ServerHealth.SERVING)
         )
         yield update.SerializeToString()
+        if self.announce:
+            yield fig_pb2.FederateGroups(federateGroups=self.announce).SerializeToString()
         await asyncio.Event().wait()  # held open, as TAK does
 
     async def _client_events(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -92,6 +99,14 @@ class TakPeer:
             )
         ).SerializeToString()
 
+    async def _client_groups(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        self.calls.append("ClientFederateGroupsStream")
+        async for data in requests:
+            self.client_groups.extend(fig_pb2.FederateGroups.FromString(data).federateGroups)
+        return fig_pb2.Subscription(
+            identity=fig_pb2.Identity(name="tak-peer", serverId="tak-peer")
+        ).SerializeToString()
+
     async def _health(self, request: bytes, context: Any) -> bytes:
         fig_pb2.ClientHealth.FromString(request)
         ok = "ClientEventStream" in self.calls and self._client_stream_major >= 1
@@ -111,6 +126,7 @@ class TakPeer:
             "ServerEventStream": grpc.stream_unary_rpc_method_handler(self._server_events),
             "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
             "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._rol),
+            "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(self._client_groups),
         }
         self.server = grpc.aio.server()
         self.server.add_generic_rpc_handlers(
