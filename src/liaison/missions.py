@@ -42,6 +42,7 @@ from liaison.protocol import cot_xml
 from liaison.router import AcceptedEvent, Router, Source, stored_event
 from liaison.storage.base import StoredEvent
 from liaison.storage.missions import (
+    LogEntryRecord,
     MissionChangeRecord,
     MissionItem,
     MissionRecord,
@@ -75,6 +76,12 @@ MAX_TEXT_CHARS = 4096
 # A mission notice is stale 20 s after it is sent (TSc DistributedSubscriptionManager
 # createMissionMessage; tak-missions.md 7.3).
 NOTICE_STALE_MS = 20_000
+# Log entries one server keeps (all missions together); past it a post is refused (403). A
+# hundred thousand is years of an exercise's journal.
+MAX_LOG_ENTRIES = 100_000
+# Characters in one log entry's content, and missions, hashes or keywords one entry names.
+MAX_LOG_CONTENT_CHARS = 64 * 1024
+MAX_LOG_NAMES = 64
 
 # Roles and their permissions (TS schemamanager V33__data_sync_phase3.sql and later migrations;
 # tak-missions.md 3.1).
@@ -225,6 +232,7 @@ class Missions:
         self._store = store
         self._clock_ms = clock_ms
         self._missions: dict[str, _Mission] = {}
+        self._logs: dict[str, LogEntryRecord] = {}  # mission log entries by id
         self._secret = b""
         self._seq = 0
         self._writes: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
@@ -266,6 +274,7 @@ class Missions:
             m = self._missions.get(sub.mission)
             if m is not None:
                 m.subs[sub.client_uid] = sub
+        self._logs.update((e.id, e) for e in await self._store.load_logs())
         return len(self._missions)
 
     async def run(self) -> None:
@@ -522,6 +531,7 @@ class Missions:
         self._require(m, token, DELETE)
         del self._missions[name]
         self._write(lambda: self._store.delete_mission(name))
+        self._forget_logs(name)
         self.m_changes.inc("DELETE_MISSION")
         return m.record
 
@@ -780,6 +790,206 @@ class Missions:
             clients=self._live(m),
             path="mission-notice",
         )
+
+    # --- log entries (tak-missions.md 4.5 LogEntry, 5.4; TSw MissionApi postLogEntry,
+    # updateLogEntry, getLogEntry; MissionServiceDefaultImpl addUpdateLogEntry) --------------
+
+    def _log_visible(self, viewer: Principal, entry: LogEntryRecord) -> bool:
+        return self._router.permits(viewer, sender_groups=entry.sender_groups, label=entry.label)
+
+    def _release_logs(
+        self, viewer: Principal, entries: list[LogEntryRecord]
+    ) -> list[LogEntryRecord]:
+        """The entries released to ``viewer`` (the decision on each entry's own label and its
+        poster's groups, and a ``release`` record for another organisation)."""
+        ok = self._router.release_many(
+            viewer,
+            [
+                (
+                    e.id,
+                    "mission-log",
+                    e.sender_groups,
+                    e.label,
+                    content_hash(e.content.encode("utf-8")),
+                )
+                for e in entries
+            ],
+            path="mission-log",
+        )
+        return [e for e, keep in zip(entries, ok, strict=True) if keep]
+
+    def visible_log_missions(self, viewer: Principal, entry: LogEntryRecord) -> list[str]:
+        """The entry's mission names ``viewer`` may see (the others are not named to them)."""
+        return [
+            n
+            for n in entry.mission_names
+            if n in self._missions and self._mission_permitted(viewer, self._missions[n].record)
+        ]
+
+    def post_log(
+        self,
+        viewer: Principal,
+        *,
+        entry_id: str | None,
+        content: str,
+        creator_uid: str,
+        mission_names: Iterable[str],
+        dtg: int | None,
+        entry_uid: str | None,
+        content_hashes: Iterable[str],
+        keywords: Iterable[str],
+        token: str | None,
+        classification: str | None,
+    ) -> LogEntryRecord:
+        """``POST /missions/logs/entries`` (``entry_id`` None: a new entry) or ``PUT`` (update
+        the entry ``entry_id``). Needs MISSION_WRITE on every mission named (and, to update,
+        on every mission the entry named before, which the caller must be able to see). The
+        entry's label is the ``classification`` banner the poster claims or their listener
+        default, under the ingest rules; it is written with the poster's groups. A
+        ``t-x-m-c-l`` goes to the live subscribers of each mission who may see the entry."""
+        if len(content) > MAX_LOG_CONTENT_CHARS:
+            raise MissionError(400, f"content is longer than {MAX_LOG_CONTENT_CHARS} characters")
+        names = list(dict.fromkeys(mission_names))
+        if not names or len(names) > MAX_LOG_NAMES:
+            raise MissionError(400, f"missionNames must name 1 to {MAX_LOG_NAMES} missions")
+        old: LogEntryRecord | None = None
+        if entry_id is not None:
+            old = self._logs.get(entry_id)
+            if old is None or not self._log_visible(viewer, old):
+                raise MissionError(404, "no such log entry")
+            for name in old.mission_names:
+                if name in self._missions and name not in names:
+                    self._require(self._find(viewer, name), token, WRITE)
+        elif len(self._logs) >= MAX_LOG_ENTRIES:
+            self.m_refused.inc("too_many_logs")
+            raise MissionError(403, f"this server holds {MAX_LOG_ENTRIES} log entries already")
+        found = [self._find(viewer, n) for n in names]
+        for m in found:
+            self._require(m, token, WRITE)
+        label_json, reasons = self._router.label_claimed(viewer, classification, path="mission-log")
+        if reasons:
+            self.m_refused.inc("label")
+            raise MissionError(403, f"no label for this log entry: {', '.join(reasons)}")
+        now = self._clock_ms()
+        entry = LogEntryRecord(
+            id=entry_id if entry_id is not None else str(uuid.uuid4()),
+            content=content,
+            creator_uid=creator_uid,
+            entry_uid=entry_uid,
+            mission_names=tuple(names),
+            servertime=now,
+            dtg=dtg if dtg is not None else now,
+            created=old.created if old is not None else now,
+            content_hashes=tuple(content_hashes),
+            keywords=tuple(keywords),
+            creator=viewer.name,
+            sender_groups=viewer.in_groups,
+            label=label_json,
+        )
+        self._logs[entry.id] = entry
+        self._write_log(entry)
+        for m in found:
+            self._notify_log(m, entry)
+        return entry
+
+    def logs(
+        self,
+        viewer: Principal,
+        name: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[LogEntryRecord]:
+        """``GET /missions/{name}/log``: the mission's entries ``viewer`` may see, oldest
+        ``servertime`` first, within [since, until]."""
+        m = self._find(viewer, name)
+        found = sorted(
+            (
+                e
+                for e in self._logs.values()
+                if m.record.name in e.mission_names
+                and (since is None or e.servertime >= since)
+                and (until is None or e.servertime <= until)
+            ),
+            key=lambda e: (e.servertime, e.id),
+        )
+        return self._release_logs(viewer, found)
+
+    def log_entry(self, viewer: Principal, entry_id: str) -> LogEntryRecord:
+        """``GET /missions/logs/entries/{id}``: 404 unless ``viewer`` may see the entry and one
+        of its missions."""
+        entry = self._logs.get(entry_id)
+        if entry is None or not self.visible_log_missions(viewer, entry):
+            raise MissionError(404, "no such log entry")
+        if not self._release_logs(viewer, [entry]):
+            raise MissionError(404, "no such log entry")
+        return entry
+
+    def delete_log(self, viewer: Principal, entry_id: str, token: str | None) -> LogEntryRecord:
+        """``DELETE /missions/logs/entries/{id}``: MISSION_WRITE on each of its missions that
+        still exists; 404 when the caller may not see the entry or any of its missions."""
+        entry = self._logs.get(entry_id)
+        if (
+            entry is None
+            or not self._log_visible(viewer, entry)
+            or not self.visible_log_missions(viewer, entry)
+        ):
+            raise MissionError(404, "no such log entry")
+        for name in entry.mission_names:
+            if name in self._missions:
+                self._require(self._find(viewer, name), token, WRITE)
+        del self._logs[entry_id]
+        self._write_log_deleted(entry_id)
+        return entry
+
+    def _forget_logs(self, mission: str) -> None:
+        """A deleted mission leaves its entries: an entry naming no other mission goes."""
+        for entry in [e for e in self._logs.values() if mission in e.mission_names]:
+            rest = tuple(n for n in entry.mission_names if n != mission)
+            if rest:
+                self._logs[entry.id] = replace(entry, mission_names=rest)
+                self._write_log(self._logs[entry.id])
+            else:
+                del self._logs[entry.id]
+                self._write_log_deleted(entry.id)
+
+    def _write_log(self, entry: LogEntryRecord) -> None:
+        self._write(lambda: self._store.put_log(entry))
+
+    def _write_log_deleted(self, entry_id: str) -> None:
+        self._write(lambda: self._store.delete_log(entry_id))
+
+    def _notify_log(self, m: _Mission, entry: LogEntryRecord) -> None:
+        """``t-x-m-c-l`` to every live subscriber of ``m`` that may see the entry."""
+        try:
+            notice = cot_xml.parse_event(log_notice(m.record, entry, self._clock_ms()))
+        except PeerError as exc:  # our own rendering: a bug, not input
+            log.error("mission log notice for %s not built: %s", m.record.name, exc)
+            return
+        self._router.deliver_to_clients(
+            notice,
+            sender_groups=entry.sender_groups,
+            label=self._router.load_label(entry.label),
+            clients=self._live(m),
+            path="mission-notice",
+        )
+
+
+def log_notice(rec: MissionRecord, entry: LogEntryRecord, now_ms: int) -> bytes:
+    """A ``t-x-m-c-l`` event for a log entry added or updated (tak-missions.md 7.3: the notice
+    template, ``mission type="CHANGE"``); it names the mission, not the entry's text: a client
+    reads the entries with ``GET /missions/{name}/log``."""
+    attr = cot_xml.escape_attribute
+    t = cot_xml.format_time(now_ms)
+    stale = cot_xml.format_time(now_ms + NOTICE_STALE_MS)
+    return (
+        f'<event version="2.0" uid="{uuid.uuid4()}" type="t-x-m-c-l" how="h-g-i-g-o"'
+        f' time="{t}" start="{t}" stale="{stale}">'
+        '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
+        f'<mission type="CHANGE" tool="{attr(rec.tool)}" name="{attr(rec.name)}"'
+        f' guid="{attr(rec.guid)}" authorUid="{attr(entry.creator_uid)}"/>'
+        "</detail></event>"
+    ).encode()
 
 
 def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) -> bytes:

@@ -44,6 +44,7 @@ from liaison.storage.files import (
     is_sha256,
 )
 from liaison.storage.missions import (
+    LogEntryRecord,
     MissionChangeRecord,
     MissionItem,
     MissionRecord,
@@ -60,6 +61,7 @@ __all__ = [
     "FileRecord",
     "Files",
     "HistoryQuery",
+    "LogEntryRecord",
     "MissionChangeRecord",
     "MissionError",
     "MissionItem",

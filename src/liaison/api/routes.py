@@ -6,12 +6,24 @@ the routes that make sense for that listener's way of knowing the caller.
 
 from __future__ import annotations
 
-from liaison.api import enrollment, marti, missions, relabel, rest, takproto, tiles, web, ws
+from liaison.api import (
+    enrollment,
+    marti,
+    mission_logs,
+    missions,
+    relabel,
+    rest,
+    takproto,
+    tiles,
+    web,
+    ws,
+)
 from liaison.api.server import RouteAdder
 
 ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     enrollment.add_routes,
     marti.add_routes,
+    mission_logs.add_routes,
     missions.add_routes,
     rest.add_routes,
     web.add_routes,

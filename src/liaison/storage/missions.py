@@ -89,6 +89,26 @@ class SubscriptionRecord:
     active: bool = True
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntryRecord:
+    """One mission log entry (TSpl sync/model/LogEntry.java), with who posted it, their groups
+    and the entry's label, so that it is shown only to who may see it."""
+
+    id: str
+    content: str
+    creator_uid: str
+    entry_uid: str | None
+    mission_names: tuple[str, ...]
+    servertime: int  # ms since epoch: the last post or update
+    dtg: int  # ms since epoch: the time the poster gave the entry
+    created: int  # ms since epoch: the first post
+    content_hashes: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    creator: str = ""  # principal name of who posted (or last updated) it
+    sender_groups: frozenset[str] = frozenset()
+    label: str | None = None  # JSON text (None with labels off)
+
+
 @dataclass(slots=True)
 class MissionData:
     """Everything stored, as loaded at start."""
@@ -125,6 +145,16 @@ class MissionStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def load_logs(self) -> list[LogEntryRecord]:
+        """Every stored log entry (at start)."""
+        ...
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        """Add or replace the log entry with ``entry.id``."""
+        ...
+
+    async def delete_log(self, entry_id: str) -> None: ...
+
 
 class MemoryMissionStore:
     """A :class:`MissionStore` in Python containers (lost at exit)."""
@@ -134,6 +164,7 @@ class MemoryMissionStore:
         self._items: dict[tuple[str, str], MissionItem] = {}
         self._changes: list[MissionChangeRecord] = []
         self._subs: dict[tuple[str, str], SubscriptionRecord] = {}
+        self._logs: dict[str, LogEntryRecord] = {}
         self._secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
         self._closed = False
 
@@ -184,6 +215,18 @@ class MemoryMissionStore:
     async def close(self) -> None:
         self._closed = True
 
+    async def load_logs(self) -> list[LogEntryRecord]:
+        self._check()
+        return list(self._logs.values())
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        self._check()
+        self._logs[entry.id] = entry
+
+    async def delete_log(self, entry_id: str) -> None:
+        self._check()
+        self._logs.pop(entry_id, None)
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -196,6 +239,15 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS subscriptions (mission TEXT NOT NULL, client_uid TEXT NOT NULL,"
     " record TEXT NOT NULL, PRIMARY KEY (mission, client_uid))",
 )
+
+# Versioned changes on top of _SCHEMA (the tables every missions.db has had).
+# _MIGRATIONS[v] brings a file from version v to v + 1 (kept in ``PRAGMA user_version``); a file
+# from an older release is brought up to date on open, a newer one is refused.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: mission log entries, one JSON record each (an entry may name several missions).
+    ("CREATE TABLE logs (id TEXT PRIMARY KEY, created INTEGER NOT NULL, record TEXT NOT NULL)",),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class SqliteMissionStore:
@@ -247,6 +299,7 @@ class SqliteMissionStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             for sql in _SCHEMA:
                 conn.execute(sql)
+            _migrate_sync(conn, self._path)
         except BaseException:
             conn.close()
             raise
@@ -342,6 +395,23 @@ class SqliteMissionStore:
         await asyncio.wrap_future(self._executor.submit(close_sync))
         self._executor.shutdown(wait=True)
 
+    async def load_logs(self) -> list[LogEntryRecord]:
+        def load_sync() -> list[LogEntryRecord]:
+            rows = self._c().execute("SELECT record FROM logs ORDER BY created, id")
+            return [_log_from(r[0]) for r in rows]
+
+        return await self._run(load_sync)
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO logs (id, created, record) VALUES (?, ?, ?)",
+            (entry.id, entry.created, _dump(entry)),
+        )
+
+    async def delete_log(self, entry_id: str) -> None:
+        await self._run(self._exec, "DELETE FROM logs WHERE id = ?", (entry_id,))
+
 
 # --- JSON records ------------------------------------------------------------------------------
 
@@ -390,3 +460,36 @@ def _change_from(seq: int, text: str) -> MissionChangeRecord:
 
 def _sub_from(text: str) -> SubscriptionRecord:
     return SubscriptionRecord(**json.loads(text))
+
+
+def _log_from(text: str) -> LogEntryRecord:
+    d = json.loads(text)
+    d["mission_names"] = tuple(d["mission_names"])
+    d["content_hashes"] = tuple(d["content_hashes"])
+    d["keywords"] = tuple(d["keywords"])
+    d["sender_groups"] = frozenset(d["sender_groups"])
+    return LogEntryRecord(**d)
+
+
+def _migrate_sync(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply the _MIGRATIONS a file lacks, in one transaction (as storage/sqlite.py does for
+    the history database)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"sqlite {path}: mission schema version {version} is newer than this Liaison "
+            f"understands ({SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in _MIGRATIONS[version:]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
