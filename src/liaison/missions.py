@@ -37,7 +37,7 @@ from liaison.gate import content_hash
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.event import Event
-from liaison.model.principal import Principal
+from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import cot_xml
 from liaison.router import AcceptedEvent, Router, Source, stored_event
 from liaison.storage.base import StoredEvent
@@ -687,6 +687,8 @@ class Missions:
         if m is None:
             self.m_refused.inc("unknown_mission")
             return None
+        if source.principal.kind is PrincipalKind.FEDERATE:
+            return self._federated_recipients(m, source)
         sub = self._writer_sub(m, source)
         if sub is None or not has(sub.role, WRITE):
             self.m_refused.inc("not_subscribed")
@@ -704,12 +706,14 @@ class Missions:
             m = self._missions.get(name)
             if m is None:
                 continue
-            sub = self._writer_sub(m, accepted.source)
-            if sub is None or not has(sub.role, WRITE):
+            federated = _federates(accepted.source, name)
+            sub = None if federated else self._writer_sub(m, accepted.source)
+            if not federated and (sub is None or not has(sub.role, WRITE)):
                 continue
             xml = cot_xml.render_xml(stripped)
             stored = stored_event(stripped, sender, self._clock_ms(), xml, label_json)
-            self._add_item(m, stripped, stored, sub.client_uid)
+            creator = sub.client_uid if sub is not None else sender.name
+            self._add_item(m, stripped, stored, creator, federated=federated)
 
     def prior_label(self, mission: str, uid: str) -> labels.Label | None:
         """The label of the item ``uid`` that ``mission`` keeps (the router applies the ingest
@@ -720,7 +724,15 @@ class Missions:
             return None
         return self._router.load_label(item.event.label)
 
-    def _add_item(self, m: _Mission, event: Event, stored: StoredEvent, creator_uid: str) -> bool:
+    def _add_item(
+        self,
+        m: _Mission,
+        event: Event,
+        stored: StoredEvent,
+        creator_uid: str,
+        *,
+        federated: bool = False,
+    ) -> bool:
         if event.uid not in m.items and len(m.items) >= MAX_MISSION_ITEMS:
             self.m_refused.inc("too_many_items")
             log.warning(
@@ -739,7 +751,9 @@ class Missions:
         )
         m.items[event.uid] = item
         self._write(lambda: self._store.put_item(item))
-        self._change(m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)))
+        self._change(
+            m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)), federated=federated
+        )
         return True
 
     @staticmethod
@@ -756,6 +770,8 @@ class Missions:
         creator_uid: str,
         item: StoredEvent | None,
         details: str | None,
+        *,
+        federated: bool = False,
     ) -> None:
         self._seq += 1
         change = MissionChangeRecord(
@@ -768,6 +784,7 @@ class Missions:
             label=item.label if item is not None else None,
             details=details,
             seq=self._seq,
+            federated=federated,
         )
         m.changes.append(change)
         self._write(lambda: self._store.add_change(change))
@@ -974,6 +991,27 @@ class Missions:
             path="mission-notice",
         )
 
+    # --- missions across the native partner link (docs/protocol.md "Missions across the link")
+
+    def _federated_recipients(
+        self, m: _Mission, source: Source
+    ) -> frozenset[tuple[str, str]] | None:
+        """An item a partner sent to ``m``: its live subscribers when the link's ``missions``
+        key federates it (the partner's guard and our inbound validator passed it already, and
+        the router's decision still applies per subscriber); otherwise ignored and counted."""
+        if not _federates(source, m.record.name):
+            self.m_refused.inc("mission_not_federated")
+            return None
+        return self._live(m)
+
+
+def _federates(source: Source, mission: str) -> bool:
+    """Whether ``source`` is a partner link that federates ``mission`` (its ``missions`` key)."""
+    if source.principal.kind is not PrincipalKind.FEDERATE:
+        return False
+    federates: Callable[[str], bool] | None = getattr(source, "federates_mission", None)
+    return federates is not None and federates(mission)
+
 
 def log_notice(rec: MissionRecord, entry: LogEntryRecord, now_ms: int) -> bytes:
     """A ``t-x-m-c-l`` event for a log entry added or updated (tak-missions.md 7.3: the notice
@@ -1011,7 +1049,7 @@ def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) 
         parts.append(f"<contentUid>{esc(change.content_uid)}</contentUid>")
     parts.append(
         f"<creatorUid>{esc(change.creator_uid)}</creatorUid>"
-        "<isFederatedChange>false</isFederatedChange>"
+        f"<isFederatedChange>{'true' if change.federated else 'false'}</isFederatedChange>"
         f"<missionName>{esc(rec.name)}</missionName>"
         f"<missionGuid>{esc(rec.guid)}</missionGuid>"
         f"<timestamp>{unpadded_time(change.timestamp)}</timestamp>"

@@ -225,7 +225,7 @@ def change_json(rec: MissionRecord, c: MissionChangeRecord) -> dict[str, Any]:
         "creatorUid": c.creator_uid,
         "timestamp": mission_padded_time(c.timestamp),
         "serverTime": mission_padded_time(c.timestamp),
-        "isFederatedChange": False,
+        "isFederatedChange": c.federated,
     }
     if c.content_uid is not None:
         body["contentUid"] = c.content_uid

@@ -20,6 +20,7 @@ Every key and its default is named below and in the constants of this module; an
     in_groups = ["ukr-partner"]        # local groups the peer's events are written into
     out_groups = ["__ANON__"]          # local groups whose events may be released to the peer
     coalesce = true
+    missions = ["ops"]                 # missions whose items cross (native only; "*" = all)
     [federation.peer.details]          # per CoT type prefix (longest wins); "*" for the rest
     "a-" = ["contact", "__group", "track", "status", "precisionlocation", "takv", "uid"]
     "b-t-f" = ["__chat", "link", "remarks", "__serverdestination", "marti"]
@@ -119,6 +120,9 @@ _TYPE_PREFIX_RE = re.compile(r"[A-Za-z0-9*][A-Za-z0-9_.*-]{0,63}|", re.ASCII)
 _ELEMENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _GROUP_RE = re.compile(r"[^\x00-\x1f]{1,128}")
+# A mission name federated with a peer (as the mission API takes them), or "*" for every one.
+_MISSION_RE = re.compile(r"[^\x00-\x1f/]{1,256}")
+ALL_MISSIONS = "*"
 
 _FEDERATION_KEYS = {
     "server_id",
@@ -150,6 +154,7 @@ _PEER_KEYS = {
     "max_hops",
     "protocol",
     "default_label",
+    "missions",
 }
 
 # The wire spoken with a peer ([[federation.peer]] protocol): Liaison's own partner protocol, or
@@ -201,6 +206,13 @@ class PeerConfig:
     protocol: str = PROTOCOL_NATIVE  # the wire: "native" or "tak-v2"
     # The label given to what a tak-v2 peer sends without a <__seclabel> (None: refused).
     default_label: Label | None = None
+    # Missions whose items cross this link (native wire only), by name; "*" is every mission.
+    # Empty (the default): no mission item crosses (docs/protocol.md "Missions across the link").
+    missions: frozenset[str] = frozenset()
+
+    def federates_mission(self, name: str) -> bool:
+        """Whether items of the mission ``name`` cross this link (both ways)."""
+        return name in self.missions or ALL_MISSIONS in self.missions
 
     def allowed_type(self, cot_type: str) -> bool:
         return any(cot_type.startswith(p) for p in self.allow_types)
@@ -414,6 +426,11 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         problems = validate_label(policy, default_label)
         if problems:
             raise ConfigError(f"{key}.default_label", f"not a valid label: {', '.join(problems)}")
+    missions: frozenset[str] = frozenset()
+    if "missions" in raw:
+        if protocol != PROTOCOL_NATIVE:
+            raise ConfigError(f"{key}.missions", 'only for protocol = "native"')
+        missions = frozenset(_strings(raw["missions"], f"{key}.missions", _MISSION_RE))
     return PeerConfig(
         name=name,
         dial=dial,
@@ -433,6 +450,7 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         max_hops=max_hops,
         protocol=protocol,
         default_label=default_label,
+        missions=missions,
     )
 
 

@@ -73,6 +73,7 @@ class MissionChangeRecord:
     label: str | None = None
     details: str | None = None  # UidDetails as JSON text, opaque here
     seq: int = 0  # assigned by the service, monotonic per server
+    federated: bool = False  # the item came from a partner server (isFederatedChange)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
