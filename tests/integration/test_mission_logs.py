@@ -85,6 +85,10 @@ async def test_log_entries_as_data_sync_posts_them(
             assert status == 200 and [e["id"] for e in data(body)] == [posted["id"]]
             status, body = await call(b, server, "GET", f"{ENTRIES}/{posted['id']}")
             assert status == 200 and data(body)["content"] == "bridge out at grid 123"
+            status, body = await call(b, server, "GET", f"{M}/journal?logs=true")
+            assert [e["content"] for e in data(body)[0]["logs"]] == ["bridge out at grid 123"]
+            status, body = await call(b, server, "GET", f"{M}/journal")
+            assert "logs" not in data(body)[0]
             status, body = await call(b, server, "GET", f"{M}/journal/log?secago=bad")
             assert status == 400
 
@@ -224,6 +228,9 @@ async def test_labelled_log_entries_reach_only_who_may_read_them(
             for session in (ua, uu):
                 status, body = await call(session, server, "GET", f"{M}/joint/log")
                 assert status == 200 and [e["content"] for e in data(body)] == ["shared-log"]
+                answers.append(body)
+                status, body = await call(session, server, "GET", f"{M}/joint?logs=true")
+                assert [e["content"] for e in data(body)[0]["logs"]] == ["shared-log"]
                 answers.append(body)
                 status, body = await call(session, server, "GET", f"{ENTRIES}/{secret_id}")
                 assert (status, body) == (404, b"")

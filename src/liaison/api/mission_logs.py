@@ -173,14 +173,20 @@ async def delete_entry(request: web.Request) -> web.Response:
     return envelope(context(request), LOG_TYPE, _shown(request, viewer, entry))
 
 
+def mission_logs_json(request: web.Request, viewer: Principal, name: str) -> list[dict[str, Any]]:
+    """The mission's entries ``viewer`` may see, within the request's ``secago`` / ``start`` /
+    ``end``, as JSON: ``GET .../log`` and ``logs`` of ``GET /missions/{name}?logs=true``."""
+    since, until = _time_range(request, context(request).clock_ms())
+    found = _missions(request).logs(viewer, name, since=since, until=until)
+    return [_shown(request, viewer, e) for e in found]
+
+
 @handles_errors
 async def get_mission_log(request: web.Request) -> web.Response:
     """``GET /Marti/api/missions/{name}/log?secago=&start=&end=``: the visible entries."""
     viewer = principal(request)
-    since, until = _time_range(request, context(request).clock_ms())
-    missions = _missions(request)
-    found = missions.logs(viewer, _name(request), since=since, until=until)
-    return envelope(context(request), LOG_TYPE, [_shown(request, viewer, e) for e in found])
+    entries = mission_logs_json(request, viewer, _name(request))
+    return envelope(context(request), LOG_TYPE, entries)
 
 
 def add_routes(app: web.Application, mode: AuthMode) -> None:

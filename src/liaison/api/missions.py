@@ -285,7 +285,7 @@ async def list_missions(request: web.Request) -> web.Response:
 
 @handles_errors
 async def get_mission(request: web.Request) -> web.Response:
-    """``GET /Marti/api/missions/{name}[?changes=true&secago=&start=&end=]``."""
+    """``GET /Marti/api/missions/{name}[?changes=true&logs=true&secago=&start=&end=]``."""
     viewer = principal(request)
     name = _name(request)
     missions = _missions(request)
@@ -295,9 +295,12 @@ async def get_mission(request: web.Request) -> web.Response:
     if _flag(request, "changes", False):
         since, until = _time_range(request, context(request).clock_ms())
         changes = missions.changes(viewer, name, since=since, until=until, squashed=False)
-    return envelope(
-        context(request), "Mission", [mission_json(rec, viewer, items, changes=changes)]
-    )
+    body = mission_json(rec, viewer, items, changes=changes)
+    if _flag(request, "logs", False):
+        from liaison.api.mission_logs import mission_logs_json  # imports this module
+
+        body["logs"] = mission_logs_json(request, viewer, name)
+    return envelope(context(request), "Mission", [body])
 
 
 @handles_errors
