@@ -883,7 +883,12 @@ class Missions:
         found = [self._find(viewer, n) for n in names]
         for m in found:
             self._require(m, token, WRITE)
-        label_json, reasons = self._router.label_claimed(viewer, classification, path="mission-log")
+        label_json, reasons = self._router.label_claimed(
+            viewer,
+            classification,
+            path="mission-log",
+            prior=old.label if old is not None else None,
+        )
         if reasons:
             self.m_refused.inc("label")
             raise MissionError(403, f"no label for this log entry: {', '.join(reasons)}")
@@ -955,9 +960,21 @@ class Missions:
         for name in entry.mission_names:
             if name in self._missions:
                 self._require(self._find(viewer, name), token, WRITE)
+        if not self._may_change(viewer, entry):
+            self.m_refused.inc("other_org_item")
+            raise MissionError(403, "only the organisation that labelled it may delete it")
         del self._logs[entry_id]
         self._write_log_deleted(entry_id)
         return entry
+
+    def _may_change(self, viewer: Principal, entry: LogEntryRecord) -> bool:
+        """The ingest rule on changing a stored item (labels.check_ingest ``other_org_item``):
+        only the organisation that originated its label, unless ``gate.partner_updates``."""
+        gate = self._router.gate
+        label = self._router.load_label(entry.label)
+        if gate is None or label is None:
+            return True
+        return label.originator == viewer.org or gate.config.partner_updates
 
     def _forget_logs(self, mission: str) -> None:
         """A deleted mission leaves its entries: an entry naming no other mission goes."""

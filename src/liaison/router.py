@@ -897,13 +897,15 @@ class Router:
         return (labels.label_to_json(label) if label is not None else None), reasons
 
     def label_claimed(
-        self, creator: Principal, banner: str | None, *, path: str
+        self, creator: Principal, banner: str | None, *, path: str, prior: str | None = None
     ) -> tuple[str | None, tuple[str, ...]]:
         """The label (JSON) of something a user makes that is not a CoT event (a mission): the
         banner they claim (``SECRET//REL TO USA, UKR``), or their listener's default label when
         they claim none, under the ingest rules (no label above what they may read, none that
         leaves out their own organisation). Returns (None, ()) with labels off and
-        (None, reasons) when refused; an ``ingest`` record is written either way."""
+        (None, reasons) when refused; an ``ingest`` record is written either way. ``prior`` (the
+        stored label JSON of what this replaces, a log entry updated) adds the rules on
+        changing a stored item (``Gate.aggregate``)."""
         gate = self.gate
         if gate is None:
             return None, ()
@@ -921,7 +923,7 @@ class Router:
             except LabelError as exc:
                 reasons = ("bad_label", *(getattr(exc, "reasons", None) or ()))
         if not reasons:
-            label, reasons = gate.aggregate(claimed, creator, now)
+            label, reasons = gate.aggregate(claimed, creator, now, prior=self.load_label(prior))
         fields: dict[str, object] = {
             "path": path,
             "sender": creator.name,

@@ -244,6 +244,37 @@ async def test_labelled_log_entries_reach_only_who_may_read_them(
                 await client.collect(0.5)
                 assert bytes(client.raw).count(b"t-x-m-c-l") == 1
                 answers.append(bytes(client.raw))
+            shared_id = next(e["id"] for e in data(answers[0]) if e["content"] == "shared-log")
+            # UKR may see the USA entry but not change or delete it (gate.partner_updates off).
+            status, body = await call(
+                ua, server, "PUT", ENTRIES, json={**entry("ukr rewrite"), "id": shared_id}
+            )
+            assert status == 403 and b"other_org_item" in body
+            status, body = await call(ua, server, "DELETE", f"{ENTRIES}/{shared_id}")
+            assert status == 403
+            # The author may update; without a classification the label is kept (still hidden
+            # from UKR); widening it to UKR is a relabel, refused.
+            status, body = await call(
+                us, server, "PUT", ENTRIES, json={**entry("CANARY-LOG-EDITED"), "id": secret_id}
+            )
+            assert status == 201, body
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                ENTRIES,
+                json={**entry("CANARY-LOG-WIDENED"), "id": secret_id},
+                params={"classification": "SECRET//REL TO USA, UKR"},
+            )
+            assert status == 403 and b"lowers_prior_label" in body
+            for session in (ua, uu):
+                status, body = await call(session, server, "GET", f"{M}/joint/log")
+                assert [e["content"] for e in data(body)] == ["shared-log"]
+                answers.append(body)
+            status, body = await call(us, server, "GET", f"{ENTRIES}/{secret_id}")
+            assert data(body)["content"] == "CANARY-LOG-EDITED"
+            await ukr.collect(0.3)
+            answers.append(bytes(ukr.raw))
             for body in answers:
                 assert b"CANARY" not in body and secret_id.encode() not in body
             await server.writer.flush()
