@@ -827,7 +827,7 @@ class Missions:
                     "mission-log",
                     e.sender_groups,
                     e.label,
-                    content_hash(e.content.encode("utf-8")),
+                    e.sha256 or content_hash(e.content.encode("utf-8")),
                 )
                 for e in entries
             ],
@@ -907,6 +907,7 @@ class Missions:
             creator=viewer.name,
             sender_groups=viewer.in_groups,
             label=label_json,
+            sha256=content_hash(content.encode("utf-8")),
         )
         self._logs[entry.id] = entry
         self._write_log(entry)

@@ -108,6 +108,7 @@ class LogEntryRecord:
     creator: str = ""  # principal name of who posted (or last updated) it
     sender_groups: frozenset[str] = frozenset()
     label: str | None = None  # JSON text (None with labels off)
+    sha256: str = ""  # of the content, for release records (computed once, when posted)
 
 
 @dataclass(slots=True)
