@@ -263,7 +263,12 @@ class Gate:
         return IngestOutcome(self.labelled(event, result.label), result.label)
 
     def aggregate(
-        self, parts: Sequence[Label | None], uploader: Principal, created_ms: int
+        self,
+        parts: Sequence[Label | None],
+        uploader: Principal,
+        created_ms: int,
+        *,
+        prior: Label | None = None,
     ) -> tuple[Label | None, tuple[str, ...]]:
         """The label of an aggregate (a data package): the dominant label of its CoT parts, or
         the uploader's listener default when it has none; then the ingest rules, as for an event
@@ -272,6 +277,11 @@ class Gate:
         An unlabelled part (None) counts as the label it would get if sent on its own: the
         uploader's default label under :func:`labels.check_ingest`. Leaving it out would let the
         package reach readers that the part alone would not reach.
+
+        ``prior`` is the stored label of what this replaces (a mission log entry being
+        updated): the rules on changing a stored item apply (:func:`labels.check_ingest`: it
+        must be visible to the sender and, unless ``partner_updates``, of its organisation; a
+        label below it is refused; no label keeps it).
         """
         policy = self.policy
         org = uploader.org
@@ -298,7 +308,15 @@ class Gate:
                 claimed = labels.dominant(policy, counted, originator=org, created_ms=created_ms)
             except LabelError as exc:
                 return None, ("bad_label", *exc.reasons)
-        result = labels.check_ingest(policy, claimed, auths, org, default)
+        result = labels.check_ingest(
+            policy,
+            claimed,
+            auths,
+            org,
+            default,
+            prior=prior,
+            partner_updates=self.config.partner_updates,
+        )
         if not result.accepted or result.label is None:
             return None, result.reasons or ("rejected",)
         return result.label, ()

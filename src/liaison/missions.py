@@ -37,12 +37,13 @@ from liaison.gate import content_hash
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.event import Event
-from liaison.model.principal import Principal
+from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import cot_xml
 from liaison.router import AcceptedEvent, Router, Source, stored_event
 from liaison.storage.base import StoredEvent
 from liaison.storage.files import FileRecord
 from liaison.storage.missions import (
+    LogEntryRecord,
     MissionChangeRecord,
     MissionContent,
     MissionItem,
@@ -82,6 +83,12 @@ MAX_TEXT_CHARS = 4096
 # A mission notice is stale 20 s after it is sent (TSc DistributedSubscriptionManager
 # createMissionMessage; tak-missions.md 7.3).
 NOTICE_STALE_MS = 20_000
+# Log entries one server keeps (all missions together); past it a post is refused (403). A
+# hundred thousand is years of an exercise's journal.
+MAX_LOG_ENTRIES = 100_000
+# Characters in one log entry's content, and missions, hashes or keywords one entry names.
+MAX_LOG_CONTENT_CHARS = 64 * 1024
+MAX_LOG_NAMES = 64
 
 # Roles and their permissions (TS schemamanager V33__data_sync_phase3.sql and later migrations;
 # tak-missions.md 3.1).
@@ -233,6 +240,7 @@ class Missions:
         self._store = store
         self._clock_ms = clock_ms
         self._missions: dict[str, _Mission] = {}
+        self._logs: dict[str, LogEntryRecord] = {}  # mission log entries by id
         self._secret = b""
         self._seq = 0
         self._writes: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
@@ -278,6 +286,7 @@ class Missions:
             m = self._missions.get(content.mission)
             if m is not None:
                 m.contents[content.hash] = content
+        self._logs.update((e.id, e) for e in await self._store.load_logs())
         return len(self._missions)
 
     async def run(self) -> None:
@@ -539,6 +548,7 @@ class Missions:
         self._require(m, token, DELETE)
         del self._missions[name]
         self._write(lambda: self._store.delete_mission(name))
+        self._forget_logs(name)
         self.m_changes.inc("DELETE_MISSION")
         return m.record
 
@@ -694,6 +704,8 @@ class Missions:
         if m is None:
             self.m_refused.inc("unknown_mission")
             return None
+        if source.principal.kind is PrincipalKind.FEDERATE:
+            return self._federated_recipients(m, source)
         sub = self._writer_sub(m, source)
         if sub is None or not has(sub.role, WRITE):
             self.m_refused.inc("not_subscribed")
@@ -711,12 +723,14 @@ class Missions:
             m = self._missions.get(name)
             if m is None:
                 continue
-            sub = self._writer_sub(m, accepted.source)
-            if sub is None or not has(sub.role, WRITE):
+            federated = _federates(accepted.source, name)
+            sub = None if federated else self._writer_sub(m, accepted.source)
+            if not federated and (sub is None or not has(sub.role, WRITE)):
                 continue
             xml = cot_xml.render_xml(stripped)
             stored = stored_event(stripped, sender, self._clock_ms(), xml, label_json)
-            self._add_item(m, stripped, stored, sub.client_uid)
+            creator = sub.client_uid if sub is not None else sender.name
+            self._add_item(m, stripped, stored, creator, federated=federated)
 
     def prior_label(self, mission: str, uid: str) -> labels.Label | None:
         """The label of the item ``uid`` that ``mission`` keeps (the router applies the ingest
@@ -727,7 +741,15 @@ class Missions:
             return None
         return self._router.load_label(item.event.label)
 
-    def _add_item(self, m: _Mission, event: Event, stored: StoredEvent, creator_uid: str) -> bool:
+    def _add_item(
+        self,
+        m: _Mission,
+        event: Event,
+        stored: StoredEvent,
+        creator_uid: str,
+        *,
+        federated: bool = False,
+    ) -> bool:
         if event.uid not in m.items and len(m.items) >= MAX_MISSION_ITEMS:
             self.m_refused.inc("too_many_items")
             log.warning(
@@ -747,7 +769,9 @@ class Missions:
         )
         m.items[event.uid] = item
         self._write(lambda: self._store.put_item(item))
-        self._change(m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)))
+        self._change(
+            m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)), federated=federated
+        )
         return True
 
     @staticmethod
@@ -764,6 +788,8 @@ class Missions:
         creator_uid: str,
         item: StoredEvent | None,
         details: str | None,
+        *,
+        federated: bool = False,
     ) -> None:
         self._seq += 1
         change = MissionChangeRecord(
@@ -776,6 +802,7 @@ class Missions:
             label=item.label if item is not None else None,
             details=details,
             seq=self._seq,
+            federated=federated,
         )
         m.changes.append(change)
         self._write(lambda: self._store.add_change(change))
@@ -1047,6 +1074,244 @@ class Missions:
         )
 
     # ==== end of files, keywords and metadata ====
+    # --- log entries (tak-missions.md 4.5 LogEntry, 5.4; TSw MissionApi postLogEntry,
+    # updateLogEntry, getLogEntry; MissionServiceDefaultImpl addUpdateLogEntry) --------------
+
+    def _log_visible(self, viewer: Principal, entry: LogEntryRecord) -> bool:
+        return self._router.permits(viewer, sender_groups=entry.sender_groups, label=entry.label)
+
+    def _release_logs(
+        self, viewer: Principal, entries: list[LogEntryRecord]
+    ) -> list[LogEntryRecord]:
+        """The entries released to ``viewer`` (the decision on each entry's own label and its
+        poster's groups, and a ``release`` record for another organisation)."""
+        ok = self._router.release_many(
+            viewer,
+            [
+                (
+                    e.id,
+                    "mission-log",
+                    e.sender_groups,
+                    e.label,
+                    e.sha256 or content_hash(e.content.encode("utf-8")),
+                )
+                for e in entries
+            ],
+            path="mission-log",
+        )
+        return [e for e, keep in zip(entries, ok, strict=True) if keep]
+
+    def visible_log_missions(self, viewer: Principal, entry: LogEntryRecord) -> list[str]:
+        """The entry's mission names ``viewer`` may see (the others are not named to them)."""
+        return [
+            n
+            for n in entry.mission_names
+            if n in self._missions and self._mission_permitted(viewer, self._missions[n].record)
+        ]
+
+    def post_log(
+        self,
+        viewer: Principal,
+        *,
+        entry_id: str | None,
+        content: str,
+        creator_uid: str,
+        mission_names: Iterable[str],
+        dtg: int | None,
+        entry_uid: str | None,
+        content_hashes: Iterable[str],
+        keywords: Iterable[str],
+        token: str | None,
+        classification: str | None,
+    ) -> LogEntryRecord:
+        """``POST /missions/logs/entries`` (``entry_id`` None: a new entry) or ``PUT`` (update
+        the entry ``entry_id``). Needs MISSION_WRITE on every mission named (and, to update,
+        on every mission the entry named before, which the caller must be able to see). The
+        entry's label is the ``classification`` banner the poster claims or their listener
+        default, under the ingest rules; it is written with the poster's groups. A
+        ``t-x-m-c-l`` goes to the live subscribers of each mission who may see the entry."""
+        if len(content) > MAX_LOG_CONTENT_CHARS:
+            raise MissionError(400, f"content is longer than {MAX_LOG_CONTENT_CHARS} characters")
+        names = list(dict.fromkeys(mission_names))
+        if not names or len(names) > MAX_LOG_NAMES:
+            raise MissionError(400, f"missionNames must name 1 to {MAX_LOG_NAMES} missions")
+        old: LogEntryRecord | None = None
+        if entry_id is not None:
+            old = self._logs.get(entry_id)
+            if old is None or not self._log_visible(viewer, old):
+                raise MissionError(404, "no such log entry")
+            for name in old.mission_names:
+                if name in self._missions and name not in names:
+                    self._require(self._find(viewer, name), token, WRITE)
+        elif len(self._logs) >= MAX_LOG_ENTRIES:
+            self.m_refused.inc("too_many_logs")
+            raise MissionError(403, f"this server holds {MAX_LOG_ENTRIES} log entries already")
+        found = [self._find(viewer, n) for n in names]
+        for m in found:
+            self._require(m, token, WRITE)
+        label_json, reasons = self._router.label_claimed(
+            viewer,
+            classification,
+            path="mission-log",
+            prior=old.label if old is not None else None,
+        )
+        if reasons:
+            self.m_refused.inc("label")
+            raise MissionError(403, f"no label for this log entry: {', '.join(reasons)}")
+        now = self._clock_ms()
+        entry = LogEntryRecord(
+            id=entry_id if entry_id is not None else str(uuid.uuid4()),
+            content=content,
+            creator_uid=creator_uid,
+            entry_uid=entry_uid,
+            mission_names=tuple(names),
+            servertime=now,
+            dtg=dtg if dtg is not None else now,
+            created=old.created if old is not None else now,
+            content_hashes=tuple(content_hashes),
+            keywords=tuple(keywords),
+            creator=viewer.name,
+            sender_groups=viewer.in_groups,
+            label=label_json,
+            sha256=content_hash(content.encode("utf-8")),
+        )
+        self._logs[entry.id] = entry
+        self._write_log(entry)
+        for m in found:
+            self._notify_log(m, entry)
+        return entry
+
+    def logs(
+        self,
+        viewer: Principal,
+        name: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[LogEntryRecord]:
+        """``GET /missions/{name}/log``: the mission's entries ``viewer`` may see, oldest
+        ``servertime`` first, within [since, until]."""
+        m = self._find(viewer, name)
+        found = sorted(
+            (
+                e
+                for e in self._logs.values()
+                if m.record.name in e.mission_names
+                and (since is None or e.servertime >= since)
+                and (until is None or e.servertime <= until)
+            ),
+            key=lambda e: (e.servertime, e.id),
+        )
+        return self._release_logs(viewer, found)
+
+    def log_entry(self, viewer: Principal, entry_id: str) -> LogEntryRecord:
+        """``GET /missions/logs/entries/{id}``: 404 unless ``viewer`` may see the entry and one
+        of its missions."""
+        entry = self._logs.get(entry_id)
+        if entry is None or not self.visible_log_missions(viewer, entry):
+            raise MissionError(404, "no such log entry")
+        if not self._release_logs(viewer, [entry]):
+            raise MissionError(404, "no such log entry")
+        return entry
+
+    def delete_log(self, viewer: Principal, entry_id: str, token: str | None) -> LogEntryRecord:
+        """``DELETE /missions/logs/entries/{id}``: MISSION_WRITE on each of its missions that
+        still exists; 404 when the caller may not see the entry or any of its missions."""
+        entry = self._logs.get(entry_id)
+        if (
+            entry is None
+            or not self._log_visible(viewer, entry)
+            or not self.visible_log_missions(viewer, entry)
+        ):
+            raise MissionError(404, "no such log entry")
+        for name in entry.mission_names:
+            if name in self._missions:
+                self._require(self._find(viewer, name), token, WRITE)
+        if not self._may_change(viewer, entry):
+            self.m_refused.inc("other_org_item")
+            raise MissionError(403, "only the organisation that labelled it may delete it")
+        del self._logs[entry_id]
+        self._write_log_deleted(entry_id)
+        return entry
+
+    def _may_change(self, viewer: Principal, entry: LogEntryRecord) -> bool:
+        """The ingest rule on changing a stored item (labels.check_ingest ``other_org_item``):
+        only the organisation that originated its label, unless ``gate.partner_updates``."""
+        gate = self._router.gate
+        label = self._router.load_label(entry.label)
+        if gate is None or label is None:
+            return True
+        return label.originator == viewer.org or gate.config.partner_updates
+
+    def _forget_logs(self, mission: str) -> None:
+        """A deleted mission leaves its entries: an entry naming no other mission goes."""
+        for entry in [e for e in self._logs.values() if mission in e.mission_names]:
+            rest = tuple(n for n in entry.mission_names if n != mission)
+            if rest:
+                self._logs[entry.id] = replace(entry, mission_names=rest)
+                self._write_log(self._logs[entry.id])
+            else:
+                del self._logs[entry.id]
+                self._write_log_deleted(entry.id)
+
+    def _write_log(self, entry: LogEntryRecord) -> None:
+        self._write(lambda: self._store.put_log(entry))
+
+    def _write_log_deleted(self, entry_id: str) -> None:
+        self._write(lambda: self._store.delete_log(entry_id))
+
+    def _notify_log(self, m: _Mission, entry: LogEntryRecord) -> None:
+        """``t-x-m-c-l`` to every live subscriber of ``m`` that may see the entry."""
+        try:
+            notice = cot_xml.parse_event(log_notice(m.record, entry, self._clock_ms()))
+        except PeerError as exc:  # our own rendering: a bug, not input
+            log.error("mission log notice for %s not built: %s", m.record.name, exc)
+            return
+        self._router.deliver_to_clients(
+            notice,
+            sender_groups=entry.sender_groups,
+            label=self._router.load_label(entry.label),
+            clients=self._live(m),
+            path="mission-notice",
+        )
+
+    # --- missions across the native partner link (docs/protocol.md "Missions across the link")
+
+    def _federated_recipients(
+        self, m: _Mission, source: Source
+    ) -> frozenset[tuple[str, str]] | None:
+        """An item a partner sent to ``m``: its live subscribers when the link's ``missions``
+        key federates it (the partner's guard and our inbound validator passed it already, and
+        the router's decision still applies per subscriber); otherwise ignored and counted."""
+        if not _federates(source, m.record.name):
+            self.m_refused.inc("mission_not_federated")
+            return None
+        return self._live(m)
+
+
+def _federates(source: Source, mission: str) -> bool:
+    """Whether ``source`` is a partner link that federates ``mission`` (its ``missions`` key)."""
+    if source.principal.kind is not PrincipalKind.FEDERATE:
+        return False
+    federates: Callable[[str], bool] | None = getattr(source, "federates_mission", None)
+    return federates is not None and federates(mission)
+
+
+def log_notice(rec: MissionRecord, entry: LogEntryRecord, now_ms: int) -> bytes:
+    """A ``t-x-m-c-l`` event for a log entry added or updated (tak-missions.md 7.3: the notice
+    template, ``mission type="CHANGE"``); it names the mission, not the entry's text: a client
+    reads the entries with ``GET /missions/{name}/log``."""
+    attr = cot_xml.escape_attribute
+    t = cot_xml.format_time(now_ms)
+    stale = cot_xml.format_time(now_ms + NOTICE_STALE_MS)
+    return (
+        f'<event version="2.0" uid="{uuid.uuid4()}" type="t-x-m-c-l" how="h-g-i-g-o"'
+        f' time="{t}" start="{t}" stale="{stale}">'
+        '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/><detail>'
+        f'<mission type="CHANGE" tool="{attr(rec.tool)}" name="{attr(rec.name)}"'
+        f' guid="{attr(rec.guid)}" authorUid="{attr(entry.creator_uid)}"/>'
+        "</detail></event>"
+    ).encode()
 
 
 def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) -> bytes:
@@ -1070,7 +1335,7 @@ def change_notice(rec: MissionRecord, change: MissionChangeRecord, now_ms: int) 
         parts.append(f"<contentUid>{esc(change.content_uid)}</contentUid>")
     parts.append(
         f"<creatorUid>{esc(change.creator_uid)}</creatorUid>"
-        "<isFederatedChange>false</isFederatedChange>"
+        f"<isFederatedChange>{'true' if change.federated else 'false'}</isFederatedChange>"
         f"<missionName>{esc(rec.name)}</missionName>"
         f"<missionGuid>{esc(rec.guid)}</missionGuid>"
         f"<timestamp>{unpadded_time(change.timestamp)}</timestamp>"

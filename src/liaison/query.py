@@ -45,6 +45,7 @@ from liaison.storage.files import (
     is_sha256,
 )
 from liaison.storage.missions import (
+    LogEntryRecord,
     MissionChangeRecord,
     MissionContent,
     MissionItem,
@@ -62,6 +63,7 @@ __all__ = [
     "FileRecord",
     "Files",
     "HistoryQuery",
+    "LogEntryRecord",
     "MissionChangeRecord",
     "MissionContent",
     "MissionError",

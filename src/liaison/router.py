@@ -566,6 +566,7 @@ class Router:
         callsigns: set[str] = set()
         groups: set[str] = set()
         members: set[tuple[str, str]] = set()
+        missions: set[str] = set()  # the mission targets that stand (sender may write)
         broadcast = False
         for d in event.dests:
             if d.callsign == ALL_STREAMING:
@@ -589,6 +590,7 @@ class Router:
                     self.m_unrouted.inc("mission")
                 else:
                     members |= found
+                    missions.add(d.mission)
             else:
                 self.m_unrouted.inc("unsupported")
         out = Outgoing(stripped, sender.in_groups)
@@ -637,6 +639,31 @@ class Router:
                 and s.principal.kind is not PrincipalKind.FEDERATE
             ]
             plans.append(self._fanout("mission", out, sender.in_groups, label, targets))
+        if missions:
+            plans.extend(self._plan_federated_missions(event, label, sender, missions, others))
+        return plans
+
+    def _plan_federated_missions(
+        self,
+        event: Event,
+        label: Label | None,
+        sender: Principal,
+        missions: set[str],
+        others: list[Subscriber],
+    ) -> list[_Fanout]:
+        """A partner link whose config federates one of the event's missions gets the event
+        with only those ``dest mission`` elements kept, so the partner puts it in its mission of
+        the same name (docs/protocol.md "Missions across the link"); the decision against the
+        link's release ceiling, then its guard, apply as to anything else it is handed."""
+        plans: list[_Fanout] = []
+        for sub in others:
+            federates: Callable[[str], bool] | None = getattr(sub, "federates_mission", None)
+            if federates is None or sub.principal.kind is not PrincipalKind.FEDERATE:
+                continue
+            names = {m for m in missions if federates(m)}
+            if names:
+                narrowed = Outgoing(event.keep_dests(_mission_in(frozenset(names))))
+                plans.append(self._fanout("mission", narrowed, sender.in_groups, label, [sub]))
         return plans
 
     def relabel(
@@ -876,13 +903,15 @@ class Router:
         return (labels.label_to_json(label) if label is not None else None), reasons
 
     def label_claimed(
-        self, creator: Principal, banner: str | None, *, path: str
+        self, creator: Principal, banner: str | None, *, path: str, prior: str | None = None
     ) -> tuple[str | None, tuple[str, ...]]:
         """The label (JSON) of something a user makes that is not a CoT event (a mission): the
         banner they claim (``SECRET//REL TO USA, UKR``), or their listener's default label when
         they claim none, under the ingest rules (no label above what they may read, none that
         leaves out their own organisation). Returns (None, ()) with labels off and
-        (None, reasons) when refused; an ``ingest`` record is written either way."""
+        (None, reasons) when refused; an ``ingest`` record is written either way. ``prior`` (the
+        stored label JSON of what this replaces, a log entry updated) adds the rules on
+        changing a stored item (``Gate.aggregate``)."""
         gate = self.gate
         if gate is None:
             return None, ()
@@ -900,7 +929,7 @@ class Router:
             except LabelError as exc:
                 reasons = ("bad_label", *(getattr(exc, "reasons", None) or ()))
         if not reasons:
-            label, reasons = gate.aggregate(claimed, creator, now)
+            label, reasons = gate.aggregate(claimed, creator, now, prior=self.load_label(prior))
         fields: dict[str, object] = {
             "path": path,
             "sender": creator.name,
@@ -1117,6 +1146,11 @@ def _ingest_fields(
     if outcome.reasons:
         fields["reasons"] = list(outcome.reasons)
     return fields
+
+
+def _mission_in(names: frozenset[str]) -> Callable[[Dest], bool]:
+    """A ``keep_dests`` predicate: the ``dest mission`` elements naming one of ``names``."""
+    return lambda d: d.mission in names
 
 
 def _in_any(principal: Principal, groups: set[str]) -> bool:

@@ -64,6 +64,10 @@ WRITE_ONLY = {
     ("DELETE", "/Marti/api/missions/guid/{guid}/subscription"): "unsubscribes, by guid",
     ("PUT", "/Marti/api/missions/guid/{guid}/contents"): "adds what the caller may see, by guid",
     ("DELETE", "/Marti/api/missions/guid/{guid}/contents"): "removes a visible one, by guid",
+    # Log entries: canaries in tests/integration/test_mission_logs.py.
+    ("POST", "/Marti/api/missions/logs/entries"): "posts an entry; answers the caller's own",
+    ("PUT", "/Marti/api/missions/logs/entries"): "updates an entry the caller may see",
+    ("DELETE", "/Marti/api/missions/logs/entries/{id}"): "deletes an entry the caller may see",
 }
 POLICY_WITH_HTTP = (
     POLICY

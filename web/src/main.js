@@ -8,6 +8,7 @@ import { Api, SessionExpired } from "./api.js";
 import { Basemap, decodeBasemap } from "./basemap.js";
 import { ChatPanel } from "./chat.js";
 import { ContactsPanel } from "./contacts.js";
+import { MissionsPanel } from "./missions.js";
 import { View, worldToLonLat } from "./geo.js";
 import { bannerFor, DEFAULT_ORDER, levelClass } from "./labels.js";
 import { showPopup } from "./popup.js";
@@ -51,6 +52,7 @@ class MapPage {
     this.popupDirty = false; // the selected item changed since its popup was filled
     this.contacts = new ContactsPanel($("contacts"), this);
     this.chat = new ChatPanel($("chat"), this);
+    this.missions = new MissionsPanel($("missions"), this);
   }
 
   start() {
@@ -107,6 +109,9 @@ class MapPage {
         break;
       case "chat":
         if (m.message) this.chat.add(m.message);
+        break;
+      case "mission":
+        this.missions.onNotice(m);
         break;
       default:
         break;
@@ -321,7 +326,9 @@ class MapPage {
     }
     $("contacts").hidden = name !== "contacts";
     $("chat").hidden = name !== "chat";
+    $("missions").hidden = name !== "missions";
     if (name === "chat") this.chat.seen();
+    if (name === "missions") this.missions.shown();
     this.contacts.changed();
     this.requestFrame();
   }

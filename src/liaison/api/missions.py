@@ -263,7 +263,7 @@ def change_json(rec: MissionRecord, c: MissionChangeRecord) -> dict[str, Any]:
         "creatorUid": c.creator_uid,
         "timestamp": mission_padded_time(c.timestamp),
         "serverTime": mission_padded_time(c.timestamp),
-        "isFederatedChange": False,
+        "isFederatedChange": c.federated,
     }
     if c.content_uid is not None:
         body["contentUid"] = c.content_uid
@@ -325,7 +325,7 @@ async def list_missions(request: web.Request) -> web.Response:
 
 @handles_errors
 async def get_mission(request: web.Request) -> web.Response:
-    """``GET /Marti/api/missions/{name}[?changes=true&secago=&start=&end=]``."""
+    """``GET /Marti/api/missions/{name}[?changes=true&logs=true&secago=&start=&end=]``."""
     viewer = principal(request)
     name = _name(request)
     missions = _missions(request)
@@ -336,11 +336,12 @@ async def get_mission(request: web.Request) -> web.Response:
         since, until = _time_range(request, context(request).clock_ms())
         changes = missions.changes(viewer, name, since=since, until=until, squashed=False)
     contents = missions.contents(viewer, name)
-    return envelope(
-        context(request),
-        "Mission",
-        [mission_json(rec, viewer, items, changes=changes, contents=contents)],
-    )
+    body = mission_json(rec, viewer, items, changes=changes, contents=contents)
+    if _flag(request, "logs", False):
+        from liaison.api.mission_logs import mission_logs_json  # imports this module
+
+        body["logs"] = mission_logs_json(request, viewer, name)
+    return envelope(context(request), "Mission", [body])
 
 
 @handles_errors

@@ -373,6 +373,19 @@ _PATHS: dict[str, Any] = {
             },
         }
     },
+    "/api/v1/missions/{name}/features": {
+        "get": {
+            "summary": "The items of one mission the caller may see, with their labels (web map).",
+            "operationId": "getMissionFeatures",
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": _json(_ref("FeatureCollection"), "The mission's visible items."),
+                "404": _NOT_FOUND,
+            },
+        }
+    },
     "/api/v1/clients": {
         "get": {
             "summary": "Connected TAK clients whose position the caller may see.",

@@ -10,6 +10,8 @@ from liaison.api import (
     enrollment,
     marti,
     mission_contents,
+    mission_logs,
+    mission_map,
     missions,
     relabel,
     rest,
@@ -23,6 +25,8 @@ from liaison.api.server import RouteAdder
 ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     enrollment.add_routes,
     marti.add_routes,
+    mission_logs.add_routes,
+    mission_map.add_routes,
     missions.add_routes,
     mission_contents.add_routes,
     rest.add_routes,

@@ -164,6 +164,18 @@ def text_frame(payload: bytes) -> bytes:
     return server_frame(payload, 0x1)
 
 
+def mission_message(event: Event) -> dict[str, Any] | None:
+    """A mission notice (``t-x-m-c``, ``t-x-m-c-l``, ...; tak-missions.md 7.3) as the web map's
+    ``{"kind": "mission", "notice": type, "name": mission}``: the page re-reads the mission it
+    shows. The router delivers notices only to a mission's live subscribers who may see what
+    the notice is about."""
+    mission = event.detail.find("mission") if event.detail is not None else None
+    name = mission.get("name") if mission is not None else None
+    if not name:
+        return None
+    return {"kind": "mission", "notice": event.type, "name": name}
+
+
 def feed_message(event: Event, label: str | None) -> dict[str, Any] | None:
     """The feed message for one event, or None for what the map does not show (receipts, file
     transfer requests, tasking)."""
@@ -171,6 +183,8 @@ def feed_message(event: Event, label: str | None) -> dict[str, Any] | None:
         return {"kind": "delete", "uid": event.link_uid} if event.link_uid else None
     if event.type == "b-t-f":
         return {"kind": "chat", "message": chat_message(event, label)}
+    if event.type.startswith("t-x-m-"):
+        return mission_message(event)
     if not is_map_item(event):
         return None
     return {"kind": "update", "feature": event_feature(event, label)}

@@ -23,6 +23,7 @@ Every key and its default is named below and in the constants of this module; an
     # groups_in = { "FedBlue" = ["ukr-partner"], "*" = ["ukr-partner"] }
     # groups_out = { "__ANON__" = ["FedBlue"] }
     coalesce = true
+    missions = ["ops"]                 # missions whose items cross (native only; "*" = all)
     [federation.peer.details]          # per CoT type prefix (longest wins); "*" for the rest
     "a-" = ["contact", "__group", "track", "status", "precisionlocation", "takv", "uid"]
     "b-t-f" = ["__chat", "link", "remarks", "__serverdestination", "marti"]
@@ -127,6 +128,9 @@ _TYPE_PREFIX_RE = re.compile(r"[A-Za-z0-9*][A-Za-z0-9_.*-]{0,63}|", re.ASCII)
 _ELEMENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _GROUP_RE = re.compile(r"[^\x00-\x1f]{1,128}")
+# A mission name federated with a peer (as the mission API takes them), or "*" for every one.
+_MISSION_RE = re.compile(r"[^\x00-\x1f/]{1,256}")
+ALL_MISSIONS = "*"
 
 _FEDERATION_KEYS = {
     "server_id",
@@ -160,6 +164,7 @@ _PEER_KEYS = {
     "default_label",
     "groups_in",
     "groups_out",
+    "missions",
 }
 
 # The wire spoken with a peer ([[federation.peer]] protocol): Liaison's own partner protocol,
@@ -218,6 +223,13 @@ class PeerConfig:
     # Group mapping across a TAK link (federation/fed_groups.py); None: in_groups/out_groups.
     groups_in: Mapping[str, frozenset[str]] | None = None  # federate name ("*") -> local groups
     groups_out: Mapping[str, frozenset[str]] | None = None  # local group -> federate names
+    # Missions whose items cross this link (native wire only), by name; "*" is every mission.
+    # Empty (the default): no mission item crosses (docs/protocol.md "Missions across the link").
+    missions: frozenset[str] = frozenset()
+
+    def federates_mission(self, name: str) -> bool:
+        """Whether items of the mission ``name`` cross this link (both ways)."""
+        return name in self.missions or ALL_MISSIONS in self.missions
 
     def allowed_type(self, cot_type: str) -> bool:
         return any(cot_type.startswith(p) for p in self.allow_types)
@@ -467,6 +479,11 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
     if groups_out is not None:
         # The router releases to the peer only what was written into a mapped group.
         out_groups = frozenset(groups_out)
+    missions: frozenset[str] = frozenset()
+    if "missions" in raw:
+        if protocol != PROTOCOL_NATIVE:
+            raise ConfigError(f"{key}.missions", 'only for protocol = "native"')
+        missions = frozenset(_strings(raw["missions"], f"{key}.missions", _MISSION_RE))
     return PeerConfig(
         name=name,
         dial=dial,
@@ -488,6 +505,7 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         default_label=default_label,
         groups_in=groups_in,
         groups_out=groups_out,
+        missions=missions,
     )
 
 

@@ -129,12 +129,18 @@ def _federate(peer: PeerConfig, auths: AuthSet) -> Principal:
 class _InboundSource:
     """The Source the router sees for events a peer sends us."""
 
-    def __init__(self, principal: Principal) -> None:
+    def __init__(self, principal: Principal, peer: PeerConfig | None = None) -> None:
         self._principal = principal
+        self._peer = peer
 
     @property
     def principal(self) -> Principal:
         return self._principal
+
+    def federates_mission(self, name: str) -> bool:
+        """Whether the peer may send items of the mission ``name`` (its ``missions`` key): the
+        missions take an item with ``dest mission`` from this source only then."""
+        return self._peer is not None and self._peer.federates_mission(name)
 
 
 class PeerLink:
@@ -166,7 +172,7 @@ class PeerLink:
         )
         status.peer_server_id = known
         self._principal = _federate(peer, peer.release_ceiling)
-        self.source = _InboundSource(_federate(peer, peer.originate_ceiling))
+        self.source = _InboundSource(_federate(peer, peer.originate_ceiling), peer)
         self._send_denials: list[Denial] = []
         self.client_uid: str | None = None
         self.callsign: str | None = None
@@ -200,6 +206,11 @@ class PeerLink:
         return (dest.uid is not None and dest.uid in self._remote_uids) or (
             dest.callsign is not None and dest.callsign in self._remote_callsigns
         )
+
+    def federates_mission(self, name: str) -> bool:
+        """Whether items sent to the mission ``name`` go to this peer (its ``missions`` key):
+        the router then hands it such an item with its ``dest mission`` kept."""
+        return self.peer.federates_mission(name)
 
     def _learn(self, event: Event) -> None:
         if event.is_delete and event.link_uid:

@@ -76,6 +76,7 @@ class MissionChangeRecord:
     seq: int = 0  # assigned by the service, monotonic per server
     resource: str | None = None  # file changes: the Resource as JSON text, opaque here
     content_hash: str | None = None  # file changes: the file's SHA-256
+    federated: bool = False  # the item came from a partner server (isFederatedChange)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +91,27 @@ class SubscriptionRecord:
     token: str
     create_time: int
     active: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntryRecord:
+    """One mission log entry (TSpl sync/model/LogEntry.java), with who posted it, their groups
+    and the entry's label, so that it is shown only to who may see it."""
+
+    id: str
+    content: str
+    creator_uid: str
+    entry_uid: str | None
+    mission_names: tuple[str, ...]
+    servertime: int  # ms since epoch: the last post or update
+    dtg: int  # ms since epoch: the time the poster gave the entry
+    created: int  # ms since epoch: the first post
+    content_hashes: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+    creator: str = ""  # principal name of who posted (or last updated) it
+    sender_groups: frozenset[str] = frozenset()
+    label: str | None = None  # JSON text (None with labels off)
+    sha256: str = ""  # of the content, for release records (computed once, when posted)
 
 
 @dataclass(slots=True)
@@ -159,6 +181,16 @@ class MissionStore(Protocol):
 
     async def remove_content(self, mission: str, hash: str) -> None: ...
 
+    async def load_logs(self) -> list[LogEntryRecord]:
+        """Every stored log entry (at start)."""
+        ...
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        """Add or replace the log entry with ``entry.id``."""
+        ...
+
+    async def delete_log(self, entry_id: str) -> None: ...
+
 
 class MemoryMissionStore:
     """A :class:`MissionStore` in Python containers (lost at exit)."""
@@ -169,6 +201,7 @@ class MemoryMissionStore:
         self._changes: list[MissionChangeRecord] = []
         self._subs: dict[tuple[str, str], SubscriptionRecord] = {}
         self._contents: dict[tuple[str, str], MissionContent] = {}
+        self._logs: dict[str, LogEntryRecord] = {}
         self._secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
         self._closed = False
 
@@ -229,6 +262,18 @@ class MemoryMissionStore:
         self._check()
         self._contents.pop((mission, hash), None)
 
+    async def load_logs(self) -> list[LogEntryRecord]:
+        self._check()
+        return list(self._logs.values())
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        self._check()
+        self._logs[entry.id] = entry
+
+    async def delete_log(self, entry_id: str) -> None:
+        self._check()
+        self._logs.pop(entry_id, None)
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -244,7 +289,8 @@ _SCHEMA = (
 
 # Versioned changes to missions.db after _SCHEMA, applied in this order, each once: the name is
 # recorded in ``meta`` as ``migration:<name>`` in the same transaction as its statements, so a
-# file of any older release is brought up to date on open.
+# file of any older release is brought up to date on open; a file that records a migration this
+# release does not know (written by a newer release) is refused.
 _MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "1-contents",
@@ -253,10 +299,25 @@ _MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             " record TEXT NOT NULL, PRIMARY KEY (mission, hash))",
         ),
     ),
+    (
+        # Mission log entries, one JSON record each (an entry may name several missions).
+        "2-logs",
+        (
+            "CREATE TABLE IF NOT EXISTS logs (id TEXT PRIMARY KEY, created INTEGER NOT NULL,"
+            " record TEXT NOT NULL)",
+        ),
+    ),
 )
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    known = {f"migration:{name}" for name, _ in _MIGRATIONS}
+    recorded = {r[0] for r in conn.execute("SELECT key FROM meta WHERE key LIKE 'migration:%'")}
+    if recorded - known:
+        raise StorageError(
+            f"sqlite {path}: mission schema is newer than this Liaison understands"
+            f" ({', '.join(sorted(recorded - known))})"
+        )
     for name, statements in _MIGRATIONS:
         key = f"migration:{name}"
         if conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None:
@@ -321,7 +382,7 @@ class SqliteMissionStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             for sql in _SCHEMA:
                 conn.execute(sql)
-            _migrate(conn)
+            _migrate(conn, self._path)
         except BaseException:
             conn.close()
             raise
@@ -430,6 +491,23 @@ class SqliteMissionStore:
             self._exec, "DELETE FROM contents WHERE mission = ? AND hash = ?", (mission, hash)
         )
 
+    async def load_logs(self) -> list[LogEntryRecord]:
+        def load_sync() -> list[LogEntryRecord]:
+            rows = self._c().execute("SELECT record FROM logs ORDER BY created, id")
+            return [_log_from(r[0]) for r in rows]
+
+        return await self._run(load_sync)
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO logs (id, created, record) VALUES (?, ?, ?)",
+            (entry.id, entry.created, _dump(entry)),
+        )
+
+    async def delete_log(self, entry_id: str) -> None:
+        await self._run(self._exec, "DELETE FROM logs WHERE id = ?", (entry_id,))
+
 
 # --- JSON records ------------------------------------------------------------------------------
 
@@ -487,3 +565,12 @@ def _content_from(text: str) -> MissionContent:
     d["file_keywords"] = tuple(d["file_keywords"])
     d["keywords"] = tuple(d["keywords"])
     return MissionContent(**d)
+
+
+def _log_from(text: str) -> LogEntryRecord:
+    d = json.loads(text)
+    d["mission_names"] = tuple(d["mission_names"])
+    d["content_hashes"] = tuple(d["content_hashes"])
+    d["keywords"] = tuple(d["keywords"])
+    d["sender_groups"] = frozenset(d["sender_groups"])
+    return LogEntryRecord(**d)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import openapi, relabel, rest, tiles, ws
+from liaison.api import mission_map, openapi, relabel, rest, tiles, ws
 from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
@@ -49,6 +49,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     ws.add_routes(app, mode)
     relabel.add_routes(app, mode)
     tiles.add_routes(app, mode)
+    mission_map.add_routes(app, mode)
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

@@ -160,6 +160,10 @@ def test_feed_messages_by_kind() -> None:
         assert feed_message(ev("x", skipped), None) is None
     update = feed_message(ev("u"), None)
     assert update is not None and update["kind"] == "update"
+    # Mission notices: which mission, so the page re-reads it; one without a name: nothing.
+    notice = ev("n", "t-x-m-c-l", '<mission type="CHANGE" name="ops" guid="g"/>')
+    assert feed_message(notice, None) == {"kind": "mission", "notice": "t-x-m-c-l", "name": "ops"}
+    assert feed_message(ev("n2", "t-x-m-c", '<mission type="CHANGE"/>'), None) is None
 
 
 def viewer(name: str = "v") -> Principal:

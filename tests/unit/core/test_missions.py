@@ -499,7 +499,7 @@ async def test_the_mission_stores_keep_files_and_migrate_an_old_file(tmp_path: P
     await store2.close()
     with sqlite3.connect(path) as db:
         keys = [r[0] for r in db.execute("SELECT key FROM meta WHERE key LIKE 'migration:%'")]
-    assert keys == ["migration:1-contents"]
+    assert keys == ["migration:1-contents", "migration:2-logs"]
 
 
 async def test_a_file_in_a_mission_is_shown_only_to_who_may_see_the_file() -> None:

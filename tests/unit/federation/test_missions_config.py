@@ -1,0 +1,37 @@
+"""The ``missions`` key of [[federation.peer]]: which missions' items cross a native link."""
+
+from __future__ import annotations
+
+import pytest
+
+from liaison.errors import ConfigError
+from tests.unit.federation.fed_support import fed_config, peer, peer_table
+
+
+def test_no_mission_crosses_by_default() -> None:
+    p = peer()
+    assert p.missions == frozenset()
+    assert not p.federates_mission("ops")
+
+
+def test_named_missions_or_all() -> None:
+    p = peer(missions=["ops", "ops.north"])
+    assert p.federates_mission("ops") and p.federates_mission("ops.north")
+    assert not p.federates_mission("other")
+    assert peer(missions=["*"]).federates_mission("anything")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"missions": "ops"},  # not a list
+        {"missions": [""]},
+        {"missions": ["a/b"]},  # not addressable by the mission API
+        {"missions": ["x\x01"]},
+        {"missions": ["ops"], "protocol": "tak-v2"},  # TAK federation missions: not built
+    ],
+)
+def test_bad_missions_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as err:
+        fed_config(peers=[peer_table(**overrides)])
+    assert "missions" in str(err.value)
