@@ -16,7 +16,7 @@ from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients
 from tests.integration.http.http_support import cert_session
 from tests.integration.test_labels_e2e import POLICY, USERS
-from tests.integration.test_missions import M, call, connect, data, wait_subscribed
+from tests.integration.test_missions import M, call, connect, data, https_url, wait_subscribed
 
 ENTRIES = f"{M}/logs/entries"
 PADDED = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
@@ -231,6 +231,14 @@ async def test_labelled_log_entries_reach_only_who_may_read_them(
                 answers.append(body)
                 status, body = await call(session, server, "GET", f"{M}/joint?logs=true")
                 assert [e["content"] for e in data(body)[0]["logs"]] == ["shared-log"]
+                answers.append(body)
+                # API_VERSION 3: the subscribe answer carries the mission with its logs.
+                uid = "ANDROID-ukr" if session is ua else "ANDROID-usau"
+                url = https_url(server, f"{M}/joint/subscription?uid={uid}")
+                async with session.put(url, headers={"API_VERSION": "3"}) as r:
+                    assert r.status == 201
+                    body = await r.read()
+                assert [e["content"] for e in data(body)["mission"]["logs"]] == ["shared-log"]
                 answers.append(body)
                 status, body = await call(session, server, "GET", f"{ENTRIES}/{secret_id}")
                 assert (status, body) == (404, b"")

@@ -399,7 +399,7 @@ async def put_subscription(request: web.Request) -> web.Response:
     sub = missions.subscribe(viewer, name, uid, _token(request))
     body = subscription_json(sub)
     if api_version(request) >= 3:
-        # API_VERSION >= 3: the mission with its full change history (TSw MissionApi
+        # API_VERSION >= 3: the mission with its full change history and logs (TSw MissionApi
         # createMissionSubscription; tak-missions.md 2.2, 5.3).
         body["mission"] = mission_json(
             missions.get(viewer, name),
@@ -408,6 +408,9 @@ async def put_subscription(request: web.Request) -> web.Response:
             changes=missions.changes(viewer, name, squashed=False),
             contents=missions.contents(viewer, name),
         )
+        from liaison.api.mission_logs import mission_logs_json  # imports this module
+
+        body["mission"]["logs"] = mission_logs_json(request, viewer, name)
     resp = envelope(context(request), "com.bbn.marti.sync.model.MissionSubscription", body)
     resp.set_status(201)
     return resp
