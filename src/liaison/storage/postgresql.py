@@ -223,7 +223,15 @@ class PostgresStore:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
         where = _redacted(url) + (f" schema {schema}" if schema else "")
-        settings = {"search_path": f"{schema}, public"} if schema else None
+        # asyncpg prepares every statement; after five runs PostgreSQL may switch a prepared
+        # statement to a generic plan that ignores the parameters, and a history query's best
+        # plan depends on them (a small box: the GiST index; a box holding a quarter of the rows:
+        # walk history_time newest first). Measured (bench/history_bench.py, docs/storage.md):
+        # a wide-box query took 97 ms median with the generic plan, 10 ms with custom plans.
+        # Planning one costs well under a millisecond.
+        settings = {"plan_cache_mode": "force_custom_plan"}
+        if schema:
+            settings["search_path"] = f"{schema}, public"
         try:
             if schema is not None:
                 conn = await asyncpg.connect(url, timeout=connect_timeout_s)
