@@ -187,10 +187,13 @@ class PostgresStore:
     interrupts a transaction half-way (the Store contract for put_many).
     """
 
-    def __init__(self, *, pool: Any, where: str, batch_max: int, prune_batch: int) -> None:
+    def __init__(
+        self, *, pool: Any, where: str, schema: str | None, batch_max: int, prune_batch: int
+    ) -> None:
         """Private: use :meth:`open`, which connects and migrates before handing the store out."""
         self._pool = pool
         self._where = where
+        self._schema = schema
         self._batch_max = batch_max
         self._prune_batch = prune_batch
         self._closed = False
@@ -233,12 +236,6 @@ class PostgresStore:
         if schema:
             settings["search_path"] = f"{schema}, public"
         try:
-            if schema is not None:
-                conn = await asyncpg.connect(url, timeout=connect_timeout_s)
-                try:
-                    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                finally:
-                    await conn.close()
             pool = await asyncpg.create_pool(
                 url,
                 min_size=1,
@@ -251,7 +248,9 @@ class PostgresStore:
             raise StorageError(f"postgresql {where}: {exc}") from exc
         except TimeoutError as exc:
             raise StorageError(f"postgresql {where}: no connection within timeout") from exc
-        store = cls(pool=pool, where=where, batch_max=batch_max, prune_batch=prune_batch)
+        store = cls(
+            pool=pool, where=where, schema=schema, batch_max=batch_max, prune_batch=prune_batch
+        )
         try:
             await store._call(store._migrate)
         except BaseException:
@@ -340,6 +339,10 @@ class PostgresStore:
     async def _migrate(self, conn: Any) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if self._schema is not None:
+                # Under the lock: two CREATE SCHEMA IF NOT EXISTS at once can still collide.
+                # The connections' search_path already names it (a missing schema is skipped).
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version"
                 " (id integer PRIMARY KEY CHECK (id = 1), version integer NOT NULL)"

@@ -72,6 +72,25 @@ async def test_migration_records_the_version_and_reopening_keeps_the_data(schema
         await PostgresStore.open(POSTGRESQL_URL, schema=schema)
 
 
+async def test_processes_opening_one_database_at_once_migrate_it_once(schema: str) -> None:
+    """The migration holds an advisory lock: three stores opened together (as three nodes would
+    at start) all succeed, and share one schema."""
+    import asyncio
+
+    from liaison.storage.postgresql import PostgresStore
+
+    stores = await asyncio.gather(
+        *(PostgresStore.open(POSTGRESQL_URL, schema=schema, pool_max=1) for _ in range(3))
+    )
+    try:
+        await stores[0].put_many([make(uid="shared")])
+        for s in stores:
+            assert await s.latest_by_uid("shared") is not None
+    finally:
+        for s in stores:
+            await s.close()
+
+
 async def test_bbox_and_time_queries_use_the_gist_and_time_indexes(schema: str) -> None:
     from liaison.storage.postgresql import PostgresStore, history_sql
 
