@@ -123,6 +123,11 @@ class Server:
 async def _open_store(config: Config) -> Store:
     if config.storage == "memory":
         return MemoryStore()
+    if config.storage.startswith(("postgresql://", "postgres://")):
+        # Imported here: asyncpg is an optional extra, the default SQLite path never loads it.
+        from liaison.storage.postgresql import PostgresStore
+
+        return await PostgresStore.open(config.storage)
     return await SqliteStore.open(config.data_dir / "liaison.db")
 
 

@@ -40,7 +40,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enroll", help="HTTPS enrollment and web sign-in HOST:PORT or off (:8446)")
     p.add_argument("--http", help="plain HTTP Marti API HOST:PORT or off (default off)")
     p.add_argument("--public-host", help="host name clients use to reach this server")
-    p.add_argument("--storage", help="sqlite or memory")
+    p.add_argument("--storage", help="sqlite, memory or postgresql://USER@HOST:PORT/DB")
     p.add_argument("--log-level", help="debug, info, warning or error")
 
 

@@ -128,6 +128,18 @@ def _choice(*choices: str) -> Callable[[str, object], str]:
     return parse
 
 
+def _storage(key: str, value: object) -> str:
+    """``sqlite``, ``memory`` (any case) or a ``postgresql://`` / ``postgres://`` URL (as given)."""
+    text = str(value).strip()
+    if text.lower() in ("sqlite", "memory"):
+        return text.lower()
+    scheme, sep, rest = text.partition("://")
+    if scheme in ("postgresql", "postgres") and rest:
+        return text
+    shown = f"{scheme}://..." if sep else text  # a URL's rest may hold a password: not echoed
+    raise ConfigError(key, f"expected sqlite, memory or a postgresql:// URL, got {shown!r}")
+
+
 def _regex(key: str, value: object) -> str:
     text = str(value)
     try:
@@ -422,8 +434,10 @@ SETTINGS: tuple[Setting, ...] = (
         "storage.backend",
         "storage",
         "LIAISON_STORAGE",
-        _choice("sqlite", "memory"),
-        "Where events are kept: sqlite (DATA_DIR/liaison.db) or memory (lost at exit).",
+        _storage,
+        "Where events are kept: sqlite (DATA_DIR/liaison.db), memory (lost at exit), or a "
+        "PostgreSQL database with PostGIS given as postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
+        "(docs/storage.md).",
     ),
     Setting(
         "storage.retention_days",

@@ -39,6 +39,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ('[listeners]\ntcp = "host:notaport"\n', "listeners.tcp"),
         ('[listeners]\nmulticast = "10.0.0.1:6969"\n', "listeners.multicast"),
         ('[storage]\nbackend = "oracle"\n', "storage.backend"),
+        ('[storage]\nbackend = "mysql://u@h/d"\n', "storage.backend"),
         ("[limits]\nidle_timeout_s = -1\n", "limits.idle_timeout_s"),
         ("[nope]\nx = 1\n", "nope.x"),
         ('[auth]\ncert_username_regex = "CN=.*"\n', "auth.cert_username_regex"),
@@ -51,6 +52,21 @@ def test_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         config_mod.load(f, {}, {})
     assert key in str(err.value)
+
+
+def test_storage_is_sqlite_memory_or_a_postgresql_url(tmp_path: Path) -> None:
+    url = "postgresql://liaison@db.example:5432/liaison"
+    assert config_mod.load(None, {}, {"storage": url}).storage == url
+    assert config_mod.load(None, {"LIAISON_STORAGE": "postgres://u@h/d"}, {}).storage == (
+        "postgres://u@h/d"
+    )
+    assert config_mod.load(None, {}, {"storage": "SQLite"}).storage == "sqlite"
+    f = tmp_path / "liaison.toml"
+    f.write_text(f'[storage]\nbackend = "{url}"\n')
+    assert config_mod.load(f, {}, {}).storage == url
+    for bad in ("mysql://u@h/d", "postgresql://", "postgresql:/x"):
+        with pytest.raises(ConfigError, match="expected sqlite, memory or a postgresql:// URL"):
+            config_mod.load(None, {}, {"storage": bad})
 
 
 def test_every_setting_is_documented_with_its_default() -> None:

@@ -178,6 +178,7 @@ API_MODULES = sorted((SRC / "api").glob("*.py"))
 CONCRETE_STORES = {
     "MemoryStore",
     "SqliteStore",
+    "PostgresStore",
     "MemoryFileIndex",
     "SqliteFileIndex",
     "MemoryMissionStore",

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from storage_support import STORE_KINDS, open_store
+from storage_support import STORE_KINDS, opened_store
 
 from liaison.storage import Store
 
@@ -14,8 +14,5 @@ from liaison.storage import Store
 @pytest.fixture(params=STORE_KINDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Each test using this runs once per Store implementation."""
-    s = await open_store(request.param, tmp_path)
-    try:
+    async with opened_store(request.param, tmp_path) as s:
         yield s
-    finally:
-        await s.close()

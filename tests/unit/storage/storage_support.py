@@ -1,10 +1,23 @@
-"""Helpers shared by the storage tests: a fixed clock, an event factory, store construction."""
+"""Helpers shared by the storage tests: a fixed clock, an event factory, store construction.
+
+The PostgreSQL store is tested against the real server named by ``LIAISON_TEST_POSTGRESQL``
+(default ``postgresql://postgres@127.0.0.1:5432/test``), with PostGIS. Each test gets a schema of
+its own, created here and dropped afterwards, so tests may run in parallel with others. If the
+server, PostGIS or asyncpg is missing the PostgreSQL tests skip with the reason; under
+``LIAISON_REQUIRE_SERVICES=1`` (CI) they fail instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from liaison.storage import MemoryStore, SqliteStore, Store, StoredEvent
 
@@ -44,11 +57,76 @@ def make(**fields: object) -> StoredEvent:
     return replace(_BASE, **fields)  # type: ignore[arg-type]
 
 
-STORE_KINDS = ["memory", "sqlite"]
+STORE_KINDS = ["memory", "sqlite", "postgresql"]
+
+POSTGRESQL_URL = os.environ.get(
+    "LIAISON_TEST_POSTGRESQL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
-async def open_store(kind: str, directory: Path) -> Store:
-    """A fresh store of ``kind``; a SQLite one lives in ``directory``."""
-    if kind == "memory":
-        return MemoryStore()
-    return await SqliteStore.open(directory / "liaison.db")
+async def postgresql_unavailable() -> str | None:
+    """Why the PostgreSQL tests cannot run here, or None. Makes sure PostGIS is created."""
+    if importlib.util.find_spec("asyncpg") is None:
+        return "asyncpg is not installed (pip install -e '.[test]')"
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(POSTGRESQL_URL, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return f"PostgreSQL at {POSTGRESQL_URL} is unreachable: {exc}"
+    try:
+        # Created once in `public`, before any test schema exists: the store's migration would
+        # otherwise create it in the test schema (first in its search_path) and drop it with it.
+        # Two test processes doing this at once may race; the loser sees the extension exist.
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
+        except asyncpg.UniqueViolationError:
+            pass
+        except asyncpg.PostgresError as exc:
+            return f"PostGIS is not available in {POSTGRESQL_URL}: {exc}"
+    finally:
+        await conn.close()
+    return None
+
+
+@asynccontextmanager
+async def postgresql_schema() -> AsyncIterator[str]:
+    """A fresh schema name for one test; the schema (created by the store) is dropped after."""
+    reason = await postgresql_unavailable()
+    if reason is not None:
+        if os.environ.get("LIAISON_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"PostgreSQL tests required but {reason}")
+        pytest.skip(reason)
+    import asyncpg
+
+    schema = f"liaison_test_{secrets.token_hex(6)}"
+    try:
+        yield schema
+    finally:
+        conn = await asyncpg.connect(POSTGRESQL_URL, timeout=5)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def opened_store(kind: str, directory: Path) -> AsyncIterator[Store]:
+    """A fresh store of ``kind`` (a SQLite one lives in ``directory``), closed afterwards."""
+    if kind == "postgresql":
+        from liaison.storage.postgresql import PostgresStore
+
+        async with postgresql_schema() as schema:
+            pg = await PostgresStore.open(POSTGRESQL_URL, schema=schema)
+            try:
+                yield pg
+            finally:
+                await pg.close()
+        return
+    s: Store = (
+        MemoryStore() if kind == "memory" else await SqliteStore.open(directory / "liaison.db")
+    )
+    try:
+        yield s
+    finally:
+        await s.close()
