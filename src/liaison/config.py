@@ -569,7 +569,15 @@ def describe(config: Config) -> str:
             shown = str(value)
         elif isinstance(value, tuple):
             shown = "[" + ", ".join(json.dumps(v) for v in value) + "]"
+        elif s.key == "storage.backend":
+            shown = json.dumps(redacted_url(str(value)))  # a password is never printed
         else:
             shown = json.dumps(str(value))
         lines.append(f"{name} = {shown}")
     return "\n".join(lines) + "\n"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of its user part (``scheme://user:PASSWORD@host``) shown as
+    ``***``, for ``check-config``, messages and logs."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)

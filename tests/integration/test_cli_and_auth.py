@@ -94,6 +94,12 @@ def test_check_config_prints_the_effective_configuration(capsys: object, tmp_pat
     assert 'tcp = "127.0.0.1:9999"' in out and 'tls = "off"' in out
     f.write_text('[listeners]\ntcp = "nonsense"\n')
     assert cli.main(["check-config", "--config", str(f)]) == 2
+    # A password in the storage URL is never printed.
+    f.write_text('[storage]\nbackend = "postgresql://liaison:s3cret@db.example:5432/liaison"\n')
+    assert cli.main(["check-config", "--config", str(f)]) == 0
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert 'backend = "postgresql://liaison:***@db.example:5432/liaison"' in out
+    assert "s3cret" not in out
 
 
 async def test_auth_listener_logs_in_with_a_password(

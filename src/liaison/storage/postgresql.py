@@ -22,6 +22,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from liaison.config import redacted_url
 from liaison.errors import StorageError
 from liaison.storage.base import DEFAULT_MAX_BATCH, Query, StoredEvent
 
@@ -225,7 +226,7 @@ class PostgresStore:
             raise ValueError(f"pool_max must be at least 1, got {pool_max}")
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}, got {schema!r}")
-        where = _redacted(url) + (f" schema {schema}" if schema else "")
+        where = redacted_url(url) + (f" schema {schema}" if schema else "")
         # asyncpg prepares every statement; after five runs PostgreSQL may switch a prepared
         # statement to a generic plan that ignores the parameters, and a history query's best
         # plan depends on them (a small box: the GiST index; a box holding a quarter of the rows:
@@ -385,11 +386,6 @@ class PostgresStore:
 async def _fetch(conn: Any, sql: str, *params: object) -> list[Any]:
     rows: list[Any] = await conn.fetch(sql, *params)
     return rows
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
 def _to_row(seq: int, ev: StoredEvent) -> tuple[object, ...]:
