@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from liaison.errors import PeerError
+from liaison.missions import STORE_BUSY_RETRY_S as mission_store_busy_retry_s
 from liaison.missions import MissionError, Missions
 from liaison.missions import padded_time as mission_padded_time
 from liaison.missions import resource_json as mission_resource_json
@@ -45,6 +46,7 @@ from liaison.storage.files import (
     is_sha256,
 )
 from liaison.storage.missions import (
+    InvitationRecord,
     LogEntryRecord,
     MissionChangeRecord,
     MissionContent,
@@ -63,6 +65,7 @@ __all__ = [
     "FileRecord",
     "Files",
     "HistoryQuery",
+    "InvitationRecord",
     "LogEntryRecord",
     "MissionChangeRecord",
     "MissionContent",
@@ -78,6 +81,7 @@ __all__ = [
     "mission_padded_time",
     "mission_resource_json",
     "mission_role_json",
+    "mission_store_busy_retry_s",
     "mission_unpadded_time",
 ]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -146,6 +146,14 @@ class MissionRouting(Protocol):
         an event sent to the mission changes that item, so the ingest rules apply to it."""
         ...
 
+    def connected(self, sub: Subscriber) -> int:
+        """A stream client made its uid known: send it what its missions changed meanwhile."""
+        ...
+
+    def disconnected(self, sub: Subscriber) -> None:
+        """A stream client with a known uid left: remember where its missions stood."""
+        ...
+
 
 class RefusalListener(Protocol):
     """A subscriber that wants to know when the router refused it an event (a federation link
@@ -239,8 +247,10 @@ class Router:
         self._keys[id(sub)] = access_key(sub.principal)
 
     def detach(self, sub: Subscriber) -> None:
-        self._subscribers.pop(id(sub), None)
+        gone = self._subscribers.pop(id(sub), None)
         self._keys.pop(id(sub), None)
+        if gone is not None and sub.client_uid and self._missions is not None:
+            self._missions.disconnected(sub)
 
     @property
     def subscribers(self) -> Iterator[Subscriber]:
@@ -346,14 +356,21 @@ class Router:
             if outcome.event is not None and target is not None and target is not prior:
                 outcome = gate.ingest(event, sender, target.label)
             # An event sent to a mission also changes the item that mission keeps under its uid
-            # (a mission-only item is not in the latest state): the same rules hold for it.
-            if outcome.event is not None and prior is None and self._missions is not None:
+            # (a mission-only item is not in the latest state): the same rules hold for it. When
+            # the picture holds the uid too under another label, both must accept the event and
+            # agree on its label (an unlabelled update cannot take two labels at once).
+            if outcome.event is not None and self._missions is not None:
                 for name in sorted({d.mission for d in event.dests if d.mission}):
                     kept = self._missions.prior_label(name, event.uid)
-                    if kept is not None:
-                        outcome = gate.ingest(event, sender, kept)
-                        if outcome.event is None:
-                            break
+                    if kept is None or (prior is not None and kept == prior.label):
+                        continue
+                    checked = gate.ingest(event, sender, kept)
+                    differs = prior is not None and checked.label != outcome.label
+                    if checked.event is not None and differs:
+                        checked = IngestOutcome(None, None, ("mission_item_label_differs",))
+                    outcome = checked
+                    if outcome.event is None:
+                        break
             ingest = ("ingest", _ingest_fields(received, sender, outcome.label, outcome))
             if outcome.event is None:
                 self.m_rejected.inc(outcome.reasons[0] if outcome.reasons else "rejected")
@@ -386,6 +403,8 @@ class Router:
             if sub is not None:
                 if sub.client_uid is None:
                     sub.client_uid = event.uid
+                    if self._missions is not None:
+                        self._missions.connected(sub)
                 if sub.client_uid == event.uid and event.callsign:
                     sub.callsign = event.callsign
 
@@ -1101,6 +1120,23 @@ class Router:
     def latest_entries(self) -> list[LatestEntry]:
         now = self._clock_ms()
         return [e for e in self._latest.entries() if not e.event.is_stale(now)]
+
+    def deliver_series_to(
+        self,
+        sub: Subscriber,
+        events: Sequence[tuple[Event, frozenset[str], Label | None, str]],
+    ) -> int:
+        """Hand server-made events (a reconnecting subscriber's mission catch-up) to one
+        connected subscriber, in order, each under the same decision and audit records as
+        :meth:`deliver_to_clients` (all records written first, in one batch). Returns the
+        deliveries. Each entry: the event, its sender groups, its label and the audit path."""
+        if id(sub) not in self._subscribers or sub.principal.kind is PrincipalKind.FEDERATE:
+            return 0
+        plans = [self._fanout(p, Outgoing(e), g, lab, [sub]) for e, g, lab, p in events]
+        if not self._record([a for p in plans for a in p.audit]):
+            return 0
+        _tell_refused(plans)
+        return self._deliver(plans)
 
 
 def stored_event(

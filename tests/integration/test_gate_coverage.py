@@ -68,7 +68,16 @@ WRITE_ONLY = {
     ("POST", "/Marti/api/missions/logs/entries"): "posts an entry; answers the caller's own",
     ("PUT", "/Marti/api/missions/logs/entries"): "updates an entry the caller may see",
     ("DELETE", "/Marti/api/missions/logs/entries/{id}"): "deletes an entry the caller may see",
+    # Roles, passwords, invitations: canaries in tests/integration/test_mission_roles.py.
 }
+for _base in ("/Marti/api/missions/{name}", "/Marti/api/missions/guid/{guid}"):
+    WRITE_ONLY[("PUT", f"{_base}/role")] = "sets a subscriber's role (owner)"
+    WRITE_ONLY[("POST", f"{_base}/subscription")] = "sets several roles (owner)"
+    WRITE_ONLY[("POST", f"{_base}/invite")] = "invites several to a visible mission"
+    WRITE_ONLY[("PUT", f"{_base}/password")] = "sets the mission's password (owner)"
+    WRITE_ONLY[("DELETE", f"{_base}/password")] = "removes the mission's password (owner)"
+    WRITE_ONLY[("PUT", f"{_base}/invite/{{type}}/{{invitee}}")] = "invites to a visible mission"
+    WRITE_ONLY[("DELETE", f"{_base}/invite/{{type}}/{{invitee}}")] = "withdraws an invitation"
 POLICY_WITH_HTTP = (
     POLICY
     + """

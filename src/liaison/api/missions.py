@@ -21,6 +21,7 @@ from liaison.api import files
 from liaison.api.auth import AuthMode
 from liaison.api.context import context, principal
 from liaison.api.marti import MARTI, envelope
+from liaison.api.mission_passwords import hashed, password_ok, password_param
 from liaison.errors import PeerError
 from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
@@ -38,6 +39,7 @@ from liaison.query import (
     mission_role_json,
     mission_unpadded_time,
 )
+from liaison.query import mission_store_busy_retry_s as STORE_BUSY_RETRY_S
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ def _refuse(request: web.Request, status: int, message: str, reason: str) -> web
         return web.Response(status=404)
     body = {"status": STATUS_NAMES.get(status, "ERROR"), "code": ERROR_CODES.get(status, 6)}
     body["message"] = message
-    return web.json_response(body, status=status)
+    headers = {"Retry-After": str(STORE_BUSY_RETRY_S)} if status == 503 else None
+    return web.json_response(body, status=status, headers=headers)
 
 
 def _param(request: web.Request, *names: str, required: bool = False) -> str | None:
@@ -229,9 +232,10 @@ def mission_json(
         "externalData": [],
         "feeds": [],
         "mapLayers": [],
-        "inviteOnly": False,
+        "inviteOnly": rec.invite_only,
         "expiration": -1,
-        "passwordProtected": False,
+        "passwordProtected": bool(rec.password_hash),
+        "defaultRole": mission_role_json(rec.default_role),
         "uids": [item_json(i) for i in items],
         "contents": [content_json(c) for c in contents or ()],
     }
@@ -303,9 +307,12 @@ def handles_errors(
             result: web.StreamResponse = await handler(request)
             return result
         except MissionError as exc:
-            reason = {400: "bad_request", 403: "forbidden", 404: "not_found"}.get(
-                exc.status, "error"
-            )
+            reason = {
+                400: "bad_request",
+                403: "forbidden",
+                404: "not_found",
+                503: "unavailable",
+            }.get(exc.status, "error")
             return _refuse(request, exc.status, exc.message, reason)
 
     wrapped.__name__ = handler.__name__
@@ -318,7 +325,12 @@ async def list_missions(request: web.Request) -> web.Response:
     """``GET /Marti/api/missions?tool=``: the missions the caller may see (items omitted)."""
     viewer = principal(request)
     tool = _param(request, "tool") or "public"
-    recs = _missions(request).list_for(viewer, tool=tool)
+    recs = _missions(request).list_for(
+        viewer,
+        tool=tool,
+        password_protected=_flag(request, "passwordProtected", False),
+        default_role=_flag(request, "defaultRole", False),
+    )
     data = [mission_json(r, viewer, []) for r in recs]
     return envelope(context(request), "Mission", data)
 
@@ -330,6 +342,20 @@ async def get_mission(request: web.Request) -> web.Response:
     name = _name(request)
     missions = _missions(request)
     rec = missions.get(viewer, name)
+    access = None
+    if await password_ok(missions, viewer, name, password_param(request)):
+        access = missions.access_token(viewer, name)  # an ACCESS token (tak-missions.md 3.3)
+    elif password_param(request) is not None:
+        raise MissionError(403, "the mission password is wrong")
+    else:
+        try:
+            missions.require_read(viewer, name, _token(request))
+        except MissionError as exc:
+            if exc.status != 403 or api_version(request) < 3:
+                raise
+            # API_VERSION >= 3: no permission answers 200 with the lists emptied (TSw MissionApi
+            # getMission; tak-missions.md 2.2).
+            return envelope(context(request), "Mission", [mission_json(rec, viewer, [])])
     items = missions.items(viewer, name)
     changes = None
     if _flag(request, "changes", False):
@@ -341,6 +367,8 @@ async def get_mission(request: web.Request) -> web.Response:
         from liaison.api.mission_logs import mission_logs_json  # imports this module
 
         body["logs"] = mission_logs_json(request, viewer, name)
+    if access is not None:
+        body["token"] = access
     return envelope(context(request), "Mission", [body])
 
 
@@ -356,6 +384,8 @@ async def put_mission(request: web.Request) -> web.Response:
     for value in request.query.getall("group", []):
         groups.extend(g.strip() for g in value.split(",") if g.strip())
     missions = _missions(request)
+    password = password_param(request)
+    default_role = _param(request, "defaultRole")
     rec, token = missions.create(
         viewer,
         name,
@@ -366,6 +396,9 @@ async def put_mission(request: web.Request) -> web.Response:
         chat_room=_param(request, "chatRoom"),
         token=_token(request),
         classification=_param(request, "classification"),
+        password_hash=await hashed(password) if password is not None else "",
+        invite_only=_flag(request, "inviteOnly", False),
+        default_role=default_role or "MISSION_SUBSCRIBER",
     )
     items = missions.items(viewer, name)
     contents = missions.contents(viewer, name)
@@ -396,7 +429,8 @@ async def put_subscription(request: web.Request) -> web.Response:
     assert uid is not None
     name = _name(request)
     missions = _missions(request)
-    sub = missions.subscribe(viewer, name, uid, _token(request))
+    ok = await password_ok(missions, viewer, name, password_param(request))
+    sub = missions.subscribe(viewer, name, uid, _token(request), password_ok=ok)
     body = subscription_json(sub)
     if api_version(request) >= 3:
         # API_VERSION >= 3: the mission with its full change history and logs (TSw MissionApi
@@ -436,7 +470,11 @@ async def delete_subscription(request: web.Request) -> web.Response:
     uid = _param(request, "uid", "clientUid", required=True)
     assert uid is not None
     _missions(request).unsubscribe(
-        viewer, _name(request), uid, disconnect_only=_flag(request, "disconnectOnly", True)
+        viewer,
+        _name(request),
+        uid,
+        disconnect_only=_flag(request, "disconnectOnly", True),
+        token=_token(request),
     )
     return web.Response(status=200)
 
@@ -533,6 +571,7 @@ async def get_changes(request: web.Request) -> web.Response:
     missions = _missions(request)
     since, until = _time_range(request, context(request).clock_ms())
     rec = missions.get(viewer, name)
+    missions.require_read(viewer, name, _token(request))
     found = missions.changes(
         viewer, name, since=since, until=until, squashed=_flag(request, "squashed", True)
     )
@@ -543,6 +582,7 @@ async def get_changes(request: web.Request) -> web.Response:
 async def get_cot(request: web.Request) -> web.Response:
     """``GET /Marti/api/missions/{name}/cot``: each visible item's latest CoT in ``<events>``."""
     viewer = principal(request)
+    _missions(request).require_read(viewer, _name(request), _token(request))
     items = _missions(request).items(viewer, _name(request), path="mission-cot")
     body = "".join(i.event.xml.decode("utf-8") for i in items)
     return web.Response(text=f"{COT_PROLOG}<events>{body}</events>", content_type="application/xml")

@@ -45,6 +45,11 @@ class MissionRecord:
     keywords: tuple[str, ...] = ()
     create_time: int = 0  # ms since epoch
     last_edited: int = 0
+    # Access (tak-missions.md 3.2, 5.3): a scrypt hash of the password ("" = none), whether only
+    # invitees may subscribe, and the role a caller without a token gets.
+    password_hash: str = ""
+    invite_only: bool = False
+    default_role: str = "MISSION_SUBSCRIBER"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +96,24 @@ class SubscriptionRecord:
     token: str
     create_time: int
     active: bool = True
+    # The mission's change sequence number when the device's stream ended (-1: connected, or
+    # nothing to catch up on): what it missed is sent when it reconnects.
+    away_seq: int = -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvitationRecord:
+    """A standing invitation (TSw sync/model/MissionInvitation.java): who (``type`` one of
+    ``clientUid``, ``callsign``, ``userName``, ``group``, ``team``; ``invitee``), with which role
+    and INVITATION token."""
+
+    mission: str
+    type: str
+    invitee: str
+    creator_uid: str
+    create_time: int
+    role: str
+    token: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +203,11 @@ class MissionStore(Protocol):
         ...
 
     async def remove_content(self, mission: str, hash: str) -> None: ...
+    async def load_invitations(self) -> list[InvitationRecord]: ...
+
+    async def put_invitation(self, invitation: InvitationRecord) -> None: ...
+
+    async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None: ...
 
     async def load_logs(self) -> list[LogEntryRecord]:
         """Every stored log entry (at start)."""
@@ -204,6 +232,7 @@ class MemoryMissionStore:
         self._logs: dict[str, LogEntryRecord] = {}
         self._secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
         self._closed = False
+        self._invites: dict[tuple[str, str, str], InvitationRecord] = {}
 
     def _check(self) -> None:
         if self._closed:
@@ -234,6 +263,7 @@ class MemoryMissionStore:
         self._changes = [c for c in self._changes if c.mission != name]
         self._subs = {k: v for k, v in self._subs.items() if k[0] != name}
         self._contents = {k: v for k, v in self._contents.items() if k[0] != name}
+        self._invites = {k: v for k, v in self._invites.items() if k[0] != name}
 
     async def put_item(self, item: MissionItem) -> None:
         self._check()
@@ -274,6 +304,19 @@ class MemoryMissionStore:
         self._check()
         self._logs.pop(entry_id, None)
 
+    async def load_invitations(self) -> list[InvitationRecord]:
+        self._check()
+        return list(self._invites.values())
+
+    async def put_invitation(self, invitation: InvitationRecord) -> None:
+        self._check()
+        i = invitation
+        self._invites[(i.mission, i.type, i.invitee)] = i
+
+    async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
+        self._check()
+        self._invites.pop((mission, type_, invitee), None)
+
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -305,6 +348,13 @@ _MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "CREATE TABLE IF NOT EXISTS logs (id TEXT PRIMARY KEY, created INTEGER NOT NULL,"
             " record TEXT NOT NULL)",
+        ),
+    ),
+    (
+        "3-invitations",  # tak-missions.md 5.4
+        (
+            "CREATE TABLE IF NOT EXISTS invitations (mission TEXT NOT NULL, type TEXT NOT NULL,"
+            " invitee TEXT NOT NULL, record TEXT NOT NULL, PRIMARY KEY (mission, type, invitee))",
         ),
     ),
 )
@@ -416,7 +466,7 @@ class SqliteMissionStore:
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("items", "changes", "subscriptions", "contents"):
+            for table in ("items", "changes", "subscriptions", "contents", "invitations"):
                 c.execute(f"DELETE FROM {table} WHERE mission = ?", (name,))
             c.execute("DELETE FROM missions WHERE name = ?", (name,))
             c.execute("COMMIT")
@@ -507,6 +557,29 @@ class SqliteMissionStore:
 
     async def delete_log(self, entry_id: str) -> None:
         await self._run(self._exec, "DELETE FROM logs WHERE id = ?", (entry_id,))
+
+    def _invitations_sync(self) -> list[InvitationRecord]:
+        rows = self._c().execute("SELECT record FROM invitations")
+        return [InvitationRecord(**json.loads(r[0])) for r in rows]
+
+    async def load_invitations(self) -> list[InvitationRecord]:
+        return await self._run(self._invitations_sync)
+
+    async def put_invitation(self, invitation: InvitationRecord) -> None:
+        i = invitation
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO invitations (mission, type, invitee, record)"
+            " VALUES (?, ?, ?, ?)",
+            (i.mission, i.type, i.invitee, _dump(i)),
+        )
+
+    async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
+        await self._run(
+            self._exec,
+            "DELETE FROM invitations WHERE mission = ? AND type = ? AND invitee = ?",
+            (mission, type_, invitee),
+        )
 
 
 # --- JSON records ------------------------------------------------------------------------------
