@@ -1,0 +1,212 @@
+"""Feeds end to end: an aircraft.json served over a real local HTTP server, AIS sentences sent
+to the feed's UDP port and served by a TCP server, and TAK clients over mutual TLS (pytak).
+
+The feed's items carry its default label (RESTRICTED, releasable to its organisation USA): a
+USA client cleared SECRET receives them, a USA client cleared UNCLASSIFIED receives none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from liaison.app import Server
+from liaison.errors import ListenError
+from liaison.identity.users import UserDirectory
+from tests.integration.conftest import ServerFactory, issue_cert
+from tests.integration.helpers import Client, clients, connect_tls
+from tests.unit.feeds.samples import AIS_SAMPLE, AIS_TYPE5, aircraft_json
+
+POLICY = """
+[policy]
+id = "LIAISON-FEEDS"
+version = 1
+classifications = ["UNCLASSIFIED", "RESTRICTED", "SECRET"]
+
+[policy.categories.REL]
+type = "PERMISSIVE"
+required = true
+values = ["USA", "UKR"]
+
+[authz.profiles.usa-secret]
+classification = "SECRET"
+REL = ["USA"]
+
+[authz.profiles.usa-unclass]
+classification = "UNCLASSIFIED"
+REL = ["USA"]
+
+[gate.listeners.tls]
+ceiling = { classification = "SECRET", REL = "*" }
+default_classification = "UNCLASSIFIED"
+"""
+
+FEED = """
+[feeds.{name}]
+kind = "{kind}"
+{where}
+org = "USA"
+ceiling = {{ classification = "RESTRICTED", REL = "*" }}
+default_classification = "RESTRICTED"
+affiliation = "n"
+interval_s = 0.2
+min_interval_s = 0.1
+"""
+
+
+def feed(name: str, kind: str, where: str) -> str:
+    return FEED.format(name=name, kind=kind, where=where)
+
+
+async def two_clients(server: Server, data_dir: Path) -> tuple[Client, Client]:
+    users = UserDirectory.load(data_dir / "users.json")
+    users.add_user("usa-s", "USA", profile="usa-secret")
+    users.add_user("usa-u", "USA", profile="usa-unclass")
+    assert server.tls is not None
+    out = []
+    for name in ("usa-s", "usa-u"):
+        cert = issue_cert(server, name, "USA")
+        out.append(
+            await connect_tls(server.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name=name)
+        )
+    return out[0], out[1]
+
+
+def current_snapshot() -> bytes:
+    """The real snapshot with its ``now`` moved to the present (a recorded feed replayed)."""
+    doc = json.loads(aircraft_json())
+    doc["now"] = time.time()
+    return json.dumps(doc).encode()
+
+
+async def test_adsb_http_and_ais_udp_reach_only_cleared_clients(
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    requests = 0
+
+    async def aircraft(_: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        if requests == 1:  # the first poll fails: the feed retries with backoff
+            return web.Response(status=503)
+        return web.Response(body=current_snapshot(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/data/aircraft.json", aircraft)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        POLICY
+        + feed("planes", "adsb-http", f'url = "http://127.0.0.1:{port}/data/aircraft.json"')
+        + feed("ships", "ais-udp", 'listen = "127.0.0.1:0"')
+    )
+    # The UDP sender: AIS sentences as a receiver forwards them, a few per datagram.
+    lines = AIS_TYPE5.read_bytes().splitlines()[1:] + AIS_SAMPLE.read_bytes().splitlines()[:200]
+    try:
+        async with start_server(policy_file=str(policy)) as server:
+            assert server.feeds is not None
+            secret, unclass = await two_clients(server, data_dir)
+            async with clients(secret, unclass):
+                loop = asyncio.get_running_loop()
+                udp, _ = await loop.create_datagram_endpoint(
+                    asyncio.DatagramProtocol,
+                    remote_addr=("127.0.0.1", server.feeds.udp_port("ships")),
+                )
+                for i in range(0, len(lines), 4):
+                    udp.sendto(b"\r\n".join(lines[i : i + 4]) + b"\r\n")
+                    await asyncio.sleep(0)
+                udp.close()
+                aircraft_frame = await secret.wait_for(b'uid="ICAO-3c71a1"', within=15)
+                vessel_frame = await secret.wait_for(b'uid="MMSI-227006760"', within=15)
+                await unclass.collect(0.5)
+                await asyncio.sleep(0.5)
+                await unclass.collect(0.5)
+                feeds = server.feeds
+                assert feeds.m_failures.get("planes") >= 1  # the 503, retried
+                assert feeds.m_published.get("planes") >= 24
+                assert feeds.m_published.get("ships") > 50
+    finally:
+        await runner.cleanup()
+    assert b'type="a-n-A"' in aircraft_frame and b'<contact callsign="BCS361"' in aircraft_frame
+    assert b'type="a-n-S-X"' in vessel_frame and b"<__ais " in vessel_frame
+    for frame in (aircraft_frame, vessel_frame):
+        assert b'access="RESTRICTED" releasableTo="REL TO USA"' in frame
+        assert b'cls="RESTRICTED" orig="USA"' in frame
+    # The client cleared below the feed's label received none of the feed's items.
+    assert b"ICAO-" not in unclass.raw and b"MMSI-" not in unclass.raw
+
+
+async def test_ais_tcp_any_chunking_and_reconnect(
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    """An AIS TCP server writes the real sample cut into random chunks, then closes; the feed
+    reconnects (backoff) and reads it again."""
+    stream = AIS_SAMPLE.read_bytes()
+    rnd = random.Random(15)
+    connections = 0
+    second = asyncio.Event()
+
+    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 2:
+            second.set()
+        i = 0
+        while i < len(stream):
+            n = rnd.randint(1, 300)
+            writer.write(stream[i : i + n])
+            i += n
+            await writer.drain()
+        writer.close()
+
+    upstream = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY + feed("coast", "ais-tcp", f'connect = "127.0.0.1:{port}"'))
+    try:
+        async with start_server(policy_file=str(policy)) as server:
+            assert server.feeds is not None
+            feeds = server.feeds
+            await asyncio.wait_for(second.wait(), 15)  # it reconnected after the close
+            assert feeds.m_failures.get("coast") >= 1  # "closed the connection", retried
+            # 764 position reports per pass (tests/unit/feeds/test_ais.py), 100 empty payloads.
+            assert feeds.m_reports.get("coast") >= 764
+            assert feeds.m_invalid.get("coast") >= 100
+            assert feeds.m_published.get("coast") > 0
+            secret, unclass = await two_clients(server, data_dir)
+            async with clients(secret, unclass):
+                # Replay of the latest state on connect: the cleared client gets the vessels.
+                await secret.wait_for(b'uid="MMSI-', within=10)
+                await unclass.collect(0.5)
+            assert b"MMSI-" not in unclass.raw
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
+
+
+async def test_a_udp_feed_port_in_use_stops_the_start(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        policy = tmp_path / "policy.toml"
+        policy.write_text(POLICY + feed("ships", "ais-udp", f'listen = "127.0.0.1:{port}"'))
+        with pytest.raises(ListenError) as exc:
+            async with start_server(policy_file=str(policy)):
+                pass
+    assert str(exc.value) == (
+        f"cannot listen on 127.0.0.1:{port} for the AIS feed ships ([feeds.ships] listen): "
+        "address already in use"
+    )

@@ -1,0 +1,115 @@
+"""Thinning, affiliation rules and the [feeds.NAME] tables (protocol/feed_tracks.py,
+feeds/config.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liaison.errors import ConfigError
+from liaison.feeds.config import parse_feeds
+from liaison.gate import load_gate_config
+from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation
+
+POLICY = """
+[policy]
+id = "P"
+version = 1
+classifications = ["UNCLASSIFIED", "RESTRICTED", "SECRET"]
+[policy.categories.REL]
+type = "PERMISSIVE"
+required = true
+values = ["USA", "UKR"]
+"""
+
+
+def report(kind: str, ident: str, military: bool = False) -> TrackReport:
+    return TrackReport(
+        kind=kind,
+        ident=ident,
+        uid=ident,
+        cot_type="a-?-A",
+        time_ms=0,
+        lat=0,
+        lon=0,
+        military=military,
+    )
+
+
+def test_newest_fix_wins_and_rate_is_bounded() -> None:
+    t = Thinner(min_interval_ms=1000, max_tracks=2)
+    assert t.offer("a", 100, now_ms=10_000) is None
+    assert t.offer("a", 100, now_ms=10_001) == "old"  # the same fix from a second receiver
+    assert t.offer("a", 50, now_ms=10_002) == "old"  # out of order
+    assert t.offer("a", 200, now_ms=10_500) == "rate"  # newer, but within the interval
+    assert t.offer("a", 150, now_ms=11_100) == "old"  # older than the rate-dropped newest
+    assert t.offer("a", 300, now_ms=11_100) is None
+    t.offer("b", 1, now_ms=11_200)
+    t.offer("c", 1, now_ms=11_300)
+    assert len(t) == 2  # "a", heard from least recently, was forgotten
+    assert t.offer("a", 10, now_ms=11_400) is None
+
+
+def test_affiliation_rules_in_order() -> None:
+    text = (
+        POLICY
+        + """
+[feeds.air]
+kind = "adsb-http"
+url = "http://127.0.0.1:1/data/aircraft.json"
+org = "USA"
+ceiling = { classification = "RESTRICTED", REL = "*" }
+default_classification = "RESTRICTED"
+affiliation = "n"
+[[feeds.air.rules]]
+military = true
+icao_range = ["AE0000", "AFFFFF"]
+affiliation = "f"
+[[feeds.air.rules]]
+ids = ["3C71A1", 211000001]
+affiliation = "h"
+[[feeds.air.rules]]
+kind = "vessel"
+mid = [273]
+affiliation = "s"
+"""
+    )
+    (c,) = parse_feeds(text, load_gate_config(text).policy, base_dir=Path("."))
+    assert c.listener == "feed:air" and c.org == "USA" and c.groups == frozenset({"__ANON__"})
+    pick = lambda r: affiliation(r, c.rules, c.affiliation)  # noqa: E731
+    assert pick(report("aircraft", "ae1234", military=True)) == "f"
+    assert pick(report("aircraft", "ae1234")) == "n"  # not military
+    assert pick(report("aircraft", "3c71a1")) == "h"
+    assert pick(report("vessel", "211000001")) == "h"
+    assert pick(report("vessel", "273000001")) == "s"
+    assert pick(report("vessel", "244000001")) == "n"
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ('kind = "carrier-pigeon"', "feeds.x.kind"),
+        ('kind = "adsb-http"', "feeds.x.url"),
+        (
+            'kind = "ais-udp"\nlisten = ":0"\norg = "USA"\ndefault_classification = "U"\n'
+            'ceiling = { classification = "SECRET", REL = "*" }',
+            "feeds.x.default_classification",
+        ),
+        (
+            'kind = "ais-udp"\nlisten = ":0"\norg = "USA"\ndefault_classification = "SECRET"',
+            "feeds.x.ceiling",
+        ),
+        ('kind = "ais-udp"\nlisten = ":0"\nsurprise = 1', "feeds.x.surprise"),
+        (
+            'kind = "ais-tcp"\nconnect = "h:1"\norg = "USA"\ndefault_classification = "SECRET"\n'
+            'ceiling = { classification = "SECRET", REL = "*" }\naffiliation = "z"',
+            "feeds.x.affiliation",
+        ),
+    ],
+)
+def test_bad_tables_are_refused_by_key(table: str, key: str) -> None:
+    text = POLICY + "[feeds.x]\n" + table + "\n"
+    with pytest.raises(ConfigError) as exc:
+        parse_feeds(text, load_gate_config(text).policy, base_dir=Path("."))
+    assert exc.value.key == key
