@@ -24,6 +24,8 @@ from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import Client, clients, connect_tls
 from tests.unit.feeds.samples import AIS_SAMPLE, AIS_TYPE5, aircraft_json
 
+SBS1_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "adsb" / "sbs1-msgs.txt"
+
 POLICY = """
 [policy]
 id = "LIAISON-FEEDS"
@@ -210,3 +212,80 @@ async def test_a_udp_feed_port_in_use_stops_the_start(
         f"cannot listen on 127.0.0.1:{port} for the AIS feed ships ([feeds.ships] listen): "
         "address already in use"
     )
+
+
+async def test_two_receivers_of_one_picture_make_one_track_each(
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    """Two file feeds of the same organisation read the same snapshot (two receivers seeing the
+    same aircraft): every aircraft is published once, the duplicates are dropped as ``old``."""
+    snapshot = tmp_path / "aircraft.json"
+    snapshot.write_bytes(current_snapshot())
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        POLICY
+        + feed("rx1", "adsb-file", 'path = "aircraft.json"')
+        + feed("rx2", "adsb-file", 'path = "aircraft.json"')
+    )
+    async with start_server(policy_file=str(policy)) as server:
+        assert server.feeds is not None
+        feeds = server.feeds
+        secret, unclass = await two_clients(server, data_dir)
+        async with clients(secret, unclass):
+            await secret.wait_for(b'uid="ICAO-3c71a1"', within=10)
+            await asyncio.sleep(1.0)  # about five more polls of each feed
+            frames = await secret.collect(0.5)
+            await unclass.collect(0.3)
+        published = feeds.m_published.get("rx1") + feeds.m_published.get("rx2")
+        assert published == 24  # the snapshot's aircraft with a fresh position, once each
+        assert feeds.m_reports.get("rx1") >= 24 * 3 and feeds.m_reports.get("rx2") >= 24 * 3
+        assert feeds.m_dropped.get("old") == (
+            feeds.m_reports.get("rx1") + feeds.m_reports.get("rx2") - 24
+        )
+        assert not any(b'uid="ICAO-3c71a1"' in f for f in frames)  # never sent twice
+        assert len(feeds.thinner) == 24
+    assert b"ICAO-" not in unclass.raw
+
+
+async def test_sbs1_tcp_cut_anywhere(
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    """An SBS-1 server (port 30003 style) writes the real sample cut into random chunks."""
+    stream = SBS1_SAMPLE.read_bytes()
+    rnd = random.Random(30003)
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        i = 0
+        while i < len(stream):
+            n = rnd.randint(1, 200)
+            writer.write(stream[i : i + n])
+            i += n
+            await writer.drain()
+        done.set()
+        await reader.read()  # hold the connection open, as a receiver does, until the feed goes
+        writer.close()
+
+    upstream = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = upstream.sockets[0].getsockname()[1]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY + feed("sbs", "sbs1-tcp", f'connect = "127.0.0.1:{port}"'))
+    try:
+        async with start_server(policy_file=str(policy)) as server:
+            assert server.feeds is not None
+            feeds = server.feeds
+            secret, unclass = await two_clients(server, data_dir)
+            async with clients(secret, unclass):
+                await asyncio.wait_for(done.wait(), 15)
+                frame = await secret.wait_for(b'uid="ICAO-aa779d"', within=10)
+                await unclass.collect(0.5)
+            # 74 MSG,3 positions (tests/unit/feeds/test_sbs1.py), none lost to the chunking.
+            assert feeds.m_reports.get("sbs") == 74
+            assert feeds.m_invalid.get("sbs") == 0
+            assert feeds.m_failures.get("sbs") == 0
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
+    assert b'type="a-n-A"' in frame and b'source="sbs1"' in frame
+    assert b'access="RESTRICTED" releasableTo="REL TO USA"' in frame
+    assert b"ICAO-" not in unclass.raw

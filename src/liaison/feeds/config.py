@@ -17,7 +17,7 @@ from liaison.model.labels import AuthSet, Policy
 from liaison.model.policy import authset_from_table
 from liaison.protocol.feed_tracks import AFFILIATIONS, AffiliationRule
 
-KINDS = ("adsb-http", "adsb-file", "ais-udp", "ais-tcp")
+KINDS = ("adsb-http", "adsb-file", "sbs1-tcp", "ais-udp", "ais-tcp")
 FEED_KEYS = {
     "kind",
     "url",
@@ -143,7 +143,13 @@ def parse_feeds(text: str, policy: Policy, *, base_dir: Path) -> list[FeedConfig
         kind = raw.get("kind")
         if kind not in KINDS:
             raise ConfigError(f"{key}.kind", f"must be one of {', '.join(KINDS)}")
-        needs = {"adsb-http": "url", "adsb-file": "path", "ais-udp": "listen", "ais-tcp": "connect"}
+        needs = {
+            "adsb-http": "url",
+            "adsb-file": "path",
+            "sbs1-tcp": "connect",
+            "ais-udp": "listen",
+            "ais-tcp": "connect",
+        }
         if needs[kind] not in raw:
             raise ConfigError(f"{key}.{needs[kind]}", f"missing (needed by kind {kind})")
         for required in ("org", "ceiling", "default_classification"):

@@ -1,12 +1,13 @@
 """The feeds as sources of the router: one task per ``[feeds.NAME]``, each publishing under its
 own principal (docs/feeds.md).
 
-An adapter reads its upstream (an ``aircraft.json`` over HTTP or from a file, AIS sentences on a
-UDP port or from a TCP server), turns what it reads into track reports with the pure parsers
-(``protocol.adsb``, ``protocol.ais``), thins them (``protocol.feed_tracks.Thinner``, shared by
-every feed so several receivers of one aircraft make one track) and calls ``Router.publish``:
-the same ingest rules, labelling, audit and access decision as any other source. A failing
-upstream is retried with backoff and never stops the server.
+An adapter reads its upstream (an ``aircraft.json`` over HTTP or from a file, SBS-1 BaseStation
+lines or AIS sentences from a TCP server, AIS sentences on a UDP port), turns what it reads into
+track reports with the pure parsers (``protocol.adsb``, ``protocol.sbs1``, ``protocol.ais``),
+thins them (``protocol.feed_tracks.Thinner``, shared by every feed so several receivers of one
+aircraft make one track) and calls ``Router.publish``: the same ingest rules, labelling, audit
+and access decision as any other source. A failing upstream is retried with backoff and never
+stops the server.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import adsb
 from liaison.protocol.ais import AisDecoder
 from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation, to_event
+from liaison.protocol.sbs1 import Sbs1Decoder
 from liaison.router import Router
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,7 @@ class Feeds:
             "adsb-file": self._poll_file,
             "ais-udp": self._read_udp,
             "ais-tcp": self._read_tcp,
+            "sbs1-tcp": self._read_tcp,
         }[c.kind]
         while True:
             try:
@@ -303,14 +306,38 @@ class Feeds:
             queue.clear()
             self._ais_lines(c, decoder, batch)
 
+    def _sbs1_lines(self, c: FeedConfig, decoder: Sbs1Decoder, lines: list[bytes]) -> None:
+        invalid = decoder.counts.invalid
+        reports: list[TrackReport] = []
+        now = self._clock_ms()
+        for line in lines:
+            reports.extend(decoder.feed(line, now))
+        if decoder.counts.invalid > invalid:
+            self.m_invalid.inc(c.name, decoder.counts.invalid - invalid)
+        if reports:
+            self.publish(c, reports)
+
     async def _read_tcp(self, c: FeedConfig, status: FeedStatus) -> None:
+        """AIS (``ais-tcp``) or SBS-1 (``sbs1-tcp``) lines from a TCP server."""
         assert c.connect is not None
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(c.connect.host, c.connect.port, limit=MAX_TCP_LINE_BYTES),
             UPSTREAM_TIMEOUT_S,
         )
         station = str(c.connect)
-        decoder = AisDecoder()
+        handle: Callable[[bytes], None]
+        if c.kind == "sbs1-tcp":
+            sbs1 = Sbs1Decoder()
+
+            def handle(line: bytes) -> None:
+                self._sbs1_lines(c, sbs1, [line])
+
+        else:
+            ais = AisDecoder()
+
+            def handle(line: bytes) -> None:
+                self._ais_lines(c, ais, [(line, station)])
+
         self._ok(status)
         try:
             while True:
@@ -322,9 +349,9 @@ class Feeds:
                     continue
                 except asyncio.IncompleteReadError as exc:
                     if exc.partial:
-                        self._ais_lines(c, decoder, [(exc.partial, station)])
+                        handle(exc.partial)
                     raise ConnectionError(f"{c.connect} closed the connection") from None
-                self._ais_lines(c, decoder, [(line, station)])
+                handle(line)
         finally:
             writer.close()
             with contextlib.suppress(OSError):
