@@ -255,7 +255,7 @@ async def _start(
         await parts.start(_FederationPart(fed, server))
     if policy_text is not None and gate is not None and config.policy_file is not None:
         server.feeds = build_feeds(
-            policy_text, gate, router, metrics, now_ms, config.policy_file.parent
+            policy_text, gate, router, metrics, now_ms, config.policy_file.parent, config.data_dir
         )
         if server.feeds is not None:
             await parts.start(server.feeds)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from liaison import cli
 from liaison.app import Server
 from liaison.errors import ListenError
 from liaison.identity.users import UserDirectory
@@ -215,7 +216,7 @@ async def test_a_udp_feed_port_in_use_stops_the_start(
 
 
 async def test_two_receivers_of_one_picture_make_one_track_each(
-    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two file feeds of the same organisation read the same snapshot (two receivers seeing the
     same aircraft): every aircraft is published once, the duplicates are dropped as ``old``."""
@@ -245,6 +246,19 @@ async def test_two_receivers_of_one_picture_make_one_track_each(
         assert not any(b'uid="ICAO-3c71a1"' in f for f in frames)  # never sent twice
         assert len(feeds.thinner) == 24
     assert b"ICAO-" not in unclass.raw
+    # The server wrote its feeds' status; `liaison feeds status` reads it.
+    doc = json.loads((data_dir / "feeds" / "status.json").read_text())
+    assert doc["v"] == 1 and doc["tracks"] == 24 and doc["dropped"]["old"] >= 24 * 2
+    rx1, rx2 = doc["feeds"]
+    assert (rx1["name"], rx1["kind"], rx1["state"]) == ("rx1", "adsb-file", "stopped")
+    assert rx1["upstream"] == str(snapshot) and rx1["failures"] == 0
+    assert rx1["published"] + rx2["published"] == 24 and rx1["last_data_ms"] is not None
+    assert cli.main(["feeds", "status", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"rx1: stopped (adsb-file {snapshot}), data " in out
+    assert f"  reports {rx1['reports']}, published {rx1['published']}, refused 0, invalid 0," in out
+    assert cli.main(["feeds", "status", "--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "no feed status at" in capsys.readouterr().err
 
 
 async def test_sbs1_tcp_cut_anywhere(

@@ -23,6 +23,7 @@ def build_feeds(
     metrics: Metrics,
     clock_ms: Callable[[], int],
     base_dir: Path,
+    data_dir: Path,
 ) -> Feeds | None:
     """The feeds of the policy file's ``[feeds.NAME]`` tables, or None when it has none.
 
@@ -39,4 +40,4 @@ def build_feeds(
         for c in configs
     }
     gate.config = replace(gate.config, listeners={**gate.config.listeners, **tables})
-    return Feeds(configs, router, metrics, clock_ms)
+    return Feeds(configs, router, metrics, clock_ms, data_dir)

@@ -17,13 +17,20 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
 from liaison.errors import listen_errors
 from liaison.federation.backoff import Backoff
 from liaison.feeds.config import FeedConfig
+from liaison.feeds.status import (
+    STATUS_INTERVAL_S,
+    STATUS_VERSION,
+    FeedStatus,
+    status_path,
+    write_status,
+)
 from liaison.metrics import Metrics
 from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import adsb
@@ -74,13 +81,6 @@ def feed_principal(config: FeedConfig) -> Principal:
     )
 
 
-@dataclass(slots=True)
-class FeedStatus:
-    state: str = "starting"  # starting, running, failing
-    failures: int = 0  # consecutive
-    last_error: str | None = None
-
-
 class _UdpLines(asyncio.DatagramProtocol):
     def __init__(
         self, queue: deque[tuple[bytes, str]], wake: asyncio.Event, drop: Callable[[], None]
@@ -110,8 +110,10 @@ class Feeds:
         router: Router,
         metrics: Metrics,
         clock_ms: Callable[[], int],
+        data_dir: Path,
     ) -> None:
         self.configs = configs
+        self.status_file = status_path(data_dir)
         self._router = router
         self._clock_ms = clock_ms
         self.thinner = Thinner(min_interval_ms=0, max_tracks=MAX_TRACKS)
@@ -120,7 +122,7 @@ class Feeds:
             for c in configs
         }
         self.sources = {c.name: FeedSource(feed_principal(c)) for c in configs}
-        self.status = {c.name: FeedStatus() for c in configs}
+        self.status = {c.name: FeedStatus(c.name, c.kind, _upstream(c)) for c in configs}
         self._udp: dict[str, asyncio.DatagramTransport] = {}
         self._queues: dict[str, deque[tuple[bytes, str]]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
@@ -176,11 +178,45 @@ class Feeds:
         async with asyncio.TaskGroup() as tg:
             for c in self.configs:
                 tg.create_task(self._supervise(c), name=f"feed:{c.name}")
+            tg.create_task(self._status_loop(), name="feed-status")
 
     async def close(self) -> None:
         for transport in self._udp.values():
             transport.close()
         self._udp.clear()
+        for status in self.status.values():
+            status.state = "stopped"
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(write_status, self.status_file, self.snapshot())
+
+    def snapshot(self) -> dict[str, object]:
+        """The status document (docs/feeds.md, "Status")."""
+        feeds = []
+        for c in self.configs:
+            n = c.name
+            counts = {
+                "reports": self.m_reports.get(n),
+                "published": self.m_published.get(n),
+                "refused": self.m_refused.get(n),
+                "invalid": self.m_invalid.get(n),
+                "failures_total": self.m_failures.get(n),
+            }
+            feeds.append(self.status[n].to_json(counts))
+        return {
+            "v": STATUS_VERSION,
+            "written_ms": self._clock_ms(),
+            "tracks": len(self.thinner),
+            "dropped": dict(sorted(self.m_dropped.values.items())),
+            "feeds": feeds,
+        }
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(write_status, self.status_file, self.snapshot())
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.status_file, exc)
+            await asyncio.sleep(STATUS_INTERVAL_S)
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -242,6 +278,9 @@ class Feeds:
         status.failures = 0
         status.last_error = None
 
+    def _data(self, name: str) -> None:
+        self.status[name].last_data_ms = self._clock_ms()
+
     def _document(self, c: FeedConfig, data: bytes, status: FeedStatus) -> None:
         try:
             parsed = adsb.parse_document(data, self._clock_ms())
@@ -249,6 +288,7 @@ class Feeds:
             self.m_invalid.inc(c.name)
             raise ValueError(f"bad aircraft.json: {exc}") from None
         self._ok(status)
+        self._data(c.name)
         self.publish(c, parsed.reports)
 
     async def _poll_http(self, c: FeedConfig, status: FeedStatus) -> None:
@@ -293,6 +333,7 @@ class Feeds:
         if decoder.counts.invalid > invalid:
             self.m_invalid.inc(c.name, decoder.counts.invalid - invalid)
         if reports:
+            self._data(c.name)
             self.publish(c, reports)
 
     async def _read_udp(self, c: FeedConfig, status: FeedStatus) -> None:
@@ -315,6 +356,7 @@ class Feeds:
         if decoder.counts.invalid > invalid:
             self.m_invalid.inc(c.name, decoder.counts.invalid - invalid)
         if reports:
+            self._data(c.name)
             self.publish(c, reports)
 
     async def _read_tcp(self, c: FeedConfig, status: FeedStatus) -> None:
@@ -356,3 +398,9 @@ class Feeds:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _upstream(c: FeedConfig) -> str:
+    """Where a feed reads from, for its status."""
+    where = c.url or c.path or c.listen or c.connect
+    return str(where) if where is not None else "?"

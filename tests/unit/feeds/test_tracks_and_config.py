@@ -113,3 +113,38 @@ def test_bad_tables_are_refused_by_key(table: str, key: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_feeds(text, load_gate_config(text).policy, base_dir=Path("."))
     assert exc.value.key == key
+
+
+def test_status_rendering_shows_failures_and_staleness() -> None:
+    from liaison.feeds.status import render_status
+
+    doc = {
+        "v": 1,
+        "written_ms": 10_000,
+        "tracks": 3,
+        "feeds": [
+            {
+                "name": "air",
+                "kind": "adsb-http",
+                "upstream": "http://192.0.2.1/data/aircraft.json",
+                "state": "failing",
+                "failures": 2,
+                "last_error": "HTTP 503 from http://192.0.2.1/data/aircraft.json",
+                "last_data_ms": 4_000,
+                "reports": 10,
+                "published": 7,
+                "refused": 1,
+                "invalid": 0,
+                "failures_total": 5,
+            }
+        ],
+    }
+    assert render_status(doc, 11_000) == (
+        "tracks: 3\n"
+        "air: failing (adsb-http http://192.0.2.1/data/aircraft.json), data 7.0 s ago\n"
+        "  reports 10, published 7, refused 1, invalid 0, failures 5\n"
+        "  last error: HTTP 503 from http://192.0.2.1/data/aircraft.json (2 consecutive failures)\n"
+    )
+    assert render_status(doc, 20_000).startswith(
+        "status written 10.0 s ago: stale (is the server running?)\n"
+    )
