@@ -42,6 +42,10 @@ values = ["USA", "UKR"]
 classification = "SECRET"
 REL = ["USA"]
 
+[authz.profiles.usa-restricted]
+classification = "RESTRICTED"
+REL = ["USA"]
+
 [authz.profiles.usa-unclass]
 classification = "UNCLASSIFIED"
 REL = ["USA"]
@@ -109,18 +113,36 @@ async def test_adsb_http_and_ais_udp_reach_only_cleared_clients(
     await site.start()
     port = runner.addresses[0][1]
     policy = tmp_path / "policy.toml"
-    policy.write_text(
-        POLICY
-        + feed("planes", "adsb-http", f'url = "http://127.0.0.1:{port}/data/aircraft.json"')
-        + feed("ships", "ais-udp", 'listen = "127.0.0.1:0"')
-    )
+    # The aircraft feed may assert up to SECRET; its items are RESTRICTED unless a label rule
+    # says otherwise (one aircraft SECRET), and one aircraft is hostile by an affiliation rule.
+    planes = feed(
+        "planes", "adsb-http", f'url = "http://127.0.0.1:{port}/data/aircraft.json"'
+    ).replace('ceiling = { classification = "RESTRICTED"', 'ceiling = { classification = "SECRET"')
+    planes += """
+[[feeds.planes.rules]]
+ids = ["407689"]
+affiliation = "h"
+
+[[feeds.planes.labels]]
+ids = ["3C71A1"]
+classification = "SECRET"
+"""
+    policy.write_text(POLICY + planes + feed("ships", "ais-udp", 'listen = "127.0.0.1:0"'))
     # The UDP sender: AIS sentences as a receiver forwards them, a few per datagram.
     lines = AIS_TYPE5.read_bytes().splitlines()[1:] + AIS_SAMPLE.read_bytes().splitlines()[:200]
     try:
         async with start_server(policy_file=str(policy)) as server:
             assert server.feeds is not None
             secret, unclass = await two_clients(server, data_dir)
-            async with clients(secret, unclass):
+            UserDirectory.load(data_dir / "users.json").add_user(
+                "usa-r", "USA", profile="usa-restricted"
+            )
+            assert server.tls is not None
+            cert = issue_cert(server, "usa-r", "USA")
+            restricted = await connect_tls(
+                server.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name="usa-r"
+            )
+            async with clients(secret, unclass, restricted):
                 loop = asyncio.get_running_loop()
                 udp, _ = await loop.create_datagram_endpoint(
                     asyncio.DatagramProtocol,
@@ -132,6 +154,9 @@ async def test_adsb_http_and_ais_udp_reach_only_cleared_clients(
                 udp.close()
                 aircraft_frame = await secret.wait_for(b'uid="ICAO-3c71a1"', within=15)
                 vessel_frame = await secret.wait_for(b'uid="MMSI-227006760"', within=15)
+                hostile_frame = await restricted.wait_for(b'uid="ICAO-407689"', within=15)
+                await restricted.wait_for(b'uid="MMSI-227006760"', within=15)
+                await restricted.collect(0.5)
                 await unclass.collect(0.5)
                 await asyncio.sleep(0.5)
                 await unclass.collect(0.5)
@@ -143,9 +168,15 @@ async def test_adsb_http_and_ais_udp_reach_only_cleared_clients(
         await runner.cleanup()
     assert b'type="a-n-A"' in aircraft_frame and b'<contact callsign="BCS361"' in aircraft_frame
     assert b'type="a-n-S-X"' in vessel_frame and b"<__ais " in vessel_frame
-    for frame in (aircraft_frame, vessel_frame):
+    assert b'type="a-h-A-C-F"' in hostile_frame  # the affiliation rule
+    # The label rule made one aircraft SECRET; the rest of the feed has its default label.
+    assert b'access="SECRET" releasableTo="REL TO USA"' in aircraft_frame
+    assert b'cls="SECRET" orig="USA"' in aircraft_frame
+    for frame in (vessel_frame, hostile_frame):
         assert b'access="RESTRICTED" releasableTo="REL TO USA"' in frame
         assert b'cls="RESTRICTED" orig="USA"' in frame
+    # The RESTRICTED client saw the feed's items except the SECRET one.
+    assert b"ICAO-3c71a1" not in restricted.raw
     # The client cleared below the feed's label received none of the feed's items.
     assert b"ICAO-" not in unclass.raw and b"MMSI-" not in unclass.raw
 

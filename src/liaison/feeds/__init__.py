@@ -40,4 +40,4 @@ def build_feeds(
         for c in configs
     }
     gate.config = replace(gate.config, listeners={**gate.config.listeners, **tables})
-    return Feeds(configs, router, metrics, clock_ms, data_dir)
+    return Feeds(configs, router, metrics, clock_ms, data_dir, gate.policy)

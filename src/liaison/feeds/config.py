@@ -15,7 +15,7 @@ from liaison.config import Endpoint, parse_endpoint
 from liaison.errors import ConfigError
 from liaison.model.labels import AuthSet, Policy
 from liaison.model.policy import authset_from_table
-from liaison.protocol.feed_tracks import AFFILIATIONS, AffiliationRule
+from liaison.protocol.feed_tracks import AFFILIATIONS, TrackRule
 
 KINDS = ("adsb-http", "adsb-file", "sbs1-tcp", "ais-udp", "ais-tcp")
 FEED_KEYS = {
@@ -31,10 +31,11 @@ FEED_KEYS = {
     "default_classification",
     "affiliation",
     "rules",
+    "labels",
     "stale_s",
     "min_interval_s",
 }
-RULE_KEYS = {"affiliation", "kind", "military", "ids", "icao_range", "mid"}
+MATCH_KEYS = {"kind", "military", "ids", "icao_range", "mid"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +52,8 @@ class FeedConfig:
     ceiling: AuthSet
     default_classification: str
     affiliation: str = "u"
-    rules: tuple[AffiliationRule, ...] = ()
+    rules: tuple[TrackRule, ...] = ()
+    labels: tuple[TrackRule, ...] = ()
     stale_s: float = 60.0
     min_interval_s: float = 1.0
 
@@ -79,14 +81,24 @@ def _affiliation(key: str, value: object) -> str:
     return value
 
 
-def _rule(key: str, raw: object) -> AffiliationRule:
+def _rule(key: str, raw: object, gives: str, policy: Policy, ceiling: AuthSet) -> TrackRule:
+    """One ``rules`` table (``gives`` = "affiliation") or ``labels`` table ("classification")."""
     if not isinstance(raw, dict):
         raise ConfigError(key, "must be a table")
-    extra = set(raw) - RULE_KEYS
+    extra = set(raw) - MATCH_KEYS - {gives}
     if extra:
         raise ConfigError(f"{key}.{sorted(extra)[0]}", "unknown key")
-    if "affiliation" not in raw:
-        raise ConfigError(f"{key}.affiliation", "missing")
+    if gives not in raw:
+        raise ConfigError(f"{key}.{gives}", "missing")
+    level: str | None = None
+    if gives == "classification":
+        level = raw[gives]
+        rank = policy.rank(level)
+        top = policy.rank(ceiling.ceiling)
+        if rank is None:
+            raise ConfigError(f"{key}.classification", "not a classification of the policy")
+        if top is None or rank > top:
+            raise ConfigError(f"{key}.classification", "above the feed's ceiling")
     kind = raw.get("kind")
     if kind is not None and kind not in ("aircraft", "vessel"):
         raise ConfigError(f"{key}.kind", "must be aircraft or vessel")
@@ -111,8 +123,9 @@ def _rule(key: str, raw: object) -> AffiliationRule:
         not isinstance(mid, list) or not all(isinstance(m, int) and 200 <= m <= 799 for m in mid)
     ):
         raise ConfigError(f"{key}.mid", "must be a list of MIDs (201..775)")
-    return AffiliationRule(
-        affiliation=_affiliation(f"{key}.affiliation", raw["affiliation"]),
+    return TrackRule(
+        affiliation=_affiliation(f"{key}.affiliation", raw[gives]) if level is None else None,
+        classification=level,
         kind=kind,
         military=military,
         ids=frozenset(str(i).lower() if isinstance(i, str) else str(i).zfill(9) for i in ids)
@@ -171,9 +184,13 @@ def parse_feeds(text: str, policy: Policy, *, base_dir: Path) -> list[FeedConfig
         ):
             raise ConfigError(f"{key}.url", "must be an http:// or https:// URL")
         path = raw.get("path")
+        ceiling = authset_from_table(policy, raw["ceiling"], f"{key}.ceiling")
         raw_rules = raw.get("rules", [])
         if not isinstance(raw_rules, list):
             raise ConfigError(f"{key}.rules", "must be an array of tables")
+        raw_labels = raw.get("labels", [])
+        if not isinstance(raw_labels, list):
+            raise ConfigError(f"{key}.labels", "must be an array of tables")
         feeds.append(
             FeedConfig(
                 name=name,
@@ -185,10 +202,17 @@ def parse_feeds(text: str, policy: Policy, *, base_dir: Path) -> list[FeedConfig
                 interval_s=_positive(f"{key}.interval_s", raw.get("interval_s", 5.0)),
                 org=_str(f"{key}.org", raw["org"]),
                 groups=frozenset(groups),
-                ceiling=authset_from_table(policy, raw["ceiling"], f"{key}.ceiling"),
+                ceiling=ceiling,
                 default_classification=default,
                 affiliation=_affiliation(f"{key}.affiliation", raw.get("affiliation", "u")),
-                rules=tuple(_rule(f"{key}.rules[{i}]", r) for i, r in enumerate(raw_rules)),
+                rules=tuple(
+                    _rule(f"{key}.rules[{i}]", r, "affiliation", policy, ceiling)
+                    for i, r in enumerate(raw_rules)
+                ),
+                labels=tuple(
+                    _rule(f"{key}.labels[{i}]", r, "classification", policy, ceiling)
+                    for i, r in enumerate(raw_labels)
+                ),
                 stale_s=_positive(f"{key}.stale_s", raw.get("stale_s", 60.0)),
                 min_interval_s=_positive(f"{key}.min_interval_s", raw.get("min_interval_s", 1.0)),
             )

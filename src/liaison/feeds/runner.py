@@ -32,10 +32,18 @@ from liaison.feeds.status import (
     write_status,
 )
 from liaison.metrics import Metrics
+from liaison.model import labels
+from liaison.model.labels import Policy
 from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import adsb
 from liaison.protocol.ais import AisDecoder
-from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation, to_event
+from liaison.protocol.feed_tracks import (
+    Thinner,
+    TrackReport,
+    affiliation,
+    classification,
+    to_event,
+)
 from liaison.protocol.sbs1 import Sbs1Decoder
 from liaison.router import Router
 
@@ -111,8 +119,10 @@ class Feeds:
         metrics: Metrics,
         clock_ms: Callable[[], int],
         data_dir: Path,
+        policy: Policy,
     ) -> None:
         self.configs = configs
+        self._policy = policy
         self.status_file = status_path(data_dir)
         self._router = router
         self._clock_ms = clock_ms
@@ -239,7 +249,14 @@ class Feeds:
                 self.m_dropped.inc(why)
                 continue
             aff = affiliation(report, config.rules, config.affiliation)
-            event = to_event(report, aff, int(config.stale_s * 1000))
+            level = classification(report, config.labels)
+            extra = []
+            if level is not None:  # a label rule: the track's own label, REL TO the feed's org
+                label = labels.listener_default_label(
+                    self._policy, level, report.time_ms, originator=config.org
+                )
+                extra.append(labels.label_to_seclabel(self._policy, label))
+            event = to_event(report, aff, int(config.stale_s * 1000), extra)
             result = self._router.publish_checked(event, source)
             if result.event is not None:
                 accepted += 1

@@ -46,15 +46,18 @@ class TrackReport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AffiliationRule:
-    """One rule of a feed's ``affiliation`` list; every condition given must hold.
+class TrackRule:
+    """One rule of a feed's ``rules`` (affiliation) or ``labels`` (classification) list; every
+    condition given must hold, and the first rule that matches gives its ``affiliation`` or
+    ``classification``.
 
     ``ids``: ICAO hex addresses or MMSIs; ``icao_range``: (low, high) hex, inclusive;
     ``mid``: Maritime Identification Digits (the first three digits of a ship's MMSI);
     ``military``: the source's military flag; ``kind``: "aircraft" or "vessel".
     """
 
-    affiliation: str
+    affiliation: str | None = None
+    classification: str | None = None
     kind: str | None = None
     military: bool | None = None
     ids: frozenset[str] | None = None
@@ -95,17 +98,29 @@ def mid_of(mmsi: str) -> int | None:
     return None
 
 
-def affiliation(report: TrackReport, rules: Sequence[AffiliationRule], default: str) -> str:
+def affiliation(report: TrackReport, rules: Sequence[TrackRule], default: str) -> str:
     """The affiliation of the first rule that matches, else the feed's default."""
     for rule in rules:
-        if rule.matches(report):
+        if rule.affiliation is not None and rule.matches(report):
             return rule.affiliation
     return default
 
 
-def to_event(report: TrackReport, affiliation: str, stale_ms: int) -> Event:
+def classification(report: TrackReport, rules: Sequence[TrackRule]) -> str | None:
+    """The classification of the first label rule that matches, else None (the feed's
+    default label applies)."""
+    for rule in rules:
+        if rule.classification is not None and rule.matches(report):
+            return rule.classification
+    return None
+
+
+def to_event(
+    report: TrackReport, affiliation: str, stale_ms: int, extra: Sequence[ET.Element] = ()
+) -> Event:
     """The CoT event of one report: ``how="m-g"`` (machine, GPS-derived), stale after
-    ``stale_ms``, with ``contact``, ``track``, ``emergency`` and the source's own detail."""
+    ``stale_ms``, with ``contact``, ``track``, ``emergency``, the source's own detail and
+    ``extra`` elements (a ``__seclabel`` chosen by a label rule)."""
     detail = ET.Element("detail")
     if report.callsign:
         ET.SubElement(detail, "contact", callsign=report.callsign)
@@ -120,6 +135,7 @@ def to_event(report: TrackReport, affiliation: str, stale_ms: int) -> Event:
             report.callsign or report.uid
         )
     ET.SubElement(detail, report.detail_tag, dict(report.detail_attrs))
+    detail.extend(extra)
     return make_event(
         uid=report.uid,
         type=report.cot_type.replace("?", affiliation, 1),

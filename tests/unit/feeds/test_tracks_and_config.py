@@ -10,7 +10,7 @@ import pytest
 from liaison.errors import ConfigError
 from liaison.feeds.config import parse_feeds
 from liaison.gate import load_gate_config
-from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation
+from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation, classification
 
 POLICY = """
 [policy]
@@ -86,6 +86,31 @@ affiliation = "s"
     assert pick(report("vessel", "244000001")) == "n"
 
 
+def test_label_rules_pick_a_classification_within_the_ceiling() -> None:
+    text = (
+        POLICY
+        + """
+[feeds.sea]
+kind = "ais-udp"
+listen = ":0"
+org = "USA"
+ceiling = { classification = "SECRET", REL = "*" }
+default_classification = "RESTRICTED"
+[[feeds.sea.labels]]
+military = true
+classification = "SECRET"
+[[feeds.sea.labels]]
+mid = [273]
+classification = "UNCLASSIFIED"
+"""
+    )
+    (c,) = parse_feeds(text, load_gate_config(text).policy, base_dir=Path("."))
+    assert classification(report("vessel", "273000001", military=True), c.labels) == "SECRET"
+    assert classification(report("vessel", "273000001"), c.labels) == "UNCLASSIFIED"
+    assert classification(report("vessel", "244000001"), c.labels) is None  # the default
+    assert affiliation(report("vessel", "273000001"), c.labels, "u") == "u"  # labels only
+
+
 @pytest.mark.parametrize(
     ("table", "key"),
     [
@@ -105,6 +130,18 @@ affiliation = "s"
             'kind = "ais-tcp"\nconnect = "h:1"\norg = "USA"\ndefault_classification = "SECRET"\n'
             'ceiling = { classification = "SECRET", REL = "*" }\naffiliation = "z"',
             "feeds.x.affiliation",
+        ),
+        (
+            'kind = "ais-udp"\nlisten = ":0"\norg = "USA"\ndefault_classification = "RESTRICTED"\n'
+            'ceiling = { classification = "RESTRICTED", REL = "*" }\n'
+            '[[feeds.x.labels]]\nmilitary = true\nclassification = "SECRET"',
+            "feeds.x.labels[0].classification",
+        ),
+        (
+            'kind = "ais-udp"\nlisten = ":0"\norg = "USA"\ndefault_classification = "RESTRICTED"\n'
+            'ceiling = { classification = "RESTRICTED", REL = "*" }\n'
+            '[[feeds.x.labels]]\nmilitary = true\naffiliation = "h"',
+            "feeds.x.labels[0].affiliation",
         ),
     ],
 )
