@@ -58,6 +58,9 @@ MAX_QUEUED_LINES = 10_000
 MAX_TCP_LINE_BYTES = 4096
 # Seconds an HTTP poll or a TCP connect may take.
 UPSTREAM_TIMEOUT_S = 10.0
+# Reports (or AIS lines) handled in one go before the feed lets the event loop serve others: it
+# bounds how long one large document holds the loop (docs/feeds.md, "Merge and thin").
+PUBLISH_BATCH = 256
 # Tracks the shared thinner remembers (the least recently heard is forgotten first).
 MAX_TRACKS = 100_000
 # Retry delays after a failure: 1 s doubling to 60 s.
@@ -298,15 +301,21 @@ class Feeds:
     def _data(self, name: str) -> None:
         self.status[name].last_data_ms = self._clock_ms()
 
-    def _document(self, c: FeedConfig, data: bytes, status: FeedStatus) -> None:
+    async def _document(self, c: FeedConfig, data: bytes, status: FeedStatus) -> None:
+        """Parse one aircraft.json off the event loop (a large one takes a while), then publish
+        its reports a batch at a time, letting the loop serve clients between batches."""
         try:
-            parsed = adsb.parse_document(data, self._clock_ms())
+            parsed = await asyncio.to_thread(adsb.parse_document, data, self._clock_ms())
         except adsb.AdsbError as exc:
             self.m_invalid.inc(c.name)
             raise ValueError(f"bad aircraft.json: {exc}") from None
         self._ok(status)
         self._data(c.name)
-        self.publish(c, parsed.reports)
+        reports = parsed.reports
+        for i in range(0, len(reports), PUBLISH_BATCH):
+            if i:
+                await asyncio.sleep(0)
+            self.publish(c, reports[i : i + PUBLISH_BATCH])
 
     async def _poll_http(self, c: FeedConfig, status: FeedStatus) -> None:
         assert c.url is not None
@@ -321,7 +330,7 @@ class Feeds:
                     data = await resp.content.read(MAX_DOCUMENT_BYTES + 1)
                     if len(data) > MAX_DOCUMENT_BYTES:
                         raise ValueError(f"document over {MAX_DOCUMENT_BYTES} bytes")
-                self._document(c, data, status)
+                await self._document(c, data, status)
                 await asyncio.sleep(c.interval_s)
 
     async def _poll_file(self, c: FeedConfig, status: FeedStatus) -> None:
@@ -336,7 +345,7 @@ class Feeds:
             data = await asyncio.to_thread(read)
             if len(data) > MAX_DOCUMENT_BYTES:
                 raise ValueError(f"{path}: over {MAX_DOCUMENT_BYTES} bytes")
-            self._document(c, data, status)
+            await self._document(c, data, status)
             await asyncio.sleep(c.interval_s)
 
     def _ais_lines(
@@ -360,9 +369,10 @@ class Feeds:
         while True:
             await wake.wait()
             wake.clear()
-            batch = list(queue)
-            queue.clear()
-            self._ais_lines(c, decoder, batch)
+            while queue:  # a batch at a time, letting the loop serve clients between batches
+                n = min(len(queue), PUBLISH_BATCH)
+                self._ais_lines(c, decoder, [queue.popleft() for _ in range(n)])
+                await asyncio.sleep(0)
 
     def _sbs1_lines(self, c: FeedConfig, decoder: Sbs1Decoder, lines: list[bytes]) -> None:
         invalid = decoder.counts.invalid
