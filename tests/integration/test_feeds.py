@@ -184,9 +184,9 @@ classification = "SECRET"
 async def test_ais_tcp_any_chunking_and_reconnect(
     start_server: ServerFactory, data_dir: Path, tmp_path: Path
 ) -> None:
-    """An AIS TCP server writes the real sample cut into random chunks, then closes; the feed
-    reconnects (backoff) and reads it again."""
-    stream = AIS_SAMPLE.read_bytes()
+    """An AIS TCP server writes an over-long line, then the real sample cut into random chunks,
+    then closes; the feed skips the long line, and reconnects (backoff) and reads it again."""
+    stream = b"!" * 10_000 + b"\r\n" + AIS_SAMPLE.read_bytes()
     rnd = random.Random(15)
     connections = 0
     second = asyncio.Event()
@@ -216,7 +216,7 @@ async def test_ais_tcp_any_chunking_and_reconnect(
             assert feeds.m_failures.get("coast") >= 1  # "closed the connection", retried
             # 764 position reports per pass (tests/unit/feeds/test_ais.py), 100 empty payloads.
             assert feeds.m_reports.get("coast") >= 764
-            assert feeds.m_invalid.get("coast") >= 100
+            assert feeds.m_invalid.get("coast") >= 101  # the long line, 100 empty payloads
             assert feeds.m_published.get("coast") > 0
             secret, unclass = await two_clients(server, data_dir)
             async with clients(secret, unclass):
@@ -334,3 +334,14 @@ async def test_sbs1_tcp_cut_anywhere(
     assert b'type="a-n-A"' in frame and b'source="sbs1"' in frame
     assert b'access="RESTRICTED" releasableTo="REL TO USA"' in frame
     assert b"ICAO-" not in unclass.raw
+    # Each accepted feed event left an ingest record naming the feed's principal; the log verifies.
+    records = [
+        json.loads(line)
+        for line in (data_dir / "audit" / "audit.jsonl").read_bytes().splitlines()
+        if b'"kind":"ingest"' in line
+    ]
+    feed_records = [r["fields"] for r in records if r["fields"]["sender"] == "feed:sbs"]
+    assert feed_records and all(
+        f["listener"] == "feed:sbs" and f["org"] == "USA" and f["accepted"] for f in feed_records
+    )
+    assert cli.main(["audit", "verify", "--data-dir", str(data_dir)]) == 0
