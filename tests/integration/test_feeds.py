@@ -182,7 +182,7 @@ classification = "SECRET"
 
 
 async def test_ais_tcp_any_chunking_and_reconnect(
-    start_server: ServerFactory, data_dir: Path, tmp_path: Path
+    start_server: ServerFactory, data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An AIS TCP server writes an over-long line, then the real sample cut into random chunks,
     then closes; the feed skips the long line, and reconnects (backoff) and reads it again."""
@@ -217,6 +217,16 @@ async def test_ais_tcp_any_chunking_and_reconnect(
             # 764 position reports per pass (tests/unit/feeds/test_ais.py), 100 empty payloads.
             assert feeds.m_reports.get("coast") >= 764
             assert feeds.m_invalid.get("coast") >= 101  # the long line, 100 empty payloads
+            # Logged at 1, 10, 100, ... unreadable lines, not once per line.
+            logged = [
+                r.getMessage() for r in caplog.records if "unreadable lines" in r.getMessage()
+            ]
+            assert logged[:3] == [
+                "feed coast: unreadable lines so far: 1",
+                "feed coast: unreadable lines so far: 10",
+                "feed coast: unreadable lines so far: 100",
+            ]
+            assert len(logged) <= 4
             assert feeds.m_published.get("coast") > 0
             secret, unclass = await two_clients(server, data_dir)
             async with clients(secret, unclass):

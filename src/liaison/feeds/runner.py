@@ -298,6 +298,15 @@ class Feeds:
         status.failures = 0
         status.last_error = None
 
+    def _invalid(self, name: str, n: int) -> None:
+        """Count unreadable lines; log when the feed's count reaches 1, 10, 100, ... (a stream
+        of garbage is reported without one log line per line)."""
+        before = self.m_invalid.get(name)
+        self.m_invalid.inc(name, n)
+        after = before + n
+        if len(str(after)) > len(str(before)) or before == 0:
+            log.warning("feed %s: unreadable lines so far: %d", name, after)
+
     def _data(self, name: str) -> None:
         self.status[name].last_data_ms = self._clock_ms()
 
@@ -357,7 +366,7 @@ class Feeds:
         for line, station in lines:
             reports.extend(decoder.feed(line, station, now))
         if decoder.counts.invalid > invalid:
-            self.m_invalid.inc(c.name, decoder.counts.invalid - invalid)
+            self._invalid(c.name, decoder.counts.invalid - invalid)
         if reports:
             self._data(c.name)
             self.publish(c, reports)
@@ -381,7 +390,7 @@ class Feeds:
         for line in lines:
             reports.extend(decoder.feed(line, now))
         if decoder.counts.invalid > invalid:
-            self.m_invalid.inc(c.name, decoder.counts.invalid - invalid)
+            self._invalid(c.name, decoder.counts.invalid - invalid)
         if reports:
             self._data(c.name)
             self.publish(c, reports)
@@ -413,7 +422,7 @@ class Feeds:
                 try:
                     line = await reader.readuntil(b"\n")
                 except asyncio.LimitOverrunError as exc:  # an over-long line: skip it
-                    self.m_invalid.inc(c.name)
+                    self._invalid(c.name, 1)
                     await reader.readexactly(exc.consumed)
                     continue
                 except asyncio.IncompleteReadError as exc:
