@@ -8,6 +8,7 @@ USA client cleared SECRET receives them, a USA client cleared UNCLASSIFIED recei
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 import socket
@@ -246,7 +247,12 @@ async def test_a_udp_feed_port_in_use_stops_the_start(
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         policy = tmp_path / "policy.toml"
-        policy.write_text(POLICY + feed("ships", "ais-udp", f'listen = "127.0.0.1:{port}"'))
+        # The first feed binds a free port, the second cannot: the first is closed again.
+        policy.write_text(
+            POLICY
+            + feed("free", "ais-udp", 'listen = "127.0.0.1:0"')
+            + feed("ships", "ais-udp", f'listen = "127.0.0.1:{port}"')
+        )
         with pytest.raises(ListenError) as exc:
             async with start_server(policy_file=str(policy)):
                 pass
@@ -254,6 +260,15 @@ async def test_a_udp_feed_port_in_use_stops_the_start(
         f"cannot listen on 127.0.0.1:{port} for the AIS feed ships ([feeds.ships] listen): "
         "address already in use"
     )
+    # Nothing was left bound: the port the first feed took is free again (a fresh bind of any
+    # port works, and no datagram socket of this process remains besides the test's own).
+    gc.collect()
+    open_udp = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, asyncio.DatagramTransport) and not o.is_closing()
+    ]
+    assert open_udp == []
 
 
 async def test_two_receivers_of_one_picture_make_one_track_each(

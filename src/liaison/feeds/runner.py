@@ -165,6 +165,17 @@ class Feeds:
     # --- lifetime -----------------------------------------------------------------------
 
     async def bind(self) -> None:
+        """Bind every UDP feed's port; when one cannot be bound, close those already bound (a
+        failed start leaves nothing of this component open) and raise."""
+        try:
+            await self._bind_udp()
+        except BaseException:
+            for transport in self._udp.values():
+                transport.close()
+            self._udp.clear()
+            raise
+
+    async def _bind_udp(self) -> None:
         loop = asyncio.get_running_loop()
         for c in self.configs:
             if c.kind != "ais-udp" or c.listen is None:
