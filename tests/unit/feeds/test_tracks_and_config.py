@@ -185,3 +185,30 @@ def test_status_rendering_shows_failures_and_staleness() -> None:
     assert render_status(doc, 20_000).startswith(
         "status written 10.0 s ago: stale (is the server running?)\n"
     )
+
+
+def test_the_example_in_docs_feeds_md_parses() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "feeds.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    policy = """
+[policy]
+id = "EXAMPLE"
+version = 1
+classifications = ["UNCLASSIFIED", "SECRET"]
+[policy.categories.REL]
+type = "PERMISSIVE"
+required = true
+values = ["GBR"]
+"""
+    text = policy + example
+    air, sea = parse_feeds(text, load_gate_config(text).policy, base_dir=Path("/etc/liaison"))
+    assert (air.name, air.kind, air.url, air.interval_s) == (
+        "heathrow-adsb",
+        "adsb-http",
+        "http://192.0.2.10:8080/data/aircraft.json",
+        2.0,
+    )
+    assert air.affiliation == "n" and len(air.rules) == 1 and len(air.labels) == 1
+    assert air.labels[0].ids == frozenset({"43c6f1"})
+    assert sea.kind == "ais-udp" and sea.listen is not None and sea.listen.port == 10110
+    assert sea.affiliation == "u" and sea.stale_s == 60.0 and sea.min_interval_s == 1.0
