@@ -36,6 +36,7 @@ from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import GateAudit
 from liaison.federation.supervisor import Federation
+from liaison.feeds import Feeds, build_feeds
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.identity.ca import ensure_server_pki
 from liaison.identity.certs import ServerPki
@@ -110,6 +111,7 @@ class Server:
     federation: Federation | None = None  # the partner links, when configured
     federation_address: Endpoint | None = None
     missions: Missions | None = None  # the missions (Data Sync)
+    feeds: Feeds | None = None  # the [feeds.NAME] sources (docs/feeds.md)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -256,6 +258,12 @@ async def _start(
     fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
     if fed is not None:
         await parts.start(_FederationPart(fed, server))
+    if policy_text is not None and gate is not None and config.policy_file is not None:
+        server.feeds = build_feeds(
+            policy_text, gate, router, metrics, now_ms, config.policy_file.parent, config.data_dir
+        )
+        if server.feeds is not None:
+            await parts.start(server.feeds)
 
     async def close_sessions() -> None:
         registry.close_all()

@@ -20,6 +20,7 @@ from liaison import __version__, admin
 from liaison import config as config_mod
 from liaison.errors import ConfigError, LiaisonError, ListenError
 from liaison.federation import cli as federation_cli
+from liaison.feeds import cli as feeds_cli
 from liaison.storage.permissions import PRIVATE_UMASK
 
 if TYPE_CHECKING:
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin.register(sub)
     federation_cli.register(sub)
+    feeds_cli.register(sub)
     return parser
 
 

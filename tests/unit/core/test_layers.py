@@ -377,6 +377,34 @@ def test_listener_names_are_declared_once() -> None:
     assert not found, f"a second list of listener kinds: {found}"
 
 
+FEEDS_MODULES = sorted((SRC / "feeds").glob("*.py"))
+# feeds/ are sources of the router (docs/feeds.md): they publish through it and nothing else.
+# They never reach a subscriber, the store, a listener or the HTTP side directly.
+FEEDS_FORBIDDEN = (
+    "liaison.api",
+    "liaison.session",
+    "liaison.transports",
+    "liaison.storage",
+    "liaison.latest",
+    "liaison.query",
+    "liaison.missions",
+    "liaison.identity",
+    "liaison.app",
+    "liaison.cli",
+    "liaison.admin",
+)
+
+
+@pytest.mark.parametrize("path", FEEDS_MODULES, ids=lambda p: p.relative_to(SRC).as_posix())
+def test_feeds_reach_the_router_only(path: Path) -> None:
+    bad = {
+        name
+        for name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in FEEDS_FORBIDDEN)
+    }
+    assert not bad, f"feeds/{path.name} imports {sorted(bad)}"
+
+
 def test_every_top_level_module_has_its_reason_in_the_architecture_doc() -> None:
     """A newcomer finds every room from the folder names: a module at the top of src/liaison/ is
     listed, with why, in docs/architecture.md ("Why these modules sit at the top level")."""

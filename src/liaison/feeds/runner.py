@@ -1,0 +1,453 @@
+"""The feeds as sources of the router: one task per ``[feeds.NAME]``, each publishing under its
+own principal (docs/feeds.md).
+
+An adapter reads its upstream (an ``aircraft.json`` over HTTP or from a file, SBS-1 BaseStation
+lines or AIS sentences from a TCP server, AIS sentences on a UDP port), turns what it reads into
+track reports with the pure parsers (``protocol.adsb``, ``protocol.sbs1``, ``protocol.ais``),
+thins them (``protocol.feed_tracks.Thinner``, shared by every feed so several receivers of one
+aircraft make one track) and calls ``Router.publish``: the same ingest rules, labelling, audit
+and access decision as any other source. A failing upstream is retried with backoff and never
+stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from liaison.errors import listen_errors
+from liaison.federation.backoff import Backoff
+from liaison.feeds.config import FeedConfig
+from liaison.feeds.status import (
+    STATUS_INTERVAL_S,
+    STATUS_VERSION,
+    FeedStatus,
+    status_path,
+    write_status,
+)
+from liaison.metrics import Metrics
+from liaison.model import labels
+from liaison.model.labels import Policy
+from liaison.model.principal import Principal, PrincipalKind
+from liaison.protocol import adsb
+from liaison.protocol.ais import AisDecoder
+from liaison.protocol.feed_tracks import (
+    Thinner,
+    TrackReport,
+    affiliation,
+    classification,
+    to_event,
+)
+from liaison.protocol.sbs1 import Sbs1Decoder
+from liaison.router import Router
+
+log = logging.getLogger(__name__)
+
+# Largest aircraft.json we read: a 5,000-aircraft aggregator document is about 2.5 MB.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+# AIS lines waiting to be decoded (from the UDP port): a busy coastal station sends a few
+# hundred a second; past this the newest are dropped and counted as ``queue_full``.
+MAX_QUEUED_LINES = 10_000
+# Longest line read from an AIS TCP stream (see protocol.ais.MAX_LINE_BYTES; longer is garbage).
+MAX_TCP_LINE_BYTES = 4096
+# Seconds an HTTP poll or a TCP connect may take.
+UPSTREAM_TIMEOUT_S = 10.0
+# Reports (or AIS lines) handled in one go before the feed lets the event loop serve others: it
+# bounds how long one large document holds the loop (docs/feeds.md, "Merge and thin").
+PUBLISH_BATCH = 256
+# Tracks the shared thinner remembers (the least recently heard is forgotten first).
+MAX_TRACKS = 100_000
+# Retry delays after a failure: 1 s doubling to 60 s.
+RETRY = Backoff(base=1.0, cap=60.0)
+
+
+class FeedSource:
+    """A feed as the router sees it: a ``router.Source`` with the feed's principal."""
+
+    def __init__(self, principal: Principal) -> None:
+        self._principal = principal
+
+    @property
+    def principal(self) -> Principal:
+        return self._principal
+
+
+def feed_principal(config: FeedConfig) -> Principal:
+    """The feed's principal: a service of its organisation, writing into its groups, reading
+    nothing, holding its ceiling, coming through its own gate table (``feed:NAME``)."""
+    return Principal(
+        name=f"feed:{config.name}",
+        kind=PrincipalKind.SERVICE,
+        in_groups=config.groups,
+        out_groups=frozenset(),
+        org=config.org,
+        auths=config.ceiling,
+        listener=config.listener,
+    )
+
+
+class _UdpLines(asyncio.DatagramProtocol):
+    def __init__(
+        self, queue: deque[tuple[bytes, str]], wake: asyncio.Event, drop: Callable[[], None]
+    ):
+        self._queue = queue
+        self._wake = wake
+        self._drop = drop
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        station = f"{addr[0]}:{addr[1]}" if len(addr) >= 2 else "?"
+        for line in data.splitlines():
+            if len(self._queue) >= MAX_QUEUED_LINES:
+                self._drop()
+                continue
+            self._queue.append((line, station))
+        self._wake.set()
+
+
+class Feeds:
+    """The ``feeds`` component: binds the UDP feeds' ports, runs every feed, closes them."""
+
+    name = "feeds"
+
+    def __init__(
+        self,
+        configs: list[FeedConfig],
+        router: Router,
+        metrics: Metrics,
+        clock_ms: Callable[[], int],
+        data_dir: Path,
+        policy: Policy,
+    ) -> None:
+        self.configs = configs
+        self._policy = policy
+        self.status_file = status_path(data_dir)
+        self._router = router
+        self._clock_ms = clock_ms
+        self.thinner = Thinner(min_interval_ms=0, max_tracks=MAX_TRACKS)
+        self._thinners = {
+            c.name: Thinner(min_interval_ms=int(c.min_interval_s * 1000), max_tracks=MAX_TRACKS)
+            for c in configs
+        }
+        self.sources = {c.name: FeedSource(feed_principal(c)) for c in configs}
+        self.status = {c.name: FeedStatus(c.name, c.kind, _upstream(c)) for c in configs}
+        self._udp: dict[str, asyncio.DatagramTransport] = {}
+        self._queues: dict[str, deque[tuple[bytes, str]]] = {}
+        self._wakes: dict[str, asyncio.Event] = {}
+        m = metrics
+        self.m_reports = m.counter("liaison_feed_reports_total", "Track reports read", "feed")
+        self.m_published = m.counter(
+            "liaison_feed_published_total", "Feed events accepted by the router", "feed"
+        )
+        self.m_refused = m.counter(
+            "liaison_feed_refused_total", "Feed events refused by the ingest rules", "feed"
+        )
+        self.m_dropped = m.counter(
+            "liaison_feed_dropped_total", "Feed reports not published", "reason"
+        )
+        self.m_invalid = m.counter(
+            "liaison_feed_invalid_total",
+            "Feed documents or sentences that could not be read",
+            "feed",
+        )
+        self.m_failures = m.counter(
+            "liaison_feed_failures_total", "Feed upstream failures (retried with backoff)", "feed"
+        )
+        m.gauge(
+            "liaison_feed_tracks", "Tracks the feeds' thinner remembers", lambda: len(self.thinner)
+        )
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    async def bind(self) -> None:
+        """Bind every UDP feed's port; when one cannot be bound, close those already bound (a
+        failed start leaves nothing of this component open) and raise."""
+        try:
+            await self._bind_udp()
+        except BaseException:
+            for transport in self._udp.values():
+                transport.close()
+            self._udp.clear()
+            raise
+
+    async def _bind_udp(self) -> None:
+        loop = asyncio.get_running_loop()
+        for c in self.configs:
+            if c.kind != "ais-udp" or c.listen is None:
+                continue
+            queue: deque[tuple[bytes, str]] = deque()
+            wake = asyncio.Event()
+
+            def protocol(q: deque[tuple[bytes, str]] = queue, w: asyncio.Event = wake) -> _UdpLines:
+                return _UdpLines(q, w, lambda: self.m_dropped.inc("queue_full"))
+
+            with listen_errors(c.listen, f"the AIS feed {c.name} ([feeds.{c.name}] listen)"):
+                transport, _ = await loop.create_datagram_endpoint(
+                    protocol, local_addr=(c.listen.host, c.listen.port)
+                )
+            self._udp[c.name] = transport
+            self._queues[c.name] = queue
+            self._wakes[c.name] = wake
+
+    def udp_port(self, name: str) -> int:
+        """The port a UDP feed is bound to (for tests and logs when configured as port 0)."""
+        return int(self._udp[name].get_extra_info("sockname")[1])
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for c in self.configs:
+                tg.create_task(self._supervise(c), name=f"feed:{c.name}")
+            tg.create_task(self._status_loop(), name="feed-status")
+
+    async def close(self) -> None:
+        for transport in self._udp.values():
+            transport.close()
+        self._udp.clear()
+        for status in self.status.values():
+            status.state = "stopped"
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(write_status, self.status_file, self.snapshot())
+
+    def snapshot(self) -> dict[str, object]:
+        """The status document (docs/feeds.md, "Status")."""
+        feeds = []
+        for c in self.configs:
+            n = c.name
+            counts = {
+                "reports": self.m_reports.get(n),
+                "published": self.m_published.get(n),
+                "refused": self.m_refused.get(n),
+                "invalid": self.m_invalid.get(n),
+                "failures_total": self.m_failures.get(n),
+            }
+            feeds.append(self.status[n].to_json(counts))
+        return {
+            "v": STATUS_VERSION,
+            "written_ms": self._clock_ms(),
+            "tracks": len(self.thinner),
+            "dropped": dict(sorted(self.m_dropped.values.items())),
+            "feeds": feeds,
+        }
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(write_status, self.status_file, self.snapshot())
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.status_file, exc)
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def publish(self, config: FeedConfig, reports: list[TrackReport]) -> int:
+        """Thin, convert and publish reports of one feed; returns how many were accepted."""
+        name = config.name
+        self.m_reports.inc(name, len(reports))
+        now = self._clock_ms()
+        accepted = 0
+        source = self.sources[name]
+        per_feed = self._thinners[name]
+        for report in reports:
+            if self._router.congested:
+                self.m_dropped.inc("congested")
+                continue
+            why = self.thinner.offer(report.uid, report.time_ms, now)
+            if why is None:
+                why = per_feed.offer(report.uid, report.time_ms, now)
+            if why is not None:
+                self.m_dropped.inc(why)
+                continue
+            aff = affiliation(report, config.rules, config.affiliation)
+            level = classification(report, config.labels)
+            extra = []
+            if level is not None:  # a label rule: the track's own label, REL TO the feed's org
+                label = labels.listener_default_label(
+                    self._policy, level, report.time_ms, originator=config.org
+                )
+                extra.append(labels.label_to_seclabel(self._policy, label))
+            event = to_event(report, aff, int(config.stale_s * 1000), extra)
+            result = self._router.publish_checked(event, source)
+            if result.event is not None:
+                accepted += 1
+                self.m_published.inc(name)
+            elif result.refused:
+                self.m_refused.inc(name)
+        return accepted
+
+    # --- adapters -----------------------------------------------------------------------
+
+    async def _supervise(self, c: FeedConfig) -> None:
+        status = self.status[c.name]
+        runner = {
+            "adsb-http": self._poll_http,
+            "adsb-file": self._poll_file,
+            "ais-udp": self._read_udp,
+            "ais-tcp": self._read_tcp,
+            "sbs1-tcp": self._read_tcp,
+        }[c.kind]
+        while True:
+            try:
+                await runner(c, status)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any upstream failure: count, log, back off, retry
+                status.failures += 1
+                status.state = "failing"
+                status.last_error = str(exc) or type(exc).__name__
+                self.m_failures.inc(c.name)
+                delay = RETRY.delay(status.failures)
+                log.warning("feed %s failed (%s); retrying in %.1f s", c.name, exc, delay)
+                await asyncio.sleep(delay)
+
+    def _ok(self, status: FeedStatus) -> None:
+        status.state = "running"
+        status.failures = 0
+        status.last_error = None
+
+    def _invalid(self, name: str, n: int) -> None:
+        """Count unreadable lines; log when the feed's count reaches 1, 10, 100, ... (a stream
+        of garbage is reported without one log line per line)."""
+        before = self.m_invalid.get(name)
+        self.m_invalid.inc(name, n)
+        after = before + n
+        if len(str(after)) > len(str(before)) or before == 0:
+            log.warning("feed %s: unreadable lines so far: %d", name, after)
+
+    def _data(self, name: str) -> None:
+        self.status[name].last_data_ms = self._clock_ms()
+
+    async def _document(self, c: FeedConfig, data: bytes, status: FeedStatus) -> None:
+        """Parse one aircraft.json off the event loop (a large one takes a while), then publish
+        its reports a batch at a time, letting the loop serve clients between batches."""
+        try:
+            parsed = await asyncio.to_thread(adsb.parse_document, data, self._clock_ms())
+        except adsb.AdsbError as exc:
+            self.m_invalid.inc(c.name)
+            raise ValueError(f"bad aircraft.json: {exc}") from None
+        self._ok(status)
+        self._data(c.name)
+        reports = parsed.reports
+        for i in range(0, len(reports), PUBLISH_BATCH):
+            if i:
+                await asyncio.sleep(0)
+            self.publish(c, reports[i : i + PUBLISH_BATCH])
+
+    async def _poll_http(self, c: FeedConfig, status: FeedStatus) -> None:
+        assert c.url is not None
+        timeout = aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                async with session.get(c.url) as resp:
+                    if resp.status != 200:
+                        raise ConnectionError(f"HTTP {resp.status} from {c.url}")
+                    if (resp.content_length or 0) > MAX_DOCUMENT_BYTES:
+                        raise ValueError(f"document over {MAX_DOCUMENT_BYTES} bytes")
+                    data = await resp.content.read(MAX_DOCUMENT_BYTES + 1)
+                    if len(data) > MAX_DOCUMENT_BYTES:
+                        raise ValueError(f"document over {MAX_DOCUMENT_BYTES} bytes")
+                await self._document(c, data, status)
+                await asyncio.sleep(c.interval_s)
+
+    async def _poll_file(self, c: FeedConfig, status: FeedStatus) -> None:
+        assert c.path is not None
+        path = c.path
+        while True:
+
+            def read() -> bytes:
+                with path.open("rb") as f:
+                    return f.read(MAX_DOCUMENT_BYTES + 1)
+
+            data = await asyncio.to_thread(read)
+            if len(data) > MAX_DOCUMENT_BYTES:
+                raise ValueError(f"{path}: over {MAX_DOCUMENT_BYTES} bytes")
+            await self._document(c, data, status)
+            await asyncio.sleep(c.interval_s)
+
+    def _ais_lines(
+        self, c: FeedConfig, decoder: AisDecoder, lines: list[tuple[bytes, str]]
+    ) -> None:
+        invalid = decoder.counts.invalid
+        reports: list[TrackReport] = []
+        now = self._clock_ms()
+        for line, station in lines:
+            reports.extend(decoder.feed(line, station, now))
+        if decoder.counts.invalid > invalid:
+            self._invalid(c.name, decoder.counts.invalid - invalid)
+        if reports:
+            self._data(c.name)
+            self.publish(c, reports)
+
+    async def _read_udp(self, c: FeedConfig, status: FeedStatus) -> None:
+        queue, wake = self._queues[c.name], self._wakes[c.name]
+        decoder = AisDecoder()
+        self._ok(status)
+        while True:
+            await wake.wait()
+            wake.clear()
+            while queue:  # a batch at a time, letting the loop serve clients between batches
+                n = min(len(queue), PUBLISH_BATCH)
+                self._ais_lines(c, decoder, [queue.popleft() for _ in range(n)])
+                await asyncio.sleep(0)
+
+    def _sbs1_lines(self, c: FeedConfig, decoder: Sbs1Decoder, lines: list[bytes]) -> None:
+        invalid = decoder.counts.invalid
+        reports: list[TrackReport] = []
+        now = self._clock_ms()
+        for line in lines:
+            reports.extend(decoder.feed(line, now))
+        if decoder.counts.invalid > invalid:
+            self._invalid(c.name, decoder.counts.invalid - invalid)
+        if reports:
+            self._data(c.name)
+            self.publish(c, reports)
+
+    async def _read_tcp(self, c: FeedConfig, status: FeedStatus) -> None:
+        """AIS (``ais-tcp``) or SBS-1 (``sbs1-tcp``) lines from a TCP server."""
+        assert c.connect is not None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(c.connect.host, c.connect.port, limit=MAX_TCP_LINE_BYTES),
+            UPSTREAM_TIMEOUT_S,
+        )
+        station = str(c.connect)
+        handle: Callable[[bytes], None]
+        if c.kind == "sbs1-tcp":
+            sbs1 = Sbs1Decoder()
+
+            def handle(line: bytes) -> None:
+                self._sbs1_lines(c, sbs1, [line])
+
+        else:
+            ais = AisDecoder()
+
+            def handle(line: bytes) -> None:
+                self._ais_lines(c, ais, [(line, station)])
+
+        self._ok(status)
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.LimitOverrunError as exc:  # an over-long line: skip it
+                    self._invalid(c.name, 1)
+                    await reader.readexactly(exc.consumed)
+                    continue
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        handle(exc.partial)
+                    raise ConnectionError(f"{c.connect} closed the connection") from None
+                handle(line)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def _upstream(c: FeedConfig) -> str:
+    """Where a feed reads from, for its status."""
+    where = c.url or c.path or c.listen or c.connect
+    return str(where) if where is not None else "?"
