@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from liaison.api import files
+from liaison.api import files, marti
 from liaison.api.auth import AuthMode
 from liaison.api.context import context, principal
-from liaison.api.marti import API_VERSION, MARTI, envelope, node_id
+from liaison.api.marti import MARTI, envelope
 from liaison.errors import PeerError
 from liaison.model.principal import Principal
 from liaison.protocol import cot_xml
@@ -562,8 +562,8 @@ async def get_changes(request: web.Request) -> web.Response:
     )
     # The answer is the envelope around each change's cached rendering, joined.
     ctx = context(request)
-    head = {"version": API_VERSION, "type": "MissionChange", "data": [], "messages": []}
-    text = json.dumps({**head, "nodeId": node_id(ctx)}, separators=(",", ":"))
+    head = {"version": marti.API_VERSION, "type": "MissionChange", "data": [], "messages": []}
+    text = json.dumps({**head, "nodeId": marti.node_id(ctx)}, separators=(",", ":"))
     joined = ",".join(_rendered_change(rec.name, rec.guid, c) for c in found)
     text = text.replace('"data":[]', f'"data":[{joined}]', 1)
     return web.Response(body=text.encode(), content_type="application/json")
