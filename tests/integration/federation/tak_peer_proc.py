@@ -1,0 +1,78 @@
+"""One of our own TAK v2 test peers as a process of its own, so a test can kill it (SIGKILL) and
+start it again, or run it inside a network namespace.
+
+``--mode server``: tak_peer.TakPeer (TAK's server side, Liaison dials), listening on
+``--listen HOST:PORT`` (port 0: any). ``--mode client``: tak_client_peer.TakClientPeer (TAK's
+client side) dialling ``--dial HOST:PORT``. Certificates: ``--chain`` (leaf + CA), ``--key``,
+``--ca`` (the CA that issued Liaison's certificate). Prints one JSON object a line on stdout:
+``{"ready": port}`` once serving or dialling, then ``{"uid": ...}`` for each FederatedEvent with
+an event it received, in arrival order. Runs until killed or stdin closes.
+
+Usage: ``python -m tests.integration.federation.tak_peer_proc --mode server ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from liaison.federation.proto import fig_pb2
+from tests.integration.federation.tak_client_peer import TakClientPeer
+from tests.integration.federation.tak_peer import TakPeer
+
+# Seconds between looks for newly received messages.
+POLL_S = 0.02
+
+
+def _emit(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _report(received: list[bytes]) -> None:
+    done = 0
+    while True:
+        while done < len(received):
+            fed = fig_pb2.FederatedEvent.FromString(received[done])
+            done += 1
+            if fed.HasField("event"):
+                _emit({"uid": fed.event.uid})
+        await asyncio.sleep(POLL_S)
+
+
+async def _stdin_closed() -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+
+
+async def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--mode", choices=("server", "client"), required=True)
+    p.add_argument("--listen", default="127.0.0.1:0")
+    p.add_argument("--dial")
+    p.add_argument("--chain", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--ca", required=True)
+    a = p.parse_args()
+    chain, key, ca = (Path(f).read_bytes() for f in (a.chain, a.key, a.ca))  # noqa: ASYNC240
+    if a.mode == "server":
+        server = TakPeer()
+        bound = await server.start(cert_chain=chain, key=key, client_ca=ca, address=a.listen)
+        _emit({"ready": bound})
+        received = server.received
+    else:
+        client = TakClientPeer(health_interval=1.0)
+        client.start(a.dial, chain=chain, key=key, ca=ca, host="localhost")
+        _emit({"ready": 0})
+        received = client.received
+    reporter = asyncio.create_task(_report(received))
+    await _stdin_closed()
+    reporter.cancel()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
