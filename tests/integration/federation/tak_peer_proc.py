@@ -3,10 +3,11 @@ start it again, or run it inside a network namespace.
 
 ``--mode server``: tak_peer.TakPeer (TAK's server side, Liaison dials), listening on
 ``--listen HOST:PORT`` (port 0: any). ``--mode client``: tak_client_peer.TakClientPeer (TAK's
-client side) dialling ``--dial HOST:PORT``. Certificates: ``--chain`` (leaf + CA), ``--key``,
-``--ca`` (the CA that issued Liaison's certificate). Prints one JSON object a line on stdout:
-``{"ready": port}`` once serving or dialling, then ``{"uid": ...}`` for each FederatedEvent with
-an event it received, in arrival order. Runs until killed or stdin closes.
+client side) dialling ``--dial HOST:PORT``, and dialling again 1 s after a session ends.
+Certificates: ``--chain`` (leaf + CA), ``--key``, ``--ca`` (the CA that issued Liaison's
+certificate). Prints one JSON object a line on stdout: ``{"ready": port}`` once serving or
+dialling, then ``{"uid": ...}`` for each FederatedEvent with an event it received, in arrival
+order. Runs until killed or stdin closes.
 
 Usage: ``python -m tests.integration.federation.tak_peer_proc --mode server ...``
 """
@@ -25,6 +26,9 @@ from tests.integration.federation.tak_peer import TakPeer
 
 # Seconds between looks for newly received messages.
 POLL_S = 0.02
+# Client mode: seconds between the end of a session and the next dial; sessions at most.
+REDIAL_S = 1.0
+MAX_SESSIONS = 1000
 
 
 def _emit(obj: dict[str, object]) -> None:
@@ -48,6 +52,21 @@ async def _stdin_closed() -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
+async def _dial_forever(
+    target: str, chain: bytes, key: bytes, ca: bytes, received: list[bytes]
+) -> None:
+    """Dial, and dial again REDIAL_S after a session ends (as TAK's outgoing link does)."""
+    for _ in range(MAX_SESSIONS):
+        client = TakClientPeer(health_interval=1.0)
+        client.received = received  # one record over every session
+        client.start(target, chain=chain, key=key, ca=ca, host="localhost")
+        assert client._task is not None
+        await client._task
+        print(f"session ended: {client.error}", file=sys.stderr, flush=True)
+        await client.stop()
+        await asyncio.sleep(REDIAL_S)
+
+
 async def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=("server", "client"), required=True)
@@ -58,19 +77,20 @@ async def main() -> int:
     p.add_argument("--ca", required=True)
     a = p.parse_args()
     chain, key, ca = (Path(f).read_bytes() for f in (a.chain, a.key, a.ca))  # noqa: ASYNC240
+    tasks: list[asyncio.Task[None]] = []
     if a.mode == "server":
         server = TakPeer()
         bound = await server.start(cert_chain=chain, key=key, client_ca=ca, address=a.listen)
         _emit({"ready": bound})
         received = server.received
     else:
-        client = TakClientPeer(health_interval=1.0)
-        client.start(a.dial, chain=chain, key=key, ca=ca, host="localhost")
+        received = []
+        tasks.append(asyncio.create_task(_dial_forever(a.dial, chain, key, ca, received)))
         _emit({"ready": 0})
-        received = client.received
-    reporter = asyncio.create_task(_report(received))
+    tasks.append(asyncio.create_task(_report(received)))
     await _stdin_closed()
-    reporter.cancel()
+    for task in tasks:
+        task.cancel()
     return 0
 
 
