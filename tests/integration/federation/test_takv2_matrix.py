@@ -460,7 +460,14 @@ def _seclabel(event: ET.Element) -> ET.Element:
 
 
 def _arrival(peer: MatrixPeer, uid: str) -> Arrival | None:
-    return next((a for a in peer.arrivals() if a.cot.get("uid") == uid), None)
+    """The event ``uid`` as the peer received it. A client's position report is preceded by
+    its ContactListEntry (tak-federation.md 8), which ots-federation turns into a contact event
+    of the same uid; the event itself is the one that carries its label."""
+    for a in peer.arrivals():
+        detail = a.cot.find("detail")
+        if a.cot.get("uid") == uid and detail is not None and detail.find("__seclabel") is not None:
+            return a
+    return None
 
 
 def _row_uid(row: Row, who: str) -> str:
