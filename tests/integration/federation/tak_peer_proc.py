@@ -6,8 +6,8 @@ start it again, or run it inside a network namespace.
 client side) dialling ``--dial HOST:PORT``, and dialling again 1 s after a session ends.
 Certificates: ``--chain`` (leaf + CA), ``--key``, ``--ca`` (the CA that issued Liaison's
 certificate). Prints one JSON object a line on stdout: ``{"ready": port}`` once serving or
-dialling, then ``{"uid": ...}`` for each FederatedEvent with an event it received, in arrival
-order. Runs until killed or stdin closes.
+dialling, then ``{"uid": ..., "other": ...}`` for each FederatedEvent with an event it
+received, in arrival order. Runs until killed or stdin closes.
 
 Usage: ``python -m tests.integration.federation.tak_peer_proc --mode server ...``
 """
@@ -24,8 +24,6 @@ from liaison.federation.proto import fig_pb2
 from tests.integration.federation.tak_client_peer import TakClientPeer
 from tests.integration.federation.tak_peer import TakPeer
 
-# Seconds between looks for newly received messages.
-POLL_S = 0.02
 # Client mode: seconds between the end of a session and the next dial; sessions at most.
 REDIAL_S = 1.0
 MAX_SESSIONS = 1000
@@ -36,15 +34,15 @@ def _emit(obj: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-async def _report(received: list[bytes]) -> None:
-    done = 0
-    while True:
-        while done < len(received):
-            fed = fig_pb2.FederatedEvent.FromString(received[done])
-            done += 1
-            if fed.HasField("event"):
-                _emit({"uid": fed.event.uid})
-        await asyncio.sleep(POLL_S)
+class Reported(list[bytes]):
+    """The peer's list of received messages, each printed the moment it is appended: what the
+    peer received is on stdout before the process can be killed (a poll would lose the last)."""
+
+    def append(self, data: bytes) -> None:
+        super().append(data)
+        fed = fig_pb2.FederatedEvent.FromString(data)
+        if fed.HasField("event"):
+            _emit({"uid": fed.event.uid, "other": fed.event.other})
 
 
 async def _stdin_closed() -> None:
@@ -80,14 +78,13 @@ async def main() -> int:
     tasks: list[asyncio.Task[None]] = []
     if a.mode == "server":
         server = TakPeer()
+        server.received = Reported()
         bound = await server.start(cert_chain=chain, key=key, client_ca=ca, address=a.listen)
         _emit({"ready": bound})
-        received = server.received
     else:
-        received = []
+        received = Reported()
         tasks.append(asyncio.create_task(_dial_forever(a.dial, chain, key, ca, received)))
         _emit({"ready": 0})
-    tasks.append(asyncio.create_task(_report(received)))
     await _stdin_closed()
     for task in tasks:
         task.cancel()

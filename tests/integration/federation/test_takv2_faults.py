@@ -7,8 +7,11 @@ while
   answering them (client role: Liaison's check fails and it redials).
 
 Afterwards every released marker is accounted for at the peer: distinct arrivals, duplicates
-(counted, allowed: TAK federation has no acknowledgement, docs/protocol.md "What is guaranteed
-outbound"), and none missing; the link is up again and the outbox drained.
+(counted, allowed: delivery is at least once) and missing ones: none when Liaison dials (a row
+leaves the outbox only once a HealthCheck after it was answered SERVING); in the server role
+only markers written before Liaison saw the failure may be missing, since nothing confirms what
+the peer read (docs/protocol.md, "What is guaranteed outbound" in both roles). The link is up
+again on a new connection and the outbox drained.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -57,6 +61,8 @@ GAP_S = 0.01
 # Seconds for everything to arrive after a fault (reconnect back-off, health timeouts).
 RECOVER_S = 20.0
 LABEL = seclabel("SECRET", "USA", ["USA", "UKR"])
+# Uids the markers take turns over.
+UIDS = 4
 
 
 def _pki(root: Path) -> ServerPki:
@@ -72,6 +78,7 @@ def _table(pki: ServerPki, port: int | None) -> dict[str, Any]:
         fingerprint=fingerprint_sha256(load_server_cert(pki)),
         protocol="tak-v2",
         default_label={"classification": "UNCLASSIFIED", "REL": ["UKR", "USA"]},
+        coalesce=False,  # every numbered marker must cross, not only each uid's last
     )
 
 
@@ -95,7 +102,7 @@ class PeerProcess:
             str(usa.server_pki.ca_cert),
         ]
         self.log = root / "peer.log"
-        self.uids: list[str] = []  # every arrival, over every run of the process
+        self.arrivals: list[str] = []  # each event's `other`, over every run of the process
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self.port = 0
@@ -130,7 +137,7 @@ class PeerProcess:
             line = await out.readline()
             if not line:
                 return
-            self.uids.append(json.loads(line)["uid"])
+            self.arrivals.append(json.loads(line)["other"])
 
     async def kill(self) -> None:
         assert self.proc is not None
@@ -148,26 +155,31 @@ class PeerProcess:
 
 @dataclass
 class Stream:
-    """The numbered markers a Liaison client sends, and what the peer got of them."""
+    """The numbered markers a Liaison client sends, and what the peer got of them.
+
+    The markers take turns over ``UIDS`` uids, so the latest state (offered again on each new
+    connection) holds only the last few: a marker lost on the wire is not made good by that
+    offer, only by the outbox. Each carries its number in its remarks (``N:<key>:``)."""
 
     prefix: str
     sent: list[str] = field(default_factory=list)
 
-    def uid(self, n: int) -> str:
+    def key(self, n: int) -> str:
         return f"{self.prefix}-{n:04d}"
 
     def account(self, arrivals: list[str]) -> tuple[set[str], int, set[str]]:
         """(distinct arrivals of ours, duplicate arrivals, missing)."""
-        ours = [u for u in arrivals if u.startswith(self.prefix + "-")]
-        counts = Counter(ours)
+        pattern = re.compile(rf"N:({re.escape(self.prefix)}-\d{{4}}):")
+        counts = Counter(k for text in arrivals for k in pattern.findall(text))
         return set(counts), sum(c - 1 for c in counts.values()), set(self.sent) - set(counts)
 
 
 async def _stream(client: Any, stream: Stream, count: int) -> None:
     for _ in range(count):
-        uid = stream.uid(len(stream.sent))
-        await client.send(marker(uid, f"MK-{uid}", LABEL))
-        stream.sent.append(uid)
+        n = len(stream.sent)
+        key = stream.key(n)
+        await client.send(marker(f"{stream.prefix}-u{n % UIDS}", f"N:{key}:", LABEL))
+        stream.sent.append(key)
         await asyncio.sleep(GAP_S)
 
 
@@ -196,14 +208,26 @@ async def _liaison(tmp_path: Path) -> AsyncIterator[tuple[Server, Any]]:
                 await c.close()
 
 
-def _check(stream: Stream, arrivals: list[str], what: str) -> int:
+def _required_missing(stream: Stream, arrivals: list[str], lossy_before: int | None) -> set[str]:
+    """Markers still missing that must arrive (all, or those sent from ``lossy_before`` on)."""
+    missing = stream.account(arrivals)[2]
+    return missing - set(stream.sent[:lossy_before]) if lossy_before is not None else missing
+
+
+def _check(stream: Stream, arrivals: list[str], what: str, lossy_before: int | None = None) -> int:
+    """Every released marker arrived, except (``lossy_before``) markers sent before Liaison saw
+    the connection fail: in the server role nothing confirms what the peer read, so rows written
+    into a connection that then died may be lost (docs/protocol.md, server role). Returns the
+    number of duplicate arrivals."""
     distinct, dups, missing = stream.account(arrivals)
     print(
         f"{what}: sent {len(stream.sent)}, arrived {len(distinct)} distinct + {dups} duplicates,"
         f" missing {len(missing)}"
     )
-    assert not missing, (
-        f"{what}: {len(missing)} released markers never arrived: {sorted(missing)[:10]}"
+    allowed = set(stream.sent[:lossy_before]) if lossy_before is not None else set()
+    assert missing <= allowed, (
+        f"{what}: {len(missing - allowed)} released markers never arrived:"
+        f" {sorted(missing - allowed)[:10]}"
     )
     return dups
 
@@ -242,22 +266,27 @@ async def test_peer_killed_and_restarted_mid_stream(tmp_path: Path, role: str) -
             status = side.fed.status.peers["ukr"]
             await wait_until(lambda: status.state is LinkState.UP, RECOVER_S, "link up")
             sending = asyncio.create_task(_stream(client, stream, STREAM))
-            await wait_until(lambda: len(peer.uids) >= STREAM // 3, RECOVER_S, "a third across")
+            await wait_until(lambda: len(peer.arrivals) >= STREAM // 3, RECOVER_S, "a third across")
             await peer.kill()  # mid-stream: the sender keeps going
             killed_at = len(stream.sent)
+            await wait_until(lambda: status.state is not LinkState.UP, RECOVER_S, "the failure")
+            seen_down = len(stream.sent)  # markers after this went to the outbox, not the wire
             await asyncio.sleep(1.0)
             await peer.start()
             await sending
             assert killed_at < STREAM
             await _drained(side)
+            lossy = seen_down if role == "peer-dials" else None  # Liaison dialling: none lost
             with contextlib.suppress(AssertionError):  # _check below says what is missing
                 await wait_until(
-                    lambda: not stream.account(peer.uids)[2], RECOVER_S, "every marker at the peer"
+                    lambda: not _required_missing(stream, peer.arrivals, lossy),
+                    RECOVER_S,
+                    "every marker at the peer",
                 )
         finally:
             await stop_federation(side)
             await peer.stop()
-        _check(stream, peer.uids, f"kill/restart ({role})")
+        _check(stream, peer.arrivals, f"kill/restart ({role})", lossy)
         assert status.counts["connects"] >= 2
 
 
@@ -297,7 +326,7 @@ async def test_peer_stops_answering_health_liaison_redials(
             audit=GateAudit(usa.router.gate),  # type: ignore[arg-type]
         )
         stream = Stream("health")
-        arrivals = lambda: [f.event.uid for f in tak.decoded()]  # noqa: E731
+        arrivals = lambda: [f.event.other for f in tak.decoded()]  # noqa: E731
         try:
             status = side.fed.status.peers["ukr"]
             await wait_until(lambda: status.state is LinkState.UP, RECOVER_S, "link up")
@@ -347,7 +376,8 @@ async def test_peer_stops_health_checks_is_dropped_and_redials(
         second = TakClientPeer(health_interval=0.3)
         stream = Stream("silent")
         arrivals = lambda: [  # noqa: E731
-            fig_pb2.FederatedEvent.FromString(b).event.uid for b in first.received + second.received
+            fig_pb2.FederatedEvent.FromString(b).event.other
+            for b in first.received + second.received
         ]
         try:
             first.start(target, **creds)  # type: ignore[arg-type]
