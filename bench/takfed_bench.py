@@ -78,8 +78,9 @@ async def _peer_main(chain: bytes, key: bytes, ca: bytes) -> None:
         parse = fig_pb2.FederatedEvent.FromString
         async for data in requests:
             now = time.time_ns()
-            uid = parse(data).event.uid
-            times.append((int(uid.rsplit("-", 1)[1]), now))
+            fed = parse(data)
+            if fed.HasField("event"):  # contact entries (before a unit's first report) skipped
+                times.append((int(fed.event.uid.rsplit("-", 1)[1]), now))
         return fig_pb2.Subscription().SerializeToString()
 
     async def health(request: bytes, context: Any) -> bytes:

@@ -244,7 +244,14 @@ class FigClientSession:
         link = self._link
         for row in rows:
             for data in encode_rows(link, row, self._book):
-                await self._out.write(data)
+                try:
+                    await self._out.write(data)
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                    # The peer ended ServerEventStream (or the connection failed; grpcio says
+                    # InvalidStateError for a call already finished): this connection ends and
+                    # the link redials, instead of the error ending the whole federation.
+                    what = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "ended"
+                    raise PeerError(f"event stream: {what}", reason="rpc_error") from None
             self._written = row.seq
         # No acknowledgement in TAK federation: the rows leave the outbox once a HealthCheck
         # made after these writes is answered SERVING (_confirmer).

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from liaison.app import Server
@@ -401,4 +402,60 @@ async def test_peer_stops_health_checks_is_dropped_and_redials(
             await second.stop()
             await stop_federation(side)
         _check(stream, arrivals(), "silent peer (peer dials)")
+        assert status.counts["connects"] >= 2
+
+
+class AbortingTakPeer(TakPeer):
+    """TAK's server side that ends ServerEventStream with an error once, after a few events."""
+
+    abort_after = 20
+    aborted = False
+
+    async def _server_events(self, requests: Any, context: Any) -> bytes:
+        if self.aborted:
+            return await super()._server_events(requests, context)
+        self.calls.append("ServerEventStream")
+        async for data in requests:
+            self.received.append(data)
+            if len(self.received) >= self.abort_after:
+                self.aborted = True
+                await context.abort(grpc.StatusCode.INTERNAL, "test: event stream ended")
+        return b""
+
+
+async def test_peer_ending_the_event_stream_ends_only_that_connection(tmp_path: Path) -> None:
+    """Client role: the peer ends ServerEventStream with an error while Liaison writes to it.
+    The write's error ends that connection like any peer failure (it used to escape as an
+    AioRpcError and end the whole federation); Liaison redials and every marker arrives."""
+    pki = _pki(tmp_path)
+    async with _liaison(tmp_path) as (usa, client):
+        assert usa.server_pki is not None and usa.router.gate is not None
+        tak = AbortingTakPeer()
+        port = await tak.start(
+            cert_chain=pki.server_cert.read_bytes() + pki.ca_cert.read_bytes(),
+            key=pki.server_key.read_bytes(),
+            client_ca=usa.server_pki.ca_cert.read_bytes(),
+        )
+        side = await start_federation(
+            usa,
+            "usa-srv",
+            [_table(pki, port)],
+            listen="off",
+            policy=POLICY,
+            audit=GateAudit(usa.router.gate),  # type: ignore[arg-type]
+        )
+        stream = Stream("abort")
+        arrivals = lambda: [f.event.other for f in tak.decoded() if f.HasField("event")]  # noqa: E731
+        try:
+            status = side.fed.status.peers["ukr"]
+            await wait_until(lambda: status.state is LinkState.UP, RECOVER_S, "link up")
+            await _stream(client, stream, 100)
+            await wait_until(lambda: tak.aborted, RECOVER_S, "the peer's abort")
+            await _drained(side)
+            await wait_until(lambda: not stream.account(arrivals())[2], RECOVER_S, "all 100")
+            assert side.task is not None and not side.task.done(), "the federation ended"
+        finally:
+            await stop_federation(side)
+            await tak.stop()
+        _check(stream, arrivals(), "event stream aborted (Liaison dials)")
         assert status.counts["connects"] >= 2
