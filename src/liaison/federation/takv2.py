@@ -20,8 +20,12 @@ re-checked by the guard (label, ceiling, type, details, provenance, marking) bef
 written; a row that fails is not written and gets a deny record. Each row carries the federate
 group names the link mapped it to (``fed_groups``); a client's first position report on a
 connection is preceded by its ``ContactListEntry CREATE`` and a ``t-x-d-d`` goes as ``DELETE``
-(``fed_contacts``). TAK federation has no acknowledgement: a row counts as delivered (and leaves
-the outbox) once grpcio accepted its write on the stream. Inbound: contacts become presence or
+(``fed_contacts``). TAK federation has no acknowledgement, so a row leaves the outbox only
+once the peer has shown it read past it: a ``HealthCheck`` made after the row was written, on
+the same connection, answered ``SERVING`` (the peer parsed the row's bytes before that call's;
+one such check follows every batch of writes, besides the periodic one). Rows written but not
+confirmed when a connection ends are sent again on the next one (at least once; duplicates
+possible). Inbound: contacts become presence or
 delete events, mission notices and messages that map to no local group are dropped and counted,
 and each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's default label, provenance,
 ptp destinations) that goes through the link's validator, audit and router into the mapped
@@ -229,6 +233,10 @@ class FigClientSession:
         self._router = router
         self._out: Any = None  # the ServerEventStream call (grpc.aio.StreamUnaryCall)
         self._book = ContactBook()
+        # The highest sequence number written (or refused) on this connection, and the wish for
+        # a HealthCheck that confirms it (see _check).
+        self._written = 0
+        self._confirm = asyncio.Event()
 
     # --- WireSession ----------------------------------------------------------------------------
 
@@ -236,9 +244,18 @@ class FigClientSession:
         link = self._link
         for row in rows:
             for data in encode_rows(link, row, self._book):
-                await self._out.write(data)
-            # No acknowledgement in TAK federation: written (or refused) counts as done.
-            link.acked(row.seq)
+                try:
+                    await self._out.write(data)
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                    # The peer ended ServerEventStream (or the connection failed; grpcio says
+                    # InvalidStateError for a call already finished): this connection ends and
+                    # the link redials, instead of the error ending the whole federation.
+                    what = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "ended"
+                    raise PeerError(f"event stream: {what}", reason="rpc_error") from None
+            self._written = row.seq
+        # No acknowledgement in TAK federation: the rows leave the outbox once a HealthCheck
+        # made after these writes is answered SERVING (_confirmer).
+        self._confirm.set()
 
     # --- the conversation -----------------------------------------------------------------------
 
@@ -289,6 +306,7 @@ class FigClientSession:
         names = fed_groups.announced(link.peer.groups_out)
         if names:
             tg.create_task(self._announce_groups(sub, names), name=f"fig-announce-{name}")
+        tg.create_task(self._confirmer(), name=f"fig-confirm-{name}")
         await link.send_loop(self)
 
     async def _read_groups(self, call: AsyncIterator[fig_pb2.FederateGroups]) -> None:
@@ -336,19 +354,37 @@ class FigClientSession:
         except grpc.aio.AioRpcError as exc:
             log.info("federation %s: %s stream ended: %s", self._link.peer.name, what, exc.code())
 
-    async def _health(self, sub: fig_pb2.Subscription, tg: asyncio.TaskGroup) -> None:
-        check = self._call("unary_unary", "HealthCheck", fig_pb2.ServerHealth)
-        rol_open = False
+    async def _check(self) -> None:
+        """One HealthCheck; SERVING also confirms every row written before it was made.
+
+        The call rides the same connection after those rows' bytes (grpcio completes a write
+        once it is handed to the transport), so a SERVING answer means the peer's HTTP/2 layer
+        read them: the only proof of receipt TAK federation offers. Raises PeerError."""
+        upto = self._written
         request = fig_pb2.ClientHealth(status=fig_pb2.ClientHealth.SERVING)
+        check = self._call("unary_unary", "HealthCheck", fig_pb2.ServerHealth)
+        try:
+            answer = await check(request, timeout=HEALTH_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            raise PeerError(f"health check: {exc.code().name}", reason="health") from None
+        if answer.status != fig_pb2.ServerHealth.SERVING:
+            status = fig_pb2.ServerHealth.ServingStatus.Name(answer.status)
+            raise PeerError(f"health check answered {status}", reason="health")
+        if upto > self._link.outbox.last_acked:
+            self._link.acked(upto)
+
+    async def _confirmer(self) -> None:
+        """A HealthCheck after each batch of writes (at most one at a time), to confirm them."""
+        while True:
+            await self._confirm.wait()
+            self._confirm.clear()
+            await self._check()
+
+    async def _health(self, sub: fig_pb2.Subscription, tg: asyncio.TaskGroup) -> None:
+        rol_open = False
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
-            try:
-                answer = await check(request, timeout=HEALTH_TIMEOUT_S)
-            except grpc.aio.AioRpcError as exc:
-                raise PeerError(f"health check: {exc.code().name}", reason="health") from None
-            if answer.status != fig_pb2.ServerHealth.SERVING:
-                status = fig_pb2.ServerHealth.ServingStatus.Name(answer.status)
-                raise PeerError(f"health check answered {status}", reason="health")
+            await self._check()
             if not rol_open:
                 rol_open = True
                 rol = self._call("unary_stream", "ClientROLStream", fig_pb2.ROL)(sub)

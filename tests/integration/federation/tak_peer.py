@@ -119,7 +119,9 @@ class TakPeer:
         await asyncio.Event().wait()
         yield b""  # never reached
 
-    async def start(self, *, cert_chain: bytes, key: bytes, client_ca: bytes) -> int:
+    async def start(
+        self, *, cert_chain: bytes, key: bytes, client_ca: bytes, address: str = "127.0.0.1:0"
+    ) -> int:
         handlers = {
             "ServerFederateGroupsStream": grpc.unary_stream_rpc_method_handler(self._groups),
             "ClientEventStream": grpc.unary_stream_rpc_method_handler(self._client_events),
@@ -135,7 +137,7 @@ class TakPeer:
         creds = grpc.ssl_server_credentials(
             [(key, cert_chain)], root_certificates=client_ca, require_client_auth=True
         )
-        self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+        self.port = self.server.add_secure_port(address, creds)
         await self.server.start()
         return self.port
 
