@@ -204,6 +204,8 @@ def worker(args: argparse.Namespace) -> int:
                         c.got_broadcast = True
                     c.tail = seen[-TAIL_BYTES:]
         except (ssl.SSLWantReadError, BlockingIOError):
+            # Wait for input only (a socket registered for writing would wake the loop at once).
+            sel.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), index)
             return
         except ssl.SSLWantWriteError:
             sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, index)
@@ -213,21 +215,30 @@ def worker(args: argparse.Namespace) -> int:
                 print(f"# client {index}: {exc}", file=sys.stderr, flush=True)
             fail(c)
 
+    started = False
+
+    def start_more() -> None:
+        """Start connections: all at once, or keep --concurrency of them in progress."""
+        limit = args.concurrency or args.count
+        while len(clients) < args.count and len(clients) - connected - failed < limit:
+            index = len(clients)
+            raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raw.setblocking(False)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
+            code = raw.connect_ex((args.host, args.port))
+            c = _Client(raw)
+            clients.append(c)
+            if code not in (0, errno.EINPROGRESS):
+                fail(c)
+                continue
+            sel.register(raw, selectors.EVENT_WRITE, index)
+
     def command(line: str) -> bool:
-        nonlocal marker
+        nonlocal marker, started
         word, _, rest = line.partition(" ")
         if word == "go":
-            for index in range(args.count):
-                raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                raw.setblocking(False)
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
-                code = raw.connect_ex((args.host, args.port))
-                c = _Client(raw)
-                clients.append(c)
-                if code not in (0, errno.EINPROGRESS):
-                    fail(c)
-                    continue
-                sel.register(raw, selectors.EVENT_WRITE, index)
+            started = True
+            start_more()
         elif word == "marker":
             marker = rest.encode()
             for c in clients:
@@ -262,6 +273,8 @@ def worker(args: argparse.Namespace) -> int:
                 continue
             index = key.data
             pump(clients[index], index)
+        if started and len(clients) < args.count:
+            start_more()
     for c in clients:
         with contextlib.suppress(OSError):
             c.sock.close()
@@ -475,6 +488,8 @@ def _measure(
                 ca,
                 "--rcvbuf",
                 str(args.rcvbuf),
+                "--concurrency",
+                str(args.concurrency),
             ]
             + (["--verbose"] if args.verbose else [])
         )
@@ -484,7 +499,7 @@ def _measure(
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.monotonic_ns()
         workers.send("go")
-        deadline = time.monotonic() + CONNECT_DEADLINE_S
+        deadline = time.monotonic() + args.connect_deadline
         while True:
             time.sleep(0.25)
             st = workers.status()
@@ -531,6 +546,7 @@ def _measure(
         "mode": args.mode,
         "fanout": args.fanout,
         "clients": args.clients,
+        "concurrency": args.concurrency,
         "connected": connected,
         "failed": failed,
         "connect_s": connect_s,
@@ -569,6 +585,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     w.add_argument("--key", default="")
     w.add_argument("--ca", default="")
     w.add_argument("--rcvbuf", type=int, default=16384)
+    w.add_argument("--concurrency", type=int, default=0)
     w.add_argument("--verbose", action="store_true")
     parser.add_argument("--clients", type=int, default=2000, help="clients to hold (2000)")
     parser.add_argument(
@@ -597,6 +614,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--server-cmd",
         default=DEFAULT_SERVER_CMD,
         help="how to start the server; placeholders {repo} {data_dir} {host} {tcp_port} {tls_port}",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="connections each worker keeps in progress at once (default 0: all at once)",
+    )
+    parser.add_argument(
+        "--connect-deadline",
+        type=float,
+        default=CONNECT_DEADLINE_S,
+        help=f"seconds the connect phase may take ({CONNECT_DEADLINE_S:g})",
     )
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--verbose", action="store_true", help="log client failures")
