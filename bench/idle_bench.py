@@ -519,7 +519,10 @@ def _measure(
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        idle_cpu0, idle_t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(args.settle)
+        idle_cpu = cpu_seconds(proc.pid) - idle_cpu0
+        idle_s = time.monotonic() - idle_t0
         mem = memory_kb(proc.pid)
         marker = f"idle-broadcast/{uuid.uuid4().hex}"
         workers.send(f"marker {marker}")
@@ -551,6 +554,7 @@ def _measure(
         "failed": failed,
         "connect_s": connect_s,
         "server_connect_cpu_s": round(connect_cpu, 2),
+        "server_idle_cpu_pct": round(100 * idle_cpu / idle_s, 2),
         "observer_reports": observer.reports,
         "broadcast_received": got,
         "broadcast_s": round(broadcast_s, 3),
