@@ -94,8 +94,9 @@ class LeanSSLProtocol(sslproto.SSLProtocol):
             server_side=True,
             ssl_handshake_timeout=int(TLS_HANDSHAKE_TIMEOUT_S),
         )
-        # Replaces the per-connection buffer the base class made (TLS_PLAINTEXT_READ_BYTES here,
-        # since max_size is also its size); buffer_updated reads from this view.
+        # Drop the per-connection buffer the base class made (max_size, so 16 KiB here): every
+        # read goes into the listener's buffer, and buffer_updated reads from this view.
+        self._ssl_buffer = bytearray()
         self._ssl_buffer_view = read_buffer
 
     def get_buffer(self, n: int) -> memoryview:
