@@ -35,6 +35,7 @@ import random
 import re
 import resource
 import shlex
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -132,6 +133,8 @@ class LoadConfig:
     connect_timeout: float = 10.0
     server_pid: int | None = None
     seed: int = 1
+    # Mutual TLS: (client certificate, its key, the CA that signed the server's), or None for TCP.
+    tls: tuple[str, str, str] | None = None
 
     def command(self) -> str:
         """The command line that reproduces this run (the server PID is this run's own)."""
@@ -157,7 +160,19 @@ class LoadConfig:
         ]
         if self.server_pid is not None:
             args += ["--server-pid", str(self.server_pid)]
+        if self.tls is not None:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1], "--tls-ca", self.tls[2]]
         return shlex.join(args)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for --tls-*, or None for plain TCP."""
+        if self.tls is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False  # 127.0.0.1; the server's chain is still verified
+        ctx.load_verify_locations(cafile=self.tls[2])
+        ctx.load_cert_chain(self.tls[0], self.tls[1])
+        return ctx
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,12 +435,16 @@ async def _connect(
     stats: _Stats,
     gate: asyncio.Semaphore,
 ) -> _BenchClient | None:
+    ssl_context = config.ssl_context()
     for attempt in range(CONNECT_ATTEMPTS):
         async with gate:
             try:
                 _, protocol = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: _BenchClient(index, stats), config.host, config.port
+                        lambda: _BenchClient(index, stats),
+                        config.host,
+                        config.port,
+                        ssl=ssl_context,
                     ),
                     config.connect_timeout,
                 )
@@ -613,7 +632,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[LoadConfig, Path | No
     parser.add_argument("--server-pid", type=int, help="PID of the server, for CPU and memory")
     parser.add_argument("--seed", type=int, default=1, help="seed of the send phases")
     parser.add_argument("--json-out", type=Path, help="also write the JSON report to this file")
+    parser.add_argument("--tls-cert", help="mutual TLS: client certificate (PEM); with --tls-key")
+    parser.add_argument("--tls-key", help="mutual TLS: the client certificate's key (PEM)")
+    parser.add_argument("--tls-ca", help="mutual TLS: the CA that signed the server's certificate")
     args = parser.parse_args(argv)
+    tls_args = (args.tls_cert, args.tls_key, args.tls_ca)
+    if any(tls_args) and not all(tls_args):
+        parser.error("--tls-cert, --tls-key and --tls-ca go together")
     config = LoadConfig(
         host=args.host,
         port=args.port,
@@ -625,6 +650,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[LoadConfig, Path | No
         connect_timeout=args.connect_timeout,
         server_pid=args.server_pid,
         seed=args.seed,
+        tls=(args.tls_cert, args.tls_key, args.tls_ca) if all(tls_args) else None,
     )
     json_out: Path | None = args.json_out
     return config, json_out

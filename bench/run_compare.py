@@ -46,7 +46,14 @@ DEFAULT_LIAISON_CMD = (
     " --tls off --udp off --https off --enroll off"
 )
 
-TARGETS = ("taky", "liaison", "relay")
+TARGETS = ("taky", "liaison", "liaison-tls", "relay")
+
+# Liaison on its mutual-TLS listener (the `liaison-tls` target, added by --tls). Placeholders as
+# above, {port} being the TLS port and {tcp_port} a second free port for the TCP listener.
+DEFAULT_LIAISON_TLS_CMD = (
+    "{repo}/.venv/bin/liaison serve --data-dir {data_dir} --tcp {host}:{tcp_port}"
+    " --tls {host}:{port} --udp off --https off --enroll off --public-host localhost"
+)
 HOST = "127.0.0.1"
 
 # Seconds a server gets to start listening, and to exit after SIGTERM before SIGKILL. taky's
@@ -180,6 +187,12 @@ def server_spec(name: str, data_dir: Path, port: int, args: argparse.Namespace) 
         argv = shlex.split(line)
         version = _output(["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"])
         return ServerSpec(name=name, argv=argv, version=f"liaison {version}")
+    if name == "liaison-tls":
+        line = args.liaison_tls_cmd.format(
+            repo=REPO_DIR, data_dir=data_dir, host=HOST, port=port, tcp_port=free_port()
+        )
+        version = _output(["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"])
+        return ServerSpec(name=name, argv=shlex.split(line), version=f"liaison {version}")
     if name == "relay":
         argv = [sys.executable, str(RELAY), "--host", HOST, "--port", str(port)]
         return ServerSpec(name=name, argv=argv, version=f"python {platform.python_version()}")
@@ -257,12 +270,29 @@ def _run_loadgen(port: int, pid: int, data_dir: Path, args: argparse.Namespace) 
         "--json-out",
         str(json_out),
     ]
+    if (data_dir / "pki" / "ca.pem").exists():
+        argv += _client_certificate(data_dir)
     timeout = args.warmup + args.duration + args.drain + LOADGEN_MARGIN_S
     done = subprocess.run(argv, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator exited with code {done.returncode}")
     report: dict[str, Any] = json.loads(json_out.read_text())
     return report
+
+
+def _client_certificate(data_dir: Path) -> list[str]:
+    """Issue one client certificate from the server's CA (the `liaison-tls` target); the load
+    generator's --tls-* arguments. Every simulated client presents it."""
+    from liaison.identity.certs import ServerPki
+    from liaison.identity.issue import issue_client_cert
+
+    pki = ServerPki.at(data_dir)
+    issued = issue_client_cert(pki, common_name="bench-loadgen", org=None)
+    cert, key = data_dir / "loadgen.pem", data_dir / "loadgen.key"
+    cert.write_bytes(issued.cert_pem)
+    assert issued.key_pem is not None
+    key.write_bytes(issued.key_pem)
+    return ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(pki.ca_cert)]
 
 
 def _cell(value: Any, scale: float = 1.0, digits: int = 1) -> str:
@@ -327,6 +357,26 @@ def cpu_ratio(results: Sequence[TargetResult]) -> float | None:
     if "liaison" in per and "taky" in per:
         return round(per["liaison"] / per["taky"], 3)
     return None
+
+
+def relative_cpu(results: Sequence[TargetResult]) -> list[str]:
+    """CPU per delivery of each Liaison target against the bare relay and Liaison over TCP, when
+    they ran in this invocation (issue 11: at most 0.8x the relay; TLS at most 1.15x TCP)."""
+    per = {
+        r.name: r.report["server_cpu_us_per_delivery"]
+        for r in results
+        if r.report and r.report.get("server_cpu_us_per_delivery")
+    }
+    lines = []
+    for name in ("liaison", "liaison-tls"):
+        if name in per and "relay" in per:
+            lines.append(f"{name} CPU per delivery / bare relay's: {per[name] / per['relay']:.3f}")
+    if "liaison" in per and "liaison-tls" in per:
+        lines.append(
+            f"liaison-tls CPU per delivery / liaison (TCP)'s: "
+            f"{per['liaison-tls'] / per['liaison']:.3f}"
+        )
+    return lines
 
 
 def goal_checks(results: Sequence[TargetResult], ratio: float | None) -> list[str]:
@@ -409,11 +459,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_LIAISON_CMD,
         help="how to start Liaison; placeholders {repo} {data_dir} {host} {port}",
     )
+    parser.add_argument(
+        "--liaison-tls-cmd",
+        default=DEFAULT_LIAISON_TLS_CMD,
+        help="how to start Liaison for liaison-tls; placeholders as --liaison-cmd, {port} the "
+        "TLS port, {tcp_port} another free port",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also run liaison-tls (Liaison's mutual-TLS listener) right after liaison",
+    )
     parser.add_argument("--taky-spec", default=DEFAULT_TAKY_SPEC)
     parser.add_argument("--taky-venv", type=Path, default=DEFAULT_TAKY_VENV)
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
     servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    if args.tls and "liaison-tls" not in servers:
+        at = servers.index("liaison") + 1 if "liaison" in servers else len(servers)
+        servers.insert(at, "liaison-tls")
     if args.python_relay and "relay" not in servers:
         servers.append("relay")
     for name in servers:
@@ -438,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + comparison_table(results))
     if ratio is not None:
         print(f"\nLiaison CPU per delivery / taky's: {ratio:g}")
-    for line in checks:
+    relative = relative_cpu(results)
+    for line in relative + checks:
         print(line)
     for result in results:
         if result.error is not None:
@@ -461,6 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine,
         "results": [dataclasses.asdict(result) for result in results],
         "liaison_cpu_per_delivery_vs_taky": ratio,
+        "relative_cpu": relative,
         "goal_checks": checks,
     }
     out.write_text(json.dumps(record, indent=2) + "\n")

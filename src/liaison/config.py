@@ -344,7 +344,8 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _non_negative_float,
         "Seconds without one complete frame before a stream client is dropped; 0 (the"
-        " default) never drops a client for being quiet, so listen-only clients stay.",
+        " default) never drops a client for being quiet, so listen-only clients stay. Checked"
+        " once a second, like auth_timeout_s and frame_timeout_s.",
     ),
     Setting(
         "limits.auth_timeout_s",

@@ -7,7 +7,7 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -32,6 +32,7 @@ from liaison.identity.certs import (
     load_pem_certs,
     load_private_key,
     load_server_cert,
+    new_ec_key,
     new_rsa_key,
     same_public_key,
     signed_by,
@@ -154,8 +155,8 @@ def _make_server_cert(
     ca_key: CaPrivateKey,
     names: list[x509.GeneralName],
     now: dt.datetime,
-) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    key = new_rsa_key()
+    key: CaPrivateKey,
+) -> x509.Certificate:
     first = names[0]
     cn = str(first.value)[:MAX_NAME_CHARS]
     not_after = min(now + dt.timedelta(days=SERVER_VALIDITY_DAYS), ca.not_valid_after_utc)
@@ -169,12 +170,13 @@ def _make_server_cert(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         # digitalSignature for (EC)DHE, keyEncipherment for TLS 1.2 RSA key exchange that older
-        # Android releases still offer (RFC 5280 4.2.1.3; RFC 5246 7.4.2).
+        # Android releases still offer (RFC 5280 4.2.1.3; RFC 5246 7.4.2); an ECDSA key only
+        # signs (RFC 5480 section 3).
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=True,
+                key_encipherment=isinstance(key, rsa.RSAPrivateKey),
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=False,
@@ -198,21 +200,28 @@ def _make_server_cert(
         .add_extension(aki(ca), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return cert, key
+    return cert
 
 
 def _server_cert_ok(
-    pki: ServerPki, ca: x509.Certificate, wanted: set[tuple[str, str]], now: dt.datetime
+    pki: ServerPki,
+    ca: x509.Certificate,
+    wanted: set[tuple[str, str]],
+    now: dt.datetime,
+    files: tuple[Path, Path, Callable[[], CaPrivateKey]],
 ) -> bool:
-    if not (pki.server_cert.exists() and pki.server_key.exists()):
+    cert_path, key_path, new_key = files
+    if not (cert_path.exists() and key_path.exists()):
         return False
     try:
-        cert = load_server_cert(pki)
-        key = load_private_key(read_file(pki.server_key, "server key"), "server key")
+        cert = load_server_cert(pki, cert_path)
+        key = load_private_key(read_file(key_path, "server key"), "server key")
     except PkiError:
         return False
     if not same_public_key(cert.public_key(), key.public_key()):
         return False
+    if isinstance(key, rsa.RSAPrivateKey) != (new_key is new_rsa_key):
+        return False  # an RSA key where the ECDSA one belongs, or the other way round
     if not signed_by(cert, ca):
         return False  # the CA changed (import_ca): a certificate from the old CA is useless
     if cert.not_valid_after_utc - now < dt.timedelta(days=SERVER_RENEW_BEFORE_DAYS):
@@ -233,6 +242,9 @@ def ensure_server_pki(
     The CA is never overwritten. The server certificate is re-issued (new key, same CA) when the
     configured names differ from its SANs, when it was not signed by the current CA, or when it
     has fewer than SERVER_RENEW_BEFORE_DAYS left. The CRL is written when missing or half-stale.
+    There are two server certificates with the same names: RSA-2048 (``server.pem``, TAK
+    Server's kind, for every client) and ECDSA P-256 (``server-ec.pem``, chosen by OpenSSL for
+    clients that accept ECDSA signatures); each is checked and re-issued on its own.
     """
     t = utc_now(now)
     pki = ServerPki.at(data_dir)
@@ -250,11 +262,18 @@ def ensure_server_pki(
             atomic_write(pki.ca_key, key_pem(new_key), mode=KEY_FILE_MODE)
             atomic_write(pki.ca_cert, cert_pem(ca))
             ca_key = new_key
-        if not _server_cert_ok(pki, ca, {_gn_key(g) for g in wanted}, t):
-            chain = [ca, *load_chain_above(pki)]
-            cert, key = _make_server_cert(ca, ca_key, wanted, t)
-            atomic_write(pki.server_key, key_pem(key), mode=KEY_FILE_MODE)
-            atomic_write(pki.server_cert, cert_pem(cert, *chain))
+        server_files: list[tuple[Path, Path, Callable[[], CaPrivateKey]]] = [
+            (pki.server_cert, pki.server_key, new_rsa_key),
+            (pki.server_ec_cert, pki.server_ec_key, new_ec_key),
+        ]
+        for files in server_files:
+            if not _server_cert_ok(pki, ca, {_gn_key(g) for g in wanted}, t, files):
+                cert_path, key_path, make_key = files
+                chain = [ca, *load_chain_above(pki)]
+                server_key = make_key()
+                cert = _make_server_cert(ca, ca_key, wanted, t, server_key)
+                atomic_write(key_path, key_pem(server_key), mode=KEY_FILE_MODE)
+                atomic_write(cert_path, cert_pem(cert, *chain))
         if crl_needs_refresh(pki, ca, t):
             write_crl_unlocked(pki, t)
     return pki
@@ -317,7 +336,15 @@ def import_ca(
             dest = pki.retired_dir / stamp
             dest.mkdir(parents=True, exist_ok=True)
             os.chmod(pki.retired_dir, DIR_MODE)
-            for p in (pki.ca_cert, pki.ca_key, pki.ca_chain, pki.server_cert, pki.server_key):
+            for p in (
+                pki.ca_cert,
+                pki.ca_key,
+                pki.ca_chain,
+                pki.server_cert,
+                pki.server_key,
+                pki.server_ec_cert,
+                pki.server_ec_key,
+            ):
                 if p.exists():
                     shutil.move(str(p), dest / p.name)
         atomic_write(pki.ca_key, key_pem(key), mode=KEY_FILE_MODE)
@@ -370,6 +397,11 @@ def expiring(
     if pki.server_cert.exists():
         s = load_server_cert(pki)
         out.append((f"server certificate {s.subject.rfc4514_string()}", s.not_valid_after_utc))
+    if pki.server_ec_cert.exists():
+        s = load_server_cert(pki, pki.server_ec_cert)
+        out.append(
+            (f"server ECDSA certificate {s.subject.rfc4514_string()}", s.not_valid_after_utc)
+        )
     if pki.crl.exists():
         try:
             crl = x509.load_pem_x509_crl(pki.crl.read_bytes())

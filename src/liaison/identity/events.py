@@ -49,14 +49,29 @@ class AccessEnded:
 
 AccessSubscriber = Callable[[AccessEnded], None]
 
+# The state before the first sweep: unequal to anything a state callable returns.
+_NEVER = object()
+
 
 class AccessEvents:
     """Where access ends are announced, and who is told."""
 
-    __slots__ = ("_revoked", "_subscribers")
+    __slots__ = ("_last_state", "_revoked", "_revoked_among", "_state", "_subscribers")
 
-    def __init__(self, revoked: Callable[[Principal], bool] | None = None) -> None:
+    def __init__(
+        self,
+        revoked: Callable[[Principal], bool] | None = None,
+        revoked_among: Callable[[Iterable[Principal]], list[Principal]] | None = None,
+        state: Callable[[], object] | None = None,
+    ) -> None:
         self._revoked = revoked
+        # The same question for many principals at once (sweep), when the owner can answer it
+        # cheaper than one ``revoked`` call each.
+        self._revoked_among = revoked_among
+        # A value that changes whenever anyone may have been revoked: the sweep skips the live
+        # principals while it stays the same.
+        self._state = state
+        self._last_state: object = _NEVER
         self._subscribers: list[AccessSubscriber] = []
 
     def subscribe(self, callback: AccessSubscriber) -> Callable[[], None]:
@@ -82,11 +97,17 @@ class AccessEvents:
 
     def sweep(self, live: Iterable[Principal]) -> int:
         """Announce ``REVOKED`` for each of the ``live`` principals that was revoked; how many."""
-        if self._revoked is None:
+        if self._state is not None:
+            state = self._state()
+            if state == self._last_state:
+                return 0  # nobody was revoked since the last sweep looked at everyone
+            self._last_state = state
+        if self._revoked_among is not None:
+            ended = self._revoked_among(live)
+        elif self._revoked is not None:
+            ended = [principal for principal in live if self._revoked(principal)]
+        else:
             return 0
-        found = 0
-        for principal in live:
-            if self._revoked(principal):
-                found += 1
-                self.announce(AccessEnded(reason=REVOKED, principal=principal))
-        return found
+        for principal in ended:
+            self.announce(AccessEnded(reason=REVOKED, principal=principal))
+        return len(ended)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from liaison.identity.certs import ServerPki, load_chain
@@ -70,7 +70,7 @@ class Identities:
         self._issuers = load_chain(server_pki) if server_pki else []
         self._username_re = re.compile(cert_username_regex)
         # Revocation and sign-out as events: live sessions subscribe, the sweep asks `revoked`.
-        self.events = AccessEvents(self.revoked)
+        self.events = AccessEvents(self.revoked, self.revoked_among, self.revocation_state)
 
     def anonymous(self, peer: str, listener: Listener) -> Principal:
         in_g, out_g = self._groups.resolve({"user": None})
@@ -157,6 +157,29 @@ class Identities:
             return True
         user = self._users.get(principal.name) if self._users is not None else None
         return user is not None and user.revoked
+
+    def revocation_state(self) -> tuple[object, ...]:
+        """Changes whenever a certificate or a user is revoked (or anything else in those two
+        files changes): the sweep looks at live principals only after it changed, since a
+        principal revoked before its handshake or login is refused there."""
+        return (
+            self._revocations.stamp if self._revocations is not None else None,
+            self._users.stamp if self._users is not None else None,
+        )
+
+    def revoked_among(self, principals: Iterable[Principal]) -> list[Principal]:
+        """Those of ``principals`` whose certificate or account was revoked: :meth:`revoked` for
+        many at once, looking at the revocation index and the user file once, not once each (the
+        session sweep asks this for every live session twice a second)."""
+        serials = self._revocations.revoked() if self._revocations is not None else frozenset()
+        names = self._users.revoked_names() if self._users is not None else frozenset()
+        if not serials and not names:
+            return []
+        return [
+            p
+            for p in principals
+            if (p.cert_serial is not None and p.cert_serial in serials) or p.name in names
+        ]
 
     def _user_principal(self, user: User, listener: Listener) -> Principal:
         in_g, out_g = self._groups.resolve({"user": user.name})

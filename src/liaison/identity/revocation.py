@@ -100,6 +100,16 @@ class RevocationCache:
         self._revoked: frozenset[int] = frozenset()
 
     def is_revoked(self, serial: int) -> bool:
+        return serial in self.revoked()
+
+    @property
+    def stamp(self) -> tuple[int, int, int] | None:
+        """(mtime_ns, size, inode) of issued.json as last read: changes with every revocation."""
+        self.revoked()
+        return self._stamp
+
+    def revoked(self) -> frozenset[int]:
+        """The revoked serials as of now: one ``stat`` of issued.json, re-read if it changed."""
         try:
             st = self._pki.index.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -108,7 +118,7 @@ class RevocationCache:
         if stamp != self._stamp:
             self._revoked = revoked_serials(self._pki) if stamp != (0, 0, 0) else frozenset()
             self._stamp = stamp
-        return serial in self._revoked
+        return self._revoked
 
 
 def write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:

@@ -41,7 +41,8 @@ class PeerCert:
 
 
 def server_ssl_context(pki: ServerPki, *, require_client_cert: bool = True) -> ssl.SSLContext:
-    """TLS 1.2+ server context presenting the server certificate and chain.
+    """TLS 1.2+ server context presenting the server certificate and chain (the ECDSA one to
+    clients that accept it, the RSA one to the others).
 
     With ``require_client_cert`` the handshake fails unless the client shows a certificate that
     chains to our CA (the only trust anchor: the system store is not loaded, so a certificate
@@ -53,6 +54,11 @@ def server_ssl_context(pki: ServerPki, *, require_client_cert: bool = True) -> s
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        # A second certificate of another key type: OpenSSL keeps one per type and presents
+        # the ECDSA one to clients whose signature_algorithms accept it (RFC 8446 4.4.2.2),
+        # the RSA one to the others. ensure_server_pki makes both.
+        if pki.server_ec_cert.exists():
+            ctx.load_cert_chain(pki.server_ec_cert, pki.server_ec_key)
     except (OSError, ssl.SSLError) as exc:
         raise PkiError(f"cannot load the server certificate/key: {exc}") from exc
     if require_client_cert:

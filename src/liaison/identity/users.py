@@ -435,6 +435,17 @@ class UserDirectory:
         self._reload_if_changed()
         return self._users.get(name)
 
+    @property
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The file's (mtime_ns, size, inode) as last read: changes with every change of a user."""
+        self._reload_if_changed()
+        return self._stamp
+
+    def revoked_names(self) -> frozenset[str]:
+        """The names of the revoked users as of now (one ``stat`` of the file)."""
+        self._reload_if_changed()
+        return frozenset(n for n, u in self._users.items() if u.revoked)
+
     def list_users(self) -> list[User]:
         self._reload_if_changed()
         return [self._users[n] for n in sorted(self._users)]

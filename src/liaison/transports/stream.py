@@ -3,6 +3,10 @@
 Both are asyncio servers whose protocol is a :class:`~liaison.session.StreamSession`; TLS is the
 same listener with a server ``SSLContext`` that requires a client certificate from our CA, so a
 client without one is refused during the handshake, before any session exists.
+
+TLS connections are wrapped by :class:`LeanSSLProtocol`, asyncio's own TLS protocol with one
+change: the buffer the socket is read into is shared by every connection of a listener instead of
+one 256 KiB buffer per connection (docs/performance.md, "Cheap connections").
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from asyncio import sslproto
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,12 +23,22 @@ from liaison.config import Endpoint
 
 log = logging.getLogger(__name__)
 
-# Pending connections the kernel queues before accept(). TAK clients reconnect in bursts after a
-# server restart; 1024 absorbs a few hundred clients arriving at once.
-LISTEN_BACKLOG = 1024
+# Pending connections the kernel queues before accept() (capped by net.core.somaxconn, 4096 on
+# current Linux). TAK clients reconnect in bursts after a server restart; while the event loop is
+# busy with handshakes, connections past the backlog have their SYN dropped and retry only after
+# 1, 3, 7 s..., so a short backlog turns a burst of 2,000 into tens of seconds.
+LISTEN_BACKLOG = 4096
+
+# Bytes one socket read of a TLS listener takes at most: one buffer per listener, shared by all its
+# connections (asyncio copies every read into the connection's TLS input at once).
+TLS_SOCKET_READ_BYTES = 256 * 1024
+
+# Bytes of decrypted data taken from OpenSSL per read call (a TLS record holds at most 16 KiB of
+# plaintext, RFC 8446 section 5.1); asyncio's default of 256 KiB allocates that much per call.
+TLS_PLAINTEXT_READ_BYTES = 16 * 1024
 
 # Seconds a TLS client has to complete its handshake; a peer that stalls it is dropped.
-TLS_HANDSHAKE_TIMEOUT_S = 15.0
+TLS_HANDSHAKE_TIMEOUT_S = 15
 
 
 async def start_stream_listener(
@@ -34,18 +49,72 @@ async def start_stream_listener(
 ) -> asyncio.Server:
     """Bind ``endpoint`` and start accepting. Port 0 binds a free port (read it back)."""
     loop = asyncio.get_running_loop()
+    protocol_factory: Callable[[], asyncio.BaseProtocol] = factory
+    if ssl_context is not None:
+        protocol_factory = _tls_factory(loop, factory, ssl_context)
     server = await loop.create_server(
-        factory,
+        protocol_factory,
         host=endpoint.host,
         port=endpoint.port,
-        ssl=ssl_context,
         backlog=LISTEN_BACKLOG,
         reuse_address=True,
-        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if ssl_context else None,
     )
     # asyncio sets TCP_NODELAY on every accepted TCP socket, so small CoT frames never wait for
     # Nagle's algorithm.
     return server
+
+
+class LeanSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's server-side TLS protocol, reading the socket into a buffer shared by a listener.
+
+    ``asyncio.sslproto.SSLProtocol`` (CPython 3.11-3.13) gives every connection its own
+    ``bytearray(256 KiB)`` for ``recv_into``, zero-filled, so resident: 256 KiB per idle client.
+    The transport calls ``get_buffer``, ``recv_into`` and ``buffer_updated`` back to back, and
+    ``buffer_updated`` copies the bytes into the connection's ``MemoryBIO`` at once, so one
+    buffer per event loop serves every connection. Everything else (handshake, timeouts, flow
+    control, shutdown) is asyncio's own.
+    """
+
+    max_size = TLS_PLAINTEXT_READ_BYTES
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app_protocol: asyncio.BaseProtocol,
+        ssl_context: ssl.SSLContext,
+        read_buffer: memoryview,
+    ) -> None:
+        super().__init__(
+            loop,
+            app_protocol,
+            ssl_context,
+            # No waiter: asyncio checks for None; a failed handshake closes the connection and
+            # is logged at debug level, as with create_server(ssl=...).
+            None,  # type: ignore[arg-type]
+            server_side=True,
+            ssl_handshake_timeout=int(TLS_HANDSHAKE_TIMEOUT_S),
+        )
+        # Drop the per-connection buffer the base class made (max_size, so 16 KiB here): every
+        # read goes into the listener's buffer, and buffer_updated reads from this view.
+        self._ssl_buffer = bytearray()
+        self._ssl_buffer_view = read_buffer
+
+    def get_buffer(self, n: int) -> memoryview:
+        return self._ssl_buffer_view
+
+
+def _tls_factory(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], asyncio.Protocol],
+    ssl_context: ssl.SSLContext,
+) -> Callable[[], asyncio.BaseProtocol]:
+    """A protocol factory that wraps each accepted connection in :class:`LeanSSLProtocol`."""
+    read_buffer = memoryview(bytearray(TLS_SOCKET_READ_BYTES))
+
+    def make() -> asyncio.BaseProtocol:
+        return LeanSSLProtocol(loop, factory(), ssl_context, read_buffer)
+
+    return make
 
 
 def bound_port(server: asyncio.Server) -> int:

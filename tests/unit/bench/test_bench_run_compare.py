@@ -179,3 +179,24 @@ def test_taky_config_keeps_everything_under_its_directory(tmp_path: Path) -> Non
     assert "bind_ip = 127.0.0.1\n" in text
     assert f"root_dir = {tmp_path}\n" in text
     assert f"upload_path = {tmp_path / 'dp-user'}\n" in text
+
+
+def test_relative_cpu_against_the_relay_and_tls_against_tcp() -> None:
+    results = [
+        _result("liaison", _report(server_cpu_us_per_delivery=6.0)),
+        _result("liaison-tls", _report(server_cpu_us_per_delivery=6.6)),
+        _result("relay", _report(server_cpu_us_per_delivery=7.5)),
+    ]
+    assert run_compare.relative_cpu(results) == [
+        "liaison CPU per delivery / bare relay's: 0.800",
+        "liaison-tls CPU per delivery / bare relay's: 0.880",
+        "liaison-tls CPU per delivery / liaison (TCP)'s: 1.100",
+    ]
+    assert run_compare.relative_cpu(results[:1]) == []
+
+
+def test_tls_option_runs_liaison_tls_right_after_liaison() -> None:
+    args = run_compare.parse_args(["--servers", "liaison,relay", "--tls"])
+    assert args.server_list == ["liaison", "liaison-tls", "relay"]
+    args = run_compare.parse_args(["--servers", "relay", "--tls"])
+    assert args.server_list == ["relay", "liaison-tls"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -34,8 +34,11 @@ def test_first_call_creates_ca_server_cert_and_crl(tmp_path: Path) -> None:
     p = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
     for path in (p.ca_cert, p.ca_key, p.server_cert, p.server_key, p.crl, p.crl_der):
         assert path.is_file(), path
+    for path in (p.server_ec_cert, p.server_ec_key):
+        assert path.is_file(), path
     assert _mode(p.ca_key) == 0o600
     assert _mode(p.server_key) == 0o600
+    assert _mode(p.server_ec_key) == 0o600
     assert _mode(p.directory) == 0o700
     ca, key = load_ca(p)
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
@@ -49,7 +52,8 @@ def test_first_call_creates_ca_server_cert_and_crl(tmp_path: Path) -> None:
 
 def test_second_call_reuses_the_ca_and_server_cert(tmp_path: Path) -> None:
     p1 = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW)
-    before = {f: f.read_bytes() for f in (p1.ca_cert, p1.ca_key, p1.server_cert, p1.server_key)}
+    files = (p1.ca_cert, p1.ca_key, p1.server_cert, p1.server_key, p1.server_ec_cert)
+    before = {f: f.read_bytes() for f in (*files, p1.server_ec_key)}
     p2 = ensure_server_pki(tmp_path, public_host=PUBLIC_HOST, now=NOW + dt.timedelta(days=1))
     assert p2 == p1
     for f, data in before.items():
@@ -123,6 +127,13 @@ def test_changed_names_reissue_server_cert_but_keep_ca(tmp_path: Path) -> None:
     assert p.ca_cert.read_bytes() == ca_before
     assert p.ca_key.read_bytes() == ca_key_before
     new.verify_directly_issued_by(load_ca_cert(p))
+    # The ECDSA twin carries the same names, from the same CA, and only signs.
+    ec_cert = load_server_cert(p, p.server_ec_cert)
+    assert isinstance(ec_cert.public_key(), ec.EllipticCurvePublicKey)
+    assert set(_sans(ec_cert)) == set(_sans(new))
+    ec_cert.verify_directly_issued_by(load_ca_cert(p))
+    ku = ec_cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and not ku.key_encipherment
 
 
 def test_name_order_and_case_do_not_trigger_reissue(tmp_path: Path) -> None:
@@ -197,5 +208,6 @@ def test_expiring_lists_what_expires_soonest_first(fresh_pki: ServerPki) -> None
     names = [n for n, _ in everything]
     assert names[-1].startswith("CA ")
     assert any(n.startswith("server certificate") for n in names)
+    assert any(n.startswith("server ECDSA certificate") for n in names)
     revoke(fresh_pki, serial=issued.serial, now=NOW)
     assert not any("alice" in n for n, _ in expiring(fresh_pki, 4000, NOW))

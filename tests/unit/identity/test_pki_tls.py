@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -161,3 +162,44 @@ def test_missing_material_is_a_pki_error(tmp_path: Path) -> None:
         server_ssl_context(ServerPki.at(tmp_path))
     with pytest.raises(PkiError):
         client_ssl_context(tmp_path / "absent.pem")
+
+
+def _server_key_type(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> str:
+    """Handshake in memory; the key type of the certificate the server presented."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="tak.example.org")
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):  # a handshake takes at most a few flights
+        for side in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    der = client.getpeercert(binary_form=True)
+    assert der is not None, "handshake did not complete"
+    key = x509.load_der_x509_certificate(der).public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"ecdsa-{key.curve.name}"
+    assert isinstance(key, rsa.RSAPublicKey)
+    return f"rsa-{key.key_size}"
+
+
+def test_server_presents_ecdsa_to_clients_that_accept_it_and_rsa_to_the_others(
+    module_pki: ServerPki, alice: tuple[Path, Path]
+) -> None:
+    server_ctx = server_ssl_context(module_pki)
+    # A current client (TLS 1.3, or 1.2 with ECDHE-ECDSA suites) gets the cheap ECDSA one.
+    assert _server_key_type(server_ctx, client_ssl_context(module_pki.ca_cert, *alice)) == (
+        "ecdsa-secp256r1"
+    )
+    tls12 = client_ssl_context(module_pki.ca_cert, *alice)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert _server_key_type(server_ctx, tls12) == "ecdsa-secp256r1"
+    # A client that offers only RSA suites (an older TAK client's TLS 1.2) gets the RSA one.
+    rsa_only = client_ssl_context(module_pki.ca_cert, *alice)
+    rsa_only.maximum_version = ssl.TLSVersion.TLSv1_2
+    rsa_only.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256")
+    assert _server_key_type(server_ctx, rsa_only) == "rsa-2048"

@@ -218,6 +218,41 @@ def test_resolver_follows_how_the_listener_authenticates(
     assert seen == [AccessEnded(reason=REVOKED, principal=p)]
 
 
+def test_sweep_finds_revoked_accounts_and_certificates_all_at_once(
+    fresh_pki: ServerPki, tmp_path: Path
+) -> None:
+    """The sweep asks once for all live principals (revoked_among); it answers exactly as one
+    ``revoked`` call per principal would."""
+    ids = identities(fresh_pki, tmp_path)
+    users = UserDirectory.load(tmp_path / "users.json")
+    users.add_user("bob", "USA")
+    users.add_user("carol", "USA")
+    resolve = ids.resolver(Listener.TLS)
+    live = []
+    for name in ("alice", "bob", "carol"):
+        issued = issue_client_cert(fresh_pki, common_name=name, org="USA", now=NOW)
+        p = resolve(issued.certificate.public_bytes(serialization.Encoding.DER), "10.0.0.1:1")
+        assert p is not None
+        live.append((p, issued.serial))
+    principals = [p for p, _ in live]
+    assert ids.events.sweep(principals) == 0
+    assert ids.revoked_among(principals) == []
+    revoke(fresh_pki, serial=live[0][1], now=NOW)  # alice's certificate
+    users.revoke_user("bob")  # bob's account (another process: the CLI)
+    ended = ids.revoked_among(principals)
+    assert ended == [p for p in principals if ids.revoked(p)]
+    assert [p.name for p in ended] == ["alice", "bob"]
+    seen: list[AccessEnded] = []
+    ids.events.subscribe(seen.append)
+    assert ids.events.sweep(principals) == 2
+    assert [e.principal for e in seen] == ended
+    # Nothing changed since: the sweep does not even look at the live principals.
+    assert ids.events.sweep(iter(())) == 0
+    assert ids.events.sweep(principals) == 0
+    users.revoke_user("carol")
+    assert ids.events.sweep(principals) == 3
+
+
 def test_anonymous_principals_take_the_listeners_org(tmp_path: Path) -> None:
     ids = Identities(
         cert_username_regex=r"CN=([^,]+)",
