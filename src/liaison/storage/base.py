@@ -81,6 +81,68 @@ class StoredEvent:
         return self.type.startswith("a-") and self.callsign is not None
 
 
+# The columns a SQL store keeps for each event after ``seq``, in the order of StoredEvent's fields
+# (the SQLite and PostgreSQL stores share them; each encodes ``sender_groups`` its own way).
+EVENT_COLUMNS = (
+    "uid",
+    "type",
+    "how",
+    "time",
+    "start",
+    "stale",
+    "lat",
+    "lon",
+    "hae",
+    "callsign",
+    "sender",
+    "sender_groups",
+    "received",
+    "xml",
+    "label",
+)
+
+
+def event_row(seq: int, ev: StoredEvent, groups: object) -> tuple[object, ...]:
+    """``seq`` and the values of EVENT_COLUMNS for ``ev``, with ``groups`` (the store's encoding
+    of ``ev.sender_groups``) in its place."""
+    return (
+        seq,
+        ev.uid,
+        ev.type,
+        ev.how,
+        ev.time,
+        ev.start,
+        ev.stale,
+        ev.lat,
+        ev.lon,
+        ev.hae,
+        ev.callsign,
+        ev.sender,
+        groups,
+        ev.received,
+        ev.xml,
+        ev.label,
+    )
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no bound).
+
+    Used as ``type >= prefix AND type < bound`` so a type index serves prefix queries; SQLite
+    (TEXT) and PostgreSQL (COLLATE "C") compare UTF-8 bytes, which orders like Python's code
+    point comparison.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip past them
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Query:
     """A history query. Every filter that is set must match; ``None`` means "any".

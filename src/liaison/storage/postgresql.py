@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 
 from liaison.config import redacted_url
 from liaison.errors import StorageError
-from liaison.storage.base import DEFAULT_MAX_BATCH, Query, StoredEvent
+from liaison.storage.base import (
+    DEFAULT_MAX_BATCH,
+    EVENT_COLUMNS,
+    Query,
+    StoredEvent,
+    event_row,
+    prefix_upper_bound,
+)
 
 try:
     import asyncpg
@@ -72,23 +79,7 @@ _FAR_FLOAT = float(_FAR)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # Columns of both tables after seq, in the order of StoredEvent's fields.
-_COLUMNS = (
-    "uid",
-    "type",
-    "how",
-    "time",
-    "start",
-    "stale",
-    "lat",
-    "lon",
-    "hae",
-    "callsign",
-    "sender",
-    "sender_groups",
-    "received",
-    "xml",
-    "label",
-)
+_COLUMNS = EVENT_COLUMNS
 _ALL = ", ".join(("seq", *_COLUMNS))
 _PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 2))
 
@@ -389,24 +380,7 @@ async def _fetch(conn: Any, sql: str, *params: object) -> list[Any]:
 
 
 def _to_row(seq: int, ev: StoredEvent) -> tuple[object, ...]:
-    return (
-        seq,
-        ev.uid,
-        ev.type,
-        ev.how,
-        ev.time,
-        ev.start,
-        ev.stale,
-        ev.lat,
-        ev.lon,
-        ev.hae,
-        ev.callsign,
-        ev.sender,
-        sorted(ev.sender_groups),
-        ev.received,
-        ev.xml,
-        ev.label,
-    )
+    return event_row(seq, ev, sorted(ev.sender_groups))
 
 
 def _from_row(row: Any) -> StoredEvent:
@@ -428,22 +402,6 @@ def _from_row(row: Any) -> StoredEvent:
         xml=bytes(row["xml"]),
         label=row["label"],
     )
-
-
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (None: no bound).
-
-    With COLLATE "C" PostgreSQL compares UTF-8 bytes, which orders like code points.
-    """
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        if last < 0x10FFFF:
-            nxt = last + 1
-            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be encoded; skip past them
-                nxt = 0xE000
-            return "".join(chars) + chr(nxt)
-    return None
 
 
 def history_sql(query: Query) -> tuple[str, list[object]]:
@@ -468,7 +426,7 @@ def history_sql(query: Query) -> tuple[str, list[object]]:
         where.append(f"uid = {arg(query.uid)}")
     if query.type_prefix:
         where.append(f"type >= {arg(query.type_prefix)}")
-        bound = _prefix_upper_bound(query.type_prefix)
+        bound = prefix_upper_bound(query.type_prefix)
         if bound is not None:
             where.append(f"type < {arg(bound)}")
     if query.callsign is not None:

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from liaison.errors import StorageError
-from liaison.storage.base import DEFAULT_MAX_BATCH, Query, StoredEvent
+from liaison.storage.base import (
+    DEFAULT_MAX_BATCH,
+    EVENT_COLUMNS,
+    Query,
+    StoredEvent,
+    event_row,
+    prefix_upper_bound,
+)
 from liaison.storage.permissions import create_private_file
 
 T = TypeVar("T")
@@ -37,23 +44,7 @@ DEFAULT_PRUNE_CHUNK = 10_000
 
 # Columns of both tables after seq, in the order of StoredEvent's fields. lat, lon and hae may be
 # NULL: SQLite stores a NaN float as NULL, and we read NULL back as NaN.
-_COLUMNS = (
-    "uid",
-    "type",
-    "how",
-    "time",
-    "start",
-    "stale",
-    "lat",
-    "lon",
-    "hae",
-    "callsign",
-    "sender",
-    "sender_groups",
-    "received",
-    "xml",
-    "label",
-)
+_COLUMNS = EVENT_COLUMNS
 _ALL = ", ".join(("seq", *_COLUMNS))
 _PLACEHOLDERS = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
 
@@ -374,24 +365,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _to_row(seq: int, ev: StoredEvent) -> tuple[object, ...]:
-    return (
-        seq,
-        ev.uid,
-        ev.type,
-        ev.how,
-        ev.time,
-        ev.start,
-        ev.stale,
-        ev.lat,
-        ev.lon,
-        ev.hae,
-        ev.callsign,
-        ev.sender,
-        json.dumps(sorted(ev.sender_groups)),
-        ev.received,
-        ev.xml,
-        ev.label,
-    )
+    return event_row(seq, ev, json.dumps(sorted(ev.sender_groups)))
 
 
 def _float(value: float | None) -> float:
@@ -421,23 +395,6 @@ def _from_row(row: Any) -> StoredEvent:
     )
 
 
-def _prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (None: no bound).
-
-    Used as ``type >= prefix AND type < bound`` so the type index serves prefix queries; SQLite
-    compares TEXT as UTF-8 bytes, which orders like Python's code point comparison.
-    """
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        if last < 0x10FFFF:
-            nxt = last + 1
-            if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored; skip past them
-                nxt = 0xE000
-            return "".join(chars) + chr(nxt)
-    return None
-
-
 def _history_sql(query: Query) -> tuple[str, list[object]]:
     """SQL and parameters selecting exactly the rows :meth:`Query.matches` accepts."""
     where: list[str] = []
@@ -448,7 +405,7 @@ def _history_sql(query: Query) -> tuple[str, list[object]]:
     if query.type_prefix:
         where.append("type >= ?")
         params.append(query.type_prefix)
-        bound = _prefix_upper_bound(query.type_prefix)
+        bound = prefix_upper_bound(query.type_prefix)
         if bound is not None:
             where.append("type < ?")
             params.append(bound)
