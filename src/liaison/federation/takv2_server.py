@@ -35,7 +35,8 @@ been acknowledged by the peer's TCP (SIOCOUTQ 0, as v1 does: ``takv1._unacknowle
 connection then stayed open ``SETTLE_S`` more, and bytes from the peer (its health checks, flow
 control, events) arrived at or after that moment, so the peer was still alive and talking past
 it. Rows not settled when the connection ends are sent again on the next one, with their
-numbers (duplicates possible; tak-federation.md 6.3: TAK's own federation is at most once).
+numbers (duplicates possible: FederatedEvent carries no sequence number or acknowledgement,
+tak-federation.md section 4.1, so the receiver can only suppress them by content).
 """
 
 from __future__ import annotations
