@@ -25,18 +25,31 @@ Subscriptions with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as
 8). A peer
 from which nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`` is dropped
 (section 1, "15 s timeout on the server side"). Other methods answer UNIMPLEMENTED.
+
+Delivery (at least once): TAK federation has no acknowledgement, and in this role we make no
+call to the peer after which it must answer, so a row leaves the outbox only once it is
+**settled**: every one of its messages has left grpcio and been written to the TLS connection
+(``_Delivery`` follows the HTTP/2 frames going out, RFC 9113 section 4.1, and the gRPC
+length-prefixed messages in ClientEventStream's DATA frames), every byte written up to then has
+been acknowledged by the peer's TCP (SIOCOUTQ 0, as v1 does: ``takv1._unacknowledged``), the
+connection then stayed open ``SETTLE_S`` more, and bytes from the peer (its health checks, flow
+control, events) arrived at or after that moment, so the peer was still alive and talking past
+it. Rows not settled when the connection ends are sent again on the next one, with their
+numbers (duplicates possible: FederatedEvent carries no sequence number or acknowledgement,
+tak-federation.md section 4.1, so the receiver can only suppress them by content).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -44,16 +57,17 @@ import grpc.aio
 
 from liaison.errors import PeerError
 from liaison.federation import fed_groups
-from liaison.federation.connection import Tap, close_writer, first_failure
+from liaison.federation.connection import ConnectionEnded, Tap, close_writer, first_failure
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.proto import fig_pb2
+from liaison.federation.takv1 import _unacknowledged
 from liaison.federation.takv2 import (
+    BRIDGE_CHUNK,
     MAX_INBOUND_QUEUE,
     MAX_MESSAGE_BYTES,
     ContactBook,
-    _pump,
     apply_inbound,
     encode_rows,
     note_remote_groups,
@@ -72,6 +86,106 @@ WATCH_INTERVAL_S = 0.5
 MAX_OUTBOUND_QUEUE = 64
 # Seconds given to grpcio's per-connection server to finish at the end of a connection.
 STOP_GRACE_S = 0.5
+# Seconds between checks of whether what we wrote has been taken by the peer's TCP.
+ACK_POLL_S = 0.05
+# Seconds the connection must stay open, and the peer keep talking, after its TCP took a row
+# before the row counts as delivered (as v1's SETTLE_S: a peer killed with our bytes unread
+# resets the connection at once; a cut line lets nothing from the peer through). Rows settle
+# when the peer next sends something past this (a health check, every 3 s from TAK Server, or
+# HTTP/2 flow control while events flow), so at most [federation] window rows wait for it.
+SETTLE_S = 1.0
+
+# HTTP/2 frame layout (RFC 9113 section 4.1) and the gRPC message prefix (1 flag byte and a
+# 4-byte big-endian length, gRPC over HTTP/2 "Length-Prefixed-Message").
+_FRAME_HEADER = 9
+_TYPE_DATA = 0x0
+_FLAG_PADDED = 0x8
+_GRPC_PREFIX = 5
+
+
+class _Delivery:
+    """Follows the HTTP/2 bytes grpcio writes towards the peer and tells which rows' messages
+    have all been handed to the TLS connection (``passed``, a sequence number).
+
+    ``expect`` is called, in ClientEventStream's order, for every message given to grpcio; the
+    stream carrying them is found by the first message's bytes, after which every complete
+    message on it is the next one expected. Holds at most the messages of the rows in flight
+    (the link's window) plus one partial frame and one partial message per stream.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._partial: dict[int, bytearray] = {}  # stream id -> bytes of an unfinished message
+        self._stream: int | None = None  # ClientEventStream's id, once its first message passed
+        # [message bytes, highest seq settled with it (0: none)] in writing order.
+        self._expected: collections.deque[list[Any]] = collections.deque()
+        self.passed = 0
+
+    def expect(self, data: bytes, seq: int) -> None:
+        self._expected.append([data, seq])
+
+    def covers(self, seq: int) -> None:
+        """A row with no message (refused by the wire's re-check): settled with the previous."""
+        if self._expected:
+            self._expected[-1][1] = max(self._expected[-1][1], seq)
+        else:
+            self.passed = max(self.passed, seq)
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while len(buf) >= _FRAME_HEADER:
+            length = int.from_bytes(buf[0:3], "big")
+            if len(buf) < _FRAME_HEADER + length:
+                return
+            kind, flags = buf[3], buf[4]
+            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload = bytes(buf[_FRAME_HEADER : _FRAME_HEADER + length])
+            del buf[: _FRAME_HEADER + length]
+            if kind != _TYPE_DATA or (self._stream is not None and stream != self._stream):
+                continue
+            if flags & _FLAG_PADDED and payload:
+                payload = payload[1 : len(payload) - payload[0]]
+            self._data(stream, payload)
+
+    def _data(self, stream: int, payload: bytes) -> None:
+        part = self._partial.setdefault(stream, bytearray())
+        part += payload
+        while len(part) >= _GRPC_PREFIX:
+            size = int.from_bytes(part[1:5], "big")
+            if len(part) < _GRPC_PREFIX + size:
+                return
+            message = bytes(part[_GRPC_PREFIX : _GRPC_PREFIX + size])
+            del part[: _GRPC_PREFIX + size]
+            if not self._expected:
+                continue  # not ours (a health answer, group names)
+            if self._stream is None:
+                if message != self._expected[0][0]:
+                    continue
+                self._stream = stream  # ClientEventStream found: other streams are ignored
+                self._partial = {stream: part}
+            _data, seq = self._expected.popleft()
+            self.passed = max(self.passed, seq)
+
+
+async def _bridge(
+    src: asyncio.StreamReader,
+    dst: asyncio.StreamWriter,
+    tap: Tap | None,
+    direction: str,
+    seen: Callable[[bytes], None],
+) -> None:
+    """Move bytes one way between the TLS connection and grpcio's socket; ``seen`` gets each
+    chunk once it has been handed to ``dst``."""
+    while True:
+        data = await src.read(BRIDGE_CHUNK)
+        if not data:
+            raise ConnectionEnded
+        if tap is not None:
+            tap(direction, data)
+        dst.write(data)
+        seen(data)
+        await dst.drain()
 
 
 class FigServerSession:
@@ -92,18 +206,49 @@ class FigServerSession:
         self._end = asyncio.Event()
         self._book = ContactBook()
         self.validator = link.peer_identified(link.peer.name)
+        self.delivery = _Delivery()
+        self._peer_bytes_at = self._loop.time()  # when bytes from the peer last arrived
+        self._settle_from = 0  # highest seq handed to settling
+        # (deadline, seq) of rows the peer's TCP took; at most SETTLE_S / ACK_POLL_S + 1 entries
+        # (one per check, each gone once settled; a silent peer is dropped after
+        # SILENT_TIMEOUT_S, bounding them by SILENT_TIMEOUT_S / ACK_POLL_S + 1).
+        self._settling: collections.deque[tuple[float, int]] = collections.deque()
 
     # --- WireSession ----------------------------------------------------------------------------
 
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         link = self._link
         for row in rows:
-            for data in encode_rows(link, row, self._book):
+            messages = encode_rows(link, row, self._book)
+            for i, data in enumerate(messages):
                 written: asyncio.Future[None] = self._loop.create_future()
+                # The row settles with its last message (settle_loop acknowledges it).
+                self.delivery.expect(data, row.seq if i == len(messages) - 1 else 0)
                 await self._out.put((data, written))
                 await written
-            # No acknowledgement in TAK federation: written (or refused) counts as done.
-            link.acked(row.seq)
+            if not messages:
+                self.delivery.covers(row.seq)  # refused: settles with what was written before
+
+    # --- delivery without acknowledgement -------------------------------------------------------
+
+    def peer_bytes(self, data: bytes) -> None:
+        self._peer_bytes_at = self._loop.time()
+
+    async def settle_loop(self, transport: asyncio.BaseTransport) -> None:
+        """Acknowledge, on the link, rows whose bytes the peer's TCP took, and past which the
+        connection stayed open and the peer kept talking for SETTLE_S."""
+        loop = self._loop
+        while True:
+            await asyncio.sleep(ACK_POLL_S)
+            now = loop.time()
+            passed = self.delivery.passed
+            if passed > self._settle_from and _unacknowledged(transport) == 0:
+                self._settling.append((now + SETTLE_S, passed))
+                self._settle_from = passed
+            settling = self._settling
+            while settling and settling[0][0] <= now and self._peer_bytes_at >= settling[0][0]:
+                _deadline, seq = settling.popleft()
+                self._link.acked(seq)
 
     # --- connection lifetime --------------------------------------------------------------------
 
@@ -299,9 +444,17 @@ async def serve(
             server.add_insecure_port(f"unix:{path}")
             await server.start()
             local_reader, local = await asyncio.open_unix_connection(path)
-            tg.create_task(_pump(reader, local, tap, "in"), name="figs-bridge-in")
-            tg.create_task(_pump(local_reader, writer, tap, "out"), name="figs-bridge-out")
+            tg.create_task(
+                _bridge(reader, local, tap, "in", session.peer_bytes), name="figs-bridge-in"
+            )
+            tg.create_task(
+                _bridge(local_reader, writer, tap, "out", session.delivery.feed),
+                name="figs-bridge-out",
+            )
             tg.create_task(session.watch(), name=f"figs-watch-{link.peer.name}")
+            tg.create_task(
+                session.settle_loop(writer.transport), name=f"figs-settle-{link.peer.name}"
+            )
             session.start_inbound()
     except BaseExceptionGroup as group:
         failure = first_failure(group)
