@@ -28,7 +28,7 @@ from liaison.federation.guard import MAX_HOPS, PROVENANCE_TAG
 from liaison.federation.proto import fig_pb2
 from liaison.model import labels
 from liaison.model.labels import Label, Policy
-from liaison.protocol import cot_xml
+from liaison.protocol import cot_xml, limits
 
 # TAK's value for an unknown circular/linear error (tak-federation.md 4.2, fields 7-8).
 UNKNOWN_ERROR = 999999.0
@@ -74,7 +74,15 @@ def release_with_facts(
     payload: bytes, *, server_id: str, max_hops: int
 ) -> tuple[fig_pb2.FederatedEvent, ReleaseFacts]:
     """:func:`release_to_federated`, with the contact facts of the release."""
-    root = cot_xml.parse_element(payload)
+    return release_from_tree(cot_xml.parse_element(payload), server_id=server_id, max_hops=max_hops)
+
+
+def release_from_tree(
+    root: ET.Element, *, server_id: str, max_hops: int
+) -> tuple[fig_pb2.FederatedEvent, ReleaseFacts]:
+    """:func:`release_with_facts` of a release already read with ``cot_xml.parse_element`` (the
+    tree the send-time re-check read the queued bytes into: one parse for both). The tree is
+    only read, never changed."""
     if root.tag != "event":
         raise FigError("not_event")
     geo = fig_pb2.GeoEvent(
@@ -181,11 +189,11 @@ def _point(geo: fig_pb2.GeoEvent) -> ET.Element:
     )
 
 
-def _detail(geo: fig_pb2.GeoEvent) -> ET.Element:
+def _detail(geo: fig_pb2.GeoEvent, max_depth: int = limits.MAX_XML_DEPTH) -> ET.Element:
     """``other`` parsed (it must be one ``<detail>`` element), with the moved parts put back."""
     if geo.other:
         try:
-            detail = cot_xml.parse_element(geo.other.encode("utf-8"))
+            detail = cot_xml.parse_element(geo.other.encode("utf-8"), max_depth=max_depth)
         except PeerError as exc:
             raise FigError(f"bad_other:{exc.reason}") from None
         if detail.tag != "detail":
@@ -236,6 +244,10 @@ def _restore_dests(geo: fig_pb2.GeoEvent, detail: ET.Element) -> None:
 
 
 def _event_xml(geo: fig_pb2.GeoEvent, detail: ET.Element) -> bytes:
+    return cot_xml.serialize_element(_event_tree(geo, detail)).encode("utf-8")
+
+
+def _event_tree(geo: fig_pb2.GeoEvent, detail: ET.Element) -> ET.Element:
     attrs = {"version": "2.0", "uid": geo.uid, "type": geo.type}
     if geo.coordSource:
         attrs["how"] = geo.coordSource
@@ -255,7 +267,7 @@ def _event_xml(geo: fig_pb2.GeoEvent, detail: ET.Element) -> bytes:
     root = ET.Element("event", attrs)
     root.append(_point(geo))
     root.append(detail)
-    return cot_xml.serialize_element(root).encode("utf-8")
+    return root
 
 
 def federated_to_cot(fed: fig_pb2.FederatedEvent) -> bytes:
@@ -263,6 +275,16 @@ def federated_to_cot(fed: fig_pb2.FederatedEvent) -> bytes:
     if not fed.HasField("event"):
         raise FigError("no_event")
     return _event_xml(fed.event, _detail(fed.event))
+
+
+def federated_to_tree(fed: fig_pb2.FederatedEvent) -> ET.Element:
+    """:func:`federated_to_cot` as the element tree it would write (``other`` read with the
+    hardened parser, one level shallower since it sits under ``<event>``), for the guard's
+    re-check of a serialized message decoded again, without writing and parsing XML once
+    more."""
+    if not fed.HasField("event"):
+        raise FigError("no_event")
+    return _event_tree(fed.event, _detail(fed.event, max_depth=limits.MAX_XML_DEPTH - 1))
 
 
 def inbound_cot(

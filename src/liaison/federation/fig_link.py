@@ -85,20 +85,27 @@ def encode_rows(link: PeerLink, row: OutboxRow, book: ContactBook) -> list[bytes
 
 
 def _encode(link: PeerLink, row: OutboxRow) -> tuple[bytes, fig_codec.ReleaseFacts] | None:
+    server_id, max_hops = link.fed.server_id, link.peer.max_hops
     try:
-        fed, facts = fig_codec.release_with_facts(
-            row.payload, server_id=link.fed.server_id, max_hops=link.peer.max_hops
-        )
+        # The tree the send-time re-check read these very bytes into (one parse for both).
+        tree = link.checked_tree(row.payload)
+        if tree is not None:
+            fed, facts = fig_codec.release_from_tree(tree, server_id=server_id, max_hops=max_hops)
+        else:
+            fed, facts = fig_codec.release_with_facts(
+                row.payload, server_id=server_id, max_hops=max_hops
+            )
         # The group names the link mapped this row to (fed_groups.py, tak-federation.md 7).
         fed.federateGroups.extend(row.groups)
         data = fed.SerializeToString()
-        # The re-check reads what will be written, not what we meant to write.
-        back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data))
+        # The re-check reads what will be written, not what we meant to write: the serialized
+        # message decoded again into the event it carries (``other`` parsed again).
+        back = fig_codec.federated_to_tree(fig_pb2.FederatedEvent.FromString(data))
     except (fig_codec.FigError, PeerError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or type(exc).__name__
         link.wire_denied(row, ("guard_mismatch", f"fig_encode:{reason}"))
         return None
-    problems = link.guard.recheck(back, label_id=row.label_id, uid=row.uid, type=row.type)
+    problems = link.guard.recheck_tree(back, label_id=row.label_id, uid=row.uid, type=row.type)
     if problems:
         log.error("federation %s: translated release refused: %s", link.peer.name, problems)
         link.wire_denied(row, problems)

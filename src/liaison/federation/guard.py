@@ -246,6 +246,7 @@ class OutboundGuard:
         self._markings: dict[str, tuple[labels.CotMarking, str]] = {}
         self._labels = LabelReader(policy)
         self._recheck_labels = LabelReader(policy)
+        self._recheck_decisions: dict[tuple[object, ...], labels.Decision] = {}
         self._types: dict[str, tuple[bool, frozenset[str], int]] = {}
         self._serialized: dict[tuple[object, ...], str] = {}
 
@@ -445,25 +446,56 @@ class OutboundGuard:
         """The independent re-check of the exact bytes about to be sent; empty when they pass.
 
         Parses ``payload`` again from scratch, re-reads the label from the parsed bytes and
-        decides again against the ceiling, without the decision cache; the label id, uid and
-        type must be the ones the first pass decided on, the type and every detail child must
-        be allowed, the provenance must be within the hop limit and the root marking must not
-        contradict the label. Also used just before a queued release is written to the socket,
-        so a changed policy or a damaged outbox row is caught at send time.
+        decides again against the ceiling, without the first pass's decision cache (the
+        re-check memoises its own decisions on the label element's full content); the label
+        id, uid and type must be the ones the first pass decided on, the type and every detail
+        child must be allowed, the provenance must be within the hop limit and the root marking
+        must not contradict the label. Also used just before a queued release is written to the
+        socket, so a changed policy or a damaged outbox row is caught at send time.
         """
         try:
             return self._recheck(payload, label_id, uid, type)
         except Exception:
             return ("guard_mismatch", "internal_error")
 
+    def recheck_parsed(
+        self, payload: bytes, *, label_id: str, uid: str, type: str
+    ) -> tuple[tuple[str, ...], ET.Element | None]:
+        """:meth:`recheck`, also giving the element tree it read ``payload`` into (None when
+        the bytes did not parse), so a wire that translates exactly these bytes reads them once
+        (the tree is not changed by the check; the caller must not change it either)."""
+        try:
+            root = cot_xml.parse_element(payload)
+        except PeerError as exc:
+            return ("guard_mismatch", f"unparsable:{exc.reason}"), None
+        except Exception:
+            return ("guard_mismatch", "internal_error"), None
+        return self.recheck_tree(root, label_id=label_id, uid=uid, type=type), root
+
+    def recheck_tree(
+        self, root: ET.Element, *, label_id: str, uid: str, type: str
+    ) -> tuple[str, ...]:
+        """:meth:`recheck` of an event already read, with the hardened parser, from the exact
+        bytes to be sent (or, for a TAK wire, built from the serialized message decoded again:
+        ``fig_codec.federated_to_tree``); empty when it passes."""
+        try:
+            return self._recheck_tree(root, label_id, uid, type)
+        except Exception:
+            return ("guard_mismatch", "internal_error")
+
     def _recheck(self, payload: bytes, label_id: str, uid: str, type: str) -> tuple[str, ...]:
-        policy, peer = self.policy, self.peer
         # A second, minimal reading (labels.md 7e point 5): the hardened XML parser of
         # protocol.cot_xml and the root attributes, not the Event model of the first pass.
         try:
             root = cot_xml.parse_element(payload)
         except PeerError as exc:
             return ("guard_mismatch", f"unparsable:{exc.reason}")
+        return self._recheck_tree(root, label_id, uid, type)
+
+    def _recheck_tree(
+        self, root: ET.Element, label_id: str, uid: str, type: str
+    ) -> tuple[str, ...]:
+        policy, peer = self.policy, self.peer
         if root.tag != "event":
             return ("guard_mismatch", "not_event")
         details = [child for child in root if child.tag == "detail"]
@@ -473,7 +505,7 @@ class OutboundGuard:
         try:
             # A reader of its own: nothing the first pass parsed is reused here.
             shape = _shape(detail)
-            label = self._recheck_labels.read(detail, shape)
+            label, label_key = self._recheck_labels.read_keyed(detail, shape)
         except labels.LabelError as exc:
             return ("guard_mismatch", f"invalid_label:{exc.reason}")
         if label is None:
@@ -484,7 +516,16 @@ class OutboundGuard:
         got_type = root.get("type", "")
         if root.get("uid") != uid or got_type != type:
             problems.append("identity_changed")
-        decision = labels.decide(policy, label, peer.release_ceiling)
+        # Decided again, not taken from the first pass's cache: memoised on the full content of
+        # the label element re-read here (like the label itself; decide is a pure function of
+        # it and the fixed ceiling), in a cache of the re-check's own.
+        decision = None if label_key is None else self._recheck_decisions.get(label_key)
+        if decision is None:
+            decision = labels.decide(policy, label, peer.release_ceiling)
+            if label_key is not None:
+                if len(self._recheck_decisions) >= MAX_DECISION_CACHE:
+                    self._recheck_decisions.clear()
+                self._recheck_decisions[label_key] = decision
         if not decision.permit:
             problems.extend(decision.reasons)
         type_allowed, allowed, _priority = self._type_rules(got_type)

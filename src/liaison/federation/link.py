@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -174,6 +175,9 @@ class PeerLink:
         self._principal = _federate(peer, peer.release_ceiling)
         self.source = _InboundSource(_federate(peer, peer.originate_ceiling), peer)
         self._send_denials: list[Denial] = []
+        # Rows of the last take that passed the send-time re-check, with the tree it read their
+        # bytes into (TAK wires only; at most one take's rows, MAX_TAKE): see checked_tree.
+        self._checked: dict[int, tuple[bytes, ET.Element]] = {}
         self.client_uid: str | None = None
         self.callsign: str | None = None
         # Delivered, not yet guarded: no key, so nothing coalesces before its release is audited.
@@ -564,13 +568,24 @@ class PeerLink:
         return max(top, outbox.last_applied)
 
     def _send_check(self, payload: bytes, label_id: str, uid: str, type: str) -> bool:
-        problems = self.guard.recheck(payload, label_id=label_id, uid=uid, type=type)
+        problems, tree = self.guard.recheck_parsed(payload, label_id=label_id, uid=uid, type=type)
         if not problems:
+            if tree is not None and self.peer.protocol != PROTOCOL_NATIVE:
+                self._checked[id(payload)] = (payload, tree)
             return True
         self._send_denials.append(
             Denial(reasons=problems, stage="send", uid=uid, type=type, label_id=label_id)
         )
         return False
+
+    def checked_tree(self, payload: bytes) -> ET.Element | None:
+        """The element tree the send-time re-check read ``payload`` (the very bytes object of
+        a row just taken) into, handed out once, for a TAK wire that translates those bytes;
+        None when there is none."""
+        kept = self._checked.pop(id(payload), None)
+        if kept is None or kept[0] is not payload:
+            return None
+        return kept[1]
 
     async def send_loop(self, session: WireSession) -> None:
         """Send what the outbox holds through ``session``, at most ``window`` unacknowledged,
@@ -585,6 +600,7 @@ class PeerLink:
                 await self._wake.wait()
                 continue
             self._send_denials = []
+            self._checked.clear()
             rows = outbox.take(room, check=self._send_check)
             if self._send_denials:
                 with contextlib.suppress(StorageError, OSError):
@@ -600,6 +616,7 @@ class PeerLink:
             # Nothing leaves before the rows and their sequence numbers are durable.
             await outbox.sync()
             await session.send_events(rows)
+            self._checked.clear()
             self.status.bump("sent", len(rows))
             self._sync_status()
 

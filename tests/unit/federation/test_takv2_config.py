@@ -63,3 +63,46 @@ def test_other_that_is_not_one_detail_is_refused() -> None:
     with pytest.raises(fig_codec.FigError) as err:
         fig_codec.federated_to_cot(fed)
     assert err.value.reason == "other_not_detail"
+
+
+def test_one_parse_shared_and_the_readback_checked_as_a_tree() -> None:
+    """The send-time re-check hands its tree to the translation (same message as from the
+    bytes), and the serialized message decoded again is re-checked as a tree with the same
+    outcome as its XML: passing, and refusing a changed label, uid or detail child."""
+    guard = OutboundGuard(policy=POLICY, peer=peer(protocol="tak-v2"), server_id="usa-srv")
+    release = guard.check(
+        event(label=REL_BOTH, detail='<contact callsign="A"/><track speed="2.0" course="45.0"/>')
+    )
+    assert isinstance(release, Release)
+    ids = {"label_id": release.label_id, "uid": release.uid, "type": release.type}
+    problems, tree = guard.recheck_parsed(release.payload, **ids)
+    assert problems == () and tree is not None
+    shared, _facts = fig_codec.release_from_tree(tree, server_id="usa-srv", max_hops=1)
+    alone = fig_codec.release_to_federated(release.payload, server_id="usa-srv", max_hops=1)
+    assert shared.SerializeToString() == alone.SerializeToString()
+    data = shared.SerializeToString()
+    back = fig_codec.federated_to_tree(fig_pb2.FederatedEvent.FromString(data))
+    assert guard.recheck_tree(back, **ids) == ()
+    assert (
+        guard.recheck(fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(data)), **ids)
+        == ()
+    )
+    assert guard.recheck_tree(back, **{**ids, "uid": "other"}) == (
+        "guard_mismatch",
+        "identity_changed",
+    )
+    assert guard.recheck_tree(back, **{**ids, "label_id": "sha256:00"}) == (
+        "guard_mismatch",
+        "label_changed",
+    )
+    tampered = fig_pb2.FederatedEvent.FromString(data)
+    tampered.event.other = tampered.event.other.replace("</detail>", "<secret/></detail>")
+    assert guard.recheck_tree(fig_codec.federated_to_tree(tampered), **ids) == (
+        "guard_mismatch",
+        "detail_not_allowed",
+    )
+    # Bytes that do not parse give no tree.
+    assert guard.recheck_parsed(b"<event", **ids) == (
+        ("guard_mismatch", "unparsable:bad_xml"),
+        None,
+    )

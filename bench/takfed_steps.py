@@ -1,0 +1,133 @@
+"""CPU per event of each Liaison step on the way out to a TAK federation v2 peer, without gRPC.
+
+The steps ``bench/takfed_bench.py`` runs in its process, timed one by one with
+``time.process_time`` on the same event mix (80 % position reports, 10 % markers, 10 % chats,
+all releasable): the CoT parse on ingest, the guard (``OutboundGuard.check``, its own re-check
+included), the send-time re-check of the queued release bytes together with the translation to
+the serialized ``FederatedEvent`` and the re-check of those bytes read back (``PeerLink``'s
+``_send_check`` then ``fig_link.encode_rows``, as the v2 wire runs them). Each step runs over all
+events, ``--rounds`` times; the best round is reported (the machine is shared).
+
+Then the floor of the wire itself (``--wire``, default 5,000): messages already translated and
+serialized are written one by one with ``await call.write`` on the live session's
+``ServerEventStream`` (grpcio, then the TLS bridge), and the process's CPU per message (every
+thread) is reported, with the messages per second until the last was written.
+
+    .venv/bin/python bench/takfed_steps.py --events 5000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import takfed_bench
+
+
+async def _measure(events: int, rounds: int, wire: int, root: Path) -> dict[str, Any]:
+    from liaison.federation import fig_codec, fig_link, takv2
+    from liaison.federation.outbox import Outgoing
+    from liaison.protocol import cot_xml
+
+    # The session of the link, to write on its ServerEventStream directly (--wire).
+    sessions: list[Any] = []
+    run = takv2.FigClientSession.run
+
+    async def noted(self: Any, tg: asyncio.TaskGroup) -> None:
+        sessions.append(self)
+        await run(self, tg)
+
+    takv2.FigClientSession.run = noted  # type: ignore[method-assign]
+
+    bench = takfed_bench.Bench(root)
+    await bench.start()
+    try:
+        link = bench.link
+        stamp = str(time.time_ns()).encode()
+        raw = [
+            x.replace(b"{ns}", stamp, 1) for _, x in takfed_bench._events(bench.policy, events, 0)
+        ]
+        best: dict[str, float] = {}
+
+        def step(name: str, fn: Any, items: list[Any]) -> list[Any]:
+            out = []
+            t0 = time.process_time()
+            for item in items:
+                out.append(fn(item))
+            us = (time.process_time() - t0) / len(items) * 1e6
+            best[name] = min(best.get(name, us), us)
+            return out
+
+        for _ in range(rounds):
+            parsed = step("ingest_parse", cot_xml.parse_event, raw)
+            verdicts = step("guard_check", link.guard.check, parsed)
+            rows = [
+                Outgoing(
+                    seq=i + 1,
+                    priority=v.priority,
+                    payload=v.payload,
+                    sha256=v.sha256,
+                    label_id=v.label_id,
+                    uid=v.uid,
+                    type=v.type,
+                )
+                for i, v in enumerate(verdicts)
+            ]
+            book = fig_link.ContactBook()
+
+            def send(row: Outgoing, book: fig_link.ContactBook = book) -> list[bytes]:
+                if not link._send_check(row.payload, row.label_id, row.uid, row.type):
+                    raise RuntimeError("send check refused a release")
+                return fig_link.encode_rows(link, row, book)
+
+            written = step("send_check_translate_recheck", send, rows)
+            if not all(written):
+                raise RuntimeError("a release was refused")
+        best["total"] = sum(best.values())
+        if wire > 0:
+            messages = []
+            for i, xml in takfed_bench._events(bench.policy, wire, events):
+                release = link.guard.check(cot_xml.parse_event(xml.replace(b"{ns}", b"0", 1)))
+                payload = getattr(release, "payload", None)
+                if payload is None:
+                    raise RuntimeError("the guard refused an event")
+                fed = fig_codec.release_to_federated(payload, server_id="usa-srv", max_hops=1)
+                fed.event.uid = f"w{i}-{time.time_ns()}"
+                messages.append(fed.SerializeToString())
+            call = sessions[-1]._out
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            for data in messages:
+                await call.write(data)
+            wall = time.monotonic() - wall0
+            got = await bench.collect(wire)
+            best["wire_only_write"] = (time.process_time() - cpu0) / wire * 1e6
+            best["wire_only_messages_per_s"] = wire / wall
+            best["wire_only_received"] = len(got)
+    finally:
+        await bench.stop()
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--wire", type=int, default=5000, help="messages for the wire floor")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="liaison-takfedsteps-") as tmp:
+        best = asyncio.run(_measure(args.events, args.rounds, args.wire, Path(tmp)))
+    print(json.dumps({"us_cpu_per_event": best, "load_avg": os.getloadavg()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
