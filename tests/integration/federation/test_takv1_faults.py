@@ -9,7 +9,9 @@ it handled on a pipe, while
   packet both ways on the peer's side of a veth pair into its own network namespace), with
   production timeouts, in both roles;
 * the line stays idle for longer than the TCP keepalive idle time (v1 has no health check: an
-  idle but alive peer must not be dropped).
+  idle but alive peer must not be dropped);
+* the line goes dead while frames are in flight (the connection must end by TCP_USER_TIMEOUT,
+  since keepalive probes do not run then, and the link come back on a new one).
 
 Afterwards every released marker is accounted for at the peer: distinct arrivals, duplicates
 (allowed: delivery is at least once) and missing ones. docs/protocol.md ("TAK federation v1",
@@ -45,6 +47,7 @@ from liaison.federation.link import GateAudit
 from liaison.federation.status import LinkState
 from liaison.identity.ca import ensure_server_pki
 from liaison.identity.certs import ServerPki, fingerprint_sha256, load_server_cert
+from liaison.transports.stream import Keepalive
 from tests.integration.federation.fed_helpers import (
     Side,
     start_federation,
@@ -525,3 +528,58 @@ async def test_an_idle_peer_is_not_dropped(net: TakNet, tmp_path: Path) -> None:
         assert counted.get("in", 0) >= 1 and counted.get("out", 0) >= 1, counted
         assert status.counts["connects"] == connects
         assert peer.connections == 1
+
+
+@needs_netns
+async def test_a_peer_gone_with_frames_in_flight_is_found(
+    net: TakNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line goes dead while our frames are unacknowledged (a pulled cable mid-stream):
+    keepalive probes do not run then (the kernel retransmits instead), so the connection ends by
+    the user timeout, idle + interval x count of KEEPALIVE (60 s in production; 5 s here), not
+    after the kernel's ~15 minutes of retransmissions. Liaison redials once the line is back and
+    every marker arrives."""
+    monkeypatch.setattr(takv1, "KEEPALIVE", Keepalive(idle_s=2, interval_s=1, count=3))
+    limit = takv1.user_timeout_ms() / 1000
+    pki = _pki(tmp_path, net.peer_ip)
+    async with _liaison(tmp_path) as (usa, client):
+        side, peer = await _start(
+            usa,
+            pki,
+            "liaison-dials",
+            tmp_path,
+            host=net.host_ip,
+            peer_host=net.peer_ip,
+            prefix=net.inside,
+        )
+        stream = Stream("gone")
+        status = side.fed.status.peers["ukr"]
+        loop = asyncio.get_running_loop()
+        found_s: float | None = None
+        try:
+            await wait_until(lambda: status.state is LinkState.UP, RECOVER_S, "link up")
+            await _send(client, stream, 20)
+            await wait_until(lambda: not stream.account(peer.arrivals)[2], RECOVER_S, "before")
+            await _drained(side, RECOVER_S)
+            connects = status.counts["connects"]
+            net.cut(True)
+            started = loop.time()
+            for _ in range(int(3 * limit / 0.5)):  # a marker every 0.5 s for 3 x the limit
+                await _send(client, stream, 1, gap=0.5)
+                if found_s is None and status.state is not LinkState.UP:
+                    found_s = loop.time() - started
+            net.cut(False)
+            await _drained(side, RECOVER_S)
+            with contextlib.suppress(AssertionError):  # check() below says what is missing
+                await wait_until(
+                    lambda: not stream.account(peer.arrivals)[2], RECOVER_S, "every marker"
+                )
+        finally:
+            net.cut(False)
+            await stop_federation(side)
+            await peer.stop()
+        print(f"frames in flight, line dead: connection ended {found_s} s into the cut")
+        stream.check(peer.arrivals, "frames in flight, line dead")
+        assert found_s is not None, "the dead line was not found while it was cut"
+        assert found_s <= limit + 2.0, found_s
+        assert status.counts["connects"] > connects
