@@ -32,7 +32,9 @@ the inbound path of the v2 wire (``fig_link.apply_inbound``: default label, loop
 the inbound validator, audit, router).
 
 Silence: v1 has no keepalive message. An idle peer is healthy; a vanished one is found by TCP
-keepalive probes (``KEEPALIVE``), which end the connection when unanswered.
+keepalive probes (``KEEPALIVE``), which end the connection when unanswered, or, while frames we
+wrote are unacknowledged (no probes run then), by TCP_USER_TIMEOUT (``user_timeout_ms``: the
+same time).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import asyncio
 import collections
 import fcntl
 import logging
+import socket
 import struct
 import termios
 import weakref
@@ -83,6 +86,17 @@ SETTLE_S = 1.0
 # minute. TAK Server itself treats a v1 federate idle for 30 s as a possible zombie
 # (tak-federation.md 6.3), which is why the probes start then.
 KEEPALIVE = Keepalive(idle_s=30, interval_s=10, count=3)
+
+
+def user_timeout_ms() -> int:
+    """TCP_USER_TIMEOUT for v1 connections (tcp(7)): as long as ``KEEPALIVE`` takes to give up
+    on an idle connection. Keepalive probes only run while nothing we wrote is unacknowledged;
+    with frames in flight the kernel retransmits instead, for about 15 minutes by default
+    (tcp_retries2), and a peer gone mid-stream would hold the link, up and delivering nothing,
+    that long. With this option the connection ends once nothing was acknowledged for that time,
+    idle or not."""
+    return (KEEPALIVE.idle_s + KEEPALIVE.interval_s * KEEPALIVE.count) * 1000
+
 
 REFUSED_METRIC = "liaison_federation_v1_frames_refused_total"
 REFUSED_HELP = "TAK federation v1 frames refused (the connection was closed), by reason"
@@ -246,7 +260,9 @@ async def serve(
     link.begin_connection()
     refused = metrics.counter(REFUSED_METRIC, REFUSED_HELP, "reason") if metrics else None
     session = V1Session(link, writer, tap, refused)
-    set_keepalive(writer.get_extra_info("socket"), KEEPALIVE)
+    sock = writer.get_extra_info("socket")
+    if set_keepalive(sock, KEEPALIVE) and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms())
     try:
         # The peer is the one pinned by its certificate; in provenance its events carry its
         # configured name (what a peer says about itself selects nothing).

@@ -132,20 +132,26 @@ class TakV1Peer:
 
     # --- roles ----------------------------------------------------------------------------------
 
-    async def listen(self, *, chain: bytes, key: bytes, ca: bytes, port: int = 0) -> int:
-        """Listen on 127.0.0.1 (TAK's federation-server v1 port; any port in tests)."""
+    async def listen(
+        self, *, chain: bytes, key: bytes, ca: bytes, port: int = 0, host: str = "127.0.0.1"
+    ) -> int:
+        """Listen on ``host`` (TAK's federation-server v1 port; any port in tests)."""
         ctx = self._context(ssl.PROTOCOL_TLS_SERVER, chain, key, ca)
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, ssl=ctx)
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=ctx)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
-    async def dial(self, port: int, *, chain: bytes, key: bytes, ca: bytes) -> None:
-        """Dial Liaison's federation listener (TAK's federation-outgoing, protocolVersion 1)."""
+    async def dial(
+        self, port: int, *, chain: bytes, key: bytes, ca: bytes, host: str = "127.0.0.1"
+    ) -> asyncio.Task[None]:
+        """Dial Liaison's federation listener (TAK's federation-outgoing, protocolVersion 1).
+        Returns the task serving the connection (done when it ends)."""
         ctx = self._context(ssl.PROTOCOL_TLS_CLIENT, chain, key, ca)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
         task = asyncio.create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
