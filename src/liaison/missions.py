@@ -26,12 +26,12 @@ import base64
 import collections
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 from liaison.errors import PeerError, StorageError
 from liaison.gate import content_hash
@@ -62,6 +62,7 @@ from liaison.storage.missions import (
     MissionItem,
     MissionRecord,
     MissionStore,
+    MissionWrite,
     SubscriptionRecord,
 )
 
@@ -92,6 +93,9 @@ MAX_CATCHUP_EVENTS = 1_000
 MAX_INVITATIONS = 10_000
 # A write the store refused is tried again, never dropped while the server runs: first after
 # WRITE_RETRY_MIN_S, doubling up to WRITE_RETRY_MAX_S. At shutdown each gets CLOSE_WRITE_ATTEMPTS.
+# The writer takes up to this many waiting writes at a time and writes them in one store
+# transaction (one SQLite commit instead of one per write).
+MAX_WRITE_BATCH = 1_000
 WRITE_RETRY_MIN_S = 0.1
 WRITE_RETRY_MAX_S = 5.0
 CLOSE_WRITE_ATTEMPTS = 3
@@ -243,7 +247,7 @@ class Missions:
         self._logs: dict[str, LogEntryRecord] = {}  # mission log entries by id
         self._secret = b""
         self._seq = 0
-        self._writes: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._writes: collections.deque[MissionWrite] = collections.deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -258,6 +262,10 @@ class Missions:
             "liaison_mission_writes_failed_total",
             "Mission changes not written to the mission store",
             "reason",
+        )
+        self.m_write_batches = metrics.counter(
+            "liaison_mission_write_batches_total",
+            "Batches of mission changes written to the mission store (one transaction each)",
         )
         metrics.gauge("liaison_missions", "Missions held", lambda: len(self._missions))
         self.m_notices = metrics.counter(
@@ -315,7 +323,8 @@ class Missions:
         await self._store.close()
 
     async def _drain(self, *, final: bool = False) -> None:
-        """Write the queued changes in order. A write the store refuses stays at the head and is
+        """Write the queued changes in order, up to MAX_WRITE_BATCH of them at a time in one
+        store transaction (all or none). A batch the store refuses stays at the head and is
         tried again after a growing delay (an accepted change is not dropped); at shutdown
         (``final``) it gets CLOSE_WRITE_ATTEMPTS, then what still waits is given up, logged and
         counted (``lost_at_shutdown``)."""
@@ -323,8 +332,10 @@ class Missions:
             delay, attempts = WRITE_RETRY_MIN_S, 0
             while self._writes:
                 self._idle.clear()
+                # Only this drainer removes from the head; _write appends meanwhile.
+                batch = list(itertools.islice(self._writes, MAX_WRITE_BATCH))
                 try:
-                    await self._writes[0]()
+                    await self._store.write_batch(batch)
                 except StorageError as exc:
                     self.m_write_failed.inc("storage")
                     attempts += 1
@@ -339,11 +350,13 @@ class Missions:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, WRITE_RETRY_MAX_S)
                     continue
-                self._writes.popleft()
+                for _ in batch:
+                    self._writes.popleft()
+                self.m_write_batches.inc()
                 delay, attempts = WRITE_RETRY_MIN_S, 0
             self._idle.set()
 
-    def _write(self, job: Callable[[], Awaitable[None]]) -> None:
+    def _write(self, job: MissionWrite) -> None:
         if len(self._writes) >= MAX_QUEUED_WRITES:
             self.m_write_failed.inc("queue_full")
             log.error("mission store: %d writes waiting, one dropped", len(self._writes))
@@ -532,7 +545,7 @@ class Missions:
                 last_edited=now,
             )
             existing.record = rec
-            self._write(lambda: self._store.put_mission(rec))
+            self._write(MissionWrite("put_mission", (rec,)))
             self._broadcast(existing, "t-x-m-c-m", creator_uid)
             return rec, None
         self._admit()
@@ -570,7 +583,7 @@ class Missions:
         )
         m = _Mission(rec)
         self._missions[name] = m
-        self._write(lambda: self._store.put_mission(rec))
+        self._write(MissionWrite("put_mission", (rec,)))
         self._change(m, CREATE_MISSION, creator_uid, None, None)
         owner = self._subscribe(m, viewer, creator_uid, OWNER) if creator_uid else None
         if not invite_only:
@@ -585,7 +598,7 @@ class Missions:
         self._require(m, token, DELETE)
         self._admit()
         del self._missions[name]
-        self._write(lambda: self._store.delete_mission(name))
+        self._write(MissionWrite("delete_mission", (name,)))
         self._forget_logs(name)
         self.m_changes.inc("DELETE_MISSION")
         self._announce(m.record, "t-x-m-d", "DELETE", None)
@@ -640,7 +653,7 @@ class Missions:
                 create_time=now,
             )
         m.subs[client_uid] = sub
-        self._write(lambda: self._store.put_subscription(sub))
+        self._write(MissionWrite("put_subscription", (sub,)))
         return sub
 
     def unsubscribe(
@@ -666,11 +679,11 @@ class Missions:
         if disconnect_only:
             kept = replace(sub, active=False)
             m.subs[client_uid] = kept
-            self._write(lambda: self._store.put_subscription(kept))
+            self._write(MissionWrite("put_subscription", (kept,)))
         else:
             del m.subs[client_uid]
             gone = replace(sub, active=False, token="", role=READONLY)
-            self._write(lambda: self._store.put_subscription(gone))
+            self._write(MissionWrite("put_subscription", (gone,)))
 
     def subscription(self, viewer: Principal, name: str, client_uid: str) -> SubscriptionRecord:
         m = self._find(viewer, name)
@@ -735,7 +748,7 @@ class Missions:
         ):
             return False
         del m.items[uid]
-        self._write(lambda: self._store.remove_item(name, uid))
+        self._write(MissionWrite("remove_item", (name, uid)))
         details = self._details_of(item.event)
         self._change(
             m, REMOVE_CONTENT, creator_uid, item.event, json.dumps(details) if details else None
@@ -840,7 +853,7 @@ class Missions:
             keywords=old.keywords if (old := m.items.get(event.uid)) is not None else (),
         )
         m.items[event.uid] = item
-        self._write(lambda: self._store.put_item(item))
+        self._write(MissionWrite("put_item", (item,)))
         self._change(
             m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)), federated=federated
         )
@@ -877,7 +890,7 @@ class Missions:
             federated=federated,
         )
         m.changes.append(change)
-        self._write(lambda: self._store.add_change(change))
+        self._write(MissionWrite("add_change", (change,)))
         self.m_changes.inc(type_)
         if item is not None:
             self._notify(m, change)
@@ -961,7 +974,7 @@ class Missions:
                 keywords=old.keywords if old is not None else (),
             )
             m.contents[rec.hash] = content
-            self._write(lambda c=content: self._store.put_content(c))  # type: ignore[misc]
+            self._write(MissionWrite("put_content", (content,)))
             self._file_change(m, ADD_CONTENT, creator_uid, content)
 
     def remove_file(
@@ -976,7 +989,7 @@ class Missions:
         if content is None or not self._content_permitted(viewer, content):
             return False
         del m.contents[hash]
-        self._write(lambda: self._store.remove_content(name, hash))
+        self._write(MissionWrite("remove_content", (name, hash)))
         self._file_change(m, REMOVE_CONTENT, creator_uid, content)
         return True
 
@@ -1001,7 +1014,7 @@ class Missions:
             return False
         kept = replace(content, keywords=tuple(keywords))
         m.contents[hash] = kept
-        self._write(lambda: self._store.put_content(kept))
+        self._write(MissionWrite("put_content", (kept,)))
         self._send_notice(
             mission_notice(m.record, "t-x-m-c-k-c", creator_uid, self._clock_ms()),
             sender_groups=kept.uploader_groups,
@@ -1033,7 +1046,7 @@ class Missions:
             return False
         kept = replace(item, keywords=tuple(keywords))
         m.items[uid] = kept
-        self._write(lambda: self._store.put_item(kept))
+        self._write(MissionWrite("put_item", (kept,)))
         self._send_notice(
             mission_notice(m.record, "t-x-m-c-k-u", creator_uid, self._clock_ms()),
             sender_groups=item.event.sender_groups,
@@ -1066,7 +1079,7 @@ class Missions:
             chosen = ()
         rec = replace(m.record, keywords=chosen, last_edited=self._clock_ms())
         m.record = rec
-        self._write(lambda: self._store.put_mission(rec))
+        self._write(MissionWrite("put_mission", (rec,)))
         if keywords is not None:
             self._broadcast(m, "t-x-m-c-k", creator_uid)
         return rec
@@ -1111,7 +1124,7 @@ class Missions:
             content_hash=content.hash,
         )
         m.changes.append(change)
-        self._write(lambda: self._store.add_change(change))
+        self._write(MissionWrite("add_change", (change,)))
         self.m_changes.inc(type_)
         self._notify(m, change)
 
@@ -1334,10 +1347,10 @@ class Missions:
                 self._write_log_deleted(entry.id)
 
     def _write_log(self, entry: LogEntryRecord) -> None:
-        self._write(lambda: self._store.put_log(entry))
+        self._write(MissionWrite("put_log", (entry,)))
 
     def _write_log_deleted(self, entry_id: str) -> None:
-        self._write(lambda: self._store.delete_log(entry_id))
+        self._write(MissionWrite("delete_log", (entry_id,)))
 
     def _notify_log(self, m: _Mission, entry: LogEntryRecord) -> None:
         """``t-x-m-c-l`` to every live subscriber of ``m`` that may see the entry."""
@@ -1447,7 +1460,7 @@ class Missions:
         for key in keys:
             if m.invites.pop(key, None) is not None:
                 kind, invitee = key
-                self._write(partial(self._store.delete_invitation, m.record.name, kind, invitee))
+                self._write(MissionWrite("delete_invitation", (m.record.name, kind, invitee)))
 
     def _store_busy(self) -> bool:
         return len(self._writes) >= MAX_PENDING_WRITES
@@ -1502,7 +1515,7 @@ class Missions:
         self._admit()
         rec = replace(m.record, password_hash=password_hash, last_edited=self._clock_ms())
         m.record = rec
-        self._write(lambda: self._store.put_mission(rec))
+        self._write(MissionWrite("put_mission", (rec,)))
         return rec
 
     def subscriptions(
@@ -1549,7 +1562,7 @@ class Missions:
         for old in targets:
             new = replace(old, role=role)
             m.subs[new.client_uid] = new
-            self._write(partial(self._store.put_subscription, new))
+            self._write(MissionWrite("put_subscription", (new,)))
             changed.append(new)
             self._send_mission_notice(
                 m.record,
@@ -1625,7 +1638,7 @@ class Missions:
             token=make_token(self._secret, kind=mr.INVITATION_TOKEN, mission=m.record, now_ms=now),
         )
         m.invites[(type_, invitee)] = inv
-        self._write(lambda: self._store.put_invitation(inv))
+        self._write(MissionWrite("put_invitation", (inv,)))
         clients = frozenset(
             (s.client_uid, s.principal.name)
             for s in self._router.subscribers
@@ -1695,7 +1708,7 @@ class Missions:
             raise MissionError(403, f"withdrawing a {inv.role} invitation needs its permissions")
         self._admit()
         del m.invites[(type_, invitee)]
-        self._write(lambda: self._store.delete_invitation(m.record.name, type_, invitee))
+        self._write(MissionWrite("delete_invitation", (m.record.name, type_, invitee)))
 
     def invitations(
         self, viewer: Principal, name: str, token: str | None
@@ -1813,7 +1826,7 @@ class Missions:
         for m in held:
             away = replace(m.subs[uid], away_seq=self._seq)
             m.subs[uid] = away
-            self._write(partial(self._store.put_subscription, away))
+            self._write(MissionWrite("put_subscription", (away,)))
 
     def connected(self, sub: Subscriber) -> int:
         """A stream client made itself known (its client uid): send it, for each mission it
@@ -1831,7 +1844,7 @@ class Missions:
                 continue
             back = replace(s, away_seq=-1)
             m.subs[uid] = back
-            self._write(partial(self._store.put_subscription, back))
+            self._write(MissionWrite("put_subscription", (back,)))
             if not s.active:
                 continue
             missed = [

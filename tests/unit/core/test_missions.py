@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from liaison.metrics import Metrics
 from liaison.missions import (
     CLOSE_WRITE_ATTEMPTS,
     MAX_MISSION_ITEMS,
+    MAX_WRITE_BATCH,
     MissionError,
     Missions,
     make_token,
@@ -37,6 +39,7 @@ from liaison.storage.missions import (
     MissionItem,
     MissionRecord,
     MissionStore,
+    MissionWrite,
     SqliteMissionStore,
     SubscriptionRecord,
 )
@@ -399,17 +402,19 @@ async def test_a_mission_item_is_changed_only_under_the_ingest_rules() -> None:
 
 
 class FlakyStore(MemoryMissionStore):
-    """A mission store whose disk refuses the next ``failures`` writes of a mission."""
+    """A mission store whose disk refuses the next ``failures`` batches holding a mission."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
+        self.batches: list[int] = []  # the size of each batch written
 
-    async def put_mission(self, mission: MissionRecord) -> None:
-        if self.failures > 0:
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        if self.failures > 0 and any(w.op == "put_mission" for w in writes):
             self.failures -= 1
             raise StorageError("disk full")
-        await super().put_mission(mission)
+        await super().write_batch(writes)
+        self.batches.append(len(writes))
 
 
 def create_ops(m: Missions, who: Principal) -> None:
@@ -448,6 +453,71 @@ async def test_at_shutdown_a_store_that_stays_down_is_given_up_and_counted() -> 
         await m.close()  # bounded: CLOSE_WRITE_ATTEMPTS tries, then the rest is counted
     assert m.m_write_failed.get("storage") == CLOSE_WRITE_ATTEMPTS
     assert m.m_write_failed.get("lost_at_shutdown") >= 1
+
+
+async def test_a_burst_of_mission_cot_is_written_in_batches_and_all_kept(tmp_path: Path) -> None:
+    """Mission CoT at stream speed: the writer takes what waits (at most MAX_WRITE_BATCH) into one
+    transaction, so 3,000 items (6,000 writes) queue well below MAX_PENDING_WRITES, nothing is
+    dropped, and every item and change is there, in order, after a restart."""
+    path = tmp_path / "missions.db"
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = await SqliteMissionStore.open(path)
+    m = Missions(router=r, store=store, metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    r.set_missions(m)
+    writer = asyncio.create_task(m.run())
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    create_ops(m, alice)
+    n = 3_000
+    for i in range(n):  # all queued before the writer runs once: one burst
+        r.publish(to_mission(f"u{i}", "ops"), a)
+    assert m._store_busy() is False  # 6,001 writes wait, below MAX_PENDING_WRITES
+    async with asyncio.timeout(60):
+        await m.flush()
+    writer.cancel()
+    await m.close()
+    assert m.m_write_failed.get("queue_full") == 0 and m.m_write_failed.get("storage") == 0
+    # 6,001 writes (the mission, then an item and a change per CoT) in a few transactions.
+    assert 2 * n // MAX_WRITE_BATCH <= m.m_write_batches.get() <= 2 * n // MAX_WRITE_BATCH + 3
+    store2 = await SqliteMissionStore.open(path)
+    data = await store2.load()
+    await store2.close()
+    assert sorted(i.uid for i in data.items) == sorted(f"u{i}" for i in range(n))
+    added = [c.content_uid for c in data.changes if c.type == "ADD_CONTENT"]
+    assert added == [f"u{i}" for i in range(n)]
+    assert [c.seq for c in data.changes] == sorted(c.seq for c in data.changes)
+
+
+async def test_a_refused_batch_keeps_nothing_of_it(tmp_path: Path) -> None:
+    """All or none: a batch whose last write fails leaves none of its writes in the store, so
+    the writer can try the same batch again without writing a change twice."""
+    store = await SqliteMissionStore.open(tmp_path / "missions.db")
+    rec = MissionRecord(
+        name="ops", guid="g", creator="a", creator_uid="A", groups=frozenset(), label=None
+    )
+    change = MissionChangeRecord(
+        mission="ops",
+        type="CREATE_MISSION",
+        creator_uid="A",
+        timestamp=NOW,
+        content_uid=None,
+        sender_groups=frozenset(),
+        label=None,
+        seq=1,
+    )
+    await store.add_change(change)
+    batch = [MissionWrite("put_mission", (rec,)), MissionWrite("add_change", (change,))]
+    with pytest.raises(StorageError):  # seq 1 is taken: the second write fails
+        await store.write_batch(batch)
+    data = await store.load()
+    assert data.missions == [] and data.changes == [change]
+    await store.write_batch(batch[:1])
+    assert (await store.load()).missions == [rec]
+    await store.close()
+    with pytest.raises(ValueError):
+        MissionWrite("drop_table", ())
 
 
 # --- files and keywords in missions ---------------------------------------------------------
