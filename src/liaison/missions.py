@@ -226,6 +226,10 @@ class _Mission:
     )
     subs: dict[str, SubscriptionRecord] = field(default_factory=dict)
     contents: dict[str, MissionContent] = field(default_factory=dict)  # by hash
+    # Bumped whenever an item or file joins or leaves (what squashing reads besides changes).
+    members_version: int = 0
+    # The squash of every change: (last seq, change count, members_version) and the list.
+    squashed: tuple[tuple[int, int, int], list[MissionChangeRecord]] | None = None
     invites: dict[tuple[str, str], InvitationRecord] = field(default_factory=dict)
 
 
@@ -247,6 +251,10 @@ class Missions:
         self._logs: dict[str, LogEntryRecord] = {}  # mission log entries by id
         self._secret = b""
         self._seq = 0
+        self._digests: dict[int, str] = {}  # release digests by change seq (CHANGE_DIGEST_CACHE)
+        # The API's JSON renderings of changes, by (mission name, guid, seq): kept here so that
+        # they live and die with this service (api/missions.py RENDERED_CHANGE_CACHE bounds it).
+        self.rendered_changes: dict[tuple[str, str, int], str] = {}
         self._writes: collections.deque[MissionWrite] = collections.deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -455,36 +463,48 @@ class Missions:
         until: int | None = None,
         squashed: bool = True,
     ) -> list[MissionChangeRecord]:
-        """The mission's changes ``viewer`` may see, oldest first (TSw MissionChangeRepository:
-        squashed keeps the create since the last create, and per (item, creator) one
-        ``ADD_CONTENT`` for items still in the mission or one ``REMOVE_CONTENT`` for the rest).
-        Changes about an item are shown only to who may see that item, so neither the list nor
-        its length betrays what the caller may not see."""
+        """The mission's changes ``viewer`` may see, oldest first (:meth:`select_changes`, then
+        :meth:`release_changes`). Changes about an item are shown only to who may see that item,
+        so neither the list nor its length betrays what the caller may not see."""
+        rec, found = self.select_changes(viewer, name, since=since, until=until, squashed=squashed)
+        return self.release_changes(viewer, rec, found)
+
+    def select_changes(
+        self,
+        viewer: Principal,
+        name: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        squashed: bool = True,
+    ) -> tuple[MissionRecord, list[MissionChangeRecord]]:
+        """The mission (404 unless ``viewer`` may see it) and its changes in the time range,
+        oldest first, NOT yet released: hand them to :meth:`release_changes` (in one go or in
+        parts) before showing any. Squashed as TSw MissionChangeRepository does (tak-missions.md
+        5.2): the create since the last create, and per (item, creator) one ``ADD_CONTENT`` for
+        items still in the mission or one ``REMOVE_CONTENT`` for the rest. The squash of the
+        whole list is kept until a change is recorded or an item or file joins or leaves."""
         m = self._find(viewer, name)
         found = [
             c
             for c in m.changes
             if (since is None or c.timestamp >= since) and (until is None or c.timestamp <= until)
         ]
-        if squashed:
-            latest: dict[tuple[str | None, str, str], MissionChangeRecord] = {}
-            creates = [c for c in found if c.type == CREATE_MISSION][-1:]
-            for c in found:
-                if c.type in (ADD_CONTENT, REMOVE_CONTENT):
-                    key = c.content_uid if c.content_uid is not None else resource_hash(c)
-                    if c.content_uid is not None:
-                        present = c.content_uid in m.items
-                    else:
-                        present = key in m.contents
-                    wanted = ADD_CONTENT if present else REMOVE_CONTENT
-                    if c.type == wanted:
-                        latest[(key, c.creator_uid, c.type)] = c
-            found = sorted([*creates, *latest.values()], key=lambda c: c.seq)
-        return self._release_changes(viewer, m.record, found)
+        if not squashed:
+            return m.record, found
+        if len(found) == len(m.changes):  # the whole list: its squash may be kept
+            key = (m.changes[-1].seq if m.changes else 0, len(m.changes), m.members_version)
+            if m.squashed is None or m.squashed[0] != key:
+                m.squashed = (key, _squash(m, found))
+            return m.record, list(m.squashed[1])
+        return m.record, _squash(m, found)
 
-    def _release_changes(
-        self, viewer: Principal, rec: MissionRecord, found: list[MissionChangeRecord]
+    def release_changes(
+        self, viewer: Principal, rec: MissionRecord, found: Sequence[MissionChangeRecord]
     ) -> list[MissionChangeRecord]:
+        """The changes of ``found`` that ``viewer`` may see: the router's decision on each, and
+        a release record for each handed to a viewer of another organisation (none shown when
+        the records cannot be written)."""
         ok = self._router.release_many(
             viewer,
             [
@@ -493,13 +513,23 @@ class Missions:
                     c.type,
                     c.sender_groups or rec.groups,
                     c.label if c.content_uid or c.resource else rec.label,
-                    content_hash(f"{c.seq}:{c.details or ''}".encode()),
+                    self._change_digest(c),
                 )
                 for c in found
             ],
             path="mission",
         )
         return [c for c, keep in zip(found, ok, strict=True) if keep]
+
+    def _change_digest(self, c: MissionChangeRecord) -> str:
+        """The SHA-256 a change's release record carries (of ``seq:details``), kept by seq."""
+        digest = self._digests.get(c.seq)
+        if digest is None:
+            digest = content_hash(f"{c.seq}:{c.details or ''}".encode())
+            if len(self._digests) >= CHANGE_DIGEST_CACHE:
+                del self._digests[next(iter(self._digests))]  # the oldest kept
+            self._digests[c.seq] = digest
+        return digest
 
     def role_of(self, viewer: Principal, name: str, token: str | None) -> str | None:
         return self._role(self._find(viewer, name), token)
@@ -748,6 +778,7 @@ class Missions:
         ):
             return False
         del m.items[uid]
+        m.members_version += 1
         self._write(MissionWrite("remove_item", (name, uid)))
         details = self._details_of(item.event)
         self._change(
@@ -853,6 +884,7 @@ class Missions:
             keywords=old.keywords if (old := m.items.get(event.uid)) is not None else (),
         )
         m.items[event.uid] = item
+        m.members_version += 1
         self._write(MissionWrite("put_item", (item,)))
         self._change(
             m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)), federated=federated
@@ -974,6 +1006,7 @@ class Missions:
                 keywords=old.keywords if old is not None else (),
             )
             m.contents[rec.hash] = content
+            m.members_version += 1
             self._write(MissionWrite("put_content", (content,)))
             self._file_change(m, ADD_CONTENT, creator_uid, content)
 
@@ -989,6 +1022,7 @@ class Missions:
         if content is None or not self._content_permitted(viewer, content):
             return False
         del m.contents[hash]
+        m.members_version += 1
         self._write(MissionWrite("remove_content", (name, hash)))
         self._file_change(m, REMOVE_CONTENT, creator_uid, content)
         return True
@@ -1995,6 +2029,26 @@ def resource_json(c: MissionContent) -> dict[str, object]:
     if c.file_creator_uid:
         body["creatorUid"] = c.file_creator_uid
     return body
+
+
+def _squash(m: _Mission, found: Iterable[MissionChangeRecord]) -> list[MissionChangeRecord]:
+    """Squash ``found`` (oldest first) against the mission's present items and files."""
+    found = list(found)
+    latest: dict[tuple[str | None, str, str], MissionChangeRecord] = {}
+    creates = [c for c in found if c.type == CREATE_MISSION][-1:]
+    for c in found:
+        if c.type in (ADD_CONTENT, REMOVE_CONTENT):
+            key = c.content_uid if c.content_uid is not None else resource_hash(c)
+            held = m.items if c.content_uid is not None else m.contents
+            wanted = ADD_CONTENT if key in held else REMOVE_CONTENT
+            if c.type == wanted:
+                latest[(key, c.creator_uid, c.type)] = c
+    return sorted([*creates, *latest.values()], key=lambda c: c.seq)
+
+
+# Release-record digests of changes kept (a recorded change never changes; its seq is unique on
+# this server): computing them was a quarter of a /changes call. 64-character hex each.
+CHANGE_DIGEST_CACHE = 100_000
 
 
 def resource_hash(change: MissionChangeRecord) -> str | None:

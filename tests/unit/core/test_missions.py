@@ -113,6 +113,34 @@ async def test_mission_cot_reaches_live_subscribers_only_and_is_kept() -> None:
     assert not any(e.uid == "m2" for e in b.got)
 
 
+async def test_the_kept_squash_follows_every_change_and_is_not_shared() -> None:
+    """The squash of the whole change list is kept between calls; a new change or an item
+    leaving makes a fresh one, and a caller changing its list does not change the next."""
+    r, m, _ = await service()
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    create_ops(m, alice)
+    for uid in ("m1", "m2"):
+        r.publish(to_mission(uid, "ops"), a)
+
+    def squashed() -> list[tuple[str, str | None]]:
+        return [(c.type, c.content_uid) for c in m.changes(alice, "ops")]
+
+    assert squashed() == [("CREATE_MISSION", None), ("ADD_CONTENT", "m1"), ("ADD_CONTENT", "m2")]
+    _, found = m.select_changes(alice, "ops")
+    found.clear()  # the caller's copy
+    assert len(squashed()) == 3
+    assert m.remove_uid(alice, "ops", "m1", creator_uid="A", token=None)
+    assert squashed() == [
+        ("CREATE_MISSION", None),
+        ("ADD_CONTENT", "m2"),
+        ("REMOVE_CONTENT", "m1"),
+    ]
+    # A time range that leaves changes out is squashed on its own, not from the kept list.
+    assert [c.content_uid for c in m.changes(alice, "ops", since=NOW + 1)] == []
+
+
 async def test_a_device_uid_belongs_to_the_user_who_subscribed_it() -> None:
     r, m, _ = await service()
     alice, bob, mallory = user("alice"), user("bob"), user("mallory")
