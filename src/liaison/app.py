@@ -445,6 +445,7 @@ class _MissionsPart:
             store=store,
             metrics=self._server.metrics,
             clock_ms=now_ms,
+            strict_membership=self._config.mission_strict_membership,
         )
         try:
             loaded = await missions.load()

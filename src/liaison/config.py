@@ -190,6 +190,7 @@ class Config:
     tcp_auth: bool = False
     tls_auth: bool = False
     offer_protobuf: bool = True
+    mission_strict_membership: bool = True
     cert_username_regex: str = r"CN=((?:[^,\\]|\\.)+)"
     groups_file: Path | None = None
     users_file: Path | None = None
@@ -337,6 +338,15 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _bool,
         "Offer TAK protocol v1 (protobuf) to stream clients with t-x-takp-v.",
+    ),
+    Setting(
+        "missions.strict_membership",
+        "mission_strict_membership",
+        None,
+        _bool,
+        "Strict mission membership (TAK's MissionStrictUidMissionMembership): an event whose"
+        " uid is a mission's item and that does not name that mission is dropped, and an item"
+        " cannot join a second mission.",
     ),
     Setting(
         "limits.idle_timeout_s",

@@ -243,8 +243,13 @@ class Missions:
         store: MissionStore,
         metrics: Metrics,
         clock_ms: Callable[[], int],
+        strict_membership: bool = True,
     ) -> None:
         self._router = router
+        # TAK's network@MissionStrictUidMissionMembership, default true (tak-missions.md 7.1):
+        # an item's uid stays in its mission; config key missions.strict_membership.
+        self._strict = strict_membership
+        self._homes: dict[str, set[str]] = {}  # item uid -> the missions that keep it
         self._store = store
         self._clock_ms = clock_ms
         self._missions: dict[str, _Mission] = {}
@@ -295,6 +300,7 @@ class Missions:
             m = self._missions.get(item.mission)
             if m is not None:
                 m.items[item.uid] = item
+                self._homes.setdefault(item.uid, set()).add(item.mission)
         for change in data.changes:
             m = self._missions.get(change.mission)
             if m is not None:
@@ -628,6 +634,8 @@ class Missions:
         self._require(m, token, DELETE)
         self._admit()
         del self._missions[name]
+        for uid in m.items:
+            self._unhome(uid, name)
         self._write(MissionWrite("delete_mission", (name,)))
         self._forget_logs(name)
         self.m_changes.inc("DELETE_MISSION")
@@ -745,6 +753,9 @@ class Missions:
                 missing.append(uid)
                 continue
             label_json = labels.label_to_json(entry.label) if entry.label is not None else None
+            if self._elsewhere(uid, name):
+                missing.append(uid)  # strict membership: it stays in its mission
+                continue
             if not self._may_replace(m, uid, entry.label):
                 missing.append(uid)
                 continue
@@ -779,6 +790,7 @@ class Missions:
             return False
         del m.items[uid]
         m.members_version += 1
+        self._unhome(uid, name)
         self._write(MissionWrite("remove_item", (name, uid)))
         details = self._details_of(item.event)
         self._change(
@@ -804,13 +816,48 @@ class Missions:
         name = source.principal.name
         return next((s for s in m.subs.values() if s.username == name), None)
 
-    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+    def membership_refusal(self, event: Event) -> str | None:
+        """Strict membership (tak-missions.md 7.1 and trap 10; TSc
+        StrictUidMissionMemebershipFilter): once a uid is an item of a mission, an event with
+        that uid that does not name that mission in a ``dest`` is dropped whole, neither kept
+        nor delivered to anyone. Returns the refusal reason, or None to go on."""
+        if not self._strict:
+            return None
+        homes = self._homes.get(event.uid)
+        if not homes or any(d.mission in homes for d in event.dests if d.mission):
+            return None
+        self.m_refused.inc("strict_membership")
+        log.info("event %s dropped: an item of a mission, sent without its mission", event.uid)
+        return "mission_membership"
+
+    def _elsewhere(self, uid: str, mission: str) -> bool:
+        """Strict membership: ``uid`` is an item of other missions and not of ``mission``, so it
+        cannot join it (tak-missions.md 7.1). Counted as ``strict_membership``."""
+        homes = self._homes.get(uid)
+        if not self._strict or not homes or mission in homes:
+            return False
+        self.m_refused.inc("strict_membership")
+        return True
+
+    def _unhome(self, uid: str, mission: str) -> None:
+        homes = self._homes.get(uid)
+        if homes is not None:
+            homes.discard(mission)
+            if not homes:
+                del self._homes[uid]
+
+    def recipients(
+        self, mission: str, source: Source, uid: str | None = None
+    ) -> frozenset[tuple[str, str]] | None:
         """The router asks who gets an event sent to ``mission``: its live subscribers, when
         the sender holds a subscription with MISSION_WRITE (tak-missions.md 7.1, rule 1);
-        otherwise None and the mission target is ignored (trap 9)."""
+        otherwise None and the mission target is ignored (trap 9). With strict membership an
+        event whose ``uid`` is an item of other missions is not taken into this one."""
         m = self._missions.get(mission)
         if m is None:
             self.m_refused.inc("unknown_mission")
+            return None
+        if uid is not None and self._elsewhere(uid, mission):
             return None
         if self._store_busy():
             # Back-pressure: the event is not sent to the mission nor kept (no silent loss:
@@ -833,10 +880,13 @@ class Missions:
         sender = accepted.source.principal
         stripped = event.without_dests()
         label_json = labels.label_to_json(accepted.label) if accepted.label is not None else None
+        homes = frozenset(self._homes.get(event.uid, ()))  # before this event
         for name in {d.mission for d in event.dests if d.mission}:
             m = self._missions.get(name)
             if m is None:
                 continue
+            if self._strict and homes and name not in homes:
+                continue  # strict membership: refused and counted by recipients()
             federated = _federates(accepted.source, name)
             sub = None if federated else self._writer_sub(m, accepted.source)
             if not federated and (sub is None or not has(sub.role, WRITE)):
@@ -885,6 +935,7 @@ class Missions:
         )
         m.items[event.uid] = item
         m.members_version += 1
+        self._homes.setdefault(event.uid, set()).add(m.record.name)
         self._write(MissionWrite("put_item", (item,)))
         self._change(
             m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)), federated=federated

@@ -132,9 +132,17 @@ class MissionRouting(Protocol):
     """The missions (``liaison.missions``), as the router sees them: who receives an event sent
     to a mission (``marti/dest@mission``), and what to do once it was delivered."""
 
-    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+    def recipients(
+        self, mission: str, source: Source, uid: str | None = None
+    ) -> frozenset[tuple[str, str]] | None:
         """The mission's live subscribers as (client uid, user name), or None when the mission
-        does not exist or ``source`` may not write to it (then the mission target is ignored)."""
+        does not exist, ``source`` may not write to it or item ``uid`` may not join it (then
+        the mission target is ignored)."""
+        ...
+
+    def membership_refusal(self, event: Event) -> str | None:
+        """Why ``event`` must be dropped whole (its uid is a mission's item and it does not name
+        that mission: strict membership), or None."""
         ...
 
     def accepted(self, accepted: AcceptedEvent) -> None:
@@ -339,6 +347,12 @@ class Router:
     ) -> tuple[AcceptedEvent, tuple[str, Mapping[str, object]] | None] | Refusal:
         """The ingest rules and labelling: the event as accepted and its ``ingest`` record (not
         yet written), or the refusal (its record written)."""
+        if self._missions is not None:
+            # Strict mission membership (tak-missions.md 7.1): dropped whole, counted and logged
+            # by the missions (liaison_mission_refused_total{reason="strict_membership"}).
+            dropped = self._missions.membership_refusal(event)
+            if dropped is not None:
+                return Refusal((dropped,))
         sender = source.principal
         received = event
         label: Label | None = None
@@ -601,7 +615,7 @@ class Router:
                     self.m_denied.inc("dest_group_not_member")
             elif d.mission:
                 found = (
-                    self._missions.recipients(d.mission, source)
+                    self._missions.recipients(d.mission, source, event.uid)
                     if self._missions is not None
                     else None
                 )

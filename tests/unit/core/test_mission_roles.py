@@ -259,7 +259,11 @@ async def test_a_mission_item_and_a_picture_item_of_one_uid_need_one_label() -> 
 
     router, gate, _ = g.setup()
     missions = Missions(
-        router=router, store=MemoryMissionStore(), metrics=Metrics(), clock_ms=lambda: NOW
+        router=router,
+        store=MemoryMissionStore(),
+        metrics=Metrics(),
+        clock_ms=lambda: NOW,
+        strict_membership=False,  # the picture's x updated without the mission's dest
     )
     await missions.load()
     router.set_missions(missions)

@@ -141,6 +141,73 @@ async def test_the_kept_squash_follows_every_change_and_is_not_shared() -> None:
     assert [c.content_uid for c in m.changes(alice, "ops", since=NOW + 1)] == []
 
 
+async def test_strict_membership_keeps_an_item_in_its_mission() -> None:
+    """tak-missions.md 7.1 (strict membership, TAK's default): once m1 is an item of ops, an
+    event of m1 without ops' dest is dropped whole, and m1 cannot join another mission, by CoT
+    or by PUT contents; removed from ops, it is free again. Off, both are allowed."""
+    r, m, _ = await service()
+    alice, bob = user("alice"), user("bob")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    create_ops(m, alice)
+    m.create(
+        alice,
+        "two",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.subscribe(alice, "two", "A", None)
+    r.publish(to_mission("m1", "ops"), a)
+    b.got.clear()
+    dropped = r.publish_checked(event("m1", "b-m-p-s-m"), a)
+    assert dropped.refused == ("mission_membership",) and dropped.delivered == 0
+    assert b.got == [] and m.m_refused.get("strict_membership") == 1
+    assert r.publish_checked(to_mission("m1", "ops"), a).event is not None  # with its dest
+    r.publish(to_mission("m1", "two"), a)  # another mission: not taken there
+    assert m.items(alice, "two") == [] and m.m_refused.get("strict_membership") == 2
+    r.publish(to_mission("m9", "two"), a)  # a plain AND a mission uid elsewhere: unaffected
+    assert [i.uid for i in m.items(alice, "two")] == ["m9"]
+    assert r.publish_checked(event("other"), a).event is not None
+    assert m.remove_uid(alice, "ops", "m1", creator_uid="A", token=None)
+    assert r.publish_checked(event("m1", "b-m-p-s-m"), a).event is not None  # free again
+
+    r2, m2, _ = await service()
+    m2._strict = False
+    a2 = Sub(alice, "A")
+    r2.attach(a2)
+    create_ops(m2, alice)
+    r2.publish(to_mission("m1", "ops"), a2)
+    assert r2.publish_checked(event("m1", "b-m-p-s-m"), a2).event is not None
+    assert m2.m_refused.get("strict_membership") == 0
+
+
+async def test_strict_membership_refuses_a_uid_of_another_mission_by_put_contents() -> None:
+    r, m, _ = await service()
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    create_ops(m, alice)
+    m.create(
+        alice,
+        "two",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    r.publish(to_mission("m1", "ops"), a)
+    r.publish(event("p1"), a)  # a plain item of the picture
+    missing = m.add_uids(alice, "two", ["m1", "p1"], creator_uid="A", token=None)
+    assert missing == ["m1"] and [i.uid for i in m.items(alice, "two")] == ["p1"]
+
+
 async def test_a_device_uid_belongs_to_the_user_who_subscribed_it() -> None:
     r, m, _ = await service()
     alice, bob, mallory = user("alice"), user("bob"), user("mallory")
