@@ -1818,6 +1818,21 @@ class Missions:
         """``GET /missions/all/invitations?clientUid=``: the names of the missions the caller
         may see that hold an invitation for that device uid, the caller's user name, the
         callsign of the caller's connected device of that uid, or one of the caller's groups."""
+        return [rec.name for rec, _ in self._invited(viewer, client_uid)]
+
+    def invitations_for(
+        self, viewer: Principal, client_uid: str
+    ) -> list[tuple[MissionRecord, InvitationRecord]]:
+        """``GET /missions/invitations?clientUid=`` (TSw getAllMissionInvitationsWithPasswords,
+        tak-missions.md 5.4): the standing invitations addressed to the caller (as for
+        :meth:`invited_missions`), with their mission, in the missions the caller may see;
+        missions in creation order, each one's invitations oldest first."""
+        return [(rec, inv) for rec, invs in self._invited(viewer, client_uid) for inv in invs]
+
+    def _invited(
+        self, viewer: Principal, client_uid: str | None
+    ) -> list[tuple[MissionRecord, list[InvitationRecord]]]:
+        """The missions released to the caller that hold invitations for it, with those."""
         callsigns = {
             s.callsign
             for s in self._router.subscribers
@@ -1828,13 +1843,18 @@ class Missions:
         keys |= {("callsign", c) for c in callsigns if c}
         if client_uid:
             keys.add(("clientUid", client_uid))
-        recs = [
-            m.record
+        found = {
+            m.record.name: [inv for key, inv in m.invites.items() if key in keys]
             for m in self._missions.values()
             if keys & m.invites.keys() and self._mission_permitted(viewer, m.record)
+        }
+        recs = sorted(
+            (self._missions[n].record for n in found), key=lambda r: (r.create_time, r.name)
+        )
+        return [
+            (r, sorted(found[r.name], key=lambda i: (i.create_time, i.type, i.invitee)))
+            for r in self._release_mission(viewer, recs)
         ]
-        recs.sort(key=lambda r: (r.create_time, r.name))
-        return [r.name for r in self._release_mission(viewer, recs)]
 
     def _announce(
         self, rec: MissionRecord, event_type: str, mission_type: str, author_uid: str | None

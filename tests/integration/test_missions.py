@@ -360,6 +360,7 @@ async def test_two_organisations_share_a_mission_and_canaries_stay_home(
                 params={"classification": "UNCLASSIFIED//REL TO USA, UKR"},
             )
             assert status == 201, body
+            joint_owner = data(body)[0]["token"]
             # A USA-only mission stays invisible to UKR: not listed, 404 like a missing one.
             status, body = await call(
                 us,
@@ -369,8 +370,35 @@ async def test_two_organisations_share_a_mission_and_canaries_stay_home(
                 params={"classification": "UNCLASSIFIED//REL TO USA"},
             )
             assert status == 201, body
+            usa_only_owner = data(body)[0]["token"]
             status, body = await call(ua, server, "GET", M)
             assert [m["name"] for m in data(body)] == ["joint"]
+            # An invitation of UKR's user to the USA-only mission is never shown to UKR.
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                f"{M}/usa-only/invite/userName/ukr-u?creatorUid=ANDROID-usa",
+                token=usa_only_owner,
+            )
+            assert status == 200, body
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                f"{M}/joint/invite/userName/ukr-u?creatorUid=ANDROID-usa",
+                token=joint_owner,
+            )
+            assert status == 200, body
+            status, body = await call(ua, server, "GET", f"{M}/invitations?clientUid=ANDROID-ukr")
+            assert status == 200 and b"usa-only" not in body
+            assert [i["missionName"] for i in data(body)] == ["joint"]
+            status, body = await call(
+                ua, server, "GET", f"{M}/all/invitations?clientUid=ANDROID-ukr"
+            )
+            assert status == 200 and data(body) == ["joint"]
+            status, body = await call(us, server, "GET", f"{M}/invitations?clientUid=ANDROID-usa")
+            assert status == 200 and data(body) == []
             assert (await call(ua, server, "GET", f"{M}/usa-only"))[0] == 404
             status, _ = await call(ua, server, "PUT", f"{M}/joint/subscription?uid=ANDROID-ukr")
             assert status == 201
