@@ -244,8 +244,12 @@ class Missions:
         metrics: Metrics,
         clock_ms: Callable[[], int],
         strict_membership: bool = True,
+        chat_host: str | None = None,
     ) -> None:
         self._router = router
+        # TAK's input takServerHost (tak-missions.md 7.1 rule 4): set, a chat sent to a mission
+        # reaches its subscribers in the mission's chat room; config key missions.chat_host.
+        self._chat_host = chat_host or None
         # TAK's network@MissionStrictUidMissionMembership, default true (tak-missions.md 7.1):
         # an item's uid stays in its mission; config key missions.strict_membership.
         self._strict = strict_membership
@@ -815,6 +819,16 @@ class Missions:
                 return sub
         name = source.principal.name
         return next((s for s in m.subs.values() if s.username == name), None)
+
+    def delivered_form(self, event: Event, mission: str) -> Event:
+        """The form of ``event`` (dests removed) the mission's subscribers get: with
+        ``chat_host`` set, a GeoChat's room ids become the mission's chat room
+        ``<chat_host>-8443-ssl-<name>`` (tak-missions.md 7.1 rule 4); otherwise unchanged, as
+        TAK delivers it to inputs without ``takServerHost`` (its default). The kept item is
+        the event as sent."""
+        if self._chat_host is None:
+            return event
+        return mr.chat_in_mission_room(event, mr.mission_chat_room(self._chat_host, mission))
 
     def membership_refusal(self, event: Event) -> str | None:
         """Strict membership (tak-missions.md 7.1 and trap 10; TSc

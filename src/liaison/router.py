@@ -140,6 +140,11 @@ class MissionRouting(Protocol):
         the mission target is ignored)."""
         ...
 
+    def delivered_form(self, event: Event, mission: str) -> Event:
+        """``event`` (dests removed) as the mission's subscribers get it: a chat in the
+        mission's chat room when configured, else ``event`` itself."""
+        ...
+
     def membership_refusal(self, event: Event) -> str | None:
         """Why ``event`` must be dropped whole (its uid is a mission's item and it does not name
         that mission: strict membership), or None."""
@@ -598,7 +603,7 @@ class Router:
         uids: set[str] = set()
         callsigns: set[str] = set()
         groups: set[str] = set()
-        members: set[tuple[str, str]] = set()
+        members: dict[str, frozenset[tuple[str, str]]] = {}  # by mission: its live subscribers
         missions: set[str] = set()  # the mission targets that stand (sender may write)
         broadcast = False
         for d in event.dests:
@@ -622,7 +627,7 @@ class Router:
                 if found is None:
                     self.m_unrouted.inc("mission")
                 else:
-                    members |= found
+                    members[d.mission] = found
                     missions.add(d.mission)
             else:
                 self.m_unrouted.inc("unsupported")
@@ -660,18 +665,23 @@ class Router:
             if missing:
                 self.m_unrouted.inc("offline", missing)
             plans.append(self._fanout("live", out, sender.in_groups, label, targets))
-        if members:
+        if members and self._missions is not None:
             # Mission subscribers (a device of the user who subscribed it) not already reached
-            # by a uid or callsign dest.
+            # by a uid or callsign dest, once each, mission by mission (a mission may give the
+            # event its own form: a chat in the mission's chat room).
             reached = {id(s) for p in plans for s in p.permitted}
-            targets = [
-                s
-                for s in others
-                if (s.client_uid or "", s.principal.name) in members
-                and id(s) not in reached
-                and s.principal.kind is not PrincipalKind.FEDERATE
-            ]
-            plans.append(self._fanout("mission", out, sender.in_groups, label, targets))
+            for name in sorted(members):
+                targets = [
+                    s
+                    for s in others
+                    if (s.client_uid or "", s.principal.name) in members[name]
+                    and id(s) not in reached
+                    and s.principal.kind is not PrincipalKind.FEDERATE
+                ]
+                reached |= {id(s) for s in targets}
+                form = self._missions.delivered_form(stripped, name)
+                mine = out if form is stripped else Outgoing(form, sender.in_groups)
+                plans.append(self._fanout("mission", mine, sender.in_groups, label, targets))
         if missions:
             plans.extend(self._plan_federated_missions(event, label, sender, missions, others))
         return plans

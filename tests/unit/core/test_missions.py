@@ -208,6 +208,74 @@ async def test_strict_membership_refuses_a_uid_of_another_mission_by_put_content
     assert missing == ["m1"] and [i.uid for i in m.items(alice, "two")] == ["p1"]
 
 
+CHAT = (
+    '<__chat parent="RootContactGroup" groupOwner="false" chatroom="All Chat Rooms"'
+    ' id="All Chat Rooms" senderCallsign="ALPHA"><chatgrp uid0="A" uid1="All Chat Rooms"'
+    ' id="All Chat Rooms"/></__chat><remarks source="A">hello</remarks>'
+)
+
+
+def test_a_chat_is_put_in_the_mission_room_and_nothing_else_is_touched() -> None:
+    from liaison.protocol import mission_roles as mr
+
+    room = mr.mission_chat_room("tak.example", "ops")
+    assert room == "tak.example-8443-ssl-ops"
+    chat = event("GeoChat.A.All.1", "b-t-f", detail=CHAT)
+    moved = mr.chat_in_mission_room(chat, room)
+    assert moved.detail is not None and chat.detail is not None
+    c = moved.detail.find("__chat")
+    assert c is not None and c.get("id") == room and c.get("chatroom") == "All Chat Rooms"
+    g = c.find("chatgrp")
+    assert g is not None and (g.get("uid1"), g.get("id"), g.get("uid0")) == (room, room, "A")
+    original = chat.detail.find("__chat")
+    assert original is not None and original.get("id") == "All Chat Rooms"  # not mutated
+    marker = event("m1", "b-m-p-s-m", detail=CHAT)
+    assert mr.chat_in_mission_room(marker, room) is marker  # not a chat
+    plain = event("GeoChat.A.All.2", "b-t-f", detail="<remarks>x</remarks>")
+    assert mr.chat_in_mission_room(plain, room) is plain  # no __chat
+
+
+async def test_with_a_chat_host_mission_subscribers_get_the_chat_in_the_mission_room() -> None:
+    """tak-missions.md 7.1 rule 4: with missions.chat_host set, a chat sent to a mission reaches
+    its subscribers in the room HOST-8443-ssl-NAME; the mission keeps the chat as sent, and a
+    direct recipient outside the mission gets it unchanged. Unset, unchanged (TAK's default)."""
+    for host in ("tak.example", None):
+        r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+        m = Missions(
+            router=r,
+            store=MemoryMissionStore(),
+            metrics=Metrics(),
+            clock_ms=lambda: NOW,
+            chat_host=host,
+        )
+        await m.load()
+        r.set_missions(m)
+        alice, bob, dan = user("alice"), user("bob"), user("dan")
+        a, b, d = Sub(alice, "A"), Sub(bob, "B"), Sub(dan, "D")
+        for sub in (a, b, d):
+            r.attach(sub)
+        create_ops(m, alice)
+        m.subscribe(bob, "ops", "B", None)
+        b.got.clear()
+        chat = event(
+            "GeoChat.A.ops.1",
+            "b-t-f",
+            detail=CHAT + '<marti><dest mission="ops"/><dest uid="D"/></marti>',
+        )
+        r.publish(chat, a)
+        [got] = [e for e in b.got if e.type == "b-t-f"]
+        [direct] = [e for e in d.got if e.type == "b-t-f"]
+        assert got.detail is not None and direct.detail is not None
+        c = got.detail.find("__chat")
+        assert c is not None
+        want = "tak.example-8443-ssl-ops" if host else "All Chat Rooms"
+        assert c.get("id") == want and got.dests == ()
+        dc = direct.detail.find("__chat")
+        assert dc is not None and dc.get("id") == "All Chat Rooms"
+        [kept] = m.items(alice, "ops")
+        assert b'id="All Chat Rooms"' in kept.event.xml
+
+
 async def test_a_device_uid_belongs_to_the_user_who_subscribed_it() -> None:
     r, m, _ = await service()
     alice, bob, mallory = user("alice"), user("bob"), user("mallory")
