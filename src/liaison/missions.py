@@ -89,6 +89,12 @@ STORE_BUSY_RETRY_S = 1
 # Events (mission items and t-x-m-c notices) sent to one device that reconnects, over all its
 # missions: the most recent changes first kept; the rest stays readable with /changes.
 MAX_CATCHUP_EVENTS = 1_000
+# Mission-level notices (t-x-m-n, -d, -r, -i) remembered for devices that are away (in memory):
+# the most recent this many; a returning device is sent at most MAX_CATCHUP_NOTICES of them,
+# and the server remembers when at most MAX_AWAY_DEVICES devices left (the oldest forgotten).
+MAX_NOTICE_LOG = 1_000
+MAX_CATCHUP_NOTICES = 100
+MAX_AWAY_DEVICES = 10_000
 # Standing invitations per mission.
 MAX_INVITATIONS = 10_000
 # A write the store refused is tried again, never dropped while the server runs: first after
@@ -217,6 +223,22 @@ def uid_details(event: Event) -> dict[str, object]:
     return details
 
 
+@dataclass(frozen=True, slots=True)
+class _SentNotice:
+    """A mission-level notice as sent, kept for devices that were away (MAX_NOTICE_LOG)."""
+
+    n: int  # its number, in sending order
+    record: MissionRecord  # the mission as it was then
+    event_type: str
+    mission_type: str
+    author_uid: str | None
+    token: str | None
+    role: str | None
+    # Who it was for: ("all", "") every device that may see the mission but the author's;
+    # ("device", "uid\nuser") one device of one user; (invitation type, invitee).
+    to: tuple[str, str]
+
+
 @dataclass(slots=True)
 class _Mission:
     record: MissionRecord
@@ -261,6 +283,11 @@ class Missions:
         self._secret = b""
         self._seq = 0
         self._digests: dict[int, str] = {}  # release digests by change seq (CHANGE_DIGEST_CACHE)
+        self._sent_notices: collections.deque[_SentNotice] = collections.deque(
+            maxlen=MAX_NOTICE_LOG
+        )
+        self._notice_n = 0
+        self._left: dict[tuple[str, str], int] = {}  # (device uid, user) -> notice n on leaving
         # The API's JSON renderings of changes, by (mission name, guid, seq): kept here so that
         # they live and die with this service (api/missions.py RENDERED_CHANGE_CACHE bounds it).
         self.rendered_changes: dict[tuple[str, str, int], str] = {}
@@ -1663,6 +1690,15 @@ class Missions:
             m.subs[new.client_uid] = new
             self._write(MissionWrite("put_subscription", (new,)))
             changed.append(new)
+            self._remember_notice(
+                m.record,
+                "t-x-m-r",
+                "INVITE",
+                None,
+                None,
+                role,
+                ("device", f"{new.client_uid}\n{new.username}"),
+            )
             self._send_mission_notice(
                 m.record,
                 frozenset({(new.client_uid, new.username)}),
@@ -1748,6 +1784,10 @@ class Missions:
                 or (type_ == "userName" and s.principal.name == invitee)
             )
         )
+        if type_ in ("clientUid", "callsign", "userName"):  # the others reach no device
+            self._remember_notice(
+                m.record, "t-x-m-i", "INVITE", creator_uid, inv.token, granted, (type_, invitee)
+            )
         self._send_mission_notice(
             m.record,
             clients,
@@ -1881,8 +1921,24 @@ class Missions:
             for s in self._router.subscribers
             if s.client_uid and s.client_uid != author_uid
         )
+        self._remember_notice(rec, event_type, mission_type, author_uid, None, None, ("all", ""))
         self._send_mission_notice(
             rec, clients, event_type=event_type, mission_type=mission_type, author_uid=author_uid
+        )
+
+    def _remember_notice(
+        self,
+        rec: MissionRecord,
+        event_type: str,
+        mission_type: str,
+        author_uid: str | None,
+        token: str | None,
+        role: str | None,
+        to: tuple[str, str],
+    ) -> None:
+        self._notice_n += 1
+        self._sent_notices.append(
+            _SentNotice(self._notice_n, rec, event_type, mission_type, author_uid, token, role, to)
         )
 
     def _send_mission_notice(
@@ -1930,6 +1986,14 @@ class Missions:
         uid, user = sub.client_uid, sub.principal.name
         if not uid:
             return
+        if not any(
+            o.client_uid == uid and o.principal.name == user for o in self._router.subscribers
+        ):
+            # Where the mission-level notices stood (for the catch-up of t-x-m-n/-d/-r/-i).
+            self._left.pop((uid, user), None)
+            if len(self._left) >= MAX_AWAY_DEVICES:
+                del self._left[next(iter(self._left))]  # the device away longest
+            self._left[(uid, user)] = self._notice_n
         held = [
             m
             for m in self._missions.values()
@@ -1956,6 +2020,9 @@ class Missions:
         uid, user = sub.client_uid, sub.principal.name
         if not uid:
             return 0
+        left = self._left.pop((uid, user), None)
+        if left is not None:
+            self._catch_up_notices(sub, uid, user, left)
         budget, sent = MAX_CATCHUP_EVENTS, 0
         for m in list(self._missions.values()):
             s = m.subs.get(uid)
@@ -2021,6 +2088,46 @@ class Missions:
             sent += n
             if budget == 0:
                 break
+        return sent
+
+    def _catch_up_notices(self, sub: Subscriber, uid: str, user: str, left: int) -> int:
+        """The mission-level notices sent since the device left (notice number ``left``) that
+        were for it, again, oldest first, each through the router's decision for it now: at
+        most MAX_CATCHUP_NOTICES (the most recent). An invitation is sent again only while it
+        stands. Returns the notices delivered."""
+
+        def for_it(n: _SentNotice) -> bool:
+            kind, who = n.to
+            if kind == "all":
+                return uid != n.author_uid
+            if kind == "device":
+                return who == f"{uid}\n{user}"
+            m = self._missions.get(n.record.name)
+            if m is None or m.record.guid != n.record.guid or (kind, who) not in m.invites:
+                return False  # the mission or the invitation is gone: its token is void
+            return (
+                (kind == "clientUid" and who == uid)
+                or (kind == "callsign" and who == sub.callsign)
+                or (kind == "userName" and who == user)
+            )
+
+        missed = [n for n in self._sent_notices if n.n > left and for_it(n)]
+        if len(missed) > MAX_CATCHUP_NOTICES:
+            self.m_catchup.inc("truncated")
+            log.info("notice catch-up of %s cut at %d notices", uid, MAX_CATCHUP_NOTICES)
+            missed = missed[-MAX_CATCHUP_NOTICES:]
+        sent = 0
+        for n in missed:
+            sent += self._send_mission_notice(
+                n.record,
+                frozenset({(uid, user)}),
+                event_type=n.event_type,
+                mission_type=n.mission_type,
+                author_uid=n.author_uid,
+                token=n.token,
+                role=n.role,
+            )
+        self.m_catchup.inc("notice", sent)
         return sent
 
 
