@@ -312,6 +312,54 @@ async def test_mission_notices_missed_while_away_are_sent_on_return(
     assert m.m_catchup.get("truncated") == 1
 
 
+async def test_notices_caught_up_on_return_keep_each_organisation_to_its_own() -> None:
+    """Two organisations, labels on: while UKR's device is away USA creates a mission shared
+    with UKR and a USA-only one (the canary); on return UKR is announced only the shared one,
+    with a release record; the USA-only mission's name reaches it nowhere."""
+    from tests.unit.core import test_gate as g
+
+    router, gate, audit = g.setup()
+    m = Missions(router=router, store=MemoryMissionStore(), metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    router.set_missions(m)
+    usa_p = g.person(gate, "usa", "USA", "usa-secret")
+    ukr_p = g.person(gate, "ukr", "UKR", "ukr-secret")
+    usa, ukr = g.Sub(usa_p, client_uid="U"), g.Sub(ukr_p, client_uid="K")
+    router.attach(usa)
+    router.attach(ukr)
+    router.detach(ukr)  # away
+    for name, banner in (
+        ("joint", "SECRET//REL TO USA, UKR"),
+        ("CANARY-usa-only", "SECRET//REL TO USA"),
+    ):
+        m.create(
+            usa_p,
+            name,
+            creator_uid="U",
+            groups=(),
+            tool="public",
+            description=None,
+            chat_room=None,
+            token=None,
+            classification=banner,
+        )
+    back = g.Sub(ukr_p)
+    router.attach(back)
+    router.publish(sa("K", "ukr"), back)  # the device makes its uid known: catch-up
+    assert back.client_uid == "K"
+    announced = [
+        (e.type, mission.get("name"))
+        for e in back.got
+        if e.type.startswith("t-x-m-") and e.detail is not None
+        for mission in [e.detail.find("mission")]
+        if mission is not None
+    ]
+    assert announced == [("t-x-m-n", "joint")]
+    assert not any(b"CANARY" in (e.xml or cot_xml.render_xml(e)) for e in back.got)
+    releases = [r for kind, r in audit.records if kind == "release"]
+    assert any(r.get("path") == "mission-notice" and r.get("to_org") == "UKR" for r in releases)
+
+
 async def test_a_busy_store_refuses_rest_writes_and_stream_writes() -> None:
     r, m, _ = await service()
     a = Sub(user("alice"), "ALICE")
