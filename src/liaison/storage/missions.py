@@ -526,11 +526,25 @@ class SqliteMissionStore:
         return value
 
     def _batch_sync(self, writes: Sequence[MissionWrite]) -> None:
+        """Apply ``writes`` in one transaction. Each table's writes keep their order, and runs
+        of rows stored one after another in a table go in one multi-row statement (at most
+        ROWS_PER_STATEMENT): the sqlite3 module releases the interpreter lock around every
+        statement and must take it back from a busy event loop each time, so a thousand
+        one-row statements stall while the loop is busy. Writes to different tables do not
+        depend on each other; a mission's deletion touches every table, so what comes before
+        it is written first."""
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
+            by_table: dict[str, list[tuple[str, tuple[object, ...]]]] = {}
             for w in writes:
-                getattr(self, "_" + w.op)(c, *w.args)
+                if w.op == "delete_mission":
+                    _flush_rows(c, by_table)
+                    self._delete_mission(c, *w.args)
+                    continue
+                table, kind, row = _ROW_OF[w.op](*w.args)
+                by_table.setdefault(table, []).append((kind, row))
+            _flush_rows(c, by_table)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -611,83 +625,91 @@ class SqliteMissionStore:
     async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
         await self.write_batch([MissionWrite("delete_invitation", (mission, type_, invitee))])
 
-    # --- the statements of each write (on the store's thread, inside _batch_sync's transaction)
-
-    @staticmethod
-    def _put_mission(c: sqlite3.Connection, mission: MissionRecord) -> None:
-        c.execute(
-            "INSERT OR REPLACE INTO missions (name, record) VALUES (?, ?)",
-            (mission.name, _dump(mission)),
-        )
-
     @staticmethod
     def _delete_mission(c: sqlite3.Connection, name: str) -> None:
         for table in ("items", "changes", "subscriptions", "contents", "invitations"):
             c.execute(f"DELETE FROM {table} WHERE mission = ?", (name,))
         c.execute("DELETE FROM missions WHERE name = ?", (name,))
 
-    @staticmethod
-    def _put_item(c: sqlite3.Connection, item: MissionItem) -> None:
-        c.execute(
-            "INSERT OR REPLACE INTO items (mission, uid, record) VALUES (?, ?, ?)",
-            (item.mission, item.uid, _dump(item)),
-        )
 
-    @staticmethod
-    def _remove_item(c: sqlite3.Connection, mission: str, uid: str) -> None:
-        c.execute("DELETE FROM items WHERE mission = ? AND uid = ?", (mission, uid))
+# Rows stored in one multi-row statement at most (3 or 4 values each: far below SQLite's limit
+# of 32,766 variables).
+ROWS_PER_STATEMENT = 500
 
-    @staticmethod
-    def _add_change(c: sqlite3.Connection, change: MissionChangeRecord) -> None:
-        c.execute(
-            "INSERT INTO changes (seq, mission, record) VALUES (?, ?, ?)",
-            (change.seq, change.mission, _dump(change)),
-        )
+# Each table's columns as stored, and the statement that removes one row.
+_COLUMNS = {
+    "missions": "name, record",
+    "items": "mission, uid, record",
+    "changes": "seq, mission, record",
+    "subscriptions": "mission, client_uid, record",
+    "contents": "mission, hash, record",
+    "logs": "id, created, record",
+    "invitations": "mission, type, invitee, record",
+}
+_DELETE = {
+    "items": "DELETE FROM items WHERE mission = ? AND uid = ?",
+    "contents": "DELETE FROM contents WHERE mission = ? AND hash = ?",
+    "logs": "DELETE FROM logs WHERE id = ?",
+    "invitations": "DELETE FROM invitations WHERE mission = ? AND type = ? AND invitee = ?",
+}
 
-    @staticmethod
-    def _put_subscription(c: sqlite3.Connection, sub: SubscriptionRecord) -> None:
-        c.execute(
-            "INSERT OR REPLACE INTO subscriptions (mission, client_uid, record) VALUES (?, ?, ?)",
-            (sub.mission, sub.client_uid, _dump(sub)),
-        )
+_Row = tuple[str, str, tuple[object, ...]]  # table, "replace" | "insert" | "delete", values
 
-    @staticmethod
-    def _put_content(c: sqlite3.Connection, content: MissionContent) -> None:
-        c.execute(
-            "INSERT OR REPLACE INTO contents (mission, hash, record) VALUES (?, ?, ?)",
-            (content.mission, content.hash, _dump(content)),
-        )
 
-    @staticmethod
-    def _remove_content(c: sqlite3.Connection, mission: str, hash: str) -> None:
-        c.execute("DELETE FROM contents WHERE mission = ? AND hash = ?", (mission, hash))
+def _inv_row(i: InvitationRecord) -> _Row:
+    return ("invitations", "replace", (i.mission, i.type, i.invitee, _dump(i)))
 
-    @staticmethod
-    def _put_log(c: sqlite3.Connection, entry: LogEntryRecord) -> None:
-        c.execute(
-            "INSERT OR REPLACE INTO logs (id, created, record) VALUES (?, ?, ?)",
-            (entry.id, entry.created, _dump(entry)),
-        )
 
-    @staticmethod
-    def _delete_log(c: sqlite3.Connection, entry_id: str) -> None:
-        c.execute("DELETE FROM logs WHERE id = ?", (entry_id,))
+# What each write (but delete_mission) does to its table.
+_ROW_OF: dict[str, Callable[..., _Row]] = {
+    "put_mission": lambda m: ("missions", "replace", (m.name, _dump(m))),
+    "put_item": lambda i: ("items", "replace", (i.mission, i.uid, _dump(i))),
+    "remove_item": lambda mission, uid: ("items", "delete", (mission, uid)),
+    # A plain INSERT: a change's seq is never written twice (the batch fails instead).
+    "add_change": lambda ch: ("changes", "insert", (ch.seq, ch.mission, _dump(ch))),
+    "put_subscription": lambda s: (
+        "subscriptions",
+        "replace",
+        (s.mission, s.client_uid, _dump(s)),
+    ),
+    "put_content": lambda ct: ("contents", "replace", (ct.mission, ct.hash, _dump(ct))),
+    "remove_content": lambda mission, h: ("contents", "delete", (mission, h)),
+    "put_log": lambda e: ("logs", "replace", (e.id, e.created, _dump(e))),
+    "delete_log": lambda entry_id: ("logs", "delete", (entry_id,)),
+    "put_invitation": _inv_row,
+    "delete_invitation": lambda mission, t, invitee: (
+        "invitations",
+        "delete",
+        (mission, t, invitee),
+    ),
+}
 
-    @staticmethod
-    def _put_invitation(c: sqlite3.Connection, invitation: InvitationRecord) -> None:
-        i = invitation
-        c.execute(
-            "INSERT OR REPLACE INTO invitations (mission, type, invitee, record)"
-            " VALUES (?, ?, ?, ?)",
-            (i.mission, i.type, i.invitee, _dump(i)),
-        )
 
-    @staticmethod
-    def _delete_invitation(c: sqlite3.Connection, mission: str, type_: str, invitee: str) -> None:
-        c.execute(
-            "DELETE FROM invitations WHERE mission = ? AND type = ? AND invitee = ?",
-            (mission, type_, invitee),
-        )
+def _flush_rows(
+    c: sqlite3.Connection, by_table: dict[str, list[tuple[str, tuple[object, ...]]]]
+) -> None:
+    """Write each table's pending rows in their order, consecutive stores of one kind in one
+    statement each (up to ROWS_PER_STATEMENT rows); then forget them."""
+    for table, rows in by_table.items():
+        i = 0
+        while i < len(rows):
+            kind, values = rows[i]
+            if kind == "delete":
+                c.execute(_DELETE[table], values)
+                i += 1
+                continue
+            j = i
+            while j < len(rows) and j - i < ROWS_PER_STATEMENT and rows[j][0] == kind:
+                j += 1
+            run = [v for _, v in rows[i:j]]
+            marks = "(" + ", ".join("?" * len(values)) + ")"
+            verb = "INSERT OR REPLACE" if kind == "replace" else "INSERT"
+            c.execute(
+                f"{verb} INTO {table} ({_COLUMNS[table]}) VALUES {', '.join([marks] * len(run))}",
+                tuple(x for v in run for x in v),
+            )
+            i = j
+    by_table.clear()
 
 
 # --- JSON records ------------------------------------------------------------------------------

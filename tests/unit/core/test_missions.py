@@ -653,6 +653,63 @@ async def test_a_burst_of_mission_cot_is_written_in_batches_and_all_kept(tmp_pat
     assert [c.seq for c in data.changes] == sorted(c.seq for c in data.changes)
 
 
+async def test_a_mixed_batch_ends_as_its_writes_one_by_one(tmp_path: Path) -> None:
+    """SQLite groups a batch's rows by table into multi-row statements: the result must be
+    what the writes give applied one at a time in order (the memory store), with stores,
+    removals and a mission's deletion interleaved, and more rows than one statement takes."""
+    from liaison.storage import missions as storage
+
+    def rec(name: str) -> MissionRecord:
+        return MissionRecord(
+            name=name, guid=name, creator="a", creator_uid="A", groups=frozenset(), label=None
+        )
+
+    def item(mission: str, uid: str, n: int) -> MissionItem:
+        return MissionItem(
+            mission=mission, uid=uid, creator_uid="A", timestamp=NOW + n, event=_event(uid)
+        )
+
+    writes = [MissionWrite("put_mission", (rec("a"),)), MissionWrite("put_mission", (rec("b"),))]
+    for n in range(storage.ROWS_PER_STATEMENT + 20):
+        writes.append(MissionWrite("put_item", (item("a", f"u{n % 50}", n),)))
+        writes.append(
+            MissionWrite(
+                "add_change",
+                (
+                    MissionChangeRecord(
+                        mission="a",
+                        type="ADD_CONTENT",
+                        creator_uid="A",
+                        timestamp=NOW + n,
+                        content_uid=f"u{n % 50}",
+                        seq=n + 1,
+                    ),
+                ),
+            )
+        )
+        if n % 7 == 0:
+            writes.append(MissionWrite("remove_item", ("a", f"u{n % 50}")))
+    writes += [
+        MissionWrite("put_item", (item("b", "x", 1),)),
+        MissionWrite("delete_mission", ("b",)),
+        MissionWrite("put_item", (item("b", "y", 2),)),  # after the deletion: kept
+        MissionWrite("put_mission", (rec("b"),)),
+    ]
+    memory = MemoryMissionStore()
+    sqlite = await SqliteMissionStore.open(tmp_path / "missions.db")
+    for store in (memory, sqlite):
+        await store.write_batch(writes)
+    mine, theirs = await memory.load(), await sqlite.load()
+    await sqlite.close()
+    assert sorted(m.name for m in theirs.missions) == ["a", "b"]
+    assert sorted((i.mission, i.uid, i.timestamp) for i in theirs.items) == sorted(
+        (i.mission, i.uid, i.timestamp) for i in mine.items
+    )
+    assert ("b", "y") in {(i.mission, i.uid) for i in theirs.items}
+    assert ("b", "x") not in {(i.mission, i.uid) for i in theirs.items}
+    assert theirs.changes == mine.changes and len(theirs.changes) > storage.ROWS_PER_STATEMENT
+
+
 async def test_a_refused_batch_keeps_nothing_of_it(tmp_path: Path) -> None:
     """All or none: a batch whose last write fails leaves none of its writes in the store, so
     the writer can try the same batch again without writing a change twice."""
