@@ -411,7 +411,17 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             warm_count = int(warm_line.split()[1])
             setup_s = time.monotonic() - t_setup
 
-            # (a) the notice latency window.
+            # (a) the notice latency window (with --changes-during, /changes?secago=3600 called
+            # back to back on the same HTTPS session all through it).
+            stop_changes = asyncio.Event()
+            during_ms: list[float] = []
+
+            async def changes_meanwhile() -> None:
+                while not stop_changes.is_set():
+                    ms, _ = await timed(http, "GET", f"{base}{M}/{MISSION}/changes?secago=3600")
+                    during_ms.append(ms)
+
+            during = asyncio.create_task(changes_meanwhile()) if args.changes_during else None
             cpu0 = loadgen.read_cpu_seconds(proc.pid)
             w0 = time.monotonic()
             sent: dict[int, int] = {}
@@ -429,6 +439,9 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
                 owner.writer.write(payload)
             await owner.writer.drain()
             await asyncio.sleep(args.drain)
+            stop_changes.set()
+            if during is not None:
+                await during
             window_s = time.monotonic() - w0
             server_cpu = loadgen.read_cpu_seconds(proc.pid) - cpu0
             worker.stdin.write("stop\n")
@@ -503,6 +516,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "get_mission": {"bytes": get_bytes, **summary_ms(get_ms)},
             "server_cpu_pct_window": round(100 * server_cpu / window_s, 1),
             "reader_cpu_pct_window": round(100 * got["cpu_s"] / window_s, 1),
+            "changes_during_window": summary_ms(during_ms) if during_ms else None,
             "server_peak_rss_mb": round(hwm_kb / 1024, 1),
             "server_rss_mb": round(rss_kb / 1024, 1),
             "mission_writes_failed": metric_lines(
@@ -610,6 +624,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"server CPU {r['server_cpu_pct_window']} % of a core in the window, reader "
         f"{r['reader_cpu_pct_window']} %, peak RSS {r['server_peak_rss_mb']} MB",
         f"mission writes failed: {r['mission_writes_failed']}; refused: {r['mission_refused']}",
+        f"/changes calls during the window: {r['changes_during_window']}",
     ]
     if n.get("p99_ms") is not None:
         ok = n["p99_ms"] < 100 and n["loss"] == 0
@@ -627,6 +642,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=20.0, help="items a second in the window")
     p.add_argument("--drain", type=float, default=3.0, help="seconds to read after the last")
     p.add_argument("--changes-calls", type=int, default=20)
+    p.add_argument(
+        "--changes-during",
+        action="store_true",
+        help="call /changes?secago=3600 back to back all through the latency window",
+    )
     p.add_argument("--get-calls", type=int, default=5)
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary data folder")

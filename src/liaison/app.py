@@ -445,6 +445,8 @@ class _MissionsPart:
             store=store,
             metrics=self._server.metrics,
             clock_ms=now_ms,
+            strict_membership=self._config.mission_strict_membership,
+            chat_host=self._config.mission_chat_host,
         )
         try:
             loaded = await missions.load()

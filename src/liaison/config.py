@@ -111,6 +111,16 @@ def _optional_path(key: str, value: object) -> Path | None:
     return Path(text) if text else None
 
 
+def _optional_host(key: str, value: object) -> str | None:
+    """A host name or address (letters, digits, ``.``, ``-``, ``:``), or None when empty."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    if len(text) > 253 or not all(c.isascii() and (c.isalnum() or c in ".-:") for c in text):
+        raise ConfigError(key, f"expected a host name or address, got {value!r}")
+    return text
+
+
 def _text(key: str, value: object) -> str:
     text = str(value).strip()
     if not text:
@@ -190,6 +200,8 @@ class Config:
     tcp_auth: bool = False
     tls_auth: bool = False
     offer_protobuf: bool = True
+    mission_strict_membership: bool = True
+    mission_chat_host: str | None = None
     cert_username_regex: str = r"CN=((?:[^,\\]|\\.)+)"
     groups_file: Path | None = None
     users_file: Path | None = None
@@ -337,6 +349,24 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         _bool,
         "Offer TAK protocol v1 (protobuf) to stream clients with t-x-takp-v.",
+    ),
+    Setting(
+        "missions.strict_membership",
+        "mission_strict_membership",
+        None,
+        _bool,
+        "Strict mission membership (TAK's MissionStrictUidMissionMembership): an event whose"
+        " uid is a mission's item and that does not name that mission is dropped, and an item"
+        " cannot join a second mission.",
+    ),
+    Setting(
+        "missions.chat_host",
+        "mission_chat_host",
+        None,
+        _optional_host,
+        "Host name of the mission chat rooms (TAK's takServerHost): set, a GeoChat sent to a"
+        " mission reaches its subscribers in the room HOST-8443-ssl-NAME; unset (the default),"
+        " unchanged.",
     ),
     Setting(
         "limits.idle_timeout_s",

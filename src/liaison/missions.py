@@ -26,12 +26,12 @@ import base64
 import collections
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 from liaison.errors import PeerError, StorageError
 from liaison.gate import content_hash
@@ -62,6 +62,7 @@ from liaison.storage.missions import (
     MissionItem,
     MissionRecord,
     MissionStore,
+    MissionWrite,
     SubscriptionRecord,
 )
 
@@ -88,10 +89,19 @@ STORE_BUSY_RETRY_S = 1
 # Events (mission items and t-x-m-c notices) sent to one device that reconnects, over all its
 # missions: the most recent changes first kept; the rest stays readable with /changes.
 MAX_CATCHUP_EVENTS = 1_000
+# Mission-level notices (t-x-m-n, -d, -r, -i) remembered for devices that are away (in memory):
+# the most recent this many; a returning device is sent at most MAX_CATCHUP_NOTICES of them,
+# and the server remembers when at most MAX_AWAY_DEVICES devices left (the oldest forgotten).
+MAX_NOTICE_LOG = 1_000
+MAX_CATCHUP_NOTICES = 100
+MAX_AWAY_DEVICES = 10_000
 # Standing invitations per mission.
 MAX_INVITATIONS = 10_000
 # A write the store refused is tried again, never dropped while the server runs: first after
 # WRITE_RETRY_MIN_S, doubling up to WRITE_RETRY_MAX_S. At shutdown each gets CLOSE_WRITE_ATTEMPTS.
+# The writer takes up to this many waiting writes at a time and writes them in one store
+# transaction (one SQLite commit instead of one per write).
+MAX_WRITE_BATCH = 1_000
 WRITE_RETRY_MIN_S = 0.1
 WRITE_RETRY_MAX_S = 5.0
 CLOSE_WRITE_ATTEMPTS = 3
@@ -213,6 +223,22 @@ def uid_details(event: Event) -> dict[str, object]:
     return details
 
 
+@dataclass(frozen=True, slots=True)
+class _SentNotice:
+    """A mission-level notice as sent, kept for devices that were away (MAX_NOTICE_LOG)."""
+
+    n: int  # its number, in sending order
+    record: MissionRecord  # the mission as it was then
+    event_type: str
+    mission_type: str
+    author_uid: str | None
+    token: str | None
+    role: str | None
+    # Who it was for: ("all", "") every device that may see the mission but the author's;
+    # ("device", "uid\nuser") one device of one user; (invitation type, invitee).
+    to: tuple[str, str]
+
+
 @dataclass(slots=True)
 class _Mission:
     record: MissionRecord
@@ -222,6 +248,10 @@ class _Mission:
     )
     subs: dict[str, SubscriptionRecord] = field(default_factory=dict)
     contents: dict[str, MissionContent] = field(default_factory=dict)  # by hash
+    # Bumped whenever an item or file joins or leaves (what squashing reads besides changes).
+    members_version: int = 0
+    # The squash of every change: (last seq, change count, members_version) and the list.
+    squashed: tuple[tuple[int, int, int], list[MissionChangeRecord]] | None = None
     invites: dict[tuple[str, str], InvitationRecord] = field(default_factory=dict)
 
 
@@ -235,15 +265,33 @@ class Missions:
         store: MissionStore,
         metrics: Metrics,
         clock_ms: Callable[[], int],
+        strict_membership: bool = True,
+        chat_host: str | None = None,
     ) -> None:
         self._router = router
+        # TAK's input takServerHost (tak-missions.md 7.1 rule 4): set, a chat sent to a mission
+        # reaches its subscribers in the mission's chat room; config key missions.chat_host.
+        self._chat_host = chat_host or None
+        # TAK's network@MissionStrictUidMissionMembership, default true (tak-missions.md 7.1):
+        # an item's uid stays in its mission; config key missions.strict_membership.
+        self._strict = strict_membership
+        self._homes: dict[str, set[str]] = {}  # item uid -> the missions that keep it
         self._store = store
         self._clock_ms = clock_ms
         self._missions: dict[str, _Mission] = {}
         self._logs: dict[str, LogEntryRecord] = {}  # mission log entries by id
         self._secret = b""
         self._seq = 0
-        self._writes: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
+        self._digests: dict[int, str] = {}  # release digests by change seq (CHANGE_DIGEST_CACHE)
+        self._sent_notices: collections.deque[_SentNotice] = collections.deque(
+            maxlen=MAX_NOTICE_LOG
+        )
+        self._notice_n = 0
+        self._left: dict[tuple[str, str], int] = {}  # (device uid, user) -> notice n on leaving
+        # The API's JSON renderings of changes, by (mission name, guid, seq): kept here so that
+        # they live and die with this service (api/missions.py RENDERED_CHANGE_CACHE bounds it).
+        self.rendered_changes: dict[tuple[str, str, int], str] = {}
+        self._writes: collections.deque[MissionWrite] = collections.deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -258,6 +306,10 @@ class Missions:
             "liaison_mission_writes_failed_total",
             "Mission changes not written to the mission store",
             "reason",
+        )
+        self.m_write_batches = metrics.counter(
+            "liaison_mission_write_batches_total",
+            "Batches of mission changes written to the mission store (one transaction each)",
         )
         metrics.gauge("liaison_missions", "Missions held", lambda: len(self._missions))
         self.m_notices = metrics.counter(
@@ -279,6 +331,7 @@ class Missions:
             m = self._missions.get(item.mission)
             if m is not None:
                 m.items[item.uid] = item
+                self._homes.setdefault(item.uid, set()).add(item.mission)
         for change in data.changes:
             m = self._missions.get(change.mission)
             if m is not None:
@@ -315,7 +368,8 @@ class Missions:
         await self._store.close()
 
     async def _drain(self, *, final: bool = False) -> None:
-        """Write the queued changes in order. A write the store refuses stays at the head and is
+        """Write the queued changes in order, up to MAX_WRITE_BATCH of them at a time in one
+        store transaction (all or none). A batch the store refuses stays at the head and is
         tried again after a growing delay (an accepted change is not dropped); at shutdown
         (``final``) it gets CLOSE_WRITE_ATTEMPTS, then what still waits is given up, logged and
         counted (``lost_at_shutdown``)."""
@@ -323,8 +377,10 @@ class Missions:
             delay, attempts = WRITE_RETRY_MIN_S, 0
             while self._writes:
                 self._idle.clear()
+                # Only this drainer removes from the head; _write appends meanwhile.
+                batch = list(itertools.islice(self._writes, MAX_WRITE_BATCH))
                 try:
-                    await self._writes[0]()
+                    await self._store.write_batch(batch)
                 except StorageError as exc:
                     self.m_write_failed.inc("storage")
                     attempts += 1
@@ -339,11 +395,13 @@ class Missions:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, WRITE_RETRY_MAX_S)
                     continue
-                self._writes.popleft()
+                for _ in batch:
+                    self._writes.popleft()
+                self.m_write_batches.inc()
                 delay, attempts = WRITE_RETRY_MIN_S, 0
             self._idle.set()
 
-    def _write(self, job: Callable[[], Awaitable[None]]) -> None:
+    def _write(self, job: MissionWrite) -> None:
         if len(self._writes) >= MAX_QUEUED_WRITES:
             self.m_write_failed.inc("queue_full")
             log.error("mission store: %d writes waiting, one dropped", len(self._writes))
@@ -442,36 +500,48 @@ class Missions:
         until: int | None = None,
         squashed: bool = True,
     ) -> list[MissionChangeRecord]:
-        """The mission's changes ``viewer`` may see, oldest first (TSw MissionChangeRepository:
-        squashed keeps the create since the last create, and per (item, creator) one
-        ``ADD_CONTENT`` for items still in the mission or one ``REMOVE_CONTENT`` for the rest).
-        Changes about an item are shown only to who may see that item, so neither the list nor
-        its length betrays what the caller may not see."""
+        """The mission's changes ``viewer`` may see, oldest first (:meth:`select_changes`, then
+        :meth:`release_changes`). Changes about an item are shown only to who may see that item,
+        so neither the list nor its length betrays what the caller may not see."""
+        rec, found = self.select_changes(viewer, name, since=since, until=until, squashed=squashed)
+        return self.release_changes(viewer, rec, found)
+
+    def select_changes(
+        self,
+        viewer: Principal,
+        name: str,
+        *,
+        since: int | None = None,
+        until: int | None = None,
+        squashed: bool = True,
+    ) -> tuple[MissionRecord, list[MissionChangeRecord]]:
+        """The mission (404 unless ``viewer`` may see it) and its changes in the time range,
+        oldest first, NOT yet released: hand them to :meth:`release_changes` (in one go or in
+        parts) before showing any. Squashed as TSw MissionChangeRepository does (tak-missions.md
+        5.2): the create since the last create, and per (item, creator) one ``ADD_CONTENT`` for
+        items still in the mission or one ``REMOVE_CONTENT`` for the rest. The squash of the
+        whole list is kept until a change is recorded or an item or file joins or leaves."""
         m = self._find(viewer, name)
         found = [
             c
             for c in m.changes
             if (since is None or c.timestamp >= since) and (until is None or c.timestamp <= until)
         ]
-        if squashed:
-            latest: dict[tuple[str | None, str, str], MissionChangeRecord] = {}
-            creates = [c for c in found if c.type == CREATE_MISSION][-1:]
-            for c in found:
-                if c.type in (ADD_CONTENT, REMOVE_CONTENT):
-                    key = c.content_uid if c.content_uid is not None else resource_hash(c)
-                    if c.content_uid is not None:
-                        present = c.content_uid in m.items
-                    else:
-                        present = key in m.contents
-                    wanted = ADD_CONTENT if present else REMOVE_CONTENT
-                    if c.type == wanted:
-                        latest[(key, c.creator_uid, c.type)] = c
-            found = sorted([*creates, *latest.values()], key=lambda c: c.seq)
-        return self._release_changes(viewer, m.record, found)
+        if not squashed:
+            return m.record, found
+        if len(found) == len(m.changes):  # the whole list: its squash may be kept
+            key = (m.changes[-1].seq if m.changes else 0, len(m.changes), m.members_version)
+            if m.squashed is None or m.squashed[0] != key:
+                m.squashed = (key, _squash(m, found))
+            return m.record, list(m.squashed[1])
+        return m.record, _squash(m, found)
 
-    def _release_changes(
-        self, viewer: Principal, rec: MissionRecord, found: list[MissionChangeRecord]
+    def release_changes(
+        self, viewer: Principal, rec: MissionRecord, found: Sequence[MissionChangeRecord]
     ) -> list[MissionChangeRecord]:
+        """The changes of ``found`` that ``viewer`` may see: the router's decision on each, and
+        a release record for each handed to a viewer of another organisation (none shown when
+        the records cannot be written)."""
         ok = self._router.release_many(
             viewer,
             [
@@ -480,13 +550,23 @@ class Missions:
                     c.type,
                     c.sender_groups or rec.groups,
                     c.label if c.content_uid or c.resource else rec.label,
-                    content_hash(f"{c.seq}:{c.details or ''}".encode()),
+                    self._change_digest(c),
                 )
                 for c in found
             ],
             path="mission",
         )
         return [c for c, keep in zip(found, ok, strict=True) if keep]
+
+    def _change_digest(self, c: MissionChangeRecord) -> str:
+        """The SHA-256 a change's release record carries (of ``seq:details``), kept by seq."""
+        digest = self._digests.get(c.seq)
+        if digest is None:
+            digest = content_hash(f"{c.seq}:{c.details or ''}".encode())
+            if len(self._digests) >= CHANGE_DIGEST_CACHE:
+                del self._digests[next(iter(self._digests))]  # the oldest kept
+            self._digests[c.seq] = digest
+        return digest
 
     def role_of(self, viewer: Principal, name: str, token: str | None) -> str | None:
         return self._role(self._find(viewer, name), token)
@@ -532,7 +612,7 @@ class Missions:
                 last_edited=now,
             )
             existing.record = rec
-            self._write(lambda: self._store.put_mission(rec))
+            self._write(MissionWrite("put_mission", (rec,)))
             self._broadcast(existing, "t-x-m-c-m", creator_uid)
             return rec, None
         self._admit()
@@ -570,7 +650,7 @@ class Missions:
         )
         m = _Mission(rec)
         self._missions[name] = m
-        self._write(lambda: self._store.put_mission(rec))
+        self._write(MissionWrite("put_mission", (rec,)))
         self._change(m, CREATE_MISSION, creator_uid, None, None)
         owner = self._subscribe(m, viewer, creator_uid, OWNER) if creator_uid else None
         if not invite_only:
@@ -585,7 +665,9 @@ class Missions:
         self._require(m, token, DELETE)
         self._admit()
         del self._missions[name]
-        self._write(lambda: self._store.delete_mission(name))
+        for uid in m.items:
+            self._unhome(uid, name)
+        self._write(MissionWrite("delete_mission", (name,)))
         self._forget_logs(name)
         self.m_changes.inc("DELETE_MISSION")
         self._announce(m.record, "t-x-m-d", "DELETE", None)
@@ -640,7 +722,7 @@ class Missions:
                 create_time=now,
             )
         m.subs[client_uid] = sub
-        self._write(lambda: self._store.put_subscription(sub))
+        self._write(MissionWrite("put_subscription", (sub,)))
         return sub
 
     def unsubscribe(
@@ -666,11 +748,11 @@ class Missions:
         if disconnect_only:
             kept = replace(sub, active=False)
             m.subs[client_uid] = kept
-            self._write(lambda: self._store.put_subscription(kept))
+            self._write(MissionWrite("put_subscription", (kept,)))
         else:
             del m.subs[client_uid]
             gone = replace(sub, active=False, token="", role=READONLY)
-            self._write(lambda: self._store.put_subscription(gone))
+            self._write(MissionWrite("put_subscription", (gone,)))
 
     def subscription(self, viewer: Principal, name: str, client_uid: str) -> SubscriptionRecord:
         m = self._find(viewer, name)
@@ -702,6 +784,9 @@ class Missions:
                 missing.append(uid)
                 continue
             label_json = labels.label_to_json(entry.label) if entry.label is not None else None
+            if self._elsewhere(uid, name):
+                missing.append(uid)  # strict membership: it stays in its mission
+                continue
             if not self._may_replace(m, uid, entry.label):
                 missing.append(uid)
                 continue
@@ -735,7 +820,9 @@ class Missions:
         ):
             return False
         del m.items[uid]
-        self._write(lambda: self._store.remove_item(name, uid))
+        m.members_version += 1
+        self._unhome(uid, name)
+        self._write(MissionWrite("remove_item", (name, uid)))
         details = self._details_of(item.event)
         self._change(
             m, REMOVE_CONTENT, creator_uid, item.event, json.dumps(details) if details else None
@@ -760,13 +847,58 @@ class Missions:
         name = source.principal.name
         return next((s for s in m.subs.values() if s.username == name), None)
 
-    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+    def delivered_form(self, event: Event, mission: str) -> Event:
+        """The form of ``event`` (dests removed) the mission's subscribers get: with
+        ``chat_host`` set, a GeoChat's room ids become the mission's chat room
+        ``<chat_host>-8443-ssl-<name>`` (tak-missions.md 7.1 rule 4); otherwise unchanged, as
+        TAK delivers it to inputs without ``takServerHost`` (its default). The kept item is
+        the event as sent."""
+        if self._chat_host is None:
+            return event
+        return mr.chat_in_mission_room(event, mr.mission_chat_room(self._chat_host, mission))
+
+    def membership_refusal(self, event: Event) -> str | None:
+        """Strict membership (tak-missions.md 7.1 and trap 10; TSc
+        StrictUidMissionMemebershipFilter): once a uid is an item of a mission, an event with
+        that uid that does not name that mission in a ``dest`` is dropped whole, neither kept
+        nor delivered to anyone. Returns the refusal reason, or None to go on."""
+        if not self._strict:
+            return None
+        homes = self._homes.get(event.uid)
+        if not homes or any(d.mission in homes for d in event.dests if d.mission):
+            return None
+        self.m_refused.inc("strict_membership")
+        log.info("event %s dropped: an item of a mission, sent without its mission", event.uid)
+        return "mission_membership"
+
+    def _elsewhere(self, uid: str, mission: str) -> bool:
+        """Strict membership: ``uid`` is an item of other missions and not of ``mission``, so it
+        cannot join it (tak-missions.md 7.1). Counted as ``strict_membership``."""
+        homes = self._homes.get(uid)
+        if not self._strict or not homes or mission in homes:
+            return False
+        self.m_refused.inc("strict_membership")
+        return True
+
+    def _unhome(self, uid: str, mission: str) -> None:
+        homes = self._homes.get(uid)
+        if homes is not None:
+            homes.discard(mission)
+            if not homes:
+                del self._homes[uid]
+
+    def recipients(
+        self, mission: str, source: Source, uid: str | None = None
+    ) -> frozenset[tuple[str, str]] | None:
         """The router asks who gets an event sent to ``mission``: its live subscribers, when
         the sender holds a subscription with MISSION_WRITE (tak-missions.md 7.1, rule 1);
-        otherwise None and the mission target is ignored (trap 9)."""
+        otherwise None and the mission target is ignored (trap 9). With strict membership an
+        event whose ``uid`` is an item of other missions is not taken into this one."""
         m = self._missions.get(mission)
         if m is None:
             self.m_refused.inc("unknown_mission")
+            return None
+        if uid is not None and self._elsewhere(uid, mission):
             return None
         if self._store_busy():
             # Back-pressure: the event is not sent to the mission nor kept (no silent loss:
@@ -789,10 +921,13 @@ class Missions:
         sender = accepted.source.principal
         stripped = event.without_dests()
         label_json = labels.label_to_json(accepted.label) if accepted.label is not None else None
+        homes = frozenset(self._homes.get(event.uid, ()))  # before this event
         for name in {d.mission for d in event.dests if d.mission}:
             m = self._missions.get(name)
             if m is None:
                 continue
+            if self._strict and homes and name not in homes:
+                continue  # strict membership: refused and counted by recipients()
             federated = _federates(accepted.source, name)
             sub = None if federated else self._writer_sub(m, accepted.source)
             if not federated and (sub is None or not has(sub.role, WRITE)):
@@ -840,7 +975,9 @@ class Missions:
             keywords=old.keywords if (old := m.items.get(event.uid)) is not None else (),
         )
         m.items[event.uid] = item
-        self._write(lambda: self._store.put_item(item))
+        m.members_version += 1
+        self._homes.setdefault(event.uid, set()).add(m.record.name)
+        self._write(MissionWrite("put_item", (item,)))
         self._change(
             m, ADD_CONTENT, creator_uid, stored, json.dumps(uid_details(event)), federated=federated
         )
@@ -877,7 +1014,7 @@ class Missions:
             federated=federated,
         )
         m.changes.append(change)
-        self._write(lambda: self._store.add_change(change))
+        self._write(MissionWrite("add_change", (change,)))
         self.m_changes.inc(type_)
         if item is not None:
             self._notify(m, change)
@@ -961,7 +1098,8 @@ class Missions:
                 keywords=old.keywords if old is not None else (),
             )
             m.contents[rec.hash] = content
-            self._write(lambda c=content: self._store.put_content(c))  # type: ignore[misc]
+            m.members_version += 1
+            self._write(MissionWrite("put_content", (content,)))
             self._file_change(m, ADD_CONTENT, creator_uid, content)
 
     def remove_file(
@@ -976,7 +1114,8 @@ class Missions:
         if content is None or not self._content_permitted(viewer, content):
             return False
         del m.contents[hash]
-        self._write(lambda: self._store.remove_content(name, hash))
+        m.members_version += 1
+        self._write(MissionWrite("remove_content", (name, hash)))
         self._file_change(m, REMOVE_CONTENT, creator_uid, content)
         return True
 
@@ -1001,7 +1140,7 @@ class Missions:
             return False
         kept = replace(content, keywords=tuple(keywords))
         m.contents[hash] = kept
-        self._write(lambda: self._store.put_content(kept))
+        self._write(MissionWrite("put_content", (kept,)))
         self._send_notice(
             mission_notice(m.record, "t-x-m-c-k-c", creator_uid, self._clock_ms()),
             sender_groups=kept.uploader_groups,
@@ -1033,7 +1172,7 @@ class Missions:
             return False
         kept = replace(item, keywords=tuple(keywords))
         m.items[uid] = kept
-        self._write(lambda: self._store.put_item(kept))
+        self._write(MissionWrite("put_item", (kept,)))
         self._send_notice(
             mission_notice(m.record, "t-x-m-c-k-u", creator_uid, self._clock_ms()),
             sender_groups=item.event.sender_groups,
@@ -1066,7 +1205,7 @@ class Missions:
             chosen = ()
         rec = replace(m.record, keywords=chosen, last_edited=self._clock_ms())
         m.record = rec
-        self._write(lambda: self._store.put_mission(rec))
+        self._write(MissionWrite("put_mission", (rec,)))
         if keywords is not None:
             self._broadcast(m, "t-x-m-c-k", creator_uid)
         return rec
@@ -1111,7 +1250,7 @@ class Missions:
             content_hash=content.hash,
         )
         m.changes.append(change)
-        self._write(lambda: self._store.add_change(change))
+        self._write(MissionWrite("add_change", (change,)))
         self.m_changes.inc(type_)
         self._notify(m, change)
 
@@ -1334,10 +1473,10 @@ class Missions:
                 self._write_log_deleted(entry.id)
 
     def _write_log(self, entry: LogEntryRecord) -> None:
-        self._write(lambda: self._store.put_log(entry))
+        self._write(MissionWrite("put_log", (entry,)))
 
     def _write_log_deleted(self, entry_id: str) -> None:
-        self._write(lambda: self._store.delete_log(entry_id))
+        self._write(MissionWrite("delete_log", (entry_id,)))
 
     def _notify_log(self, m: _Mission, entry: LogEntryRecord) -> None:
         """``t-x-m-c-l`` to every live subscriber of ``m`` that may see the entry."""
@@ -1447,7 +1586,7 @@ class Missions:
         for key in keys:
             if m.invites.pop(key, None) is not None:
                 kind, invitee = key
-                self._write(partial(self._store.delete_invitation, m.record.name, kind, invitee))
+                self._write(MissionWrite("delete_invitation", (m.record.name, kind, invitee)))
 
     def _store_busy(self) -> bool:
         return len(self._writes) >= MAX_PENDING_WRITES
@@ -1502,7 +1641,7 @@ class Missions:
         self._admit()
         rec = replace(m.record, password_hash=password_hash, last_edited=self._clock_ms())
         m.record = rec
-        self._write(lambda: self._store.put_mission(rec))
+        self._write(MissionWrite("put_mission", (rec,)))
         return rec
 
     def subscriptions(
@@ -1549,8 +1688,17 @@ class Missions:
         for old in targets:
             new = replace(old, role=role)
             m.subs[new.client_uid] = new
-            self._write(partial(self._store.put_subscription, new))
+            self._write(MissionWrite("put_subscription", (new,)))
             changed.append(new)
+            self._remember_notice(
+                m.record,
+                "t-x-m-r",
+                "INVITE",
+                None,
+                None,
+                role,
+                ("device", f"{new.client_uid}\n{new.username}"),
+            )
             self._send_mission_notice(
                 m.record,
                 frozenset({(new.client_uid, new.username)}),
@@ -1625,7 +1773,7 @@ class Missions:
             token=make_token(self._secret, kind=mr.INVITATION_TOKEN, mission=m.record, now_ms=now),
         )
         m.invites[(type_, invitee)] = inv
-        self._write(lambda: self._store.put_invitation(inv))
+        self._write(MissionWrite("put_invitation", (inv,)))
         clients = frozenset(
             (s.client_uid, s.principal.name)
             for s in self._router.subscribers
@@ -1636,6 +1784,10 @@ class Missions:
                 or (type_ == "userName" and s.principal.name == invitee)
             )
         )
+        if type_ in ("clientUid", "callsign", "userName"):  # the others reach no device
+            self._remember_notice(
+                m.record, "t-x-m-i", "INVITE", creator_uid, inv.token, granted, (type_, invitee)
+            )
         self._send_mission_notice(
             m.record,
             clients,
@@ -1695,7 +1847,7 @@ class Missions:
             raise MissionError(403, f"withdrawing a {inv.role} invitation needs its permissions")
         self._admit()
         del m.invites[(type_, invitee)]
-        self._write(lambda: self._store.delete_invitation(m.record.name, type_, invitee))
+        self._write(MissionWrite("delete_invitation", (m.record.name, type_, invitee)))
 
     def invitations(
         self, viewer: Principal, name: str, token: str | None
@@ -1720,6 +1872,21 @@ class Missions:
         """``GET /missions/all/invitations?clientUid=``: the names of the missions the caller
         may see that hold an invitation for that device uid, the caller's user name, the
         callsign of the caller's connected device of that uid, or one of the caller's groups."""
+        return [rec.name for rec, _ in self._invited(viewer, client_uid)]
+
+    def invitations_for(
+        self, viewer: Principal, client_uid: str
+    ) -> list[tuple[MissionRecord, InvitationRecord]]:
+        """``GET /missions/invitations?clientUid=`` (TSw getAllMissionInvitationsWithPasswords,
+        tak-missions.md 5.4): the standing invitations addressed to the caller (as for
+        :meth:`invited_missions`), with their mission, in the missions the caller may see;
+        missions in creation order, each one's invitations oldest first."""
+        return [(rec, inv) for rec, invs in self._invited(viewer, client_uid) for inv in invs]
+
+    def _invited(
+        self, viewer: Principal, client_uid: str | None
+    ) -> list[tuple[MissionRecord, list[InvitationRecord]]]:
+        """The missions released to the caller that hold invitations for it, with those."""
         callsigns = {
             s.callsign
             for s in self._router.subscribers
@@ -1730,13 +1897,18 @@ class Missions:
         keys |= {("callsign", c) for c in callsigns if c}
         if client_uid:
             keys.add(("clientUid", client_uid))
-        recs = [
-            m.record
+        found = {
+            m.record.name: [inv for key, inv in m.invites.items() if key in keys]
             for m in self._missions.values()
             if keys & m.invites.keys() and self._mission_permitted(viewer, m.record)
+        }
+        recs = sorted(
+            (self._missions[n].record for n in found), key=lambda r: (r.create_time, r.name)
+        )
+        return [
+            (r, sorted(found[r.name], key=lambda i: (i.create_time, i.type, i.invitee)))
+            for r in self._release_mission(viewer, recs)
         ]
-        recs.sort(key=lambda r: (r.create_time, r.name))
-        return [r.name for r in self._release_mission(viewer, recs)]
 
     def _announce(
         self, rec: MissionRecord, event_type: str, mission_type: str, author_uid: str | None
@@ -1749,8 +1921,24 @@ class Missions:
             for s in self._router.subscribers
             if s.client_uid and s.client_uid != author_uid
         )
+        self._remember_notice(rec, event_type, mission_type, author_uid, None, None, ("all", ""))
         self._send_mission_notice(
             rec, clients, event_type=event_type, mission_type=mission_type, author_uid=author_uid
+        )
+
+    def _remember_notice(
+        self,
+        rec: MissionRecord,
+        event_type: str,
+        mission_type: str,
+        author_uid: str | None,
+        token: str | None,
+        role: str | None,
+        to: tuple[str, str],
+    ) -> None:
+        self._notice_n += 1
+        self._sent_notices.append(
+            _SentNotice(self._notice_n, rec, event_type, mission_type, author_uid, token, role, to)
         )
 
     def _send_mission_notice(
@@ -1798,6 +1986,14 @@ class Missions:
         uid, user = sub.client_uid, sub.principal.name
         if not uid:
             return
+        if not any(
+            o.client_uid == uid and o.principal.name == user for o in self._router.subscribers
+        ):
+            # Where the mission-level notices stood (for the catch-up of t-x-m-n/-d/-r/-i).
+            self._left.pop((uid, user), None)
+            if len(self._left) >= MAX_AWAY_DEVICES:
+                del self._left[next(iter(self._left))]  # the device away longest
+            self._left[(uid, user)] = self._notice_n
         held = [
             m
             for m in self._missions.values()
@@ -1813,7 +2009,7 @@ class Missions:
         for m in held:
             away = replace(m.subs[uid], away_seq=self._seq)
             m.subs[uid] = away
-            self._write(partial(self._store.put_subscription, away))
+            self._write(MissionWrite("put_subscription", (away,)))
 
     def connected(self, sub: Subscriber) -> int:
         """A stream client made itself known (its client uid): send it, for each mission it
@@ -1824,6 +2020,9 @@ class Missions:
         uid, user = sub.client_uid, sub.principal.name
         if not uid:
             return 0
+        left = self._left.pop((uid, user), None)
+        if left is not None:
+            self._catch_up_notices(sub, uid, user, left)
         budget, sent = MAX_CATCHUP_EVENTS, 0
         for m in list(self._missions.values()):
             s = m.subs.get(uid)
@@ -1831,7 +2030,7 @@ class Missions:
                 continue
             back = replace(s, away_seq=-1)
             m.subs[uid] = back
-            self._write(partial(self._store.put_subscription, back))
+            self._write(MissionWrite("put_subscription", (back,)))
             if not s.active:
                 continue
             missed = [
@@ -1889,6 +2088,46 @@ class Missions:
             sent += n
             if budget == 0:
                 break
+        return sent
+
+    def _catch_up_notices(self, sub: Subscriber, uid: str, user: str, left: int) -> int:
+        """The mission-level notices sent since the device left (notice number ``left``) that
+        were for it, again, oldest first, each through the router's decision for it now: at
+        most MAX_CATCHUP_NOTICES (the most recent). An invitation is sent again only while it
+        stands. Returns the notices delivered."""
+
+        def for_it(n: _SentNotice) -> bool:
+            kind, who = n.to
+            if kind == "all":
+                return uid != n.author_uid
+            if kind == "device":
+                return who == f"{uid}\n{user}"
+            m = self._missions.get(n.record.name)
+            if m is None or m.record.guid != n.record.guid or (kind, who) not in m.invites:
+                return False  # the mission or the invitation is gone: its token is void
+            return (
+                (kind == "clientUid" and who == uid)
+                or (kind == "callsign" and who == sub.callsign)
+                or (kind == "userName" and who == user)
+            )
+
+        missed = [n for n in self._sent_notices if n.n > left and for_it(n)]
+        if len(missed) > MAX_CATCHUP_NOTICES:
+            self.m_catchup.inc("truncated")
+            log.info("notice catch-up of %s cut at %d notices", uid, MAX_CATCHUP_NOTICES)
+            missed = missed[-MAX_CATCHUP_NOTICES:]
+        sent = 0
+        for n in missed:
+            sent += self._send_mission_notice(
+                n.record,
+                frozenset({(uid, user)}),
+                event_type=n.event_type,
+                mission_type=n.mission_type,
+                author_uid=n.author_uid,
+                token=n.token,
+                role=n.role,
+            )
+        self.m_catchup.inc("notice", sent)
         return sent
 
 
@@ -1982,6 +2221,26 @@ def resource_json(c: MissionContent) -> dict[str, object]:
     if c.file_creator_uid:
         body["creatorUid"] = c.file_creator_uid
     return body
+
+
+def _squash(m: _Mission, found: Iterable[MissionChangeRecord]) -> list[MissionChangeRecord]:
+    """Squash ``found`` (oldest first) against the mission's present items and files."""
+    found = list(found)
+    latest: dict[tuple[str | None, str, str], MissionChangeRecord] = {}
+    creates = [c for c in found if c.type == CREATE_MISSION][-1:]
+    for c in found:
+        if c.type in (ADD_CONTENT, REMOVE_CONTENT):
+            key = c.content_uid if c.content_uid is not None else resource_hash(c)
+            held = m.items if c.content_uid is not None else m.contents
+            wanted = ADD_CONTENT if key in held else REMOVE_CONTENT
+            if c.type == wanted:
+                latest[(key, c.creator_uid, c.type)] = c
+    return sorted([*creates, *latest.values()], key=lambda c: c.seq)
+
+
+# Release-record digests of changes kept (a recorded change never changes; its seq is unique on
+# this server): computing them was a quarter of a /changes call. 64-character hex each.
+CHANGE_DIGEST_CACHE = 100_000
 
 
 def resource_hash(change: MissionChangeRecord) -> str | None:

@@ -132,9 +132,22 @@ class MissionRouting(Protocol):
     """The missions (``liaison.missions``), as the router sees them: who receives an event sent
     to a mission (``marti/dest@mission``), and what to do once it was delivered."""
 
-    def recipients(self, mission: str, source: Source) -> frozenset[tuple[str, str]] | None:
+    def recipients(
+        self, mission: str, source: Source, uid: str | None = None
+    ) -> frozenset[tuple[str, str]] | None:
         """The mission's live subscribers as (client uid, user name), or None when the mission
-        does not exist or ``source`` may not write to it (then the mission target is ignored)."""
+        does not exist, ``source`` may not write to it or item ``uid`` may not join it (then
+        the mission target is ignored)."""
+        ...
+
+    def delivered_form(self, event: Event, mission: str) -> Event:
+        """``event`` (dests removed) as the mission's subscribers get it: a chat in the
+        mission's chat room when configured, else ``event`` itself."""
+        ...
+
+    def membership_refusal(self, event: Event) -> str | None:
+        """Why ``event`` must be dropped whole (its uid is a mission's item and it does not name
+        that mission: strict membership), or None."""
         ...
 
     def accepted(self, accepted: AcceptedEvent) -> None:
@@ -339,6 +352,12 @@ class Router:
     ) -> tuple[AcceptedEvent, tuple[str, Mapping[str, object]] | None] | Refusal:
         """The ingest rules and labelling: the event as accepted and its ``ingest`` record (not
         yet written), or the refusal (its record written)."""
+        if self._missions is not None:
+            # Strict mission membership (tak-missions.md 7.1): dropped whole, counted and logged
+            # by the missions (liaison_mission_refused_total{reason="strict_membership"}).
+            dropped = self._missions.membership_refusal(event)
+            if dropped is not None:
+                return Refusal((dropped,))
         sender = source.principal
         received = event
         label: Label | None = None
@@ -584,7 +603,7 @@ class Router:
         uids: set[str] = set()
         callsigns: set[str] = set()
         groups: set[str] = set()
-        members: set[tuple[str, str]] = set()
+        members: dict[str, frozenset[tuple[str, str]]] = {}  # by mission: its live subscribers
         missions: set[str] = set()  # the mission targets that stand (sender may write)
         broadcast = False
         for d in event.dests:
@@ -601,14 +620,14 @@ class Router:
                     self.m_denied.inc("dest_group_not_member")
             elif d.mission:
                 found = (
-                    self._missions.recipients(d.mission, source)
+                    self._missions.recipients(d.mission, source, event.uid)
                     if self._missions is not None
                     else None
                 )
                 if found is None:
                     self.m_unrouted.inc("mission")
                 else:
-                    members |= found
+                    members[d.mission] = found
                     missions.add(d.mission)
             else:
                 self.m_unrouted.inc("unsupported")
@@ -646,18 +665,23 @@ class Router:
             if missing:
                 self.m_unrouted.inc("offline", missing)
             plans.append(self._fanout("live", out, sender.in_groups, label, targets))
-        if members:
+        if members and self._missions is not None:
             # Mission subscribers (a device of the user who subscribed it) not already reached
-            # by a uid or callsign dest.
+            # by a uid or callsign dest, once each, mission by mission (a mission may give the
+            # event its own form: a chat in the mission's chat room).
             reached = {id(s) for p in plans for s in p.permitted}
-            targets = [
-                s
-                for s in others
-                if (s.client_uid or "", s.principal.name) in members
-                and id(s) not in reached
-                and s.principal.kind is not PrincipalKind.FEDERATE
-            ]
-            plans.append(self._fanout("mission", out, sender.in_groups, label, targets))
+            for name in sorted(members):
+                targets = [
+                    s
+                    for s in others
+                    if (s.client_uid or "", s.principal.name) in members[name]
+                    and id(s) not in reached
+                    and s.principal.kind is not PrincipalKind.FEDERATE
+                ]
+                reached |= {id(s) for s in targets}
+                form = self._missions.delivered_form(stripped, name)
+                mine = out if form is stripped else Outgoing(form, sender.in_groups)
+                plans.append(self._fanout("mission", mine, sender.in_groups, label, targets))
         if missions:
             plans.extend(self._plan_federated_missions(event, label, sender, missions, others))
         return plans

@@ -213,6 +213,21 @@ async def test_roles_passwords_invitations_and_notices(
             )
             assert status == 200 and data(body) == ["hidden"]
             assert json.loads(body)["type"] == "MissionInvitation"
+            # The invitations themselves, with their tokens, for the invitee only; not a mission
+            # called "invitations" (the fixed route comes first).
+            status, body = await call(c, server, "GET", f"{M}/invitations?clientUid=ANDROID-carol")
+            assert status == 200 and json.loads(body)["type"] == "MissionInvitation"
+            [mine] = data(body)
+            assert (mine["missionName"], mine["type"], mine["invitee"]) == (
+                "hidden",
+                "clientUid",
+                "ANDROID-carol",
+            )
+            assert mine["token"] == invitation and mine["role"]["type"] == "MISSION_SUBSCRIBER"
+            status, body = await call(b, server, "GET", f"{M}/invitations?clientUid=ANDROID-bob")
+            assert status == 200 and data(body) == []
+            status, body = await call(c, server, "GET", f"{M}/invitations")
+            assert status == 400 and json.loads(body)["code"] == 2
             status, body = await call(
                 a, server, "GET", f"{M}/hidden/invitations", token=hidden_owner
             )

@@ -246,6 +246,92 @@ def policy_file(tmp_path: Path) -> Path:
     return p
 
 
+async def test_changes_are_released_in_parts_with_the_loop_running_between(
+    start_server: ServerFactory,
+    data_dir: Path,
+    policy_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``/changes`` releases and renders CHANGES_CHUNK changes at a time and lets the event loop
+    run between parts; the answer is the same as in one part, in order, and a canary item of
+    another organisation stays out of every part (two organisations, labels on)."""
+    import asyncio
+
+    from liaison.api import missions as api_missions
+    from liaison.missions import Missions
+
+    users = UserDirectory.load(data_dir / "users.json")
+    for name, (org, profile) in USERS.items():
+        users.add_user(name, org, profile=profile)
+    async with start_server(policy_file=str(policy_file)) as server:
+        usa_c = issue_cert(server, "usa-s", "USA")
+        ukr_c = issue_cert(server, "ukr-u", "UKR")
+        usa = await connect(server, usa_c, "ANDROID-usa", "usa-s")
+        ukr = await connect(server, ukr_c, "ANDROID-ukr", "ukr-u")
+        async with (
+            clients(usa, ukr),
+            cert_session(server, usa_c) as us,
+            cert_session(server, ukr_c) as ua,
+        ):
+            await wait_subscribed(server, "ANDROID-usa", "ANDROID-ukr")
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                f"{M}/joint?creatorUid=ANDROID-usa",
+                params={"classification": "UNCLASSIFIED//REL TO USA, UKR"},
+            )
+            assert status == 201, body
+            status, _ = await call(ua, server, "PUT", f"{M}/joint/subscription?uid=ANDROID-ukr")
+            assert status == 201
+            shared = seclabel("UNCLASSIFIED", ["USA", "UKR"])
+            secret = seclabel("SECRET", ["USA"])
+            for i in range(3):
+                await usa.send(mission_marker(f"m-shared-{i}", "shared", "joint", shared))
+                await usa.send(mission_marker(f"m-secret-{i}", "CANARY-CHUNK", "joint", secret))
+            await ukr.wait_for(b'uid="m-shared-2"')
+            await usa.wait_for(b"<contentUid>m-secret-2</contentUid>")
+            whole: dict[str, Any] = {}
+            for who, http in (("usa", us), ("ukr", ua)):
+                status, body = await call(http, server, "GET", f"{M}/joint/changes")
+                assert status == 200, body
+                whole[who] = data(body)
+
+            monkeypatch.setattr(api_missions, "CHANGES_CHUNK", 2)
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            seen: list[int] = []
+            release = Missions.release_changes
+
+            def counted(self: Missions, *args: Any, **kwargs: Any) -> Any:
+                seen.append(ticks)
+                return release(self, *args, **kwargs)
+
+            monkeypatch.setattr(Missions, "release_changes", counted)
+            task = asyncio.create_task(ticker())
+            try:
+                for who, http in (("usa", us), ("ukr", ua)):
+                    seen.clear()
+                    status, body = await call(http, server, "GET", f"{M}/joint/changes")
+                    assert status == 200, body
+                    assert data(body) == whole[who]  # same changes, same order
+                    assert len(seen) == 4  # CREATE_MISSION and six items, two at a time
+                    assert seen == sorted(seen) and len(set(seen)) == len(seen)  # loop ran
+                    if who == "ukr":
+                        assert b"CANARY" not in body and b"m-secret" not in body
+                        uids = [c.get("contentUid") for c in data(body)]
+                        assert uids == [None, "m-shared-0", "m-shared-1", "m-shared-2"]
+            finally:
+                task.cancel()
+            assert len(whole["usa"]) == 7
+
+
 async def test_two_organisations_share_a_mission_and_canaries_stay_home(
     start_server: ServerFactory, data_dir: Path, policy_file: Path
 ) -> None:
@@ -274,6 +360,7 @@ async def test_two_organisations_share_a_mission_and_canaries_stay_home(
                 params={"classification": "UNCLASSIFIED//REL TO USA, UKR"},
             )
             assert status == 201, body
+            joint_owner = data(body)[0]["token"]
             # A USA-only mission stays invisible to UKR: not listed, 404 like a missing one.
             status, body = await call(
                 us,
@@ -283,8 +370,35 @@ async def test_two_organisations_share_a_mission_and_canaries_stay_home(
                 params={"classification": "UNCLASSIFIED//REL TO USA"},
             )
             assert status == 201, body
+            usa_only_owner = data(body)[0]["token"]
             status, body = await call(ua, server, "GET", M)
             assert [m["name"] for m in data(body)] == ["joint"]
+            # An invitation of UKR's user to the USA-only mission is never shown to UKR.
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                f"{M}/usa-only/invite/userName/ukr-u?creatorUid=ANDROID-usa",
+                token=usa_only_owner,
+            )
+            assert status == 200, body
+            status, body = await call(
+                us,
+                server,
+                "PUT",
+                f"{M}/joint/invite/userName/ukr-u?creatorUid=ANDROID-usa",
+                token=joint_owner,
+            )
+            assert status == 200, body
+            status, body = await call(ua, server, "GET", f"{M}/invitations?clientUid=ANDROID-ukr")
+            assert status == 200 and b"usa-only" not in body
+            assert [i["missionName"] for i in data(body)] == ["joint"]
+            status, body = await call(
+                ua, server, "GET", f"{M}/all/invitations?clientUid=ANDROID-ukr"
+            )
+            assert status == 200 and data(body) == ["joint"]
+            status, body = await call(us, server, "GET", f"{M}/invitations?clientUid=ANDROID-usa")
+            assert status == 200 and data(body) == []
             assert (await call(ua, server, "GET", f"{M}/usa-only"))[0] == 404
             status, _ = await call(ua, server, "PUT", f"{M}/joint/subscription?uid=ANDROID-ukr")
             assert status == 201

@@ -188,6 +188,19 @@ async def all_invitations(request: web.Request) -> web.Response:
 
 
 @handles_errors
+async def my_invitations(request: web.Request) -> web.Response:
+    """``GET /missions/invitations?clientUid=`` (required): the invitations addressed to the
+    caller, each with its INVITATION token (tak-missions.md 5.4)."""
+    viewer = principal(request)
+    client_uid = _param(request, "clientUid", "uid")
+    if not client_uid:
+        raise MissionError(400, "clientUid is required")
+    found = _missions(request).invitations_for(viewer, client_uid)
+    body = [{**invitation_json(inv, rec.guid), "token": inv.token} for rec, inv in found]
+    return envelope(context(request), "MissionInvitation", body)
+
+
+@handles_errors
 async def get_invitations(request: web.Request) -> web.Response:
     """``GET .../invitations`` (MISSION_READ): the mission's standing invitations."""
     viewer = principal(request)
@@ -289,6 +302,9 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     ``{name}/invitations`` it would otherwise match."""
     r = app.router
     r.add_get(f"{BASE}/all/invitations", all_invitations)
+    # A fixed path: aiohttp matches it before missions.py's {name} (a mission may not be
+    # reached by the name "invitations" with GET, as on TAK).
+    r.add_get(f"{BASE}/invitations", my_invitations)
     r.add_get(f"{BASE}/{{name}}/role", get_role)
     r.add_put(f"{BASE}/{{name}}/role", put_role)
     r.add_post(f"{BASE}/{{name}}/subscription", post_subscriptions)

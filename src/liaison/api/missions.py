@@ -10,7 +10,7 @@ MissionRoleAssignmentRequestHolderFilterBean).
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import json
 import logging
 import uuid
@@ -261,18 +261,34 @@ def content_json(c: MissionContent) -> dict[str, Any]:
 
 # Changes whose JSON rendering is kept (a recorded change never changes): every /changes
 # answer is the whole list again, and rendering it was four fifths of the answer's time at
-# 10,000 changes (docs/performance.md "Missions"). About 0.5 KB each.
+# 10,000 changes (docs/performance.md "Missions"). About 0.5 KB each. Kept per mission service
+# (``Missions.rendered_changes``) by (mission name, guid, seq): a change's seq is unique on the
+# server, so the lookup hashes three short values rather than the whole record.
 RENDERED_CHANGE_CACHE = 20_000
 
+# A /changes answer releases and renders its changes this many at a time, letting the event loop
+# run other work (stream delivery) between parts.
+CHANGES_CHUNK = 1_000
 
-@functools.lru_cache(maxsize=RENDERED_CHANGE_CACHE)
-def _rendered_change(name: str, guid: str, c: MissionChangeRecord) -> str:
-    """``change_json`` as text. The stored ``details`` and ``contentResource`` are JSON texts
-    this server wrote (``json.dumps`` in missions.py), spliced in as they are rather than
-    parsed and written again (that was half the cost of rendering a change)."""
+
+def _rendered_change(
+    cache: dict[tuple[str, str, int], str], name: str, guid: str, c: MissionChangeRecord
+) -> str:
+    """``change_json`` as text, kept (``RENDERED_CHANGE_CACHE``). The stored ``details`` and
+    ``contentResource`` are JSON texts this server wrote (``json.dumps`` in missions.py),
+    spliced in as they are rather than parsed and written again (that was half the cost of
+    rendering a change)."""
+    key = (name, guid, c.seq)
+    text = cache.get(key)
+    if text is not None:
+        return text
     text = json.dumps(_change_body(name, guid, c, nested=False), separators=(",", ":"))
     nested = [(k, v) for k, v in (("details", c.details), ("contentResource", c.resource)) if v]
-    return text[:-1] + "".join(f',"{k}":{v}' for k, v in nested) + "}"
+    text = text[:-1] + "".join(f',"{k}":{v}' for k, v in nested) + "}"
+    if len(cache) >= RENDERED_CHANGE_CACHE:
+        del cache[next(iter(cache))]  # the oldest kept
+    cache[key] = text
+    return text
 
 
 def change_json(rec: MissionRecord, c: MissionChangeRecord) -> dict[str, Any]:
@@ -594,17 +610,25 @@ async def get_changes(request: web.Request) -> web.Response:
     name = _name(request)
     missions = _missions(request)
     since, until = _time_range(request, context(request).clock_ms())
-    rec = missions.get(viewer, name)
+    missions.get(viewer, name)
     missions.require_read(viewer, name, _token(request))
-    found = missions.changes(
+    rec, found = missions.select_changes(
         viewer, name, since=since, until=until, squashed=_flag(request, "squashed", True)
     )
-    # The answer is the envelope around each change's cached rendering, joined.
+    # Each part is released (the router's decision, release records) and rendered (cached
+    # texts), then the loop runs other work before the next part.
+    parts: list[str] = []
+    for start in range(0, len(found), CHANGES_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        shown = missions.release_changes(viewer, rec, found[start : start + CHANGES_CHUNK])
+        cache = missions.rendered_changes
+        parts.extend(_rendered_change(cache, rec.name, rec.guid, c) for c in shown)
+    # The answer is the envelope around each change's rendering, joined.
     ctx = context(request)
     head = {"version": marti.API_VERSION, "type": "MissionChange", "data": [], "messages": []}
     text = json.dumps({**head, "nodeId": marti.node_id(ctx)}, separators=(",", ":"))
-    joined = ",".join(_rendered_change(rec.name, rec.guid, c) for c in found)
-    text = text.replace('"data":[]', f'"data":[{joined}]', 1)
+    text = text.replace('"data":[]', f'"data":[{",".join(parts)}]', 1)
     return web.Response(body=text.encode(), content_type="application/json")
 
 

@@ -7,6 +7,10 @@ and decides with these rules; the notices are rendered here and delivered by the
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+
+from liaison.model.event import Event
 from liaison.protocol import cot_xml
 
 # Roles and their permissions (TS schemamanager V33__data_sync_phase3.sql, V37, V48,
@@ -141,3 +145,32 @@ def mission_notice(
         '<point lat="0" lon="0" hae="0" ce="9999999" le="9999999"/>'
         f"<detail>{mission}</detail></event>"
     ).encode()
+
+
+# --- mission chat rooms (tak-missions.md 7.1 rule 4) --------------------------------------------
+
+
+def mission_chat_room(host: str, mission: str) -> str:
+    """The chat room id of a mission as ATAK names it: ``<host>-8443-ssl-<name>`` (the port is
+    fixed at 8443 in TAK's code; tak-missions.md 1, TSw CommonUtil fixupMissionChat)."""
+    return f"{host}-8443-ssl-{mission}"
+
+
+def chat_in_mission_room(event: Event, room: str) -> Event:
+    """A GeoChat (``b-t-f...``) with its chat room ids rewritten to ``room``: ``__chat@id``,
+    ``__chat/chatgrp@uid1`` and ``__chat/chatgrp@id`` (TSc StreamingEndpointRewriteFilter
+    fixupStreamingMissionChat; tak-missions.md 7.1 rule 4). Any other event, or a chat without
+    ``__chat``, is returned as it is. The copy's cached wire encodings are cleared."""
+    if not event.type.startswith("b-t-f") or event.detail is None:
+        return event
+    if event.detail.find("__chat") is None:
+        return event
+    detail = copy.deepcopy(event.detail)
+    for chat in detail.findall("__chat"):
+        if "id" in chat.attrib:
+            chat.set("id", room)
+        for grp in chat.findall("chatgrp"):
+            for attr in ("uid1", "id"):
+                if attr in grp.attrib:
+                    grp.set(attr, room)
+    return replace(event, detail=detail, xml=None, proto=None)

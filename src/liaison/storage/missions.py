@@ -13,7 +13,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -172,11 +172,48 @@ class MissionContent:
     keywords: tuple[str, ...] = ()  # the mission's keywords for this content
 
 
+# The write methods of a MissionStore, by name: what a :class:`MissionWrite` may name.
+WRITE_OPS = frozenset(
+    {
+        "put_mission",
+        "delete_mission",
+        "put_item",
+        "remove_item",
+        "add_change",
+        "put_subscription",
+        "put_content",
+        "remove_content",
+        "put_invitation",
+        "delete_invitation",
+        "put_log",
+        "delete_log",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MissionWrite:
+    """One write of a batch: the name of a write method of :class:`MissionStore` (``WRITE_OPS``)
+    and its positional arguments, e.g. ``MissionWrite("put_item", (item,))``."""
+
+    op: str
+    args: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if self.op not in WRITE_OPS:
+            raise ValueError(f"not a mission store write: {self.op!r}")
+
+
 class MissionStore(Protocol):
     """Missions, their items, changes and subscriptions. Every method raises
     :class:`~liaison.errors.StorageError` when the backend fails or after :meth:`close`."""
 
     async def load(self) -> MissionData: ...
+
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        """Apply ``writes`` in order, all or none (one transaction): when this raises, none of
+        them was kept, so the same batch can be tried again."""
+        ...
 
     async def token_secret(self) -> bytes:
         """The secret mission tokens are signed with, made on first use and kept."""
@@ -238,6 +275,11 @@ class MemoryMissionStore:
         if self._closed:
             raise StorageError("memory mission store is closed")
 
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        self._check()  # every write below only assigns: nothing fails half-way
+        for w in writes:
+            getattr(self, "_" + w.op)(*w.args)
+
     async def load(self) -> MissionData:
         self._check()
         return MissionData(
@@ -253,11 +295,15 @@ class MemoryMissionStore:
         return self._secret
 
     async def put_mission(self, mission: MissionRecord) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("put_mission", (mission,))])
+
+    def _put_mission(self, mission: MissionRecord) -> None:
         self._missions[mission.name] = mission
 
     async def delete_mission(self, name: str) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("delete_mission", (name,))])
+
+    def _delete_mission(self, name: str) -> None:
         self._missions.pop(name, None)
         self._items = {k: v for k, v in self._items.items() if k[0] != name}
         self._changes = [c for c in self._changes if c.mission != name]
@@ -266,30 +312,42 @@ class MemoryMissionStore:
         self._invites = {k: v for k, v in self._invites.items() if k[0] != name}
 
     async def put_item(self, item: MissionItem) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("put_item", (item,))])
+
+    def _put_item(self, item: MissionItem) -> None:
         self._items[(item.mission, item.uid)] = item
 
     async def remove_item(self, mission: str, uid: str) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("remove_item", (mission, uid))])
+
+    def _remove_item(self, mission: str, uid: str) -> None:
         self._items.pop((mission, uid), None)
 
     async def add_change(self, change: MissionChangeRecord) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("add_change", (change,))])
+
+    def _add_change(self, change: MissionChangeRecord) -> None:
         self._changes.append(change)
 
     async def put_subscription(self, sub: SubscriptionRecord) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("put_subscription", (sub,))])
+
+    def _put_subscription(self, sub: SubscriptionRecord) -> None:
         self._subs[(sub.mission, sub.client_uid)] = sub
 
     async def close(self) -> None:
         self._closed = True
 
     async def put_content(self, content: MissionContent) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("put_content", (content,))])
+
+    def _put_content(self, content: MissionContent) -> None:
         self._contents[(content.mission, content.hash)] = content
 
     async def remove_content(self, mission: str, hash: str) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("remove_content", (mission, hash))])
+
+    def _remove_content(self, mission: str, hash: str) -> None:
         self._contents.pop((mission, hash), None)
 
     async def load_logs(self) -> list[LogEntryRecord]:
@@ -297,11 +355,15 @@ class MemoryMissionStore:
         return list(self._logs.values())
 
     async def put_log(self, entry: LogEntryRecord) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("put_log", (entry,))])
+
+    def _put_log(self, entry: LogEntryRecord) -> None:
         self._logs[entry.id] = entry
 
     async def delete_log(self, entry_id: str) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("delete_log", (entry_id,))])
+
+    def _delete_log(self, entry_id: str) -> None:
         self._logs.pop(entry_id, None)
 
     async def load_invitations(self) -> list[InvitationRecord]:
@@ -309,12 +371,16 @@ class MemoryMissionStore:
         return list(self._invites.values())
 
     async def put_invitation(self, invitation: InvitationRecord) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("put_invitation", (invitation,))])
+
+    def _put_invitation(self, invitation: InvitationRecord) -> None:
         i = invitation
         self._invites[(i.mission, i.type, i.invitee)] = i
 
     async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
-        self._check()
+        await self.write_batch([MissionWrite("delete_invitation", (mission, type_, invitee))])
+
+    def _delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
         self._invites.pop((mission, type_, invitee), None)
 
 
@@ -438,9 +504,6 @@ class SqliteMissionStore:
             raise
         self._conn = conn
 
-    def _exec(self, sql: str, params: tuple[object, ...]) -> None:
-        self._c().execute(sql, params)
-
     def _load_sync(self) -> MissionData:
         c = self._c()
         missions = [_mission_from(r[0]) for r in c.execute("SELECT record FROM missions")]
@@ -462,59 +525,40 @@ class SqliteMissionStore:
         c.execute("INSERT INTO meta (key, value) VALUES ('token_secret', ?)", (value,))
         return value
 
-    def _delete_sync(self, name: str) -> None:
+    def _batch_sync(self, writes: Sequence[MissionWrite]) -> None:
+        """Apply ``writes`` in one transaction. Each table's writes keep their order, and runs
+        of rows stored one after another in a table go in one multi-row statement (at most
+        ROWS_PER_STATEMENT): the sqlite3 module releases the interpreter lock around every
+        statement and must take it back from a busy event loop each time, so a thousand
+        one-row statements stall while the loop is busy. Writes to different tables do not
+        depend on each other; a mission's deletion touches every table, so what comes before
+        it is written first."""
         c = self._c()
         c.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("items", "changes", "subscriptions", "contents", "invitations"):
-                c.execute(f"DELETE FROM {table} WHERE mission = ?", (name,))
-            c.execute("DELETE FROM missions WHERE name = ?", (name,))
+            by_table: dict[str, list[tuple[str, tuple[object, ...]]]] = {}
+            for w in writes:
+                if w.op == "delete_mission":
+                    _flush_rows(c, by_table)
+                    self._delete_mission(c, *w.args)
+                    continue
+                table, kind, row = _ROW_OF[w.op](*w.args)
+                by_table.setdefault(table, []).append((kind, row))
+            _flush_rows(c, by_table)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
+
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        if writes:
+            await self._run(self._batch_sync, writes)
 
     async def load(self) -> MissionData:
         return await self._run(self._load_sync)
 
     async def token_secret(self) -> bytes:
         return await self._run(self._secret_sync)
-
-    async def put_mission(self, mission: MissionRecord) -> None:
-        await self._run(
-            self._exec,
-            "INSERT OR REPLACE INTO missions (name, record) VALUES (?, ?)",
-            (mission.name, _dump(mission)),
-        )
-
-    async def delete_mission(self, name: str) -> None:
-        await self._run(self._delete_sync, name)
-
-    async def put_item(self, item: MissionItem) -> None:
-        await self._run(
-            self._exec,
-            "INSERT OR REPLACE INTO items (mission, uid, record) VALUES (?, ?, ?)",
-            (item.mission, item.uid, _dump(item)),
-        )
-
-    async def remove_item(self, mission: str, uid: str) -> None:
-        await self._run(
-            self._exec, "DELETE FROM items WHERE mission = ? AND uid = ?", (mission, uid)
-        )
-
-    async def add_change(self, change: MissionChangeRecord) -> None:
-        await self._run(
-            self._exec,
-            "INSERT INTO changes (seq, mission, record) VALUES (?, ?, ?)",
-            (change.seq, change.mission, _dump(change)),
-        )
-
-    async def put_subscription(self, sub: SubscriptionRecord) -> None:
-        await self._run(
-            self._exec,
-            "INSERT OR REPLACE INTO subscriptions (mission, client_uid, record) VALUES (?, ?, ?)",
-            (sub.mission, sub.client_uid, _dump(sub)),
-        )
 
     async def close(self) -> None:
         if self._closed:
@@ -529,34 +573,12 @@ class SqliteMissionStore:
         await asyncio.wrap_future(self._executor.submit(close_sync))
         self._executor.shutdown(wait=True)
 
-    async def put_content(self, content: MissionContent) -> None:
-        await self._run(
-            self._exec,
-            "INSERT OR REPLACE INTO contents (mission, hash, record) VALUES (?, ?, ?)",
-            (content.mission, content.hash, _dump(content)),
-        )
-
-    async def remove_content(self, mission: str, hash: str) -> None:
-        await self._run(
-            self._exec, "DELETE FROM contents WHERE mission = ? AND hash = ?", (mission, hash)
-        )
-
     async def load_logs(self) -> list[LogEntryRecord]:
         def load_sync() -> list[LogEntryRecord]:
             rows = self._c().execute("SELECT record FROM logs ORDER BY created, id")
             return [_log_from(r[0]) for r in rows]
 
         return await self._run(load_sync)
-
-    async def put_log(self, entry: LogEntryRecord) -> None:
-        await self._run(
-            self._exec,
-            "INSERT OR REPLACE INTO logs (id, created, record) VALUES (?, ?, ?)",
-            (entry.id, entry.created, _dump(entry)),
-        )
-
-    async def delete_log(self, entry_id: str) -> None:
-        await self._run(self._exec, "DELETE FROM logs WHERE id = ?", (entry_id,))
 
     def _invitations_sync(self) -> list[InvitationRecord]:
         rows = self._c().execute("SELECT record FROM invitations")
@@ -565,21 +587,129 @@ class SqliteMissionStore:
     async def load_invitations(self) -> list[InvitationRecord]:
         return await self._run(self._invitations_sync)
 
+    # --- single writes: each a batch of one ---------------------------------------------------
+
+    async def put_mission(self, mission: MissionRecord) -> None:
+        await self.write_batch([MissionWrite("put_mission", (mission,))])
+
+    async def delete_mission(self, name: str) -> None:
+        await self.write_batch([MissionWrite("delete_mission", (name,))])
+
+    async def put_item(self, item: MissionItem) -> None:
+        await self.write_batch([MissionWrite("put_item", (item,))])
+
+    async def remove_item(self, mission: str, uid: str) -> None:
+        await self.write_batch([MissionWrite("remove_item", (mission, uid))])
+
+    async def add_change(self, change: MissionChangeRecord) -> None:
+        await self.write_batch([MissionWrite("add_change", (change,))])
+
+    async def put_subscription(self, sub: SubscriptionRecord) -> None:
+        await self.write_batch([MissionWrite("put_subscription", (sub,))])
+
+    async def put_content(self, content: MissionContent) -> None:
+        await self.write_batch([MissionWrite("put_content", (content,))])
+
+    async def remove_content(self, mission: str, hash: str) -> None:
+        await self.write_batch([MissionWrite("remove_content", (mission, hash))])
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        await self.write_batch([MissionWrite("put_log", (entry,))])
+
+    async def delete_log(self, entry_id: str) -> None:
+        await self.write_batch([MissionWrite("delete_log", (entry_id,))])
+
     async def put_invitation(self, invitation: InvitationRecord) -> None:
-        i = invitation
-        await self._run(
-            self._exec,
-            "INSERT OR REPLACE INTO invitations (mission, type, invitee, record)"
-            " VALUES (?, ?, ?, ?)",
-            (i.mission, i.type, i.invitee, _dump(i)),
-        )
+        await self.write_batch([MissionWrite("put_invitation", (invitation,))])
 
     async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
-        await self._run(
-            self._exec,
-            "DELETE FROM invitations WHERE mission = ? AND type = ? AND invitee = ?",
-            (mission, type_, invitee),
-        )
+        await self.write_batch([MissionWrite("delete_invitation", (mission, type_, invitee))])
+
+    @staticmethod
+    def _delete_mission(c: sqlite3.Connection, name: str) -> None:
+        for table in ("items", "changes", "subscriptions", "contents", "invitations"):
+            c.execute(f"DELETE FROM {table} WHERE mission = ?", (name,))
+        c.execute("DELETE FROM missions WHERE name = ?", (name,))
+
+
+# Rows stored in one multi-row statement at most (3 or 4 values each: far below SQLite's limit
+# of 32,766 variables).
+ROWS_PER_STATEMENT = 500
+
+# Each table's columns as stored, and the statement that removes one row.
+_COLUMNS = {
+    "missions": "name, record",
+    "items": "mission, uid, record",
+    "changes": "seq, mission, record",
+    "subscriptions": "mission, client_uid, record",
+    "contents": "mission, hash, record",
+    "logs": "id, created, record",
+    "invitations": "mission, type, invitee, record",
+}
+_DELETE = {
+    "items": "DELETE FROM items WHERE mission = ? AND uid = ?",
+    "contents": "DELETE FROM contents WHERE mission = ? AND hash = ?",
+    "logs": "DELETE FROM logs WHERE id = ?",
+    "invitations": "DELETE FROM invitations WHERE mission = ? AND type = ? AND invitee = ?",
+}
+
+_Row = tuple[str, str, tuple[object, ...]]  # table, "replace" | "insert" | "delete", values
+
+
+def _inv_row(i: InvitationRecord) -> _Row:
+    return ("invitations", "replace", (i.mission, i.type, i.invitee, _dump(i)))
+
+
+# What each write (but delete_mission) does to its table.
+_ROW_OF: dict[str, Callable[..., _Row]] = {
+    "put_mission": lambda m: ("missions", "replace", (m.name, _dump(m))),
+    "put_item": lambda i: ("items", "replace", (i.mission, i.uid, _dump(i))),
+    "remove_item": lambda mission, uid: ("items", "delete", (mission, uid)),
+    # A plain INSERT: a change's seq is never written twice (the batch fails instead).
+    "add_change": lambda ch: ("changes", "insert", (ch.seq, ch.mission, _dump(ch))),
+    "put_subscription": lambda s: (
+        "subscriptions",
+        "replace",
+        (s.mission, s.client_uid, _dump(s)),
+    ),
+    "put_content": lambda ct: ("contents", "replace", (ct.mission, ct.hash, _dump(ct))),
+    "remove_content": lambda mission, h: ("contents", "delete", (mission, h)),
+    "put_log": lambda e: ("logs", "replace", (e.id, e.created, _dump(e))),
+    "delete_log": lambda entry_id: ("logs", "delete", (entry_id,)),
+    "put_invitation": _inv_row,
+    "delete_invitation": lambda mission, t, invitee: (
+        "invitations",
+        "delete",
+        (mission, t, invitee),
+    ),
+}
+
+
+def _flush_rows(
+    c: sqlite3.Connection, by_table: dict[str, list[tuple[str, tuple[object, ...]]]]
+) -> None:
+    """Write each table's pending rows in their order, consecutive stores of one kind in one
+    statement each (up to ROWS_PER_STATEMENT rows); then forget them."""
+    for table, rows in by_table.items():
+        i = 0
+        while i < len(rows):
+            kind, values = rows[i]
+            if kind == "delete":
+                c.execute(_DELETE[table], values)
+                i += 1
+                continue
+            j = i
+            while j < len(rows) and j - i < ROWS_PER_STATEMENT and rows[j][0] == kind:
+                j += 1
+            run = [v for _, v in rows[i:j]]
+            marks = "(" + ", ".join("?" * len(values)) + ")"
+            verb = "INSERT OR REPLACE" if kind == "replace" else "INSERT"
+            c.execute(
+                f"{verb} INTO {table} ({_COLUMNS[table]}) VALUES {', '.join([marks] * len(run))}",
+                tuple(x for v in run for x in v),
+            )
+            i = j
+    by_table.clear()
 
 
 # --- JSON records ------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from liaison.api import missions as api
 from liaison.api.missions import _rendered_change, change_json
 from liaison.storage.missions import MissionChangeRecord, MissionRecord
 
@@ -38,8 +41,23 @@ def test_cached_rendering_is_the_change_json_for_items_and_files() -> None:
         seq=3,
         federated=True,
     )
+    cache: dict[tuple[str, str, int], str] = {}
     for change in (item, file):
-        text = _rendered_change(rec.name, rec.guid, change)
+        text = _rendered_change(cache, rec.name, rec.guid, change)
         assert json.loads(text) == change_json(rec, change)
-        assert _rendered_change(rec.name, rec.guid, change) is text  # kept, not rendered again
-    assert json.loads(_rendered_change(rec.name, rec.guid, item))["timestamp"].endswith(".005Z")
+        assert _rendered_change(cache, rec.name, rec.guid, change) is text  # kept, not again
+    assert json.loads(_rendered_change(cache, rec.name, rec.guid, item))["timestamp"].endswith(
+        ".005Z"
+    )
+    assert set(cache) == {("ops", rec.guid, 2), ("ops", rec.guid, 3)}
+
+
+def test_the_rendering_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "RENDERED_CHANGE_CACHE", 3)
+    cache: dict[tuple[str, str, int], str] = {}
+    for seq in range(1, 6):
+        c = MissionChangeRecord(
+            mission="ops", type="ADD_CONTENT", creator_uid="A", timestamp=seq, seq=seq
+        )
+        api._rendered_change(cache, "ops", "g", c)
+    assert [k[2] for k in cache] == [3, 4, 5]  # the oldest went first

@@ -232,6 +232,134 @@ async def test_catch_up_is_bounded_and_sends_the_most_recent(
     assert not [e for e in again.got if e.type.startswith("t-x-m") or e.uid.startswith("x")]
 
 
+async def test_mission_notices_missed_while_away_are_sent_on_return(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """t-x-m-n, -d, -r and -i sent while a device was away reach it when it returns, oldest
+    first, each through the decision for it now (a mission it may not see is not announced),
+    an invitation only while it stands, at most MAX_CATCHUP_NOTICES, and only once."""
+    r, m, _ = await service()
+    a, b = Sub(user("alice"), "ALICE"), Sub(user("bob"), "BOB")
+    for s in (a, b):
+        r.attach(s)
+    owner = create(m, "alice")
+    m.subscribe(user("bob"), "ops", "BOB", None)
+    r.detach(b)
+    two_owner = create(m, "alice", name="two")  # t-x-m-n
+    gone_owner = create(m, "alice", name="gone")  # t-x-m-n
+    m.delete(user("alice"), "gone", gone_owner)  # t-x-m-d
+    m.create(  # a mission bob may not see: never announced to him
+        user("alice", "x"),
+        "secret",
+        creator_uid="ALICE",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.set_role(user("alice"), "ops", owner, client_uid="BOB", role=mr.OWNER)  # t-x-m-r
+    for who in ("bob", "carol"):  # t-x-m-i to bob only
+        m.invite(
+            user("alice"),
+            "two",
+            two_owner,
+            type_="userName",
+            invitee=who,
+            creator_uid="ALICE",
+            role=None,
+        )
+    m.invite(  # withdrawn before bob returns: not sent
+        user("alice"), "ops", owner, type_="clientUid", invitee="BOB", creator_uid="A", role=None
+    )
+    m.uninvite(user("alice"), "ops", owner, type_="clientUid", invitee="BOB")
+    back = Sub(user("bob"))
+    r.attach(back)
+    r.publish(sa("BOB", "bob"), back)  # the device makes its uid known: catch-up
+
+    def notices(sub: Sub) -> list[tuple[str, str | None]]:
+        out = []
+        for e in sub.got:
+            if e.type.startswith("t-x-m-") and e.detail is not None:
+                mission = e.detail.find("mission")
+                out.append((e.type, mission.get("name") if mission is not None else None))
+        return out
+
+    assert notices(back) == [
+        ("t-x-m-n", "two"),
+        ("t-x-m-n", "gone"),
+        ("t-x-m-d", "gone"),
+        ("t-x-m-r", "ops"),
+        ("t-x-m-i", "two"),
+    ]
+    assert m.m_catchup.get("notice") == 5
+    assert not any(b"secret" in (e.xml or b"") for e in back.got)
+    # Only once: returning again without news sends nothing.
+    r.detach(back)
+    again = Sub(user("bob"))
+    r.attach(again)
+    r.publish(sa("BOB", "bob"), again)
+    assert notices(again) == []
+    # Bounded: the most recent MAX_CATCHUP_NOTICES.
+    monkeypatch.setattr(missions_module, "MAX_CATCHUP_NOTICES", 2)
+    r.detach(again)
+    for name in ("n1", "n2", "n3"):
+        create(m, "alice", name=name)
+    last = Sub(user("bob"))
+    r.attach(last)
+    r.publish(sa("BOB", "bob"), last)
+    assert notices(last) == [("t-x-m-n", "n2"), ("t-x-m-n", "n3")]
+    assert m.m_catchup.get("truncated") == 1
+
+
+async def test_notices_caught_up_on_return_keep_each_organisation_to_its_own() -> None:
+    """Two organisations, labels on: while UKR's device is away USA creates a mission shared
+    with UKR and a USA-only one (the canary); on return UKR is announced only the shared one,
+    with a release record; the USA-only mission's name reaches it nowhere."""
+    from tests.unit.core import test_gate as g
+
+    router, gate, audit = g.setup()
+    m = Missions(router=router, store=MemoryMissionStore(), metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    router.set_missions(m)
+    usa_p = g.person(gate, "usa", "USA", "usa-secret")
+    ukr_p = g.person(gate, "ukr", "UKR", "ukr-secret")
+    usa, ukr = g.Sub(usa_p, client_uid="U"), g.Sub(ukr_p, client_uid="K")
+    router.attach(usa)
+    router.attach(ukr)
+    router.detach(ukr)  # away
+    for name, banner in (
+        ("joint", "SECRET//REL TO USA, UKR"),
+        ("CANARY-usa-only", "SECRET//REL TO USA"),
+    ):
+        m.create(
+            usa_p,
+            name,
+            creator_uid="U",
+            groups=(),
+            tool="public",
+            description=None,
+            chat_room=None,
+            token=None,
+            classification=banner,
+        )
+    back = g.Sub(ukr_p)
+    router.attach(back)
+    router.publish(sa("K", "ukr"), back)  # the device makes its uid known: catch-up
+    assert back.client_uid == "K"
+    announced = [
+        (e.type, mission.get("name"))
+        for e in back.got
+        if e.type.startswith("t-x-m-") and e.detail is not None
+        for mission in [e.detail.find("mission")]
+        if mission is not None
+    ]
+    assert announced == [("t-x-m-n", "joint")]
+    assert not any(b"CANARY" in (e.xml or cot_xml.render_xml(e)) for e in back.got)
+    releases = [r for kind, r in audit.records if kind == "release"]
+    assert any(r.get("path") == "mission-notice" and r.get("to_org") == "UKR" for r in releases)
+
+
 async def test_a_busy_store_refuses_rest_writes_and_stream_writes() -> None:
     r, m, _ = await service()
     a = Sub(user("alice"), "ALICE")
@@ -259,7 +387,11 @@ async def test_a_mission_item_and_a_picture_item_of_one_uid_need_one_label() -> 
 
     router, gate, _ = g.setup()
     missions = Missions(
-        router=router, store=MemoryMissionStore(), metrics=Metrics(), clock_ms=lambda: NOW
+        router=router,
+        store=MemoryMissionStore(),
+        metrics=Metrics(),
+        clock_ms=lambda: NOW,
+        strict_membership=False,  # the picture's x updated without the mission's dest
     )
     await missions.load()
     router.set_missions(missions)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from liaison.metrics import Metrics
 from liaison.missions import (
     CLOSE_WRITE_ATTEMPTS,
     MAX_MISSION_ITEMS,
+    MAX_WRITE_BATCH,
     MissionError,
     Missions,
     make_token,
@@ -37,6 +39,7 @@ from liaison.storage.missions import (
     MissionItem,
     MissionRecord,
     MissionStore,
+    MissionWrite,
     SqliteMissionStore,
     SubscriptionRecord,
 )
@@ -108,6 +111,169 @@ async def test_mission_cot_reaches_live_subscribers_only_and_is_kept() -> None:
     r.publish(to_mission("m2", "ops"), c)
     assert [i.uid for i in m.items(bob, "ops")] == ["m1"]
     assert not any(e.uid == "m2" for e in b.got)
+
+
+async def test_the_kept_squash_follows_every_change_and_is_not_shared() -> None:
+    """The squash of the whole change list is kept between calls; a new change or an item
+    leaving makes a fresh one, and a caller changing its list does not change the next."""
+    r, m, _ = await service()
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    create_ops(m, alice)
+    for uid in ("m1", "m2"):
+        r.publish(to_mission(uid, "ops"), a)
+
+    def squashed() -> list[tuple[str, str | None]]:
+        return [(c.type, c.content_uid) for c in m.changes(alice, "ops")]
+
+    assert squashed() == [("CREATE_MISSION", None), ("ADD_CONTENT", "m1"), ("ADD_CONTENT", "m2")]
+    _, found = m.select_changes(alice, "ops")
+    found.clear()  # the caller's copy
+    assert len(squashed()) == 3
+    assert m.remove_uid(alice, "ops", "m1", creator_uid="A", token=None)
+    assert squashed() == [
+        ("CREATE_MISSION", None),
+        ("ADD_CONTENT", "m2"),
+        ("REMOVE_CONTENT", "m1"),
+    ]
+    # A time range that leaves changes out is squashed on its own, not from the kept list.
+    assert [c.content_uid for c in m.changes(alice, "ops", since=NOW + 1)] == []
+
+
+async def test_strict_membership_keeps_an_item_in_its_mission() -> None:
+    """tak-missions.md 7.1 (strict membership, TAK's default): once m1 is an item of ops, an
+    event of m1 without ops' dest is dropped whole, and m1 cannot join another mission, by CoT
+    or by PUT contents; removed from ops, it is free again. Off, both are allowed."""
+    r, m, _ = await service()
+    alice, bob = user("alice"), user("bob")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    create_ops(m, alice)
+    m.create(
+        alice,
+        "two",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.subscribe(alice, "two", "A", None)
+    r.publish(to_mission("m1", "ops"), a)
+    b.got.clear()
+    dropped = r.publish_checked(event("m1", "b-m-p-s-m"), a)
+    assert dropped.refused == ("mission_membership",) and dropped.delivered == 0
+    assert b.got == [] and m.m_refused.get("strict_membership") == 1
+    assert r.publish_checked(to_mission("m1", "ops"), a).event is not None  # with its dest
+    r.publish(to_mission("m1", "two"), a)  # another mission: not taken there
+    assert m.items(alice, "two") == [] and m.m_refused.get("strict_membership") == 2
+    r.publish(to_mission("m9", "two"), a)  # a plain AND a mission uid elsewhere: unaffected
+    assert [i.uid for i in m.items(alice, "two")] == ["m9"]
+    assert r.publish_checked(event("other"), a).event is not None
+    assert m.remove_uid(alice, "ops", "m1", creator_uid="A", token=None)
+    assert r.publish_checked(event("m1", "b-m-p-s-m"), a).event is not None  # free again
+
+    r2, m2, _ = await service()
+    m2._strict = False
+    a2 = Sub(alice, "A")
+    r2.attach(a2)
+    create_ops(m2, alice)
+    r2.publish(to_mission("m1", "ops"), a2)
+    assert r2.publish_checked(event("m1", "b-m-p-s-m"), a2).event is not None
+    assert m2.m_refused.get("strict_membership") == 0
+
+
+async def test_strict_membership_refuses_a_uid_of_another_mission_by_put_contents() -> None:
+    r, m, _ = await service()
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    create_ops(m, alice)
+    m.create(
+        alice,
+        "two",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    r.publish(to_mission("m1", "ops"), a)
+    r.publish(event("p1"), a)  # a plain item of the picture
+    missing = m.add_uids(alice, "two", ["m1", "p1"], creator_uid="A", token=None)
+    assert missing == ["m1"] and [i.uid for i in m.items(alice, "two")] == ["p1"]
+
+
+CHAT = (
+    '<__chat parent="RootContactGroup" groupOwner="false" chatroom="All Chat Rooms"'
+    ' id="All Chat Rooms" senderCallsign="ALPHA"><chatgrp uid0="A" uid1="All Chat Rooms"'
+    ' id="All Chat Rooms"/></__chat><remarks source="A">hello</remarks>'
+)
+
+
+def test_a_chat_is_put_in_the_mission_room_and_nothing_else_is_touched() -> None:
+    from liaison.protocol import mission_roles as mr
+
+    room = mr.mission_chat_room("tak.example", "ops")
+    assert room == "tak.example-8443-ssl-ops"
+    chat = event("GeoChat.A.All.1", "b-t-f", detail=CHAT)
+    moved = mr.chat_in_mission_room(chat, room)
+    assert moved.detail is not None and chat.detail is not None
+    c = moved.detail.find("__chat")
+    assert c is not None and c.get("id") == room and c.get("chatroom") == "All Chat Rooms"
+    g = c.find("chatgrp")
+    assert g is not None and (g.get("uid1"), g.get("id"), g.get("uid0")) == (room, room, "A")
+    original = chat.detail.find("__chat")
+    assert original is not None and original.get("id") == "All Chat Rooms"  # not mutated
+    marker = event("m1", "b-m-p-s-m", detail=CHAT)
+    assert mr.chat_in_mission_room(marker, room) is marker  # not a chat
+    plain = event("GeoChat.A.All.2", "b-t-f", detail="<remarks>x</remarks>")
+    assert mr.chat_in_mission_room(plain, room) is plain  # no __chat
+
+
+async def test_with_a_chat_host_mission_subscribers_get_the_chat_in_the_mission_room() -> None:
+    """tak-missions.md 7.1 rule 4: with missions.chat_host set, a chat sent to a mission reaches
+    its subscribers in the room HOST-8443-ssl-NAME; the mission keeps the chat as sent, and a
+    direct recipient outside the mission gets it unchanged. Unset, unchanged (TAK's default)."""
+    for host in ("tak.example", None):
+        r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+        m = Missions(
+            router=r,
+            store=MemoryMissionStore(),
+            metrics=Metrics(),
+            clock_ms=lambda: NOW,
+            chat_host=host,
+        )
+        await m.load()
+        r.set_missions(m)
+        alice, bob, dan = user("alice"), user("bob"), user("dan")
+        a, b, d = Sub(alice, "A"), Sub(bob, "B"), Sub(dan, "D")
+        for sub in (a, b, d):
+            r.attach(sub)
+        create_ops(m, alice)
+        m.subscribe(bob, "ops", "B", None)
+        b.got.clear()
+        chat = event(
+            "GeoChat.A.ops.1",
+            "b-t-f",
+            detail=CHAT + '<marti><dest mission="ops"/><dest uid="D"/></marti>',
+        )
+        r.publish(chat, a)
+        [got] = [e for e in b.got if e.type == "b-t-f"]
+        [direct] = [e for e in d.got if e.type == "b-t-f"]
+        assert got.detail is not None and direct.detail is not None
+        c = got.detail.find("__chat")
+        assert c is not None
+        want = "tak.example-8443-ssl-ops" if host else "All Chat Rooms"
+        assert c.get("id") == want and got.dests == ()
+        dc = direct.detail.find("__chat")
+        assert dc is not None and dc.get("id") == "All Chat Rooms"
+        [kept] = m.items(alice, "ops")
+        assert b'id="All Chat Rooms"' in kept.event.xml
 
 
 async def test_a_device_uid_belongs_to_the_user_who_subscribed_it() -> None:
@@ -399,17 +565,19 @@ async def test_a_mission_item_is_changed_only_under_the_ingest_rules() -> None:
 
 
 class FlakyStore(MemoryMissionStore):
-    """A mission store whose disk refuses the next ``failures`` writes of a mission."""
+    """A mission store whose disk refuses the next ``failures`` batches holding a mission."""
 
     def __init__(self, failures: int) -> None:
         super().__init__()
         self.failures = failures
+        self.batches: list[int] = []  # the size of each batch written
 
-    async def put_mission(self, mission: MissionRecord) -> None:
-        if self.failures > 0:
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        if self.failures > 0 and any(w.op == "put_mission" for w in writes):
             self.failures -= 1
             raise StorageError("disk full")
-        await super().put_mission(mission)
+        await super().write_batch(writes)
+        self.batches.append(len(writes))
 
 
 def create_ops(m: Missions, who: Principal) -> None:
@@ -448,6 +616,128 @@ async def test_at_shutdown_a_store_that_stays_down_is_given_up_and_counted() -> 
         await m.close()  # bounded: CLOSE_WRITE_ATTEMPTS tries, then the rest is counted
     assert m.m_write_failed.get("storage") == CLOSE_WRITE_ATTEMPTS
     assert m.m_write_failed.get("lost_at_shutdown") >= 1
+
+
+async def test_a_burst_of_mission_cot_is_written_in_batches_and_all_kept(tmp_path: Path) -> None:
+    """Mission CoT at stream speed: the writer takes what waits (at most MAX_WRITE_BATCH) into one
+    transaction, so 3,000 items (6,000 writes) queue well below MAX_PENDING_WRITES, nothing is
+    dropped, and every item and change is there, in order, after a restart."""
+    path = tmp_path / "missions.db"
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = await SqliteMissionStore.open(path)
+    m = Missions(router=r, store=store, metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    r.set_missions(m)
+    writer = asyncio.create_task(m.run())
+    alice = user("alice")
+    a = Sub(alice, "A")
+    r.attach(a)
+    create_ops(m, alice)
+    n = 3_000
+    for i in range(n):  # all queued before the writer runs once: one burst
+        r.publish(to_mission(f"u{i}", "ops"), a)
+    assert m._store_busy() is False  # 6,001 writes wait, below MAX_PENDING_WRITES
+    async with asyncio.timeout(60):
+        await m.flush()
+    writer.cancel()
+    await m.close()
+    assert m.m_write_failed.get("queue_full") == 0 and m.m_write_failed.get("storage") == 0
+    # 6,001 writes (the mission, then an item and a change per CoT) in a few transactions.
+    assert 2 * n // MAX_WRITE_BATCH <= m.m_write_batches.get() <= 2 * n // MAX_WRITE_BATCH + 3
+    store2 = await SqliteMissionStore.open(path)
+    data = await store2.load()
+    await store2.close()
+    assert sorted(i.uid for i in data.items) == sorted(f"u{i}" for i in range(n))
+    added = [c.content_uid for c in data.changes if c.type == "ADD_CONTENT"]
+    assert added == [f"u{i}" for i in range(n)]
+    assert [c.seq for c in data.changes] == sorted(c.seq for c in data.changes)
+
+
+async def test_a_mixed_batch_ends_as_its_writes_one_by_one(tmp_path: Path) -> None:
+    """SQLite groups a batch's rows by table into multi-row statements: the result must be
+    what the writes give applied one at a time in order (the memory store), with stores,
+    removals and a mission's deletion interleaved, and more rows than one statement takes."""
+    from liaison.storage import missions as storage
+
+    def rec(name: str) -> MissionRecord:
+        return MissionRecord(
+            name=name, guid=name, creator="a", creator_uid="A", groups=frozenset(), label=None
+        )
+
+    def item(mission: str, uid: str, n: int) -> MissionItem:
+        return MissionItem(
+            mission=mission, uid=uid, creator_uid="A", timestamp=NOW + n, event=_event(uid)
+        )
+
+    writes = [MissionWrite("put_mission", (rec("a"),)), MissionWrite("put_mission", (rec("b"),))]
+    for n in range(storage.ROWS_PER_STATEMENT + 20):
+        writes.append(MissionWrite("put_item", (item("a", f"u{n % 50}", n),)))
+        writes.append(
+            MissionWrite(
+                "add_change",
+                (
+                    MissionChangeRecord(
+                        mission="a",
+                        type="ADD_CONTENT",
+                        creator_uid="A",
+                        timestamp=NOW + n,
+                        content_uid=f"u{n % 50}",
+                        seq=n + 1,
+                    ),
+                ),
+            )
+        )
+        if n % 7 == 0:
+            writes.append(MissionWrite("remove_item", ("a", f"u{n % 50}")))
+    writes += [
+        MissionWrite("put_item", (item("b", "x", 1),)),
+        MissionWrite("delete_mission", ("b",)),
+        MissionWrite("put_item", (item("b", "y", 2),)),  # after the deletion: kept
+        MissionWrite("put_mission", (rec("b"),)),
+    ]
+    memory = MemoryMissionStore()
+    sqlite = await SqliteMissionStore.open(tmp_path / "missions.db")
+    for store in (memory, sqlite):
+        await store.write_batch(writes)
+    mine, theirs = await memory.load(), await sqlite.load()
+    await sqlite.close()
+    assert sorted(m.name for m in theirs.missions) == ["a", "b"]
+    assert sorted((i.mission, i.uid, i.timestamp) for i in theirs.items) == sorted(
+        (i.mission, i.uid, i.timestamp) for i in mine.items
+    )
+    assert ("b", "y") in {(i.mission, i.uid) for i in theirs.items}
+    assert ("b", "x") not in {(i.mission, i.uid) for i in theirs.items}
+    assert theirs.changes == mine.changes and len(theirs.changes) > storage.ROWS_PER_STATEMENT
+
+
+async def test_a_refused_batch_keeps_nothing_of_it(tmp_path: Path) -> None:
+    """All or none: a batch whose last write fails leaves none of its writes in the store, so
+    the writer can try the same batch again without writing a change twice."""
+    store = await SqliteMissionStore.open(tmp_path / "missions.db")
+    rec = MissionRecord(
+        name="ops", guid="g", creator="a", creator_uid="A", groups=frozenset(), label=None
+    )
+    change = MissionChangeRecord(
+        mission="ops",
+        type="CREATE_MISSION",
+        creator_uid="A",
+        timestamp=NOW,
+        content_uid=None,
+        sender_groups=frozenset(),
+        label=None,
+        seq=1,
+    )
+    await store.add_change(change)
+    batch = [MissionWrite("put_mission", (rec,)), MissionWrite("add_change", (change,))]
+    with pytest.raises(StorageError):  # seq 1 is taken: the second write fails
+        await store.write_batch(batch)
+    data = await store.load()
+    assert data.missions == [] and data.changes == [change]
+    await store.write_batch(batch[:1])
+    assert (await store.load()).missions == [rec]
+    await store.close()
+    with pytest.raises(ValueError):
+        MissionWrite("drop_table", ())
 
 
 # --- files and keywords in missions ---------------------------------------------------------
