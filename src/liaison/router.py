@@ -580,6 +580,12 @@ class Router:
         decisions: dict[object, Decision] = {}
         denied: dict[object, list[Subscriber]] = {}
         permitted: list[Subscriber] = []
+        # With a label: the permitted local recipients of another organisation than the label's
+        # originator, the only ones a ``release`` record names (gate.release_entries), gathered
+        # in the same pass. A federation link records its own release, of the exact bytes it
+        # sends, once its guard has passed them (federation/link.py).
+        originator = label.originator if self.gate is not None and label is not None else None
+        released: list[Principal] = []
         keys = self._keys
         for sub in targets:
             key = keys.get(id(sub))
@@ -591,6 +597,10 @@ class Router:
                 decisions[key] = decision
             if decision.permit:
                 permitted.append(sub)
+                if originator is not None:
+                    p = sub.principal
+                    if (p.org or "?") != originator and p.kind is not PrincipalKind.FEDERATE:
+                        released.append(p)
             else:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
                 denied.setdefault(key, []).append(sub)
@@ -598,12 +608,7 @@ class Router:
         refused: list[tuple[Subscriber, tuple[str, ...]]] = []
         if self.gate is not None and label is not None:
             event = out.event
-            # A federation link records its own release, of the exact bytes it sends, once its
-            # guard has passed them (federation/link.py); the router only hands the event over.
-            local = [
-                s.principal for s in permitted if s.principal.kind is not PrincipalKind.FEDERATE
-            ]
-            if local:
+            if released:
                 audit.extend(
                     release_entries(
                         path=path,
@@ -611,7 +616,7 @@ class Router:
                         type=event.type,
                         label=label,
                         sha256=content_hash(out.xml()),
-                        recipients=local,
+                        recipients=released,
                     )
                 )
             for key, subs in denied.items():
