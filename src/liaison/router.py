@@ -214,6 +214,16 @@ class Router:
         self.relay_between_peers = relay_between_peers
         self.policy: Policy | None = gate.policy if gate is not None else None
         self._subscribers: dict[int, Subscriber] = {}
+        # Who to find for explicit routing, kept exact on attach, detach and when a client
+        # makes itself known (_identify), so finding an addressee costs O(destinations) rather
+        # than a scan of every session. Each maps to {id(sub): sub}; bounded by the sessions.
+        # _by_uid files a subscriber without a client uid under "" (mission members name it so).
+        self._by_uid: dict[str, dict[int, Subscriber]] = {}
+        self._by_callsign: dict[str, dict[int, Subscriber]] = {}
+        self._indexed: dict[int, tuple[str, str | None]] = {}  # id -> (uid key, callsign) filed
+        self._order: dict[int, int] = {}  # id -> attach sequence: targets keep attach order
+        self._attached = 0
+        self._federates: dict[int, Subscriber] = {}  # partner links, in attach order
         # Each subscriber's access key, computed once at attach (principals do not change).
         self._keys: dict[int, object] = {}
         # The latest state: app.py picks the implementation (one node's, or a cluster's).
@@ -256,14 +266,86 @@ class Router:
     # --- subscriptions --------------------------------------------------------------------
 
     def attach(self, sub: Subscriber) -> None:
-        self._subscribers[id(sub)] = sub
-        self._keys[id(sub)] = access_key(sub.principal)
+        k = id(sub)
+        if k in self._subscribers:
+            self._unindex(k)
+        self._subscribers[k] = sub
+        self._keys[k] = access_key(sub.principal)
+        if k not in self._order:
+            self._attached += 1
+            self._order[k] = self._attached
+        if sub.principal.kind is PrincipalKind.FEDERATE:
+            self._federates[k] = sub
+        self._index(sub)
 
     def detach(self, sub: Subscriber) -> None:
-        gone = self._subscribers.pop(id(sub), None)
-        self._keys.pop(id(sub), None)
+        k = id(sub)
+        gone = self._subscribers.pop(k, None)
+        self._keys.pop(k, None)
+        self._order.pop(k, None)
+        self._federates.pop(k, None)
+        self._unindex(k)
         if gone is not None and sub.client_uid and self._missions is not None:
             self._missions.disconnected(sub)
+
+    def _index(self, sub: Subscriber) -> None:
+        k = id(sub)
+        uid_key, callsign = sub.client_uid or "", sub.callsign or None
+        self._by_uid.setdefault(uid_key, {})[k] = sub
+        if callsign:
+            self._by_callsign.setdefault(callsign, {})[k] = sub
+        self._indexed[k] = (uid_key, callsign)
+
+    def _unindex(self, k: int) -> None:
+        filed = self._indexed.pop(k, None)
+        if filed is None:
+            return
+        uid_key, callsign = filed
+        for table, key in ((self._by_uid, uid_key), (self._by_callsign, callsign)):
+            if key is None:
+                continue
+            bucket = table.get(key)
+            if bucket is not None:
+                bucket.pop(k, None)
+                if not bucket:
+                    del table[key]
+
+    def _identify(self, sub: Subscriber, uid: str | None, callsign: str | None) -> None:
+        """Set what a connected client is known as (its uid, its callsign), index kept exact."""
+        k = id(sub)
+        attached = k in self._indexed
+        if attached:
+            self._unindex(k)
+        sub.client_uid, sub.callsign = uid, callsign
+        if attached:
+            self._index(sub)
+
+    def _in_order(self, found: Iterable[Subscriber]) -> list[Subscriber]:
+        """Subscribers found through the index, in attach order (as a scan would list them)."""
+        order = self._order
+        return sorted(found, key=lambda s: order.get(id(s), 0))
+
+    def _addressees(self, uids: Collection[str], callsigns: Collection[str]) -> list[Subscriber]:
+        """The attached subscribers whose client uid is in ``uids`` or whose callsign is in
+        ``callsigns``, each once, in attach order: O(destinations + matches)."""
+        found: dict[int, Subscriber] = {}
+        for uid in uids:
+            found.update(self._by_uid.get(uid) or {})
+        for callsign in callsigns:
+            found.update(self._by_callsign.get(callsign) or {})
+        # The index only narrows the search: the test itself is the same as a full scan's.
+        return self._in_order(
+            s for s in found.values() if s.client_uid in uids or s.callsign in callsigns
+        )
+
+    def _clients_named(self, clients: Collection[tuple[str, str]]) -> list[Subscriber]:
+        """The attached subscribers ``(client uid or "", user name)`` names, in attach order."""
+        found: dict[int, Subscriber] = {}
+        for uid, _name in clients:
+            found.update(self._by_uid.get(uid) or {})
+        return self._in_order(
+            s for s in found.values() if (s.client_uid or "", s.principal.name) in clients
+        )
 
     @property
     def subscribers(self) -> Iterator[Subscriber]:
@@ -421,11 +503,15 @@ class Router:
             sub = self._subscribers.get(id(source))
             if sub is not None:
                 if sub.client_uid is None:
-                    sub.client_uid = event.uid
+                    self._identify(sub, event.uid, sub.callsign)
                     if self._missions is not None:
                         self._missions.connected(sub)
-                if sub.client_uid == event.uid and event.callsign:
-                    sub.callsign = event.callsign
+                if (
+                    sub.client_uid == event.uid
+                    and event.callsign
+                    and sub.callsign != event.callsign
+                ):
+                    self._identify(sub, sub.client_uid, event.callsign)
 
         # The stored copy is the event as accepted (with any dests); without dests it shares
         # the live rendering.
@@ -513,6 +599,12 @@ class Router:
         decisions: dict[object, Decision] = {}
         denied: dict[object, list[Subscriber]] = {}
         permitted: list[Subscriber] = []
+        # With a label: the permitted local recipients of another organisation than the label's
+        # originator, the only ones a ``release`` record names (gate.release_entries), gathered
+        # in the same pass. A federation link records its own release, of the exact bytes it
+        # sends, once its guard has passed them (federation/link.py).
+        originator = label.originator if self.gate is not None and label is not None else None
+        released: list[Principal] = []
         keys = self._keys
         for sub in targets:
             key = keys.get(id(sub))
@@ -524,6 +616,10 @@ class Router:
                 decisions[key] = decision
             if decision.permit:
                 permitted.append(sub)
+                if originator is not None:
+                    p = sub.principal
+                    if (p.org or "?") != originator and p.kind is not PrincipalKind.FEDERATE:
+                        released.append(p)
             else:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
                 denied.setdefault(key, []).append(sub)
@@ -531,12 +627,7 @@ class Router:
         refused: list[tuple[Subscriber, tuple[str, ...]]] = []
         if self.gate is not None and label is not None:
             event = out.event
-            # A federation link records its own release, of the exact bytes it sends, once its
-            # guard has passed them (federation/link.py); the router only hands the event over.
-            local = [
-                s.principal for s in permitted if s.principal.kind is not PrincipalKind.FEDERATE
-            ]
-            if local:
+            if released:
                 audit.extend(
                     release_entries(
                         path=path,
@@ -544,7 +635,7 @@ class Router:
                         type=event.type,
                         label=label,
                         sha256=content_hash(out.xml()),
-                        recipients=local,
+                        recipients=released,
                     )
                 )
             for key, subs in denied.items():
@@ -632,13 +723,20 @@ class Router:
             else:
                 self.m_unrouted.inc("unsupported")
         out = Outgoing(stripped, sender.in_groups)
-        others = self._others(source)
         if broadcast:
-            return [self._fanout("live", out, sender.in_groups, label, others)]
+            return [self._fanout("live", out, sender.in_groups, label, self._others(source))]
+        src = id(source)
+        # Everyone but the source is a candidate, as in _others; only ``All Streaming`` and
+        # group dests need the whole list, the rest are found through the index.
+        links = (
+            []
+            if sender.kind is PrincipalKind.FEDERATE and not self.relay_between_peers
+            else [s for k, s in self._federates.items() if k != src]
+        )
         plans: list[_Fanout] = []
         # Recipients on a partner server: the link that serves them gets the event with only
         # their dests kept, so the partner routes it explicitly to them and nobody else.
-        for sub in others:
+        for sub in links:
             serves: Callable[[Dest], bool] | None = getattr(sub, "serves", None)
             if serves is None or sub.principal.kind is not PrincipalKind.FEDERATE:
                 continue
@@ -647,12 +745,13 @@ class Router:
                 plans.append(self._fanout("live", narrowed, sender.in_groups, label, [sub]))
         if groups:
             by_group = Outgoing(stripped, frozenset(groups))
+            others = self._others(source)
             plans.append(self._fanout("live", by_group, frozenset(groups), label, others))
         if uids or callsigns:
             targets = [
                 s
-                for s in others
-                if (s.client_uid in uids or s.callsign in callsigns)
+                for s in self._addressees(uids, callsigns)
+                if id(s) != src
                 and s.principal.kind is not PrincipalKind.FEDERATE
                 and not (groups and _in_any(s.principal, groups))
             ]
@@ -673,8 +772,8 @@ class Router:
             for name in sorted(members):
                 targets = [
                     s
-                    for s in others
-                    if (s.client_uid or "", s.principal.name) in members[name]
+                    for s in self._clients_named(members[name])
+                    if id(s) != src
                     and id(s) not in reached
                     and s.principal.kind is not PrincipalKind.FEDERATE
                 ]
@@ -683,7 +782,7 @@ class Router:
                 mine = out if form is stripped else Outgoing(form, sender.in_groups)
                 plans.append(self._fanout("mission", mine, sender.in_groups, label, targets))
         if missions:
-            plans.extend(self._plan_federated_missions(event, label, sender, missions, others))
+            plans.extend(self._plan_federated_missions(event, label, sender, missions, links))
         return plans
 
     def _plan_federated_missions(
@@ -692,14 +791,14 @@ class Router:
         label: Label | None,
         sender: Principal,
         missions: set[str],
-        others: list[Subscriber],
+        links: list[Subscriber],
     ) -> list[_Fanout]:
         """A partner link whose config federates one of the event's missions gets the event
         with only those ``dest mission`` elements kept, so the partner puts it in its mission of
         the same name (docs/protocol.md "Missions across the link"); the decision against the
         link's release ceiling, then its guard, apply as to anything else it is handed."""
         plans: list[_Fanout] = []
-        for sub in others:
+        for sub in links:
             federates: Callable[[str], bool] | None = getattr(sub, "federates_mission", None)
             if federates is None or sub.principal.kind is not PrincipalKind.FEDERATE:
                 continue
@@ -1086,9 +1185,8 @@ class Router:
             return 0
         targets = [
             s
-            for s in self._subscribers.values()
-            if (s.client_uid or "", s.principal.name) in clients
-            and s.principal.kind is not PrincipalKind.FEDERATE
+            for s in self._clients_named(clients)
+            if s.principal.kind is not PrincipalKind.FEDERATE
         ]
         plan = self._fanout(path, Outgoing(event, sender_groups), sender_groups, label, targets)
         if not self._record(list(plan.audit)):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 # Deepest nesting canonical_json accepts; audit records and labels nest 3 levels at most.
 MAX_JSON_DEPTH = 32
@@ -54,6 +54,11 @@ def canonical_json(value: object) -> bytes:
         raise ValueError("canonical JSON needs valid Unicode (no lone surrogates)") from exc
 
 
+# What ``json.dumps(s, ensure_ascii=False)`` returns for a str (json.JSONEncoder.encode calls
+# exactly this), without building an encoder for every string.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def _canon(value: object, out: list[str], depth: int) -> None:
     if depth > MAX_JSON_DEPTH:
         raise ValueError("JSON value nested too deeply")
@@ -68,17 +73,22 @@ def _canon(value: object, out: list[str], depth: int) -> None:
             raise ValueError("integer outside the exact IEEE 754 range")
         out.append(int.__repr__(value))
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(_json_string(value))
     elif isinstance(value, Mapping):
         keys = list(value)
         for key in keys:
             if not isinstance(key, str):
                 raise TypeError("JSON object keys must be strings")
         out.append("{")
-        for i, key in enumerate(sorted(keys, key=lambda k: k.encode("utf-16-be", "surrogatepass"))):
+        # ASCII keys (nearly all): UTF-16 code unit order is plain string order.
+        if all(k.isascii() for k in keys):
+            ordered = sorted(keys)
+        else:
+            ordered = sorted(keys, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+        for i, key in enumerate(ordered):
             if i:
                 out.append(",")
-            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(_json_string(key))
             out.append(":")
             _canon(value[key], out, depth + 1)
         out.append("}")

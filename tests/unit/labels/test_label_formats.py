@@ -552,3 +552,28 @@ def test_with_seclabel_replaces_every_copy_and_leaves_the_input_alone() -> None:
     assert remarks is not None and len(remarks) == 0
     fresh = with_seclabel(POLICY, None, PLAIN)
     assert fresh.tag == "detail" and label_from_detail(POLICY, fresh) == PLAIN
+
+
+def test_with_seclabel_without_nested_copies_gives_the_same_detail() -> None:
+    """No __seclabel below the top level: the new detail shares the children (nothing is
+    changed in place) and is the same XML as the deep copy's."""
+    import copy
+
+    old = seclabel_to_xml(POLICY, PLAIN)
+    detail = _detail(
+        f'<contact callsign="A"/>{old}<remarks>r</remarks><x:__seclabel xmlns:x="u"/><s a="1"/>'
+    )
+    before = ET.tostring(detail)
+    out = with_seclabel(POLICY, detail, FULL)
+    assert ET.tostring(detail) == before
+    assert label_from_detail(POLICY, out) == FULL
+    assert [child.tag for child in out] == ["contact", "remarks", "s", "__seclabel"]
+    deep = copy.deepcopy(detail)
+    for child in list(deep):
+        if child.tag.rsplit("}", 1)[-1] == "__seclabel":
+            deep.remove(child)
+    deep.append(out[-1])
+    assert ET.tostring(out) == ET.tostring(deep)
+    plain = _detail('<contact callsign="A"/>')
+    assert [c.tag for c in with_seclabel(POLICY, plain, FULL)] == ["contact", "__seclabel"]
+    assert [c.tag for c in plain] == ["contact"]

@@ -159,6 +159,19 @@ def with_seclabel(policy: Policy, detail: ET.Element | None, label: Label) -> ET
     input is not modified (Event.detail is shared and must stay immutable).
     """
     fresh = label_to_seclabel(policy, label)
+    if detail is not None and not any(
+        el is not child and _local_name(el.tag) == SECLABEL_TAG
+        for child in detail
+        for el in child.iter()
+    ):
+        # No __seclabel below the top level (the usual case): a new <detail> sharing the
+        # children, which is safe because an event's detail is never changed in place (every
+        # change, here and in Event.without_dests/keep_dests, works on a copy).
+        shallow = ET.Element(detail.tag, dict(detail.attrib))
+        shallow.text, shallow.tail = detail.text, detail.tail
+        shallow.extend(c for c in detail if _local_name(c.tag) != SECLABEL_TAG)
+        shallow.append(fresh)
+        return shallow
     out = ET.Element("detail") if detail is None else copy.deepcopy(detail)
     for parent in list(out.iter()):
         for child in list(parent):

@@ -8,6 +8,7 @@ against a policy by :func:`validate_label`. Ids (``digest``, ``label_id``, ``aut
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -256,12 +257,25 @@ def _freeze_categories(categories: Mapping[str, Iterable[str]]) -> Mapping[str, 
     return MappingProxyType(dict(items))
 
 
+# Label ids remembered (the canonical JSON and SHA-256 of a label's core): every event with
+# labels on makes a few Labels, nearly all with one of a handful of cores. Least recently used
+# dropped past this many.
+CORE_ID_CACHE = 4096
+
+
 def _core_id(policy_id: str, classification: str, categories: Mapping[str, frozenset[str]]) -> str:
+    return _core_id_of(policy_id, classification, tuple(categories.items()))
+
+
+@functools.lru_cache(maxsize=CORE_ID_CACHE)
+def _core_id_of(
+    policy_id: str, classification: str, categories: tuple[tuple[str, frozenset[str]], ...]
+) -> str:
     return canonical.digest(
         {
             "policy": policy_id,
             "classification": classification,
-            "categories": {name: sorted(values) for name, values in categories.items()},
+            "categories": {name: sorted(values) for name, values in categories},
         }
     )
 
