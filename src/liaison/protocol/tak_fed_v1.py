@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from liaison import errors
-from liaison.protocol.framing import Framer
+from liaison.protocol.framing import LengthFramer
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ def encode_frame(payload: bytes, max_size: int = MAX_FRAME_BYTES) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
-class FrameReader(Framer):
+class FrameReader(LengthFramer):
     """Split a v1 stream into frame payloads (same API as the other stream framers).
 
     A length over ``max_size`` raises :class:`~liaison.errors.FrameTooLarge` as soon as the
@@ -73,31 +73,7 @@ class FrameReader(Framer):
     def __init__(self, max_size: int = MAX_FRAME_BYTES) -> None:
         if not 0 <= max_size <= 0xFFFFFFFF:
             raise ValueError("max_size must fit the 4-byte length")
-        self._max_size = max_size
-        self._buf = bytearray()
-        self._start = 0  # first byte of the next frame's length prefix
-        self._error: errors.ProtocolError | None = None
-
-    def feed(self, data: bytes) -> None:
-        """Append received bytes. Nothing is checked until :meth:`next_frame`."""
-        self._check_alive()
-        if self._start:
-            del self._buf[: self._start]
-            self._start = 0
-        self._buf += data
-
-    def take_buffer(self) -> bytes:
-        """Return and forget the bytes not yet consumed."""
-        self._check_alive()
-        rest = bytes(self._buf[self._start :])
-        self._buf = bytearray()
-        self._start = 0
-        return rest
-
-    @property
-    def buffered(self) -> int:
-        """How many bytes are held (a partial frame)."""
-        return len(self._buf) - self._start
+        super().__init__(max_size)
 
     def _next_frame(self) -> bytes | None:
         buf = self._buf

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from liaison import errors
 from liaison.protocol import limits
-from liaison.protocol.framing import Framer
+from liaison.protocol.framing import LengthFramer
 
 # TAK protocol.txt: every v1 header starts with this byte (it is not valid leading UTF-8, so an
 # XML reader fails fast on it too).
@@ -58,7 +58,7 @@ def frame(payload: bytes) -> bytes:
     return bytes((MAGIC,)) + encode_varint(len(payload)) + payload
 
 
-class TakStreamFramer(Framer):
+class TakStreamFramer(LengthFramer):
     """Split a TAK protocol v1 stream into TakMessage payloads.
 
     Same API as :class:`liaison.protocol.xml_stream.XmlStreamFramer`. A frame whose declared
@@ -69,31 +69,7 @@ class TakStreamFramer(Framer):
     def __init__(self, max_size: int = limits.MAX_PROTO_EVENT_BYTES) -> None:
         if max_size < 0:
             raise ValueError("max_size must not be negative")
-        self._max_size = max_size
-        self._buf = bytearray()
-        self._start = 0  # first byte of the next frame's header
-        self._error: errors.ProtocolError | None = None
-
-    def feed(self, data: bytes) -> None:
-        """Append received bytes. Nothing is checked until :meth:`next_frame`."""
-        self._check_alive()
-        if self._start:
-            del self._buf[: self._start]
-            self._start = 0
-        self._buf += data
-
-    def take_buffer(self) -> bytes:
-        """Return and forget the bytes not yet consumed."""
-        self._check_alive()
-        rest = bytes(self._buf[self._start :])
-        self._buf = bytearray()
-        self._start = 0
-        return rest
-
-    @property
-    def buffered(self) -> int:
-        """How many bytes are held (a partial frame)."""
-        return len(self._buf) - self._start
+        super().__init__(max_size)
 
     def _next_frame(self) -> bytes | None:
         buf = self._buf
