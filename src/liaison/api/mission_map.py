@@ -16,6 +16,7 @@ from aiohttp import web
 from liaison.api.auth import AuthMode
 from liaison.api.context import context, principal
 from liaison.api.geojson import event_feature, feature_collection
+from liaison.api.missions import acceptable_name
 from liaison.api.rest import API, json_response
 from liaison.errors import PeerError
 from liaison.model import labels
@@ -23,9 +24,6 @@ from liaison.protocol import cot_xml
 from liaison.query import MissionError
 
 log = logging.getLogger(__name__)
-
-# Characters in a mission name (as api/missions.py: TAK's MartiSafeString names).
-MAX_NAME_CHARS = 256
 
 
 async def get_mission_features(request: web.Request) -> web.Response:
@@ -36,12 +34,7 @@ async def get_mission_features(request: web.Request) -> web.Response:
     viewer = principal(request)
     name = request.match_info["name"].strip()
     missions = ctx.query.missions
-    if (
-        missions is None
-        or not name
-        or len(name) > MAX_NAME_CHARS
-        or any(ord(c) < 0x20 for c in name)
-    ):
+    if missions is None or not acceptable_name(name):
         return json_response({"error": "mission not found"}, status=404)
     try:
         items = missions.items(viewer, name, path="mission")

@@ -106,9 +106,15 @@ def _name(request: web.Request) -> str:
     if guid is not None:
         return _missions(request).name_for_guid(principal(request), _guid(guid))
     name = request.match_info["name"].strip()
-    if not name or len(name) > MAX_PARAM_CHARS or any(ord(c) < 0x20 for c in name):
+    if not acceptable_name(name):
         raise MissionError(400, "the mission name is not acceptable")
     return name
+
+
+def acceptable_name(name: str) -> bool:
+    """Whether ``name`` (stripped) may name a mission: 1 to MAX_PARAM_CHARS characters, no
+    control characters (TAK's MartiSafeString names)."""
+    return bool(name) and len(name) <= MAX_PARAM_CHARS and not any(ord(c) < 0x20 for c in name)
 
 
 def _guid(text: str) -> str:

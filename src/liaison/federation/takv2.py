@@ -40,7 +40,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -107,13 +107,16 @@ def _identity(link: PeerLink) -> fig_pb2.Subscription:
     )
 
 
-async def _pump(
+async def pump(
     src: asyncio.StreamReader,
     dst: asyncio.StreamWriter,
     tap: Tap | None,
     direction: str,
-    frames: _FrameWatch | None = None,
+    seen: Callable[[bytes], None] | None = None,
 ) -> None:
+    """Move bytes one way between the TLS connection and grpcio's socket (both roles);
+    ``seen``, if given, gets each chunk once it has been handed to ``dst``, so what it learns
+    (a frame written, bytes from the peer) is never ahead of the connection."""
     while True:
         data = await src.read(BRIDGE_CHUNK)
         if not data:
@@ -121,9 +124,9 @@ async def _pump(
         if tap is not None:
             tap(direction, data)
         dst.write(data)
+        if seen is not None:
+            seen(data)
         await dst.drain()
-        if frames is not None:
-            frames.feed(data)
 
 
 # The client connection preface of HTTP/2 (RFC 9113 section 3.4).
@@ -204,9 +207,9 @@ class _Bridge:
             return
         self._used = True
         self._local = writer
-        self._tg.create_task(_pump(self._reader, writer, self._tap, "in"), name="fig-bridge-in")
+        self._tg.create_task(pump(self._reader, writer, self._tap, "in"), name="fig-bridge-in")
         self._tg.create_task(
-            _pump(reader, self._writer, self._tap, "out", self.frames), name="fig-bridge-out"
+            pump(reader, self._writer, self._tap, "out", self.frames.feed), name="fig-bridge-out"
         )
 
     async def close(self) -> None:

@@ -49,7 +49,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -57,20 +57,20 @@ import grpc.aio
 
 from liaison.errors import PeerError
 from liaison.federation import fed_groups
-from liaison.federation.connection import ConnectionEnded, Tap, close_writer, first_failure
+from liaison.federation.connection import Tap, close_writer, first_failure
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.proto import fig_pb2
 from liaison.federation.takv1 import _unacknowledged
 from liaison.federation.takv2 import (
-    BRIDGE_CHUNK,
     MAX_INBOUND_QUEUE,
     MAX_MESSAGE_BYTES,
     ContactBook,
     apply_inbound,
     encode_rows,
     note_remote_groups,
+    pump,
 )
 from liaison.router import Router
 
@@ -166,26 +166,6 @@ class _Delivery:
                 self._partial = {stream: part}
             _data, seq = self._expected.popleft()
             self.passed = max(self.passed, seq)
-
-
-async def _bridge(
-    src: asyncio.StreamReader,
-    dst: asyncio.StreamWriter,
-    tap: Tap | None,
-    direction: str,
-    seen: Callable[[bytes], None],
-) -> None:
-    """Move bytes one way between the TLS connection and grpcio's socket; ``seen`` gets each
-    chunk once it has been handed to ``dst``."""
-    while True:
-        data = await src.read(BRIDGE_CHUNK)
-        if not data:
-            raise ConnectionEnded
-        if tap is not None:
-            tap(direction, data)
-        dst.write(data)
-        seen(data)
-        await dst.drain()
 
 
 class FigServerSession:
@@ -445,10 +425,10 @@ async def serve(
             await server.start()
             local_reader, local = await asyncio.open_unix_connection(path)
             tg.create_task(
-                _bridge(reader, local, tap, "in", session.peer_bytes), name="figs-bridge-in"
+                pump(reader, local, tap, "in", session.peer_bytes), name="figs-bridge-in"
             )
             tg.create_task(
-                _bridge(local_reader, writer, tap, "out", session.delivery.feed),
+                pump(local_reader, writer, tap, "out", session.delivery.feed),
                 name="figs-bridge-out",
             )
             tg.create_task(session.watch(), name=f"figs-watch-{link.peer.name}")
