@@ -315,7 +315,7 @@ def free_port() -> int:
 class NatsServer:
     """A nats-server of this test's own (JetStream, file store in a temporary folder)."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, extra: list[str] | None = None) -> None:
         import shutil
 
         binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -325,13 +325,16 @@ class NatsServer:
                 pytest.fail(f"cluster tests required but {reason}")
             pytest.skip(reason)
         self.binary, self.store, self.port = binary, store, free_port()
+        self.extra = extra or []
         self.proc: Any = None
 
     def launch(self) -> None:
         import subprocess
 
+        argv = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)]
+        argv.extend(self.extra)
         self.proc = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -388,3 +391,79 @@ async def test_events_accepted_while_nats_is_down_are_delivered_when_it_returns(
                     assert count(b, f"uid-down-{i}") == 1, i
     finally:
         server.kill()
+
+
+async def nats_cluster(tmp_path: Path, size: int = 3) -> list[NatsServer]:
+    """``size`` nats-servers in one JetStream cluster on loopback, started and ready."""
+    routes = [free_port() for _ in range(size)]
+    servers = []
+    for i in range(size):
+        others = ",".join(f"nats://127.0.0.1:{routes[j]}" for j in range(size) if j != i)
+        extra = ["-n", f"n{i}", "--cluster_name", "liaison-test"]
+        extra += ["--cluster", f"nats://127.0.0.1:{routes[i]}", "--routes", others]
+        servers.append(NatsServer(tmp_path / f"js{i}", extra))
+    for server in servers:
+        await server.start()
+    import nats
+
+    # Bounded wait for the JetStream meta leader (the cluster has formed).
+    nc = await nats.connect(f"nats://127.0.0.1:{servers[0].port}")
+    try:
+        for _ in range(100):
+            try:
+                await nc.jetstream().account_info()
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the NATS cluster did not elect a JetStream leader")
+    finally:
+        await nc.close()
+    return servers
+
+
+async def test_three_nodes_on_a_three_server_nats_cluster_lose_nothing_when_one_dies(
+    tmp_path: Path, bus: dict[str, Any]
+) -> None:
+    servers = await nats_cluster(tmp_path)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            nodes_ = []
+            for i in range(3):
+                # Each node knows every NATS server, its own first.
+                urls = [servers[(i + k) % 3].port for k in range(3)]
+                config = make_config(
+                    tmp_path / f"node{i}",
+                    cluster_node=f"node{i}",
+                    cluster_prefix=bus["cluster_prefix"],
+                    cluster_stream=bus["cluster_stream"],
+                    cluster_replicas=3,
+                    cluster_nats=",".join(f"nats://127.0.0.1:{p}" for p in urls),
+                )
+                nodes_.append(await stack.enter_async_context(run_server(config)))
+            n0, n1, n2 = nodes_
+            sender, r1, r2 = (
+                await wait_tcp(n0, "s"),
+                await wait_tcp(n1, "r1"),
+                await wait_tcp(n2, "r2"),
+            )
+            async with clients(sender, r1, r2):
+                await asyncio.sleep(0.3)
+                total = 200
+                for i in range(total):
+                    await sender.send(sa_event(f"uid-load-{i}", "LOAD"))
+                    if i == total // 2:
+                        servers[1].kill()  # node 1's NATS server dies under load
+                    await asyncio.sleep(0.01)
+                for reader in (r1, r2):
+                    await reader.wait_for(f'uid="uid-load-{total - 1}"'.encode(), 6 * WAIT_S)
+                    await reader.collect(1.0)
+                    missing = [i for i in range(total) if count(reader, f"uid-load-{i}") == 0]
+                    twice = [i for i in range(total) if count(reader, f"uid-load-{i}") > 1]
+                    assert (missing, twice) == ([], []), reader.name
+            # Node 1 was on the server that died (servers are tried in the order given) and
+            # carried on through another.
+            assert n1.metrics.registry.get_sample_value("liaison_cluster_reconnects_total") >= 1
+    finally:
+        for server in servers:
+            server.kill()

@@ -60,6 +60,9 @@ RETRY_S = 0.5
 CONNECT_TIMEOUT_S = 10.0
 # Seconds a closing node spends publishing what still waits.
 DRAIN_S = 5.0
+# Seconds between a consumer's heartbeats when idle: how soon a lost consumer is noticed and
+# made again from its last sequence.
+CONSUMER_HEARTBEAT_S = 2.0
 # Seconds JetStream remembers message ids to drop a publish made twice (a retry after a lost ack).
 DUPLICATE_WINDOW_S = 120.0
 
@@ -124,6 +127,9 @@ class NatsBus:
             "liaison_cluster_unshared_total",
             "Events distributed on this node only because the bus queue was full",
         )
+        self.m_reconnects = m.counter(
+            "liaison_cluster_reconnects_total", "Times this node reconnected to NATS"
+        )
         m.gauge("liaison_cluster_pending", "Accepted events waiting for the bus", self.pending)
         m.gauge(
             "liaison_cluster_subscriptions",
@@ -180,6 +186,7 @@ class NatsBus:
             max_reconnect_attempts=-1,
             reconnect_time_wait=RETRY_S,
             allow_reconnect=True,
+            dont_randomize=True,  # in the order given: an operator lists the nearest first
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
@@ -281,6 +288,8 @@ class NatsBus:
 
     async def _subscriber(self) -> None:
         """Keep one subscription per group some subscriber here reads, and no other."""
+        from nats.js.api import DeliverPolicy  # nats-py is there: bind() imported it
+
         while True:
             self._interest_changed.clear()
             wanted = set(self._interest)
@@ -290,7 +299,19 @@ class NatsBus:
                     await sub.unsubscribe()
             for group in sorted(wanted - set(self._subscribed)):
                 subject = cluster_wire.subject_for(self.settings.prefix, group)
-                self._subscribed[group] = await self._nc.subscribe(subject, cb=self._on_msg)
+                # An ordered push consumer of the stream (NATS JetStream "Ordered Consumer"):
+                # from the next event on, in stream order; after a reconnect or a lost server it
+                # is made again from the last sequence it delivered, so nothing published while
+                # this node was away from NATS is missed.
+                self._subscribed[group] = await self._js.subscribe(
+                    subject,
+                    cb=self._on_msg,
+                    stream=self.settings.stream,
+                    ordered_consumer=True,
+                    idle_heartbeat=CONSUMER_HEARTBEAT_S,
+                    deliver_policy=DeliverPolicy.NEW,
+                    pending_msgs_limit=MAX_PENDING,
+                )
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=PUBLISH_TIMEOUT_S)
             await self._interest_changed.wait()
@@ -352,6 +373,7 @@ class NatsBus:
 
     async def _on_reconnected(self) -> None:
         self.connected = True
+        self.m_reconnects.inc()
         log.info("cluster bus: reconnected to NATS")
 
 
