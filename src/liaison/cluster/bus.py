@@ -127,6 +127,10 @@ class NatsBus:
             "liaison_cluster_unshared_total",
             "Events distributed on this node only because the bus queue was full",
         )
+        self.m_subscribe_errors = m.counter(
+            "liaison_cluster_subscribe_errors_total",
+            "Group subscriptions NATS did not make (tried again)",
+        )
         self.m_reconnects = m.counter(
             "liaison_cluster_reconnects_total", "Times this node reconnected to NATS"
         )
@@ -287,33 +291,39 @@ class NatsBus:
     # --- receiving --------------------------------------------------------------------------
 
     async def _subscriber(self) -> None:
-        """Keep one subscription per group some subscriber here reads, and no other."""
+        """Keep one subscription per group some subscriber here reads, and no other. A change
+        NATS does not make (a timeout, a server away) is tried again after ``RETRY_S``: the
+        node keeps serving meanwhile."""
         from nats.js.api import DeliverPolicy  # nats-py is there: bind() imported it
 
         while True:
             self._interest_changed.clear()
             wanted = set(self._interest)
-            for group in sorted(set(self._subscribed) - wanted):
-                sub = self._subscribed.pop(group)
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            for group in sorted(wanted - set(self._subscribed)):
-                subject = cluster_wire.subject_for(self.settings.prefix, group)
-                # An ordered push consumer of the stream (NATS JetStream "Ordered Consumer"):
-                # from the next event on, in stream order; after a reconnect or a lost server it
-                # is made again from the last sequence it delivered, so nothing published while
-                # this node was away from NATS is missed.
-                self._subscribed[group] = await self._js.subscribe(
-                    subject,
-                    cb=self._on_msg,
-                    stream=self.settings.stream,
-                    ordered_consumer=True,
-                    idle_heartbeat=CONSUMER_HEARTBEAT_S,
-                    deliver_policy=DeliverPolicy.NEW,
-                    pending_msgs_limit=MAX_PENDING,
-                )
-            with contextlib.suppress(Exception):
-                await self._nc.flush(timeout=PUBLISH_TIMEOUT_S)
+            try:
+                for group in sorted(set(self._subscribed) - wanted):
+                    sub = self._subscribed.pop(group)
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                for group in sorted(wanted - set(self._subscribed)):
+                    subject = cluster_wire.subject_for(self.settings.prefix, group)
+                    # An ordered push consumer of the stream (NATS JetStream "Ordered
+                    # Consumer"): from the next event on, in stream order; after a reconnect or
+                    # a lost server it is made again from the last sequence it delivered, so
+                    # nothing published while this node was away from NATS is missed.
+                    self._subscribed[group] = await self._js.subscribe(
+                        subject,
+                        cb=self._on_msg,
+                        stream=self.settings.stream,
+                        ordered_consumer=True,
+                        idle_heartbeat=CONSUMER_HEARTBEAT_S,
+                        deliver_policy=DeliverPolicy.NEW,
+                        pending_msgs_limit=MAX_PENDING,
+                    )
+            except Exception as exc:  # nats-py raises its own errors and TimeoutError
+                self.m_subscribe_errors.inc()
+                log.warning("cluster bus: subscribing failed (%r); trying again", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
             await self._interest_changed.wait()
 
     async def _on_msg(self, msg: Any) -> None:
