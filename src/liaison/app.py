@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
+from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
 from liaison.config import LISTENER_NAMES, Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
@@ -251,6 +253,11 @@ async def _start(
     router.on_delete(persist_delete)
     missions_part = _MissionsPart(config, server)
     await parts.start(missions_part)
+    if config.cluster_nats:
+        # Before anything that publishes: from here on, events go through the bus.
+        bus = NatsBus(_cluster_settings(config), router, metrics)
+        await parts.start(bus)
+        router.set_bus(bus)
     keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
@@ -671,6 +678,21 @@ def _build_federation(
         server_key=server_pki.server_key,
         clock_ms=now_ms,
         metrics=metrics,
+    )
+
+
+def _cluster_settings(config: Config) -> ClusterSettings:
+    first = next((e for e in (config.tls, config.tcp, config.https) if e is not None), None)
+    node = config.cluster_node or default_node_name(
+        socket.gethostname, first.port if first is not None else None
+    )
+    return ClusterSettings(
+        servers=config.cluster_nats,
+        node=node,
+        prefix=config.cluster_prefix,
+        stream=config.cluster_stream,
+        replicas=config.cluster_replicas,
+        max_age_s=config.cluster_max_age_s,
     )
 
 

@@ -171,6 +171,36 @@ def _names(key: str, value: object) -> tuple[str, ...]:
     return tuple(v for v in items if v)
 
 
+def _nats_urls(key: str, value: object) -> tuple[str, ...]:
+    """NATS server URLs (``nats://`` or ``tls://``), as a list or comma-separated."""
+    urls = _names(key, value)
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        if scheme not in ("nats", "tls") or not sep or not rest:
+            raise ConfigError(key, f"expected nats://HOST:PORT or tls://HOST:PORT, got {url!r}")
+    return urls
+
+
+def _bus_token(key: str, value: object) -> str:
+    """A NATS subject token or stream name: letters, digits, ``-`` and ``_``."""
+    text = _text(key, value)
+    if len(text) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_") for c in text):
+        raise ConfigError(key, f"expected letters, digits, - or _ (at most 64), got {value!r}")
+    return text
+
+
+def _optional_bus_token(key: str, value: object) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return _bus_token(key, text) if text else None
+
+
+def _positive_int(key: str, value: object) -> int:
+    n = _non_negative_int(key, value)
+    if n < 1:
+        raise ConfigError(key, "must be at least 1")
+    return n
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One configuration key: where it lives in TOML, its environment variable, how to parse it."""
@@ -223,6 +253,12 @@ class Config:
     mbtiles: Path | None = None
     audit_sync_ms: float = 200.0
     log_level: str = "info"
+    cluster_nats: tuple[str, ...] = ()  # NATS server URLs; empty: one node, no bus
+    cluster_node: str | None = None  # this node's name on the bus (default: host name and port)
+    cluster_prefix: str = "liaison"
+    cluster_stream: str = "LIAISON_EVENTS"
+    cluster_replicas: int = 1
+    cluster_max_age_s: float = 3600.0
 
     def resolved_users_file(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
@@ -493,6 +529,51 @@ SETTINGS: tuple[Setting, ...] = (
         " release; 0 fsyncs every batch before releasing).",
     ),
     Setting(
+        "cluster.nats",
+        "cluster_nats",
+        "LIAISON_CLUSTER_NATS",
+        _nats_urls,
+        "NATS servers (nats://HOST:PORT, comma-separated or a list) of the cluster this node"
+        " shares its picture with through JetStream; empty (the default) runs one node"
+        " (docs/deployment.md).",
+    ),
+    Setting(
+        "cluster.node",
+        "cluster_node",
+        "LIAISON_CLUSTER_NODE",
+        _optional_bus_token,
+        "This node's name on the bus, unique in the cluster (default: host name and the first"
+        " listener's port).",
+    ),
+    Setting(
+        "cluster.prefix",
+        "cluster_prefix",
+        None,
+        _bus_token,
+        "First token of the cluster's NATS subjects (PREFIX.ev.g.GROUP).",
+    ),
+    Setting(
+        "cluster.stream",
+        "cluster_stream",
+        None,
+        _bus_token,
+        "Name of the JetStream stream that keeps the cluster's events.",
+    ),
+    Setting(
+        "cluster.replicas",
+        "cluster_replicas",
+        None,
+        _positive_int,
+        "Copies JetStream keeps of each event (1 to 5; at most the number of NATS servers).",
+    ),
+    Setting(
+        "cluster.max_age_s",
+        "cluster_max_age_s",
+        None,
+        _positive_float,
+        "Seconds the stream keeps an event.",
+    ),
+    Setting(
         "web.mbtiles",
         "mbtiles",
         "LIAISON_MBTILES",
@@ -579,6 +660,9 @@ def _validate(config: Config) -> None:
             raise ConfigError("limits.keepalive_interval_s", "must be 1..32767")
         if not 1 <= config.keepalive_count <= 127:
             raise ConfigError("limits.keepalive_count", "must be 1..127")
+    if config.cluster_replicas > 5:
+        # JetStream's limit on a stream's replicas (NATS docs, "Streams", Replicas).
+        raise ConfigError("cluster.replicas", "must be 1..5")
 
 
 def describe(config: Config) -> str:
@@ -599,7 +683,8 @@ def describe(config: Config) -> str:
         elif isinstance(value, int | float):
             shown = str(value)
         elif isinstance(value, tuple):
-            shown = "[" + ", ".join(json.dumps(v) for v in value) + "]"
+            # NATS URLs may carry user:password, shown as *** like the storage URL's.
+            shown = "[" + ", ".join(json.dumps(redacted_url(v)) for v in value) + "]"
         elif s.key == "storage.backend":
             shown = json.dumps(redacted_url(str(value)))  # a password is never printed
         else:

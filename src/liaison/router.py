@@ -168,6 +168,29 @@ class MissionRouting(Protocol):
         ...
 
 
+class ClusterBus(Protocol):
+    """Where a node hands the events it accepts to the other nodes (``cluster/bus.py``).
+
+    With a bus, :meth:`Router.publish_checked` accepts an event and submits it; the bus hands it
+    back to :meth:`Router.distribute` once the bus has stored it (JetStream's acknowledgement),
+    and hands the other nodes' events to :meth:`Router.distribute_remote`. It learns which groups
+    this node's subscribers read, so it receives only events some of them may see.
+    """
+
+    def submit(self, accepted: AcceptedEvent) -> None:
+        """Publish ``accepted``; distribute it here once the bus has it."""
+        ...
+
+    def interest(self, groups: frozenset[str], delta: int) -> None:
+        """A subscriber reading ``groups`` attached (+1) or detached (-1)."""
+        ...
+
+    @property
+    def congested(self) -> bool:
+        """True while events wait for the bus past its threshold (readers pause)."""
+        ...
+
+
 class RefusalListener(Protocol):
     """A subscriber that wants to know when the router refused it an event (a federation link
     counts these with its own refusals, so its status equals its ``deny`` records)."""
@@ -233,6 +256,7 @@ class Router:
         self._banners: dict[str, str] = {}  # label id -> banner, for display
         self._on_delete: Callable[[str], None] | None = None
         self._missions: MissionRouting | None = None
+        self._bus: ClusterBus | None = None
         m = metrics
         self.m_in = m.counter("liaison_events_in_total", "Events accepted for routing", "type")
         self.m_rejected = m.counter(
@@ -260,6 +284,8 @@ class Router:
         the audit log cannot be written (nothing may be released, so nothing is accepted)."""
         if self.gate is not None and self.gate.audit_failed:
             return True
+        if self._bus is not None and self._bus.congested:
+            return True
         t = self._congestion_threshold
         return t is not None and self._writer is not None and self._writer.pending >= t
 
@@ -274,6 +300,8 @@ class Router:
         if k not in self._order:
             self._attached += 1
             self._order[k] = self._attached
+            if self._bus is not None:
+                self._bus.interest(sub.principal.out_groups, +1)
         if sub.principal.kind is PrincipalKind.FEDERATE:
             self._federates[k] = sub
         self._index(sub)
@@ -285,6 +313,8 @@ class Router:
         self._order.pop(k, None)
         self._federates.pop(k, None)
         self._unindex(k)
+        if gone is not None and self._bus is not None:
+            self._bus.interest(gone.principal.out_groups, -1)
         if gone is not None and sub.client_uid and self._missions is not None:
             self._missions.disconnected(sub)
 
@@ -359,6 +389,12 @@ class Router:
         """Register the missions, which route ``marti/dest@mission`` events (app.py)."""
         self._missions = missions
 
+    def set_bus(self, bus: ClusterBus) -> None:
+        """Share this node's events with the other nodes of a cluster through ``bus``."""
+        self._bus = bus
+        for sub in self._subscribers.values():
+            bus.interest(sub.principal.out_groups, +1)
+
     def _mission_accepted(self, accepted: AcceptedEvent) -> None:
         if self._missions is not None and any(d.mission for d in accepted.event.dests):
             self._missions.accepted(accepted)
@@ -380,6 +416,15 @@ class Router:
         every audit record written before the first byte is released; a refused event is neither
         stored nor delivered.
         """
+        if self._bus is not None:
+            # In a cluster an event is distributed once the bus has it (cluster/bus.py), here
+            # and on every other node; the release records are written then, by each node for
+            # its own recipients.
+            result = self.accept(event, source)
+            if isinstance(result, Refusal):
+                return Published(0, result.reasons, None)
+            self._bus.submit(result)
+            return Published(0, (), result.event)
         checked = self._check(event, source)
         if isinstance(checked, Refusal):
             return Published(0, checked.reasons, None)
@@ -428,6 +473,21 @@ class Router:
         delivered = self._deliver(plans)
         self._mission_accepted(accepted)
         return delivered
+
+    def distribute_remote(self, event: Event, label: Label | None, source: Source) -> int:
+        """Distribute an event another node of the cluster accepted; returns the deliveries.
+
+        That node applied the ingest rules, wrote the ``ingest`` record and stored the event; here
+        it joins this node's latest state (so replay and the picture answer the same on every
+        node) and goes to this node's subscribers, each decided and recorded here.
+        """
+        now = self._clock_ms()
+        if event.is_delete and event.link_uid:
+            self._latest.remove(event.link_uid)
+        elif not event.dests and not event.is_stale(now):
+            self._latest.put(LatestEntry(event, source.principal.in_groups, label))
+        out = Outgoing(event, source.principal.in_groups)
+        return self.distribute(AcceptedEvent(event, label, source, out))
 
     def _check(
         self, event: Event, source: Source

@@ -1,0 +1,1 @@
+"""Several nodes, one picture: the cluster bus (NATS JetStream) and what runs on it."""

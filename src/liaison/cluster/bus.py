@@ -1,0 +1,393 @@
+"""The cluster bus: several ``liaison serve`` nodes share one picture through NATS JetStream.
+
+How an event travels (docs/deployment.md, "Several nodes"):
+
+1. A node's router accepts an event (ingest rules, ``ingest`` record, its own store and latest
+   state) and :meth:`NatsBus.submit` queues it (bounded by ``MAX_PENDING``).
+2. The publisher publishes it to JetStream, once per group its sender writes into
+   (``protocol/cluster_wire.py`` names the subjects), and waits for JetStream's acknowledgement:
+   the stream has stored it. Only then does this node distribute it to its own subscribers
+   (``Router.distribute``). An event whose publish fails is tried again (``RETRY_S``), in order;
+   while events wait past ``CONGESTED_AT`` the router reports congestion and readers pause.
+3. Every other node that has a subscriber reading one of those groups receives it on a core
+   NATS subscription of that group's subject (interest-based: a node subscribes only to the
+   groups its own subscribers read), drops a second copy (same message id on another group's
+   subject), checks its label (one that cannot be read means deny) and hands it to
+   ``Router.distribute_remote``: its latest state, then its subscribers, each decided and
+   recorded by that node.
+
+Each node distributes an event exactly once: its own events on the acknowledgement, the others'
+events on receipt; it never distributes its own events received from the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from liaison.errors import ConfigError
+from liaison.metrics import Metrics
+from liaison.model import labels
+from liaison.model.event import Event
+from liaison.model.labels import Label, LabelError
+from liaison.model.principal import Principal
+from liaison.protocol import cluster_wire, cot_xml
+from liaison.protocol.cluster_wire import BusEvent, SeenIds, WireError
+
+if TYPE_CHECKING:
+    from liaison.router import AcceptedEvent, Router
+
+log = logging.getLogger(__name__)
+
+# Accepted events that may wait for the bus; past it an event is distributed on this node only
+# (counted in liaison_cluster_unshared_total), never dropped.
+MAX_PENDING = 10_000
+# Waiting events at which the router reports congestion (readers pause until it drains).
+CONGESTED_AT = MAX_PENDING // 2
+# Events published at once, then acknowledged together (a window: order is kept per batch).
+PUBLISH_WINDOW = 256
+# Seconds JetStream has to acknowledge a publish before it is tried again.
+PUBLISH_TIMEOUT_S = 5.0
+# Seconds between attempts while the bus cannot take an event.
+RETRY_S = 0.5
+# Seconds to connect to NATS at start.
+CONNECT_TIMEOUT_S = 10.0
+# Seconds a closing node spends publishing what still waits.
+DRAIN_S = 5.0
+# Seconds between a consumer's heartbeats when idle: how soon a lost consumer is noticed and
+# made again from its last sequence.
+CONSUMER_HEARTBEAT_S = 2.0
+# Seconds JetStream remembers message ids to drop a publish made twice (a retry after a lost ack).
+DUPLICATE_WINDOW_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """The ``[cluster]`` section (docs/configuration.md)."""
+
+    servers: tuple[str, ...]
+    node: str
+    prefix: str = "liaison"
+    stream: str = "LIAISON_EVENTS"
+    replicas: int = 1
+    max_age_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSource:
+    """The sender of an event another node accepted (a router ``Source``, never a subscriber)."""
+
+    principal: Principal
+
+
+class NatsBus:
+    """The router's :class:`~liaison.router.ClusterBus` on NATS JetStream; a lifetimes Component."""
+
+    name = "cluster-bus"
+
+    def __init__(self, settings: ClusterSettings, router: Router, metrics: Metrics) -> None:
+        self.settings = settings
+        self._router = router
+        # Accepted events waiting for the bus, each with its bus message (made once).
+        self._pending: deque[tuple[AcceptedEvent, BusEvent]] = deque()
+        self._wake = asyncio.Event()
+        self._interest: dict[str, int] = {}  # group -> subscribers reading it
+        self._subscribed: dict[str, Any] = {}  # group -> NATS subscription
+        self._interest_changed = asyncio.Event()
+        self._seen = SeenIds()
+        self._seq = 0
+        # Message ids are NODE:BOOT:SEQ, so a restarted node's ids never repeat old ones.
+        self._boot = f"{time.time_ns():x}"
+        self._nc: Any = None
+        self._js: Any = None
+        self.connected = False
+        m = metrics
+        self.m_published = m.counter(
+            "liaison_cluster_published_total", "Events this node published to the bus (acked)"
+        )
+        self.m_received = m.counter(
+            "liaison_cluster_received_total",
+            "Bus messages received from other nodes, distributed here",
+        )
+        self.m_dropped = m.counter(
+            "liaison_cluster_dropped_total",
+            "Bus messages not distributed here (duplicate, own, unreadable, label)",
+            "reason",
+        )
+        self.m_errors = m.counter(
+            "liaison_cluster_publish_errors_total", "Publishes the bus did not acknowledge"
+        )
+        self.m_unshared = m.counter(
+            "liaison_cluster_unshared_total",
+            "Events distributed on this node only because the bus queue was full",
+        )
+        self.m_subscribe_errors = m.counter(
+            "liaison_cluster_subscribe_errors_total",
+            "Group subscriptions NATS did not make (tried again)",
+        )
+        self.m_reconnects = m.counter(
+            "liaison_cluster_reconnects_total", "Times this node reconnected to NATS"
+        )
+        m.gauge("liaison_cluster_pending", "Accepted events waiting for the bus", self.pending)
+        m.gauge(
+            "liaison_cluster_subscriptions",
+            "Group subjects this node subscribes to",
+            lambda: len(self._subscribed),
+        )
+
+    # --- the router's side (synchronous) ----------------------------------------------------
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def congested(self) -> bool:
+        return len(self._pending) >= CONGESTED_AT
+
+    def submit(self, accepted: AcceptedEvent) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            self.m_unshared.inc()
+            log.warning(
+                "cluster bus queue full: event %s distributed here only", accepted.event.uid
+            )
+            self._router.distribute(accepted)
+            return
+        self._pending.append((accepted, self._wire(accepted)))
+        self._wake.set()
+
+    def interest(self, groups: frozenset[str], delta: int) -> None:
+        for g in groups:
+            n = self._interest.get(g, 0) + delta
+            if n > 0:
+                self._interest[g] = n
+            else:
+                self._interest.pop(g, None)
+        self._interest_changed.set()
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    async def bind(self) -> None:
+        try:
+            import nats
+            from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+            from nats.js.errors import BadRequestError
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ConfigError(
+                "cluster.nats", "the cluster bus needs nats-py: pip install 'liaison[cluster]'"
+            ) from exc
+
+        s = self.settings
+        self._nc = await nats.connect(
+            servers=list(s.servers),
+            name=f"liaison-{s.node}",
+            connect_timeout=CONNECT_TIMEOUT_S,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RETRY_S,
+            allow_reconnect=True,
+            dont_randomize=True,  # in the order given: an operator lists the nearest first
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self.connected = True
+        self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+        config = StreamConfig(
+            name=s.stream,
+            subjects=[cluster_wire.stream_subjects(s.prefix)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=s.max_age_s,
+            num_replicas=s.replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+        try:
+            await self._js.add_stream(config)
+        except BadRequestError:
+            # It exists with other settings (another node made it, or an older config).
+            await self._js.update_stream(config)
+        log.info("cluster bus: node %s on %s, stream %s", s.node, ", ".join(s.servers), s.stream)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._publisher(), name="cluster-publisher")
+            tg.create_task(self._subscriber(), name="cluster-subscriptions")
+
+    async def close(self) -> None:
+        nc = self._nc
+        if nc is None:
+            return
+        deadline = asyncio.get_running_loop().time() + DRAIN_S
+        while self._pending and asyncio.get_running_loop().time() < deadline:
+            if not await self._publish_batch():
+                await asyncio.sleep(RETRY_S / 5)
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        self._nc = None
+        self.connected = False
+
+    # --- publishing -------------------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if not await self._publish_batch():
+                await asyncio.sleep(RETRY_S)
+
+    async def _publish_batch(self) -> bool:
+        """Publish up to ``PUBLISH_WINDOW`` waiting events; distribute those acknowledged in
+        order. False when the first of them could not be published (tried again later)."""
+        batch = [self._pending[i] for i in range(min(PUBLISH_WINDOW, len(self._pending)))]
+        results = await asyncio.gather(
+            *(self._publish_one(w) for _, w in batch), return_exceptions=True
+        )
+        done = 0
+        for ok in results:
+            if ok is not True:
+                break
+            done += 1
+        for _ in range(done):
+            accepted, _wire = self._pending.popleft()
+            self.m_published.inc()
+            self._router.distribute(accepted)
+        if done < len(batch):
+            self.m_errors.inc()
+            first = next(r for r in results if r is not True)
+            log.warning("cluster bus: publish not acknowledged (%r); trying again", first)
+        return done > 0 or not batch
+
+    async def _publish_one(self, wire: BusEvent) -> bool:
+        """Publish one event on the subject of each group its sender writes into. A retry sends
+        the same message id, which JetStream drops within ``DUPLICATE_WINDOW_S``."""
+        for group in sorted(wire.sender.in_groups):
+            headers, payload = cluster_wire.encode(wire, group)
+            subject = cluster_wire.subject_for(self.settings.prefix, group)
+            await self._js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S)
+        return True
+
+    def _wire(self, accepted: AcceptedEvent) -> BusEvent:
+        """The bus message of ``accepted``, with this node's next message id."""
+        self._seq += 1
+        label = accepted.label
+        return BusEvent(
+            msg_id=f"{self.settings.node}:{self._boot}:{self._seq}",
+            node=self.settings.node,
+            sender=accepted.source.principal,
+            label_json=labels.label_to_json(label) if label is not None else None,
+            xml=accepted.out.xml(),
+        )
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def _subscriber(self) -> None:
+        """Keep one subscription per group some subscriber here reads, and no other. A change
+        NATS does not make (a timeout, a server away) is tried again after ``RETRY_S``: the
+        node keeps serving meanwhile."""
+        from nats.js.api import DeliverPolicy  # nats-py is there: bind() imported it
+
+        while True:
+            self._interest_changed.clear()
+            wanted = set(self._interest)
+            try:
+                for group in sorted(set(self._subscribed) - wanted):
+                    sub = self._subscribed.pop(group)
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                for group in sorted(wanted - set(self._subscribed)):
+                    subject = cluster_wire.subject_for(self.settings.prefix, group)
+                    # An ordered push consumer of the stream (NATS JetStream "Ordered
+                    # Consumer"): from the next event on, in stream order; after a reconnect or
+                    # a lost server it is made again from the last sequence it delivered, so
+                    # nothing published while this node was away from NATS is missed.
+                    self._subscribed[group] = await self._js.subscribe(
+                        subject,
+                        cb=self._on_msg,
+                        stream=self.settings.stream,
+                        ordered_consumer=True,
+                        idle_heartbeat=CONSUMER_HEARTBEAT_S,
+                        deliver_policy=DeliverPolicy.NEW,
+                        pending_msgs_limit=MAX_PENDING,
+                    )
+            except Exception as exc:  # nats-py raises its own errors and TimeoutError
+                self.m_subscribe_errors.inc()
+                log.warning("cluster bus: subscribing failed (%r); trying again", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            await self._interest_changed.wait()
+
+    async def _on_msg(self, msg: Any) -> None:
+        self.receive(msg.headers, msg.data)
+
+    def receive(self, headers: dict[str, str] | None, payload: bytes) -> int:
+        """Handle one bus message; returns the deliveries made here."""
+        try:
+            wire = cluster_wire.decode(headers, payload)
+        except WireError as exc:
+            self.m_dropped.inc("unreadable")
+            log.warning("cluster bus: message refused: %s", exc)
+            return 0
+        if wire.node == self.settings.node:
+            self.m_dropped.inc("own")
+            return 0
+        if not self._seen.first_time(wire.msg_id):
+            self.m_dropped.inc("duplicate")
+            return 0
+        readable, label = self._label(wire)
+        if not readable:
+            self.m_dropped.inc("label")
+            log.warning("cluster bus: %s from node %s: label refused", wire.msg_id, wire.node)
+            return 0
+        try:
+            event: Event = cot_xml.parse_event(wire.xml)
+        except Exception as exc:  # any parse failure of hostile bytes: refused, counted
+            self.m_dropped.inc("unreadable")
+            log.warning(
+                "cluster bus: %s from node %s: event refused: %s", wire.msg_id, wire.node, exc
+            )
+            return 0
+        self.m_received.inc()
+        return self._router.distribute_remote(event, label, RemoteSource(wire.sender))
+
+    def _label(self, wire: BusEvent) -> tuple[bool, Label | None]:
+        """Whether the event's label can be read here, and the label (None: unlabelled). A
+        label that cannot be read means deny."""
+        if wire.label_json is None:
+            return True, None
+        policy = self._router.policy
+        if policy is None:
+            return False, None  # labelled on a node with a policy, here none: config differs
+        try:
+            return True, labels.label_from_json(policy, wire.label_json)
+        except LabelError:
+            return False, None
+
+    # --- connection state -------------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("cluster bus: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        log.warning("cluster bus: disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        self.m_reconnects.inc()
+        log.info("cluster bus: reconnected to NATS")
+
+
+def default_node_name(hostname: Callable[[], str], port: int | None) -> str:
+    """``host-port``, made a valid subject token."""
+    raw = f"{hostname()}-{port}" if port else hostname()
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "-" for c in raw)[:64]

@@ -1,0 +1,155 @@
+"""The cluster bus's message: one accepted event as the node that accepted it hands it on.
+
+Pure (bytes and headers in, a :class:`BusEvent` out; no sockets, no clock). The transport is NATS
+JetStream (``cluster/bus.py``): the payload is the event's CoT XML as accepted (authoritative
+label applied, ``marti/dest`` kept, so the receiving router routes it exactly as the origin
+would); the headers carry who sent it and under which label, which the receiving node's router
+needs for its own access decision and its own release records.
+
+Subjects are per group the sender writes into (``<prefix>.ev.g.<hex of the group name>``): a node
+subscribes to the groups its own subscribers read (their OUT groups), so it receives only what
+some of its clients may see (TAK reachability: IN of the sender meets OUT of the reader,
+tak-protocol.md section 7). An event written into two groups is published once per group with
+the same ``Liaison-Id``; a node reading both keeps the first (:class:`SeenIds`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from liaison.model.principal import Principal, PrincipalKind
+
+# Header names. H_MSG_ID names the event (the same on every group's subject); Nats-Msg-Id is
+# JetStream's own, one per event and subject: the stream drops a second publish of the same id
+# within its duplicate window (NATS JetStream "Message Deduplication"), so a publish sent again
+# after a lost acknowledgement is kept once.
+H_MSG_ID = "Liaison-Id"
+H_NATS_MSG_ID = "Nats-Msg-Id"
+H_NODE = "Liaison-Node"
+H_SENDER = "Liaison-Sender"
+H_LABEL = "Liaison-Label"
+WIRE_VERSION = 1
+H_VERSION = "Liaison-Wire"
+
+# Longest sender header we read (a principal with many groups); longer is refused.
+MAX_SENDER_BYTES = 16 * 1024
+# Most groups a sender may carry on the bus (the same order as a groups file's).
+MAX_SENDER_GROUPS = 1024
+# Ids remembered per node to drop an event arriving on a second group subject.
+SEEN_IDS = 65_536
+
+
+class WireError(ValueError):
+    """A bus message that is not one of ours: dropped, counted, logged by the bus."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    """One accepted event on the bus."""
+
+    msg_id: str  # "<node>:<sequence>", unique per accepting node and event
+    node: str  # the node that accepted it
+    sender: Principal  # who sent it (without authorizations: the receiver needs its groups)
+    label_json: str | None  # the authoritative label as canonical JSON, None when unlabelled
+    xml: bytes  # the event as accepted, CoT XML
+
+
+def subject_for(prefix: str, group: str) -> str:
+    """The subject an event written into ``group`` goes to (any group name is safe as hex)."""
+    return f"{prefix}.ev.g.{group.encode('utf-8').hex()}"
+
+
+def stream_subjects(prefix: str) -> str:
+    """The JetStream stream's subject filter: every group's events."""
+    return f"{prefix}.ev.>"
+
+
+def encode(event: BusEvent, group: str = "") -> tuple[dict[str, str], bytes]:
+    """Headers and payload of ``event`` as published on the subject of ``group``."""
+    p = event.sender
+    sender = {
+        "name": p.name,
+        "kind": p.kind.value,
+        "in": sorted(p.in_groups),
+        "out": sorted(p.out_groups),
+        "org": p.org,
+        "listener": p.listener,
+    }
+    headers = {
+        H_VERSION: str(WIRE_VERSION),
+        H_MSG_ID: event.msg_id,
+        H_NATS_MSG_ID: f"{event.msg_id}/{group.encode('utf-8').hex()}",
+        H_NODE: event.node,
+        H_SENDER: json.dumps(sender, separators=(",", ":"), ensure_ascii=True),
+    }
+    if event.label_json is not None:
+        headers[H_LABEL] = event.label_json
+    return headers, event.xml
+
+
+def decode(headers: Mapping[str, str] | None, payload: bytes) -> BusEvent:
+    """A bus message back as a :class:`BusEvent`; :class:`WireError` when it is not one."""
+    if not headers:
+        raise WireError("no headers")
+    if headers.get(H_VERSION) != str(WIRE_VERSION):
+        raise WireError(f"wire version {headers.get(H_VERSION)!r}")
+    msg_id, node, raw = headers.get(H_MSG_ID), headers.get(H_NODE), headers.get(H_SENDER)
+    if not msg_id or not node or raw is None:
+        raise WireError("missing id, node or sender")
+    if len(raw) > MAX_SENDER_BYTES:
+        raise WireError("sender too long")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise WireError(f"sender: {exc}") from None
+    if not isinstance(data, dict):
+        raise WireError("sender is not an object")
+    name, kind, org, listener = (data.get(k) for k in ("name", "kind", "org", "listener"))
+    in_groups, out_groups = data.get("in"), data.get("out")
+    if not isinstance(name, str) or not name:
+        raise WireError("sender name")
+    try:
+        kind_value = PrincipalKind(kind)
+    except ValueError:
+        raise WireError(f"sender kind {kind!r}") from None
+    for groups in (in_groups, out_groups):
+        if (
+            not isinstance(groups, list)
+            or len(groups) > MAX_SENDER_GROUPS
+            or not all(isinstance(g, str) for g in groups)
+        ):
+            raise WireError("sender groups")
+    assert isinstance(in_groups, list) and isinstance(out_groups, list)
+    if org is not None and not isinstance(org, str):
+        raise WireError("sender org")
+    if listener is not None and not isinstance(listener, str):
+        raise WireError("sender listener")
+    sender = Principal(
+        name=name,
+        kind=kind_value,
+        in_groups=frozenset(in_groups),
+        out_groups=frozenset(out_groups),
+        org=org,
+        listener=listener,
+    )
+    return BusEvent(msg_id, node, sender, headers.get(H_LABEL), bytes(payload))
+
+
+class SeenIds:
+    """The message ids a node has handled lately (bounded, oldest forgotten first)."""
+
+    def __init__(self, limit: int = SEEN_IDS) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def first_time(self, msg_id: str) -> bool:
+        """True the first time ``msg_id`` is seen (and remember it)."""
+        if msg_id in self._ids:
+            return False
+        self._ids[msg_id] = None
+        if len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+        return True
