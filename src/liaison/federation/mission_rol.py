@@ -173,7 +173,6 @@ class LinkRol:
     def received(self, data: bytes) -> None:
         """Execute one ROL message the peer sent (see module doc). Never raises."""
         link = self._link
-        link.status.bump("received")
         digest = content_sha256(data)
         if len(data) > MAX_ROL_BYTES:
             link.wire_rejected(("rol_too_large",), digest)
@@ -188,6 +187,7 @@ class LinkRol:
             return
         if not link.peer.missions:
             # TAK's allowMissionFederation off, per peer: the ROL is not executed.
+            link.status.bump("received")
             link.status.drop("rol_not_federated")
             return
         try:
@@ -196,6 +196,7 @@ class LinkRol:
             log.info("federation %s: ROL refused: %s", link.peer.name, exc)
             link.wire_rejected((exc.reason,), digest)
             return
+        link.status.bump("received")
         name = prog.name if isinstance(prog, rol_mod.MissionMeta) else prog.mission_name
         if not link.peer.federates_mission(name):
             link.status.drop("mission_not_federated")

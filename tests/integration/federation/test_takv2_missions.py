@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from liaison.audit import verify
 from liaison.federation.link import GateAudit
 from liaison.federation.proto import fig_pb2
 from liaison.federation.status import LinkState
@@ -63,7 +64,8 @@ def _table(pki: ServerPki, **overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in table.items() if v is not None}
 
 
-async def _mission(server: Any, http: Any, name: str, creator: str, banner: str) -> None:
+async def _mission(server: Any, http: Any, name: str, creator: str, banner: str) -> str:
+    """Create the mission; returns the owner's token."""
     status, body = await call(
         http,
         server,
@@ -72,6 +74,9 @@ async def _mission(server: Any, http: Any, name: str, creator: str, banner: str)
         params={"classification": banner},
     )
     assert status == 201, body
+    token = data(body)[0]["token"]
+    assert isinstance(token, str)
+    return token
 
 
 def _geo(uid: str, text: str, missions: list[str]) -> fig_pb2.FederatedEvent:
@@ -174,7 +179,7 @@ async def _scenario(tmp_path: Path, *, liaison_dials: bool) -> None:
             us = await connect(usa, usa_c, "ANDROID-usa", "usa-s")
             async with clients(us), cert_session(usa, usa_c) as uh:
                 await wait_subscribed(usa, "ANDROID-usa")
-                await _mission(usa, uh, "ops", "ANDROID-usa", SHARED)
+                ops_token = await _mission(usa, uh, "ops", "ANDROID-usa", SHARED)
                 await _mission(usa, uh, "other", "ANDROID-usa", SHARED)  # not federated
                 await _mission(usa, uh, "hidden", "ANDROID-usa", "SECRET//REL TO USA, UKR")
                 shared = seclabel("UNCLASSIFIED", "USA", ["USA", "UKR"])
@@ -244,6 +249,43 @@ async def _scenario(tmp_path: Path, *, liaison_dials: bool) -> None:
                     _rol('delete mission\n{"type":"MissionMetadata","name":"tak-made"};')
                 )
                 await wait_until(lambda: "tak-made" not in listed(), what="ROL delete")
+                # The peer removes its own item from ops, and tries to remove ours (ignored).
+                missions_ = usa.missions
+                assert missions_ is not None
+                for uid in ("tak-item", "m-shared"):
+                    await tak.p.send_rol(
+                        _rol(
+                            'update mission\n{"content":{"hashes":[],"uids":["' + uid + '"]},'
+                            '"creatorUid":"TAK-DEVICE","changeType":"REMOVE_CONTENT",'
+                            '"missionName":"ops"};'
+                        )
+                    )
+                await wait_until(
+                    lambda: not missions_.federated_has("ops", "tak-item"), what="ROL remove"
+                )
+                await wait_until(
+                    lambda: status.drops.get("rol_remove_ignored", 0) >= 1, what="remove ignored"
+                )
+                assert missions_.federated_has("ops", "m-shared")
+                # Ours: removing an item and deleting the mission go to the peer as ROL.
+                status_, _ = await call(
+                    uh, usa, "DELETE", f"{M}/ops/contents?uid=m-shared&creatorUid=ANDROID-usa"
+                )
+                assert status_ == 200
+                await wait_until(
+                    lambda: any('"changeType":"REMOVE_CONTENT"' in p for p in tak.programs()),
+                    what="REMOVE_CONTENT ROL",
+                )
+                status_, _ = await call(uh, usa, "DELETE", f"{M}/ops", token=ops_token)
+                assert status_ == 200
+                await wait_until(
+                    lambda: any(p.startswith("delete mission\n") for p in tak.programs()),
+                    what="delete mission ROL",
+                )
+                [gone] = [p for p in tak.programs() if p.startswith("delete mission\n")]
+                assert '"name":"ops"' in gone
+                [removed] = [p for p in tak.programs() if "REMOVE_CONTENT" in p]
+                assert '"uids":["m-shared"]' in removed and '"missionName":"ops"' in removed
                 await us.collect(0.5)
         finally:
             if tak_client is not None:
@@ -287,6 +329,8 @@ async def _scenario(tmp_path: Path, *, liaison_dials: bool) -> None:
         assert any("bad_label" in f.get("reasons", []) for f in bad)
         rejected = [f for f in of("ingest_reject") if f.get("peer") == "ukr"]
         assert any("rol_syntax" in f["reasons"] for f in rejected)
+    for f in (usa.config.data_dir / "audit").glob("*.log"):
+        assert verify(f, None).ok, f
 
 
 async def test_missions_cross_a_tak_v2_link_liaison_dialling(tmp_path: Path) -> None:
