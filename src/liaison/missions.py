@@ -1569,13 +1569,16 @@ class Missions:
         description: str,
         chat_room: str,
         label_json: str | None,
+        groups: frozenset[str] | None = None,
     ) -> MissionRecord | None:
         """A partner's ``create mission`` (ROL): a mission of that name, owned by no local
-        user, in the peer's groups and labelled ``label_json`` (already judged by the ingest
-        rules). None when the name exists (it is left as it is) or no mission can be made."""
+        user, in ``groups`` (default: the peer's IN groups) and labelled ``label_json``
+        (already judged by the ingest rules). None when the name exists (it is left as it is)
+        or no mission can be made."""
+        groups = peer.in_groups if groups is None else groups
         if name in self._missions or len(name) > MAX_NAME_CHARS:
             return None
-        if len(self._missions) >= MAX_MISSIONS or self._store_busy() or not peer.in_groups:
+        if len(self._missions) >= MAX_MISSIONS or self._store_busy() or not groups:
             self.m_refused.inc("federated_create")
             return None
         now = self._clock_ms()
@@ -1584,7 +1587,7 @@ class Missions:
             guid=str(uuid.uuid4()),
             creator=peer.name,
             creator_uid=creator_uid[:MAX_NAME_CHARS],
-            groups=peer.in_groups,
+            groups=groups,
             label=label_json,
             tool=tool[:MAX_NAME_CHARS] or "public",
             description=description[:MAX_TEXT_CHARS],

@@ -32,6 +32,7 @@ from typing import Any
 
 from liaison import audit as audit_mod
 from liaison.errors import StorageError
+from liaison.federation import fed_groups
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.proto import fig_pb2
@@ -103,7 +104,13 @@ class LinkRol:
             )
         else:
             return
-        msg = fig_pb2.ROL(program=rol_mod.encode(prog))
+        # The mission's groups as the peer's federate group names, as for events
+        # (tak-federation.md 7, ROL field 3); none mapped: not sent.
+        names = fed_groups.outbound_names(link.peer.groups_out, rec.groups)
+        if names is None:
+            link.status.drop(fed_groups.NO_GROUP_MAPPING + "_out")
+            return
+        msg = fig_pb2.ROL(program=rol_mod.encode(prog), federateGroups=names)
         msg.federateProvenance.add(federationServerId=link.fed.server_id)
         data = msg.SerializeToString()
         digest = content_sha256(data)
@@ -217,6 +224,12 @@ class LinkRol:
             return
         # create mission, or ADD_CONTENT (which creates the mission when missing, as TAK does).
         if missions.mission_record(name) is None:
+            # The local groups the peer's federate group names map to (as for its events).
+            offered = msg.federateGroups[: fed_groups.MAX_FEDERATE_GROUPS]
+            local = fed_groups.inbound_groups(link.peer.groups_in, offered, link.peer.in_groups)
+            if local is None:
+                link.status.drop(fed_groups.NO_GROUP_MAPPING + "_in")
+                return
             if isinstance(prog, rol_mod.MissionMeta):
                 claimed, creator = prog.classification, prog.creator_uid
                 tool, desc, room = prog.tool, prog.description, prog.chat_room
@@ -238,6 +251,7 @@ class LinkRol:
                 description=desc,
                 chat_room=room,
                 label_json=label_json,
+                groups=local,
             )
         if isinstance(prog, rol_mod.MissionUpdate):
             for uid in prog.uids:

@@ -441,3 +441,63 @@ async def test_mission_cot_crosses_a_tak_v1_link(tmp_path: Path) -> None:
         assert "m-canary" not in {f.event.uid for f in peer.decoded()}
         assert b"CANARY-ABOVE-CEILING" not in bytes(side.wire_out)
         assert b"m-canary" not in bytes(side.wire_out)
+
+
+async def test_mission_rol_follows_the_group_mapping(tmp_path: Path) -> None:
+    """With groups_out/groups_in (tak-federation.md 7), ROL carries the mission's groups as
+    federate group names, and the peer's ROL creates a mission only in groups that map."""
+    pki = _peer_pki(tmp_path)
+    async with _server(tmp_path, "usa") as usa:
+        assert usa.router.gate is not None and usa.server_pki is not None
+        usa_c = issue_cert(usa, "usa-s", "USA")
+        tak = TakPeer()
+        port = await tak.start(
+            cert_chain=pki.server_cert.read_bytes() + pki.ca_cert.read_bytes(),
+            key=pki.server_key.read_bytes(),
+            client_ca=usa.server_pki.ca_cert.read_bytes(),
+        )
+        table = _table(
+            pki,
+            dial=f"127.0.0.1:{port}",
+            missions=["*"],
+            groups_out={"__ANON__": ["FedBlue"]},
+            groups_in={"FedIn": ["__ANON__"]},
+        )
+        side = await start_federation(
+            usa,
+            "usa-srv",
+            [table],
+            listen="off",
+            policy=POLICY,
+            audit=GateAudit(usa.router.gate),  # type: ignore[arg-type]
+        )
+        status = side.fed.status.peers["ukr"]
+        missions_ = usa.missions
+        assert missions_ is not None
+        try:
+            await wait_until(lambda: status.state is LinkState.UP, what="link up")
+            us = await connect(usa, usa_c, "ANDROID-usa", "usa-s")
+            async with clients(us), cert_session(usa, usa_c) as uh:
+                await wait_subscribed(usa, "ANDROID-usa")
+                await _mission(usa, uh, "ops", "ANDROID-usa", SHARED)
+                await wait_until(lambda: tak.rol_received != [], what="create mission ROL")
+                [sent] = [fig_pb2.ROL.FromString(b) for b in tak.rol_received]
+                assert list(sent.federateGroups) == ["FedBlue"]
+                unmapped = _create("tak-unmapped", SHARED)
+                unmapped.federateGroups.append("Elsewhere")
+                mapped = _create("tak-mapped", SHARED)
+                mapped.federateGroups.append("FedIn")
+                await tak.send_rol(unmapped)
+                await tak.send_rol(mapped)
+                await wait_until(
+                    lambda: missions_.mission_record("tak-mapped") is not None, what="mapped"
+                )
+                await wait_until(
+                    lambda: status.drops.get("no_group_mapping_in", 0) >= 1, what="unmapped"
+                )
+        finally:
+            await stop_federation(side)
+            await tak.stop()
+        assert missions_.mission_record("tak-unmapped") is None
+        made = missions_.mission_record("tak-mapped")
+        assert made is not None and made.groups == frozenset({"__ANON__"})
