@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Final
 
 # The operations and resources of Rol.g4 (an IDENT that is one of them is that keyword).
@@ -84,9 +85,6 @@ MAX_CONTENT_UIDS: Final = 1024
 # The longest string field kept from a mission program (names, uids, descriptions).
 MAX_FIELD_CHARS: Final = 4096
 
-_IDENT_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
-_PUNCT: Final = frozenset(";(){}[],:")
-_WS: Final = frozenset(" \r\t\n")
 
 Value = str | int | float | bool | dict[str, "Value"] | list["Value"]
 
@@ -113,63 +111,36 @@ class Statement:
 # --- lexer --------------------------------------------------------------------------------
 
 
+# Rol.g4's tokens, longest match first as ANTLR's lexer does: a NUMBER only where no IDENT
+# character follows (``1abc`` is an IDENT), a STRING with any backslash escape (json.loads then
+# refuses one the grammar does not admit).
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>[ \r\t\n]+)
+  | (?P<string>"(?:[^"\\]|\\.)*")
+  | (?P<number>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?(?:0|[1-9][0-9]*))?)(?![A-Za-z0-9_.])
+  | (?P<ident>[A-Za-z0-9_.]+)
+  | (?P<punct>[;(){}\[\],:])
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
 def _tokens(text: str) -> list[tuple[str, str]]:
     """(kind, text) pairs: ``ident``, ``string`` (its JSON text, quotes kept), ``number``,
     ``punct``."""
     out: list[tuple[str, str]] = []
     i, n = 0, len(text)
     while i < n:
-        c = text[i]
-        if c in _WS:
-            i += 1
-        elif c in _PUNCT:
-            out.append(("punct", c))
-            i += 1
-        elif c == '"':
-            j = i + 1
-            while True:
-                if j >= n:
-                    raise RolError("rol_syntax", "unterminated string")
-                ch = text[j]
-                if ch == '"':
-                    break
-                if ch == "\\":
-                    j += 2
-                    continue
-                j += 1
-            out.append(("string", text[i : j + 1]))
-            i = j + 1
-        elif c == "-" or c.isdigit():
-            # NUMBER and IDENT overlap (IDENT admits digits): the longest match wins, as ANTLR's
-            # lexer does; a run of IDENT characters that is a JSON number is a NUMBER.
-            j = i + 1
-            while j < n and (text[j] in _IDENT_CHARS or text[j] in "+-eE"):
-                j += 1
-            word = text[i:j]
-            if _is_number(word):
-                out.append(("number", word))
-            elif c != "-" and all(ch in _IDENT_CHARS for ch in word):
-                out.append(("ident", word))
-            else:
-                raise RolError("rol_syntax", f"bad token {word[:32]!r}")
-            i = j
-        elif c in _IDENT_CHARS:
-            j = i + 1
-            while j < n and text[j] in _IDENT_CHARS:
-                j += 1
-            out.append(("ident", text[i:j]))
-            i = j
-        else:
-            raise RolError("rol_syntax", f"unexpected character {c!r}")
+        m = _TOKEN_RE.match(text, i)
+        if m is None:
+            raise RolError("rol_syntax", f"unexpected text at {i}: {text[i : i + 16]!r}")
+        kind = m.lastgroup
+        assert kind is not None
+        if kind != "ws":
+            out.append((kind, m.group()))
+        i = m.end()
     return out
-
-
-def _is_number(word: str) -> bool:
-    try:
-        json.loads(word)
-    except ValueError:
-        return False
-    return not word.startswith(("+", ".")) and word not in ("true", "false", "null")
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -258,9 +229,7 @@ class _Parser:
             assert isinstance(s, str)
             return s
         if kind == "number":
-            n = json.loads(text)
-            assert isinstance(n, (int, float))
-            return n
+            return float(text) if any(c in text for c in ".eE") else int(text)
         if kind == "ident":
             if text == "true":
                 return True
