@@ -84,6 +84,8 @@ MAX_ITEMS: Final = 4096
 MAX_CONTENT_UIDS: Final = 1024
 # The longest string field kept from a mission program (names, uids, descriptions).
 MAX_FIELD_CHARS: Final = 4096
+# A mission name Liaison's mission API can address (as the ``missions`` key admits them).
+_MISSION_NAME_RE: Final = re.compile(r"[^\x00-\x1f/]{1,256}")
 
 
 Value = str | int | float | bool | dict[str, "Value"] | list["Value"]
@@ -339,6 +341,15 @@ def _text(obj: dict[str, Value], key: str, default: str = "") -> str:
     return v.strip() if v.strip() else default
 
 
+def _name(obj: dict[str, Value], key: str) -> str:
+    name = _text(obj, key)
+    if not name:
+        raise RolError("rol_fields", f"{key} missing")
+    if not _MISSION_NAME_RE.fullmatch(name):
+        raise RolError("rol_fields", f"{key} is not a mission name")
+    return name
+
+
 def _strings(obj: dict[str, Value], key: str) -> tuple[str, ...]:
     v = obj.get(key, [])
     if v == "":
@@ -366,9 +377,7 @@ def mission_program(program: str) -> MissionProgram:
         kind = p.get("type", MISSION_METADATA)
         if kind != MISSION_METADATA:
             raise RolError("rol_fields", "not MissionMetadata")
-        name = _text(p, "name")
-        if not name:
-            raise RolError("rol_fields", "name missing")
+        name = _name(p, "name")
         return MissionMeta(
             operation=st.operation,
             name=name,
@@ -382,9 +391,7 @@ def mission_program(program: str) -> MissionProgram:
         change = p.get("changeType")
         if change not in (ADD_CONTENT, REMOVE_CONTENT):
             raise RolError("rol_unsupported", f"changeType {change!r}")
-        name = _text(p, "missionName")
-        if not name:
-            raise RolError("rol_fields", "missionName missing")
+        name = _name(p, "missionName")
         content = p.get("content", {})
         if content == "":
             content = {}

@@ -78,6 +78,9 @@ def test_grammar_idents_numbers_and_unquoted_keys() -> None:
         ('create mission {"name":"a"}; create mission {"name":"b"};', "rol_unsupported"),
         ('create mission {"type":"ResourceDetails","name":"x"};', "rol_fields"),
         ('create mission {"name": 3};', "rol_fields"),
+        ('create mission {"name": "a/b"};', "rol_fields"),
+        ('create mission {"name": "a\\u0001"};', "rol_fields"),
+        ('create mission {"name": "' + "n" * 257 + '"};', "rol_fields"),
         ('update mission {"changeType":"ADD_CONTENT"};', "rol_fields"),
         ('update mission {"changeType":"ADD_FEED","missionName":"x"};', "rol_unsupported"),
         (
