@@ -124,14 +124,31 @@ class LinkRol:
         if refused:
             self._deny(refused)
             return
-        ok = self._router.release_many(
-            link.principal,
-            [(uid, type_, groups, lab_json, digest) for uid, type_, groups, lab_json in items],
-            path="federation",
-        )
-        if not all(ok):
+        # Like every event the partner link sends, whatever the organisations: one release
+        # record per label, written before the message is queued (docs/labels.md section 5).
+        records = []
+        for uid, type_, _groups, lab_json in items:
+            lab = self._router.load_label(lab_json)
+            if lab is None:
+                continue  # labels off (a label that does not read was refused above)
+            records.append(
+                audit_mod.release_record(
+                    path="federation",
+                    uid=uid,
+                    type=type_,
+                    label_id=lab.label_id,
+                    originator=lab.originator,
+                    to_org=link.principal.org or "?",
+                    recipients=[link.principal.name],
+                    sha256=digest,
+                    peer=link.peer.name,
+                )
+            )
+        gate = self._router.gate
+        if gate is not None and records and not gate.record(records):
             link.status.drop("rol_audit_unavailable")
             return
+        link.status.bump("releases")
         if len(self._out) >= MAX_ROL_QUEUE:
             self._out.popleft()
             link.status.drop("rol_overflow")
@@ -157,7 +174,6 @@ class LinkRol:
                     reasons=("not_permitted",) if lab is not None else ("no_label",),
                     recipients=[link.principal.name],
                     peer=link.peer.name,
-                    stage="route",
                 )
             )
         gate.record(records)
