@@ -320,7 +320,10 @@ async def _scenario(tmp_path: Path, *, liaison_dials: bool) -> None:
             return [r["fields"] for r in recs if r["kind"] == kind]
 
         released = [f for f in of("release") if f.get("path") == "federation"]
-        assert any(f["type"] == "mission" for f in released)
+        assert any(f["type"] == "mission" and f.get("peer") == "ukr" for f in released)
+        # The ROL naming m-shared was released on record (same organisation rules as events).
+        assert any(f["type"] == "mission_item" and f["uid"] == "m-shared" for f in released)
+        assert not any(f["uid"] in ("m-canary", "h-item") for f in released)
         denied = [f for f in of("deny") if f.get("peer") == "ukr" and f.get("type") == "mission"]
         assert denied, "the SECRET mission's create was denied on record"
         bad = [
