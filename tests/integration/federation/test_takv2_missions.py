@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from liaison.audit import verify
 from liaison.federation.link import GateAudit
 from liaison.federation.proto import fig_pb2
@@ -396,26 +398,36 @@ async def test_a_peer_without_missions_gets_none(tmp_path: Path) -> None:
         assert b"X-MISSION-ONLY" not in bytes(side.wire_out)
 
 
-async def test_mission_cot_crosses_a_tak_v1_link(tmp_path: Path) -> None:
-    """v1 has no ROL, but its FederatedEvent has missionNames: mission CoT crosses both ways."""
+@pytest.mark.parametrize("liaison_dials", [True, False])
+async def test_mission_cot_crosses_a_tak_v1_link(tmp_path: Path, liaison_dials: bool) -> None:
+    """v1 has no ROL, but its FederatedEvent has missionNames: mission CoT crosses both ways,
+    in both roles."""
     pki = _peer_pki(tmp_path)
     async with _server(tmp_path, "usa") as usa:
         assert usa.router.gate is not None and usa.server_pki is not None
         usa_c = issue_cert(usa, "usa-s", "USA")
         peer = TakV1Peer()
-        port = await peer.listen(
-            chain=pki.server_cert.read_bytes() + pki.ca_cert.read_bytes(),
-            key=pki.server_key.read_bytes(),
-            ca=usa.server_pki.ca_cert.read_bytes(),
-        )
+        tls = {
+            "chain": pki.server_cert.read_bytes() + pki.ca_cert.read_bytes(),
+            "key": pki.server_key.read_bytes(),
+            "ca": usa.server_pki.ca_cert.read_bytes(),
+        }
+        if liaison_dials:
+            port = await peer.listen(**tls)
+            table = _table(pki, dial=f"127.0.0.1:{port}", protocol="tak-v1", missions=["ops"])
+        else:
+            table = _table(pki, dial=None, accept=True, protocol="tak-v1", missions=["ops"])
         side = await start_federation(
             usa,
             "usa-srv",
-            [_table(pki, dial=f"127.0.0.1:{port}", protocol="tak-v1", missions=["ops"])],
-            listen="off",
+            [table],
+            listen="off" if liaison_dials else "127.0.0.1:0",
             policy=POLICY,
             audit=GateAudit(usa.router.gate),  # type: ignore[arg-type]
         )
+        if not liaison_dials:
+            assert side.fed.bound is not None
+            await peer.dial(side.fed.bound.port, **tls)
         status = side.fed.status.peers["ukr"]
         try:
             await wait_until(lambda: status.state is LinkState.UP, what="link up")
