@@ -255,6 +255,21 @@ class _Mission:
     invites: dict[tuple[str, str], InvitationRecord] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class MissionFedChange:
+    """A change made on this server that TAK federation v2 carries as ROL
+    (``federation/mission_rol.py``): ``kind`` is ``create``, ``delete``, ``ADD_CONTENT`` or
+    ``REMOVE_CONTENT``; ``change`` is the content change (None for create and delete)."""
+
+    kind: str
+    record: MissionRecord
+    change: MissionChangeRecord | None = None
+
+
+# Callbacks told of each local mission change (the federation's ROL sender); a few at most.
+MAX_FEDERATION_HOOKS = 8
+
+
 class Missions:
     """Every mission, in memory, written through to a MissionStore; the router's mission side."""
 
@@ -296,6 +311,8 @@ class Missions:
         self._idle = asyncio.Event()
         self._idle.set()
         self._drain_lock = asyncio.Lock()  # one drainer at a time: a write runs once
+        # Told of every change made here (not of those a partner made): federation ROL.
+        self.federation_hooks: list[Callable[[MissionFedChange], None]] = []
         self.m_refused = metrics.counter(
             "liaison_mission_refused_total", "Mission requests and mission CoT refused", "reason"
         )
@@ -671,6 +688,7 @@ class Missions:
         self._forget_logs(name)
         self.m_changes.inc("DELETE_MISSION")
         self._announce(m.record, "t-x-m-d", "DELETE", None)
+        self._tell_federation(MissionFedChange("delete", m.record))
         return m.record
 
     def subscribe(
@@ -1016,6 +1034,9 @@ class Missions:
         m.changes.append(change)
         self._write(MissionWrite("add_change", (change,)))
         self.m_changes.inc(type_)
+        if not federated and type_ in (CREATE_MISSION, ADD_CONTENT, REMOVE_CONTENT):
+            kind = "create" if type_ == CREATE_MISSION else type_
+            self._tell_federation(MissionFedChange(kind, m.record, change))
         if item is not None:
             self._notify(m, change)
 
@@ -1505,6 +1526,124 @@ class Missions:
             self.m_refused.inc("mission_not_federated")
             return None
         return self._live(m)
+
+    # --- TAK federation ROL (federation/mission_rol.py) -------------------------------------
+
+    def _tell_federation(self, change: MissionFedChange) -> None:
+        for hook in self.federation_hooks:
+            try:
+                hook(change)
+            except Exception:  # a sender's fault never undoes the local change
+                log.exception("mission %s: federation hook failed", change.record.name)
+
+    def add_federation_hook(self, hook: Callable[[MissionFedChange], None]) -> None:
+        if len(self.federation_hooks) >= MAX_FEDERATION_HOOKS:
+            raise ValueError("too many federation hooks")
+        self.federation_hooks.append(hook)
+
+    def remove_federation_hook(self, hook: Callable[[MissionFedChange], None]) -> None:
+        if hook in self.federation_hooks:
+            self.federation_hooks.remove(hook)
+
+    def federation_may_name(self, name: str, peer: Principal) -> bool:
+        """Whether a partner link's principal may see the mission ``name`` (its groups and its
+        own label): the router names a mission to a partner only then."""
+        m = self._missions.get(name)
+        if m is not None and self._mission_permitted(peer, m.record):
+            return True
+        self.m_refused.inc("mission_not_released")
+        return False
+
+    def mission_record(self, name: str) -> MissionRecord | None:
+        """The mission's record, unchecked (the federation decides what it may release)."""
+        m = self._missions.get(name)
+        return m.record if m is not None else None
+
+    def federated_create(
+        self,
+        peer: Principal,
+        name: str,
+        *,
+        creator_uid: str,
+        tool: str,
+        description: str,
+        chat_room: str,
+        label_json: str | None,
+        groups: frozenset[str] | None = None,
+    ) -> MissionRecord | None:
+        """A partner's ``create mission`` (ROL): a mission of that name, owned by no local
+        user, in ``groups`` (default: the peer's IN groups) and labelled ``label_json``
+        (already judged by the ingest rules). None when the name exists (it is left as it is)
+        or no mission can be made."""
+        groups = peer.in_groups if groups is None else groups
+        if name in self._missions or len(name) > MAX_NAME_CHARS:
+            return None
+        if len(self._missions) >= MAX_MISSIONS or self._store_busy() or not groups:
+            self.m_refused.inc("federated_create")
+            return None
+        now = self._clock_ms()
+        rec = MissionRecord(
+            name=name,
+            guid=str(uuid.uuid4()),
+            creator=peer.name,
+            creator_uid=creator_uid[:MAX_NAME_CHARS],
+            groups=groups,
+            label=label_json,
+            tool=tool[:MAX_NAME_CHARS] or "public",
+            description=description[:MAX_TEXT_CHARS],
+            chat_room=chat_room[:MAX_NAME_CHARS],
+            create_time=now,
+            last_edited=now,
+        )
+        m = _Mission(rec)
+        self._missions[name] = m
+        self._write(MissionWrite("put_mission", (rec,)))
+        self._change(m, CREATE_MISSION, creator_uid, None, None, federated=True)
+        self._announce(rec, "t-x-m-n", "CREATE", creator_uid)
+        return rec
+
+    def federated_delete(self, peer: Principal, name: str) -> bool:
+        """A partner's ``delete mission`` (ROL): only a mission that partner created here
+        (``federated_create``) is deleted; False otherwise."""
+        m = self._missions.get(name)
+        if m is None or m.record.creator != peer.name or self._store_busy():
+            return False
+        del self._missions[name]
+        for uid in m.items:
+            self._unhome(uid, name)
+        self._write(MissionWrite("delete_mission", (name,)))
+        self._forget_logs(name)
+        self.m_changes.inc("DELETE_MISSION")
+        self._announce(m.record, "t-x-m-d", "DELETE", None)
+        return True
+
+    def federated_has(self, name: str, uid: str) -> bool:
+        """Whether ``name`` keeps the item ``uid`` (a partner's ``ADD_CONTENT`` names items
+        that crossed as mission CoT, which put them there)."""
+        m = self._missions.get(name)
+        return m is not None and uid in m.items
+
+    def federated_remove(self, peer: Principal, name: str, uid: str, creator_uid: str) -> bool:
+        """A partner's ``REMOVE_CONTENT`` (ROL): only an item that partner added (its
+        ``creatorUid`` is the partner's principal) leaves the mission; False otherwise."""
+        m = self._missions.get(name)
+        item = m.items.get(uid) if m is not None else None
+        if m is None or item is None or item.creator_uid != peer.name or self._store_busy():
+            return False
+        del m.items[uid]
+        m.members_version += 1
+        self._unhome(uid, name)
+        self._write(MissionWrite("remove_item", (name, uid)))
+        details = self._details_of(item.event)
+        self._change(
+            m,
+            REMOVE_CONTENT,
+            creator_uid or peer.name,
+            item.event,
+            json.dumps(details) if details else None,
+            federated=True,
+        )
+        return True
 
     # --- roles, invitations, passwords, notices, catch-up (tak-missions.md 3, 5.3, 5.4, 7.3) ---
 

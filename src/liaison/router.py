@@ -395,6 +395,11 @@ class Router:
         for sub in self._subscribers.values():
             bus.interest(sub.principal.out_groups, +1)
 
+    @property
+    def missions(self) -> MissionRouting | None:
+        """The missions registered with ``set_missions`` (the federation's ROL uses them)."""
+        return self._missions
+
     def _mission_accepted(self, accepted: AcceptedEvent) -> None:
         if self._missions is not None and any(d.mission for d in accepted.event.dests):
             self._missions.accepted(accepted)
@@ -858,11 +863,20 @@ class Router:
         the same name (docs/protocol.md "Missions across the link"); the decision against the
         link's release ceiling, then its guard, apply as to anything else it is handed."""
         plans: list[_Fanout] = []
+        # The mission's own label and groups must permit the link too: a mission the partner
+        # may not see is never named to it (Missions.federation_may_name).
+        may_name: Callable[[str, Principal], bool] | None = getattr(
+            self._missions, "federation_may_name", None
+        )
         for sub in links:
             federates: Callable[[str], bool] | None = getattr(sub, "federates_mission", None)
             if federates is None or sub.principal.kind is not PrincipalKind.FEDERATE:
                 continue
-            names = {m for m in missions if federates(m)}
+            names = {
+                m
+                for m in missions
+                if federates(m) and (may_name is None or may_name(m, sub.principal))
+            }
             if names:
                 narrowed = Outgoing(event.keep_dests(_mission_in(frozenset(names))))
                 plans.append(self._fanout("mission", narrowed, sender.in_groups, label, [sub]))

@@ -23,7 +23,7 @@ Every key and its default is named below and in the constants of this module; an
     # groups_in = { "FedBlue" = ["ukr-partner"], "*" = ["ukr-partner"] }
     # groups_out = { "__ANON__" = ["FedBlue"] }
     coalesce = true
-    missions = ["ops"]                 # missions whose items cross (native only; "*" = all)
+    missions = ["ops"]                 # missions whose items cross (any protocol; "*" = all)
     [federation.peer.details]          # per CoT type prefix (longest wins); "*" for the rest
     "a-" = ["contact", "__group", "track", "status", "precisionlocation", "takv", "uid"]
     "b-t-f" = ["__chat", "link", "remarks", "__serverdestination", "marti"]
@@ -223,7 +223,8 @@ class PeerConfig:
     # Group mapping across a TAK link (federation/fed_groups.py); None: in_groups/out_groups.
     groups_in: Mapping[str, frozenset[str]] | None = None  # federate name ("*") -> local groups
     groups_out: Mapping[str, frozenset[str]] | None = None  # local group -> federate names
-    # Missions whose items cross this link (native wire only), by name; "*" is every mission.
+    # Missions whose items cross this link (any wire; tak-v2 also sends ROL), by name; "*" is
+    # every mission.
     # Empty (the default): no mission item crosses (docs/protocol.md "Missions across the link").
     missions: frozenset[str] = frozenset()
 
@@ -481,8 +482,8 @@ def _peer(raw: object, key: str, policy: Policy, base_dir: Path) -> PeerConfig:
         out_groups = frozenset(groups_out)
     missions: frozenset[str] = frozenset()
     if "missions" in raw:
-        if protocol != PROTOCOL_NATIVE:
-            raise ConfigError(f"{key}.missions", 'only for protocol = "native"')
+        # Every wire carries mission items (TAK ones as FederatedEvent.missionNames, field 26,
+        # tak-federation.md 4.2); tak-v2 also carries the missions themselves as ROL (section 11).
         missions = frozenset(_strings(raw["missions"], f"{key}.missions", _MISSION_RE))
     return PeerConfig(
         name=name,

@@ -7,10 +7,11 @@ No I/O and no clock (the caller passes the time of receipt). Three conversions:
   Server's own sender does it (section 5.1): times in ms, point attributes as doubles,
   ``access``/``caveat``/``releasableTo`` (fields 27-29) from the root, ``track`` (with speed and
   course), ``status`` (with battery, no readiness) and ``precisionlocation`` (with both
-  attributes) moved to their fields, ``marti/dest`` targets copied to ``ptpUids`` and
-  ``ptpCallsigns``, and every other ``<detail>`` child, ``<__seclabel>`` and ``<__federation>``
-  included, kept in ``other`` (one ``<detail>`` element). Provenance (field 4) names this server
-  and the origin, hops (field 5) carry the hop count and the peer's ``max_hops``.
+  attributes) moved to their fields, ``marti/dest`` targets copied to ``ptpUids``,
+  ``ptpCallsigns`` and ``missionNames``, and every other ``<detail>`` child, ``<__seclabel>``
+  and ``<__federation>`` included, kept in ``other`` (one ``<detail>`` element). Provenance
+  (field 4) names this server and the origin, hops (field 5) carry the hop count and the
+  peer's ``max_hops``.
 * :func:`federated_to_cot`: the inverse (section 5.2), used to re-check the exact serialized
   message before it is written, and as the first step of reading what a peer sends.
 * :func:`inbound_cot`: what a peer sent, as CoT XML for the inbound validator, with the peer's
@@ -147,6 +148,9 @@ def release_from_tree(
                     geo.ptpUids.append(dest.get("uid", ""))
                 if dest.get("callsign"):
                     geo.ptpCallsigns.append(dest.get("callsign", ""))
+                # Section 4.2 field 26: mission CoT names its missions (tak-federation.md 11).
+                if dest.get("mission"):
+                    geo.missionNames.append(dest.get("mission", ""))
         if tag == PROVENANCE_TAG:
             origin = child.get("origin", server_id)
             hops = int(child.get("hops", "1"))
@@ -234,6 +238,9 @@ def _restore_dests(geo: fig_pb2.GeoEvent, detail: ET.Element) -> None:
     if existing:
         named = {(k, d.get(k, "")) for d in existing for k in ("uid", "callsign") if d.get(k)}
         if ptp and named != ptp:
+            raise FigError("dest_mismatch")
+        kept = {("mission", d.get("mission", "")) for d in existing if d.get("mission")}
+        if missions and kept != missions:
             raise FigError("dest_mismatch")
         return
     if not ptp and not missions:

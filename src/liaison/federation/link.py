@@ -111,6 +111,16 @@ class WireSession(Protocol):
     async def send_events(self, rows: Sequence[OutboxRow]) -> None: ...
 
 
+class RolPort(Protocol):
+    """What a TAK v2 wire needs of the link's mission ROL (``federation/mission_rol.py``)."""
+
+    async def next_out(self) -> bytes: ...
+
+    def put_back(self, data: bytes) -> None: ...
+
+    def received(self, data: bytes) -> None: ...
+
+
 class LinkRefused(Exception):
     """The peer is not who it must be, or does not enforce our policy; the link must not start."""
 
@@ -196,6 +206,8 @@ class PeerLink:
         self._callsign_uid: dict[str, str] = {}  # callsign -> uid, to forget both on a delete
         self._wake = asyncio.Event()
         self._connection: asyncio.Task[None] | None = None
+        # Mission ROL of a tak-v2 peer (set by the supervisor; None for other wires).
+        self.rol: RolPort | None = None
         self._sync_status()
 
     # --- Subscriber ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import random
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liaison.config import LISTENER_NAMES
 from liaison.errors import PeerError, PkiError, listen_errors
@@ -43,6 +44,9 @@ from liaison.federation.tls import (
 from liaison.metrics import Metrics
 from liaison.model.labels import Policy
 from liaison.router import Router
+
+if TYPE_CHECKING:
+    from liaison.federation.mission_rol import MissionFederation
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ class Federation:
         self.listener: asyncio.Server | None = None
         self.bound: Address | None = None
         self._sessions: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
+        self._mission_rol: MissionFederation | None = None
 
     async def start(self) -> Address | None:
         for peer in self.config.peers:
@@ -112,6 +117,13 @@ class Federation:
             )
             self.links[peer.name] = link
             self._router.attach(link)
+        tak_v2 = [k for k in self.links.values() if k.peer.protocol == PROTOCOL_TAK_V2]
+        if tak_v2:
+            # Missions as ROL on the v2 wire (federation/mission_rol.py); protobuf only then.
+            from liaison.federation.mission_rol import MissionFederation
+
+            self._mission_rol = MissionFederation(self._router, tak_v2)
+            self._mission_rol.attach()
         accepting = [p for p in self.config.peers if p.dial is None]
         listen = self.config.listen
         warning = listen_warning(self.config)
@@ -156,6 +168,8 @@ class Federation:
             writer.transport.abort()
         if self._sessions:
             await asyncio.wait(list(self._sessions), timeout=CLOSE_TIMEOUT_S)
+        if self._mission_rol is not None:
+            self._mission_rol.detach()
         for link in self.links.values():
             self._router.detach(link)
             link.flush()

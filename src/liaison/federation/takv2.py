@@ -220,6 +220,15 @@ class _Bridge:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class _Raw:
+    """A response "deserializer" that keeps the message bytes (ROL is decoded, and hashed for
+    the audit record, by ``mission_rol.py``)."""
+
+    @staticmethod
+    def FromString(data: bytes) -> bytes:
+        return data
+
+
 class FigClientSession:
     """One v2 connection of a link, Liaison dialling: the WireSession of this wire."""
 
@@ -310,6 +319,7 @@ class FigClientSession:
         if names:
             tg.create_task(self._announce_groups(sub, names), name=f"fig-announce-{name}")
         tg.create_task(self._confirmer(), name=f"fig-confirm-{name}")
+        tg.create_task(self._send_rol(), name=f"fig-rol-out-{name}")
         await link.send_loop(self)
 
     async def _read_groups(self, call: AsyncIterator[fig_pb2.FederateGroups]) -> None:
@@ -349,14 +359,6 @@ class FigClientSession:
             raise PeerError(f"groups stream: {exc.code().name}", reason="rpc_error") from None
         raise PeerError("groups stream ended before SERVING", reason="rpc_error")
 
-    async def _drain(self, call: AsyncIterator[Any], what: str) -> None:
-        """Read a stream we do not use (group names, ROL) so it never stalls the connection."""
-        try:
-            async for _msg in call:
-                log.debug("federation %s: %s message ignored", self._link.peer.name, what)
-        except grpc.aio.AioRpcError as exc:
-            log.info("federation %s: %s stream ended: %s", self._link.peer.name, what, exc.code())
-
     async def _check(self) -> None:
         """One HealthCheck; SERVING also confirms every row written before it was made.
 
@@ -389,9 +391,48 @@ class FigClientSession:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             await self._check()
             if not rol_open:
+                # After the first SERVING, as TAK's client does (tak-federation.md section 3).
                 rol_open = True
-                rol = self._call("unary_stream", "ClientROLStream", fig_pb2.ROL)(sub)
-                tg.create_task(self._drain(rol, "ROL"), name=f"fig-rol-{self._link.peer.name}")
+                rol = self._call("unary_stream", "ClientROLStream", _Raw)(sub)
+                tg.create_task(self._read_rol(rol), name=f"fig-rol-{self._link.peer.name}")
+
+    async def _read_rol(self, call: AsyncIterator[bytes]) -> None:
+        """The peer's ROL (ClientROLStream): executed by the link's mission ROL
+        (``mission_rol.py``), or ignored for a link without one. Its end is not fatal."""
+        rol = self._link.rol
+        try:
+            async for data in call:
+                if rol is not None:
+                    rol.received(data)
+                else:
+                    log.debug("federation %s: ROL message ignored", self._link.peer.name)
+        except grpc.aio.AioRpcError as exc:
+            log.info("federation %s: ROL stream ended: %s", self._link.peer.name, exc.code())
+
+    async def _send_rol(self) -> None:
+        """Our mission ROL on ServerROLStream (opened at start by TAK's client, section 3). A
+        peer that does not implement it (ots-federation ignores ROL) only ends this call: the
+        link carries on without ROL, and what was queued waits for the next connection."""
+        rol = self._link.rol
+        if rol is None:
+            return
+        taken: list[bytes] = []
+
+        async def messages() -> AsyncIterator[bytes]:
+            while True:
+                data = await rol.next_out()
+                taken[:] = [data]
+                yield data
+                taken.clear()
+
+        call = self._call("stream_unary", "ServerROLStream", fig_pb2.Subscription)
+        try:
+            await call(messages())
+        except grpc.aio.AioRpcError as exc:
+            log.info("federation %s: ServerROLStream ended: %s", self._link.peer.name, exc.code())
+        finally:
+            for data in taken:
+                rol.put_back(data)
 
     async def _read(self, call: Any, queue: asyncio.Queue[fig_pb2.FederatedEvent]) -> None:
         try:

@@ -17,8 +17,9 @@ the latest state it may see (the router's replay: same decision and audit as liv
 then the guard and the outbox) and streams the outbox; ``ServerEventStream`` (the peer's
 events) is read into the same inbound path as the client role; ``HealthCheck`` answers
 ``SERVING`` once a ``ClientEventStream`` with ``version.major >= 1`` is open, else
-``NOT_CONNECTED``; ``ClientROLStream`` is held open and sends nothing; ``ServerROLStream`` is
-read and ignored; ``ClientFederateGroupsStream`` is read and the peer's group names recorded
+``NOT_CONNECTED``; ``ClientROLStream`` carries our mission ROL and ``ServerROLStream`` the
+peer's (``mission_rol.py``; held open and ignored for a link without missions);
+``ClientFederateGroupsStream`` is read and the peer's group names recorded
 (our own follow ``SERVING`` on ``ServerFederateGroupsStream``); ``getIdentity`` (which TAK
 Server leaves unimplemented, but ots-federation's client calls first) answers our identity.
 Subscriptions with an empty ``identity.name`` are refused (INVALID_ARGUMENT), as TAK does (trap
@@ -349,10 +350,29 @@ class FigServerSession:
         return fig_pb2.ServerHealth(status=status).SerializeToString()
 
     async def _client_rol(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        """ClientROLStream: our mission ROL (``mission_rol.py``); held open without any."""
         await self._named(request, context, "ClientROLStream")
-        await self._end.wait()  # nothing to send; held open
-        return
-        yield b""  # makes this an async generator
+        rol = self._link.rol
+        if rol is None:
+            await self._end.wait()
+            return
+        while not self._end.is_set():
+            data = await rol.next_out()
+            if self._end.is_set():
+                rol.put_back(data)
+                return
+            yield data
+
+    async def _server_rol(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        """ServerROLStream: the peer's ROL, executed by the link's mission ROL."""
+        rol = self._link.rol
+        async for data in requests:
+            self._heard()
+            if rol is not None:
+                rol.received(data)
+            else:
+                log.debug("federation %s: ROL message ignored", self._link.peer.name)
+        return self._subscription()
 
     async def _client_groups(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
         """ClientFederateGroupsStream: the group names the peer offers (recorded)."""
@@ -364,12 +384,6 @@ class FigServerSession:
                 log.info("federation %s: undecodable FederateGroups", self._link.peer.name)
         return self._subscription()
 
-    async def _ignored(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        async for _msg in requests:
-            self._heard()
-            log.debug("federation %s: ROL/group message ignored", self._link.peer.name)
-        return self._subscription()
-
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             SERVICE,
@@ -379,7 +393,7 @@ class FigServerSession:
                 "ServerEventStream": grpc.stream_unary_rpc_method_handler(self._server_events),
                 "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
                 "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._client_rol),
-                "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._ignored),
+                "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._server_rol),
                 "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(
                     self._client_groups
                 ),

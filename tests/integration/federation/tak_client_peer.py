@@ -5,10 +5,11 @@ One secure channel (leaf + CA chain as client certificate), then TAK's call orde
 ``ServerFederateGroupsStream`` until ``streamUpdate = SERVING``, ``ClientEventStream`` (what the
 server sends us, kept as raw bytes in ``received``), ``ServerEventStream`` (``send`` writes to it),
 ``HealthCheck{SERVING}`` every ``health_interval`` s (answers in ``health_answers``), and
-``ClientROLStream`` after the first SERVING answer. ``health = False`` stops the health checks
-(to test that the server drops a silent peer). Group names the server sends on the groups
-stream after SERVING land in ``groups_received``; with ``announce`` set, those names are offered
-once on ``ClientFederateGroupsStream`` (TAK with ``federatedGroupMapping`` on).
+``ClientROLStream`` after the first SERVING answer (its ROL kept in ``rol_received``), and
+``ServerROLStream`` opened at start (``send_rol`` writes to it). ``health = False`` stops the
+health checks (to test that the server drops a silent peer). Group names the server sends on
+the groups stream after SERVING land in ``groups_received``; with ``announce`` set, those names
+are offered once on ``ClientFederateGroupsStream`` (TAK with ``federatedGroupMapping`` on).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class TakClientPeer:
         self.groups_received: list[str] = []
         self.announce: list[str] = []
         self._queue: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_QUEUED)
+        self.rol_received: list[bytes] = []  # serialized ROL read from ClientROLStream
+        self._rol_out: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self._channel: grpc.aio.Channel | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -54,6 +57,16 @@ class TakClientPeer:
 
     async def send(self, event: fig_pb2.FederatedEvent) -> None:
         await self._queue.put(event)
+
+    async def send_rol(self, rol: fig_pb2.ROL) -> None:
+        await self._rol_out.put(rol.SerializeToString())
+
+    def rol_programs(self) -> list[str]:
+        return [fig_pb2.ROL.FromString(b).program for b in self.rol_received]
+
+    async def _rol_outgoing(self) -> AsyncIterator[bytes]:
+        while True:
+            yield await self._rol_out.get()
 
     def start(self, target: str, *, chain: bytes, key: bytes, ca: bytes, host: str) -> None:
         creds = grpc.ssl_channel_credentials(
@@ -106,8 +119,14 @@ class TakClientPeer:
                 if self.announce:
                     tg.create_task(self._announce())
                 tg.create_task(self._read(inbound))
-                tg.create_task(self._health(sub))
+                tg.create_task(self._health(sub, tg))
                 tg.create_task(self._await(out))
+                # ServerROLStream, opened at start as TAK's client does (reference section 3).
+                rol_out = ch.stream_unary(SERVICE + "ServerROLStream", request_serializer=_ser)(
+                    self._rol_outgoing()
+                )
+                self.calls.append("ServerROLStream")
+                tg.create_task(self._await(rol_out))
         except grpc.aio.AioRpcError as exc:
             self.error = str(exc.code())
         except TimeoutError:
@@ -139,7 +158,11 @@ class TakClientPeer:
         async for data in call:
             self.received.append(data)
 
-    async def _health(self, sub: fig_pb2.Subscription) -> None:
+    async def _read_rol(self, call: AsyncIterator[bytes]) -> None:
+        async for data in call:
+            self.rol_received.append(data)
+
+    async def _health(self, sub: fig_pb2.Subscription, tg: asyncio.TaskGroup) -> None:
         assert self._channel is not None
         check = self._channel.unary_unary(
             SERVICE + "HealthCheck",
@@ -161,6 +184,7 @@ class TakClientPeer:
                     SERVICE + "ClientROLStream", request_serializer=_ser
                 )(sub)
                 self.calls.append("ClientROLStream")
+                tg.create_task(self._read_rol(self._rol))
 
     async def stop(self) -> None:
         if self._task is not None:

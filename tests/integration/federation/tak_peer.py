@@ -11,7 +11,8 @@ as raw bytes (``received``), so a test can decode exactly what crossed; ``send``
 ``FederatedEvent`` down the open ``ClientEventStream``. With ``announce`` set, the groups stream
 sends those federate group names after ``SERVING`` (TAK with ``federatedGroupMapping`` on,
 section 3); names the federate offers on ``ClientFederateGroupsStream`` land in
-``client_groups``.
+``client_groups``. ROL (section 11): what the federate writes on ``ServerROLStream`` lands in
+``rol_received`` (raw bytes); ``send_rol`` pushes a ``ROL`` down ``ClientROLStream``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class TakPeer:
         self.announce: list[str] = []  # group names sent after SERVING on the groups stream
         self.client_groups: list[str] = []  # names the federate offered us
         self._outbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_QUEUED)
+        self.rol_received: list[bytes] = []  # serialized ROL from the federate
+        self._rol_out: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self._client_stream_major = 0
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -61,6 +64,12 @@ class TakPeer:
 
     async def send(self, event: fig_pb2.FederatedEvent) -> None:
         await self._outbound.put(event)
+
+    async def send_rol(self, rol: fig_pb2.ROL) -> None:
+        await self._rol_out.put(rol.SerializeToString())
+
+    def rol_programs(self) -> list[str]:
+        return [fig_pb2.ROL.FromString(b).program for b in self.rol_received]
 
     # --- the service (TAK's side) ---------------------------------------------------------------
 
@@ -116,8 +125,16 @@ class TakPeer:
 
     async def _rol(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         self.calls.append("ClientROLStream")
-        await asyncio.Event().wait()
-        yield b""  # never reached
+        while True:
+            yield await self._rol_out.get()
+
+    async def _server_rol(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        self.calls.append("ServerROLStream")
+        async for data in requests:
+            self.rol_received.append(data)
+        return fig_pb2.Subscription(
+            identity=fig_pb2.Identity(name="tak-peer", serverId="tak-peer")
+        ).SerializeToString()
 
     async def start(
         self, *, cert_chain: bytes, key: bytes, client_ca: bytes, address: str = "127.0.0.1:0"
@@ -128,6 +145,7 @@ class TakPeer:
             "ServerEventStream": grpc.stream_unary_rpc_method_handler(self._server_events),
             "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
             "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._rol),
+            "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._server_rol),
             "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(self._client_groups),
         }
         self.server = grpc.aio.server()

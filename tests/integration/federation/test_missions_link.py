@@ -66,13 +66,19 @@ def _server(root: Path, side: str) -> Any:
     )
 
 
-async def _mission(server: Server, http: Any, name: str, creator_uid: str) -> None:
+async def _mission(
+    server: Server,
+    http: Any,
+    name: str,
+    creator_uid: str,
+    banner: str = "UNCLASSIFIED//REL TO USA, UKR",
+) -> None:
     status, body = await call(
         http,
         server,
         "PUT",
         f"{M}/{name}?creatorUid={creator_uid}",
-        params={"classification": "UNCLASSIFIED//REL TO USA, UKR"},
+        params={"classification": banner},
     )
     assert status == 201, body
 
@@ -95,7 +101,8 @@ async def test_mission_items_cross_the_link_where_allowed(tmp_path: Path) -> Non
                 ukr_peer_of_usa(
                     ukr,
                     b.fed.bound.port,
-                    missions=["ops"],
+                    # "hidden" is named, but the mission itself is SECRET: never named to UKR.
+                    missions=["ops", "hidden"],
                     details=DETAILS,
                     # The link carries at most CONFIDENTIAL: a SECRET item is the canary.
                     release_ceiling={"classification": "CONFIDENTIAL", "REL": ["UKR", "LIAISON"]},
@@ -123,10 +130,12 @@ async def test_mission_items_cross_the_link_where_allowed(tmp_path: Path) -> Non
                 for name in ("ops", "other"):
                     await _mission(usa, uh, name, "ANDROID-usa")
                     await _mission(ukr, kh, name, "ANDROID-ukr")
+                await _mission(usa, uh, "hidden", "ANDROID-usa", "SECRET//REL TO USA, UKR")
                 shared = seclabel("UNCLASSIFIED", "USA", ["USA", "UKR"])
                 secret = seclabel("SECRET", "USA", ["USA", "UKR"])
                 await us.send(mission_item("m-canary", "CANARY-ABOVE-CEILING", "ops", secret))
                 await us.send(mission_item("m-other", "CANARY-NOT-FEDERATED", "other", shared))
+                await us.send(mission_item("h-item", "CANARY-HIDDEN-MISSION", "hidden", shared))
                 await us.send(mission_item("m-shared", "X-SHARED", "ops", shared))
                 await us.wait_for(b"<contentUid>m-shared</contentUid>")
 
@@ -166,7 +175,13 @@ async def test_mission_items_cross_the_link_where_allowed(tmp_path: Path) -> Non
                 # the UKR missions.
                 status, other = await call(kh, ukr, "GET", f"{M}/other")
                 assert status == 200 and data(other)[0]["uids"] == []
-                for needle in (b"CANARY-ABOVE-CEILING", b"m-canary", b"CANARY-NOT-FEDERATED"):
+                for needle in (
+                    b"CANARY-ABOVE-CEILING",
+                    b"m-canary",
+                    b"CANARY-NOT-FEDERATED",
+                    b"CANARY-HIDDEN-MISSION",
+                    b"hidden",
+                ):
                     assert needle not in a.wire_out, needle
                     assert needle not in b.wire_in, needle
                     for client in (ks, ku):

@@ -1,4 +1,4 @@
-"""The ``missions`` key of [[federation.peer]]: which missions' items cross a native link."""
+"""The ``missions`` key of [[federation.peer]]: which missions' items cross a link (any wire)."""
 
 from __future__ import annotations
 
@@ -28,10 +28,15 @@ def test_named_missions_or_all() -> None:
         {"missions": [""]},
         {"missions": ["a/b"]},  # not addressable by the mission API
         {"missions": ["x\x01"]},
-        {"missions": ["ops"], "protocol": "tak-v2"},  # TAK federation missions: not built
     ],
 )
 def test_bad_missions_are_refused(overrides: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as err:
         fed_config(peers=[peer_table(**overrides)])
     assert "missions" in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", ["tak-v2", "tak-v1"])
+def test_tak_peers_take_missions_too(protocol: str) -> None:
+    config = fed_config(peers=[peer_table(missions=["ops"], protocol=protocol)])
+    assert config.peers[0].federates_mission("ops")

@@ -106,3 +106,29 @@ def test_one_parse_shared_and_the_readback_checked_as_a_tree() -> None:
         ("guard_mismatch", "unparsable:bad_xml"),
         None,
     )
+
+
+def test_mission_dests_become_mission_names_and_back() -> None:
+    p = peer(protocol="tak-v2", details={"a-": ["contact", "marti"]})
+    guard = OutboundGuard(policy=POLICY, peer=p, server_id="usa-srv")
+    release = guard.check(
+        event(
+            label=REL_BOTH,
+            detail='<contact callsign="ALPHA"/><marti><dest mission="ops"/></marti>',
+        )
+    )
+    assert isinstance(release, Release)
+    fed = fig_codec.release_to_federated(release.payload, server_id="usa-srv", max_hops=1)
+    assert list(fed.event.missionNames) == ["ops"]  # field 26 (tak-federation.md 4.2)
+    back = fig_codec.federated_to_cot(fig_pb2.FederatedEvent.FromString(fed.SerializeToString()))
+    assert b'<dest mission="ops"' in back
+    # missionNames alone (TAK strips marti from other) is put back as a mission dest ...
+    bare = fig_pb2.FederatedEvent(
+        event=fig_pb2.GeoEvent(uid="x", type="a-h-G", other="<detail/>", missionNames=["ops"])
+    )
+    assert b'<marti><dest mission="ops" /></marti>' in fig_codec.federated_to_cot(bare)
+    # ... and one whose other names other missions is refused.
+    fed.event.missionNames[:] = ["elsewhere"]
+    with pytest.raises(fig_codec.FigError) as err:
+        fig_codec.federated_to_cot(fed)
+    assert err.value.reason == "dest_mismatch"
