@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import copy
 import hashlib
 import hmac
 import itertools
 import json
 import logging
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -51,7 +53,14 @@ from liaison.protocol.mission_roles import (
     WRITE,
     has,
 )
-from liaison.router import AcceptedEvent, Router, Source, Subscriber, stored_event
+from liaison.router import (
+    AcceptedEvent,
+    Refusal,
+    Router,
+    Source,
+    Subscriber,
+    stored_event,
+)
 from liaison.storage.base import StoredEvent
 from liaison.storage.files import FileRecord
 from liaison.storage.missions import (
@@ -132,10 +141,12 @@ CREATE_MISSION, ADD_CONTENT, REMOVE_CONTENT = "CREATE_MISSION", "ADD_CONTENT", "
 class MissionError(Exception):
     """A mission request refused: ``status`` is the HTTP status to answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # The refusal's short code for liaison_mission_refused_total (None: from the status).
+        self.reason = reason
 
 
 def role_json(role: str) -> dict[str, object]:
@@ -1289,6 +1300,115 @@ class Missions:
             path="mission-notice",
         )
 
+    # ==== Mission packages: ``PUT /missions/{name}/contents/missionpackage`` (TSw MissionApi
+    # addMissionPackage; MissionServiceDefaultImpl addMissionPackage; SubmissionService
+    # submitMissionPackageCotAtTime). The CoT events of the package go through the router's
+    # ingest rules as if sent to the mission; its files were stored by the HTTP side. ====
+
+    def require_write(self, viewer: Principal, name: str, token: str | None) -> None:
+        """404 when the mission is missing or hidden, 403 unless the caller's role
+        (tak-missions.md 3.2) holds MISSION_WRITE."""
+        self._require(self._find(viewer, name), token, WRITE)
+
+    def package_refusals(
+        self, viewer: Principal, name: str, events: Sequence[Event], hashes: Iterable[str]
+    ) -> list[str]:
+        """Why importing these events (each already carrying only a ``dest`` for this mission,
+        :func:`package_event`) and files (by hash) into ``name`` would be refused, one text per
+        refused part; empty when all would be taken. Decides only: nothing is kept, recorded or
+        counted. Each event meets the rules an event sent on the stream to the mission meets:
+        strict membership and the router's ingest rules (``Router.ingest_outcome``: its own
+        label or the caller's default, nothing above the caller's clearance, the rules on
+        changing an item the mission or the picture already holds)."""
+        m = self._find(viewer, name)
+        refused: list[str] = []
+        new_uids: set[str] = set()
+        for event in events:
+            homes = self._homes.get(event.uid)
+            if self._strict and homes and name not in homes:
+                refused.append(f"{event.uid}: mission_membership")
+                continue
+            outcome = self._router.ingest_outcome(event, viewer)
+            if outcome is not None and outcome.event is None:
+                refused.append(f"{event.uid}: {','.join(outcome.reasons) or 'rejected'}")
+                continue
+            if event.uid not in m.items:
+                new_uids.add(event.uid)
+        if len(m.items) + len(new_uids) > MAX_MISSION_ITEMS:
+            refused.append(f"too_many_items: a mission holds at most {MAX_MISSION_ITEMS} items")
+        new_files = {h for h in hashes if h not in m.contents}
+        if len(m.contents) + len(new_files) > MAX_MISSION_CONTENTS:
+            refused.append(
+                f"too_many_contents: a mission holds at most {MAX_MISSION_CONTENTS} files"
+            )
+        return refused
+
+    def import_package(
+        self,
+        viewer: Principal,
+        name: str,
+        events: Sequence[Event],
+        records: Sequence[FileRecord],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> int:
+        """Take a checked package into the mission, all or nothing as far as the rules go: the
+        caller must hold MISSION_WRITE and :meth:`package_refusals` must find nothing (else
+        MissionError 403 and nothing is kept). Then each event is accepted by the router
+        (``Router.accept``: ingest record, label, stored copy), kept as a mission item with an
+        ``ADD_CONTENT`` change and a ``t-x-m-c``, and delivered to the mission's live
+        subscribers who may see it except the caller's device ``creator_uid``; each file
+        record joins the mission as ``PUT .../contents`` with ``hashes`` does. TAK submits
+        the package's CoT with the caller's groups and the creator uid as its client uid and
+        adds each other file to Enterprise Sync and to the mission (MissionServiceDefaultImpl
+        addMissionPackage). Returns the number of items taken."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        self._admit()
+        refused = self.package_refusals(viewer, name, events, (r.hash for r in records))
+        if refused:
+            # Counted by the HTTP side's refusal (``package_refused``).
+            log.info(
+                "mission %s: package from %s refused: %s", name, viewer.name, "; ".join(refused)
+            )
+            raise MissionError(
+                403, "package refused: " + "; ".join(refused[:10]), reason="package_refused"
+            )
+        source = _PackageSource(viewer)
+        taken = 0
+        for event in events:
+            accepted = self._router.accept(event, source)
+            if isinstance(accepted, Refusal):
+                # Only when the audit log failed since the check (the event is held and
+                # accepted later as an ordinary event, outside the mission) or a rule changed.
+                self.m_refused.inc("package_item")
+                log.warning(
+                    "mission %s: package item %s not taken: %s",
+                    name,
+                    event.uid,
+                    ",".join(accepted.reasons) or "audit log unavailable",
+                )
+                continue
+            stripped = accepted.event.without_dests()
+            label = accepted.label
+            label_json = labels.label_to_json(label) if label is not None else None
+            xml = cot_xml.render_xml(stripped)
+            stored = stored_event(stripped, viewer, self._clock_ms(), xml, label_json)
+            if not self._add_item(m, stripped, stored, creator_uid):
+                continue
+            taken += 1
+            self._router.deliver_to_clients(
+                self.delivered_form(stripped, name),
+                sender_groups=viewer.in_groups,
+                label=label,
+                clients=self._live(m) - {(creator_uid, viewer.name)},
+                path="mission",
+            )
+        if records:
+            self.add_files(viewer, name, records, creator_uid=creator_uid, token=token)
+        return taken
+
     # ==== end of files, keywords and metadata ====
     # --- log entries (tak-missions.md 4.5 LogEntry, 5.4; TSw MissionApi postLogEntry,
     # updateLogEntry, getLogEntry; MissionServiceDefaultImpl addUpdateLogEntry) --------------
@@ -2279,3 +2399,30 @@ def mission_notice(rec: MissionRecord, type_: str, author_uid: str, now_ms: int)
         f' guid="{attr(rec.guid)}" authorUid="{attr(author_uid)}"/>'
         "</detail></event>"
     ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _PackageSource:
+    """The caller of a mission package import as the source of its events (what
+    ``Router.accept`` needs): no stream connection, no client uid."""
+
+    principal: Principal
+
+
+def package_event(event: Event, mission: str) -> Event:
+    """``event`` from a mission package as it is submitted to ``mission``: every ``marti/dest``
+    removed and one ``dest mission`` for this mission put in (TAK removes the event's mission
+    dests and inserts its own, and removes ``_flow-tags_``: SubmissionService
+    submitMissionPackageCotAtTime; the other dests are removed here too, as an import is not a
+    message to anyone). Raises PeerError if the result is not an acceptable event."""
+    stripped = event.without_dests()
+    detail = copy.deepcopy(stripped.detail) if stripped.detail is not None else None
+    if detail is None:
+        detail = ET.Element("detail")
+    for tags in detail.findall("_flow-tags_"):
+        detail.remove(tags)
+    marti = detail.find("marti")
+    if marti is None:
+        marti = ET.SubElement(detail, "marti")
+    ET.SubElement(marti, "dest", {"mission": mission})
+    return cot_xml.parse_event(cot_xml.render_xml(replace(stripped, detail=detail, xml=None)))
