@@ -1772,11 +1772,37 @@ class Missions:
         router lets it see (a subscriber hidden from it is absent, not counted)."""
         m = self._find(viewer, name)
         self._require(m, token, READ)
+        return self._known_subscriptions(viewer, m)
+
+    def _known_subscriptions(self, viewer: Principal, m: _Mission) -> list[SubscriptionRecord]:
         subs = sorted(m.subs.values(), key=lambda s: (s.create_time, s.client_uid))
         return [
             s
             for s in subs
             if s.username == viewer.name or self._router.entry_for(viewer, s.client_uid) is not None
+        ]
+
+    def all_subscriptions(self, viewer: Principal) -> list[tuple[str, SubscriptionRecord]]:
+        """``GET /missions/all/subscriptions`` (TSw MissionApi getAllMissionSubscriptions, for
+        TAK's admins: every stored subscription as mission name and client uid). This server
+        has no such admin: each caller gets what it could learn mission by mission: for every
+        mission released to it whose role without a token holds MISSION_READ (not a
+        password-protected or invite-only one), the subscriptions :meth:`subscriptions`
+        answers. Missions in creation order."""
+        recs = sorted(
+            (
+                m.record
+                for m in self._missions.values()
+                if self._mission_permitted(viewer, m.record)
+                and (role := self._role(m, None)) is not None
+                and has(role, READ)
+            ),
+            key=lambda r: (r.create_time, r.name),
+        )
+        return [
+            (rec.name, s)
+            for rec in self._release_mission(viewer, recs)
+            for s in self._known_subscriptions(viewer, self._missions[rec.name])
         ]
 
     def set_role(

@@ -462,3 +462,53 @@ async def test_two_organisations_a_package_item_above_a_clearance_never_reaches_
             await server.writer.flush()
     audit = b"".join(p.read_bytes() for p in (data_dir / "audit").glob("*") if p.is_file())
     assert b'"path":"upload"' in audit and b'"path":"mission"' in audit
+
+
+async def test_all_subscriptions_shows_each_caller_only_what_it_may_know(
+    start_server: ServerFactory, data_dir: Path, policy_file: Path
+) -> None:
+    users = UserDirectory.load(data_dir / "users.json")
+    for name, (org, profile) in USERS.items():
+        users.add_user(name, org, profile=profile)
+    async with start_server(policy_file=str(policy_file)) as server:
+        usa_c = issue_cert(server, "usa-s", "USA")
+        ukr_c = issue_cert(server, "ukr-u", "UKR")
+        usa = await connect(server, usa_c, "ANDROID-usa", "usa-s")
+        ukr = await connect(server, ukr_c, "ANDROID-ukr", "ukr-u")
+        async with (
+            clients(usa, ukr),
+            cert_session(server, usa_c) as us,
+            cert_session(server, ukr_c) as ua,
+        ):
+            await wait_subscribed(server, "ANDROID-usa", "ANDROID-ukr")
+            for mission, banner, extra in (
+                ("joint", "UNCLASSIFIED//REL TO USA, UKR", ""),
+                ("usa-only", "UNCLASSIFIED//REL TO USA", ""),
+                ("locked", "UNCLASSIFIED//REL TO USA, UKR", "&password=pw"),
+            ):
+                status, body = await call(
+                    us,
+                    server,
+                    "PUT",
+                    f"{M}/{mission}?creatorUid=ANDROID-usa{extra}",
+                    params={"classification": banner},
+                )
+                assert status == 201, body
+            status, _ = await call(ua, server, "PUT", f"{M}/joint/subscription?uid=ANDROID-ukr")
+            assert status == 201
+            status, _ = await call(
+                ua, server, "PUT", f"{M}/locked/subscription?uid=ANDROID-ukr&password=pw"
+            )
+            assert status == 201
+            # UKR: its own subscription in the joint mission. Not USA's device (UKR may not see
+            # its position), nothing of the USA-only mission, nothing of the password-protected
+            # one (no role without its token, as GET .../subscriptions answers).
+            status, body = await call(ua, server, "GET", f"{M}/all/subscriptions")
+            assert status == 200, body
+            assert json.loads(body)["type"] == "MissionSubscription"
+            assert data(body) == [{"joint": "ANDROID-ukr"}]
+            assert b"usa-only" not in body and b"ANDROID-usa" not in body
+            # USA: its own (the creator is subscribed as owner), not UKR's device.
+            status, body = await call(us, server, "GET", f"{M}/all/subscriptions")
+            assert status == 200, body
+            assert data(body) == [{"joint": "ANDROID-usa"}, {"usa-only": "ANDROID-usa"}]

@@ -126,6 +126,17 @@ async def get_subscriptions(request: web.Request) -> web.Response:
 
 
 @handles_errors
+async def all_subscriptions(request: web.Request) -> web.Response:
+    """``GET /missions/all/subscriptions``: ``{mission name: client uid}`` for each stored
+    subscription the caller may know of (TSw MissionApi getAllMissionSubscriptions answers a
+    list of Java map entries, which Jackson writes as one-member objects)."""
+    found = _missions(request).all_subscriptions(principal(request))
+    return envelope(
+        context(request), "MissionSubscription", [{name: s.client_uid} for name, s in found]
+    )
+
+
+@handles_errors
 async def get_subscription_roles(request: web.Request) -> web.Response:
     """``GET .../subscriptions/roles``: those subscriptions with their roles, tokens removed."""
     viewer = principal(request)
@@ -302,6 +313,7 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     ``{name}/invitations`` it would otherwise match."""
     r = app.router
     r.add_get(f"{BASE}/all/invitations", all_invitations)
+    r.add_get(f"{BASE}/all/subscriptions", all_subscriptions)
     # A fixed path: aiohttp matches it before missions.py's {name} (a mission may not be
     # reached by the name "invitations" with GET, as on TAK).
     r.add_get(f"{BASE}/invitations", my_invitations)
