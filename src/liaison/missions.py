@@ -1347,26 +1347,29 @@ class Missions:
         self,
         viewer: Principal,
         name: str,
-        events: Sequence[Event],
-        records: Sequence[FileRecord],
+        ops: Sequence[PackageOp],
         *,
         creator_uid: str,
         token: str | None,
     ) -> int:
         """Take a checked package into the mission, all or nothing as far as the rules go: the
-        caller must hold MISSION_WRITE and :meth:`package_refusals` must find nothing (else
-        MissionError 403 and nothing is kept). Then each event is accepted by the router
-        (``Router.accept``: ingest record, label, stored copy), kept as a mission item with an
-        ``ADD_CONTENT`` change and a ``t-x-m-c``, and delivered to the mission's live
-        subscribers who may see it except the caller's device ``creator_uid``; each file
-        record joins the mission as ``PUT .../contents`` with ``hashes`` does. TAK submits
-        the package's CoT with the caller's groups and the creator uid as its client uid and
-        adds each other file to Enterprise Sync and to the mission (MissionServiceDefaultImpl
+        caller must hold MISSION_WRITE and :meth:`package_refusals` must find nothing in its
+        events and files (else MissionError 403 and nothing is kept). Then, in order: each
+        event is accepted by the router (``Router.accept``: ingest record, label, stored copy),
+        kept as a mission item with an ``ADD_CONTENT`` change and a ``t-x-m-c``, and delivered
+        to the mission's live subscribers who may see it except the caller's device
+        ``creator_uid``; each file record joins the mission as ``PUT .../contents`` with
+        ``hashes`` adds it; each removal (offline changes) is done as ``DELETE .../contents``
+        does it, skipped when the item or file is not there or not visible. TAK submits the
+        package's CoT with the caller's groups and the creator uid as its client uid and adds
+        each other file to Enterprise Sync and to the mission (MissionServiceDefaultImpl
         addMissionPackage). Returns the number of items taken."""
         m = self._find(viewer, name)
         self._require(m, token, WRITE)
         self._admit()
-        refused = self.package_refusals(viewer, name, events, (r.hash for r in records))
+        events = [op.event for op in ops if op.event is not None]
+        hashes = [op.record.hash for op in ops if op.record is not None]
+        refused = self.package_refusals(viewer, name, events, hashes)
         if refused:
             # Counted by the HTTP side's refusal (``package_refused``).
             log.info(
@@ -1377,37 +1380,89 @@ class Missions:
             )
         source = _PackageSource(viewer)
         taken = 0
-        for event in events:
-            accepted = self._router.accept(event, source)
-            if isinstance(accepted, Refusal):
-                # Only when the audit log failed since the check (the event is held and
-                # accepted later as an ordinary event, outside the mission) or a rule changed.
-                self.m_refused.inc("package_item")
-                log.warning(
-                    "mission %s: package item %s not taken: %s",
-                    name,
-                    event.uid,
-                    ",".join(accepted.reasons) or "audit log unavailable",
-                )
-                continue
-            stripped = accepted.event.without_dests()
-            label = accepted.label
-            label_json = labels.label_to_json(label) if label is not None else None
-            xml = cot_xml.render_xml(stripped)
-            stored = stored_event(stripped, viewer, self._clock_ms(), xml, label_json)
-            if not self._add_item(m, stripped, stored, creator_uid):
-                continue
-            taken += 1
-            self._router.deliver_to_clients(
-                self.delivered_form(stripped, name),
-                sender_groups=viewer.in_groups,
-                label=label,
-                clients=self._live(m) - {(creator_uid, viewer.name)},
-                path="mission",
-            )
-        if records:
-            self.add_files(viewer, name, records, creator_uid=creator_uid, token=token)
+        for op in ops:
+            if op.record is not None:
+                self.add_files(viewer, name, [op.record], creator_uid=creator_uid, token=token)
+            elif op.remove_uid is not None:
+                self.remove_uid(viewer, name, op.remove_uid, creator_uid=creator_uid, token=token)
+            elif op.remove_hash is not None:
+                self.remove_file(viewer, name, op.remove_hash, creator_uid=creator_uid, token=token)
+            elif op.event is not None and self._take_package_event(
+                m, viewer, source, op.event, creator_uid
+            ):
+                taken += 1
         return taken
+
+    def _take_package_event(
+        self, m: _Mission, viewer: Principal, source: Source, event: Event, creator_uid: str
+    ) -> bool:
+        name = m.record.name
+        accepted = self._router.accept(event, source)
+        if isinstance(accepted, Refusal):
+            # Only when the audit log failed since the check (the event is held and accepted
+            # later as an ordinary event, outside the mission) or a rule changed meanwhile.
+            self.m_refused.inc("package_item")
+            log.warning(
+                "mission %s: package item %s not taken: %s",
+                name,
+                event.uid,
+                ",".join(accepted.reasons) or "audit log unavailable",
+            )
+            return False
+        stripped = accepted.event.without_dests()
+        label = accepted.label
+        label_json = labels.label_to_json(label) if label is not None else None
+        xml = cot_xml.render_xml(stripped)
+        stored = stored_event(stripped, viewer, self._clock_ms(), xml, label_json)
+        if not self._add_item(m, stripped, stored, creator_uid):
+            return False
+        self._router.deliver_to_clients(
+            self.delivered_form(stripped, name),
+            sender_groups=viewer.in_groups,
+            label=label,
+            clients=self._live(m) - {(creator_uid, viewer.name)},
+            path="mission",
+        )
+        return True
+
+    def offline_conflicts(
+        self, viewer: Principal, name: str, pending: Sequence[OfflineChange]
+    ) -> list[int]:
+        """The offline changes of a package (its ``changes.json``) that conflict with what the
+        mission recorded, by index (TSw MissionServiceDefaultImpl hasConflicts): a change made
+        before the mission was created; a change of a uid (compared ignoring case) after which
+        the mission recorded a change of that uid; a change of a file after which the mission
+        recorded a change of a file of that name (ignoring case). Only the recorded changes
+        ``viewer`` may see are compared: a change hidden from it conflicts with nothing."""
+        m = self._find(viewer, name)
+        latest_uid: dict[str, int] = {}
+        latest_name: dict[str, int] = {}
+        for c in m.changes:
+            if not self._router.permits(viewer, sender_groups=c.sender_groups, label=c.label):
+                continue
+            if c.content_uid is not None:
+                key = c.content_uid.lower()
+                latest_uid[key] = max(latest_uid.get(key, c.timestamp), c.timestamp)
+            if c.resource:
+                try:
+                    file_name = json.loads(c.resource).get("name")
+                except (ValueError, AttributeError):
+                    file_name = None
+                if isinstance(file_name, str):
+                    key = file_name.lower()
+                    latest_name[key] = max(latest_name.get(key, c.timestamp), c.timestamp)
+        conflicts: list[int] = []
+        for i, p in enumerate(pending):
+            if p.timestamp < m.record.create_time:
+                conflicts.append(i)
+            elif p.content_uid is not None:
+                if p.timestamp < latest_uid.get(p.content_uid.lower(), p.timestamp):
+                    conflicts.append(i)
+            elif p.resource_name is not None and p.timestamp < latest_name.get(
+                p.resource_name.lower(), p.timestamp
+            ):
+                conflicts.append(i)
+        return conflicts
 
     # ==== end of files, keywords and metadata ====
     # --- log entries (tak-missions.md 4.5 LogEntry, 5.4; TSw MissionApi postLogEntry,
@@ -2452,3 +2507,26 @@ def package_event(event: Event, mission: str) -> Event:
         marti = ET.SubElement(detail, "marti")
     ET.SubElement(marti, "dest", {"mission": mission})
     return cot_xml.parse_event(cot_xml.render_xml(replace(stripped, detail=detail, xml=None)))
+
+
+@dataclass(frozen=True, slots=True)
+class PackageOp:
+    """One step of a mission package import (:meth:`Missions.import_package`): exactly one
+    field set."""
+
+    event: Event | None = None  # an item (from :func:`package_event`)
+    record: FileRecord | None = None  # a stored file that joins the mission
+    remove_uid: str | None = None  # an offline REMOVE_CONTENT of an item
+    remove_hash: str | None = None  # an offline REMOVE_CONTENT of a file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineChange:
+    """One change of a package's ``changes.json`` (ATAK's offline changes; TSw
+    MissionServiceDefaultImpl addMissionPackage reads its ``missionChanges``)."""
+
+    type: str  # ADD_CONTENT or REMOVE_CONTENT
+    timestamp: int  # ms since the epoch, when the device made it
+    content_uid: str | None = None  # an item change
+    resource_name: str | None = None  # a file change: the file's name
+    resource_hash: str | None = None  # and its hash, when given

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import stat
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 from liaison.app import Server
 from liaison.identity import packages
 from liaison.identity.users import UserDirectory
+from liaison.protocol import cot_xml
+from liaison.query import mission_padded_time
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients
 from tests.integration.http.http_support import cert_session, https_url
@@ -60,6 +63,23 @@ async def put_package(
     url = https_url(server, f"{M}/{mission}/contents/missionpackage{query}")
     async with http.put(url, data=body, headers=headers) as r:
         return r.status, await r.read()
+
+
+def offline_changes(*changes: tuple[str, float, str | None, str | None]) -> bytes:
+    """``changes.json`` as ATAK writes its offline changes: (type, when in seconds, content uid,
+    file name) each."""
+    out = []
+    for type_, when, uid, name in changes:
+        change: dict[str, object] = {
+            "type": type_,
+            "timestamp": mission_padded_time(int(when * 1000)),
+        }
+        if uid is not None:
+            change["contentUid"] = uid
+        if name is not None:
+            change["contentResource"] = {"name": name, "mimeType": "text/plain"}
+        out.append(change)
+    return json.dumps({"missionChanges": out}).encode()
 
 
 async def test_a_package_becomes_items_and_files_of_the_mission(
@@ -271,10 +291,46 @@ async def test_hostile_packages_are_refused_and_nothing_is_taken(
                     "package_bad_cot",
                 ),
                 (
-                    "offline changes",
-                    _zip_with([("changes.json", b'{"missionChanges":[]}')]),
+                    "offline log entry",
+                    _zip_with(
+                        [
+                            (
+                                "changes.json",
+                                json.dumps(
+                                    {
+                                        "missionChanges": [
+                                            {
+                                                "type": "ADD_CONTENT",
+                                                "timestamp": "2030-01-01T00:00:00.000Z",
+                                                "logEntry": {"content": "x"},
+                                            }
+                                        ]
+                                    }
+                                ).encode(),
+                            )
+                        ]
+                    ),
                     400,
                     "package_offline_changes",
+                ),
+                (
+                    "offline changes not JSON",
+                    _zip_with([("changes.json", b"{not json")]),
+                    400,
+                    "package_offline_changes",
+                ),
+                (
+                    "offline item missing",
+                    _zip_with(
+                        [
+                            (
+                                "changes.json",
+                                offline_changes(("ADD_CONTENT", time.time(), "gone", None)),
+                            )
+                        ]
+                    ),
+                    400,
+                    "package_missing_entry",
                 ),
             ]
             refused = server.metrics.counter("liaison_mission_refused_total", "")
@@ -331,6 +387,7 @@ async def test_two_organisations_a_package_item_above_a_clearance_never_reaches_
             )
             assert status == 201, body
             guid = data(body)[0]["guid"]
+            created_s = cot_xml.parse_time(data(body)[0]["createTime"]) / 1000
             for who, uid in ((us, "ANDROID-usa"), (ua, "ANDROID-ukr")):
                 status, _ = await call(who, server, "PUT", f"{M}/joint/subscription?uid={uid}")
                 assert status == 201
@@ -433,7 +490,25 @@ async def test_two_organisations_a_package_item_above_a_clearance_never_reaches_
             )
             assert status == 403, body
 
-            answers: list[bytes] = []
+            # Offline changes are compared only with what the caller may see: UKR removing the
+            # secret item "before" USA added it is no conflict for UKR (a 409 would tell it the
+            # item exists) and removes nothing; the same change from USA is a conflict.
+            old_removal = _zip_with(
+                [
+                    (
+                        "changes.json",
+                        offline_changes(("REMOVE_CONTENT", created_s + 0.001, "pkg-secret", None)),
+                    )
+                ]
+            )
+            status, body = await put_package(ua, server, "joint", old_removal)
+            assert status == 200 and data(body) == [], body
+            answers: list[bytes] = [body]
+            status, body = await put_package(us, server, "joint", old_removal)
+            assert status == 409 and data(body)[0]["contentUid"] == "pkg-secret", body
+            status, body = await call(us, server, "GET", f"{M}/joint")
+            assert "pkg-secret" in {u["data"] for u in data(body)[0]["uids"]}
+
             for path in (
                 f"{M}/joint",
                 f"{M}/guid/{guid}",
@@ -445,7 +520,7 @@ async def test_two_organisations_a_package_item_above_a_clearance_never_reaches_
                 status, body = await call(ua, server, "GET", path)
                 assert status == 200, (path, body)
                 answers.append(body)
-            [mission] = data(answers[0])
+            [mission] = data(answers[1])
             assert [u["data"] for u in mission["uids"]] == ["pkg-shared"]
             assert [c["data"]["hash"] for c in mission["contents"]] == [h_shared]
             async with ua.get(https_url(server, f"/Marti/sync/content?hash={h_canary}")) as r:
@@ -512,3 +587,89 @@ async def test_all_subscriptions_shows_each_caller_only_what_it_may_know(
             status, body = await call(us, server, "GET", f"{M}/all/subscriptions")
             assert status == 200, body
             assert data(body) == [{"joint": "ANDROID-usa"}, {"usa-only": "ANDROID-usa"}]
+
+
+async def test_offline_changes_are_taken_in_order_or_answered_409_with_the_conflicts(
+    start_server: ServerFactory, data_dir: Path
+) -> None:
+    async with start_server() as server:
+        alice_c, bob_c = (issue_cert(server, n) for n in ("alice", "bob"))
+        bob = await connect(server, bob_c, "ANDROID-bob", "bob")
+        async with (
+            clients(bob),
+            cert_session(server, alice_c) as a,
+            cert_session(server, bob_c) as b,
+        ):
+            await wait_subscribed(server, "ANDROID-bob")
+            status, _ = await call(a, server, "PUT", f"{M}/offline?creatorUid=ANDROID-alice")
+            assert status == 201
+            status, _ = await call(b, server, "PUT", f"{M}/offline/subscription?uid=ANDROID-bob")
+            assert status == 201
+            first = package({"cot/off-1.cot": mission_marker("off-1", "first", None)})
+            status, body = await put_package(a, server, "offline", first)
+            assert status == 200, body
+            await bob.wait_for(b"<contentUid>off-1</contentUid>")
+            now = time.time()
+            notes = b"offline notes"
+            # Made offline after off-1 was added: add off-2, remove off-1, add a file.
+            changes = offline_changes(
+                ("ADD_CONTENT", now + 1, "off-2", None),
+                ("REMOVE_CONTENT", now + 2, "off-1", None),
+                ("CREATE_MISSION", now + 3, None, None),  # not a content change: skipped
+                ("ADD_CONTENT", now + 4, None, "notes.txt"),
+            )
+            zipped = _zip_with(
+                [
+                    ("changes.json", changes),
+                    ("0/off-2.cot", mission_marker("off-2", "made-offline", None)),
+                    ("3/notes.txt", notes),
+                ]
+            )
+            status, body = await put_package(a, server, "offline", zipped, creator="ANDROID-alice")
+            assert status == 200 and data(body) == [], body
+            await bob.wait_for(b"made-offline")
+            await bob.wait_for(b"<type>REMOVE_CONTENT</type>")
+            status, body = await call(b, server, "GET", f"{M}/offline")
+            [mission] = data(body)
+            assert [u["data"] for u in mission["uids"]] == ["off-2"]
+            [content] = mission["contents"]
+            assert content["data"]["name"] == "notes.txt"
+            assert content["data"]["hash"] == hashlib.sha256(notes).hexdigest()
+            status, body = await call(b, server, "GET", f"{M}/offline/changes?squashed=false")
+            assert [(c["type"], c.get("contentUid")) for c in data(body)] == [
+                ("CREATE_MISSION", None),
+                ("ADD_CONTENT", "off-1"),
+                ("ADD_CONTENT", "off-2"),
+                ("REMOVE_CONTENT", "off-1"),
+                ("ADD_CONTENT", None),
+            ]
+            # Conflicts (TAK hasConflicts): a change of off-2 made before the mission recorded
+            # one, and a change made before the mission existed. 409 with those changes, and
+            # nothing of the package is taken (off-3 neither).
+            stale = offline_changes(
+                ("ADD_CONTENT", now + 5, "off-3", None),
+                ("REMOVE_CONTENT", now - 60, "off-2", None),
+                ("ADD_CONTENT", 946_684_800, "off-4", None),
+            )
+            zipped = _zip_with(
+                [
+                    ("changes.json", stale),
+                    ("0/off-3.cot", mission_marker("off-3", "never", None)),
+                    ("2/off-4.cot", mission_marker("off-4", "never", None)),
+                ]
+            )
+            refused = server.metrics.counter("liaison_mission_refused_total", "")
+            status, body = await put_package(a, server, "offline", zipped, creator="ANDROID-alice")
+            assert status == 409, body
+            doc = json.loads(body)
+            assert doc["type"] == "MissionChange"
+            assert [(c["type"], c["contentUid"]) for c in doc["data"]] == [
+                ("REMOVE_CONTENT", "off-2"),
+                ("ADD_CONTENT", "off-4"),
+            ]
+            assert doc["data"][0]["missionName"] == "offline"
+            assert doc["data"][0]["creatorUid"] == "ANDROID-alice"
+            assert refused.get("package_conflict") == 1
+            status, body = await call(b, server, "GET", f"{M}/offline")
+            assert [u["data"] for u in data(body)[0]["uids"]] == ["off-2"]
+            assert b"never" not in b"".join(await bob.collect(0.5))

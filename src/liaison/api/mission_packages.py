@@ -8,8 +8,11 @@ the zip (directories skipped, each known by its base name) is taken except names
 ``manifest.xml``: an entry whose name ends in ``.cot`` is submitted as CoT to the mission (as if
 sent with a ``dest mission``), any other file is added to Enterprise Sync under its base name
 (tool ``public``, no keywords) and to the mission's contents. The answer is ``MissionChange``
-with ``data`` the conflicting changes: an empty list on success (200); 409 with the conflicts
-(only offline changes, a ``changes.json`` entry, can conflict); 500 when it failed. There is no
+with ``data`` the conflicting changes: an empty list on success (200); 409 with the conflicts;
+500 when it failed. Only offline changes can conflict: a package holding a ``changes.json``
+(ATAK's changes made while away: ``{"missionChanges": [MissionChange...]}``) is taken as those
+changes, in order, each added item's CoT at ``<index>/<contentUid>.cot`` and each added file at
+``<index>/<name>`` (else by its hash), after a conflict check (hasConflicts). There is no
 ``/guid/`` twin.
 
 Here the zip is hostile input: it goes through the file store's zip checks
@@ -22,13 +25,16 @@ above the caller's clearance), the files with the label the package would get as
 (``Router.label_upload``: the dominant label of its CoT events, or the caller's default). A
 refusal answers 400, 403 or 413 with TAK's JSON error body, is logged and counted
 (``liaison_mission_refused_total``); nothing of a refused package joins the mission. Offline
-changes (``changes.json``) are refused with 400 (not supported).
+changes are compared only with the recorded changes the caller may see, and are recorded at the
+server's time (TAK records them at the device's); offline log entries and external data are
+refused (400).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import mimetypes
 import posixpath
@@ -43,11 +49,17 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import context, principal
 from liaison.api.marti import envelope
 from liaison.errors import PeerError, StorageError
-from liaison.missions import package_event
+from liaison.missions import OfflineChange, PackageOp, package_event
 from liaison.model.event import Event
 from liaison.protocol import cot_xml
 from liaison.protocol.limits import MAX_XML_EVENT_BYTES
-from liaison.query import MAX_FILE_BYTES, FileRecord, MissionError
+from liaison.query import (
+    MAX_FILE_BYTES,
+    FileRecord,
+    MissionError,
+    is_sha256,
+    mission_padded_time,
+)
 from liaison.storage.files import UnsafeFile, ZipLimits, extract_zip
 
 log = logging.getLogger(__name__)
@@ -68,42 +80,171 @@ PACKAGE_ZIP_LIMITS = ZipLimits(
 OFFLINE_CHANGES = "changes.json"
 
 
+# Largest changes.json read (offline changes): a few thousand changes of a few hundred bytes.
+MAX_OFFLINE_CHANGES_BYTES = 4 * 1024 * 1024
+# Change types an offline change may have; TAK skips the others (addMissionPackage).
+OFFLINE_TYPES = ("ADD_CONTENT", "REMOVE_CONTENT")
+
+
 @dataclass(frozen=True, slots=True)
-class _Package:
-    events: list[tuple[str, bytes]]  # (base name, bytes) of each .cot entry
-    files: list[tuple[str, bytes, str]]  # (base name, bytes, sha256) of each other file
+class _Step:
+    """One step of an import before it is checked: an item's CoT, a file's content, a file
+    already stored (offline ``contentResource`` by hash), or a removal."""
+
+    cot: tuple[str, bytes] | None = None  # (entry name, bytes)
+    file: tuple[str, bytes, str, str, tuple[str, ...]] | None = None  # name, data, sha256, mime, kw
+    stored_hash: str | None = None
+    remove_uid: str | None = None
+    remove_hash: str | None = None
 
 
 def _refused(status: int, reason: str, message: str) -> MissionError:
     return MissionError(status, message, reason=f"package_{reason}")
 
 
-def _split(entries: list[tuple[str, bytes]]) -> _Package:
-    """The package's CoT events and files, each known by its base name (TAK's
-    extractMissionPackage keeps the part after the last ``/``); the manifest (any name
-    containing ``manifest.xml``, case-insensitive) is skipped as TAK skips it."""
-    events: list[tuple[str, bytes]] = []
-    found: list[tuple[str, bytes, str]] = []
+def _mime(name: str) -> str:
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def _cot_entry(name: str, content: bytes) -> tuple[str, bytes]:
+    if len(content) > MAX_XML_EVENT_BYTES:
+        raise _refused(400, "bad_cot", f"{name[:80]} is larger than {MAX_XML_EVENT_BYTES} bytes")
+    return name, content
+
+
+def _plain_steps(entries: list[tuple[str, bytes]]) -> list[_Step]:
+    """A package without offline changes: its CoT events, then its files, each known by its
+    base name (TAK's extractMissionPackage keeps the part after the last ``/``); the manifest
+    (any name containing ``manifest.xml``, case-insensitive) is skipped as TAK skips it."""
+    events: list[_Step] = []
+    found: list[_Step] = []
     for path, content in entries:
         base = posixpath.basename(path)
         if "manifest.xml" in base.lower():
             continue
-        if base == OFFLINE_CHANGES:
-            raise _refused(
-                400, "offline_changes", "offline changes (changes.json) are not supported"
-            )
         if base.endswith(".cot"):
-            if len(content) > MAX_XML_EVENT_BYTES:
-                raise _refused(
-                    400, "bad_cot", f"{base[:80]} is larger than {MAX_XML_EVENT_BYTES} bytes"
-                )
-            events.append((base, content))
+            events.append(_Step(cot=_cot_entry(base, content)))
         else:
-            found.append((base, content, hashlib.sha256(content).hexdigest()))
-    return _Package(events, found)
+            digest = hashlib.sha256(content).hexdigest()
+            found.append(_Step(file=(base, content, digest, _mime(base), ())))
+    return events + found
 
 
-def _parse(name: str, raw: bytes, mission: str) -> Event:
+def _text(value: object, what: str, *, required: bool = False) -> str | None:
+    if value is None or value == "":
+        if required:
+            raise _refused(400, "offline_changes", f"changes.json: {what} is required")
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value) > mapi.MAX_PARAM_CHARS
+        or any(ord(c) < 0x20 for c in value)
+    ):
+        raise _refused(400, "offline_changes", f"changes.json: {what} is not acceptable")
+    return value
+
+
+def _offline(data: bytes) -> list[tuple[int, OfflineChange, list[str]]]:
+    """The content changes of ``changes.json`` with their index in its ``missionChanges`` (the
+    folder of their entries) and, for a file, its keywords. Other change types are skipped as
+    TAK skips them; log entries and external data are refused (not supported here)."""
+    if len(data) > MAX_OFFLINE_CHANGES_BYTES:
+        raise _refused(400, "offline_changes", "changes.json is too large")
+    try:
+        doc = json.loads(data.removeprefix(b"\xef\xbb\xbf"))
+    except (ValueError, UnicodeDecodeError):
+        raise _refused(400, "offline_changes", "changes.json is not JSON") from None
+    changes = doc.get("missionChanges") if isinstance(doc, dict) else None
+    if not isinstance(changes, list) or len(changes) > MAX_PACKAGE_ENTRIES:
+        raise _refused(
+            400,
+            "offline_changes",
+            f"changes.json must hold missionChanges, at most {MAX_PACKAGE_ENTRIES}",
+        )
+    out: list[tuple[int, OfflineChange, list[str]]] = []
+    for ndx, change in enumerate(changes):
+        if not isinstance(change, dict):
+            raise _refused(400, "offline_changes", "changes.json: a change is not an object")
+        if change.get("type") not in OFFLINE_TYPES:
+            log.info("changes.json: change %d of type %r skipped", ndx, change.get("type"))
+            continue
+        if change.get("logEntry") is not None or change.get("externalData") is not None:
+            raise _refused(
+                400,
+                "offline_changes",
+                "changes.json: offline log entries and external data are not supported",
+            )
+        stamp = change.get("timestamp")
+        try:
+            if isinstance(stamp, int) and not isinstance(stamp, bool):
+                when = stamp
+            else:
+                when = cot_xml.parse_time(_text(stamp, "timestamp", required=True) or "")
+        except PeerError:
+            raise _refused(400, "offline_changes", "changes.json: a timestamp is bad") from None
+        uid = _text(change.get("contentUid"), "contentUid")
+        resource = change.get("contentResource")
+        if uid is not None:
+            out.append(
+                (ndx, OfflineChange(type=change["type"], timestamp=when, content_uid=uid), [])
+            )
+        elif isinstance(resource, dict):
+            name = _text(resource.get("name"), "contentResource.name")
+            digest = _text(resource.get("hash"), "contentResource.hash")
+            if digest is not None and not is_sha256(digest.lower()):
+                raise _refused(400, "offline_changes", "changes.json: a hash is not SHA-256")
+            if name is None and (change["type"] == "ADD_CONTENT" or digest is None):
+                raise _refused(400, "offline_changes", "changes.json: a file change names no file")
+            keywords = resource.get("keywords") or []
+            if not isinstance(keywords, list):
+                raise _refused(400, "offline_changes", "changes.json: keywords must be a list")
+            kw = [k for k in (_text(k, "keyword") for k in keywords) if k]
+            off = OfflineChange(
+                type=change["type"],
+                timestamp=when,
+                resource_name=name,
+                resource_hash=digest.lower() if digest else None,
+            )
+            out.append((ndx, off, kw))
+    return out
+
+
+def _offline_steps(
+    entries: dict[str, bytes], pending: list[tuple[int, OfflineChange, list[str]]]
+) -> list[_Step]:
+    """The steps of offline changes, in their order: an added item's CoT is the entry
+    ``<index>/<contentUid>.cot``, an added file's content the entry ``<index>/<name>`` (or,
+    without it, the file of that hash already stored), as TAK looks them up."""
+    steps: list[_Step] = []
+    for ndx, p, keywords in pending:
+        if p.content_uid is not None:
+            if p.type == "REMOVE_CONTENT":
+                steps.append(_Step(remove_uid=p.content_uid))
+                continue
+            path = f"{ndx}/{p.content_uid}.cot"
+            raw = entries.get(path)
+            if raw is None:
+                raise _refused(400, "missing_entry", f"the package has no {path[:120]}")
+            steps.append(_Step(cot=_cot_entry(path, raw)))
+        elif p.type == "REMOVE_CONTENT":
+            steps.append(_Step(remove_hash=p.resource_hash))
+        else:
+            assert p.resource_name is not None
+            content = entries.get(f"{ndx}/{p.resource_name}")
+            if content is not None:
+                digest = hashlib.sha256(content).hexdigest()
+                mime = _mime(p.resource_name)
+                kw = tuple(keywords)
+                steps.append(_Step(file=(p.resource_name, content, digest, mime, kw)))
+            elif p.resource_hash is not None:
+                steps.append(_Step(stored_hash=p.resource_hash))
+            else:
+                raise _refused(400, "missing_entry", f"the package has no {ndx}/{p.resource_name}")
+    return steps
+
+
+def _parse(name: str, raw: bytes, mission: str, uid: str | None = None) -> Event:
     # A UTF-8 byte order mark before the event is dropped, as TAK does (trimByteOrderMark).
     raw = raw.removeprefix(b"\xef\xbb\xbf")
     try:
@@ -112,21 +253,43 @@ def _parse(name: str, raw: bytes, mission: str) -> Event:
         raise _refused(400, "bad_cot", f"{name[:80]} is not a CoT event: {exc}") from None
     if event.is_control or event.is_delete:
         raise _refused(400, "bad_cot", f"{name[:80]} is a {event.type} message, not an item")
+    if uid is not None and event.uid != uid:
+        raise _refused(400, "bad_cot", f"{name[:80]} is not the event of uid {uid[:80]}")
     try:
         return package_event(event, mission)
     except PeerError as exc:
         raise _refused(400, "bad_cot", f"{name[:80]} is not a CoT event: {exc}") from None
 
 
-def _mime(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed or "application/octet-stream"
+def _conflict_json(name: str, guid: str, creator_uid: str, p: OfflineChange) -> dict[str, object]:
+    """A conflicting offline change as TAK answers it (the pending MissionChange)."""
+    when = mission_padded_time(p.timestamp)
+    body: dict[str, object] = {
+        "type": p.type,
+        "missionName": name,
+        "missionGuid": guid,
+        "creatorUid": creator_uid,
+        "timestamp": when,
+        "serverTime": when,
+        "isFederatedChange": False,
+    }
+    if p.content_uid is not None:
+        body["contentUid"] = p.content_uid
+    else:
+        resource: dict[str, object] = {}
+        if p.resource_name is not None:
+            resource["name"] = resource["filename"] = p.resource_name
+        if p.resource_hash is not None:
+            resource["hash"] = p.resource_hash
+        body["contentResource"] = resource
+    return body
 
 
 @mapi.handles_errors
 async def put_mission_package(request: web.Request) -> web.Response:
     """``PUT /Marti/api/missions/{name}/contents/missionpackage?creatorUid=`` with the zip as
-    the body (or a multipart file part): 200 ``MissionChange`` with an empty list when taken."""
+    the body (or a multipart file part): 200 ``MissionChange`` with an empty list when taken,
+    409 with the conflicting offline changes."""
     files.refuse_cross_site(request)
     ctx = context(request)
     viewer = principal(request)
@@ -156,56 +319,102 @@ async def put_mission_package(request: web.Request) -> web.Response:
         raise _refused(
             400, exc.reason, f"the mission package is refused ({exc.reason}): {exc}"
         ) from None
-    package = await asyncio.to_thread(_split, entries)
-    events = [_parse(n, raw, name) for n, raw in package.events]
+    # Offline changes (ATAK): a changes.json entry, found by its base name as TAK finds it.
+    offline = next((c for p, c in entries if posixpath.basename(p) == OFFLINE_CHANGES), None)
+    if offline is None:
+        steps = await asyncio.to_thread(_plain_steps, entries)
+    else:
+        pending = _offline(offline)
+        conflicts = missions.offline_conflicts(viewer, name, [p for _, p, _ in pending])
+        if conflicts:
+            missions.m_refused.inc("package_conflict")
+            log.info(
+                "mission %s: package from %s has %d conflicting offline changes",
+                name,
+                viewer.name,
+                len(conflicts),
+            )
+            guid = missions.get(viewer, name).guid
+            body = [_conflict_json(name, guid, creator_uid, pending[i][1]) for i in conflicts]
+            resp = envelope(ctx, "MissionChange", body)
+            resp.set_status(409)
+            return resp
+        steps = _offline_steps(dict(entries), pending)
+    events = [_parse(s.cot[0], s.cot[1], name) for s in steps if s.cot is not None]
     # Everything is checked before anything is kept: the events against the mission's rules,
     # then the files' label (what the package would carry as an upload).
-    refused = missions.package_refusals(viewer, name, events, (h for _, _, h in package.files))
+    store = files.file_store(request)
+    known: dict[str, FileRecord] = {}
+    for step in steps:
+        if step.stored_hash is not None and step.stored_hash not in known:
+            visible = await store.by_hash(viewer, step.stored_hash)
+            if not visible:
+                raise MissionError(404, f"not found: {step.stored_hash}")
+            known[step.stored_hash] = visible[0]
+    hashes = [s.file[2] for s in steps if s.file is not None] + list(known)
+    refused = missions.package_refusals(viewer, name, events, hashes)
     if refused:
         raise _refused(403, "refused", "package refused: " + "; ".join(refused[:10]))
     label: str | None = None
-    if package.files:
-        label, reasons = ctx.router.label_upload(viewer, [raw for _, raw in package.events])
+    if any(s.file is not None for s in steps):
+        cots = [s.cot[1] for s in steps if s.cot is not None]
+        label, reasons = ctx.router.label_upload(viewer, cots)
         if reasons:
             raise _refused(403, "label", f"no label for the package's files: {', '.join(reasons)}")
-    records: list[FileRecord] = []
-    store = files.file_store(request)
-    for base, content, _digest in package.files:
-        try:
-            rec = await store.put(
-                viewer,
-                content,
-                uid=str(uuid.uuid4()),
-                name=base,
-                mime=_mime(base),
-                submitted=ctx.clock_ms(),
-                keywords=(),
-                tool="public",
-                creator_uid=creator_uid,
-                expected_hash=None,
-                label=label,
-            )
-        except UnsafeFile as exc:
-            status = 413 if exc.reason == "too_large" else 400
-            raise _refused(
-                status, exc.reason, f"{base[:80]} is refused ({exc.reason}): {exc}"
-            ) from None
-        except StorageError as exc:
-            log.error("mission package file %s from %s not stored: %s", base, viewer.name, exc)
-            raise MissionError(503, "could not store the package's files") from None
-        records.append(rec)
+    ops: list[PackageOp] = []
+    parsed = iter(events)
+    for step in steps:
+        if step.cot is not None:
+            ops.append(PackageOp(event=next(parsed)))
+        elif step.file is not None:
+            ops.append(PackageOp(record=await _store(request, step.file, creator_uid, label)))
+        elif step.stored_hash is not None:
+            ops.append(PackageOp(record=known[step.stored_hash]))
+        else:
+            ops.append(PackageOp(remove_uid=step.remove_uid, remove_hash=step.remove_hash))
     # The store was awaited: the rules are checked again where the package is taken.
-    taken = missions.import_package(
-        viewer, name, events, records, creator_uid=creator_uid, token=token
-    )
+    taken = missions.import_package(viewer, name, ops, creator_uid=creator_uid, token=token)
     log.info(
         "mission %s: package from %s: %d items, %d files",
         name,
         viewer.name,
         taken,
-        len(records),
+        sum(1 for op in ops if op.record is not None),
     )
     return envelope(ctx, "MissionChange", [])
+
+
+async def _store(
+    request: web.Request,
+    file: tuple[str, bytes, str, str, tuple[str, ...]],
+    creator_uid: str,
+    label: str | None,
+) -> FileRecord:
+    """One file of the package into the file store (TAK: Enterprise Sync, tool ``public``)."""
+    name, content, _digest, mime, keywords = file
+    viewer = principal(request)
+    try:
+        return await files.file_store(request).put(
+            viewer,
+            content,
+            uid=str(uuid.uuid4()),
+            name=name,
+            mime=mime,
+            submitted=context(request).clock_ms(),
+            keywords=keywords,
+            tool="public",
+            creator_uid=creator_uid,
+            expected_hash=None,
+            label=label,
+        )
+    except UnsafeFile as exc:
+        status = 413 if exc.reason == "too_large" else 400
+        raise _refused(
+            status, exc.reason, f"{name[:80]} is refused ({exc.reason}): {exc}"
+        ) from None
+    except StorageError as exc:
+        log.error("mission package file %s from %s not stored: %s", name, viewer.name, exc)
+        raise MissionError(503, "could not store the package's files") from None
 
 
 def add_routes(app: web.Application, mode: AuthMode) -> None:
