@@ -320,6 +320,25 @@ async def test_hostile_packages_are_refused_and_nothing_is_taken(
                     "package_offline_changes",
                 ),
                 (
+                    "offline changes nested past the stack",
+                    _zip_with([("changes.json", b'{"missionChanges":' + b"[" * 200_000)]),
+                    400,
+                    "package_offline_changes",
+                ),
+                (
+                    "offline file removal without a hash",
+                    _zip_with(
+                        [
+                            (
+                                "changes.json",
+                                offline_changes(("REMOVE_CONTENT", time.time(), None, "a.txt")),
+                            )
+                        ]
+                    ),
+                    400,
+                    "package_offline_changes",
+                ),
+                (
                     "offline item missing",
                     _zip_with(
                         [

@@ -153,7 +153,8 @@ def _offline(data: bytes) -> list[tuple[int, OfflineChange, list[str]]]:
         raise _refused(400, "offline_changes", "changes.json is too large")
     try:
         doc = json.loads(data.removeprefix(b"\xef\xbb\xbf"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the interpreter's stack (a hostile document).
         raise _refused(400, "offline_changes", "changes.json is not JSON") from None
     changes = doc.get("missionChanges") if isinstance(doc, dict) else None
     if not isinstance(changes, list) or len(changes) > MAX_PACKAGE_ENTRIES:
@@ -194,7 +195,8 @@ def _offline(data: bytes) -> list[tuple[int, OfflineChange, list[str]]]:
             digest = _text(resource.get("hash"), "contentResource.hash")
             if digest is not None and not is_sha256(digest.lower()):
                 raise _refused(400, "offline_changes", "changes.json: a hash is not SHA-256")
-            if name is None and (change["type"] == "ADD_CONTENT" or digest is None):
+            if (name if change["type"] == "ADD_CONTENT" else digest) is None:
+                # An added file needs its name (its entry), a removed one its hash.
                 raise _refused(400, "offline_changes", "changes.json: a file change names no file")
             keywords = resource.get("keywords") or []
             if not isinstance(keywords, list):
