@@ -159,6 +159,43 @@ async def test_a_package_becomes_items_and_files_of_the_mission(
             status, body = await put_package(a, server, "pkg", zipped, creator="ANDROID-alice")
             assert status == 200 and data(body) == []
 
+            # The mission as a mission package (TAK archiveMission), taken back in again.
+            async with b.get(https_url(server, f"{M}/pkg/archive")) as r:
+                assert r.status == 200 and r.content_type == "application/zip"
+                assert 'filename="pkg.zip"' in r.headers["Content-Disposition"]
+                archive = await r.read()
+            with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+                names = zf.namelist()
+                manifest = packages.parse_manifest(zf.read("MANIFEST/manifest.xml"))
+                assert zf.read("contents/0_0_photo.png") == photo
+                assert b"from-package" in zf.read("cot/pkg-item-1.cot")
+            assert set(names) == {
+                "cot/",
+                "contents/",
+                "cot/pkg-item-1.cot",
+                "cot/pkg-item-2.cot",
+                "contents/0_0_photo.png",
+                "MANIFEST/",
+                "MANIFEST/manifest.xml",
+            }
+            params = manifest.parameters
+            assert params["mission_name"] == params["name"] == "pkg"
+            assert params["mission_guid"] == guid and params["creatorUid"] == "ANDROID-alice"
+            assert params["onReceiveImport"] == "true" and params["onReceiveDelete"] == "false"
+            assert params["mission_uid"].endswith("-8443-ssl-pkg") and "password_hash" not in params
+            assert set(manifest.entries) == set(names) - {
+                "cot/",
+                "contents/",
+                "MANIFEST/",
+                "MANIFEST/manifest.xml",
+            }
+            status, body = await put_package(a, server, "pkg", archive, creator="ANDROID-alice")
+            assert status == 200, body
+            status, body = await call(b, server, "GET", f"{M}/pkg")
+            assert len(data(body)[0]["uids"]) == 2 and len(data(body)[0]["contents"]) == 1
+            async with b.get(https_url(server, f"{M}/nope/archive")) as r:
+                assert r.status == 404
+
             # creatorUid is required (TAK MissionApi addMissionPackage): 400.
             status, body = await put_package(a, server, "pkg", zipped, creator=None)
             assert status == 400 and json.loads(body)["code"] == 2
@@ -547,6 +584,21 @@ async def test_two_organisations_a_package_item_above_a_clearance_never_reaches_
                 answers.append(await r.read())
             async with ua.get(https_url(server, "/Marti/api/cot/xml/pkg-secret")) as r:
                 assert r.status == 404
+            # The archive: UKR's holds the shared item and file only; USA's the secret ones.
+            async with ua.get(https_url(server, f"{M}/joint/archive")) as r:
+                assert r.status == 200
+                archive = await r.read()
+            with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+                assert [n for n in zf.namelist() if n.endswith((".cot", ".txt"))] == [
+                    "cot/pkg-shared.cot",
+                    "contents/0_shared.txt",
+                ]
+                answers.extend(zf.read(n) for n in zf.namelist())
+            async with us.get(https_url(server, f"{M}/joint/archive")) as r:
+                assert r.status == 200
+                with zipfile.ZipFile(io.BytesIO(await r.read())) as zf:
+                    assert b"CANARY-PKG-ITEM" in zf.read("cot/pkg-secret.cot")
+                    assert canary_file in [zf.read(n) for n in zf.namelist()]
             await ukr.collect(0.5)
             answers.append(bytes(ukr.raw))
             for body in answers:

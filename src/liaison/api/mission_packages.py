@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import logging
 import mimetypes
 import posixpath
 import uuid
+import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -49,6 +52,7 @@ from liaison.api.auth import AuthMode
 from liaison.api.context import context, principal
 from liaison.api.marti import envelope
 from liaison.errors import PeerError, StorageError
+from liaison.identity.packages import ZIP_EPOCH
 from liaison.missions import OfflineChange, PackageOp, package_event
 from liaison.model.event import Event
 from liaison.protocol import cot_xml
@@ -56,6 +60,7 @@ from liaison.protocol.limits import MAX_XML_EVENT_BYTES
 from liaison.query import (
     MAX_FILE_BYTES,
     FileRecord,
+    MissionContent,
     MissionError,
     is_sha256,
     mission_padded_time,
@@ -419,6 +424,144 @@ async def _store(
         raise MissionError(503, "could not store the package's files") from None
 
 
+# --- GET /missions/{name}/archive ------------------------------------------------------------
+
+# Largest total of file bytes one archive holds: the archive is built in memory, like an upload.
+MAX_ARCHIVE_FILE_BYTES = MAX_FILE_BYTES
+# The port TAK writes into mission_uid and mission_server, whatever its listeners (TSw
+# MissionServiceDefaultImpl archiveMission; tak-missions.md 1, "mission uid").
+TAK_MISSION_PORT = 8443
+
+
+def _archive_manifest(
+    params: list[tuple[str, str]], groups: list[str], contents: list[tuple[str, str | None]]
+) -> bytes:
+    """``MANIFEST/manifest.xml`` of a mission archive: MissionPackageManifest version 2 with
+    Configuration parameters, Contents (each ``zipEntry``, ``ignore="false"``, a CoT entry with
+    a ``uid`` Parameter) and Groups (TSw util/missionpackage/mp.xsd, MissionPackage)."""
+    root = ET.Element("MissionPackageManifest", {"version": "2"})
+    conf = ET.SubElement(root, "Configuration")
+    for name, value in params:
+        ET.SubElement(conf, "Parameter", {"name": name, "value": value})
+    listed = ET.SubElement(root, "Contents")
+    for entry, uid in contents:
+        content = ET.SubElement(listed, "Content", {"ignore": "false", "zipEntry": entry})
+        if uid is not None:
+            ET.SubElement(content, "Parameter", {"name": "uid", "value": uid})
+    if groups:
+        found = ET.SubElement(root, "Groups")
+        for g in groups:
+            ET.SubElement(found, "Group", {"name": g})
+    ET.indent(root, space="  ")
+    text = ET.tostring(root, encoding="unicode")
+    return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n' + text).encode()
+
+
+def _archive_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
+    """The zip: directories (``None``) and files, deflated, entry times zeroed as TAK does."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in entries:
+            info = zipfile.ZipInfo(name, date_time=ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_STORED if content is None else zipfile.ZIP_DEFLATED
+            info.external_attr = (0o40755 << 16 | 0x10) if content is None else (0o100644 << 16)
+            zf.writestr(info, content or b"")
+    return buf.getvalue()
+
+
+def _entry_name(folder: str, stem: str, suffix: str, used: set[str]) -> str:
+    """A zip entry name for a uid that stays in ``folder`` whatever the uid holds (``/``,
+    ``\\``, control characters become ``_``) and is unique in the archive."""
+    safe = "".join("_" if c in "/\\" or ord(c) < 0x20 else c for c in stem)
+    if safe in ("", ".", ".."):
+        safe = "item"
+    name = f"{folder}{safe}{suffix}"
+    n = 1
+    while name in used:
+        name = f"{folder}{safe}-{n}{suffix}"
+        n += 1
+    used.add(name)
+    return name
+
+
+@mapi.handles_errors
+async def get_mission_archive(request: web.Request) -> web.Response:
+    """``GET /Marti/api/missions/{name}/archive``: the mission as a mission package (TSw
+    MissionApi getMissionArchive, MissionServiceDefaultImpl archiveMission): the items and
+    files the caller may see, each released through the router."""
+    ctx = context(request)
+    viewer = principal(request)
+    name = mapi._name(request)
+    missions = mapi._missions(request)
+    missions.require_read(viewer, name, mapi._token(request))
+    rec = missions.get(viewer, name)
+    items = missions.items(viewer, name, path="mission-archive")
+    store = files.file_store(request)
+    found: list[tuple[FileRecord, MissionContent]] = []
+    total = 0
+    for content in missions.contents(viewer, name):
+        record = await store.by_uid(viewer, content.file_uid)
+        if record is None:
+            continue  # the upload record is gone or no longer visible
+        total += record.size
+        if total > MAX_ARCHIVE_FILE_BYTES:
+            raise MissionError(
+                400,
+                f"the mission's files are larger than {MAX_ARCHIVE_FILE_BYTES} bytes to archive",
+                reason="archive_too_large",
+            )
+        found.append((record, content))
+    entries: list[tuple[str, bytes | None]] = [("cot/", None), ("contents/", None)]
+    listed: list[tuple[str, str | None]] = []
+    used: set[str] = set()
+    for item in items:
+        entry = _entry_name("cot/", item.uid, ".cot", used)
+        entries.append((entry, item.event.xml))
+        listed.append((entry, item.uid))
+    for n, (record, content) in enumerate(found):
+        path = store.content_path(record)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            log.error("content of %s is missing from %s", record.hash, path)
+            continue
+        # The bytes are handed over: the decision and a release record, as a download.
+        if not store.release(viewer, record, path="mission-archive"):
+            raise MissionError(503, "the audit log cannot be written")
+        entry = f"contents/{n}_{files.download_name(content.name, record.hash)}"
+        entries.append((entry, data))
+        listed.append((entry, None))
+    host = ctx.config.public_host
+    held = viewer.in_groups | viewer.out_groups
+    params = [
+        ("uid", str(uuid.uuid4())),
+        ("name", rec.name),
+        ("mission_guid", rec.guid),
+        ("creatorUid", rec.creator_uid),
+        ("create_time", str(rec.create_time)),
+        ("expiration", "-1"),
+        ("chatroom", rec.chat_room or ""),
+        ("description", rec.description or ""),
+        ("tool", rec.tool),
+        ("onReceiveImport", "true"),
+        ("onReceiveDelete", "false"),
+        ("mission_name", rec.name),
+        ("mission_label", rec.name),
+        ("mission_uid", f"{host}-{TAK_MISSION_PORT}-ssl-{rec.name}"),
+        ("mission_server", f"{host}:{TAK_MISSION_PORT}:ssl"),
+    ]
+    manifest = _archive_manifest(params, sorted(rec.groups & held), listed)
+    entries += [("MANIFEST/", None), ("MANIFEST/manifest.xml", manifest)]
+    body = await asyncio.to_thread(_archive_zip, entries)
+    return web.Response(
+        body=body,
+        content_type="application/zip",
+        headers={"Content-Disposition": files.content_disposition(f"{rec.name}.zip")},
+    )
+
+
 def add_routes(app: web.Application, mode: AuthMode) -> None:
-    """The mission package import (no ``/guid/`` twin, as in TAK: tak-missions.md 6)."""
+    """The mission package import and the archive (no ``/guid/`` twins, as in TAK:
+    tak-missions.md 6)."""
     app.router.add_put(f"{mapi.BASE}/{{name}}/contents/missionpackage", put_mission_package)
+    app.router.add_get(f"{mapi.BASE}/{{name}}/archive", get_mission_archive)

@@ -36,3 +36,25 @@ def test_a_mission_name_is_escaped_not_injected() -> None:
     event = package_event(cot_xml.parse_event(EVENT), 'a"><dest uid="x"/>')
     assert event.dests == (Dest(mission='a"><dest uid="x"/>'),)
     assert b'<dest uid="x"' not in cot_xml.render_xml(event)
+
+
+def test_archive_entry_names_stay_in_their_folder_and_are_unique() -> None:
+    from liaison.api.mission_packages import _entry_name
+    from liaison.storage.files import check_entry_name
+
+    used: set[str] = set()
+    names = [
+        _entry_name("cot/", uid, ".cot", used)
+        for uid in ("../../etc/passwd", "a\\..\\b", "..", "", "x\ny", "a_b", "a/b")
+    ]
+    assert names == [
+        "cot/.._.._etc_passwd.cot",
+        "cot/a_.._b.cot",
+        "cot/item.cot",
+        "cot/item-1.cot",
+        "cot/x_y.cot",
+        "cot/a_b.cot",
+        "cot/a_b-1.cot",
+    ]
+    for name in names:
+        check_entry_name(name)  # raises for a name leaving the archive
