@@ -55,7 +55,6 @@ from liaison.protocol.mission_roles import (
 )
 from liaison.router import (
     AcceptedEvent,
-    Refusal,
     Router,
     Source,
     Subscriber,
@@ -919,6 +918,13 @@ class Missions:
             return None
         if source.principal.kind is PrincipalKind.FEDERATE:
             return self._federated_recipients(m, source)
+        if isinstance(source, _PackageSource):
+            # A mission package import (REST), whose MISSION_WRITE on this mission was checked:
+            # every live subscriber but the caller's device (TAK submits the package's CoT with
+            # the creator uid as its client uid: SubmissionService submitMissionPackageCotAtTime).
+            if source.mission != mission:
+                return None
+            return self._live(m) - {(source.creator_uid, source.principal.name)}
         sub = self._writer_sub(m, source)
         if sub is None or not has(sub.role, WRITE):
             self.m_refused.inc("not_subscribed")
@@ -940,14 +946,26 @@ class Missions:
             if self._strict and homes and name not in homes:
                 continue  # strict membership: refused and counted by recipients()
             federated = _federates(accepted.source, name)
-            sub = None if federated else self._writer_sub(m, accepted.source)
-            if not federated and (sub is None or not has(sub.role, WRITE)):
-                continue
+            package = accepted.source if isinstance(accepted.source, _PackageSource) else None
+            if package is not None:
+                if package.mission != name:
+                    continue
+                sub = None
+            else:
+                sub = None if federated else self._writer_sub(m, accepted.source)
+                if not federated and (sub is None or not has(sub.role, WRITE)):
+                    continue
             if self._store_busy():
                 continue  # (store busy: refused and counted by recipients())
             xml = cot_xml.render_xml(stripped)
             stored = stored_event(stripped, sender, self._clock_ms(), xml, label_json)
-            creator = sub.client_uid if sub is not None else sender.name
+            creator = (
+                package.creator_uid
+                if package is not None
+                else sub.client_uid
+                if sub is not None
+                else sender.name
+            )
             self._add_item(m, stripped, stored, creator, federated=federated)
 
     def prior_label(self, mission: str, uid: str) -> labels.Label | None:
@@ -1355,10 +1373,9 @@ class Missions:
         """Take a checked package into the mission, all or nothing as far as the rules go: the
         caller must hold MISSION_WRITE and :meth:`package_refusals` must find nothing in its
         events and files (else MissionError 403 and nothing is kept). Then, in order: each
-        event is accepted by the router (``Router.accept``: ingest record, label, stored copy),
-        kept as a mission item with an ``ADD_CONTENT`` change and a ``t-x-m-c``, and delivered
-        to the mission's live subscribers who may see it except the caller's device
-        ``creator_uid``; each file record joins the mission as ``PUT .../contents`` with
+        event is published as one sent to the mission on the stream (:meth:`_take_package_event`;
+        it reaches the live subscribers who may see it except the caller's device
+        ``creator_uid``); each file record joins the mission as ``PUT .../contents`` with
         ``hashes`` adds it; each removal (offline changes) is done as ``DELETE .../contents``
         does it, skipped when the item or file is not there or not visible. TAK submits the
         package's CoT with the caller's groups and the creator uid as its client uid and adds
@@ -1378,7 +1395,7 @@ class Missions:
             raise MissionError(
                 403, "package refused: " + "; ".join(refused[:10]), reason="package_refused"
             )
-        source = _PackageSource(viewer)
+        source = _PackageSource(viewer, name, creator_uid)
         taken = 0
         for op in ops:
             if op.record is not None:
@@ -1387,43 +1404,28 @@ class Missions:
                 self.remove_uid(viewer, name, op.remove_uid, creator_uid=creator_uid, token=token)
             elif op.remove_hash is not None:
                 self.remove_file(viewer, name, op.remove_hash, creator_uid=creator_uid, token=token)
-            elif op.event is not None and self._take_package_event(
-                m, viewer, source, op.event, creator_uid
-            ):
+            elif op.event is not None and self._take_package_event(source, op.event):
                 taken += 1
         return taken
 
-    def _take_package_event(
-        self, m: _Mission, viewer: Principal, source: Source, event: Event, creator_uid: str
-    ) -> bool:
-        name = m.record.name
-        accepted = self._router.accept(event, source)
-        if isinstance(accepted, Refusal):
-            # Only when the audit log failed since the check (the event is held and accepted
-            # later as an ordinary event, outside the mission) or a rule changed meanwhile.
-            self.m_refused.inc("package_item")
-            log.warning(
-                "mission %s: package item %s not taken: %s",
-                name,
-                event.uid,
-                ",".join(accepted.reasons) or "audit log unavailable",
-            )
-            return False
-        stripped = accepted.event.without_dests()
-        label = accepted.label
-        label_json = labels.label_to_json(label) if label is not None else None
-        xml = cot_xml.render_xml(stripped)
-        stored = stored_event(stripped, viewer, self._clock_ms(), xml, label_json)
-        if not self._add_item(m, stripped, stored, creator_uid):
-            return False
-        self._router.deliver_to_clients(
-            self.delivered_form(stripped, name),
-            sender_groups=viewer.in_groups,
-            label=label,
-            clients=self._live(m) - {(creator_uid, viewer.name)},
-            path="mission",
+    def _take_package_event(self, source: _PackageSource, event: Event) -> bool:
+        """One item of a package, published as the event sent to the mission on the stream is
+        (``Router.publish_checked``: the ingest rules and label, the stored copy, delivery to
+        the mission's live subscribers and federated partners, then :meth:`accepted` keeps it
+        as an item with its ``ADD_CONTENT`` and ``t-x-m-c``)."""
+        published = self._router.publish_checked(event, source)
+        if published.event is not None:
+            return True
+        # Only when the audit log failed since the check (the event is held and published when
+        # it recovers, into the mission) or a rule changed meanwhile.
+        self.m_refused.inc("package_item")
+        log.warning(
+            "mission %s: package item %s not taken now: %s",
+            source.mission,
+            event.uid,
+            ",".join(published.refused) or "audit log unavailable",
         )
-        return True
+        return False
 
     def offline_conflicts(
         self, viewer: Principal, name: str, pending: Sequence[OfflineChange]
@@ -2484,10 +2486,13 @@ def mission_notice(rec: MissionRecord, type_: str, author_uid: str, now_ms: int)
 
 @dataclass(frozen=True, slots=True)
 class _PackageSource:
-    """The caller of a mission package import as the source of its events (what
-    ``Router.accept`` needs): no stream connection, no client uid."""
+    """The caller of a mission package import as the source of its events: no stream
+    connection; :meth:`Missions.recipients` and :meth:`Missions.accepted` take its events into
+    ``mission`` (whose MISSION_WRITE was checked) only, created by ``creator_uid``."""
 
     principal: Principal
+    mission: str
+    creator_uid: str
 
 
 def package_event(event: Event, mission: str) -> Event:
