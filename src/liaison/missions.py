@@ -306,6 +306,8 @@ class Missions:
         self._idle = asyncio.Event()
         self._idle.set()
         self._drain_lock = asyncio.Lock()  # one drainer at a time: a write runs once
+        # The batch the store is writing and how many queued writes it holds (see _drain).
+        self._inflight: tuple[asyncio.Future[None], int] | None = None
         self.m_refused = metrics.counter(
             "liaison_mission_refused_total", "Mission requests and mission CoT refused", "reason"
         )
@@ -387,11 +389,24 @@ class Missions:
             delay, attempts = WRITE_RETRY_MIN_S, 0
             while self._writes:
                 self._idle.clear()
-                # Only this drainer removes from the head; _write appends meanwhile.
-                batch = list(itertools.islice(self._writes, MAX_WRITE_BATCH))
+                # Only this drainer removes from the head; _write appends meanwhile. A batch
+                # handed to the store by a drainer that was cancelled meanwhile (run() at
+                # shutdown) goes on in the store's thread: it is awaited here, not written again
+                # (its changes would be written twice, and the store refuses a change's seq
+                # twice) nor dropped.
+                if self._inflight is None:
+                    batch = list(itertools.islice(self._writes, MAX_WRITE_BATCH))
+                    task: asyncio.Future[None] = asyncio.ensure_future(
+                        self._store.write_batch(batch)
+                    )
+                    self._inflight = (task, len(batch))
+                task, size = self._inflight
                 try:
-                    await self._store.write_batch(batch)
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    raise  # this drainer is cancelled; the write goes on (self._inflight)
                 except StorageError as exc:
+                    self._inflight = None
                     self.m_write_failed.inc("storage")
                     attempts += 1
                     if final and attempts >= CLOSE_WRITE_ATTEMPTS:
@@ -405,7 +420,11 @@ class Missions:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, WRITE_RETRY_MAX_S)
                     continue
-                for _ in batch:
+                except BaseException:
+                    self._inflight = None
+                    raise
+                self._inflight = None
+                for _ in range(size):
                     self._writes.popleft()
                 self.m_write_batches.inc()
                 delay, attempts = WRITE_RETRY_MIN_S, 0

@@ -4,6 +4,7 @@ subscribers (no sockets), and the two mission stores against one contract."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -616,6 +617,60 @@ async def test_at_shutdown_a_store_that_stays_down_is_given_up_and_counted() -> 
         await m.close()  # bounded: CLOSE_WRITE_ATTEMPTS tries, then the rest is counted
     assert m.m_write_failed.get("storage") == CLOSE_WRITE_ATTEMPTS
     assert m.m_write_failed.get("lost_at_shutdown") >= 1
+
+
+class SlowStore(MemoryMissionStore):
+    """A mission store whose batches wait for ``release`` (a disk under load) and, like the
+    SQLite store's thread, go on when the caller is cancelled (shielded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        self.started.set()
+        await asyncio.shield(self._slow(writes))
+
+    async def _slow(self, writes: Sequence[MissionWrite]) -> None:
+        await self.release.wait()
+        await super().write_batch(writes)
+
+
+async def test_a_batch_in_flight_when_the_writer_stops_is_written_once_not_lost() -> None:
+    """At shutdown the writer task is cancelled while the store writes a batch (in its own
+    thread, shielded), then close() drains: that batch must be awaited, not written again
+    (SQLite refuses a change's seq twice, and everything queued behind it was given up as
+    lost) nor dropped."""
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = SlowStore()
+    m = Missions(router=r, store=store, metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    writer = asyncio.create_task(m.run())
+    create_ops(m, user("alice"))
+    async with asyncio.timeout(10):
+        await store.started.wait()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        m.create(
+            user("alice"),
+            "later",
+            creator_uid="A",
+            groups=(),
+            tool="public",
+            description=None,
+            chat_room=None,
+            token=None,
+        )
+        store.release.set()
+        await m.flush()  # as close() drains
+        data = await store.load()
+        await m.close()
+    assert sorted(rec.name for rec in data.missions) == ["later", "ops"]
+    seqs = [c.seq for c in data.changes]
+    assert len(seqs) == len(set(seqs)) == 2
+    assert m.m_write_failed.get("lost_at_shutdown") == 0 and m.m_write_failed.get("storage") == 0
 
 
 async def test_a_burst_of_mission_cot_is_written_in_batches_and_all_kept(tmp_path: Path) -> None:
