@@ -8,7 +8,9 @@ The bench starts Liaison (TCP and TLS listeners on free loopback ports, data in 
 directory), issues one client certificate from the server's CA, and then:
 
 1. An observer (this process) connects, sends its own position report (uid ``IDLE-OBSERVER``)
-   and keeps reading in a thread. The server's RSS and PSS are read: the baseline.
+   and keeps reading in a thread. A probe on the plain TCP port sends it addressed reports until
+   one arrives, so the server is known to route to the observer before the clients start. The
+   server's RSS and PSS are read: the baseline.
 2. ``--workers`` worker processes (raw non-blocking sockets, ``ssl`` and one epoll loop each,
    so that the client side stays light) get ``go`` at the same moment and start all their
    connections at once. Each client completes its TLS handshake, sends one ATAK-style position
@@ -69,6 +71,9 @@ CONNECT_DEADLINE_S = 120.0
 BROADCAST_DEADLINE_S = 60.0
 # Bytes one client keeps of what it read, to find a marker split across two reads.
 TAIL_BYTES = 256
+# The remark of the probe that confirms the server knows the observer, and how long that may take.
+PROBE_MARK = b"idle-probe/"
+OBSERVER_KNOWN_TIMEOUT_S = 60.0
 READ_BYTES = 64 * 1024
 OBSERVER_UID = "IDLE-OBSERVER"
 START_TIMEOUT_S = 60.0
@@ -328,6 +333,7 @@ class Observer:
         self.sock: socket.socket = ctx.wrap_socket(raw) if ctx is not None else raw
         self.sock.settimeout(1.0)
         self.reports = 0
+        self.probes = 0
         self.closed = False
         self._tail = b""
         self._stop = threading.Event()
@@ -349,6 +355,7 @@ class Observer:
                 break
             seen = self._tail + data
             self.reports += seen.count(b"idle-report/") - self._tail.count(b"idle-report/")
+            self.probes += seen.count(PROBE_MARK) - self._tail.count(PROBE_MARK)
             self._tail = seen[-TAIL_BYTES:]
         self.closed = True
 
@@ -357,6 +364,28 @@ class Observer:
         self._thread.join(5)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def await_observer_known(observer: Observer, tcp_port: int) -> None:
+    """Send the observer's position report until the server routes to its uid.
+
+    The clients' reports are addressed to ``IDLE-OBSERVER``, and an event addressed to a uid the
+    server does not know yet is dropped (TAK's rule for offline destinations), so the connect
+    phase must not start before the server has bound the observer's uid. A probe client on the
+    plain TCP port sends a report addressed to it; once one arrives, the uid is known. A loaded
+    machine (CI) can take seconds for the first event; bounded by OBSERVER_KNOWN_TIMEOUT_S.
+    """
+    deadline = time.monotonic() + OBSERVER_KNOWN_TIMEOUT_S
+    with socket.create_connection((HOST, tcp_port), timeout=30) as probe:
+        while observer.probes == 0:
+            if time.monotonic() > deadline or observer.closed:
+                raise SystemExit("the server never routed a report to the observer")
+            observer.send(position_report(OBSERVER_UID, "idle-observer", "idle-observer", None))
+            time.sleep(0.2)
+            probe.sendall(
+                position_report("IDLE-PROBE", "idle-probe", PROBE_MARK.decode(), OBSERVER_UID)
+            )
+            time.sleep(0.3)
 
 
 class Workers:
@@ -452,8 +481,7 @@ def _measure(
         Path(data_dir / "o.key").write_bytes(own.key_pem)
         ctx = client_context(str(data_dir / "o.pem"), str(data_dir / "o.key"), ca)
     observer = Observer(port, ctx)
-    observer.send(position_report(OBSERVER_UID, "idle-observer", "idle-observer", None))
-    time.sleep(1.0)
+    await_observer_known(observer, tcp_port)
     base_mem = memory_kb(proc.pid)
     workers_n = args.workers or max(1, -(-args.clients // CLIENTS_PER_WORKER))
     share = [
