@@ -128,6 +128,8 @@ NOTICE_STALE_MS = 20_000
 # 3 to 5 ms on a loaded machine, so the loop waits about 0.1 s at most per chunk (docs/
 # performance.md "Mission package import").
 PACKAGE_CHUNK = 20
+# Seconds an import waits between chunks for a busy mission store before answering 503.
+PACKAGE_STORE_WAIT_S = 10.0
 # Log entries one server keeps (all missions together); past it a post is refused (403). A
 # hundred thousand is years of an exercise's journal.
 MAX_LOG_ENTRIES = 100_000
@@ -1426,7 +1428,7 @@ class Missions:
         taken = 0
         for i, op in enumerate(ops):
             if i and i % PACKAGE_CHUNK == 0:
-                await asyncio.sleep(0)
+                await self._package_pause()
                 m = self._find(viewer, name)
                 self._require(m, token, WRITE)
             if op.record is not None:
@@ -1438,6 +1440,20 @@ class Missions:
             elif op.event is not None and self._take_package_event(source, op.event):
                 taken += 1
         return taken
+
+    async def _package_pause(self) -> None:
+        """Between two chunks of an import: let the loop run, and while MAX_PENDING_WRITES
+        writes wait for the store, wait for the writer (the stream would otherwise find the
+        store busy and drop mission CoT), at most PACKAGE_STORE_WAIT_S; then MissionError 503
+        (the chunks before are taken)."""
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PACKAGE_STORE_WAIT_S
+        while self._store_busy():
+            if loop.time() >= deadline:
+                self.m_refused.inc("store_busy")
+                raise MissionError(503, "the mission store is busy, try again")
+            await asyncio.sleep(0.05)
 
     def _take_package_event(self, source: _PackageSource, event: Event) -> bool:
         """One item of a package, published as the event sent to the mission on the stream is

@@ -890,3 +890,45 @@ async def test_a_file_in_a_mission_is_shown_only_to_who_may_see_the_file() -> No
         ("REMOVE_CONTENT", "a" * 64),
     ]
     assert [c.hash for c in m.contents(bob, "ops")] == ["b" * 64]
+
+
+async def test_a_package_import_waits_for_a_busy_store_then_answers_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between chunks an import waits while MAX_PENDING_WRITES writes wait for the store (no
+    writer runs here), then refuses with 503; the chunks before are taken, and subscribers
+    other than the importing device got those items."""
+    import liaison.missions as missions_mod
+    from liaison.missions import MissionError, PackageOp, package_event
+
+    monkeypatch.setattr(missions_mod, "PACKAGE_CHUNK", 2)
+    monkeypatch.setattr(missions_mod, "PACKAGE_STORE_WAIT_S", 0.2)
+    r, m, _ = await service()
+    alice, bob = user("alice"), user("bob")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.subscribe(bob, "ops", "B", None)
+    ops = [PackageOp(event=package_event(event(f"p{i}", "b-m-p-s-m"), "ops")) for i in range(4)]
+    # The two creation writes and the subscription wait; with the limit at their count the
+    # store is "busy" as soon as the first chunk's writes join them.
+    monkeypatch.setattr(missions_mod, "MAX_PENDING_WRITES", len(m._writes) + 4)
+    with pytest.raises(MissionError) as refused:
+        async with asyncio.timeout(10):
+            await m.import_package(alice, "ops", ops, creator_uid="A", token=None)
+    assert refused.value.status == 503 and m.m_refused.get("store_busy") == 1
+    assert [i.uid for i in m.items(alice, "ops")] == ["p0", "p1"]
+    assert [i.creator_uid for i in m.items(alice, "ops")] == ["A", "A"]
+    got_b = [e.uid for e in b.got]
+    assert "p0" in got_b and "p1" in got_b
+    assert not [e for e in a.got if e.uid in ("p0", "p1")]  # the importing device
