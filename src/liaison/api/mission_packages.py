@@ -62,10 +62,12 @@ from liaison.query import (
     FileRecord,
     MissionContent,
     MissionError,
+    UnsafeFile,
+    ZipLimits,
+    extract_zip,
     is_sha256,
     mission_padded_time,
 )
-from liaison.storage.files import UnsafeFile, ZipLimits, extract_zip
 
 log = logging.getLogger(__name__)
 
