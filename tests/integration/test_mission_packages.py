@@ -363,6 +363,20 @@ async def test_hostile_packages_are_refused_and_nothing_is_taken(
                     "package_offline_changes",
                 ),
                 (
+                    "offline item of another uid",
+                    _zip_with(
+                        [
+                            (
+                                "changes.json",
+                                offline_changes(("ADD_CONTENT", time.time(), "said", None)),
+                            ),
+                            ("0/said.cot", mission_marker("other", "x", None)),
+                        ]
+                    ),
+                    400,
+                    "package_bad_cot",
+                ),
+                (
                     "offline file removal without a hash",
                     _zip_with(
                         [

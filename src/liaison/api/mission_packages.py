@@ -99,6 +99,7 @@ class _Step:
     already stored (offline ``contentResource`` by hash), or a removal."""
 
     cot: tuple[str, bytes] | None = None  # (entry name, bytes)
+    uid: str | None = None  # the uid the item's CoT must have (offline changes)
     file: tuple[str, bytes, str, str, tuple[str, ...]] | None = None  # name, data, sha256, mime, kw
     stored_hash: str | None = None
     remove_uid: str | None = None
@@ -235,7 +236,7 @@ def _offline_steps(
             raw = entries.get(path)
             if raw is None:
                 raise _refused(400, "missing_entry", f"the package has no {path[:120]}")
-            steps.append(_Step(cot=_cot_entry(path, raw)))
+            steps.append(_Step(cot=_cot_entry(path, raw), uid=p.content_uid))
         elif p.type == "REMOVE_CONTENT":
             steps.append(_Step(remove_hash=p.resource_hash))
         else:
@@ -333,7 +334,7 @@ async def put_mission_package(request: web.Request) -> web.Response:
     if offline is None:
         steps = await asyncio.to_thread(_plain_steps, entries)
     else:
-        pending = _offline(offline)
+        pending = await asyncio.to_thread(_offline, offline)
         conflicts = missions.offline_conflicts(viewer, name, [p for _, p, _ in pending])
         if conflicts:
             missions.m_refused.inc("package_conflict")
@@ -350,8 +351,8 @@ async def put_mission_package(request: web.Request) -> web.Response:
             return resp
         steps = _offline_steps(dict(entries), pending)
     # Parsing is pure and takes milliseconds an event: off the event loop.
-    cots = [s.cot for s in steps if s.cot is not None]
-    events = await asyncio.to_thread(lambda: [_parse(n, raw, name) for n, raw in cots])
+    cots = [(s.cot, s.uid) for s in steps if s.cot is not None]
+    events = await asyncio.to_thread(lambda: [_parse(c[0], c[1], name, u) for c, u in cots])
     # Everything is checked before anything is kept: the events against the mission's rules,
     # then the files' label (what the package would carry as an upload).
     store = files.file_store(request)
@@ -368,7 +369,7 @@ async def put_mission_package(request: web.Request) -> web.Response:
         raise _refused(403, "refused", "package refused: " + "; ".join(refused[:10]))
     label: str | None = None
     if any(s.file is not None for s in steps):
-        label, reasons = ctx.router.label_upload(viewer, [raw for _, raw in cots])
+        label, reasons = ctx.router.label_upload(viewer, [c[1] for c, _ in cots])
         if reasons:
             raise _refused(403, "label", f"no label for the package's files: {', '.join(reasons)}")
     ops: list[PackageOp] = []
