@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import stat
 import time
 import warnings
@@ -16,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from liaison.api import mission_packages
 from liaison.app import Server
 from liaison.identity import packages
 from liaison.identity.users import UserDirectory
@@ -246,7 +248,7 @@ def _symlink() -> zipfile.ZipInfo:
 
 
 async def test_hostile_packages_are_refused_and_nothing_is_taken(
-    start_server: ServerFactory, data_dir: Path
+    start_server: ServerFactory, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good = mission_marker("hostile-ok", "fine", None)
     async with start_server() as server:
@@ -412,6 +414,13 @@ async def test_hostile_packages_are_refused_and_nothing_is_taken(
                 assert error["status"] == "BAD_REQUEST" and error["code"] == 2, what
                 assert error["message"], what
                 assert refused.get(reason) == before + 1, (what, reason)
+            # Past the size limit (lowered here to 4 KiB): 413, before the zip is read.
+            monkeypatch.setattr(mission_packages, "MAX_PACKAGE_BYTES", 4096)
+            big = _zip_with([("cot/ok.cot", good), ("contents/noise.bin", os.urandom(8192))])
+            status, answer = await put_package(a, server, "hostile", big)
+            assert status == 413 and json.loads(answer)["status"] == "PAYLOAD_TOO_LARGE", answer
+            assert refused.get("package_too_large") == 1
+            monkeypatch.undo()
             status, body = await call(a, server, "GET", f"{M}/hostile")
             [mission] = data(body)
             assert mission["uids"] == [] and mission["contents"] == []
