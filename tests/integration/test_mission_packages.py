@@ -426,6 +426,17 @@ async def test_hostile_packages_are_refused_and_nothing_is_taken(
             assert mission["uids"] == [] and mission["contents"] == []
             status, body = await call(a, server, "GET", f"{M}/hostile/changes")
             assert [c["type"] for c in data(body)] == ["CREATE_MISSION"]
+            # JSON bodies of the other mission routes nested past the interpreter's stack: 400,
+            # not a server error (json.loads raises RecursionError).
+            deep = b"[" * 100_000
+            for method, path, body in (
+                ("PUT", f"{M}/hostile/contents", b'{"uids":' + deep),
+                ("PUT", f"{M}/hostile/keywords", deep),
+                ("POST", f"{M}/logs/entries", b'{"content":' + deep),
+                ("POST", f"{M}/hostile/subscription", deep),
+            ):
+                status, answer = await call(a, server, method, path, data=body)
+                assert status == 400 and json.loads(answer)["code"] == 2, (path, answer)
             # Still usable: a good package is taken.
             status, body = await put_package(a, server, "hostile", _zip_with([("a.cot", good)]))
             assert status == 200, body

@@ -99,7 +99,7 @@ async def post_subscriptions(request: web.Request) -> web.Response:
     viewer = principal(request)
     try:
         body = json.loads(await _body(request) or b"[]")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MissionError(400, "the body is not JSON") from None
     if not isinstance(body, list) or len(body) > MAX_ROLES_PER_REQUEST:
         raise MissionError(400, f"the body must be a list of at most {MAX_ROLES_PER_REQUEST}")
@@ -268,7 +268,7 @@ async def post_invites(request: web.Request) -> web.Response:
     if api_version(request) > 2:
         try:
             body = json.loads(await _body(request) or b"[]")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise MissionError(400, "the body is not JSON") from None
         if not isinstance(body, list):
             raise MissionError(400, "the body must be a list of invitations")

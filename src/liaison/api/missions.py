@@ -540,7 +540,7 @@ async def put_contents(request: web.Request) -> web.Response:
     name = _name(request)
     try:
         body = json.loads(await _body(request) or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MissionError(400, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise MissionError(400, "the body must be a JSON object")
