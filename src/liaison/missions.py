@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import copy
 import hashlib
 import hmac
 import itertools
 import json
 import logging
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -51,7 +53,13 @@ from liaison.protocol.mission_roles import (
     WRITE,
     has,
 )
-from liaison.router import AcceptedEvent, Router, Source, Subscriber, stored_event
+from liaison.router import (
+    AcceptedEvent,
+    Router,
+    Source,
+    Subscriber,
+    stored_event,
+)
 from liaison.storage.base import StoredEvent
 from liaison.storage.files import FileRecord
 from liaison.storage.missions import (
@@ -116,6 +124,12 @@ MAX_TEXT_CHARS = 4096
 # A mission notice is stale 20 s after it is sent (TSc DistributedSubscriptionManager
 # createMissionMessage; tak-missions.md 7.3).
 NOTICE_STALE_MS = 20_000
+# Steps of a mission package import taken between two turns of the event loop: an item costs
+# 3 to 5 ms on a loaded machine, so the loop waits about 0.1 s at most per chunk (docs/
+# performance.md "Mission package import").
+PACKAGE_CHUNK = 20
+# Seconds an import waits between chunks for a busy mission store before answering 503.
+PACKAGE_STORE_WAIT_S = 10.0
 # Log entries one server keeps (all missions together); past it a post is refused (403). A
 # hundred thousand is years of an exercise's journal.
 MAX_LOG_ENTRIES = 100_000
@@ -132,10 +146,12 @@ CREATE_MISSION, ADD_CONTENT, REMOVE_CONTENT = "CREATE_MISSION", "ADD_CONTENT", "
 class MissionError(Exception):
     """A mission request refused: ``status`` is the HTTP status to answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # The refusal's short code for liaison_mission_refused_total (None: from the status).
+        self.reason = reason
 
 
 def role_json(role: str) -> dict[str, object]:
@@ -313,6 +329,8 @@ class Missions:
         self._drain_lock = asyncio.Lock()  # one drainer at a time: a write runs once
         # Told of every change made here (not of those a partner made): federation ROL.
         self.federation_hooks: list[Callable[[MissionFedChange], None]] = []
+        # The batch the store is writing and how many queued writes it holds (see _drain).
+        self._inflight: tuple[asyncio.Future[None], int] | None = None
         self.m_refused = metrics.counter(
             "liaison_mission_refused_total", "Mission requests and mission CoT refused", "reason"
         )
@@ -394,11 +412,24 @@ class Missions:
             delay, attempts = WRITE_RETRY_MIN_S, 0
             while self._writes:
                 self._idle.clear()
-                # Only this drainer removes from the head; _write appends meanwhile.
-                batch = list(itertools.islice(self._writes, MAX_WRITE_BATCH))
+                # Only this drainer removes from the head; _write appends meanwhile. A batch
+                # handed to the store by a drainer that was cancelled meanwhile (run() at
+                # shutdown) goes on in the store's thread: it is awaited here, not written again
+                # (its changes would be written twice, and the store refuses a change's seq
+                # twice) nor dropped.
+                if self._inflight is None:
+                    batch = list(itertools.islice(self._writes, MAX_WRITE_BATCH))
+                    task: asyncio.Future[None] = asyncio.ensure_future(
+                        self._store.write_batch(batch)
+                    )
+                    self._inflight = (task, len(batch))
+                task, size = self._inflight
                 try:
-                    await self._store.write_batch(batch)
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    raise  # this drainer is cancelled; the write goes on (self._inflight)
                 except StorageError as exc:
+                    self._inflight = None
                     self.m_write_failed.inc("storage")
                     attempts += 1
                     if final and attempts >= CLOSE_WRITE_ATTEMPTS:
@@ -412,7 +443,11 @@ class Missions:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, WRITE_RETRY_MAX_S)
                     continue
-                for _ in batch:
+                except BaseException:
+                    self._inflight = None
+                    raise
+                self._inflight = None
+                for _ in range(size):
                     self._writes.popleft()
                 self.m_write_batches.inc()
                 delay, attempts = WRITE_RETRY_MIN_S, 0
@@ -926,6 +961,13 @@ class Missions:
             return None
         if source.principal.kind is PrincipalKind.FEDERATE:
             return self._federated_recipients(m, source)
+        if isinstance(source, _PackageSource):
+            # A mission package import (REST), whose MISSION_WRITE on this mission was checked:
+            # every live subscriber but the caller's device (TAK submits the package's CoT with
+            # the creator uid as its client uid: SubmissionService submitMissionPackageCotAtTime).
+            if source.mission != mission:
+                return None
+            return self._live(m) - {(source.creator_uid, source.principal.name)}
         sub = self._writer_sub(m, source)
         if sub is None or not has(sub.role, WRITE):
             self.m_refused.inc("not_subscribed")
@@ -947,14 +989,26 @@ class Missions:
             if self._strict and homes and name not in homes:
                 continue  # strict membership: refused and counted by recipients()
             federated = _federates(accepted.source, name)
-            sub = None if federated else self._writer_sub(m, accepted.source)
-            if not federated and (sub is None or not has(sub.role, WRITE)):
-                continue
+            package = accepted.source if isinstance(accepted.source, _PackageSource) else None
+            if package is not None:
+                if package.mission != name:
+                    continue
+                sub = None
+            else:
+                sub = None if federated else self._writer_sub(m, accepted.source)
+                if not federated and (sub is None or not has(sub.role, WRITE)):
+                    continue
             if self._store_busy():
                 continue  # (store busy: refused and counted by recipients())
             xml = cot_xml.render_xml(stripped)
             stored = stored_event(stripped, sender, self._clock_ms(), xml, label_json)
-            creator = sub.client_uid if sub is not None else sender.name
+            creator = (
+                package.creator_uid
+                if package is not None
+                else sub.client_uid
+                if sub is not None
+                else sender.name
+            )
             self._add_item(m, stripped, stored, creator, federated=federated)
 
     def prior_label(self, mission: str, uid: str) -> labels.Label | None:
@@ -1309,6 +1363,176 @@ class Missions:
             clients=clients,
             path="mission-notice",
         )
+
+    # ==== Mission packages: ``PUT /missions/{name}/contents/missionpackage`` (TSw MissionApi
+    # addMissionPackage; MissionServiceDefaultImpl addMissionPackage; SubmissionService
+    # submitMissionPackageCotAtTime). The CoT events of the package go through the router's
+    # ingest rules as if sent to the mission; its files were stored by the HTTP side. ====
+
+    def require_write(self, viewer: Principal, name: str, token: str | None) -> None:
+        """404 when the mission is missing or hidden, 403 unless the caller's role
+        (tak-missions.md 3.2) holds MISSION_WRITE."""
+        self._require(self._find(viewer, name), token, WRITE)
+
+    def package_refusals(
+        self, viewer: Principal, name: str, events: Sequence[Event], hashes: Iterable[str]
+    ) -> list[str]:
+        """Why importing these events (each already carrying only a ``dest`` for this mission,
+        :func:`package_event`) and files (by hash) into ``name`` would be refused, one text per
+        refused part; empty when all would be taken. Decides only: nothing is kept, recorded or
+        counted. Each event meets the rules an event sent on the stream to the mission meets:
+        strict membership and the router's ingest rules (``Router.ingest_outcome``: its own
+        label or the caller's default, nothing above the caller's clearance, the rules on
+        changing an item the mission or the picture already holds)."""
+        m = self._find(viewer, name)
+        refused: list[str] = []
+        new_uids: set[str] = set()
+        for event in events:
+            homes = self._homes.get(event.uid)
+            if self._strict and homes and name not in homes:
+                refused.append(f"{event.uid}: mission_membership")
+                continue
+            outcome = self._router.ingest_outcome(event, viewer)
+            if outcome is not None and outcome.event is None:
+                refused.append(f"{event.uid}: {','.join(outcome.reasons) or 'rejected'}")
+                continue
+            if event.uid not in m.items:
+                new_uids.add(event.uid)
+        if len(m.items) + len(new_uids) > MAX_MISSION_ITEMS:
+            refused.append(f"too_many_items: a mission holds at most {MAX_MISSION_ITEMS} items")
+        new_files = {h for h in hashes if h not in m.contents}
+        if len(m.contents) + len(new_files) > MAX_MISSION_CONTENTS:
+            refused.append(
+                f"too_many_contents: a mission holds at most {MAX_MISSION_CONTENTS} files"
+            )
+        return refused
+
+    async def import_package(
+        self,
+        viewer: Principal,
+        name: str,
+        ops: Sequence[PackageOp],
+        *,
+        creator_uid: str,
+        token: str | None,
+    ) -> int:
+        """Take a checked package into the mission, all or nothing as far as the rules go: the
+        caller must hold MISSION_WRITE and :meth:`package_refusals` must find nothing in its
+        events and files (else MissionError 403 and nothing is kept). Then, in order: each
+        event is published as one sent to the mission on the stream (:meth:`_take_package_event`;
+        it reaches the live subscribers who may see it except the caller's device
+        ``creator_uid``); each file record joins the mission as ``PUT .../contents`` with
+        ``hashes`` adds it; each removal (offline changes) is done as ``DELETE .../contents``
+        does it, skipped when the item or file is not there or not visible. TAK submits the
+        package's CoT with the caller's groups and the creator uid as its client uid and adds
+        each other file to Enterprise Sync and to the mission (MissionServiceDefaultImpl
+        addMissionPackage). The steps are taken PACKAGE_CHUNK at a time, the event loop
+        running other work (stream delivery) between chunks; each item meets the ingest rules
+        again when it is published, and MISSION_WRITE is checked again before each chunk (a
+        caller who lost it meanwhile is refused, 403, with the earlier chunks taken). Returns
+        the number of items taken."""
+        m = self._find(viewer, name)
+        self._require(m, token, WRITE)
+        self._admit()
+        events = [op.event for op in ops if op.event is not None]
+        hashes = [op.record.hash for op in ops if op.record is not None]
+        refused = self.package_refusals(viewer, name, events, hashes)
+        if refused:
+            # Counted by the HTTP side's refusal (``package_refused``).
+            log.info(
+                "mission %s: package from %s refused: %s", name, viewer.name, "; ".join(refused)
+            )
+            raise MissionError(
+                403, "package refused: " + "; ".join(refused[:10]), reason="package_refused"
+            )
+        source = _PackageSource(viewer, name, creator_uid)
+        taken = 0
+        for i, op in enumerate(ops):
+            if i and i % PACKAGE_CHUNK == 0:
+                await self._package_pause()
+                m = self._find(viewer, name)
+                self._require(m, token, WRITE)
+            if op.record is not None:
+                self.add_files(viewer, name, [op.record], creator_uid=creator_uid, token=token)
+            elif op.remove_uid is not None:
+                self.remove_uid(viewer, name, op.remove_uid, creator_uid=creator_uid, token=token)
+            elif op.remove_hash is not None:
+                self.remove_file(viewer, name, op.remove_hash, creator_uid=creator_uid, token=token)
+            elif op.event is not None and self._take_package_event(source, op.event):
+                taken += 1
+        return taken
+
+    async def _package_pause(self) -> None:
+        """Between two chunks of an import: let the loop run, and while MAX_PENDING_WRITES
+        writes wait for the store, wait for the writer (the stream would otherwise find the
+        store busy and drop mission CoT), at most PACKAGE_STORE_WAIT_S; then MissionError 503
+        (the chunks before are taken)."""
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PACKAGE_STORE_WAIT_S
+        while self._store_busy():
+            if loop.time() >= deadline:
+                self.m_refused.inc("store_busy")
+                raise MissionError(503, "the mission store is busy, try again")
+            await asyncio.sleep(0.05)
+
+    def _take_package_event(self, source: _PackageSource, event: Event) -> bool:
+        """One item of a package, published as the event sent to the mission on the stream is
+        (``Router.publish_checked``: the ingest rules and label, the stored copy, delivery to
+        the mission's live subscribers and federated partners, then :meth:`accepted` keeps it
+        as an item with its ``ADD_CONTENT`` and ``t-x-m-c``)."""
+        published = self._router.publish_checked(event, source)
+        if published.event is not None:
+            return True
+        # Only when the audit log failed since the check (the event is held and published when
+        # it recovers, into the mission) or a rule changed meanwhile.
+        self.m_refused.inc("package_item")
+        log.warning(
+            "mission %s: package item %s not taken now: %s",
+            source.mission,
+            event.uid,
+            ",".join(published.refused) or "audit log unavailable",
+        )
+        return False
+
+    def offline_conflicts(
+        self, viewer: Principal, name: str, pending: Sequence[OfflineChange]
+    ) -> list[int]:
+        """The offline changes of a package (its ``changes.json``) that conflict with what the
+        mission recorded, by index (TSw MissionServiceDefaultImpl hasConflicts): a change made
+        before the mission was created; a change of a uid (compared ignoring case) after which
+        the mission recorded a change of that uid; a change of a file after which the mission
+        recorded a change of a file of that name (ignoring case). Only the recorded changes
+        ``viewer`` may see are compared: a change hidden from it conflicts with nothing."""
+        m = self._find(viewer, name)
+        latest_uid: dict[str, int] = {}
+        latest_name: dict[str, int] = {}
+        for c in m.changes:
+            if not self._router.permits(viewer, sender_groups=c.sender_groups, label=c.label):
+                continue
+            if c.content_uid is not None:
+                key = c.content_uid.lower()
+                latest_uid[key] = max(latest_uid.get(key, c.timestamp), c.timestamp)
+            if c.resource:
+                try:
+                    file_name = json.loads(c.resource).get("name")
+                except (ValueError, AttributeError):
+                    file_name = None
+                if isinstance(file_name, str):
+                    key = file_name.lower()
+                    latest_name[key] = max(latest_name.get(key, c.timestamp), c.timestamp)
+        conflicts: list[int] = []
+        for i, p in enumerate(pending):
+            if p.timestamp < m.record.create_time:
+                conflicts.append(i)
+            elif p.content_uid is not None:
+                if p.timestamp < latest_uid.get(p.content_uid.lower(), p.timestamp):
+                    conflicts.append(i)
+            elif p.resource_name is not None and p.timestamp < latest_name.get(
+                p.resource_name.lower(), p.timestamp
+            ):
+                conflicts.append(i)
+        return conflicts
 
     # ==== end of files, keywords and metadata ====
     # --- log entries (tak-missions.md 4.5 LogEntry, 5.4; TSw MissionApi postLogEntry,
@@ -1791,11 +2015,37 @@ class Missions:
         router lets it see (a subscriber hidden from it is absent, not counted)."""
         m = self._find(viewer, name)
         self._require(m, token, READ)
+        return self._known_subscriptions(viewer, m)
+
+    def _known_subscriptions(self, viewer: Principal, m: _Mission) -> list[SubscriptionRecord]:
         subs = sorted(m.subs.values(), key=lambda s: (s.create_time, s.client_uid))
         return [
             s
             for s in subs
             if s.username == viewer.name or self._router.entry_for(viewer, s.client_uid) is not None
+        ]
+
+    def all_subscriptions(self, viewer: Principal) -> list[tuple[str, SubscriptionRecord]]:
+        """``GET /missions/all/subscriptions`` (TSw MissionApi getAllMissionSubscriptions, for
+        TAK's admins: every stored subscription as mission name and client uid). This server
+        has no such admin: each caller gets what it could learn mission by mission: for every
+        mission released to it whose role without a token holds MISSION_READ (not a
+        password-protected or invite-only one), the subscriptions :meth:`subscriptions`
+        answers. Missions in creation order."""
+        recs = sorted(
+            (
+                m.record
+                for m in self._missions.values()
+                if self._mission_permitted(viewer, m.record)
+                and (role := self._role(m, None)) is not None
+                and has(role, READ)
+            ),
+            key=lambda r: (r.create_time, r.name),
+        )
+        return [
+            (rec.name, s)
+            for rec in self._release_mission(viewer, recs)
+            for s in self._known_subscriptions(viewer, self._missions[rec.name])
         ]
 
     def set_role(
@@ -2418,3 +2668,56 @@ def mission_notice(rec: MissionRecord, type_: str, author_uid: str, now_ms: int)
         f' guid="{attr(rec.guid)}" authorUid="{attr(author_uid)}"/>'
         "</detail></event>"
     ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _PackageSource:
+    """The caller of a mission package import as the source of its events: no stream
+    connection; :meth:`Missions.recipients` and :meth:`Missions.accepted` take its events into
+    ``mission`` (whose MISSION_WRITE was checked) only, created by ``creator_uid``."""
+
+    principal: Principal
+    mission: str
+    creator_uid: str
+
+
+def package_event(event: Event, mission: str) -> Event:
+    """``event`` from a mission package as it is submitted to ``mission``: every ``marti/dest``
+    removed and one ``dest mission`` for this mission put in (TAK removes the event's mission
+    dests and inserts its own, and removes ``_flow-tags_``: SubmissionService
+    submitMissionPackageCotAtTime; the other dests are removed here too, as an import is not a
+    message to anyone). Raises PeerError if the result is not an acceptable event."""
+    stripped = event.without_dests()
+    detail = copy.deepcopy(stripped.detail) if stripped.detail is not None else None
+    if detail is None:
+        detail = ET.Element("detail")
+    for tags in detail.findall("_flow-tags_"):
+        detail.remove(tags)
+    marti = detail.find("marti")
+    if marti is None:
+        marti = ET.SubElement(detail, "marti")
+    ET.SubElement(marti, "dest", {"mission": mission})
+    return cot_xml.parse_event(cot_xml.render_xml(replace(stripped, detail=detail, xml=None)))
+
+
+@dataclass(frozen=True, slots=True)
+class PackageOp:
+    """One step of a mission package import (:meth:`Missions.import_package`): exactly one
+    field set."""
+
+    event: Event | None = None  # an item (from :func:`package_event`)
+    record: FileRecord | None = None  # a stored file that joins the mission
+    remove_uid: str | None = None  # an offline REMOVE_CONTENT of an item
+    remove_hash: str | None = None  # an offline REMOVE_CONTENT of a file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineChange:
+    """One change of a package's ``changes.json`` (ATAK's offline changes; TSw
+    MissionServiceDefaultImpl addMissionPackage reads its ``missionChanges``)."""
+
+    type: str  # ADD_CONTENT or REMOVE_CONTENT
+    timestamp: int  # ms since the epoch, when the device made it
+    content_uid: str | None = None  # an item change
+    resource_name: str | None = None  # a file change: the file's name
+    resource_hash: str | None = None  # and its hash, when given

@@ -43,6 +43,8 @@ from liaison.storage.files import (
     FileRecord,
     FileStore,
     UnsafeFile,
+    ZipLimits,
+    extract_zip,
     is_sha256,
 )
 from liaison.storage.missions import (
@@ -77,6 +79,8 @@ __all__ = [
     "StoredEvent",
     "SubscriptionRecord",
     "UnsafeFile",
+    "ZipLimits",
+    "extract_zip",
     "is_sha256",
     "mission_padded_time",
     "mission_resource_json",

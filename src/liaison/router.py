@@ -510,33 +510,8 @@ class Router:
         label: Label | None = None
         ingest: tuple[str, Mapping[str, object]] | None = None
         gate = self.gate
-        if gate is not None:
-            # The ingest rules hold for every event that changes a stored item: an update of
-            # its uid, and a delete (t-x-d-d) of its link uid. An unlabelled delete carries the
-            # label of the item it removes, so exactly those who could see the item are told.
-            prior = self._latest.get(event.uid)
-            outcome = gate.ingest(event, sender, prior.label if prior is not None else None)
-            target = (
-                self._latest.get(event.link_uid) if event.is_delete and event.link_uid else None
-            )
-            if outcome.event is not None and target is not None and target is not prior:
-                outcome = gate.ingest(event, sender, target.label)
-            # An event sent to a mission also changes the item that mission keeps under its uid
-            # (a mission-only item is not in the latest state): the same rules hold for it. When
-            # the picture holds the uid too under another label, both must accept the event and
-            # agree on its label (an unlabelled update cannot take two labels at once).
-            if outcome.event is not None and self._missions is not None:
-                for name in sorted({d.mission for d in event.dests if d.mission}):
-                    kept = self._missions.prior_label(name, event.uid)
-                    if kept is None or (prior is not None and kept == prior.label):
-                        continue
-                    checked = gate.ingest(event, sender, kept)
-                    differs = prior is not None and checked.label != outcome.label
-                    if checked.event is not None and differs:
-                        checked = IngestOutcome(None, None, ("mission_item_label_differs",))
-                    outcome = checked
-                    if outcome.event is None:
-                        break
+        outcome = self.ingest_outcome(event, sender)
+        if gate is not None and outcome is not None:
             ingest = ("ingest", _ingest_fields(received, sender, outcome.label, outcome))
             if outcome.event is None:
                 self.m_rejected.inc(outcome.reasons[0] if outcome.reasons else "rejected")
@@ -551,6 +526,39 @@ class Router:
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
         return AcceptedEvent(event, label, source, Outgoing(event, sender.in_groups)), ingest
+
+    def ingest_outcome(self, event: Event, sender: Principal) -> IngestOutcome | None:
+        """The ingest rules and labelling for ``event`` from ``sender`` as :meth:`accept` would
+        apply them now, deciding only (no record written, nothing counted or kept); None with
+        labels off. A REST import checks every event of a batch with it before taking any."""
+        gate = self.gate
+        if gate is None:
+            return None
+        # The ingest rules hold for every event that changes a stored item: an update of
+        # its uid, and a delete (t-x-d-d) of its link uid. An unlabelled delete carries the
+        # label of the item it removes, so exactly those who could see the item are told.
+        prior = self._latest.get(event.uid)
+        outcome = gate.ingest(event, sender, prior.label if prior is not None else None)
+        target = self._latest.get(event.link_uid) if event.is_delete and event.link_uid else None
+        if outcome.event is not None and target is not None and target is not prior:
+            outcome = gate.ingest(event, sender, target.label)
+        # An event sent to a mission also changes the item that mission keeps under its uid
+        # (a mission-only item is not in the latest state): the same rules hold for it. When
+        # the picture holds the uid too under another label, both must accept the event and
+        # agree on its label (an unlabelled update cannot take two labels at once).
+        if outcome.event is not None and self._missions is not None:
+            for name in sorted({d.mission for d in event.dests if d.mission}):
+                kept = self._missions.prior_label(name, event.uid)
+                if kept is None or (prior is not None and kept == prior.label):
+                    continue
+                checked = gate.ingest(event, sender, kept)
+                differs = prior is not None and checked.label != outcome.label
+                if checked.event is not None and differs:
+                    checked = IngestOutcome(None, None, ("mission_item_label_differs",))
+                outcome = checked
+                if outcome.event is None:
+                    break
+        return outcome
 
     def _record(self, audit: list[tuple[str, Mapping[str, object]] | None]) -> bool:
         """Write audit records (None entries skipped); False when the log failed."""

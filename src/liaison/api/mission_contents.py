@@ -32,7 +32,7 @@ async def _keywords_body(request: web.Request) -> list[str]:
     """The body of a keywords ``PUT``: a JSON array of strings (TSw MissionApi setKeywords)."""
     try:
         body = json.loads(await mapi._body(request) or b"[]")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MissionError(400, "the body is not JSON") from None
     if (
         not isinstance(body, list)

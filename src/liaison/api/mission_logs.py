@@ -92,7 +92,7 @@ async def _entry_body(request: web.Request) -> dict[str, Any]:
         raise MissionError(400, f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MissionError(400, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise MissionError(400, "the body must be a LogEntry JSON object")

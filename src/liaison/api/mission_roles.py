@@ -99,7 +99,7 @@ async def post_subscriptions(request: web.Request) -> web.Response:
     viewer = principal(request)
     try:
         body = json.loads(await _body(request) or b"[]")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MissionError(400, "the body is not JSON") from None
     if not isinstance(body, list) or len(body) > MAX_ROLES_PER_REQUEST:
         raise MissionError(400, f"the body must be a list of at most {MAX_ROLES_PER_REQUEST}")
@@ -123,6 +123,17 @@ async def get_subscriptions(request: web.Request) -> web.Response:
     viewer = principal(request)
     subs = _missions(request).subscriptions(viewer, _name(request), _token(request))
     return envelope(context(request), "MissionSubscription", [s.client_uid for s in subs])
+
+
+@handles_errors
+async def all_subscriptions(request: web.Request) -> web.Response:
+    """``GET /missions/all/subscriptions``: ``{mission name: client uid}`` for each stored
+    subscription the caller may know of (TSw MissionApi getAllMissionSubscriptions answers a
+    list of Java map entries, which Jackson writes as one-member objects)."""
+    found = _missions(request).all_subscriptions(principal(request))
+    return envelope(
+        context(request), "MissionSubscription", [{name: s.client_uid} for name, s in found]
+    )
 
 
 @handles_errors
@@ -257,7 +268,7 @@ async def post_invites(request: web.Request) -> web.Response:
     if api_version(request) > 2:
         try:
             body = json.loads(await _body(request) or b"[]")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise MissionError(400, "the body is not JSON") from None
         if not isinstance(body, list):
             raise MissionError(400, "the body must be a list of invitations")
@@ -302,6 +313,7 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
     ``{name}/invitations`` it would otherwise match."""
     r = app.router
     r.add_get(f"{BASE}/all/invitations", all_invitations)
+    r.add_get(f"{BASE}/all/subscriptions", all_subscriptions)
     # A fixed path: aiohttp matches it before missions.py's {name} (a mission may not be
     # reached by the name "invitations" with GET, as on TAK).
     r.add_get(f"{BASE}/invitations", my_invitations)

@@ -53,7 +53,14 @@ MAX_PARAM_CHARS = 256
 MAX_TEXT_CHARS = 4096
 # The XML declaration TAK Server puts before <events> (TSw MissionApi getLatestMissionCotEvents).
 COT_PROLOG = "<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\n"
-STATUS_NAMES = {400: "BAD_REQUEST", 403: "FORBIDDEN", 404: "NOT_FOUND", 503: "SERVICE_UNAVAILABLE"}
+STATUS_NAMES = {
+    400: "BAD_REQUEST",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    503: "SERVICE_UNAVAILABLE",
+}
 ERROR_CODES = {400: 2, 403: 3, 404: 1, 503: 6}
 
 
@@ -353,7 +360,7 @@ def handles_errors(
             result: web.StreamResponse = await handler(request)
             return result
         except MissionError as exc:
-            reason = {
+            reason = exc.reason or {
                 400: "bad_request",
                 403: "forbidden",
                 404: "not_found",
@@ -533,7 +540,7 @@ async def put_contents(request: web.Request) -> web.Response:
     name = _name(request)
     try:
         body = json.loads(await _body(request) or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise MissionError(400, "the body is not JSON") from None
     if not isinstance(body, dict):
         raise MissionError(400, "the body must be a JSON object")

@@ -285,6 +285,27 @@ def inspect_zip(data: bytes, limits: ZipLimits = ZipLimits()) -> ZipSummary:
         )
 
 
+def extract_zip(data: bytes, limits: ZipLimits = ZipLimits()) -> list[tuple[str, bytes]]:
+    """Every file entry of a safe zip as (entry name with ``/`` separators, bytes), in archive
+    order; directories left out. :func:`inspect_zip` checks the archive first (names, links,
+    encryption, entry count, sizes and ratios measured by decompressing), so what is read here
+    is bounded by ``limits``. Raises :class:`UnsafeFile`. CPU-bound: call it from a worker
+    thread."""
+    inspect_zip(data, limits)
+    out: list[tuple[str, bytes]] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                with zf.open(info) as f:
+                    content = f.read(limits.max_uncompressed + 1)
+                out.append((info.filename.replace("\\", "/"), content))
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise UnsafeFile(f"zip entry unreadable: {exc}", reason="bad_zip") from exc
+    return out
+
+
 # --- the metadata index -----------------------------------------------------------------------
 
 

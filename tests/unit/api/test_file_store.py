@@ -24,6 +24,7 @@ from liaison.storage.files import (
     UnsafeFile,
     ZipLimits,
     check_entry_name,
+    extract_zip,
     inspect_zip,
     looks_like_zip,
     sha256_hex,
@@ -155,6 +156,27 @@ def test_inspect_zip_is_total(data: bytes) -> None:
     # Any bytes: either a summary or UnsafeFile, never another exception.
     with contextlib.suppress(UnsafeFile):
         inspect_zip(data)
+
+
+def test_extract_zip_gives_the_file_entries_within_the_limits() -> None:
+    data = make_zip({"MANIFEST/manifest.xml": b"<m/>", "a\\b.cot": b"<event/>", "c/": b""})
+    assert extract_zip(data) == [("MANIFEST/manifest.xml", b"<m/>"), ("a/b.cot", b"<event/>")]
+    with pytest.raises(UnsafeFile) as info:
+        extract_zip(make_zip({"ok": b"x", "../evil": b"y"}))
+    assert info.value.reason == "zip_path"
+    with pytest.raises(UnsafeFile) as info:
+        extract_zip(make_zip({"a": b"1", "b": b"2", "c": b"3"}), ZipLimits(max_entries=2))
+    assert info.value.reason == "zip_entries"
+    with pytest.raises(UnsafeFile) as info:
+        extract_zip(make_zip({"a": bytes(2048)}), ZipLimits(max_uncompressed=1024))
+    assert info.value.reason == "zip_bomb"
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=100)
+def test_extract_zip_is_total(data: bytes) -> None:
+    with contextlib.suppress(UnsafeFile):
+        extract_zip(data)
 
 
 def test_looks_like_zip() -> None:

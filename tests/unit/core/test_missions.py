@@ -4,6 +4,7 @@ subscribers (no sockets), and the two mission stores against one contract."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -618,6 +619,60 @@ async def test_at_shutdown_a_store_that_stays_down_is_given_up_and_counted() -> 
     assert m.m_write_failed.get("lost_at_shutdown") >= 1
 
 
+class SlowStore(MemoryMissionStore):
+    """A mission store whose batches wait for ``release`` (a disk under load) and, like the
+    SQLite store's thread, go on when the caller is cancelled (shielded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        self.started.set()
+        await asyncio.shield(self._slow(writes))
+
+    async def _slow(self, writes: Sequence[MissionWrite]) -> None:
+        await self.release.wait()
+        await super().write_batch(writes)
+
+
+async def test_a_batch_in_flight_when_the_writer_stops_is_written_once_not_lost() -> None:
+    """At shutdown the writer task is cancelled while the store writes a batch (in its own
+    thread, shielded), then close() drains: that batch must be awaited, not written again
+    (SQLite refuses a change's seq twice, and everything queued behind it was given up as
+    lost) nor dropped."""
+    r = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    store = SlowStore()
+    m = Missions(router=r, store=store, metrics=Metrics(), clock_ms=lambda: NOW)
+    await m.load()
+    writer = asyncio.create_task(m.run())
+    create_ops(m, user("alice"))
+    async with asyncio.timeout(10):
+        await store.started.wait()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        m.create(
+            user("alice"),
+            "later",
+            creator_uid="A",
+            groups=(),
+            tool="public",
+            description=None,
+            chat_room=None,
+            token=None,
+        )
+        store.release.set()
+        await m.flush()  # as close() drains
+        data = await store.load()
+        await m.close()
+    assert sorted(rec.name for rec in data.missions) == ["later", "ops"]
+    seqs = [c.seq for c in data.changes]
+    assert len(seqs) == len(set(seqs)) == 2
+    assert m.m_write_failed.get("lost_at_shutdown") == 0 and m.m_write_failed.get("storage") == 0
+
+
 async def test_a_burst_of_mission_cot_is_written_in_batches_and_all_kept(tmp_path: Path) -> None:
     """Mission CoT at stream speed: the writer takes what waits (at most MAX_WRITE_BATCH) into one
     transaction, so 3,000 items (6,000 writes) queue well below MAX_PENDING_WRITES, nothing is
@@ -835,3 +890,45 @@ async def test_a_file_in_a_mission_is_shown_only_to_who_may_see_the_file() -> No
         ("REMOVE_CONTENT", "a" * 64),
     ]
     assert [c.hash for c in m.contents(bob, "ops")] == ["b" * 64]
+
+
+async def test_a_package_import_waits_for_a_busy_store_then_answers_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between chunks an import waits while MAX_PENDING_WRITES writes wait for the store (no
+    writer runs here), then refuses with 503; the chunks before are taken, and subscribers
+    other than the importing device got those items."""
+    import liaison.missions as missions_mod
+    from liaison.missions import MissionError, PackageOp, package_event
+
+    monkeypatch.setattr(missions_mod, "PACKAGE_CHUNK", 2)
+    monkeypatch.setattr(missions_mod, "PACKAGE_STORE_WAIT_S", 0.2)
+    r, m, _ = await service()
+    alice, bob = user("alice"), user("bob")
+    a, b = Sub(alice, "A"), Sub(bob, "B")
+    r.attach(a)
+    r.attach(b)
+    m.create(
+        alice,
+        "ops",
+        creator_uid="A",
+        groups=(),
+        tool="public",
+        description=None,
+        chat_room=None,
+        token=None,
+    )
+    m.subscribe(bob, "ops", "B", None)
+    ops = [PackageOp(event=package_event(event(f"p{i}", "b-m-p-s-m"), "ops")) for i in range(4)]
+    # The two creation writes and the subscription wait; with the limit at their count the
+    # store is "busy" as soon as the first chunk's writes join them.
+    monkeypatch.setattr(missions_mod, "MAX_PENDING_WRITES", len(m._writes) + 4)
+    with pytest.raises(MissionError) as refused:
+        async with asyncio.timeout(10):
+            await m.import_package(alice, "ops", ops, creator_uid="A", token=None)
+    assert refused.value.status == 503 and m.m_refused.get("store_busy") == 1
+    assert [i.uid for i in m.items(alice, "ops")] == ["p0", "p1"]
+    assert [i.creator_uid for i in m.items(alice, "ops")] == ["A", "A"]
+    got_b = [e.uid for e in b.got]
+    assert "p0" in got_b and "p1" in got_b
+    assert not [e for e in a.got if e.uid in ("p0", "p1")]  # the importing device
