@@ -66,8 +66,8 @@ EVENT_END = b"</event>"
 EVENT_RE = re.compile(rb'uid="ICAO-([0-9a-f]{6})".*?alt_baro="(\d+)"', re.DOTALL)
 STAMP_MODULO = 100_000
 SERVER_START_S = 60.0
-# Longest wait for the server's status file after the measuring window.
-STATUS_WAIT_S = 30.0
+# Longest wait, after the measuring window, for the server to work off its backlog.
+DRAIN_WAIT_S = 180.0
 
 
 def _sibling(name: str) -> ModuleType:
@@ -114,6 +114,8 @@ class Receiver:
         self.lines = 0
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.stopped = False
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, HOST, 0)
@@ -125,8 +127,9 @@ class Receiver:
         loop = asyncio.get_running_loop()
         start = loop.time()
         tick = 0
+        self.writers.append(writer)
         try:
-            while True:
+            while not self.stopped:
                 part = ids[(tick % SLICES) * per_slice : (tick % SLICES + 1) * per_slice]
                 now = time.time()
                 writer.write(b"".join(sbs1_line(i, now) for i in part))
@@ -134,10 +137,18 @@ class Receiver:
                 await writer.drain()
                 tick += 1
                 await asyncio.sleep(max(0.0, start + tick / SLICES - loop.time()))
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
+            pass
+        finally:
             writer.close()
 
     async def close(self) -> None:
+        """Stop sending: close the listening socket and every connection (the feeds see the
+        upstream gone and retry, which is no matter after the measurement)."""
+        self.stopped = True
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -207,6 +218,26 @@ def _status(data_dir: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+async def _drained(data_dir: Path) -> tuple[dict[str, Any], float | None]:
+    """The server's status once two writes after now agree on what the feeds published (and the
+    seconds that took), or the last status read after DRAIN_WAIT_S (and None)."""
+    start = time.monotonic()
+    start_ms = time.time() * 1000
+    last: dict[str, Any] = {}
+    before: tuple[int, int] | None = None
+    while time.monotonic() - start < DRAIN_WAIT_S:
+        status = _status(data_dir)
+        written = status.get("written_ms", 0)
+        if written > last.get("written_ms", 0):
+            last = status
+            mark = (sum(f.get("reports", 0) for f in status.get("feeds", [])), status["tracks"])
+            if written >= start_ms and mark == before:
+                return status, time.monotonic() - start
+            before = mark if written >= start_ms else None
+        await asyncio.sleep(0.5)
+    return last, None
+
+
 def _start(argv: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -270,14 +301,11 @@ async def run(args: argparse.Namespace) -> int:
             cpu1, t1 = loadgen.read_cpu_seconds(proc.pid), time.monotonic()
             stats.measuring = False
             lost = stats.disconnects
-            # The server's next status write after the window (every 2 s; later on a busy machine).
-            end_ms = time.time() * 1000
-            status: dict[str, Any] = {}
-            for _ in range(int(STATUS_WAIT_S / 0.5)):
-                status = _status(data_dir)
-                if status.get("written_ms", 0) >= end_ms:
-                    break
-                await asyncio.sleep(0.5)
+            # The receivers stop; the server works off what it has read (a backlog when it could
+            # not keep up), then its status (written every 2 s) stops changing.
+            for r in receivers:
+                await r.close()
+            status, drained_s = await _drained(data_dir)
         finally:
             for c in clients:
                 if c.transport is not None:
@@ -302,6 +330,7 @@ async def run(args: argparse.Namespace) -> int:
         "feeds_published": published,
         "dropped": status.get("dropped", {}),
         "tracks": tracks,
+        "drained_after_s": round(drained_s, 1) if drained_s is not None else None,
         "uids_per_measuring_client": measured_uids,
         "deliveries_per_s": round(stats.events / elapsed),
         "server_cpu_s_per_s": round((cpu1 - cpu0) / elapsed, 3),

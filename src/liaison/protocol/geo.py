@@ -53,6 +53,7 @@ FILL_COLOR = "-1761607681"
 # A CoT type: atoms separated by "-" (tak-protocol.md 1.2), first a lowercase letter.
 _COT_TYPE = re.compile(r"[a-z](-[A-Za-z0-9_.]{1,16}){0,15}")
 _KML_NS = re.compile(r"^\{[^}]*\}")
+_IDENT = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_ID_CHARS}}}")
 
 Position = tuple[float, float, float | None]  # lon, lat, altitude in metres (or None)
 
@@ -178,9 +179,10 @@ def _text(value: object, limit: int) -> str | None:
 
 
 def _ident(value: object) -> str | None:
-    """A feature id usable in a uid: printable, without white space, at most MAX_ID_CHARS."""
+    """A feature id usable in a uid: 1 to MAX_ID_CHARS letters, digits, ``.``, ``_``, ``:``,
+    ``-`` (else None: the hash stands in)."""
     text = _text(value, MAX_ID_CHARS + 1)
-    if text is None or len(text) > MAX_ID_CHARS or any(c.isspace() for c in text):
+    if text is None or _IDENT.fullmatch(text) is None:
         return None
     return text
 

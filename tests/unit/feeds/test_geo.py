@@ -248,6 +248,10 @@ def test_bounded_features_vertices_and_text() -> None:
     }
     assert geo.parse_geojson(json.dumps(feature).encode()).invalid == 1
     feature["geometry"] = {"type": "Point", "coordinates": [0, 0]}
+    feature["id"] = 'a"b<c>'
+    (f,) = geo.parse_geojson(json.dumps(feature).encode()).features
+    assert f.ident is None  # not a character set for a uid: the hash stands in
+    feature["id"] = "x" * (geo.MAX_ID_CHARS + 1)
     feature["properties"] = {"name": "n" * 1000 + "\x00"}
     (f,) = geo.parse_geojson(json.dumps(feature).encode()).features
     assert f.ident is None  # an id too long for a uid: the hash stands in
