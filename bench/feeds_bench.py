@@ -46,7 +46,6 @@ from types import ModuleType
 from typing import IO, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
 POLICY = BENCH_DIR / "labels-policy.toml"
 FEED = """
@@ -266,7 +265,9 @@ async def run(args: argparse.Namespace) -> int:
             )
         )
         argv = [
-            str(REPO_DIR / ".venv" / "bin" / "liaison"),
+            sys.executable,  # the interpreter the bench runs on, with Liaison installed
+            "-m",
+            "liaison",
             "serve",
             "--data-dir",
             str(data_dir),
