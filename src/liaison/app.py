@@ -38,7 +38,7 @@ from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import GateAudit
 from liaison.federation.supervisor import Federation
-from liaison.feeds import Feeds, build_feeds
+from liaison.feeds import Feeds, audit_fields, build_feeds, parse_feeds
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.identity.ca import ensure_server_pki
 from liaison.identity.certs import ServerPki
@@ -634,6 +634,7 @@ async def _start_http(
         close_sessions_of=registry.close_principal,
         registry=registry,
         stream_session=ws_session,
+        feeds_status=server.feeds.snapshot if server.feeds is not None else None,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
     server.https = running.bound.get("https")
@@ -711,6 +712,10 @@ def _open_gate(config: Config, text: str | None) -> tuple[Gate | None, AuditLog 
     if text is None:
         return None, None
     gate_config = load_gate_config(text)
+    # The feed tables go in the config_load record too (each feed's gate table is added to the
+    # gate when the feeds are built); read before the log opens, so a bad one leaves it shut.
+    assert config.policy_file is not None
+    feeds = parse_feeds(text, gate_config.policy, base_dir=config.policy_file.parent)
     log_path, key_path, pub_path = audit_paths(config.data_dir)
     key = load_or_create_signing_key(key_path, pub_path)
     audit_log = AuditLog.open(log_path, key, fsync=config.audit_sync_ms == 0, repair_truncated=True)
@@ -721,7 +726,8 @@ def _open_gate(config: Config, text: str | None) -> tuple[Gate | None, AuditLog 
         policy_version=gate_config.policy.version,
         policy_digest=gate_config.policy.digest,
         policy_file=str(config.policy_file),
-        listeners=sorted(gate_config.listeners),
+        listeners=sorted([*gate_config.listeners, *(c.listener for c in feeds)]),
+        feeds=audit_fields(feeds),
     )
     log.info(
         "labels on: policy %s v%d (%s), audit log %s",

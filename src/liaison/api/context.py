@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -52,6 +52,9 @@ class ApiContext:
     # A stream session for a caller the HTTP side already identified (``/takproto/1``): the same
     # StreamSession as the 8089 listener, in the same registry, speaking TAK protocol v1.
     stream_session: Callable[[Principal], StreamSession] | None = None
+    # The feeds' status document (docs/feeds.md, "Status"), for GET /api/v1/feeds; None when
+    # no feed is configured.
+    feeds_status: Callable[[], Mapping[str, object]] | None = None
 
 
 def context(request: web.Request) -> ApiContext:

@@ -203,6 +203,33 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Feeds": {
+        "type": "object",
+        "required": ["tracks", "feeds"],
+        "properties": {
+            "tracks": {"type": "integer", "minimum": 0},
+            "feeds": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "kind", "state", "last_error", "last_data"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "state": {"enum": ["starting", "running", "failing", "stopped"]},
+                        "failures": {"type": "integer", "minimum": 0},
+                        "last_error": _NULLABLE_STRING,
+                        "last_data": {"type": ["string", "null"], "format": "date-time"},
+                        **{
+                            k: {"type": "integer", "minimum": 0}
+                            for k in ("reports", "published", "refused", "invalid")
+                        },
+                        "failures_total": {"type": "integer", "minimum": 0},
+                    },
+                },
+            },
+        },
+    },
     "ChatMessage": {
         "type": "object",
         "required": ["uid", "sender_uid", "callsign", "text", "chatroom", "time", "label"],
@@ -313,9 +340,52 @@ _PATHS: dict[str, Any] = {
                 _q("type", "CoT type prefix, e.g. a-f."),
                 _q("uid", "Exact uid."),
                 _q("callsign", "Exact callsign."),
-                _FORMAT,
+                _q(
+                    "format",
+                    "geojson (default), cot (<events> XML), kml (KML 2.2) or kmz (zipped KML).",
+                    {"enum": ["geojson", "cot", "kml", "kmz"]},
+                ),
             ],
-            "responses": {"200": _GEOJSON_OR_COT, "400": _BAD},
+            "responses": {
+                "200": {
+                    "description": "GeoJSON; CoT XML with format=cot; KML or KMZ.",
+                    "content": {
+                        _JSON: {"schema": _ref("FeatureCollection")},
+                        "application/xml": {"schema": {"type": "string"}},
+                        "application/vnd.google-earth.kml+xml": {"schema": {"type": "string"}},
+                        "application/vnd.google-earth.kmz": {
+                            "schema": {"type": "string", "contentMediaType": "application/zip"}
+                        },
+                    },
+                },
+                "400": _BAD,
+            },
+        }
+    },
+    "/api/v1/picture/networklink.kml": {
+        "get": {
+            "summary": "A KML NetworkLink that fetches the KML picture every interval_s seconds.",
+            "operationId": "getPictureNetworkLink",
+            "parameters": [
+                _q(
+                    "interval_s",
+                    "Refresh period in seconds (default 30).",
+                    {"type": "integer", "minimum": 1, "maximum": 86400},
+                ),
+                _BBOX,
+                _q("type", "CoT type prefix, passed on to the picture."),
+                _q("uid", "Exact uid, passed on to the picture."),
+                _q("callsign", "Exact callsign, passed on to the picture."),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The NetworkLink document.",
+                    "content": {
+                        "application/vnd.google-earth.kml+xml": {"schema": {"type": "string"}}
+                    },
+                },
+                "400": _BAD,
+            },
         }
     },
     "/api/v1/history": {
@@ -601,6 +671,16 @@ _LOGIN_PATHS = {
     },
 }
 
+_FEEDS_PATH: dict[str, Any] = {
+    "/api/v1/feeds": {
+        "get": {
+            "summary": "Each feed's state, last error and counts (docs/feeds.md).",
+            "operationId": "getFeeds",
+            "responses": {"200": _json(_ref("Feeds"), "The feeds.")},
+        }
+    }
+}
+
 _SECURITY_SCHEMES: dict[AuthMode, dict[str, Any]] = {
     AuthMode.MTLS: {
         "clientCertificate": {
@@ -626,6 +706,7 @@ def spec(mode: AuthMode) -> dict[str, Any]:
     paths = copy.deepcopy(_PATHS)
     if mode is not AuthMode.ANONYMOUS:
         paths.update(copy.deepcopy(_METRICS_PATH))
+        paths.update(copy.deepcopy(_FEEDS_PATH))
     if mode is AuthMode.PASSWORD:
         paths.update(copy.deepcopy(_LOGIN_PATHS))
     schemes = copy.deepcopy(_SECURITY_SCHEMES[mode])

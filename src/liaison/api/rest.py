@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from liaison import __version__
+from liaison.api import kml
 from liaison.api.auth import SESSION_COOKIE, AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext, context, principal
 from liaison.api.files import refuse_cross_site
@@ -271,7 +272,9 @@ async def get_picture(request: web.Request) -> web.StreamResponse:
     viewer = principal(request)
     q = request.query
     bbox = parse_bbox(q.get("bbox"))
-    fmt = parse_format(q.get("format"))
+    fmt = q.get("format")
+    if fmt not in (None, "", "geojson", "cot", "kml", "kmz"):
+        raise bad_request("format must be geojson, cot, kml or kmz")
     uid = _text_param(request, "uid")
     type_prefix = _text_param(request, "type")
     callsign = _text_param(request, "callsign")
@@ -284,6 +287,17 @@ async def get_picture(request: web.Request) -> web.StreamResponse:
     if fmt == "cot":
         return web.Response(
             body=events_xml(cot_xml.render_xml(e) for e in events), content_type="application/xml"
+        )
+    if fmt in ("kml", "kmz"):
+        document = kml.picture_kml(((e, ctx.router.banner(e)) for e in events), "Liaison picture")
+        if fmt == "kml":
+            return web.Response(body=document, headers={"Content-Type": kml.KML_CONTENT_TYPE})
+        return web.Response(
+            body=kml.kmz(document),
+            headers={
+                "Content-Type": kml.KMZ_CONTENT_TYPE,
+                "Content-Disposition": 'attachment; filename="liaison-picture.kmz"',
+            },
         )
     return json_response(
         feature_collection([event_feature(e, ctx.router.banner(e)) for e in events])

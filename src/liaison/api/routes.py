@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from liaison.api import (
     enrollment,
+    geo_routes,
     marti,
     mission_contents,
     mission_logs,
@@ -39,4 +40,5 @@ ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     takproto.add_routes,
     relabel.add_routes,
     tiles.add_routes,
+    geo_routes.add_routes,
 )

@@ -13,7 +13,15 @@ from liaison.gate import Gate, ListenerGate
 from liaison.metrics import Metrics
 from liaison.router import Router
 
-__all__ = ["FeedConfig", "FeedSource", "Feeds", "build_feeds", "feed_principal", "parse_feeds"]
+__all__ = [
+    "FeedConfig",
+    "FeedSource",
+    "Feeds",
+    "audit_fields",
+    "build_feeds",
+    "feed_principal",
+    "parse_feeds",
+]
 
 
 def build_feeds(
@@ -41,3 +49,25 @@ def build_feeds(
     }
     gate.config = replace(gate.config, listeners={**gate.config.listeners, **tables})
     return Feeds(configs, router, metrics, clock_ms, data_dir, gate.policy)
+
+
+def audit_fields(configs: list[FeedConfig]) -> list[dict[str, object]]:
+    """What the ``config_load`` audit record says of each feed (docs/labels.md): who it writes
+    as, what it may assert and the label its items get. Integers and strings only (the audit
+    log's canonical JSON has no floats); never its upstream (a URL may carry credentials)."""
+    return [
+        {
+            "name": c.name,
+            "kind": c.kind,
+            "principal": f"feed:{c.name}",
+            "org": c.org,
+            "groups": sorted(c.groups),
+            "ceiling": {
+                "classification": c.ceiling.ceiling,
+                "held": {k: sorted(v) for k, v in sorted(c.ceiling.held.items())},
+            },
+            "default_classification": c.default_classification,
+            "label_rules": [r.classification for r in c.labels if r.classification is not None],
+        }
+        for c in configs
+    ]

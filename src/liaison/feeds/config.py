@@ -16,8 +16,16 @@ from liaison.errors import ConfigError
 from liaison.model.labels import AuthSet, Policy
 from liaison.model.policy import authset_from_table
 from liaison.protocol.feed_tracks import AFFILIATIONS, TrackRule
+from liaison.protocol.geo import valid_cot_type
 
-KINDS = ("adsb-http", "adsb-file", "sbs1-tcp", "ais-udp", "ais-tcp")
+KINDS = ("adsb-http", "adsb-file", "sbs1-tcp", "ais-udp", "ais-tcp", "geojson", "kml")
+# Kinds that import a document of features (markers, lines, shapes) rather than tracks.
+GEO_KINDS = ("geojson", "kml")
+# Keys only the geo kinds take, and keys they do not (track rules, thinning, sockets).
+GEO_KEYS = {"point_type", "type_property", "label_property", "name_property"}
+TRACK_KEYS = {"rules", "labels", "min_interval_s", "listen", "connect"}
+# A geo feed's items stay in the picture this long after each publication (republished before).
+GEO_STALE_S = 86_400.0
 FEED_KEYS = {
     "kind",
     "url",
@@ -34,6 +42,7 @@ FEED_KEYS = {
     "labels",
     "stale_s",
     "min_interval_s",
+    *GEO_KEYS,
 }
 MATCH_KEYS = {"kind", "military", "ids", "icao_range", "mid"}
 
@@ -56,6 +65,16 @@ class FeedConfig:
     labels: tuple[TrackRule, ...] = ()
     stale_s: float = 60.0
     min_interval_s: float = 1.0
+    # geojson and kml: read once (no interval_s) or every interval_s; what features become.
+    once: bool = False
+    point_type: str = "a-?-G"
+    type_property: str | None = None
+    label_property: str | None = None
+    name_property: str = "name"
+
+    @property
+    def geo(self) -> bool:
+        return self.kind in GEO_KINDS
 
     @property
     def listener(self) -> str:
@@ -162,9 +181,28 @@ def parse_feeds(text: str, policy: Policy, *, base_dir: Path) -> list[FeedConfig
             "sbs1-tcp": "connect",
             "ais-udp": "listen",
             "ais-tcp": "connect",
+            "geojson": "url",
+            "kml": "url",
         }
-        if needs[kind] not in raw:
-            raise ConfigError(f"{key}.{needs[kind]}", f"missing (needed by kind {kind})")
+        geo = kind in GEO_KINDS
+        if geo:
+            if ("url" in raw) == ("path" in raw):
+                raise ConfigError(f"{key}.url", f"kind {kind} needs one of url or path")
+            wrong = sorted(set(raw) & TRACK_KEYS)
+            if wrong:
+                raise ConfigError(f"{key}.{wrong[0]}", f"not used by kind {kind}")
+        else:
+            if needs[kind] not in raw:
+                raise ConfigError(f"{key}.{needs[kind]}", f"missing (needed by kind {kind})")
+            wrong = sorted(set(raw) & GEO_KEYS)
+            if wrong:
+                raise ConfigError(f"{key}.{wrong[0]}", f"only for kinds {', '.join(GEO_KINDS)}")
+        point_type = raw.get("point_type", "a-?-G")
+        if not isinstance(point_type, str) or not valid_cot_type(point_type.replace("?", "u", 1)):
+            raise ConfigError(f"{key}.point_type", "must be a CoT type such as a-?-G or a-f-G-U-C")
+        for prop in ("type_property", "label_property", "name_property"):
+            if prop in raw:
+                _str(f"{key}.{prop}", raw[prop])
         for required in ("org", "ceiling", "default_classification"):
             if required not in raw:
                 raise ConfigError(f"{key}.{required}", "missing")
@@ -200,6 +238,11 @@ def parse_feeds(text: str, policy: Policy, *, base_dir: Path) -> list[FeedConfig
                 listen=parse_endpoint(f"{key}.listen", raw.get("listen")),
                 connect=parse_endpoint(f"{key}.connect", raw.get("connect")),
                 interval_s=_positive(f"{key}.interval_s", raw.get("interval_s", 5.0)),
+                once=geo and "interval_s" not in raw,
+                point_type=point_type,
+                type_property=raw.get("type_property"),
+                label_property=raw.get("label_property"),
+                name_property=raw.get("name_property", "name"),
                 org=_str(f"{key}.org", raw["org"]),
                 groups=frozenset(groups),
                 ceiling=ceiling,
@@ -213,7 +256,9 @@ def parse_feeds(text: str, policy: Policy, *, base_dir: Path) -> list[FeedConfig
                     _rule(f"{key}.labels[{i}]", r, "classification", policy, ceiling)
                     for i, r in enumerate(raw_labels)
                 ),
-                stale_s=_positive(f"{key}.stale_s", raw.get("stale_s", 60.0)),
+                stale_s=_positive(
+                    f"{key}.stale_s", raw.get("stale_s", GEO_STALE_S if geo else 60.0)
+                ),
                 min_interval_s=_positive(f"{key}.min_interval_s", raw.get("min_interval_s", 1.0)),
             )
         )

@@ -18,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import aiohttp
 
@@ -33,9 +34,10 @@ from liaison.feeds.status import (
 )
 from liaison.metrics import Metrics
 from liaison.model import labels
+from liaison.model.event import Event
 from liaison.model.labels import Policy
 from liaison.model.principal import Principal, PrincipalKind
-from liaison.protocol import adsb
+from liaison.protocol import adsb, geo
 from liaison.protocol.ais import AisDecoder
 from liaison.protocol.feed_tracks import (
     Thinner,
@@ -63,6 +65,8 @@ UPSTREAM_TIMEOUT_S = 10.0
 PUBLISH_BATCH = 256
 # Tracks the shared thinner remembers (the least recently heard is forgotten first).
 MAX_TRACKS = 100_000
+# How long the t-x-d-d deleting a geo feed's removed item stays valid.
+GEO_DELETE_STALE_MS = 60_000
 # Retry delays after a failure: 1 s doubling to 60 s.
 RETRY = Backoff(base=1.0, cap=60.0)
 
@@ -139,6 +143,11 @@ class Feeds:
         self._udp: dict[str, asyncio.DatagramTransport] = {}
         self._queues: dict[str, deque[tuple[bytes, str]]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
+        # geojson and kml feeds: uid -> (fingerprint, CoT type, when published) of each item
+        # published and not deleted since, per feed (what a refresh compares against).
+        self.geo_items: dict[str, dict[str, tuple[str, str, int]]] = {
+            c.name: {} for c in configs if c.geo
+        }
         m = metrics
         self.m_reports = m.counter("liaison_feed_reports_total", "Track reports read", "feed")
         self.m_published = m.counter(
@@ -289,6 +298,8 @@ class Feeds:
             "ais-udp": self._read_udp,
             "ais-tcp": self._read_tcp,
             "sbs1-tcp": self._read_tcp,
+            "geojson": self._poll_geo,
+            "kml": self._poll_geo,
         }[c.kind]
         while True:
             try:
@@ -428,8 +439,14 @@ class Feeds:
                 self._ais_lines(c, ais, [(line, station)])
 
         self._ok(status)
+        lines = 0
         try:
             while True:
+                lines += 1
+                if lines % PUBLISH_BATCH == 0:
+                    # readuntil returns without yielding while lines are buffered: let the loop
+                    # serve clients between batches, as the other adapters do.
+                    await asyncio.sleep(0)
                 try:
                     line = await reader.readuntil(b"\n")
                 except asyncio.LimitOverrunError as exc:  # an over-long line: skip it
@@ -445,6 +462,138 @@ class Feeds:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    # --- GeoJSON and KML -------------------------------------------------------------------
+
+    async def _read_geo(self, c: FeedConfig) -> bytes:
+        """The document of a geojson or kml feed, from its url or path, at most
+        ``geo.MAX_DOCUMENT_BYTES``."""
+        limit = geo.MAX_DOCUMENT_BYTES
+        if c.url is not None:
+            timeout = aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_S)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(c.url) as resp,
+            ):
+                if resp.status != 200:
+                    raise ConnectionError(f"HTTP {resp.status} from {c.url}")
+                if (resp.content_length or 0) > limit:
+                    raise ValueError(f"document over {limit} bytes")
+                data = await resp.content.read(limit + 1)
+        else:
+            assert c.path is not None
+            path = c.path
+
+            def read() -> bytes:
+                with path.open("rb") as f:
+                    return f.read(limit + 1)
+
+            data = await asyncio.to_thread(read)
+        if len(data) > limit:
+            raise ValueError(f"document over {limit} bytes")
+        return data
+
+    async def _poll_geo(self, c: FeedConfig, status: FeedStatus) -> None:
+        """Read the document (once, or every ``interval_s``) and publish its features; a feed
+        read once republishes what it read before its items go stale."""
+        while True:
+            data = await self._read_geo(c)
+            try:
+                doc = await asyncio.to_thread(geo.parse, c.kind, data)
+            except geo.GeoError as exc:
+                self.m_invalid.inc(c.name)
+                raise ValueError(f"bad {c.kind} document: {exc}") from None
+            self._ok(status)
+            self._data(c.name)
+            if doc.invalid:
+                self._invalid(c.name, doc.invalid)
+            await self.publish_geo(c, doc.features)
+            if not c.once:
+                await asyncio.sleep(c.interval_s)
+                continue
+            while True:
+                await asyncio.sleep(c.stale_s / 2)
+                await self.publish_geo(c, doc.features)
+
+    async def publish_geo(self, c: FeedConfig, features: list[geo.GeoFeature]) -> None:
+        """Publish each feature that is new, changed, or half way to stale; delete (``t-x-d-d``)
+        the items of earlier reads that the document no longer has (docs/feeds.md)."""
+        name = c.name
+        items = self.geo_items[name]
+        source = self.sources[name]
+        now = self._clock_ms()
+        stale_ms = int(c.stale_s * 1000)
+        upstream = _upstream(c)
+        self.m_reports.inc(name, len(features))
+        seen: set[str] = set()
+        for i, feature in enumerate(features):
+            if i and i % PUBLISH_BATCH == 0:
+                await asyncio.sleep(0)
+            uid = geo.feature_uid(name, upstream, feature)
+            if uid in seen:  # two features with one id: the first one stands
+                self._invalid(name, 1)
+                continue
+            event, banner = self._geo_event(c, feature, uid, now, stale_ms)
+            if event is None:  # an unreadable label: the feature is refused (and deleted)
+                self.m_refused.inc(name)
+                continue
+            seen.add(uid)
+            mark = geo.fingerprint(event, banner)
+            known = items.get(uid)
+            if known is not None and known[0] == mark and now - known[2] < stale_ms // 2:
+                continue  # unchanged, and far from stale
+            if self._router.congested:
+                self.m_dropped.inc("congested")
+                continue
+            result = self._router.publish_checked(event, source)
+            if result.event is not None:
+                items[uid] = (mark, event.type, now)
+                self.m_published.inc(name)
+            elif result.refused:
+                self.m_refused.inc(name)
+        for uid in [u for u in items if u not in seen]:
+            if self._router.congested:  # kept: deleted at the next read
+                self.m_dropped.inc("congested")
+                continue
+            _, cot_type, _ = items.pop(uid)
+            result = self._router.publish_checked(
+                geo.delete_event(uid, cot_type, now, GEO_DELETE_STALE_MS), source
+            )
+            if result.refused:
+                self.m_refused.inc(name)
+
+    def _geo_event(
+        self, c: FeedConfig, feature: geo.GeoFeature, uid: str, now: int, stale_ms: int
+    ) -> tuple[Event | None, str | None]:
+        """The feature's event and the banner of its own label (None: the feed's default), or
+        (None, None) when its label property is there but not a label of the policy."""
+        props = feature.properties
+        extra: list[ET.Element] = []
+        banner = props.get(c.label_property) if c.label_property is not None else None
+        if banner is not None:
+            try:
+                label = labels.label_from_banner(
+                    self._policy, banner, originator=c.org, created_ms=now
+                )
+            except labels.LabelError as exc:
+                log.info("feed %s: feature %s refused: label %r: %s", c.name, uid, banner, exc)
+                return None, None
+            extra.append(labels.label_to_seclabel(self._policy, label))
+        point_type = c.point_type.replace("?", c.affiliation, 1)
+        own_type = props.get(c.type_property) if c.type_property is not None else None
+        if own_type is not None and geo.valid_cot_type(own_type):
+            point_type = own_type
+        callsign = props.get(c.name_property) or feature.name
+        event = geo.feature_event(
+            feature,
+            uid=uid,
+            point_type=point_type,
+            callsign=callsign[: geo.MAX_NAME_CHARS] if callsign else None,
+            now_ms=now,
+            stale_ms=stale_ms,
+            extra=extra,
+        )
+        return event, banner
 
 
 def _upstream(c: FeedConfig) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import mission_map, openapi, relabel, rest, tiles, ws
+from liaison.api import geo_routes, mission_map, openapi, relabel, rest, tiles, ws
 from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
 from liaison.api.context import CONTEXT_KEY, ApiContext
@@ -50,6 +50,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     relabel.add_routes(app, mode)
     tiles.add_routes(app, mode)
     mission_map.add_routes(app, mode)
+    geo_routes.add_routes(app, mode)
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
