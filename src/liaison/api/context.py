@@ -9,6 +9,7 @@ from aiohttp import web
 
 from liaison.config import Config
 from liaison.identity.certs import ServerPki
+from liaison.identity.directory import Directory
 from liaison.identity.listeners import Listener
 from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
@@ -52,6 +53,8 @@ class ApiContext:
     # A stream session for a caller the HTTP side already identified (``/takproto/1``): the same
     # StreamSession as the 8089 listener, in the same registry, speaking TAK protocol v1.
     stream_session: Callable[[Principal], StreamSession] | None = None
+    # LDAP / Active Directory sign-in (docs/directory.md): asked for a name not in the users file.
+    directory: Directory | None = None
 
 
 def context(request: web.Request) -> ApiContext:

@@ -1,0 +1,163 @@
+"""LDAP sign-in against a real OpenLDAP (slapd_support): binds, searches, group and label
+mapping, filter injection, certificate checks, StartTLS, and the re-check of disabled users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liaison import config as config_mod
+from liaison.errors import ConfigError
+from liaison.identity.directory import (
+    Directory,
+    DirectoryUnavailable,
+    escape_filter_value,
+)
+from tests.integration.slapd_support import (
+    PASSWORD,
+    SERVICE_PW,
+    Slapd,
+    directory_toml,
+    group_dn,
+    slapd,
+    user_dn,
+)
+
+__all__ = ["slapd"]  # the module-scoped fixture
+
+
+def directory_for(tmp_path: Path, server: Slapd, **kwargs: object) -> Directory:
+    path = tmp_path / "liaison.toml"
+    path.write_text(directory_toml(server, **kwargs))  # type: ignore[arg-type]
+    cfg = config_mod.load(path, {})
+    assert cfg.directory is not None
+    return Directory(cfg.directory)
+
+
+def test_escape_follows_rfc_4515() -> None:
+    assert escape_filter_value("a*b(c)d\\e\x00") == "a\\2ab\\28c\\29d\\5ce\\00"
+    assert escape_filter_value("plain.name@x") == "plain.name@x"
+
+
+def test_password_groups_and_labels(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd)
+    alice = d.check_password("alice", PASSWORD)
+    assert alice is not None and not alice.revoked
+    # blue -> Blue both ways, org NATO (first map naming an org); ANALYSTS (upper-case DN in the
+    # map) -> IN Analysts and the label profile
+    assert alice.in_groups == ("Blue", "Analysts") and alice.out_groups == ("Blue",)
+    assert alice.org == "NATO" and alice.profile == "secret-analyst"
+    bob = d.check_password("bob", PASSWORD)
+    assert bob is not None
+    assert bob.in_groups == ("Red",) and bob.out_groups == ("Red", "HQ")
+    assert bob.org == "Example" and bob.profile is None  # the [directory] org, no profile
+    assert d.get("alice") == alice and d.names() == ["alice", "bob"]
+
+
+def test_wrong_empty_and_unknown_refused(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd)
+    assert d.check_password("alice", "not the password") is None
+    # An empty password would be an unauthenticated bind, which slapd accepts (RFC 4513 5.1.2):
+    # it is never sent, so it never "succeeds".
+    assert d.check_password("alice", "") is None
+    assert d.client._open(user_dn("alice"), "") is None
+    assert d.check_password("nobody", PASSWORD) is None
+    # in a directory group, but in none of the mapped ones (require_group)
+    assert d.check_password("carol", PASSWORD) is None
+    assert d.get("alice") is None and d.get("carol") is None
+
+
+def test_filter_injection_is_escaped(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd)
+    # Not names Liaison accepts at all...
+    for name in ("*", "alice)(uid=*", "*)(|(uid=*", "al*"):
+        assert d.check_password(name, PASSWORD) is None
+    # ...and the search itself escapes them: "*" is looked up as a literal star, so it does not
+    # match every user (unescaped, "(uid=*)" would find eight and "al*" would find alice).
+    conn = d.client.service()
+    try:
+        assert d.client.find(conn, "*") is None
+        assert d.client.find(conn, "al*") is None
+        assert d.client.find(conn, "alice)(uid=*") is None
+        assert d.client.find(conn, "x)(|(objectClass=*") is None
+        found = d.client.find(conn, "alice")
+        assert found is not None and found.dn == user_dn("alice")
+    finally:
+        conn.unbind()
+
+
+async def test_ldaps_with_the_wrong_ca_is_refused(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd, ca_file=slapd.wrong_ca_file)
+    with pytest.raises(DirectoryUnavailable, match="certificate verify failed"):
+        d.client.service()
+    # a sign-in is refused (and logged), not an error
+    assert await d.authenticate("alice", PASSWORD) is None
+    assert d.get("alice") is None
+
+
+def test_starttls(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd, url=slapd.ldap_url, start_tls=True)
+    assert d.check_password("alice", PASSWORD) is not None
+    # StartTLS checks the certificate too
+    wrong = directory_for(
+        tmp_path, slapd, url=slapd.ldap_url, start_tls=True, ca_file=slapd.wrong_ca_file
+    )
+    with pytest.raises(DirectoryUnavailable):
+        wrong.client.service()
+
+
+def test_cleartext_ldap_is_not_accepted(tmp_path: Path, slapd: Slapd) -> None:
+    path = tmp_path / "liaison.toml"
+    path.write_text(directory_toml(slapd, url=slapd.ldap_url, start_tls=False))
+    with pytest.raises(ConfigError, match="start_tls"):
+        config_mod.load(path, {})
+
+
+def test_group_search_instead_of_member_of(tmp_path: Path, slapd: Slapd) -> None:
+    extra = (
+        'group_attribute = ""\n'
+        f'group_base = "{group_dn("x").split(",", 1)[1]}"\n'
+        'group_filter = "(&(objectClass=groupOfNames)(member={dn}))"\n'
+    )
+    d = directory_for(tmp_path, slapd, extra=extra)
+    alice = d.check_password("alice", PASSWORD)
+    assert alice is not None and alice.in_groups == ("Blue", "Analysts")
+
+
+def test_refresh_revokes_disabled_removed_and_ungrouped(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd)
+    for name in ("frank", "gina", "henry"):
+        assert d.check_password(name, PASSWORD) is not None
+    stamp = d.stamp
+    assert d.refresh() == 0 and d.stamp == stamp and d.revoked_names() == frozenset()
+    # frank: disabled (the configured disabled_filter); gina: removed from her only mapped group
+    slapd.modify(
+        f"dn: {user_dn('frank')}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n"
+    )
+    slapd.modify(
+        f"dn: {group_dn('red')}\nchangetype: modify\ndelete: member\nmember: {user_dn('gina')}\n"
+    )
+    try:
+        assert d.refresh() == 2
+        assert d.revoked_names() == {"frank", "gina"} and d.stamp != stamp
+        assert d.check_password("frank", PASSWORD) is None
+        assert d.check_password("gina", PASSWORD) is None
+        frank = d.get("frank")
+        assert frank is not None and frank.revoked
+    finally:
+        slapd.modify(f"dn: {user_dn('frank')}\nchangetype: modify\ndelete: employeeType\n")
+        slapd.modify(
+            f"dn: {group_dn('red')}\nchangetype: modify\nadd: member\nmember: {user_dn('gina')}\n"
+        )
+    # back in the directory: the next refresh gives access back
+    assert d.refresh() == 2 and d.revoked_names() == frozenset()
+
+
+def test_check_config_hides_the_service_password(tmp_path: Path, slapd: Slapd) -> None:
+    path = tmp_path / "liaison.toml"
+    path.write_text(directory_toml(slapd))
+    text = config_mod.describe(config_mod.load(path, {}))
+    assert "[directory]" in text and 'bind_password = "***"' in text
+    assert SERVICE_PW not in text
+    assert SERVICE_PW not in repr(config_mod.load(path, {}))
