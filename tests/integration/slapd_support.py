@@ -62,6 +62,15 @@ def group_dn(name: str) -> str:
     return f"cn={name},{GROUPS}"
 
 
+def disable_ldif(name: str) -> str:
+    """Disable ``name`` the way the tests' ``disabled_filter`` (employeeType=disabled) sees."""
+    return f"dn: {user_dn(name)}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n"
+
+
+def enable_ldif(name: str) -> str:
+    return f"dn: {user_dn(name)}\nchangetype: modify\ndelete: employeeType\n"
+
+
 def require_or_skip(reason: str) -> None:
     if os.environ.get("LIAISON_REQUIRE_SERVICES") == "1":
         pytest.fail(f"OpenLDAP tests required but {reason}")

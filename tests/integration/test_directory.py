@@ -9,16 +9,23 @@ import pytest
 
 from liaison import config as config_mod
 from liaison.errors import ConfigError
+from liaison.gate import Gate, load_gate_config
 from liaison.identity.directory import (
     Directory,
     DirectoryUnavailable,
     escape_filter_value,
 )
+from liaison.identity.groups import GroupRules
+from liaison.identity.listeners import Listener
+from liaison.identity.principals import Identities
+from liaison.identity.users import UserDirectory
 from tests.integration.slapd_support import (
     PASSWORD,
     SERVICE_PW,
     Slapd,
     directory_toml,
+    disable_ldif,
+    enable_ldif,
     group_dn,
     slapd,
     user_dn,
@@ -132,9 +139,7 @@ def test_refresh_revokes_disabled_removed_and_ungrouped(tmp_path: Path, slapd: S
     stamp = d.stamp
     assert d.refresh() == 0 and d.stamp == stamp and d.revoked_names() == frozenset()
     # frank: disabled (the configured disabled_filter); gina: removed from her only mapped group
-    slapd.modify(
-        f"dn: {user_dn('frank')}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n"
-    )
+    slapd.modify(disable_ldif("frank"))
     slapd.modify(
         f"dn: {group_dn('red')}\nchangetype: modify\ndelete: member\nmember: {user_dn('gina')}\n"
     )
@@ -146,7 +151,7 @@ def test_refresh_revokes_disabled_removed_and_ungrouped(tmp_path: Path, slapd: S
         frank = d.get("frank")
         assert frank is not None and frank.revoked
     finally:
-        slapd.modify(f"dn: {user_dn('frank')}\nchangetype: modify\ndelete: employeeType\n")
+        slapd.modify(enable_ldif("frank"))
         slapd.modify(
             f"dn: {group_dn('red')}\nchangetype: modify\nadd: member\nmember: {user_dn('gina')}\n"
         )
@@ -161,3 +166,58 @@ def test_check_config_hides_the_service_password(tmp_path: Path, slapd: Slapd) -
     assert "[directory]" in text and 'bind_password = "***"' in text
     assert SERVICE_PW not in text
     assert SERVICE_PW not in repr(config_mod.load(path, {}))
+
+
+POLICY = """
+[policy]
+id = "P"
+version = 1
+classifications = ["UNCLASSIFIED", "SECRET"]
+[policy.categories.REL]
+type = "PERMISSIVE"
+required = true
+values = ["USA", "UKR"]
+[authz.profiles.secret-analyst]
+classification = "SECRET"
+REL = ["UKR"]
+[gate.listeners.tls]
+ceiling = { classification = "SECRET", REL = "*" }
+default_classification = "UNCLASSIFIED"
+"""
+
+
+def test_directory_users_as_principals_with_labels(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd)
+    gate = Gate(load_gate_config(POLICY), audit=None, clock_ms=lambda: 0)
+    users = UserDirectory.in_memory()
+    users.add_user("bob", "Local", groups=["LocalGroup"])  # the users file wins over the directory
+    ids = Identities(
+        cert_username_regex=r"CN=([^,]+)",
+        groups=GroupRules(),
+        users=users,
+        server_pki=None,
+        gate=gate,
+        directory=d,
+    )
+    assert ids.from_username("alice", Listener.TLS) is None  # not signed in yet
+    assert d.check_password("alice", PASSWORD) is not None
+    alice = ids.from_username("alice", Listener.TLS)
+    assert alice is not None
+    assert alice.in_groups == {"Blue", "Analysts"} and alice.out_groups == {"Blue"}
+    assert alice.org == "NATO"
+    # the mapped label profile: SECRET, REL UKR (the profile within the listener's ceiling)
+    assert alice.auths is not None and alice.auths.ceiling == "SECRET"
+    assert alice.auths.held["REL"] == frozenset({"UKR"})
+    bob = ids.from_username("bob", Listener.TLS)
+    assert bob is not None and bob.in_groups == {"LocalGroup"} and bob.org == "Local"
+    # revoked in the directory: the sweep sees the state change and names alice
+    state = ids.revocation_state()
+    assert not ids.revoked(alice) and ids.revoked_among([alice, bob]) == []
+    slapd.modify(disable_ldif("alice"))
+    try:
+        assert d.refresh() == 1
+    finally:
+        slapd.modify(enable_ldif("alice"))
+    assert ids.revocation_state() != state
+    assert ids.revoked(alice) and ids.revoked_among([alice, bob]) == [alice]
+    assert ids.from_username("alice", Listener.TLS) is None

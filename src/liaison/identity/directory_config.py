@@ -7,6 +7,7 @@ The section is parsed on its own, not through ``config.SETTINGS``, because it ho
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,8 @@ class DirectoryConfig:
     start_tls: bool
     ca_file: Path
     bind_dn: str
-    # Where the password came from (shown by check-config) and the password (never shown).
+    # Where the password came from ("file PATH" or "env NAME", shown by check-config) and
+    # the password (never shown).
     bind_password_source: str
     bind_password: str = field(repr=False)
     user_base: str
@@ -98,20 +100,26 @@ class DirectoryConfig:
     maps: tuple[GroupMap, ...]
 
     def describe(self) -> list[str]:
-        """TOML-like lines for ``liaison check-config``; the password is shown as ``***``."""
-        import json
+        """TOML lines for ``liaison check-config`` that load back to this configuration; the
+        password itself is never printed (``***``), only where it is read from."""
 
         def q(v: str) -> str:
             return json.dumps(v)
 
+        def names(vs: tuple[str, ...]) -> str:
+            return "[" + ", ".join(q(v) for v in vs) + "]"
+
+        kind, _, where = self.bind_password_source.partition(" ")
+        source = "bind_password_file" if kind == "file" else "bind_password_env"
         lines = [
             "[directory]",
             f"kind = {q(self.kind)}",
-            "urls = [" + ", ".join(q(u) for u in self.urls) + "]",
+            f"urls = {names(self.urls)}",
             f"start_tls = {'true' if self.start_tls else 'false'}",
             f"ca_file = {q(str(self.ca_file))}",
             f"bind_dn = {q(self.bind_dn)}",
-            f"bind_password = {q('***')}  # from {self.bind_password_source}",
+            f"{source} = {q(where)}",
+            '# bind_password = "***"',
             f"user_base = {q(self.user_base)}",
             f"user_filter = {q(self.user_filter)}",
             f"group_attribute = {q(self.group_attribute)}",
@@ -122,8 +130,12 @@ class DirectoryConfig:
             f"org = {q(self.org)}",
             f"refresh_s = {self.refresh_s}",
             f"timeout_s = {self.timeout_s}",
-            f"# {len(self.maps)} [[directory.map]] table(s)",
         ]
+        for m in self.maps:
+            lines += ["", "[[directory.map]]", f"group = {q(m.group)}"]
+            lines += [f"in = {names(m.in_groups)}", f"out = {names(m.out_groups)}"]
+            lines += [f"org = {q(m.org)}"] if m.org else []
+            lines += [f"profile = {q(m.profile)}"] if m.profile else []
         return lines
 
 
@@ -197,7 +209,9 @@ def _password(
             "set exactly one of bind_password_file, bind_password_env",
         )
     if has_file:
-        path = base_dir / _str("directory.bind_password_file", table["bind_password_file"])
+        path = (
+            base_dir / _str("directory.bind_password_file", table["bind_password_file"])
+        ).absolute()
         try:
             with path.open("rb") as f:
                 raw = f.read(MAX_PASSWORD_FILE_BYTES + 1)
@@ -214,7 +228,7 @@ def _password(
         if name not in environ:
             raise ConfigError("directory.bind_password_env", f"environment variable {name} unset")
         password = environ[name]
-        source = f"environment variable {name}"
+        source = f"env {name}"
     if not password:
         # An empty password would make the service bind an unauthenticated one (RFC 4513 5.1.2).
         raise ConfigError("directory.bind_password_file", "the service account password is empty")
@@ -255,7 +269,7 @@ def parse_directory(
         raise ConfigError(
             "directory.ca_file", "missing: the directory's certificate is always checked"
         )
-    ca_file = base_dir / _str("directory.ca_file", table["ca_file"])
+    ca_file = (base_dir / _str("directory.ca_file", table["ca_file"])).absolute()
     if not ca_file.is_file():
         raise ConfigError("directory.ca_file", f"{ca_file} is not a readable file")
     password, source = _password(table, base_dir, environ or {})

@@ -1,0 +1,157 @@
+"""Directory sign-in in a running server, against a real OpenLDAP (slapd_support): enrollment on
+8446 with a directory password as ATAK does it, streaming with the certificate, web sign-in, and
+a user disabled in the directory losing the open stream and the web session within refresh_s."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography import x509
+
+from liaison import config as config_mod
+from liaison.app import Server, run_server
+from liaison.identity.directory_config import DirectoryConfig
+from tests.integration.conftest import issue_cert
+from tests.integration.helpers import WAIT_S, clients, connect_tls, sa_event
+from tests.integration.slapd_support import (
+    PASSWORD,
+    Slapd,
+    directory_toml,
+    disable_ldif,
+    enable_ldif,
+    slapd,
+)
+from tests.integration.test_enrollment import (
+    basic,
+    csr_b64,
+    enroll_url,
+    new_key,
+    users_of,
+    write_identity,
+)
+
+__all__ = ["slapd"]  # the module-scoped fixture
+
+# The re-check interval of these tests, and how long a disabled user's session may take to close:
+# one interval, the sweep (twice a second), and room for a loaded machine.
+REFRESH_S = 1.0
+CLOSE_WITHIN_S = REFRESH_S + 14.0
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("LIAISON_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, slapd: Slapd) -> AsyncIterator[Server]:
+    path = tmp_path / "liaison.toml"
+    path.write_text(directory_toml(slapd, refresh_s=REFRESH_S))
+    overrides = {
+        "data_dir": str(tmp_path / "data"),
+        "tcp": "127.0.0.1:0",
+        "tls": "127.0.0.1:0",
+        "udp": "127.0.0.1:0",
+        "https": "127.0.0.1:0",
+        "enroll": "127.0.0.1:0",
+        "public_host": "localhost",
+    }
+    config = config_mod.load(path, {}, overrides)
+    assert isinstance(config.directory, DirectoryConfig)
+    async with run_server(config) as running:
+        yield running
+
+
+async def web(server: Server) -> aiohttp.ClientSession:
+    """A browser-like session: trusts the server's CA and keeps cookies of 127.0.0.1."""
+    assert server.server_pki is not None
+    ctx = ssl.create_default_context(cafile=str(server.server_pki.ca_cert))
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+        timeout=aiohttp.ClientTimeout(total=WAIT_S),
+    )
+
+
+async def test_enroll_stream_and_lose_access_when_disabled(
+    server: Server, slapd: Slapd, tmp_path: Path
+) -> None:
+    auth = basic("erin", PASSWORD)
+    key = new_key()
+    async with await web(server) as session:
+        # a wrong directory password is refused like a wrong local one
+        async with session.get(enroll_url(server, "config"), headers=basic("erin", "nope")) as r:
+            assert r.status == 401
+        async with session.get(enroll_url(server, "config"), headers=auth) as r:
+            assert r.status == 200, await r.text()
+            assert b'name="O" value="NATO"' in await r.read()  # the mapped organisation
+        body = csr_b64(key, [("CN", "erin"), ("O", "NATO")])
+        url = enroll_url(server, "signClient/v2?clientUid=ANDROID-0123456789abcdef")
+        async with session.post(url, data=body, headers=auth) as r:
+            assert r.status == 200, await r.text()
+            answer = json.loads(await r.read())
+        # web sign-in with the same directory password
+        assert server.enroll is not None
+        base = f"https://127.0.0.1:{server.enroll.port}"
+        login = {"username": "erin", "password": PASSWORD}
+        async with session.post(f"{base}/login", json=login) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(f"{base}/api/v1/me") as r:
+            assert r.status == 200
+            me = await r.json()
+        assert me["name"] == "erin" and me["org"] == "NATO" and me["groups"] == ["Blue"]
+    cert = x509.load_der_x509_certificate(base64.b64decode(answer["signedCert"]))
+    assert cert.subject.rfc4514_string() == "CN=erin,O=NATO"
+    assert users_of(server).get("erin") is None  # nothing written to the users file
+    cert_path, key_path = write_identity(tmp_path, "erin", cert, key)
+    assert server.server_pki is not None and server.tls is not None
+    ca = server.server_pki.ca_cert
+
+    # a local certificate user in Blue sees erin's position: erin's groups came from the directory
+    users_of(server).add_user("watcher", "NATO", groups=["Blue"])
+    other = issue_cert(server, "watcher")
+    erin = await connect_tls(server.tls.port, cert=cert_path, key=key_path, ca=ca, name="erin")
+    watcher = await connect_tls(
+        server.tls.port, cert=other.cert, key=other.key, ca=other.ca, name="watcher"
+    )
+    async with clients(erin, watcher), await web(server) as session:
+        async with session.post(f"{base}/login", json=login) as r:
+            assert r.status == 200
+        await erin.send(sa_event("uid-erin", "ERIN"))
+        await watcher.wait_for(b'uid="uid-erin"')
+
+        slapd.modify(disable_ldif("erin"))
+        try:
+            disabled_at = time.monotonic()
+            assert await erin.closed_by_server(within=CLOSE_WITHIN_S)
+            closed_after = time.monotonic() - disabled_at
+            # the web session is over too, and the password no longer works
+            async with session.get(f"{base}/api/v1/me") as r:
+                assert r.status == 401
+            async with session.get(enroll_url(server, "config"), headers=auth) as r:
+                assert r.status == 401
+            # the certificate is refused at the next connection
+            try:
+                again = await connect_tls(server.tls.port, cert=cert_path, key=key_path, ca=ca)
+            except (ssl.SSLError, ConnectionError, OSError):
+                pass
+            else:
+                async with clients(again):
+                    assert await again.closed_by_server(within=CLOSE_WITHIN_S)
+            # the local user is untouched
+            await watcher.send(sa_event("uid-watcher", "WATCHER"))
+            assert not await watcher.closed_by_server(within=0.5)
+        finally:
+            slapd.modify(enable_ldif("erin"))
+    assert closed_after < CLOSE_WITHIN_S
+    print(f"stream of a disabled directory user closed after {closed_after:.2f} s")

@@ -1,0 +1,124 @@
+"""The ``[directory]`` section: parsing, refusals that name the key, and a password that
+check-config never prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from liaison import config as config_mod
+from liaison.errors import ConfigError
+from liaison.identity.directory_config import dn_key, parse_directory
+
+SECRET = "s3rvice-pa55word"
+
+
+def base(tmp_path: Path) -> dict[str, object]:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not parsed here\n")
+    (tmp_path / "pw").write_text(SECRET + "\n")
+    return {
+        "urls": ["ldaps://dc1.example.org"],
+        "ca_file": "ca.pem",
+        "bind_dn": "cn=liaison,dc=example,dc=org",
+        "bind_password_file": "pw",
+        "user_base": "ou=people,dc=example,dc=org",
+        "org": "Example",
+        "map": [{"group": "CN=Blue, OU=Groups,DC=example,DC=org", "groups": ["Blue"]}],
+    }
+
+
+def test_defaults_and_presets(tmp_path: Path) -> None:
+    cfg = parse_directory(base(tmp_path), base_dir=tmp_path)
+    assert cfg.kind == "openldap" and cfg.urls == ("ldaps://dc1.example.org",)
+    assert cfg.user_filter == "(&(objectClass=person)(uid={username}))"
+    assert cfg.group_attribute == "memberOf" and cfg.disabled_filter == ""
+    assert cfg.bind_password == SECRET  # the trailing newline of the file is dropped
+    assert cfg.ca_file == tmp_path / "ca.pem" and cfg.refresh_s == 60 and cfg.require_group
+    assert cfg.maps[0].key == "cn=blue,ou=groups,dc=example,dc=org"
+    ad = parse_directory({**base(tmp_path), "kind": "ad"}, base_dir=tmp_path)
+    assert ad.user_filter == "(&(objectClass=user)(sAMAccountName={username}))"
+    assert ad.disabled_filter == "(userAccountControl:1.2.840.113556.1.4.803:=2)"
+
+
+def test_password_from_the_environment(tmp_path: Path) -> None:
+    table = {**base(tmp_path), "bind_password_env": "LDAP_PW"}
+    del table["bind_password_file"]
+    cfg = parse_directory(table, base_dir=tmp_path, environ={"LDAP_PW": "from-env"})
+    assert cfg.bind_password == "from-env" and "LDAP_PW" in cfg.bind_password_source
+    with pytest.raises(ConfigError, match="unset"):
+        parse_directory(table, base_dir=tmp_path, environ={})
+    with pytest.raises(ConfigError, match="empty"):
+        parse_directory(table, base_dir=tmp_path, environ={"LDAP_PW": ""})
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_directory({**table, "bind_password_file": "pw"}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"urls": ["http://x"]}, "directory.urls"),
+        ({"urls": ["ldap://x"]}, "directory.urls"),  # cleartext without StartTLS
+        ({"ca_file": "missing.pem"}, "directory.ca_file"),
+        ({"user_filter": "(uid=alice)"}, "directory.user_filter"),  # no {username}
+        ({"user_filter": "uid={username}"}, "directory.user_filter"),
+        ({"group_filter": "(member={dn})"}, "directory.group_base"),
+        ({"refresh_s": 0}, "directory.refresh_s"),
+        ({"timeout_s": 600}, "directory.timeout_s"),
+        ({"kind": "novell"}, "directory.kind"),
+        ({"insecure": True}, "directory.insecure"),
+        ({"map": [{"group": "cn=x"}]}, "directory.map[0]"),
+        ({"map": [{"group": "cn=x", "groups": ["A"], "colour": 1}]}, "directory.map[0].colour"),
+    ],
+)
+def test_refusals_name_the_key(tmp_path: Path, change: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_directory({**base(tmp_path), **change}, base_dir=tmp_path)
+    assert err.value.key == key
+
+
+def test_missing_ca_file_is_refused(tmp_path: Path) -> None:
+    table = base(tmp_path)
+    del table["ca_file"]
+    with pytest.raises(ConfigError, match="always checked"):
+        parse_directory(table, base_dir=tmp_path)
+
+
+def test_config_file_section_and_check_config(tmp_path: Path) -> None:
+    base(tmp_path)
+    path = tmp_path / "liaison.toml"
+    path.write_text(
+        '[server]\npublic_host = "tak.example.org"\n\n[directory]\n'
+        'urls = ["ldap://dc1.example.org", "ldaps://dc2.example.org"]\nstart_tls = true\n'
+        'ca_file = "ca.pem"\nbind_dn = "cn=liaison,dc=example,dc=org"\n'
+        'bind_password_file = "pw"\nuser_base = "dc=example,dc=org"\norg = "Example"\n'
+    )
+    cfg = config_mod.load(path, {})
+    assert cfg.directory is not None and cfg.directory.start_tls
+    text = config_mod.describe(cfg)
+    assert 'bind_password = "***"' in text and SECRET not in text
+    assert SECRET not in repr(cfg)
+    assert config_mod.load(None, {}).directory is None
+    # what check-config prints loads back to the same configuration (password read again)
+    again = tmp_path / "sub" / "effective.toml"
+    again.parent.mkdir()
+    again.write_text(text)
+    assert config_mod.load(again, {}) == cfg
+
+
+def test_maps_round_trip_through_check_config(tmp_path: Path) -> None:
+    table = base(tmp_path)
+    table["map"] = [
+        {"group": "cn=a,dc=x", "in": ["A"], "out": ["A", "HQ"], "org": "O1", "profile": "p"},
+        {"group": "cn=b,dc=x", "profile": "q"},
+    ]
+    cfg = config_mod.Config(directory=parse_directory(table, base_dir=tmp_path))
+    f = tmp_path / "effective.toml"
+    f.write_text(config_mod.describe(cfg))
+    assert config_mod.load(f, {}) == cfg
+
+
+def test_dn_key() -> None:
+    assert dn_key("CN=Blue , OU=Groups,DC=Example,DC=org") == "cn=blue,ou=groups,dc=example,dc=org"
+    assert dn_key("cn=a\\,b,dc=x") == "cn=a\\,b,dc=x"  # an escaped comma stays in the value
