@@ -40,7 +40,7 @@ from liaison.feeds import Feeds, build_feeds
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.identity.ca import ensure_server_pki
 from liaison.identity.certs import ServerPki
-from liaison.identity.directory import Directory
+from liaison.identity.directory import DIRECTORY_USERS_FILE, Directory
 from liaison.identity.groups import load_group_file
 from liaison.identity.listeners import Listener
 from liaison.identity.principals import Identities
@@ -227,7 +227,11 @@ async def _start(
         users=users,
         server_pki=server_pki,
         gate=gate,
-        directory=Directory(config.directory) if config.directory is not None else None,
+        directory=(
+            Directory(config.directory, config.data_dir / DIRECTORY_USERS_FILE)
+            if config.directory is not None
+            else None
+        ),
     )
     registry.follow(identities.events)
     if identities.directory is not None:  # re-checks directory users every refresh_s

@@ -53,8 +53,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-@pytest.fixture
-async def server(tmp_path: Path, slapd: Slapd) -> AsyncIterator[Server]:
+def server_config(tmp_path: Path, slapd: Slapd) -> config_mod.Config:
     path = tmp_path / "liaison.toml"
     path.write_text(directory_toml(slapd, refresh_s=REFRESH_S))
     overrides = {
@@ -68,8 +67,28 @@ async def server(tmp_path: Path, slapd: Slapd) -> AsyncIterator[Server]:
     }
     config = config_mod.load(path, {}, overrides)
     assert isinstance(config.directory, DirectoryConfig)
-    async with run_server(config) as running:
+    return config
+
+
+@pytest.fixture
+async def server(tmp_path: Path, slapd: Slapd) -> AsyncIterator[Server]:
+    async with run_server(server_config(tmp_path, slapd)) as running:
         yield running
+
+
+async def enroll(server: Server, name: str, tmp_path: Path) -> tuple[Path, Path]:
+    """Enroll ``name`` with their directory password as ATAK does (v2); their cert and key."""
+    auth = basic(name, PASSWORD)
+    key = new_key()
+    async with await web(server) as session:
+        async with session.get(enroll_url(server, "config"), headers=auth) as r:
+            assert r.status == 200, await r.text()
+        body = csr_b64(key, [("CN", name), ("O", "NATO")])
+        async with session.post(enroll_url(server, "signClient/v2"), data=body, headers=auth) as r:
+            assert r.status == 200, await r.text()
+            answer = json.loads(await r.read())
+    cert = x509.load_der_x509_certificate(base64.b64decode(answer["signedCert"]))
+    return write_identity(tmp_path, name, cert, key)
 
 
 async def web(server: Server) -> aiohttp.ClientSession:
@@ -155,3 +174,42 @@ async def test_enroll_stream_and_lose_access_when_disabled(
             slapd.modify(enable_ldif("erin"))
     assert closed_after < CLOSE_WITHIN_S
     print(f"stream of a disabled directory user closed after {closed_after:.2f} s")
+
+
+async def test_a_restart_remembers_directory_users(tmp_path: Path, slapd: Slapd) -> None:
+    config = server_config(tmp_path, slapd)
+    async with run_server(config) as first:
+        cert, key = await enroll(first, "dave", tmp_path)
+    state = config.data_dir / "directory-users.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert PASSWORD.encode() not in state.read_bytes()
+    # disabled while the server is down: after the restart the certificate works no more (the
+    # first re-check runs at start)
+    slapd.modify(disable_ldif("dave"))
+    try:
+        async with run_server(config) as second:
+            assert second.tls is not None and second.server_pki is not None
+            ca = second.server_pki.ca_cert
+            try:
+                dave = await connect_tls(second.tls.port, cert=cert, key=key, ca=ca, name="d")
+            except (ssl.SSLError, ConnectionError, OSError):
+                pass
+            else:
+                async with clients(dave):
+                    assert await dave.closed_by_server(within=CLOSE_WITHIN_S)
+    finally:
+        slapd.modify(enable_ldif("dave"))
+    # enabled again: the certificate works again after the next re-check
+    async with run_server(config) as third:
+        assert third.tls is not None and third.server_pki is not None
+        users_of(third).add_user("watcher", "NATO", groups=["Blue"])
+        other = issue_cert(third, "watcher")
+        dave = await connect_tls(
+            third.tls.port, cert=cert, key=key, ca=third.server_pki.ca_cert, name="d"
+        )
+        watcher = await connect_tls(
+            third.tls.port, cert=other.cert, key=other.key, ca=other.ca, name="w"
+        )
+        async with clients(dave, watcher):
+            await dave.send(sa_event("uid-dave", "DAVE"))
+            await watcher.wait_for(b'uid="uid-dave"')

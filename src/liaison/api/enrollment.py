@@ -356,7 +356,7 @@ async def _enroll(request: web.Request, api: str) -> _Signed:
         raise web.HTTPInternalServerError(text="signing failed\n") from None
     if from_directory:
         assert ctx.directory is not None
-        ctx.directory.add_cert_serial(name, cert.serial_number)
+        await asyncio.to_thread(ctx.directory.add_cert_serial, name, cert.serial_number)
     else:
         await asyncio.to_thread(ctx.users.add_cert_serial, name, cert.serial_number)
     ctx.metrics.counter(

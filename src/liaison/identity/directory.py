@@ -5,12 +5,16 @@ search the user by name (the name escaped per RFC 4515), then bind as the DN fou
 password given. An empty password is refused before anything is sent, because a simple bind with
 a DN and no password is an "unauthenticated bind" that many servers accept (RFC 4513 5.1.2).
 
-The directory users who signed in are remembered here (in memory) as ``users.User`` records, so
-the rest of the server treats them like users of the users file: ``Identities`` asks ``get`` for
-a name it does not find in the users file. ``refresh`` re-reads every remembered user from the
-directory; one that is gone, disabled, or in none of the mapped groups (``require_group``) is
-marked revoked, and ``stamp`` changes, so the session registry's sweep closes their streams,
-WebSockets and web sign-ins the next time it runs (``identity.events``).
+The directory users who signed in are remembered here as ``users.User`` records, so the rest of
+the server treats them like users of the users file: ``Identities`` asks ``get`` for a name it does
+not find in the users file. They are also kept in ``DATA_DIR/directory-users.json`` (no password,
+mode 0600), so that after a restart a certificate enrolled by a directory user is still known as
+theirs, and the first refresh, at start, checks them all again.
+
+``refresh`` re-reads every remembered user from the directory; one that is gone, disabled, or in
+none of the mapped groups (``require_group``) is marked revoked, and ``stamp`` changes, so the
+session registry's sweep closes their streams, WebSockets and web sign-ins the next time it runs
+(``identity.events``).
 
 The client is ldap3 (pure Python, typed stubs in typeshed). Its calls block, so every one of them
 runs on a worker thread, with connect and receive timeouts, and at most
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import threading
@@ -32,7 +37,9 @@ from typing import Any
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from liaison.errors import StorageError
 from liaison.identity.directory_config import DirectoryConfig, dn_key
+from liaison.identity.files import atomic_write
 from liaison.identity.users import MAX_PASSWORD_CHARS, User, check_username
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ log = logging.getLogger(__name__)
 # Directory users remembered at once; past this the one remembered longest is forgotten (and so
 # loses access until they sign in again: forgetting never grants anything).
 MAX_ACCOUNTS = 10_000
+# The remembered directory users, in the data folder.
+DIRECTORY_USERS_FILE = "directory-users.json"
 # Password checks running at once: each holds a worker thread and a connection while the
 # directory answers (bounded by timeout_s), so a burst of sign-ins cannot take every thread.
 MAX_CONCURRENT_CHECKS = 4
@@ -72,6 +81,51 @@ class Found:
 
     dn: str
     groups: frozenset[str]  # normalised DNs (dn_key)
+
+
+_STATE_VERSION = 1
+
+
+def _account_to_json(u: User) -> dict[str, Any]:
+    return {
+        "name": u.name,
+        "org": u.org,
+        "profile": u.profile,
+        "in_groups": list(u.in_groups),
+        "out_groups": list(u.out_groups),
+        "cert_serials": [format(s, "x") for s in u.cert_serials],
+        "revoked": u.revoked,
+    }
+
+
+def _load_state(path: Path) -> dict[str, User]:
+    """The remembered directory users; a missing file is none. An unreadable one is an error
+    (StorageError): starting with none would forget who was revoked."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise StorageError(f"directory users file {path} is unreadable: {exc}") from exc
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("version") != _STATE_VERSION:
+            raise ValueError("unknown format version")
+        users = [
+            User(
+                name=str(d["name"]),
+                org=str(d["org"]),
+                profile=None if d.get("profile") is None else str(d["profile"]),
+                in_groups=tuple(str(g) for g in d.get("in_groups", ())),
+                out_groups=tuple(str(g) for g in d.get("out_groups", ())),
+                cert_serials=tuple(int(x, 16) for x in d.get("cert_serials", ())),
+                revoked=bool(d.get("revoked", False)),
+            )
+            for d in doc["users"][:MAX_ACCOUNTS]
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"directory users file {path} is unreadable: {exc}") from exc
+    return {u.name: u for u in users}
 
 
 class DirectoryUnavailable(Exception):
@@ -221,14 +275,31 @@ class DirectoryClient:
 class Directory:
     """Directory sign-in and the directory users who signed in (see the module docstring)."""
 
-    def __init__(self, config: DirectoryConfig) -> None:
+    def __init__(self, config: DirectoryConfig, state_file: Path | None = None) -> None:
         self.config = config
         self.client = DirectoryClient(config)
         self._accounts: dict[str, User] = {}
-        self._dns: dict[str, str] = {}
         self._generation = 0
         self._lock = threading.Lock()  # the accounts are written from worker threads
         self._checks = asyncio.Semaphore(MAX_CONCURRENT_CHECKS)
+        self._state_file = state_file
+        if state_file is not None:
+            self._accounts = _load_state(state_file)
+
+    def _save(self) -> None:
+        """Write the remembered users (called with the lock held, off the event loop)."""
+        if self._state_file is None:
+            return
+        doc = {
+            "version": _STATE_VERSION,
+            "users": [_account_to_json(u) for u in self._accounts.values()],
+        }
+        data = json.dumps(doc, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+        try:
+            self._state_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write(self._state_file, data, mode=0o600)
+        except OSError as exc:
+            log.error("directory: cannot write %s: %s", self._state_file, exc)
 
     # -- what Identities asks (the same questions as of UserDirectory) --
 
@@ -250,10 +321,12 @@ class Directory:
             return list(self._accounts)
 
     def add_cert_serial(self, name: str, serial: int) -> None:
+        """Record that certificate ``serial`` was issued to ``name`` (blocking: writes the file)."""
         with self._lock:
             user = self._accounts.get(name)
             if user is not None and serial not in user.cert_serials:
                 self._accounts[name] = replace(user, cert_serials=(*user.cert_serials, serial))
+                self._save()
 
     # -- mapping --
 
@@ -275,7 +348,8 @@ class Directory:
             name=name, org=org, profile=profile, in_groups=tuple(ins), out_groups=tuple(outs)
         )
 
-    def _remember(self, name: str, dn: str, user: User | None) -> None:
+    def _remember(self, name: str, user: User | None) -> None:
+        """``user`` as found in the directory now, or None: gone, disabled or unmapped."""
         with self._lock:
             old = self._accounts.get(name)
             if user is None:
@@ -284,16 +358,14 @@ class Directory:
                 new = replace(old, revoked=True)
             else:
                 new = replace(user, cert_serials=old.cert_serials if old else ())
-                self._dns[name] = dn
-            if new != old:
-                self._accounts.pop(name, None)
-                self._accounts[name] = new
-                self._generation += 1
+            if new == old:
+                return
+            self._accounts.pop(name, None)
+            self._accounts[name] = new
+            self._generation += 1
             while len(self._accounts) > MAX_ACCOUNTS:
-                oldest = next(iter(self._accounts))
-                del self._accounts[oldest]
-                self._dns.pop(oldest, None)
-                self._generation += 1
+                del self._accounts[next(iter(self._accounts))]
+            self._save()
 
     # -- sign-in --
 
@@ -313,16 +385,16 @@ class Directory:
         finally:
             conn.unbind()
         if found is None:
-            self._remember(username, "", None)
+            self._remember(username, None)
             return None
         user = self.user_for(username, found)
         if user is None:
             log.warning("directory: %r is in no mapped group: refused", username)
-            self._remember(username, found.dn, None)
+            self._remember(username, None)
             return None
         if not self.client.verify(found.dn, password):
             return None
-        self._remember(username, found.dn, user)
+        self._remember(username, user)
         return self.get(username)
 
     async def authenticate(self, username: str, password: str) -> User | None:
@@ -349,9 +421,9 @@ class Directory:
             for name in wanted:
                 found = self.client.find(conn, name)
                 if found is None:
-                    self._remember(name, "", None)
+                    self._remember(name, None)
                     continue
-                self._remember(name, found.dn, self.user_for(name, found))
+                self._remember(name, self.user_for(name, found))
         finally:
             conn.unbind()
         changed = self._generation - before
@@ -360,9 +432,13 @@ class Directory:
         return changed
 
     async def run(self) -> None:
-        """Refresh every ``refresh_s`` seconds, until cancelled (the app owns this task)."""
+        """Refresh at once (users remembered from before a restart), then every ``refresh_s``
+        seconds, until cancelled (the app owns this task)."""
+        first = True
         while True:
-            await asyncio.sleep(self.config.refresh_s)
+            if not first:
+                await asyncio.sleep(self.config.refresh_s)
+            first = False
             try:
                 async with self._checks:
                     await asyncio.to_thread(self.refresh)
