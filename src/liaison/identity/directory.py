@@ -185,6 +185,9 @@ class DirectoryClient:
                 authentication=ldap3.SIMPLE,
                 auto_bind=ldap3.AUTO_BIND_NONE,
                 read_only=True,
+                # Never follow a referral: it would send the credentials to another server,
+                # named by the answer, not by the configuration.
+                auto_referrals=False,
                 receive_timeout=int(max(1, cfg.timeout_s)),
                 raise_exceptions=False,
             )
