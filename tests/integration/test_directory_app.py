@@ -1,9 +1,11 @@
 """Directory sign-in in a running server, against a real OpenLDAP (slapd_support): enrollment on
 8446 with a directory password as ATAK does it, streaming with the certificate, web sign-in, and
-a user disabled in the directory losing the open stream and the web session within refresh_s."""
+a user disabled in the directory losing the open stream, the web map's WebSocket feed and the web
+session within refresh_s, and a restart that does not forget them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -91,6 +93,18 @@ async def enroll(server: Server, name: str, tmp_path: Path) -> tuple[Path, Path]
     return write_identity(tmp_path, name, cert, key)
 
 
+async def close_of(ws: aiohttp.ClientWebSocketResponse, within: float) -> tuple[int, str]:
+    """Read until the server's close frame: (code, reason)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for _ in range(10_000):  # bounded: at most this many messages before the close
+        msg = await ws.receive(timeout=max(0.0, deadline - loop.time()))
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            return int(msg.data), str(msg.extra)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+    raise AssertionError("no close frame")
+
+
 async def web(server: Server) -> aiohttp.ClientSession:
     """A browser-like session: trusts the server's CA and keeps cookies of 127.0.0.1."""
     assert server.server_pki is not None
@@ -146,14 +160,22 @@ async def test_enroll_stream_and_lose_access_when_disabled(
     async with clients(erin, watcher), await web(server) as session:
         async with session.post(f"{base}/login", json=login) as r:
             assert r.status == 200
+        # the web map's live feed, opened with the directory user's web sign-in
+        feed = await session.ws_connect(f"{base}/api/v1/stream")
+        first = await feed.receive(timeout=WAIT_S)
+        assert json.loads(first.data)["kind"] == "snapshot"
         await erin.send(sa_event("uid-erin", "ERIN"))
         await watcher.wait_for(b'uid="uid-erin"')
 
         slapd.modify(disable_ldif("erin"))
         try:
             disabled_at = time.monotonic()
-            assert await erin.closed_by_server(within=CLOSE_WITHIN_S)
+            stream_closed, feed_close = await asyncio.gather(
+                erin.closed_by_server(within=CLOSE_WITHIN_S), close_of(feed, CLOSE_WITHIN_S)
+            )
             closed_after = time.monotonic() - disabled_at
+            assert stream_closed and feed_close == (4403, "revoked")
+            await feed.close()
             # the web session is over too, and the password no longer works
             async with session.get(f"{base}/api/v1/me") as r:
                 assert r.status == 401
@@ -173,7 +195,7 @@ async def test_enroll_stream_and_lose_access_when_disabled(
         finally:
             slapd.modify(enable_ldif("erin"))
     assert closed_after < CLOSE_WITHIN_S
-    print(f"stream of a disabled directory user closed after {closed_after:.2f} s")
+    print(f"stream and feed of a disabled directory user closed after {closed_after:.2f} s")
 
 
 async def test_a_restart_remembers_directory_users(tmp_path: Path, slapd: Slapd) -> None:
