@@ -228,7 +228,7 @@ async def _start(
         server_pki=server_pki,
         gate=gate,
         directory=(
-            Directory(config.directory, config.data_dir / DIRECTORY_USERS_FILE)
+            Directory(config.directory, config.data_dir / DIRECTORY_USERS_FILE, metrics)
             if config.directory is not None
             else None
         ),

@@ -179,7 +179,11 @@ async def test_enroll_stream_and_lose_access_when_disabled(
             # the web session is over too, and the password no longer works
             async with session.get(f"{base}/api/v1/me") as r:
                 assert r.status == 401
-            async with session.get(enroll_url(server, "config"), headers=auth) as r:
+            # a session without the cookie: the password itself is checked, and refused
+            async with (
+                await web(server) as fresh,
+                fresh.get(enroll_url(server, "config"), headers=auth) as r,
+            ):
                 assert r.status == 401
             # the certificate is refused at the next connection
             try:
@@ -195,6 +199,10 @@ async def test_enroll_stream_and_lose_access_when_disabled(
         finally:
             slapd.modify(enable_ldif("erin"))
     assert closed_after < CLOSE_WITHIN_S
+    counts = server.metrics.snapshot()
+    assert counts.get('liaison_directory_signins_total{result="accepted"}', 0) >= 3
+    assert counts.get('liaison_directory_signins_total{result="refused"}', 0) >= 2
+    assert counts.get('liaison_directory_refreshes_total{result="ok"}', 0) >= 1
     print(f"stream and feed of a disabled directory user closed after {closed_after:.2f} s")
 
 

@@ -41,6 +41,7 @@ from liaison.errors import StorageError
 from liaison.identity.directory_config import DirectoryConfig, dn_key
 from liaison.identity.files import atomic_write
 from liaison.identity.users import MAX_PASSWORD_CHARS, User, check_username
+from liaison.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +279,21 @@ class DirectoryClient:
 class Directory:
     """Directory sign-in and the directory users who signed in (see the module docstring)."""
 
-    def __init__(self, config: DirectoryConfig, state_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: DirectoryConfig,
+        state_file: Path | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
+        metrics = metrics if metrics is not None else Metrics()
+        # Incremented on the event loop only (authenticate, run), never from a worker thread.
+        self._signins = metrics.counter(
+            "liaison_directory_signins_total", "Directory password checks", "result"
+        )
+        self._refreshes = metrics.counter(
+            "liaison_directory_refreshes_total", "Re-checks of the directory users", "result"
+        )
         self.client = DirectoryClient(config)
         self._accounts: dict[str, User] = {}
         self._generation = 0
@@ -405,10 +419,13 @@ class Directory:
         directory that cannot be asked refuses the sign-in (logged)."""
         async with self._checks:
             try:
-                return await asyncio.to_thread(self.check_password, username, password)
+                user = await asyncio.to_thread(self.check_password, username, password)
             except (DirectoryUnavailable, LDAPException, OSError) as exc:
                 log.error("directory: cannot check %r: %s", username, exc)
+                self._signins.inc("unavailable")
                 return None
+        self._signins.inc("accepted" if user is not None else "refused")
+        return user
 
     # -- the periodic re-check --
 
@@ -445,7 +462,9 @@ class Directory:
             try:
                 async with self._checks:
                     await asyncio.to_thread(self.refresh)
+                self._refreshes.inc("ok")
             except (DirectoryUnavailable, LDAPException, OSError) as exc:
+                self._refreshes.inc("failed")
                 # Keep everyone as they are: an outage of the directory does not sign out the
                 # whole server; the next refresh tries again.
                 log.error("directory: refresh failed, users unchanged: %s", exc)
