@@ -8,6 +8,7 @@ The section is parsed on its own, not through ``config.SETTINGS``, because it ho
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,8 +271,12 @@ def parse_directory(
             "directory.ca_file", "missing: the directory's certificate is always checked"
         )
     ca_file = (base_dir / _str("directory.ca_file", table["ca_file"])).absolute()
-    if not ca_file.is_file():
-        raise ConfigError("directory.ca_file", f"{ca_file} is not a readable file")
+    try:
+        # The same loading the connections do: a file without a PEM certificate fails here, at
+        # start (and in check-config), not at the first sign-in.
+        ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("directory.ca_file", f"{ca_file} holds no usable CA: {exc}") from None
     password, source = _password(table, base_dir, environ or {})
     require_group = table.get("require_group", True)
     if not isinstance(require_group, bool):

@@ -3,9 +3,14 @@ check-config never prints."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from liaison import config as config_mod
 from liaison.errors import ConfigError
@@ -14,9 +19,28 @@ from liaison.identity.directory_config import dn_key, parse_directory
 SECRET = "s3rvice-pa55word"
 
 
+def _ca_pem() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Directory CA")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def base(tmp_path: Path) -> dict[str, object]:
     ca = tmp_path / "ca.pem"
-    ca.write_text("not parsed here\n")
+    if not ca.exists():
+        ca.write_bytes(_ca_pem())
     (tmp_path / "pw").write_text(SECRET + "\n")
     return {
         "urls": ["ldaps://dc1.example.org"],
@@ -83,6 +107,9 @@ def test_missing_ca_file_is_refused(tmp_path: Path) -> None:
     del table["ca_file"]
     with pytest.raises(ConfigError, match="always checked"):
         parse_directory(table, base_dir=tmp_path)
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="no usable CA"):
+        parse_directory({**table, "ca_file": "junk.pem"}, base_dir=tmp_path)
 
 
 def test_config_file_section_and_check_config(tmp_path: Path) -> None:
