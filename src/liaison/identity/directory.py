@@ -45,8 +45,8 @@ from liaison.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Directory users remembered at once; past this the one remembered longest is forgotten (and so
-# loses access until they sign in again: forgetting never grants anything).
+# Directory users remembered at once; past this one is forgotten (``_eviction_victim``) and must
+# sign in again.
 MAX_ACCOUNTS = 10_000
 # The remembered directory users, in the data folder.
 DIRECTORY_USERS_FILE = "directory-users.json"
@@ -381,8 +381,21 @@ class Directory:
             self._accounts[name] = new
             self._generation += 1
             while len(self._accounts) > MAX_ACCOUNTS:
-                del self._accounts[next(iter(self._accounts))]
+                del self._accounts[self._eviction_victim()]
             self._save()
+
+    def _eviction_victim(self) -> str:
+        """Whom to forget past MAX_ACCOUNTS (lock held). Never a revoked user while another can
+        go: forgetting them would forget that their certificates must be refused. First the
+        oldest without certificates (they only need to sign in again), then the oldest."""
+        live = [(n, u) for n, u in self._accounts.items() if not u.revoked]
+        for name, user in live:
+            if not user.cert_serials:
+                return name
+        if live:
+            return live[0][0]
+        log.warning("directory: %d revoked users remembered; forgetting the oldest", MAX_ACCOUNTS)
+        return next(iter(self._accounts))
 
     # -- sign-in --
 

@@ -14,7 +14,9 @@ from cryptography.x509.oid import NameOID
 
 from liaison import config as config_mod
 from liaison.errors import ConfigError
+from liaison.identity import directory as directory_mod
 from liaison.identity.directory_config import dn_key, parse_directory
+from liaison.identity.users import User
 
 SECRET = "s3rvice-pa55word"
 
@@ -149,3 +151,18 @@ def test_maps_round_trip_through_check_config(tmp_path: Path) -> None:
 def test_dn_key() -> None:
     assert dn_key("CN=Blue , OU=Groups,DC=Example,DC=org") == "cn=blue,ou=groups,dc=example,dc=org"
     assert dn_key("cn=a\\,b,dc=x") == "cn=a\\,b,dc=x"  # an escaped comma stays in the value
+
+
+def test_forgetting_keeps_revoked_users(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directory_mod, "MAX_ACCOUNTS", 3)
+    d = directory_mod.Directory(parse_directory(base(tmp_path), base_dir=tmp_path))
+    d._remember("old-revoked", User(name="old-revoked", org="O"))
+    d._remember("old-revoked", None)  # gone from the directory: revoked
+    d._remember("certs", User(name="certs", org="O"))
+    d.add_cert_serial("certs", 7)
+    d._remember("plain", User(name="plain", org="O"))
+    d._remember("new", User(name="new", org="O"))
+    assert d.names() == ["old-revoked", "certs", "new"]  # "plain" had no certificate
+    d._remember("newer", User(name="newer", org="O"))
+    assert d.names() == ["old-revoked", "certs", "newer"]
+    assert d.revoked_names() == {"old-revoked"}
