@@ -221,3 +221,7 @@ def test_directory_users_as_principals_with_labels(tmp_path: Path, slapd: Slapd)
     assert ids.revocation_state() != state
     assert ids.revoked(alice) and ids.revoked_among([alice, bob]) == [alice]
     assert ids.from_username("alice", Listener.TLS) is None
+    # a local user added later with the same name is that local user, never revoked by the
+    # directory's record
+    users.add_user("alice", "Local")
+    assert ids.revoked_among([alice]) == [] and not ids.revoked(alice)

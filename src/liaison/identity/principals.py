@@ -186,7 +186,11 @@ class Identities:
         serials = self._revocations.revoked() if self._revocations is not None else frozenset()
         names = self._users.revoked_names() if self._users is not None else frozenset()
         if self.directory is not None:
-            names |= self.directory.revoked_names()
+            # a name of the users file is that local user, whatever the directory says (_user)
+            local = self._users
+            names |= {
+                n for n in self.directory.revoked_names() if local is None or not local.get(n)
+            }
         if not serials and not names:
             return []
         return [
