@@ -3,6 +3,10 @@ mapping, filter injection, certificate checks, StartTLS, and the re-check of dis
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from liaison.identity.groups import GroupRules
 from liaison.identity.listeners import Listener
 from liaison.identity.principals import Identities
 from liaison.identity.users import UserDirectory
+from liaison.metrics import Metrics
 from tests.integration.slapd_support import (
     PASSWORD,
     SERVICE_PW,
@@ -225,3 +230,37 @@ def test_directory_users_as_principals_with_labels(tmp_path: Path, slapd: Slapd)
     # directory's record
     users.add_user("alice", "Local")
     assert ids.revoked_among([alice]) == [] and not ids.revoked(alice)
+
+
+async def test_an_unreachable_directory_changes_nobody(tmp_path: Path, slapd: Slapd) -> None:
+    state = tmp_path / "directory-users.json"
+    path = tmp_path / "liaison.toml"
+    path.write_text(directory_toml(slapd))
+    cfg = config_mod.load(path, {}).directory
+    assert cfg is not None
+    assert Directory(cfg, state).check_password("alice", PASSWORD) is not None
+    # the same remembered users, and a directory nobody answers at
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    metrics = Metrics()
+    down = Directory(replace(cfg, urls=(f"ldaps://127.0.0.1:{closed_port}",)), state, metrics)
+    alice = down.get("alice")
+    assert alice is not None and not alice.revoked and alice.org == "NATO"
+    with pytest.raises(DirectoryUnavailable):
+        down.refresh()
+    task = asyncio.create_task(down.run())  # its first re-check runs at once, and fails
+    try:
+        for _ in range(200):  # bounded: 10 s
+            if metrics.snapshot().get('liaison_directory_refreshes_total{result="failed"}'):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert metrics.snapshot().get('liaison_directory_refreshes_total{result="failed"}') == 1
+    assert down.revoked_names() == frozenset() and down.get("alice") == alice
+    # a sign-in is refused while the directory cannot be asked
+    assert await down.authenticate("alice", PASSWORD) is None
+    assert metrics.snapshot().get('liaison_directory_signins_total{result="unavailable"}') == 1

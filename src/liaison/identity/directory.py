@@ -209,6 +209,11 @@ class DirectoryClient:
                 last = exc
                 with contextlib.suppress(LDAPException, OSError):
                     conn.unbind()
+                # ldap3 leaves the socket of a failed connect or handshake open: close it here.
+                sock = getattr(conn, "socket", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
         raise DirectoryUnavailable(str(last))
 
     def service(self) -> ldap3.Connection:
@@ -262,6 +267,10 @@ class DirectoryClient:
                 size_limit=MAX_GROUPS_PER_USER,
                 time_limit=int(max(1, cfg.timeout_s)),
             )
+            result = (conn.result or {}).get("result")
+            # A failed group search must not read as "in no group" (which revokes): an outage.
+            if not ok and result not in (0, 4, 32):
+                raise DirectoryUnavailable(f"group search failed: {conn.result}")
             for e in conn.response or []:
                 if e.get("type") == "searchResEntry":
                     groups.add(dn_key(str(e["dn"])))
