@@ -20,6 +20,7 @@ from cryptography import x509
 
 from liaison import config as config_mod
 from liaison.app import Server, run_server
+from liaison.errors import StorageError
 from liaison.identity.directory_config import DirectoryConfig
 from tests.integration.conftest import issue_cert
 from tests.integration.helpers import WAIT_S, clients, connect_tls, sa_event
@@ -243,3 +244,12 @@ async def test_a_restart_remembers_directory_users(tmp_path: Path, slapd: Slapd)
         async with clients(dave, watcher):
             await dave.send(sa_event("uid-dave", "DAVE"))
             await watcher.wait_for(b'uid="uid-dave"')
+
+
+async def test_an_unreadable_users_record_stops_the_start(tmp_path: Path, slapd: Slapd) -> None:
+    config = server_config(tmp_path, slapd)
+    config.data_dir.mkdir(parents=True)
+    (config.data_dir / "directory-users.json").write_text("not json\n")
+    with pytest.raises(StorageError, match="directory users file"):
+        async with run_server(config):
+            pass
