@@ -8,6 +8,7 @@ No slapd (or ldapadd) skips with the reason, and fails under LIAISON_REQUIRE_SER
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -205,35 +206,40 @@ class Slapd:
         )
 
 
-def _slapd_conf(work: Path, cert: Path, key: Path, ca: Path) -> str:
-    schemas = "".join(
-        f"include {SCHEMA_DIR / s}.schema\n" for s in ("core", "cosine", "nis", "inetorgperson")
-    )
+def _slapd_conf(
+    work: Path, cert: Path, key: Path, ca: Path, schemas: tuple[str, ...], memberof: bool
+) -> str:
+    includes = "".join(f"include {SCHEMA_DIR / s}.schema\n" for s in schemas)
     return (
-        schemas + f"modulepath {MODULE_DIR}\nmoduleload back_mdb\nmoduleload memberof\n"
-        f"pidfile {work / 'slapd.pid'}\nargsfile {work / 'slapd.args'}\n"
+        includes
+        + f"modulepath {MODULE_DIR}\nmoduleload back_mdb\n"
+        + ("moduleload memberof\n" if memberof else "")
+        + f"pidfile {work / 'slapd.pid'}\nargsfile {work / 'slapd.args'}\n"
         f"TLSCACertificateFile {ca}\nTLSCertificateFile {cert}\nTLSCertificateKeyFile {key}\n"
         f'database mdb\nmaxsize 10485760\nsuffix "{SUFFIX}"\nrootdn "{ROOT_DN}"\n'
         f"rootpw {ROOT_PW}\ndirectory {work / 'db'}\n"
-        "overlay memberof\n"
-        "access to attrs=userPassword by self write by anonymous auth by * none\n"
+        + ("overlay memberof\n" if memberof else "")
+        + "access to attrs=userPassword by self write by anonymous auth by * none\n"
         "access to * by users read by * none\n"
     )
 
 
-@pytest.fixture(scope="module")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+@contextlib.contextmanager
+def _run_slapd(
+    work: Path, *, schemas: tuple[str, ...], memberof: bool, ldif: str
+) -> Iterator[Slapd]:
+    """slapd with the given schemas and directory, on two free loopback ports, for the block."""
     if not os.access(SLAPD, os.X_OK) or shutil.which("ldapadd") is None:
         require_or_skip(f"{SLAPD} or ldapadd is not installed (Debian: slapd ldap-utils)")
-    if not (MODULE_DIR / "back_mdb.so").exists() or not (SCHEMA_DIR / "core.schema").exists():
-        require_or_skip(f"slapd modules ({MODULE_DIR}) or schemas ({SCHEMA_DIR}) missing")
-    work = tmp_path_factory.mktemp("slapd")
+    missing = [s for s in schemas if not (SCHEMA_DIR / f"{s}.schema").exists()]
+    if not (MODULE_DIR / "back_mdb.so").exists() or missing:
+        require_or_skip(f"slapd modules ({MODULE_DIR}) or schemas {missing} missing")
     (work / "db").mkdir()
     ca_path, ca, ca_key = make_ca(work, "Test LDAP CA")
     wrong_ca, _, _ = make_ca(work, "Some Other CA")
     cert, key = make_server_cert(work, ca, ca_key)
     conf = work / "slapd.conf"
-    conf.write_text(_slapd_conf(work, cert, key, ca_path))
+    conf.write_text(_slapd_conf(work, cert, key, ca_path, schemas, memberof))
     ldap_port, ldaps_port = _free_port(), _free_port()
     ldap_url = f"ldap://127.0.0.1:{ldap_port}"
     ldaps_url = f"ldaps://127.0.0.1:{ldaps_port}"
@@ -259,7 +265,7 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
                 time.sleep(0.1)
         subprocess.run(
             ["ldapadd", "-x", "-H", ldap_url, "-D", ROOT_DN, "-w", ROOT_PW],
-            input=directory_ldif().encode(),
+            input=ldif.encode(),
             check=True,
             capture_output=True,
             timeout=TOOL_S,
@@ -279,6 +285,65 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """OpenLDAP as usually deployed: inetOrgPerson users, groupOfNames groups, memberof."""
+    with _run_slapd(
+        tmp_path_factory.mktemp("slapd"),
+        schemas=("core", "cosine", "nis", "inetorgperson"),
+        memberof=True,
+        ldif=directory_ldif(),
+    ) as server:
+        yield server
+
+
+# Active Directory's shape, in slapd: Debian's msuser.schema (the AD user class and attributes),
+# users found by sAMAccountName, memberOf values on the user entries (as AD computes them), and
+# userAccountControl, tested with the bitwise rule 1.2.840.113556.1.4.803, which slapd implements
+# too (integerBitAndMatch). 512 is NORMAL_ACCOUNT, 514 NORMAL_ACCOUNT | ACCOUNTDISABLE.
+AD_USERS: dict[str, int] = {"lee": 512, "kim": 514, "max": 512}
+
+
+def ad_user_dn(name: str) -> str:
+    return f"cn={name.title()},{PEOPLE}"
+
+
+def ad_group_dn(name: str) -> str:
+    return f"CN=TAK {name.title()},OU=Groups,{SUFFIX.upper()}"
+
+
+def ad_directory_ldif() -> str:
+    entries = directory_ldif().split("\n\n")[:5]  # the suffix, the OUs, the service account
+    for name, flags in AD_USERS.items():
+        entries.append(
+            f"dn: {ad_user_dn(name)}\nobjectClass: user\nobjectClass: extensibleObject\n"
+            "instanceType: 4\nnTSecurityDescriptor:: AAAA\n"
+            f"objectCategory: CN=Person,CN=Schema,CN=Configuration,{SUFFIX}\n"
+            f"cn: {name.title()}\nsn: {name}\nsAMAccountName: {name}\n"
+            f"userAccountControl: {flags}\nmemberOf: {ad_group_dn('blue')}\n"
+            f"userPassword: {PASSWORD}\n"
+        )
+    return "\n\n".join(entries) + "\n"
+
+
+def set_ad_flags(server: Slapd, name: str, flags: int) -> None:
+    server.modify(
+        f"dn: {ad_user_dn(name)}\nchangetype: modify\nreplace: userAccountControl\n"
+        f"userAccountControl: {flags}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def ad_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    with _run_slapd(
+        tmp_path_factory.mktemp("ad-slapd"),
+        schemas=("core", "cosine", "nis", "inetorgperson", "msuser"),
+        memberof=False,
+        ldif=ad_directory_ldif(),
+    ) as server:
+        yield server
 
 
 def directory_toml(

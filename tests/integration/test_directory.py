@@ -26,22 +26,31 @@ from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
 from tests.integration.slapd_support import (
     PASSWORD,
+    PEOPLE,
+    SERVICE_DN,
     SERVICE_PW,
     Slapd,
+    ad_group_dn,
+    ad_slapd,
     directory_toml,
     disable_ldif,
     enable_ldif,
     group_dn,
+    set_ad_flags,
     slapd,
     user_dn,
 )
 
-__all__ = ["slapd"]  # the module-scoped fixture
+__all__ = ["ad_slapd", "slapd"]  # the module-scoped fixtures
 
 
 def directory_for(tmp_path: Path, server: Slapd, **kwargs: object) -> Directory:
     path = tmp_path / "liaison.toml"
     path.write_text(directory_toml(server, **kwargs))  # type: ignore[arg-type]
+    return directory_for_file(path)
+
+
+def directory_for_file(path: Path) -> Directory:
     cfg = config_mod.load(path, {})
     assert cfg.directory is not None
     return Directory(cfg.directory)
@@ -264,3 +273,36 @@ async def test_an_unreachable_directory_changes_nobody(tmp_path: Path, slapd: Sl
     # a sign-in is refused while the directory cannot be asked
     assert await down.authenticate("alice", PASSWORD) is None
     assert metrics.snapshot().get('liaison_directory_signins_total{result="unavailable"}') == 1
+
+
+def test_active_directory_preset(tmp_path: Path, ad_slapd: Slapd) -> None:
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(SERVICE_PW)
+    path = tmp_path / "liaison.toml"
+    # kind = "ad": memberOf, and userAccountControl bit 2 as "disabled". The user filter names
+    # its matching rule because msuser.schema gives sAMAccountName none (AD's schema does).
+    path.write_text(
+        "[directory]\n"
+        'kind = "ad"\n'
+        f'urls = ["{ad_slapd.ldaps_url}"]\n'
+        f'ca_file = "{ad_slapd.ca_file}"\n'
+        f'bind_dn = "{SERVICE_DN}"\n'
+        'bind_password_file = "pw"\n'
+        f'user_base = "{PEOPLE}"\n'
+        'user_filter = "(&(objectClass=user)(sAMAccountName:caseIgnoreMatch:={username}))"\n'
+        'org = "Example"\n'
+        "[[directory.map]]\n"
+        f'group = "{ad_group_dn("blue").lower()}"\n'
+        'groups = ["Blue"]\n'
+    )
+    d = directory_for_file(path)
+    lee = d.check_password("lee", PASSWORD)
+    assert lee is not None and lee.in_groups == ("Blue",) and lee.org == "Example"
+    assert d.check_password("kim", PASSWORD) is None  # 514: ACCOUNTDISABLE set
+    assert d.check_password("max", PASSWORD) is not None
+    set_ad_flags(ad_slapd, "lee", 512 | 2)
+    try:
+        assert d.refresh() == 1 and d.revoked_names() == {"lee"}
+    finally:
+        set_ad_flags(ad_slapd, "lee", 512)
+    assert d.refresh() == 1 and d.revoked_names() == frozenset()
