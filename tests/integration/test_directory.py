@@ -89,6 +89,24 @@ def test_wrong_empty_and_unknown_refused(tmp_path: Path, slapd: Slapd) -> None:
     assert d.get("alice") is None and d.get("carol") is None
 
 
+def test_unknown_and_unmapped_names_cost_a_bind_too(tmp_path: Path, slapd: Slapd) -> None:
+    d = directory_for(tmp_path, slapd)
+    binds: list[tuple[str, bool]] = []
+    real_verify = d.client.verify
+
+    def counted(dn: str, password: str) -> bool:
+        ok = real_verify(dn, password)  # the real bind, against slapd
+        binds.append((dn, ok))
+        return ok
+
+    d.client.verify = counted  # type: ignore[method-assign]
+    for name in ("nobody", "carol", "alice"):  # unknown, in no mapped group, wrong password
+        assert d.check_password(name, "not the password") is None
+    assert [ok for _, ok in binds] == [False, False, False]
+    assert binds[0][0].startswith("cn=liaison-no-such-user-") and binds[0][0].endswith(PEOPLE)
+    assert binds[2][0] == user_dn("alice")
+
+
 def test_filter_injection_is_escaped(tmp_path: Path, slapd: Slapd) -> None:
     d = directory_for(tmp_path, slapd)
     # Not names Liaison accepts at all...

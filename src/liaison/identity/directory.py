@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import ssl
 import threading
 from collections.abc import Iterable
@@ -423,18 +424,25 @@ class Directory:
             found = self.client.find(conn, username)
         finally:
             conn.unbind()
-        if found is None:
+        user = self.user_for(username, found) if found is not None else None
+        if found is None or user is None:
+            if found is not None:
+                log.warning("directory: %r is in no mapped group: refused", username)
             self._remember(username, None)
-            return None
-        user = self.user_for(username, found)
-        if user is None:
-            log.warning("directory: %r is in no mapped group: refused", username)
-            self._remember(username, None)
+            self._equal_time_bind(password)
             return None
         if not self.client.verify(found.dn, password):
             return None
         self._remember(username, user)
         return self.get(username)
+
+    def _equal_time_bind(self, password: str) -> None:
+        """A bind as a DN that does not exist, which the directory refuses (49): a refusal for
+        an unknown or unmapped name then costs the same round trips as a wrong password, so the
+        time of a 401 does not tell which names exist. No account is named, so none is locked."""
+        dn = f"cn=liaison-no-such-user-{secrets.token_hex(8)},{self.config.user_base}"
+        with contextlib.suppress(DirectoryUnavailable):
+            self.client.verify(dn, password)
 
     async def authenticate(self, username: str, password: str) -> User | None:
         """``check_password`` on a worker thread, at most MAX_CONCURRENT_CHECKS at once. A
