@@ -42,6 +42,7 @@ from liaison.feeds import Feeds, audit_fields, build_feeds, parse_feeds
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
 from liaison.identity.ca import ensure_server_pki
 from liaison.identity.certs import ServerPki
+from liaison.identity.directory import DIRECTORY_USERS_FILE, Directory
 from liaison.identity.groups import load_group_file
 from liaison.identity.listeners import Listener
 from liaison.identity.principals import Identities
@@ -228,8 +229,15 @@ async def _start(
         users=users,
         server_pki=server_pki,
         gate=gate,
+        directory=(
+            Directory(config.directory, config.data_dir / DIRECTORY_USERS_FILE, metrics)
+            if config.directory is not None
+            else None
+        ),
     )
     registry.follow(identities.events)
+    if identities.directory is not None:  # re-checks directory users every refresh_s
+        await parts.start(Part("directory", on_run=identities.directory.run))
     loaded = await _load_latest(store, router, now_ms())
     if loaded:
         log.info("loaded the latest state of %d uids from the store", loaded)
@@ -635,6 +643,7 @@ async def _start_http(
         registry=registry,
         stream_session=ws_session,
         feeds_status=server.feeds.snapshot if server.feeds is not None else None,
+        directory=identities.directory,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
     server.https = running.bound.get("https")

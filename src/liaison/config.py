@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from liaison.errors import ConfigError
+from liaison.identity.directory_config import DirectoryConfig, parse_directory
 from liaison.identity.listeners import descriptions as listener_descriptions
 
 
@@ -259,6 +260,8 @@ class Config:
     cluster_stream: str = "LIAISON_EVENTS"
     cluster_replicas: int = 1
     cluster_max_age_s: float = 3600.0
+    # The [directory] section (LDAP / Active Directory sign-in, docs/directory.md); None: off.
+    directory: DirectoryConfig | None = None
 
     def resolved_users_file(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
@@ -604,7 +607,7 @@ def load(
     if path is None and environ.get("LIAISON_CONFIG"):
         path = Path(environ["LIAISON_CONFIG"])
     if path is not None:
-        values.update(_from_file(path))
+        values.update(_from_file(path, environ))
     for s in SETTINGS:
         if s.env and s.env in environ:
             values[s.attr] = s.parse(s.env, environ[s.env])
@@ -620,7 +623,7 @@ def load(
     return config
 
 
-def _from_file(path: Path) -> dict[str, Any]:
+def _from_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -629,6 +632,9 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
     values: dict[str, Any] = {}
     for section, table in doc.items():
+        if section == "directory":  # tables of its own, parsed apart (identity/directory_config)
+            values["directory"] = parse_directory(table, base_dir=path.parent, environ=environ)
+            continue
         if not isinstance(table, dict):
             raise ConfigError(section, "expected a [section] table")
         for name, raw in table.items():
@@ -690,6 +696,8 @@ def describe(config: Config) -> str:
         else:
             shown = json.dumps(str(value))
         lines.append(f"{name} = {shown}")
+    if config.directory is not None:
+        lines += ["", *config.directory.describe()]  # the bind password shown as ***
     return "\n".join(lines) + "\n"
 
 

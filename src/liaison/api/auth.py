@@ -295,6 +295,9 @@ async def check_password(
     user = await asyncio.to_thread(
         ctx.users.authenticate_enrollment, username, password, _utcnow(ctx)
     )
+    if user is None and ctx.directory is not None and ctx.users.get(username) is None:
+        # LDAP / AD sign-in for a name the users file does not have (docs/directory.md).
+        user = await ctx.directory.authenticate(username, password)
     if user is None or user.revoked:
         throttle.failed(*keys)
         ctx.metrics.counter(

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from liaison.config import Config
 from liaison.identity.certs import ServerPki
+from liaison.identity.directory import Directory
 from liaison.identity.listeners import Listener
 from liaison.identity.users import UserDirectory
 from liaison.metrics import Metrics
@@ -55,6 +56,8 @@ class ApiContext:
     # The feeds' status document (docs/feeds.md, "Status"), for GET /api/v1/feeds; None when
     # no feed is configured.
     feeds_status: Callable[[], Mapping[str, object]] | None = None
+    # LDAP / Active Directory sign-in (docs/directory.md): asked for a name not in the users file.
+    directory: Directory | None = None
 
 
 def context(request: web.Request) -> ApiContext:

@@ -249,9 +249,17 @@ def _now(ctx: ApiContext) -> dt.datetime:
 
 
 def _user(ctx: ApiContext, name: str) -> User:
-    user = ctx.users.get(name)
+    user = _find_user(ctx, name)
     if user is None or user.revoked:
         raise web.HTTPForbidden(text="no enrollment for this account\n")
+    return user
+
+
+def _find_user(ctx: ApiContext, name: str) -> User | None:
+    """The user of the users file, else the directory user who signed in (docs/directory.md)."""
+    user = ctx.users.get(name)
+    if user is None and ctx.directory is not None:
+        user = ctx.directory.get(name)
     return user
 
 
@@ -325,9 +333,19 @@ async def _enroll(request: web.Request, api: str) -> _Signed:
     # A one-time token is used up by this call; a password stays. The middleware already
     # accepted the secret, so when it is no live token it must be the password (checked again:
     # a token used a moment ago by a parallel call still passes the middleware, not this).
-    used_token = await asyncio.to_thread(ctx.users.redeem_token, name, secret, now)
-    if not used_token and await asyncio.to_thread(ctx.users.verify_password, name, secret) is None:
-        raise _unauthorized("this enrollment token was already used\n")
+    from_directory = ctx.users.get(name) is None and ctx.directory is not None
+    if from_directory:
+        # A directory user: no tokens; the password is checked against the directory again.
+        assert ctx.directory is not None
+        used_token = False
+        if await ctx.directory.authenticate(name, secret) is None:
+            raise _unauthorized("wrong credentials\n")
+    else:
+        used_token = await asyncio.to_thread(ctx.users.redeem_token, name, secret, now)
+        if not used_token and (
+            await asyncio.to_thread(ctx.users.verify_password, name, secret) is None
+        ):
+            raise _unauthorized("this enrollment token was already used\n")
     try:
         cert = await asyncio.to_thread(
             sign_csr, server_pki, body, expected_cn=name, org=user.org, now=now
@@ -336,7 +354,11 @@ async def _enroll(request: web.Request, api: str) -> _Signed:
     except PkiError as exc:  # validated above; a CA problem surfaces here
         log.error("enroll %s: signing for %s failed: %s", api, name, exc)
         raise web.HTTPInternalServerError(text="signing failed\n") from None
-    await asyncio.to_thread(ctx.users.add_cert_serial, name, cert.serial_number)
+    if from_directory:
+        assert ctx.directory is not None
+        await asyncio.to_thread(ctx.directory.add_cert_serial, name, cert.serial_number)
+    else:
+        await asyncio.to_thread(ctx.users.add_cert_serial, name, cert.serial_number)
     ctx.metrics.counter(
         "liaison_enrollments_total", "Client certificates signed by enrollment", "api"
     ).inc(api)
@@ -374,7 +396,7 @@ async def sign_client_v2(request: web.Request) -> web.Response:
 
 async def _profile(request: web.Request, kind: str, modified_after: float | None) -> web.Response:
     ctx = context(request)
-    user = ctx.users.get(principal(request).name)
+    user = _find_user(ctx, principal(request).name)
     if user is None or user.profile is None:
         return web.Response(status=204)
     directory = profile_dir(ctx.config.data_dir, user.profile, kind)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from liaison.identity.certs import ServerPki, load_chain
+from liaison.identity.directory import Directory
 from liaison.identity.events import AccessEvents
 from liaison.identity.groups import GroupRules
 from liaison.identity.listeners import Auth, Listener
@@ -60,9 +61,12 @@ class Identities:
         users: UserDirectory | None,
         server_pki: ServerPki | None,
         gate: Authorizer | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self._groups = groups
         self._users = users
+        # Directory (LDAP) users who signed in: asked for a name the users file does not have.
+        self.directory = directory
         self._pki = server_pki
         self._gate = gate
         # Re-reads the issued index only when the file changed, so a handshake costs no disk read.
@@ -107,7 +111,7 @@ class Identities:
             "fingerprint": ident.fingerprint_sha256,
         }
         in_g, out_g = self._groups.resolve(facts)
-        user = self._users.get(name) if self._users is not None else None
+        user = self._user(name)
         if user is not None and user.revoked:
             log.warning("tls %s: refused certificate of revoked user %s", peer, name)
             return None
@@ -155,8 +159,15 @@ class Identities:
             and self._revocations.is_revoked(principal.cert_serial)
         ):
             return True
-        user = self._users.get(principal.name) if self._users is not None else None
+        user = self._user(principal.name)
         return user is not None and user.revoked
+
+    def _user(self, name: str) -> User | None:
+        """The user of the users file named ``name``, else the directory user of that name."""
+        user = self._users.get(name) if self._users is not None else None
+        if user is None and self.directory is not None:
+            user = self.directory.get(name)
+        return user
 
     def revocation_state(self) -> tuple[object, ...]:
         """Changes whenever a certificate or a user is revoked (or anything else in those two
@@ -165,6 +176,7 @@ class Identities:
         return (
             self._revocations.stamp if self._revocations is not None else None,
             self._users.stamp if self._users is not None else None,
+            self.directory.stamp if self.directory is not None else None,
         )
 
     def revoked_among(self, principals: Iterable[Principal]) -> list[Principal]:
@@ -173,6 +185,12 @@ class Identities:
         session sweep asks this for every live session twice a second)."""
         serials = self._revocations.revoked() if self._revocations is not None else frozenset()
         names = self._users.revoked_names() if self._users is not None else frozenset()
+        if self.directory is not None:
+            # a name of the users file is that local user, whatever the directory says (_user)
+            local = self._users
+            names |= {
+                n for n in self.directory.revoked_names() if local is None or not local.get(n)
+            }
         if not serials and not names:
             return []
         return [
@@ -196,7 +214,7 @@ class Identities:
 
     def from_username(self, name: str, listener: Listener = Listener.ENROLL) -> Principal | None:
         """A user whose password (or token) was already checked, e.g. by HTTP Basic."""
-        user = self._users.get(name) if self._users is not None else None
+        user = self._user(name)
         if user is None or user.revoked:
             return None
         return self._user_principal(user, listener)
