@@ -14,6 +14,7 @@ from liaison.api import (
     mission_map,
     mission_roles,
     missions,
+    oauth,
     relabel,
     rest,
     takproto,
@@ -35,6 +36,7 @@ ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     web.add_routes,
     ws.add_routes,
     takproto.add_routes,
+    oauth.add_routes,
     relabel.add_routes,
     tiles.add_routes,
 )
