@@ -107,9 +107,18 @@ async def token(request: web.Request) -> web.Response:
         keys = (f"addr:{address}", f"user:{username}")
         wait = throttle.blocked_for(*keys)
         if wait > 0:
-            raise web.HTTPTooManyRequests(
-                headers={"Retry-After": str(int(wait) + 1)}, text="too many failed logins\n"
+            # RFC 6749 defines no error for this at the token endpoint; "temporarily_unavailable"
+            # (RFC 6749 4.1.2.1) is the nearest of its codes.
+            retry = int(wait) + 1
+            answer = _answer(
+                429,
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": f"too many failed logins; retry in {retry} s",
+                },
             )
+            answer.headers["Retry-After"] = str(retry)
+            return answer
         # scrypt (about 0.1 s by design) on a worker thread, never on the event loop.
         user = await asyncio.to_thread(ctx.users.verify_password, username, password)
         caller = ctx.principal_from_user(user.name) if user is not None else None

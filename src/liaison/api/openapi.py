@@ -564,6 +564,12 @@ _TOKEN_FORM: dict[str, Any] = {
     },
 }
 
+_OAUTH_ERROR = {
+    "type": "object",
+    "required": ["error", "error_description"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+
 _TOKEN_RESPONSES: dict[str, Any] = {
     "200": _json(
         {
@@ -588,17 +594,12 @@ _TOKEN_RESPONSES: dict[str, Any] = {
         "Tokens (RFC 6749 5.1).",
     ),
     "400": _json(
-        {
-            "type": "object",
-            "required": ["error", "error_description"],
-            "properties": {
-                "error": {"type": "string"},
-                "error_description": {"type": "string"},
-            },
-        },
+        _OAUTH_ERROR,
         "RFC 6749 5.2 error: invalid_request, invalid_grant, unsupported_grant_type.",
     ),
-    "429": {"description": "Too many failed attempts; see Retry-After."},
+    "429": _json(
+        _OAUTH_ERROR, "Too many failed attempts (temporarily_unavailable); see Retry-After."
+    ),
 }
 
 _TOKEN_PATHS = {

@@ -2,15 +2,20 @@
 
 Tokens are JSON Web Tokens (RFC 7519) signed RS256 (RFC 7518 3.3), the algorithm TAK Server
 verifies its own tokens with (TSc ``groups/OAuthAuthenticator.java``: ``parseClaims(token,
-SignatureAlgorithm.RS256)``). Claims are flat: ``sub`` is the username, as TAK Server reads it
-(same file: "jwt's from takserver will contain the sub claim"), ``groups`` the user's group names
-(TAK reads a ``groups`` claim for group membership), ``roles`` Liaison's roles (``operator``),
+SignatureAlgorithm.RS256)``; ``com/bbn/marti/jwt/JwtUtils.java`` verifies with the RSA key of
+its TLS keystore, or a 4096-bit key it generates). Liaison keeps its own signing keys instead of
+the server certificate's, so that they can be rotated without re-issuing that certificate.
+
+Claims are flat: ``sub`` is the username, as TAK Server reads it (``OAuthAuthenticator``: "jwt's
+from takserver will contain the sub claim"), ``groups`` the user's group names (TAK Server reads
+group names from ``user_client_roles`` or its configured groups claim), ``roles`` Liaison's roles
+(``operator``),
 and ``iss``, ``aud``, ``nbf``, ``iat``, ``exp``, ``jti``; the header names its key (``kid``).
 CloudTAK reads ``sub``, ``aud``, ``nbf``, ``exp`` and ``iat`` from the access token's payload
 (CloudTAK ``api/lib/api/oauth.ts``).
 
 The keyring is one JSON file under the data directory (``tokens/keyring.json``, mode 0600),
-replaced atomically under an flock like the users file, so ``liaison token rotate`` in another
+replaced atomically under an flock like the users file, so ``liaison oauth rotate`` in another
 process is seen by the running server at its next check (one ``stat`` per check). Rotation adds a
 new signing key; the old ones stay, for verification only, until every token they signed has
 expired (``retired + keep_s``), and are then dropped. At most :data:`MAX_KEYS` are kept.

@@ -166,6 +166,24 @@ async def test_password_grant_as_atak_and_cloudtak(
         assert snap.get('liaison_http_auth_failed_total{listener="oauth"}') == 1
 
 
+async def test_wrong_passwords_are_throttled(start_server: ServerFactory, tmp_path: Path) -> None:
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        add_user(server, "webred", "RED", ["red"])
+        async with browser_session(server) as http:
+            form = {"grant_type": "password", "username": "webred", "password": "not it at all!"}
+            answers: list[int] = []
+            for _ in range(12):  # bounded: the throttle starts after 5 failures
+                status, _, r = await _grant(http, server, form)
+                answers.append(status)
+                if status == 429:
+                    assert int(r.headers["Retry-After"]) >= 1
+                    break
+            assert answers[:5] == [400] * 5 and answers[-1] == 429, answers
+            # The right password is refused too while the throttle holds.
+            form["password"] = PASSWORD
+            assert (await _grant(http, server, form))[0] == 429
+
+
 async def test_bearer_on_marti_rest_and_takproto_then_revocation(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
