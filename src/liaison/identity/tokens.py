@@ -31,12 +31,13 @@ the user directory by the caller on every use (``api.oauth``, ``api.auth``).
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ class SigningKey:
     created: int  # seconds since the epoch
     retired: int | None  # when a newer key replaced it (None: the active key)
     private: rsa.RSAPrivateKey
+    public: rsa.RSAPublicKey  # derived from ``private`` once, not at every check
 
 
 def new_kid() -> str:
@@ -88,7 +90,9 @@ def new_kid() -> str:
 
 def _new_key(now_s: int) -> SigningKey:
     key = rsa.generate_private_key(public_exponent=RSA_EXPONENT, key_size=RSA_BITS)
-    return SigningKey(kid=new_kid(), created=now_s, retired=None, private=key)
+    return SigningKey(
+        kid=new_kid(), created=now_s, retired=None, private=key, public=key.public_key()
+    )
 
 
 def _key_to_json(k: SigningKey) -> dict[str, Any]:
@@ -110,6 +114,7 @@ def _key_from_json(d: dict[str, Any]) -> SigningKey:
         created=int(d["created"]),
         retired=None if retired is None else int(retired),
         private=private,
+        public=private.public_key(),
     )
 
 
@@ -189,7 +194,7 @@ class Keyring:
         self._reload()
         for k in self._keys:
             if k.kid == kid and (k.retired is None or now_s < k.retired + keep_s):
-                return k.private.public_key()
+                return k.public
         return None
 
     def rotate(self, now_s: int, keep_s: int) -> SigningKey:
@@ -199,10 +204,7 @@ class Keyring:
         with exclusive_lock(self._lock_path()):
             self._stamp = None
             self._reload()
-            kept = [
-                k if k.retired is not None else SigningKey(k.kid, k.created, now_s, k.private)
-                for k in self._keys
-            ]
+            kept = [k if k.retired is not None else replace(k, retired=now_s) for k in self._keys]
             kept = [k for k in kept if k.retired is None or now_s < k.retired + keep_s]
             kept.append(new)
             self._keys = kept[-MAX_KEYS:]
@@ -308,9 +310,8 @@ class TokenService:
         that still verifies; else None. Only RS256 is accepted (never ``none``, never HMAC)."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+        header = _header(token)
+        if header is None:
             return None
         kid = header.get("kid")
         if header.get("alg") != ALGORITHM or header.get("typ") != typ or not isinstance(kid, str):
@@ -362,6 +363,19 @@ class TokenService:
         while len(self._redeemed) > MAX_REDEEMED:
             self._redeemed.popitem(last=False)
         return checked
+
+
+def _header(token: str) -> dict[str, Any] | None:
+    """The JOSE header of a compact JWS, unverified (to pick the key by ``kid``; PyJWT then checks
+    everything, the header again included), or None when it is not one."""
+    first, sep, _ = token.partition(".")
+    if not sep:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def unverified_payload(token: str) -> dict[str, Any]:

@@ -63,6 +63,9 @@ def test_access_token_expires(tmp_path: Path) -> None:
     assert tokens.check(issued.access_token) is None
     assert tokens.check("") is None and tokens.check("x" * 9000) is None
     assert tokens.check("a.b.c") is None
+    # Not a header at all: not base64, not JSON, not an object, no dot.
+    for junk in ("!!!.x.y", "W10.e30.x", "bm90IGpzb24.e30.x", "nodot", "\u00e9.a.b"):
+        assert tokens.check(junk) is None, junk
 
 
 def test_types_are_not_interchangeable(tmp_path: Path) -> None:
