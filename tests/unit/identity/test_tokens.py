@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from liaison.errors import StorageError
+from liaison import config
+from liaison.errors import ConfigError, StorageError
 from liaison.identity.tokens import (
     ACCESS_TYP,
     MAX_KEYS,
@@ -132,3 +133,21 @@ def test_keyring_holds_at_most_max_keys(tmp_path: Path) -> None:
         ring.rotate(T0 + i, 10**6)
     assert len(ring.all_keys()) == MAX_KEYS
     assert [k.retired is None for k in ring.all_keys()] == [False] * (MAX_KEYS - 1) + [True]
+
+
+def test_token_settings_are_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "liaison.toml"
+    path.write_text(
+        '[tokens]\naccess_ttl_s = 120\nrefresh_ttl_s = 3600\n[roles]\noperator_group = "ops"\n'
+    )
+    cfg = config.load(path, {}, {})
+    assert (cfg.token_access_ttl_s, cfg.token_refresh_ttl_s, cfg.operator_group) == (
+        120,
+        3600,
+        "ops",
+    )
+    assert config.load(None, {"LIAISON_OPERATOR_GROUP": "noc"}, {}).operator_group == "noc"
+    for bad in ("59", "86401", "ten"):
+        path.write_text(f"[tokens]\naccess_ttl_s = {bad!r}\n")
+        with pytest.raises(ConfigError, match=r"tokens\.access_ttl_s"):
+            config.load(path, {}, {})
