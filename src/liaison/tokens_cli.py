@@ -14,7 +14,6 @@ import datetime as dt
 import time
 
 from liaison.admin import add_config_args, load_config
-from liaison.identity.tokens import Keyring, keyring_path
 
 
 def _when(seconds: int) -> str:
@@ -22,6 +21,9 @@ def _when(seconds: int) -> str:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    # Imported here: PyJWT is not needed by every other command's start-up.
+    from liaison.identity.tokens import Keyring, keyring_path
+
     cfg = load_config(args)
     ring = Keyring.open(keyring_path(cfg.data_dir))
     keep_s = max(cfg.token_access_ttl_s, cfg.token_refresh_ttl_s)
@@ -37,6 +39,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
+    from liaison.identity.tokens import Keyring, keyring_path
+
     cfg = load_config(args)
     ring = Keyring.open(keyring_path(cfg.data_dir))
     keep_s = max(cfg.token_access_ttl_s, cfg.token_refresh_ttl_s)
