@@ -217,6 +217,13 @@ async def test_bearer_on_marti_rest_and_takproto_then_revocation(
                 names = {g["name"] for g in (await r.json())["data"]}
             assert names == {"red"}
             assert await _status(http, enroll_url(server, "/Marti/api/version"), access) == 200
+            # A token does not enroll a certificate (signClient needs Basic credentials).
+            async with http.post(
+                enroll_url(server, "/Marti/api/tls/signClient/v2?clientUid=x"),
+                headers=_bearer(access),
+                data=b"",
+            ) as r:
+                assert r.status == 401
             # No credentials: 401 as before.
             async with http.get(enroll_url(server, "/api/v1/me")) as r:
                 assert r.status == 401
