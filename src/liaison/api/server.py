@@ -106,8 +106,11 @@ async def start_http(
     """Bind every listener and start serving; the caller closes the result at shutdown."""
     throttle = LoginThrottle(time.monotonic)
     sessions = WebSessions(time.monotonic)
-    # An RSA key is made on the first start: off the event loop.
-    tokens = await asyncio.to_thread(make_token_service, ctx)
+    # Tokens are issued and read on the password listener only. An RSA key is made on the first
+    # start: off the event loop.
+    tokens = None
+    if any(listener.mode is AuthMode.PASSWORD for listener in listeners):
+        tokens = await asyncio.to_thread(make_token_service, ctx)
     running = RunningHttp(runners=[], bound={})
     try:
         settings = GuardSettings(
