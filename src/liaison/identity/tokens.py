@@ -68,6 +68,9 @@ MAX_TOKEN_CHARS = 8192
 MAX_SIGN_IN_S = 24 * 3600
 # Seconds a token's nbf may lie ahead of this clock (tokens are issued on the same host).
 CLOCK_LEEWAY_S = 5
+# Access tokens already verified, remembered (whole token string, signature included) so that a
+# client's every request does not verify the same signature again; past this the oldest go.
+CHECKED_CACHE_SIZE = 4096
 # Redeemed refresh token identifiers remembered (until their expiry); past this the oldest go.
 MAX_REDEEMED = 100_000
 
@@ -240,6 +243,7 @@ class Checked:
     jti: str
     exp: int
     auth_time: int
+    kid: str
     claims: dict[str, Any]
 
 
@@ -256,6 +260,7 @@ class TokenService:
         self.settings = settings
         self._clock = clock_s
         self._redeemed: OrderedDict[str, int] = OrderedDict()
+        self._checked: OrderedDict[str, Checked] = OrderedDict()
 
     def _now(self) -> int:
         return int(self._clock())
@@ -310,13 +315,30 @@ class TokenService:
         that still verifies; else None. Only RS256 is accepted (never ``none``, never HMAC)."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
+        now = self._now()
+        if typ == ACCESS_TYP:
+            hit = self._checked.get(token)
+            if hit is not None:
+                # Still unexpired, and its key still verifies (a rotation past MAX_KEYS may have
+                # dropped it early).
+                keep_s = self.settings.keep_s
+                if now < hit.exp and self.keyring.verifying_key(hit.kid, now, keep_s) is not None:
+                    return hit
+                del self._checked[token]
+        checked = self._verify(token, typ, now)
+        if checked is not None and typ == ACCESS_TYP:
+            self._checked[token] = checked
+            while len(self._checked) > CHECKED_CACHE_SIZE:
+                self._checked.popitem(last=False)
+        return checked
+
+    def _verify(self, token: str, typ: str, now: int) -> Checked | None:
         header = _header(token)
         if header is None:
             return None
         kid = header.get("kid")
         if header.get("alg") != ALGORITHM or header.get("typ") != typ or not isinstance(kid, str):
             return None
-        now = self._now()
         public = self.keyring.verifying_key(kid, now, self.settings.keep_s)
         if public is None:
             return None
@@ -347,7 +369,7 @@ class TokenService:
         # difference between processes of one host is allowed).
         if now >= exp or now + CLOCK_LEEWAY_S < nbf:
             return None
-        return Checked(sub=sub, jti=jti, exp=exp, auth_time=auth_time, claims=claims)
+        return Checked(sub=sub, jti=jti, exp=exp, auth_time=auth_time, kid=kid, claims=claims)
 
     def redeem_refresh(self, token: str) -> Checked | None:
         """Check a refresh token and use it up: each is accepted once."""

@@ -151,3 +151,14 @@ def test_token_settings_are_bounded(tmp_path: Path) -> None:
         path.write_text(f"[tokens]\naccess_ttl_s = {bad!r}\n")
         with pytest.raises(ConfigError, match=r"tokens\.access_ttl_s"):
             config.load(path, {}, {})
+
+
+def test_a_remembered_token_is_refused_once_its_key_is_dropped(tmp_path: Path) -> None:
+    clock = Clock()
+    tokens = _service(tmp_path, clock)
+    issued = tokens.issue("alice", groups=[], roles=[])
+    assert tokens.check(issued.access_token) is not None  # verified, and remembered
+    assert tokens.check(issued.access_token) is not None  # from memory
+    for i in range(MAX_KEYS):  # past MAX_KEYS rotations the first key is dropped early
+        tokens.keyring.rotate(T0 + i, SETTINGS.keep_s)
+    assert tokens.check(issued.access_token) is None
