@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import resource
 import shlex
@@ -324,7 +325,11 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     argv = server_argv(data_dir, tls_port, https_port)
     log = (data_dir / "server.log").open("wb")
     # Blocking process starts are fine here: nothing is being timed yet.
-    proc = subprocess.Popen(argv, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT)  # noqa: ASYNC220
+    # /metrics is for operators (docs/api.md, Roles): here every certificate, all in __ANON__.
+    env = {**os.environ, "LIAISON_OPERATOR_GROUP": "__ANON__"}
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        argv, cwd=data_dir, stdout=log, stderr=subprocess.STDOUT, env=env
+    )
     worker: subprocess.Popen[str] | None = None
     result: dict[str, Any] = {}
     try:

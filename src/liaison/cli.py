@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liaison import __version__, admin
+from liaison import __version__, admin, tokens_cli
 from liaison import config as config_mod
 from liaison.errors import ConfigError, LiaisonError, ListenError
 from liaison.federation import cli as federation_cli
@@ -322,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.register(sub)
     federation_cli.register(sub)
     feeds_cli.register(sub)
+    tokens_cli.register(sub)
     return parser
 
 

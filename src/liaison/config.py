@@ -122,6 +122,17 @@ def _optional_host(key: str, value: object) -> str | None:
     return text
 
 
+def _token_ttl(key: str, value: object) -> int:
+    """A token lifetime in whole seconds, 60..86400 (short by design: docs/api.md, Tokens)."""
+    try:
+        n = int(str(value))
+    except ValueError:
+        raise ConfigError(key, f"expected whole seconds, got {value!r}") from None
+    if not 60 <= n <= 86400:
+        raise ConfigError(key, "must be 60..86400 seconds")
+    return n
+
+
 def _text(key: str, value: object) -> str:
     text = str(value).strip()
     if not text:
@@ -248,6 +259,9 @@ class Config:
     http_header_timeout_s: float = 10.0
     http_idle_timeout_s: float = 60.0
     http_max_unauthenticated: int = 64
+    token_access_ttl_s: int = 600
+    token_refresh_ttl_s: int = 8 * 3600
+    operator_group: str = "liaison-operators"
     storage: str = "sqlite"
     retention_days: int = 30
     policy_file: Path | None = None
@@ -499,6 +513,30 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_int,
         "Connections one client address may hold on an HTTP(S) listener before any request on "
         "them is authenticated; more are closed at once (0: no limit).",
+    ),
+    Setting(
+        "tokens.access_ttl_s",
+        "token_access_ttl_s",
+        None,
+        _token_ttl,
+        "Seconds a bearer access token from POST /oauth/token is valid (60..86400; docs/api.md, "
+        "Tokens).",
+    ),
+    Setting(
+        "tokens.refresh_ttl_s",
+        "token_refresh_ttl_s",
+        None,
+        _token_ttl,
+        "Seconds a refresh token is valid (60..86400); a chain of refreshes never outlasts 24 h "
+        "from the password sign-in.",
+    ),
+    Setting(
+        "roles.operator_group",
+        "operator_group",
+        "LIAISON_OPERATOR_GROUP",
+        _text,
+        "Liaison group whose members (IN or OUT) are operators: only they may read /metrics and "
+        "the admin routes (docs/api.md, Roles).",
     ),
     Setting(
         "storage.backend",

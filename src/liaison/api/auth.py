@@ -4,8 +4,9 @@ Each HTTP listener has one way of knowing its caller (TAK Server's connector lay
 tak-protocol.md section 3.1):
 
 - ``mtls`` (8443): the TLS client certificate, required by the handshake;
-- ``password`` (8446): HTTP Basic (enrollment, scripts) or a web session cookie (the map), with no
-  client certificate, as TAK Server's ``cert_https`` connector;
+- ``password`` (8446): HTTP Basic (enrollment, scripts), a web session cookie (the map) or a
+  bearer token from ``/oauth/token`` (``api.bearer``), with no client certificate, as TAK
+  Server's ``cert_https`` connector;
 - ``anonymous`` (8080, off by default): everyone is ``__ANON__``.
 
 Wrong passwords are throttled per client address and per username: after
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from liaison.api.bearer import bearer_caller
 from liaison.api.context import PRINCIPAL_KEY, ApiContext, context
 from liaison.identity.events import EXPIRED, SIGNED_OUT, AccessEnded, AccessEvents
 from liaison.identity.listeners import Listener
@@ -49,6 +51,8 @@ SESSION_MAX_S = 24 * 3600.0
 # Most concurrent web sessions kept; the oldest are dropped first.
 MAX_WEB_SESSIONS = 10_000
 SESSION_COOKIE = "liaison_session"
+# The OAuth token endpoint (api.oauth), on the password listener.
+TOKEN_PATH = "/oauth/token"
 
 
 class AuthMode(enum.Enum):
@@ -224,6 +228,10 @@ def make_auth_middleware(
             # The same groups file and gate rules as an anonymous stream client (listener http).
             caller = ctx.principal_anonymous(client_address(request), Listener.HTTP)
         else:
+            if request.path == TOKEN_PATH:
+                # The token endpoint reads the credentials from its body (api.oauth); a client's
+                # own Basic credentials (an OAuth client id) are not a user's.
+                return await handler(request)
             caller = await _password_caller(request, throttle, sessions)
             if caller is None:
                 if request.path.startswith(PUBLIC_PREFIXES):
@@ -270,6 +278,9 @@ async def _password_caller(
             if not hmac.compare_digest(sent, csrf):
                 raise web.HTTPForbidden(text="missing or wrong CSRF token\n")
         return ctx.principal_from_user(username)
+    bearer = bearer_caller(request)
+    if bearer is not None:
+        return bearer
     basic = parse_basic(request.headers.get("Authorization"))
     if basic is None:
         return None

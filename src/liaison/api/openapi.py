@@ -616,9 +616,85 @@ _METRICS_PATH = {
                 "200": {
                     "description": "Prometheus text exposition format 0.0.4.",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "403": _json(_ERROR, "The caller is not an operator (roles.operator_group)."),
             },
         }
+    }
+}
+
+_TOKEN_FORM: dict[str, Any] = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+        "username": {"type": "string"},
+        "password": {"type": "string"},
+        "refresh_token": {"type": "string"},
+    },
+}
+
+_OAUTH_ERROR = {
+    "type": "object",
+    "required": ["error", "error_description"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+
+_TOKEN_RESPONSES: dict[str, Any] = {
+    "200": _json(
+        {
+            "type": "object",
+            "required": [
+                "access_token",
+                "token_type",
+                "refresh_token",
+                "expires_in",
+                "scope",
+                "jti",
+            ],
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"const": "bearer"},
+                "refresh_token": {"type": "string"},
+                "expires_in": {"type": "integer"},
+                "scope": {"type": "string"},
+                "jti": {"type": "string"},
+            },
+        },
+        "Tokens (RFC 6749 5.1).",
+    ),
+    "400": _json(
+        _OAUTH_ERROR,
+        "RFC 6749 5.2 error: invalid_request, invalid_grant, unsupported_grant_type.",
+    ),
+    "429": _json(
+        _OAUTH_ERROR, "Too many failed attempts (temporarily_unavailable); see Retry-After."
+    ),
+}
+
+_TOKEN_PATHS = {
+    "/oauth/token": {
+        "post": {
+            "summary": "Bearer tokens for a password (RFC 6749 4.3) or a refresh token (6).",
+            "operationId": "postOauthToken",
+            "security": [],
+            "requestBody": {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": _TOKEN_FORM}},
+            },
+            "responses": _TOKEN_RESPONSES,
+        },
+        # The same grants with the parameters in the query string (CloudTAK sends them so).
+        "get": {
+            "summary": "The same, with the parameters in the query string.",
+            "operationId": "getOauthToken",
+            "security": [],
+            "parameters": [
+                {"name": name, "in": "query", "required": name == "grant_type", "schema": schema}
+                for name, schema in _TOKEN_FORM["properties"].items()
+            ],
+            "responses": _TOKEN_RESPONSES,
+        },
     }
 }
 
@@ -696,6 +772,12 @@ _SECURITY_SCHEMES: dict[AuthMode, dict[str, Any]] = {
             "name": "liaison_session",
             "description": "Web session from POST /login; non-GET calls also need X-CSRF-Token.",
         },
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An access token from POST /oauth/token.",
+        },
     },
     AuthMode.ANONYMOUS: {},
 }
@@ -709,6 +791,7 @@ def spec(mode: AuthMode) -> dict[str, Any]:
         paths.update(copy.deepcopy(_FEEDS_PATH))
     if mode is AuthMode.PASSWORD:
         paths.update(copy.deepcopy(_LOGIN_PATHS))
+        paths.update(copy.deepcopy(_TOKEN_PATHS))
     schemes = copy.deepcopy(_SECURITY_SCHEMES[mode])
     doc: dict[str, Any] = {
         "openapi": "3.1.0",

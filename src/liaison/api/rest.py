@@ -36,6 +36,7 @@ from liaison.api.geojson import (
     role_of,
 )
 from liaison.api.openapi import spec as openapi_spec
+from liaison.api.roles import require_operator
 from liaison.api.server import MODE_KEY, SESSIONS_KEY
 from liaison.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from liaison.model import labels
@@ -432,6 +433,8 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    # Operators only (api.roles): the counters describe the whole server.
+    require_operator(request, "/metrics")
     ctx = context(request)
     return web.Response(
         body=ctx.metrics.render_prometheus().encode("utf-8"),

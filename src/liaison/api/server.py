@@ -7,6 +7,7 @@ returns the runners, so the app can read back ports and clean up in order.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from liaison.api.auth import AuthMode, LoginThrottle, WebSessions, make_auth_middleware
+from liaison.api.bearer import TOKENS_KEY
 from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.api.guard import ConnectionGuard, GuardedSite, GuardSettings
 from liaison.config import LISTENER_NAMES, Endpoint
 from liaison.errors import listen_errors
+from liaison.identity.tokens import Keyring, TokenService, TokenSettings, keyring_path
 
 # Largest request body any route accepts unless it sets its own (data package uploads do).
 # Enrollment CSRs and JSON bodies are a few KB; 1 MiB leaves room without inviting abuse.
@@ -62,6 +65,7 @@ def build_app(
     throttle: LoginThrottle,
     sessions: WebSessions,
     guard: ConnectionGuard | None = None,
+    tokens: TokenService | None = None,
 ) -> web.Application:
     auth = make_auth_middleware(mode, throttle=throttle, sessions=sessions)
     app = web.Application(
@@ -74,9 +78,24 @@ def build_app(
     app[THROTTLE_KEY] = throttle
     app[SESSIONS_KEY] = sessions
     app[MODE_KEY] = mode
+    if tokens is not None:
+        app[TOKENS_KEY] = tokens
     for add in route_adders:
         add(app, mode)
     return app
+
+
+def make_token_service(ctx: ApiContext) -> TokenService:
+    """The bearer token service, with the keyring under the data folder (made on first use)."""
+    config = ctx.config
+    return TokenService(
+        Keyring.open(keyring_path(config.data_dir)),
+        TokenSettings(
+            access_ttl_s=config.token_access_ttl_s,
+            refresh_ttl_s=config.token_refresh_ttl_s,
+            issuer=f"https://{config.public_host}",
+        ),
+    )
 
 
 async def start_http(
@@ -87,6 +106,11 @@ async def start_http(
     """Bind every listener and start serving; the caller closes the result at shutdown."""
     throttle = LoginThrottle(time.monotonic)
     sessions = WebSessions(time.monotonic)
+    # Tokens are issued and read on the password listener only. An RSA key is made on the first
+    # start: off the event loop.
+    tokens = None
+    if any(listener.mode is AuthMode.PASSWORD for listener in listeners):
+        tokens = await asyncio.to_thread(make_token_service, ctx)
     running = RunningHttp(runners=[], bound={})
     try:
         settings = GuardSettings(
@@ -97,7 +121,13 @@ async def start_http(
         for listener in listeners:
             guard = ConnectionGuard(listener.name, settings, ctx.metrics)
             app = build_app(
-                ctx, listener.mode, route_adders, throttle=throttle, sessions=sessions, guard=guard
+                ctx,
+                listener.mode,
+                route_adders,
+                throttle=throttle,
+                sessions=sessions,
+                guard=guard,
+                tokens=tokens,
             )
             # aiohttp's own keep-alive timer stays, well behind the guard's (which counts).
             runner = web.AppRunner(

@@ -26,7 +26,10 @@ GROUPS_TOML = (
     '[[rule]]\no = "RED"\ngroups = ["red"]\n\n'
     '[[rule]]\no = "BLUE"\ngroups = ["blue"]\n\n'
     '[[rule]]\nuser = "webred"\ngroups = ["red"]\n\n'
-    '[[rule]]\nuser = "webblue"\ngroups = ["blue"]\n'
+    '[[rule]]\nuser = "webblue"\ngroups = ["blue"]\n\n'
+    # Operators (roles.operator_group's default): the certificate "ops" and the user "webops".
+    '[[rule]]\ncn = "ops"\ngroups = ["liaison-operators"]\n\n'
+    '[[rule]]\nuser = "webops"\ngroups = ["liaison-operators"]\n'
 )
 PASSWORD = "correct horse battery staple"
 

@@ -24,8 +24,9 @@ async def test_metrics_parse_with_prometheus_client(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
     async with start_server(groups_file=str(write_groups(tmp_path))) as server:
-        c = certs(server, ("red1", "RED"))
-        async with cert_session(server, c["red1"]) as http:
+        # An operator's certificate (api.roles; the groups file makes "ops" one).
+        c = certs(server, ("ops", "OPS"))
+        async with cert_session(server, c["ops"]) as http:
             async with http.get(https_url(server, "/api/v1/health")) as r:
                 assert r.status == 200
             async with http.get(https_url(server, "/metrics")) as r:

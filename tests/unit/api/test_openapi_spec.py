@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import geo_routes, mission_map, openapi, relabel, rest, tiles, ws
+from liaison.api import geo_routes, mission_map, oauth, openapi, relabel, rest, tiles, ws
 from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
+from liaison.api.bearer import TOKENS_KEY
 from liaison.api.context import CONTEXT_KEY, ApiContext
+from liaison.api.server import make_token_service
 from liaison.config import Config
 from liaison.identity.users import UserDirectory
 from liaison.latest import MemoryLatestState
@@ -44,6 +46,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     """(method, path) of every route the REST and WebSocket modules add on a listener."""
     app = web.Application()
     app[CONTEXT_KEY] = ctx
+    app[TOKENS_KEY] = make_token_service(ctx)
     rest.add_routes(app, mode)
     web_pages.add_routes(app, mode)
     ws.add_routes(app, mode)
@@ -51,6 +54,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     tiles.add_routes(app, mode)
     mission_map.add_routes(app, mode)
     geo_routes.add_routes(app, mode)
+    oauth.add_routes(app, mode)
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
