@@ -257,7 +257,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.clients):
             group = f"g{group_of(i, args)}"
             users.add_user(f"u{i}", "BENCH", groups=[group], password=PASSWORD)
-        users.add_user("observer", "BENCH", password=PASSWORD)
+        # It reads each node's /metrics: an operator (roles.operator_group's default).
+        users.add_user("observer", "BENCH", groups=["liaison-operators"], password=PASSWORD)
         nodes = [Node(i, root, users_path, args) for i in range(args.nodes)]
         try:
             for n in nodes:
