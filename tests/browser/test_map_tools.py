@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import zipfile
@@ -190,7 +191,7 @@ async def _colour_near(page: Page, lon: float, lat: float, rgb: tuple[int, int, 
     )
 
 
-async def test_kml_and_kmz_files_overlay_their_placemarks(
+async def test_kml_kmz_and_geojson_files_overlay_their_placemarks(
     start_server: ServerFactory, browser: Browser, tmp_path: Path
 ) -> None:
     kml = tmp_path / "checkpoints.kml"
@@ -236,6 +237,35 @@ async def test_kml_and_kmz_files_overlay_their_placemarks(
         )
         assert not (await page.evaluate("() => window.__liaison.overlays()"))[0]["visible"]
         assert not await _colour_near(page, 30.52, 50.47, OVERLAY_RGB)
+
+        # GeoJSON too.
+        geojson = tmp_path / "points.geojson"
+        geojson.write_text(
+            json.dumps(
+                {
+                    "type": "FeatureCollection",
+                    "features": [
+                        {
+                            "type": "Feature",
+                            "properties": {"name": "GJ ONE"},
+                            "geometry": {"type": "Point", "coordinates": [30.61, 50.41]},
+                        }
+                    ],
+                }
+            )
+        )
+        await page.set_input_files("#overlay-file", str(geojson))
+        await page.wait_for_function(
+            "() => window.__liaison.overlays().length === 2", timeout=WAIT_MS
+        )
+        gj = (await page.evaluate("() => window.__liaison.overlays()"))[1]
+        assert gj["count"] == 1 and gj["placemarks"][0]["name"] == "GJ ONE"
+        assert abs(gj["placemarks"][0]["lon"] - 30.61) < 1e-6
+        assert await _colour_near(page, 30.61, 50.41, OVERLAY_RGB)
+        await page.locator("#overlay-list li", has_text="points.geojson").locator("button").click()
+        await page.wait_for_function(
+            "() => window.__liaison.overlays().length === 1", timeout=WAIT_MS
+        )
 
         # A file that is not KML says so and adds nothing.
         bad = tmp_path / "notes.kml"
