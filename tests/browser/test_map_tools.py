@@ -10,7 +10,15 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page
 
-from tests.browser.helpers import WAIT_MS, add_web_user, browsing, drawn, sign_in, wait_drawn
+from tests.browser.helpers import (
+    WAIT_MS,
+    add_web_user,
+    browsing,
+    drawn,
+    map_url,
+    sign_in,
+    wait_drawn,
+)
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import clients, connect_tcp, sa_event
 
@@ -151,6 +159,7 @@ KML = """<?xml version="1.0" encoding="UTF-8"?>
     <Placemark><name>CP NORTH</name>
       <Point><coordinates>30.52,50.47,0</coordinates></Point></Placemark>
     <Placemark><name>CP SOUTH</name>
+      <Style><IconStyle><Icon><href>https://example.invalid/pin.png</href></Icon></IconStyle></Style>
       <Point><coordinates>30.50,50.40,0</coordinates></Point></Placemark>
     <Placemark>
       <name>Phase line</name>
@@ -202,6 +211,9 @@ async def test_kml_kmz_and_geojson_files_overlay_their_placemarks(
     async with start_server() as server, browsing(browser):
         add_web_user(server, "duty")
         page = await sign_in(browser, server, "duty")
+        origin = map_url(server, "/")
+        elsewhere: list[str] = []  # nothing a file names is fetched
+        page.on("request", lambda r: None if r.url.startswith(origin) else elsewhere.append(r.url))
         await page.click("#layers-button")
         await page.set_input_files("#overlay-file", str(kml))
         await page.wait_for_function(
@@ -275,4 +287,5 @@ async def test_kml_kmz_and_geojson_files_overlay_their_placemarks(
             timeout=WAIT_MS
         )
         assert len(await page.evaluate("() => window.__liaison.overlays()")) == 1
+        assert elsewhere == []
         assert page.errors == []  # type: ignore[attr-defined]

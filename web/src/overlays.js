@@ -1,6 +1,7 @@
 // Overlays opened from the user's own files (KML, KMZ, GeoJSON), parsed in the page with
 // OpenLayers' formats and drawn above the basemap. Nothing is sent to the server; nothing a file
-// names (icons, network links) is fetched: the page's own style is used for every placemark.
+// names (icons, network links) is fetched: a KML's styles are dropped before it is read and the
+// page's own style is used for every placemark.
 
 import GeoJSON from "ol/format/GeoJSON.js";
 import KML from "ol/format/KML.js";
@@ -77,15 +78,30 @@ export async function kmlFromKmz(buffer) {
   throw new Error("no .kml file in the KMZ");
 }
 
+/**
+ * A KML document without its styles: OpenLayers would load the icons a style names (even with
+ * ``extractStyles: false``), and the page fetches nothing a file names.
+ */
+export function kmlWithoutStyles(text) {
+  const doc = new DOMParser().parseFromString(text, "application/xml");
+  if (doc.getElementsByTagName("parsererror").length > 0) throw new Error("not valid XML");
+  for (const tag of ["Style", "StyleMap", "styleUrl"]) {
+    for (const node of [...doc.getElementsByTagNameNS("*", tag)]) node.remove();
+  }
+  return doc;
+}
+
 /** Features (EPSG:3857) of a file's contents; ``name`` decides the format. */
 export async function parseOverlay(name, buffer) {
   const lower = name.toLowerCase();
   const opts = { featureProjection: "EPSG:3857" };
   if (lower.endsWith(".kmz")) {
-    return new KML({ extractStyles: false, showPointNames: false }).readFeatures(await kmlFromKmz(buffer), opts);
+    return new KML({ extractStyles: false, showPointNames: false }).readFeatures(kmlWithoutStyles(await kmlFromKmz(buffer)), opts);
   }
   const text = new TextDecoder().decode(buffer);
-  if (lower.endsWith(".kml")) return new KML({ extractStyles: false, showPointNames: false }).readFeatures(text, opts);
+  if (lower.endsWith(".kml")) {
+    return new KML({ extractStyles: false, showPointNames: false }).readFeatures(kmlWithoutStyles(text), opts);
+  }
   if (lower.endsWith(".geojson") || lower.endsWith(".json")) return new GeoJSON().readFeatures(text, opts);
   throw new Error("not a .kml, .kmz, .geojson or .json file");
 }
