@@ -131,22 +131,22 @@ class LeanSSLProtocol(sslproto.SSLProtocol):
             return
         data = list_of_data[0]
         try:
-            written = me._sslobj.write(data)
-        except _SSL_AGAIN:
-            written = 0
-        except Exception as exc:
+            try:
+                written = me._sslobj.write(data)
+            except _SSL_AGAIN:
+                written = 0
+            if written < len(data):  # a partial write: asyncio's loop writes the rest as ever
+                rest = data[written:]
+                me._write_backlog.append(rest)
+                me._write_buffer_size += len(rest)
+                me._do_write()
+                return
+            record = me._outgoing.read()
+            if record:
+                me._transport.write(record)
+            me._control_app_writing()
+        except Exception as exc:  # as asyncio's own path does with any error of a write
             me._fatal_error(exc, "Fatal error on SSL protocol")
-            return
-        if written < len(data):  # a partial write: asyncio's loop writes the rest as ever
-            rest = data[written:]
-            me._write_backlog.append(rest)
-            me._write_buffer_size += len(rest)
-            me._do_write()
-            return
-        record = me._outgoing.read()
-        if record:
-            me._transport.write(record)
-        me._control_app_writing()
 
 
 def _tls_factory(
