@@ -65,11 +65,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_argv(target: str, data_dir: Path, port: int) -> list[str]:
+def server_argv(target: str, data_dir: Path, port: int, storage: str | None = None) -> list[str]:
     py = sys.executable
     if target == "relay":
         return [py, str(Path(__file__).with_name("relay.py")), "--port", str(port)]
     common = ["--data-dir", str(data_dir), "--udp", "off", "--https", "off", "--enroll", "off"]
+    if storage is not None:
+        common += ["--storage", storage]
     if target == "tls":
         tls = ["--tcp", f"127.0.0.1:{free_port()}", "--tls", f"127.0.0.1:{port}"]
         return [py, "-m", "liaison", "serve", *common, *tls, "--public-host", "localhost"]
@@ -189,11 +191,25 @@ async def drive(args: argparse.Namespace, pid: int, ctx: ssl.SSLContext | None) 
     for b in range(args.bursts):
         seq += 1
         now = dt.datetime.now(dt.UTC)
-        for _ in range(k):
-            c = clients[sender % n]
+        if args.senders == "one":
+            # One client writes the burst's K reports (K clients' uids) in one write, so the
+            # server reads them in one go and flushes each reader once: the same batching in
+            # every run, whatever the machine's timing.
+            c = clients[b % n]
             assert c.transport is not None
-            c.transport.write(build_event(sender % n, seq, 0, now))
-            sender += 1
+            burst = []
+            for _ in range(k):
+                if sender % n == b % n:
+                    sender += 1  # not the writer's own uid: it gets no copy of that one
+                burst.append(build_event(sender % n, seq, 0, now))
+                sender += 1
+            c.transport.write(b"".join(burst))
+        else:
+            for _ in range(k):
+                c = clients[sender % n]
+                assert c.transport is not None
+                c.transport.write(build_event(sender % n, seq, 0, now))
+                sender += 1
         await counter.wait_for(base + (b + 1) * k * (n - 1))
     wall = time.monotonic() - t0
     cpu1 = read_cpu(pid)
@@ -250,6 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--bursts", type=int, default=40)
     ap.add_argument("--burst", type=int, default=2, help="reports sent at once per burst")
+    ap.add_argument(
+        "--senders",
+        choices=("one", "many"),
+        default="one",
+        help="a burst written by one client in one write (one: exact batching), or by K clients",
+    )
+    ap.add_argument("--storage", help="Liaison's --storage (sqlite, the default, or memory)")
     ap.add_argument("--settle", type=float, default=2.0, help="seconds to wait between phases")
     ap.add_argument("--callgrind", action="store_true", help="count instructions (valgrind)")
     ap.add_argument("--strace", action="store_true", help="count system calls (strace -c)")
@@ -264,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.port = free_port()
     args.strace_out = tmp / "strace.txt"
     cg_out = tmp / "callgrind.out"
-    argv_ = server_argv(args.target, data_dir, args.port)
+    argv_ = server_argv(args.target, data_dir, args.port, args.storage)
     env = dict(os.environ, PYTHONHASHSEED="0")
     if args.target == "labels":
         env["LIAISON_POLICY_FILE"] = str(POLICY)
@@ -296,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected = args.bursts * args.burst * (args.clients - 1)
     line = (
         f"target {args.target}  clients {args.clients}  bursts {args.bursts} x {args.burst}"
+        f" ({args.senders})"
         f"  deliveries {d:.0f} (expected {expected})"
         f"  cpu us/delivery user {result['utime_s'] / d * 1e6:.2f}"
         f" sys {result['stime_s'] / d * 1e6:.2f}"

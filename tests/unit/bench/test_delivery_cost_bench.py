@@ -28,14 +28,18 @@ def _module() -> ModuleType:
         sys.path.remove(str(BENCH.parent))
 
 
-@pytest.mark.parametrize("target", ["tcp", "tls", "labels", "relay"])
-def test_every_delivery_of_every_burst_arrives(target: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "senders"),
+    [("tcp", "one"), ("tcp", "many"), ("tls", "one"), ("labels", "one"), ("relay", "many")],
+)
+def test_every_delivery_of_every_burst_arrives(target: str, senders: str) -> None:
     argv = [sys.executable, str(BENCH), "--target", target, "--clients", "8"]
-    argv += ["--bursts", "3", "--burst", "2", "--settle", "0.5"]
+    argv += ["--bursts", "3", "--burst", "2", "--settle", "0.5", "--senders", senders]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     # 3 bursts x 2 reports x 7 other clients, all received, nothing more or less.
-    assert f"target {target}  clients 8  bursts 3 x 2  deliveries 42 (expected 42)" in done.stdout
+    head = f"target {target}  clients 8  bursts 3 x 2 ({senders})  deliveries 42 (expected 42)"
+    assert head in done.stdout
     assert "cpu us/delivery user " in done.stdout
     assert "reproduce: " in done.stdout
 
