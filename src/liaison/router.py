@@ -30,7 +30,7 @@ from liaison.gate import Gate, IngestOutcome, content_hash, release_entries
 from liaison.latest.base import LatestEntry, LatestState
 from liaison.metrics import Metrics
 from liaison.model import labels
-from liaison.model.access import Decision, access_key, can_see
+from liaison.model.access import PERMIT, Decision, access_key, can_see
 from liaison.model.event import ALL_STREAMING, Dest, Event
 from liaison.model.labels import Label, LabelError, Policy
 from liaison.model.principal import Principal, PrincipalKind
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Outgoing:
     """One event on its way out, rendered at most once per wire format for all its recipients."""
 
-    __slots__ = ("_proto_frame", "_xml", "event", "sender_groups")
+    __slots__ = ("_proto_frame", "_xml", "coalesce_key", "event", "sender_groups")
 
     def __init__(self, event: Event, sender_groups: frozenset[str] = frozenset()) -> None:
         self.event = event
@@ -52,6 +52,9 @@ class Outgoing:
         self.sender_groups = sender_groups
         self._xml: bytes | None = None
         self._proto_frame: bytes | None = None
+        # Position reports of one uid may replace each other in a slow reader's queue; worked
+        # out once per event here rather than once per recipient (docs/performance.md).
+        self.coalesce_key: str | None = event.uid if event.is_position and not event.dests else None
 
     def xml(self) -> bytes:
         """The event as CoT XML (TAK protocol version 0)."""
@@ -64,12 +67,6 @@ class Outgoing:
         if self._proto_frame is None:
             self._proto_frame = tak_stream.frame(cot_proto.render_proto(self.event))
         return self._proto_frame
-
-    @property
-    def coalesce_key(self) -> str | None:
-        """Position reports of one uid may replace each other in a slow reader's queue."""
-        ev = self.event
-        return ev.uid if ev.is_position and not ev.dests else None
 
 
 class Source(Protocol):
@@ -211,6 +208,12 @@ def _tell_refused(plans: Iterable[_Fanout]) -> None:
 # Readers pause as soon as the log fails (Router.congested), so this only holds what was already
 # in flight; past the limit the oldest are dropped and counted.
 MAX_HELD_EVENTS = 10_000
+
+# Distinct access keys whose one object the router keeps (Router.attach); past this many the
+# table starts again. Keys are (groups, authorizations) pairs, a handful in practice.
+MAX_INTERNED_KEYS = 4096
+# No access key: what a fan-out's "key of the last recipient" is before the first one.
+_NO_KEY = object()
 # Distinct labels whose display banner is remembered; a mission uses a handful.
 MAX_BANNERS = 1024
 
@@ -249,6 +252,7 @@ class Router:
         self._federates: dict[int, Subscriber] = {}  # partner links, in attach order
         # Each subscriber's access key, computed once at attach (principals do not change).
         self._keys: dict[int, object] = {}
+        self._key_objects: dict[object, object] = {}  # access key -> its one object
         # The latest state: app.py picks the implementation (one node's, or a cluster's).
         self._latest: LatestState = latest
         # Held while the audit log fails: events to accept again, or accepted ones to distribute.
@@ -296,7 +300,16 @@ class Router:
         if k in self._subscribers:
             self._unindex(k)
         self._subscribers[k] = sub
-        self._keys[k] = access_key(sub.principal)
+        key = access_key(sub.principal)
+        # One object per distinct key: the decision of an event is found by the key's identity
+        # for every recipient but the first of its key, where equal keys of different objects
+        # compared their group sets each time (docs/performance.md, "Counted, not timed").
+        interned = self._key_objects.get(key)
+        if interned is None:
+            if len(self._key_objects) >= MAX_INTERNED_KEYS:
+                self._key_objects.clear()  # only a saving: equal keys still get equal decisions
+            interned = self._key_objects[key] = key
+        self._keys[k] = interned
         if k not in self._order:
             self._attached += 1
             self._order[k] = self._attached
@@ -601,8 +614,9 @@ class Router:
     def _deliver(self, plans: list[_Fanout]) -> int:
         delivered = 0
         for plan in plans:
+            out = plan.out
             for sub in plan.permitted:
-                sub.deliver(plan.out)
+                sub.deliver(out)
             delivered += len(plan.permitted)
         self.m_deliveries.inc(amount=delivered)
         return delivered
@@ -679,14 +693,18 @@ class Router:
         originator = label.originator if self.gate is not None and label is not None else None
         released: list[Principal] = []
         keys = self._keys
+        last_key: object = _NO_KEY
+        decision = PERMIT  # replaced at the first target: no key is _NO_KEY
         for sub in targets:
             key = keys.get(id(sub))
             if key is None:
                 key = access_key(sub.principal)
-            decision = decisions.get(key)
-            if decision is None:
-                decision = self._decide(sender_groups, label, sub.principal)
-                decisions[key] = decision
+            if key is not last_key:  # recipients in a row mostly share one (interned) key
+                last_key = key
+                found = decisions.get(key)
+                if found is None:
+                    found = decisions[key] = self._decide(sender_groups, label, sub.principal)
+                decision = found
             if decision.permit:
                 permitted.append(sub)
                 if originator is not None:

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Read on every delivery: a module constant costs less than the enum's class attribute.
+_OPEN = Phase.OPEN
+
 # Default seconds without one complete frame before a peer is dropped: 0, never. A listen-only
 # integration (a pytak feed reader, a dashboard) may send nothing for hours and is not dead; dead
 # peers are found by TCP keepalive and failed writes (transports/stream.py Keepalive). An operator
@@ -177,6 +180,7 @@ class StreamSession(asyncio.Protocol):
             OutboundLimits(max_items=settings.max_pending)
         )
         self._put = self._queue.put  # bound once: deliver() is the hottest path of a relay
+        self._mark = registry.batcher.mark
         self._flush_scheduled = False
         self._principal: Principal | None = None
         self.peer = "?"
@@ -377,29 +381,30 @@ class StreamSession(asyncio.Protocol):
 
     def deliver(self, out: Outgoing) -> None:
         """Queue one event for this peer. Never blocks; enforces the slow-consumer policy."""
-        if self._peer.phase is not Phase.OPEN:
+        # The path of every delivery: the usual case (queued, a flush already due or now
+        # marked) comes first and calls nothing but the queue (docs/performance.md).
+        if self._peer.phase is not _OPEN:
             return
         put = self._put(out, out.coalesce_key)
+        if put is QUEUED:
+            if not self._flush_scheduled and not self._queue.paused:
+                self._flush_scheduled = True
+                self._mark(self)
+            return
         if put is COALESCED:
             self._metrics.slow.inc("coalesced")
             return
         if put is OVERFLOW:
             self._metrics.slow.inc("disconnected")
             self._refuse(SlowConsumer(f"more than {self._settings.max_pending} events waiting"))
-            return
-        if put is QUEUED and not self._queue.paused:
-            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._registry.batcher.mark(self)
+            self._mark(self)
 
     def flush(self) -> None:
         """Write everything pending in one call (the write batcher calls this)."""
-        self._flush()
-
-    def _flush(self) -> None:
         self._flush_scheduled = False
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -409,9 +414,13 @@ class StreamSession(asyncio.Protocol):
             return
         if self._peer.format is WireFormat.PROTO:
             data = b"".join([o.proto_frame() for o in items])
+        elif len(items) == 1:
+            data = items[0].xml()
         else:
             data = b"".join([o.xml() for o in items])
         transport.write(data)
+
+    _flush = flush
 
     def _write_raw(self, data: bytes) -> None:
         """Write a link-level message the peer rendered straight away, ahead of anything queued."""

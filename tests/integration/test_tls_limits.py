@@ -112,3 +112,24 @@ async def test_big_events_from_several_tls_clients_at_once_arrive_intact(
                     key = b"/".join(text.split(b"/", 3)[:3]).decode() + "/"
                     got[key] = hashlib.sha256(text).digest()
             assert got == expected
+
+
+async def test_many_small_events_over_tls_arrive_in_order(start_server: ServerFactory) -> None:
+    """Small events one after the other take LeanSSLProtocol's direct write (one open
+    connection, nothing waiting): each of 300 chats from one TLS client reaches two TLS readers
+    once, whole, in the order sent."""
+    async with start_server() as server:
+        sender = await _tls_client(server, "chatty")
+        readers = [await _tls_client(server, f"r{i}") for i in range(2)]
+        async with clients(sender, *readers):
+            for i in range(300):
+                await sender.send(chat_event("uid-chatty", "CHATTY", f"seq-{i:04d}-end"))
+            loop = asyncio.get_running_loop()
+            for reader in readers:
+                seen: list[str] = []
+                deadline = loop.time() + 30
+                while len(seen) < 300 and loop.time() < deadline:
+                    for frame in await reader.collect(0.2, limit_s=2):
+                        if b"seq-" in frame:
+                            seen.append(frame.split(b"seq-", 1)[1][:4].decode())
+                assert seen == [f"{i:04d}" for i in range(300)]
