@@ -95,6 +95,14 @@ export class Api {
     }
   }
 
+  /** The feeds' status (docs/api.md "Feeds"), or null where the listener does not serve it. */
+  async feeds() {
+    const res = await this.request("GET", "/api/v1/feeds");
+    if (res.status === 404 || res.status === 405) return null;
+    if (!res.ok) throw new Error(`GET /api/v1/feeds: ${res.status}`);
+    return res.json();
+  }
+
   /** End the web session; the server answers with a redirect, which is not followed here. */
   async logout() {
     const headers = this.csrf ? { "X-CSRF-Token": this.csrf } : {};

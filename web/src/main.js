@@ -9,6 +9,7 @@ import { Api, SessionExpired } from "./api.js";
 import { Basemap, decodeBasemap } from "./basemap.js";
 import { ChatPanel } from "./chat.js";
 import { ContactsPanel } from "./contacts.js";
+import { FeedsPanel } from "./feeds.js";
 import { MissionsPanel } from "./missions.js";
 import { bannerFor, DEFAULT_ORDER, levelClass } from "./labels.js";
 import { showPopup } from "./popup.js";
@@ -246,9 +247,11 @@ class MapPage {
   /** The Layers panel: item layers on and off, overlays opened from files, hidden or removed. */
   bindLayers() {
     const panel = $("layers");
+    this.feeds = new FeedsPanel($("feeds"), this.api, () => !panel.hidden);
     $("layers-button").addEventListener("click", () => {
       panel.hidden = !panel.hidden;
       $("layers-button").setAttribute("aria-expanded", String(!panel.hidden));
+      this.feeds.opened(!panel.hidden);
     });
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {
