@@ -117,7 +117,7 @@ async def _peer_main(chain: bytes, key: bytes, ca: bytes) -> None:
         if not line:
             break
         batch, times[:] = list(times), []
-        print(json.dumps({"times": batch}), flush=True)
+        print(json.dumps({"times": batch, "cpu_s": time.process_time()}), flush=True)
     await server.stop(0)
 
 
@@ -277,7 +277,8 @@ class Bench:
         self.router.publish(cot_xml.parse_event(data), self.feed)
 
     async def collect(self, expected: int) -> list[tuple[int, int]]:
-        """Everything the peer received until ``expected`` arrived (or the phase limit)."""
+        """Everything the peer received until ``expected`` arrived (or the phase limit); the
+        peer's process CPU time at its last report is kept in ``peer_cpu_s``."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         got: list[tuple[int, int]] = []
         deadline = time.monotonic() + PHASE_LIMIT_S
@@ -285,8 +286,17 @@ class Bench:
             await asyncio.sleep(0.2)
             self.proc.stdin.write(b"report\n")
             await self.proc.stdin.drain()
-            got += [tuple(x) for x in json.loads(await self.proc.stdout.readline())["times"]]
+            report = json.loads(await self.proc.stdout.readline())
+            got += [tuple(x) for x in report["times"]]
+            self.peer_cpu_s = float(report["cpu_s"])
         return got
+
+    async def peer_cpu(self) -> float:
+        """The peer process's CPU seconds so far (what arrived meanwhile is not kept)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"report\n")
+        await self.proc.stdin.drain()
+        return float(json.loads(await self.proc.stdout.readline())["cpu_s"])
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -310,6 +320,7 @@ async def run(events: int, rate: float, seconds: float, root: Path) -> dict[str,
     try:
         # 1. Throughput: publish as fast as the router takes them.
         batch = _events(bench.policy, events, 0)
+        peer_cpu0 = await bench.peer_cpu()
         cpu0 = time.process_time()
         start_ns = time.time_ns()
         for k in range(0, events, CHUNK):
@@ -329,6 +340,7 @@ async def run(events: int, rate: float, seconds: float, root: Path) -> dict[str,
             "wall_s": wall,
             "events_per_s": len(got) / wall,
             "liaison_cpu_us_per_event": cpu / max(1, len(got)) * 1e6,
+            "peer_cpu_us_per_event": (bench.peer_cpu_s - peer_cpu0) / max(1, len(got)) * 1e6,
             "latency_ms_p50": _pct(lat, 50),
             "latency_ms_p99": _pct(lat, 99),
             "denials": bench.link.status.counts["denials"],
@@ -386,7 +398,8 @@ def main() -> int:
     print(
         f"throughput: {t['received']:,}/{t['events']:,} events at the peer in {t['wall_s']:.2f} s"
         f" = {t['events_per_s']:,.0f} events/s (publishing took {t['publish_s']:.2f} s;"
-        f" {t['liaison_cpu_us_per_event']:.0f} us Liaison CPU/event; latency under saturation"
+        f" {t['liaison_cpu_us_per_event']:.0f} us Liaison CPU/event,"
+        f" {t['peer_cpu_us_per_event']:.0f} us peer CPU/event; latency under saturation"
         f" p50 {t['latency_ms_p50']:.0f} ms, p99 {t['latency_ms_p99']:.0f} ms)"
     )
     print(
