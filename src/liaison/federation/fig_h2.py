@@ -52,6 +52,9 @@ MAX_HEADER_LIST = 64 * 1024
 # The HTTP/2 flow-control window we give the peer per stream and for the connection (bytes).
 STREAM_WINDOW = 1024 * 1024
 CONNECTION_WINDOW = 4 * 1024 * 1024
+# Bytes waiting in the TLS connection's buffer past which the peer is taken as not reading
+# (writers wait for the buffer to drain; only the reader's small answers can grow it).
+MAX_UNSENT = 32 * 1024 * 1024
 # Largest message accepted (a larger one fails its call with RESOURCE_EXHAUSTED).
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 # The gRPC status codes by number (grpc/doc/statuscodes.md).
@@ -348,33 +351,33 @@ class _Connection:
         conn = self._conn
         view = memoryview(data)
         sid = call.stream_id
-        while True:
-            if call._error is not None and (call._closed or not call._server):
-                raise call._error
-            if self._ended is not None:
-                raise RpcError("UNAVAILABLE", str(self._ended))
-            if call._closed:
-                raise RpcError("CANCELLED", "the stream is closed")
-            if not view:
-                break
-            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-            if room <= 0:
-                # The peer's window is spent: wait for its WINDOW_UPDATE (or the end).
-                self.flush()
-                self._window.clear()
-                await self._window.wait()
-                continue
-            piece, view = view[:room], view[room:]
-            try:
+        try:
+            while True:
+                if call._error is not None and (call._closed or not call._server):
+                    raise call._error
+                if self._ended is not None:
+                    raise RpcError("UNAVAILABLE", str(self._ended))
+                if call._closed:
+                    raise RpcError("CANCELLED", "the stream is closed")
+                if call._remote_done and not call._server:
+                    raise RpcError("CANCELLED", "the peer ended the call")
+                if not view:
+                    break
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if room <= 0:
+                    # The peer's window is spent: wait for its WINDOW_UPDATE (or the end).
+                    self.flush()
+                    self._window.clear()
+                    await self._window.wait()
+                    continue
+                piece, view = view[:room], view[room:]
                 conn.send_data(sid, piece)
-            except h2.exceptions.StreamClosedError:
-                raise RpcError("CANCELLED", "the peer closed the stream") from None
-        if end:
-            try:
+            if end:
                 conn.end_stream(sid)
-            except h2.exceptions.StreamClosedError:
-                raise RpcError("CANCELLED", "the peer closed the stream") from None
-            self._closed(call)
+                self._closed(call)
+        except h2.exceptions.StreamClosedError:
+            call._closed = True
+            raise RpcError("CANCELLED", "the peer closed the stream") from None
         self.flush()
         await self._writer.drain()
 
@@ -407,8 +410,14 @@ class _Connection:
                     raise error from None
                 for event in events:
                     self._dispatch(event)
+                # What answers these frames (acknowledgements, window updates) is written
+                # without waiting for the TLS buffer to drain: a reader that waited could
+                # deadlock with a peer that does the same while both write. Bounded instead.
                 self.flush()
-                await self._writer.drain()
+                if self._writer.transport.get_write_buffer_size() > MAX_UNSENT:
+                    error = PeerError("the peer does not read what we write", reason="stalled")
+                    self._end(error)
+                    raise error
         finally:
             if self._ended is None:
                 self._end(PeerError("connection closed", reason="closed"))
