@@ -4,8 +4,11 @@ own framing (``federation/fig_h2.py``, batches of ``--batch`` messages per write
 server in a separate process, on a Unix socket without TLS (so only gRPC's own cost is left).
 
 Reports, per variant, messages per second until the server had them all and the client
-process's CPU per message (every thread). Used to choose how the TAK v2 wire writes
-(docs/performance.md, "TAK federation v2").
+process's CPU per message (every thread). Then the server role's direction: N messages sent on
+one server-streaming call to a grpcio client in a separate process, by a grpcio asyncio server
+(an async generator, one message per ``yield``) and by ``fig_h2.Server`` (``--batch`` per
+write), both in this process (its CPU per message, until the client counted them all). Used to
+choose how the TAK v2 wire writes (docs/performance.md, "TAK federation v2").
 
     .venv/bin/python bench/grpc_stream_floor.py --messages 20000
 """
@@ -56,6 +59,79 @@ async def _server(path: str) -> None:
     await server.stop(0)
 
 
+def _reader(path: str, n: int) -> None:
+    """The grpcio client of the server-streaming variants: count the messages, print it."""
+    import grpc
+
+    with grpc.insecure_channel(f"unix:{path}") as ch:
+        call = ch.unary_stream(f"/{SERVICE}/Source")
+        count = sum(1 for _m in call(str(n).encode(), timeout=600))
+    print(count, flush=True)
+
+
+async def _serve_stream(variant: str, path: str, n: int, batch: int, messages: list[bytes]) -> int:
+    """Serve ``n`` messages on one Source call with ``variant``; the reader's count."""
+    import grpc
+    import grpc.aio
+
+    from liaison.federation import fig_h2
+
+    stop: list[Any] = []
+    if variant == "grpcio":
+
+        async def source(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            for i in range(n):
+                yield messages[i % 256]
+
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE, {"Source": grpc.unary_stream_rpc_method_handler(source)}
+                ),
+            )
+        )
+        server.add_insecure_port(f"unix:{path}")
+        await server.start()
+        stop.append(lambda: server.stop(0))
+    else:
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(call: fig_h2.Call) -> None:
+            await call.read()
+            for k in range(0, n, batch):
+                await call.write([messages[i % 256] for i in range(k, min(n, k + batch))])
+            call.finish()
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = fig_h2.Server(
+                reader,
+                writer,
+                service=SERVICE,
+                on_call=lambda call: tasks.add(asyncio.ensure_future(handle(call))),
+            )
+            await conn.start()
+            try:
+                await conn.run()
+            except Exception:  # the client went away: ConnectionEnded or a PeerError
+                pass
+            finally:
+                writer.close()
+
+        unix = await asyncio.start_unix_server(on_connection, path=path)
+
+        async def close() -> None:
+            unix.close()
+
+        stop.append(close)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--reader", path, str(n), stdout=asyncio.subprocess.PIPE
+    )
+    out, _err = await proc.communicate()
+    await stop[0]()
+    return int(out)
+
+
 def _measure(fn: Any) -> dict[str, float]:
     cpu0, wall0 = time.process_time(), time.monotonic()
     n = fn()
@@ -66,6 +142,9 @@ def _measure(fn: Any) -> dict[str, float]:
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--server":
         asyncio.run(_server(sys.argv[2]))
+        return 0
+    if len(sys.argv) == 4 and sys.argv[1] == "--reader":
+        _reader(sys.argv[2], int(sys.argv[3]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -138,6 +217,20 @@ def main() -> int:
             assert proc.stdin is not None
             proc.stdin.close()
             proc.wait(timeout=30)
+        for variant, name in (
+            ("grpcio", "server_role_grpcio_aio_one_yield_per_message"),
+            ("fig_h2", f"server_role_fig_h2_{args.batch}_per_write"),
+        ):
+            where = os.path.join(tmp, f"{variant}.s")
+            got: list[int] = []
+
+            def serve(variant: str = variant, where: str = where, got: list[int] = got) -> int:
+                got.append(asyncio.run(_serve_stream(variant, where, n, args.batch, messages)))
+                return n
+
+            out[name] = _measure(serve)
+            if got != [n]:
+                raise RuntimeError(f"{variant}: the reader counted {got}")
     print(json.dumps({"messages": n, "results": out, "load_avg": os.getloadavg()}, indent=1))
     return 0
 
