@@ -80,8 +80,11 @@ STATUS_NAMES = (
 _PREFIX = 5  # Length-Prefixed-Message: compressed flag + 4-byte big-endian length
 
 
-class RpcError(Exception):
-    """A call ended with a status other than OK; ``code`` is the status name (``UNIMPLEMENTED``)."""
+class RpcError(PeerError):
+    """A call ended with a status other than OK; ``code`` is the status name (``UNIMPLEMENTED``).
+    A PeerError, so one that escapes a session ends the connection like any peer failure."""
+
+    reason = "rpc_error"
 
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(f"{code}: {message}" if message else code)
@@ -334,7 +337,7 @@ class _Connection:
             return
         try:
             self._conn.send_headers(call.stream_id, headers, end_stream=end)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.H2Error:  # the stream is closed (reset by the peer)
             call._closed = True
             return
         if end:
@@ -378,6 +381,8 @@ class _Connection:
         except h2.exceptions.StreamClosedError:
             call._closed = True
             raise RpcError("CANCELLED", "the peer closed the stream") from None
+        except h2.exceptions.H2Error as exc:
+            raise RpcError("UNAVAILABLE", f"HTTP/2: {exc}") from None
         self.flush()
         await self._writer.drain()
 
@@ -513,9 +518,12 @@ class Channel(_Connection):
         if deadline_s is not None:
             # grpc-timeout: at most 8 digits and a unit (PROTOCOL-HTTP2.md, "Timeout").
             headers.append(("grpc-timeout", f"{max(1, int(deadline_s * 1000))}m"))
+        try:
+            conn.send_headers(stream_id, headers)
+        except h2.exceptions.H2Error as exc:  # e.g. the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+            raise RpcError("UNAVAILABLE", f"HTTP/2: {exc}") from None
         call = Call(self, stream_id)
         self._calls[stream_id] = call
-        conn.send_headers(stream_id, headers)
         self.flush()
         return call
 
