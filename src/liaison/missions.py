@@ -716,13 +716,7 @@ class Missions:
         m = self._find(viewer, name)
         self._require(m, token, DELETE)
         self._admit()
-        del self._missions[name]
-        for uid in m.items:
-            self._unhome(uid, name)
-        self._write(MissionWrite("delete_mission", (name,)))
-        self._forget_logs(name)
-        self.m_changes.inc("DELETE_MISSION")
-        self._announce(m.record, "t-x-m-d", "DELETE", None)
+        self._remove(m)
         self._tell_federation(MissionFedChange("delete", m.record))
         return m.record
 
@@ -1706,6 +1700,19 @@ class Missions:
             return True
         return label.originator == viewer.org or gate.config.partner_updates
 
+    def _remove(self, m: _Mission) -> None:
+        """Delete mission ``m``: its items leave it, the store and its logs forget it, and its
+        subscribers are told (``t-x-m-d``). Shared by ``DELETE /missions/{name}`` and a
+        partner's ``delete mission`` (ROL)."""
+        name = m.record.name
+        del self._missions[name]
+        for uid in m.items:
+            self._unhome(uid, name)
+        self._write(MissionWrite("delete_mission", (name,)))
+        self._forget_logs(name)
+        self.m_changes.inc("DELETE_MISSION")
+        self._announce(m.record, "t-x-m-d", "DELETE", None)
+
     def _forget_logs(self, mission: str) -> None:
         """A deleted mission leaves its entries: an entry naming no other mission goes."""
         for entry in [e for e in self._logs.values() if mission in e.mission_names]:
@@ -1832,13 +1839,7 @@ class Missions:
         m = self._missions.get(name)
         if m is None or m.record.creator != peer.name or self._store_busy():
             return False
-        del self._missions[name]
-        for uid in m.items:
-            self._unhome(uid, name)
-        self._write(MissionWrite("delete_mission", (name,)))
-        self._forget_logs(name)
-        self.m_changes.inc("DELETE_MISSION")
-        self._announce(m.record, "t-x-m-d", "DELETE", None)
+        self._remove(m)
         return True
 
     def federated_has(self, name: str, uid: str) -> bool:

@@ -237,8 +237,10 @@ async def test_stale_items_fade(start_server: ServerFactory, browser: Browser) -
         tak = await connect_tcp(server.tcp.port, "tak")
         async with clients(tak):
             await tak.send(unit_event("u-fresh", "FRESH", "a-f-G-U-C", 50.45, 30.52, None, None))
+            # Stale 10 s after it is sent: signing in and loading the page take up to 5 s on
+            # a loaded machine, and the item must first be seen fresh.
             await tak.send(
-                unit_event("u-old", "OLD", "a-f-G-U-C", 50.46, 30.54, None, None, stale_s=4)
+                unit_event("u-old", "OLD", "a-f-G-U-C", 50.46, 30.54, None, None, stale_s=10)
             )
             page = await sign_in(browser, server, "duty")
             await wait_drawn(page, "'u-fresh' in d && 'u-old' in d && !d['u-old'].stale")

@@ -1,8 +1,6 @@
 // The offline basemap: Natural Earth land, coastlines, borders and country names, drawn on a
 // canvas from the LBM1 files that scripts/build-basemap.mjs writes at build time.
 
-import { worldToLonLat } from "./geo.js";
-
 const MAGIC = 0x314d424c; // "LBM1"
 export const KIND_FILL = 0;
 export const KIND_LINE = 1;
@@ -80,15 +78,6 @@ function tracePaths(ctx, layer, view, close) {
   }
 }
 
-/** A graticule step (degrees) giving lines roughly 100-250 px apart at this zoom. */
-function graticuleStep(view) {
-  const degPerPx = 360 / view.scale;
-  for (const step of [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30]) {
-    if (step / degPerPx >= 120) return step;
-  }
-  return 30;
-}
-
 export class Basemap {
   /** ``low`` and ``high``: decoded LBM1 layers (110m, 50m); ``names``: countries.json. */
   constructor(low, high, names) {
@@ -113,7 +102,6 @@ export class Basemap {
       ctx.lineWidth = 1;
       ctx.stroke();
     }
-    this.drawGraticule(ctx, view);
     if (lines) {
       ctx.beginPath();
       tracePaths(ctx, lines, view, false);
@@ -124,57 +112,6 @@ export class Basemap {
       ctx.setLineDash([]);
     }
     this.drawNames(ctx, view);
-  }
-
-  drawGraticule(ctx, view) {
-    const step = graticuleStep(view);
-    const [x0, y0, x1, y1] = view.bounds();
-    const [lonMin, latMax] = worldToLonLat(Math.max(0, x0), Math.max(0, y0));
-    const [lonMax, latMin] = worldToLonLat(Math.min(1, x1), Math.min(1, y1));
-    ctx.beginPath();
-    for (let k = Math.ceil(lonMin / step); k * step <= lonMax; k++) {
-      const lon = k * step;
-      const [sx] = view.toScreen((lon + 180) / 360, 0);
-      ctx.moveTo(sx, 0);
-      ctx.lineTo(sx, view.height);
-    }
-    for (let k = Math.ceil(latMin / step); k * step <= latMax; k++) {
-      const lat = k * step;
-      const phi = (lat * Math.PI) / 180;
-      const y = (1 - Math.log(Math.tan(phi) + 1 / Math.cos(phi)) / Math.PI) / 2;
-      const [, sy] = view.toScreen(0, y);
-      ctx.moveTo(0, sy);
-      ctx.lineTo(view.width, sy);
-    }
-    ctx.strokeStyle = COLOURS.graticule;
-    ctx.lineWidth = 1;
-    ctx.stroke();
-  }
-
-  /** Coordinates of the graticule lines along the left and bottom edges of the view. */
-  drawGraticuleLabels(ctx, view) {
-    const step = graticuleStep(view);
-    const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
-    const fmt = (v, pos, neg) => `${Math.abs(v).toFixed(decimals)}°${v >= 0 ? pos : neg}`;
-    const [x0, y0, x1, y1] = view.bounds();
-    const [lonMin, latMax] = worldToLonLat(Math.max(0, x0), Math.max(0, y0));
-    const [lonMax, latMin] = worldToLonLat(Math.min(1, x1), Math.min(1, y1));
-    ctx.font = "10px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
-    ctx.fillStyle = "rgba(50, 65, 90, 0.8)";
-    ctx.textBaseline = "bottom";
-    for (let k = Math.ceil(lonMin / step); k * step <= lonMax; k++) {
-      const lon = k * step;
-      const [sx] = view.toScreen((lon + 180) / 360, 0);
-      if (sx > 60 && sx < view.width - 60) ctx.fillText(fmt(lon, "E", "W"), sx + 3, view.height - 22);
-    }
-    for (let k = Math.ceil(latMin / step); k * step <= latMax; k++) {
-      const lat = k * step;
-      const phi = (lat * Math.PI) / 180;
-      const y = (1 - Math.log(Math.tan(phi) + 1 / Math.cos(phi)) / Math.PI) / 2;
-      const [, sy] = view.toScreen(0, y);
-      if (sy > 20 && sy < view.height - 40) ctx.fillText(fmt(lat, "N", "S"), 50, sy - 2);
-    }
-    ctx.textBaseline = "alphabetic";
   }
 
   drawNames(ctx, view) {

@@ -32,16 +32,17 @@ export function worldToLonLat(x, y) {
  * Immutable: every change returns a new View, so a frame draws from one consistent value.
  */
 export class View {
-  constructor({ cx = 0.5, cy = 0.5, zoom = 2, width = 800, height = 600 } = {}) {
-    this.zoom = Math.max(MIN_ZOOM, Math.min(MAX_ZOOM, zoom));
+  /** ``clamp: false`` keeps the centre and zoom as given (an image wider than the world). */
+  constructor({ cx = 0.5, cy = 0.5, zoom = 2, width = 800, height = 600 } = {}, { clamp = true } = {}) {
+    this.zoom = clamp ? Math.max(MIN_ZOOM, Math.min(MAX_ZOOM, zoom)) : zoom;
     this.width = width;
     this.height = height;
     this.scale = TILE_PX * 2 ** this.zoom; // pixels per world unit
     // Keep the centre inside the world, and the world filling the view where it is big enough.
     const halfW = width / 2 / this.scale;
     const halfH = height / 2 / this.scale;
-    this.cx = halfW >= 0.5 ? 0.5 : Math.max(halfW, Math.min(1 - halfW, cx));
-    this.cy = halfH >= 0.5 ? 0.5 : Math.max(halfH, Math.min(1 - halfH, cy));
+    this.cx = !clamp ? cx : halfW >= 0.5 ? 0.5 : Math.max(halfW, Math.min(1 - halfW, cx));
+    this.cy = !clamp ? cy : halfH >= 0.5 ? 0.5 : Math.max(halfH, Math.min(1 - halfH, cy));
   }
 
   with(changes) {
@@ -96,19 +97,6 @@ export class View {
     const zoom = Math.min(maxZoom, Math.log2(Math.min(sx, sy) / TILE_PX));
     return this.with({ zoom, cx: (minx + maxx) / 2, cy: (miny + maxy) / 2 });
   }
-}
-
-/** The slippy-map tiles [z, x, y] covering a view at tile zoom ``z`` (no wrap-around). */
-export function tilesFor(view, z) {
-  const n = 2 ** z;
-  const [minx, miny, maxx, maxy] = view.bounds();
-  const x0 = Math.max(0, Math.floor(minx * n));
-  const y0 = Math.max(0, Math.floor(miny * n));
-  const x1 = Math.min(n - 1, Math.floor(maxx * n));
-  const y1 = Math.min(n - 1, Math.floor(maxy * n));
-  const out = [];
-  for (let y = y0; y <= y1; y++) for (let x = x0; x <= x1; x++) out.push([z, x, y]);
-  return out;
 }
 
 /** Great-circle distance in metres (haversine, mean Earth radius 6371 km). */

@@ -1,5 +1,6 @@
-// The map page: wires the API, the live stream, the store, the renderer and the side panels.
+// The map page: wires the API, the live stream, the store, the map (mapview.js) and the side panels.
 
+import "ol/ol.css";
 import "./style.css";
 import low110Url from "../generated/basemap-110m.bin?url";
 import high50Url from "../generated/basemap-50m.bin?url";
@@ -9,23 +10,23 @@ import { Basemap, decodeBasemap } from "./basemap.js";
 import { ChatPanel } from "./chat.js";
 import { ContactsPanel } from "./contacts.js";
 import { MissionsPanel } from "./missions.js";
-import { View, worldToLonLat } from "./geo.js";
 import { bannerFor, DEFAULT_ORDER, levelClass } from "./labels.js";
 import { showPopup } from "./popup.js";
-import { Renderer } from "./render.js";
+import { LiveMap } from "./mapview.js";
+import { MeasureTool } from "./measure.js";
+import { Overlays } from "./overlays.js";
+import { FORMAT_NAMES, FORMATS, formatCoords } from "./coords.js";
 import { Store } from "./store.js";
 import { Stream } from "./stream.js";
 import { Sprites } from "./symbols.js";
-import { TileLayer } from "./tiles.js";
-import { el, labelBadge } from "./ui.js";
+import { el, isolate, labelBadge } from "./ui.js";
+import { toLonLat } from "ol/proj.js";
 
 // How often stale times are compared with the clock (ms).
 const STALE_CHECK_MS = 3000;
 // Data-only changes (stream updates) redraw at most this often (ms); interaction redraws every
 // animation frame.
 const DATA_REDRAW_MS = 100;
-// Wheel: zoom levels per pixel of wheel delta (a notch is about 100 px).
-const WHEEL_ZOOM_PER_PX = 1 / 240;
 
 const $ = (id) => document.getElementById(id);
 
@@ -37,12 +38,13 @@ class MapPage {
     this.store = new Store();
     this.dpr = window.devicePixelRatio || 1;
     this.sprites = new Sprites(this.dpr);
-    this.canvas = $("map-canvas");
-    this.renderer = new Renderer(this.canvas, basemap, this.sprites);
-    this.view = new View({ cx: 0.5, cy: 0.4, zoom: 2, width: 800, height: 600 });
+    this.map = new LiveMap($("map-view"), basemap, this.sprites, this.store);
+    this.measure = new MeasureTool(this.map.map, $("measure-result"));
+    this.overlays = new Overlays(this.map.map, this.map.itemsLayer);
+    this.coordFormat = "dd";
+    this.pointer = null; // [lon, lat] last under the pointer
     this.selected = null;
     this.fitted = false;
-    this.frameRequested = false;
     this.lastDataDraw = 0;
     this.dataTimer = null;
     this.lastStats = null;
@@ -56,8 +58,6 @@ class MapPage {
   }
 
   start() {
-    this.resize();
-    new ResizeObserver(() => this.resize()).observe($("map"));
     this.bindPointer();
     this.bindControls();
     setInterval(() => {
@@ -83,7 +83,7 @@ class MapPage {
     this.chat.loadHistory();
     this.api.tiles().then((meta) => {
       if (meta) {
-        this.renderer.tiles = new TileLayer(meta, () => this.requestFrame());
+        this.map.addTiles(meta);
         $("attribution").textContent = `${meta.attribution || meta.name || "MBTiles"} · Natural Earth`;
         this.requestFrame();
       }
@@ -131,7 +131,7 @@ class MapPage {
 
   fitAll() {
     const ext = this.store.extent();
-    if (ext) this.setView(this.view.fit(ext, 60, 13));
+    if (ext) this.map.fitWorld(ext, 60, 13);
   }
 
   setConnection(state, delay) {
@@ -143,18 +143,14 @@ class MapPage {
 
   // --- drawing ------------------------------------------------------------------------------
 
-  setView(view) {
-    this.view = view;
-    this.requestFrame();
+  /** Move the view to ``fields`` ({cx, cy, zoom} in world coordinates, any of them). */
+  setView(fields) {
+    this.map.setFields(fields);
   }
 
   requestFrame() {
-    if (this.frameRequested) return;
-    this.frameRequested = true;
-    requestAnimationFrame(() => {
-      this.frameRequested = false;
-      this.drawNow();
-    });
+    this.map.sync(Date.now(), this.selected);
+    this.map.render();
   }
 
   /** Redraw after a data change, at most every DATA_REDRAW_MS. */
@@ -170,31 +166,24 @@ class MapPage {
     }, wait);
   }
 
-  drawNow() {
-    const stats = this.renderer.draw(this.view, this.store, Date.now(), this.selected);
-    this.frameTimes.push(stats.ms);
+  /** After each frame OpenLayers drew: what is on screen, the banner, the popup, the scale. */
+  afterFrame(ms) {
+    this.frameTimes.push(ms);
     if (this.frameTimes.length > 1000) this.frameTimes.shift();
-    if (this.overlayTrack) this.drawTrackOverlay();
+    const drawn = this.map.drawnItems();
+    const labelsOnScreen = new Set();
+    let unlabelled = false;
+    for (const { item } of drawn) {
+      if (item.label === null) unlabelled = true;
+      else labelsOnScreen.add(item.label);
+    }
+    const stats = { drawn: drawn.length, labelsOnScreen, unlabelled, ms };
+    this.lastDrawn = drawn;
     this.lastStats = stats;
     this.updateBanner(stats);
     this.updatePopupPosition();
     $("counts").textContent = `${this.store.items.size} items · ${stats.drawn} in view`;
     this.updateScale();
-    if (this.renderer.needsFollowUp) setTimeout(() => this.requestFrame(), 160);
-  }
-
-  drawTrackOverlay() {
-    const ctx = this.renderer.ctx;
-    const coords = this.overlayTrack.coords;
-    ctx.beginPath();
-    coords.forEach(([x, y], i) => {
-      const [sx, sy] = this.view.toScreen(x, y);
-      if (i === 0) ctx.moveTo(sx, sy);
-      else ctx.lineTo(sx, sy);
-    });
-    ctx.strokeStyle = "rgba(245, 158, 11, 0.9)";
-    ctx.lineWidth = 3;
-    ctx.stroke();
   }
 
   updateBanner(stats) {
@@ -213,9 +202,8 @@ class MapPage {
   }
 
   updateScale() {
-    // Metres per pixel at the centre latitude, then a round length of 60-150 px.
-    const [, lat] = worldToLonLat(this.view.cx, this.view.cy);
-    const mpp = (40075016.686 * Math.cos((lat * Math.PI) / 180)) / this.view.scale;
+    // Metres per pixel at the centre, then a round length of 60-150 px.
+    const mpp = this.map.metresPerPixel();
     let len = 1;
     for (const m of [1, 2, 5]) {
       for (let p = 0; p < 8; p++) {
@@ -228,85 +216,106 @@ class MapPage {
     node.textContent = len >= 1000 ? `${len / 1000} km` : `${len} m`;
   }
 
-  resize() {
-    const box = $("map").getBoundingClientRect();
-    const width = Math.max(100, Math.floor(box.width));
-    const height = Math.max(100, Math.floor(box.height));
-    this.dpr = window.devicePixelRatio || 1;
-    this.renderer.resize(width, height, this.dpr);
-    this.view = this.view.with({ width, height });
-    this.requestFrame();
-  }
-
   // --- interaction --------------------------------------------------------------------------
 
   bindPointer() {
-    const c = this.canvas;
-    let drag = null;
-    c.addEventListener("pointerdown", (e) => {
-      drag = { x: e.clientX, y: e.clientY, moved: 0, id: e.pointerId };
-      c.setPointerCapture(e.pointerId);
+    // Drag, wheel, double-click, the arrow keys and + / - are OpenLayers' own interactions.
+    const m = this.map.map;
+    m.on("click", (e) => {
+      if (!this.measure.active) this.select(this.map.hit(e.pixel[0], e.pixel[1]));
     });
-    c.addEventListener("pointermove", (e) => {
-      const r = c.getBoundingClientRect();
-      const [lon, lat] = worldToLonLat(...this.view.toWorld(e.clientX - r.left, e.clientY - r.top));
-      $("coords").textContent = `${lat.toFixed(5)}, ${lon.toFixed(5)}`;
-      if (!drag || drag.id !== e.pointerId) return;
-      const dx = e.clientX - drag.x;
-      const dy = e.clientY - drag.y;
-      drag.moved += Math.abs(dx) + Math.abs(dy);
-      drag.x = e.clientX;
-      drag.y = e.clientY;
-      c.classList.add("dragging");
-      this.setView(this.view.panBy(dx, dy));
+    m.on("pointermove", (e) => {
+      this.pointer = this.map.lonLatAt(e.pixel);
+      this.showCoords();
     });
-    const end = (e) => {
-      if (!drag || drag.id !== e.pointerId) return;
-      c.classList.remove("dragging");
-      const click = drag.moved < 4;
-      drag = null;
-      if (click && e.type === "pointerup") {
-        const r = c.getBoundingClientRect();
-        this.select(this.renderer.hit(e.clientX - r.left, e.clientY - r.top));
-      }
-    };
-    c.addEventListener("pointerup", end);
-    c.addEventListener("pointercancel", end);
-    c.addEventListener(
-      "wheel",
-      (e) => {
+    m.on("moveend", () => this.requestFrame());
+    this.map.onFrame = (ms) => this.afterFrame(ms);
+    $("map-view").addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        if (this.measure.active || !$("measure-result").hidden) this.measure.clear();
+        else this.select(null);
         e.preventDefault();
-        const r = c.getBoundingClientRect();
-        const px = e.deltaMode === 1 ? e.deltaY * 40 : e.deltaY;
-        this.setView(this.view.zoomAround(-px * WHEEL_ZOOM_PER_PX, e.clientX - r.left, e.clientY - r.top));
-      },
-      { passive: false },
-    );
-    c.addEventListener("dblclick", (e) => {
-      const r = c.getBoundingClientRect();
-      this.setView(this.view.zoomAround(1, e.clientX - r.left, e.clientY - r.top));
-    });
-    c.tabIndex = 0;
-    c.addEventListener("keydown", (e) => {
-      const step = 80;
-      const moves = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
-      if (moves[e.key]) this.setView(this.view.panBy(...moves[e.key]));
-      else if (e.key === "+" || e.key === "=") this.zoomBy(1);
-      else if (e.key === "-") this.zoomBy(-1);
-      else if (e.key === "Escape") this.select(null);
-      else return;
-      e.preventDefault();
+      }
     });
   }
 
   zoomBy(delta) {
-    this.setView(this.view.zoomAround(delta, this.view.width / 2, this.view.height / 2));
+    this.map.zoomBy(delta);
+  }
+
+  /** The Layers panel: item layers on and off, overlays opened from files, hidden or removed. */
+  bindLayers() {
+    const panel = $("layers");
+    $("layers-button").addEventListener("click", () => {
+      panel.hidden = !panel.hidden;
+      $("layers-button").setAttribute("aria-expanded", String(!panel.hidden));
+    });
+    for (const box of panel.querySelectorAll("input[data-layer]")) {
+      box.addEventListener("change", () => {
+        this.map.setLayerVisible(box.dataset.layer, box.checked);
+        if (!box.checked && this.selected && this.map.hidden.has(this.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
+          this.select(null);
+        }
+      });
+    }
+    const input = $("overlay-file");
+    input.addEventListener("change", async () => {
+      const status = $("overlay-status");
+      status.textContent = "";
+      for (const file of [...input.files]) {
+        try {
+          await this.overlays.open(file);
+        } catch (e) {
+          status.textContent = `Not opened: ${file.name}: ${e.message}`;
+        }
+      }
+      input.value = "";
+      this.renderOverlayList();
+    });
+  }
+
+  renderOverlayList() {
+    const list = $("overlay-list");
+    list.replaceChildren(
+      ...this.overlays.list.map((o) => {
+        const box = el("input", { type: "checkbox" });
+        box.checked = o.layer.getVisible();
+        box.addEventListener("change", () => o.layer.setVisible(box.checked));
+        const remove = el("button", { type: "button", title: "Remove this overlay", "aria-label": `Remove ${o.name}` }, "✕");
+        remove.addEventListener("click", () => {
+          this.overlays.remove(o.id);
+          this.renderOverlayList();
+        });
+        return el("li", {}, el("label", {}, box, " ", isolate(o.name), ` (${o.count})`), remove);
+      }),
+    );
+  }
+
+  /** The coordinates under the pointer, in the chosen format (decimal degrees, DMS, MGRS). */
+  showCoords() {
+    const node = $("coords");
+    node.dataset.format = this.coordFormat;
+    node.textContent = this.pointer ? formatCoords(this.pointer[0], this.pointer[1], this.coordFormat) : FORMAT_NAMES[this.coordFormat];
   }
 
   bindControls() {
     $("zoom-in").addEventListener("click", () => this.zoomBy(1));
     $("zoom-out").addEventListener("click", () => this.zoomBy(-1));
     $("fit").addEventListener("click", () => this.fitAll());
+    $("measure-distance").addEventListener("click", () => this.measure.toggle("distance"));
+    $("measure-area").addEventListener("click", () => this.measure.toggle("area"));
+    this.measure.onChange = () => {
+      $("measure-distance").setAttribute("aria-pressed", String(this.measure.mode === "distance"));
+      $("measure-area").setAttribute("aria-pressed", String(this.measure.mode === "area"));
+      $("map-view").classList.toggle("measuring", this.measure.active);
+    };
+    this.bindLayers();
+    $("coords").addEventListener("click", () => {
+      this.coordFormat = FORMATS[(FORMATS.indexOf(this.coordFormat) + 1) % FORMATS.length];
+      const next = FORMATS[(FORMATS.indexOf(this.coordFormat) + 1) % FORMATS.length];
+      $("coords").title = `${FORMAT_NAMES[this.coordFormat]} (click for ${FORMAT_NAMES[next]})`;
+      this.showCoords();
+    });
     $("logout").addEventListener("click", async () => {
       this.stream?.stop();
       try {
@@ -336,7 +345,10 @@ class MapPage {
   /** Select an item (or null): highlight it and show its popup. */
   select(uid) {
     this.selected = uid;
-    if (this.overlayTrack && this.overlayTrack.uid !== uid) this.overlayTrack = null;
+    if (this.overlayTrack && this.overlayTrack.uid !== uid) {
+      this.overlayTrack = null;
+      this.map.showTrack(null);
+    }
     const item = uid ? this.store.items.get(uid) : null;
     showPopup($("popup"), item, this);
     this.requestFrame();
@@ -366,7 +378,7 @@ class MapPage {
   goTo(uid) {
     const it = this.store.items.get(uid);
     if (!it) return;
-    this.setView(this.view.with({ cx: it.x, cy: it.y, zoom: Math.max(this.view.zoom, 11) }));
+    this.setView({ cx: it.x, cy: it.y, zoom: Math.max(this.map.fields().zoom, 11) });
     this.select(uid);
   }
 
@@ -377,7 +389,7 @@ class MapPage {
       return [(lon + 180) / 360, (1 - Math.log(Math.tan(phi) + 1 / Math.cos(phi)) / Math.PI) / 2];
     });
     this.overlayTrack = { uid, coords };
-    this.requestFrame();
+    this.map.showTrack(coords);
     return coords.length;
   }
 
@@ -388,12 +400,13 @@ class MapPage {
     if (!it) return;
     // Above the item, centred, so its symbol and label stay visible; below when there is no
     // room above; always inside the map.
-    const [sx, sy] = this.view.toScreen(it.x, it.y);
+    const [sx, sy] = this.map.toScreen(it.x, it.y);
+    const { width, height } = this.map.fields();
     const w = popup.offsetWidth;
     const h = popup.offsetHeight;
     const gap = 26;
-    const x = Math.max(6, Math.min(this.view.width - w - 6, sx - w / 2));
-    const y = sy - gap - h >= 6 ? sy - gap - h : Math.min(this.view.height - h - 6, sy + gap);
+    const x = Math.max(6, Math.min(width - w - 6, sx - w / 2));
+    const y = sy - gap - h >= 6 ? sy - gap - h : Math.min(height - h - 6, sy + gap);
     popup.style.transform = `translate(${Math.round(x)}px, ${Math.round(y)}px)`;
   }
 
@@ -412,34 +425,13 @@ class MapPage {
       stale: it.isStale(now),
       label: it.label,
     });
-    const out = [];
-    for (const h of this.renderer.hits) {
-      const it = this.store.items.get(h.uid);
-      if (it) out.push(describe(it, h.x, h.y));
-    }
-    for (const it of this.renderer.drawnLines) {
-      const [x, y] = this.renderer.view.toScreen(it.rings[0][0], it.rings[0][1]);
-      out.push(describe(it, x, y));
-    }
-    return out;
+    return (this.lastDrawn ?? []).map(({ item, x, y }) => describe(item, x, y));
   }
 
   /** Draw ``frames`` frames, panning a little each time; full frame time statistics in ms. */
   benchmark(frames = 60) {
-    const times = [];
-    let view = this.view;
-    for (let i = 0; i < frames; i++) {
-      view = view.panBy(i % 2 === 0 ? 3 : -3, 0);
-      const t0 = performance.now();
-      this.renderer.draw(view, this.store, Date.now(), this.selected);
-      // Reading a pixel makes the browser finish rasterising the frame now, so the time
-      // includes the drawing itself, not just the recording of the commands.
-      this.renderer.ctx.getImageData(0, 0, 1, 1);
-      times.push(performance.now() - t0);
-    }
-    times.sort((a, b) => a - b);
-    const mean = times.reduce((a, b) => a + b, 0) / times.length;
-    return { frames, mean, median: times[Math.floor(frames / 2)], p95: times[Math.floor(frames * 0.95)], max: times[frames - 1] };
+    this.requestFrame();
+    return this.map.benchmark(frames);
   }
 }
 
@@ -485,13 +477,14 @@ async function main() {
     rendered: () => page.rendered(),
     benchmark: (n) => page.benchmark(n),
     stats: () => ({ ...page.lastStats, labelsOnScreen: [...(page.lastStats?.labelsOnScreen ?? [])] }),
-    view: () => page.view.fields(),
+    view: () => page.map.fields(),
     items: () => page.store.items.size,
     banner: () => page.bannerText,
     goTo: (uid) => page.goTo(uid),
     fit: () => page.fitAll(),
     frameTimes: () => page.frameTimes.splice(0),
-    setView: (fields) => page.setView(page.view.with(fields)),
+    setView: (fields) => page.setView(fields),
+    overlays: () => page.overlays.describe(toLonLat),
   };
 }
 

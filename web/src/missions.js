@@ -208,7 +208,7 @@ export class MissionsPanel {
       ]);
       if (this.current !== name) return; // another mission was opened meanwhile
       const features = Array.isArray(fc?.features) ? fc.features : [];
-      for (const f of features) this.page.store.upsert(f);
+      for (const f of features) this.page.store.upsert(f)?.markMission();
       this.page.dataChanged();
       const m = Array.isArray(mission?.data) ? mission.data[0] : null;
       this.renderDetail(m ?? { name }, features, timelineRows(changes?.data, logs?.data));
@@ -230,7 +230,7 @@ export class MissionsPanel {
       maxx = Math.max(maxx, it.bbox[2]);
       maxy = Math.max(maxy, it.bbox[3]);
     }
-    if (Number.isFinite(minx)) this.page.setView(this.page.view.fit([minx, miny, maxx, maxy], 60, 13));
+    if (Number.isFinite(minx)) this.page.map.fitWorld([minx, miny, maxx, maxy], 60, 13);
   }
 
   renderDetail(mission, features, rows) {

@@ -2,7 +2,7 @@
 // showPopup again whenever the item it shows changes (an update, a stale time passing), so an
 // open popup is always current. Text that comes from the feed goes in isolated (ui.isolate).
 
-import { motionText } from "./render.js";
+import { motionText } from "./itemstyle.js";
 import { ago, el, isolate, labelBadge, shortTime } from "./ui.js";
 
 function row(name, value) {

@@ -80,6 +80,7 @@ export class Item {
   }
 
   update(feature) {
+    this.rev = (this.rev ?? 0) + 1; // the map redraws an item whose rev changed
     const p = feature.properties ?? {};
     const g = geometryOf(feature);
     this.feature = feature;
@@ -129,6 +130,11 @@ export class Item {
       this.x = this.rings[0]?.[0] ?? 0.5;
       this.y = this.rings[0]?.[1] ?? 0.5;
     }
+  }
+
+  /** This item came from a mission (the Missions panel), for the map's "Mission items" layer. */
+  markMission() {
+    this.fromMission = true;
   }
 
   /** Record a new position; the previous one joins the trail when the unit really moved. */

@@ -1,7 +1,7 @@
 // Unit tests of the Web Mercator math and the view.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { distanceM, lonLatToWorld, MAX_LAT, tilesFor, View, worldToLonLat } from "../src/geo.js";
+import { distanceM, lonLatToWorld, MAX_LAT, View, worldToLonLat } from "../src/geo.js";
 
 const near = (a, b, eps = 1e-9) => assert.ok(Math.abs(a - b) < eps, `${a} != ${b}`);
 
@@ -45,13 +45,6 @@ test("fit shows the rectangle", () => {
   const [x0, y0] = v.toScreen(0.55, 0.3);
   const [x1, y1] = v.toScreen(0.56, 0.31);
   assert.ok(x0 >= 39 && y0 >= 39 && x1 <= 761 && y1 <= 561);
-});
-
-test("tiles covering a view", () => {
-  const v = new View({ cx: 0.5, cy: 0.5, zoom: 2, width: 512, height: 512 });
-  const tiles = tilesFor(v, 2);
-  assert.equal(tiles.length, 9);
-  assert.deepEqual(tiles[0], [2, 1, 1]);
 });
 
 test("distance", () => {
