@@ -117,8 +117,76 @@ async def _peer_main(chain: bytes, key: bytes, ca: bytes) -> None:
         if not line:
             break
         batch, times[:] = list(times), []
-        print(json.dumps({"times": batch}), flush=True)
+        print(json.dumps({"times": batch, "cpu_s": time.process_time()}), flush=True)
     await server.stop(0)
+
+
+async def _peer_client_main(port: int, chain: bytes, key: bytes, ca: bytes) -> None:
+    """The peer as a TAK v2 *client* (``--role server``): dials Liaison's federation listener,
+    waits for SERVING on the groups stream, opens ClientEventStream (our events) and then
+    ServerEventStream (held open, nothing sent), checks health every second, and notes the
+    receipt time of every FederatedEvent with an event."""
+    import grpc
+    import grpc.aio
+
+    times: list[tuple[int, int]] = []
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=chain
+    )
+    channel = grpc.aio.secure_channel(
+        f"127.0.0.1:{port}",
+        creds,
+        options=[
+            ("grpc.ssl_target_name_override", "localhost"),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ],
+    )
+    service = f"/{SERVICE}/"
+    sub = fig_pb2.Subscription(
+        identity=fig_pb2.Identity(name="bench-peer", serverId="bench-peer"),
+        version=fig_pb2.TakServerVersion(major=5),
+    ).SerializeToString()
+    groups = channel.unary_stream(service + "ServerFederateGroupsStream")(sub)
+    async for _update in groups:
+        break  # SERVING comes first
+    inbound = channel.unary_stream(service + "ClientEventStream")(sub)
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await asyncio.Event().wait()
+        yield b""  # never reached
+
+    held = channel.stream_unary(service + "ServerEventStream")(nothing())
+
+    async def read() -> None:
+        parse = fig_pb2.FederatedEvent.FromString
+        async for data in inbound:
+            now = time.time_ns()
+            fed = parse(data)
+            if fed.HasField("event"):
+                times.append((int(fed.event.uid.rsplit("-", 1)[1]), now))
+
+    async def health() -> None:
+        check = channel.unary_unary(service + "HealthCheck")
+        request = fig_pb2.ClientHealth(status=fig_pb2.ClientHealth.SERVING).SerializeToString()
+        while True:
+            await check(request, timeout=10)
+            await asyncio.sleep(1.0)
+
+    tasks = [asyncio.ensure_future(read()), asyncio.ensure_future(health())]
+    print(json.dumps({"port": port}), flush=True)
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    for _ in range(1000):
+        line = await reader.readline()
+        if not line:
+            break
+        batch, times[:] = list(times), []
+        print(json.dumps({"times": batch, "cpu_s": time.process_time()}), flush=True)
+    for task in tasks:
+        task.cancel()
+    held.cancel()
+    await channel.close()
 
 
 # --- Liaison's side ------------------------------------------------------------------------------
@@ -190,8 +258,10 @@ def _events(policy: Any, n: int, start: int) -> list[tuple[int, bytes]]:
 
 
 class Bench:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, role: str = "client", window: int = 1000) -> None:
         self.root = root
+        self.window = window  # [federation] window: rows sent and not yet acknowledged/settled
+        self.role = role  # Liaison's: "client" dials the peer, "server" is dialled by it
 
     async def start(self) -> None:
         from liaison.audit import AuditLog
@@ -210,31 +280,26 @@ class Bench:
         chain = root / "peer-chain.pem"
         pem = peer.server_cert.read_bytes() + peer.ca_cert.read_bytes()
         await asyncio.to_thread(chain.write_bytes, pem)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--peer",
-            str(chain),
-            str(peer.server_key),
-            str(usa.ca_cert),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=256 * 1024 * 1024,
-        )
-        assert self.proc.stdout is not None
-        port = json.loads(await self.proc.stdout.readline())["port"]
+        if self.role == "client":
+            await self._spawn("--peer", str(chain), str(peer.server_key), str(usa.ca_cert))
+            assert self.proc.stdout is not None
+            port = json.loads(await self.proc.stdout.readline())["port"]
 
         def now_ms() -> int:
             return time.time_ns() // 1_000_000
 
+        where: dict[str, Any] = (
+            {"dial": f"127.0.0.1:{port}"} if self.role == "client" else {"accept": True}
+        )
         config = federation_from_table(
             {
                 "server_id": "usa-srv",
-                "listen": "off",
+                "window": self.window,
+                "listen": "off" if self.role == "client" else "127.0.0.1:0",
                 "peer": [
                     {
                         "name": "ukr",
-                        "dial": f"127.0.0.1:{port}",
+                        **where,
                         "ca_file": str(peer.ca_cert),
                         "fingerprint": fingerprint_sha256(load_server_cert(peer)),
                         "protocol": "tak-v2",
@@ -263,12 +328,33 @@ class Bench:
         await self.fed.start()
         self.task = asyncio.create_task(self.fed.run())
         self.link = self.fed.links["ukr"]
+        if self.role == "server":
+            assert self.fed.bound is not None
+            await self._spawn(
+                "--peer-client",
+                str(self.fed.bound.port),
+                str(chain),
+                str(peer.server_key),
+                str(usa.ca_cert),
+            )
+            assert self.proc.stdout is not None
+            await self.proc.stdout.readline()
         self.feed = Feed()
         deadline = time.monotonic() + 30
         while self.link.status.state.value != "up":  # bounded poll
             if time.monotonic() > deadline:
                 raise RuntimeError(f"link not up: {self.link.status.last_error}")
             await asyncio.sleep(0.05)
+
+    async def _spawn(self, *args: str) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=256 * 1024 * 1024,
+        )
 
     def publish(self, xml: bytes) -> None:
         from liaison.protocol import cot_xml
@@ -277,7 +363,8 @@ class Bench:
         self.router.publish(cot_xml.parse_event(data), self.feed)
 
     async def collect(self, expected: int) -> list[tuple[int, int]]:
-        """Everything the peer received until ``expected`` arrived (or the phase limit)."""
+        """Everything the peer received until ``expected`` arrived (or the phase limit); the
+        peer's process CPU time at its last report is kept in ``peer_cpu_s``."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         got: list[tuple[int, int]] = []
         deadline = time.monotonic() + PHASE_LIMIT_S
@@ -285,8 +372,17 @@ class Bench:
             await asyncio.sleep(0.2)
             self.proc.stdin.write(b"report\n")
             await self.proc.stdin.drain()
-            got += [tuple(x) for x in json.loads(await self.proc.stdout.readline())["times"]]
+            report = json.loads(await self.proc.stdout.readline())
+            got += [tuple(x) for x in report["times"]]
+            self.peer_cpu_s = float(report["cpu_s"])
         return got
+
+    async def peer_cpu(self) -> float:
+        """The peer process's CPU seconds so far (what arrived meanwhile is not kept)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"report\n")
+        await self.proc.stdin.drain()
+        return float(json.loads(await self.proc.stdout.readline())["cpu_s"])
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -304,12 +400,15 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def run(events: int, rate: float, seconds: float, root: Path) -> dict[str, Any]:
-    bench = Bench(root)
+async def run(
+    events: int, rate: float, seconds: float, root: Path, role: str = "client", window: int = 1000
+) -> dict[str, Any]:
+    bench = Bench(root, role, window)
     await bench.start()
     try:
         # 1. Throughput: publish as fast as the router takes them.
         batch = _events(bench.policy, events, 0)
+        peer_cpu0 = await bench.peer_cpu()
         cpu0 = time.process_time()
         start_ns = time.time_ns()
         for k in range(0, events, CHUNK):
@@ -329,6 +428,7 @@ async def run(events: int, rate: float, seconds: float, root: Path) -> dict[str,
             "wall_s": wall,
             "events_per_s": len(got) / wall,
             "liaison_cpu_us_per_event": cpu / max(1, len(got)) * 1e6,
+            "peer_cpu_us_per_event": (bench.peer_cpu_s - peer_cpu0) / max(1, len(got)) * 1e6,
             "latency_ms_p50": _pct(lat, 50),
             "latency_ms_p99": _pct(lat, 99),
             "denials": bench.link.status.counts["denials"],
@@ -363,14 +463,30 @@ def main() -> int:
         chain, key, ca = (Path(f).read_bytes() for f in sys.argv[2:5])
         asyncio.run(_peer_main(chain, key, ca))
         return 0
+    if len(sys.argv) == 6 and sys.argv[1] == "--peer-client":
+        chain, key, ca = (Path(f).read_bytes() for f in sys.argv[3:6])
+        asyncio.run(_peer_client_main(int(sys.argv[2]), chain, key, ca))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="latency phase, events/s")
     parser.add_argument("--seconds", type=float, default=3.0, help="latency phase length")
+    parser.add_argument(
+        "--role",
+        choices=("client", "server"),
+        default="client",
+        help="Liaison's role: client dials the peer (a grpcio server), server is dialled by it"
+        " (a grpcio client)",
+    )
+    parser.add_argument(
+        "--window", type=int, default=1000, help="[federation] window (1000 in production)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="liaison-takfedbench-") as tmp:
-        result = asyncio.run(run(args.events, args.rate, args.seconds, Path(tmp)))
+        result = asyncio.run(
+            run(args.events, args.rate, args.seconds, Path(tmp), args.role, args.window)
+        )
     result["command"] = " ".join([".venv/bin/python", "bench/takfed_bench.py", *sys.argv[1:]])
     result["machine"] = {
         "cpus": os.cpu_count(),
@@ -386,7 +502,8 @@ def main() -> int:
     print(
         f"throughput: {t['received']:,}/{t['events']:,} events at the peer in {t['wall_s']:.2f} s"
         f" = {t['events_per_s']:,.0f} events/s (publishing took {t['publish_s']:.2f} s;"
-        f" {t['liaison_cpu_us_per_event']:.0f} us Liaison CPU/event; latency under saturation"
+        f" {t['liaison_cpu_us_per_event']:.0f} us Liaison CPU/event,"
+        f" {t['peer_cpu_us_per_event']:.0f} us peer CPU/event; latency under saturation"
         f" p50 {t['latency_ms_p50']:.0f} ms, p99 {t['latency_ms_p99']:.0f} ms)"
     )
     print(

@@ -248,7 +248,7 @@ class Federation:
         try:
             if link.peer.protocol == PROTOCOL_TAK_V2 and address is not None:
                 # The peer's wire: TAK federation v2 (client role), same pinned TLS connection.
-                # Imported here: grpcio costs some 9 MB of memory, paid only with a TAK peer.
+                # Imported here: h2 and the FIG messages are loaded only with a TAK peer.
                 from liaison.federation import takv2
 
                 await takv2.serve(
@@ -260,12 +260,12 @@ class Federation:
                     router=self._router,
                 )
             elif link.peer.protocol == PROTOCOL_TAK_V2:
-                # TAK federation v2, server role: the peer dialled our listener (grpcio, as above).
+                # TAK federation v2, server role: the peer dialled our listener (h2, as above).
                 from liaison.federation import takv2_server
 
                 await takv2_server.serve(link, reader, writer, router=self._router, tap=self._tap)
             elif link.peer.protocol == PROTOCOL_TAK_V1:
-                # TAK federation v1, either role (no gRPC: grpcio is not loaded for it).
+                # TAK federation v1, either role (no gRPC: h2 is not loaded for it).
                 await takv1.serve(
                     link,
                     reader,

@@ -3,16 +3,21 @@ Server (or any v2 federate) and drives the peer's :class:`~liaison.federation.li
 
 TLS is Liaison's own, not gRPC's: the supervisor dials with ``federation/tls.py`` (our
 certificate, trusting only the peer's CA, ALPN ``h2``) and pins the peer's leaf certificate by
-its SHA-256 before a byte of gRPC is sent. The plaintext side of that one TLS connection is then
-offered to grpcio on a private Unix socket (a one-connection bridge), so every call of the
-session travels on one TLS connection, as TAK Server requires (tak-federation.md 2.3), and the
-tap sees exactly the HTTP/2 bytes that cross.
+its SHA-256 before a byte of gRPC is sent. The gRPC calls are then made on that one TLS
+connection by ``fig_h2`` (gRPC over HTTP/2 with the ``h2`` state machine, no grpcio), so every
+call of the session travels on it, as TAK Server requires (tak-federation.md 2.3), and the tap
+sees exactly the HTTP/2 bytes that cross. Each batch of rows the link hands over is written as
+one run of DATA frames carrying all their messages (gRPC allows any number of Length-Prefixed-
+Messages in a DATA frame).
 
 Call order (tak-federation.md 6.2): ``ServerFederateGroupsStream`` (wait for
 ``streamUpdate = SERVING``, or UNIMPLEMENTED), ``ClientEventStream`` (inbound events) *before*
 ``ServerEventStream`` (outbound events), ``HealthCheck{SERVING}`` every 3 s with a deadline,
-``ClientROLStream`` after the first SERVING answer (drained and ignored). ``getIdentity`` and
-``SendOneEvent`` are never used.
+``ServerROLStream`` (our mission ROL) once the event streams are open, ``ClientROLStream`` (the
+peer's ROL) after the first SERVING answer; ROL both ways is the link's mission ROL
+(``mission_rol.py``); for a link without one, ServerROLStream is not opened and the peer's ROL
+is drained and ignored.
+``getIdentity`` and ``SendOneEvent`` are never used.
 
 Outbound: the link's send loop hands rows (the guard's release bytes); each is translated by
 ``fig_codec.release_to_federated``, serialized, read back from the serialized bytes and
@@ -29,25 +34,20 @@ possible). Inbound: contacts become presence or
 delete events, mission notices and messages that map to no local group are dropped and counted,
 and each GeoEvent becomes CoT XML (``fig_codec.inbound_cot``: peer's default label, provenance,
 ptp destinations) that goes through the link's validator, audit and router into the mapped
-groups; ROL is ignored. Both roles (and any TAK wire) share this: ``fig_link.py``.
+groups; ROL goes to ``mission_rol.py`` as the message's bytes. Both roles (and any TAK wire)
+share this: ``fig_link.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import grpc
-import grpc.aio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from liaison.errors import PeerError
-from liaison.federation import fed_groups
+from liaison.federation import fed_groups, fig_h2
 from liaison.federation.connection import (
     ConnectionEnded,
     Tap,
@@ -62,6 +62,7 @@ from liaison.federation.fig_link import apply_inbound as apply_inbound
 from liaison.federation.fig_link import encode_row as encode_row
 from liaison.federation.fig_link import encode_rows as encode_rows
 from liaison.federation.fig_link import note_remote_groups as note_remote_groups
+from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
 from liaison.federation.outbox import Outgoing as OutboxRow
 from liaison.federation.proto import fig_pb2
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE = "/com.atakmap.FederatedChannel/"
+SERVICE = "com.atakmap.FederatedChannel"
 
 # Seconds between our HealthCheck calls; TAK Server's own client uses 3 s and kills a stream
 # that had no SERVING health for 15 s (tak-federation.md 6.2 step 5).
@@ -81,14 +82,11 @@ HEALTH_TIMEOUT_S = 5.0
 # Seconds to wait for the groups stream's SERVING before opening the event streams.
 HANDSHAKE_TIMEOUT_S = 15.0
 # Largest gRPC message accepted or sent (grpcio's 4 MiB default is too small for ROL with
-# files, trap 22; ROL is drained and ignored, events are bounded again by cot_xml's limits).
+# files, trap 22; ROL is bounded again by mission_rol's MAX_ROL_BYTES, events by cot_xml's).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Received events waiting to be validated; past this the reader stops reading (HTTP/2 flow
 # control then holds the peer back).
 MAX_INBOUND_QUEUE = 1000
-# Bytes moved per read between the TLS connection and grpcio's socket.
-BRIDGE_CHUNK = 64 * 1024
-# Seconds to wait for a closing TLS connection to finish its goodbye.
 # Version announced in Subscription.version (TAK needs major >= 1, trap 9).
 VERSION_MAJOR = 1
 VERSION_VARIANT = "liaison"
@@ -107,143 +105,19 @@ def _identity(link: PeerLink) -> fig_pb2.Subscription:
     )
 
 
-async def pump(
-    src: asyncio.StreamReader,
-    dst: asyncio.StreamWriter,
-    tap: Tap | None,
-    direction: str,
-    seen: Callable[[bytes], None] | None = None,
-) -> None:
-    """Move bytes one way between the TLS connection and grpcio's socket (both roles);
-    ``seen``, if given, gets each chunk once it has been handed to ``dst``, so what it learns
-    (a frame written, bytes from the peer) is never ahead of the connection."""
-    while True:
-        data = await src.read(BRIDGE_CHUNK)
-        if not data:
-            raise ConnectionEnded
-        if tap is not None:
-            tap(direction, data)
-        dst.write(data)
-        if seen is not None:
-            seen(data)
-        await dst.drain()
-
-
-# The client connection preface of HTTP/2 (RFC 9113 section 3.4).
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_FRAME_HEADER = 9
-_FLAG_END_STREAM = 0x1
-_TYPE_DATA, _TYPE_HEADERS = 0x0, 0x1
-
-
-class _FrameWatch:
-    """Counts the HTTP/2 streams grpcio half-closed on the way out (RFC 9113 section 4.1 frame
-    layout), so the session knows a unary request (ClientEventStream's subscription) has been
-    written to the TLS connection before it opens the next call."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._preface = True
-        self.half_closed: set[int] = set()
-        self.changed = asyncio.Event()
-
-    def feed(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        if self._preface:
-            if len(buf) < len(_PREFACE):
-                return
-            del buf[: len(_PREFACE)]
-            self._preface = False
-        while len(buf) >= _FRAME_HEADER:
-            length = int.from_bytes(buf[0:3], "big")
-            if len(buf) < _FRAME_HEADER + length:
-                return
-            kind, flags = buf[3], buf[4]
-            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-            del buf[: _FRAME_HEADER + length]
-            if kind in (_TYPE_DATA, _TYPE_HEADERS) and flags & _FLAG_END_STREAM and stream:
-                self.half_closed.add(stream)
-                self.changed.set()
-
-    async def wait_half_closed(self, count: int) -> None:
-        while len(self.half_closed) < count:
-            self.changed.clear()
-            await self.changed.wait()
-
-
-class _Bridge:
-    """A private Unix socket that gives grpcio the plaintext of one pinned TLS connection.
-
-    It accepts exactly one connection (the socket is in a fresh 0700 directory); a second one
-    (grpcio reconnecting after the first ended) is closed at once, so a session never moves to
-    another TLS connection.
-    """
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        tap: Tap | None,
-        tg: asyncio.TaskGroup,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._tap = tap
-        self._tg = tg
-        self._used = False
-        self.directory = tempfile.mkdtemp(prefix="liaison-fig-")
-        self.path = os.path.join(self.directory, "s")
-        self._server: asyncio.Server | None = None
-        self._local: asyncio.StreamWriter | None = None
-        self.frames = _FrameWatch()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._on_local, path=self.path)
-
-    async def _on_local(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._used:
-            writer.close()
-            return
-        self._used = True
-        self._local = writer
-        self._tg.create_task(pump(self._reader, writer, self._tap, "in"), name="fig-bridge-in")
-        self._tg.create_task(
-            pump(reader, self._writer, self._tap, "out", self.frames.feed), name="fig-bridge-out"
-        )
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        if self._local is not None:
-            self._local.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-class _Raw:
-    """A response "deserializer" that keeps the message bytes (ROL is decoded, and hashed for
-    the audit record, by ``mission_rol.py``)."""
-
-    @staticmethod
-    def FromString(data: bytes) -> bytes:
-        return data
-
-
 class FigClientSession:
     """One v2 connection of a link, Liaison dialling: the WireSession of this wire."""
 
     def __init__(
         self,
         link: PeerLink,
-        channel: grpc.aio.Channel,
-        frames: _FrameWatch,
+        channel: fig_h2.Channel,
         router: Router | None = None,
     ) -> None:
         self._link = link
         self._channel = channel
-        self._frames = frames
         self._router = router
-        self._out: Any = None  # the ServerEventStream call (grpc.aio.StreamUnaryCall)
+        self._out: fig_h2.Call | None = None  # the ServerEventStream call
         self._book = ContactBook()
         # The highest sequence number written (or refused) on this connection, and the wish for
         # a HealthCheck that confirms it (see _check).
@@ -254,51 +128,40 @@ class FigClientSession:
 
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
         link = self._link
+        assert self._out is not None
+        # Every row's messages (each re-checked from its serialized bytes; a refused row has
+        # none), then one write of them all: the Length-Prefixed-Messages back to back in as
+        # few DATA frames as the peer's window and frame size allow.
+        messages: list[bytes] = []
         for row in rows:
-            for data in encode_rows(link, row, self._book):
-                try:
-                    await self._out.write(data)
-                except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
-                    # The peer ended ServerEventStream (or the connection failed; grpcio says
-                    # InvalidStateError for a call already finished): this connection ends and
-                    # the link redials, instead of the error ending the whole federation.
-                    what = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "ended"
-                    raise PeerError(f"event stream: {what}", reason="rpc_error") from None
-            self._written = row.seq
+            messages += encode_rows(link, row, self._book)
+        try:
+            await self._out.write(messages)
+        except fig_h2.RpcError as exc:
+            # The peer ended ServerEventStream (or the connection failed): this connection
+            # ends and the link redials, instead of the error ending the whole federation.
+            raise PeerError(f"event stream: {exc.code}", reason="rpc_error") from None
+        if rows:
+            self._written = rows[-1].seq
         # No acknowledgement in TAK federation: the rows leave the outbox once a HealthCheck
         # made after these writes is answered SERVING (_confirmer).
         self._confirm.set()
 
     # --- the conversation -----------------------------------------------------------------------
 
-    def _call(self, kind: str, method: str, response: Any) -> Any:
-        ch = self._channel
-        maker = {
-            "unary_stream": ch.unary_stream,
-            "stream_unary": ch.stream_unary,
-            "unary_unary": ch.unary_unary,
-        }[kind]
-        return maker(
-            SERVICE + method,
-            request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),
-            response_deserializer=response.FromString,
-        )
-
     async def run(self, tg: asyncio.TaskGroup) -> None:
         link = self._link
-        sub = _identity(link)
-        groups = self._call("unary_stream", "ServerFederateGroupsStream", fig_pb2.FederateGroups)(
-            sub
-        )
+        sub = _identity(link).SerializeToString()
+        channel = self._channel
+        groups = channel.open("ServerFederateGroupsStream")
+        await groups.write([sub], end=True)
         await self._await_serving(groups)
-        inbound = self._call("unary_stream", "ClientEventStream", fig_pb2.FederatedEvent)(sub)
-        # ClientEventStream must be open before ServerEventStream (trap 10): its subscription
-        # (the second request grpcio half-closes, after the groups stream's) must have been
-        # written to the TLS connection before ServerEventStream is made. Waiting for the
-        # peer's headers instead would hang: a gRPC server may send none before a message.
-        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-            await self._frames.wait_half_closed(2)
-        self._out = self._call("stream_unary", "ServerEventStream", fig_pb2.Subscription)()
+        # ClientEventStream must be open before ServerEventStream (trap 10): its HEADERS and
+        # subscription are framed and written to the TLS connection before ServerEventStream's
+        # HEADERS (one HTTP/2 connection, written in order).
+        inbound = channel.open("ClientEventStream")
+        await inbound.write([sub], end=True)
+        self._out = channel.open("ServerEventStream")
         # The peer is the one pinned by its certificate; in Liaison's provenance its events
         # carry its configured name (what a peer says about itself selects nothing).
         validator = link.peer_identified(link.peer.name)
@@ -317,61 +180,73 @@ class FigClientSession:
         tg.create_task(self._read_groups(groups), name=f"fig-groups-{name}")
         names = fed_groups.announced(link.peer.groups_out)
         if names:
-            tg.create_task(self._announce_groups(sub, names), name=f"fig-announce-{name}")
+            tg.create_task(self._announce_groups(names), name=f"fig-announce-{name}")
         tg.create_task(self._confirmer(), name=f"fig-confirm-{name}")
         tg.create_task(self._send_rol(), name=f"fig-rol-out-{name}")
         await link.send_loop(self)
 
-    async def _read_groups(self, call: AsyncIterator[fig_pb2.FederateGroups]) -> None:
+    async def _read_groups(self, call: fig_h2.Call) -> None:
         """Record the group names the peer announces (tak-federation.md 6.2 step 2)."""
         try:
-            async for msg in call:
+            async for data in call:
+                try:
+                    msg = fig_pb2.FederateGroups.FromString(data)
+                except Exception:  # protobuf's DecodeError: not a FederateGroups, ignored
+                    log.info("federation %s: undecodable FederateGroups", self._link.peer.name)
+                    continue
                 note_remote_groups(self._link, msg)
-        except grpc.aio.AioRpcError as exc:
-            log.info("federation %s: groups stream ended: %s", self._link.peer.name, exc.code())
+        except fig_h2.RpcError as exc:
+            log.info("federation %s: groups stream ended: %s", self._link.peer.name, exc.code)
 
-    async def _announce_groups(self, sub: fig_pb2.Subscription, names: Sequence[str]) -> None:
+    async def _announce_groups(self, names: Sequence[str]) -> None:
         """Offer our outbound group names once on ClientFederateGroupsStream (section 6.2
         step 7); a peer that does not implement it is only logged."""
-
-        async def one() -> AsyncIterator[fig_pb2.FederateGroups]:
-            yield fig_pb2.FederateGroups(federateGroups=list(names))
-
-        call = self._call("stream_unary", "ClientFederateGroupsStream", fig_pb2.Subscription)
+        call = self._channel.open("ClientFederateGroupsStream")
         try:
-            await call(one())
-        except grpc.aio.AioRpcError as exc:
-            log.info(
-                "federation %s: our groups not announced: %s", self._link.peer.name, exc.code()
+            await call.write(
+                [fig_pb2.FederateGroups(federateGroups=list(names)).SerializeToString()], end=True
             )
+            async for _answer in call:
+                pass
+        except fig_h2.RpcError as exc:
+            log.info("federation %s: our groups not announced: %s", self._link.peer.name, exc.code)
 
-    async def _await_serving(self, groups: Any) -> None:
+    async def _await_serving(self, groups: fig_h2.Call) -> None:
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                async for update in groups:
+                async for data in groups:
+                    try:
+                        update = fig_pb2.FederateGroups.FromString(data)
+                    except Exception:  # protobuf's DecodeError
+                        raise PeerError(
+                            "undecodable FederateGroups", reason="protocol_error"
+                        ) from None
                     if update.streamUpdate.status == fig_pb2.ServerHealth.SERVING:
                         return
         except TimeoutError:
             raise PeerError("no SERVING on the groups stream", reason="handshake_timeout") from None
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+        except fig_h2.RpcError as exc:
+            if exc.code == "UNIMPLEMENTED":
                 return  # allowed by TAK's client (tak-federation.md 6.1 step 2)
-            raise PeerError(f"groups stream: {exc.code().name}", reason="rpc_error") from None
+            raise PeerError(f"groups stream: {exc.code}", reason="rpc_error") from None
         raise PeerError("groups stream ended before SERVING", reason="rpc_error")
 
     async def _check(self) -> None:
         """One HealthCheck; SERVING also confirms every row written before it was made.
 
-        The call rides the same connection after those rows' bytes (grpcio completes a write
-        once it is handed to the transport), so a SERVING answer means the peer's HTTP/2 layer
-        read them: the only proof of receipt TAK federation offers. Raises PeerError."""
+        The call's HEADERS are written on the same connection after those rows' bytes (a write
+        is framed and handed to the TLS connection before it returns, and HTTP/2 frames are read
+        in order), so a SERVING answer means the peer's HTTP/2 layer read them: the only proof of
+        receipt TAK federation offers. Raises PeerError."""
         upto = self._written
-        request = fig_pb2.ClientHealth(status=fig_pb2.ClientHealth.SERVING)
-        check = self._call("unary_unary", "HealthCheck", fig_pb2.ServerHealth)
+        request = fig_pb2.ClientHealth(status=fig_pb2.ClientHealth.SERVING).SerializeToString()
         try:
-            answer = await check(request, timeout=HEALTH_TIMEOUT_S)
-        except grpc.aio.AioRpcError as exc:
-            raise PeerError(f"health check: {exc.code().name}", reason="health") from None
+            data = await self._channel.unary("HealthCheck", request, deadline_s=HEALTH_TIMEOUT_S)
+            answer = fig_pb2.ServerHealth.FromString(data)
+        except fig_h2.RpcError as exc:
+            raise PeerError(f"health check: {exc.code}", reason="health") from None
+        except Exception:  # protobuf's DecodeError
+            raise PeerError("health check: undecodable answer", reason="health") from None
         if answer.status != fig_pb2.ServerHealth.SERVING:
             status = fig_pb2.ServerHealth.ServingStatus.Name(answer.status)
             raise PeerError(f"health check answered {status}", reason="health")
@@ -385,7 +260,7 @@ class FigClientSession:
             self._confirm.clear()
             await self._check()
 
-    async def _health(self, sub: fig_pb2.Subscription, tg: asyncio.TaskGroup) -> None:
+    async def _health(self, sub: bytes, tg: asyncio.TaskGroup) -> None:
         rol_open = False
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
@@ -393,12 +268,14 @@ class FigClientSession:
             if not rol_open:
                 # After the first SERVING, as TAK's client does (tak-federation.md section 3).
                 rol_open = True
-                rol = self._call("unary_stream", "ClientROLStream", _Raw)(sub)
+                rol = self._channel.open("ClientROLStream")
+                await rol.write([sub], end=True)
                 tg.create_task(self._read_rol(rol), name=f"fig-rol-{self._link.peer.name}")
 
-    async def _read_rol(self, call: AsyncIterator[bytes]) -> None:
-        """The peer's ROL (ClientROLStream): executed by the link's mission ROL
-        (``mission_rol.py``), or ignored for a link without one. Its end is not fatal."""
+    async def _read_rol(self, call: fig_h2.Call) -> None:
+        """The peer's ROL (ClientROLStream): each message's bytes executed by the link's mission
+        ROL (``mission_rol.py`` decodes them, and hashes them for the audit record), or ignored
+        for a link without one. Its end is not fatal."""
         rol = self._link.rol
         try:
             async for data in call:
@@ -406,40 +283,67 @@ class FigClientSession:
                     rol.received(data)
                 else:
                     log.debug("federation %s: ROL message ignored", self._link.peer.name)
-        except grpc.aio.AioRpcError as exc:
-            log.info("federation %s: ROL stream ended: %s", self._link.peer.name, exc.code())
+        except fig_h2.RpcError as exc:
+            log.info("federation %s: ROL stream ended: %s", self._link.peer.name, exc.code)
 
     async def _send_rol(self) -> None:
-        """Our mission ROL on ServerROLStream (opened at start by TAK's client, section 3). A
-        peer that does not implement it (ots-federation ignores ROL) only ends this call: the
-        link carries on without ROL, and what was queued waits for the next connection."""
+        """Our mission ROL on ServerROLStream (opened at start by TAK's client, section 3), one
+        message per write. A peer that does not implement it (ots-federation ignores ROL) only
+        ends this call: the link carries on without ROL, and a message taken but not written
+        waits for the next connection."""
         rol = self._link.rol
         if rol is None:
             return
-        taken: list[bytes] = []
-
-        async def messages() -> AsyncIterator[bytes]:
+        name = self._link.peer.name
+        call = self._channel.open("ServerROLStream")
+        # The call's end as the peer gives it (its Subscription answer then OK, or an error
+        # status such as UNIMPLEMENTED), watched while no ROL waits to be written.
+        ended = asyncio.ensure_future(self._rol_answer(call))
+        taken: bytes | None = None
+        try:
             while True:
-                data = await rol.next_out()
-                taken[:] = [data]
-                yield data
-                taken.clear()
-
-        call = self._call("stream_unary", "ServerROLStream", fig_pb2.Subscription)
-        try:
-            await call(messages())
-        except grpc.aio.AioRpcError as exc:
-            log.info("federation %s: ServerROLStream ended: %s", self._link.peer.name, exc.code())
+                out = asyncio.ensure_future(rol.next_out())
+                try:
+                    await asyncio.wait((out, ended), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not out.done():
+                        out.cancel()  # next_out takes nothing once cancelled while waiting
+                        await asyncio.gather(out, return_exceptions=True)
+                    if out.done() and not out.cancelled() and out.exception() is None:
+                        taken = out.result()
+                if ended.done():
+                    ended.result()  # raises the peer's RpcError
+                    log.info("federation %s: ServerROLStream ended by the peer", name)
+                    return
+                if taken is not None:
+                    await call.write([taken])
+                    taken = None
+        except fig_h2.RpcError as exc:
+            log.info("federation %s: ServerROLStream ended: %s", name, exc.code)
         finally:
-            for data in taken:
-                rol.put_back(data)
+            if taken is not None:
+                rol.put_back(taken)
+            if not ended.done():
+                ended.cancel()
+            await asyncio.gather(ended, return_exceptions=True)
 
-    async def _read(self, call: Any, queue: asyncio.Queue[fig_pb2.FederatedEvent]) -> None:
+    @staticmethod
+    async def _rol_answer(call: fig_h2.Call) -> None:
+        """Read ServerROLStream's answer until the call ends; raises the peer's RpcError."""
+        while await call.read() is not None:
+            pass
+
+    async def _read(self, call: fig_h2.Call, queue: asyncio.Queue[fig_pb2.FederatedEvent]) -> None:
         try:
-            async for msg in call:
+            async for data in call:
+                try:
+                    msg = fig_pb2.FederatedEvent.FromString(data)
+                except Exception:  # protobuf's DecodeError
+                    self._link.wire_rejected(("undecodable",), content_sha256(data))
+                    continue
                 await queue.put(msg)
-        except grpc.aio.AioRpcError as exc:
-            raise PeerError(f"event stream: {exc.code().name}", reason="rpc_error") from None
+        except fig_h2.RpcError as exc:
+            raise PeerError(f"event stream: {exc.code}", reason="rpc_error") from None
         raise PeerError("the peer ended its event stream", reason="closed")
 
 
@@ -457,22 +361,21 @@ async def serve(
     ``authority`` is the ``host:port`` dialled (the HTTP/2 ``:authority``). Raises PeerError.
     """
     link.begin_connection()
-    channel: grpc.aio.Channel | None = None
-    bridge: _Bridge | None = None
+    channel: fig_h2.Channel | None = None
     try:
         async with asyncio.TaskGroup() as tg:
-            bridge = _Bridge(reader, writer, tap, tg)
-            await bridge.start()
-            channel = grpc.aio.insecure_channel(
-                f"unix:{bridge.path}",
-                options=[
-                    ("grpc.default_authority", authority),
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.enable_retries", 0),
-                ],
+            channel = fig_h2.Channel(
+                reader,
+                writer,
+                authority=authority,
+                service=SERVICE,
+                tap=tap,
+                max_message=MAX_MESSAGE_BYTES,
+                user_agent=f"liaison/{VERSION_MAJOR}",
             )
-            await FigClientSession(link, channel, bridge.frames, router).run(tg)
+            await channel.start()
+            tg.create_task(channel.run(), name=f"fig-h2-{link.peer.name}")
+            await FigClientSession(link, channel, router).run(tg)
             raise ConnectionEnded
     except BaseExceptionGroup as group:
         failure = first_failure(group)
@@ -481,7 +384,5 @@ async def serve(
     finally:
         if channel is not None:
             await channel.close()
-        if bridge is not None:
-            await bridge.close()
         link.end_connection()
         await close_writer(writer)

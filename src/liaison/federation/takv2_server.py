@@ -5,9 +5,9 @@ v2 federate) dials Liaison's federation listener and drives the peer's
 TLS is Liaison's own, as in the client role (``takv2.py``): the supervisor accepts the connection
 on the federation listener (ALPN ``h2``), identifies the peer by the SHA-256 of its leaf
 certificate among the configured ``accept = true`` peers and checks its CA before a byte of gRPC
-is read. The plaintext of that one connection is then handed to a grpcio server made for it
-alone, on a private Unix socket (fresh 0700 folder), so every call of the session is known to
-come from that pinned peer (TAK keys a federate's calls by its connection too,
+is read. The gRPC calls of that one connection are then answered by ``fig_h2`` (gRPC over HTTP/2
+with the ``h2`` state machine, no grpcio) on the connection itself, so every call of the session
+is known to come from that pinned peer (TAK keys a federate's calls by its connection too,
 tak-federation.md 2.3).
 
 What the server answers (tak-federation.md section 3, "TAK as server", and 6.1):
@@ -29,9 +29,9 @@ from which nothing (no health check, no message) arrived for ``SILENT_TIMEOUT_S`
 
 Delivery (at least once): TAK federation has no acknowledgement, and in this role we make no
 call to the peer after which it must answer, so a row leaves the outbox only once it is
-**settled**: every one of its messages has left grpcio and been written to the TLS connection
-(``_Delivery`` follows the HTTP/2 frames going out, RFC 9113 section 4.1, and the gRPC
-length-prefixed messages in ClientEventStream's DATA frames), every byte written up to then has
+**settled**: every one of its messages has been framed and handed to the TLS connection (each
+batch of rows is one write of all their messages on ClientEventStream), every byte written up
+to then has
 been acknowledged by the peer's TCP (SIOCOUTQ 0, as v1 does: ``takv1._unacknowledged``), the
 connection then stayed open ``SETTLE_S`` more, and bytes from the peer (its health checks, flow
 control, events) arrived at or after that moment, so the peer was still alive and talking past
@@ -46,18 +46,11 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
-
-import grpc
-import grpc.aio
+from collections.abc import Awaitable, Callable, Sequence
 
 from liaison.errors import PeerError
-from liaison.federation import fed_groups
+from liaison.federation import fed_groups, fig_h2
 from liaison.federation.connection import Tap, close_writer, first_failure
 from liaison.federation.guard import content_sha256
 from liaison.federation.link import PeerLink
@@ -71,7 +64,6 @@ from liaison.federation.takv2 import (
     apply_inbound,
     encode_rows,
     note_remote_groups,
-    pump,
 )
 from liaison.router import Router
 
@@ -83,10 +75,6 @@ SERVICE = "com.atakmap.FederatedChannel"
 SILENT_TIMEOUT_S = 15.0
 # Seconds between checks of that timeout.
 WATCH_INTERVAL_S = 0.5
-# Encoded events handed to ClientEventStream and not yet written (each waits for its write).
-MAX_OUTBOUND_QUEUE = 64
-# Seconds given to grpcio's per-connection server to finish at the end of a connection.
-STOP_GRACE_S = 0.5
 # Seconds between checks of whether what we wrote has been taken by the peer's TCP.
 ACK_POLL_S = 0.05
 # Seconds the connection must stay open, and the peer keep talking, after its TCP took a row
@@ -95,78 +83,6 @@ ACK_POLL_S = 0.05
 # when the peer next sends something past this (a health check, every 3 s from TAK Server, or
 # HTTP/2 flow control while events flow), so at most [federation] window rows wait for it.
 SETTLE_S = 1.0
-
-# HTTP/2 frame layout (RFC 9113 section 4.1) and the gRPC message prefix (1 flag byte and a
-# 4-byte big-endian length, gRPC over HTTP/2 "Length-Prefixed-Message").
-_FRAME_HEADER = 9
-_TYPE_DATA = 0x0
-_FLAG_PADDED = 0x8
-_GRPC_PREFIX = 5
-
-
-class _Delivery:
-    """Follows the HTTP/2 bytes grpcio writes towards the peer and tells which rows' messages
-    have all been handed to the TLS connection (``passed``, a sequence number).
-
-    ``expect`` is called, in ClientEventStream's order, for every message given to grpcio; the
-    stream carrying them is found by the first message's bytes, after which every complete
-    message on it is the next one expected. Holds at most the messages of the rows in flight
-    (the link's window) plus one partial frame and one partial message per stream.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._partial: dict[int, bytearray] = {}  # stream id -> bytes of an unfinished message
-        self._stream: int | None = None  # ClientEventStream's id, once its first message passed
-        # [message bytes, highest seq settled with it (0: none)] in writing order.
-        self._expected: collections.deque[list[Any]] = collections.deque()
-        self.passed = 0
-
-    def expect(self, data: bytes, seq: int) -> None:
-        self._expected.append([data, seq])
-
-    def covers(self, seq: int) -> None:
-        """A row with no message (refused by the wire's re-check): settled with the previous."""
-        if self._expected:
-            self._expected[-1][1] = max(self._expected[-1][1], seq)
-        else:
-            self.passed = max(self.passed, seq)
-
-    def feed(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        while len(buf) >= _FRAME_HEADER:
-            length = int.from_bytes(buf[0:3], "big")
-            if len(buf) < _FRAME_HEADER + length:
-                return
-            kind, flags = buf[3], buf[4]
-            stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
-            payload = bytes(buf[_FRAME_HEADER : _FRAME_HEADER + length])
-            del buf[: _FRAME_HEADER + length]
-            if kind != _TYPE_DATA or (self._stream is not None and stream != self._stream):
-                continue
-            if flags & _FLAG_PADDED and payload:
-                payload = payload[1 : len(payload) - payload[0]]
-            self._data(stream, payload)
-
-    def _data(self, stream: int, payload: bytes) -> None:
-        part = self._partial.setdefault(stream, bytearray())
-        part += payload
-        while len(part) >= _GRPC_PREFIX:
-            size = int.from_bytes(part[1:5], "big")
-            if len(part) < _GRPC_PREFIX + size:
-                return
-            message = bytes(part[_GRPC_PREFIX : _GRPC_PREFIX + size])
-            del part[: _GRPC_PREFIX + size]
-            if not self._expected:
-                continue  # not ours (a health answer, group names)
-            if self._stream is None:
-                if message != self._expected[0][0]:
-                    continue
-                self._stream = stream  # ClientEventStream found: other streams are ignored
-                self._partial = {stream: part}
-            _data, seq = self._expected.popleft()
-            self.passed = max(self.passed, seq)
 
 
 class FigServerSession:
@@ -179,15 +95,15 @@ class FigServerSession:
         self._loop = asyncio.get_running_loop()
         self._last_heard = self._loop.time()
         self._client_major: int | None = None  # version.major of the open ClientEventStream
-        self._out: asyncio.Queue[tuple[bytes, asyncio.Future[None]]] = asyncio.Queue(
-            MAX_OUTBOUND_QUEUE
-        )
+        self._client_call: fig_h2.Call | None = None  # the open ClientEventStream
         self._inbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_INBOUND_QUEUE)
         self._ended: PeerError | None = None
         self._end = asyncio.Event()
         self._book = ContactBook()
         self.validator = link.peer_identified(link.peer.name)
-        self.delivery = _Delivery()
+        # The highest sequence number whose messages (and every one before) have been framed
+        # and handed to the TLS connection (or were refused by the wire's re-check).
+        self.passed = 0
         self._peer_bytes_at = self._loop.time()  # when bytes from the peer last arrived
         self._settle_from = 0  # highest seq handed to settling
         # (deadline, seq) of rows the peer's TCP took; at most SETTLE_S / ACK_POLL_S + 1 entries
@@ -198,21 +114,24 @@ class FigServerSession:
     # --- WireSession ----------------------------------------------------------------------------
 
     async def send_events(self, rows: Sequence[OutboxRow]) -> None:
-        link = self._link
+        # Every row's messages (each re-checked from its serialized bytes; a refused row has
+        # none, and settles with what was written before it), then one write of them all.
+        messages: list[bytes] = []
         for row in rows:
-            messages = encode_rows(link, row, self._book)
-            for i, data in enumerate(messages):
-                written: asyncio.Future[None] = self._loop.create_future()
-                # The row settles with its last message (settle_loop acknowledges it).
-                self.delivery.expect(data, row.seq if i == len(messages) - 1 else 0)
-                await self._out.put((data, written))
-                await written
-            if not messages:
-                self.delivery.covers(row.seq)  # refused: settles with what was written before
+            messages += encode_rows(self._link, row, self._book)
+        call = self._client_call
+        assert call is not None
+        try:
+            await call.write(messages)
+        except fig_h2.RpcError as exc:
+            raise PeerError(f"ClientEventStream: {exc.code}", reason="rpc_error") from None
+        # Written: framed and handed to the TLS connection (settle_loop takes it from here).
+        if rows:
+            self.passed = max(self.passed, rows[-1].seq)
 
     # --- delivery without acknowledgement -------------------------------------------------------
 
-    def peer_bytes(self, data: bytes) -> None:
+    def peer_bytes(self) -> None:
         self._peer_bytes_at = self._loop.time()
 
     async def settle_loop(self, transport: asyncio.BaseTransport) -> None:
@@ -222,7 +141,7 @@ class FigServerSession:
         while True:
             await asyncio.sleep(ACK_POLL_S)
             now = loop.time()
-            passed = self.delivery.passed
+            passed = self.passed
             if passed > self._settle_from and _unacknowledged(transport) == 0:
                 self._settling.append((now + SETTLE_S, passed))
                 self._settle_from = passed
@@ -268,45 +187,90 @@ class FigServerSession:
     def _subscription(self) -> bytes:
         return fig_pb2.Subscription(identity=self._own_identity()).SerializeToString()
 
-    async def _get_identity(self, request: bytes, context: Any) -> bytes:
+    # --- the service (TAK Server's side) --------------------------------------------------------
+
+    def on_call(self, call: fig_h2.Call) -> None:
+        """A call the peer made: its handler runs in the connection's TaskGroup."""
+        handler = self._handlers.get(call.method)
+        if handler is None:
+            call.finish("UNIMPLEMENTED", f"method {call.method} is not implemented")
+            return
+        self._tg.create_task(self._serve_call(handler, call), name=f"figs-{call.method}")
+
+    async def _serve_call(
+        self, handler: Callable[[fig_h2.Call], Awaitable[bytes | None]], call: fig_h2.Call
+    ) -> None:
+        """Run one handler; its answer (a unary response) goes with status OK, a refusal with
+        its status. A call the peer reset or a connection that ended just ends the handler."""
+        try:
+            answer = await handler(call)
+            if answer is not None:
+                await call.write([answer])
+            call.finish()
+        except _Refused as refused:
+            call.finish(refused.code, refused.message)
+        except fig_h2.RpcError as exc:
+            log.debug("federation %s: %s ended: %s", self._link.peer.name, call.method, exc)
+
+    async def _request(self, call: fig_h2.Call) -> bytes:
+        """The one request message of a unary or server-streaming call."""
+        data = await call.read()
+        if data is None:
+            raise _Refused("INVALID_ARGUMENT", "no request message")
+        self._heard()
+        return data
+
+    async def _get_identity(self, call: fig_h2.Call) -> bytes:
         # TAK Server leaves getIdentity unimplemented (tak-federation.md 3); ots-federation's
         # client calls it first and compares serverId with its configuration.
-        self._heard()
+        await self._request(call)
         return self._own_identity().SerializeToString()
 
-    async def _named(self, request: bytes, context: Any, method: str) -> fig_pb2.Subscription:
-        """The request's Subscription; the call is refused without an identity name."""
-        self._heard()
+    async def _named(self, call: fig_h2.Call) -> fig_pb2.Subscription:
+        """The call's Subscription; the call is refused without an identity name."""
+        request = await self._request(call)
         try:
             sub = fig_pb2.Subscription.FromString(request)
         except Exception:  # protobuf's DecodeError; any undecodable request is refused
             sub = fig_pb2.Subscription()
         if not sub.identity.name:
             log.warning(
-                "federation %s: %s without identity.name refused", self._link.peer.name, method
+                "federation %s: %s without identity.name refused", self._link.peer.name, call.method
             )
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "identity.name is required")
+            raise _Refused("INVALID_ARGUMENT", "identity.name is required")
         return sub
 
-    # --- the service (TAK Server's side) --------------------------------------------------------
+    async def _held(self, call: fig_h2.Call) -> None:
+        """Hold a call open until the connection ends or the peer cancels the call."""
+        ended = asyncio.ensure_future(self._end.wait())
+        failed = asyncio.ensure_future(call.failed())
+        try:
+            await asyncio.wait((ended, failed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            failed.cancel()
 
-    async def _groups(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
-        await self._named(request, context, "ServerFederateGroupsStream")
-        yield fig_pb2.FederateGroups(
+    async def _groups(self, call: fig_h2.Call) -> None:
+        await self._named(call)
+        serving = fig_pb2.FederateGroups(
             streamUpdate=fig_pb2.ServerHealth(status=fig_pb2.ServerHealth.SERVING)
-        ).SerializeToString()
+        )
+        messages = [serving.SerializeToString()]
         names = fed_groups.announced(self._link.peer.groups_out)
         if names:
             # Then our outbound group names, as TAK does with mapping on (section 3).
-            yield fig_pb2.FederateGroups(federateGroups=list(names)).SerializeToString()
-        await self._end.wait()  # held open, as TAK does
+            messages.append(fig_pb2.FederateGroups(federateGroups=list(names)).SerializeToString())
+        await call.write(messages)
+        await self._held(call)  # held open, as TAK does
 
-    async def _client_events(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
-        sub = await self._named(request, context, "ClientEventStream")
+    async def _client_events(self, call: fig_h2.Call) -> None:
+        sub = await self._named(call)
         link = self._link
         if self._client_major is not None:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "ClientEventStream already open")
+            raise _Refused("ALREADY_EXISTS", "ClientEventStream already open")
         self._client_major = sub.version.major
+        self._client_call = call
+        await call.write([])  # the response headers: the stream is open
         link.connection_up(0)
         # The latest state the peer may see: the router's replay (its decision and audit), then
         # the link's guard and outbox, like any live event.
@@ -317,21 +281,17 @@ class FigServerSession:
         )
         self._tg.create_task(self._send_loop(), name=f"fig-send-{link.peer.name}")
         try:
-            while True:
-                data, written = await self._out.get()
-                yield data
-                if not written.done():
-                    written.set_result(None)
+            await self._held(call)
         finally:
             self.end(PeerError("the peer closed ClientEventStream", reason="closed"))
 
     async def _send_loop(self) -> None:
         await self._link.send_loop(self)
 
-    async def _server_events(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+    async def _server_events(self, call: fig_h2.Call) -> bytes:
         link = self._link
         try:
-            async for data in requests:
+            async for data in call:
                 self._heard()
                 try:
                     fed = fig_pb2.FederatedEvent.FromString(data)
@@ -343,40 +303,50 @@ class FigServerSession:
             self.end(PeerError("the peer ended ServerEventStream", reason="closed"))
         return self._subscription()
 
-    async def _health(self, request: bytes, context: Any) -> bytes:
-        self._heard()
+    async def _health(self, call: fig_h2.Call) -> bytes:
+        await self._request(call)
         ok = self._client_major is not None and self._client_major >= 1
         status = fig_pb2.ServerHealth.SERVING if ok else fig_pb2.ServerHealth.NOT_CONNECTED
         return fig_pb2.ServerHealth(status=status).SerializeToString()
 
-    async def _client_rol(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
-        """ClientROLStream: our mission ROL (``mission_rol.py``); held open without any."""
-        await self._named(request, context, "ClientROLStream")
+    async def _client_rol(self, call: fig_h2.Call) -> None:
+        """ClientROLStream: our mission ROL (``mission_rol.py``), one message per write, until
+        the connection ends or the peer cancels the call; held open without any."""
+        await self._named(call)
+        await call.write([])  # the response headers: the stream is open
         rol = self._link.rol
         if rol is None:
-            await self._end.wait()
+            await self._held(call)
             return
-        while not self._end.is_set():
-            data = await rol.next_out()
-            if self._end.is_set():
-                rol.put_back(data)
-                return
-            yield data
+        ended = asyncio.ensure_future(self._end.wait())
+        failed = asyncio.ensure_future(call.failed())
+        taken: bytes | None = None
+        try:
+            while True:
+                out = asyncio.ensure_future(rol.next_out())
+                try:
+                    await asyncio.wait((out, ended, failed), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not out.done():
+                        out.cancel()  # next_out takes nothing once cancelled while waiting
+                        await asyncio.gather(out, return_exceptions=True)
+                    if out.done() and not out.cancelled() and out.exception() is None:
+                        taken = out.result()
+                if ended.done() or failed.done():
+                    return
+                if taken is not None:
+                    await call.write([taken])
+                    taken = None
+        finally:
+            if taken is not None:
+                rol.put_back(taken)  # first again on the next connection
+            ended.cancel()
+            failed.cancel()
+            await asyncio.gather(ended, failed, return_exceptions=True)
 
-    async def _server_rol(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        """ServerROLStream: the peer's ROL, executed by the link's mission ROL."""
-        rol = self._link.rol
-        async for data in requests:
-            self._heard()
-            if rol is not None:
-                rol.received(data)
-            else:
-                log.debug("federation %s: ROL message ignored", self._link.peer.name)
-        return self._subscription()
-
-    async def _client_groups(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+    async def _client_groups(self, call: fig_h2.Call) -> bytes:
         """ClientFederateGroupsStream: the group names the peer offers (recorded)."""
-        async for data in requests:
+        async for data in call:
             self._heard()
             try:
                 note_remote_groups(self._link, fig_pb2.FederateGroups.FromString(data))
@@ -384,28 +354,45 @@ class FigServerSession:
                 log.info("federation %s: undecodable FederateGroups", self._link.peer.name)
         return self._subscription()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "ServerFederateGroupsStream": grpc.unary_stream_rpc_method_handler(self._groups),
-                "ClientEventStream": grpc.unary_stream_rpc_method_handler(self._client_events),
-                "ServerEventStream": grpc.stream_unary_rpc_method_handler(self._server_events),
-                "HealthCheck": grpc.unary_unary_rpc_method_handler(self._health),
-                "ClientROLStream": grpc.unary_stream_rpc_method_handler(self._client_rol),
-                "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._server_rol),
-                "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(
-                    self._client_groups
-                ),
-                "getIdentity": grpc.unary_unary_rpc_method_handler(self._get_identity),
-            },
-        )
+    async def _server_rol(self, call: fig_h2.Call) -> bytes:
+        """ServerROLStream: the peer's ROL, each message's bytes executed (decoded, and hashed
+        for the audit record) by the link's mission ROL; ignored for a link without one."""
+        rol = self._link.rol
+        async for data in call:
+            self._heard()
+            if rol is not None:
+                rol.received(data)
+            else:
+                log.debug("federation %s: ROL message ignored", self._link.peer.name)
+        return self._subscription()
+
+    @property
+    def _handlers(self) -> dict[str, Callable[[fig_h2.Call], Awaitable[bytes | None]]]:
+        return {
+            "ServerFederateGroupsStream": self._groups,
+            "ClientEventStream": self._client_events,
+            "ServerEventStream": self._server_events,
+            "HealthCheck": self._health,
+            "ClientROLStream": self._client_rol,
+            "ServerROLStream": self._server_rol,
+            "ClientFederateGroupsStream": self._client_groups,
+            "getIdentity": self._get_identity,
+        }
 
     def start_inbound(self) -> None:
         name = self._link.peer.name
         self._tg.create_task(
             apply_inbound(self._link, self._inbound, self.validator), name=f"fig-apply-{name}"
         )
+
+
+class _Refused(Exception):
+    """A handler refuses its call with this gRPC status."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 async def serve(
@@ -421,30 +408,21 @@ async def serve(
     Raises PeerError.
     """
     link.begin_connection()
-    server: grpc.aio.Server | None = None
-    directory = tempfile.mkdtemp(prefix="liaison-figs-")
-    local: asyncio.StreamWriter | None = None
+    connection: fig_h2.Server | None = None
     try:
         async with asyncio.TaskGroup() as tg:
             session = FigServerSession(link, router, tg)
-            server = grpc.aio.server(
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ]
+            connection = fig_h2.Server(
+                reader,
+                writer,
+                service=SERVICE,
+                on_call=session.on_call,
+                tap=tap,
+                max_message=MAX_MESSAGE_BYTES,
+                heard=session.peer_bytes,
             )
-            server.add_generic_rpc_handlers((session.handler(),))
-            path = os.path.join(directory, "s")
-            server.add_insecure_port(f"unix:{path}")
-            await server.start()
-            local_reader, local = await asyncio.open_unix_connection(path)
-            tg.create_task(
-                pump(reader, local, tap, "in", session.peer_bytes), name="figs-bridge-in"
-            )
-            tg.create_task(
-                pump(local_reader, writer, tap, "out", session.delivery.feed),
-                name="figs-bridge-out",
-            )
+            await connection.start()
+            tg.create_task(connection.run(), name=f"figs-h2-{link.peer.name}")
             tg.create_task(session.watch(), name=f"figs-watch-{link.peer.name}")
             tg.create_task(
                 session.settle_loop(writer.transport), name=f"figs-settle-{link.peer.name}"
@@ -456,10 +434,7 @@ async def serve(
             raise failure from None
         raise PeerError("the peer closed the connection", reason="closed") from None
     finally:
-        if server is not None:
-            await server.stop(STOP_GRACE_S)
-        if local is not None:
-            local.close()
-        shutil.rmtree(directory, ignore_errors=True)
+        if connection is not None:
+            await connection.close()
         link.end_connection()
         await close_writer(writer)

@@ -458,11 +458,12 @@ async def test_peer_killed_mid_stream_loses_nothing(tmp_path: Path, role: str) -
             await stop_federation(side)
 
 
-def test_the_v1_wire_never_loads_grpc() -> None:
+def test_the_v1_wire_never_loads_grpc_or_h2() -> None:
     code = (
         "import sys\n"
         "import liaison.app, liaison.federation.supervisor, liaison.federation.takv1\n"
         "assert not [m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')], 'grpc'\n"
+        "assert 'h2' not in sys.modules, 'h2'\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

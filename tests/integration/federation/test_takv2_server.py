@@ -179,3 +179,79 @@ async def test_a_silent_peer_is_dropped(tmp_path: Path, monkeypatch: pytest.Monk
         finally:
             await tak.stop()
             await stop_federation(side)
+
+
+async def test_refusals_reach_a_grpcio_client_as_grpc_statuses(tmp_path: Path) -> None:
+    """The server role frames gRPC itself (federation/fig_h2.py): a stock grpcio client reads its
+    answers, refusals included (Trailers-Only statuses with a percent-encoded message), on one
+    connection: health before the subscription, a nameless subscription, methods TAK leaves
+    unimplemented or of another service, a second ClientEventStream."""
+    import grpc
+    import grpc.aio
+
+    pki = _peer_pki(tmp_path)
+    usa_cm = await _server_with_users(tmp_path, "usa")
+    async with usa_cm as usa:  # type: ignore[attr-defined]
+        assert usa.server_pki is not None and usa.router.gate is not None
+        side = await start_federation(
+            usa,
+            "usa-srv",
+            [_table(pki)],
+            listen="127.0.0.1:0",
+            policy=POLICY,
+            audit=GateAudit(usa.router.gate),  # type: ignore[arg-type]
+        )
+        assert side.fed.bound is not None
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=usa.server_pki.ca_cert.read_bytes(),
+            private_key=pki.server_key.read_bytes(),
+            certificate_chain=pki.server_cert.read_bytes() + pki.ca_cert.read_bytes(),
+        )
+        channel = grpc.aio.secure_channel(
+            f"127.0.0.1:{side.fed.bound.port}",
+            creds,
+            options=[("grpc.ssl_target_name_override", "localhost")],
+        )
+        service = "/com.atakmap.FederatedChannel/"
+        sub = fig_pb2.Subscription(
+            identity=fig_pb2.Identity(name="tak", serverId="tak"),
+            version=fig_pb2.TakServerVersion(major=5),
+        ).SerializeToString()
+        health = fig_pb2.ClientHealth(status=fig_pb2.ClientHealth.SERVING).SerializeToString()
+
+        def unary(method: str) -> Any:
+            return channel.unary_unary(service + method)
+
+        held: Any = None
+        try:
+            async with asyncio.timeout(60):
+                answer = await unary("HealthCheck")(health)
+                status = fig_pb2.ServerHealth.FromString(answer).status
+                assert status == fig_pb2.ServerHealth.NOT_CONNECTED
+                nameless = channel.unary_stream(service + "ServerFederateGroupsStream")(b"")
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    async for _msg in nameless:
+                        pass
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert refused.value.details() == "identity.name is required"
+                for path in (service + "SendOneEvent", "/other.Service/HealthCheck"):
+                    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                        await channel.unary_unary(path)(b"")
+                    assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                held = channel.unary_stream(service + "ClientEventStream")(sub)
+                status_ = side.fed.status.peers["ukr"]
+                await wait_until(lambda: status_.state is LinkState.UP, what="link up")
+                second = channel.unary_stream(service + "ClientEventStream")(sub)
+                with pytest.raises(grpc.aio.AioRpcError) as twice:
+                    async for _msg in second:
+                        pass
+                assert twice.value.code() == grpc.StatusCode.ALREADY_EXISTS
+                answer = await unary("HealthCheck")(health)
+                assert fig_pb2.ServerHealth.FromString(answer).status == (
+                    fig_pb2.ServerHealth.SERVING
+                )
+        finally:
+            if held is not None:
+                held.cancel()
+            await channel.close()
+            await stop_federation(side)

@@ -415,17 +415,22 @@ def test_every_top_level_module_has_its_reason_in_the_architecture_doc() -> None
     assert top <= listed, sorted(top - listed)
 
 
-def test_grpc_is_imported_only_with_a_tak_federation_peer() -> None:
-    """grpcio costs some 9 MB of resident memory: a server without a ``tak-v2`` peer never loads it
-    (docs/performance.md)."""
+def test_grpc_is_never_imported_and_h2_only_with_a_tak_federation_peer() -> None:
+    """Liaison speaks gRPC itself (federation/fig_h2.py): grpcio is never loaded, not even by the
+    TAK v2 wires; h2 only by those (a server without a ``tak-v2`` peer never loads it)."""
     import subprocess
     import sys
 
-    code = "import sys, liaison.app, liaison.cli; print('grpc' in sys.modules)"
+    code = (
+        "import sys, liaison.app, liaison.cli\n"
+        "print('h2' in sys.modules)\n"
+        "import liaison.federation.takv2, liaison.federation.takv2_server\n"
+        "print('h2' in sys.modules, any(m == 'grpc' or m.startswith('grpc.') for m in sys.modules))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.split() == ["False", "True", "False"], out.stderr
 
 
 # --- one outbound queue: transports/outbound.py ------------------------------------------------
