@@ -253,3 +253,35 @@ async def test_an_unreadable_users_record_stops_the_start(tmp_path: Path, slapd:
     with pytest.raises(StorageError, match="directory users file"):
         async with run_server(config):
             pass
+
+
+async def test_a_directory_user_gets_a_bearer_token_and_loses_it_when_disabled(
+    server: Server, slapd: Slapd
+) -> None:
+    """POST /oauth/token with the directory password (as ATAK and CloudTAK ask for a token);
+    the token is refused once the directory disables the user."""
+    assert server.enroll is not None
+    base = f"https://127.0.0.1:{server.enroll.port}"
+    async with await web(server) as session:
+        form = {"grant_type": "password", "username": "erin", "password": "wrong"}
+        async with session.post(f"{base}/oauth/token", data=form) as r:
+            assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+        form["password"] = PASSWORD
+        async with session.post(f"{base}/oauth/token", data=form) as r:
+            assert r.status == 200, await r.text()
+            token = (await r.json())["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with session.get(f"{base}/api/v1/me", headers=bearer) as r:
+            assert r.status == 200 and (await r.json())["name"] == "erin"
+        slapd.modify(disable_ldif("erin"))
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CLOSE_WITHIN_S
+            status = 200
+            while status == 200 and loop.time() < deadline:  # bounded by CLOSE_WITHIN_S
+                await asyncio.sleep(0.5)
+                async with session.get(f"{base}/api/v1/me", headers=bearer) as r:
+                    status = r.status
+            assert status == 401
+        finally:
+            slapd.modify(enable_ldif("erin"))

@@ -121,6 +121,9 @@ async def token(request: web.Request) -> web.Response:
             return answer
         # scrypt (about 0.1 s by design) on a worker thread, never on the event loop.
         user = await asyncio.to_thread(ctx.users.verify_password, username, password)
+        if user is None and ctx.directory is not None and ctx.users.get(username) is None:
+            # LDAP / AD: a name the users file does not have (docs/directory.md), as at sign-in.
+            user = await ctx.directory.authenticate(username, password)
         caller = ctx.principal_from_user(user.name) if user is not None else None
         if caller is None:
             throttle.failed(*keys)
