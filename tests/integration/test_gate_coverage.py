@@ -34,6 +34,7 @@ CANARY = b"CANARY-GATE"
 WRITE_ONLY = {
     ("POST", "/login"): "signs in; answers the user's own name",
     ("POST", "/logout"): "ends a session",
+    ("POST", "/oauth/token"): "issues the caller's own bearer tokens",
     ("POST", "/api/v1/chat"): "sends a chat; answers the caller's own message",
     ("POST", "/Marti/sync/missionupload"): "stores an upload; answers its own URL",
     ("POST", "/Marti/sync/upload"): "stores an upload; answers its own metadata",
@@ -49,6 +50,10 @@ WRITE_ONLY = {
     ("PUT", "/Marti/api/missions/{name}/subscription"): "subscribes the caller's device",
     ("DELETE", "/Marti/api/missions/{name}/subscription"): "unsubscribes the caller's device",
     ("PUT", "/Marti/api/missions/{name}/contents"): "adds items the caller may see",
+    # Canaries of packages (items, files, offline conflicts) in test_mission_packages.py.
+    ("PUT", "/Marti/api/missions/{name}/contents/missionpackage"): (
+        "imports a package; answers only conflicts among changes the caller may see"
+    ),
     ("DELETE", "/Marti/api/missions/{name}/contents"): "removes an item the caller may see",
     # Files, keywords and guid twins: canaries in tests/integration/test_mission_contents.py.
     ("POST", "/Marti/api/missions/{name}"): "creates or updates a mission, as PUT",
