@@ -499,11 +499,7 @@ class Router:
         it joins this node's latest state (so replay and the picture answer the same on every
         node) and goes to this node's subscribers, each decided and recorded here.
         """
-        now = self._clock_ms()
-        if event.is_delete and event.link_uid:
-            self._latest.remove(event.link_uid)
-        elif not event.dests and not event.is_stale(now):
-            self._latest.put(LatestEntry(event, source.principal.in_groups, label))
+        self._remember(event, label, source.principal, self._clock_ms())
         out = Outgoing(event, source.principal.in_groups)
         return self.distribute(AcceptedEvent(event, label, source, out))
 
@@ -602,14 +598,23 @@ class Router:
         # The stored copy is the event as accepted (with any dests); without dests it shares
         # the live rendering.
         self._store(event, label, sender, now, accepted.out.xml())
+        forgotten = self._remember(event, label, sender, now)
+        if forgotten is not None and self._on_delete is not None:
+            self._on_delete(forgotten)
+
+    def _remember(
+        self, event: Event, label: Label | None, sender: Principal, now: int
+    ) -> str | None:
+        """The latest state after ``event``: a delete forgets its target (its uid returned),
+        anything else replaces its uid's entry. Directed messages are never part of the
+        replayable picture: replaying them to a newcomer would deliver a private message to
+        someone it was not addressed to. Shared by this node's events and other nodes'."""
         if event.is_delete and event.link_uid:
             self._latest.remove(event.link_uid)
-            if self._on_delete is not None:
-                self._on_delete(event.link_uid)
-        elif not event.dests and not event.is_stale(now):
-            # Directed messages are never part of the replayable picture: replaying them to a
-            # newcomer would deliver a private message to someone it was not addressed to.
+            return event.link_uid
+        if not event.dests and not event.is_stale(now):
             self._latest.put(LatestEntry(event, sender.in_groups, label))
+        return None
 
     def _deliver(self, plans: list[_Fanout]) -> int:
         delivered = 0

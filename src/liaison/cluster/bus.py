@@ -106,7 +106,6 @@ class NatsBus:
         self._boot = f"{time.time_ns():x}"
         self._nc: Any = None
         self._js: Any = None
-        self.connected = False
         m = metrics
         self.m_published = m.counter(
             "liaison_cluster_published_total", "Events this node published to the bus (acked)"
@@ -195,7 +194,6 @@ class NatsBus:
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
-        self.connected = True
         self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
         config = StreamConfig(
             name=s.stream,
@@ -232,7 +230,6 @@ class NatsBus:
         with contextlib.suppress(Exception):
             await nc.close()
         self._nc = None
-        self.connected = False
 
     # --- publishing -------------------------------------------------------------------------
 
@@ -378,11 +375,9 @@ class NatsBus:
         log.warning("cluster bus: %s", exc)
 
     async def _on_disconnected(self) -> None:
-        self.connected = False
         log.warning("cluster bus: disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
-        self.connected = True
         self.m_reconnects.inc()
         log.info("cluster bus: reconnected to NATS")
 
