@@ -35,6 +35,7 @@ from liaison.api.bearer import bearer_caller
 from liaison.api.context import PRINCIPAL_KEY, ApiContext, context
 from liaison.identity.events import EXPIRED, SIGNED_OUT, AccessEnded, AccessEvents
 from liaison.identity.listeners import Listener
+from liaison.identity.users import User
 from liaison.model.principal import Principal
 
 log = logging.getLogger(__name__)
@@ -303,12 +304,7 @@ async def check_password(
         raise web.HTTPTooManyRequests(
             headers={"Retry-After": str(int(wait) + 1)}, text="too many failed logins\n"
         )
-    user = await asyncio.to_thread(
-        ctx.users.authenticate_enrollment, username, password, _utcnow(ctx)
-    )
-    if user is None and ctx.directory is not None and ctx.users.get(username) is None:
-        # LDAP / AD sign-in for a name the users file does not have (docs/directory.md).
-        user = await ctx.directory.authenticate(username, password)
+    user = await password_user(ctx, username, password, enrollment_tokens=True)
     if user is None or user.revoked:
         throttle.failed(*keys)
         ctx.metrics.counter(
@@ -318,6 +314,23 @@ async def check_password(
         raise unauthorized("wrong credentials", _challenge(request))
     throttle.succeeded(*keys)
     return ctx.principal_from_user(user.name)
+
+
+async def password_user(
+    ctx: ApiContext, username: str, password: str, *, enrollment_tokens: bool
+) -> User | None:
+    """Whom ``password`` signs in as: the users file (its enrollment tokens too when
+    ``enrollment_tokens``), then, for a name the users file does not have, the directory
+    (docs/directory.md). The scrypt check (about 0.1 s by design) runs on a worker thread."""
+    if enrollment_tokens:
+        user = await asyncio.to_thread(
+            ctx.users.authenticate_enrollment, username, password, _utcnow(ctx)
+        )
+    else:
+        user = await asyncio.to_thread(ctx.users.verify_password, username, password)
+    if user is None and ctx.directory is not None and ctx.users.get(username) is None:
+        user = await ctx.directory.authenticate(username, password)
+    return user
 
 
 def _utcnow(ctx: ApiContext) -> dt.datetime:

@@ -24,13 +24,12 @@ one-time enrollment secret must not turn into a day of bearer tokens.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 from aiohttp import web
 
-from liaison.api.auth import TOKEN_PATH, AuthMode, client_address
+from liaison.api.auth import TOKEN_PATH, AuthMode, client_address, password_user
 from liaison.api.bearer import TOKENS_KEY
 from liaison.api.context import context
 from liaison.api.roles import roles_of
@@ -119,11 +118,8 @@ async def token(request: web.Request) -> web.Response:
             )
             answer.headers["Retry-After"] = str(retry)
             return answer
-        # scrypt (about 0.1 s by design) on a worker thread, never on the event loop.
-        user = await asyncio.to_thread(ctx.users.verify_password, username, password)
-        if user is None and ctx.directory is not None and ctx.users.get(username) is None:
-            # LDAP / AD: a name the users file does not have (docs/directory.md), as at sign-in.
-            user = await ctx.directory.authenticate(username, password)
+        # Passwords only here, never enrollment tokens; the directory as at every sign-in.
+        user = await password_user(ctx, username, password, enrollment_tokens=False)
         caller = ctx.principal_from_user(user.name) if user is not None else None
         if caller is None:
             throttle.failed(*keys)
