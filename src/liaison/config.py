@@ -583,8 +583,9 @@ SETTINGS: tuple[Setting, ...] = (
         "cluster_node",
         "LIAISON_CLUSTER_NODE",
         _optional_bus_token,
-        "This node's name on the bus, unique in the cluster (default: host name and the first"
-        " listener's port).",
+        "This node's name on the bus, unique in the cluster (default: host name, a dash and the"
+        " port of the TLS listener, else the TCP one, else HTTPS; characters other than letters,"
+        " digits, - and _ become -; at most 64).",
     ),
     Setting(
         "cluster.prefix",
