@@ -16,11 +16,11 @@ the same ``Liaison-Id``; a node reading both keeps the first (:class:`SeenIds`).
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from liaison.model.principal import Principal, PrincipalKind
+from liaison.protocol.recent import Recent
 
 # Header names. H_MSG_ID names the event (the same on every group's subject); Nats-Msg-Id is
 # JetStream's own, one per event and subject: the stream drops a second publish of the same id
@@ -138,18 +138,8 @@ def decode(headers: Mapping[str, str] | None, payload: bytes) -> BusEvent:
     return BusEvent(msg_id, node, sender, headers.get(H_LABEL), bytes(payload))
 
 
-class SeenIds:
+class SeenIds(Recent):
     """The message ids a node has handled lately (bounded, oldest forgotten first)."""
 
     def __init__(self, limit: int = SEEN_IDS) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def first_time(self, msg_id: str) -> bool:
-        """True the first time ``msg_id`` is seen (and remember it)."""
-        if msg_id in self._ids:
-            return False
-        self._ids[msg_id] = None
-        if len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
-        return True
+        super().__init__(limit)

@@ -17,12 +17,12 @@ events twice).
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from liaison import errors
 from liaison.protocol.framing import LengthFramer
+from liaison.protocol.recent import Recent
 
 T = TypeVar("T")
 
@@ -124,25 +124,9 @@ class V1Stream(Generic[T]):
         return out
 
 
-class RecentDigests:
-    """The digests of the last ``limit`` frames applied, oldest forgotten first."""
+class RecentDigests(Recent):
+    """The digests of the last ``limit`` frames applied, oldest forgotten first (a digest seen
+    again moves to the newest place)."""
 
     def __init__(self, limit: int = MAX_RECENT_DIGESTS) -> None:
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        self._limit = limit
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, digest: object) -> bool:
-        return digest in self._seen
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def add(self, digest: str) -> None:
-        """Remember ``digest`` as the newest (a digest seen again moves to the newest place)."""
-        seen = self._seen
-        seen[digest] = None
-        seen.move_to_end(digest)
-        while len(seen) > self._limit:
-            seen.popitem(last=False)
+        super().__init__(limit)
