@@ -294,6 +294,9 @@ class _Connection:
         self._calls: dict[int, Call] = {}
         self._window = asyncio.Event()  # set when the peer gave flow-control credit
         self._ended: PeerError | None = None
+        # PINGs awaiting their ACK, by opaque data (at most one per ping() caller).
+        self._pings: dict[bytes, asyncio.Future[None]] = {}
+        self._ping_count = 0
 
     async def start(self) -> None:
         conn = self._conn
@@ -386,6 +389,31 @@ class _Connection:
         self.flush()
         await self._writer.drain()
 
+    async def ping(self) -> None:
+        """One HTTP/2 PING round trip. Once it returns, the peer's transport has read every
+        frame written before the PING: an endpoint processes frames in the order they arrive
+        and answers a PING with an ACK (RFC 9113 section 6.7). Fails with UNAVAILABLE if the
+        connection ends first; the caller bounds the wait."""
+        if self._ended is not None:
+            raise RpcError("UNAVAILABLE", str(self._ended))
+        self._ping_count += 1
+        opaque = self._ping_count.to_bytes(8, "big")
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[opaque] = answered
+        try:
+            try:
+                self._conn.ping(opaque)
+            except h2.exceptions.H2Error as exc:
+                raise RpcError("UNAVAILABLE", f"HTTP/2: {exc}") from None
+            self.flush()
+            try:
+                await self._writer.drain()
+            except OSError as exc:  # the connection is gone (ConnectionResetError and kin)
+                raise RpcError("UNAVAILABLE", str(exc) or type(exc).__name__) from None
+            await answered
+        finally:
+            self._pings.pop(opaque, None)
+
     async def close(self) -> None:
         """Say GOAWAY (best effort; the owner closes the TLS connection)."""
         if self._ended is None:
@@ -462,6 +490,10 @@ class _Connection:
             self._window.set()
         elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             self._window.set()
+        elif isinstance(event, h2.events.PingAckReceived):
+            answered = self._pings.get(event.ping_data or b"")
+            if answered is not None and not answered.done():
+                answered.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
             error = PeerError(f"the peer sent GOAWAY ({event.error_code})", reason="closed")
             self._end(error)
@@ -478,6 +510,9 @@ class _Connection:
             call._fail(RpcError("UNAVAILABLE", str(error)))
         self._calls.clear()
         self._window.set()
+        for answered in self._pings.values():
+            if not answered.done():
+                answered.set_exception(RpcError("UNAVAILABLE", str(error)))
 
 
 class Channel(_Connection):

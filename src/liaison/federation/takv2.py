@@ -156,11 +156,20 @@ class FigClientSession:
         groups = channel.open("ServerFederateGroupsStream")
         await groups.write([sub], end=True)
         await self._await_serving(groups)
-        # ClientEventStream must be open before ServerEventStream (trap 10): its HEADERS and
-        # subscription are framed and written to the TLS connection before ServerEventStream's
-        # HEADERS (one HTTP/2 connection, written in order).
+        # ClientEventStream must be open before ServerEventStream (tak-federation.md 6.2 steps
+        # 3 and 4, trap 10): TAK registers the stream when its handler has the subscription,
+        # and contacts it sends before that are lost for the session. Its HEADERS and
+        # subscription go first on the one HTTP/2 connection; the PING round trip then waits
+        # until the peer's transport has read them all before ServerEventStream is opened.
         inbound = channel.open("ClientEventStream")
         await inbound.write([sub], end=True)
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                await channel.ping()
+        except TimeoutError:
+            raise PeerError("no PING acknowledgement", reason="handshake_timeout") from None
+        except fig_h2.RpcError as exc:
+            raise PeerError(f"event stream: {exc.code}", reason="rpc_error") from None
         self._out = channel.open("ServerEventStream")
         # The peer is the one pinned by its certificate; in Liaison's provenance its events
         # carry its configured name (what a peer says about itself selects nothing).

@@ -4,7 +4,7 @@
 It reproduces the checks TAK Server makes of a dialling federate: mutual TLS (a client
 certificate from the trusted CA), a non-empty ``identity.name`` on ``ClientEventStream`` and the
 other subscriptions (trap 8), ``SERVING`` sent at once on ``ServerFederateGroupsStream`` (trap
-11), ``ClientEventStream`` expected before ``ServerEventStream`` (trap 10, recorded), and
+11), ``ClientEventStream`` expected before ``ServerEventStream`` (trap 10, recorded by arrival), and
 ``HealthCheck`` answered ``SERVING`` only once a ``ClientEventStream`` with ``version.major >= 1``
 is open (trap 9), else ``NOT_CONNECTED``. Everything received on ``ServerEventStream`` is kept
 as raw bytes (``received``), so a test can decode exactly what crossed; ``send`` pushes a
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -34,13 +34,36 @@ SERVICE = "com.atakmap.FederatedChannel"
 MAX_QUEUED = 100
 
 
+class _Arrivals(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Records each call's method name as it arrives (its HEADERS), before its request is read,
+    and whether ServerEventStream came after ClientEventStream (trap 10)."""
+
+    def __init__(self, peer: TakPeer) -> None:
+        self._peer = peer
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        peer = self._peer
+        if method == "ServerEventStream":
+            peer.order_ok = "ClientEventStream" in peer.opened
+        peer.opened.append(method)
+        return await continuation(handler_call_details)
+
+
 class TakPeer:
     def __init__(self) -> None:
         self.received: list[bytes] = []  # serialized FederatedEvents, in arrival order
-        self.calls: list[str] = []  # method names in the order they were opened
+        self.calls: list[str] = []  # method names in the order their handlers started
+        # Method names in the order the calls arrived (their HEADERS), before any handler ran:
+        # grpc.aio starts a unary-request handler only once the request message is in, so a
+        # handler's start does not tell which call was opened first.
+        self.opened: list[str] = []
         self.client_fingerprints: set[str] = set()
         self.health_answers: list[int] = []
-        self.order_ok: bool | None = None  # ClientEventStream open before ServerEventStream
+        # ClientEventStream arrived before ServerEventStream (by arrival, as ``opened``).
+        self.order_ok: bool | None = None
         self.announce: list[str] = []  # group names sent after SERVING on the groups stream
         self.client_groups: list[str] = []  # names the federate offered us
         self._outbound: asyncio.Queue[fig_pb2.FederatedEvent] = asyncio.Queue(MAX_QUEUED)
@@ -99,7 +122,6 @@ class TakPeer:
 
     async def _server_events(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
         self.calls.append("ServerEventStream")
-        self.order_ok = "ClientEventStream" in self.calls
         async for data in requests:
             self.received.append(data)
         return fig_pb2.Subscription(
@@ -148,7 +170,7 @@ class TakPeer:
             "ServerROLStream": grpc.stream_unary_rpc_method_handler(self._server_rol),
             "ClientFederateGroupsStream": grpc.stream_unary_rpc_method_handler(self._client_groups),
         }
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(interceptors=[_Arrivals(self)])
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )

@@ -105,8 +105,8 @@ async def test_pli_and_marker_both_ways_with_a_tak_v2_peer(tmp_path: Path) -> No
         try:
             await wait_until(lambda: side.fed.status.peers["ukr"].state is LinkState.UP)
             # TAK's call order and identity checks held (tak-federation.md 6.2).
-            await wait_until(lambda: len(tak.calls) >= 3, what="the three first calls")
-            assert tak.calls[:3] == [
+            await wait_until(lambda: len(tak.opened) >= 3, what="the three first calls")
+            assert tak.opened[:3] == [
                 "ServerFederateGroupsStream",
                 "ClientEventStream",
                 "ServerEventStream",

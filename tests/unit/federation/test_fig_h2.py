@@ -180,3 +180,34 @@ async def test_connection_end_fails_open_calls() -> None:
         assert gone.value.code == "UNAVAILABLE"
         with pytest.raises(fig_h2.RpcError):
             channel.open("Echo")
+
+
+async def test_ping_returns_once_the_peer_read_what_came_before() -> None:
+    # A call opened, its request written and half-closed, then one PING round trip: by then
+    # the server holds the whole request (frames are processed in order, RFC 9113 6.7), even
+    # though no handler read it. takv2 relies on it to open ServerEventStream only after TAK
+    # has ClientEventStream's subscription (tak-federation.md 6.2, trap 10).
+    held: list[fig_h2.Call] = []
+
+    async def hold(call: fig_h2.Call) -> None:
+        held.append(call)
+        async with asyncio.timeout(30):
+            await call.failed()
+
+    async with _pair({"Hold": hold}) as (channel, _written):
+        call = channel.open("Hold")
+        await call.write([b"subscription"], end=True)
+        async with asyncio.timeout(10):
+            await channel.ping()
+        assert len(held) == 1
+        assert list(held[0]._messages) == [b"subscription"] and held[0]._remote_done
+        # Pings are answered again and again; a connection that ended fails the next at once.
+        async with asyncio.timeout(10):
+            await channel.ping()
+        channel._writer.transport.abort()
+        with pytest.raises(fig_h2.RpcError) as gone:
+            async with asyncio.timeout(10):
+                while True:  # the reader notices the end on its next read
+                    await channel.ping()
+                    await asyncio.sleep(0.01)
+        assert gone.value.code == "UNAVAILABLE"
