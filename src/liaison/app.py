@@ -33,6 +33,7 @@ from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
 from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
+from liaison.cluster.latest_kv import SharedLatestState
 from liaison.config import LISTENER_NAMES, Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
@@ -207,11 +208,23 @@ async def _start(
     await parts.start(store_part)
     store = store_part.store
     writer = StoreWriter(store)
+    # In a cluster the latest state is every node's (a JetStream key-value bucket mirrored
+    # here), so replay answers the same on every node; alone, this process's table.
+    shared_latest = (
+        SharedLatestState(
+            _cluster_settings(config),
+            gate.policy if gate is not None else None,
+            metrics,
+            MemoryLatestState(),
+        )
+        if config.cluster_nats
+        else None
+    )
     router = Router(
         metrics=metrics,
         clock_ms=now_ms,
         writer=writer,
-        latest=MemoryLatestState(),
+        latest=shared_latest if shared_latest is not None else MemoryLatestState(),
         congestion_threshold=max(1, int(writer.max_pending * STORE_CONGESTION_FRACTION)),
         gate=gate,
     )
@@ -266,6 +279,10 @@ async def _start(
         bus = NatsBus(_cluster_settings(config), router, metrics)
         await parts.start(bus)
         router.set_bus(bus)
+        if shared_latest is not None:
+            # Every node's latest state, read before any client connects (docs/deployment.md).
+            shared_latest.use_bus(bus)
+            await parts.start(shared_latest)
     keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)

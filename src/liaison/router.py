@@ -499,7 +499,7 @@ class Router:
         it joins this node's latest state (so replay and the picture answer the same on every
         node) and goes to this node's subscribers, each decided and recorded here.
         """
-        self._remember(event, label, source.principal, self._clock_ms())
+        self._remember(event, label, source.principal, self._clock_ms(), shared=False)
         out = Outgoing(event, source.principal.in_groups)
         return self.distribute(AcceptedEvent(event, label, source, out))
 
@@ -603,17 +603,18 @@ class Router:
             self._on_delete(forgotten)
 
     def _remember(
-        self, event: Event, label: Label | None, sender: Principal, now: int
+        self, event: Event, label: Label | None, sender: Principal, now: int, *, shared: bool = True
     ) -> str | None:
         """The latest state after ``event``: a delete forgets its target (its uid returned),
         anything else replaces its uid's entry. Directed messages are never part of the
         replayable picture: replaying them to a newcomer would deliver a private message to
-        someone it was not addressed to. Shared by this node's events and other nodes'."""
+        someone it was not addressed to. Shared by this node's events and other nodes' (those
+        with ``shared=False``: the node that accepted them wrote them for the cluster)."""
         if event.is_delete and event.link_uid:
-            self._latest.remove(event.link_uid)
+            self._latest.remove(event.link_uid, shared=shared)
             return event.link_uid
         if not event.dests and not event.is_stale(now):
-            self._latest.put(LatestEntry(event, sender.in_groups, label))
+            self._latest.put(LatestEntry(event, sender.in_groups, label), shared=shared)
         return None
 
     def _deliver(self, plans: list[_Fanout]) -> int:
@@ -655,9 +656,10 @@ class Router:
             self.m_store_dropped.inc()
 
     def load_latest(self, entries: Iterable[LatestEntry]) -> None:
-        """Seed the latest-state table (from the store, at start)."""
+        """Seed the latest-state table (from the store, at start; in a cluster not written for
+        the other nodes: the bucket already holds what they wrote since)."""
         for entry in entries:
-            self._latest.put(entry)
+            self._latest.put(entry, shared=False)
 
     def load_label(self, stored: str | None) -> Label | None:
         """A stored label (JSON) back as a Label; None when absent or unreadable (then denied)."""

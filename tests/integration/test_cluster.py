@@ -21,7 +21,14 @@ import pytest
 from liaison.app import Server, run_server
 from liaison.identity.users import UserDirectory
 from tests.integration.conftest import issue_cert, make_config
-from tests.integration.helpers import Client, clients, connect_tcp, connect_tls, sa_event
+from tests.integration.helpers import (
+    Client,
+    clients,
+    connect_tcp,
+    connect_tls,
+    delete_event,
+    sa_event,
+)
 from tests.integration.test_labels_e2e import POLICY, USERS, marker, seclabel
 
 NATS_URL = os.environ.get("LIAISON_TEST_NATS", "nats://127.0.0.1:4222")
@@ -54,6 +61,8 @@ async def bus() -> AsyncIterator[dict[str, Any]]:
     finally:
         with contextlib.suppress(Exception):
             await js.delete_stream(settings["cluster_stream"])
+        with contextlib.suppress(Exception):  # the latest-state bucket (cluster/latest_kv.py)
+            await js.delete_key_value(f"{settings['cluster_stream']}_LATEST")
         await nc.close()
 
 
@@ -247,6 +256,70 @@ async def test_a_node_receives_only_the_groups_its_clients_read(
             )
             == 1.0
         )
+
+
+async def until(check: Callable[[], bool], what: str, within: float = WAIT_S) -> None:
+    """Wait (bounded) until ``check()`` holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_every_node_replays_every_groups_latest_state_from_the_bucket(
+    nodes: Nodes, tmp_path: Path, bus: dict[str, Any]
+) -> None:
+    groups = tmp_path / "groups.toml"
+    groups.write_text(GROUPS)
+    async with nodes(2, groups_file=str(groups)) as (n0, n1):
+        # Node 0: a BLUE sender. Node 1: a RED reader only, so node 1 takes nothing of BLUE
+        # from the bus; the BLUE unit reaches its table through the latest-state bucket.
+        conns = {}
+        for name, org, server in (("blue-0", "BLUE", n0), ("red-1", "RED", n1)):
+            assert server.tls is not None
+            cert = issue_cert(server, name, org)
+            conns[name] = await connect_tls(
+                server.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name=name
+            )
+        async with clients(*conns.values()):
+            await asyncio.sleep(0.3)
+            await conns["blue-0"].send(sa_event("uid-blue-unit", "BLUE-UNIT"))
+            await conns["blue-0"].send(sa_event("uid-blue-gone", "BLUE-GONE"))
+
+            def held(server: Server) -> set[str]:
+                return {e.event.uid for e in server.router.latest_entries()}
+
+            await until(lambda: {"uid-blue-unit", "uid-blue-gone"} <= held(n1), "node 1 holds it")
+            assert n1.metrics.registry.get_sample_value("liaison_cluster_received_total") in (
+                None,
+                0.0,
+            )  # not from the bus: node 1 reads RED only
+            # A BLUE client connecting to node 1 now is replayed the BLUE units.
+            assert n1.tls is not None
+            cert = issue_cert(n1, "blue-1", "BLUE")
+            late = await connect_tls(
+                n1.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name="blue-1"
+            )
+            async with clients(late):
+                await late.wait_for(b'uid="uid-blue-unit"', WAIT_S)
+                assert b"uid-blue-gone" in late.raw or await late.wait_for(
+                    b'uid="uid-blue-gone"', WAIT_S
+                )
+                assert b"uid-red" not in late.raw
+                # A delete on node 0 leaves every node's table.
+                await conns["blue-0"].send(delete_event("uid-blue-gone"))
+                await until(lambda: "uid-blue-gone" not in held(n1), "the delete reaches node 1")
+                assert "uid-blue-unit" in held(n1)
+            # A node started now holds the bucket's units before any client connects.
+            config = make_config(
+                tmp_path / "node-late", cluster_node="node-late", groups_file=str(groups), **bus
+            )
+            async with run_server(config) as n2:
+                assert held(n2) == {"uid-blue-unit"}
+        written = n0.metrics.registry.get_sample_value("liaison_cluster_latest_written_total")
+        assert written is not None and written >= 3  # two reports and the delete
 
 
 async def test_a_bus_message_with_an_unreadable_label_or_event_is_refused(

@@ -35,7 +35,7 @@ from liaison.errors import ConfigError
 from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.event import Event
-from liaison.model.labels import Label, LabelError
+from liaison.model.labels import Label, LabelError, Policy
 from liaison.model.principal import Principal
 from liaison.protocol import cluster_wire, cot_xml
 from liaison.protocol.cluster_wire import BusEvent, SeenIds, WireError
@@ -144,6 +144,11 @@ class NatsBus:
 
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def jetstream(self) -> Any:
+        """The JetStream context once bound (the latest-state bucket shares the connection)."""
+        return self._js
 
     @property
     def congested(self) -> bool:
@@ -357,17 +362,7 @@ class NatsBus:
         return self._router.distribute_remote(event, label, RemoteSource(wire.sender))
 
     def _label(self, wire: BusEvent) -> tuple[bool, Label | None]:
-        """Whether the event's label can be read here, and the label (None: unlabelled). A
-        label that cannot be read means deny."""
-        if wire.label_json is None:
-            return True, None
-        policy = self._router.policy
-        if policy is None:
-            return False, None  # labelled on a node with a policy, here none: config differs
-        try:
-            return True, labels.label_from_json(policy, wire.label_json)
-        except LabelError:
-            return False, None
+        return read_label(self._router.policy, wire.label_json)
 
     # --- connection state -------------------------------------------------------------------
 
@@ -380,6 +375,19 @@ class NatsBus:
     async def _on_reconnected(self) -> None:
         self.m_reconnects.inc()
         log.info("cluster bus: reconnected to NATS")
+
+
+def read_label(policy: Policy | None, label_json: str | None) -> tuple[bool, Label | None]:
+    """Whether a label another node wrote can be read here, and the label (None: unlabelled).
+    A label that cannot be read means deny."""
+    if label_json is None:
+        return True, None
+    if policy is None:
+        return False, None  # labelled on a node with a policy, here none: config differs
+    try:
+        return True, labels.label_from_json(policy, label_json)
+    except LabelError:
+        return False, None
 
 
 def default_node_name(hostname: Callable[[], str], port: int | None) -> str:

@@ -1,9 +1,9 @@
 """The latest-state interface: what the router needs from the table of each uid's newest event.
 
 Pure: no clock (time comes in as an argument), no I/O. An implementation shared by several nodes
-(later) must keep the same rules, which ``tests/unit/core/test_latest_state.py`` checks for any
-implementation: an older report never replaces a newer one, a bounded size, stale entries dropped
-by :meth:`LatestState.expire`.
+(``cluster/latest_kv.py``) must keep the same rules, which ``tests/unit/core/test_latest_state.py``
+checks for any implementation: an older report never replaces a newer one, a bounded size, stale
+entries dropped by :meth:`LatestState.expire`.
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ class LatestState(Protocol):
         """The entry of ``uid``, stale or not; None when there is none."""
         ...
 
-    def put(self, entry: LatestEntry) -> bool:
+    def put(self, entry: LatestEntry, *, shared: bool = True) -> bool:
         """Keep ``entry`` as its uid's latest state, unless the entry already held is of a later
         time (a report arriving late never replaces a newer one: False). A new uid past the size
-        limit evicts the entry updated longest ago."""
+        limit evicts the entry updated longest ago. ``shared=False``: this node did not accept
+        the event (another node did, or it comes from the store at start), so an
+        implementation shared by several nodes keeps it without writing it for the others."""
         ...
 
-    def remove(self, uid: str) -> LatestEntry | None:
-        """Forget ``uid`` (a delete); returns what was held, or None."""
+    def remove(self, uid: str, *, shared: bool = True) -> LatestEntry | None:
+        """Forget ``uid`` (a delete); returns what was held, or None. ``shared`` as for put."""
         ...
 
     def entries(self) -> Iterator[LatestEntry]:

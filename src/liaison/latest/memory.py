@@ -22,7 +22,7 @@ class MemoryLatestState:
     def get(self, uid: str) -> LatestEntry | None:
         return self._latest.get(uid)
 
-    def put(self, entry: LatestEntry) -> bool:
+    def put(self, entry: LatestEntry, *, shared: bool = True) -> bool:
         latest = self._latest
         uid = entry.event.uid
         old = latest.get(uid)
@@ -35,7 +35,7 @@ class MemoryLatestState:
         latest[uid] = entry
         return True
 
-    def remove(self, uid: str) -> LatestEntry | None:
+    def remove(self, uid: str, *, shared: bool = True) -> LatestEntry | None:
         return self._latest.pop(uid, None)
 
     def entries(self) -> Iterator[LatestEntry]:

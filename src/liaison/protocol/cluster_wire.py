@@ -143,3 +143,87 @@ class SeenIds(Recent):
 
     def __init__(self, limit: int = SEEN_IDS) -> None:
         super().__init__(limit)
+
+
+# --- the shared latest state (a JetStream key-value bucket) ----------------------------------
+#
+# Each node writes the latest state of the events it accepted into one bucket, a value per uid;
+# every node mirrors the bucket (cluster/latest_kv.py), so a client is replayed the same picture
+# on every node, also of groups nobody on its node read before. Keys are ``u.<hex of the uid's
+# UTF-8>``: NATS KV keys allow only ``[-/_=.a-zA-Z0-9]`` (NATS ADR-8, "Key-Value Store").
+
+LATEST_VERSION = 1
+_LATEST_KEY_PREFIX = "u."
+# Largest value read from the bucket: the event (at most limits.MAX_EVENT_BYTES once accepted)
+# with its label and groups; a larger one is refused.
+MAX_LATEST_VALUE = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    """One uid's latest state as a node wrote it into the bucket."""
+
+    node: str  # the node that accepted the event
+    sender_groups: frozenset[str]  # its sender's IN groups (what the access decision reads)
+    label_json: str | None  # the authoritative label as canonical JSON, None when unlabelled
+    xml: bytes  # the event as accepted, CoT XML
+
+
+def latest_key(uid: str) -> str:
+    """The bucket key of ``uid``."""
+    return _LATEST_KEY_PREFIX + uid.encode("utf-8").hex()
+
+
+def uid_of_key(key: str) -> str:
+    """The uid a bucket key names; :class:`WireError` when it is not one of ours."""
+    if not key.startswith(_LATEST_KEY_PREFIX):
+        raise WireError(f"not a latest-state key: {key[:80]!r}")
+    try:
+        return bytes.fromhex(key[len(_LATEST_KEY_PREFIX) :]).decode("utf-8")
+    except ValueError:
+        raise WireError(f"not a latest-state key: {key[:80]!r}") from None
+
+
+def encode_latest(value: LatestValue) -> bytes:
+    """The bucket value: one JSON object, the event's XML as a string (it is UTF-8)."""
+    return json.dumps(
+        {
+            "v": LATEST_VERSION,
+            "node": value.node,
+            "groups": sorted(value.sender_groups),
+            "label": value.label_json,
+            "xml": value.xml.decode("utf-8"),
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def decode_latest(data: bytes) -> LatestValue:
+    """A bucket value back as a :class:`LatestValue`; :class:`WireError` when it is not one."""
+    if len(data) > MAX_LATEST_VALUE:
+        raise WireError(f"latest-state value of {len(data)} bytes")
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise WireError(f"latest-state value: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("v") != LATEST_VERSION:
+        raise WireError("latest-state value: not version 1")
+    node, groups, label, xml = (obj.get(k) for k in ("node", "groups", "label", "xml"))
+    if not isinstance(node, str) or not node:
+        raise WireError("latest-state value: node")
+    if (
+        not isinstance(groups, list)
+        or len(groups) > MAX_SENDER_GROUPS
+        or not all(isinstance(g, str) for g in groups)
+    ):
+        raise WireError("latest-state value: groups")
+    if label is not None and not isinstance(label, str):
+        raise WireError("latest-state value: label")
+    if not isinstance(xml, str) or not xml:
+        raise WireError("latest-state value: xml")
+    try:
+        xml_bytes = xml.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON
+        raise WireError("latest-state value: xml is not valid Unicode") from None
+    return LatestValue(node, frozenset(groups), label, xml_bytes)

@@ -116,3 +116,61 @@ def test_seen_ids_drop_a_second_copy_and_stay_bounded() -> None:
     for k in "bcd":
         assert seen.first_time(k)
     assert seen.first_time("a")  # forgotten: the oldest went first
+
+
+# --- the latest-state bucket's values --------------------------------------------------------
+
+
+def latest_sample() -> cluster_wire.LatestValue:
+    return cluster_wire.LatestValue(
+        node="node0",
+        sender_groups=frozenset({"UKR", "HQ"}),
+        label_json='{"v":1}',
+        xml='<event uid="é-x"/>'.encode(),
+    )
+
+
+def test_latest_value_and_key_round_trip() -> None:
+    value = latest_sample()
+    assert cluster_wire.decode_latest(cluster_wire.encode_latest(value)) == value
+    unlabelled = cluster_wire.LatestValue("n", frozenset(), None, b"<event/>")
+    assert cluster_wire.decode_latest(cluster_wire.encode_latest(unlabelled)) == unlabelled
+    for uid in ("ANDROID-1234", "GeoChat.a.b.c", "é 😀 /.*>", "x" * 256):
+        key = cluster_wire.latest_key(uid)
+        # NATS KV keys: [-/_=.a-zA-Z0-9] only (ADR-8).
+        assert all(c.isascii() and (c.isalnum() or c in "-/_=.") for c in key)
+        assert cluster_wire.uid_of_key(key) == uid
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"v":2,"node":"n","groups":[],"label":null,"xml":"<e/>"}',
+        b'{"v":1,"node":"","groups":[],"label":null,"xml":"<e/>"}',
+        b'{"v":1,"node":"n","groups":"g","label":null,"xml":"<e/>"}',
+        b'{"v":1,"node":"n","groups":[1],"label":null,"xml":"<e/>"}',
+        b'{"v":1,"node":"n","groups":[],"label":5,"xml":"<e/>"}',
+        b'{"v":1,"node":"n","groups":[],"label":null,"xml":""}',
+        b'{"v":1,"node":"n","groups":[],"label":null,"xml":"\\ud800"}',
+        b'{"v":1,"node":"n","groups":[],"label":null,"xml":"' + b"x" * (130 * 1024) + b'"}',
+    ],
+)
+def test_hostile_latest_values_are_refused(data: bytes) -> None:
+    with pytest.raises(WireError):
+        cluster_wire.decode_latest(data)
+
+
+@pytest.mark.parametrize("key", ["x.41", "u.zz", "u.ff", "u.4"])
+def test_keys_not_ours_are_refused(key: str) -> None:
+    with pytest.raises(WireError):
+        cluster_wire.uid_of_key(key)
+
+
+@given(st.binary(max_size=512))
+def test_any_bytes_decode_or_are_refused(data: bytes) -> None:
+    with contextlib.suppress(WireError):
+        cluster_wire.decode_latest(data)

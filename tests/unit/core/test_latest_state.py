@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 import pytest
 
+from liaison.cluster.bus import ClusterSettings
+from liaison.cluster.latest_kv import SharedLatestState
 from liaison.latest import LatestEntry, LatestState, MemoryLatestState
+from liaison.metrics import Metrics
 from liaison.model.event import make_event
 
 NOW = 1_700_000_000_000
@@ -18,6 +21,14 @@ NOW = 1_700_000_000_000
 # name -> factory(max_uids); each call must return an empty, independent table.
 IMPLEMENTATIONS: dict[str, Callable[[int], LatestState]] = {
     "memory": lambda max_uids: MemoryLatestState(max_uids),
+    # A cluster node's table (its bucket is not reached here: tests/unit/cluster/
+    # test_latest_kv.py and tests/integration/test_cluster.py cover that side).
+    "shared": lambda max_uids: SharedLatestState(
+        ClusterSettings(servers=("nats://127.0.0.1:1",), node="n0"),
+        None,
+        Metrics(),
+        MemoryLatestState(max_uids),
+    ),
 }
 
 

@@ -1,0 +1,112 @@
+"""A cluster node's latest state (cluster/latest_kv.py) without NATS: what it queues for the
+bucket, and how it applies the bucket's values (hostile ones refused and counted). The bucket
+itself, on a real NATS JetStream, is tests/integration/test_cluster.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from liaison.cluster import latest_kv
+from liaison.cluster.bus import ClusterSettings
+from liaison.cluster.latest_kv import SharedLatestState
+from liaison.latest import LatestEntry, MemoryLatestState
+from liaison.metrics import Metrics
+from liaison.model.event import make_event
+from liaison.protocol import cluster_wire, cot_xml
+
+NOW = 1_700_000_000_000
+
+
+def state() -> SharedLatestState:
+    return SharedLatestState(
+        ClusterSettings(servers=("nats://127.0.0.1:1",), node="n0"),
+        None,
+        Metrics(),
+        MemoryLatestState(),
+    )
+
+
+def entry(uid: str, *, time: int = NOW, group: str = "g") -> LatestEntry:
+    event = make_event(
+        uid=uid, type="a-f-G", how="m-g", time=time, start=time, stale=time + 60_000, lat=1, lon=2
+    )
+    return LatestEntry(event, frozenset({group}))
+
+
+def value(e: LatestEntry, *, node: str = "n1", label: str | None = None) -> bytes:
+    return cluster_wire.encode_latest(
+        cluster_wire.LatestValue(node, e.sender_groups, label, cot_xml.render_xml(e.event))
+    )
+
+
+def dropped(s: SharedLatestState, reason: str) -> int:
+    return s.m_dropped.get(reason)
+
+
+def test_changes_made_here_wait_for_the_bucket_one_per_uid_in_order() -> None:
+    s = state()
+    s.put(entry("a"))
+    s.put(entry("b"))
+    s.put(entry("a", time=NOW + 1000))  # only a's newest waits, now after b
+    s.remove("c")
+    assert list(s._pending) == ["b", "a", "c"]
+    assert s._pending["c"] is None  # a delete
+    written = cluster_wire.decode_latest(s._pending["a"] or b"")
+    assert written.node == "n0" and written.sender_groups == frozenset({"g"})
+    assert cot_xml.parse_event(written.xml).time == NOW + 1000
+
+
+def test_changes_from_elsewhere_and_refused_puts_are_not_written() -> None:
+    s = state()
+    s.put(entry("a", time=NOW + 1000), shared=False)  # another node's, or the store's
+    s.remove("b", shared=False)
+    assert s._pending == {}
+    assert s.put(entry("a", time=NOW)) is False  # older than what is held: kept out, not written
+    assert s._pending == {}
+
+
+def test_the_queue_is_bounded_oldest_change_dropped_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(latest_kv, "MAX_PENDING_WRITES", 3)
+    s = state()
+    for uid in "abcd":
+        s.put(entry(uid))
+    assert list(s._pending) == ["b", "c", "d"]
+    assert dropped(s, "queue_full") == 1
+    assert len(s) == 4  # the table itself keeps them all
+
+
+def test_values_of_other_nodes_are_applied_newest_wins_deletes_forget() -> None:
+    s = state()
+    key = cluster_wire.latest_key("a")
+    assert s.apply(key, value(entry("a", time=NOW + 1000)), None) == 1
+    held = s.get("a")
+    assert held is not None and held.event.time == NOW + 1000
+    assert s.apply(key, value(entry("a", time=NOW)), None) == 1  # read, but older: not kept
+    held = s.get("a")
+    assert held is not None and held.event.time == NOW + 1000
+    assert s.apply(key, None, "DEL") == 1
+    assert s.get("a") is None
+    assert s._pending == {}  # nothing read from the bucket is written back
+
+
+def test_hostile_values_are_refused_and_counted_never_applied() -> None:
+    s = state()
+    good = value(entry("a"))
+    assert s.apply("not-ours", good, None) == 0
+    assert s.apply(cluster_wire.latest_key("a"), b"garbage", None) == 0
+    # The key names another uid than the event it holds.
+    assert s.apply(cluster_wire.latest_key("b"), good, None) == 0
+    # XML that is not an event.
+    bad_xml = json.dumps(
+        {"v": 1, "node": "n1", "groups": [], "label": None, "xml": "<event><!DOCTYPE x></event>"}
+    ).encode()
+    assert s.apply(cluster_wire.latest_key("a"), bad_xml, None) == 0
+    assert dropped(s, "unreadable") == 4
+    # A label on a node without a policy cannot be read: deny.
+    assert s.apply(cluster_wire.latest_key("a"), value(entry("a"), label='{"v":1}'), None) == 0
+    assert dropped(s, "label") == 1
+    assert len(s) == 0
