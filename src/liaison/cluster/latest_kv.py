@@ -225,25 +225,32 @@ class SharedLatestState:
                 await asyncio.sleep(RETRY_S)
 
     async def _write_batch(self) -> bool:
-        """Write up to ``WRITE_BATCH`` waiting changes in order; False when one failed (it and
-        the rest wait for the next attempt)."""
-        kv = self._kv
+        """Write up to ``WRITE_BATCH`` waiting changes at once (each uid has one, so their order
+        does not matter); False when one failed (it waits for the next attempt)."""
         batch = list(self._pending.items())[:WRITE_BATCH]
-        for uid, value in batch:
-            key = cluster_wire.latest_key(uid)
-            try:
-                if value is _DELETE:
-                    await kv.delete(key)
-                else:
-                    await kv.put(key, value)
-            except Exception as exc:  # nats-py's errors and TimeoutError: NATS away
-                self.m_errors.inc()
-                log.warning("cluster latest state: write not acknowledged (%r); trying again", exc)
-                return False
+        results = await asyncio.gather(
+            *(self._write_one(uid, value) for uid, value in batch), return_exceptions=True
+        )
+        failed: BaseException | None = None
+        for (uid, value), result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                failed = failed or result
+                continue
             if self._pending.get(uid, b"") is value:  # not changed again meanwhile
                 del self._pending[uid]
             self.m_written.inc()
+        if failed is not None:
+            self.m_errors.inc()
+            log.warning("cluster latest state: write not acknowledged (%r); trying again", failed)
+            return False
         return True
+
+    async def _write_one(self, uid: str, value: bytes | None) -> None:
+        key = cluster_wire.latest_key(uid)
+        if value is _DELETE:
+            await self._kv.delete(key)
+        else:
+            await self._kv.put(key, value)
 
     # --- reading ----------------------------------------------------------------------------
 

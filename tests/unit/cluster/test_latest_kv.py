@@ -110,3 +110,39 @@ def test_hostile_values_are_refused_and_counted_never_applied() -> None:
     assert s.apply(cluster_wire.latest_key("a"), value(entry("a"), label='{"v":1}'), None) == 0
     assert dropped(s, "label") == 1
     assert len(s) == 0
+
+
+class _Bucket:
+    """An in-memory stand-in for nats-py's KeyValue (put, delete), failing while ``down``."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.down = False
+
+    async def put(self, key: str, value: bytes) -> int:
+        if self.down:
+            raise TimeoutError("nats: timeout")
+        self.values[key] = value
+        return len(self.values)
+
+    async def delete(self, key: str) -> bool:
+        if self.down:
+            raise TimeoutError("nats: timeout")
+        self.values.pop(key, None)
+        return True
+
+
+async def test_writes_wait_while_the_bucket_is_away_and_go_when_it_is_back() -> None:
+    s = state()
+    bucket = _Bucket()
+    s._kv = bucket
+    s.put(entry("a"))
+    s.put(entry("b"))
+    bucket.down = True
+    assert await s._write_batch() is False
+    assert list(s._pending) == ["a", "b"] and s.m_errors.get() == 1
+    s.remove("b")  # changed while waiting: only the delete is written for b
+    bucket.down = False
+    assert await s._write_batch() is True
+    assert s._pending == {} and s.m_written.get() == 2
+    assert set(bucket.values) == {cluster_wire.latest_key("a")}
