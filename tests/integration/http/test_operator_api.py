@@ -5,6 +5,7 @@ TLS stream, and every action leaves an ``admin`` record in the audit log."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -20,8 +21,10 @@ from cryptography import x509
 from liaison.app import Server
 from liaison.gate import audit_paths
 from liaison.identity import packages
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import fingerprint_sha256, load_server_cert
 from tests.integration.conftest import ServerFactory, issue_cert
-from tests.integration.helpers import clients, connect_tls, sa_event
+from tests.integration.helpers import WAIT_S, clients, connect_tls, sa_event
 from tests.integration.http.http_support import (
     PASSWORD,
     add_user,
@@ -33,6 +36,8 @@ from tests.integration.http.http_support import (
     write_groups,
 )
 from tests.integration.test_enrollment import csr_b64, new_key
+from tests.integration.test_federation_app import free_port, peer_toml
+from tests.integration.test_feeds import feed
 from tests.integration.test_labels_e2e import POLICY
 
 A = "/api/v1/admin"
@@ -88,11 +93,23 @@ def _admin_records(server: Server) -> list[tuple[str, str, int]]:
 
 async def test_operator_api_end_to_end(start_server: ServerFactory, tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
-    # The password listener's ceiling, so that a user's profile gives a clearance there.
+    # A partner link that cannot connect and a feed, for the status; the password listener's
+    # ceiling, so that a user's profile gives a clearance there.
+    partner = ensure_server_pki(tmp_path / "partner", public_host="localhost")
     policy.write_text(
         POLICY
         + "\n[gate.listeners.enroll]\n"
         + 'ceiling = { classification = "SECRET", REL = "*", HANDLING = "*" }\n'
+        + '\n[federation]\nserver_id = "ops-liaison"\nlisten = "off"\n'
+        + "backoff_base_s = 0.05\nbackoff_cap_s = 0.5\nstatus_interval_s = 0.2\n"
+        + peer_toml(
+            "ukr",
+            ca=partner.ca_cert,
+            fingerprint=fingerprint_sha256(load_server_cert(partner)),
+            org="UKR",
+            dial=f"127.0.0.1:{free_port()}",
+        )
+        + feed("ships", "ais-udp", 'listen = "127.0.0.1:0"')
     )
     expected: list[tuple[str, str, int]] = []
     async with start_server(
@@ -264,10 +281,21 @@ async def test_operator_api_end_to_end(start_server: ServerFactory, tmp_path: Pa
             assert status == 400
 
             # Status and the audit log's check.
-            status, doc = await _call(http, https_url(server, f"{A}/status"))
-            assert status == 200
-            assert doc["federation"] == {"server_id": None, "peers": []}
-            assert doc["feeds"] == {"tracks": 0, "feeds": []}
+            for _ in range(int(WAIT_S / 0.1)):
+                status, doc = await _call(http, https_url(server, f"{A}/status"))
+                assert status == 200
+                [peer] = doc["federation"]["peers"]
+                if peer["last_error"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert doc["federation"]["server_id"] == "ops-liaison"
+            assert peer["name"] == "ukr" and peer["protocol"] == "native"
+            assert peer["state"] in ("down", "connecting") and peer["last_error"], peer
+            assert peer["backlog"] == 0 and peer["counts"]["connects"] == 0
+            [ships] = doc["feeds"]["feeds"]
+            assert ships["name"] == "ships" and ships["kind"] == "ais-udp"
+            async with http.get(https_url(server, "/api/v1/feeds")) as r:
+                assert doc["feeds"] == await r.json()
             counters = doc["counters"]
             assert counters["liaison_role_denied_total"] == 2 * len(ROUTES)
             assert counters["liaison_connections_total"] >= 0
@@ -377,3 +405,24 @@ async def test_without_labels_the_audit_check_says_so(
                 http, https_url(server, f"{A}/users"), "POST", {"name": "gil", "org": "OPS"}
             )
             assert status == 201 and doc["user"]["clearance"] is None
+        # Bearer tokens: the operator's work (no CSRF token: there is no cookie), others' not.
+        add_user(server, "webops", "OPS", [])
+        add_user(server, "webred", "RED", ["red"])
+        async with browser_session(server) as http:
+            tokens = {}
+            for name in ("webops", "webred"):
+                form = {"grant_type": "password", "username": name, "password": PASSWORD}
+                async with http.post(enroll_url(server, "/oauth/token"), data=form) as r:
+                    assert r.status == 200
+                    tokens[name] = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+            url = enroll_url(server, f"{A}/users/gil/password")
+            body = {"password": NEW_PASSWORD}
+            status, doc = await _call(http, url, "POST", body, tokens["webred"])
+            assert (status, doc) == (403, {"error": "operator role required"})
+            status, doc = await _call(http, url, "POST", body, tokens["webops"])
+            assert (status, doc) == (200, {"name": "gil", "password": True})
+            status, doc = await _call(
+                http, enroll_url(server, f"{A}/status"), "GET", None, tokens["webops"]
+            )
+            assert status == 200 and doc["federation"] == {"server_id": None, "peers": []}
+            assert doc["feeds"] == {"tracks": 0, "feeds": []}
