@@ -317,6 +317,7 @@ _ADMIN_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": [
             "name",
+            "source",
             "org",
             "profile",
             "in_groups",
@@ -330,6 +331,7 @@ _ADMIN_SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "name": {"type": "string"},
+            "source": {"enum": ["users_file", "directory"]},
             "org": {"type": "string"},
             "profile": _NULLABLE_STRING,
             "in_groups": _STR_LIST,

@@ -80,6 +80,11 @@ KEY_COUNTERS = (
     "liaison_role_denied_total",
     "liaison_store_dropped_total",
 )
+# Where a user comes from: the users file (what the routes below change), or the directory
+# (LDAP / Active Directory, docs/directory.md: listed only; revoked there means gone, disabled
+# or no longer mapped in the directory).
+USERS_FILE = "users_file"
+DIRECTORY = "directory"
 CLIENTS = ("atak", "itak")
 STYLES = ("enrollment", "certificate")
 ZIP = "application/zip"
@@ -116,7 +121,11 @@ def certificate_json(record: IssuedRecord, now: dt.datetime, within_days: int) -
 
 
 def user_json(
-    ctx: ApiContext, user: User, issued: dict[int, IssuedRecord], now: dt.datetime
+    ctx: ApiContext,
+    user: User,
+    issued: dict[int, IssuedRecord],
+    now: dt.datetime,
+    source: str = USERS_FILE,
 ) -> dict[str, Any]:
     who = None if user.revoked else ctx.principal_from_user(user.name)
     certs = []
@@ -126,6 +135,7 @@ def user_json(
             certs.append(certificate_json(record, now, DEFAULT_WITHIN_DAYS))
     return {
         "name": user.name,
+        "source": source,
         "org": user.org,
         "profile": user.profile,
         "in_groups": list(user.in_groups),
@@ -259,7 +269,15 @@ async def get_users(request: web.Request) -> web.Response:
     records = await asyncio.to_thread(_issued, ctx.server_pki)
     issued = {r.serial: r for r in records}
     users = await asyncio.to_thread(ctx.users.list_users)
-    return json_response({"users": [user_json(ctx, u, issued, now) for u in users]})
+    out = [user_json(ctx, u, issued, now) for u in users]
+    if ctx.directory is not None:
+        # A name of the users file is that local user, whatever the directory says.
+        local = {u.name for u in users}
+        for name in sorted(set(ctx.directory.names()) - local):
+            found = ctx.directory.get(name)
+            if found is not None:
+                out.append(user_json(ctx, found, issued, now, DIRECTORY))
+    return json_response({"users": out})
 
 
 def _link_json(link: admin.EnrollmentLink) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 from cryptography import x509
 
-from liaison.app import Server
+from liaison import config as config_mod
+from liaison.app import Server, run_server
 from liaison.gate import audit_paths
 from liaison.identity import packages
 from liaison.identity.ca import ensure_server_pki
@@ -426,3 +427,61 @@ async def test_without_labels_the_audit_check_says_so(
             )
             assert status == 200 and doc["federation"] == {"server_id": None, "peers": []}
             assert doc["feeds"] == {"tracks": 0, "feeds": []}
+
+
+async def test_directory_users_are_listed_with_their_state(data_dir: Path, tmp_path: Path) -> None:
+    """Users remembered from the directory (docs/directory.md) are listed after the users file's,
+    ``revoked`` when the directory no longer lets them in; a local name hides a directory one."""
+    ca = ensure_server_pki(tmp_path / "ldap-ca", public_host="localhost").ca_cert
+    secret = tmp_path / "service-password"
+    secret.write_text("unused\n")
+    toml = tmp_path / "liaison.toml"
+    toml.write_text(
+        "[directory]\n"
+        f'urls = ["ldaps://127.0.0.1:{free_port()}"]\n'  # nobody answers: nothing is re-checked
+        f'ca_file = "{ca}"\n'
+        'bind_dn = "cn=service,dc=example,dc=org"\n'
+        f'bind_password_file = "{secret}"\n'
+        'user_base = "ou=people,dc=example,dc=org"\n'
+        'org = "Example"\n'
+        "refresh_s = 3600\n"
+        "timeout_s = 1\n"
+    )
+    accounts = [
+        {"name": "dora", "org": "Example", "profile": None, "in_groups": ["Blue"],
+         "out_groups": ["Blue"], "cert_serials": [], "revoked": False},
+        {"name": "dan", "org": "Example", "profile": None, "in_groups": [], "out_groups": [],
+         "cert_serials": [], "revoked": True},
+        {"name": "webops", "org": "Example", "profile": None, "in_groups": [],
+         "out_groups": [], "cert_serials": [], "revoked": True},
+    ]  # fmt: skip
+    _remembered(data_dir, accounts)
+    overrides = {
+        "data_dir": str(data_dir),
+        "public_host": "localhost",
+        "groups_file": str(write_groups(tmp_path)),
+        # make_config's listeners
+        **{name: "127.0.0.1:0" for name in ("tcp", "tls", "udp", "https", "enroll")},
+    }
+    config = config_mod.load(toml, {}, overrides)
+    async with run_server(config) as server:
+        add_user(server, "webops", "OPS", [])
+        async with browser_session(server) as http:
+            status, doc = await _call(
+                http, enroll_url(server, f"{A}/users"), headers=_basic("webops", PASSWORD)
+            )
+    assert status == 200, doc
+    assert [(u["name"], u["source"], u["revoked"]) for u in doc["users"]] == [
+        ("webops", "users_file", False),
+        ("dan", "directory", True),
+        ("dora", "directory", False),
+    ]
+    dora = doc["users"][2]
+    assert dora["in_groups"] == ["Blue"] and dora["password"] is False and dora["org"] == "Example"
+
+
+def _remembered(data_dir: Path, accounts: list[dict[str, Any]]) -> None:
+    """The directory users a server remembers (DATA_DIR/directory-users.json, version 1)."""
+    data_dir.mkdir(parents=True)
+    state = {"version": 1, "users": accounts}
+    (data_dir / "directory-users.json").write_text(json.dumps(state))
