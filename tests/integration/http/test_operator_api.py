@@ -20,6 +20,7 @@ from cryptography import x509
 
 from liaison import config as config_mod
 from liaison.app import Server, run_server
+from liaison.audit import AuditLog
 from liaison.gate import audit_paths
 from liaison.identity import packages
 from liaison.identity.ca import ensure_server_pki
@@ -34,6 +35,7 @@ from tests.integration.http.http_support import (
     certs,
     enroll_url,
     https_url,
+    wait_until,
     write_groups,
 )
 from tests.integration.test_enrollment import csr_b64, new_key
@@ -485,3 +487,38 @@ def _remembered(data_dir: Path, accounts: list[dict[str, Any]]) -> None:
     data_dir.mkdir(parents=True)
     state = {"version": 1, "users": accounts}
     (data_dir / "directory-users.json").write_text(json.dumps(state))
+
+
+async def test_actions_are_refused_while_the_audit_log_cannot_be_written(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY)
+    async with start_server(
+        policy_file=str(policy), groups_file=str(write_groups(tmp_path))
+    ) as server:
+        gate = server.router.gate
+        assert gate is not None and isinstance(gate.audit, AuditLog)
+        log_path = gate.audit.path
+        c = certs(server, ("ops", "USA"))
+        async with cert_session(server, c["ops"]) as http:
+            # The log fails for good: closed, and a directory where the server would reopen it.
+            gate.audit.close()
+            moved = log_path.with_name("moved.jsonl")
+            log_path.rename(moved)
+            log_path.mkdir()
+            # The server notices (its periodic sync, or the next record) and holds releases.
+            await wait_until(lambda: gate.audit_failed, "the audit log failure noticed")
+            users = https_url(server, f"{A}/users")
+            body = {"name": "hal", "org": "USA", "password": PASSWORD}
+            status, doc = await _call(http, users, "POST", body)
+            assert (status, doc) == (503, {"error": "audit log unavailable"})
+            status, doc = await _call(http, users)  # reads go on
+            assert status == 200 and "hal" not in {u["name"] for u in doc["users"]}
+            # The log back: the server reopens it and actions are done and recorded again.
+            log_path.rmdir()
+            moved.rename(log_path)
+            await wait_until(lambda: not gate.audit_failed, "the audit log reopened")
+            status, doc = await _call(http, users, "POST", body)
+            assert status == 201, doc
+    assert _admin_records(server) == [("user_add", "hal", 201)]
