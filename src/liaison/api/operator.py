@@ -85,6 +85,8 @@ KEY_COUNTERS = (
 # or no longer mapped in the directory).
 USERS_FILE = "users_file"
 DIRECTORY = "directory"
+# The longest target (a user name, as sent) an ``admin`` record keeps; names are at most 64.
+MAX_TARGET_CHARS = 128
 CLIENTS = ("atak", "itak")
 STYLES = ("enrollment", "certificate")
 ZIP = "application/zip"
@@ -199,7 +201,8 @@ def audited(action: str) -> Callable[[Handler], Handler]:
 
 def _record(request: web.Request, who: Principal, action: str, status: int) -> None:
     ctx = context(request)
-    target = request.get(_TARGET_KEY) or request.match_info.get("name", "")
+    # Bounded: a record must stay far below the audit log's record limit whatever was sent.
+    target = (request.get(_TARGET_KEY) or request.match_info.get("name", ""))[:MAX_TARGET_CHARS]
     fields: dict[str, object] = {
         "who": who.name,
         "org": who.org or "",
@@ -208,10 +211,10 @@ def _record(request: web.Request, who: Principal, action: str, status: int) -> N
         "status": status,
         "address": client_address(request),
     }
-    log.info("operator %s (%s) %s %s: %d", who.name, who.org or "-", action, target, status)
+    log.info("operator %s (%s) %s %r: %d", who.name, who.org or "-", action, target, status)
     gate = ctx.router.gate
     if gate is not None and not gate.record([(ADMIN_RECORD, fields)]):
-        log.error("operator action %s %s not audited: the audit log failed", action, target)
+        log.error("operator action %s %r not audited: the audit log failed", action, target)
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -370,7 +373,9 @@ async def post_enrollment(request: web.Request) -> web.Response:
     ctx = context(request)
     name = request.match_info["name"]
     doc = await _json_object(request)
-    hours = doc.get("token_ttl_hours", admin.DEFAULT_TOKEN_TTL_HOURS)
+    hours = doc.get("token_ttl_hours")
+    if hours is None:
+        hours = admin.DEFAULT_TOKEN_TTL_HOURS
     if isinstance(hours, bool) or not isinstance(hours, int | float):
         raise bad_request("token_ttl_hours must be a number")
     try:

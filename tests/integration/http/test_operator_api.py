@@ -199,10 +199,11 @@ async def test_operator_api_end_to_end(start_server: ServerFactory, tmp_path: Pa
                 ({"name": "frank", "org": "USA", "in_groups": ["b"]}, 400),
                 ({"name": "frank", "org": "USA", "password": "short"}, 400),
                 ({"name": "frank", "org": "USA", "token_ttl_hours": 0}, 400),
+                ({"name": "x" * 1000, "org": "USA"}, 400),
             ):
                 status, doc = await _call(http, https_url(server, f"{A}/users"), "POST", body)
                 assert status == want and "error" in doc, (body, status, doc)
-                expected.append(("user_add", str(body["name"]), want))
+                expected.append(("user_add", str(body["name"])[:128], want))
             async with http.post(https_url(server, f"{A}/users"), data=b"name=x") as r:
                 assert r.status == 415
             expected.append(("user_add", "", 415))
