@@ -399,7 +399,12 @@ def eve_cert_serial(cert: Any) -> int:
 async def test_without_labels_the_audit_check_says_so(
     start_server: ServerFactory, tmp_path: Path
 ) -> None:
-    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+    async with start_server(groups_file=str(write_groups(tmp_path)), http="127.0.0.1:0") as server:
+        # Not on the anonymous listener: operators are identified callers.
+        assert server.http is not None
+        async with aiohttp.ClientSession() as anonymous:
+            url = f"http://127.0.0.1:{server.http.port}{A}/status"
+            assert (await _call(anonymous, url))[0] == 404
         c = certs(server, ("ops", "OPS"))
         async with cert_session(server, c["ops"]) as http:
             status, doc = await _call(http, https_url(server, f"{A}/audit"))
