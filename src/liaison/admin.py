@@ -38,7 +38,7 @@ from liaison.identity.certs import (
     load_server_cert,
 )
 from liaison.identity.files import atomic_write
-from liaison.identity.issue import issue_client_cert, list_issued
+from liaison.identity.issue import IssuedCert, issue_client_cert, list_issued
 from liaison.identity.p12 import client_p12, new_p12_password, truststore_p12
 from liaison.identity.revocation import CRL_VALIDITY_DAYS, revoke, revoked_serials
 from liaison.identity.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
@@ -172,6 +172,64 @@ class AddedUser:
     link: EnrollmentLink | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionPackages:
+    atak: bytes  # ATAK and WinTAK
+    itak: bytes
+    truststore_password: str
+    client_password: str | None  # None for enrollment packages (no client keystore)
+
+
+def connection_packages(
+    cfg: config_mod.Config,
+    server_pki: ServerPki,
+    name: str,
+    *,
+    issued: IssuedCert | None = None,
+) -> ConnectionPackages:
+    """The ATAK/WinTAK and iTAK connection packages of user ``name`` (tak-protocol.md 5.2):
+    with ``issued`` (a certificate and its key), pre-issued style (a), carrying the client
+    keystore; without, enrollment style (b): the truststore only, and the device enrolls on the
+    enrollment port with the user's password or a one-time token."""
+    trust_pw = new_p12_password()
+    truststore = truststore_p12(server_pki, trust_pw)
+    host = cfg.public_host
+    client: bytes | None = None
+    client_pw: str | None = None
+    if issued is not None:
+        assert issued.private_key is not None
+        client_pw = new_p12_password()
+        client = client_p12(issued.certificate, issued.private_key, issued.chain, client_pw)
+        # A package uid per certificate: importing a newer package replaces the older one.
+        base = f"liaison://{host}/users/{name}/{issued.serial:x}"
+    else:
+        base = f"liaison://{host}/users/{name}/enroll"
+    made: dict[str, bytes] = {}
+    builders: tuple[tuple[str, Callable[..., bytes]], ...] = (
+        ("atak", packages.connection_package_atak),
+        ("itak", packages.connection_package_itak),
+    )
+    for kind, build in builders:
+        made[kind] = build(
+            server_name=host,
+            host=host,
+            port=_stream_port(cfg),
+            truststore=truststore,
+            truststore_password=trust_pw,
+            client_p12=client,
+            client_password=client_pw,
+            username=name,
+            enroll=issued is None,
+            package_uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{base}/{kind}")),
+        )
+    return ConnectionPackages(
+        atak=made["atak"],
+        itak=made["itak"],
+        truststore_password=trust_pw,
+        client_password=client_pw,
+    )
+
+
 def issue_link(
     cfg: config_mod.Config,
     directory: UserDirectory,
@@ -221,44 +279,13 @@ def add_user(
     )
     issued = issue_client_cert(server_pki, common_name=name, org=org, now=now)
     user = directory.add_cert_serial(name, issued.serial)
-    assert issued.private_key is not None
-    trust_pw = new_p12_password()
-    client_pw = new_p12_password()
-    truststore = truststore_p12(server_pki, trust_pw)
-    client = client_p12(issued.certificate, issued.private_key, issued.chain, client_pw)
-    host = cfg.public_host
-    # A package uid per certificate: importing a newer package replaces the older one.
-    base = f"liaison://{host}/users/{name}/{issued.serial:x}"
-    atak = packages.connection_package_atak(
-        server_name=host,
-        host=host,
-        port=_stream_port(cfg),
-        truststore=truststore,
-        truststore_password=trust_pw,
-        client_p12=client,
-        client_password=client_pw,
-        username=name,
-        enroll=False,
-        package_uid=str(uuid.uuid5(uuid.NAMESPACE_URL, base + "/atak")),
-    )
-    itak = packages.connection_package_itak(
-        server_name=host,
-        host=host,
-        port=_stream_port(cfg),
-        truststore=truststore,
-        truststore_password=trust_pw,
-        client_p12=client,
-        client_password=client_pw,
-        username=name,
-        enroll=False,
-        package_uid=str(uuid.uuid5(uuid.NAMESPACE_URL, base + "/itak")),
-    )
+    made = connection_packages(cfg, server_pki, name, issued=issued)
     out = out_dir or default_out_dir(cfg, name)
     stem = packages.safe_stem(name, "user")
     atak_path = out / f"{stem}-atak.zip"
     itak_path = out / f"{stem}-itak.zip"
-    _write_private(atak_path, atak)
-    _write_private(itak_path, itak)
+    _write_private(atak_path, made.atak)
+    _write_private(itak_path, made.itak)
     link = None
     if token_ttl_s is not None:
         link = issue_link(cfg, directory, name, ttl_s=token_ttl_s, out_dir=out, now=t)
@@ -268,8 +295,8 @@ def add_user(
         not_after=issued.not_after,
         atak_package=atak_path,
         itak_package=itak_path,
-        truststore_password=trust_pw,
-        client_password=client_pw,
+        truststore_password=made.truststore_password,
+        client_password=made.client_password or "",
         link=link,
     )
 
@@ -287,6 +314,52 @@ def revoke_user(cfg: config_mod.Config, name: str, now: dt.datetime | None = Non
         if serial in known and serial not in newly:
             newly += revoke(server_pki, serial=serial, now=now)
     return newly
+
+
+def set_password(cfg: config_mod.Config, name: str, password: str | None) -> None:
+    """Set (or with None, remove) the password of user ``name`` (the password rules of
+    ``users.check_password_policy``: ValueError). Tokens already issued stay valid (docs/api.md,
+    Revocation)."""
+    directory = _users(cfg)
+    if directory.get(name) is None:
+        raise AdminError(f"no user named {name!r}")
+    directory.set_password(name, password)
+
+
+def new_link(
+    cfg: config_mod.Config,
+    name: str,
+    *,
+    ttl_s: float,
+    out_dir: Path | None = None,
+    now: dt.datetime | None = None,
+) -> EnrollmentLink:
+    """``liaison user token``: a new one-time enrollment link and its QR PNG for an existing
+    user, once the server has a CA (a link is useless before)."""
+    _existing_pki(cfg)
+    directory = _users(cfg)
+    if directory.get(name) is None:
+        raise AdminError(f"no user named {name!r}")
+    return issue_link(
+        cfg,
+        directory,
+        name,
+        ttl_s=ttl_s,
+        out_dir=out_dir or default_out_dir(cfg, name),
+        now=now or dt.datetime.now(dt.UTC),
+    )
+
+
+def check_group_args(
+    groups: Sequence[str] | None, in_groups: Sequence[str] | None, out_groups: Sequence[str] | None
+) -> None:
+    """The group arguments of ``user add``: ``groups`` (both directions), or ``in_groups`` and
+    ``out_groups`` together."""
+    if groups is not None and (in_groups is not None or out_groups is not None):
+        raise AdminError("use --groups, or --in-groups/--out-groups, not both")
+    if (in_groups is None) != (out_groups is None):
+        # One side alone would leave the other empty (__ANON__): say so instead.
+        raise AdminError("--in-groups and --out-groups go together")
 
 
 # --- Doctor ---------------------------------------------------------------------------------
@@ -352,16 +425,24 @@ def _groups_arg(value: str | None) -> list[str] | None:
     return [g.strip() for g in value.split(",") if g.strip()]
 
 
+def check_token_hours(hours: float) -> float:
+    """An enrollment token lifetime in hours, within the users file's bounds (ValueError)."""
+    if not MIN_TOKEN_TTL_S <= hours * 3600 <= MAX_TOKEN_TTL_S:
+        raise ValueError(
+            f"token lifetime must be {MIN_TOKEN_TTL_S / 3600:g}..{MAX_TOKEN_TTL_S / 3600:g} hours"
+        )
+    return hours
+
+
 def _hours(value: str) -> float:
     try:
         hours = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of hours: {value!r}") from None
-    if not MIN_TOKEN_TTL_S <= hours * 3600 <= MAX_TOKEN_TTL_S:
-        raise argparse.ArgumentTypeError(
-            f"token lifetime must be {MIN_TOKEN_TTL_S / 3600:g}..{MAX_TOKEN_TTL_S / 3600:g} hours"
-        )
-    return hours
+    try:
+        return check_token_hours(hours)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _when(t: dt.datetime) -> str:
@@ -473,32 +554,21 @@ def cmd_user_revoke(args: argparse.Namespace) -> int:
 
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    directory = _users(cfg)
-    if directory.get(args.name) is None:
+    if _users(cfg).get(args.name) is None:
         raise AdminError(f"no user named {args.name!r}")
     if args.clear:
-        directory.set_password(args.name, None)
+        set_password(cfg, args.name, None)
         print(f"Removed the password of {args.name}.")
         return 0
-    directory.set_password(args.name, _read_secret(f"New password for {args.name}", confirm=True))
+    set_password(cfg, args.name, _read_secret(f"New password for {args.name}", confirm=True))
     print(f"Set the password of {args.name}.")
     return 0
 
 
 def cmd_user_token(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    _existing_pki(cfg)  # a link is useless before the server has a CA
-    directory = _users(cfg)
-    if directory.get(args.name) is None:
-        raise AdminError(f"no user named {args.name!r}")
-    out = Path(args.out) if args.out else default_out_dir(cfg, args.name)
-    link = issue_link(
-        cfg,
-        directory,
-        args.name,
-        ttl_s=args.ttl * 3600,
-        out_dir=out,
-        now=dt.datetime.now(dt.UTC),
+    link = new_link(
+        cfg, args.name, ttl_s=args.ttl * 3600, out_dir=Path(args.out) if args.out else None
     )
     _print_link(link, args.name)
     return 0
@@ -699,11 +769,7 @@ def _help(parser: argparse.ArgumentParser) -> _Command:
 
 def _check_groups(func: _Command) -> _Command:
     def run(args: argparse.Namespace) -> int:
-        if args.groups is not None and args.out_groups is not None:
-            raise AdminError("use --groups, or --in-groups/--out-groups, not both")
-        if (args.in_groups is None) != (args.out_groups is None):
-            # One side alone would leave the other empty (__ANON__): say so instead.
-            raise AdminError("--in-groups and --out-groups go together")
+        check_group_args(args.groups, args.in_groups, args.out_groups)
         return func(args)
 
     return run

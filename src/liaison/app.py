@@ -22,7 +22,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -660,6 +660,7 @@ async def _start_http(
         registry=registry,
         stream_session=ws_session,
         feeds_status=server.feeds.snapshot if server.feeds is not None else None,
+        federation_status=_federation_status(server.federation),
         directory=identities.directory,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
@@ -668,6 +669,14 @@ async def _start_http(
     server.http = running.bound.get("http")
     server.http_runtime = running
     return running
+
+
+def _federation_status(fed: Federation | None) -> Callable[[], Mapping[str, object]] | None:
+    """The document the federation status file holds, read live (the operator API)."""
+    if fed is None:
+        return None
+    status = fed.status
+    return lambda: status.snapshot(now_ms())
 
 
 def _build_federation(

@@ -61,6 +61,8 @@ MAX_RECORD_BYTES = 64 * 1024
 # Default checkpoint spacing: at PLI rates (hundreds of decisions a second) a checkpoint every
 # 1000 records is a few seconds of activity, and costs one signature (~50 us) per 1000 records.
 DEFAULT_CHECKPOINT_EVERY = 1000
+# verify() looks at its deadline once per this many lines (a few ms of work).
+_DEADLINE_EVERY = 256
 
 # Domain separation for checkpoint signatures, so a signature made for anything else with the
 # same key can never pass as a checkpoint.
@@ -328,6 +330,9 @@ class VerifyResult:
     last_checkpoint_seq: int  # seq of the last good checkpoint record; 0 if none
     signatures_checked: bool
     failure: VerifyFailure | None = None
+    # False when verification stopped at its deadline before the end (``verify``'s
+    # ``deadline``): ``ok`` then speaks for the records read so far only.
+    complete: bool = True
 
     @property
     def unsigned_tail(self) -> int:
@@ -364,6 +369,11 @@ class ChainVerifier:
         self._last_checkpoint = 0
         self._failure: VerifyFailure | None = None
 
+    @property
+    def lines(self) -> int:
+        """Lines checked so far."""
+        return self._line
+
     def feed(self, raw: bytes) -> bool:
         """Check one line (with its newline). Returns False once a bad record has been seen."""
         if self._failure is not None:
@@ -375,7 +385,7 @@ class ChainVerifier:
             return False
         return True
 
-    def result(self) -> VerifyResult:
+    def result(self, *, complete: bool = True) -> VerifyResult:
         return VerifyResult(
             ok=self._failure is None,
             records=self._records,
@@ -384,6 +394,7 @@ class ChainVerifier:
             last_checkpoint_seq=self._last_checkpoint,
             signatures_checked=self._public_key is not None,
             failure=self._failure,
+            complete=complete or self._failure is not None,
         )
 
     def _check(self, raw: bytes) -> tuple[str | None, str, int | None]:
@@ -474,18 +485,37 @@ def verify_lines(lines: Iterable[bytes], public_key: Ed25519PublicKey | None) ->
     return verifier.result()
 
 
-def verify(path: str | os.PathLike[str], public_key: Ed25519PublicKey | None) -> VerifyResult:
+def verify(
+    path: str | os.PathLike[str],
+    public_key: Ed25519PublicKey | None,
+    *,
+    end: int | None = None,
+    deadline: float | None = None,
+) -> VerifyResult:
     """Verify the audit log at ``path`` (``liaison audit verify``).
 
     Checks the sequence, the hash chain, every record's hash and, with ``public_key``, every
     checkpoint signature; reports the first bad record. Raises StorageError when the file
-    cannot be read.
+    cannot be read. ``end`` stops at that byte offset (the size of a log being written, taken
+    where its writer runs, so it falls on a record boundary); ``deadline`` (``time.monotonic``)
+    stops there too, with ``complete`` False in the result (the operator API's bounded check).
     """
     verifier = ChainVerifier(public_key)
+    read = 0
     try:
         with open(path, "rb") as f:
-            while True:
-                raw = f.readline(MAX_RECORD_BYTES + 2)
+            while end is None or read < end:
+                if (
+                    deadline is not None
+                    and verifier.lines % _DEADLINE_EVERY == 0
+                    and time.monotonic() >= deadline
+                ):
+                    return verifier.result(complete=False)
+                want = MAX_RECORD_BYTES + 2
+                if end is not None:
+                    want = min(want, end - read)
+                raw = f.readline(want)
+                read += len(raw)
                 if not raw or not verifier.feed(raw):
                     break
     except OSError as exc:

@@ -74,6 +74,12 @@ WRITE_ONLY = {
     ("PUT", "/Marti/api/missions/logs/entries"): "updates an entry the caller may see",
     ("DELETE", "/Marti/api/missions/logs/entries/{id}"): "deletes an entry the caller may see",
     # Roles, passwords, invitations: canaries in tests/integration/test_mission_roles.py.
+    # The operator API (operators only; tests/integration/http/test_operator_api.py) answers
+    # users, never items.
+    ("POST", "/api/v1/admin/users"): "adds a user; answers that user",
+    ("POST", "/api/v1/admin/users/{name}/revoke"): "revokes a user; answers the serials",
+    ("POST", "/api/v1/admin/users/{name}/password"): "sets a user's password",
+    ("POST", "/api/v1/admin/users/{name}/enrollment"): "answers a new enrollment link",
 }
 for _base in ("/Marti/api/missions/{name}", "/Marti/api/missions/guid/{guid}"):
     WRITE_ONLY[("PUT", f"{_base}/role")] = "sets a subscriber's role (owner)"

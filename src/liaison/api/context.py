@@ -56,6 +56,9 @@ class ApiContext:
     # The feeds' status document (docs/feeds.md, "Status"), for GET /api/v1/feeds; None when
     # no feed is configured.
     feeds_status: Callable[[], Mapping[str, object]] | None = None
+    # The partner links' status document (the one ``liaison federation status`` reads from
+    # DATA_DIR/federation/status.json, taken live), for the operator API; None without peers.
+    federation_status: Callable[[], Mapping[str, object]] | None = None
     # LDAP / Active Directory sign-in (docs/directory.md): asked for a name not in the users file.
     directory: Directory | None = None
 

@@ -284,6 +284,95 @@ _TIME = {
     "description": "ms since the epoch, or ISO 8601 with a zone.",
 }
 
+_STR_LIST = {"type": "array", "items": {"type": "string"}}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+_ADMIN_SCHEMAS: dict[str, Any] = {
+    "AdminCertificate": {
+        "type": "object",
+        "required": [
+            "serial",
+            "common_name",
+            "fingerprint_sha256",
+            "not_before",
+            "not_after",
+            "revoked",
+            "revoked_at",
+            "expired",
+            "expiring",
+        ],
+        "properties": {
+            "serial": {"type": "string", "description": "Lower-case hexadecimal."},
+            "common_name": {"type": "string"},
+            "fingerprint_sha256": {"type": "string"},
+            "not_before": {"type": "string", "format": "date-time"},
+            "not_after": {"type": "string", "format": "date-time"},
+            "revoked": {"type": "boolean"},
+            "revoked_at": _NULLABLE_TIME,
+            "expired": {"type": "boolean"},
+            "expiring": {"type": "boolean"},
+        },
+    },
+    "AdminUser": {
+        "type": "object",
+        "required": [
+            "name",
+            "source",
+            "org",
+            "profile",
+            "in_groups",
+            "out_groups",
+            "clearance",
+            "revoked",
+            "password",
+            "live_tokens",
+            "created_at",
+            "certificates",
+        ],
+        "properties": {
+            "name": {"type": "string"},
+            "source": {"enum": ["users_file", "directory"]},
+            "org": {"type": "string"},
+            "profile": _NULLABLE_STRING,
+            "in_groups": _STR_LIST,
+            "out_groups": _STR_LIST,
+            "clearance": _NULLABLE_STRING,
+            "revoked": {"type": "boolean"},
+            "password": {"type": "boolean"},
+            "live_tokens": {"type": "integer", "minimum": 0},
+            "created_at": _NULLABLE_TIME,
+            "certificates": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/AdminCertificate"},
+            },
+        },
+    },
+    "EnrollmentLink": {
+        "type": "object",
+        "required": ["url", "expires_at", "qr_png"],
+        "properties": {
+            "name": {"type": "string"},
+            "url": {"type": "string", "description": "tak://com.atakmap.app/enroll?..."},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "qr_png": {"type": "string", "description": "data:image/png;base64,..."},
+        },
+    },
+    "NewUser": {
+        "type": "object",
+        "required": ["name", "org"],
+        "properties": {
+            "name": {"type": "string"},
+            "org": {"type": "string"},
+            "profile": {"type": "string"},
+            "groups": _STR_LIST,
+            "in_groups": _STR_LIST,
+            "out_groups": _STR_LIST,
+            "password": {"type": "string"},
+            "token_ttl_hours": {"type": "number"},
+        },
+    },
+}
+
 
 def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
@@ -757,6 +846,255 @@ _FEEDS_PATH: dict[str, Any] = {
     }
 }
 
+_OPERATOR_ONLY = _json(_ERROR, "The caller is not an operator (roles.operator_group).")
+_ADMIN_BAD = _json(_ERROR, "A parameter or the body is invalid.")
+_ADMIN_UNKNOWN = _json(_ERROR, "No such user.")
+_ADMIN_AUDIT_DOWN = _json(_ERROR, "The audit log cannot be written: nothing was done.")
+
+
+def _admin_post(
+    summary: str, operation: str, body: dict[str, Any], answers: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation,
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+            "responses": {
+                **answers,
+                "400": _ADMIN_BAD,
+                "403": _OPERATOR_ONLY,
+                "404": _ADMIN_UNKNOWN,
+                "415": {"description": "The body is not application/json."},
+                "503": _ADMIN_AUDIT_DOWN,
+            },
+        }
+    }
+
+
+_TTL_BODY = {"type": "object", "properties": {"token_ttl_hours": {"type": "number"}}}
+
+_ADMIN_PATHS: dict[str, Any] = {
+    "/api/v1/admin/users": {
+        "get": {
+            "summary": "Every user of the users file (operators only).",
+            "operationId": "getAdminUsers",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["users"],
+                        "properties": {"users": {"type": "array", "items": _ref("AdminUser")}},
+                    },
+                    "The users.",
+                ),
+                "403": _OPERATOR_ONLY,
+            },
+        },
+        "post": {
+            "summary": "Add a user, as `liaison user add` (operators only).",
+            "operationId": "postAdminUser",
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("NewUser")}}},
+            "responses": {
+                "201": _json(
+                    {
+                        "type": "object",
+                        "required": ["user", "enrollment"],
+                        "properties": {
+                            "user": _ref("AdminUser"),
+                            "enrollment": {"oneOf": [_ref("EnrollmentLink"), {"type": "null"}]},
+                        },
+                    },
+                    "Added.",
+                ),
+                "400": _ADMIN_BAD,
+                "403": _OPERATOR_ONLY,
+                "409": _json(_ERROR, "A user of that name exists."),
+                "415": {"description": "The body is not application/json."},
+                "503": _ADMIN_AUDIT_DOWN,
+            },
+        },
+    },
+    "/api/v1/admin/users/{name}/revoke": _admin_post(
+        "Revoke a user and their certificates, as `liaison user revoke` (operators only).",
+        "postAdminRevoke",
+        {"type": "object"},
+        {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["name", "revoked_serials"],
+                    "properties": {"name": {"type": "string"}, "revoked_serials": _STR_LIST},
+                },
+                "Revoked.",
+            )
+        },
+    ),
+    "/api/v1/admin/users/{name}/password": _admin_post(
+        "Set or remove a user's password (operators only).",
+        "postAdminPassword",
+        {
+            "type": "object",
+            "required": ["password"],
+            "properties": {"password": _NULLABLE_STRING},
+        },
+        {
+            "200": _json(
+                {
+                    "type": "object",
+                    "required": ["name", "password"],
+                    "properties": {"name": {"type": "string"}, "password": {"type": "boolean"}},
+                },
+                "Set (true) or removed (false).",
+            )
+        },
+    ),
+    "/api/v1/admin/users/{name}/enrollment": _admin_post(
+        "A new one-time enrollment link and its QR code, as `liaison user token`.",
+        "postAdminEnrollment",
+        _TTL_BODY,
+        {
+            "201": _json(_ref("EnrollmentLink"), "The link (its token is shown only here)."),
+            "409": _json(_ERROR, "The user is revoked."),
+        },
+    ),
+    "/api/v1/admin/users/{name}/package": {
+        "get": {
+            "summary": "A user's connection package (operators only).",
+            "operationId": "getAdminPackage",
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                _q("client", "atak (default; also WinTAK) or itak.", {"enum": ["atak", "itak"]}),
+                _q(
+                    "style",
+                    "enrollment (default): truststore only; certificate: the package "
+                    "`user add` wrote, with the client certificate and key.",
+                    {"enum": ["enrollment", "certificate"]},
+                ),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The zip.",
+                    "content": {"application/zip": {"schema": {"type": "string"}}},
+                },
+                "400": _ADMIN_BAD,
+                "403": _OPERATOR_ONLY,
+                "404": _json(_ERROR, "No such user, or no pre-issued package."),
+                "409": _json(_ERROR, "The user is revoked."),
+                "503": _ADMIN_AUDIT_DOWN,
+            },
+        }
+    },
+    "/api/v1/admin/certificates": {
+        "get": {
+            "summary": "Issued client certificates and what expires soon (operators only).",
+            "operationId": "getAdminCertificates",
+            "parameters": [
+                _q(
+                    "within_days",
+                    "The expiry window in days.",
+                    {"type": "integer", "minimum": 1, "maximum": 3650, "default": 30},
+                )
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["within_days", "certificates", "expiring", "problems"],
+                        "properties": {
+                            "within_days": {"type": "integer"},
+                            "certificates": {
+                                "type": "array",
+                                "items": _ref("AdminCertificate"),
+                            },
+                            "expiring": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["what", "not_after", "expired"],
+                                    "properties": {
+                                        "what": {"type": "string"},
+                                        "not_after": {"type": "string", "format": "date-time"},
+                                        "expired": {"type": "boolean"},
+                                    },
+                                },
+                            },
+                            "problems": _STR_LIST,
+                        },
+                    },
+                    "The certificates.",
+                ),
+                "400": _ADMIN_BAD,
+                "403": _OPERATOR_ONLY,
+            },
+        }
+    },
+    "/api/v1/admin/status": {
+        "get": {
+            "summary": "Partner links, feeds and key counters (operators only).",
+            "operationId": "getAdminStatus",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["time", "federation", "feeds", "counters"],
+                        "properties": {
+                            "time": {"type": "string", "format": "date-time"},
+                            "federation": {
+                                "type": "object",
+                                "required": ["server_id", "peers"],
+                                "properties": {
+                                    "server_id": _NULLABLE_STRING,
+                                    "peers": {"type": "array", "items": {"type": "object"}},
+                                },
+                            },
+                            "feeds": _ref("Feeds"),
+                            "counters": {
+                                "type": "object",
+                                "additionalProperties": {"type": "number"},
+                            },
+                        },
+                    },
+                    "The status.",
+                ),
+                "403": _OPERATOR_ONLY,
+            },
+        }
+    },
+    "/api/v1/admin/audit": {
+        "get": {
+            "summary": "The audit log's check, as `liaison audit verify` (operators only).",
+            "operationId": "getAdminAudit",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["enabled"],
+                        "properties": {
+                            "enabled": {"type": "boolean"},
+                            "ok": {"type": "boolean"},
+                            "complete": {"type": "boolean"},
+                            "records": {"type": "integer"},
+                            "checkpoints": {"type": "integer"},
+                            "head_seq": {"type": "integer"},
+                            "head_hash": {"type": "string"},
+                            "unsigned_tail": {"type": "integer"},
+                            "signatures_checked": {"type": "boolean"},
+                            "failure": {"type": ["object", "null"]},
+                        },
+                    },
+                    'The result; {"enabled": false} without an audit log.',
+                ),
+                "403": _OPERATOR_ONLY,
+                "503": _json(_ERROR, "The audit log cannot be read."),
+            },
+        }
+    },
+}
+
 _SECURITY_SCHEMES: dict[AuthMode, dict[str, Any]] = {
     AuthMode.MTLS: {
         "clientCertificate": {
@@ -789,6 +1127,7 @@ def spec(mode: AuthMode) -> dict[str, Any]:
     if mode is not AuthMode.ANONYMOUS:
         paths.update(copy.deepcopy(_METRICS_PATH))
         paths.update(copy.deepcopy(_FEEDS_PATH))
+        paths.update(copy.deepcopy(_ADMIN_PATHS))
     if mode is AuthMode.PASSWORD:
         paths.update(copy.deepcopy(_LOGIN_PATHS))
         paths.update(copy.deepcopy(_TOKEN_PATHS))
@@ -804,7 +1143,10 @@ def spec(mode: AuthMode) -> dict[str, Any]:
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "paths": paths,
-        "components": {"schemas": copy.deepcopy(_SCHEMAS), "securitySchemes": schemes},
+        "components": {
+            "schemas": copy.deepcopy({**_SCHEMAS, **_ADMIN_SCHEMAS}),
+            "securitySchemes": schemes,
+        },
     }
     if schemes:
         doc["security"] = [{name: []} for name in schemes]

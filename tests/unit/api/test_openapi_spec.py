@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import geo_routes, mission_map, oauth, openapi, relabel, rest, tiles, ws
+from liaison.api import (
+    geo_routes,
+    mission_map,
+    oauth,
+    openapi,
+    operator,
+    relabel,
+    rest,
+    tiles,
+    ws,
+)
 from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
 from liaison.api.bearer import TOKENS_KEY
@@ -55,6 +65,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     mission_map.add_routes(app, mode)
     geo_routes.add_routes(app, mode)
     oauth.add_routes(app, mode)
+    operator.add_routes(app, mode)
     routes: set[tuple[str, str]] = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}

@@ -321,3 +321,26 @@ def test_release_and_deny_records_have_the_documented_fields() -> None:
         mismatch=True,
     )
     assert kind == "guard_mismatch" and mismatch["stage"] == "recheck"
+
+
+def test_verify_stops_at_an_offset_on_a_record_boundary(tmp_path: Path) -> None:
+    """``end``: a log being appended to is checked up to the size it had (the operator API)."""
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"".join(LINES) + b'{"partial')  # a record being written after the size
+    end = len(b"".join(LINES[:7]))
+    result = verify(path, PUBLIC, end=end)
+    assert result.ok and result.complete and result.records == 7 and result.head.seq == 7
+    whole = verify(path, PUBLIC, end=len(b"".join(LINES)))
+    assert whole.ok and whole.records == len(LINES)
+
+
+def test_verify_stops_at_its_deadline_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b"".join(LINES))
+    result = verify(path, PUBLIC, deadline=0.0)  # long past
+    assert result.ok and not result.complete and result.records == 0
+    assert verify(path, PUBLIC, deadline=float("inf")).complete
+    # A failure found is a complete answer: the log is bad, whatever follows.
+    path.write_bytes(b"".join(LINES[:3]) + b"not json\n")
+    bad = verify(path, PUBLIC, deadline=float("inf"))
+    assert not bad.ok and bad.complete and bad.failure is not None
