@@ -81,7 +81,13 @@ _FEATURE = {
                 "shape": {
                     **_GEOMETRY,
                     "description": "Outline of a drawing (u-d-*) or route (b-m-r) from its "
-                    "<link point=...> list: a LineString or Polygon.",
+                    "<link point=...> list: a LineString or Polygon; a range-and-bearing line "
+                    "(u-rb-a) as a LineString from its point to its end.",
+                },
+                "creator": {
+                    "type": "string",
+                    "description": "Who drew the item (detail/creator@uid), when it says: "
+                    "liaison-web-<name> for the web map's drawings.",
                 },
                 "ellipse": {
                     "type": "object",

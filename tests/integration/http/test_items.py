@@ -120,6 +120,7 @@ async def test_drawings_reach_the_clients_cleared_for_their_label(
             assert feature["geometry"]["coordinates"] == [30.52, 50.45]
             assert feature["properties"]["type"] == "a-h-G-U-C-I"
             assert feature["properties"]["label"] == SECRET_BOTH
+            assert feature["properties"]["creator"] == "liaison-web-usa-s"
             assert answer["delivered"] >= 1
             got = await ukr_s.wait_for(b"CANARY-DRAW-MARKER")
             assert b'uid="web-marker-1"' in got and b'type="a-h-G-U-C-I"' in got

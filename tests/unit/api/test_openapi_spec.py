@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from liaison.api import geo_routes, mission_map, oauth, openapi, relabel, rest, tiles, ws
+from liaison.api import geo_routes, items, mission_map, oauth, openapi, relabel, rest, tiles, ws
 from liaison.api import web as web_pages
 from liaison.api.auth import AuthMode
 from liaison.api.bearer import TOKENS_KEY
@@ -51,6 +51,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     web_pages.add_routes(app, mode)
     ws.add_routes(app, mode)
     relabel.add_routes(app, mode)
+    items.add_routes(app, mode)
     tiles.add_routes(app, mode)
     mission_map.add_routes(app, mode)
     geo_routes.add_routes(app, mode)
