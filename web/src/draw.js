@@ -1,0 +1,264 @@
+// The draw tools: a marker (with a small MIL-STD-2525 type picker), route, polygon, circle or
+// range-and-bearing line drawn on the map with OpenLayers' Draw interaction (as measure.js
+// measures), then sent with POST /api/v1/items under the label chosen here, at or below the
+// user's clearance. The server writes the CoT an ATAK client would and publishes it as this user,
+// so TAK clients cleared for the label receive it. The panel is buttons and fields (keyboard
+// reachable); a marker can also be placed at the map's centre without pointing.
+
+import Draw from "ol/interaction/Draw.js";
+import VectorLayer from "ol/layer/Vector.js";
+import VectorSource from "ol/source/Vector.js";
+import Feature from "ol/Feature.js";
+import Point from "ol/geom/Point.js";
+import { toLonLat } from "ol/proj.js";
+import CircleStyle from "ol/style/Circle.js";
+import Fill from "ol/style/Fill.js";
+import Stroke from "ol/style/Stroke.js";
+import Style from "ol/style/Style.js";
+import { ApiError, SessionExpired } from "./api.js";
+import { choosableClassifications, composeBanner, MAX_REL_CHARS, refusalText } from "./chatlabel.js";
+import { AFFILIATIONS, describe, FUNCTIONS, geometryBody, itemBody, KIND_NAMES, KINDS, markerType } from "./drawing.js";
+import { el, labelBadge } from "./ui.js";
+
+const STYLE = new Style({
+  stroke: new Stroke({ color: "#0e7490", width: 2.5 }),
+  fill: new Fill({ color: "rgba(14, 116, 144, 0.15)" }),
+  image: new CircleStyle({ radius: 6, fill: new Fill({ color: "#0e7490" }), stroke: new Stroke({ color: "#fff", width: 2 }) }),
+});
+// OpenLayers' Draw geometry type for each kind.
+const DRAW_TYPES = { marker: "Point", route: "LineString", polygon: "Polygon", circle: "Circle", rangebearing: "LineString" };
+const HINTS = {
+  marker: "Click the map where the marker goes, or place it at the map's centre.",
+  route: "Click the waypoints in order; click the last one again or double-click to finish.",
+  polygon: "Click the corners; click the first one or double-click to finish.",
+  circle: "Click the centre, then a point on the circle.",
+  rangebearing: "Click the start, then the end of the line.",
+};
+
+/** The map geometry OpenLayers drew, as lon/lat in the form drawing.geometryBody takes. */
+function lonLatsOf(kind, geometry) {
+  switch (kind) {
+    case "marker":
+      return toLonLat(geometry.getCoordinates());
+    case "polygon":
+      return geometry.getCoordinates()[0].map((c) => toLonLat(c));
+    case "circle": {
+      const c = geometry.getCenter();
+      return [toLonLat(c), toLonLat([c[0] + geometry.getRadius(), c[1]])];
+    }
+    default:
+      return geometry.getCoordinates().map((c) => toLonLat(c));
+  }
+}
+
+export class DrawTool {
+  /** ``page``: the map page (api, me, map, measure); ``root``: the panel's element. */
+  constructor(page, root) {
+    this.page = page;
+    this.root = root;
+    this.map = page.map.map;
+    this.source = new VectorSource();
+    this.layer = new VectorLayer({ source: this.source, style: STYLE, zIndex: 10 });
+    this.map.addLayer(this.layer);
+    this.draw = null;
+    this.kind = null;
+    this.pending = null; // the geometry part of the body, once something was drawn
+    this.sending = false;
+    this.onChange = null;
+    this.build();
+  }
+
+  get active() {
+    return this.draw !== null;
+  }
+
+  build() {
+    const me = this.page.me ?? {};
+    this.tools = KINDS.map((kind) => {
+      const b = el("button", { type: "button", class: "draw-tool", "data-kind": kind, "aria-pressed": "false" }, KIND_NAMES[kind]);
+      b.addEventListener("click", () => this.toggle(kind));
+      return b;
+    });
+    this.affiliation = el(
+      "select",
+      { class: "draw-affiliation", "aria-label": "Affiliation" },
+      ...AFFILIATIONS.map(([v, name]) => el("option", { value: v }, name)),
+    );
+    this.affiliation.value = "h";
+    this.fn = el("select", { class: "draw-function", "aria-label": "Function" }, ...FUNCTIONS.map(([v, name]) => el("option", { value: v }, name)));
+    this.typeText = el("span", { class: "small muted draw-type" });
+    const showType = () => {
+      this.typeText.textContent = markerType(this.affiliation.value, this.fn.value);
+    };
+    this.affiliation.addEventListener("change", showType);
+    this.fn.addEventListener("change", showType);
+    showType();
+    const centre = el("button", { type: "button", class: "draw-centre" }, "Place at map centre");
+    centre.addEventListener("click", () => this.placeAtCentre());
+    this.markerFields = el(
+      "fieldset",
+      { class: "draw-marker", hidden: true },
+      el("legend", { class: "small muted" }, "Marker type (MIL-STD-2525)"),
+      el("div", { class: "draw-row" }, this.affiliation, this.fn),
+      el("div", { class: "draw-row" }, this.typeText, centre),
+    );
+    this.callsign = el("input", { type: "text", class: "draw-callsign", maxlength: 64, placeholder: "Name (callsign)", "aria-label": "Name (callsign)" });
+    this.remarks = el("input", { type: "text", class: "draw-remarks", maxlength: 4000, placeholder: "Remarks", "aria-label": "Remarks" });
+    // The label chooser, as the chat's: the policy's classifications up to the user's clearance.
+    this.labelOffered = Array.isArray(me.classifications) && me.classifications.length > 0;
+    this.cls = el(
+      "select",
+      { class: "draw-label-cls", "aria-label": "Classification of the drawing" },
+      el("option", { value: "" }, "Server default"),
+      ...choosableClassifications(me.classifications, me.clearance).map((c) => el("option", { value: c }, c)),
+    );
+    this.rel = el("input", {
+      type: "text",
+      class: "draw-label-rel",
+      maxlength: MAX_REL_CHARS,
+      value: me.org ?? "",
+      placeholder: "USA, UKR",
+      "aria-label": "Drawing releasable to",
+    });
+    this.sendLabel = el("span", { class: "draw-send-label" });
+    for (const input of [this.cls, this.rel]) input.addEventListener("input", () => this.showLabel());
+    this.cls.addEventListener("change", () => this.showLabel());
+    const labelRow = el(
+      "div",
+      { class: "draw-label", role: "group", "aria-label": "Label of the drawing", hidden: !this.labelOffered },
+      el("span", { class: "small muted" }, "Label"),
+      this.cls,
+      el("span", { class: "small muted" }, "REL TO"),
+      this.rel,
+    );
+    this.hint = el("p", { class: "small muted draw-hint" }, "Choose what to draw.");
+    this.pendingText = el("p", { class: "draw-pending" });
+    this.send = el("button", { type: "button", class: "draw-send", disabled: true }, "Send");
+    this.send.addEventListener("click", () => this.sendPending());
+    const clear = el("button", { type: "button", class: "draw-clear" }, "Clear");
+    clear.addEventListener("click", () => this.clear());
+    this.status = el("p", { class: "small draw-status", role: "status" });
+    this.root.replaceChildren(
+      el("h2", { class: "feeds-title" }, "Draw and send"),
+      el("div", { class: "draw-tools", role: "group", "aria-label": "What to draw" }, ...this.tools),
+      this.markerFields,
+      this.hint,
+      this.callsign,
+      this.remarks,
+      labelRow,
+      this.pendingText,
+      el("div", { class: "draw-row" }, this.sendLabel, this.send, clear),
+      this.status,
+    );
+    this.showLabel();
+  }
+
+  /** The banner chosen, or null for the server's default label. */
+  chosenLabel() {
+    if (!this.labelOffered) return null;
+    return composeBanner(this.cls.value, this.rel.value);
+  }
+
+  showLabel() {
+    this.sendLabel.hidden = !this.labelOffered;
+    const banner = this.chosenLabel();
+    const badge = banner === null ? labelBadge(null, "server default") : labelBadge(banner);
+    badge.title = banner === null ? "Sent without a label: the server applies its default label" : `Sent as ${banner}`;
+    this.sendLabel.replaceChildren(badge);
+  }
+
+  /** Start drawing ``kind``; the same kind again stops. */
+  toggle(kind) {
+    const same = this.kind === kind && this.active;
+    this.stop();
+    if (same) return;
+    this.page.measure.clear(); // one drawing interaction at a time
+    this.kind = kind;
+    this.source.clear();
+    this.setPending(null);
+    this.draw = new Draw({
+      source: this.source,
+      type: DRAW_TYPES[kind],
+      style: STYLE,
+      maxPoints: kind === "rangebearing" ? 2 : undefined,
+    });
+    this.draw.on("drawstart", () => this.source.clear());
+    this.draw.on("drawend", (e) => this.setPending(geometryBody(kind, lonLatsOf(kind, e.feature.getGeometry()))));
+    this.map.addInteraction(this.draw);
+    this.hint.textContent = HINTS[kind];
+    this.markerFields.hidden = kind !== "marker";
+    this.changed();
+  }
+
+  /** Stop the interaction (what was drawn stays, ready to send). */
+  stop() {
+    if (this.draw) this.map.removeInteraction(this.draw);
+    this.draw = null;
+    this.changed();
+  }
+
+  /** Stop and forget what was drawn. */
+  clear() {
+    this.stop();
+    this.kind = null;
+    this.source.clear();
+    this.setPending(null);
+    this.markerFields.hidden = true;
+    this.hint.textContent = "Choose what to draw.";
+    this.changed();
+  }
+
+  changed() {
+    for (const b of this.tools) b.setAttribute("aria-pressed", String(this.active && b.dataset.kind === this.kind));
+    this.onChange?.();
+  }
+
+  setPending(geometry) {
+    this.pending = geometry;
+    this.pendingText.textContent = geometry ? describe(geometry) : "";
+    this.send.disabled = geometry === null || this.sending;
+    if (geometry) this.status.textContent = "";
+  }
+
+  /** A marker at the centre of the map: the way to place one without pointing. */
+  placeAtCentre() {
+    if (this.kind !== "marker") this.toggle("marker");
+    const centre = this.map.getView().getCenter();
+    if (!centre) return;
+    this.source.clear();
+    this.source.addFeature(new Feature(new Point(centre)));
+    this.setPending(geometryBody("marker", toLonLat(centre)));
+    this.send.focus();
+  }
+
+  async sendPending() {
+    if (!this.pending || this.sending) return;
+    const label = this.chosenLabel();
+    const body = itemBody(this.pending, {
+      type: markerType(this.affiliation.value, this.fn.value),
+      callsign: this.callsign.value,
+      remarks: this.remarks.value,
+      label,
+    });
+    this.sending = true;
+    this.send.disabled = true;
+    this.status.classList.remove("error");
+    try {
+      const answer = await this.page.api.drawItem(body);
+      const banner = answer?.item?.properties?.label ?? label;
+      const name = answer?.item?.properties?.callsign ?? KIND_NAMES[this.pending.kind];
+      this.status.textContent = banner ? `Sent: ${name} (${banner})` : `Sent: ${name}`;
+      this.status.dataset.uid = answer?.item?.id ?? "";
+      this.source.clear();
+      this.pending = null;
+      this.pendingText.textContent = "";
+    } catch (e) {
+      if (e instanceof SessionExpired) return;
+      this.status.classList.add("error");
+      this.status.textContent = `Not sent: ${e instanceof ApiError ? refusalText(e.status, e.body) : e.message}`;
+    } finally {
+      this.sending = false;
+      this.send.disabled = this.pending === null;
+    }
+  }
+}
