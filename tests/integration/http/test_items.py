@@ -9,11 +9,13 @@ checked through the same requests.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from liaison import cli
 from liaison.app import Server
 from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
@@ -260,6 +262,14 @@ async def test_drawings_reach_the_clients_cleared_for_their_label(
             status, _ = await _delete(server, web, headers, "web-marker-1")
             assert status == 404
 
+            # History keeps both versions of the marker and the delete, as for a TAK client.
+            await server.writer.flush()
+            async with web.get(
+                enroll_url(server, "/api/v1/history?uid=web-marker-1&limit=10")
+            ) as r:
+                versions = (await r.json())["features"]
+            assert [v["geometry"]["coordinates"][1] for v in versions] == [50.5, 50.45]
+
             # The unclassified UKR client got the UNCLASSIFIED drawing and nothing SECRET: no
             # canary, no uid of a SECRET drawing, not even its delete.
             await ukr_u.wait_for(b'uid="web-plain"')
@@ -270,3 +280,25 @@ async def test_drawings_reach_the_clients_cleared_for_their_label(
                 assert uid.encode() not in raw
             assert b"t-x-d-d" not in raw
             assert b"CANARY-DRAW-TOO-HIGH" not in bytes(ukr_s.raw)
+
+    # The audit log records each drawing's ingest as the web user's, its releases to UKR, and
+    # the refusal of the one above the user's clearance; and it verifies.
+    assert cli.main(["audit", "verify", "--data-dir", str(data_dir)]) == 0
+    lines = (data_dir / "audit" / "audit.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    ingests = [r["fields"] for r in records if r["kind"] == "ingest"]
+    marker_ingests = [f for f in ingests if f["uid"] == "web-marker-1"]
+    assert len(marker_ingests) == 2  # drawn, then moved
+    assert all(f["sender"] == "usa-s" and f["accepted"] for f in marker_ingests)
+    assert any(
+        f["type"] == "t-x-d-d" and f.get("link_uid") == "web-marker-1" and f["accepted"]
+        for f in ingests
+    )
+    assert any(f["sender"] == "usa-u" and not f["accepted"] for f in ingests)
+    released = [
+        r["fields"]
+        for r in records
+        if r["kind"] == "release" and r["fields"]["uid"] == "web-marker-1"
+    ]
+    assert released and all(f["to_org"] == "UKR" for f in released)
+    assert all("ukr-u" not in f["recipients"] for f in released)
