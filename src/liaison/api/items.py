@@ -22,7 +22,7 @@ from liaison.api.files import refuse_cross_site
 from liaison.api.geojson import event_feature
 from liaison.api.rest import (
     API,
-    _WebSource,
+    WebSource,
     bad_request,
     chosen_label,
     item_not_found,
@@ -69,7 +69,7 @@ async def post_item(request: web.Request) -> web.Response:
     seclabel = chosen_label(ctx.router.policy, banner, user, now)
     xml = drawings.drawing_xml(drawing, uid=uid, creator=creator, now_ms=now, seclabel=seclabel)
     event = cot_xml.parse_event(xml)
-    published = ctx.router.publish_checked(event, _WebSource(user))
+    published = ctx.router.publish_checked(event, WebSource(user))
     if published.refused:
         raise _refused(published.refused)
     # The accepted event carries the label the server applied (the listener default included).
@@ -93,7 +93,7 @@ async def delete_item(request: web.Request) -> web.Response:
     xml = drawings.delete_xml(
         uid, existing.event.type, uid=str(uuid.uuid4()), now_ms=ctx.clock_ms()
     )
-    published = ctx.router.publish_checked(cot_xml.parse_event(xml), _WebSource(user))
+    published = ctx.router.publish_checked(cot_xml.parse_event(xml), WebSource(user))
     if published.refused:
         raise _refused(published.refused)
     return json_response({"uid": uid, "delivered": published.delivered})

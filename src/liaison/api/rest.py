@@ -450,7 +450,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 @dataclass(frozen=True, slots=True)
-class _WebSource:
+class WebSource:
     """The web user as the source of an event (what ``Router.publish`` needs)."""
 
     principal: Principal
@@ -577,7 +577,7 @@ async def post_chat(request: web.Request) -> web.Response:
         to_uid=_optional_text(doc, "to_uid"),
         to_callsign=_optional_text(doc, "to_callsign"),
     )
-    published = ctx.router.publish_checked(event, _WebSource(sender))
+    published = ctx.router.publish_checked(event, WebSource(sender))
     if published.refused:
         raise web.HTTPForbidden(
             text=json.dumps({"error": "refused", "reasons": list(published.refused)}),
