@@ -157,6 +157,34 @@ async def test_a_marker_drawn_on_the_page_reaches_the_cleared_client_only(
                     assert got.count(b"<link point=") == 4  # three corners, closed
             await page.click("#draw .draw-clear")
 
+            # A route without pointing: a waypoint at the map's centre, the map panned with the
+            # arrow keys, a second waypoint, then Send, all from the keyboard.
+            await page.click("#draw .draw-tool[data-kind=route]")
+            assert await page.text_content("#draw .draw-centre") == "Add point at map centre"
+            await page.fill("#draw .draw-callsign", "WEB-KEY-ROUTE")
+            await page.fill("#draw .draw-remarks", "CANARY-UI-KEY-ROUTE")
+            await page.focus("#draw .draw-centre")
+            await page.keyboard.press("Enter")
+            assert await page.text_content(STATUS) == "Point 1 added; pan and add the next."
+            assert await page.is_disabled("#draw .draw-send")
+            await page.focus("#map-view")
+            for _ in range(3):
+                await page.keyboard.press("ArrowRight")
+            await page.wait_for_timeout(400)  # the pan animation
+            await page.focus("#draw .draw-centre")
+            await page.keyboard.press("Enter")
+            assert await page.text_content("#draw .draw-pending") == "Route of 2 points"
+            await page.focus("#draw .draw-send")
+            await page.keyboard.press("Enter")
+            await sent_uid(page, "Sent: WEB-KEY-ROUTE (SECRET//REL TO USA, UKR)")
+            got = await ukr_s.wait_for(b"CANARY-UI-KEY-ROUTE")
+            points = re.findall(rb'type="b-m-p-w" point="([-0-9.]+),([-0-9.]+)"', got)
+            assert len(points) == 2
+            # Panned right (east): the second waypoint is east of the first, on the same latitude.
+            assert float(points[1][1]) > float(points[0][1])
+            assert abs(float(points[1][0]) - float(points[0][0])) < 1e-6
+            await page.click("#draw .draw-clear")
+
             # Delete from the popup: only the user's own drawings have the button.
             await page.keyboard.press("Escape")
             await page.evaluate("(u) => window.__liaison.goTo(u)", uid)

@@ -3,13 +3,17 @@
 // measures), then sent with POST /api/v1/items under the label chosen here, at or below the
 // user's clearance. The server writes the CoT an ATAK client would and publishes it as this user,
 // so TAK clients cleared for the label receive it. The panel is buttons and fields (keyboard
-// reachable); a marker can also be placed at the map's centre without pointing.
+// reachable), and every kind can be drawn without pointing: pan the map (arrow keys) and add the
+// point under the map's centre.
 
 import Draw from "ol/interaction/Draw.js";
 import VectorLayer from "ol/layer/Vector.js";
 import VectorSource from "ol/source/Vector.js";
 import Feature from "ol/Feature.js";
-import Point from "ol/geom/Point.js";
+import CircleGeometry from "ol/geom/Circle.js";
+import LineString from "ol/geom/LineString.js";
+import MultiPoint from "ol/geom/MultiPoint.js";
+import Polygon from "ol/geom/Polygon.js";
 import { toLonLat } from "ol/proj.js";
 import CircleStyle from "ol/style/Circle.js";
 import Fill from "ol/style/Fill.js";
@@ -29,11 +33,13 @@ const STYLE = new Style({
 const DRAW_TYPES = { marker: "Point", route: "LineString", polygon: "Polygon", circle: "Circle", rangebearing: "LineString" };
 const HINTS = {
   marker: "Click the map where the marker goes, or place it at the map's centre.",
-  route: "Click the waypoints in order; click the last one again or double-click to finish.",
-  polygon: "Click the corners; click the first one or double-click to finish.",
-  circle: "Click the centre, then a point on the circle.",
-  rangebearing: "Click the start, then the end of the line.",
+  route: "Click the waypoints in order; click the last one again or double-click to finish. Or add them at the map's centre.",
+  polygon: "Click the corners; click the first one or double-click to finish. Or add them at the map's centre.",
+  circle: "Click the centre, then a point on the circle (or add both at the map's centre).",
+  rangebearing: "Click the start, then the end of the line (or add both at the map's centre).",
 };
+// Points a kind takes from the keyboard before it is complete; circles and lines start again after.
+const KEY_POINTS = { route: 2, polygon: 3, circle: 2, rangebearing: 2 };
 
 /** The map geometry OpenLayers drew, as lon/lat in the form drawing.geometryBody takes. */
 function lonLatsOf(kind, geometry) {
@@ -63,6 +69,7 @@ export class DrawTool {
     this.draw = null;
     this.kind = null;
     this.pending = null; // the geometry part of the body, once something was drawn
+    this.keyPoints = []; // map coordinates added at the map's centre (no pointing)
     this.sending = false;
     this.onChange = null;
     this.build();
@@ -93,14 +100,14 @@ export class DrawTool {
     this.affiliation.addEventListener("change", showType);
     this.fn.addEventListener("change", showType);
     showType();
-    const centre = el("button", { type: "button", class: "draw-centre" }, "Place at map centre");
-    centre.addEventListener("click", () => this.placeAtCentre());
+    this.centre = el("button", { type: "button", class: "draw-centre", hidden: true }, "Place at map centre");
+    this.centre.addEventListener("click", () => this.addAtCentre());
     this.markerFields = el(
       "fieldset",
       { class: "draw-marker", hidden: true },
       el("legend", { class: "small muted" }, "Marker type (MIL-STD-2525)"),
       el("div", { class: "draw-row" }, this.affiliation, this.fn),
-      el("div", { class: "draw-row" }, this.typeText, centre),
+      el("div", { class: "draw-row" }, this.typeText),
     );
     this.callsign = el("input", { type: "text", class: "draw-callsign", maxlength: 64, placeholder: "Name (callsign)", "aria-label": "Name (callsign)" });
     this.remarks = el("input", { type: "text", class: "draw-remarks", maxlength: 4000, placeholder: "Remarks", "aria-label": "Remarks" });
@@ -143,6 +150,7 @@ export class DrawTool {
       el("div", { class: "draw-tools", role: "group", "aria-label": "What to draw" }, ...this.tools),
       this.markerFields,
       this.hint,
+      this.centre,
       this.callsign,
       this.remarks,
       labelRow,
@@ -182,11 +190,17 @@ export class DrawTool {
       style: STYLE,
       maxPoints: kind === "rangebearing" ? 2 : undefined,
     });
-    this.draw.on("drawstart", () => this.source.clear());
+    this.draw.on("drawstart", () => {
+      this.source.clear();
+      this.keyPoints = [];
+    });
     this.draw.on("drawend", (e) => this.setPending(geometryBody(kind, lonLatsOf(kind, e.feature.getGeometry()))));
     this.map.addInteraction(this.draw);
     this.hint.textContent = HINTS[kind];
     this.markerFields.hidden = kind !== "marker";
+    this.centre.hidden = false;
+    this.centre.textContent = kind === "marker" ? "Place at map centre" : "Add point at map centre";
+    this.keyPoints = [];
     this.changed();
   }
 
@@ -204,6 +218,8 @@ export class DrawTool {
     this.source.clear();
     this.setPending(null);
     this.markerFields.hidden = true;
+    this.centre.hidden = true;
+    this.keyPoints = [];
     this.hint.textContent = "Choose what to draw.";
     this.changed();
   }
@@ -220,15 +236,42 @@ export class DrawTool {
     if (geometry) this.status.textContent = "";
   }
 
-  /** A marker at the centre of the map: the way to place one without pointing. */
-  placeAtCentre() {
-    if (this.kind !== "marker") this.toggle("marker");
+  /**
+   * The point under the map's centre, added to the drawing: the way to draw without pointing
+   * (pan with the arrow keys between points). A marker is placed there; a route or polygon
+   * gains a vertex (complete from 2 or 3); a circle takes its centre then a point on it, a range
+   * and bearing line its start then its end, and a third point starts them again.
+   */
+  addAtCentre() {
+    const kind = this.kind ?? "marker";
+    if (!this.active) this.toggle(kind);
     const centre = this.map.getView().getCenter();
     if (!centre) return;
+    this.draw?.abortDrawing(); // a drawing half made with the mouse is replaced
+    if (kind === "marker") {
+      this.keyPoints = [centre];
+    } else {
+      if ((kind === "circle" || kind === "rangebearing") && this.keyPoints.length >= 2) this.keyPoints = [];
+      this.keyPoints.push(centre);
+    }
+    const pts = this.keyPoints;
     this.source.clear();
-    this.source.addFeature(new Feature(new Point(centre)));
-    this.setPending(geometryBody("marker", toLonLat(centre)));
-    this.send.focus();
+    this.source.addFeature(new Feature(new MultiPoint(pts)));
+    if (pts.length >= 2) {
+      const [a, b] = pts;
+      const outline =
+        kind === "circle"
+          ? new CircleGeometry(a, Math.hypot(b[0] - a[0], b[1] - a[1]))
+          : kind === "polygon" && pts.length >= 3
+            ? new Polygon([[...pts, pts[0]]])
+            : new LineString(pts);
+      this.source.addFeature(new Feature(outline));
+    }
+    const lonLats = pts.map((c) => toLonLat(c));
+    const complete = kind === "marker" || pts.length >= KEY_POINTS[kind];
+    this.setPending(complete ? geometryBody(kind, kind === "marker" ? lonLats[0] : lonLats) : null);
+    this.status.textContent = complete ? "" : `Point ${pts.length} added; pan and add the next.`;
+    if (kind === "marker") this.send.focus();
   }
 
   async sendPending() {
@@ -250,6 +293,7 @@ export class DrawTool {
       this.status.textContent = banner ? `Sent: ${name} (${banner})` : `Sent: ${name}`;
       this.status.dataset.uid = answer?.item?.id ?? "";
       this.source.clear();
+      this.keyPoints = [];
       this.pending = null;
       this.pendingText.textContent = "";
     } catch (e) {
