@@ -252,6 +252,13 @@ async def test_drawings_reach_the_clients_cleared_for_their_label(
             status, answer = await _delete(server, other, other_headers, "no-such-item")
             assert status == 404 and answer == {"error": "not found"}
 
+            # Not without the session's CSRF token.
+            async with web.delete(
+                enroll_url(server, "/api/v1/items/web-marker-1"),
+                headers={"X-Requested-With": "liaison-map"},
+            ) as r:
+                assert r.status == 403
+
             # The owner deletes: a t-x-d-d naming it reaches the cleared client.
             status, answer = await _delete(server, web, headers, "web-marker-1")
             assert status == 200 and answer["uid"] == "web-marker-1"
