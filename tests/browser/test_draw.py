@@ -1,6 +1,7 @@
-"""Drawing from the map page: a marker drawn with the mouse (type picker, label chooser, Send)
-and one placed from the keyboard reach the TAK clients cleared for their labels as ATAK's CoT,
-never a client below the label; the user's own drawing is deleted from its popup."""
+"""Drawing from the map page: a marker drawn with the mouse (type picker, label chooser, Send),
+one placed from the keyboard, the other shapes and a route drawn from the keyboard reach the TAK
+clients cleared for their labels as ATAK's CoT, never a client below the label; the user's own
+drawing is edited and deleted from its popup."""
 
 from __future__ import annotations
 
@@ -185,6 +186,31 @@ async def test_a_marker_drawn_on_the_page_reaches_the_cleared_client_only(
             assert abs(float(points[1][0]) - float(points[0][0])) < 1e-6
             await page.click("#draw .draw-clear")
 
+            # Edit from the popup: the panel opens on the marker; a new name, sent where it is,
+            # replaces it (same uid) and keeps its label.
+            await page.keyboard.press("Escape")
+            await page.evaluate("(u) => window.__liaison.goTo(u)", uid)
+            edit = page.locator("#popup .actions .edit")
+            await edit.wait_for(timeout=WAIT_MS)
+            await edit.click()
+            assert await page.input_value("#draw .draw-callsign") == "WEB-HOSTILE"
+            assert await page.input_value("#draw .draw-remarks") == "CANARY-UI-MARKER"
+            assert await page.input_value("#draw .draw-affiliation") == "h"
+            assert await page.input_value("#draw .draw-function") == "G-U-C-I"
+            assert await page.text_content("#draw .draw-send-label") == "SECRET//REL TO USA, UKR"
+            assert (await page.text_content("#draw .draw-editing") or "").startswith(
+                "Editing WEB-HOSTILE"
+            )
+            await page.fill("#draw .draw-callsign", "WEB-HOSTILE-2")
+            await page.click("#draw .draw-send")
+            await sent_uid(page, "Updated: WEB-HOSTILE-2 (SECRET//REL TO USA, UKR)")
+            got = await ukr_s.wait_for(b'callsign="WEB-HOSTILE-2"')
+            assert f'uid="{uid}"'.encode() in got and b'access="SECRET"' in got
+            point = re.search(rb'<point lat="([-0-9.]+)" lon="([-0-9.]+)"', got)
+            assert point is not None
+            assert abs(float(point[1]) - lat) < 1e-5 and abs(float(point[2]) - lon) < 1e-5
+            assert await page.is_hidden("#draw .draw-editing")
+
             # Delete from the popup: only the user's own drawings have the button.
             await page.keyboard.press("Escape")
             await page.evaluate("(u) => window.__liaison.goTo(u)", uid)
@@ -200,6 +226,7 @@ async def test_a_marker_drawn_on_the_page_reaches_the_cleared_client_only(
             await page.evaluate("(u) => window.__liaison.goTo(u)", "m-ukr")
             await page.locator("#popup").wait_for(state="visible", timeout=WAIT_MS)
             assert await page.locator("#popup .actions .delete").count() == 0
+            assert await page.locator("#popup .actions .edit").count() == 0
 
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "map-draw.png"))

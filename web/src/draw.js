@@ -21,7 +21,19 @@ import Stroke from "ol/style/Stroke.js";
 import Style from "ol/style/Style.js";
 import { ApiError, SessionExpired } from "./api.js";
 import { choosableClassifications, composeBanner, MAX_REL_CHARS, refusalText } from "./chatlabel.js";
-import { AFFILIATIONS, describe, FUNCTIONS, geometryBody, itemBody, KIND_NAMES, KINDS, markerType } from "./drawing.js";
+import {
+  AFFILIATIONS,
+  describe,
+  FUNCTIONS,
+  geometryBody,
+  geometryOfFeature,
+  itemBody,
+  KIND_NAMES,
+  KINDS,
+  kindOf,
+  markerType,
+  pickerOf,
+} from "./drawing.js";
 import { el, labelBadge } from "./ui.js";
 
 const STYLE = new Style({
@@ -70,6 +82,8 @@ export class DrawTool {
     this.kind = null;
     this.pending = null; // the geometry part of the body, once something was drawn
     this.keyPoints = []; // map coordinates added at the map's centre (no pointing)
+    this.editing = null; // {uid, label} of the user's own item being changed
+    this.keptType = null; // the CoT type of an edited marker the picker cannot make
     this.sending = false;
     this.onChange = null;
     this.build();
@@ -95,6 +109,7 @@ export class DrawTool {
     this.fn = el("select", { class: "draw-function", "aria-label": "Function" }, ...FUNCTIONS.map(([v, name]) => el("option", { value: v }, name)));
     this.typeText = el("span", { class: "small muted draw-type" });
     const showType = () => {
+      this.keptType = null; // a type chosen here replaces one the picker lacked (edit)
       this.typeText.textContent = markerType(this.affiliation.value, this.fn.value);
     };
     this.affiliation.addEventListener("change", showType);
@@ -139,6 +154,7 @@ export class DrawTool {
       this.rel,
     );
     this.hint = el("p", { class: "small muted draw-hint" }, "Choose what to draw.");
+    this.editText = el("p", { class: "draw-editing", hidden: true });
     this.pendingText = el("p", { class: "draw-pending" });
     this.send = el("button", { type: "button", class: "draw-send", disabled: true }, "Send");
     this.send.addEventListener("click", () => this.sendPending());
@@ -148,6 +164,7 @@ export class DrawTool {
     this.root.replaceChildren(
       el("h2", { class: "feeds-title" }, "Draw and send"),
       el("div", { class: "draw-tools", role: "group", "aria-label": "What to draw" }, ...this.tools),
+      this.editText,
       this.markerFields,
       this.hint,
       this.centre,
@@ -170,15 +187,66 @@ export class DrawTool {
   showLabel() {
     this.sendLabel.hidden = !this.labelOffered;
     const banner = this.chosenLabel();
-    const badge = banner === null ? labelBadge(null, "server default") : labelBadge(banner);
-    badge.title = banner === null ? "Sent without a label: the server applies its default label" : `Sent as ${banner}`;
+    let badge;
+    if (banner !== null) {
+      badge = labelBadge(banner);
+      badge.title = `Sent as ${banner}`;
+    } else if (this.editing) {
+      // An update without a label keeps the item's label (docs/api.md "Drawing on the map").
+      badge = labelBadge(this.editing.label, "unchanged");
+      badge.title = "Sent without a label: the item keeps its label";
+    } else {
+      badge = labelBadge(null, "server default");
+      badge.title = "Sent without a label: the server applies its default label";
+    }
     this.sendLabel.replaceChildren(badge);
+  }
+
+  /**
+   * Change an item this user drew (from its popup): the panel opens on its kind with its name,
+   * remarks and type; Send replaces it (same uid), where it is or where it is drawn again. The
+   * label chooser starts at "Server default", which for an update keeps the item's label.
+   */
+  edit(feature) {
+    const kind = kindOf(feature);
+    const geometry = geometryOfFeature(feature);
+    if (kind === null || geometry === null) return;
+    const p = feature.properties ?? {};
+    this.toggle(kind);
+    this.editing = { uid: String(p.uid ?? feature.id), label: typeof p.label === "string" ? p.label : null };
+    this.callsign.value = typeof p.callsign === "string" ? p.callsign : "";
+    this.remarks.value = typeof p.remarks === "string" ? p.remarks : "";
+    const picked = kind === "marker" ? pickerOf(p.type) : null;
+    if (picked) {
+      this.affiliation.value = picked.affiliation;
+      this.fn.value = picked.fn;
+      this.affiliation.dispatchEvent(new Event("change"));
+    }
+    // A marker whose type the picker lacks keeps it, unless the picker is changed.
+    this.keptType = kind === "marker" && !picked ? p.type : null;
+    if (this.keptType) this.typeText.textContent = this.keptType;
+    this.cls.value = "";
+    this.editText.hidden = false;
+    this.editText.textContent = `Editing ${this.callsign.value || KIND_NAMES[kind]}: draw it again to move it, or Send as it is.`;
+    this.setPending(geometry);
+    this.showLabel();
+    this.send.focus();
+  }
+
+  endEdit() {
+    this.editing = null;
+    this.keptType = null;
+    this.typeText.textContent = markerType(this.affiliation.value, this.fn.value);
+    this.editText.hidden = true;
+    this.editText.textContent = "";
+    this.showLabel();
   }
 
   /** Start drawing ``kind``; the same kind again stops. */
   toggle(kind) {
     const same = this.kind === kind && this.active;
     this.stop();
+    if (this.editing) this.endEdit(); // another tool: a new item, not the one being edited
     if (same) return;
     this.page.measure.clear(); // one drawing interaction at a time
     this.kind = kind;
@@ -214,6 +282,7 @@ export class DrawTool {
   /** Stop and forget what was drawn. */
   clear() {
     this.stop();
+    if (this.editing) this.endEdit();
     this.kind = null;
     this.source.clear();
     this.setPending(null);
@@ -278,11 +347,13 @@ export class DrawTool {
     if (!this.pending || this.sending) return;
     const label = this.chosenLabel();
     const body = itemBody(this.pending, {
-      type: markerType(this.affiliation.value, this.fn.value),
+      type: this.keptType ?? markerType(this.affiliation.value, this.fn.value),
       callsign: this.callsign.value,
       remarks: this.remarks.value,
       label,
     });
+    const editing = this.editing;
+    if (editing) body.uid = editing.uid;
     this.sending = true;
     this.send.disabled = true;
     this.status.classList.remove("error");
@@ -290,12 +361,14 @@ export class DrawTool {
       const answer = await this.page.api.drawItem(body);
       const banner = answer?.item?.properties?.label ?? label;
       const name = answer?.item?.properties?.callsign ?? KIND_NAMES[this.pending.kind];
-      this.status.textContent = banner ? `Sent: ${name} (${banner})` : `Sent: ${name}`;
+      const done = editing ? "Updated" : "Sent";
+      this.status.textContent = banner ? `${done}: ${name} (${banner})` : `${done}: ${name}`;
       this.status.dataset.uid = answer?.item?.id ?? "";
       this.source.clear();
       this.keyPoints = [];
       this.pending = null;
       this.pendingText.textContent = "";
+      if (editing) this.endEdit();
     } catch (e) {
       if (e instanceof SessionExpired) return;
       this.status.classList.add("error");

@@ -144,3 +144,52 @@ export function drawnBy(feature, me) {
   const creator = feature?.properties?.creator;
   return typeof creator === "string" && typeof me?.uid === "string" && creator === me.uid;
 }
+
+/**
+ * Which draw tool made an item like ``feature`` (so the user can edit their own): markers are
+ * CoT atoms (a-*), then routes (b-m-r), polygons (u-d-f with a closed outline), circles
+ * (u-d-c-c) and range-and-bearing lines (u-rb-a); null for anything else.
+ */
+export function kindOf(feature) {
+  const p = feature?.properties ?? {};
+  const type = typeof p.type === "string" ? p.type : "";
+  if (type.startsWith("a-")) return "marker";
+  if (type === "b-m-r") return "route";
+  if (type === "u-d-f" && p.shape?.type === "Polygon") return "polygon";
+  if (type === "u-d-c-c") return "circle";
+  if (type === "u-rb-a") return "rangebearing";
+  return null;
+}
+
+/** The geometry part of the body that would draw ``feature`` again where it is (null if unknown). */
+export function geometryOfFeature(feature) {
+  const kind = kindOf(feature);
+  const p = feature?.properties ?? {};
+  const at = feature?.geometry?.coordinates;
+  const lonLat = Array.isArray(at) ? [at[0], at[1]] : null;
+  switch (kind) {
+    case "marker":
+      return lonLat ? geometryBody(kind, lonLat) : null;
+    case "route":
+      return p.shape?.type === "LineString" ? geometryBody(kind, p.shape.coordinates) : null;
+    case "polygon":
+      return geometryBody(kind, p.shape.coordinates[0] ?? []);
+    case "circle": {
+      const r = p.ellipse?.major;
+      if (!lonLat || !(r > 0)) return null;
+      const centre = geometryBody("marker", lonLat);
+      return { kind, lat: centre.lat, lon: centre.lon, radius: r };
+    }
+    case "rangebearing":
+      return p.shape?.type === "LineString" ? geometryBody(kind, p.shape.coordinates) : null;
+    default:
+      return null;
+  }
+}
+
+/** The affiliation and function of the picker that make ``type``, or null when it has none. */
+export function pickerOf(type) {
+  const m = /^a-([fhnu])-(.+)$/.exec(typeof type === "string" ? type : "");
+  if (!m || !FUNCTIONS.some(([f]) => f === m[2])) return null;
+  return { affiliation: m[1], fn: m[2] };
+}

@@ -277,6 +277,12 @@ class MapPage {
     });
   }
 
+  /** Open the draw panel on an item this user drew, to change it. */
+  editDrawing(feature) {
+    this.showPanel("draw", true);
+    this.draw.edit(feature);
+  }
+
   /** Open (or close) the Layers or Draw panel; they share a place, so opening one closes the other. */
   showPanel(name, open) {
     for (const which of ["layers", "draw"]) {

@@ -4,7 +4,7 @@
 
 import { ApiError, SessionExpired } from "./api.js";
 import { refusalText } from "./chatlabel.js";
-import { drawnBy } from "./drawing.js";
+import { drawnBy, kindOf } from "./drawing.js";
 import { motionText } from "./itemstyle.js";
 import { ago, el, isolate, labelBadge, shortTime } from "./ui.js";
 
@@ -76,7 +76,15 @@ function buildActions(item, page) {
     });
     actions.append(trackBtn);
   }
-  if (drawnBy(item.feature, page.me)) actions.append(deleteButton(uid, page));
+  if (drawnBy(item.feature, page.me)) {
+    if (kindOf(item.feature) !== null) {
+      // The item as it is at the click (it may have changed since the popup opened).
+      const edit = el("button", { class: "edit", type: "button" }, "Edit");
+      edit.addEventListener("click", () => page.editDrawing(page.store.items.get(uid)?.feature ?? item.feature));
+      actions.append(edit);
+    }
+    actions.append(deleteButton(uid, page));
+  }
   return actions;
 }
 

@@ -1,7 +1,18 @@
 // Unit tests of what the draw tools send (POST /api/v1/items bodies) from lon/lat geometry.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bearingDeg, describe, distanceM, drawnBy, geometryBody, itemBody, markerType } from "../src/drawing.js";
+import {
+  bearingDeg,
+  describe,
+  distanceM,
+  drawnBy,
+  geometryBody,
+  geometryOfFeature,
+  itemBody,
+  kindOf,
+  markerType,
+  pickerOf,
+} from "../src/drawing.js";
 
 test("the type picker writes CoT atom types, falling back to unknown ground", () => {
   assert.equal(markerType("h", "G-U-C-I"), "a-h-G-U-C-I");
@@ -62,4 +73,23 @@ test("descriptions and ownership", () => {
   assert.ok(!drawnBy({ properties: { creator: "liaison-web-bob" } }, me));
   assert.ok(!drawnBy({ properties: {} }, me));
   assert.ok(!drawnBy({ properties: { creator: "x" } }, {}));
+});
+
+test("an item drawn here is drawn again as it is, for editing", () => {
+  const marker = { geometry: { coordinates: [30.5, 50.4, 9] }, properties: { type: "a-h-G-U-C-I" } };
+  assert.equal(kindOf(marker), "marker");
+  assert.deepEqual(geometryOfFeature(marker), { kind: "marker", lat: 50.4, lon: 30.5 });
+  assert.deepEqual(pickerOf("a-h-G-U-C-I"), { affiliation: "h", fn: "G-U-C-I" });
+  assert.equal(pickerOf("a-h-G-X-Y"), null);
+  const route = { geometry: { coordinates: [30, 50] }, properties: { type: "b-m-r", shape: { type: "LineString", coordinates: [[30, 50], [31, 51]] } } };
+  assert.deepEqual(geometryOfFeature(route).points, [{ lat: 50, lon: 30 }, { lat: 51, lon: 31 }]);
+  const ring = [[30, 50], [31, 50], [31, 51], [30, 50]];
+  const poly = { geometry: { coordinates: [30.5, 50.5] }, properties: { type: "u-d-f", shape: { type: "Polygon", coordinates: [ring] } } };
+  assert.equal(geometryOfFeature(poly).points.length, 3);
+  const circle = { geometry: { coordinates: [30, 50] }, properties: { type: "u-d-c-c", ellipse: { major: 250, minor: 250, angle: 360 } } };
+  assert.deepEqual(geometryOfFeature(circle), { kind: "circle", lat: 50, lon: 30, radius: 250 });
+  const rb = { geometry: { coordinates: [30, 50] }, properties: { type: "u-rb-a", shape: { type: "LineString", coordinates: [[30, 50], [30, 50.01]] } } };
+  assert.equal(geometryOfFeature(rb).bearing, 0);
+  assert.equal(kindOf({ properties: { type: "u-d-r" } }), null);
+  assert.equal(geometryOfFeature({ properties: { type: "b-m-p-s-m" } }), null);
 });
