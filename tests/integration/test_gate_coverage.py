@@ -43,6 +43,9 @@ WRITE_ONLY = {
     ("POST", "/Marti/api/tls/signClient"): "signs the caller's own CSR",
     ("POST", "/Marti/api/tls/signClient/v2"): "signs the caller's own CSR",
     ("POST", "/api/v1/items/{uid}/label"): "relabels an item the caller may see",
+    # Drawing: canaries in tests/integration/http/test_items.py (a client below the label).
+    ("POST", "/api/v1/items"): "draws an item; answers the caller's own drawing",
+    ("DELETE", "/api/v1/items/{uid}"): "deletes a drawing the caller made and may see",
     # Mission changes answer the mission as the caller sees it: the canaries are exercised in
     # tests/integration/test_missions.py (two organisations in one mission).
     ("PUT", "/Marti/api/missions/{name}"): "creates or updates a mission",

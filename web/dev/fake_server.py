@@ -1,7 +1,8 @@
 """A stand-in for Liaison's web routes, for working on the map without a real server.
 
 Serves the built page (src/liaison/web/static/) and fakes the contract the page uses: sign-in,
-/api/v1/me, /api/v1/picture, /api/v1/chat, /api/v1/tiles (204: no tile set) and the
+/api/v1/me, /api/v1/picture, /api/v1/chat, /api/v1/items (drawings, built by Liaison's own
+protocol/drawings.py; no labels checked), /api/v1/tiles (204: no tile set) and the
 /api/v1/stream WebSocket, with synthetic units moving around Kyiv. Plain HTTP on 127.0.0.1
 only. Not used by the tests, which run the real server; this is for looking at the page while
 changing it:
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from liaison.api.geojson import event_feature
+from liaison.protocol import cot_xml, drawings
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "liaison" / "web" / "static"
 LABELS = [
@@ -55,6 +59,7 @@ class World:
                 "callsign": f"UNIT-{i:04d}",
                 "stale": now + (20 if i % 17 == 0 else 600),
             }
+        self.drawn: dict[str, dict[str, Any]] = {}  # uid -> Feature, from POST /api/v1/items
         self.extra = [
             {
                 "type": "Feature",
@@ -107,7 +112,7 @@ class World:
         u["lon"] += d * math.sin(math.radians(u["course"])) / 71_000
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
-        return [self.feature(uid, now) for uid in self.units] + self.extra
+        return [self.feature(uid, now) for uid in self.units] + self.extra + list(self.drawn.values())
 
 
 def build(world: World) -> web.Application:
@@ -145,7 +150,9 @@ def build(world: World) -> web.Application:
         if name is None:
             raise web.HTTPUnauthorized()
         return web.json_response({"name": name, "org": "USA", "groups": ["Cyan"],
-                                  "clearance": "SECRET//REL TO USA, LIAISON", "csrf": "x"})
+                                  "clearance": "SECRET//REL TO USA, LIAISON", "csrf": "x",
+                                  "uid": f"liaison-web-{name}",
+                                  "classifications": ["UNCLASSIFIED", "SECRET", "TOP SECRET"]})
 
     async def picture(request: web.Request) -> web.StreamResponse:
         if user(request) is None:
@@ -168,6 +175,38 @@ def build(world: World) -> web.Application:
         for ws in list(sockets):
             await ws.send_str(json.dumps({"kind": "chat", "message": msg}))
         return web.json_response({"message": msg})
+
+    async def broadcast(message: dict[str, Any]) -> None:
+        for ws in list(sockets):
+            await ws.send_str(json.dumps(message))
+
+    async def item_post(request: web.Request) -> web.StreamResponse:
+        name = user(request)
+        if name is None:
+            raise web.HTTPUnauthorized()
+        body = await request.json()
+        try:
+            drawing = drawings.parse_drawing(body)
+            uid = drawings.check_uid(body["uid"]) if body.get("uid") else secrets.token_hex(8)
+        except drawings.DrawingError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        creator = drawings.Creator(f"liaison-web-{name}", name)
+        xml = drawings.drawing_xml(drawing, uid=uid, creator=creator, now_ms=now_ms)
+        feature = event_feature(cot_xml.parse_event(xml), body.get("label") or LABELS[0])
+        status = 200 if uid in world.drawn else 201
+        world.drawn[uid] = feature
+        await broadcast({"kind": "update", "feature": feature})
+        return web.json_response({"item": feature, "delivered": 0}, status=status)
+
+    async def item_delete(request: web.Request) -> web.StreamResponse:
+        if user(request) is None:
+            raise web.HTTPUnauthorized()
+        uid = request.match_info["uid"]
+        if world.drawn.pop(uid, None) is None:
+            return web.json_response({"error": "not found"}, status=404)
+        await broadcast({"kind": "delete", "uid": uid})
+        return web.json_response({"uid": uid, "delivered": 0})
 
     async def tiles(request: web.Request) -> web.StreamResponse:
         return web.Response(status=204)  # no tile set, as a server without web.mbtiles
@@ -203,6 +242,8 @@ def build(world: World) -> web.Application:
     app.router.add_get("/api/v1/picture", picture)
     app.router.add_get("/api/v1/chat", chat_get)
     app.router.add_post("/api/v1/chat", chat_post)
+    app.router.add_post("/api/v1/items", item_post)
+    app.router.add_delete("/api/v1/items/{uid}", item_delete)
     app.router.add_get("/api/v1/tiles", tiles)
     app.router.add_get("/api/v1/stream", stream)
     app.router.add_static("/static/", STATIC)

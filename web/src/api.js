@@ -1,4 +1,5 @@
-// Calls to Liaison's REST API from the page: same origin, session cookie, CSRF header on POST.
+// Calls to Liaison's REST API from the page: same origin, session cookie, CSRF header on POST
+// and DELETE.
 // A 401 anywhere means the web session ended: the page goes back to the sign-in page.
 
 export class SessionExpired extends Error {}
@@ -75,6 +76,16 @@ export class Api {
 
   sendChat(message) {
     return this.json("POST", "/api/v1/chat", message);
+  }
+
+  /** Draw an item into the picture (POST /api/v1/items): {item: Feature, delivered}. */
+  drawItem(body) {
+    return this.json("POST", "/api/v1/items", body);
+  }
+
+  /** Delete an item this user drew (DELETE /api/v1/items/{uid}). */
+  deleteItem(uid) {
+    return this.json("DELETE", `/api/v1/items/${encodeURIComponent(uid)}`);
   }
 
   track(uid) {

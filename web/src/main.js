@@ -15,6 +15,7 @@ import { bannerFor, DEFAULT_ORDER, levelClass } from "./labels.js";
 import { showPopup } from "./popup.js";
 import { LiveMap } from "./mapview.js";
 import { MeasureTool } from "./measure.js";
+import { DrawTool } from "./draw.js";
 import { Overlays } from "./overlays.js";
 import { FORMAT_NAMES, FORMATS, formatCoords } from "./coords.js";
 import { Store } from "./store.js";
@@ -41,6 +42,7 @@ class MapPage {
     this.sprites = new Sprites(this.dpr);
     this.map = new LiveMap($("map-view"), basemap, this.sprites, this.store);
     this.measure = new MeasureTool(this.map.map, $("measure-result"));
+    this.draw = new DrawTool(this, $("draw"));
     this.overlays = new Overlays(this.map.map, this.map.itemsLayer);
     this.coordFormat = "dd";
     this.pointer = null; // [lon, lat] last under the pointer
@@ -223,7 +225,8 @@ class MapPage {
     // Drag, wheel, double-click, the arrow keys and + / - are OpenLayers' own interactions.
     const m = this.map.map;
     m.on("click", (e) => {
-      if (!this.measure.active) this.select(this.map.hit(e.pixel[0], e.pixel[1]));
+      // Clicks while measuring or drawing place points; they select nothing.
+      if (!this.measure.active && !this.draw.active) this.select(this.map.hit(e.pixel[0], e.pixel[1]));
     });
     m.on("pointermove", (e) => {
       this.pointer = this.map.lonLatAt(e.pixel);
@@ -233,7 +236,8 @@ class MapPage {
     this.map.onFrame = (ms) => this.afterFrame(ms);
     $("map-view").addEventListener("keydown", (e) => {
       if (e.key === "Escape") {
-        if (this.measure.active || !$("measure-result").hidden) this.measure.clear();
+        if (this.draw.active) this.draw.clear();
+        else if (this.measure.active || !$("measure-result").hidden) this.measure.clear();
         else this.select(null);
         e.preventDefault();
       }
@@ -248,11 +252,7 @@ class MapPage {
   bindLayers() {
     const panel = $("layers");
     this.feeds = new FeedsPanel($("feeds"), this.api, () => !panel.hidden);
-    $("layers-button").addEventListener("click", () => {
-      panel.hidden = !panel.hidden;
-      $("layers-button").setAttribute("aria-expanded", String(!panel.hidden));
-      this.feeds.opened(!panel.hidden);
-    });
+    $("layers-button").addEventListener("click", () => this.showPanel("layers", panel.hidden));
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {
         this.map.setLayerVisible(box.dataset.layer, box.checked);
@@ -275,6 +275,24 @@ class MapPage {
       input.value = "";
       this.renderOverlayList();
     });
+  }
+
+  /** Open the draw panel on an item this user drew, to change it. */
+  editDrawing(feature) {
+    this.showPanel("draw", true);
+    this.draw.edit(feature);
+  }
+
+  /** Open (or close) the Layers or Draw panel; they share a place, so opening one closes the other. */
+  showPanel(name, open) {
+    for (const which of ["layers", "draw"]) {
+      const shown = which === name && open;
+      $(which).hidden = !shown;
+      $(`${which}-button`).setAttribute("aria-expanded", String(shown));
+    }
+    this.feeds.opened(!$("layers").hidden);
+    // Closing the draw panel drops what was drawn and not sent.
+    if ($("draw").hidden && (this.draw.active || this.draw.pending)) this.draw.clear();
   }
 
   renderOverlayList() {
@@ -305,13 +323,22 @@ class MapPage {
     $("zoom-in").addEventListener("click", () => this.zoomBy(1));
     $("zoom-out").addEventListener("click", () => this.zoomBy(-1));
     $("fit").addEventListener("click", () => this.fitAll());
-    $("measure-distance").addEventListener("click", () => this.measure.toggle("distance"));
-    $("measure-area").addEventListener("click", () => this.measure.toggle("area"));
+    $("measure-distance").addEventListener("click", () => {
+      this.draw.stop();
+      this.measure.toggle("distance");
+    });
+    $("measure-area").addEventListener("click", () => {
+      this.draw.stop();
+      this.measure.toggle("area");
+    });
+    const pointing = () => $("map-view").classList.toggle("measuring", this.measure.active || this.draw.active);
     this.measure.onChange = () => {
       $("measure-distance").setAttribute("aria-pressed", String(this.measure.mode === "distance"));
       $("measure-area").setAttribute("aria-pressed", String(this.measure.mode === "area"));
-      $("map-view").classList.toggle("measuring", this.measure.active);
+      pointing();
     };
+    this.draw.onChange = pointing;
+    $("draw-button").addEventListener("click", () => this.showPanel("draw", $("draw").hidden));
     this.bindLayers();
     $("coords").addEventListener("click", () => {
       this.coordFormat = FORMATS[(FORMATS.indexOf(this.coordFormat) + 1) % FORMATS.length];

@@ -2,6 +2,9 @@
 // showPopup again whenever the item it shows changes (an update, a stale time passing), so an
 // open popup is always current. Text that comes from the feed goes in isolated (ui.isolate).
 
+import { ApiError, SessionExpired } from "./api.js";
+import { refusalText } from "./chatlabel.js";
+import { drawnBy, kindOf } from "./drawing.js";
 import { motionText } from "./itemstyle.js";
 import { ago, el, isolate, labelBadge, shortTime } from "./ui.js";
 
@@ -16,13 +19,38 @@ function fed(text) {
 }
 
 /** Which buttons an item gets: the actions row is rebuilt only when this changes. */
-function actionsShape(item) {
-  return `${item.kind === "unit" && Boolean(item.callsign)}|${item.geometryType === "Point"}`;
+function actionsShape(item, page) {
+  return `${item.kind === "unit" && Boolean(item.callsign)}|${item.geometryType === "Point"}|${drawnBy(item.feature, page.me)}`;
+}
+
+/**
+ * Delete, for an item this user drew: the first press asks, the second sends DELETE
+ * /api/v1/items/{uid}; the live feed then removes the item (and closes the popup).
+ */
+function deleteButton(uid, page) {
+  const button = el("button", { class: "delete", type: "button" }, "Delete");
+  let armed = false;
+  button.addEventListener("click", async () => {
+    if (!armed) {
+      armed = true;
+      button.textContent = "Delete: press again";
+      return;
+    }
+    button.disabled = true;
+    try {
+      await page.api.deleteItem(uid);
+      button.textContent = "Deleted";
+    } catch (e) {
+      if (e instanceof SessionExpired) return;
+      button.textContent = `Not deleted: ${e instanceof ApiError ? refusalText(e.status, e.body) : e.message}`;
+    }
+  });
+  return button;
 }
 
 function buildActions(item, page) {
   const uid = item.uid;
-  const actions = el("div", { class: "actions", "data-shape": actionsShape(item) });
+  const actions = el("div", { class: "actions", "data-shape": actionsShape(item, page) });
   if (item.kind === "unit" && item.callsign) {
     actions.append(
       el(
@@ -47,6 +75,15 @@ function buildActions(item, page) {
       }
     });
     actions.append(trackBtn);
+  }
+  if (drawnBy(item.feature, page.me)) {
+    if (kindOf(item.feature) !== null) {
+      // The item as it is at the click (it may have changed since the popup opened).
+      const edit = el("button", { class: "edit", type: "button" }, "Edit");
+      edit.addEventListener("click", () => page.editDrawing(page.store.items.get(uid)?.feature ?? item.feature));
+      actions.append(edit);
+    }
+    actions.append(deleteButton(uid, page));
   }
   return actions;
 }
@@ -83,7 +120,7 @@ export function showPopup(node, item, page) {
     close.addEventListener("click", () => page.select(null));
   }
   const old = same ? node.querySelector(":scope > .actions") : null;
-  const actions = old && old.dataset.shape === actionsShape(item) ? old : buildActions(item, page);
+  const actions = old && old.dataset.shape === actionsShape(item, page) ? old : buildActions(item, page);
   const name = item.callsign ?? item.uid;
   const team = p.role
     ? el("span", {}, fed(p.team ?? ""), " · ", fed(p.role))

@@ -14,6 +14,7 @@ from typing import Any
 
 from liaison.model.event import UNKNOWN_THRESHOLD, Event
 from liaison.protocol import cot_xml
+from liaison.protocol.drawings import creator_uid
 
 # Item types that are not things on a map: chat (b-t-f...), file transfers (b-f-t-...) and
 # tasking or control (t-...). They are kept out of the picture and the map's features.
@@ -89,6 +90,41 @@ def shape_geometry(event: Event) -> dict[str, Any] | None:
     return {"type": "LineString", "coordinates": coords}
 
 
+# Mean Earth radius (IUGG), the sphere the web map measures on (OpenLayers' ol/sphere).
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def destination(lat: float, lon: float, range_m: float, bearing_deg: float) -> list[float]:
+    """``[lon, lat]`` of the point ``range_m`` from (lat, lon) along ``bearing_deg`` (clockwise
+    from true north) on the sphere: the great-circle destination formula."""
+    phi1, lam1 = math.radians(lat), math.radians(lon)
+    theta, delta = math.radians(bearing_deg), range_m / EARTH_RADIUS_M
+    phi2 = math.asin(
+        math.sin(phi1) * math.cos(delta) + math.cos(phi1) * math.sin(delta) * math.cos(theta)
+    )
+    lam2 = lam1 + math.atan2(
+        math.sin(theta) * math.sin(delta) * math.cos(phi1),
+        math.cos(delta) - math.sin(phi1) * math.sin(phi2),
+    )
+    lon2 = (math.degrees(lam2) + 540.0) % 360.0 - 180.0
+    return [round(lon2, 9), round(math.degrees(phi2), 9)]
+
+
+def range_bearing_line(event: Event) -> dict[str, Any] | None:
+    """A range-and-bearing line (``u-rb-a``: ``<range value>`` metres and ``<bearing value>``
+    degrees from the event's point, sample atak-rangebearing-02.xml) as a two-point LineString."""
+    if event.detail is None or event.type != "u-rb-a":
+        return None
+    range_m = _float_attr(event.detail.find("range"), "value")
+    bearing = _float_attr(event.detail.find("bearing"), "value")
+    if range_m is None or bearing is None or not 0 < range_m <= 20_000_000:
+        return None
+    if not (-90 <= event.lat <= 90 and -180 <= event.lon <= 180):
+        return None
+    end = destination(event.lat, event.lon, range_m, bearing)
+    return {"type": "LineString", "coordinates": [[event.lon, event.lat], end]}
+
+
 def role_of(event: Event) -> str | None:
     """The ``__group@role`` a client reports (Team Member, HQ, ...), display only."""
     group = event.detail.find("__group") if event.detail is not None else None
@@ -108,7 +144,7 @@ def event_feature(event: Event, label: str | None) -> dict[str, Any]:
     """One item as a GeoJSON Feature (the shape the REST API and the WebSocket share)."""
     detail = event.detail
     track = detail.find("track") if detail is not None else None
-    shape = shape_geometry(event)
+    shape = shape_geometry(event) or range_bearing_line(event)
     lon, lat = event.lon, event.lat
     if shape is not None and lat == 0.0 and lon == 0.0:
         # Routes are sent with a 0,0 point: place the item on its first vertex instead.
@@ -134,6 +170,10 @@ def event_feature(event: Event, label: str | None) -> dict[str, Any]:
     }
     if shape is not None:
         props["shape"] = shape
+    # Who drew it (ATAK 5 writes detail/creator; so do the web map's drawings).
+    creator = creator_uid(event.detail)
+    if creator is not None:
+        props["creator"] = creator
     if detail is not None:
         ellipse = detail.find("shape/ellipse")
         if ellipse is not None:

@@ -81,7 +81,13 @@ _FEATURE = {
                 "shape": {
                     **_GEOMETRY,
                     "description": "Outline of a drawing (u-d-*) or route (b-m-r) from its "
-                    "<link point=...> list: a LineString or Polygon.",
+                    "<link point=...> list: a LineString or Polygon; a range-and-bearing line "
+                    "(u-rb-a) as a LineString from its point to its end.",
+                },
+                "creator": {
+                    "type": "string",
+                    "description": "Who drew the item (detail/creator@uid), when it says: "
+                    "liaison-web-<name> for the web map's drawings.",
                 },
                 "ellipse": {
                     "type": "object",
@@ -264,6 +270,52 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "The label to send with, as a banner (SECRET//REL TO USA, UKR);"
                 " without it the listener's default label applies.",
             },
+        },
+    },
+    "ItemRequest": {
+        "type": "object",
+        "required": ["kind"],
+        "description": "An item drawn on the web map (docs/api.md, Drawing on the map): marker "
+        "(lat, lon, type), route (points, 2 or more), polygon (points, 3 or more), circle "
+        "(lat, lon, radius) or rangebearing (lat, lon, range, bearing).",
+        "properties": {
+            "kind": {"enum": ["marker", "route", "polygon", "circle", "rangebearing"]},
+            "uid": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,128}$"},
+            "type": {"type": "string", "description": "Markers: a CoT atom type (a-f-G-U-C)."},
+            "lat": {"type": "number", "minimum": -90, "maximum": 90},
+            "lon": {"type": "number", "minimum": -180, "maximum": 180},
+            "points": {
+                "type": "array",
+                "maxItems": 1000,
+                "items": {
+                    "type": "object",
+                    "required": ["lat", "lon"],
+                    "properties": {
+                        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+                    },
+                },
+            },
+            "radius": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+            "range": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+            "bearing": {"type": "number", "minimum": 0, "maximum": 360},
+            "callsign": {"type": "string", "maxLength": 64, "pattern": _NO_CONTROL},
+            "remarks": {"type": "string", "maxLength": 4000},
+            "label": {
+                "type": "string",
+                "maxLength": 256,
+                "pattern": _NO_CONTROL,
+                "description": "The label to draw with, as a banner; without it the listener's"
+                " default label applies.",
+            },
+        },
+    },
+    "ItemResult": {
+        "type": "object",
+        "required": ["item", "delivered"],
+        "properties": {
+            "item": {"$ref": "#/components/schemas/Feature"},
+            "delivered": {"type": "integer", "minimum": 0},
         },
     },
     "Login": {
@@ -512,6 +564,50 @@ _PATHS: dict[str, Any] = {
                 },
                 "400": _BAD,
                 "404": _NOT_FOUND,
+            },
+        },
+        "delete": {
+            "summary": "Delete an item the caller drew on the web map (a t-x-d-d).",
+            "operationId": "deleteItem",
+            "parameters": [
+                {"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["uid", "delivered"],
+                        "properties": {
+                            "uid": {"type": "string"},
+                            "delivered": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "Deleted; delivered counts the recipients the delete was handed to.",
+                ),
+                "403": {
+                    "description": "Missing CSRF token, a cross-site request, not drawn by the"
+                    " caller (reasons: not_creator), or refused by the ingest rules."
+                },
+                "404": _NOT_FOUND,
+            },
+        },
+    },
+    "/api/v1/items": {
+        "post": {
+            "summary": "Draw an item into the picture as the caller (or replace one it drew).",
+            "operationId": "postItem",
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("ItemRequest")}}},
+            "responses": {
+                "201": _json(_ref("ItemResult"), "Drawn."),
+                "200": _json(_ref("ItemResult"), "Replaced the caller's item of that uid."),
+                "400": _BAD,
+                "403": {
+                    "description": "Missing CSRF token, a cross-site request, a uid of an item"
+                    " the caller did not draw (reasons: not_creator), or refused by the label"
+                    " rules."
+                },
+                "413": {"description": "Body too large."},
+                "415": {"description": "The body must be application/json."},
             },
         }
     },
@@ -1124,6 +1220,10 @@ _SECURITY_SCHEMES: dict[AuthMode, dict[str, Any]] = {
 def spec(mode: AuthMode) -> dict[str, Any]:
     """The OpenAPI document for a listener (paths differ slightly between listeners)."""
     paths = copy.deepcopy(_PATHS)
+    if mode is AuthMode.ANONYMOUS:
+        # No drawing on the anonymous listener (api/items.py).
+        del paths["/api/v1/items"]
+        del paths["/api/v1/items/{uid}"]["delete"]
     if mode is not AuthMode.ANONYMOUS:
         paths.update(copy.deepcopy(_METRICS_PATH))
         paths.update(copy.deepcopy(_FEEDS_PATH))

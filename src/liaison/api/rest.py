@@ -450,7 +450,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 @dataclass(frozen=True, slots=True)
-class _WebSource:
+class WebSource:
     """The web user as the source of an event (what ``Router.publish`` needs)."""
 
     principal: Principal
@@ -566,7 +566,7 @@ async def post_chat(request: web.Request) -> web.Response:
     if any(ord(c) < 0x20 and c not in "\n\t" for c in text):
         raise bad_request("text must not contain control characters")
     now = ctx.clock_ms()
-    seclabel = _chat_label(ctx.router.policy, _optional_text(doc, "label"), sender, now)
+    seclabel = chosen_label(ctx.router.policy, _optional_text(doc, "label"), sender, now)
     event = build_chat(
         sender_uid=web_uid(sender),
         callsign=sender.name,
@@ -577,7 +577,7 @@ async def post_chat(request: web.Request) -> web.Response:
         to_uid=_optional_text(doc, "to_uid"),
         to_callsign=_optional_text(doc, "to_callsign"),
     )
-    published = ctx.router.publish_checked(event, _WebSource(sender))
+    published = ctx.router.publish_checked(event, WebSource(sender))
     if published.refused:
         raise web.HTTPForbidden(
             text=json.dumps({"error": "refused", "reasons": list(published.refused)}),
@@ -589,10 +589,10 @@ async def post_chat(request: web.Request) -> web.Response:
     return json_response({"message": message, "delivered": published.delivered}, status=201)
 
 
-def _chat_label(
+def chosen_label(
     policy: labels.Policy | None, banner: str | None, sender: Principal, now_ms: int
 ) -> ET.Element | None:
-    """The ``<__seclabel>`` for a chat sent with a chosen label (a banner such as
+    """The ``<__seclabel>`` for a chat or drawing sent with a chosen label (a banner such as
     ``SECRET//REL TO USA, UKR``); None leaves it to the listener default. The router's ingest
     rules then decide whether the sender may assert it."""
     if banner is None or policy is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from liaison.api import (
     enrollment,
     geo_routes,
+    items,
     marti,
     mission_contents,
     mission_logs,
@@ -43,6 +44,7 @@ ROUTE_ADDERS: tuple[RouteAdder, ...] = (
     oauth.add_routes,
     operator.add_routes,
     relabel.add_routes,
+    items.add_routes,
     tiles.add_routes,
     geo_routes.add_routes,
 )

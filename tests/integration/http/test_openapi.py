@@ -125,5 +125,6 @@ async def test_schemathesis_against_the_live_server(
         # that a schema is looser than the server's validation), which depend on what it drew.
         assert "FAILURES" not in text and "ERRORS" not in text, text[-3000:]
         # Every REST operation but the WebSocket was exercised.
-        operations = sum(len(ops) for ops in spec["paths"].values()) - 1
+        methods = {"get", "put", "post", "delete", "patch", "head", "options"}
+        operations = sum(len(methods & set(item)) for item in spec["paths"].values()) - 1
         assert f"Tested: {operations}" in text, text[-2000:]

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from liaison.api import (
     geo_routes,
+    items,
     mission_map,
     oauth,
     openapi,
@@ -61,6 +62,7 @@ def _rest_routes(ctx: ApiContext, mode: AuthMode) -> set[tuple[str, str]]:
     web_pages.add_routes(app, mode)
     ws.add_routes(app, mode)
     relabel.add_routes(app, mode)
+    items.add_routes(app, mode)
     tiles.add_routes(app, mode)
     mission_map.add_routes(app, mode)
     geo_routes.add_routes(app, mode)

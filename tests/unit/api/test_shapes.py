@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -240,3 +241,28 @@ def test_query_parameters() -> None:
     for bad in ("0", "11", "-1", "x"):
         with pytest.raises(web.HTTPBadRequest):
             rest.parse_limit(bad, 5, 10)
+
+
+def test_range_and_bearing_line_ends_where_range_and_bearing_say() -> None:
+    rb = ev("rb", "u-rb-a", '<range value="1000"/><bearing value="90"/>')
+    shape = geojson.event_feature(rb, None)["properties"]["shape"]
+    assert shape["type"] == "LineString"
+    (lon0, lat0), (lon1, lat1) = shape["coordinates"]
+    assert (lon0, lat0) == (30.0, 50.0)
+    # Due east, 1 km at 50° N: 1000 / (R cos 50°) radians of longitude, the same latitude to
+    # within the great circle's curvature (under 1e-4 degrees here).
+    expected = math.degrees(1000 / (6_371_008.8 * math.cos(math.radians(50))))
+    assert abs((lon1 - 30.0) - expected) < 1e-6 and abs(lat1 - 50.0) < 1e-4
+    # North 111.2 km is one degree of latitude; wraps across 180.
+    assert geojson.destination(0.0, 0.0, 6_371_008.8 * math.pi / 180, 0.0) == [0.0, 1.0]
+    assert geojson.destination(0.0, 179.9, 30_000, 90.0)[0] < -179.0
+    assert (
+        "shape"
+        not in geojson.event_feature(ev("x", "u-rb-a", '<range value="-1"/>'), None)["properties"]
+    )
+
+
+def test_the_creator_of_a_drawing_is_a_property() -> None:
+    drawn = ev("d", "u-d-f", '<creator uid="liaison-web-alice" callsign="alice"/>')
+    assert geojson.event_feature(drawn, None)["properties"]["creator"] == "liaison-web-alice"
+    assert "creator" not in geojson.event_feature(ev("n"), None)["properties"]
