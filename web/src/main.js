@@ -16,6 +16,9 @@ import { showPopup } from "./popup.js";
 import { LiveMap } from "./mapview.js";
 import { MeasureTool } from "./measure.js";
 import { Overlays } from "./overlays.js";
+import { Follow } from "./follow.js";
+import { Playback } from "./playback.js";
+import { SearchBox } from "./search.js";
 import { FORMAT_NAMES, FORMATS, formatCoords } from "./coords.js";
 import { Store } from "./store.js";
 import { Stream } from "./stream.js";
@@ -42,6 +45,11 @@ class MapPage {
     this.map = new LiveMap($("map-view"), basemap, this.sprites, this.store);
     this.measure = new MeasureTool(this.map.map, $("measure-result"));
     this.overlays = new Overlays(this.map.map, this.map.itemsLayer);
+    // Playback, search and follow draw on the map over this.map.store: the live store, or
+    // playback's picture at a past time (showPicture).
+    this.playback = new Playback($("map"), document.querySelector("#map .controls"), this);
+    this.search = new SearchBox($("map"), this);
+    this.follow = new Follow($("map"), $("map-view"), this);
     this.coordFormat = "dd";
     this.pointer = null; // [lon, lat] last under the pointer
     this.selected = null;
@@ -105,7 +113,7 @@ class MapPage {
         break;
       case "delete":
         this.store.remove(String(m.uid));
-        if (this.selected === String(m.uid)) this.select(null);
+        if (this.selected === String(m.uid) && !this.playback.active) this.select(null);
         this.dataChanged();
         break;
       case "chat":
@@ -121,7 +129,7 @@ class MapPage {
 
   onSnapshot(features) {
     this.store.replaceAll(features);
-    if (this.selected && !this.store.items.has(this.selected)) this.select(null);
+    if (this.selected && !this.map.store.items.has(this.selected)) this.select(null);
     else if (this.selected) this.popupDirty = true;
     if (!this.fitted && this.store.items.size > 0) {
       this.fitAll();
@@ -131,7 +139,7 @@ class MapPage {
   }
 
   fitAll() {
-    const ext = this.store.extent();
+    const ext = this.map.store.extent();
     if (ext) this.map.fitWorld(ext, 60, 13);
   }
 
@@ -149,8 +157,22 @@ class MapPage {
     this.map.setFields(fields);
   }
 
+  /** The time the map shows: now, or playback's time. */
+  mapTime() {
+    return this.playback.now() ?? Date.now();
+  }
+
+  /** Draw ``store`` (the live store, or playback's): its items changed or it replaces the other. */
+  showPicture(store) {
+    if (this.map.store !== store) this.map.setStore(store);
+    if (this.selected && !store.items.has(this.selected)) this.select(null);
+    else if (this.selected) this.popupDirty = true;
+    this.dataChanged();
+  }
+
   requestFrame() {
-    this.map.sync(Date.now(), this.selected);
+    this.follow.track();
+    this.map.sync(this.mapTime(), this.selected);
     this.map.render();
   }
 
@@ -183,7 +205,8 @@ class MapPage {
     this.lastStats = stats;
     this.updateBanner(stats);
     this.updatePopupPosition();
-    $("counts").textContent = `${this.store.items.size} items · ${stats.drawn} in view`;
+    const past = this.playback.active ? " (playback)" : "";
+    $("counts").textContent = `${this.map.store.items.size} items${past} · ${stats.drawn} in view`;
     this.updateScale();
   }
 
@@ -256,7 +279,7 @@ class MapPage {
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {
         this.map.setLayerVisible(box.dataset.layer, box.checked);
-        if (!box.checked && this.selected && this.map.hidden.has(this.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
+        if (!box.checked && this.selected && this.map.hidden.has(this.map.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
           this.select(null);
         }
       });
@@ -352,7 +375,7 @@ class MapPage {
       this.overlayTrack = null;
       this.map.showTrack(null);
     }
-    const item = uid ? this.store.items.get(uid) : null;
+    const item = uid ? this.map.store.items.get(uid) : null;
     showPopup($("popup"), item, this);
     this.requestFrame();
   }
@@ -371,7 +394,7 @@ class MapPage {
       return;
     }
     this.popupDirty = false;
-    const item = this.store.items.get(this.selected);
+    const item = this.map.store.items.get(this.selected);
     if (!item) return;
     showPopup(popup, item, this);
     this.updatePopupPosition();
@@ -379,8 +402,9 @@ class MapPage {
 
   /** Centre on an item, zooming in if the map is far out, and select it. */
   goTo(uid) {
-    const it = this.store.items.get(uid);
+    const it = this.map.store.items.get(uid);
     if (!it) return;
+    if (this.follow.uid !== uid) this.follow.stop();
     this.setView({ cx: it.x, cy: it.y, zoom: Math.max(this.map.fields().zoom, 11) });
     this.select(uid);
   }
@@ -399,7 +423,7 @@ class MapPage {
   updatePopupPosition() {
     const popup = $("popup");
     if (popup.hidden || !this.selected) return;
-    const it = this.store.items.get(this.selected);
+    const it = this.map.store.items.get(this.selected);
     if (!it) return;
     // Above the item, centred, so its symbol and label stay visible; below when there is no
     // room above; always inside the map.
@@ -417,11 +441,13 @@ class MapPage {
 
   /** What the last frame drew: points at their screen position, outlines at their first vertex. */
   rendered() {
-    const now = Date.now();
+    const now = this.mapTime();
     const describe = (it, x, y) => ({
       uid: it.uid,
       x,
       y,
+      lon: it.lon,
+      lat: it.lat,
       kind: it.kind,
       callsign: it.callsign,
       sidc: it.kind === "unit" ? this.sprites.sidcFor(it.type) : null,
@@ -488,6 +514,8 @@ async function main() {
     frameTimes: () => page.frameTimes.splice(0),
     setView: (fields) => page.setView(fields),
     overlays: () => page.overlays.describe(toLonLat),
+    playbackTime: () => page.playback.now(),
+    following: () => page.follow.uid,
   };
 }
 

@@ -47,6 +47,8 @@ function buildActions(item, page) {
       }
     });
     actions.append(trackBtn);
+    // Keep the map centred on it as it moves (follow.js), until the user pans or stops.
+    actions.append(el("button", { onclick: () => page.follow.start(uid) }, "Follow"));
   }
   return actions;
 }
