@@ -109,6 +109,12 @@ async def test_playback_draws_a_unit_where_it_was(
             clock = await page.text_content("#playback-clock") or ""
             assert clock.endswith("Z") and clock[11:19] == time_of_day(t)
             assert "(playback)" in (await page.text_content("#counts") or "")
+            # Its popup shows the version drawn.
+            await page.evaluate("() => window.__liaison.goTo('u-pb')")
+            popup = page.locator("#popup")
+            await popup.wait_for(state="visible", timeout=WAIT_MS)
+            text = await popup.text_content() or ""
+            assert "50.45000, 30.52000" in text and "STALE" not in text
             # Before its first report it is not drawn at all.
             await choose_time(page, t_a // 1000 - 1)
             await wait_drawn(page, "!('u-pb' in d)")
@@ -327,9 +333,17 @@ async def test_follow_keeps_a_moving_unit_centred_until_the_user_pans(
             assert math.dist((after["x"], after["y"]), (view["width"] / 2, view["height"] / 2)) > 20
             assert (after["x"], after["y"]) != (before["x"], before["y"])
 
-            # Stop following from the chip.
+            # A keyboard pan stops following too.
             await page.evaluate("() => window.__liaison.goTo('u-move')")
+            await popup.get_by_role("button", name="Follow").click()
+            await chip.wait_for(state="visible", timeout=WAIT_MS)
+            await page.focus("#map-view")
+            await page.keyboard.press("ArrowRight")
+            assert await page.evaluate("() => window.__liaison.following()") is None
+            assert await chip.is_hidden()
+            # And so does the chip's Stop following.
             await popup.get_by_role("button", name="Follow").click()
             await chip.get_by_role("button", name="Stop following").click()
             assert await page.evaluate("() => window.__liaison.following()") is None
+            assert await chip.is_hidden()
             assert page.errors == []  # type: ignore[attr-defined]

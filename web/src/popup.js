@@ -67,7 +67,8 @@ export function showPopup(node, item, page) {
   }
   const p = item.feature.properties ?? {};
   const now = Date.now();
-  const stale = item.isStale(now);
+  // Stale at the time the map shows (playback's time during playback).
+  const stale = item.isStale(page.mapTime?.() ?? now);
   const pos =
     item.geometryType === "Point"
       ? `${item.lat.toFixed(5)}, ${item.lon.toFixed(5)}${
