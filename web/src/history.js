@@ -119,10 +119,13 @@ export function historyPath(since, until, limit) {
 /**
  * Read the history of [since, until] page by page, newest first, into ``history``: each next page
  * ends just after the oldest time of the one before (``until`` is exclusive, so versions sharing
- * that time are read again and deduplicated). Stops when a page is short (everything was read),
- * brings nothing new, or after ``maxPages`` pages. ``fetchPage(path)`` returns a
- * FeatureCollection. Returns {complete, from, pages, versions}: ``from`` is the time from which
- * the history is complete (``since`` when everything was read, else the oldest time read).
+ * that time are read again and deduplicated). A short page does not prove the start was reached
+ * (the server reads a bounded number of stored rows per request, docs/api.md), so reading goes on
+ * until a page brings nothing new: complete when that page was short (or empty), not when it was
+ * full (more versions of one millisecond than a page holds), nor after ``maxPages`` pages.
+ * ``fetchPage(path)`` returns a FeatureCollection. Returns {complete, from, pages, versions}:
+ * ``from`` is the time from which the history is complete (``since`` when everything was read,
+ * else the oldest time read).
  */
 export async function readHistory(fetchPage, history, since, until, { pageSize, maxPages }) {
   let end = until + 1; // until is the window's end, included
@@ -133,12 +136,15 @@ export async function readHistory(fetchPage, history, since, until, { pageSize, 
     pages++;
     const features = Array.isArray(fc?.features) ? fc.features : [];
     const added = history.add(features);
-    if (features.length < pageSize) return { complete: true, from: since, pages, versions: history.size };
+    const short = features.length < pageSize;
     for (const f of features) {
       const t = parseTime(f?.properties?.time);
       if (t !== null && (oldest === null || t < oldest)) oldest = t;
     }
-    if (added === 0 || oldest === null) break;
+    if (added === 0 || oldest === null) {
+      if (short) return { complete: true, from: since, pages, versions: history.size };
+      break;
+    }
     end = oldest + 1;
   }
   return { complete: false, from: oldest ?? since, pages, versions: history.size };

@@ -92,7 +92,7 @@ test("reports of one time are ordered by when the server received them", () => {
   assert.deepEqual(at(h, 1000), { a: [31, 50], b: [30, 50] });
 });
 
-test("history is read page by page, newest first, bounded", async () => {
+test("history is read page by page, newest first, until nothing new comes, bounded", async () => {
   // 25 versions, one a second; pages of 10.
   const all = [];
   for (let i = 0; i < 25; i++) all.push(row(`u${i % 3}`, i * 1000, 30, 50));
@@ -112,6 +112,8 @@ test("history is read page by page, newest first, bounded", async () => {
   const done = await readHistory(fetchPage, h, T0, T0 + 24_000, { pageSize: 10, maxPages: 5 });
   assert.equal(done.complete, true);
   assert.equal(done.from, T0);
+  // 10 + 9 + 6 new versions, then a page that brings nothing new ends it.
+  assert.equal(done.pages, 4);
   assert.equal(h.size, 25);
   assert.equal(paths[0], historyPath(T0, T0 + 24_001, 10));
   // Each next page ends just after the oldest time of the page before (until is exclusive).
@@ -123,4 +125,18 @@ test("history is read page by page, newest first, bounded", async () => {
   assert.equal(part.pages, 2);
   assert.equal(part.from, T0 + 6000); // the oldest time read
   assert.equal(capped.size, 19);
+});
+
+test("a full page of one millisecond does not loop", async () => {
+  const same = Array.from({ length: 5 }, (_, i) => row(`s${i}`, 1000, 30, 50));
+  let calls = 0;
+  const fetchPage = async () => {
+    calls++;
+    return { type: "FeatureCollection", features: same.slice(0, 3) };
+  };
+  const h = new History();
+  const r = await readHistory(fetchPage, h, T0, T0 + 5000, { pageSize: 3, maxPages: 5 });
+  assert.equal(calls, 2);
+  assert.equal(r.complete, false);
+  assert.equal(r.from, T0 + 1000);
 });
