@@ -120,6 +120,7 @@ async def test_playback_draws_a_unit_where_it_was(
             await wait_drawn(page, "!('u-pb' in d)")
             ARTIFACTS.mkdir(exist_ok=True)
             await choose_time(page, t)
+            await wait_drawn(page, "'u-pb' in d && Math.abs(d['u-pb'].lat - arg) < 1e-6", A[0])
             await page.screenshot(path=str(ARTIFACTS / "map-playback.png"))
 
             # Play in real time from that time: the clock runs and the unit reaches B.

@@ -48,7 +48,7 @@ export class Playback {
       "aria-label": "Playback",
       "aria-pressed": "false",
       "aria-controls": "playback",
-    }, "⏱");
+    }, "◷");
     this.button.addEventListener("click", () => (this.bar.hidden ? this.open() : this.close()));
     controls.append(this.button);
 
@@ -189,7 +189,7 @@ export class Playback {
   play() {
     if (!this.history || this.timer !== null) return;
     if (this.time >= this.end) this.seek(this.start);
-    this.playBtn.textContent = "⏸";
+    this.playBtn.textContent = "▮▮";
     this.playBtn.setAttribute("aria-label", "Pause");
     this.playBtn.title = "Pause";
     this.timer = setInterval(() => {
