@@ -108,6 +108,7 @@ async def test_playback_draws_a_unit_where_it_was(
             assert d["sidc"] == live_sidc and d["callsign"] == "PLAY-1" and not d["stale"]
             clock = await page.text_content("#playback-clock") or ""
             assert clock.endswith("Z") and clock[11:19] == time_of_day(t)
+            assert await page.get_attribute("#playback-time", "aria-valuetext") == clock
             assert "(playback)" in (await page.text_content("#counts") or "")
             # Its popup shows the version drawn.
             await page.evaluate("() => window.__liaison.goTo('u-pb')")
@@ -118,6 +119,13 @@ async def test_playback_draws_a_unit_where_it_was(
             # Before its first report it is not drawn at all.
             await choose_time(page, t_a // 1000 - 1)
             await wait_drawn(page, "!('u-pb' in d)")
+            # Search looks at the picture shown: nothing yet at that time.
+            await page.fill("#search-input", "play-1")
+            await page.wait_for_function(
+                "() => document.getElementById('search-count').textContent === 'No match'",
+                timeout=WAIT_MS,
+            )
+            await page.fill("#search-input", "")
             ARTIFACTS.mkdir(exist_ok=True)
             await choose_time(page, t)
             await wait_drawn(page, "'u-pb' in d && Math.abs(d['u-pb'].lat - arg) < 1e-6", A[0])
@@ -138,6 +146,19 @@ async def test_playback_draws_a_unit_where_it_was(
             paused = await page.evaluate("() => window.__liaison.playbackTime()")
             await page.wait_for_timeout(600)
             assert await page.evaluate("() => window.__liaison.playbackTime()") == paused
+
+            # Following the unit in playback: the map moves with it as the time does (the End
+            # key takes the slider to the window's end).
+            await choose_time(page, t)
+            await wait_drawn(page, "'u-pb' in d && Math.abs(d['u-pb'].lat - arg) < 1e-6", A[0])
+            await page.evaluate("() => window.__liaison.goTo('u-pb')")
+            await popup.get_by_role("button", name="Follow").click()
+            await wait_centred(page, "u-pb")
+            await page.focus("#playback-time")
+            await page.keyboard.press("End")
+            await wait_drawn(page, "'u-pb' in d && Math.abs(d['u-pb'].lat - arg) < 1e-6", B[0])
+            await wait_centred(page, "u-pb")
+            await page.click("#follow-stop")
 
             # Back to the live picture, which follows the feed again.
             await choose_time(page, t)

@@ -167,6 +167,7 @@ export class Playback {
     this.time = Math.max(Math.ceil(this.start / 1000) * 1000, Math.min(this.end, t));
     this.slider.value = String(Math.floor(this.time / 1000));
     this.clock.textContent = fullTime(this.time);
+    this.slider.setAttribute("aria-valuetext", this.clock.textContent); // not epoch seconds
     const items = new Map();
     const cache = new Map();
     for (const { uid, row, trail } of this.history.at(this.time)) {
