@@ -139,6 +139,7 @@ class MapPage {
   }
 
   fitAll() {
+    this.follow.stop(); // showing everything is leaving the followed item
     const ext = this.map.store.extent();
     if (ext) this.map.fitWorld(ext, 60, 13);
   }
