@@ -17,6 +17,9 @@ import { LiveMap } from "./mapview.js";
 import { MeasureTool } from "./measure.js";
 import { DrawTool } from "./draw.js";
 import { Overlays } from "./overlays.js";
+import { Follow } from "./follow.js";
+import { Playback } from "./playback.js";
+import { SearchBox } from "./search.js";
 import { FORMAT_NAMES, FORMATS, formatCoords } from "./coords.js";
 import { Store } from "./store.js";
 import { Stream } from "./stream.js";
@@ -44,6 +47,11 @@ class MapPage {
     this.measure = new MeasureTool(this.map.map, $("measure-result"));
     this.draw = new DrawTool(this, $("draw"));
     this.overlays = new Overlays(this.map.map, this.map.itemsLayer);
+    // Playback, search and follow draw on the map over this.map.store: the live store, or
+    // playback's picture at a past time (showPicture).
+    this.playback = new Playback($("map"), document.querySelector("#map .controls"), this);
+    this.search = new SearchBox($("map"), this);
+    this.follow = new Follow($("map"), $("map-view"), this);
     this.coordFormat = "dd";
     this.pointer = null; // [lon, lat] last under the pointer
     this.selected = null;
@@ -107,7 +115,7 @@ class MapPage {
         break;
       case "delete":
         this.store.remove(String(m.uid));
-        if (this.selected === String(m.uid)) this.select(null);
+        if (this.selected === String(m.uid) && !this.playback.active) this.select(null);
         this.dataChanged();
         break;
       case "chat":
@@ -123,7 +131,7 @@ class MapPage {
 
   onSnapshot(features) {
     this.store.replaceAll(features);
-    if (this.selected && !this.store.items.has(this.selected)) this.select(null);
+    if (this.selected && !this.map.store.items.has(this.selected)) this.select(null);
     else if (this.selected) this.popupDirty = true;
     if (!this.fitted && this.store.items.size > 0) {
       this.fitAll();
@@ -133,7 +141,8 @@ class MapPage {
   }
 
   fitAll() {
-    const ext = this.store.extent();
+    this.follow.stop(); // showing everything is leaving the followed item
+    const ext = this.map.store.extent();
     if (ext) this.map.fitWorld(ext, 60, 13);
   }
 
@@ -151,8 +160,22 @@ class MapPage {
     this.map.setFields(fields);
   }
 
+  /** The time the map shows: now, or playback's time. */
+  mapTime() {
+    return this.playback.now() ?? Date.now();
+  }
+
+  /** Draw ``store`` (the live store, or playback's): its items changed or it replaces the other. */
+  showPicture(store) {
+    if (this.map.store !== store) this.map.setStore(store);
+    if (this.selected && !store.items.has(this.selected)) this.select(null);
+    else if (this.selected) this.popupDirty = true;
+    this.dataChanged();
+  }
+
   requestFrame() {
-    this.map.sync(Date.now(), this.selected);
+    this.follow.track();
+    this.map.sync(this.mapTime(), this.selected);
     this.map.render();
   }
 
@@ -185,7 +208,8 @@ class MapPage {
     this.lastStats = stats;
     this.updateBanner(stats);
     this.updatePopupPosition();
-    $("counts").textContent = `${this.store.items.size} items · ${stats.drawn} in view`;
+    const past = this.playback.active ? " (playback)" : "";
+    $("counts").textContent = `${this.map.store.items.size} items${past} · ${stats.drawn} in view`;
     this.updateScale();
   }
 
@@ -256,7 +280,7 @@ class MapPage {
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {
         this.map.setLayerVisible(box.dataset.layer, box.checked);
-        if (!box.checked && this.selected && this.map.hidden.has(this.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
+        if (!box.checked && this.selected && this.map.hidden.has(this.map.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
           this.select(null);
         }
       });
@@ -379,7 +403,7 @@ class MapPage {
       this.overlayTrack = null;
       this.map.showTrack(null);
     }
-    const item = uid ? this.store.items.get(uid) : null;
+    const item = uid ? this.map.store.items.get(uid) : null;
     showPopup($("popup"), item, this);
     this.requestFrame();
   }
@@ -398,7 +422,7 @@ class MapPage {
       return;
     }
     this.popupDirty = false;
-    const item = this.store.items.get(this.selected);
+    const item = this.map.store.items.get(this.selected);
     if (!item) return;
     showPopup(popup, item, this);
     this.updatePopupPosition();
@@ -406,8 +430,9 @@ class MapPage {
 
   /** Centre on an item, zooming in if the map is far out, and select it. */
   goTo(uid) {
-    const it = this.store.items.get(uid);
+    const it = this.map.store.items.get(uid);
     if (!it) return;
+    if (this.follow.uid !== uid) this.follow.stop();
     this.setView({ cx: it.x, cy: it.y, zoom: Math.max(this.map.fields().zoom, 11) });
     this.select(uid);
   }
@@ -426,7 +451,7 @@ class MapPage {
   updatePopupPosition() {
     const popup = $("popup");
     if (popup.hidden || !this.selected) return;
-    const it = this.store.items.get(this.selected);
+    const it = this.map.store.items.get(this.selected);
     if (!it) return;
     // Above the item, centred, so its symbol and label stay visible; below when there is no
     // room above; always inside the map.
@@ -444,11 +469,13 @@ class MapPage {
 
   /** What the last frame drew: points at their screen position, outlines at their first vertex. */
   rendered() {
-    const now = Date.now();
+    const now = this.mapTime();
     const describe = (it, x, y) => ({
       uid: it.uid,
       x,
       y,
+      lon: it.lon,
+      lat: it.lat,
       kind: it.kind,
       callsign: it.callsign,
       sidc: it.kind === "unit" ? this.sprites.sidcFor(it.type) : null,
@@ -515,6 +542,8 @@ async function main() {
     frameTimes: () => page.frameTimes.splice(0),
     setView: (fields) => page.setView(fields),
     overlays: () => page.overlays.describe(toLonLat),
+    playbackTime: () => page.playback.now(),
+    following: () => page.follow.uid,
   };
 }
 

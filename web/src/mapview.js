@@ -186,6 +186,12 @@ export class LiveMap {
     this.map.getLayers().insertAt(1, this.tileLayer);
   }
 
+  /** Draw another store's items (the live picture, or playback's picture at a past time). */
+  setStore(store) {
+    this.store = store;
+    this.syncedVersion = -1;
+  }
+
   /** Bring the features in step with the store, the clock and the selection. */
   sync(nowMs, selected) {
     this.now = nowMs;

@@ -75,6 +75,8 @@ function buildActions(item, page) {
       }
     });
     actions.append(trackBtn);
+    // Keep the map centred on it as it moves (follow.js), until the user pans or stops.
+    actions.append(el("button", { onclick: () => page.follow.start(uid) }, "Follow"));
   }
   if (drawnBy(item.feature, page.me)) {
     if (kindOf(item.feature) !== null) {
@@ -102,7 +104,8 @@ export function showPopup(node, item, page) {
   }
   const p = item.feature.properties ?? {};
   const now = Date.now();
-  const stale = item.isStale(now);
+  // Stale at the time the map shows (playback's time during playback).
+  const stale = item.isStale(page.mapTime?.() ?? now);
   const pos =
     item.geometryType === "Point"
       ? `${item.lat.toFixed(5)}, ${item.lon.toFixed(5)}${
