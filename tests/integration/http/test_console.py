@@ -35,9 +35,7 @@ async def _login(http: aiohttp.ClientSession, url: str, name: str) -> None:
 
 
 async def test_console_page_for_operators_only(start_server: ServerFactory, tmp_path: Path) -> None:
-    async with start_server(
-        groups_file=str(write_groups(tmp_path)), http="127.0.0.1:0"
-    ) as server:
+    async with start_server(groups_file=str(write_groups(tmp_path)), http="127.0.0.1:0") as server:
         add_user(server, "webops", "USA", [])  # an operator by the groups file
         add_user(server, "webred", "RED", ["red"])
         c = certs(server, ("ops", "USA"), ("red1", "RED"))
@@ -75,21 +73,27 @@ async def test_console_page_for_operators_only(start_server: ServerFactory, tmp_
                 assert ref in page
 
         # The certificate listener: the operator's certificate gets the page, another 403.
-        async with cert_session(server, c["ops"]) as http:
-            async with http.get(https_url(server, "/console")) as r:
-                assert r.status == 200 and '<section id="users"' in await r.text()
-        async with cert_session(server, c["red1"]) as http:
-            async with http.get(https_url(server, "/console")) as r:
-                assert r.status == 403
+        async with (
+            cert_session(server, c["ops"]) as http,
+            http.get(https_url(server, "/console")) as r,
+        ):
+            assert r.status == 200 and '<section id="users"' in await r.text()
+        async with (
+            cert_session(server, c["red1"]) as http,
+            http.get(https_url(server, "/console")) as r,
+        ):
+            assert r.status == 403
 
         snap = server.metrics.snapshot()
         assert snap.get('liaison_role_denied_total{route="/console"}') == 2
 
         # The anonymous listener identifies nobody: no console (as no operator API).
         assert server.http is not None
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{server.http.port}/console") as r:
-                assert r.status == 404
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{server.http.port}/console") as r,
+        ):
+            assert r.status == 404
 
 
 def test_console_policy_allows_data_images_only() -> None:

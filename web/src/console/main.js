@@ -28,6 +28,8 @@ async function start() {
     return;
   }
   $("who").textContent = `${me.name}${me.org ? ` (${me.org})` : ""}`;
+  // Signed in by a client certificate (8443): no web session to end.
+  if (!me.csrf) $("logout").hidden = true;
   const certificates = new Certificates(api);
   const users = new Users(api, { say, changed: () => certificates.load().catch(() => {}) });
   const status = new Status(api);
