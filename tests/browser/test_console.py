@@ -19,6 +19,8 @@ from playwright.async_api import Browser, Page, WebSocket
 from liaison.app import Server
 from liaison.gate import audit_paths
 from liaison.identity import packages
+from liaison.identity.ca import ensure_server_pki
+from liaison.identity.certs import fingerprint_sha256, load_server_cert
 from tests.browser.helpers import (
     ARTIFACTS,
     PASSWORD,
@@ -30,6 +32,8 @@ from tests.browser.helpers import (
     sign_in,
 )
 from tests.integration.conftest import ServerFactory
+from tests.integration.test_federation_app import free_port, peer_toml
+from tests.integration.test_feeds import feed
 from tests.integration.test_labels_e2e import POLICY
 
 OPERATORS = ("liaison-operators",)
@@ -87,8 +91,23 @@ async def row_button(page: Page, user: str, label: str) -> None:
 async def test_operator_adds_downloads_checks_and_revokes(
     browser: Browser, start_server: ServerFactory, tmp_path: Path
 ) -> None:
+    # Labels on (the audit log exists and records every action), a partner link that cannot
+    # connect and a feed, for the status sections.
+    partner = ensure_server_pki(tmp_path / "partner", public_host="localhost")
     policy = tmp_path / "policy.toml"
-    policy.write_text(POLICY)  # labels on: the audit log exists and records every action
+    policy.write_text(
+        POLICY
+        + '\n[federation]\nserver_id = "ops-liaison"\nlisten = "off"\n'
+        + "backoff_base_s = 0.05\nbackoff_cap_s = 0.5\nstatus_interval_s = 0.2\n"
+        + peer_toml(
+            "ukr",
+            ca=partner.ca_cert,
+            fingerprint=fingerprint_sha256(load_server_cert(partner)),
+            org="UKR",
+            dial=f"127.0.0.1:{free_port()}",
+        )
+        + feed("ships", "ais-udp", 'listen = "127.0.0.1:0"')
+    )
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         add_web_user(server, "ops", OPERATORS)
         page = await open_console(browser, server, "ops")
@@ -167,6 +186,41 @@ async def test_operator_adds_downloads_checks_and_revokes(
         await page.wait_for_selector("#audit-summary.ok", timeout=WAIT_MS)
         assert (await page.inner_text("#audit-summary")).startswith("Verified: ")
 
+        # The partner link (down or connecting, with its last error) and the feed (running).
+        await page.wait_for_function(
+            "() => /refused|Connect call failed|connect/i.test(document.querySelector("
+            "'tr[data-peer=ukr]')?.textContent ?? '')",
+            timeout=WAIT_MS,
+        )
+        peer = await page.inner_text("tr[data-peer='ukr']")
+        assert "native" in peer and "up" not in peer.split()
+        assert "This server: ops-liaison" in await page.inner_text("#link-list")
+        feed_row = page.locator("tr[data-feed='ships']")
+        assert "ais-udp" in await feed_row.inner_text()
+
+        # A password set from the keyboard only: Escape cancels and focus returns to the button;
+        # Enter in the dialog submits.
+        await page.focus("tr[data-user='dave'] button:has-text('Password')")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("dialog[open]", timeout=WAIT_MS)
+        await page.keyboard.press("Escape")
+        await page.wait_for_selector("dialog[open]", state="detached", timeout=WAIT_MS)
+        assert await page.evaluate("() => document.activeElement.textContent") == "Password…"
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("dialog[open]", timeout=WAIT_MS)
+        assert await page.evaluate("() => document.activeElement.name") == "password"
+        await page.keyboard.type("short")
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector("dialog .error:not([hidden])", timeout=WAIT_MS)
+        assert "at least 12" in await page.inner_text("dialog .error")
+        await page.fill("dialog input[name=password]", "")
+        await page.keyboard.type(NEW_PASSWORD)
+        await page.keyboard.press("Enter")
+        await page.wait_for_function(
+            "() => /password/.test(document.querySelector('tr[data-user=dave]').textContent)",
+            timeout=WAIT_MS,
+        )
+
         # The counters are read again within a refresh (5 s).
         before = await page.inner_text("#status-time")
         assert before.startswith("Updated ")
@@ -223,6 +277,7 @@ async def test_operator_adds_downloads_checks_and_revokes(
         ("user_add", "carol", 201),
         ("user_add", "dave", 201),
         ("user_package", "carol", 200),
+        ("user_password", "dave", 200),
         ("user_revoke", "carol", 200),
     ]
 

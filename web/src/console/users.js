@@ -74,13 +74,13 @@ export class Users {
       const signIn = [u.password ? "password" : null, u.live_tokens ? `${u.live_tokens} link${u.live_tokens > 1 ? "s" : ""}` : null]
         .filter(Boolean)
         .join(", ");
-      const label = (what) => `${what} ${u.name}`;
+      // Accessible names start with the visible text (WCAG 2.5.3), then name the user.
       const actions = live
         ? [
-            h("button", { type: "button", "aria-label": label("Set the password of"), onclick: () => this.password(u) }, "Password…"),
-            h("button", { type: "button", "aria-label": label("New enrollment link for"), onclick: () => this.link(u) }, "Link…"),
-            h("button", { type: "button", "aria-label": label("Download a connection package for"), onclick: () => this.package(u) }, "Package…"),
-            h("button", { type: "button", class: "danger", "aria-label": label("Revoke"), onclick: () => this.revoke(u) }, "Revoke…"),
+            h("button", { type: "button", "aria-label": `Password for ${u.name}`, onclick: () => this.password(u) }, "Password…"),
+            h("button", { type: "button", "aria-label": `Link for ${u.name}`, onclick: () => this.link(u) }, "Link…"),
+            h("button", { type: "button", "aria-label": `Package for ${u.name}`, onclick: () => this.package(u) }, "Package…"),
+            h("button", { type: "button", class: "danger", "aria-label": `Revoke ${u.name}`, onclick: () => this.revoke(u) }, "Revoke…"),
           ]
         : [h("span", { class: "muted" }, fromFile ? "revoked" : "directory user")];
       return h(
