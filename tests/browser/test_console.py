@@ -58,6 +58,10 @@ async def open_console(browser: Browser, server: Server, name: str) -> Page:
     """Sign in as ``name`` (the map opens), then open the console at 1366x768."""
     page = await sign_in(browser, server, name)
     await page.set_viewport_size(SCREEN)
+    # Console errors (a script error, a load the page's policy refused) from here on.
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(m.text) if m.type == "error" else None)
+    page.console_errors = messages  # type: ignore[attr-defined]
     # The map shows operators a link to the console.
     await page.click("#console-link")
     await page.wait_for_url(map_url(server, "/console"), timeout=WAIT_MS)
@@ -187,13 +191,9 @@ async def test_operator_adds_downloads_checks_and_revokes(
         assert (await page.inner_text("#audit-summary")).startswith("Verified: ")
 
         # The partner link (down or connecting, with its last error) and the feed (running).
-        await page.wait_for_function(
-            "() => /refused|Connect call failed|connect/i.test(document.querySelector("
-            "'tr[data-peer=ukr]')?.textContent ?? '')",
-            timeout=WAIT_MS,
-        )
+        await page.wait_for_selector("tr[data-peer='ukr'] td.wrap.state-bad", timeout=WAIT_MS)
         peer = await page.inner_text("tr[data-peer='ukr']")
-        assert "native" in peer and "up" not in peer.split()
+        assert "native" in peer and "up" not in peer.split() and "127.0.0.1" in peer
         assert "This server: ops-liaison" in await page.inner_text("#link-list")
         feed_row = page.locator("tr[data-feed='ships']")
         assert "ais-udp" in await feed_row.inner_text()
@@ -265,6 +265,7 @@ async def test_operator_adds_downloads_checks_and_revokes(
         await page.screenshot(path=str(ARTIFACTS / "console-1366x768.png"))
         await page.screenshot(path=str(ARTIFACTS / "console-full.png"), full_page=True)
         assert page.errors == []  # type: ignore[attr-defined]
+        assert page.console_errors == []  # type: ignore[attr-defined]
 
     # Every action went through the operator API, which recorded it.
     log_path, _key, _pub = audit_paths(server.config.data_dir)
@@ -288,6 +289,10 @@ async def test_non_operator_is_refused_every_console_route(
     async with start_server() as server, browsing(browser):
         add_web_user(server, "ops", OPERATORS)
         add_web_user(server, "alice", ("blue",))
+        # Not signed in: sent to the sign-in page, as for the map.
+        anonymous = await new_page(browser)
+        await anonymous.goto(map_url(server, "/console"))
+        assert anonymous.url == map_url(server, "/login")
         page = await sign_in(browser, server, "alice")
         # The map shows no console link to a non-operator.
         assert await page.locator("#console-link").is_hidden()
