@@ -27,25 +27,40 @@ export function openDialog({ title, body, submit, danger = false, run }) {
   fill(dialog, form);
   return new Promise((resolve) => {
     let result = null;
+    let busy = false;
+    // While the call runs the dialog stays (Escape does nothing), so its answer is shown here.
+    const hold = (e) => {
+      if (busy) e.preventDefault();
+    };
     const done = () => {
       dialog.removeEventListener("close", done);
+      dialog.removeEventListener("cancel", hold);
       if (opener && typeof opener.focus === "function" && opener.isConnected) opener.focus();
       resolve(result);
     };
     dialog.addEventListener("close", done);
-    cancel.addEventListener("click", () => dialog.close());
+    dialog.addEventListener("cancel", hold);
+    cancel.addEventListener("click", () => {
+      if (!busy) dialog.close();
+    });
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
+      if (busy) return;
+      busy = true;
       button.disabled = true;
+      cancel.disabled = true;
       error.hidden = true;
       try {
         result = await run(form);
+        busy = false;
         dialog.close();
       } catch (err) {
         error.textContent = errorText(err);
         error.hidden = false;
       } finally {
+        busy = false;
         button.disabled = false;
+        cancel.disabled = false;
       }
     });
     dialog.showModal();
