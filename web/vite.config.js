@@ -1,4 +1,4 @@
-// Builds the map and sign-in pages into the Python package (src/liaison/web/static/), served by
+// Builds the map, sign-in and console pages into the Python package (src/liaison/web/static/), served by
 // Liaison under /static/. LIAISON_WEB_OUT overrides the output folder (scripts/check-web builds
 // into a temporary one to compare).
 import { resolve } from "node:path";
@@ -26,6 +26,8 @@ export default defineConfig({
       input: {
         index: resolve(root, "index.html"),
         login: resolve(root, "login.html"),
+        // The operator console, served at /console to operators only (docs/web.md "Console").
+        console: resolve(root, "console.html"),
       },
     },
   },

@@ -508,6 +508,7 @@ function showUser(me) {
   const cl = $("clearance");
   cl.replaceChildren(el("span", { class: "muted" }, "Clearance "), labelBadge(me.clearance ?? null, "none"));
   cl.title = "What your account may see";
+  $("console-link").hidden = !(me.roles ?? []).includes("operator"); // operators: the console
   if (!me.csrf) {
     // Signed in by a client certificate (the certificate listener): there is no web session to
     // end, the browser presents the certificate on every connection.

@@ -170,6 +170,12 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Web sessions only: send it as X-CSRF-Token on every non-GET call.",
             },
             "uid": {"type": "string", "description": "CoT uid of this web user's chats."},
+            "roles": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["operator"]},
+                "description": "Liaison's roles of the caller: operator for members of "
+                "roles.operator_group (who may open /console and call /api/v1/admin).",
+            },
             "classifications": {
                 "type": "array",
                 "items": {"type": "string"},

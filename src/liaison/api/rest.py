@@ -36,7 +36,7 @@ from liaison.api.geojson import (
     role_of,
 )
 from liaison.api.openapi import spec as openapi_spec
-from liaison.api.roles import require_operator
+from liaison.api.roles import require_operator, roles_of
 from liaison.api.server import MODE_KEY, SESSIONS_KEY
 from liaison.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from liaison.model import labels
@@ -261,6 +261,7 @@ async def get_me(request: web.Request) -> web.Response:
             "clearance": clearance_banner(ctx.router.policy, p.auths),
             "csrf": csrf,
             "uid": web_uid(p),
+            "roles": roles_of(p, ctx.config.operator_group),
             "classifications": list(ctx.router.policy.classifications)
             if ctx.router.policy is not None
             else [],

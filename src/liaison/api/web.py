@@ -16,6 +16,7 @@ from aiohttp import web
 from liaison.api.auth import SESSION_COOKIE, AuthMode, check_password
 from liaison.api.files import refuse_cross_site
 from liaison.api.rest import bad_request, json_response, read_json
+from liaison.api.roles import require_operator
 from liaison.api.server import SESSIONS_KEY, THROTTLE_KEY
 
 # Static files of the web map are read once and kept in memory: the build is a few MB (bundled
@@ -53,6 +54,27 @@ PAGE_HEADERS = {
         " connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
     ),
 }
+
+
+# The operator console (``/console``, docs/web.md "Console"): its own, stricter policy. Images
+# from this server and ``data:`` (the enrollment QR code comes from the operator API as a
+# ``data:image/png`` URL; exactly that is allowed), no inline style, no blob: and no workers,
+# never cached (it is only for operators).
+CONSOLE_PATH = "/console"
+CONSOLE_FILE = "console.html"
+CONSOLE_HEADERS = {
+    **PAGE_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; connect-src 'self';"
+        " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
+_CONSOLE_REFUSED = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Liaison console</title></head>
+<body><main><h1>Operators only</h1>
+<p>The console is for Liaison operators. <a href="/">Back to the map</a></p></main></body></html>
+"""
 
 
 def static_root() -> Traversable:
@@ -105,6 +127,9 @@ async def get_index(request: web.Request) -> web.Response:
 
 async def get_static(request: web.Request) -> web.Response:
     path = request.match_info["path"]
+    if path == CONSOLE_FILE:
+        # The console page is served at /console, to operators only.
+        raise web.HTTPNotFound(text="not found\n")
     cache = CACHE_IMMUTABLE if path.startswith(HASHED_ASSETS_DIR) else CACHE_REVALIDATE
     return _serve_static(request, path, cache)
 
@@ -113,6 +138,24 @@ async def get_login(request: web.Request) -> web.Response:
     if _static_file(request.app, "login.html") is not None:
         return _serve_static(request, "login.html", CACHE_REVALIDATE)
     return web.Response(text=_BUILTIN_LOGIN, content_type="text/html", headers=PAGE_HEADERS)
+
+
+async def get_console(request: web.Request) -> web.Response:
+    """The operator console: operators only (the one role check of ``api.roles``, counted and
+    recorded); anyone else gets a 403 page. Its data comes from the operator API."""
+    try:
+        require_operator(request, CONSOLE_PATH)
+    except web.HTTPForbidden:
+        return web.Response(
+            status=403, text=_CONSOLE_REFUSED, content_type="text/html", headers=CONSOLE_HEADERS
+        )
+    found = _static_file(request.app, CONSOLE_FILE)
+    if found is None:
+        raise web.HTTPNotFound(text="the console is not built into this package\n")
+    data, etag = found
+    return web.Response(
+        body=data, content_type="text/html", headers={"ETag": etag, **CONSOLE_HEADERS}
+    )
 
 
 def _set_session_cookie(response: web.StreamResponse, token: str) -> None:
@@ -170,3 +213,6 @@ def add_routes(app: web.Application, mode: AuthMode) -> None:
         r.add_post("/logout", post_logout)
     r.add_get("/", get_index)
     r.add_get("/static/{path:.+}", get_static)
+    if mode is not AuthMode.ANONYMOUS:
+        # Operators are identified callers, as for the operator API it runs on.
+        r.add_get(CONSOLE_PATH, get_console)
