@@ -620,7 +620,7 @@ SETTINGS: tuple[Setting, ...] = (
         "mbtiles",
         "LIAISON_MBTILES",
         _optional_path,
-        "A raster MBTiles file the web map draws over its Natural Earth basemap.",
+        "An MBTiles file (raster, or vector: format pbf) the web map draws over its basemap.",
     ),
     Setting(
         "log.level",

@@ -94,9 +94,8 @@ class MapPage {
     this.chat.loadHistory();
     this.api.tiles().then((meta) => {
       if (meta) {
-        this.map.addTiles(meta);
         $("attribution").textContent = `${meta.attribution || meta.name || "MBTiles"} · Natural Earth`;
-        this.requestFrame();
+        this.map.addTiles(meta).then(() => this.requestFrame());
       }
     });
   }
@@ -544,6 +543,7 @@ async function main() {
     overlays: () => page.overlays.describe(toLonLat),
     playbackTime: () => page.playback.now(),
     following: () => page.follow.uid,
+    tiles: () => (page.map.tileLayer ? { vector: page.map.tileLayer.get("vector") } : null),
   };
 }
 

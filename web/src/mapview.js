@@ -170,19 +170,25 @@ export class LiveMap {
     return this.map.getView();
   }
 
-  /** Show the user's MBTiles raster (meta from GET /api/v1/tiles) over the basemap. */
-  addTiles(meta) {
+  /** Show the operator's MBTiles (meta from GET /api/v1/tiles) over the basemap: raster tiles,
+   * or vector tiles (``vector``: format pbf) in vectortiles.js's style, loaded only then. */
+  async addTiles(meta) {
     const minzoom = Number.isInteger(meta.minzoom) ? meta.minzoom : 0;
     const maxzoom = Number.isInteger(meta.maxzoom) ? meta.maxzoom : 14;
     const b = Array.isArray(meta.bounds) && meta.bounds.length === 4 ? meta.bounds : null;
     const [w, s] = b ? lonLatToMap(b[0], b[1]) : [0, 0];
     const [e, n] = b ? lonLatToMap(b[2], b[3]) : [0, 0];
-    this.tileLayer = new TileLayer({
-      // Above maxzoom OpenLayers keeps drawing the deepest tiles, scaled.
-      source: new XYZ({ url: "/api/v1/tiles/{z}/{x}/{y}", minZoom: minzoom, maxZoom: maxzoom, wrapX: false }),
-      minZoom: minzoom - 0.5,
-      extent: b ? [w, s, e, n] : undefined,
-    });
+    const extent = b ? [w, s, e, n] : undefined;
+    const vector = meta.vector === true || meta.format === "pbf";
+    this.tileLayer = vector
+      ? (await import("./vectortiles.js")).vectorTileLayer(minzoom, maxzoom, extent)
+      : new TileLayer({
+          // Above maxzoom OpenLayers keeps drawing the deepest tiles, scaled.
+          source: new XYZ({ url: "/api/v1/tiles/{z}/{x}/{y}", minZoom: minzoom, maxZoom: maxzoom, wrapX: false }),
+          minZoom: minzoom - 0.5,
+          extent,
+        });
+    this.tileLayer.set("vector", vector);
     this.map.getLayers().insertAt(1, this.tileLayer);
   }
 

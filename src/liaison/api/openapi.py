@@ -760,7 +760,7 @@ _PATHS: dict[str, Any] = {
     },
     "/api/v1/tiles": {
         "get": {
-            "summary": "The operator's raster MBTiles set (web.mbtiles): format, zooms, bounds.",
+            "summary": "The operator's MBTiles set (web.mbtiles): format, vector, zooms, bounds.",
             "operationId": "getTiles",
             "responses": {
                 "200": _json({"type": "object"}, "MBTiles metadata."),
@@ -770,7 +770,7 @@ _PATHS: dict[str, Any] = {
     },
     "/api/v1/tiles/{z}/{x}/{y}": {
         "get": {
-            "summary": "One raster tile, XYZ numbering.",
+            "summary": "One tile (raster, or a Mapbox Vector Tile), XYZ numbering.",
             "operationId": "getTile",
             "parameters": [
                 {"name": n, "in": "path", "required": True, "schema": {"type": "integer"}}

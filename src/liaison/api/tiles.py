@@ -1,18 +1,27 @@
-"""The operator's own raster MBTiles file, served to the web map over the Natural Earth basemap.
+"""The operator's own MBTiles file (raster or vector), served to the web map over the Natural
+Earth basemap.
 
 MBTiles 1.3 (mapbox/mbtiles-spec): an SQLite file with a ``metadata`` table (name, value) and a
 ``tiles`` table (zoom_level, tile_column, tile_row, tile_data) whose rows are numbered TMS-style
 from the south; the web map asks in XYZ numbering (from the north), so the row is flipped:
 ``tile_row = 2**z - 1 - y``. The file is opened read-only; reads run on a worker thread.
 Tiles carry no items, so they need no access decision: they are the operator's basemap.
+
+Vector tile sets (metadata ``format`` = ``pbf``) hold Mapbox Vector Tiles (mapbox/vector-tile-spec
+2.1), stored gzip-compressed by the usual tools (tippecanoe, planetiler, OpenMapTiles): a gzip
+tile goes out as stored with ``Content-Encoding: gzip`` when the request accepts gzip (RFC 9110
+8.4 and 12.5.3; every browser does), and is decompressed here otherwise; a zlib-compressed tile
+is always decompressed here, an uncompressed one sent as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import threading
+import zlib
 from pathlib import Path
 
 from aiohttp import web
@@ -22,8 +31,22 @@ from liaison.api.context import CONTEXT_KEY
 from liaison.errors import ConfigError
 
 API = "/api/v1"
-# Raster formats the page draws, and their content types (MBTiles 1.3 "format").
-FORMATS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Formats the page draws, and their content types (MBTiles 1.3 "format"; the vector tile type
+# is IANA's application/vnd.mapbox-vector-tile).
+VECTOR_FORMAT = "pbf"
+FORMATS = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    VECTOR_FORMAT: "application/vnd.mapbox-vector-tile",
+}
+# Largest tile decompressed for a client that does not accept gzip (bytes): beyond it the tile
+# is answered 500 rather than inflated without end.
+MAX_INFLATED_TILE = 16 * 1024 * 1024
+# Largest ``json`` metadata value read for its ``vector_layers`` (characters).
+MAX_METADATA_JSON = 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
 # Highest zoom level a request may name: 2^30 tiles a side is beyond any real tile set.
 MAX_ZOOM = 30
 TILES_KEY: web.AppKey[MbTiles] = web.AppKey("liaison.mbtiles")
@@ -43,9 +66,17 @@ class MbTiles:
             ) from exc
         fmt = str(meta.get("format", "png")).lower()
         if fmt not in FORMATS:
-            raise ConfigError("web.mbtiles", f"{path}: format {fmt!r} is not a raster format")
+            raise ConfigError("web.mbtiles", f"{path}: format {fmt!r} is not png, jpg, webp or pbf")
         self.format = fmt
-        self.info: dict[str, object] = {"format": "jpg" if fmt == "jpeg" else fmt}
+        self.vector = fmt == VECTOR_FORMAT
+        self.info: dict[str, object] = {
+            "format": "jpg" if fmt == "jpeg" else fmt,
+            "vector": self.vector,
+        }
+        if self.vector:
+            layers = _vector_layers(meta.get("json"))
+            if layers is not None:
+                self.info["vector_layers"] = layers
         for key in ("minzoom", "maxzoom"):
             if key in meta:
                 self.info[key] = int(meta[key])
@@ -81,6 +112,43 @@ class MbTiles:
         return bytes(row[0]) if row is not None else None
 
 
+def _vector_layers(text: object) -> list[object] | None:
+    """The ``vector_layers`` array of the ``json`` metadata value (MBTiles 1.3), or None when
+    there is none or it is not JSON."""
+    if not isinstance(text, str) or len(text) > MAX_METADATA_JSON:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    layers = doc.get("vector_layers") if isinstance(doc, dict) else None
+    return layers if isinstance(layers, list) else None
+
+
+def accepts_gzip(header: str) -> bool:
+    """True when an ``Accept-Encoding`` value accepts gzip (RFC 9110 12.5.3: ``gzip`` or ``*``
+    with a weight above 0)."""
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() not in {"gzip", "x-gzip", "*"}:
+            continue
+        weight = params.strip().lower()
+        if weight.startswith("q="):
+            try:
+                return float(weight[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+def inflate(data: bytes) -> bytes | None:
+    """A gzip or zlib tile decompressed, or None when it is larger than MAX_INFLATED_TILE."""
+    d = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    out = d.decompress(data, MAX_INFLATED_TILE)
+    return None if d.unconsumed_tail else out
+
+
 async def get_info(request: web.Request) -> web.Response:
     tiles = request.app.get(TILES_KEY)
     if tiles is None:
@@ -101,15 +169,25 @@ async def get_tile(request: web.Request) -> web.Response:
     data = await asyncio.to_thread(tiles.tile, z, x, y)
     if data is None:
         raise web.HTTPNotFound(text="no such tile\n")
-    return web.Response(
-        body=data,
-        content_type=FORMATS[tiles.format],
-        headers={"Cache-Control": "private, max-age=86400"},
-    )
+    headers = {"Cache-Control": "private, max-age=86400"}
+    if tiles.vector:
+        headers["Vary"] = "Accept-Encoding"
+        gzipped = data.startswith(GZIP_MAGIC)
+        if gzipped and accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+        elif gzipped or data.startswith(b"\x78"):  # gzip, or a zlib header (RFC 1950)
+            try:
+                inflated = await asyncio.to_thread(inflate, data)
+            except zlib.error:
+                raise web.HTTPInternalServerError(text="tile is not valid gzip\n") from None
+            if inflated is None:
+                raise web.HTTPInternalServerError(text="tile too large to decompress\n")
+            data = inflated
+    return web.Response(body=data, content_type=FORMATS[tiles.format], headers=headers)
 
 
 def add_routes(app: web.Application, mode: AuthMode) -> None:
-    """The tile routes on every listener; without ``web.mbtiles`` they answer 404."""
+    """The tile routes on every listener; without ``web.mbtiles`` they answer 204 and 404."""
     path = app[CONTEXT_KEY].config.mbtiles
     if path is not None:
         app[TILES_KEY] = MbTiles(path)

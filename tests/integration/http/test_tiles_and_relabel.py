@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients, connect_tls
 from tests.integration.http.http_support import cert_session, https_url, wait_until
 from tests.integration.test_labels_e2e import POLICY, USERS, marker, seclabel
+from tests.vector_tiles import make_vector_mbtiles, water_tile
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"tile-bytes"
 
@@ -65,6 +67,54 @@ async def test_mbtiles_are_served_with_xyz_numbering(
             http.get(https_url(server, "/api/v1/tiles/2/1/0")) as r,
         ):
             assert r.status == 404
+
+
+async def test_vector_mbtiles_are_served_as_mapbox_vector_tiles(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    tiles = tmp_path / "vectors.mbtiles"
+    mvt = water_tile()
+    make_vector_mbtiles(tiles, {(0, 0, 0): mvt, (1, 1, 0): mvt})
+    async with start_server(mbtiles=str(tiles)) as server:
+        cert = issue_cert(server, "viewer", "USA")
+        async with cert_session(server, cert) as http:
+            async with http.get(https_url(server, "/api/v1/tiles")) as r:
+                assert r.status == 200
+                info = await r.json()
+            assert info["format"] == "pbf" and info["vector"] is True
+            assert info["minzoom"] == 0 and info["maxzoom"] == 1
+            assert [layer["id"] for layer in info["vector_layers"]] == ["water", "transportation"]
+            # A client that accepts gzip gets the stored bytes as they are, marked gzip.
+            async with http.get(
+                https_url(server, "/api/v1/tiles/1/1/0"),
+                headers={"Accept-Encoding": "gzip"},
+                auto_decompress=False,
+            ) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "application/vnd.mapbox-vector-tile"
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert r.headers["Vary"] == "Accept-Encoding"
+                body = await r.read()
+            assert body[:2] == b"\x1f\x8b" and gzip.decompress(body) == mvt
+            # One that does not gets them decompressed by the server.
+            async with http.get(
+                https_url(server, "/api/v1/tiles/0/0/0"),
+                headers={"Accept-Encoding": "identity"},
+                auto_decompress=False,
+            ) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "application/vnd.mapbox-vector-tile"
+                assert "Content-Encoding" not in r.headers
+                assert await r.read() == mvt
+            async with http.get(
+                https_url(server, "/api/v1/tiles/1/1/0"),
+                headers={"Accept-Encoding": "gzip;q=0, br"},
+                auto_decompress=False,
+            ) as r:
+                assert "Content-Encoding" not in r.headers and await r.read() == mvt
+            for missing in ("/api/v1/tiles/1/0/0", "/api/v1/tiles/1/1/1", "/api/v1/tiles/2/0/0"):
+                async with http.get(https_url(server, missing)) as r:
+                    assert r.status == 404
 
 
 async def test_relabel_through_the_api(
