@@ -21,6 +21,7 @@ import { Follow } from "./follow.js";
 import { Playback } from "./playback.js";
 import { SearchBox } from "./search.js";
 import { FORMAT_NAMES, FORMATS, formatCoords } from "./coords.js";
+import { layerOf } from "./itemstyle.js";
 import { Store } from "./store.js";
 import { Stream } from "./stream.js";
 import { Sprites } from "./symbols.js";
@@ -279,7 +280,8 @@ class MapPage {
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {
         this.map.setLayerVisible(box.dataset.layer, box.checked);
-        if (!box.checked && this.selected && this.map.hidden.has(this.map.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
+        const selected = this.selected ? this.map.store.items.get(this.selected) : null;
+        if (!box.checked && selected && this.map.hidden.has(layerOf(selected))) {
           this.select(null);
         }
       });

@@ -98,7 +98,7 @@ export class LiveMap {
     });
     this.tileLayer = null;
     this.source = new VectorSource({ wrapX: false });
-    this.hidden = new Set(); // switched-off item layers: "feed", "mission"
+    this.hidden = new Set(); // switched-off item layers: "feed", "mission", "feeds", "partner"
     this.styleCtx = { sprites, dpr: this.dpr, now: this.now, selected: null, hidden: this.hidden };
     // Symbols, trails, leaders and outlines on one layer; the labels on another above it,
     // decluttered (OpenLayers draws every image of a decluttering layer in its declutter pass,
@@ -248,7 +248,7 @@ export class LiveMap {
     this.map.render();
   }
 
-  /** Show or hide the items of one layer ("feed" or "mission"). */
+  /** Show or hide the items of one layer ("feed", "mission", "feeds" or "partner": itemstyle.js layerOf). */
   setLayerVisible(name, visible) {
     if (visible) this.hidden.delete(name);
     else this.hidden.add(name);

@@ -89,6 +89,11 @@ _FEATURE = {
                     "description": "Who drew the item (detail/creator@uid), when it says: "
                     "liaison-web-<name> for the web map's drawings.",
                 },
+                "origin": {
+                    "type": "string",
+                    "description": "Where the server got the item, when not from its own "
+                    "clients: feed:NAME (a feed) or partner (a federation link).",
+                },
                 "ellipse": {
                     "type": "object",
                     "properties": {
