@@ -136,3 +136,33 @@ def make_vector_mbtiles(path: Path, tiles: dict[tuple[int, int, int], bytes]) ->
                 "INSERT INTO tiles VALUES (?, ?, ?, ?)",
                 (z, x, (1 << z) - 1 - y, gzip.compress(data, mtime=0)),
             )
+
+
+def make_vector_pmtiles(path: Path, tiles: dict[tuple[int, int, int], bytes]) -> None:
+    """A PMTiles v3 archive of MVT tiles ((z, x, y) -> bytes, stored gzip-compressed), written
+    with the ``pmtiles`` PyPI package's writer (an implementation other than the page's)."""
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import write
+
+    zooms = [z for z, _, _ in tiles]
+    with write(str(path)) as writer:
+        for (z, x, y), data in sorted(tiles.items(), key=lambda t: zxy_to_tileid(*t[0])):
+            writer.write_tile(zxy_to_tileid(z, x, y), gzip.compress(data, mtime=0))
+        writer.finalize(
+            {
+                "tile_type": TileType.MVT,
+                "tile_compression": Compression.GZIP,
+                "min_lon_e7": -1800000000,
+                "min_lat_e7": -850000000,
+                "max_lon_e7": 1800000000,
+                "max_lat_e7": 850000000,
+                "center_zoom": min(zooms),
+                "center_lon_e7": 0,
+                "center_lat_e7": 0,
+            },
+            {
+                "name": "Test archive",
+                "attribution": "Test data",
+                "vector_layers": [{"id": "water"}],
+            },
+        )

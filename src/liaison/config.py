@@ -266,6 +266,7 @@ class Config:
     retention_days: int = 30
     policy_file: Path | None = None
     mbtiles: Path | None = None
+    pmtiles: Path | None = None
     audit_sync_ms: float = 200.0
     log_level: str = "info"
     cluster_nats: tuple[str, ...] = ()  # NATS server URLs; empty: one node, no bus
@@ -621,6 +622,13 @@ SETTINGS: tuple[Setting, ...] = (
         "LIAISON_MBTILES",
         _optional_path,
         "An MBTiles file (raster, or vector: format pbf) the web map draws over its basemap.",
+    ),
+    Setting(
+        "web.pmtiles",
+        "pmtiles",
+        "LIAISON_PMTILES",
+        _optional_path,
+        "A PMTiles v3 archive (vector or raster) the web map draws instead of web.mbtiles.",
     ),
     Setting(
         "log.level",

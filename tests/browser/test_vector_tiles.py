@@ -1,15 +1,25 @@
-"""The operator's vector MBTiles drawn on the web map (OpenLayers VectorTile + MVT)."""
+"""The operator's vector tiles drawn on the web map (OpenLayers VectorTile + MVT): from an MBTiles
+file through the tile route, and from a PMTiles archive read with range requests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, Page, Response
 
-from tests.browser.helpers import PASSWORD, WAIT_MS, add_web_user, browsing, map_url, new_page
+from tests.browser.helpers import (
+    ARTIFACTS,
+    PASSWORD,
+    WAIT_MS,
+    add_web_user,
+    browsing,
+    map_url,
+    new_page,
+)
 from tests.integration.conftest import ServerFactory
-from tests.vector_tiles import make_vector_mbtiles, water_tile
+from tests.vector_tiles import make_vector_mbtiles, make_vector_pmtiles, water_tile
 
 # vectortiles.js's colours: water fill, major road.
 WATER = (0x9C, 0xC3, 0xE4)
@@ -48,17 +58,20 @@ def screen_of(view: dict[str, Any], world_x: float, world_y: float) -> tuple[flo
     )
 
 
-async def test_vector_mbtiles_are_drawn(
-    start_server: ServerFactory, browser: Browser, tmp_path: Path
+@pytest.mark.parametrize("container", ["mbtiles", "pmtiles"])
+async def test_vector_tiles_are_drawn(
+    start_server: ServerFactory, browser: Browser, tmp_path: Path, container: str
 ) -> None:
-    tiles = tmp_path / "vectors.mbtiles"
     # One z0 tile: its west half water, a motorway at x = 2600/4096, a named place.
-    make_vector_mbtiles(tiles, {(0, 0, 0): water_tile()})
-    async with start_server(mbtiles=str(tiles)) as server, browsing(browser):
+    tiles = tmp_path / f"vectors.{container}"
+    make = make_vector_mbtiles if container == "mbtiles" else make_vector_pmtiles
+    make(tiles, {(0, 0, 0): water_tile()})
+    async with start_server(**{container: str(tiles)}) as server, browsing(browser):
         add_web_user(server, "duty")
         page = await new_page(browser)
         tile_answers: list[Response] = []
-        page.on("response", lambda r: tile_answers.append(r) if "/api/v1/tiles/" in r.url else None)
+        route = "/api/v1/tiles/" if container == "mbtiles" else "/api/v1/pmtiles"
+        page.on("response", lambda r: tile_answers.append(r) if route in r.url else None)
         await page.goto(map_url(server, "/login"))
         await page.fill("#username", "duty")
         await page.fill("#password", PASSWORD)
@@ -67,7 +80,10 @@ async def test_vector_mbtiles_are_drawn(
             "() => window.__liaison !== undefined && window.__liaison.tiles() !== null",
             timeout=WAIT_MS,
         )
-        assert await page.evaluate("() => window.__liaison.tiles()") == {"vector": True}
+        assert await page.evaluate("() => window.__liaison.tiles()") == {
+            "vector": True,
+            "pmtiles": container == "pmtiles",
+        }
         await page.evaluate(f"() => window.__liaison.setView({{cx: 0.5, cy: 0.5, zoom: {ZOOM}}})")
         view = await page.evaluate("() => window.__liaison.view()")
         # Water where the tile's polygon is (lon -90, lat 0), none east of lon 0.
@@ -90,10 +106,16 @@ async def test_vector_mbtiles_are_drawn(
         # The motorway (x = 2600/4096 of the tile, north-south) in the major road colour.
         rx, ry = screen_of(view, 2600 / 4096, 0.3)
         assert MAJOR_ROAD in await colours_at(page, rx, ry, 4)
-        assert any(r.status == 200 for r in tile_answers)
-        assert all(
-            r.headers.get("content-type") == "application/vnd.mapbox-vector-tile"
-            for r in tile_answers
-            if r.status == 200
-        )
+        if container == "mbtiles":
+            assert any(r.status == 200 for r in tile_answers)
+            assert all(
+                r.headers.get("content-type") == "application/vnd.mapbox-vector-tile"
+                for r in tile_answers
+                if r.status == 200
+            )
+        else:
+            # The archive is read in byte ranges (the header and root directory, then the tile).
+            assert tile_answers and all(r.status == 206 for r in tile_answers)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / f"vector-tiles-{container}.png"))
         assert page.errors == []  # type: ignore[attr-defined]

@@ -545,7 +545,7 @@ async function main() {
     overlays: () => page.overlays.describe(toLonLat),
     playbackTime: () => page.playback.now(),
     following: () => page.follow.uid,
-    tiles: () => (page.map.tileLayer ? { vector: page.map.tileLayer.get("vector") } : null),
+    tiles: () => (page.map.tileLayer ? { vector: page.map.tileLayer.get("vector"), pmtiles: page.map.tileLayer.get("pmtiles") } : null),
   };
 }
 

@@ -170,8 +170,9 @@ export class LiveMap {
     return this.map.getView();
   }
 
-  /** Show the operator's MBTiles (meta from GET /api/v1/tiles) over the basemap: raster tiles,
-   * or vector tiles (``vector``: format pbf) in vectortiles.js's style, loaded only then. */
+  /** Show the operator's tiles (meta from GET /api/v1/tiles) over the basemap: raster tiles, or
+   * vector tiles (``vector``: format pbf) in vectortiles.js's style, from the MBTiles routes or
+   * (``pmtiles``: its URL) a PMTiles archive (pmtileslayer.js); those modules load only then. */
   async addTiles(meta) {
     const minzoom = Number.isInteger(meta.minzoom) ? meta.minzoom : 0;
     const maxzoom = Number.isInteger(meta.maxzoom) ? meta.maxzoom : 14;
@@ -180,15 +181,23 @@ export class LiveMap {
     const [e, n] = b ? lonLatToMap(b[2], b[3]) : [0, 0];
     const extent = b ? [w, s, e, n] : undefined;
     const vector = meta.vector === true || meta.format === "pbf";
-    this.tileLayer = vector
-      ? (await import("./vectortiles.js")).vectorTileLayer(minzoom, maxzoom, extent)
-      : new TileLayer({
-          // Above maxzoom OpenLayers keeps drawing the deepest tiles, scaled.
-          source: new XYZ({ url: "/api/v1/tiles/{z}/{x}/{y}", minZoom: minzoom, maxZoom: maxzoom, wrapX: false }),
-          minZoom: minzoom - 0.5,
-          extent,
-        });
+    const pmtiles = typeof meta.pmtiles === "string";
+    if (pmtiles) {
+      const { pmtilesLayer } = await import("./pmtileslayer.js");
+      this.tileLayer = pmtilesLayer(meta.pmtiles, vector, minzoom, maxzoom, extent);
+    } else if (vector) {
+      const { vectorTileLayer } = await import("./vectortiles.js");
+      this.tileLayer = vectorTileLayer(minzoom, maxzoom, extent);
+    } else {
+      this.tileLayer = new TileLayer({
+        // Above maxzoom OpenLayers keeps drawing the deepest tiles, scaled.
+        source: new XYZ({ url: "/api/v1/tiles/{z}/{x}/{y}", minZoom: minzoom, maxZoom: maxzoom, wrapX: false }),
+        minZoom: minzoom - 0.5,
+        extent,
+      });
+    }
     this.tileLayer.set("vector", vector);
+    this.tileLayer.set("pmtiles", pmtiles);
     this.map.getLayers().insertAt(1, this.tileLayer);
   }
 

@@ -782,9 +782,25 @@ _PATHS: dict[str, Any] = {
                 for n in ("z", "x", "y")
             ],
             "responses": {
-                "200": {"description": "The tile image (image/png, image/jpeg or image/webp)."},
+                "200": {
+                    "description": "The tile: image/png, image/jpeg, image/webp, or "
+                    "application/vnd.mapbox-vector-tile (gzip as stored when accepted)."
+                },
                 "400": {"description": "z, x or y is not an integer."},
                 "404": {"description": "No such tile, or no tile set."},
+            },
+        }
+    },
+    "/api/v1/pmtiles": {
+        "get": {
+            "summary": "The operator's PMTiles archive (web.pmtiles), read with HTTP range "
+            "requests (RFC 9110 14).",
+            "operationId": "getPmtiles",
+            "responses": {
+                "200": {"description": "The whole archive (application/vnd.pmtiles)."},
+                "206": {"description": "The byte range asked for (Content-Range)."},
+                "404": {"description": "No PMTiles archive is configured."},
+                "416": {"description": "The range is outside the archive."},
             },
         }
     },

@@ -149,7 +149,89 @@ def inflate(data: bytes) -> bytes | None:
     return None if d.unconsumed_tail else out
 
 
+# PMTiles v3 (protomaps/PMTiles spec/v3/spec.md): a 127-byte header, little-endian. Section 3:
+# magic "PMTiles" and version 3, then offsets and lengths (uint64) of the root directory (8),
+# metadata (24), leaf directories (40) and tile data (56); internal compression at 97, tile
+# compression at 98, tile type at 99 (1 MVT, 2 PNG, 3 JPEG, 4 WebP, 5 AVIF), min and max zoom at
+# 100 and 101, bounds as int32 degrees x 10^7 at 102 (min lon, min lat, max lon, max lat).
+PMTILES_HEADER = 127
+PMTILES_TYPES = {1: VECTOR_FORMAT, 2: "png", 3: "jpg", 4: "webp"}
+# Internal compression codes (spec 3.4): 1 none, 2 gzip.
+PMTILES_NONE, PMTILES_GZIP = 1, 2
+PMTILES_CONTENT_TYPE = "application/vnd.pmtiles"
+PMTILES_KEY: web.AppKey[PmTiles] = web.AppKey("liaison.pmtiles")
+
+
+class PmTiles:
+    """A PMTiles v3 archive: its header and metadata read once; the page reads the rest with
+    range requests of ``GET /api/v1/pmtiles`` (the ``pmtiles`` npm library)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with path.open("rb") as f:
+                head = f.read(PMTILES_HEADER)
+                if len(head) < PMTILES_HEADER or head[:7] != b"PMTiles" or head[7] != 3:
+                    raise ConfigError("web.pmtiles", f"{path} is not a PMTiles version 3 archive")
+                meta_at = int.from_bytes(head[24:32], "little")
+                meta_len = int.from_bytes(head[32:40], "little")
+                f.seek(meta_at)
+                raw = f.read(min(meta_len, MAX_METADATA_JSON))
+        except OSError as exc:
+            raise ConfigError("web.pmtiles", f"{path} is not readable: {exc}") from exc
+        fmt = PMTILES_TYPES.get(head[99])
+        if fmt is None:
+            raise ConfigError("web.pmtiles", f"{path}: tile type {head[99]} is not drawn")
+
+        def i32(at: int) -> float:
+            return int.from_bytes(head[at : at + 4], "little", signed=True) / 1e7
+
+        self.info: dict[str, object] = {
+            "format": fmt,
+            "vector": fmt == VECTOR_FORMAT,
+            "minzoom": head[100],
+            "maxzoom": head[101],
+            "bounds": [i32(102), i32(106), i32(110), i32(114)],
+            "pmtiles": f"{API}/pmtiles",
+        }
+        meta = _pmtiles_metadata(raw, head[97])
+        for key in ("name", "attribution"):
+            if isinstance(meta.get(key), str):
+                self.info[key] = meta[key]
+        if fmt == VECTOR_FORMAT and isinstance(meta.get("vector_layers"), list):
+            self.info["vector_layers"] = meta["vector_layers"]
+
+
+def _pmtiles_metadata(raw: bytes, compression: int) -> dict[str, object]:
+    """The archive's JSON metadata (spec 5), or {} when it cannot be read."""
+    try:
+        if compression == PMTILES_GZIP:
+            d = zlib.decompressobj(wbits=31)
+            raw = d.decompress(raw, MAX_METADATA_JSON)
+        elif compression != PMTILES_NONE:
+            return {}
+        doc = json.loads(raw)
+    except (zlib.error, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+async def get_pmtiles(request: web.Request) -> web.StreamResponse:
+    archive = request.app.get(PMTILES_KEY)
+    if archive is None:
+        raise web.HTTPNotFound(text="no PMTiles archive\n")
+    # aiohttp's FileResponse answers Range (206 with Content-Range, 416 outside the file) and
+    # If-Range/ETag (RFC 9110 13.1.5, 14.2), and reads the file off the event loop.
+    return web.FileResponse(
+        archive.path,
+        headers={"Content-Type": PMTILES_CONTENT_TYPE, "Cache-Control": "private, no-cache"},
+    )
+
+
 async def get_info(request: web.Request) -> web.Response:
+    archive = request.app.get(PMTILES_KEY)
+    if archive is not None:
+        return web.json_response(archive.info)
     tiles = request.app.get(TILES_KEY)
     if tiles is None:
         # 204, not 404: "is there a tile set?" is a question the web map asks on every load, and
@@ -187,9 +269,15 @@ async def get_tile(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, mode: AuthMode) -> None:
-    """The tile routes on every listener; without ``web.mbtiles`` they answer 204 and 404."""
-    path = app[CONTEXT_KEY].config.mbtiles
-    if path is not None:
-        app[TILES_KEY] = MbTiles(path)
+    """The tile routes on every listener; without ``web.mbtiles`` or ``web.pmtiles`` they answer
+    204 and 404."""
+    config = app[CONTEXT_KEY].config
+    if config.mbtiles is not None and config.pmtiles is not None:
+        raise ConfigError("web.pmtiles", "set web.mbtiles or web.pmtiles, not both")
+    if config.mbtiles is not None:
+        app[TILES_KEY] = MbTiles(config.mbtiles)
+    if config.pmtiles is not None:
+        app[PMTILES_KEY] = PmTiles(config.pmtiles)
     app.router.add_get(f"{API}/tiles", get_info)
     app.router.add_get(f"{API}/tiles/{{z}}/{{x}}/{{y}}", get_tile)
+    app.router.add_get(f"{API}/pmtiles", get_pmtiles)

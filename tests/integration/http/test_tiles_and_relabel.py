@@ -6,12 +6,15 @@ import gzip
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from liaison.errors import ConfigError
 from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients, connect_tls
 from tests.integration.http.http_support import cert_session, https_url, wait_until
 from tests.integration.test_labels_e2e import POLICY, USERS, marker, seclabel
-from tests.vector_tiles import make_vector_mbtiles, water_tile
+from tests.vector_tiles import make_vector_mbtiles, make_vector_pmtiles, water_tile
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"tile-bytes"
 
@@ -115,6 +118,69 @@ async def test_vector_mbtiles_are_served_as_mapbox_vector_tiles(
             for missing in ("/api/v1/tiles/1/0/0", "/api/v1/tiles/1/1/1", "/api/v1/tiles/2/0/0"):
                 async with http.get(https_url(server, missing)) as r:
                     assert r.status == 404
+
+
+async def test_pmtiles_archive_is_served_with_range_requests(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    archive = tmp_path / "vectors.pmtiles"
+    make_vector_pmtiles(archive, {(0, 0, 0): water_tile(), (1, 1, 0): water_tile()})
+    whole = archive.read_bytes()
+    async with start_server(pmtiles=str(archive)) as server:
+        cert = issue_cert(server, "viewer", "USA")
+        async with cert_session(server, cert) as http:
+            async with http.get(https_url(server, "/api/v1/tiles")) as r:
+                assert r.status == 200
+                info = await r.json()
+            assert info == {
+                "format": "pbf",
+                "vector": True,
+                "minzoom": 0,
+                "maxzoom": 1,
+                "bounds": [-180.0, -85.0, 180.0, 85.0],
+                "pmtiles": "/api/v1/pmtiles",
+                "name": "Test archive",
+                "attribution": "Test data",
+                "vector_layers": [{"id": "water"}],
+            }
+            async with http.get(
+                https_url(server, "/api/v1/pmtiles"), headers={"Range": "bytes=0-126"}
+            ) as r:
+                assert r.status == 206
+                assert r.headers["Content-Type"] == "application/vnd.pmtiles"
+                assert r.headers["Content-Range"] == f"bytes 0-126/{len(whole)}"
+                assert r.headers["Cache-Control"] == "private, no-cache" and "ETag" in r.headers
+                assert await r.read() == whole[:127]
+            async with http.get(
+                https_url(server, "/api/v1/pmtiles"), headers={"Range": "bytes=127-"}
+            ) as r:
+                assert r.status == 206 and await r.read() == whole[127:]
+            async with http.get(https_url(server, "/api/v1/pmtiles")) as r:
+                assert r.status == 200 and await r.read() == whole
+            async with http.get(
+                https_url(server, "/api/v1/pmtiles"),
+                headers={"Range": f"bytes={len(whole) + 10}-"},
+            ) as r:
+                assert r.status == 416
+            # Tiles come from the archive through the page, not from the MBTiles route.
+            async with http.get(https_url(server, "/api/v1/tiles/0/0/0")) as r:
+                assert r.status == 404
+    async with start_server() as server:
+        cert = issue_cert(server, "viewer", "USA")
+        async with (
+            cert_session(server, cert) as http,
+            http.get(https_url(server, "/api/v1/pmtiles")) as r,
+        ):
+            assert r.status == 404
+    tiles = tmp_path / "vectors.mbtiles"
+    make_vector_mbtiles(tiles, {(0, 0, 0): water_tile()})
+    with pytest.raises(ConfigError, match="not both"):
+        async with start_server(pmtiles=str(archive), mbtiles=str(tiles)):
+            pass
+    (tmp_path / "not.pmtiles").write_bytes(b"PMTiles\x02" + bytes(200))
+    with pytest.raises(ConfigError, match="version 3"):
+        async with start_server(pmtiles=str(tmp_path / "not.pmtiles")):
+            pass
 
 
 async def test_relabel_through_the_api(
