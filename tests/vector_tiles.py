@@ -11,6 +11,7 @@ import gzip
 import itertools
 import json
 import sqlite3
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -141,17 +142,22 @@ def make_vector_mbtiles(path: Path, tiles: dict[tuple[int, int, int], bytes]) ->
 def make_vector_pmtiles(path: Path, tiles: dict[tuple[int, int, int], bytes]) -> None:
     """A PMTiles v3 archive of MVT tiles ((z, x, y) -> bytes, stored gzip-compressed), written
     with the ``pmtiles`` PyPI package's writer (an implementation other than the page's)."""
+    make_pmtiles(path, {k: gzip.compress(v, mtime=0) for k, v in tiles.items()}, vector=True)
+
+
+def make_pmtiles(path: Path, tiles: dict[tuple[int, int, int], bytes], *, vector: bool) -> None:
+    """A PMTiles v3 archive of ``tiles`` as given: gzip MVT tiles, or (``vector`` false) PNG."""
     from pmtiles.tile import Compression, TileType, zxy_to_tileid
     from pmtiles.writer import write
 
     zooms = [z for z, _, _ in tiles]
     with write(str(path)) as writer:
         for (z, x, y), data in sorted(tiles.items(), key=lambda t: zxy_to_tileid(*t[0])):
-            writer.write_tile(zxy_to_tileid(z, x, y), gzip.compress(data, mtime=0))
+            writer.write_tile(zxy_to_tileid(z, x, y), data)
         writer.finalize(
             {
-                "tile_type": TileType.MVT,
-                "tile_compression": Compression.GZIP,
+                "tile_type": TileType.MVT if vector else TileType.PNG,
+                "tile_compression": Compression.GZIP if vector else Compression.NONE,
                 "min_lon_e7": -1800000000,
                 "min_lat_e7": -850000000,
                 "max_lon_e7": 1800000000,
@@ -166,3 +172,38 @@ def make_vector_pmtiles(path: Path, tiles: dict[tuple[int, int, int], bytes]) ->
                 "vector_layers": [{"id": "water"}],
             },
         )
+
+
+def solid_png(rgb: tuple[int, int, int], size: int = 256) -> bytes:
+    """A ``size`` x ``size`` PNG of one colour (PNG spec, ISO/IEC 15948: IHDR, IDAT, IEND;
+    8-bit RGB, filter 0 on each row)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = size.to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    rows = (b"\x00" + bytes(rgb) * size) * size
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def make_raster_mbtiles(path: Path, tiles: dict[tuple[int, int, int], bytes]) -> None:
+    """An MBTiles file of format png holding ``tiles`` ((z, x, y) XYZ -> PNG bytes)."""
+    zooms = [z for z, _, _ in tiles]
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE metadata (name TEXT, value TEXT)")
+        db.execute(
+            "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,"
+            " tile_data BLOB)"
+        )
+        db.executemany(
+            "INSERT INTO metadata VALUES (?, ?)",
+            [("format", "png"), ("minzoom", str(min(zooms))), ("maxzoom", str(max(zooms)))],
+        )
+        for (z, x, y), data in tiles.items():
+            db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, x, (1 << z) - 1 - y, data))
