@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
@@ -54,7 +55,7 @@ from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.lifetimes import Lifetimes, Part
 from liaison.metrics import Metrics
 from liaison.missions import Missions
-from liaison.model.principal import Principal
+from liaison.model.principal import Principal, origin_of_name
 from liaison.protocol import cot_xml
 from liaison.query import Query
 from liaison.router import Router
@@ -152,6 +153,9 @@ async def _load_latest(store: Store, router: Router, clock: int) -> int:
         except PeerError as exc:
             log.warning("stored event %s unreadable, skipped: %s", rec.uid, exc)
             continue
+        origin = origin_of_name(rec.sender)
+        if origin is not None:
+            event = dataclasses.replace(event, origin=origin)
         entries.append(LatestEntry(event, rec.sender_groups, router.load_label(rec.label)))
     router.load_latest(entries)
     return len(entries)

@@ -266,6 +266,7 @@ class Config:
     retention_days: int = 30
     policy_file: Path | None = None
     mbtiles: Path | None = None
+    pmtiles: Path | None = None
     audit_sync_ms: float = 200.0
     log_level: str = "info"
     cluster_nats: tuple[str, ...] = ()  # NATS server URLs; empty: one node, no bus
@@ -620,7 +621,14 @@ SETTINGS: tuple[Setting, ...] = (
         "mbtiles",
         "LIAISON_MBTILES",
         _optional_path,
-        "A raster MBTiles file the web map draws over its Natural Earth basemap.",
+        "An MBTiles file (raster, or vector: format pbf) the web map draws over its basemap.",
+    ),
+    Setting(
+        "web.pmtiles",
+        "pmtiles",
+        "LIAISON_PMTILES",
+        _optional_path,
+        "A PMTiles v3 archive (vector or raster) the web map draws instead of web.mbtiles.",
     ),
     Setting(
         "log.level",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from liaison.audit import deny_record
@@ -33,7 +33,7 @@ from liaison.model import labels
 from liaison.model.access import PERMIT, Decision, access_key, can_see
 from liaison.model.event import ALL_STREAMING, Dest, Event
 from liaison.model.labels import Label, LabelError, Policy
-from liaison.model.principal import Principal, PrincipalKind
+from liaison.model.principal import Principal, PrincipalKind, origin_of
 from liaison.protocol import cot_proto, cot_xml, tak_stream
 from liaison.storage.base import StoredEvent, StoreWriter
 
@@ -499,6 +499,9 @@ class Router:
         it joins this node's latest state (so replay and the picture answer the same on every
         node) and goes to this node's subscribers, each decided and recorded here.
         """
+        origin = origin_of(source.principal)
+        if origin is not None:
+            event = replace(event, origin=origin)
         self._remember(event, label, source.principal, self._clock_ms(), shared=False)
         out = Outgoing(event, source.principal.in_groups)
         return self.distribute(AcceptedEvent(event, label, source, out))
@@ -534,6 +537,9 @@ class Router:
                 return Refusal(outcome.reasons or ("rejected",))
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
+        origin = origin_of(sender)
+        if origin is not None:
+            event = replace(event, origin=origin)
         return AcceptedEvent(event, label, source, Outgoing(event, sender.in_groups)), ingest
 
     def ingest_outcome(self, event: Event, sender: Principal) -> IngestOutcome | None:
@@ -967,6 +973,8 @@ class Router:
             gate.record([("relabel", record)])
             return result
         event = gate.labelled(entry.event, new_label)
+        if entry.event.origin is not None:
+            event = replace(event, origin=entry.event.origin)
         plan = self._fanout(
             "relabel",
             Outgoing(event, entry.sender_groups),

@@ -35,9 +35,16 @@ const Z_LEADER = 2;
 const Z_SYMBOL = 3;
 const Z_SELECTED = 4;
 
-/** The switchable layer an item is on: "mission" (opened from the Missions panel) or "feed". */
+/**
+ * The switchable layer an item is on: "mission" (opened from the Missions panel), "partner"
+ * (origin "partner": it came over a federation link), "feeds" (origin "feed:NAME": a feed made
+ * it), else "feed" (the live picture: this server's own clients and web users).
+ */
 export function layerOf(item) {
-  return item.fromMission ? "mission" : "feed";
+  if (item.fromMission) return "mission";
+  if (item.origin === "partner") return "partner";
+  if (typeof item.origin === "string" && item.origin.startsWith("feed:")) return "feeds";
+  return "feed";
 }
 
 /** "045° 12 km/h" for a moving unit, "" otherwise (CoT speed is in m/s, course in degrees). */

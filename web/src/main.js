@@ -21,6 +21,7 @@ import { Follow } from "./follow.js";
 import { Playback } from "./playback.js";
 import { SearchBox } from "./search.js";
 import { FORMAT_NAMES, FORMATS, formatCoords } from "./coords.js";
+import { layerOf } from "./itemstyle.js";
 import { Store } from "./store.js";
 import { Stream } from "./stream.js";
 import { Sprites } from "./symbols.js";
@@ -94,9 +95,8 @@ class MapPage {
     this.chat.loadHistory();
     this.api.tiles().then((meta) => {
       if (meta) {
-        this.map.addTiles(meta);
         $("attribution").textContent = `${meta.attribution || meta.name || "MBTiles"} · Natural Earth`;
-        this.requestFrame();
+        this.map.addTiles(meta).then(() => this.requestFrame());
       }
     });
   }
@@ -280,7 +280,8 @@ class MapPage {
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {
         this.map.setLayerVisible(box.dataset.layer, box.checked);
-        if (!box.checked && this.selected && this.map.hidden.has(this.map.store.items.get(this.selected)?.fromMission ? "mission" : "feed")) {
+        const selected = this.selected ? this.map.store.items.get(this.selected) : null;
+        if (!box.checked && selected && this.map.hidden.has(layerOf(selected))) {
           this.select(null);
         }
       });
@@ -545,6 +546,7 @@ async function main() {
     overlays: () => page.overlays.describe(toLonLat),
     playbackTime: () => page.playback.now(),
     following: () => page.follow.uid,
+    tiles: () => (page.map.tileLayer ? { vector: page.map.tileLayer.get("vector"), pmtiles: page.map.tileLayer.get("pmtiles") } : null),
   };
 }
 

@@ -98,7 +98,7 @@ export class LiveMap {
     });
     this.tileLayer = null;
     this.source = new VectorSource({ wrapX: false });
-    this.hidden = new Set(); // switched-off item layers: "feed", "mission"
+    this.hidden = new Set(); // switched-off item layers: "feed", "mission", "feeds", "partner"
     this.styleCtx = { sprites, dpr: this.dpr, now: this.now, selected: null, hidden: this.hidden };
     // Symbols, trails, leaders and outlines on one layer; the labels on another above it,
     // decluttered (OpenLayers draws every image of a decluttering layer in its declutter pass,
@@ -170,19 +170,34 @@ export class LiveMap {
     return this.map.getView();
   }
 
-  /** Show the user's MBTiles raster (meta from GET /api/v1/tiles) over the basemap. */
-  addTiles(meta) {
+  /** Show the operator's tiles (meta from GET /api/v1/tiles) over the basemap: raster tiles, or
+   * vector tiles (``vector``: format pbf) in vectortiles.js's style, from the MBTiles routes or
+   * (``pmtiles``: its URL) a PMTiles archive (pmtileslayer.js); those modules load only then. */
+  async addTiles(meta) {
     const minzoom = Number.isInteger(meta.minzoom) ? meta.minzoom : 0;
     const maxzoom = Number.isInteger(meta.maxzoom) ? meta.maxzoom : 14;
     const b = Array.isArray(meta.bounds) && meta.bounds.length === 4 ? meta.bounds : null;
     const [w, s] = b ? lonLatToMap(b[0], b[1]) : [0, 0];
     const [e, n] = b ? lonLatToMap(b[2], b[3]) : [0, 0];
-    this.tileLayer = new TileLayer({
-      // Above maxzoom OpenLayers keeps drawing the deepest tiles, scaled.
-      source: new XYZ({ url: "/api/v1/tiles/{z}/{x}/{y}", minZoom: minzoom, maxZoom: maxzoom, wrapX: false }),
-      minZoom: minzoom - 0.5,
-      extent: b ? [w, s, e, n] : undefined,
-    });
+    const extent = b ? [w, s, e, n] : undefined;
+    const vector = meta.vector === true || meta.format === "pbf";
+    const pmtiles = typeof meta.pmtiles === "string";
+    if (pmtiles) {
+      const { pmtilesLayer } = await import("./pmtileslayer.js");
+      this.tileLayer = pmtilesLayer(meta.pmtiles, vector, minzoom, maxzoom, extent);
+    } else if (vector) {
+      const { vectorTileLayer } = await import("./vectortiles.js");
+      this.tileLayer = vectorTileLayer(minzoom, maxzoom, extent);
+    } else {
+      this.tileLayer = new TileLayer({
+        // Above maxzoom OpenLayers keeps drawing the deepest tiles, scaled.
+        source: new XYZ({ url: "/api/v1/tiles/{z}/{x}/{y}", minZoom: minzoom, maxZoom: maxzoom, wrapX: false }),
+        minZoom: minzoom - 0.5,
+        extent,
+      });
+    }
+    this.tileLayer.set("vector", vector);
+    this.tileLayer.set("pmtiles", pmtiles);
     this.map.getLayers().insertAt(1, this.tileLayer);
   }
 
@@ -242,7 +257,7 @@ export class LiveMap {
     this.map.render();
   }
 
-  /** Show or hide the items of one layer ("feed" or "mission"). */
+  /** Show or hide the items of one layer ("feed", "mission", "feeds" or "partner": itemstyle.js layerOf). */
   setLayerVisible(name, visible) {
     if (visible) this.hidden.delete(name);
     else this.hidden.add(name);

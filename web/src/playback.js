@@ -142,7 +142,7 @@ export class Playback {
     // The live picture's items are their latest versions: an item whose last report is older
     // than the window but not stale yet is still placed.
     const live = [];
-    for (const item of this.page.store.items.values()) if (layerOf(item) === "feed") live.push(item.feature);
+    for (const item of this.page.store.items.values()) if (layerOf(item) !== "mission") live.push(item.feature);
     history.add(live);
     this.history = history;
     this.start = read.complete ? since : read.from;

@@ -88,6 +88,8 @@ export class Item {
     this.type = typeof p.type === "string" ? p.type : "";
     this.callsign = typeof p.callsign === "string" && p.callsign !== "" ? p.callsign : null;
     this.label = typeof p.label === "string" && p.label !== "" ? p.label : null;
+    // Where the server got it: "feed:NAME", "partner", or null (docs/api.md, the Feature shape).
+    this.origin = typeof p.origin === "string" && p.origin !== "" ? p.origin : null;
     this.staleAt = parseTime(p.stale);
     this.time = parseTime(p.time);
     this.course = typeof p.course === "number" && Number.isFinite(p.course) ? p.course : null;

@@ -174,6 +174,9 @@ def event_feature(event: Event, label: str | None) -> dict[str, Any]:
     creator = creator_uid(event.detail)
     if creator is not None:
         props["creator"] = creator
+    # Where the server got it: "feed:NAME" or "partner" (Event.origin).
+    if event.origin is not None:
+        props["origin"] = event.origin
     if detail is not None:
         ellipse = detail.find("shape/ellipse")
         if ellipse is not None:

@@ -89,6 +89,11 @@ _FEATURE = {
                     "description": "Who drew the item (detail/creator@uid), when it says: "
                     "liaison-web-<name> for the web map's drawings.",
                 },
+                "origin": {
+                    "type": "string",
+                    "description": "Where the server got the item, when not from its own "
+                    "clients: feed:NAME (a feed) or partner (a federation link).",
+                },
                 "ellipse": {
                     "type": "object",
                     "properties": {
@@ -766,7 +771,7 @@ _PATHS: dict[str, Any] = {
     },
     "/api/v1/tiles": {
         "get": {
-            "summary": "The operator's raster MBTiles set (web.mbtiles): format, zooms, bounds.",
+            "summary": "The operator's MBTiles set (web.mbtiles): format, vector, zooms, bounds.",
             "operationId": "getTiles",
             "responses": {
                 "200": _json({"type": "object"}, "MBTiles metadata."),
@@ -776,16 +781,32 @@ _PATHS: dict[str, Any] = {
     },
     "/api/v1/tiles/{z}/{x}/{y}": {
         "get": {
-            "summary": "One raster tile, XYZ numbering.",
+            "summary": "One tile (raster, or a Mapbox Vector Tile), XYZ numbering.",
             "operationId": "getTile",
             "parameters": [
                 {"name": n, "in": "path", "required": True, "schema": {"type": "integer"}}
                 for n in ("z", "x", "y")
             ],
             "responses": {
-                "200": {"description": "The tile image (image/png, image/jpeg or image/webp)."},
+                "200": {
+                    "description": "The tile: image/png, image/jpeg, image/webp, or "
+                    "application/vnd.mapbox-vector-tile (gzip as stored when accepted)."
+                },
                 "400": {"description": "z, x or y is not an integer."},
                 "404": {"description": "No such tile, or no tile set."},
+            },
+        }
+    },
+    "/api/v1/pmtiles": {
+        "get": {
+            "summary": "The operator's PMTiles archive (web.pmtiles), read with HTTP range "
+            "requests (RFC 9110 14).",
+            "operationId": "getPmtiles",
+            "responses": {
+                "200": {"description": "The whole archive (application/vnd.pmtiles)."},
+                "206": {"description": "The byte range asked for (Content-Range)."},
+                "404": {"description": "No PMTiles archive is configured."},
+                "416": {"description": "The range is outside the archive."},
             },
         }
     },

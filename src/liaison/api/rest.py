@@ -42,7 +42,7 @@ from liaison.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from liaison.model import labels
 from liaison.model.event import Event
 from liaison.model.labels import AuthSet, CategoryType, Policy
-from liaison.model.principal import Principal
+from liaison.model.principal import Principal, origin_of_name
 from liaison.protocol import cot_xml
 from liaison.query import MAX_QUERY_LIMIT, HistoryQuery, StoredEvent
 
@@ -347,6 +347,9 @@ async def get_history(request: web.Request) -> web.StreamResponse:
     for rec, event in found:
         feature = event_feature(event, ctx.router.banner(event))
         feature["properties"]["received"] = iso(rec.received)
+        origin = origin_of_name(rec.sender)
+        if origin is not None:
+            feature["properties"]["origin"] = origin
         features.append(feature)
     return json_response(feature_collection(features))
 

@@ -81,6 +81,9 @@ class Event:
     team: str | None = None  # __group@name, display only (never used for access control)
     dests: tuple[Dest, ...] = ()
     link_uid: str | None = None  # first <link uid=...>; the target of a t-x-d-d delete
+    # Where the server got it, for the web map's layers (never sent on the wire): "feed:NAME" for
+    # an item a feed made, "partner" for one that came over a federation link, else None.
+    origin: str | None = field(default=None, compare=False)
 
     # --- classification of the event type -------------------------------------------------
 

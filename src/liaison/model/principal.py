@@ -48,3 +48,27 @@ class Principal:
 
 def anonymous(name: str = "anonymous") -> Principal:
     return Principal(name=name, kind=PrincipalKind.ANONYMOUS)
+
+
+# The ``origin`` of an item (Event.origin, the Feature's ``origin``): who sent it into the server.
+PARTNER_ORIGIN = "partner"
+FEED_PREFIX = "feed:"
+FEDERATION_PREFIX = "federation:"
+
+
+def origin_of(sender: Principal) -> str | None:
+    """``"feed:NAME"`` for a feed's principal, ``"partner"`` for a federation peer, else None."""
+    if sender.kind is PrincipalKind.FEDERATE:
+        return PARTNER_ORIGIN
+    if sender.kind is PrincipalKind.SERVICE and sender.name.startswith(FEED_PREFIX):
+        return sender.name
+    return None
+
+
+def origin_of_name(sender: str) -> str | None:
+    """The same from a stored record's sender name (``feed:NAME``, ``federation:PEER``)."""
+    if sender.startswith(FEED_PREFIX):
+        return sender
+    if sender.startswith(FEDERATION_PREFIX):
+        return PARTNER_ORIGIN
+    return None
