@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -125,6 +126,7 @@ class SharedLatestState:
                 sender_groups=entry.sender_groups,
                 label_json=labels.label_to_json(label) if label is not None else None,
                 xml=cot_xml.render_xml(entry.event),
+                origin=entry.event.origin,
             )
             self._queue(entry.event.uid, cluster_wire.encode_latest(value))
         return kept
@@ -287,6 +289,8 @@ class SharedLatestState:
             return self._refuse("unreadable", exc)
         if event.uid != uid:
             return self._refuse("unreadable", f"key {uid!r} holds event {event.uid!r}")
+        if data.origin is not None:
+            event = dataclasses.replace(event, origin=data.origin)
         self._table.put(LatestEntry(event, data.sender_groups, label))
         self.m_applied.inc()
         return 1

@@ -157,6 +157,8 @@ _LATEST_KEY_PREFIX = "u."
 # Largest value read from the bucket: the event (at most limits.MAX_EVENT_BYTES once accepted)
 # with its label and groups; a larger one is refused.
 MAX_LATEST_VALUE = 128 * 1024
+# Longest origin read ("partner", or "feed:" and a feed's name).
+MAX_ORIGIN_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class LatestValue:
     sender_groups: frozenset[str]  # its sender's IN groups (what the access decision reads)
     label_json: str | None  # the authoritative label as canonical JSON, None when unlabelled
     xml: bytes  # the event as accepted, CoT XML
+    # Where the accepting node got it, for the web map's layers (model/event.py Event.origin).
+    origin: str | None = None
 
 
 def latest_key(uid: str) -> str:
@@ -193,6 +197,7 @@ def encode_latest(value: LatestValue) -> bytes:
             "groups": sorted(value.sender_groups),
             "label": value.label_json,
             "xml": value.xml.decode("utf-8"),
+            "origin": value.origin,
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -209,7 +214,9 @@ def decode_latest(data: bytes) -> LatestValue:
         raise WireError(f"latest-state value: {exc}") from None
     if not isinstance(obj, dict) or obj.get("v") != LATEST_VERSION:
         raise WireError("latest-state value: not version 1")
-    node, groups, label, xml = (obj.get(k) for k in ("node", "groups", "label", "xml"))
+    node, groups, label, xml, origin = (
+        obj.get(k) for k in ("node", "groups", "label", "xml", "origin")
+    )
     if not isinstance(node, str) or not node:
         raise WireError("latest-state value: node")
     if (
@@ -222,8 +229,10 @@ def decode_latest(data: bytes) -> LatestValue:
         raise WireError("latest-state value: label")
     if not isinstance(xml, str) or not xml:
         raise WireError("latest-state value: xml")
+    if origin is not None and (not isinstance(origin, str) or len(origin) > MAX_ORIGIN_CHARS):
+        raise WireError("latest-state value: origin")
     try:
         xml_bytes = xml.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escaped in the JSON
         raise WireError("latest-state value: xml is not valid Unicode") from None
-    return LatestValue(node, frozenset(groups), label, xml_bytes)
+    return LatestValue(node, frozenset(groups), label, xml_bytes, origin)

@@ -127,6 +127,7 @@ def latest_sample() -> cluster_wire.LatestValue:
         sender_groups=frozenset({"UKR", "HQ"}),
         label_json='{"v":1}',
         xml='<event uid="é-x"/>'.encode(),
+        origin="feed:adsb",
     )
 
 
@@ -156,6 +157,7 @@ def test_latest_value_and_key_round_trip() -> None:
         b'{"v":1,"node":"n","groups":[],"label":5,"xml":"<e/>"}',
         b'{"v":1,"node":"n","groups":[],"label":null,"xml":""}',
         b'{"v":1,"node":"n","groups":[],"label":null,"xml":"\\ud800"}',
+        b'{"v":1,"node":"n","groups":[],"label":null,"xml":"<e/>","origin":7}',
         b'{"v":1,"node":"n","groups":[],"label":null,"xml":"' + b"x" * (130 * 1024) + b'"}',
     ],
 )

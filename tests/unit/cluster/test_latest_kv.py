@@ -4,6 +4,7 @@ itself, on a real NATS JetStream, is tests/integration/test_cluster.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -35,9 +36,11 @@ def entry(uid: str, *, time: int = NOW, group: str = "g") -> LatestEntry:
     return LatestEntry(event, frozenset({group}))
 
 
-def value(e: LatestEntry, *, node: str = "n1", label: str | None = None) -> bytes:
+def value(
+    e: LatestEntry, *, node: str = "n1", label: str | None = None, origin: str | None = None
+) -> bytes:
     return cluster_wire.encode_latest(
-        cluster_wire.LatestValue(node, e.sender_groups, label, cot_xml.render_xml(e.event))
+        cluster_wire.LatestValue(node, e.sender_groups, label, cot_xml.render_xml(e.event), origin)
     )
 
 
@@ -55,6 +58,10 @@ def test_changes_made_here_wait_for_the_bucket_one_per_uid_in_order() -> None:
     assert s._pending["c"] is None  # a delete
     written = cluster_wire.decode_latest(s._pending["a"] or b"")
     assert written.node == "n0" and written.sender_groups == frozenset({"g"})
+    assert written.origin is None
+    fed = entry("f")
+    s.put(LatestEntry(dataclasses.replace(fed.event, origin="feed:adsb"), fed.sender_groups))
+    assert cluster_wire.decode_latest(s._pending["f"] or b"").origin == "feed:adsb"
     assert cot_xml.parse_event(written.xml).time == NOW + 1000
 
 
@@ -82,9 +89,10 @@ def test_the_queue_is_bounded_oldest_change_dropped_and_counted(
 def test_values_of_other_nodes_are_applied_newest_wins_deletes_forget() -> None:
     s = state()
     key = cluster_wire.latest_key("a")
-    assert s.apply(key, value(entry("a", time=NOW + 1000)), None) == 1
+    assert s.apply(key, value(entry("a", time=NOW + 1000), origin="partner"), None) == 1
     held = s.get("a")
     assert held is not None and held.event.time == NOW + 1000
+    assert held.event.origin == "partner"  # the web map's Partner items layer holds it
     assert s.apply(key, value(entry("a", time=NOW)), None) == 1  # read, but older: not kept
     held = s.get("a")
     assert held is not None and held.event.time == NOW + 1000
