@@ -116,3 +116,17 @@ def save_json(name: str, data: Any) -> Path:
 
 def stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S")
+
+
+def labelled_web_users(data_dir: Path, folder: Path, policy_text: str) -> Path:
+    """The label policy ``policy_text`` written to ``folder``, and the users of
+    tests/integration/test_labels_e2e.py (each with its organisation and profile) able to sign in
+    to the web map with PASSWORD; returns the policy file for ``start_server(policy_file=...)``."""
+    from tests.integration.test_labels_e2e import USERS
+
+    policy = folder / "policy.toml"
+    policy.write_text(policy_text)
+    users = UserDirectory.load(data_dir / "users.json")
+    for name, (org, profile) in USERS.items():
+        users.add_user(name, org, profile=profile, password=PASSWORD)
+    return policy

@@ -10,19 +10,18 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page
 
-from liaison.identity.users import UserDirectory
 from tests.browser.helpers import (
     ARTIFACTS,
-    PASSWORD,
     WAIT_MS,
     browsing,
+    labelled_web_users,
     sign_in,
     wait_drawn,
 )
 from tests.browser.test_labels import CHAT_POLICY, tls_client
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import clients, sa_event
-from tests.integration.test_labels_e2e import USERS, marker, seclabel
+from tests.integration.test_labels_e2e import marker, seclabel
 
 PANEL = "#draw"
 STATUS = "#draw .draw-status"
@@ -43,11 +42,7 @@ async def sent_uid(page: Page, text: str) -> str:
 async def test_a_marker_drawn_on_the_page_reaches_the_cleared_client_only(
     start_server: ServerFactory, browser: Browser, data_dir: Path, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(CHAT_POLICY)
-    users = UserDirectory.load(data_dir / "users.json")
-    for name, (org, profile) in USERS.items():
-        users.add_user(name, org, profile=profile, password=PASSWORD)
+    policy = labelled_web_users(data_dir, tmp_path, CHAT_POLICY)
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         ukr_s = await tls_client(server, "ukr-s", "UKR")
         ukr_u = await tls_client(server, "ukr-u", "UKR")

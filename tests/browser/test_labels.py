@@ -8,20 +8,19 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page
 
-from liaison.identity.users import UserDirectory
 from tests.browser.helpers import (
     ARTIFACTS,
-    PASSWORD,
     WAIT_MS,
     add_web_user,
     browsing,
     drawn,
+    labelled_web_users,
     sign_in,
     wait_drawn,
 )
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import Client, clients, connect_tls, sa_event
-from tests.integration.test_labels_e2e import POLICY, USERS, marker, seclabel
+from tests.integration.test_labels_e2e import POLICY, marker, seclabel
 
 # The password listener (8446) may carry up to SECRET, like the certificate listener.
 WEB_POLICY = (
@@ -52,11 +51,7 @@ MARKERS = {
 async def test_each_partner_sees_only_what_is_releasable_to_it(
     start_server: ServerFactory, browser: Browser, data_dir: Path, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(WEB_POLICY)
-    users = UserDirectory.load(data_dir / "users.json")
-    for name, (org, profile) in USERS.items():
-        users.add_user(name, org, profile=profile, password=PASSWORD)
+    policy = labelled_web_users(data_dir, tmp_path, WEB_POLICY)
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         assert server.tls is not None
         cert = issue_cert(server, "usa-s", "USA")
@@ -145,11 +140,7 @@ async def wait_own_label(page: Page, text: str, label: str) -> None:
 async def test_chat_goes_with_the_chosen_label(
     start_server: ServerFactory, browser: Browser, data_dir: Path, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(CHAT_POLICY)
-    users = UserDirectory.load(data_dir / "users.json")
-    for name, (org, profile) in USERS.items():
-        users.add_user(name, org, profile=profile, password=PASSWORD)
+    policy = labelled_web_users(data_dir, tmp_path, CHAT_POLICY)
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         ukr_s = await tls_client(server, "ukr-s", "UKR")
         ukr_u = await tls_client(server, "ukr-u", "UKR")

@@ -9,13 +9,12 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page
 
-from liaison.identity.users import UserDirectory
 from tests.browser.helpers import (
     ARTIFACTS,
-    PASSWORD,
     WAIT_MS,
     browsing,
     drawn,
+    labelled_web_users,
     sign_in,
     wait_drawn,
 )
@@ -23,7 +22,7 @@ from tests.browser.test_labels import CHAT_POLICY
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients
 from tests.integration.http.http_support import cert_session
-from tests.integration.test_labels_e2e import USERS, seclabel
+from tests.integration.test_labels_e2e import seclabel
 from tests.integration.test_missions import M, call, connect, data, mission_marker, wait_subscribed
 
 PANEL = "#missions"
@@ -48,11 +47,7 @@ async def timeline(page: Page) -> str:
 async def test_the_missions_tab(
     start_server: ServerFactory, browser: Browser, data_dir: Path, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(CHAT_POLICY)
-    users = UserDirectory.load(data_dir / "users.json")
-    for name, (org, profile) in USERS.items():
-        users.add_user(name, org, profile=profile, password=PASSWORD)
+    policy = labelled_web_users(data_dir, tmp_path, CHAT_POLICY)
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         cert = issue_cert(server, "usa-s", "USA")
         low_cert = issue_cert(server, "usa-u", "USA")

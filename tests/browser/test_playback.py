@@ -10,21 +10,20 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, Response
 
-from liaison.identity.users import UserDirectory
 from tests.browser.helpers import (
     ARTIFACTS,
-    PASSWORD,
     WAIT_MS,
     add_web_user,
     browsing,
     drawn,
+    labelled_web_users,
     sign_in,
     wait_drawn,
 )
 from tests.browser.test_labels import WEB_POLICY
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients, connect_tcp, connect_tls, sa_event
-from tests.integration.test_labels_e2e import USERS, marker, seclabel
+from tests.integration.test_labels_e2e import marker, seclabel
 
 # Where the unit is first (A) and then (B): 0.03 degrees apart, both in view at zoom 10.
 A = (50.45, 30.52)
@@ -181,11 +180,7 @@ def time_of_day(seconds: int) -> str:
 async def test_playback_keeps_what_a_user_may_not_see_hidden(
     start_server: ServerFactory, browser: Browser, data_dir: Path, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text(WEB_POLICY)
-    users = UserDirectory.load(data_dir / "users.json")
-    for name, (org, profile) in USERS.items():
-        users.add_user(name, org, profile=profile, password=PASSWORD)
+    policy = labelled_web_users(data_dir, tmp_path, WEB_POLICY)
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         assert server.tls is not None
         cert = issue_cert(server, "usa-s", "USA")
