@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from liaison import __version__
-from liaison.api.auth import AuthMode
+from liaison.api.auth import AuthMode, WebSessions
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
+from liaison.cluster.access import AccessShare
 from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
 from liaison.config import LISTENER_NAMES, Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
@@ -115,6 +116,8 @@ class Server:
     federation_address: Endpoint | None = None
     missions: Missions | None = None  # the missions (Data Sync)
     feeds: Feeds | None = None  # the [feeds.NAME] sources (docs/feeds.md)
+    # The web map's sign-ins, shared by every HTTP listener (and the cluster bus's sign-outs).
+    web_sessions: WebSessions = field(default_factory=lambda: WebSessions(time.monotonic))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -266,6 +269,9 @@ async def _start(
         bus = NatsBus(_cluster_settings(config), router, metrics)
         await parts.start(bus)
         router.set_bus(bus)
+        # Revocations and sign-outs of every node: the stream's revocations are replayed here,
+        # before any listener opens.
+        await parts.start(AccessShare(bus, identities, registry, server.web_sessions, metrics))
     keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
@@ -645,7 +651,7 @@ async def _start_http(
         feeds_status=server.feeds.snapshot if server.feeds is not None else None,
         directory=identities.directory,
     )
-    running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
+    running = await start_http(api_ctx, listeners, ROUTE_ADDERS, server.web_sessions)
     server.https = running.bound.get("https")
     server.enroll = running.bound.get("enroll")
     server.http = running.bound.get("http")

@@ -140,6 +140,19 @@ class NatsBus:
             lambda: len(self._subscribed),
         )
 
+    @property
+    def client(self) -> Any:
+        """The NATS connection (after ``bind``), shared by the access notices (access.py)."""
+        if self._nc is None:
+            raise RuntimeError("the cluster bus is not bound")
+        return self._nc
+
+    @property
+    def jetstream(self) -> Any:
+        if self._js is None:
+            raise RuntimeError("the cluster bus is not bound")
+        return self._js
+
     # --- the router's side (synchronous) ----------------------------------------------------
 
     def pending(self) -> int:
