@@ -527,6 +527,19 @@ async def login_status(server: Server, name: str = "webred") -> int:
             return r.status
 
 
+async def close_code(ws: Any, within: float) -> tuple[int, str]:
+    """Read a WebSocket (any message kind) until the server's close frame; (code, reason)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for _ in range(10_000):  # bounded: at most this many messages before the close
+        msg = await ws.receive(timeout=max(0.0, deadline - loop.time()))
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            return int(msg.data), str(msg.extra)
+    raise AssertionError("no close frame")
+
+
 def sample(server: Server, name: str, kind: str) -> float | None:
     return server.metrics.registry.get_sample_value(name, {"kind": kind} if kind else None)
 
@@ -537,36 +550,51 @@ async def test_revoking_a_user_on_node_a_closes_their_sessions_on_node_c_within_
     for i in range(3):
         add_web_user(tmp_path, i)
     async with nodes(3, groups_file=str(write_groups(tmp_path))) as (a, b, c):
-        # webred on node C: a TAK client over TLS (a certificate of C's CA) and the web map
-        # (a password sign-in, its cookie and its live WebSocket feed).
+        # webred on node C: a TAK client over TLS (a certificate of C's CA), the web map (a
+        # password sign-in, its cookie and its live feed), and a bearer token with the TAK
+        # WebSocket (/takproto/1) opened with it.
         cert = issue_cert(c, "webred", "RED")
         assert c.tls is not None
         stream = await connect_tls(
             c.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name="webred-c"
         )
-        async with clients(stream), browser_session(c) as browser:
+        async with clients(stream), browser_session(c) as browser, browser_session(c) as api:
             await login(c, browser, "webred")
             feed = await browser.ws_connect(enroll_url(c, "/api/v1/stream"))
             await snapshot(feed)
+            form = {"grant_type": "password", "username": "webred", "password": PASSWORD}
+            async with api.post(enroll_url(c, "/oauth/token"), data=form) as r:
+                assert r.status == 200
+                bearer = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+            takproto = await api.ws_connect(
+                enroll_url(c, "/takproto/1").replace("https://", "wss://"), headers=bearer
+            )
             await stream.send(sa_event("ANDROID-webred", "WEBRED"))
-            await feed.receive(timeout=WAIT_S)  # both are live on C
-            await revoke_on(a.config.data_dir, "webred")  # on node A's files only
+            await feed.receive(timeout=WAIT_S)  # all are live on C
+            # Timed from the start of the command (the sessions may close before it returns: it
+            # writes the users file, then revokes the certificates and signs the CRL).
             revoked = time.monotonic()
-            closed, ws_close = await asyncio.gather(
+            await revoke_on(a.config.data_dir, "webred")  # on node A's files only
+            closed, ws_close, tak_close = await asyncio.gather(
                 stream.closed_by_server(within=CLOSE_WITHIN_S + 1.0),
                 close_of(feed, CLOSE_WITHIN_S + 1.0),
+                close_code(takproto, CLOSE_WITHIN_S + 1.0),
             )
             elapsed = time.monotonic() - revoked
-            assert closed and ws_close == (4403, "revoked")
+            assert closed and ws_close == (4403, "revoked") and tak_close == (4403, "revoked")
             assert elapsed < CLOSE_WITHIN_S, elapsed
             await feed.close()
+            await takproto.close()
             async with browser.get(enroll_url(c, "/api/v1/me")) as r:
                 assert r.status == 401  # the cookie is refused too
+            async with api.get(enroll_url(c, "/api/v1/me"), headers=bearer) as r:
+                assert r.status == 401  # and the token
         # Nor can they come back, on C or on B (which never had a session of theirs).
         assert await refused_tls(c, cert)
         for server in (b, c):
             assert await login_status(server) == 401
         assert sample(a, "liaison_cluster_access_published_total", "user") == 1
+        assert sample(a, "liaison_cluster_access_received_total", "user") is None  # own
         for server in (b, c):
             assert sample(server, "liaison_cluster_access_received_total", "user") == 1
         # Node C's own files still say nothing: it keeps the bus's revocation beside them.

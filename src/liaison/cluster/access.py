@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from liaison.cluster.bus import CONNECT_TIMEOUT_S, DRAIN_S, PUBLISH_TIMEOUT_S, NatsBus
+from liaison.errors import PkiError, StorageError
 from liaison.identity.events import SIGNED_OUT, AccessEnded
 from liaison.metrics import Metrics
 from liaison.protocol import cluster_wire
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 # Seconds between looks at this node's revocation files (a stat each): how late, at most, a
 # revocation made here leaves for the bus. With the receiving node's immediate sweep, a
 # revocation closes sessions on every node well within a second.
-WATCH_S = 0.25
+WATCH_S = 0.1
 # Seconds a starting node waits for the revocation stream's replay before opening its listeners;
 # what arrives later is applied as it arrives (live sessions are swept then).
 REPLAY_TIMEOUT_S = CONNECT_TIMEOUT_S
@@ -203,7 +204,10 @@ class AccessShare:
 
     async def run(self) -> None:
         while True:
-            self._watch()
+            try:
+                self._watch()
+            except (StorageError, PkiError) as exc:  # a file that cannot be read: next time
+                log.error("cluster: this node's revocations not read: %s", exc)
             await self._publish()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -316,8 +320,13 @@ class AccessShare:
             return False
         if not added:
             return False
-        self.m_received.inc(notice.kind)
         closed = self._registry.sweep_access()
+        if notice.node == self._node:
+            # This node's own, back from the stream: its files already revoke it (unless they
+            # were restored from an older copy since: then the stream's notice still holds).
+            log.info("cluster: %s (this node's own, from the stream)", _describe(notice))
+            return True
+        self.m_received.inc(notice.kind)
         log.warning("cluster: %s; %d live principal(s) closed here", _describe(notice), closed)
         return True
 
