@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import ssl
@@ -42,6 +43,7 @@ from tests.integration.http.test_feed_lifetime import _snapshot as snapshot
 from tests.integration.test_labels_e2e import POLICY, USERS, marker, seclabel
 
 NATS_URL = os.environ.get("LIAISON_TEST_NATS", "nats://127.0.0.1:4222")
+DEPLOYMENT = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
 # Bounded waits for events crossing the bus.
 WAIT_S = 10.0
 
@@ -722,6 +724,14 @@ async def test_malformed_access_notices_are_refused_counted_and_change_nothing(
             )
         assert sample(n0, "liaison_cluster_access_received_total", "user") == 1
         assert await login_status(n0, "webred") == 200
+        # Every liaison_cluster_* metric this node exposes is in docs/deployment.md's table.
+        exposed = {
+            f"{f.name}_total" if f.type == "counter" else f.name
+            for f in n0.metrics.registry.collect()
+            if f.name.startswith("liaison_cluster_")
+        }
+        documented = set(re.findall(r"^\| `(liaison_cluster_[a-z_]+)", DEPLOYMENT, re.MULTILINE))
+        assert len(exposed) > 10 and exposed - documented == set()
 
 
 async def test_a_revocation_made_while_its_node_is_down_reaches_the_others_and_later_nodes(
