@@ -32,7 +32,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from liaison.cluster.bus import CONNECT_TIMEOUT_S, DRAIN_S, PUBLISH_TIMEOUT_S, NatsBus
+from liaison.cluster.bus import (
+    CONNECT_TIMEOUT_S,
+    CONSUMER_HEARTBEAT_S,
+    DRAIN_S,
+    PUBLISH_TIMEOUT_S,
+    NatsBus,
+)
 from liaison.errors import PkiError, StorageError
 from liaison.identity.events import SIGNED_OUT, AccessEnded
 from liaison.metrics import Metrics
@@ -176,6 +182,8 @@ class AccessShare:
                 cb=self._on_revocation,
                 stream=self._stream,
                 ordered_consumer=True,
+                # made again from its last sequence when lost (a NATS server gone, a reconnect)
+                idle_heartbeat=CONSUMER_HEARTBEAT_S,
                 deliver_policy=DeliverPolicy.ALL,
             )
         )
