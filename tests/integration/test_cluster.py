@@ -761,3 +761,42 @@ async def test_a_revocation_made_while_its_node_is_down_reaches_the_others_and_l
     async with run_server(config(2)) as c:
         assert await login_status(c) == 401
         assert sample(c, "liaison_cluster_access_received_total", "user") == 1
+
+
+async def test_a_revocation_made_while_nats_is_down_reaches_the_other_node_when_it_returns(
+    tmp_path: Path, bus: dict[str, Any]
+) -> None:
+    server = NatsServer(tmp_path / "js")
+    await server.start()
+    try:
+        for i in range(2):
+            add_web_user(tmp_path, i)
+        settings = {**bus, "cluster_nats": f"nats://127.0.0.1:{server.port}"}
+        groups = str(write_groups(tmp_path))
+        async with contextlib.AsyncExitStack() as stack:
+            a, c = [
+                await stack.enter_async_context(
+                    run_server(
+                        make_config(
+                            tmp_path / f"node{i}",
+                            cluster_node=f"node{i}",
+                            groups_file=groups,
+                            **settings,
+                        )
+                    )
+                )
+                for i in range(2)
+            ]
+            cert = issue_cert(c, "webred", "RED")
+            assert c.tls is not None
+            client = await connect_tls(c.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca)
+            async with clients(client):
+                await asyncio.sleep(0.3)
+                server.kill()
+                await revoke_on(a.config.data_dir, "webred")
+                assert not await client.closed_by_server(within=1.0)  # the bus is away
+                await server.start()
+                assert await client.closed_by_server(within=3 * WAIT_S)
+            assert sample(a, "liaison_cluster_access_published_total", "user") == 1
+    finally:
+        server.kill()
