@@ -38,6 +38,7 @@ from liaison.cluster.bus import (
     DRAIN_S,
     PUBLISH_TIMEOUT_S,
     NatsBus,
+    ensure_stream,
 )
 from liaison.errors import PkiError, StorageError
 from liaison.identity.events import SIGNED_OUT, AccessEnded
@@ -154,7 +155,6 @@ class AccessShare:
             StorageType,
             StreamConfig,
         )
-        from nats.js.errors import BadRequestError
 
         js = self._bus.jetstream
         config = StreamConfig(
@@ -167,10 +167,7 @@ class AccessShare:
             max_msgs_per_subject=1,
             num_replicas=self._bus.settings.replicas,
         )
-        try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.update_stream(config)
+        await ensure_stream(js, config)
         info = await js.stream_info(self._stream)
         self._replay_to = int(info.state.last_seq) if info.state.messages else 0
         if not self._replay_to:

@@ -188,7 +188,6 @@ class NatsBus:
         try:
             import nats
             from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-            from nats.js.errors import BadRequestError
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ConfigError(
                 "cluster.nats", "the cluster bus needs nats-py: pip install 'liaison[cluster]'"
@@ -218,11 +217,7 @@ class NatsBus:
             num_replicas=s.replicas,
             duplicate_window=DUPLICATE_WINDOW_S,
         )
-        try:
-            await self._js.add_stream(config)
-        except BadRequestError:
-            # It exists with other settings (another node made it, or an older config).
-            await self._js.update_stream(config)
+        await ensure_stream(self._js, config)
         log.info("cluster bus: node %s on %s, stream %s", s.node, ", ".join(s.servers), s.stream)
 
     async def run(self) -> None:
@@ -393,6 +388,32 @@ class NatsBus:
     async def _on_reconnected(self) -> None:
         self.m_reconnects.inc()
         log.info("cluster bus: reconnected to NATS")
+
+
+# Attempts, RETRY_S apart, to make or update a stream that NATS answers neither exists nor can be
+# made yet (a JetStream cluster that has just formed and cannot place its replicas).
+STREAM_ATTEMPTS = 40
+
+
+async def ensure_stream(js: Any, config: Any) -> None:
+    """Make the stream of ``config``, or update it when it exists with other settings (another
+    node made it, or an older configuration). A just-formed JetStream cluster may refuse the first
+    (it cannot place the replicas yet) and then not know the stream to update: tried again,
+    ``STREAM_ATTEMPTS`` times at most, and the last error raised."""
+    from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+
+    for attempt in range(STREAM_ATTEMPTS):
+        try:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                await js.update_stream(config)
+            return
+        except (NotFoundError, ServiceUnavailableError) as exc:
+            if attempt == STREAM_ATTEMPTS - 1:
+                raise
+            log.warning("cluster bus: stream %s not ready (%s); trying again", config.name, exc)
+            await asyncio.sleep(RETRY_S)
 
 
 def default_node_name(hostname: Callable[[], str], port: int | None) -> str:
