@@ -167,8 +167,7 @@ class AccessShare:
             max_msgs_per_subject=1,
             num_replicas=self._bus.settings.replicas,
         )
-        await ensure_stream(js, config)
-        info = await js.stream_info(self._stream)
+        info = await ensure_stream(js, config)  # its state: the replay's end
         self._replay_to = int(info.state.last_seq) if info.state.messages else 0
         if not self._replay_to:
             self._replayed.set()

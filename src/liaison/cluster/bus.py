@@ -217,7 +217,14 @@ class NatsBus:
             num_replicas=s.replicas,
             duplicate_window=DUPLICATE_WINDOW_S,
         )
-        await ensure_stream(self._js, config)
+        try:
+            await ensure_stream(self._js, config)
+        except BaseException:
+            # A failed bind leaves nothing open (lifetimes.Component): close is not called.
+            nc, self._nc, self._js = self._nc, None, None
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         log.info("cluster bus: node %s on %s, stream %s", s.node, ", ".join(s.servers), s.stream)
 
     async def run(self) -> None:
@@ -390,30 +397,35 @@ class NatsBus:
         log.info("cluster bus: reconnected to NATS")
 
 
-# Attempts, RETRY_S apart, to make or update a stream that NATS answers neither exists nor can be
-# made yet (a JetStream cluster that has just formed and cannot place its replicas).
-STREAM_ATTEMPTS = 40
+# Seconds a starting node keeps trying to make or update a stream that NATS answers neither
+# exists nor can be made yet, or does not answer about (a JetStream cluster that has just formed,
+# electing its leaders and placing replicas); tried again RETRY_S after each failure.
+STREAM_READY_S = 30.0
 
 
-async def ensure_stream(js: Any, config: Any) -> None:
+async def ensure_stream(js: Any, config: Any) -> Any:
     """Make the stream of ``config``, or update it when it exists with other settings (another
-    node made it, or an older configuration). A just-formed JetStream cluster may refuse the first
-    (it cannot place the replicas yet) and then not know the stream to update: tried again,
-    ``STREAM_ATTEMPTS`` times at most, and the last error raised."""
+    node made it, or an older configuration); returns its ``StreamInfo``. A just-formed
+    JetStream cluster may refuse the first (it cannot place the replicas yet), then not know the
+    stream to update, or not answer in time: tried again for ``STREAM_READY_S`` at most, then
+    the last error raised."""
+    from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
-    for attempt in range(STREAM_ATTEMPTS):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_READY_S
+    for _ in range(int(STREAM_READY_S / RETRY_S) + 1):  # bounded also by the deadline
         try:
             try:
-                await js.add_stream(config)
+                return await js.add_stream(config)
             except BadRequestError:
-                await js.update_stream(config)
-            return
-        except (NotFoundError, ServiceUnavailableError) as exc:
-            if attempt == STREAM_ATTEMPTS - 1:
+                return await js.update_stream(config)
+        except (NotFoundError, ServiceUnavailableError, NatsTimeoutError) as exc:
+            if loop.time() + RETRY_S >= deadline:
                 raise
-            log.warning("cluster bus: stream %s not ready (%s); trying again", config.name, exc)
+            log.warning("cluster bus: stream %s not ready (%r); trying again", config.name, exc)
             await asyncio.sleep(RETRY_S)
+    raise TimeoutError(f"stream {config.name} not ready within {STREAM_READY_S} s")
 
 
 def default_node_name(hostname: Callable[[], str], port: int | None) -> str:
