@@ -549,6 +549,8 @@ def cmd_user_revoke(args: argparse.Namespace) -> int:
         print("No live certificate was left to revoke.")
     print("A running server refuses these certificates at the next connection and closes the")
     print("user's open sessions within a few seconds.")
+    if cfg.cluster_nats:
+        print("This node, once running, announces the revocation to every node of its cluster.")
     return 0
 
 

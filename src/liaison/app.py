@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from liaison import __version__
-from liaison.api.auth import AuthMode
+from liaison.api.auth import AuthMode, WebSessions
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
+from liaison.cluster.access import AccessShare
 from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
 from liaison.cluster.latest_kv import SharedLatestState
 from liaison.config import LISTENER_NAMES, Config, Endpoint
@@ -117,6 +118,8 @@ class Server:
     federation_address: Endpoint | None = None
     missions: Missions | None = None  # the missions (Data Sync)
     feeds: Feeds | None = None  # the [feeds.NAME] sources (docs/feeds.md)
+    # The web map's sign-ins, shared by every HTTP listener (and the cluster bus's sign-outs).
+    web_sessions: WebSessions = field(default_factory=lambda: WebSessions(time.monotonic))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
@@ -287,6 +290,9 @@ async def _start(
             # Every node's latest state, read before any client connects (docs/deployment.md).
             shared_latest.use_bus(bus)
             await parts.start(shared_latest)
+        # Revocations and sign-outs of every node: the stream's revocations are replayed here,
+        # before any listener opens.
+        await parts.start(AccessShare(bus, identities, registry, server.web_sessions, metrics))
     keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
@@ -667,7 +673,7 @@ async def _start_http(
         federation_status=_federation_status(server.federation),
         directory=identities.directory,
     )
-    running = await start_http(api_ctx, listeners, ROUTE_ADDERS)
+    running = await start_http(api_ctx, listeners, ROUTE_ADDERS, server.web_sessions)
     server.https = running.bound.get("https")
     server.enroll = running.bound.get("enroll")
     server.http = running.bound.get("http")

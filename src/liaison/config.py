@@ -593,14 +593,16 @@ SETTINGS: tuple[Setting, ...] = (
         "cluster_prefix",
         None,
         _bus_token,
-        "First token of the cluster's NATS subjects (PREFIX.ev.g.GROUP).",
+        "First token of the cluster's NATS subjects (PREFIX.ev.g.GROUP; revocations"
+        " PREFIX.rv.u.NAME and PREFIX.rv.c.SERIAL, sign-outs PREFIX.so).",
     ),
     Setting(
         "cluster.stream",
         "cluster_stream",
         None,
         _bus_token,
-        "Name of the JetStream stream that keeps the cluster's events.",
+        "Name of the JetStream stream that keeps the cluster's events; the cluster's revocations"
+        " are kept in the stream of this name followed by `_REVOKED`.",
     ),
     Setting(
         "cluster.replicas",

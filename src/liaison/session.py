@@ -574,9 +574,15 @@ class SessionRegistry:
                     now = self._clock_ms()
                     for session in list(self._sessions):
                         session.check_timeouts(now)
-                if self._access is not None:
-                    self._access.sweep(self._live_principals())
+                self.sweep_access()
                 self.sweep_feeds()
+
+    def sweep_access(self) -> int:
+        """Close what the revoked among the live principals hold, now (the periodic sweep, and
+        a revocation another cluster node announced); how many principals were revoked."""
+        if self._access is None:
+            return 0
+        return self._access.sweep(self._live_principals())
 
     def _live_principals(self) -> Iterator[Principal]:
         """Lazily: the sweep goes through them only when someone may have been revoked."""

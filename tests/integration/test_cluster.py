@@ -11,16 +11,24 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
+import shutil
+import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from liaison.app import Server, run_server
+from liaison.cli import main as cli_main
+from liaison.cluster.access import revocation_stream
+from liaison.identity.ca import ensure_server_pki
 from liaison.identity.users import UserDirectory
-from tests.integration.conftest import issue_cert, make_config
+from tests.integration.conftest import ClientCert, issue_cert, make_config
 from tests.integration.helpers import (
     Client,
     clients,
@@ -29,9 +37,20 @@ from tests.integration.helpers import (
     delete_event,
     sa_event,
 )
+from tests.integration.http.http_support import (
+    PASSWORD,
+    browser_session,
+    enroll_url,
+    wait_until,
+    write_groups,
+)
+from tests.integration.http.test_feed_lifetime import _close_of as close_of
+from tests.integration.http.test_feed_lifetime import _login as login
+from tests.integration.http.test_feed_lifetime import _snapshot as snapshot
 from tests.integration.test_labels_e2e import POLICY, USERS, marker, seclabel
 
 NATS_URL = os.environ.get("LIAISON_TEST_NATS", "nats://127.0.0.1:4222")
+DEPLOYMENT = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
 # Bounded waits for events crossing the bus.
 WAIT_S = 10.0
 
@@ -59,10 +78,11 @@ async def bus() -> AsyncIterator[dict[str, Any]]:
     try:
         yield settings
     finally:
-        with contextlib.suppress(Exception):
-            await js.delete_stream(settings["cluster_stream"])
         with contextlib.suppress(Exception):  # the latest-state bucket (cluster/latest_kv.py)
             await js.delete_key_value(f"{settings['cluster_stream']}_LATEST")
+        for stream in (settings["cluster_stream"], revocation_stream(settings["cluster_stream"])):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(stream)
         await nc.close()
 
 
@@ -540,3 +560,316 @@ async def test_three_nodes_on_a_three_server_nats_cluster_lose_nothing_when_one_
     finally:
         for server in servers:
             server.kill()
+
+
+# --- revocation and sign-out across nodes (cluster/access.py) ---------------------------------
+
+# The issue's bound: a revocation or sign-out on one node ends sessions on every node within it.
+CLOSE_WITHIN_S = 1.0
+
+
+def add_web_user(tmp_path: Path, node: int, name: str = "webred") -> None:
+    """``name`` in node ``node``'s own users file (each node keeps its own here)."""
+    users = UserDirectory.load(tmp_path / f"node{node}" / "users.json")
+    users.add_user(name, "RED", groups=["red"], password=PASSWORD)
+
+
+async def revoke_on(server_dir: Path, name: str) -> None:
+    """``liaison user revoke NAME`` for the node whose data folder is ``server_dir``, run as an
+    operator would from another shell (it only writes that node's files)."""
+    where = ["--data-dir", str(server_dir), "--public-host", "localhost"]
+    assert await asyncio.to_thread(cli_main, ["user", "revoke", name, *where]) == 0
+
+
+async def refused_tls(server: Server, cert: ClientCert, within: float = WAIT_S) -> bool:
+    """Whether a new TLS stream connection with ``cert`` is refused (at or after the handshake)
+    within ``within`` seconds."""
+    assert server.tls is not None
+    try:
+        again = await connect_tls(
+            server.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name="again"
+        )
+    except (ssl.SSLError, ConnectionError, OSError):
+        return True
+    async with clients(again):
+        return await again.closed_by_server(within=within)
+
+
+async def login_status(server: Server, name: str = "webred") -> int:
+    async with browser_session(server) as http:
+        body = {"username": name, "password": PASSWORD}
+        async with http.post(enroll_url(server, "/login"), json=body) as r:
+            return r.status
+
+
+async def close_code(ws: Any, within: float) -> tuple[int, str]:
+    """Read a WebSocket (any message kind) until the server's close frame; (code, reason)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for _ in range(10_000):  # bounded: at most this many messages before the close
+        msg = await ws.receive(timeout=max(0.0, deadline - loop.time()))
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            return int(msg.data), str(msg.extra)
+    raise AssertionError("no close frame")
+
+
+def sample(server: Server, name: str, kind: str) -> float | None:
+    return server.metrics.registry.get_sample_value(name, {"kind": kind} if kind else None)
+
+
+async def test_revoking_a_user_on_node_a_closes_their_sessions_on_node_c_within_a_second(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    for i in range(3):
+        add_web_user(tmp_path, i)
+    async with nodes(3, groups_file=str(write_groups(tmp_path))) as (a, b, c):
+        # webred on node C: a TAK client over TLS (a certificate of C's CA), the web map (a
+        # password sign-in, its cookie and its live feed), and a bearer token with the TAK
+        # WebSocket (/takproto/1) opened with it.
+        cert = issue_cert(c, "webred", "RED")
+        assert c.tls is not None
+        stream = await connect_tls(
+            c.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name="webred-c"
+        )
+        async with clients(stream), browser_session(c) as browser, browser_session(c) as api:
+            await login(c, browser, "webred")
+            feed = await browser.ws_connect(enroll_url(c, "/api/v1/stream"))
+            await snapshot(feed)
+            form = {"grant_type": "password", "username": "webred", "password": PASSWORD}
+            async with api.post(enroll_url(c, "/oauth/token"), data=form) as r:
+                assert r.status == 200
+                bearer = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
+            takproto = await api.ws_connect(
+                enroll_url(c, "/takproto/1").replace("https://", "wss://"), headers=bearer
+            )
+            await stream.send(sa_event("ANDROID-webred", "WEBRED"))
+            await feed.receive(timeout=WAIT_S)  # all are live on C
+            # Timed from the start of the command (the sessions may close before it returns: it
+            # writes the users file, then revokes the certificates and signs the CRL).
+            revoked = time.monotonic()
+            await revoke_on(a.config.data_dir, "webred")  # on node A's files only
+            closed, ws_close, tak_close = await asyncio.gather(
+                stream.closed_by_server(within=CLOSE_WITHIN_S + 1.0),
+                close_of(feed, CLOSE_WITHIN_S + 1.0),
+                close_code(takproto, CLOSE_WITHIN_S + 1.0),
+            )
+            elapsed = time.monotonic() - revoked
+            assert closed and ws_close == (4403, "revoked") and tak_close == (4403, "revoked")
+            assert elapsed < CLOSE_WITHIN_S, elapsed
+            await feed.close()
+            await takproto.close()
+            async with browser.get(enroll_url(c, "/api/v1/me")) as r:
+                assert r.status == 401  # the cookie is refused too
+            async with api.get(enroll_url(c, "/api/v1/me"), headers=bearer) as r:
+                assert r.status == 401  # and the token
+        # Nor can they come back, on C or on B (which never had a session of theirs).
+        assert await refused_tls(c, cert)
+        for server in (b, c):
+            assert await login_status(server) == 401
+        assert sample(a, "liaison_cluster_access_published_total", "user") == 1
+        assert sample(a, "liaison_cluster_access_received_total", "user") is None  # own
+        for server in (b, c):
+            assert sample(server, "liaison_cluster_access_received_total", "user") == 1
+        # Node C's own files still say nothing: it keeps the bus's revocation beside them.
+        users_c = UserDirectory.load(tmp_path / "node2" / "users.json")
+        assert users_c.revoked_names() == frozenset()
+
+
+async def test_a_certificate_revoked_on_node_a_ends_its_sessions_on_node_c_and_no_other(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    from liaison.identity.certs import ServerPki
+    from liaison.identity.revocation import revoke
+
+    # Node 0 and node 2 share one CA (as docs/deployment.md asks), each its own other files.
+    ensure_server_pki(tmp_path / "node0", public_host="localhost")
+    src, dst = ServerPki.at(tmp_path / "node0"), ServerPki.at(tmp_path / "node2")
+    dst.directory.mkdir(parents=True)
+    for name in ("ca_cert", "ca_key", "ca_chain"):
+        if getattr(src, name).exists():
+            shutil.copy2(getattr(src, name), getattr(dst, name))
+    async with nodes(3) as (a, _b, c):
+        assert a.server_pki is not None and c.tls is not None
+        # Two certificates of one user (issue_cert writes each over the last's files: each is
+        # used, and its serial read, before the next is issued).
+        conns, serials, kept = [], [], []
+        for n in ("old", "new"):
+            x = issue_cert(a, "dave", "RED")
+            serials.append(x509.load_pem_x509_certificate(x.cert.read_bytes()).serial_number)
+            kept.append(ClientCert(cert=tmp_path / f"{n}.pem", key=tmp_path / f"{n}.key", ca=x.ca))
+            shutil.copy2(x.cert, kept[-1].cert)
+            shutil.copy2(x.key, kept[-1].key)
+            conns.append(await connect_tls(c.tls.port, cert=x.cert, key=x.key, ca=x.ca, name=n))
+        old_client, new_client = conns
+        serial = serials[0]
+        assert serials[0] != serials[1]
+        async with clients(old_client, new_client):
+            await asyncio.sleep(0.3)
+            assert await asyncio.to_thread(revoke, a.server_pki, serial=serial) == [serial]
+            revoked = time.monotonic()
+            assert await old_client.closed_by_server(within=CLOSE_WITHIN_S + 1.0)
+            assert time.monotonic() - revoked < CLOSE_WITHIN_S
+            # The same user's other certificate is not revoked: still served on C.
+            await old_client.close()
+            await new_client.send(sa_event("ANDROID-dave", "DAVE"))
+            assert not await new_client.closed_by_server(within=0.5)
+        assert await refused_tls(c, kept[0])
+        assert not await refused_tls(c, kept[1], within=1.0)
+        assert sample(c, "liaison_cluster_access_received_total", "certificate") == 1
+
+
+async def test_a_sign_out_on_one_node_ends_the_users_web_sign_in_on_another(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    for i in range(2):
+        add_web_user(tmp_path, i)
+    async with nodes(2, groups_file=str(write_groups(tmp_path))) as (a, b):
+        async with browser_session(a) as on_a, browser_session(b) as on_b:
+            csrf = await login(a, on_a, "webred")
+            await login(b, on_b, "webred")
+            feed = await on_b.ws_connect(enroll_url(b, "/api/v1/stream"))
+            await snapshot(feed)
+            async with on_a.post(enroll_url(a, "/logout"), headers={"X-CSRF-Token": csrf}) as r:
+                assert r.status == 204
+            signed_out = time.monotonic()
+            assert await close_of(feed, CLOSE_WITHIN_S + 1.0) == (4401, "signed out")
+            assert time.monotonic() - signed_out < CLOSE_WITHIN_S
+            await feed.close()
+            async with on_b.get(enroll_url(b, "/api/v1/me")) as r:
+                assert r.status == 401  # B's sign-in of that user ended
+            # A sign-out is not a revocation: they sign in again on B at once.
+            await login(b, on_b, "webred")
+        assert sample(a, "liaison_cluster_access_published_total", "sign_out") == 1
+        assert sample(b, "liaison_cluster_access_received_total", "sign_out") == 1
+        assert sample(a, "liaison_cluster_access_received_total", "sign_out") is None  # own
+
+
+async def test_malformed_access_notices_are_refused_counted_and_change_nothing(
+    nodes: Nodes, bus: dict[str, Any], tmp_path: Path
+) -> None:
+    import nats
+
+    from liaison.protocol import cluster_wire
+    from liaison.protocol.cluster_wire import AccessNotice
+
+    for name in ("webred", "red1", "red2"):
+        add_web_user(tmp_path, 0, name)
+    async with nodes(1, groups_file=str(write_groups(tmp_path))) as (n0,):
+        assert n0.tls is not None
+        conns = {}
+        for name in ("webred", "red1", "red2"):
+            cert = issue_cert(n0, name, "RED")
+            conns[name] = await connect_tls(
+                n0.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca, name=name
+            )
+        nc = await nats.connect(NATS_URL)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(nc.close)
+            await stack.enter_async_context(clients(*conns.values()))
+            await asyncio.sleep(0.3)
+            js = nc.jetstream()
+            prefix = bus["cluster_prefix"]
+
+            def on(name: str) -> str:
+                return cluster_wire.notice_subject(prefix, AccessNotice("user", "x", name=name))
+
+            red1 = cluster_wire.encode_notice(AccessNotice("user", "forger", name="red1"))
+            # Kept by the revocation stream, refused by the node (each on webred's subject):
+            await js.publish(on("webred"), b"not json")
+            await js.publish(on("webred"), b'{"v":2,"kind":"user","node":"x","name":"webred"}')
+            await js.publish(on("webred"), red1)  # red1's notice on webred's subject
+            await nc.publish(cluster_wire.sign_out_subject(prefix), b"\x00\xff")
+            await nc.flush()
+            # The positive control, on the same path: a well-formed revocation of red1.
+            await js.publish(on("red1"), red1)
+            assert await conns["red1"].closed_by_server(within=WAIT_S)
+            # webred is untouched: still served.
+            await conns["red2"].send(sa_event("ANDROID-red2", "RED2"))
+            await conns["webred"].wait_for(b'uid="ANDROID-red2"', WAIT_S)
+            await wait_until(
+                lambda: (
+                    n0.metrics.registry.get_sample_value("liaison_cluster_access_refused_total")
+                    == 4
+                ),
+                "four notices refused",
+            )
+        assert sample(n0, "liaison_cluster_access_received_total", "user") == 1
+        assert await login_status(n0, "webred") == 200
+        # Every liaison_cluster_* metric this node exposes is in docs/deployment.md's table.
+        exposed = {
+            f"{f.name}_total" if f.type == "counter" else f.name
+            for f in n0.metrics.registry.collect()
+            if f.name.startswith("liaison_cluster_")
+        }
+        documented = set(re.findall(r"^\| `(liaison_cluster_[a-z_]+)", DEPLOYMENT, re.MULTILINE))
+        assert len(exposed) > 10 and exposed - documented == set()
+
+
+async def test_a_revocation_made_while_its_node_is_down_reaches_the_others_and_later_nodes(
+    tmp_path: Path, bus: dict[str, Any]
+) -> None:
+    for i in range(3):
+        add_web_user(tmp_path, i)
+    groups = str(write_groups(tmp_path))
+
+    def config(i: int) -> Any:
+        node = f"node{i}"
+        return make_config(tmp_path / node, cluster_node=node, groups_file=groups, **bus)
+
+    async with run_server(config(1)) as b:
+        cert = issue_cert(b, "webred", "RED")
+        assert b.tls is not None
+        client = await connect_tls(b.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca)
+        async with clients(client):
+            # Node 0 is down (never started): its operator revokes webred in its files.
+            await revoke_on(tmp_path / "node0", "webred")
+            assert not await client.closed_by_server(within=0.5)  # nobody has told B yet
+            async with run_server(config(0)) as a:
+                # Node 0 starts, finds the stream lacks its revocation, publishes it.
+                assert await client.closed_by_server(within=WAIT_S)
+                assert sample(a, "liaison_cluster_access_published_total", "user") == 1
+    # A node started afterwards replays the stream before its listeners open.
+    async with run_server(config(2)) as c:
+        assert await login_status(c) == 401
+        assert sample(c, "liaison_cluster_access_received_total", "user") == 1
+
+
+async def test_a_revocation_made_while_nats_is_down_reaches_the_other_node_when_it_returns(
+    tmp_path: Path, bus: dict[str, Any]
+) -> None:
+    server = NatsServer(tmp_path / "js")
+    await server.start()
+    try:
+        for i in range(2):
+            add_web_user(tmp_path, i)
+        settings = {**bus, "cluster_nats": f"nats://127.0.0.1:{server.port}"}
+        groups = str(write_groups(tmp_path))
+        async with contextlib.AsyncExitStack() as stack:
+            a, c = [
+                await stack.enter_async_context(
+                    run_server(
+                        make_config(
+                            tmp_path / f"node{i}",
+                            cluster_node=f"node{i}",
+                            groups_file=groups,
+                            **settings,
+                        )
+                    )
+                )
+                for i in range(2)
+            ]
+            cert = issue_cert(c, "webred", "RED")
+            assert c.tls is not None
+            client = await connect_tls(c.tls.port, cert=cert.cert, key=cert.key, ca=cert.ca)
+            async with clients(client):
+                await asyncio.sleep(0.3)
+                server.kill()
+                await revoke_on(a.config.data_dir, "webred")
+                assert not await client.closed_by_server(within=1.0)  # the bus is away
+                await server.start()
+                assert await client.closed_by_server(within=3 * WAIT_S)
+            assert sample(a, "liaison_cluster_access_published_total", "user") == 1
+    finally:
+        server.kill()

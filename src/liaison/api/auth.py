@@ -123,8 +123,10 @@ class WebSessions:
         self._sessions: dict[str, _WebSession] = {}
         self.events = events if events is not None else AccessEvents()
 
-    def _ended(self, token: str, username: str, reason: str) -> None:
-        self.events.announce(AccessEnded(reason=reason, sign_in=token, username=username))
+    def _ended(self, token: str, username: str, reason: str, node: str | None = None) -> None:
+        self.events.announce(
+            AccessEnded(reason=reason, sign_in=token, username=username, node=node)
+        )
 
     def create(self, username: str) -> tuple[str, str]:
         """A new session for ``username``; returns (cookie token, CSRF token)."""
@@ -170,10 +172,13 @@ class WebSessions:
         if token and s is not None:
             self._ended(token, s.username, SIGNED_OUT)
 
-    def end_user(self, username: str) -> None:
-        for token in [t for t, s in self._sessions.items() if s.username == username]:
+    def end_user(self, username: str, node: str | None = None) -> int:
+        """End every sign-in of ``username`` (a sign-out on cluster node ``node``); how many."""
+        tokens = [t for t, s in self._sessions.items() if s.username == username]
+        for token in tokens:
             del self._sessions[token]
-            self._ended(token, username, SIGNED_OUT)
+            self._ended(token, username, SIGNED_OUT, node)
+        return len(tokens)
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:

@@ -102,10 +102,15 @@ async def start_http(
     ctx: ApiContext,
     listeners: Sequence[HttpListener],
     route_adders: Sequence[RouteAdder],
+    sessions: WebSessions | None = None,
 ) -> RunningHttp:
-    """Bind every listener and start serving; the caller closes the result at shutdown."""
+    """Bind every listener and start serving; the caller closes the result at shutdown.
+
+    ``sessions``: the web sign-ins, when the caller shares them (the cluster bus ends a user's
+    sign-ins another node signed out); else made here."""
     throttle = LoginThrottle(time.monotonic)
-    sessions = WebSessions(time.monotonic)
+    if sessions is None:
+        sessions = WebSessions(time.monotonic)
     # Tokens are issued and read on the password listener only. An RSA key is made on the first
     # start: off the event loop.
     tokens = None

@@ -140,15 +140,25 @@ class NatsBus:
             lambda: len(self._subscribed),
         )
 
+    @property
+    def client(self) -> Any:
+        """The NATS connection (after ``bind``), shared by the access notices (access.py)."""
+        if self._nc is None:
+            raise RuntimeError("the cluster bus is not bound")
+        return self._nc
+
+    @property
+    def jetstream(self) -> Any:
+        """The JetStream context once bound (the latest-state bucket and the access notices
+        share the connection)."""
+        if self._js is None:
+            raise RuntimeError("the cluster bus is not bound")
+        return self._js
+
     # --- the router's side (synchronous) ----------------------------------------------------
 
     def pending(self) -> int:
         return len(self._pending)
-
-    @property
-    def jetstream(self) -> Any:
-        """The JetStream context once bound (the latest-state bucket shares the connection)."""
-        return self._js
 
     @property
     def congested(self) -> bool:
@@ -180,7 +190,6 @@ class NatsBus:
         try:
             import nats
             from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-            from nats.js.errors import BadRequestError
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ConfigError(
                 "cluster.nats", "the cluster bus needs nats-py: pip install 'liaison[cluster]'"
@@ -211,10 +220,13 @@ class NatsBus:
             duplicate_window=DUPLICATE_WINDOW_S,
         )
         try:
-            await self._js.add_stream(config)
-        except BadRequestError:
-            # It exists with other settings (another node made it, or an older config).
-            await self._js.update_stream(config)
+            await ensure_stream(self._js, config)
+        except BaseException:
+            # A failed bind leaves nothing open (lifetimes.Component): close is not called.
+            nc, self._nc, self._js = self._nc, None, None
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
         log.info("cluster bus: node %s on %s, stream %s", s.node, ", ".join(s.servers), s.stream)
 
     async def run(self) -> None:
@@ -388,6 +400,37 @@ def read_label(policy: Policy | None, label_json: str | None) -> tuple[bool, Lab
         return True, labels.label_from_json(policy, label_json)
     except LabelError:
         return False, None
+
+
+# Seconds a starting node keeps trying to make or update a stream that NATS answers neither
+# exists nor can be made yet, or does not answer about (a JetStream cluster that has just formed,
+# electing its leaders and placing replicas); tried again RETRY_S after each failure.
+STREAM_READY_S = 30.0
+
+
+async def ensure_stream(js: Any, config: Any) -> Any:
+    """Make the stream of ``config``, or update it when it exists with other settings (another
+    node made it, or an older configuration); returns its ``StreamInfo``. A just-formed
+    JetStream cluster may refuse the first (it cannot place the replicas yet), then not know the
+    stream to update, or not answer in time: tried again for ``STREAM_READY_S`` at most, then
+    the last error raised."""
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_READY_S
+    for _ in range(int(STREAM_READY_S / RETRY_S) + 1):  # bounded also by the deadline
+        try:
+            try:
+                return await js.add_stream(config)
+            except BadRequestError:
+                return await js.update_stream(config)
+        except (NotFoundError, ServiceUnavailableError, NatsTimeoutError) as exc:
+            if loop.time() + RETRY_S >= deadline:
+                raise
+            log.warning("cluster bus: stream %s not ready (%r); trying again", config.name, exc)
+            await asyncio.sleep(RETRY_S)
+    raise TimeoutError(f"stream {config.name} not ready within {STREAM_READY_S} s")
 
 
 def default_node_name(hostname: Callable[[], str], port: int | None) -> str:

@@ -166,10 +166,9 @@ class SharedLatestState:
         from nats.js.api import KeyValueConfig, StorageType
         from nats.js.errors import BucketNotFoundError
 
-        bus = self._bus
-        if bus is None or bus.jetstream is None:
-            raise RuntimeError("the cluster latest state needs the bus bound first")
-        js = bus.jetstream
+        if self._bus is None:
+            raise RuntimeError("the cluster latest state needs the bus")
+        js = self._bus.jetstream  # raises while the bus is not bound
         s = self.settings
         try:
             self._kv = await js.key_value(bucket_name(s))

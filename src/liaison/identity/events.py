@@ -12,6 +12,10 @@ subscribers of an ``AccessEvents``:
 - the web sign-ins (``api.auth.WebSessions``) announce each sign-out and expiry on their own
   ``AccessEvents``; the web map's feeds subscribe to end the feed of that sign-in.
 
+In a cluster (``cluster/access.py``) a node announces its own revocations and sign-outs on the
+bus; a node receiving one adds the revocation to ``Identities.shared`` and sweeps at once, or ends
+the user's web sign-ins (``WebSessions.end_user``): the same announcements, the same endings.
+
 A subscriber is called synchronously, on the event loop, and must not block.
 """
 
@@ -45,6 +49,9 @@ class AccessEnded:
     # SIGNED_OUT, EXPIRED: the web sign-in (its cookie token) that ended, and whose it was.
     sign_in: str | None = None
     username: str | None = None
+    # The cluster node where it began, when another node announced it over the bus
+    # (cluster/access.py); None when it began here.
+    node: str | None = None
 
 
 AccessSubscriber = Callable[[AccessEnded], None]

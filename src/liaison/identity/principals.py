@@ -18,7 +18,7 @@ from liaison.identity.directory import Directory
 from liaison.identity.events import AccessEvents
 from liaison.identity.groups import GroupRules
 from liaison.identity.listeners import Auth, Listener
-from liaison.identity.revocation import RevocationCache
+from liaison.identity.revocation import RevocationCache, SharedRevocations
 from liaison.identity.tls import peer_identity
 from liaison.identity.users import User, UserDirectory
 from liaison.model.labels import AuthSet
@@ -62,9 +62,15 @@ class Identities:
         server_pki: ServerPki | None,
         gate: Authorizer | None = None,
         directory: Directory | None = None,
+        shared: SharedRevocations | None = None,
     ) -> None:
         self._groups = groups
         self._users = users
+        # Users and certificates other cluster nodes revoked (cluster/access.py): revoked here
+        # exactly as those of this node's files, the users file's lookups included.
+        self.shared = shared if shared is not None else SharedRevocations()
+        if users is not None:
+            users.shared = self.shared
         # Directory (LDAP) users who signed in: asked for a name the users file does not have.
         self.directory = directory
         self._pki = server_pki
@@ -95,7 +101,7 @@ class Identities:
         if der is None or self._revocations is None:
             return None
         ident = peer_identity(der, issuers=self._issuers)
-        if self._revocations.is_revoked(ident.serial):
+        if self._revocations.is_revoked(ident.serial) or ident.serial in self.shared.serials:
             log.warning("tls %s: refused revoked certificate serial %x", peer, ident.serial)
             return None
         match = self._username_re.search(ident.subject)
@@ -112,7 +118,7 @@ class Identities:
         }
         in_g, out_g = self._groups.resolve(facts)
         user = self._user(name)
-        if user is not None and user.revoked:
+        if (user is not None and user.revoked) or name in self.shared.names:
             log.warning("tls %s: refused certificate of revoked user %s", peer, name)
             return None
         if user is not None:
@@ -153,11 +159,13 @@ class Identities:
 
     def revoked(self, principal: Principal) -> bool:
         """Whether a connected principal's certificate or account has since been revoked."""
-        if (
-            principal.cert_serial is not None
-            and self._revocations is not None
-            and self._revocations.is_revoked(principal.cert_serial)
+        serial = principal.cert_serial
+        if serial is not None and (
+            serial in self.shared.serials
+            or (self._revocations is not None and self._revocations.is_revoked(serial))
         ):
+            return True
+        if principal.name in self.shared.names:
             return True
         user = self._user(principal.name)
         return user is not None and user.revoked
@@ -174,10 +182,25 @@ class Identities:
         files changes): the sweep looks at live principals only after it changed, since a
         principal revoked before its handshake or login is refused there."""
         return (
+            *self.local_revocation_state(),
+            self.directory.stamp if self.directory is not None else None,
+            self.shared.version,
+        )
+
+    def local_revocation_state(self) -> tuple[object, ...]:
+        """Changes whenever this node's own files may hold a new revocation (the issued index,
+        the users file): the cluster bus then announces what is new (cluster/access.py)."""
+        return (
             self._revocations.stamp if self._revocations is not None else None,
             self._users.stamp if self._users is not None else None,
-            self.directory.stamp if self.directory is not None else None,
         )
+
+    def local_revocations(self) -> tuple[frozenset[str], frozenset[int]]:
+        """The users and certificate serials revoked in this node's own files (not the
+        directory's, which every node asks itself, nor those other nodes announced)."""
+        names = self._users.revoked_names() if self._users is not None else frozenset()
+        serials = self._revocations.revoked() if self._revocations is not None else frozenset()
+        return names, serials
 
     def revoked_among(self, principals: Iterable[Principal]) -> list[Principal]:
         """Those of ``principals`` whose certificate or account was revoked: :meth:`revoked` for
@@ -185,6 +208,10 @@ class Identities:
         session sweep asks this for every live session twice a second)."""
         serials = self._revocations.revoked() if self._revocations is not None else frozenset()
         names = self._users.revoked_names() if self._users is not None else frozenset()
+        if self.shared.serials:
+            serials = serials | self.shared.serials
+        if self.shared.names:
+            names = names | self.shared.names
         if self.directory is not None:
             # a name of the users file is that local user, whatever the directory says (_user)
             local = self._users
@@ -215,7 +242,7 @@ class Identities:
     def from_username(self, name: str, listener: Listener = Listener.ENROLL) -> Principal | None:
         """A user whose password (or token) was already checked, e.g. by HTTP Basic."""
         user = self._user(name)
-        if user is None or user.revoked:
+        if user is None or user.revoked or name in self.shared.names:
             return None
         return self._user_principal(user, listener)
 

@@ -84,6 +84,49 @@ def is_revoked(pki: ServerPki, serial: int) -> bool:
     return serial in revoked_serials(pki)
 
 
+# Most revocations another node may announce that one node keeps (users and certificates each);
+# past it a notice is refused and counted (cluster/access.py), never a silent drop.
+MAX_SHARED_REVOCATIONS = 1_000_000
+
+
+class SharedRevocations:
+    """Users and certificates revoked on other nodes of a cluster, as their notices arrived over
+    the bus (``cluster/access.py``, replayed from its stream at start).
+
+    Held in memory beside this node's own files, which it never writes: ``Identities`` and the
+    users file's lookups (``UserDirectory.get``) count a name or serial here as revoked, exactly
+    as one revoked in this node's files. ``version`` changes with every addition, so the session
+    sweep looks at live principals again."""
+
+    __slots__ = ("names", "serials", "version")
+
+    def __init__(self) -> None:
+        # Only added to, on the event loop; read from worker threads too (a password check).
+        self.names: set[str] = set()
+        self.serials: set[int] = set()
+        self.version = 0
+
+    def add_name(self, name: str) -> bool:
+        """Count user ``name`` as revoked; False when it already was. OverflowError when full."""
+        if name in self.names:
+            return False
+        if len(self.names) >= MAX_SHARED_REVOCATIONS:
+            raise OverflowError(f"more than {MAX_SHARED_REVOCATIONS} revoked users")
+        self.names.add(name)
+        self.version += 1
+        return True
+
+    def add_serial(self, serial: int) -> bool:
+        """Count certificate ``serial`` as revoked; False when it already was."""
+        if serial in self.serials:
+            return False
+        if len(self.serials) >= MAX_SHARED_REVOCATIONS:
+            raise OverflowError(f"more than {MAX_SHARED_REVOCATIONS} revoked certificates")
+        self.serials.add(serial)
+        self.version += 1
+        return True
+
+
 class RevocationCache:
     """The revoked serials, re-read only when issued.json changes (for a check per handshake).
 

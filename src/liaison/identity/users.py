@@ -24,11 +24,14 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liaison.errors import StorageError
 from liaison.identity.files import atomic_write, exclusive_lock
 from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
+
+if TYPE_CHECKING:
+    from liaison.identity.revocation import SharedRevocations
 
 # --- Named choices, with their reasons ------------------------------------------------------
 
@@ -336,6 +339,8 @@ class UserDirectory:
         self._path = path
         self._users: dict[str, User] = dict(users or {})
         self._stamp: tuple[int, int, int] | None = None
+        # Revocations announced by other cluster nodes (cluster/access.py); never written here.
+        self.shared: SharedRevocations | None = None
 
     # -- construction and persistence --
 
@@ -432,8 +437,14 @@ class UserDirectory:
     # -- queries --
 
     def get(self, name: str) -> User | None:
+        """The user ``name``; revoked also when another cluster node revoked them
+        (:attr:`shared`), whatever this node's file says."""
         self._reload_if_changed()
-        return self._users.get(name)
+        user = self._users.get(name)
+        shared = self.shared
+        if user is not None and not user.revoked and shared is not None and name in shared.names:
+            return replace(user, revoked=True)
+        return user
 
     @property
     def stamp(self) -> tuple[int, int, int] | None:

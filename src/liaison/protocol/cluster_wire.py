@@ -11,11 +11,18 @@ subscribes to the groups its own subscribers read (their OUT groups), so it rece
 some of its clients may see (TAK reachability: IN of the sender meets OUT of the reader,
 tak-protocol.md section 7). An event written into two groups is published once per group with
 the same ``Liaison-Id``; a node reading both keeps the first (:class:`SeenIds`).
+
+The bus also carries access notices (:class:`AccessNotice`): a revoked user or certificate, kept
+in a stream of their own (``<prefix>.rv.u.<hex of the name>``, ``<prefix>.rv.c.<hex serial>``:
+one subject per revoked principal, so the stream keeps each once), and a web sign-out
+(``<prefix>.so``, not kept). Their payload is a small versioned JSON object, checked field by
+field, and the subject must be the one its content names.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -236,3 +243,99 @@ def decode_latest(data: bytes) -> LatestValue:
     except UnicodeEncodeError:  # a lone surrogate escaped in the JSON
         raise WireError("latest-state value: xml is not valid Unicode") from None
     return LatestValue(node, frozenset(groups), label, xml_bytes, origin)
+
+
+# --- access notices: revocations and sign-outs (cluster/access.py) --------------------------
+
+NOTICE_VERSION = 1
+# Largest notice payload read; larger is refused before parsing.
+MAX_NOTICE_BYTES = 4096
+# Longest user or node name in a notice (a users file name is at most 64 characters).
+MAX_NOTICE_NAME_CHARS = 256
+# Longest certificate serial, in hexadecimal digits (RFC 5280 4.1.2.2: at most 20 octets).
+MAX_SERIAL_HEX = 40
+
+KIND_USER = "user"  # a user revoked: every session and sign-in of that name ends
+KIND_CERTIFICATE = "certificate"  # a certificate revoked: every session on it ends
+KIND_SIGN_OUT = "sign_out"  # a web sign-out: the user's web sign-ins on other nodes end
+REVOCATION_KINDS = frozenset({KIND_USER, KIND_CERTIFICATE})
+
+# Lowercase hexadecimal without leading zeros: one spelling per serial (a serial is positive).
+_SERIAL_RE = re.compile(f"[1-9a-f][0-9a-f]{{0,{MAX_SERIAL_HEX - 1}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessNotice:
+    """A revocation or a sign-out one node announces to the others."""
+
+    kind: str  # KIND_USER, KIND_CERTIFICATE or KIND_SIGN_OUT
+    node: str  # the node that announced it
+    name: str = ""  # KIND_USER, KIND_SIGN_OUT: the user
+    serial: int = 0  # KIND_CERTIFICATE: the certificate's serial
+
+
+def revocation_subjects(prefix: str) -> str:
+    """The revocation stream's subject filter."""
+    return f"{prefix}.rv.>"
+
+
+def sign_out_subject(prefix: str) -> str:
+    return f"{prefix}.so"
+
+
+def notice_subject(prefix: str, notice: AccessNotice) -> str:
+    """The subject ``notice`` is published on: one per revoked user or certificate."""
+    if notice.kind == KIND_USER:
+        return f"{prefix}.rv.u.{notice.name.encode('utf-8').hex()}"
+    if notice.kind == KIND_CERTIFICATE:
+        return f"{prefix}.rv.c.{notice.serial:x}"
+    return sign_out_subject(prefix)
+
+
+def encode_notice(notice: AccessNotice) -> bytes:
+    doc: dict[str, object] = {"v": NOTICE_VERSION, "kind": notice.kind, "node": notice.node}
+    if notice.kind == KIND_CERTIFICATE:
+        doc["serial"] = f"{notice.serial:x}"
+    else:
+        doc["name"] = notice.name
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _notice_text(value: object, what: str) -> str:
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_NOTICE_NAME_CHARS
+        or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)
+    ):
+        raise WireError(f"notice {what}")
+    return value
+
+
+def decode_notice(prefix: str, subject: str, payload: bytes, kinds: frozenset[str]) -> AccessNotice:
+    """The notice received on ``subject``; :class:`WireError` unless it is a well-formed notice
+    of one of ``kinds`` published on the subject its content names."""
+    if len(payload) > MAX_NOTICE_BYTES:
+        raise WireError("notice too long")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"notice: {exc}") from None
+    if not isinstance(doc, dict):
+        raise WireError("notice is not an object")
+    if doc.get("v") != NOTICE_VERSION or isinstance(doc.get("v"), bool):
+        raise WireError(f"notice version {doc.get('v')!r}")
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or kind not in kinds:
+        raise WireError(f"notice kind {kind!r}")
+    node = _notice_text(doc.get("node"), "node")
+    if kind == KIND_CERTIFICATE:
+        serial = doc.get("serial")
+        if not isinstance(serial, str) or not _SERIAL_RE.fullmatch(serial):
+            raise WireError("notice serial")
+        notice = AccessNotice(kind, node, serial=int(serial, 16))
+    else:
+        notice = AccessNotice(kind, node, name=_notice_text(doc.get("name"), "name"))
+    if notice_subject(prefix, notice) != subject:
+        raise WireError("notice on another subject than its content names")
+    return notice

@@ -253,6 +253,45 @@ def test_sweep_finds_revoked_accounts_and_certificates_all_at_once(
     assert ids.events.sweep(principals) == 3
 
 
+def test_revocations_of_other_nodes_count_as_this_nodes_own(
+    fresh_pki: ServerPki, tmp_path: Path
+) -> None:
+    """Identities.shared (cluster/access.py fills it from the bus): every lookup refuses a name or
+    serial in it as if this node's files had revoked it, and never writes those files."""
+    ids = identities(fresh_pki, tmp_path)
+    users = ids._users
+    assert users is not None
+    users.add_user("bob", "USA", password="correct horse battery staple")
+    resolve = ids.resolver(Listener.TLS)
+    certs = {
+        n: issue_client_cert(fresh_pki, common_name=n, org="USA", now=NOW)
+        for n in ("alice", "bob", "carol")
+    }
+    der = {n: c.certificate.public_bytes(serialization.Encoding.DER) for n, c in certs.items()}
+    live = [resolve(der[n], "10.0.0.1:1") for n in ("alice", "bob", "carol")]
+    assert all(p is not None for p in live)
+    principals = [p for p in live if p is not None]
+    assert ids.events.sweep(principals) == 0
+    before = ids.revocation_state()
+    assert ids.shared.add_name("bob") and not ids.shared.add_name("bob")
+    assert ids.shared.add_serial(certs["alice"].serial)
+    assert ids.revocation_state() != before  # the sweep looks again
+    assert [p.name for p in ids.revoked_among(principals)] == ["alice", "bob"]
+    assert [p.name for p in principals if ids.revoked(p)] == ["alice", "bob"]
+    assert ids.events.sweep(principals) == 2
+    # New ones refused: certificate, password, a name whose check was already made (cookie).
+    assert resolve(der["alice"], "10.0.0.1:2") is None
+    assert resolve(der["bob"], "10.0.0.1:2") is None
+    assert resolve(der["carol"], "10.0.0.1:2") is not None
+    assert users.verify_password("bob", "correct horse battery staple") is None
+    assert ids.from_username("bob") is None
+    bob = users.get("bob")
+    assert bob is not None and bob.revoked
+    # This node's own files are untouched, and what it announces is only theirs.
+    assert UserDirectory.load(tmp_path / "users.json").revoked_names() == frozenset()
+    assert ids.local_revocations() == (frozenset(), frozenset())
+
+
 def test_anonymous_principals_take_the_listeners_org(tmp_path: Path) -> None:
     ids = Identities(
         cert_username_regex=r"CN=([^,]+)",
