@@ -30,7 +30,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from liaison.cluster.bus import RETRY_S, ClusterSettings, NatsBus, read_label
+from liaison.cluster.bus import RETRY_S, STREAM_READY_S, ClusterSettings, NatsBus, read_label
 from liaison.latest.base import LatestEntry, LatestState
 from liaison.metrics import Metrics
 from liaison.model import labels
@@ -53,6 +53,44 @@ LOAD_TIMEOUT_S = 10.0
 WATCH_POLL_S = 5.0
 
 _DELETE = None  # a waiting change that is a delete
+
+
+async def _open_bucket(js: Any, s: ClusterSettings) -> Any:
+    """The bucket, made when no node has made it yet. A JetStream cluster that has just formed
+    may not answer, or not place the bucket yet: tried again every ``RETRY_S`` for at most
+    ``STREAM_READY_S`` (as the bus does for its streams), then the last error raised."""
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.api import KeyValueConfig, StorageType
+    from nats.js.errors import (
+        BadRequestError,
+        BucketNotFoundError,
+        NotFoundError,
+        ServiceUnavailableError,
+    )
+
+    config = KeyValueConfig(
+        bucket=bucket_name(s),
+        history=1,
+        ttl=s.max_age_s,
+        max_value_size=cluster_wire.MAX_LATEST_VALUE,
+        storage=StorageType.FILE,
+        replicas=s.replicas,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_READY_S
+    for _ in range(int(STREAM_READY_S / RETRY_S) + 1):  # bounded also by the deadline
+        try:
+            try:
+                return await js.key_value(config.bucket)
+            except BucketNotFoundError:
+                return await js.create_key_value(config)
+        except (BadRequestError, NotFoundError, ServiceUnavailableError, NatsTimeoutError) as exc:
+            # BadRequest: another node made it meanwhile (with other settings): open it next.
+            if loop.time() + RETRY_S >= deadline:
+                raise
+            log.warning("cluster latest state: bucket %s not ready (%r)", config.bucket, exc)
+            await asyncio.sleep(RETRY_S)
+    raise TimeoutError(f"bucket {config.bucket} not ready within {STREAM_READY_S} s")
 
 
 def bucket_name(settings: ClusterSettings) -> str:
@@ -163,26 +201,11 @@ class SharedLatestState:
 
     async def bind(self) -> None:
         """Open (or make) the bucket and apply everything it holds before the node serves."""
-        from nats.js.api import KeyValueConfig, StorageType
-        from nats.js.errors import BucketNotFoundError
-
         if self._bus is None:
             raise RuntimeError("the cluster latest state needs the bus")
         js = self._bus.jetstream  # raises while the bus is not bound
         s = self.settings
-        try:
-            self._kv = await js.key_value(bucket_name(s))
-        except BucketNotFoundError:
-            self._kv = await js.create_key_value(
-                KeyValueConfig(
-                    bucket=bucket_name(s),
-                    history=1,
-                    ttl=s.max_age_s,
-                    max_value_size=cluster_wire.MAX_LATEST_VALUE,
-                    storage=StorageType.FILE,
-                    replicas=s.replicas,
-                )
-            )
+        self._kv = await _open_bucket(js, s)
         self._watcher = await self._kv.watchall()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOAD_TIMEOUT_S
