@@ -216,6 +216,10 @@ MAX_INTERNED_KEYS = 4096
 _NO_KEY = object()
 # Distinct labels whose display banner is remembered; a mission uses a handful.
 MAX_BANNERS = 1024
+# Latest entries whose rendering replay keeps (Router._replay_out: about 1 KB each as XML, as
+# much again once a TAK protocol v1 client took the protobuf form); past it the table starts
+# again.
+MAX_REPLAY_RENDERINGS = 20_000
 
 
 class Router:
@@ -255,6 +259,10 @@ class Router:
         self._key_objects: dict[object, object] = {}  # access key -> its one object
         # The latest state: app.py picks the implementation (one node's, or a cluster's).
         self._latest: LatestState = latest
+        # The rendering of each latest entry replayed lately, shared by every replay until the
+        # entry changes: a reconnect storm (a restart, a network back) renders each item once,
+        # not once per client (docs/performance.md, "Replay storms"). uid -> (entry, Outgoing).
+        self._replayed: dict[str, tuple[LatestEntry, Outgoing]] = {}
         # Held while the audit log fails: events to accept again, or accepted ones to distribute.
         self._held: deque[tuple[Event, Source] | AcceptedEvent] = deque()
         self._banners: dict[str, str] = {}  # label id -> banner, for display
@@ -1010,9 +1018,7 @@ class Router:
         entries = [e for e in self._latest.entries() if not e.event.is_stale(now)]
         entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
         plans = [
-            self._fanout(
-                "replay", Outgoing(e.event, e.sender_groups), e.sender_groups, e.label, [sub]
-            )
+            self._fanout("replay", self._replay_out(e), e.sender_groups, e.label, [sub])
             for e in entries
         ]
         if self.gate is not None and not self.gate.record([a for p in plans for a in p.audit]):
@@ -1025,6 +1031,20 @@ class Router:
                 sent += 1
         self.m_deliveries.inc(amount=sent)
         return sent
+
+    def _replay_out(self, entry: LatestEntry) -> Outgoing:
+        """The rendering of ``entry`` for replay: the one made for an earlier replay while the
+        entry is the same object (the latest state replaces, never changes, an entry)."""
+        cache = self._replayed
+        uid = entry.event.uid
+        held = cache.get(uid)
+        if held is not None and held[0] is entry:
+            return held[1]
+        if len(cache) >= MAX_REPLAY_RENDERINGS:
+            cache.clear()  # bounded: the next replays render again
+        out = Outgoing(entry.event, entry.sender_groups)
+        cache[uid] = (entry, out)
+        return out
 
     # --- queries made on a principal's behalf (HTTP, exports) -----------------------------
     # Each passes the same decision as live delivery, and writes the same release records. A

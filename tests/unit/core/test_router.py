@@ -5,6 +5,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+import pytest
+
+from liaison import router as router_module
 from liaison.latest import LatestEntry, MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.model.event import Event, make_event
@@ -136,6 +139,50 @@ def test_replay_contacts_first_without_stale_or_directed() -> None:
     assert [e.uid for e in late.got] == ["A", "marker"]
     other = Sub(user("other", "blue"))
     assert r.replay_to(other) == 0  # replay passes the same decision as live delivery
+
+
+@dataclass(eq=False)
+class Outs:
+    """A subscriber keeping the Outgoing objects it is handed."""
+
+    principal: Principal
+    client_uid: str | None = None
+    callsign: str | None = None
+    got: list[Outgoing] = field(default_factory=list)
+
+    def deliver(self, out: Outgoing) -> None:
+        self.got.append(out)
+
+
+def test_replay_renders_each_entry_once_until_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = router()
+    a = Sub(user("a"))
+    r.attach(a)
+    r.publish(sa("A", "AL"), a)
+    r.publish(event("m", "b-m-p-s-m", time=NOW - 10), a)
+    first, second = Outs(user("first")), Outs(user("second"))
+    for sub in (first, second):
+        r.attach(sub)
+        assert r.replay_to(sub) == 2
+    # The second client is handed the very renderings the first was: rendered once.
+    assert [id(o) for o in second.got] == [id(o) for o in first.got]
+    first.got[0].xml()
+    assert second.got[0]._xml is not None
+    # A new report replaces the entry: the next replay renders it anew, the other stays shared.
+    r.publish(event("A", detail='<contact callsign="AL2" endpoint="*:-1:stcp"/>', time=NOW + 1), a)
+    third = Outs(user("third"))
+    r.attach(third)
+    r.replay_to(third)
+    by_uid = {o.event.uid: o for o in third.got}
+    assert by_uid["A"] is not first.got[0] and by_uid["A"].event.callsign == "AL2"
+    assert by_uid["m"] is first.got[1]
+    # Bounded: past the limit the table starts again (and the replay is still complete).
+    monkeypatch.setattr(router_module, "MAX_REPLAY_RENDERINGS", 1)
+    r.publish(event("m", "b-m-p-s-m", time=NOW + 5), a)
+    fourth = Outs(user("fourth"))
+    r.attach(fourth)
+    assert r.replay_to(fourth) == 2
+    assert len(r._replayed) == 1
 
 
 def test_older_report_does_not_replace_newer_state() -> None:
