@@ -507,9 +507,7 @@ class Router:
         it joins this node's latest state (so replay and the picture answer the same on every
         node) and goes to this node's subscribers, each decided and recorded here.
         """
-        origin = origin_of(source.principal)
-        if origin is not None:
-            event = replace(event, origin=origin)
+        event = _with_origin(event, source.principal)
         self._remember(event, label, source.principal, self._clock_ms(), shared=False)
         out = Outgoing(event, source.principal.in_groups)
         return self.distribute(AcceptedEvent(event, label, source, out))
@@ -545,9 +543,7 @@ class Router:
                 return Refusal(outcome.reasons or ("rejected",))
             event, label = outcome.event, outcome.label
         self.m_in.inc(event.type.split("-", 2)[0] if event.type else "")
-        origin = origin_of(sender)
-        if origin is not None:
-            event = replace(event, origin=origin)
+        event = _with_origin(event, sender)
         return AcceptedEvent(event, label, source, Outgoing(event, sender.in_groups)), ingest
 
     def ingest_outcome(self, event: Event, sender: Principal) -> IngestOutcome | None:
@@ -980,9 +976,7 @@ class Router:
         if not result.allowed:
             gate.record([("relabel", record)])
             return result
-        event = gate.labelled(entry.event, new_label)
-        if entry.event.origin is not None:
-            event = replace(event, origin=entry.event.origin)
+        event = gate.labelled(entry.event, new_label)  # keeps the entry's origin
         plan = self._fanout(
             "relabel",
             Outgoing(event, entry.sender_groups),
@@ -1394,6 +1388,13 @@ class Router:
             return 0
         _tell_refused(plans)
         return self._deliver(plans)
+
+
+def _with_origin(event: Event, sender: Principal) -> Event:
+    """``event`` marked with where the server got it (a feed, a partner link), for the web
+    map's layers; unchanged for a client's own event."""
+    origin = origin_of(sender)
+    return event if origin is None else replace(event, origin=origin)
 
 
 def stored_event(

@@ -46,7 +46,7 @@ from liaison.federation.status import LinkState, PeerStatus
 from liaison.identity.listeners import Listener
 from liaison.model.event import Dest, Event
 from liaison.model.labels import AuthSet, Policy
-from liaison.model.principal import Principal, PrincipalKind
+from liaison.model.principal import FEDERATION_PREFIX, Principal, PrincipalKind
 from liaison.router import Outgoing, Router
 from liaison.transports.outbound import OutboundLimits, OutboundQueue, OutboundStatistics
 
@@ -127,7 +127,7 @@ class LinkRefused(Exception):
 
 def _federate(peer: PeerConfig, auths: AuthSet) -> Principal:
     return Principal(
-        name=f"federation:{peer.name}",
+        name=FEDERATION_PREFIX + peer.name,
         kind=PrincipalKind.FEDERATE,
         in_groups=peer.in_groups,
         out_groups=peer.out_groups,
