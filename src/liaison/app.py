@@ -144,7 +144,21 @@ async def _open_store(config: Config) -> Store:
 async def _open_mission_store(config: Config) -> MissionStore:
     if config.storage == "memory":
         return MemoryMissionStore()
+    if config.storage.startswith(("postgresql://", "postgres://")):
+        # Missions in the same database as the events (docs/storage.md "Missions and files in
+        # PostgreSQL"): every node of a cluster sharing it sees the same missions.
+        from liaison.storage.postgresql_missions import PostgresMissionStore
+
+        return await PostgresMissionStore.open(config.storage)
     return await SqliteMissionStore.open(config.data_dir / "missions.db")
+
+
+def _file_store_opener(config: Config) -> Callable[[], Awaitable[FileStore]]:
+    """How each HTTP listener opens its file store: the database's tables with a PostgreSQL
+    storage URL (shared by a cluster's nodes), else ``DATA_DIR/files``."""
+    if config.storage.startswith(("postgresql://", "postgres://")):
+        return functools.partial(FileStore.open_postgresql, config.storage)
+    return functools.partial(FileStore.open, config.data_dir / "files")
 
 
 async def _load_latest(store: Store, router: Router, clock: int) -> int:
@@ -654,7 +668,7 @@ async def _start_http(
         query=Query(
             server.router,
             server.store,
-            open_files=functools.partial(FileStore.open, config.data_dir / "files"),
+            open_files=_file_store_opener(config),
             missions=server.missions,
         ),
         metrics=server.metrics,

@@ -19,7 +19,7 @@ are re-exported here, so ``api/`` never imports ``liaison.storage``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -208,10 +208,22 @@ class Files:
         decision, so a count reveals nothing of other organisations' files)."""
         return self.visible(viewer, await self._store.index.search(query))
 
-    def content_path(self, rec: FileRecord) -> Path:
-        """Where ``rec``'s content lies (it may be missing). Hand it over only after
-        :meth:`release`."""
-        return self._store.content_path(rec.hash)
+    def content_path(self, rec: FileRecord) -> Path | None:
+        """Where ``rec``'s content lies (it may be missing), or None when contents are kept in
+        the database (:meth:`content_chunks`). Hand it over only after :meth:`release`."""
+        return self._store.content_path(rec.hash) if self._store.on_disk else None
+
+    async def content_size(self, rec: FileRecord) -> int | None:
+        """The size of ``rec``'s stored content; None when it is missing."""
+        return await self._store.content_size(rec.hash)
+
+    def content_chunks(self, rec: FileRecord) -> AsyncIterator[bytes]:
+        """``rec``'s content a chunk at a time. Hand it over only after :meth:`release`."""
+        return self._store.content_chunks(rec.hash)
+
+    async def read_content(self, rec: FileRecord, limit: int) -> bytes | None:
+        """``rec``'s whole content (StorageError past ``limit`` bytes); None if missing."""
+        return await self._store.read_content(rec.hash, limit)
 
     def release(self, viewer: Principal, rec: FileRecord, *, path: str = "file") -> bool:
         """Hand ``rec``'s content to ``viewer``: the router's access decision and, when the

@@ -364,8 +364,9 @@ async def get_content(request: web.Request) -> web.StreamResponse:
     if rec is None:
         return files.not_found()
     path = store.content_path(rec)
-    if not path.is_file():
-        log.error("content of %s is missing from %s", rec.hash, path)
+    size = await store.content_size(rec) if path is None else None
+    if (path is None and size is None) or (path is not None and not path.is_file()):
+        log.error("content of %s is missing (%s)", rec.hash, path or "database")
         return files.not_found()
     # The release decision and its audit record, before the first byte (docs/labels.md 5). A HEAD
     # sends no content (the decision above already hid what the caller may not see): no record.
@@ -378,15 +379,24 @@ async def get_content(request: web.Request) -> web.StreamResponse:
             "download of %s for %s not released: audit log", rec.hash, principal(request).name
         )
         raise web.HTTPServiceUnavailable(text="the audit log cannot be written; try again later\n")
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": rec.mime,
-            "Content-Disposition": files.content_disposition(rec.name, fallback=rec.hash),
-            "ETag": f'"{rec.hash}"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    headers = {
+        "Content-Type": rec.mime,
+        "Content-Disposition": files.content_disposition(rec.name, fallback=rec.hash),
+        "ETag": f'"{rec.hash}"',
+        "X-Content-Type-Options": "nosniff",
+    }
+    if path is not None:
+        return web.FileResponse(path, headers=headers)
+    # Contents in PostgreSQL (docs/storage.md "Missions and files in PostgreSQL"): sent one
+    # chunk (postgresql_missions.CHUNK_BYTES) at a time, so memory stays bounded; no ranges.
+    response = web.StreamResponse(headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    if request.method != "HEAD":
+        async for chunk in store.content_chunks(rec):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def get_search(request: web.Request) -> web.Response:

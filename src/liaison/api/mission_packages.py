@@ -523,11 +523,9 @@ async def get_mission_archive(request: web.Request) -> web.Response:
         entries.append((entry, item.event.xml))
         listed.append((entry, item.uid))
     for n, (record, content) in enumerate(found):
-        path = store.content_path(record)
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except OSError:
-            log.error("content of %s is missing from %s", record.hash, path)
+        data = await store.read_content(record, MAX_ARCHIVE_FILE_BYTES)
+        if data is None:
+            log.error("content of %s is missing", record.hash)
             continue
         # The bytes are handed over: the decision and a release record, as a download.
         if not store.release(viewer, record, path="mission-archive"):

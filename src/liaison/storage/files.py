@@ -35,7 +35,7 @@ import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -583,19 +583,37 @@ def _clip(text: str | None, what: str) -> str | None:
     return text
 
 
+class ContentStore(Protocol):
+    """File contents kept elsewhere than a folder (PostgreSQL: storage/postgresql_missions.py
+    PostgresContents). Every method raises StorageError when the backend fails."""
+
+    async def put(self, hash: str, data: bytes) -> None: ...
+
+    async def size(self, hash: str) -> int | None: ...
+
+    def chunks(self, hash: str) -> AsyncIterator[bytes]: ...
+
+    async def read(self, hash: str, limit: int) -> bytes | None: ...
+
+
 class FileStore:
-    """Content by hash in a folder, metadata in a :class:`FileIndex`."""
+    """Content by hash in a folder (or a :class:`ContentStore`), metadata in a
+    :class:`FileIndex`."""
 
     def __init__(
         self,
-        root: Path,
+        root: Path | None,
         index: FileIndex,
         *,
+        contents: ContentStore | None = None,
         max_bytes: int = MAX_FILE_BYTES,
         zip_limits: ZipLimits = ZipLimits(),
     ) -> None:
+        if (root is None) == (contents is None):
+            raise ValueError("a file store keeps contents in a folder or a ContentStore")
         self.root = root
         self.index = index
+        self.contents = contents
         self.max_bytes = max_bytes
         self.zip_limits = zip_limits
 
@@ -604,10 +622,70 @@ class FileStore:
         """A store under ``root`` (``DATA_DIR/files``) with its SQLite index ``root/index.db``."""
         return cls(root, await SqliteFileIndex.open(root / "index.db"), **kwargs)
 
+    @classmethod
+    async def open_postgresql(cls, url: str, **kwargs: Any) -> FileStore:
+        """Index and contents in the PostgreSQL database at ``url`` (shared by a cluster's
+        nodes; docs/storage.md "Missions and files in PostgreSQL")."""
+        from liaison.storage.postgresql_missions import PostgresFileIndex
+
+        index = await PostgresFileIndex.open(url, schema=kwargs.pop("schema", None))
+        return cls(None, index, contents=index.contents, **kwargs)
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether contents are files under ``root`` (:meth:`content_path`)."""
+        return self.root is not None
+
     def content_path(self, hash: str) -> Path:
         if not is_sha256(hash):
             raise ValueError("not a SHA-256 hex digest")
+        if self.root is None:
+            raise ValueError("this file store keeps its contents in a database")
         return self.root / hash[:2] / hash
+
+    async def content_size(self, hash: str) -> int | None:
+        """The stored content's size in bytes, or None when it is missing."""
+        if self.contents is not None:
+            return await self.contents.size(hash)
+        path = self.content_path(hash)
+        try:
+            st = await asyncio.to_thread(path.stat)
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    async def content_chunks(self, hash: str) -> AsyncIterator[bytes]:
+        """The content a chunk at a time (bounded memory however large the file); nothing when
+        it is missing."""
+        if self.contents is not None:
+            async for chunk in self.contents.chunks(hash):
+                yield chunk
+            return
+        path = self.content_path(hash)
+        try:
+            f = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"content {hash}: {exc}") from exc
+        try:
+            while chunk := await asyncio.to_thread(f.read, _READ_CHUNK):
+                yield chunk
+        finally:
+            f.close()
+
+    async def read_content(self, hash: str, limit: int) -> bytes | None:
+        """The whole content (at most ``limit`` bytes, else StorageError); None if missing."""
+        if self.contents is not None:
+            return await self.contents.read(hash, limit)
+        path = self.content_path(hash)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            return None
+        if len(data) > limit:
+            raise StorageError(f"file {hash} of {len(data)} bytes exceeds {limit}")
+        return data
 
     def _write_sync(self, hash: str, data: bytes) -> None:
         path = self.content_path(hash)
@@ -674,10 +752,13 @@ class FileStore:
             label=label,
             submitted=submitted,
         )
-        try:
-            await asyncio.to_thread(self._write_sync, digest, data)
-        except OSError as exc:
-            raise StorageError(f"cannot store file {digest}: {exc}") from exc
+        if self.contents is not None:
+            await self.contents.put(digest, data)
+        else:
+            try:
+                await asyncio.to_thread(self._write_sync, digest, data)
+            except OSError as exc:
+                raise StorageError(f"cannot store file {digest}: {exc}") from exc
         await self.index.add(rec)
         return rec, summary
 

@@ -29,6 +29,8 @@ from liaison.storage.files import (
     looks_like_zip,
     sha256_hex,
 )
+from liaison.storage.postgresql_missions import CHUNK_BYTES
+from tests.unit.storage.storage_support import FILE_INDEX_KINDS, opened_file_store
 
 
 def make_zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -202,17 +204,17 @@ def rec(uid: str, hash: str = "a" * 64, *, submitted: int = 1000, **kw: object) 
     return FileRecord(uid=uid, hash=hash, submitted=submitted, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FileIndex]:
-    idx: FileIndex
-    if request.param == "memory":
-        idx = MemoryFileIndex()
-    else:
-        idx = await SqliteFileIndex.open(tmp_path / "files" / "index.db")
-    try:
-        yield idx
-    finally:
-        await idx.close()
+@pytest.fixture(params=FILE_INDEX_KINDS)
+async def file_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FileStore]:
+    """A FileStore per backend: memory or SQLite index with contents on disk, or index and
+    contents in PostgreSQL (a schema of its own)."""
+    async with opened_file_store(request.param, tmp_path, max_bytes=4 * CHUNK_BYTES) as fs:
+        yield fs
+
+
+@pytest.fixture
+async def index(file_store: FileStore) -> FileIndex:
+    return file_store.index
 
 
 async def test_index_add_and_lookups(index: FileIndex) -> None:
@@ -340,3 +342,31 @@ async def test_plain_files_are_stored_without_zip_checks(tmp_path: Path) -> None
     with pytest.raises(ValueError):
         store.content_path("../../etc/passwd")
     await store.close()
+
+
+async def test_contents_are_kept_once_and_read_back_in_bounded_chunks(
+    file_store: FileStore,
+) -> None:
+    """Every backend (contents on disk, or in PostgreSQL chunks): the same bytes uploaded twice
+    are one content under two records; a file of several chunks reads back whole and a chunk at
+    a time (never more than CHUNK_BYTES); the size limit holds; a missing hash reads as None."""
+    big = bytes(range(256)) * (CHUNK_BYTES * 2 // 256) + b"tail"  # 2 chunks and 4 bytes
+    first = await _put(file_store, big, "u1", name="big.bin", mime="application/octet-stream")
+    second = await _put(
+        file_store, big, "u2", name="b.bin", mime="application/octet-stream", uploader="bob"
+    )
+    assert first.hash == second.hash == sha256_hex(big)
+    assert await file_store.content_size(first.hash) == len(big)
+    chunks = [c async for c in file_store.content_chunks(first.hash)]
+    assert b"".join(chunks) == big and len(chunks) >= 3
+    assert max(len(c) for c in chunks) <= CHUNK_BYTES
+    assert await file_store.read_content(first.hash, len(big)) == big
+    with pytest.raises(StorageError):
+        await file_store.read_content(first.hash, len(big) - 1)
+    assert await file_store.content_size("0" * 64) is None
+    assert await file_store.read_content("0" * 64, 10) is None
+    assert [c async for c in file_store.content_chunks("0" * 64)] == []
+    with pytest.raises(UnsafeFile) as info:
+        await _put(file_store, b"x" * (4 * CHUNK_BYTES + 1), "u3", name="x.bin", mime="a/b")
+    assert info.value.reason == "too_large"
+    assert {r.uid for r in await file_store.index.by_hash(first.hash)} == {"u1", "u2"}

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -130,3 +131,61 @@ async def opened_store(kind: str, directory: Path) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+MISSION_STORE_KINDS = ["memory", "sqlite", "postgresql"]
+
+
+@asynccontextmanager
+async def opened_mission_store(kind: str, directory: Path) -> AsyncIterator[Any]:
+    """A fresh MissionStore of ``kind`` (SQLite: ``directory/missions.db``; PostgreSQL: a schema
+    of its own, dropped afterwards). Closed afterwards unless the test closed it."""
+    from liaison.storage.missions import MemoryMissionStore, SqliteMissionStore
+
+    if kind == "postgresql":
+        from liaison.storage.postgresql_missions import PostgresMissionStore
+
+        async with postgresql_schema() as schema:
+            pg = await PostgresMissionStore.open(POSTGRESQL_URL, schema=schema)
+            try:
+                yield pg
+            finally:
+                await pg.close()
+        return
+    store: Any = (
+        MemoryMissionStore()
+        if kind == "memory"
+        else await SqliteMissionStore.open(directory / "missions.db")
+    )
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+FILE_INDEX_KINDS = ["memory", "sqlite", "postgresql"]
+
+
+@asynccontextmanager
+async def opened_file_store(kind: str, directory: Path, **kwargs: Any) -> AsyncIterator[Any]:
+    """A fresh FileStore whose index (and, for PostgreSQL, contents) is of ``kind``."""
+    from liaison.storage.files import FileStore, MemoryFileIndex, SqliteFileIndex
+
+    if kind == "postgresql":
+        async with postgresql_schema() as schema:
+            fs = await FileStore.open_postgresql(POSTGRESQL_URL, schema=schema, **kwargs)
+            try:
+                yield fs
+            finally:
+                await fs.close()
+        return
+    index: Any = (
+        MemoryFileIndex()
+        if kind == "memory"
+        else await SqliteFileIndex.open(directory / "files" / "index.db")
+    )
+    fs = FileStore(directory / "files", index, **kwargs)
+    try:
+        yield fs
+    finally:
+        await fs.close()

@@ -1,18 +1,19 @@
-"""The mission stores keep log entries (memory and SQLite), and missions.db files written before
-log entries existed are migrated on open; a file from a newer Liaison is refused."""
+"""The mission stores keep log entries (memory, SQLite and PostgreSQL), and missions.db files
+written before log entries existed are migrated on open; a file from a newer Liaison is refused."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from tests.unit.storage.storage_support import MISSION_STORE_KINDS, opened_mission_store
 
 from liaison.errors import StorageError
 from liaison.storage.missions import (
     LogEntryRecord,
-    MemoryMissionStore,
     MissionStore,
     SqliteMissionStore,
 )
@@ -34,11 +35,10 @@ ENTRY = LogEntryRecord(
 )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> MissionStore:
-    if request.param == "memory":
-        return MemoryMissionStore()
-    return await SqliteMissionStore.open(tmp_path / "missions.db")
+@pytest.fixture(params=MISSION_STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MissionStore]:
+    async with opened_mission_store(request.param, tmp_path) as s:
+        yield s
 
 
 async def test_log_entries_are_kept_replaced_and_deleted(store: MissionStore) -> None:
