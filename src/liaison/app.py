@@ -36,6 +36,7 @@ from liaison.audit import AuditLog
 from liaison.cluster.access import AccessShare
 from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
 from liaison.cluster.latest_kv import SharedLatestState
+from liaison.cluster.missions_share import MissionSharing
 from liaison.config import LISTENER_NAMES, Config, Endpoint
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
@@ -307,6 +308,12 @@ async def _start(
         # Revocations and sign-outs of every node: the stream's revocations are replayed here,
         # before any listener opens.
         await parts.start(AccessShare(bus, identities, registry, server.web_sessions, metrics))
+        if server.missions is not None and config.storage.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            # Missions in the shared database: each node reads back what another changed and
+            # delivers its notices to the clients connected here (docs/deployment.md).
+            await parts.start(MissionSharing(bus, server.missions, metrics))
     keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)

@@ -41,7 +41,7 @@ from liaison.metrics import Metrics
 from liaison.model import labels
 from liaison.model.event import Event
 from liaison.model.principal import Principal, PrincipalKind
-from liaison.protocol import cot_xml
+from liaison.protocol import cot_xml, mission_share
 from liaison.protocol import mission_roles as mr
 from liaison.protocol.mission_roles import (
     DEFAULT_ROLE,
@@ -67,6 +67,7 @@ from liaison.storage.missions import (
     LogEntryRecord,
     MissionChangeRecord,
     MissionContent,
+    MissionData,
     MissionItem,
     MissionRecord,
     MissionStore,
@@ -113,6 +114,13 @@ MAX_WRITE_BATCH = 1_000
 WRITE_RETRY_MIN_S = 0.1
 WRITE_RETRY_MAX_S = 5.0
 CLOSE_WRITE_ATTEMPTS = 3
+# In a cluster (docs/deployment.md "Missions and files"): what this node has changed and sent,
+# waiting for its writes to reach the shared database before the other nodes are told (missions
+# and log ids touched, notices sent). Past it the oldest is dropped, logged and counted.
+MAX_UNSHARED = 3 * MAX_PENDING_WRITES
+# Times a mission another node changed is read again when this node queued a write meanwhile
+# (the read could miss it); then the read is applied as it is.
+RELOAD_ATTEMPTS = 3
 # Files in one mission: TAK Server's missionContentLimit default (CoreConfig.xsd, queue).
 MAX_MISSION_CONTENTS = 4_096
 # Keywords on a mission or on one of its files, and characters in one keyword.
@@ -313,6 +321,17 @@ class Missions:
         self._logs: dict[str, LogEntryRecord] = {}  # mission log entries by id
         self._secret = b""
         self._seq = 0
+        # With a store that several processes share (PostgreSQL), this process's node number:
+        # change numbers then carry it in their low NODE_BITS bits (_next_seq).
+        self._node: int | None = None
+        self._node_bits = 0
+        # Cluster sharing (cluster/missions_share.py): told, after each written batch, which
+        # missions and log entries it touched and which notices were sent meanwhile.
+        self.share: Callable[[mission_share.MissionShare], None] | None = None
+        self._queued = 0  # writes queued so far (positions in the write order)
+        self._written = 0  # writes done (or given up) so far
+        # (position, what): a mission name ("m"), a log id ("l") or a notice ("n").
+        self._unshared: collections.deque[tuple[int, str, object]] = collections.deque()
         self._digests: dict[int, str] = {}  # release digests by change seq (CHANGE_DIGEST_CACHE)
         self._sent_notices: collections.deque[_SentNotice] = collections.deque(
             maxlen=MAX_NOTICE_LOG
@@ -350,6 +369,14 @@ class Missions:
         self.m_notices = metrics.counter(
             "liaison_mission_notices_total", "Mission notices sent (t-x-m-n/d/i/r)", "type"
         )
+        self.m_share_dropped = metrics.counter(
+            "liaison_mission_share_dropped_total",
+            "Mission changes and notices not told to the other nodes (too many waiting)",
+        )
+        self.m_share_refused = metrics.counter(
+            "liaison_mission_share_refused_total",
+            "Mission notices from other nodes refused (not well formed)",
+        )
         self.m_catchup = metrics.counter(
             "liaison_mission_catchup_total", "Events sent to reconnecting subscribers", "what"
         )
@@ -359,6 +386,11 @@ class Missions:
     async def load(self) -> int:
         """Read every mission back from the store (at start). Returns how many."""
         self._secret = await self._store.token_secret()
+        node_number = getattr(self._store, "node_number", None)
+        if node_number is not None:
+            from liaison.storage.postgresql_missions import NODE_BITS
+
+            self._node, self._node_bits = await node_number(), NODE_BITS
         data = await self._store.load()
         for rec in data.missions:
             self._missions[rec.name] = _Mission(rec)
@@ -436,6 +468,7 @@ class Missions:
                         # The store is down at shutdown: what waits cannot be written now.
                         lost = len(self._writes)
                         self._writes.clear()
+                        self._written += lost
                         self.m_write_failed.inc("lost_at_shutdown", lost)
                         log.error("mission store: %d changes lost at shutdown: %s", lost, exc)
                         break
@@ -449,6 +482,8 @@ class Missions:
                 self._inflight = None
                 for _ in range(size):
                     self._writes.popleft()
+                self._written += size
+                self._share_written()
                 self.m_write_batches.inc()
                 delay, attempts = WRITE_RETRY_MIN_S, 0
             self._idle.set()
@@ -459,7 +494,152 @@ class Missions:
             log.error("mission store: %d writes waiting, one dropped", len(self._writes))
             return
         self._writes.append(job)
+        self._queued += 1
+        if self.share is not None:
+            arg = job.args[0]  # a record, or the mission name / log id the write names
+            if job.op in ("put_log", "delete_log"):
+                self._unshare("l", arg if isinstance(arg, str) else arg.id)
+            elif isinstance(arg, str):
+                self._unshare("m", arg)
+            else:
+                self._unshare("m", arg.name if isinstance(arg, MissionRecord) else arg.mission)
         self._wake.set()
+
+    # --- several nodes (docs/deployment.md "Missions and files") ------------------------------
+
+    def _next_seq(self) -> int:
+        """The next change number: one more than the last one seen (here or from another node,
+        a Lamport clock), with this node's number in the low bits when the store is shared, so
+        two nodes never give the same number."""
+        if self._node is None:
+            self._seq += 1
+        else:
+            self._seq = (((self._seq >> self._node_bits) + 1) << self._node_bits) | self._node
+        return self._seq
+
+    def _unshare(self, kind: str, what: object) -> None:
+        if len(self._unshared) >= MAX_UNSHARED:
+            self._unshared.popleft()
+            self.m_share_dropped.inc()
+            log.error("missions: %d changes wait for the cluster, oldest not shared", MAX_UNSHARED)
+        self._unshared.append((self._queued, kind, what))
+
+    def _deliver(
+        self,
+        event: Event,
+        *,
+        sender_groups: frozenset[str],
+        label: str | None,
+        clients: frozenset[tuple[str, str]],
+        path: str,
+        xml: bytes | None = None,
+        share: bool = True,
+    ) -> int:
+        """Hand a notice or brokered item to the connected clients named, and, in a cluster
+        (unless ``share`` is False), to the other nodes for theirs (after the writes queued
+        before it are in the database)."""
+        sent = self._router.deliver_to_clients(
+            event,
+            sender_groups=sender_groups,
+            label=self._router.load_label(label),
+            clients=clients,
+            path=path,
+        )
+        if self.share is not None and share and clients:
+            body = xml if xml is not None else event.xml or cot_xml.render_xml(event)
+            self._unshare(
+                "n", mission_share.SharedNotice(body, sender_groups, label, clients, path)
+            )
+            if self._written >= self._queued:
+                self._share_written()  # no write before it waits: told now
+        return sent
+
+    def _share_written(self) -> None:
+        """Tell the other nodes what the writes done so far touched, and the notices sent up to
+        them (in order: their own reads then see what the notice is about)."""
+        if self.share is None or not self._unshared:
+            return
+        names: dict[str, None] = {}
+        logs: dict[str, None] = {}
+        notices: list[mission_share.SharedNotice] = []
+        while self._unshared and self._unshared[0][0] <= self._written:
+            _, kind, what = self._unshared.popleft()
+            if kind == "m":
+                names[str(what)] = None
+            elif kind == "l":
+                logs[str(what)] = None
+            elif isinstance(what, mission_share.SharedNotice):
+                notices.append(what)
+        if names or logs or notices:
+            self.share(
+                mission_share.MissionShare(
+                    node="", missions=tuple(names), logs=tuple(logs), notices=tuple(notices)
+                )
+            )
+
+    async def apply_shared(self, missions: Sequence[str], logs: Sequence[str]) -> None:
+        """Another node changed ``missions`` and ``logs`` in the shared store: read them back
+        (a mission gone there is gone here)."""
+        load_mission = getattr(self._store, "load_mission", None)
+        load_logs = getattr(self._store, "load_log_entries", None)
+        if load_mission is None or load_logs is None:
+            return
+        for name in missions:
+            for _ in range(RELOAD_ATTEMPTS):
+                await self.flush()  # what this node wrote is in the read
+                before = self._queued
+                got = await load_mission(name, MAX_MISSION_CHANGES)
+                if self._queued == before:
+                    break
+            self._replace_mission(name, got)
+        if logs:
+            for entry_id, entry in (await load_logs(list(logs))).items():
+                if entry is None:
+                    self._logs.pop(entry_id, None)
+                else:
+                    self._logs[entry_id] = entry
+
+    def _replace_mission(
+        self, name: str, got: tuple[MissionData, list[InvitationRecord]] | None
+    ) -> None:
+        old = self._missions.pop(name, None)
+        if old is not None:
+            for uid in old.items:
+                homes = self._homes.get(uid)
+                if homes is not None:
+                    homes.discard(name)
+                    if not homes:
+                        del self._homes[uid]
+        if got is None:
+            return
+        data, invites = got
+        m = _Mission(data.missions[0])
+        for item in data.items:
+            m.items[item.uid] = item
+            self._homes.setdefault(item.uid, set()).add(name)
+        for change in data.changes:
+            m.changes.append(change)
+            self._seq = max(self._seq, change.seq)
+        m.subs.update((s.client_uid, s) for s in data.subscriptions)
+        m.contents.update((c.hash, c) for c in data.contents)
+        m.invites.update(((i.type, i.invitee), i) for i in invites)
+        self._missions[name] = m
+
+    def deliver_shared(self, notice: mission_share.SharedNotice) -> int:
+        """A notice another node sent: to the clients named that are connected here."""
+        try:
+            event = cot_xml.parse_event(notice.xml)
+        except PeerError as exc:
+            self.m_share_refused.inc()
+            log.warning("mission notice from another node refused: %s", exc)
+            return 0
+        return self._router.deliver_to_clients(
+            event,
+            sender_groups=notice.sender_groups,
+            label=self._router.load_label(notice.label),
+            clients=notice.clients,
+            path=notice.path,
+        )
 
     # --- roles ----------------------------------------------------------------------------
 
@@ -844,12 +1024,13 @@ class Missions:
             if not self._add_item(m, event, stored, creator_uid):
                 missing.append(uid)
                 continue
-            self._router.deliver_to_clients(
+            self._deliver(
                 event,
                 sender_groups=entry.sender_groups,
-                label=entry.label,
+                label=label_json,
                 clients=self._live(m) - {(creator_uid, viewer.name)},
                 path="mission",
+                xml=xml,
             )
         return missing
 
@@ -1066,7 +1247,7 @@ class Missions:
         *,
         federated: bool = False,
     ) -> None:
-        self._seq += 1
+        self._next_seq()
         change = MissionChangeRecord(
             mission=m.record.name,
             type=type_,
@@ -1091,17 +1272,19 @@ class Missions:
     def _notify(self, m: _Mission, change: MissionChangeRecord) -> None:
         """``t-x-m-c`` to every live subscriber, the author included, that may see the item the
         change is about (TSc DistributedSubscriptionManager createMissionChangeMessage)."""
+        xml = change_notice(m.record, change, self._clock_ms())
         try:
-            notice = cot_xml.parse_event(change_notice(m.record, change, self._clock_ms()))
+            notice = cot_xml.parse_event(xml)
         except PeerError as exc:  # our own rendering: a bug, not input
             log.error("mission notice for %s not built: %s", m.record.name, exc)
             return
-        self._router.deliver_to_clients(
+        self._deliver(
             notice,
             sender_groups=change.sender_groups or m.record.groups,
-            label=self._router.load_label(change.label),
+            label=change.label,
             clients=self._live(m),
             path="mission-notice",
+            xml=xml,
         )
 
     # ==== Files, keywords and metadata in missions (issue 13; tak-missions.md 4.3, 5.2, 5.4,
@@ -1306,7 +1489,7 @@ class Missions:
     ) -> None:
         """Record a file change (with the file's groups and label, so it is shown only to who
         may see the file) and send its ``t-x-m-c``."""
-        self._seq += 1
+        self._next_seq()
         change = MissionChangeRecord(
             mission=m.record.name,
             type=type_,
@@ -1350,12 +1533,13 @@ class Missions:
         except PeerError as exc:  # our own rendering: a bug, not input
             log.error("mission notice not built: %s", exc)
             return
-        self._router.deliver_to_clients(
+        self._deliver(
             notice,
             sender_groups=sender_groups,
-            label=self._router.load_label(label),
+            label=label,
             clients=clients,
             path="mission-notice",
+            xml=xml,
         )
 
     # ==== Mission packages: ``PUT /missions/{name}/contents/missionpackage`` (TSw MissionApi
@@ -1732,17 +1916,19 @@ class Missions:
 
     def _notify_log(self, m: _Mission, entry: LogEntryRecord) -> None:
         """``t-x-m-c-l`` to every live subscriber of ``m`` that may see the entry."""
+        xml = log_notice(m.record, entry, self._clock_ms())
         try:
-            notice = cot_xml.parse_event(log_notice(m.record, entry, self._clock_ms()))
+            notice = cot_xml.parse_event(xml)
         except PeerError as exc:  # our own rendering: a bug, not input
             log.error("mission log notice for %s not built: %s", m.record.name, exc)
             return
-        self._router.deliver_to_clients(
+        self._deliver(
             notice,
             sender_groups=entry.sender_groups,
-            label=self._router.load_label(entry.label),
+            label=entry.label,
             clients=self._live(m),
             path="mission-notice",
+            xml=xml,
         )
 
     # --- missions across the native partner link (docs/protocol.md "Missions across the link")
@@ -2341,6 +2527,7 @@ class Missions:
         author_uid: str | None,
         token: str | None = None,
         role: str | None = None,
+        share: bool = True,
     ) -> int:
         if not clients:
             return 0
@@ -2362,12 +2549,14 @@ class Missions:
             log.error("mission notice for %s not built: %s", rec.name, exc)
             return 0
         self.m_notices.inc(event_type)
-        return self._router.deliver_to_clients(
+        return self._deliver(
             notice,
             sender_groups=rec.groups,
-            label=self._router.load_label(rec.label),
-            clients=clients,
+            label=rec.label,
+            clients=frozenset(clients),
             path="mission-notice",
+            xml=xml,
+            share=share,
         )
 
     def disconnected(self, sub: Subscriber) -> None:
@@ -2516,6 +2705,7 @@ class Missions:
                 author_uid=n.author_uid,
                 token=n.token,
                 role=n.role,
+                share=False,  # for a device connected here
             )
         self.m_catchup.inc("notice", sent)
         return sent

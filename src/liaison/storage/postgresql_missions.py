@@ -378,10 +378,12 @@ class PostgresMissionStore:
 
         return await self._pg.call(job)
 
-    async def load_mission(self, name: str) -> tuple[MissionData, list[InvitationRecord]] | None:
-        """One mission as stored now, with its items, changes, subscriptions, contents and
-        invitations, read in one transaction (a consistent snapshot); None if it is gone. What a
-        node reads when another node changed that mission."""
+    async def load_mission(
+        self, name: str, max_changes: int
+    ) -> tuple[MissionData, list[InvitationRecord]] | None:
+        """One mission as stored now, with its items, its newest ``max_changes`` changes (oldest
+        first), subscriptions, contents and invitations, read in one transaction (a consistent
+        snapshot); None if it is gone. What a node reads when another node changed it."""
 
         async def job(conn: Any) -> tuple[MissionData, list[InvitationRecord]] | None:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -398,7 +400,10 @@ class PostgresMissionStore:
                 data = MissionData(
                     [_mission_from(rec)],
                     [_item_from(r[0]) for r in await rows(_ONE["items"])],
-                    [_change_from(r[0], r[1]) for r in await rows(_ONE["changes"])],
+                    [
+                        _change_from(r[0], r[1])
+                        for r in reversed(await conn.fetch(_ONE["changes"], name, max_changes))
+                    ],
                     [_sub_from(r[0]) for r in await rows(_ONE["subscriptions"])],
                     [_content_from(r[0]) for r in await rows(_ONE["contents"])],
                 )
@@ -503,7 +508,8 @@ _SELECT_MISSIONS = "SELECT record FROM mission_missions"
 _ALL_SUBSCRIPTIONS = "SELECT record FROM mission_subscriptions"
 _ONE = {
     "items": "SELECT record FROM mission_items WHERE mission = $1",
-    "changes": "SELECT seq, record FROM mission_changes WHERE mission = $1 ORDER BY seq",
+    "changes": "SELECT seq, record FROM mission_changes WHERE mission = $1"
+    " ORDER BY seq DESC LIMIT $2",
     "subscriptions": "SELECT record FROM mission_subscriptions WHERE mission = $1",
     "contents": "SELECT record FROM mission_contents WHERE mission = $1",
     "invitations": "SELECT record FROM mission_invitations WHERE mission = $1",
