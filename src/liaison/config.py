@@ -546,7 +546,7 @@ SETTINGS: tuple[Setting, ...] = (
         _storage,
         "Where events are kept: sqlite (DATA_DIR/liaison.db), memory (lost at exit), or a "
         "PostgreSQL database with PostGIS given as postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
-        "(docs/storage.md).",
+        "(docs/storage.md), which then also keeps the missions and files.",
     ),
     Setting(
         "storage.retention_days",
