@@ -577,27 +577,34 @@ class Missions:
                 )
             )
 
-    async def apply_shared(self, missions: Sequence[str], logs: Sequence[str]) -> None:
+    async def apply_shared(self, missions: Sequence[str], logs: Sequence[str]) -> list[str]:
         """Another node changed ``missions`` and ``logs`` in the shared store: read them back
-        (a mission gone there is gone here)."""
+        (a mission gone there is gone here). Returns the missions not read back because this
+        node kept queueing writes meanwhile (RELOAD_ATTEMPTS reads each): to be tried later."""
         load_mission = getattr(self._store, "load_mission", None)
         load_logs = getattr(self._store, "load_log_entries", None)
         if load_mission is None or load_logs is None:
-            return
+            return []
+        unsettled: list[str] = []
         for name in missions:
             for _ in range(RELOAD_ATTEMPTS):
                 await self.flush()  # what this node wrote is in the read
                 before = self._queued
                 got = await load_mission(name, MAX_MISSION_CHANGES)
                 if self._queued == before:
+                    # Nothing queued here since the flush: the read holds all of this node's
+                    # writes too, so it replaces what this node held.
+                    self._replace_mission(name, got)
                     break
-            self._replace_mission(name, got)
+            else:
+                unsettled.append(name)
         if logs:
             for entry_id, entry in (await load_logs(list(logs))).items():
                 if entry is None:
                     self._logs.pop(entry_id, None)
                 else:
                     self._logs[entry_id] = entry
+        return unsettled
 
     def _replace_mission(
         self, name: str, got: tuple[MissionData, list[InvitationRecord]] | None

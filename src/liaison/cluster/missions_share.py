@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 # nodes (or this one) then hold that mission as it was until its next change.
 MAX_OUTBOX = 1024
 MAX_INBOX = 1024
+# Seconds before a mission is read again when this node was writing to it while it read it
+# (Missions.apply_shared); it is read again until a read sees no write of this node meanwhile.
+RETRY_S = 0.1
+# Missions waiting to be read again, at most (a node holds at most missions.MAX_MISSIONS); past
+# it one is not read again (dropped, counted: it stays as this node held it until its next change).
+MAX_RETRY = 1000
 
 
 class MissionSharing:
@@ -53,6 +59,7 @@ class MissionSharing:
         self._out: collections.deque[MissionShare] = collections.deque()
         self._in: collections.deque[MissionShare] = collections.deque()
         self._wake = asyncio.Event()
+        self._retry: dict[str, None] = {}  # missions to read again (in order)
         self._subscription: Any = None
         self.m_published = metrics.counter(
             "liaison_cluster_missions_published_total",
@@ -78,7 +85,11 @@ class MissionSharing:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._retry:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RETRY_S)
+            else:
+                await self._wake.wait()
             self._wake.clear()
             await self._publish()
             await self._apply()
@@ -173,17 +184,24 @@ class MissionSharing:
     async def _apply(self) -> None:
         """Apply what arrived: every mission and log entry named is read once (whatever number
         of messages named it), then the notices are delivered in the order they came."""
-        if not self._in:
+        if not self._in and not self._retry:
             return
         batch = list(self._in)
         self._in.clear()
-        missions = list(dict.fromkeys(n for m in batch for n in m.missions))
+        missions = list(dict.fromkeys([*self._retry, *(n for m in batch for n in m.missions)]))
+        self._retry.clear()
         logs = list(dict.fromkeys(i for m in batch for i in m.logs))
         try:
-            await self._missions.apply_shared(missions, logs)
+            again = await self._missions.apply_shared(missions, logs)
         except StorageError as exc:
-            self.m_dropped.inc("store_failed")
-            log.error("cluster: missions changed by another node not read: %s", exc)
+            again = missions  # read again once the database answers
+            log.error("cluster: missions changed by another node not read yet: %s", exc)
+        for name in again:
+            if len(self._retry) >= MAX_RETRY:
+                self.m_dropped.inc("retry_full")
+                log.error("cluster: mission %r changed by another node not read again", name)
+                continue
+            self._retry[name] = None
         for msg in batch:
             for notice in msg.notices:
                 self._missions.deliver_shared(notice)

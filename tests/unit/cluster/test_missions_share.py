@@ -114,6 +114,22 @@ async def test_two_nodes_on_one_store_number_changes_apart_and_read_each_other(
             assert len(nodes) == 2  # one from each node
             # A Lamport clock: node 2 had seen node 1's change, so its number is larger.
             assert seqs[1] > seqs[0]
+            # A node that keeps writing while it reads does not replace what it holds with a
+            # read that may miss its own write: it says the mission is to be read again.
+            real = s2.load_mission
+            n = 0
+
+            async def busy(name: str, max_changes: int) -> Any:
+                nonlocal n
+                n += 1
+                m2.create(alice, f"busy{n}", **ARGS)  # a write queued during the read
+                return await real(name, max_changes)
+
+            s2.load_mission = busy  # type: ignore[method-assign]
+            assert await m2.apply_shared(["ops"], []) == ["ops"]
+            assert n == 3  # RELOAD_ATTEMPTS
+            s2.load_mission = real  # type: ignore[method-assign]
+            assert await m2.apply_shared(["ops"], []) == []
             # Deleted on one node: gone on the other once told.
             m1.delete(alice, "ops", token)
             await m1.flush()
