@@ -9,6 +9,7 @@ import hashlib
 import json
 import sqlite3
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.integration.test_missions import (
     mission_marker,
     wait_subscribed,
 )
+from tests.integration.test_postgresql_app import fresh_database
 
 
 async def upload(
@@ -42,10 +44,22 @@ async def upload(
         return result
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def storage(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """Server settings: the default (SQLite missions.db, files on disk) or a fresh PostgreSQL
+    database keeping the missions and files (docs/storage.md "Missions and files in
+    PostgreSQL")."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    async with fresh_database() as url:
+        yield {"storage": url}
+
+
 async def test_files_keywords_and_routes_as_data_sync_calls_them(
-    start_server: ServerFactory, data_dir: Path
+    start_server: ServerFactory, data_dir: Path, storage: dict[str, str]
 ) -> None:
-    async with start_server() as server:
+    async with start_server(**storage) as server:
         alice_c, bob_c, carol_c = (issue_cert(server, n) for n in ("alice", "bob", "carol"))
         alice = await connect(server, alice_c, "ANDROID-alice", "alice")
         bob = await connect(server, bob_c, "ANDROID-bob", "bob")
@@ -218,11 +232,11 @@ async def test_files_keywords_and_routes_as_data_sync_calls_them(
 
 
 async def test_files_and_keywords_survive_a_restart(
-    start_server: ServerFactory, data_dir: Path
+    start_server: ServerFactory, data_dir: Path, storage: dict[str, str]
 ) -> None:
     content = b"kept attachment"
     digest = hashlib.sha256(content).hexdigest()
-    async with start_server() as server:
+    async with start_server(**storage) as server:
         alice_c = issue_cert(server, "alice")
         async with cert_session(server, alice_c) as a:
             status, _ = await call(a, server, "PUT", f"{M}/kept?creatorUid=ANDROID-alice")
@@ -238,10 +252,12 @@ async def test_files_and_keywords_survive_a_restart(
             assert status == 200
             status, _ = await call(a, server, "PUT", f"{M}/kept/keywords", json=["north"])
             assert status == 200
-    # The contents table came from a recorded migration.
-    with sqlite3.connect(data_dir / "missions.db") as db:
-        assert db.execute("SELECT 1 FROM meta WHERE key = 'migration:1-contents'").fetchone()
-    async with start_server() as server:
+    if storage:  # nothing in the data folder: missions and files are in PostgreSQL
+        assert not (data_dir / "missions.db").exists() and not (data_dir / "files").exists()
+    else:  # the contents table came from a recorded migration
+        with sqlite3.connect(data_dir / "missions.db") as db:
+            assert db.execute("SELECT 1 FROM meta WHERE key = 'migration:1-contents'").fetchone()
+    async with start_server(**storage) as server:
         alice_c = issue_cert(server, "alice")
         async with cert_session(server, alice_c) as a:
             status, body = await call(a, server, "GET", f"{M}/kept")
@@ -269,12 +285,12 @@ def labelled_file(uid: str, text: str, label: str) -> bytes:
 
 
 async def test_two_organisations_see_only_their_files_in_a_shared_mission(
-    start_server: ServerFactory, data_dir: Path, policy_file: Path
+    start_server: ServerFactory, data_dir: Path, policy_file: Path, storage: dict[str, str]
 ) -> None:
     users = UserDirectory.load(data_dir / "users.json")
     for name, (org, profile) in USERS.items():
         users.add_user(name, org, profile=profile)
-    async with start_server(policy_file=str(policy_file)) as server:
+    async with start_server(policy_file=str(policy_file), **storage) as server:
         usa_c = issue_cert(server, "usa-s", "USA")
         ukr_c = issue_cert(server, "ukr-u", "UKR")
         usa = await connect(server, usa_c, "ANDROID-usa", "usa-s")

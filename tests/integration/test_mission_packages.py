@@ -27,6 +27,7 @@ from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import clients
 from tests.integration.http.http_support import cert_session, https_url
 from tests.integration.test_labels_e2e import POLICY, USERS, seclabel
+from tests.integration.test_mission_contents import storage  # noqa: F401 (fixture)
 from tests.integration.test_missions import (
     M,
     call,
@@ -85,9 +86,11 @@ def offline_changes(*changes: tuple[str, float, str | None, str | None]) -> byte
 
 
 async def test_a_package_becomes_items_and_files_of_the_mission(
-    start_server: ServerFactory, data_dir: Path
+    start_server: ServerFactory,
+    data_dir: Path,
+    storage: dict[str, str],  # noqa: F811
 ) -> None:
-    async with start_server() as server:
+    async with start_server(**storage) as server:
         alice_c, bob_c = (issue_cert(server, n) for n in ("alice", "bob"))
         alice = await connect(server, alice_c, "ANDROID-alice", "alice")
         bob = await connect(server, bob_c, "ANDROID-bob", "bob")
@@ -450,14 +453,17 @@ def policy_file(tmp_path: Path) -> Path:
 
 
 async def test_two_organisations_a_package_item_above_a_clearance_never_reaches_it(
-    start_server: ServerFactory, data_dir: Path, policy_file: Path
+    start_server: ServerFactory,
+    data_dir: Path,
+    policy_file: Path,
+    storage: dict[str, str],  # noqa: F811
 ) -> None:
     users = UserDirectory.load(data_dir / "users.json")
     for name, (org, profile) in USERS.items():
         users.add_user(name, org, profile=profile)
     secret = seclabel("SECRET", ["USA"])
     shared = seclabel("UNCLASSIFIED", ["USA", "UKR"])
-    async with start_server(policy_file=str(policy_file)) as server:
+    async with start_server(policy_file=str(policy_file), **storage) as server:
         usa_c = issue_cert(server, "usa-s", "USA")
         ukr_c = issue_cert(server, "ukr-u", "UKR")
         usa = await connect(server, usa_c, "ANDROID-usa", "usa-s")

@@ -7,6 +7,7 @@ LIAISON_REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
@@ -23,9 +24,9 @@ POSTGRESQL_URL = os.environ.get(
 )
 
 
-@pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    """The URL of a database made for this test, dropped after it."""
+@contextlib.asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """The URL of a database made for the block, dropped after it (skips without PostgreSQL)."""
     try:
         import asyncpg
 
@@ -43,6 +44,13 @@ async def database_url() -> AsyncIterator[str]:
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """The URL of a database made for this test, dropped after it."""
+    async with fresh_database() as url:
+        yield url
 
 
 async def test_serve_on_postgresql_keeps_latest_state_and_history(
