@@ -303,6 +303,20 @@ _MISSION_SQL: dict[str, tuple[str, Callable[..., tuple[object, ...]]]] = {
         lambda mission, t, invitee: (mission, t, invitee),
     ),
 }
+# The table each write (but delete_mission) changes.
+_TABLE_OF = {
+    "put_mission": "mission_missions",
+    "put_item": "mission_items",
+    "remove_item": "mission_items",
+    "add_change": "mission_changes",
+    "put_subscription": "mission_subscriptions",
+    "put_content": "mission_contents",
+    "remove_content": "mission_contents",
+    "put_log": "mission_logs",
+    "delete_log": "mission_logs",
+    "put_invitation": "mission_invitations",
+    "delete_invitation": "mission_invitations",
+}
 _MISSION_TABLES = (
     "mission_items",
     "mission_changes",
@@ -340,24 +354,36 @@ class PostgresMissionStore:
 
     @staticmethod
     async def _apply(conn: Any, writes: Sequence[MissionWrite]) -> None:
+        """One transaction. As in the SQLite store, each table's writes keep their order and a
+        run of one kind of write to a table is one ``executemany`` (one round trip): writes to
+        different tables do not depend on each other, and a mission's deletion, which touches
+        every table, is applied after everything before it (measured: 10,000 mission writes in
+        1.4-1.7 s instead of 4.9-5.2 s with a round trip per write; docs/storage.md)."""
+        by_table: dict[str, list[MissionWrite]] = {}
+
+        async def flush() -> None:
+            for pending in by_table.values():
+                i = 0
+                while i < len(pending):
+                    j = i
+                    while j < len(pending) and pending[j].op == pending[i].op:
+                        j += 1
+                    sql, row = _MISSION_SQL[pending[i].op]
+                    await conn.executemany(sql, [row(*w.args) for w in pending[i:j]])
+                    i = j
+            by_table.clear()
+
         async with conn.transaction():
-            i = 0
-            while i < len(writes):
-                w = writes[i]
+            for w in writes:
                 if w.op == "delete_mission":
+                    await flush()
                     (name,) = w.args
                     for table in _MISSION_TABLES:
                         await conn.execute(f"DELETE FROM {table} WHERE mission = $1", name)
                     await conn.execute("DELETE FROM mission_missions WHERE name = $1", name)
-                    i += 1
                     continue
-                # A run of the same write: one executemany (one round trip per run).
-                j = i
-                while j < len(writes) and writes[j].op == w.op:
-                    j += 1
-                sql, row = _MISSION_SQL[w.op]
-                await conn.executemany(sql, [row(*x.args) for x in writes[i:j]])
-                i = j
+                by_table.setdefault(_TABLE_OF[w.op], []).append(w)
+            await flush()
 
     async def load(self) -> MissionData:
         async def job(conn: Any) -> MissionData:
