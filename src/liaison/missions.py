@@ -119,7 +119,7 @@ CLOSE_WRITE_ATTEMPTS = 3
 # and log ids touched, notices sent). Past it the oldest is dropped, logged and counted.
 MAX_UNSHARED = 3 * MAX_PENDING_WRITES
 # Times a mission another node changed is read again when this node queued a write meanwhile
-# (the read could miss it); then the read is applied as it is.
+# (the read could miss it); then it is left as held and named for a later read (apply_shared).
 RELOAD_ATTEMPTS = 3
 # Files in one mission: TAK Server's missionContentLimit default (CoreConfig.xsd, queue).
 MAX_MISSION_CONTENTS = 4_096
