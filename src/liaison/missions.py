@@ -534,10 +534,13 @@ class Missions:
         path: str,
         xml: bytes | None = None,
         share: bool = True,
+        to: tuple[str, str] | None = None,
     ) -> int:
         """Hand a notice or brokered item to the connected clients named, and, in a cluster
         (unless ``share`` is False), to the other nodes for theirs (after the writes queued
-        before it are in the database)."""
+        before it are in the database). ``to`` names clients by what each node finds among its
+        own connected clients (:meth:`local_clients`), for notices that go to every connected
+        device or to an invitee's."""
         sent = self._router.deliver_to_clients(
             event,
             sender_groups=sender_groups,
@@ -545,10 +548,10 @@ class Missions:
             clients=clients,
             path=path,
         )
-        if self.share is not None and share and clients:
+        if self.share is not None and share and (clients or to is not None):
             body = xml if xml is not None else event.xml or cot_xml.render_xml(event)
             self._unshare(
-                "n", mission_share.SharedNotice(body, sender_groups, label, clients, path)
+                "n", mission_share.SharedNotice(body, sender_groups, label, clients, path, to)
             )
             if self._written >= self._queued:
                 self._share_written()  # no write before it waits: told now
@@ -632,6 +635,25 @@ class Missions:
         m.invites.update(((i.type, i.invitee), i) for i in invites)
         self._missions[name] = m
 
+    def local_clients(self, to: tuple[str, str]) -> frozenset[tuple[str, str]]:
+        """The connected clients here, as (client uid, user), that a notice ``to`` names:
+        ``("all", uid)`` every device but ``uid`` (``""``: every device); ``("clientUid", uid)``,
+        ``("callsign", callsign)``, ``("userName", user)`` an invitee's devices (TSw
+        MissionServiceDefaultImpl: an invitation reaches the devices it names)."""
+        kind, who = to
+        found: set[tuple[str, str]] = set()
+        for s in self._router.subscribers:
+            if not s.client_uid:
+                continue
+            if (
+                (kind == "all" and s.client_uid != who)
+                or (kind == "clientUid" and s.client_uid == who)
+                or (kind == "callsign" and s.callsign == who)
+                or (kind == "userName" and s.principal.name == who)
+            ):
+                found.add((s.client_uid, s.principal.name))
+        return frozenset(found)
+
     def deliver_shared(self, notice: mission_share.SharedNotice) -> int:
         """A notice another node sent: to the clients named that are connected here."""
         try:
@@ -640,11 +662,14 @@ class Missions:
             self.m_share_refused.inc()
             log.warning("mission notice from another node refused: %s", exc)
             return 0
+        clients = notice.clients
+        if notice.to is not None:
+            clients |= self.local_clients(notice.to)
         return self._router.deliver_to_clients(
             event,
             sender_groups=notice.sender_groups,
             label=self._router.load_label(notice.label),
-            clients=notice.clients,
+            clients=clients,
             path=notice.path,
         )
 
@@ -1517,14 +1542,13 @@ class Missions:
         """A mission-wide notice (``t-x-m-c-k``, ``t-x-m-c-m``) to every connected client that
         may see the mission (TAK broadcasts them by group overlap, tak-missions.md 7.3; here the
         router's decision on the mission's groups and label)."""
-        clients = frozenset(
-            (s.client_uid, s.principal.name) for s in self._router.subscribers if s.client_uid
-        )
+        to = ("all", "")
         self._send_notice(
             mission_notice(m.record, type_, author_uid, self._clock_ms()),
             sender_groups=m.record.groups,
             label=m.record.label,
-            clients=clients,
+            clients=self.local_clients(to),
+            to=to,
         )
 
     def _send_notice(
@@ -1534,6 +1558,7 @@ class Missions:
         sender_groups: frozenset[str],
         label: str | None,
         clients: frozenset[tuple[str, str]],
+        to: tuple[str, str] | None = None,
     ) -> None:
         try:
             notice = cot_xml.parse_event(xml)
@@ -1547,6 +1572,7 @@ class Missions:
             clients=clients,
             path="mission-notice",
             xml=xml,
+            to=to,
         )
 
     # ==== Mission packages: ``PUT /missions/{name}/contents/missionpackage`` (TSw MissionApi
@@ -2357,16 +2383,8 @@ class Missions:
         )
         m.invites[(type_, invitee)] = inv
         self._write(MissionWrite("put_invitation", (inv,)))
-        clients = frozenset(
-            (s.client_uid, s.principal.name)
-            for s in self._router.subscribers
-            if s.client_uid
-            and (
-                (type_ == "clientUid" and s.client_uid == invitee)
-                or (type_ == "callsign" and s.callsign == invitee)
-                or (type_ == "userName" and s.principal.name == invitee)
-            )
-        )
+        to = (type_, invitee)
+        clients = self.local_clients(to)
         if type_ in ("clientUid", "callsign", "userName"):  # the others reach no device
             self._remember_notice(
                 m.record, "t-x-m-i", "INVITE", creator_uid, inv.token, granted, (type_, invitee)
@@ -2379,6 +2397,7 @@ class Missions:
             author_uid=creator_uid,
             token=inv.token,
             role=granted,
+            to=to if type_ in ("clientUid", "callsign", "userName") else None,
         )
         return inv
 
@@ -2499,14 +2518,15 @@ class Missions:
         """``t-x-m-n`` / ``t-x-m-d`` to every connected device (but the author's) that may see
         the mission (TSc DistributedSubscriptionManager submitBroadcastMissionAnnouncementCot:
         by group overlap; here the router's decision on the mission's groups and label)."""
-        clients = frozenset(
-            (s.client_uid, s.principal.name)
-            for s in self._router.subscribers
-            if s.client_uid and s.client_uid != author_uid
-        )
+        to = ("all", author_uid or "")
         self._remember_notice(rec, event_type, mission_type, author_uid, None, None, ("all", ""))
         self._send_mission_notice(
-            rec, clients, event_type=event_type, mission_type=mission_type, author_uid=author_uid
+            rec,
+            self.local_clients(to),
+            event_type=event_type,
+            mission_type=mission_type,
+            author_uid=author_uid,
+            to=to,
         )
 
     def _remember_notice(
@@ -2535,8 +2555,9 @@ class Missions:
         token: str | None = None,
         role: str | None = None,
         share: bool = True,
+        to: tuple[str, str] | None = None,
     ) -> int:
-        if not clients:
+        if not clients and (to is None or self.share is None):
             return 0
         xml = mr.mission_notice(
             event_type=event_type,
@@ -2564,6 +2585,7 @@ class Missions:
             path="mission-notice",
             xml=xml,
             share=share,
+            to=to,
         )
 
     def disconnected(self, sub: Subscriber) -> None:

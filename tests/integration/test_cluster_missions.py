@@ -174,6 +174,16 @@ async def test_a_mission_made_on_node_a_is_read_and_announced_on_node_b(
             assert status == 200
             assert {c["data"]["hash"] for c in data(body)[0]["contents"]} == {h_secret, h_shared}
 
+            # A mission-wide notice made on A (keywords: t-x-m-c-k, to every connected device
+            # that may see the mission) reaches B's devices once, each node choosing its own.
+            status, _ = await call(us, a, "PUT", f"{M}/joint/keywords", json=["north"])
+            assert status == 200
+            await ukr_client.wait_for(b'type="t-x-m-c-k"', WAIT_S)
+            await ukr_client.collect(0.5)
+            assert bytes(ukr_client.raw).count(b'type="t-x-m-c-k"') == 1
+            status, body = await call(ua, b, "GET", f"{M}/joint")
+            assert data(body)[0]["keywords"] == ["north"]
+
             # A removal on node B is seen on node A at once, and announced on B once.
             status, _ = await call(us_b, b, "DELETE", f"{M}/joint/contents?hash={h_shared}")
             assert status == 200

@@ -11,7 +11,12 @@ JSON, UTF-8::
 
     {"v": 1, "node": "<node name>", "missions": ["<name>", ...], "logs": ["<entry id>", ...],
      "notices": [{"xml": "<event .../>", "groups": [...], "label": "<label JSON>" | null,
-                  "clients": [["<client uid>", "<user>"], ...], "path": "mission-notice"}]}
+                  "clients": [["<client uid>", "<user>"], ...], "path": "mission-notice",
+                  "to": null | ["all", "<uid but whose>"] | ["clientUid" | "callsign" |
+                  "userName", "<invitee>"]}]}
+
+``to`` names clients by what each node finds among its own connected ones: a broadcast to every
+device (``t-x-m-c-k``, ``t-x-m-c-m``, ``t-x-m-n``, ``t-x-m-d``) or an invitation's devices.
 
 Pure: no I/O. Everything received is checked against the limits below; what fails is refused
 whole (:class:`ShareError`).
@@ -33,6 +38,8 @@ MAX_TEXT = 1024
 MAX_XML = 64 * 1024
 # Paths a forwarded notice may name (the router's audit path of the delivery).
 PATHS = frozenset({"mission", "mission-notice"})
+# How a notice may name the clients each node finds among its own (Missions.local_clients).
+TO_KINDS = frozenset({"all", "clientUid", "callsign", "userName"})
 
 
 class ShareError(ValueError):
@@ -46,6 +53,9 @@ class SharedNotice:
     label: str | None
     clients: frozenset[tuple[str, str]]
     path: str = "mission-notice"
+    # Clients each node finds among its own: ("all", uid) every connected device but uid's
+    # ("" none), or an invitee's ("clientUid" | "callsign" | "userName", value).
+    to: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,7 @@ def encode(msg: MissionShare) -> bytes:
                 "label": n.label,
                 "clients": sorted([uid, user] for uid, user in n.clients),
                 "path": n.path,
+                "to": list(n.to) if n.to is not None else None,
             }
             for n in msg.notices
         ],
@@ -123,6 +134,12 @@ def decode(payload: bytes) -> MissionShare:
         path = _text(n.get("path", "mission-notice"), "path")
         if path not in PATHS:
             raise ShareError(f"unknown path {path!r}")
+        raw_to = n.get("to")
+        to: tuple[str, str] | None = None
+        if raw_to is not None:
+            if not isinstance(raw_to, list) or len(raw_to) != 2 or raw_to[0] not in TO_KINDS:
+                raise ShareError("to is not one of [kind, value]")
+            to = (raw_to[0], _text(raw_to[1], "to"))
         notices.append(
             SharedNotice(
                 xml=_text(n.get("xml"), "xml", MAX_XML).encode("utf-8"),
@@ -130,6 +147,7 @@ def decode(payload: bytes) -> MissionShare:
                 label=label,
                 clients=frozenset(pairs),
                 path=path,
+                to=to,
             )
         )
     return MissionShare(

@@ -29,7 +29,8 @@ def test_a_message_round_trips() -> None:
     notice = SharedNotice(
         b'<event uid="n"/>', frozenset({"Blue"}), '{"c":"U"}', frozenset({("ANDROID-1", "bob")})
     )
-    msg = MissionShare("node0", ("ops",), ("log-1",), (notice,))
+    to_all = SharedNotice(b"<e/>", frozenset(), None, frozenset(), "mission-notice", ("all", "A"))
+    msg = MissionShare("node0", ("ops",), ("log-1",), (notice, to_all))
     assert mission_share.decode(mission_share.encode(msg)) == msg
 
 
@@ -46,6 +47,8 @@ def test_a_message_round_trips() -> None:
         b'{"v": 1, "node": "x", "notices": [{"xml": "<e/>", "groups": [], "clients": [["a"]]}]}',
         b'{"v": 1, "node": "x", "notices": [{"xml": "<e/>", "groups": [], "clients": [],'
         b' "path": "latest"}]}',
+        b'{"v": 1, "node": "x", "notices": [{"xml": "<e/>", "groups": [], "clients": [],'
+        b' "to": ["group", "Blue"]}]}',
         json.dumps({"v": 1, "node": "x", "missions": ["m"] * 1001}).encode(),
         json.dumps({"v": 1, "node": "x" * 2000}).encode(),
         b" " * (mission_share.MAX_MESSAGE_BYTES + 1),
