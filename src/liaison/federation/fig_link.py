@@ -9,8 +9,11 @@ wire without gRPC never loads grpcio.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from liaison.errors import PeerError
 from liaison.federation import fed_contacts, fed_groups, fig_codec
@@ -84,20 +87,57 @@ def encode_rows(link: PeerLink, row: OutboxRow, book: ContactBook) -> list[bytes
     return out
 
 
+class Translated(NamedTuple):
+    """A release translated when it was queued (:func:`pretranslate`)."""
+
+    data: bytes  # the serialized FederatedEvent, federate group names included
+    facts: fig_codec.ReleaseFacts
+    groups: tuple[str, ...]  # those group names
+
+
+def pretranslate(link: PeerLink, tree: ET.Element, groups: tuple[str, ...]) -> Translated | None:
+    """The serialized FederatedEvent of a release, from the tree the guard's re-check read its
+    bytes into, made when the link queues it (``PeerLink.translator``); None when it cannot be
+    translated (it is then translated at send time, where the failure is refused and
+    recorded). Nothing leaves on the strength of this alone: :func:`encode_rows` re-checks
+    these bytes, decoded again, against the guard as it is when they are written."""
+    try:
+        fed, facts = fig_codec.release_from_tree(
+            tree, server_id=link.fed.server_id, max_hops=link.peer.max_hops
+        )
+        fed.federateGroups.extend(groups)
+        return Translated(fed.SerializeToString(), facts, groups)
+    except (fig_codec.FigError, PeerError, ValueError):
+        return None
+
+
+def install_translator(link: PeerLink) -> None:
+    """Make ``link`` translate its releases for a TAK wire when it queues them."""
+    link.translator = functools.partial(pretranslate, link)
+
+
 def _encode(link: PeerLink, row: OutboxRow) -> tuple[bytes, fig_codec.ReleaseFacts] | None:
     server_id, max_hops = link.fed.server_id, link.peer.max_hops
     try:
-        # The tree the send-time re-check read these very bytes into (one parse for both).
-        tree = link.checked_tree(row.payload)
-        if tree is not None:
-            fed, facts = fig_codec.release_from_tree(tree, server_id=server_id, max_hops=max_hops)
+        done = link.translation(row.payload)
+        if isinstance(done, Translated) and done.groups == row.groups:
+            # Translated when queued, from the guard's re-check of bytes equal to these, with
+            # the row's group names.
+            data, facts = done.data, done.facts
         else:
-            fed, facts = fig_codec.release_with_facts(
-                row.payload, server_id=server_id, max_hops=max_hops
-            )
-        # The group names the link mapped this row to (fed_groups.py, tak-federation.md 7).
-        fed.federateGroups.extend(row.groups)
-        data = fed.SerializeToString()
+            # The tree the send-time re-check read these very bytes into (one parse for both).
+            tree = link.checked_tree(row.payload)
+            if tree is not None:
+                fed, facts = fig_codec.release_from_tree(
+                    tree, server_id=server_id, max_hops=max_hops
+                )
+            else:
+                fed, facts = fig_codec.release_with_facts(
+                    row.payload, server_id=server_id, max_hops=max_hops
+                )
+            # The group names the link mapped this row to (fed_groups.py, tak-federation.md 7).
+            fed.federateGroups.extend(row.groups)
+            data = fed.SerializeToString()
         # The re-check reads what will be written, not what we meant to write: the serialized
         # message decoded again into the event it carries (``other`` parsed again).
         back = fig_codec.federated_to_tree(fig_pb2.FederatedEvent.FromString(data))

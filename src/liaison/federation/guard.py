@@ -134,16 +134,26 @@ def _shape(detail: ET.Element) -> _Shape:
             found_labels.append(child)
         elif tag == PROVENANCE_TAG:
             found_prov.append(child)
-    odd_label = odd_prov = False
-    for el in detail.iter():
+    # Every element below ``detail`` whose tag ends with the label's tag (or is the provenance
+    # tag) is counted; the direct children found above are among them, so there is an odd one
+    # (nested deeper, or namespaced) exactly when the count exceeds them. One walk, no search.
+    seen_label = seen_prov = 0
+    walk = detail.iter()
+    next(walk)  # ``detail`` itself
+    for el in walk:
         tag = el.tag
-        if not isinstance(tag, str) or el is detail:
-            continue
+        if not isinstance(tag, str):
+            continue  # a comment or processing instruction
         if tag.endswith(labels.SECLABEL_TAG):
-            odd_label = odd_label or not any(el is f for f in found_labels)
+            seen_label += 1
         elif tag == PROVENANCE_TAG:
-            odd_prov = odd_prov or not any(el is f for f in found_prov)
-    return _Shape(found_labels, found_prov, odd_label, odd_prov)
+            seen_prov += 1
+    return _Shape(
+        found_labels,
+        found_prov,
+        seen_label > len(found_labels),
+        seen_prov > len(found_prov),
+    )
 
 
 def read_provenance(detail: ET.Element | None, shape: _Shape | None = None) -> Provenance | None:
@@ -346,13 +356,19 @@ class OutboundGuard:
 
     def check(self, event: Event) -> Release | Denial:
         """Decide on one event and, when it may go, render and re-check its release bytes."""
+        return self.check_parsed(event)[0]
+
+    def check_parsed(self, event: Event) -> tuple[Release | Denial, ET.Element | None]:
+        """:meth:`check`, with the element tree its re-check read the release bytes into (None
+        for a denial), for a wire that translates exactly those bytes (one parse for both; the
+        tree must not be changed)."""
         try:
             return self._check(event)
         except Exception:
             # Total, like labels.decide: a bug or an odd input denies, it never leaks.
             return Denial(
                 reasons=("internal_error",), stage=STAGE_GUARD, uid=event.uid, type=event.type
-            )
+            ), None
 
     def _deny(self, event: Event, *reasons: str, label_id: str | None = None) -> Denial:
         return Denial(
@@ -363,15 +379,15 @@ class OutboundGuard:
             label_id=label_id,
         )
 
-    def _check(self, event: Event) -> Release | Denial:
+    def _check(self, event: Event) -> tuple[Release | Denial, ET.Element | None]:
         peer = self.peer
         shape = _shape(event.detail) if event.detail is not None else None
         try:
             label, label_key = self._labels.read_keyed(event.detail, shape)
         except labels.LabelError as exc:
-            return self._deny(event, f"invalid_label:{exc.reason}")
+            return self._deny(event, f"invalid_label:{exc.reason}"), None
         if label is None:
-            return self._deny(event, "no_label")
+            return self._deny(event, "no_label"), None
         decision = self._decide(label)
         reasons: list[str] = list(decision.reasons)
         type_allowed, allowed, priority = self._type_rules(event.type)
@@ -415,11 +431,13 @@ class OutboundGuard:
         if stamp.hops > peer.max_hops:
             reasons.append("hop_limit")
         if reasons:
-            return self._deny(event, *reasons, label_id=label.label_id)
+            return self._deny(event, *reasons, label_id=label.label_id), None
 
         marking, banner = self._marking(label)
         payload = self._render(event, marking, kept, stamp, label_key)
-        mismatch = self.recheck(payload, label_id=label.label_id, uid=event.uid, type=event.type)
+        mismatch, tree = self.recheck_parsed(
+            payload, label_id=label.label_id, uid=event.uid, type=event.type
+        )
         if mismatch:
             return Denial(
                 reasons=mismatch,
@@ -427,7 +445,7 @@ class OutboundGuard:
                 uid=event.uid,
                 type=event.type,
                 label_id=label.label_id,
-            )
+            ), None
         coalesce = peer.coalesce and event.is_contact and not event.dests
         return Release(
             payload=payload,
@@ -440,7 +458,7 @@ class OutboundGuard:
             priority=priority,
             coalesce_key=event.uid if coalesce else None,
             removed=tuple(removed),
-        )
+        ), tree
 
     def recheck(self, payload: bytes, *, label_id: str, uid: str, type: str) -> tuple[str, ...]:
         """The independent re-check of the exact bytes about to be sent; empty when they pass.

@@ -60,6 +60,10 @@ UNFLUSHED_LIMITS = OutboundLimits(max_items=MAX_UNFLUSHED)
 # Clients of a peer remembered for directed messages (a partner with more than this many
 # devices has the oldest forgotten, and messages to them are counted as unrouted).
 MAX_REMOTE_CLIENTS = 20_000
+# Releases translated for a TAK wire when they were queued (PeerLink.translator), kept in
+# memory until their row is taken: past this, the oldest are forgotten and their rows are parsed
+# and translated again when taken. About 1.5 KiB each (the release bytes and the message).
+MAX_TRANSLATED = 8192
 # Distinct sets of local groups a TAK peer's inbound mapping wrote events into, each with its
 # Source (a mapping has few; the cache is cleared past this).
 MAX_GROUP_SOURCES = 256
@@ -188,6 +192,14 @@ class PeerLink:
         # Rows of the last take that passed the send-time re-check, with the tree it read their
         # bytes into (TAK wires only; at most one take's rows, MAX_TAKE): see checked_tree.
         self._checked: dict[int, tuple[bytes, ET.Element]] = {}
+        # A TAK wire's translation of a release from the tree the guard's re-check read its
+        # bytes into (set by the supervisor, fig_link.pretranslate; None: translated at send
+        # time). Its results by release bytes, oldest first, at most MAX_TRANSLATED, until the
+        # row with equal bytes is taken (see _send_check); then by row, for the wire (at most
+        # one take's rows, like _checked).
+        self.translator: Callable[[ET.Element, tuple[str, ...]], object] | None = None
+        self._translated: dict[bytes, object] = {}
+        self._ready: dict[int, tuple[bytes, object]] = {}
         self.client_uid: str | None = None
         self.callsign: str | None = None
         # Delivered, not yet guarded: no key, so nothing coalesces before its release is audited.
@@ -284,6 +296,8 @@ class PeerLink:
         peer = self.peer
         verdicts: list[Release | Denial] = []
         names: list[tuple[str, ...]] = []
+        translator = self.translator
+        translated: list[tuple[bytes, object]] = []
         for event, groups in delivered:
             # A TAK peer: the group mapping and TAK's own never-federated types first, fail
             # closed (federation/fed_groups.py; tak-federation.md sections 7 and 10).
@@ -301,8 +315,17 @@ class PeerLink:
                 verdicts.append(
                     Denial(reasons=(refusal,), stage="guard", uid=event.uid, type=event.type)
                 )
-            else:
+            elif translator is None:
                 verdicts.append(self.guard.check(event))
+            else:
+                # Translated now from the tree the guard's re-check read the release bytes into
+                # (one parse for both, and the tree is dropped at once).
+                verdict, tree = self.guard.check_parsed(event)
+                verdicts.append(verdict)
+                if tree is not None and isinstance(verdict, Release):
+                    done = translator(tree, mapped or ())
+                    if done is not None:
+                        translated.append((verdict.payload, done))
             names.append(mapped or ())
         records: list[tuple[str, Mapping[str, object]]] = []
         releases: list[tuple[Release, tuple[str, ...]]] = []
@@ -369,6 +392,11 @@ class PeerLink:
                 exc,
             )
             return
+        if translated:
+            kept = self._translated
+            kept.update(translated)
+            while len(kept) > MAX_TRANSLATED:
+                del kept[next(iter(kept))]
         self.status.bump("releases", len(releases))
         self.status.bump("denials", denials)
         self.status.bump("coalesced", self.outbox.coalesced - before)
@@ -580,6 +608,20 @@ class PeerLink:
         return max(top, outbox.last_applied)
 
     def _send_check(self, payload: bytes, label_id: str, uid: str, type: str) -> bool:
+        """The send-time check of a row's queued bytes (every row, every wire).
+
+        A row whose bytes are equal (the dict lookup compares the bytes themselves) to a
+        release the guard re-checked and a TAK wire translated when it was queued is handed to
+        the wire with that translation: the wire re-checks the serialized message it writes,
+        decoded again, against the guard as it is now (``fig_link.encode_rows``), which is the
+        re-check of the bytes that leave; parsing the queued bytes again here would check the
+        same thing once more. Any other row (queued before a restart, its translation
+        forgotten, or its bytes changed in the outbox) is parsed and re-checked here in full."""
+        if self._translated:
+            done = self._translated.pop(payload, None)
+            if done is not None:
+                self._ready[id(payload)] = (payload, done)
+                return True
         problems, tree = self.guard.recheck_parsed(payload, label_id=label_id, uid=uid, type=type)
         if not problems:
             if tree is not None and self.peer.protocol != PROTOCOL_NATIVE:
@@ -589,6 +631,14 @@ class PeerLink:
             Denial(reasons=problems, stage="send", uid=uid, type=type, label_id=label_id)
         )
         return False
+
+    def translation(self, payload: bytes) -> object | None:
+        """What the link's ``translator`` made of a row's bytes (the very bytes object of a row
+        just taken) when it was queued, handed out once; None when there is none."""
+        kept = self._ready.pop(id(payload), None)
+        if kept is None or kept[0] is not payload:
+            return None
+        return kept[1]
 
     def checked_tree(self, payload: bytes) -> ET.Element | None:
         """The element tree the send-time re-check read ``payload`` (the very bytes object of
@@ -613,6 +663,7 @@ class PeerLink:
                 continue
             self._send_denials = []
             self._checked.clear()
+            self._ready.clear()
             rows = outbox.take(room, check=self._send_check)
             if self._send_denials:
                 with contextlib.suppress(StorageError, OSError):
@@ -629,6 +680,7 @@ class PeerLink:
             await outbox.sync()
             await session.send_events(rows)
             self._checked.clear()
+            self._ready.clear()
             self.status.bump("sent", len(rows))
             self._sync_status()
 

@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 _GROUPS_COLUMN = "fed_groups"
 
 
+_INSERT = (
+    "INSERT INTO outbox (priority, coalesce_key, uid, type, label_id, sha256,"
+    " payload, queued_ms, fed_groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def _join(groups: Sequence[str]) -> str | None:
     return "\n".join(groups) if groups else None
 
@@ -256,8 +262,25 @@ class Outbox:
             return
         removed = 0
 
+        def values(item: QueuedRelease) -> tuple[object, ...]:
+            return (
+                item.priority,
+                item.coalesce_key,
+                item.uid,
+                item.type,
+                item.label_id,
+                item.sha256,
+                item.payload,
+                item.queued_ms,
+                _join(item.groups),
+            )
+
         def run(conn: sqlite3.Connection) -> None:
             nonlocal removed
+            if all(item.coalesce_key is None for item in items):
+                # Nothing to replace: one statement for the whole batch, rows in batch order.
+                conn.executemany(_INSERT, [values(item) for item in items])
+                return
             for item in items:
                 if item.coalesce_key is not None:
                     cur = conn.execute(
@@ -265,21 +288,7 @@ class Outbox:
                         (item.coalesce_key,),
                     )
                     removed += cur.rowcount
-                conn.execute(
-                    "INSERT INTO outbox (priority, coalesce_key, uid, type, label_id, sha256,"
-                    " payload, queued_ms, fed_groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        item.priority,
-                        item.coalesce_key,
-                        item.uid,
-                        item.type,
-                        item.label_id,
-                        item.sha256,
-                        item.payload,
-                        item.queued_ms,
-                        _join(item.groups),
-                    ),
-                )
+                conn.execute(_INSERT, values(item))
 
         self._tx(run)
         self.coalesced += removed

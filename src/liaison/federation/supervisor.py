@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 from liaison.config import LISTENER_NAMES
 from liaison.errors import PeerError, PkiError, listen_errors
-from liaison.federation import native, takv1
+from liaison.federation import fig_link, native, takv1
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import (
     DEFAULT_STABLE_S,
     PROTOCOL_TAK_V1,
     PROTOCOL_TAK_V2,
+    TAK_PROTOCOLS,
     Address,
     FederationConfig,
     listen_warning,
@@ -115,6 +116,9 @@ class Federation:
                 status=status,
                 clock_ms=self._clock_ms,
             )
+            if peer.protocol in TAK_PROTOCOLS:
+                # Releases translated to FederatedEvent as they are queued (fig_link.py).
+                fig_link.install_translator(link)
             self.links[peer.name] = link
             self._router.attach(link)
         tak_v2 = [k for k in self.links.values() if k.peer.protocol == PROTOCOL_TAK_V2]

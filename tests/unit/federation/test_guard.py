@@ -13,6 +13,7 @@ from liaison.federation.guard import (
     OutboundGuard,
     Rejected,
     Release,
+    _shape,
     read_provenance,
 )
 from liaison.model.labels import Label
@@ -347,3 +348,53 @@ def test_a_directed_message_goes_with_its_dests_or_not_at_all() -> None:
     # A type whose allowlist has no marti would lose the dests and become a broadcast: denied.
     refused = guard().check(event(label=REL_BOTH, cot_type="a-f-G-U-C", detail=CONTACT + dm))
     assert isinstance(refused, Denial) and "directed_without_dest" in refused.reasons
+
+
+def _shape_by_search(detail: ET.Element) -> tuple[int, int, bool, bool]:
+    """The shape as first written: every matching element looked up among the direct ones."""
+    direct_labels = [c for c in detail if c.tag == "__seclabel"]
+    direct_prov = [c for c in detail if c.tag == "__federation"]
+    odd_label = odd_prov = False
+    for el in detail.iter():
+        if not isinstance(el.tag, str) or el is detail:
+            continue
+        if el.tag.endswith("__seclabel"):
+            odd_label = odd_label or not any(el is f for f in direct_labels)
+        elif el.tag == "__federation":
+            odd_prov = odd_prov or not any(el is f for f in direct_prov)
+    return len(direct_labels), len(direct_prov), odd_label, odd_prov
+
+
+def test_shape_counts_odd_labels_and_provenance_in_one_walk() -> None:
+    # The one-walk count agrees with a search per element on every kind of odd placement.
+    label = seclabel(REL_BOTH)
+    prov = '<__federation origin="usa-srv" hops="1"/>'
+    details = [
+        f"<detail>{label}</detail>",
+        f"<detail>{label}{label}</detail>",
+        f"<detail>{label}<x>{label}</x></detail>",
+        f"<detail><x>{label}</x></detail>",
+        f'<detail xmlns:n="urn:n">{label}<n:__seclabel/></detail>',
+        "<detail><x__seclabel/></detail>",
+        f"<detail>{prov}</detail>",
+        f"<detail>{prov}<y>{prov}</y></detail>",
+        f"<detail>{prov}{prov}{label}</detail>",
+        "<detail><contact callsign='A'/><remarks>r</remarks></detail>",
+        "<detail/>",
+    ]
+    seen = set()
+    for text in details:
+        detail = ET.fromstring(text)
+        shape = _shape(detail)
+        got = (len(shape.labels), len(shape.provenance), shape.odd_label, shape.odd_provenance)
+        assert got == _shape_by_search(detail), text
+        seen.add(got[2:])
+    # Comments and processing instructions (kept by a parser that keeps them) are skipped.
+    builder = ET.TreeBuilder(insert_comments=True, insert_pis=True)
+    parser = ET.XMLParser(target=builder)
+    parser.feed(f"<detail><!-- c --><?pi x?>{label}</detail>".encode())
+    detail = parser.close()
+    shape = _shape(detail)
+    assert (len(shape.labels), shape.odd_label, shape.odd_provenance) == (1, False, False)
+    assert _shape_by_search(detail) == (1, 0, False, False)
+    assert seen == {(False, False), (True, False), (False, True)}
