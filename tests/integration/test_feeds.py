@@ -300,7 +300,7 @@ async def test_two_receivers_of_one_picture_make_one_track_each(
             feeds.m_reports.get("rx1") + feeds.m_reports.get("rx2") - 24
         )
         assert not any(b'uid="ICAO-3c71a1"' in f for f in frames)  # never sent twice
-        assert len(feeds.thinner) == 24
+        assert len(feeds.tracks) == 24
     assert b"ICAO-" not in unclass.raw
     # The server wrote its feeds' status; `liaison feeds status` reads it.
     doc = json.loads((data_dir / "feeds" / "status.json").read_text())

@@ -1,5 +1,5 @@
-"""Thinning, affiliation rules and the [feeds.NAME] tables (protocol/feed_tracks.py,
-feeds/config.py)."""
+"""Affiliation and label rules and the [feeds.NAME] tables (protocol/feed_tracks.py,
+feeds/config.py); the merge and thinning are in test_pending.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from liaison.errors import ConfigError
 from liaison.feeds.config import parse_feeds
 from liaison.gate import load_gate_config
-from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation, classification
+from liaison.protocol.feed_tracks import TrackReport, affiliation, classification
 
 POLICY = """
 [policy]
@@ -35,20 +35,6 @@ def report(kind: str, ident: str, military: bool = False) -> TrackReport:
         lon=0,
         military=military,
     )
-
-
-def test_newest_fix_wins_and_rate_is_bounded() -> None:
-    t = Thinner(min_interval_ms=1000, max_tracks=2)
-    assert t.offer("a", 100, now_ms=10_000) is None
-    assert t.offer("a", 100, now_ms=10_001) == "old"  # the same fix from a second receiver
-    assert t.offer("a", 50, now_ms=10_002) == "old"  # out of order
-    assert t.offer("a", 200, now_ms=10_500) == "rate"  # newer, but within the interval
-    assert t.offer("a", 150, now_ms=11_100) == "old"  # older than the rate-dropped newest
-    assert t.offer("a", 300, now_ms=11_100) is None
-    t.offer("b", 1, now_ms=11_200)
-    t.offer("c", 1, now_ms=11_300)
-    assert len(t) == 2  # "a", heard from least recently, was forgotten
-    assert t.offer("a", 10, now_ms=11_400) is None
 
 
 def test_affiliation_rules_in_order() -> None:
