@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,9 +67,14 @@ MAX_QUEUED_LINES = 10_000
 # Longest line read from an SBS-1 or AIS TCP stream (see protocol.ais.MAX_LINE_BYTES; longer is
 # garbage, skipped and counted as invalid).
 MAX_TCP_LINE_BYTES = 4096
-# Bytes a TCP feed reads at once (and its reader buffers before pausing the socket): about 650
-# SBS-1 lines, parsed into the pending table in one go.
+# Bytes a TCP feed reads at once (about 650 SBS-1 lines, parsed into the pending table in one
+# go), and seconds of reading and parsing it may take in one loop turn while bytes are waiting.
 READ_CHUNK_BYTES = 64 * 1024
+READ_TURN_S = 0.01
+# Bytes waiting unread in a TCP feed's socket past which the feed is behind its upstream (it sends
+# faster than the lines can be parsed): the lines read are skipped unparsed (counted as
+# ``skipped``) until it has caught up, so what is parsed is recent, never a backlog.
+READ_BEHIND_BYTES = 1024 * 1024
 # Seconds an HTTP poll or a TCP connect may take.
 UPSTREAM_TIMEOUT_S = 10.0
 # Reports (or AIS lines) offered to the pending table in one go before a feed lets the event loop
@@ -610,7 +619,7 @@ class Feeds:
         they arrive, a chunk at a time, into the pending table."""
         assert c.connect is not None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(c.connect.host, c.connect.port, limit=READ_CHUNK_BYTES),
+            asyncio.open_connection(c.connect.host, c.connect.port, limit=4 * READ_CHUNK_BYTES),
             UPSTREAM_TIMEOUT_S,
         )
         station = str(c.connect)
@@ -629,6 +638,9 @@ class Feeds:
 
         self._ok(status)
         lines = LineSplitter(MAX_TCP_LINE_BYTES)
+        sock = writer.get_extra_info("socket")
+        clock = asyncio.get_running_loop().time
+        turn = clock()
         try:
             while True:
                 chunk = await reader.read(READ_CHUNK_BYTES)
@@ -637,15 +649,22 @@ class Feeds:
                     if rest:
                         handle([rest])
                     raise ConnectionError(f"{c.connect} closed the connection")
+                if sock is not None and unread_bytes(sock) > READ_BEHIND_BYTES:
+                    self.m_dropped.inc("skipped", chunk.count(b"\n"))
+                    lines.resync()
+                    await asyncio.sleep(0)
+                    continue
                 complete = lines.feed(chunk)
                 if lines.overlong:
                     self._invalid(c.name, lines.overlong)
                     lines.overlong = 0
                 if complete:
                     handle(complete)
-                # read() returns without yielding while bytes are buffered: let the loop serve
-                # the clients (and the publisher) between chunks.
-                await asyncio.sleep(0)
+                if clock() - turn >= READ_TURN_S:
+                    # read() returns without yielding while bytes are buffered: let the loop
+                    # serve the clients (and the publisher) at least every READ_TURN_S.
+                    await asyncio.sleep(0)
+                    turn = clock()
         finally:
             writer.close()
             with contextlib.suppress(OSError):
@@ -820,10 +839,24 @@ class LineSplitter:
             out.append(part + b"\n")
         return out
 
+    def resync(self) -> None:
+        """Bytes were skipped: drop the partial line, and the next bytes up to a newline."""
+        self._partial = b""
+        self._skipping = True
+
     def finish(self) -> bytes:
         """What was left without a newline when the stream ended."""
         rest, self._partial = self._partial, b""
         return rest
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes received on ``sock`` that nobody has read yet (FIONREAD); 0 when unknown."""
+    try:
+        got = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", got)[0])
 
 
 def _upstream(c: FeedConfig) -> str:
