@@ -312,6 +312,8 @@ async def test_two_receivers_of_one_picture_make_one_track_each(
     assert rx1["published"] + rx2["published"] == 24 and rx1["last_data_ms"] is not None
     assert cli.main(["feeds", "status", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
+    assert "tracks: 24, pending 0, thinning x1.00\n" in out
+    assert f"dropped: old {doc['dropped']['old']}\n" in out
     assert f"rx1: stopped (adsb-file {snapshot}), data " in out
     assert f"  reports {rx1['reports']}, published {rx1['published']}, refused 0, invalid 0," in out
     assert cli.main(["feeds", "status", "--data-dir", str(tmp_path / "nowhere")]) == 1

@@ -4,9 +4,12 @@ feeds/runner.py), on a fake clock: every time is an argument."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
+from typing import cast
 
 import pytest
 
+from liaison.feeds.config import FeedConfig, parse_feeds
 from liaison.feeds.pending import (
     COALESCED,
     EVICTED,
@@ -18,9 +21,16 @@ from liaison.feeds.pending import (
     PendingTracks,
     Thinning,
 )
-from liaison.feeds.runner import LineSplitter
+from liaison.feeds.runner import MAX_DELIVERIES_PER_TURN, Feeds, LineSplitter
+from liaison.gate import load_gate_config
+from liaison.metrics import Metrics
+from liaison.model.event import Event
+from liaison.protocol.feed_tracks import TrackReport
+from liaison.router import Published, Router
+from tests.unit.feeds.test_tracks_and_config import POLICY
 
 ONE_S = Pace(base_ms=1000, cap_ms=30_000)
+NOW = 1_800_000_000_000
 
 
 def table(max_tracks: int = 100) -> tuple[PendingTracks[str], Counter[str]]:
@@ -153,3 +163,118 @@ def test_line_splitter_any_cut_and_overlong_lines() -> None:
     chunks = [b"y" * 15, b"y" * 15, b"y" * 15, b"\nok\n"]  # one long line over three chunks
     got = [line for chunk in chunks for line in s.feed(chunk)]
     assert got == [b"ok\n"] and s.overlong == 1
+
+
+class FakeRouter:
+    """What the feeds' publisher reads of the router: congestion, the writer queue, the
+    subscribers' outbound depth; each publication reaches ``clients`` subscribers."""
+
+    def __init__(self, clients: int) -> None:
+        self.congested = False
+        self.store_backlog = 0.0
+        self.subscribers: list[object] = []
+        self.clients = clients
+        self.published: list[str] = []
+
+    def publish_checked(self, event: Event, source: object) -> Published:
+        self.published.append(event.uid)
+        return Published(self.clients, (), event)
+
+
+class Queued:
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def outbound_depth(self) -> int:
+        return self.depth
+
+
+SBS_FEED = """
+[feeds.rx]
+kind = "sbs1-tcp"
+connect = "127.0.0.1:30003"
+org = "USA"
+ceiling = { classification = "RESTRICTED", REL = "*" }
+default_classification = "RESTRICTED"
+min_interval_s = 1
+stale_s = 60
+"""
+
+
+def feeds_with(router: FakeRouter, clock: list[int], tmp_path: Path) -> tuple[Feeds, FeedConfig]:
+    text = POLICY + SBS_FEED
+    policy = load_gate_config(text).policy
+    (config,) = parse_feeds(text, policy, base_dir=tmp_path)
+    feeds = Feeds([config], cast(Router, router), Metrics(), lambda: clock[0], tmp_path, policy)
+    return feeds, config
+
+
+def fix(i: int, t: int) -> TrackReport:
+    return TrackReport(
+        kind="aircraft",
+        ident=f"{i:06x}",
+        uid=f"ICAO-{i:06x}",
+        cot_type="a-?-A",
+        time_ms=t,
+        lat=1.0,
+        lon=2.0,
+    )
+
+
+def test_one_turn_is_bounded_by_deliveries_and_the_rest_waits(tmp_path: Path) -> None:
+    clock = [NOW]
+    router = FakeRouter(clients=200)  # each event is 200 deliveries
+    feeds, config = feeds_with(router, clock, tmp_path)
+    feeds.offer(config, [fix(i, NOW) for i in range(100)])
+    assert feeds.tracks.pending == 100
+    per_turn = MAX_DELIVERIES_PER_TURN // 200  # 50 events, then it yields
+    assert feeds.publish_due(NOW) == per_turn
+    assert len(router.published) == per_turn
+    turns = 1
+    while feeds.publish_due(NOW) and turns < 100:
+        turns += 1
+    assert turns == 100 // per_turn and len(set(router.published)) == 100  # every track once
+    router.congested = True  # the store's queue is full: nothing goes, the fixes wait
+    feeds.offer(config, [fix(i, NOW + 2000) for i in range(100)])
+    clock[0] = NOW + 2000
+    assert feeds.publish_due(NOW + 2000) == 0 and feeds.tracks.pending == 100
+    assert feeds.m_dropped.values == {}  # waiting is not dropping
+
+
+def test_the_publisher_widens_while_behind_and_narrows_once_clear(tmp_path: Path) -> None:
+    clock = [NOW]
+    router = FakeRouter(clients=1)
+    feeds, config = feeds_with(router, clock, tmp_path)
+    feeds.offer(config, [fix(i, NOW) for i in range(10)])
+    assert feeds.behind(NOW) == []
+    assert feeds.behind(NOW + 1_500) == ["overdue"]  # due at NOW, nobody published them
+    feeds.adapt(NOW + 1_500)
+    assert feeds.thinning.factor == pytest.approx(WIDEN)
+    while feeds.publish_due(NOW + 1_500):
+        pass
+    router.store_backlog = 0.3  # the writer queue at 30 % of the congestion depth
+    feeds.loop_lag_s = 0.3
+    router.subscribers = [Queued(5_000), Queued(0)]  # half the sessions have a backlog
+    assert feeds.behind(NOW + 1_600) == ["loop_lag", "writer_queue", "outbound"]
+    router.congested = True
+    assert "congested" in feeds.behind(NOW + 1_600)
+    router.congested, router.store_backlog, feeds.loop_lag_s = False, 0.0, 0.0
+    router.subscribers = [Queued(5_000), Queued(0), Queued(0)]  # a third: not behind
+    assert feeds.behind(NOW + 1_600) == []
+    feeds.adapt(NOW + 1_600)  # clear: narrowed
+    assert feeds.thinning.factor == pytest.approx(WIDEN / NARROW_DIVISOR)
+    assert feeds.m_behind.values == {"overdue": 1}
+    # Every fix of each track, ten a second, while the factor is 4: each goes out every 4 s.
+    feeds.thinning.factor = 4.0
+    router.published.clear()
+    for step in range(1, 81):
+        t = NOW + 1_600 + step * 100
+        clock[0] = t
+        feeds.offer(config, [fix(i, t) for i in range(10)])
+        while feeds.publish_due(t):
+            pass
+    assert len(router.published) == 2 * 10  # 8 s at one fix per track per 4 s
+    assert feeds.tracks.pending == 10  # the newest of each, waiting for its turn
+    assert feeds.m_dropped.get("thinned") + feeds.m_dropped.get("coalesced") == 800 - 20 - 10
+    doc = feeds.snapshot()
+    assert doc["tracks"] == 10 and doc["thinning"] == 4.0 and doc["behind"] == {"overdue": 1}

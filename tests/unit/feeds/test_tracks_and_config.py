@@ -145,6 +145,10 @@ def test_status_rendering_shows_failures_and_staleness() -> None:
         "v": 1,
         "written_ms": 10_000,
         "tracks": 3,
+        "pending": 2,
+        "thinning": 2.5,
+        "dropped": {"thinned": 40, "old": 4},
+        "behind": {"overdue": 3},
         "feeds": [
             {
                 "name": "air",
@@ -163,7 +167,9 @@ def test_status_rendering_shows_failures_and_staleness() -> None:
         ],
     }
     assert render_status(doc, 11_000) == (
-        "tracks: 3\n"
+        "tracks: 3, pending 2, thinning x2.50\n"
+        "dropped: old 4, thinned 40\n"
+        "behind: overdue 3\n"
         "air: failing (adsb-http http://192.0.2.1/data/aircraft.json), data 7.0 s ago\n"
         "  reports 10, published 7, refused 1, invalid 0, failures 5\n"
         "  last error: HTTP 503 from http://192.0.2.1/data/aircraft.json (2 consecutive failures)\n"
