@@ -171,9 +171,6 @@ class PendingTracks(Generic[T]):
         self._pending -= 1
         return uid, item
 
-    def uids(self) -> Iterable[str]:
-        return self._tracks.keys()
-
 
 # Thinning: the factor the tracks' intervals are widened by while the server is behind.
 # Each adaptation step while a signal says "behind" multiplies it by WIDEN; a step in which the

@@ -70,11 +70,11 @@ MAX_TCP_LINE_BYTES = 4096
 # Bytes a TCP feed reads at once (about 650 SBS-1 lines, parsed into the pending table in one
 # go), and seconds of reading and parsing it may take in one loop turn while bytes are waiting.
 READ_CHUNK_BYTES = 64 * 1024
-READ_TURN_S = 0.01
+READ_TURN_S = 0.05
 # Bytes waiting unread in a TCP feed's socket past which the feed is behind its upstream (it sends
 # faster than the lines can be parsed): the lines read are skipped unparsed (counted as
 # ``skipped``) until it has caught up, so what is parsed is recent, never a backlog.
-READ_BEHIND_BYTES = 1024 * 1024
+READ_BEHIND_BYTES = 256 * 1024
 # Seconds an HTTP poll or a TCP connect may take.
 UPSTREAM_TIMEOUT_S = 10.0
 # Reports (or AIS lines) offered to the pending table in one go before a feed lets the event loop
