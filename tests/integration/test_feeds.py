@@ -527,6 +527,7 @@ async def test_a_flooding_feed_never_delays_chat_and_its_picture_is_never_late(
             dropped = dict(feeds.m_dropped.values)
             behind = dict(feeds.m_behind.values)
             published = feeds.m_published.get("flood")
+            refused = feeds.m_refused.get("flood")
             reports = feeds.m_reports.get("flood")
             tracks = len(feeds.tracks)
     finally:
@@ -540,6 +541,10 @@ async def test_a_flooding_feed_never_delays_chat_and_its_picture_is_never_late(
     assert reports + skipped >= FLOOD_AIRCRAFT * (last + 1) - 2 * (skipped // 100 + 1)
     assert published < 0.75 * (reports + skipped)
     assert dropped.get("coalesced", 0) + dropped.get("thinned", 0) > 0
+    # Every report read is accounted for: published, refused, or dropped with its reason (none
+    # waits any more).
+    not_published = sum(dropped.get(r, 0) for r in ("old", "coalesced", "thinned", "evicted"))
+    assert reports == published + refused + not_published
     assert behind, "the flood never made the server behind: not a flood"
     # Chat was never held up by the flood, either way.
     assert max(latencies) < CHAT_LATENCY_LIMIT_S, latencies
