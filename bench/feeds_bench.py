@@ -65,6 +65,8 @@ EVENT_END = b"</event>"
 EVENT_RE = re.compile(rb'uid="ICAO-([0-9a-f]{6})".*?alt_baro="(\d+)"', re.DOTALL)
 STAMP_MODULO = 100_000
 SERVER_START_S = 60.0
+# Seconds between two samples of the age of the picture each measuring client holds.
+AGE_SAMPLE_S = 1.0
 # Longest wait, after the measuring window, for the server to work off its backlog.
 DRAIN_WAIT_S = 180.0
 
@@ -158,6 +160,10 @@ class Stats:
     measuring: bool = False
     events: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # Sampled every AGE_SAMPLE_S in the window, per measuring client: the age of every track's
+    # newest fix it holds (how late the picture is), and of the freshest one.
+    track_ages_ms: list[float] = field(default_factory=list)
+    freshest_ages_ms: list[float] = field(default_factory=list)
     disconnects: int = 0
 
 
@@ -171,6 +177,8 @@ class Client(asyncio.BufferedProtocol):
         self.view = memoryview(self.buffer)
         self.filled = 0
         self.uids: set[bytes] = set()
+        # uid -> the send stamp (see sbs1_line) of the newest fix received: the picture it holds.
+        self.newest: dict[bytes, int] = {}
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,14 +207,35 @@ class Client(asyncio.BufferedProtocol):
             stats.events += buf.count(EVENT_END, 0, end)
         if self.measure:
             now_stamp = int(now_ms) % STAMP_MODULO
+            newest = self.newest
             for uid, sent in EVENT_RE.findall(buf, 0, end):
                 self.uids.add(uid)
+                newest[uid] = int(sent)
                 if stats.measuring:
                     stats.latencies_ms.append((now_stamp - int(sent)) % STAMP_MODULO)
         rest = total - end
         if rest:
             buf[:rest] = buf[end:total]
         self.filled = rest
+
+
+def sample_ages(clients: Sequence[Client], stats: Stats, now_ms: float) -> None:
+    """Record how old the newest fix of each track every measuring client holds is, now (the
+    picture's lateness: a server that falls behind shows old positions however fast it sends)."""
+    now_stamp = int(now_ms) % STAMP_MODULO
+    for c in clients:
+        if not c.measure or not c.newest:
+            continue
+        ages = [(now_stamp - sent) % STAMP_MODULO for sent in c.newest.values()]
+        stats.track_ages_ms.extend(ages)
+        stats.freshest_ages_ms.append(min(ages))
+
+
+async def _sample_ages_for(clients: Sequence[Client], stats: Stats, duration_s: float) -> None:
+    """Sample the picture's age every AGE_SAMPLE_S for ``duration_s`` (bounded count)."""
+    for _ in range(max(1, int(duration_s / AGE_SAMPLE_S))):
+        await asyncio.sleep(AGE_SAMPLE_S)
+        sample_ages(clients, stats, time.time() * 1000)
 
 
 def _status(data_dir: Path) -> dict[str, Any]:
@@ -223,14 +252,21 @@ async def _drained(data_dir: Path) -> tuple[dict[str, Any], float | None]:
     start = time.monotonic()
     start_ms = time.time() * 1000
     last: dict[str, Any] = {}
-    before: tuple[int, int] | None = None
+    before: tuple[int, int, int] | None = None
     while time.monotonic() - start < DRAIN_WAIT_S:
         status = _status(data_dir)
         written = status.get("written_ms", 0)
         if written > last.get("written_ms", 0):
             last = status
-            mark = (sum(f.get("reports", 0) for f in status.get("feeds", [])), status["tracks"])
-            if written >= start_ms and mark == before:
+            feeds = status.get("feeds", [])
+            mark = (
+                sum(f.get("reports", 0) for f in feeds),
+                sum(f.get("published", 0) for f in feeds),
+                status["tracks"],
+            )
+            # Fixes still waiting to be published (a server with a pending table) count as not
+            # drained yet.
+            if written >= start_ms and mark == before and not status.get("pending", 0):
                 return status, time.monotonic() - start
             before = mark if written >= start_ms else None
         await asyncio.sleep(0.5)
@@ -299,7 +335,7 @@ async def run(args: argparse.Namespace) -> int:
             stats.measuring = True
             cpu0, t0 = loadgen.read_cpu_seconds(proc.pid), time.monotonic()
             own0 = time.process_time()
-            await asyncio.sleep(args.duration)
+            await _sample_ages_for(clients, stats, args.duration)
             cpu1, t1 = loadgen.read_cpu_seconds(proc.pid), time.monotonic()
             own1 = time.process_time()
             stats.measuring = False
@@ -309,6 +345,8 @@ async def run(args: argparse.Namespace) -> int:
             for r in receivers:
                 await r.close()
             status, drained_s = await _drained(data_dir)
+            written_ms = status.get("written_ms")
+            status_age_s = time.time() - written_ms / 1000 if isinstance(written_ms, int) else None
         finally:
             for c in clients:
                 if c.transport is not None:
@@ -319,6 +357,10 @@ async def run(args: argparse.Namespace) -> int:
                 await r.close()
         if proc.returncode not in (0, -15):
             print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
+        if args.server_log:
+            await asyncio.to_thread(
+                Path(args.server_log).write_bytes, (Path(tmp) / "server.log").read_bytes()
+            )
     elapsed = t1 - t0
     lat = sorted(stats.latencies_ms)
     tracks = status.get("tracks")
@@ -332,6 +374,11 @@ async def run(args: argparse.Namespace) -> int:
         "lines_sent": sum(r.lines for r in receivers),
         "feeds_published": published,
         "dropped": status.get("dropped", {}),
+        # Adaptation steps in which each signal said the server was behind (a server with the
+        # adaptive publisher; absent before it).
+        "behind": status.get("behind"),
+        # How old the status read at the end was when read (a stale file explains stale counts).
+        "status_age_s": round(status_age_s, 1) if status_age_s is not None else None,
         "tracks": tracks,
         "drained_after_s": round(drained_s, 1) if drained_s is not None else None,
         "uids_per_measuring_client": measured_uids,
@@ -343,6 +390,12 @@ async def run(args: argparse.Namespace) -> int:
         "latency_ms_p99": round(loadgen.percentile(lat, 0.99), 1) if lat else None,
         "latency_ms_max": round(lat[-1], 1) if lat else None,
         "latency_samples": len(lat),
+        # The age of the newest fix of each track a measuring client held, sampled every second
+        # (modulo 100 s: older than that wraps), and of the freshest track it held.
+        "picture_age_ms_p50": _pct(stats.track_ages_ms, 0.5),
+        "picture_age_ms_p99": _pct(stats.track_ages_ms, 0.99),
+        "freshest_fix_age_ms_p50": _pct(stats.freshest_ages_ms, 0.5),
+        "freshest_fix_age_ms_max": _pct(stats.freshest_ages_ms, 1.0),
         "disconnects": lost,
         "loadavg_before": load_before,
         "loadavg_after": _loadavg(),
@@ -359,6 +412,13 @@ async def run(args: argparse.Namespace) -> int:
     return 0 if exact else 1
 
 
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[-1] if q >= 1 else loadgen.percentile(ordered, q), 1)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--aircraft", type=int, default=5000)
@@ -368,6 +428,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--json-out", default=None)
+    p.add_argument("--server-log", default=None, help="copy the server's log here at the end")
     args = p.parse_args(argv)
     if not 0 <= args.overlap <= 1 or args.aircraft < 1 or not 1 <= args.measure <= args.clients:
         p.error("need 0 <= overlap <= 1, aircraft >= 1, 1 <= measure <= clients")

@@ -301,6 +301,16 @@ class Router:
         t = self._congestion_threshold
         return t is not None and self._writer is not None and self._writer.pending >= t
 
+    @property
+    def store_backlog(self) -> float:
+        """The store writer's queue depth as a share of the depth at which the router congests
+        (0.0 without a writer or threshold): what a source that can wait reads to slow down
+        before readers have to pause (the feeds' publisher, docs/feeds.md)."""
+        t = self._congestion_threshold
+        if t is None or self._writer is None:
+            return 0.0
+        return self._writer.pending / t
+
     # --- subscriptions --------------------------------------------------------------------
 
     def attach(self, sub: Subscriber) -> None:
@@ -1008,9 +1018,34 @@ class Router:
         Passes the same decision as live delivery, and the same audit. Returns how many events
         were offered.
         """
+        return self._replay_entries(sub, self._replay_order())
+
+    def _replay_order(self) -> list[LatestEntry]:
         now = self._clock_ms()
         entries = [e for e in self._latest.entries() if not e.event.is_stale(now)]
         entries.sort(key=lambda e: (not e.event.is_contact, e.event.time))
+        return entries
+
+    @property
+    def latest_count(self) -> int:
+        """Uids in the latest-state table (stale ones included)."""
+        return len(self._latest)
+
+    def replay_plan(self) -> list[str]:
+        """The uids a replay goes through, in order (contacts first, then by time): for a caller
+        that replays a large state a part at a time (:meth:`replay_part`)."""
+        return [e.event.uid for e in self._replay_order()]
+
+    def replay_part(self, sub: Subscriber, uids: Sequence[str]) -> int:
+        """Replay ``uids`` (a part of :meth:`replay_plan`) to ``sub``: each uid's entry as it is
+        now (a newer one than when the plan was made, none when deleted or stale since), with
+        the decision and audit of :meth:`replay_to`. Returns how many events were offered."""
+        now = self._clock_ms()
+        get = self._latest.get
+        entries = [e for u in uids if (e := get(u)) is not None and not e.event.is_stale(now)]
+        return self._replay_entries(sub, entries)
+
+    def _replay_entries(self, sub: Subscriber, entries: list[LatestEntry]) -> int:
         plans = [
             self._fanout("replay", self._replay_out(e), e.sender_groups, e.label, [sub])
             for e in entries

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -207,6 +208,11 @@ class StreamSession(asyncio.Protocol):
     def partial_since_ms(self) -> int | None:
         return self._peer.partial_since_ms
 
+    def outbound_depth(self) -> int:
+        """Items waiting in the outbound queue now (the feeds' publisher reads it, among its
+        signals that the server is behind)."""
+        return len(self._queue)
+
     def statistics(self) -> OutboundStatistics:
         """The outbound queue's statistics (depth, peak, coalesced, dropped, ...)."""
         return self._queue.statistics()
@@ -330,7 +336,7 @@ class StreamSession(asyncio.Protocol):
         if offer:
             self._write_raw(offer)
         self._router.attach(self)
-        self._router.replay_to(self)
+        self._registry.replays.start(self, self._router)
 
     def check_timeouts(self, now_ms: int) -> None:
         """Called periodically by the registry: drop peers that have not identified themselves in
@@ -429,6 +435,74 @@ class StreamSession(asyncio.Protocol):
         self._transport.write(data)
 
 
+# Replayed deliveries (latest-state entries to newly connected sessions) made in one loop turn,
+# over all the sessions waiting for their replay: a reconnect storm (200 clients x 5,000 items)
+# is spread over many turns, the loop serving the other sessions between them.
+REPLAY_DELIVERIES_PER_TURN = 2_000
+
+
+class ReplayQueue:
+    """The replays of the latest state to newly connected sessions, at most
+    :data:`REPLAY_DELIVERIES_PER_TURN` entries a loop turn over all of them, round robin.
+
+    A replay that fits in one turn's budget, with nobody else waiting, is made at once
+    (``Router.replay_to``). A larger one waits for a later loop turn, which makes one plan of uids
+    (``Router.replay_plan``: contacts first, then by time) for every session then waiting (each
+    attached before the plan was made, so it misses no uid: a newer one reaches it live), and
+    replays it a part at a time (``Router.replay_part``: each uid's entry as it is when its part
+    goes out, so a live update delivered meanwhile is never followed by an older one). Bounded by
+    the sessions: one replay per session waiting; a session closed meanwhile is dropped.
+    """
+
+    def __init__(self, budget: int = REPLAY_DELIVERIES_PER_TURN) -> None:
+        self._budget = budget
+        # (session, router, plan or None until the next turn makes it, [position]).
+        self._waiting: deque[tuple[StreamSession, Router, list[str] | None, list[int]]] = deque()
+        self._handle: asyncio.Handle | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def start(self, session: StreamSession, router: Router) -> None:
+        if not self._waiting and router.latest_count <= self._budget:
+            router.replay_to(session)
+            return
+        self._waiting.append((session, router, None, [0]))
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._handle = None
+        waiting = self._waiting
+        plans: dict[int, list[str]] = {}  # one plan per router for the sessions without one
+        for i, (session, router, plan, at) in enumerate(waiting):
+            if plan is None:
+                shared = plans.get(id(router))
+                if shared is None:
+                    shared = plans[id(router)] = router.replay_plan()
+                waiting[i] = (session, router, shared, at)
+        budget = self._budget
+        while budget > 0 and waiting:
+            session, router, plan, at = waiting.popleft()
+            if session.phase is not _OPEN or plan is None:
+                continue  # closed before its replay ended
+            n = min(budget, len(plan) - at[0])
+            router.replay_part(session, plan[at[0] : at[0] + n])
+            budget -= n
+            at[0] += n
+            if at[0] < len(plan):
+                waiting.append((session, router, plan, at))  # round robin: the next one's turn
+        if waiting:
+            # The next part in a later loop turn (call_soon runs after the I/O of this one).
+            self._handle = asyncio.get_running_loop().call_soon(self._run)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._waiting.clear()
+
+
 class WriteBatcher:
     """Flushes every session with pending output in one callback, at most once per interval.
 
@@ -504,6 +578,7 @@ class SessionRegistry:
         self, clock_ms: Callable[[], int], *, write_batch_s: float = DEFAULT_WRITE_BATCH_S
     ) -> None:
         self.batcher = WriteBatcher(write_batch_s)
+        self.replays = ReplayQueue()
         self._sessions: set[StreamSession] = set()
         self._paused: set[StreamSession] = set()
         self._feeds: set[LiveFeed] = set()
@@ -615,6 +690,7 @@ class SessionRegistry:
         return closed
 
     def close_all(self) -> None:
+        self.replays.cancel()
         for session in list(self._sessions):
             session.close()
         for feed in list(self._feeds):

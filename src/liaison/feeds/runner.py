@@ -3,18 +3,26 @@ own principal (docs/feeds.md).
 
 An adapter reads its upstream (an ``aircraft.json`` over HTTP or from a file, SBS-1 BaseStation
 lines or AIS sentences from a TCP server, AIS sentences on a UDP port), turns what it reads into
-track reports with the pure parsers (``protocol.adsb``, ``protocol.sbs1``, ``protocol.ais``),
-thins them (``protocol.feed_tracks.Thinner``, shared by every feed so several receivers of one
-aircraft make one track) and calls ``Router.publish``: the same ingest rules, labelling, audit
-and access decision as any other source. A failing upstream is retried with backoff and never
-stops the server.
+track reports with the pure parsers (``protocol.adsb``, ``protocol.sbs1``, ``protocol.ais``)
+as fast as it arrives, and offers them to one pending table shared by every feed (newest fix per
+track wins, so several receivers of one aircraft make one track: ``feeds.pending``). A publisher
+task takes the fixes that are due out of it, at most one per track per ``min_interval_s`` widened
+while the server is behind (adaptive thinning), a bounded amount of work per loop turn, and calls
+``Router.publish_checked``: the same ingest rules, labelling, audit and access decision as any
+other source. A flooding upstream makes the picture coarser, never late, and never holds up the
+other clients. A failing upstream is retried with backoff and never stops the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
+import termios
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +33,7 @@ import aiohttp
 from liaison.errors import listen_errors
 from liaison.federation.backoff import Backoff
 from liaison.feeds.config import FeedConfig
+from liaison.feeds.pending import COALESCED, Pace, PendingTracks, Thinning
 from liaison.feeds.status import (
     STATUS_INTERVAL_S,
     STATUS_VERSION,
@@ -40,7 +49,6 @@ from liaison.model.principal import Principal, PrincipalKind
 from liaison.protocol import adsb, geo
 from liaison.protocol.ais import AisDecoder
 from liaison.protocol.feed_tracks import (
-    Thinner,
     TrackReport,
     affiliation,
     classification,
@@ -56,15 +64,52 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 # AIS lines waiting to be decoded (from the UDP port): a busy coastal station sends a few
 # hundred a second; past this the newest are dropped and counted as ``queue_full``.
 MAX_QUEUED_LINES = 10_000
-# Longest line read from an AIS TCP stream (see protocol.ais.MAX_LINE_BYTES; longer is garbage).
+# Longest line read from an SBS-1 or AIS TCP stream (see protocol.ais.MAX_LINE_BYTES; longer is
+# garbage, skipped and counted as invalid).
 MAX_TCP_LINE_BYTES = 4096
+# Bytes a TCP feed reads at once (about 650 SBS-1 lines, parsed into the pending table in one
+# go), and seconds of reading and parsing it may take in one loop turn while bytes are waiting.
+READ_CHUNK_BYTES = 64 * 1024
+READ_TURN_S = 0.05
+# Bytes waiting unread in a TCP feed's socket past which the feed is behind its upstream (it sends
+# faster than the lines can be parsed): the lines read are skipped unparsed (counted as
+# ``skipped``) until it has caught up, so what is parsed is recent, never a backlog.
+READ_BEHIND_BYTES = 256 * 1024
 # Seconds an HTTP poll or a TCP connect may take.
 UPSTREAM_TIMEOUT_S = 10.0
-# Reports (or AIS lines) handled in one go before the feed lets the event loop serve others: it
-# bounds how long one large document holds the loop (docs/feeds.md, "Merge and thin").
+# Reports (or AIS lines) offered to the pending table in one go before a feed lets the event loop
+# serve others: it bounds how long one large document holds the loop (docs/feeds.md).
 PUBLISH_BATCH = 256
-# Tracks the shared thinner remembers (the least recently heard is forgotten first).
+# Tracks the pending table remembers (the least recently heard is forgotten first).
 MAX_TRACKS = 100_000
+# The publisher's work in one loop turn: at most this many deliveries (an event to 200 clients
+# is 200), MAX_EVENTS_PER_TURN events or MAX_TURN_S seconds, then it yields so the other
+# sessions are served.
+MAX_DELIVERIES_PER_TURN = 10_000
+MAX_EVENTS_PER_TURN = 256
+MAX_TURN_S = 0.05
+# Seconds the publisher sleeps at most when nothing is due (a new track waits no longer).
+PUBLISH_TICK_S = 0.05
+# Seconds between two adaptation steps of the thinning factor (and loop-lag windows).
+ADAPT_PERIOD_S = 0.5
+# The signals that the server is behind, each checked at every adaptation step:
+# - the event loop ran this late (the lag probe's worst in the period);
+LOOP_LAG_LIMIT_S = 0.25
+# - the oldest due fix has waited past its due time longer than this and than half the track's
+#   (widened) interval: the publisher does not keep up with the tracks at this interval. Between
+#   OVERDUE_CLEAR_MS and that it is catching up (the factor holds); below, clear (it narrows).
+OVERDUE_LIMIT_MS = 1_000
+OVERDUE_SHARE = 0.5
+OVERDUE_CLEAR_MS = 200
+# - the store's writer queue holds this share of the depth at which the router congests;
+WRITER_BACKLOG_LIMIT = 0.25
+# - this share of the stream subscribers each have more than OUTBOUND_BACKLOG_ITEMS waiting.
+OUTBOUND_BACKLOG_ITEMS = 1_000
+OUTBOUND_SHARE_LIMIT = 0.5
+# Seconds between two lag probes.
+LAG_PROBE_S = 0.05
+# Most a track's interval is widened by load (and never past half the feed's stale_s).
+MAX_THINNING = 64.0
 # How long the t-x-d-d deleting a geo feed's removed item stays valid.
 GEO_DELETE_STALE_MS = 60_000
 # Retry delays after a failure: 1 s doubling to 60 s.
@@ -133,11 +178,22 @@ class Feeds:
         self.status_file = status_path(data_dir)
         self._router = router
         self._clock_ms = clock_ms
-        self.thinner = Thinner(min_interval_ms=0, max_tracks=MAX_TRACKS)
-        self._thinners = {
-            c.name: Thinner(min_interval_ms=int(c.min_interval_s * 1000), max_tracks=MAX_TRACKS)
+        # Every track feed's fixes, merged (newest per uid wins), waiting to be published.
+        self.tracks: PendingTracks[tuple[FeedConfig, TrackReport]] = PendingTracks(
+            max_tracks=MAX_TRACKS, drop=self._dropped
+        )
+        self.thinning = Thinning(max_factor=MAX_THINNING)
+        self._paces = {
+            c.name: Pace(
+                base_ms=int(c.min_interval_s * 1000),
+                cap_ms=max(int(c.min_interval_s * 1000), int(c.stale_s * 1000) // 2),
+            )
             for c in configs
+            if not c.geo
         }
+        self._last_batch_ms: dict[str, int] = {}  # streaming feeds: the last batch's time
+        self.loop_lag_s = 0.0  # the worst lag the probe saw in the last adaptation period
+        self._lag_worst = 0.0
         self.sources = {c.name: FeedSource(feed_principal(c)) for c in configs}
         self.status = {c.name: FeedStatus(c.name, c.kind, _upstream(c)) for c in configs}
         self._udp: dict[str, asyncio.DatagramTransport] = {}
@@ -167,8 +223,30 @@ class Feeds:
         self.m_failures = m.counter(
             "liaison_feed_failures_total", "Feed upstream failures (retried with backoff)", "feed"
         )
+        self.m_behind = m.counter(
+            "liaison_feed_behind_total",
+            "Adaptation steps in which a signal said the server is behind",
+            "signal",
+        )
         m.gauge(
-            "liaison_feed_tracks", "Tracks the feeds' thinner remembers", lambda: len(self.thinner)
+            "liaison_feed_tracks",
+            "Tracks the feeds' pending table remembers",
+            lambda: len(self.tracks),
+        )
+        m.gauge(
+            "liaison_feed_pending",
+            "Tracks with a fix waiting to be published",
+            lambda: self.tracks.pending,
+        )
+        m.gauge(
+            "liaison_feed_thinning",
+            "Factor the tracks' min_interval_s is widened by under load (1: not thinned)",
+            lambda: self.thinning.factor,
+        )
+        m.gauge(
+            "liaison_feed_loop_lag_seconds",
+            "Worst event-loop lag the feeds' probe saw in the last adaptation period",
+            lambda: self.loop_lag_s,
         )
 
     # --- lifetime -----------------------------------------------------------------------
@@ -212,6 +290,9 @@ class Feeds:
             for c in self.configs:
                 tg.create_task(self._supervise(c), name=f"feed:{c.name}")
             tg.create_task(self._status_loop(), name="feed-status")
+            if any(not c.geo for c in self.configs):
+                tg.create_task(self._publisher(), name="feed-publisher")
+                tg.create_task(self._lag_probe(), name="feed-lag-probe")
 
     async def close(self) -> None:
         for transport in self._udp.values():
@@ -238,8 +319,12 @@ class Feeds:
         return {
             "v": STATUS_VERSION,
             "written_ms": self._clock_ms(),
-            "tracks": len(self.thinner),
+            "tracks": len(self.tracks),
+            "pending": self.tracks.pending,
+            "thinning": round(self.thinning.factor, 2),
+            "loop_lag_s": round(self.loop_lag_s, 3),
             "dropped": dict(sorted(self.m_dropped.values.items())),
+            "behind": dict(sorted(self.m_behind.values.items())),
             "feeds": feeds,
         }
 
@@ -253,40 +338,131 @@ class Feeds:
 
     # --- publishing ---------------------------------------------------------------------
 
-    def publish(self, config: FeedConfig, reports: list[TrackReport]) -> int:
-        """Thin, convert and publish reports of one feed; returns how many were accepted."""
+    def _dropped(self, reason: str, n: int) -> None:
+        self.m_dropped.inc(reason, n)
+
+    def offer(self, config: FeedConfig, reports: list[TrackReport]) -> None:
+        """Take reports of one feed into the pending table (cheap: no event is built here); the
+        publisher sends them at the rate the server can afford."""
         name = config.name
         self.m_reports.inc(name, len(reports))
         now = self._clock_ms()
-        accepted = 0
-        source = self.sources[name]
-        per_feed = self._thinners[name]
+        pace = self._paces[name]
+        offer = self.tracks.offer
         for report in reports:
-            if self._router.congested:
-                self.m_dropped.inc("congested")
+            offer(report.uid, report.time_ms, (config, report), pace, now)
+
+    def publish_one(self, config: FeedConfig, report: TrackReport) -> int:
+        """Convert and publish one fix; returns the deliveries it made (at least 1 when
+        accepted: in a cluster the bus delivers it later)."""
+        name = config.name
+        aff = affiliation(report, config.rules, config.affiliation)
+        level = classification(report, config.labels)
+        extra = []
+        if level is not None:  # a label rule: the track's own label, REL TO the feed's org
+            label = labels.listener_default_label(
+                self._policy, level, report.time_ms, originator=config.org
+            )
+            extra.append(labels.label_to_seclabel(self._policy, label))
+        event = to_event(report, aff, int(config.stale_s * 1000), extra)
+        result = self._router.publish_checked(event, self.sources[name])
+        if result.event is not None:
+            self.m_published.inc(name)
+            return max(1, result.delivered)
+        if result.refused:
+            self.m_refused.inc(name)
+        return 1
+
+    def publish_due(self, now_ms: int) -> int:
+        """Publish the fixes due at ``now_ms``, at most one loop turn's work (the first of
+        MAX_DELIVERIES_PER_TURN deliveries, MAX_EVENTS_PER_TURN events, MAX_TURN_S seconds);
+        returns the events published. Nothing while the router is congested: the fixes wait,
+        newest winning."""
+        if self._router.congested:
+            return 0
+        factor = self.thinning.factor
+        take = self.tracks.take_due
+        spent = events = 0
+        until = time.monotonic() + MAX_TURN_S
+        while spent < MAX_DELIVERIES_PER_TURN and events < MAX_EVENTS_PER_TURN:
+            if events and time.monotonic() > until:
+                break
+            due = take(now_ms, factor)
+            if due is None:
+                break
+            config, report = due[1]
+            spent += self.publish_one(config, report)
+            events += 1
+        return events
+
+    def overdue_ms(self, now_ms: int) -> int:
+        """How long the fix due first has waited past its due time (0: none is due)."""
+        due = self.tracks.next_due_ms(self.thinning.factor)
+        return 0 if due is None else max(0, now_ms - due)
+
+    def behind(self, now_ms: int) -> list[str]:
+        """The signals that say the server is behind now (docs/feeds.md, "Merge and thin")."""
+        signals = []
+        if self.loop_lag_s > LOOP_LAG_LIMIT_S:
+            signals.append("loop_lag")
+        factor = self.thinning.factor
+        interval = max((p.interval_ms(factor) for p in self._paces.values()), default=0)
+        if self.overdue_ms(now_ms) > max(OVERDUE_LIMIT_MS, interval * OVERDUE_SHARE):
+            signals.append("overdue")
+        if self._router.congested:
+            signals.append("congested")
+        elif self._router.store_backlog >= WRITER_BACKLOG_LIMIT:
+            signals.append("writer_queue")
+        subs = backlogged = 0
+        for sub in self._router.subscribers:
+            depth: Callable[[], int] | None = getattr(sub, "outbound_depth", None)
+            if depth is None:
                 continue
-            why = self.thinner.offer(report.uid, report.time_ms, now)
-            if why is None:
-                why = per_feed.offer(report.uid, report.time_ms, now)
-            if why is not None:
-                self.m_dropped.inc(why)
+            subs += 1
+            if depth() > OUTBOUND_BACKLOG_ITEMS:
+                backlogged += 1
+        if subs and backlogged >= subs * OUTBOUND_SHARE_LIMIT:
+            signals.append("outbound")
+        return signals
+
+    def adapt(self, now_ms: int) -> None:
+        """One adaptation step: widen the tracks' interval while the server is behind, narrow
+        it back when it is not."""
+        signals = self.behind(now_ms)
+        for signal in signals:
+            self.m_behind.inc(signal)
+        self.thinning.update(signals, clear=self.overdue_ms(now_ms) <= OVERDUE_CLEAR_MS)
+
+    async def _publisher(self) -> None:
+        """Publish the pending fixes as they fall due, a bounded turn at a time; adapt the
+        thinning every ADAPT_PERIOD_S."""
+        loop = asyncio.get_running_loop()
+        next_adapt = loop.time() + ADAPT_PERIOD_S
+        while True:
+            if loop.time() >= next_adapt:
+                self.loop_lag_s, self._lag_worst = self._lag_worst, 0.0
+                self.adapt(self._clock_ms())
+                next_adapt = loop.time() + ADAPT_PERIOD_S
+            now = self._clock_ms()
+            if self._router.congested:  # the fixes wait (newest winning) until it clears
+                await asyncio.sleep(PUBLISH_TICK_S)
                 continue
-            aff = affiliation(report, config.rules, config.affiliation)
-            level = classification(report, config.labels)
-            extra = []
-            if level is not None:  # a label rule: the track's own label, REL TO the feed's org
-                label = labels.listener_default_label(
-                    self._policy, level, report.time_ms, originator=config.org
-                )
-                extra.append(labels.label_to_seclabel(self._policy, label))
-            event = to_event(report, aff, int(config.stale_s * 1000), extra)
-            result = self._router.publish_checked(event, source)
-            if result.event is not None:
-                accepted += 1
-                self.m_published.inc(name)
-            elif result.refused:
-                self.m_refused.inc(name)
-        return accepted
+            if self.publish_due(now):
+                await asyncio.sleep(0)  # more may be due: let the others have this turn first
+                continue
+            due = self.tracks.next_due_ms(self.thinning.factor)
+            wait = PUBLISH_TICK_S if due is None else (due - now) / 1000
+            await asyncio.sleep(min(max(wait, 0.001), PUBLISH_TICK_S))
+
+    async def _lag_probe(self) -> None:
+        """Measure how late the event loop runs a timer (the worst per adaptation period)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(LAG_PROBE_S)
+            lag = loop.time() - start - LAG_PROBE_S
+            if lag > self._lag_worst:
+                self._lag_worst = lag
 
     # --- adapters -----------------------------------------------------------------------
 
@@ -326,8 +502,11 @@ class Feeds:
         before = self.m_invalid.get(name)
         self.m_invalid.inc(name, n)
         after = before + n
-        if len(str(after)) > len(str(before)) or before == 0:
-            log.warning("feed %s: unreadable lines so far: %d", name, after)
+        mark = 1
+        while mark <= after:  # each power of ten this batch reached (lines come in batches)
+            if mark > before:
+                log.warning("feed %s: unreadable lines so far: %d", name, mark)
+            mark *= 10
 
     def _data(self, name: str) -> None:
         self.status[name].last_data_ms = self._clock_ms()
@@ -346,7 +525,7 @@ class Feeds:
         for i in range(0, len(reports), PUBLISH_BATCH):
             if i:
                 await asyncio.sleep(0)
-            self.publish(c, reports[i : i + PUBLISH_BATCH])
+            self.offer(c, reports[i : i + PUBLISH_BATCH])
 
     async def _poll_http(self, c: FeedConfig, status: FeedStatus) -> None:
         assert c.url is not None
@@ -379,19 +558,37 @@ class Feeds:
             await self._document(c, data, status)
             await asyncio.sleep(c.interval_s)
 
+    def _received_ms(self, name: str) -> int:
+        """The receive time of a batch of lines of a streaming feed (SBS-1, AIS: a fix's time is
+        when it was received): the clock, made strictly increasing per feed, so that a later
+        batch is always newer (two batches in one millisecond would otherwise tie, and the
+        later, newer fixes be dropped as old)."""
+        now = max(self._clock_ms(), self._last_batch_ms.get(name, 0) + 1)
+        self._last_batch_ms[name] = now
+        return now
+
+    def _offer_stream(self, c: FeedConfig, reports: list[TrackReport]) -> None:
+        """Offer one batch of a streaming feed: all its fixes have the batch's time, so of
+        several of one track the last line read wins (the earlier counted ``coalesced``)."""
+        newest = {r.uid: r for r in reports}
+        if len(newest) < len(reports):
+            self.m_reports.inc(c.name, len(reports) - len(newest))
+            self.m_dropped.inc(COALESCED, len(reports) - len(newest))
+        self.offer(c, list(newest.values()))
+
     def _ais_lines(
         self, c: FeedConfig, decoder: AisDecoder, lines: list[tuple[bytes, str]]
     ) -> None:
         invalid = decoder.counts.invalid
         reports: list[TrackReport] = []
-        now = self._clock_ms()
+        now = self._received_ms(c.name)
         for line, station in lines:
             reports.extend(decoder.feed(line, station, now))
         if decoder.counts.invalid > invalid:
             self._invalid(c.name, decoder.counts.invalid - invalid)
         if reports:
             self._data(c.name)
-            self.publish(c, reports)
+            self._offer_stream(c, reports)
 
     async def _read_udp(self, c: FeedConfig, status: FeedStatus) -> None:
         queue, wake = self._queues[c.name], self._wakes[c.name]
@@ -408,56 +605,66 @@ class Feeds:
     def _sbs1_lines(self, c: FeedConfig, decoder: Sbs1Decoder, lines: list[bytes]) -> None:
         invalid = decoder.counts.invalid
         reports: list[TrackReport] = []
-        now = self._clock_ms()
+        now = self._received_ms(c.name)
         for line in lines:
             reports.extend(decoder.feed(line, now))
         if decoder.counts.invalid > invalid:
             self._invalid(c.name, decoder.counts.invalid - invalid)
         if reports:
             self._data(c.name)
-            self.publish(c, reports)
+            self._offer_stream(c, reports)
 
     async def _read_tcp(self, c: FeedConfig, status: FeedStatus) -> None:
-        """AIS (``ais-tcp``) or SBS-1 (``sbs1-tcp``) lines from a TCP server."""
+        """AIS (``ais-tcp``) or SBS-1 (``sbs1-tcp``) lines from a TCP server, read as fast as
+        they arrive, a chunk at a time, into the pending table."""
         assert c.connect is not None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(c.connect.host, c.connect.port, limit=MAX_TCP_LINE_BYTES),
+            asyncio.open_connection(c.connect.host, c.connect.port, limit=4 * READ_CHUNK_BYTES),
             UPSTREAM_TIMEOUT_S,
         )
         station = str(c.connect)
-        handle: Callable[[bytes], None]
+        handle: Callable[[list[bytes]], None]
         if c.kind == "sbs1-tcp":
             sbs1 = Sbs1Decoder()
 
-            def handle(line: bytes) -> None:
-                self._sbs1_lines(c, sbs1, [line])
+            def handle(lines: list[bytes]) -> None:
+                self._sbs1_lines(c, sbs1, lines)
 
         else:
             ais = AisDecoder()
 
-            def handle(line: bytes) -> None:
-                self._ais_lines(c, ais, [(line, station)])
+            def handle(lines: list[bytes]) -> None:
+                self._ais_lines(c, ais, [(line, station) for line in lines])
 
         self._ok(status)
-        lines = 0
+        lines = LineSplitter(MAX_TCP_LINE_BYTES)
+        sock = writer.get_extra_info("socket")
+        clock = asyncio.get_running_loop().time
+        turn = clock()
         try:
             while True:
-                lines += 1
-                if lines % PUBLISH_BATCH == 0:
-                    # readuntil returns without yielding while lines are buffered: let the loop
-                    # serve clients between batches, as the other adapters do.
+                chunk = await reader.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    rest = lines.finish()
+                    if rest:
+                        handle([rest])
+                    raise ConnectionError(f"{c.connect} closed the connection")
+                if sock is not None and unread_bytes(sock) > READ_BEHIND_BYTES:
+                    self.m_dropped.inc("skipped", chunk.count(b"\n"))
+                    lines.resync()
                     await asyncio.sleep(0)
-                try:
-                    line = await reader.readuntil(b"\n")
-                except asyncio.LimitOverrunError as exc:  # an over-long line: skip it
-                    self._invalid(c.name, 1)
-                    await reader.readexactly(exc.consumed)
                     continue
-                except asyncio.IncompleteReadError as exc:
-                    if exc.partial:
-                        handle(exc.partial)
-                    raise ConnectionError(f"{c.connect} closed the connection") from None
-                handle(line)
+                complete = lines.feed(chunk)
+                if lines.overlong:
+                    self._invalid(c.name, lines.overlong)
+                    lines.overlong = 0
+                if complete:
+                    handle(complete)
+                if clock() - turn >= READ_TURN_S:
+                    # read() returns without yielding while bytes are buffered: let the loop
+                    # serve the clients (and the publisher) at least every READ_TURN_S.
+                    await asyncio.sleep(0)
+                    turn = clock()
         finally:
             writer.close()
             with contextlib.suppress(OSError):
@@ -594,6 +801,62 @@ class Feeds:
             extra=extra,
         )
         return event, banner
+
+
+class LineSplitter:
+    """Complete lines out of a byte stream cut anywhere; a line longer than ``max_bytes`` is
+    skipped up to its end and counted in ``overlong``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._partial = b""
+        self._skipping = False  # inside an over-long line: drop bytes up to the next newline
+        self.overlong = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        parts = data.split(b"\n")
+        out: list[bytes] = []
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            if i == 0:
+                if self._skipping:
+                    if last == 0:
+                        return out
+                    self._skipping = False
+                    continue
+                part = self._partial + part
+                self._partial = b""
+            if i == last:  # no newline after it (yet)
+                if len(part) > self.max_bytes:
+                    self.overlong += 1
+                    self._skipping = True
+                else:
+                    self._partial = part
+                break
+            if len(part) + 1 > self.max_bytes:
+                self.overlong += 1
+                continue
+            out.append(part + b"\n")
+        return out
+
+    def resync(self) -> None:
+        """Bytes were skipped: drop the partial line, and the next bytes up to a newline."""
+        self._partial = b""
+        self._skipping = True
+
+    def finish(self) -> bytes:
+        """What was left without a newline when the stream ended."""
+        rest, self._partial = self._partial, b""
+        return rest
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes received on ``sock`` that nobody has read yet (FIONREAD); 0 when unknown."""
+    try:
+        got = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", got)[0])
 
 
 def _upstream(c: FeedConfig) -> str:

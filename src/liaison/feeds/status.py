@@ -72,7 +72,15 @@ def render_status(doc: Mapping[str, object], now_ms: int) -> str:
     stale_ms = int(STATUS_INTERVAL_S * STALE_INTERVALS * 1000)
     if not isinstance(written, int) or now_ms - written > stale_ms:
         lines.append(f"status written {_age(now_ms, written)}: stale (is the server running?)")
-    lines.append(f"tracks: {doc.get('tracks', 0)}")
+    thinning = doc.get("thinning", 1.0)
+    lines.append(
+        f"tracks: {doc.get('tracks', 0)}, pending {doc.get('pending', 0)},"
+        f" thinning x{thinning if isinstance(thinning, int | float) else 1.0:.2f}"
+    )
+    for key in ("dropped", "behind"):
+        counts = doc.get(key)
+        if isinstance(counts, dict) and counts:
+            lines.append(f"{key}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     feeds = doc.get("feeds")
     for feed in feeds if isinstance(feeds, list) else []:
         if not isinstance(feed, dict):

@@ -1,11 +1,10 @@
 """What the feed parsers (``adsb``, ``ais``) produce, and what becomes of it: a track report, its
-affiliation by the feed's rules, the CoT event, and the thinning that keeps one newest fix per
-track at a bounded rate. Pure: every time comes in as an argument (docs/feeds.md).
+affiliation by the feed's rules, and the CoT event (the merge and thinning of the fixes:
+``liaison.feeds.pending``). Pure: every time comes in as an argument (docs/feeds.md).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
@@ -148,42 +147,3 @@ def to_event(
         hae=report.hae,
         detail=detail,
     )
-
-
-class Thinner:
-    """Newest fix per track wins, at most one fix per ``min_interval_ms`` per track.
-
-    ``offer(uid, fix_ms, now_ms)`` is True when the fix should go out: it is newer than the
-    newest fix of that uid seen so far (an older or equal one, from a slower receiver or a
-    reordered packet, is dropped as ``"old"``) and at least ``min_interval_ms`` has passed since
-    the last fix of that uid went out (else ``"rate"``). ``max_tracks`` bounds the table: the track
-    heard from least recently is forgotten first.
-    """
-
-    def __init__(self, *, min_interval_ms: int, max_tracks: int) -> None:
-        if min_interval_ms < 0 or max_tracks < 1:
-            raise ValueError("min_interval_ms must be >= 0 and max_tracks >= 1")
-        self.min_interval_ms = min_interval_ms
-        self.max_tracks = max_tracks
-        # uid -> (newest fix time seen, when the last fix went out)
-        self._tracks: OrderedDict[str, tuple[int, int]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._tracks)
-
-    def offer(self, uid: str, fix_ms: int, now_ms: int) -> str | None:
-        """None when the fix should be published, else why not (``"old"``, ``"rate"``)."""
-        known = self._tracks.get(uid)
-        if known is not None:
-            newest, sent = known
-            if fix_ms <= newest:
-                return "old"
-            if now_ms - sent < self.min_interval_ms:
-                self._tracks[uid] = (fix_ms, sent)
-                self._tracks.move_to_end(uid)
-                return "rate"
-        self._tracks[uid] = (fix_ms, now_ms)
-        self._tracks.move_to_end(uid)
-        while len(self._tracks) > self.max_tracks:
-            self._tracks.popitem(last=False)
-        return None

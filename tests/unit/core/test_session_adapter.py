@@ -43,6 +43,7 @@ class FakeTransport(asyncio.Transport):
 
 class FakeRouter:
     congested = False
+    latest_count = 0  # nothing to replay: the replay queue replays at once
 
     def __init__(self) -> None:
         self.published: list[Event] = []

@@ -1,5 +1,5 @@
-"""Thinning, affiliation rules and the [feeds.NAME] tables (protocol/feed_tracks.py,
-feeds/config.py)."""
+"""Affiliation and label rules and the [feeds.NAME] tables (protocol/feed_tracks.py,
+feeds/config.py); the merge and thinning are in test_pending.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from liaison.errors import ConfigError
 from liaison.feeds.config import parse_feeds
 from liaison.gate import load_gate_config
-from liaison.protocol.feed_tracks import Thinner, TrackReport, affiliation, classification
+from liaison.protocol.feed_tracks import TrackReport, affiliation, classification
 
 POLICY = """
 [policy]
@@ -35,20 +35,6 @@ def report(kind: str, ident: str, military: bool = False) -> TrackReport:
         lon=0,
         military=military,
     )
-
-
-def test_newest_fix_wins_and_rate_is_bounded() -> None:
-    t = Thinner(min_interval_ms=1000, max_tracks=2)
-    assert t.offer("a", 100, now_ms=10_000) is None
-    assert t.offer("a", 100, now_ms=10_001) == "old"  # the same fix from a second receiver
-    assert t.offer("a", 50, now_ms=10_002) == "old"  # out of order
-    assert t.offer("a", 200, now_ms=10_500) == "rate"  # newer, but within the interval
-    assert t.offer("a", 150, now_ms=11_100) == "old"  # older than the rate-dropped newest
-    assert t.offer("a", 300, now_ms=11_100) is None
-    t.offer("b", 1, now_ms=11_200)
-    t.offer("c", 1, now_ms=11_300)
-    assert len(t) == 2  # "a", heard from least recently, was forgotten
-    assert t.offer("a", 10, now_ms=11_400) is None
 
 
 def test_affiliation_rules_in_order() -> None:
@@ -159,6 +145,10 @@ def test_status_rendering_shows_failures_and_staleness() -> None:
         "v": 1,
         "written_ms": 10_000,
         "tracks": 3,
+        "pending": 2,
+        "thinning": 2.5,
+        "dropped": {"thinned": 40, "old": 4},
+        "behind": {"overdue": 3},
         "feeds": [
             {
                 "name": "air",
@@ -177,7 +167,9 @@ def test_status_rendering_shows_failures_and_staleness() -> None:
         ],
     }
     assert render_status(doc, 11_000) == (
-        "tracks: 3\n"
+        "tracks: 3, pending 2, thinning x2.50\n"
+        "dropped: old 4, thinned 40\n"
+        "behind: overdue 3\n"
         "air: failing (adsb-http http://192.0.2.1/data/aircraft.json), data 7.0 s ago\n"
         "  reports 10, published 7, refused 1, invalid 0, failures 5\n"
         "  last error: HTTP 503 from http://192.0.2.1/data/aircraft.json (2 consecutive failures)\n"
