@@ -43,14 +43,16 @@ log = logging.getLogger(__name__)
 class Outgoing:
     """One event on its way out, rendered at most once per wire format for all its recipients."""
 
-    __slots__ = ("_proto_frame", "_xml", "coalesce_key", "event", "sender_groups")
+    __slots__ = ("_proto_frame", "coalesce_key", "event", "sender_groups", "xml_ready")
 
     def __init__(self, event: Event, sender_groups: frozenset[str] = frozenset()) -> None:
         self.event = event
         # The groups the event was written into (what the decision read); a federation link
         # maps them to the partner's group names (federation/fed_groups.py).
         self.sender_groups = sender_groups
-        self._xml: bytes | None = None
+        # The XML once known (the received bytes, or rendered by xml()): a writer that takes
+        # several events per flush reads it without a call for each (docs/performance.md).
+        self.xml_ready: bytes | None = event.xml
         self._proto_frame: bytes | None = None
         # Position reports of one uid may replace each other in a slow reader's queue; worked
         # out once per event here rather than once per recipient (docs/performance.md).
@@ -58,9 +60,9 @@ class Outgoing:
 
     def xml(self) -> bytes:
         """The event as CoT XML (TAK protocol version 0)."""
-        if self._xml is None:
-            self._xml = cot_xml.render_xml(self.event)
-        return self._xml
+        if self.xml_ready is None:
+            self.xml_ready = cot_xml.render_xml(self.event)
+        return self.xml_ready
 
     def proto_frame(self) -> bytes:
         """The event as a TAK protocol v1 stream frame (0xBF, varint length, TakMessage)."""
@@ -212,8 +214,14 @@ MAX_HELD_EVENTS = 10_000
 # Distinct access keys whose one object the router keeps (Router.attach); past this many the
 # table starts again. Keys are (groups, authorizations) pairs, a handful in practice.
 MAX_INTERNED_KEYS = 4096
+# Decisions the router remembers across events, by (sender groups, label, access key): a
+# labelled unit's updates keep one label object (an unlabelled update keeps the stored one), so
+# the same triple comes back with every report. Past this many the table starts again.
+MAX_REMEMBERED_DECISIONS = 4096
 # No access key: what a fan-out's "key of the last recipient" is before the first one.
 _NO_KEY = object()
+# Not a subscriber's release organisation (Router._release_orgs holds str or None).
+_UNKNOWN_ORG = "\x00unknown"
 # Distinct labels whose display banner is remembered; a mission uses a handful.
 MAX_BANNERS = 1024
 # Latest entries whose rendering replay keeps (Router._replay_out: about 1 KB each as XML, as
@@ -257,6 +265,13 @@ class Router:
         # Each subscriber's access key, computed once at attach (principals do not change).
         self._keys: dict[int, object] = {}
         self._key_objects: dict[object, object] = {}  # access key -> its one object
+        # Each subscriber's organisation as a ``release`` record names it ("?" without one), or
+        # None for a partner link (which records its own releases); read per permitted
+        # recipient of a labelled event, so computed once at attach.
+        self._release_orgs: dict[int, str | None] = {}
+        # can_see outcomes by (sender groups, label, access key): pure, and the policy is the
+        # gate's for the router's life (MAX_REMEMBERED_DECISIONS).
+        self._remembered: dict[tuple[frozenset[str], Label | None, object], Decision] = {}
         # The latest state: app.py picks the implementation (one node's, or a cluster's).
         self._latest: LatestState = latest
         # The rendering of each latest entry replayed lately, shared by every replay until the
@@ -318,6 +333,8 @@ class Router:
                 self._key_objects.clear()  # only a saving: equal keys still get equal decisions
             interned = self._key_objects[key] = key
         self._keys[k] = interned
+        p = sub.principal
+        self._release_orgs[k] = None if p.kind is PrincipalKind.FEDERATE else (p.org or "?")
         if k not in self._order:
             self._attached += 1
             self._order[k] = self._attached
@@ -331,6 +348,7 @@ class Router:
         k = id(sub)
         gone = self._subscribers.pop(k, None)
         self._keys.pop(k, None)
+        self._release_orgs.pop(k, None)
         self._order.pop(k, None)
         self._federates.pop(k, None)
         self._unindex(k)
@@ -710,6 +728,8 @@ class Router:
         originator = label.originator if self.gate is not None and label is not None else None
         released: list[Principal] = []
         keys = self._keys
+        orgs = self._release_orgs
+        remembered = self._remembered
         last_key: object = _NO_KEY
         decision = PERMIT  # replaced at the first target: no key is _NO_KEY
         for sub in targets:
@@ -720,14 +740,23 @@ class Router:
                 last_key = key
                 found = decisions.get(key)
                 if found is None:
-                    found = decisions[key] = self._decide(sender_groups, label, sub.principal)
+                    memo = (sender_groups, label, key)
+                    found = remembered.get(memo)
+                    if found is None:
+                        if len(remembered) >= MAX_REMEMBERED_DECISIONS:
+                            remembered.clear()
+                        found = remembered[memo] = self._decide(sender_groups, label, sub.principal)
+                    decisions[key] = found
                 decision = found
             if decision.permit:
                 permitted.append(sub)
                 if originator is not None:
-                    p = sub.principal
-                    if (p.org or "?") != originator and p.kind is not PrincipalKind.FEDERATE:
-                        released.append(p)
+                    org = orgs.get(id(sub), _UNKNOWN_ORG)
+                    if org is _UNKNOWN_ORG:  # not attached (explicit routing's own targets)
+                        p = sub.principal
+                        org = None if p.kind is PrincipalKind.FEDERATE else (p.org or "?")
+                    if org is not None and org != originator:
+                        released.append(sub.principal)
             else:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
                 denied.setdefault(key, []).append(sub)
