@@ -52,6 +52,7 @@ from liaison.model.policy import (
     resolve_principal,
 )
 from liaison.model.principal import Principal
+from liaison.protocol import cot_xml
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class Gate:
         self.audit_failed = False
         # Per label: its root marking and its <__seclabel> element (shared by every event
         # carrying it, never changed in place), made once (MAX_LABEL_MARKINGS).
-        self._markings: dict[Label, tuple[labels.CotMarking, ET.Element]] = {}
+        self._markings: dict[Label, tuple[labels.CotMarking, ET.Element, str]] = {}
 
     # --- authorizations -------------------------------------------------------------------
 
@@ -342,20 +343,35 @@ class Gate:
         if made is None:
             if len(self._markings) >= MAX_LABEL_MARKINGS:
                 self._markings.clear()
+            seclabel = labels.label_to_seclabel(self.policy, label)
             made = (
                 labels.cot_marking(self.policy, label),
-                labels.label_to_seclabel(self.policy, label),
+                seclabel,
+                cot_xml.serialize_element(seclabel),
             )
             self._markings[label] = made
-        marking, seclabel = made
+        marking, seclabel, seclabel_xml = made
         detail = labels.with_seclabel(self.policy, event.detail, label, seclabel=seclabel)
+        xml = None
+        if event.xml is not None and event.detail is not None:
+            # The rewritten event's XML from the received bytes when they are of the plain
+            # shape (render_relabelled): the same children, the label's element last, as
+            # serialising ``detail`` would give, without walking it (docs/performance.md).
+            xml = cot_xml.render_relabelled(
+                event.xml,
+                event,
+                access=marking.access,
+                caveat=marking.caveat,
+                releasable_to=marking.releasable_to,
+                appended=seclabel_xml,
+            )
         return replace(
             event,
             detail=detail,
             access=marking.access,
             caveat=marking.caveat,
             releasable_to=marking.releasable_to,
-            xml=None,
+            xml=xml,
             proto=None,
         )
 

@@ -211,8 +211,8 @@ def _tell_refused(plans: Iterable[_Fanout]) -> None:
 # in flight; past the limit the oldest are dropped and counted.
 MAX_HELD_EVENTS = 10_000
 
-# Distinct access keys whose one object the router keeps (Router.attach); past this many the
-# table starts again. Keys are (groups, authorizations) pairs, a handful in practice.
+# Distinct fan-out keys whose one object the router keeps (Router.attach); past this many the
+# table starts again. Keys are ((groups, authorizations), organisation), a handful in practice.
 MAX_INTERNED_KEYS = 4096
 # Decisions the router remembers across events, by (sender groups, label, access key): a
 # labelled unit's updates keep one label object (an unlabelled update keeps the stored one), so
@@ -220,8 +220,6 @@ MAX_INTERNED_KEYS = 4096
 MAX_REMEMBERED_DECISIONS = 4096
 # No access key: what a fan-out's "key of the last recipient" is before the first one.
 _NO_KEY = object()
-# Not a subscriber's release organisation (Router._release_orgs holds str or None).
-_UNKNOWN_ORG = "\x00unknown"
 # Distinct labels whose display banner is remembered; a mission uses a handful.
 MAX_BANNERS = 1024
 # Latest entries whose rendering replay keeps (Router._replay_out: about 1 KB each as XML, as
@@ -262,13 +260,11 @@ class Router:
         self._order: dict[int, int] = {}  # id -> attach sequence: targets keep attach order
         self._attached = 0
         self._federates: dict[int, Subscriber] = {}  # partner links, in attach order
-        # Each subscriber's access key, computed once at attach (principals do not change).
-        self._keys: dict[int, object] = {}
-        self._key_objects: dict[object, object] = {}  # access key -> its one object
-        # Each subscriber's organisation as a ``release`` record names it ("?" without one), or
-        # None for a partner link (which records its own releases); read per permitted
-        # recipient of a labelled event, so computed once at attach.
-        self._release_orgs: dict[int, str | None] = {}
+        # Each subscriber's access key and release organisation (_fan_key), computed once at
+        # attach (principals do not change).
+        self._keys: dict[int, tuple[object, str | None]] = {}
+        # (access key, release organisation) -> its one object
+        self._key_objects: dict[tuple[object, str | None], tuple[object, str | None]] = {}
         # can_see outcomes by (sender groups, label, access key): pure, and the policy is the
         # gate's for the router's life (MAX_REMEMBERED_DECISIONS).
         self._remembered: dict[tuple[frozenset[str], Label | None, object], Decision] = {}
@@ -323,18 +319,18 @@ class Router:
         if k in self._subscribers:
             self._unindex(k)
         self._subscribers[k] = sub
-        key = access_key(sub.principal)
-        # One object per distinct key: the decision of an event is found by the key's identity
-        # for every recipient but the first of its key, where equal keys of different objects
-        # compared their group sets each time (docs/performance.md, "Counted, not timed").
-        interned = self._key_objects.get(key)
+        # One object per distinct (access key, release organisation): the decision of an event
+        # is found by the key's identity for every recipient but the first of its key, where
+        # equal keys of different objects compared their group sets each time, and whether a
+        # permitted recipient is named in a ``release`` record is worked out once per run of
+        # recipients sharing one (docs/performance.md, "Counted, not timed").
+        fan_key = _fan_key(sub.principal)
+        interned = self._key_objects.get(fan_key)
         if interned is None:
             if len(self._key_objects) >= MAX_INTERNED_KEYS:
                 self._key_objects.clear()  # only a saving: equal keys still get equal decisions
-            interned = self._key_objects[key] = key
+            interned = self._key_objects[fan_key] = fan_key
         self._keys[k] = interned
-        p = sub.principal
-        self._release_orgs[k] = None if p.kind is PrincipalKind.FEDERATE else (p.org or "?")
         if k not in self._order:
             self._attached += 1
             self._order[k] = self._attached
@@ -348,7 +344,6 @@ class Router:
         k = id(sub)
         gone = self._subscribers.pop(k, None)
         self._keys.pop(k, None)
-        self._release_orgs.pop(k, None)
         self._order.pop(k, None)
         self._federates.pop(k, None)
         self._unindex(k)
@@ -728,16 +723,18 @@ class Router:
         originator = label.originator if self.gate is not None and label is not None else None
         released: list[Principal] = []
         keys = self._keys
-        orgs = self._release_orgs
         remembered = self._remembered
-        last_key: object = _NO_KEY
+        last: object = _NO_KEY
+        key: object = _NO_KEY
         decision = PERMIT  # replaced at the first target: no key is _NO_KEY
+        release = False
         for sub in targets:
-            key = keys.get(id(sub))
-            if key is None:
-                key = access_key(sub.principal)
-            if key is not last_key:  # recipients in a row mostly share one (interned) key
-                last_key = key
+            fan_key = keys.get(id(sub))
+            if fan_key is None:  # not attached (explicit routing hands its own targets)
+                fan_key = _fan_key(sub.principal)
+            if fan_key is not last:  # recipients in a row mostly share one (interned) key
+                last = fan_key
+                key, org = fan_key
                 found = decisions.get(key)
                 if found is None:
                     memo = (sender_groups, label, key)
@@ -748,15 +745,11 @@ class Router:
                         found = remembered[memo] = self._decide(sender_groups, label, sub.principal)
                     decisions[key] = found
                 decision = found
+                release = originator is not None and org is not None and org != originator
             if decision.permit:
                 permitted.append(sub)
-                if originator is not None:
-                    org = orgs.get(id(sub), _UNKNOWN_ORG)
-                    if org is _UNKNOWN_ORG:  # not attached (explicit routing's own targets)
-                        p = sub.principal
-                        org = None if p.kind is PrincipalKind.FEDERATE else (p.org or "?")
-                    if org is not None and org != originator:
-                        released.append(sub.principal)
+                if release:
+                    released.append(sub.principal)
             else:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
                 denied.setdefault(key, []).append(sub)
@@ -1417,6 +1410,13 @@ class Router:
             return 0
         _tell_refused(plans)
         return self._deliver(plans)
+
+
+def _fan_key(p: Principal) -> tuple[object, str | None]:
+    """What a fan-out reads of a recipient: its access key (equal keys, equal decisions) and
+    the organisation a ``release`` record names it under ("?" without one; None for a partner
+    link, which records its own releases once its guard passed them)."""
+    return access_key(p), None if p.kind is PrincipalKind.FEDERATE else (p.org or "?")
 
 
 def _with_origin(event: Event, sender: Principal) -> Event:
