@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import tomllib
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,8 +52,13 @@ from liaison.model.policy import (
     resolve_principal,
 )
 from liaison.model.principal import Principal
+from liaison.protocol import cot_xml
 
 log = logging.getLogger(__name__)
+
+# Labels whose root marking and <__seclabel> element the gate keeps (Gate.labelled): a unit's
+# updates keep one label, so each report reuses them. Past this many the table starts again.
+MAX_LABEL_MARKINGS = 4096
 
 
 class AuditSink(Protocol):
@@ -172,6 +178,9 @@ class Gate:
         self._audit = audit
         self._clock_ms = clock_ms
         self.audit_failed = False
+        # Per label: its root marking and its <__seclabel> element (shared by every event
+        # carrying it, never changed in place), made once (MAX_LABEL_MARKINGS).
+        self._markings: dict[Label, tuple[labels.CotMarking, ET.Element, str]] = {}
 
     # --- authorizations -------------------------------------------------------------------
 
@@ -245,7 +254,14 @@ class Gate:
             return IngestOutcome(None, None, ("sender_has_no_org",))
         lg = self._listener(sender.listener)
         default = None
-        if lg is not None and lg.default_classification is not None:
+        # The default is read only for a new item that carries no label (check_ingest); an
+        # update keeps the stored label, so it is not made for every report of a known unit.
+        if (
+            claimed is None
+            and prior is None
+            and lg is not None
+            and lg.default_classification is not None
+        ):
             default = labels.listener_default_label(
                 policy, lg.default_classification, event.time, originator=org
             )
@@ -323,15 +339,39 @@ class Gate:
 
     def labelled(self, event: Event, label: Label) -> Event:
         """``event`` with ``label`` as its one ``<__seclabel>`` and matching root attributes."""
-        marking = labels.cot_marking(self.policy, label)
-        detail = labels.with_seclabel(self.policy, event.detail, label)
+        made = self._markings.get(label)
+        if made is None:
+            if len(self._markings) >= MAX_LABEL_MARKINGS:
+                self._markings.clear()
+            seclabel = labels.label_to_seclabel(self.policy, label)
+            made = (
+                labels.cot_marking(self.policy, label),
+                seclabel,
+                cot_xml.serialize_element(seclabel),
+            )
+            self._markings[label] = made
+        marking, seclabel, seclabel_xml = made
+        detail = labels.with_seclabel(self.policy, event.detail, label, seclabel=seclabel)
+        xml = None
+        if event.xml is not None and event.detail is not None:
+            # The rewritten event's XML from the received bytes when they are of the plain
+            # shape (render_relabelled): the same children, the label's element last, as
+            # serialising ``detail`` would give, without walking it (docs/performance.md).
+            xml = cot_xml.render_relabelled(
+                event.xml,
+                event,
+                access=marking.access,
+                caveat=marking.caveat,
+                releasable_to=marking.releasable_to,
+                appended=seclabel_xml,
+            )
         return replace(
             event,
             detail=detail,
             access=marking.access,
             caveat=marking.caveat,
             releasable_to=marking.releasable_to,
-            xml=None,
+            xml=xml,
             proto=None,
         )
 

@@ -43,14 +43,16 @@ log = logging.getLogger(__name__)
 class Outgoing:
     """One event on its way out, rendered at most once per wire format for all its recipients."""
 
-    __slots__ = ("_proto_frame", "_xml", "coalesce_key", "event", "sender_groups")
+    __slots__ = ("_proto_frame", "coalesce_key", "event", "sender_groups", "xml_ready")
 
     def __init__(self, event: Event, sender_groups: frozenset[str] = frozenset()) -> None:
         self.event = event
         # The groups the event was written into (what the decision read); a federation link
         # maps them to the partner's group names (federation/fed_groups.py).
         self.sender_groups = sender_groups
-        self._xml: bytes | None = None
+        # The XML once known (the received bytes, or rendered by xml()): a writer that takes
+        # several events per flush reads it without a call for each (docs/performance.md).
+        self.xml_ready: bytes | None = event.xml
         self._proto_frame: bytes | None = None
         # Position reports of one uid may replace each other in a slow reader's queue; worked
         # out once per event here rather than once per recipient (docs/performance.md).
@@ -58,9 +60,9 @@ class Outgoing:
 
     def xml(self) -> bytes:
         """The event as CoT XML (TAK protocol version 0)."""
-        if self._xml is None:
-            self._xml = cot_xml.render_xml(self.event)
-        return self._xml
+        if self.xml_ready is None:
+            self.xml_ready = cot_xml.render_xml(self.event)
+        return self.xml_ready
 
     def proto_frame(self) -> bytes:
         """The event as a TAK protocol v1 stream frame (0xBF, varint length, TakMessage)."""
@@ -209,9 +211,13 @@ def _tell_refused(plans: Iterable[_Fanout]) -> None:
 # in flight; past the limit the oldest are dropped and counted.
 MAX_HELD_EVENTS = 10_000
 
-# Distinct access keys whose one object the router keeps (Router.attach); past this many the
-# table starts again. Keys are (groups, authorizations) pairs, a handful in practice.
+# Distinct fan-out keys whose one object the router keeps (Router.attach); past this many the
+# table starts again. Keys are ((groups, authorizations), organisation), a handful in practice.
 MAX_INTERNED_KEYS = 4096
+# Decisions the router remembers across events, by (sender groups, label, access key): a
+# labelled unit's updates keep one label object (an unlabelled update keeps the stored one), so
+# the same triple comes back with every report. Past this many the table starts again.
+MAX_REMEMBERED_DECISIONS = 4096
 # No access key: what a fan-out's "key of the last recipient" is before the first one.
 _NO_KEY = object()
 # Distinct labels whose display banner is remembered; a mission uses a handful.
@@ -254,9 +260,14 @@ class Router:
         self._order: dict[int, int] = {}  # id -> attach sequence: targets keep attach order
         self._attached = 0
         self._federates: dict[int, Subscriber] = {}  # partner links, in attach order
-        # Each subscriber's access key, computed once at attach (principals do not change).
-        self._keys: dict[int, object] = {}
-        self._key_objects: dict[object, object] = {}  # access key -> its one object
+        # Each subscriber's access key and release organisation (_fan_key), computed once at
+        # attach (principals do not change).
+        self._keys: dict[int, tuple[object, str | None]] = {}
+        # (access key, release organisation) -> its one object
+        self._key_objects: dict[tuple[object, str | None], tuple[object, str | None]] = {}
+        # can_see outcomes by (sender groups, label, access key): pure, and the policy is the
+        # gate's for the router's life (MAX_REMEMBERED_DECISIONS).
+        self._remembered: dict[tuple[frozenset[str], Label | None, object], Decision] = {}
         # The latest state: app.py picks the implementation (one node's, or a cluster's).
         self._latest: LatestState = latest
         # The rendering of each latest entry replayed lately, shared by every replay until the
@@ -318,15 +329,17 @@ class Router:
         if k in self._subscribers:
             self._unindex(k)
         self._subscribers[k] = sub
-        key = access_key(sub.principal)
-        # One object per distinct key: the decision of an event is found by the key's identity
-        # for every recipient but the first of its key, where equal keys of different objects
-        # compared their group sets each time (docs/performance.md, "Counted, not timed").
-        interned = self._key_objects.get(key)
+        # One object per distinct (access key, release organisation): the decision of an event
+        # is found by the key's identity for every recipient but the first of its key, where
+        # equal keys of different objects compared their group sets each time, and whether a
+        # permitted recipient is named in a ``release`` record is worked out once per run of
+        # recipients sharing one (docs/performance.md, "Counted, not timed").
+        fan_key = _fan_key(sub.principal)
+        interned = self._key_objects.get(fan_key)
         if interned is None:
             if len(self._key_objects) >= MAX_INTERNED_KEYS:
                 self._key_objects.clear()  # only a saving: equal keys still get equal decisions
-            interned = self._key_objects[key] = key
+            interned = self._key_objects[fan_key] = fan_key
         self._keys[k] = interned
         if k not in self._order:
             self._attached += 1
@@ -720,24 +733,33 @@ class Router:
         originator = label.originator if self.gate is not None and label is not None else None
         released: list[Principal] = []
         keys = self._keys
-        last_key: object = _NO_KEY
+        remembered = self._remembered
+        last: object = _NO_KEY
+        key: object = _NO_KEY
         decision = PERMIT  # replaced at the first target: no key is _NO_KEY
+        release = False
         for sub in targets:
-            key = keys.get(id(sub))
-            if key is None:
-                key = access_key(sub.principal)
-            if key is not last_key:  # recipients in a row mostly share one (interned) key
-                last_key = key
+            fan_key = keys.get(id(sub))
+            if fan_key is None:  # not attached (explicit routing hands its own targets)
+                fan_key = _fan_key(sub.principal)
+            if fan_key is not last:  # recipients in a row mostly share one (interned) key
+                last = fan_key
+                key, org = fan_key
                 found = decisions.get(key)
                 if found is None:
-                    found = decisions[key] = self._decide(sender_groups, label, sub.principal)
+                    memo = (sender_groups, label, key)
+                    found = remembered.get(memo)
+                    if found is None:
+                        if len(remembered) >= MAX_REMEMBERED_DECISIONS:
+                            remembered.clear()
+                        found = remembered[memo] = self._decide(sender_groups, label, sub.principal)
+                    decisions[key] = found
                 decision = found
+                release = originator is not None and org is not None and org != originator
             if decision.permit:
                 permitted.append(sub)
-                if originator is not None:
-                    p = sub.principal
-                    if (p.org or "?") != originator and p.kind is not PrincipalKind.FEDERATE:
-                        released.append(p)
+                if release:
+                    released.append(sub.principal)
             else:
                 self.m_denied.inc(decision.reasons[0] if decision.reasons else "")
                 denied.setdefault(key, []).append(sub)
@@ -1423,6 +1445,13 @@ class Router:
             return 0
         _tell_refused(plans)
         return self._deliver(plans)
+
+
+def _fan_key(p: Principal) -> tuple[object, str | None]:
+    """What a fan-out reads of a recipient: its access key (equal keys, equal decisions) and
+    the organisation a ``release`` record names it under ("?" without one; None for a partner
+    link, which records its own releases once its guard passed them)."""
+    return access_key(p), None if p.kind is PrincipalKind.FEDERATE else (p.org or "?")
 
 
 def _with_origin(event: Event, sender: Principal) -> Event:

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 # Read on every delivery: a module constant costs less than the enum's class attribute.
 _OPEN = Phase.OPEN
+_PROTO = WireFormat.PROTO
 
 # Default seconds without one complete frame before a peer is dropped: 0, never. A listen-only
 # integration (a pytak feed reader, a dashboard) may send nothing for hours and is not dead; dead
@@ -418,12 +419,12 @@ class StreamSession(asyncio.Protocol):
         items = self._queue.take()
         if not items:
             return
-        if self._peer.format is WireFormat.PROTO:
+        if self._peer.format is _PROTO:
             data = b"".join([o.proto_frame() for o in items])
         elif len(items) == 1:
             data = items[0].xml()
         else:
-            data = b"".join([o.xml() for o in items])
+            data = b"".join([o.xml_ready or o.xml() for o in items])
         transport.write(data)
 
     _flush = flush

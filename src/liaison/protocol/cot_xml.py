@@ -440,6 +440,57 @@ def render_xml(event: Event) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
+_DETAIL_OPEN = b"<detail>"
+_DETAIL_CLOSE = b"</detail>"
+_EVENT_CLOSE = b"</event>"
+_XML_SPACE = b" \t\r\n"
+
+
+def render_relabelled(
+    received: bytes,
+    event: Event,
+    *,
+    access: str | None,
+    caveat: str | None,
+    releasable_to: str | None,
+    appended: str,
+) -> bytes | None:
+    """The bytes :func:`render_xml` gives for ``event`` re-marked with the given root attributes
+    and ``appended`` (serialised element text) as the last child of its ``<detail>``, written
+    from ``received``, the event's own bytes, rather than serialising the detail again; None when
+    ``received`` is not of the plain shape that makes this exact, and the caller serialises.
+
+    The plain shape: no markup declaration, comment, CDATA section or processing instruction
+    (``<!``, ``<?``: the parser drops comments and PIs, which must not ride along), one
+    ``<detail>`` without attributes and one ``</detail>`` (so no element named ``detail`` or
+    starting so nests inside, and ``<`` cannot occur in attribute values or text, XML 1.0 2.4
+    and 3.1), nothing but white space between ``</detail>`` and ``</event>``, and no
+    ``__seclabel`` anywhere in the detail (the label's element is the gate's, never the
+    client's). The detail's children then go out as received, as an unlabelled event's do; the
+    root and ``<point>`` are written from the event as :func:`render_xml` writes them.
+    """
+    if b"<!" in received or b"<?" in received:
+        return None
+    start = received.find(_DETAIL_OPEN)
+    if start < 0 or received.find(b"<detail", start + 1) >= 0:
+        return None
+    if received.find(b"<detail") != start:
+        return None
+    end = received.find(_DETAIL_CLOSE, start)
+    if end < 0 or received.find(_DETAIL_CLOSE, end + 1) >= 0:
+        return None
+    rest = received[end + len(_DETAIL_CLOSE) :].rstrip(_XML_SPACE)
+    if not rest.endswith(_EVENT_CLOSE) or rest[: -len(_EVENT_CLOSE)].strip(_XML_SPACE):
+        return None
+    inner = received[start + len(_DETAIL_OPEN) : end]
+    if b"__seclabel" in inner:
+        return None
+    head = "".join(_open_parts(event, access, caveat, releasable_to)) + "<detail>"
+    # ``rest``: the white space after </detail> (the detail's tail, which serialising writes
+    # too) and </event>.
+    return b"".join((head.encode("utf-8"), inner, appended.encode("utf-8"), _DETAIL_CLOSE, rest))
+
+
 def render_open(
     event: Event, *, access: str | None, caveat: str | None, releasable_to: str | None
 ) -> str:

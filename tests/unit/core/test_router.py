@@ -167,7 +167,7 @@ def test_replay_renders_each_entry_once_until_it_changes(monkeypatch: pytest.Mon
     # The second client is handed the very renderings the first was: rendered once.
     assert [id(o) for o in second.got] == [id(o) for o in first.got]
     first.got[0].xml()
-    assert second.got[0]._xml is not None
+    assert second.got[0].xml_ready is not None
     # A new report replaces the entry: the next replay renders it anew, the other stays shared.
     r.publish(event("A", detail='<contact callsign="AL2" endpoint="*:-1:stcp"/>', time=NOW + 1), a)
     third = Outs(user("third"))

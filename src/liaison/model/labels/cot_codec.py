@@ -134,6 +134,8 @@ def label_from_detail(policy: Policy, detail: ET.Element | None) -> Label | None
     with _parsing():
         if detail is None:
             return None
+        if not _mentions_seclabel(detail):
+            return None  # no element is named __seclabel in any namespace: unlabelled
         found: list[ET.Element] = []
         for child in detail:
             if child.tag == SECLABEL_TAG:
@@ -151,18 +153,36 @@ def label_from_detail(policy: Policy, detail: ET.Element | None) -> Label | None
         return label_from_seclabel(policy, found[0])
 
 
-def with_seclabel(policy: Policy, detail: ET.Element | None, label: Label) -> ET.Element:
+def _mentions_seclabel(detail: ET.Element) -> bool:
+    """Whether some element of ``detail`` may be named ``__seclabel`` (in any namespace). False
+    only when no tag contains the name: a local name is the end of its tag, so then none is it.
+    Comments and processing instructions (tags that are not strings) count as maybe."""
+    for el in detail.iter():
+        tag = el.tag
+        if not isinstance(tag, str) or SECLABEL_TAG in tag:
+            return True
+    return False
+
+
+def with_seclabel(
+    policy: Policy, detail: ET.Element | None, label: Label, *, seclabel: ET.Element | None = None
+) -> ET.Element:
     """A copy of ``detail`` (or a new ``<detail>``) carrying exactly one, fresh ``<__seclabel>``.
 
     Every element named ``__seclabel`` (at any depth, in any namespace) is removed from the copy
     first: the server writes the authoritative label, a client's copy never rides along. The
-    input is not modified (Event.detail is shared and must stay immutable).
+    input is not modified (Event.detail is shared and must stay immutable). ``seclabel`` is
+    ``label_to_seclabel(policy, label)`` made earlier (the gate keeps one per label: like the
+    received children, it is shared and never changed in place).
     """
-    fresh = label_to_seclabel(policy, label)
-    if detail is not None and not any(
-        el is not child and _local_name(el.tag) == SECLABEL_TAG
-        for child in detail
-        for el in child.iter()
+    fresh = label_to_seclabel(policy, label) if seclabel is None else seclabel
+    if detail is not None and (
+        not _mentions_seclabel(detail)
+        or not any(
+            el is not child and _local_name(el.tag) == SECLABEL_TAG
+            for child in detail
+            for el in child.iter()
+        )
     ):
         # No __seclabel below the top level (the usual case): a new <detail> sharing the
         # children, which is safe because an event's detail is never changed in place (every

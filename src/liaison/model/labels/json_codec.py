@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 from liaison.model.canonical import canonical_json
@@ -34,8 +35,16 @@ def label_to_json_obj(label: Label) -> dict[str, object]:
     }
 
 
+# Labels whose JSON is remembered (label_to_json): every stored event with labels on needs it,
+# and a unit's updates keep one label. Least recently used dropped past this many.
+LABEL_JSON_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=LABEL_JSON_CACHE)
 def label_to_json(label: Label) -> str:
-    """Canonical JSON (RFC 8785: sorted keys, no whitespace) for the API and storage."""
+    """Canonical JSON (RFC 8785: sorted keys, no whitespace) for the API and storage.
+
+    Remembered by label (immutable; equal labels have equal JSON)."""
     return canonical_json(label_to_json_obj(label)).decode("utf-8")
 
 
