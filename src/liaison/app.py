@@ -25,9 +25,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from liaison import __version__
+from liaison.admin import shares_identity, use_identity_db
 from liaison.api.auth import AuthMode, WebSessions
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
@@ -36,7 +37,7 @@ from liaison.audit import AuditLog
 from liaison.cluster.access import AccessShare
 from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
 from liaison.cluster.latest_kv import SharedLatestState
-from liaison.config import LISTENER_NAMES, Config, Endpoint
+from liaison.config import LISTENER_NAMES, Config, Endpoint, redacted_url
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import GateAudit
@@ -74,6 +75,9 @@ from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
+
+if TYPE_CHECKING:
+    from liaison.identity.shared_db import IdentityDb
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +218,9 @@ async def _start(
     store_part = _StorePart(config)
     await parts.start(store_part)
     store = store_part.store
+    identity_part = _IdentityDbPart(config)
+    await parts.start(identity_part)
+    identity_db = identity_part.db
     writer = StoreWriter(store)
     # In a cluster the latest state is every node's (a JetStream key-value bucket mirrored
     # here), so replay answers the same on every node; alone, this process's table.
@@ -237,11 +244,18 @@ async def _start(
     )
     registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
     groups = load_group_file(config.groups_file)
-    users = UserDirectory.load(config.resolved_users_file())
+    users = (
+        UserDirectory.in_database(identity_db)
+        if identity_db is not None
+        else UserDirectory.load(config.resolved_users_file())
+    )
     server_pki: ServerPki | None = None
     if config.tls is not None or config.https is not None or config.enroll is not None:
         server_pki = ensure_server_pki(
-            config.data_dir, public_host=config.public_host, extra_names=config.server_names
+            config.data_dir,
+            public_host=config.public_host,
+            extra_names=config.server_names,
+            db=identity_db,
         )
     identities = Identities(
         cert_username_regex=config.cert_username_regex,
@@ -271,6 +285,8 @@ async def _start(
         sessions=registry,
         server_pki=server_pki,
     )
+    if identity_db is not None:  # a sign-in made on any node is good on every node
+        server.web_sessions.use_shared(identity_db)
     # The writer owns the deletes it must order after earlier writes (pruned as they finish).
     writer_part = Part("store-writer", on_run=writer.run)
     await parts.start(writer_part)
@@ -467,6 +483,35 @@ class _StorePart:
     async def close(self) -> None:
         if self._store is not None:
             await self._store.close()
+
+
+class _IdentityDbPart:
+    """With PostgreSQL storage: users, the certificate index, the CRL and web sign-ins in the
+    database every node shares (identity/shared_db.py). Opened after the store (whose migration
+    makes its tables), closed after everything that asks it."""
+
+    name = "identity-db"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.db: IdentityDb | None = None
+
+    async def bind(self) -> None:
+        if not shares_identity(self._config):
+            return
+        # Imported here: asyncpg is an optional extra, the default SQLite path never loads it.
+        from liaison.identity.shared_db import IdentityDb
+
+        url = self._config.storage
+        self.db = await asyncio.to_thread(IdentityDb.open, url, where=redacted_url(url))
+        use_identity_db(self._config, self.db)
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self.db is not None:
+            await asyncio.to_thread(self.db.close)
 
 
 class _MissionsPart:

@@ -395,7 +395,8 @@ SETTINGS: tuple[Setting, ...] = (
         "users_file",
         None,
         _optional_path,
-        "Users file with hashed passwords (default DATA_DIR/users.json).",
+        "Users file with hashed passwords (default DATA_DIR/users.json); not used with "
+        "PostgreSQL storage, where users are in the database.",
     ),
     Setting(
         "protocol.offer_protobuf",
@@ -546,7 +547,8 @@ SETTINGS: tuple[Setting, ...] = (
         _storage,
         "Where events are kept: sqlite (DATA_DIR/liaison.db), memory (lost at exit), or a "
         "PostgreSQL database with PostGIS given as postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
-        "(docs/storage.md).",
+        "(docs/storage.md); with PostgreSQL the users, issued certificates, CRL and web sign-ins "
+        "are kept there too, shared by every node on it (docs/deployment.md).",
     ),
     Setting(
         "storage.retention_days",
