@@ -123,8 +123,10 @@ def _enroll_port(cfg: config_mod.Config) -> int | None:
 
 
 # The shared identity tables of each PostgreSQL storage this process has opened (one per URL):
-# the server registers its own (use_identity_db), a command opens one on first use.
+# the server registers its own (use_identity_db, forget_identity_db), a command opens one on
+# first use (closed by close_command_dbs when the command is done).
 _IDENTITY_DBS: dict[str, IdentityDb] = {}
+_OPENED_BY_COMMANDS: set[str] = set()
 
 
 def shares_identity(cfg: config_mod.Config) -> bool:
@@ -137,15 +139,29 @@ def use_identity_db(cfg: config_mod.Config, db: IdentityDb) -> None:
     _IDENTITY_DBS[cfg.storage] = db
 
 
+def forget_identity_db(cfg: config_mod.Config) -> None:
+    """The server closed its ``db``: no later command may use it."""
+    _IDENTITY_DBS.pop(cfg.storage, None)
+
+
+def close_command_dbs() -> None:
+    """Close what the commands of this process opened (the server's own stays)."""
+    for url in sorted(_OPENED_BY_COMMANDS):
+        db = _IDENTITY_DBS.pop(url, None)
+        if db is not None:
+            db.close()
+    _OPENED_BY_COMMANDS.clear()
+
+
 def identity_db(cfg: config_mod.Config) -> IdentityDb | None:
     """The shared identity tables of ``cfg``'s PostgreSQL storage, or None with SQLite. A command
-    opens the database once (migrating it as the server would) and closes it at exit."""
+    opens the database once (migrating it as the server would); ``cli.main`` closes it when the
+    command is done."""
     if not shares_identity(cfg):
         return None
     db = _IDENTITY_DBS.get(cfg.storage)
     if db is None:
         import asyncio
-        import atexit
 
         # Imported here: asyncpg is an optional extra, the default SQLite path never loads it.
         from liaison.config import redacted_url
@@ -154,8 +170,8 @@ def identity_db(cfg: config_mod.Config) -> IdentityDb | None:
 
         asyncio.run(migrate_database(cfg.storage))
         db = IdentityDb.open(cfg.storage, where=redacted_url(cfg.storage))
-        atexit.register(db.close)
         _IDENTITY_DBS[cfg.storage] = db
+        _OPENED_BY_COMMANDS.add(cfg.storage)
     return db
 
 

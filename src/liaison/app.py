@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from liaison import __version__
-from liaison.admin import shares_identity, use_identity_db
+from liaison.admin import forget_identity_db, shares_identity, use_identity_db
 from liaison.api.auth import AuthMode, WebSessions
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
@@ -313,10 +313,22 @@ async def _start(
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
     await parts.start(Part("housekeeping", on_run=chores))
-    fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
+    # With --workers, the partner links and the feeds run in worker 1 only (one connection per
+    # partner, each feed polled once); their events reach the other workers over the bus.
+    first_worker = config.worker in (None, 1)
+    fed = (
+        _build_federation(config, policy_text, gate, router, server_pki, metrics)
+        if first_worker
+        else None
+    )
     if fed is not None:
         await parts.start(_FederationPart(fed, server))
-    if policy_text is not None and gate is not None and config.policy_file is not None:
+    if (
+        first_worker
+        and policy_text is not None
+        and gate is not None
+        and config.policy_file is not None
+    ):
         server.feeds = build_feeds(
             policy_text, gate, router, metrics, now_ms, config.policy_file.parent, config.data_dir
         )
@@ -347,7 +359,9 @@ async def _start_listeners(
             "tcp",
             tcp,
             lambda: start_stream_listener(
-                tcp, lambda: sessions.stream(Listener.TCP, config.tcp_auth)
+                tcp,
+                lambda: sessions.stream(Listener.TCP, config.tcp_auth),
+                reuse_port=config.reuse_port,
             ),
         )
         await parts.start(tcp_part)
@@ -360,7 +374,10 @@ async def _start_listeners(
             "tls",
             tls,
             lambda: start_stream_listener(
-                tls, lambda: sessions.stream(Listener.TLS, config.tls_auth), ssl_context=ctx
+                tls,
+                lambda: sessions.stream(Listener.TLS, config.tls_auth),
+                ssl_context=ctx,
+                reuse_port=config.reuse_port,
             ),
         )
         await parts.start(tls_part)
@@ -376,13 +393,16 @@ async def _start_listeners(
                     principal=identities.anonymous(str(udp), Listener.UDP),
                     rejected=sessions.metrics.rejected,
                 ),
+                reuse_port=config.reuse_port,
             )
             return transport
 
         udp_part = _Listener("udp", udp, open_udp)
         await parts.start(udp_part)
         server.udp = Endpoint(udp.host, udp_part.server.get_extra_info("sockname")[1])
-    if config.multicast is not None:
+    if config.multicast is not None and config.worker in (None, 1):
+        # With --workers, worker 1 alone bridges the mesh: every worker joining the group would
+        # receive, and publish, each datagram once per worker.
         group = config.multicast
 
         async def open_multicast() -> asyncio.DatagramTransport:
@@ -511,6 +531,7 @@ class _IdentityDbPart:
 
     async def close(self) -> None:
         if self.db is not None:
+            forget_identity_db(self._config)
             await asyncio.to_thread(self.db.close)
 
 
@@ -806,7 +827,7 @@ def _open_gate(config: Config, text: str | None) -> tuple[Gate | None, AuditLog 
     # gate when the feeds are built); read before the log opens, so a bad one leaves it shut.
     assert config.policy_file is not None
     feeds = parse_feeds(text, gate_config.policy, base_dir=config.policy_file.parent)
-    log_path, key_path, pub_path = audit_paths(config.data_dir)
+    log_path, key_path, pub_path = audit_paths(config.data_dir, config.worker)
     key = load_or_create_signing_key(key_path, pub_path)
     audit_log = AuditLog.open(log_path, key, fsync=config.audit_sync_ms == 0, repair_truncated=True)
     gate = Gate(gate_config, audit=audit_log, clock_ms=now_ms)
@@ -836,7 +857,7 @@ async def _audit_keeper(
     if gate is None or audit_log is None:
         return
     interval = max(config.audit_sync_ms, AUDIT_RETRY_MS) / 1000.0
-    log_path, key_path, pub_path = audit_paths(config.data_dir)
+    log_path, key_path, pub_path = audit_paths(config.data_dir, config.worker)
     while True:
         await asyncio.sleep(interval)
         if not gate.audit_failed:

@@ -277,6 +277,11 @@ class Config:
     cluster_max_age_s: float = 3600.0
     # The [directory] section (LDAP / Active Directory sign-in, docs/directory.md); None: off.
     directory: DirectoryConfig | None = None
+    # Set by `liaison serve --workers N` for its workers only (cli.py, docs/deployment.md), never
+    # from a file or the environment: this worker's number (1..N), and every listener bound with
+    # SO_REUSEPORT so the N workers share the ports.
+    worker: int | None = None
+    reuse_port: bool = False
 
     def resolved_users_file(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
