@@ -30,6 +30,7 @@ from liaison.cli import main as cli_main
 from tests.integration.helpers import Client, connect_tcp, sa_event
 from tests.integration.http.http_support import PASSWORD
 from tests.integration.test_cluster import bus  # noqa: F401 - fixture
+from tests.integration.test_labels_e2e import POLICY
 from tests.integration.test_postgresql_app import database_url  # noqa: F401 - fixture
 
 CLIENTS = 20
@@ -62,6 +63,14 @@ def write_config(
     tmp_path: Path, database: str, cluster: dict[str, Any]
 ) -> tuple[Path, dict[str, int]]:
     ports = {name: free_port() for name in ("tcp", "tls", "https", "enroll")}
+    # Labels on: the TCP listener's anonymous clients hold usa-unclass for USA (docs/labels.md),
+    # so their unlabelled reports are UNCLASSIFIED//REL TO USA and each worker audits its own.
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        POLICY
+        + '\n[gate.listeners.tcp]\nceiling = { classification = "UNCLASSIFIED", REL = "*" }\n'
+        + 'default_classification = "UNCLASSIFIED"\nprofile = "usa-unclass"\norg = "USA"\n'
+    )
     text = f"""
 [server]
 data_dir = "{tmp_path / "data"}"
@@ -74,6 +83,8 @@ https = "127.0.0.1:{ports["https"]}"
 enroll = "127.0.0.1:{ports["enroll"]}"
 [storage]
 backend = "{database}"
+[labels]
+policy_file = "{policy}"
 [cluster]
 nats = ["{cluster["cluster_nats"]}"]
 node = "wtest"
@@ -250,6 +261,26 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
     assert children_of(proc.pid) == set()
     text = log.read_text()
     assert "worker 1 stopped (0)" in text and "worker 2 stopped (0)" in text
+    # One audit chain per worker (the killed one's too, continued by its restart), all good.
+    audit = tmp_path / "data" / "audit"
+    assert sorted(p.name for p in audit.glob("*.jsonl")) == ["audit-w1.jsonl", "audit-w2.jsonl"]
+    verify = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "liaison", "audit", "verify", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+    for worker in (1, 2):
+        assert f"audit-w{worker}.jsonl: OK: " in verify.stdout
+        assert "(signatures checked)" in verify.stdout
+    # Each client's report was accepted, and audited, once: by the worker it was connected to.
+    ingests = {
+        path.name: sum(1 for line in path.read_bytes().splitlines() if b'"kind":"ingest"' in line)
+        for path in audit.glob("*.jsonl")
+    }
+    assert sum(ingests.values()) == CLIENTS and min(ingests.values()) >= 1, ingests
 
 
 @pytest.mark.parametrize(
