@@ -147,10 +147,23 @@ def _web_map_urls(cfg: config_mod.Config, server: Server) -> list[str]:
 async def _serve(cfg: config_mod.Config, admin_flags: str = "") -> int:
     from liaison.app import run_server
 
+    loop = asyncio.get_running_loop()
+    # A SIGTERM or SIGINT while the server starts (a worker of --workers told to stop as it
+    # comes up) lets the start finish and then stops cleanly, audit checkpoint and all; a second
+    # one during the start has its default effect.
+    stop_asked = asyncio.Event()
+
+    def stop_after_start(sig: signal.Signals) -> None:
+        stop_asked.set()
+        loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_after_start, sig)
     async with run_server(cfg) as server:
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.stop)
+        if stop_asked.is_set():
+            server.stop()
         print(f"Liaison {__version__} is running. Data folder: {cfg.data_dir.resolve()}")
         if server.tcp:
             print(f"  CoT over TCP    {server.tcp}  ({cfg.public_host}:{server.tcp.port}:tcp)")

@@ -240,14 +240,12 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
                 if await c.closed_by_server(within=0.5 if i else 3.0)
             ]
             assert len(cut) == spread[victim]
-            await until(
-                lambda: (
-                    len(listeners_of(ports["tcp"])) == 2
-                    and victim not in listeners_of(ports["tcp"])
-                ),
-                "the worker started again",
-                START_S,
-            )
+            for port in ports.values():  # every listener of the new worker is open
+                await until(
+                    lambda p=port: len(pids := listeners_of(p)) == 2 and victim not in pids,
+                    f"the worker started again on {port}",
+                    START_S,
+                )
             assert "starting it again" in log.read_text()
             for i, old in cut:
                 await old.close()
