@@ -153,24 +153,38 @@ class WebSessions:
         )
 
     def create(self, username: str) -> tuple[str, str]:
-        """A new session for ``username``; returns (cookie token, CSRF token)."""
-        token = secrets.token_urlsafe(32)
-        csrf = secrets.token_urlsafe(16)
-        now = self._clock()
+        """A new session for ``username``; returns (cookie token, CSRF token). Without a shared
+        table only (``sign_in`` writes the shared one off the event loop)."""
         if self._shared is not None:
-            wall = self._wall()
-            self._shared.session_put(
-                token,
-                username=username,
-                csrf=csrf,
-                now=wall,
-                older_than=wall - dt.timedelta(seconds=SESSION_MAX_S),
-                idle_before=wall - dt.timedelta(seconds=SESSION_IDLE_S),
-            )
-            self._seen_written[token] = now
-        self._sessions[token] = _WebSession(username, csrf, now, now)
-        self._bound()
+            raise RuntimeError("sign-ins are shared: use sign_in")
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+        self._hold(token, username, csrf)
         return token, csrf
+
+    async def sign_in(self, username: str) -> tuple[str, str]:
+        """``create``, and with a shared table the row written first, on a worker thread."""
+        if self._shared is None:
+            return self.create(username)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+        wall = self._wall()
+        await asyncio.to_thread(
+            self._shared.session_put,
+            token,
+            username=username,
+            csrf=csrf,
+            now=wall,
+            older_than=wall - dt.timedelta(seconds=SESSION_MAX_S),
+            idle_before=wall - dt.timedelta(seconds=SESSION_IDLE_S),
+        )
+        self._hold(token, username, csrf)
+        return token, csrf
+
+    def _hold(self, token: str, username: str, csrf: str) -> None:
+        now = self._clock()
+        self._sessions[token] = _WebSession(username, csrf, now, now)
+        if self._shared is not None:
+            self._seen_written[token] = now
+        self._bound()
 
     def _bound(self) -> None:
         while len(self._sessions) > MAX_WEB_SESSIONS:
@@ -200,50 +214,55 @@ class WebSessions:
         if s is None:
             return None
         s.seen = self._clock()
-        # With a shared table, activity reaches it at most every SHARED_SEEN_S, for the idle
-        # limit of the other nodes that will look this sign-in up.
-        if (
-            self._shared is not None
-            and token is not None
-            and s.seen - self._seen_written.get(token, s.created) >= SHARED_SEEN_S
-        ):
-            self._seen_written[token] = s.seen
-            self._shared.session_seen(token, self._wall())
         return s.username, s.csrf
 
     async def lookup_shared(self, token: str | None) -> tuple[str, str] | None:
         """``lookup``, and with a shared table a sign-in made on another node: read from the
-        database (on a worker thread) when this node does not hold it, then held here."""
-        if self._shared is None or not token or token in self._sessions:
+        database (on a worker thread) when this node does not hold it, then held here. Activity
+        reaches the table at most every SHARED_SEEN_S (for the idle limit of the other nodes)."""
+        if self._shared is None or not token:
             return self.lookup(token)
-        row = await asyncio.to_thread(self._shared.session_get, token)
-        if row is None or token in self._sessions:
-            return self.lookup(token)
-        now, wall = self._clock(), self._wall()
-        created = now - (wall - row.created).total_seconds()
-        seen = now - (wall - row.seen).total_seconds()
-        if now - seen > SESSION_IDLE_S or now - created > SESSION_MAX_S:
-            return None
-        self._sessions[token] = _WebSession(row.username, row.csrf, created, seen)
-        self._seen_written[token] = seen
-        self._bound()
-        return self.lookup(token)
+        if token not in self._sessions:
+            row = await asyncio.to_thread(self._shared.session_get, token)
+            if row is None:
+                return None
+            if token not in self._sessions:
+                now, wall = self._clock(), self._wall()
+                created = now - (wall - row.created).total_seconds()
+                seen = now - (wall - row.seen).total_seconds()
+                if now - seen > SESSION_IDLE_S or now - created > SESSION_MAX_S:
+                    return None
+                self._sessions[token] = _WebSession(row.username, row.csrf, created, seen)
+                self._seen_written[token] = seen
+                self._bound()
+        found = self.lookup(token)
+        s = self._sessions.get(token)
+        if s is not None and s.seen - self._seen_written.get(token, s.created) >= SHARED_SEEN_S:
+            self._seen_written[token] = s.seen
+            await asyncio.to_thread(self._shared.session_seen, token, self._wall())
+        return found
 
     def alive(self, token: str | None) -> bool:
         """Whether the session is still live, without counting as activity (an open feed does
         not keep a sign-in alive: it lasts exactly as long as REST calls with the cookie work)."""
         return self._live(token) is not None
 
-    def end(self, token: str | None) -> None:
-        """A sign-out: this sign-in ends. With a shared table, every sign-in of that user ends,
-        here and (the table's rows deleted, the other nodes told) on every node."""
+    def end(self, token: str | None) -> str | None:
+        """A sign-out on this node: this sign-in ends here; its user's name, or None."""
         s = self._sessions.pop(token, None) if token else None
         if token and s is not None:
             self._seen_written.pop(token, None)
             self._ended(token, s.username, SIGNED_OUT)
-            if self._shared is not None:
-                self._shared.sessions_end(username=s.username)
-                self.end_user(s.username)
+            return s.username
+        return None
+
+    async def sign_out(self, token: str | None) -> None:
+        """``POST /logout``: ``end``; with a shared table every sign-in of that user ends, in the
+        table (on a worker thread) and here (the other nodes are told by the cluster bus)."""
+        username = self.end(token)
+        if username is not None and self._shared is not None:
+            await asyncio.to_thread(self._shared.sessions_end, username=username)
+            self.end_user(username)
 
     def end_user(self, username: str, node: str | None = None) -> int:
         """End every sign-in of ``username`` (a sign-out on cluster node ``node``); how many."""

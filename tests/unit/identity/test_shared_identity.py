@@ -203,8 +203,8 @@ async def test_a_web_sign_in_made_on_one_node_is_good_on_the_other(
     node_a, node_b = WebSessions(time.monotonic), WebSessions(time.monotonic)
     node_a.use_shared(db_a)
     node_b.use_shared(db_b)
-    token, csrf = node_a.create("alice")
-    other, _ = node_a.create("bob")
+    token, csrf = await node_a.sign_in("alice")
+    other, _ = await node_a.sign_in("bob")
     assert await node_b.lookup_shared(token) == ("alice", csrf)
     assert node_b.alive(token)
     assert await node_b.lookup_shared("not-a-token") is None
@@ -213,7 +213,7 @@ async def test_a_web_sign_in_made_on_one_node_is_good_on_the_other(
     node_a.events.subscribe(ended.append)
     # A sign-out on B ends alice's sign-ins in the table; A is told (cluster/access.py) and
     # ends its own copies; a later lookup on A finds nothing in the table either.
-    node_b.end(token)
+    await node_b.sign_out(token)
     assert not node_b.alive(token)
     assert node_a.end_user("alice", node="b") == 1
     assert [(e.reason, e.sign_in) for e in ended] == [(SIGNED_OUT, token)]
@@ -229,5 +229,7 @@ async def test_an_expired_shared_sign_in_is_refused(shared_db_pair: tuple[Any, A
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=SESSION_MAX_S + 60)
     node_a.use_shared(db_a, wall_clock=lambda: past)
     node_b.use_shared(db_b)
-    token, _ = node_a.create("alice")
+    token, _ = await node_a.sign_in("alice")
     assert await node_b.lookup_shared(token) is None
+    with pytest.raises(RuntimeError, match="use sign_in"):
+        node_a.create("alice")
