@@ -165,14 +165,16 @@ class Supervisor:
             log.warning("worker %d (pid %d) exited with %s; starting it again in %.1f s", i,
                         proc.pid, code, pause)  # fmt: skip
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._stopping.wait()
             pause = min(RESTART_MAX_S, pause * 2)
 
     async def _stop_one(self, i: int, proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            code = await asyncio.wait_for(proc.wait(), STOP_S)
+            async with asyncio.timeout(STOP_S):
+                code = await proc.wait()
             log.info("worker %d stopped (%s)", i, code)
         except TimeoutError:
             log.error("worker %d did not stop within %.0f s: killed", i, STOP_S)

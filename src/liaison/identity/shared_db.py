@@ -100,6 +100,7 @@ class IdentityDb:
         self._listen: Any = None
         self._wake: asyncio.Event | None = None
         self._busy: asyncio.Lock | None = None  # one operation at a time on _conn (asyncpg's rule)
+        self._closing = False
         self._poller: asyncio.Task[None] | None = None
         self._lock = threading.Lock()  # guards the copies below (swapped whole, read anywhere)
         self._users: dict[str, dict[str, Any]] = {}
@@ -158,11 +159,15 @@ class IdentityDb:
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()
         self._conn = await self._new_conn()
+        # Listening before the first read: no change made after it can go unnoticed.
+        self._listen = await self._new_conn()
+        await self._listen.add_listener(CHANNEL, self._notified)
         async with self._busy:
             await self._refresh()
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="identity-poll")
 
     async def _disconnect(self) -> None:
+        self._closing = True
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,7 +180,7 @@ class IdentityDb:
     async def _poll(self) -> None:
         """Keep the copies current: wake on a NOTIFY or every POLL_S; re-make lost connections."""
         assert self._wake is not None and self._busy is not None
-        while True:
+        while not self._closing:
             try:
                 if self._listen is None or self._listen.is_closed():
                     self._listen = await self._new_conn()
@@ -188,8 +193,11 @@ class IdentityDb:
                 log.warning("identity tables in postgresql %s: %s", self._where, exc)
                 self._listen = None
             self._wake.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancellation
+            # that arrives with its timeout, and close() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
 
     def _notified(self, *_args: object) -> None:
         if self._wake is not None:
