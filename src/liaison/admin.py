@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -40,9 +41,12 @@ from liaison.identity.certs import (
 from liaison.identity.files import atomic_write
 from liaison.identity.issue import IssuedCert, issue_client_cert, list_issued
 from liaison.identity.p12 import client_p12, new_p12_password, truststore_p12
-from liaison.identity.revocation import CRL_VALIDITY_DAYS, revoke, revoked_serials
+from liaison.identity.revocation import CRL_VALIDITY_DAYS, current_crl, revoke, revoked_serials
 from liaison.identity.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserDirectory
 from liaison.storage.permissions import secure_data_dir
+
+if TYPE_CHECKING:
+    from liaison.identity.shared_db import IdentityDb
 
 # --- Named choices --------------------------------------------------------------------------
 
@@ -118,12 +122,72 @@ def _enroll_port(cfg: config_mod.Config) -> int | None:
     return cfg.enroll.port
 
 
+# The shared identity tables of each PostgreSQL storage this process has opened (one per URL):
+# the server registers its own (use_identity_db, forget_identity_db), a command opens one on
+# first use (closed by close_command_dbs when the command is done).
+_IDENTITY_DBS: dict[str, IdentityDb] = {}
+_OPENED_BY_COMMANDS: set[str] = set()
+
+
+def shares_identity(cfg: config_mod.Config) -> bool:
+    """Whether users, certificates and sign-ins live in PostgreSQL (a ``postgresql://`` storage)."""
+    return cfg.storage.startswith(("postgresql://", "postgres://"))
+
+
+def use_identity_db(cfg: config_mod.Config, db: IdentityDb) -> None:
+    """Make ``db`` the one this process's commands and operator API use for ``cfg.storage``."""
+    _IDENTITY_DBS[cfg.storage] = db
+
+
+def forget_identity_db(cfg: config_mod.Config) -> None:
+    """The server closed its ``db``: no later command may use it."""
+    _IDENTITY_DBS.pop(cfg.storage, None)
+
+
+def close_command_dbs() -> None:
+    """Close what the commands of this process opened (the server's own stays)."""
+    for url in sorted(_OPENED_BY_COMMANDS):
+        db = _IDENTITY_DBS.pop(url, None)
+        if db is not None:
+            db.close()
+    _OPENED_BY_COMMANDS.clear()
+
+
+def identity_db(cfg: config_mod.Config) -> IdentityDb | None:
+    """The shared identity tables of ``cfg``'s PostgreSQL storage, or None with SQLite. A command
+    opens the database once (migrating it as the server would); ``cli.main`` closes it when the
+    command is done."""
+    if not shares_identity(cfg):
+        return None
+    db = _IDENTITY_DBS.get(cfg.storage)
+    if db is None:
+        import asyncio
+
+        # Imported here: asyncpg is an optional extra, the default SQLite path never loads it.
+        from liaison.config import redacted_url
+        from liaison.identity.shared_db import IdentityDb
+        from liaison.storage.postgresql import migrate_database
+
+        asyncio.run(migrate_database(cfg.storage))
+        db = IdentityDb.open(cfg.storage, where=redacted_url(cfg.storage))
+        _IDENTITY_DBS[cfg.storage] = db
+        _OPENED_BY_COMMANDS.add(cfg.storage)
+    return db
+
+
 def _users(cfg: config_mod.Config) -> UserDirectory:
+    db = identity_db(cfg)
+    if db is not None:
+        return UserDirectory.in_database(db)
     return UserDirectory.load(cfg.resolved_users_file())
 
 
+def _pki_at(cfg: config_mod.Config) -> ServerPki:
+    return ServerPki.at(cfg.data_dir, identity_db(cfg))
+
+
 def _existing_pki(cfg: config_mod.Config) -> ServerPki:
-    server_pki = ServerPki.at(cfg.data_dir)
+    server_pki = _pki_at(cfg)
     if not server_pki.ca_cert.exists():
         raise AdminError(
             f"no certificate authority in {server_pki.directory}: start the server once "
@@ -136,7 +200,11 @@ def _ensure_pki(cfg: config_mod.Config, now: dt.datetime | None) -> ServerPki:
     # What the server does at startup: a private data folder, the CA made on first use.
     secure_data_dir(cfg.data_dir)
     return ensure_server_pki(
-        cfg.data_dir, public_host=cfg.public_host, extra_names=cfg.server_names, now=now
+        cfg.data_dir,
+        public_host=cfg.public_host,
+        extra_names=cfg.server_names,
+        now=now,
+        db=identity_db(cfg),
     )
 
 
@@ -305,7 +373,7 @@ def revoke_user(cfg: config_mod.Config, name: str, now: dt.datetime | None = Non
     """Block the user (no login, no enrollment, tokens dropped) and revoke every certificate
     issued to them; the CRL is re-signed. Returns the serials newly revoked."""
     serials = _users(cfg).revoke_user(name)
-    server_pki = ServerPki.at(cfg.data_dir)
+    server_pki = _pki_at(cfg)
     if not server_pki.ca_cert.exists():
         return []
     newly = revoke(server_pki, common_name=name, now=now)
@@ -382,7 +450,7 @@ def doctor(
     now: dt.datetime | None = None,
 ) -> DoctorReport:
     """What expires within ``within_days`` and what stops devices reaching ``public_host``."""
-    server_pki = ServerPki.at(cfg.data_dir)
+    server_pki = _pki_at(cfg)
     if not server_pki.ca_cert.exists():
         return DoctorReport(
             expiring=[],
@@ -504,7 +572,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         print("No users. Add one with: liaison user add NAME --org ORG")
         return 0
     revoked: frozenset[int] = frozenset()
-    server_pki = ServerPki.at(cfg.data_dir)
+    server_pki = _pki_at(cfg)
     if server_pki.index.exists():
         revoked = revoked_serials(server_pki)
     now = dt.datetime.now(dt.UTC)
@@ -544,7 +612,7 @@ def cmd_user_revoke(args: argparse.Namespace) -> int:
     print(f"Revoked {args.name}: no more sign-in or enrollment; enrollment tokens dropped.")
     if newly:
         print(f"Revoked {len(newly)} certificate(s): {', '.join(f'{s:x}' for s in newly)}")
-        print(f"The CRL was re-signed: {ServerPki.at(cfg.data_dir).crl}")
+        print(f"The CRL was re-signed: {_pki_at(cfg).crl}")
     else:
         print("No live certificate was left to revoke.")
     print("A running server refuses these certificates at the next connection and closes the")
@@ -601,6 +669,7 @@ def cmd_ca_import(args: argparse.Namespace) -> int:
         chain_pem,
         key_password=key_password,
         replace=args.replace,
+        db=identity_db(cfg),
     )
     _describe_cert("Imported signing CA", load_ca_cert(server_pki))
     for i, c in enumerate(load_chain(server_pki)[1:]):
@@ -630,8 +699,9 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
     records = list_issued(server_pki)
     n_revoked = sum(1 for r in records if r.revoked)
     print(f"Client certificates issued: {len(records)} ({n_revoked} revoked)")
-    if server_pki.crl.exists():
-        crl = x509.load_pem_x509_crl(server_pki.crl.read_bytes())
+    crl_pem = current_crl(server_pki)
+    if crl_pem is not None:
+        crl = x509.load_pem_x509_crl(crl_pem)
         nxt = crl.next_update_utc
         print(
             f"CRL: {server_pki.crl} ({len(crl)} entries, next update "

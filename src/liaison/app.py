@@ -25,9 +25,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from liaison import __version__
+from liaison.admin import forget_identity_db, shares_identity, use_identity_db
 from liaison.api.auth import AuthMode, WebSessions
 from liaison.api.context import ApiContext
 from liaison.api.routes import ROUTE_ADDERS
@@ -37,7 +38,7 @@ from liaison.cluster.access import AccessShare
 from liaison.cluster.bus import ClusterSettings, NatsBus, default_node_name
 from liaison.cluster.latest_kv import SharedLatestState
 from liaison.cluster.missions_share import MissionSharing
-from liaison.config import LISTENER_NAMES, Config, Endpoint
+from liaison.config import LISTENER_NAMES, Config, Endpoint, redacted_url
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
 from liaison.federation.link import GateAudit
@@ -75,6 +76,9 @@ from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
+
+if TYPE_CHECKING:
+    from liaison.identity.shared_db import IdentityDb
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +233,9 @@ async def _start(
     store_part = _StorePart(config)
     await parts.start(store_part)
     store = store_part.store
+    identity_part = _IdentityDbPart(config)
+    await parts.start(identity_part)
+    identity_db = identity_part.db
     writer = StoreWriter(store)
     # In a cluster the latest state is every node's (a JetStream key-value bucket mirrored
     # here), so replay answers the same on every node; alone, this process's table.
@@ -252,11 +259,18 @@ async def _start(
     )
     registry = SessionRegistry(now_ms, write_batch_s=config.write_batch_ms / 1000.0)
     groups = load_group_file(config.groups_file)
-    users = UserDirectory.load(config.resolved_users_file())
+    users = (
+        UserDirectory.in_database(identity_db)
+        if identity_db is not None
+        else UserDirectory.load(config.resolved_users_file())
+    )
     server_pki: ServerPki | None = None
     if config.tls is not None or config.https is not None or config.enroll is not None:
         server_pki = ensure_server_pki(
-            config.data_dir, public_host=config.public_host, extra_names=config.server_names
+            config.data_dir,
+            public_host=config.public_host,
+            extra_names=config.server_names,
+            db=identity_db,
         )
     identities = Identities(
         cert_username_regex=config.cert_username_regex,
@@ -286,6 +300,8 @@ async def _start(
         sessions=registry,
         server_pki=server_pki,
     )
+    if identity_db is not None:  # a sign-in made on any node is good on every node
+        server.web_sessions.use_shared(identity_db)
     # The writer owns the deletes it must order after earlier writes (pruned as they finish).
     writer_part = Part("store-writer", on_run=writer.run)
     await parts.start(writer_part)
@@ -318,10 +334,22 @@ async def _start(
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
     await parts.start(Part("housekeeping", on_run=chores))
-    fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
+    # With --workers, the partner links and the feeds run in worker 1 only (one connection per
+    # partner, each feed polled once); their events reach the other workers over the bus.
+    first_worker = config.worker in (None, 1)
+    fed = (
+        _build_federation(config, policy_text, gate, router, server_pki, metrics)
+        if first_worker
+        else None
+    )
     if fed is not None:
         await parts.start(_FederationPart(fed, server))
-    if policy_text is not None and gate is not None and config.policy_file is not None:
+    if (
+        first_worker
+        and policy_text is not None
+        and gate is not None
+        and config.policy_file is not None
+    ):
         server.feeds = build_feeds(
             policy_text, gate, router, metrics, now_ms, config.policy_file.parent, config.data_dir
         )
@@ -352,7 +380,9 @@ async def _start_listeners(
             "tcp",
             tcp,
             lambda: start_stream_listener(
-                tcp, lambda: sessions.stream(Listener.TCP, config.tcp_auth)
+                tcp,
+                lambda: sessions.stream(Listener.TCP, config.tcp_auth),
+                reuse_port=config.reuse_port,
             ),
         )
         await parts.start(tcp_part)
@@ -365,7 +395,10 @@ async def _start_listeners(
             "tls",
             tls,
             lambda: start_stream_listener(
-                tls, lambda: sessions.stream(Listener.TLS, config.tls_auth), ssl_context=ctx
+                tls,
+                lambda: sessions.stream(Listener.TLS, config.tls_auth),
+                ssl_context=ctx,
+                reuse_port=config.reuse_port,
             ),
         )
         await parts.start(tls_part)
@@ -381,13 +414,16 @@ async def _start_listeners(
                     principal=identities.anonymous(str(udp), Listener.UDP),
                     rejected=sessions.metrics.rejected,
                 ),
+                reuse_port=config.reuse_port,
             )
             return transport
 
         udp_part = _Listener("udp", udp, open_udp)
         await parts.start(udp_part)
         server.udp = Endpoint(udp.host, udp_part.server.get_extra_info("sockname")[1])
-    if config.multicast is not None:
+    if config.multicast is not None and config.worker in (None, 1):
+        # With --workers, worker 1 alone bridges the mesh: every worker joining the group would
+        # receive, and publish, each datagram once per worker.
         group = config.multicast
 
         async def open_multicast() -> asyncio.DatagramTransport:
@@ -488,6 +524,36 @@ class _StorePart:
     async def close(self) -> None:
         if self._store is not None:
             await self._store.close()
+
+
+class _IdentityDbPart:
+    """With PostgreSQL storage: users, the certificate index, the CRL and web sign-ins in the
+    database every node shares (identity/shared_db.py). Opened after the store (whose migration
+    makes its tables), closed after everything that asks it."""
+
+    name = "identity-db"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.db: IdentityDb | None = None
+
+    async def bind(self) -> None:
+        if not shares_identity(self._config):
+            return
+        # Imported here: asyncpg is an optional extra, the default SQLite path never loads it.
+        from liaison.identity.shared_db import IdentityDb
+
+        url = self._config.storage
+        self.db = await asyncio.to_thread(IdentityDb.open, url, where=redacted_url(url))
+        use_identity_db(self._config, self.db)
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self.db is not None:
+            forget_identity_db(self._config)
+            await asyncio.to_thread(self.db.close)
 
 
 class _MissionsPart:
@@ -782,7 +848,7 @@ def _open_gate(config: Config, text: str | None) -> tuple[Gate | None, AuditLog 
     # gate when the feeds are built); read before the log opens, so a bad one leaves it shut.
     assert config.policy_file is not None
     feeds = parse_feeds(text, gate_config.policy, base_dir=config.policy_file.parent)
-    log_path, key_path, pub_path = audit_paths(config.data_dir)
+    log_path, key_path, pub_path = audit_paths(config.data_dir, config.worker)
     key = load_or_create_signing_key(key_path, pub_path)
     audit_log = AuditLog.open(log_path, key, fsync=config.audit_sync_ms == 0, repair_truncated=True)
     gate = Gate(gate_config, audit=audit_log, clock_ms=now_ms)
@@ -812,7 +878,7 @@ async def _audit_keeper(
     if gate is None or audit_log is None:
         return
     interval = max(config.audit_sync_ms, AUDIT_RETRY_MS) / 1000.0
-    log_path, key_path, pub_path = audit_paths(config.data_dir)
+    log_path, key_path, pub_path = audit_paths(config.data_dir, config.worker)
     while True:
         await asyncio.sleep(interval)
         if not gate.audit_failed:

@@ -72,17 +72,31 @@ def _load_config(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.load(args.config, os.environ, overrides)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, who: str = "") -> None:
+    """``who``: ``[wI]`` or ``[supervisor]`` with ``--workers``, before every line."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who + ' ' if who else ''}%(name)s: %(message)s",
         stream=sys.stderr,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from liaison import workers
+
     cfg = _load_config(args)
-    _setup_logging(cfg.log_level)
+    if args.worker is not None:
+        if not 1 <= args.worker <= workers.MAX_WORKERS:
+            raise ConfigError("--worker", f"must be 1..{workers.MAX_WORKERS}")
+        cfg = workers.worker_config(cfg, args.worker)
+        _setup_logging(cfg.log_level, f"[w{args.worker}]")
+    elif args.workers is not None:
+        workers.check_workers(cfg, args.workers)
+        _setup_logging(cfg.log_level, "[supervisor]")
+        workers.prepare_shared_files(cfg)
+        return asyncio.run(workers.supervise(args.argv, args.workers))
+    else:
+        _setup_logging(cfg.log_level)
     try:
         return asyncio.run(_serve(cfg, _admin_flags(args, cfg)))
     except BaseExceptionGroup as group:
@@ -133,10 +147,23 @@ def _web_map_urls(cfg: config_mod.Config, server: Server) -> list[str]:
 async def _serve(cfg: config_mod.Config, admin_flags: str = "") -> int:
     from liaison.app import run_server
 
+    loop = asyncio.get_running_loop()
+    # A SIGTERM or SIGINT while the server starts (a worker of --workers told to stop as it
+    # comes up) lets the start finish and then stops cleanly, audit checkpoint and all; a second
+    # one during the start has its default effect.
+    stop_asked = asyncio.Event()
+
+    def stop_after_start(sig: signal.Signals) -> None:
+        stop_asked.set()
+        loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_after_start, sig)
     async with run_server(cfg) as server:
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, server.stop)
+        if stop_asked.is_set():
+            server.stop()
         print(f"Liaison {__version__} is running. Data folder: {cfg.data_dir.resolve()}")
         if server.tcp:
             print(f"  CoT over TCP    {server.tcp}  ({cfg.public_host}:{server.tcp.port}:tcp)")
@@ -236,14 +263,19 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from liaison import audit
-    from liaison.gate import audit_paths, load_public_key
+    from liaison.gate import audit_paths, load_public_key, worker_audit_logs
 
     cfg = _load_config(args)
     log_path, _key, pub_path = audit_paths(cfg.data_dir)
-    log_path = args.log or log_path
     pub_path = args.key or pub_path
-    if not log_path.exists():
+    # Without --log: the server's log and, after `liaison serve --workers N`, every worker's
+    # own chain (audit-wI.jsonl), each verified on its own.
+    logs = [args.log] if args.log else [p for p in (log_path,) if p.exists()]
+    if not args.log:
+        logs += worker_audit_logs(cfg.data_dir)
+    if not logs or not logs[0].exists():
         # Nothing to verify is not a damaged log: say why, with its own exit code.
+        missing = args.log or log_path
         if cfg.policy_file is None and args.log is None:
             print(
                 "no audit log: labels are off (labels.policy_file is not set), so nothing is"
@@ -251,27 +283,35 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            print(f"no audit log at {log_path}: nothing has been audited yet", file=sys.stderr)
+            print(f"no audit log at {missing}: nothing has been audited yet", file=sys.stderr)
         return EXIT_NO_AUDIT_LOG
     public_key = load_public_key(pub_path) if pub_path.exists() else None
     if public_key is None:
         print(f"warning: no public key at {pub_path}: signatures not checked", file=sys.stderr)
-    result = audit.verify(log_path, public_key)
-    if result.ok:
+    failed = False
+    for path in logs:
+        where = f"{path.name}: " if len(logs) > 1 else ""
+        result = audit.verify(path, public_key)
+        if result.ok:
+            checked = (
+                "signatures checked" if result.signatures_checked else "signatures NOT checked"
+            )
+            print(
+                f"{where}OK: {result.records} records, {result.checkpoints} signed checkpoints"
+                f" ({checked})"
+                f"; head seq {result.head.seq} {result.head.hash};"
+                f" {result.unsigned_tail} records after the last checkpoint"
+            )
+            continue
+        failed = True
+        failure = result.failure
+        assert failure is not None
         print(
-            f"OK: {result.records} records, {result.checkpoints} signed checkpoints"
-            f" ({'signatures checked' if result.signatures_checked else 'signatures NOT checked'})"
-            f"; head seq {result.head.seq} {result.head.hash};"
-            f" {result.unsigned_tail} records after the last checkpoint"
+            f"{where}FAILED at line {failure.line} (seq {failure.seq}): {failure.reason}:"
+            f" {failure.detail}",
+            file=sys.stderr,
         )
-        return 0
-    failure = result.failure
-    assert failure is not None
-    print(
-        f"FAILED at line {failure.line} (seq {failure.seq}): {failure.reason}: {failure.detail}",
-        file=sys.stderr,
-    )
-    return 1
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the server")
     _add_config_args(p)
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N worker processes sharing the ports (SO_REUSEPORT); needs [cluster] and "
+        "PostgreSQL storage (docs/deployment.md)",
+    )
+    # Set by the supervisor of --workers for each worker it starts; not for people.
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="print the effective configuration")
@@ -297,7 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = audit_sub.add_parser("verify", help="check the hash chain, sequence and signatures")
     v.add_argument("--config", type=Path, help="TOML configuration file (env LIAISON_CONFIG)")
     v.add_argument("--data-dir", help="data folder (default ./liaison-data)")
-    v.add_argument("--log", type=Path, help="audit log (default DATA_DIR/audit/audit.jsonl)")
+    v.add_argument(
+        "--log",
+        type=Path,
+        help="audit log (default DATA_DIR/audit/audit.jsonl and every worker's audit-wI.jsonl)",
+    )
     v.add_argument("--key", type=Path, help="public key PEM (default DATA_DIR/audit/signing.pub)")
     v.set_defaults(func=cmd_audit_verify)
 
@@ -336,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("liaison: no command given: running `liaison serve`", file=sys.stderr)
         words = ["serve", *words]
     args = parser.parse_args(words)
+    args.argv = words  # the supervisor of --workers starts its workers with the same words
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -349,3 +403,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        admin.close_command_dbs()

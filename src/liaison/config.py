@@ -277,6 +277,11 @@ class Config:
     cluster_max_age_s: float = 3600.0
     # The [directory] section (LDAP / Active Directory sign-in, docs/directory.md); None: off.
     directory: DirectoryConfig | None = None
+    # Set by `liaison serve --workers N` for its workers only (cli.py, docs/deployment.md), never
+    # from a file or the environment: this worker's number (1..N), and every listener bound with
+    # SO_REUSEPORT so the N workers share the ports.
+    worker: int | None = None
+    reuse_port: bool = False
 
     def resolved_users_file(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
@@ -395,7 +400,8 @@ SETTINGS: tuple[Setting, ...] = (
         "users_file",
         None,
         _optional_path,
-        "Users file with hashed passwords (default DATA_DIR/users.json).",
+        "Users file with hashed passwords (default DATA_DIR/users.json); not used with "
+        "PostgreSQL storage, where users are in the database.",
     ),
     Setting(
         "protocol.offer_protobuf",
@@ -546,7 +552,8 @@ SETTINGS: tuple[Setting, ...] = (
         _storage,
         "Where events are kept: sqlite (DATA_DIR/liaison.db), memory (lost at exit), or a "
         "PostgreSQL database with PostGIS given as postgresql://USER[:PASSWORD]@HOST[:PORT]/DB "
-        "(docs/storage.md), which then also keeps the missions and files.",
+        "(docs/storage.md), which then also keeps the missions and files, the users, issued "
+        "certificates, CRL and web sign-ins, shared by every node on it (docs/deployment.md).",
     ),
     Setting(
         "storage.retention_days",

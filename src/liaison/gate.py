@@ -436,10 +436,22 @@ def release_entries(
     ]
 
 
-def audit_paths(data_dir: Path) -> tuple[Path, Path, Path]:
-    """(log, signing key, public key) under DATA_DIR/audit/."""
+def audit_paths(data_dir: Path, worker: int | None = None) -> tuple[Path, Path, Path]:
+    """(log, signing key, public key) under DATA_DIR/audit/. A worker of ``liaison serve
+    --workers N`` keeps its own chain, ``audit-wI.jsonl``, signed with the same key."""
     d = data_dir / "audit"
-    return d / "audit.jsonl", d / "signing.key", d / "signing.pub"
+    log = d / ("audit.jsonl" if worker is None else f"audit-w{worker}.jsonl")
+    return log, d / "signing.key", d / "signing.pub"
+
+
+def worker_audit_logs(data_dir: Path) -> list[Path]:
+    """The audit logs of ``liaison serve --workers N``'s workers in DATA_DIR/audit/, by number."""
+    found = []
+    for path in (data_dir / "audit").glob("audit-w*.jsonl"):
+        number = path.name[len("audit-w") : -len(".jsonl")]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
 
 
 def load_or_create_signing_key(key_path: Path, pub_path: Path) -> Ed25519PrivateKey:

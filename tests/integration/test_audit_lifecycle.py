@@ -87,3 +87,29 @@ def test_audit_verify_with_labels_on_but_no_log_yet(
     assert err.strip() == (
         f"no audit log at {data / 'audit' / 'audit.jsonl'}: nothing has been audited yet"
     )
+
+
+def test_audit_verify_checks_the_chain_of_every_worker(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``liaison serve --workers N``: each worker keeps its own chain (audit-wI.jsonl), signed
+    with the one key; ``liaison audit verify`` checks each and fails when any is bad."""
+    from liaison.audit import AuditLog
+    from liaison.gate import load_or_create_signing_key
+
+    _log, key_path, pub_path = audit_paths(data_dir)
+    key = load_or_create_signing_key(key_path, pub_path)
+    for worker in (1, 2):
+        log = AuditLog.open(audit_paths(data_dir, worker)[0], key)
+        log.append("config_load", policy_id=f"policy-of-w{worker}")
+        log.close(checkpoint=True)
+    assert cli.main(["audit", "verify", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "audit-w1.jsonl: OK: 2 records, 1 signed checkpoints (signatures checked)" in out
+    assert "audit-w2.jsonl: OK: 2 records, 1 signed checkpoints (signatures checked)" in out
+    second = audit_paths(data_dir, 2)[0]
+    second.write_bytes(second.read_bytes().replace(b"policy-of-w2", b"policy-of-w9"))
+    assert cli.main(["audit", "verify", "--data-dir", str(data_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "audit-w1.jsonl: OK" in captured.out
+    assert "audit-w2.jsonl: FAILED at line 1 (seq 1)" in captured.err

@@ -27,6 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -37,6 +38,9 @@ from liaison.identity.events import EXPIRED, SIGNED_OUT, AccessEnded, AccessEven
 from liaison.identity.listeners import Listener
 from liaison.identity.users import User
 from liaison.model.principal import Principal
+
+if TYPE_CHECKING:
+    from liaison.identity.shared_db import IdentityDb
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,9 @@ SESSION_MAX_S = 24 * 3600.0
 # Most concurrent web sessions kept; the oldest are dropped first.
 MAX_WEB_SESSIONS = 10_000
 SESSION_COOKIE = "liaison_session"
+# With sign-ins shared in PostgreSQL: how often, at most, a sign-in's activity is written to the
+# table (the idle limit other nodes apply is then at most this much early).
+SHARED_SEEN_S = 60.0
 # The OAuth token endpoint (api.oauth), on the password listener.
 TOKEN_PATH = "/oauth/token"
 
@@ -122,6 +129,23 @@ class WebSessions:
         self._clock = clock_s
         self._sessions: dict[str, _WebSession] = {}
         self.events = events if events is not None else AccessEvents()
+        # With PostgreSQL storage: every sign-in is also a row of identity_sessions, so a cookie
+        # made on one node is good on every node (use_shared).
+        self._shared: IdentityDb | None = None
+        self._wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+        self._seen_written: dict[str, float] = {}
+
+    def use_shared(
+        self, db: IdentityDb, wall_clock: Callable[[], dt.datetime] | None = None
+    ) -> None:
+        """Keep sign-ins in ``db`` too (docs/deployment.md "Users, certificates and sign-ins")."""
+        self._shared = db
+        if wall_clock is not None:
+            self._wall = wall_clock
+
+    @property
+    def shared(self) -> bool:
+        return self._shared is not None
 
     def _ended(self, token: str, username: str, reason: str, node: str | None = None) -> None:
         self.events.announce(
@@ -129,16 +153,45 @@ class WebSessions:
         )
 
     def create(self, username: str) -> tuple[str, str]:
-        """A new session for ``username``; returns (cookie token, CSRF token)."""
-        token = secrets.token_urlsafe(32)
-        csrf = secrets.token_urlsafe(16)
+        """A new session for ``username``; returns (cookie token, CSRF token). Without a shared
+        table only (``sign_in`` writes the shared one off the event loop)."""
+        if self._shared is not None:
+            raise RuntimeError("sign-ins are shared: use sign_in")
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+        self._hold(token, username, csrf)
+        return token, csrf
+
+    async def sign_in(self, username: str) -> tuple[str, str]:
+        """``create``, and with a shared table the row written first, on a worker thread."""
+        if self._shared is None:
+            return self.create(username)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+        wall = self._wall()
+        await asyncio.to_thread(
+            self._shared.session_put,
+            token,
+            username=username,
+            csrf=csrf,
+            now=wall,
+            older_than=wall - dt.timedelta(seconds=SESSION_MAX_S),
+            idle_before=wall - dt.timedelta(seconds=SESSION_IDLE_S),
+        )
+        self._hold(token, username, csrf)
+        return token, csrf
+
+    def _hold(self, token: str, username: str, csrf: str) -> None:
         now = self._clock()
         self._sessions[token] = _WebSession(username, csrf, now, now)
+        if self._shared is not None:
+            self._seen_written[token] = now
+        self._bound()
+
+    def _bound(self) -> None:
         while len(self._sessions) > MAX_WEB_SESSIONS:
             oldest = next(iter(self._sessions))
             dropped = self._sessions.pop(oldest)
+            self._seen_written.pop(oldest, None)
             self._ended(oldest, dropped.username, EXPIRED)
-        return token, csrf
 
     def _live(self, token: str | None) -> _WebSession | None:
         """The session if it exists and has not expired; an expired one is removed."""
@@ -150,6 +203,7 @@ class WebSessions:
         now = self._clock()
         if now - s.seen > SESSION_IDLE_S or now - s.created > SESSION_MAX_S:
             del self._sessions[token]
+            self._seen_written.pop(token, None)
             self._ended(token, s.username, EXPIRED)
             return None
         return s
@@ -162,21 +216,60 @@ class WebSessions:
         s.seen = self._clock()
         return s.username, s.csrf
 
+    async def lookup_shared(self, token: str | None) -> tuple[str, str] | None:
+        """``lookup``, and with a shared table a sign-in made on another node: read from the
+        database (on a worker thread) when this node does not hold it, then held here. Activity
+        reaches the table at most every SHARED_SEEN_S (for the idle limit of the other nodes)."""
+        if self._shared is None or not token:
+            return self.lookup(token)
+        if token not in self._sessions:
+            row = await asyncio.to_thread(self._shared.session_get, token)
+            if row is None:
+                return None
+            if token not in self._sessions:
+                now, wall = self._clock(), self._wall()
+                created = now - (wall - row.created).total_seconds()
+                seen = now - (wall - row.seen).total_seconds()
+                if now - seen > SESSION_IDLE_S or now - created > SESSION_MAX_S:
+                    return None
+                self._sessions[token] = _WebSession(row.username, row.csrf, created, seen)
+                self._seen_written[token] = seen
+                self._bound()
+        found = self.lookup(token)
+        s = self._sessions.get(token)
+        if s is not None and s.seen - self._seen_written.get(token, s.created) >= SHARED_SEEN_S:
+            self._seen_written[token] = s.seen
+            await asyncio.to_thread(self._shared.session_seen, token, self._wall())
+        return found
+
     def alive(self, token: str | None) -> bool:
         """Whether the session is still live, without counting as activity (an open feed does
         not keep a sign-in alive: it lasts exactly as long as REST calls with the cookie work)."""
         return self._live(token) is not None
 
-    def end(self, token: str | None) -> None:
+    def end(self, token: str | None) -> str | None:
+        """A sign-out on this node: this sign-in ends here; its user's name, or None."""
         s = self._sessions.pop(token, None) if token else None
         if token and s is not None:
+            self._seen_written.pop(token, None)
             self._ended(token, s.username, SIGNED_OUT)
+            return s.username
+        return None
+
+    async def sign_out(self, token: str | None) -> None:
+        """``POST /logout``: ``end``; with a shared table every sign-in of that user ends, in the
+        table (on a worker thread) and here (the other nodes are told by the cluster bus)."""
+        username = self.end(token)
+        if username is not None and self._shared is not None:
+            await asyncio.to_thread(self._shared.sessions_end, username=username)
+            self.end_user(username)
 
     def end_user(self, username: str, node: str | None = None) -> int:
         """End every sign-in of ``username`` (a sign-out on cluster node ``node``); how many."""
         tokens = [t for t, s in self._sessions.items() if s.username == username]
         for token in tokens:
             del self._sessions[token]
+            self._seen_written.pop(token, None)
             self._ended(token, username, SIGNED_OUT, node)
         return len(tokens)
 
@@ -274,7 +367,7 @@ async def _password_caller(
     request: web.Request, throttle: LoginThrottle, sessions: WebSessions
 ) -> Principal | None:
     ctx = context(request)
-    found = sessions.lookup(request.cookies.get(SESSION_COOKIE))
+    found = await sessions.lookup_shared(request.cookies.get(SESSION_COOKIE))
     if found is not None:
         username, csrf = found
         # Signing in again with a live session needs no CSRF token: /login is protected by the

@@ -40,6 +40,7 @@ from liaison.identity import packages
 from liaison.identity.certs import MAX_PKI_INPUT_BYTES, ServerPki, load_chain
 from liaison.identity.issue import load_csr, sign_csr, validate_csr
 from liaison.identity.p12 import signed_cert_p12
+from liaison.identity.revocation import current_crl
 from liaison.identity.users import User
 
 log = logging.getLogger(__name__)
@@ -440,11 +441,10 @@ async def connection_profile(request: web.Request) -> web.Response:
 
 async def _crl(request: web.Request, der: bool) -> web.Response:
     server_pki = _pki(context(request))
-    path = server_pki.crl_der if der else server_pki.crl
-    try:
-        data = await asyncio.to_thread(path.read_bytes)
-    except FileNotFoundError:
-        raise web.HTTPNotFound(text="no CRL yet\n") from None
+    # With PostgreSQL storage, the newest CRL any node signed (identity/shared_db.py).
+    data = await asyncio.to_thread(current_crl, server_pki, der=der)
+    if data is None:
+        raise web.HTTPNotFound(text="no CRL yet\n")
     ctype = CRL_DER_CONTENT_TYPE if der else CRL_PEM_CONTENT_TYPE
     # Revocations must reach consumers quickly: tell caches not to keep the file.
     return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "no-cache"})

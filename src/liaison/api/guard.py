@@ -242,7 +242,7 @@ class GuardedSite(web.BaseSite):
     """A TCP(+TLS) site whose connections pass through a :class:`ConnectionGuard`; the TLS
     handshake is bounded by the header timeout."""
 
-    __slots__ = ("_endpoint", "_guard")
+    __slots__ = ("_endpoint", "_guard", "_reuse_port")
 
     def __init__(
         self,
@@ -251,10 +251,12 @@ class GuardedSite(web.BaseSite):
         *,
         ssl_context: ssl.SSLContext | None,
         guard: ConnectionGuard,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
         self._endpoint = endpoint
         self._guard = guard
+        self._reuse_port = reuse_port  # SO_REUSEPORT: the workers of `liaison serve --workers`
 
     @property
     def name(self) -> str:
@@ -274,5 +276,6 @@ class GuardedSite(web.BaseSite):
             ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
             ssl_handshake_timeout=(guard.settings.header_timeout_s if self._ssl_context else None),
         )

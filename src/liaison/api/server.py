@@ -144,7 +144,11 @@ async def start_http(
             await runner.setup()
             running.runners.append(runner)
             site = GuardedSite(
-                runner, listener.endpoint, ssl_context=listener.ssl_context, guard=guard
+                runner,
+                listener.endpoint,
+                ssl_context=listener.ssl_context,
+                guard=guard,
+                reuse_port=ctx.config.reuse_port,
             )
             with listen_errors(listener.endpoint, LISTENER_NAMES[listener.name]):
                 await site.start()

@@ -185,7 +185,7 @@ async def post_login(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/login?failed=1") from None
     if who is None:
         return json_response({"error": "wrong credentials"}, status=401)
-    token, csrf = request.app[SESSIONS_KEY].create(who.name)
+    token, csrf = await request.app[SESSIONS_KEY].sign_in(who.name)
     response = (
         json_response({"name": who.name, "csrf": csrf})
         if as_json
@@ -197,7 +197,7 @@ async def post_login(request: web.Request) -> web.StreamResponse:
 
 async def post_logout(request: web.Request) -> web.Response:
     refuse_cross_site(request)
-    request.app[SESSIONS_KEY].end(request.cookies.get(SESSION_COOKIE))
+    await request.app[SESSIONS_KEY].sign_out(request.cookies.get(SESSION_COOKIE))
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     return response

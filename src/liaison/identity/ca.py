@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -41,7 +42,15 @@ from liaison.identity.certs import (
 )
 from liaison.identity.files import DIR_MODE, KEY_FILE_MODE, atomic_write, exclusive_lock, read_file
 from liaison.identity.issue import list_issued
-from liaison.identity.revocation import crl_needs_refresh, write_crl_unlocked
+from liaison.identity.revocation import (
+    copy_shared_crl,
+    crl_needs_refresh,
+    current_crl,
+    write_crl_unlocked,
+)
+
+if TYPE_CHECKING:
+    from liaison.identity.shared_db import IdentityDb
 
 # CA lifetime: ten years, as TAK Server's makeRootCa.sh (`-days 3652`). Replacing a CA means
 # re-enrolling every device, so it should outlive the hardware it is installed on.
@@ -236,8 +245,12 @@ def ensure_server_pki(
     extra_names: Sequence[str] = (),
     ca_name: str = "Liaison CA",
     now: dt.datetime | None = None,
+    db: IdentityDb | None = None,
 ) -> ServerPki:
     """Create the CA and the server certificate on first run; afterwards load what exists.
+
+    With ``db`` (PostgreSQL storage) the issued-certificate index and the CRL are the database's,
+    shared by every node; the CA itself is still this folder's (give every node the same one).
 
     The CA is never overwritten. The server certificate is re-issued (new key, same CA) when the
     configured names differ from its SANs, when it was not signed by the current CA, or when it
@@ -247,7 +260,7 @@ def ensure_server_pki(
     clients that accept ECDSA signatures); each is checked and re-issued on its own.
     """
     t = utc_now(now)
-    pki = ServerPki.at(data_dir)
+    pki = ServerPki.at(data_dir, db)
     wanted = _desired_names(public_host, extra_names)
     pki.directory.mkdir(parents=True, exist_ok=True)
     os.chmod(pki.directory, DIR_MODE)
@@ -276,6 +289,8 @@ def ensure_server_pki(
                 atomic_write(cert_path, cert_pem(cert, *chain))
         if crl_needs_refresh(pki, ca, t):
             write_crl_unlocked(pki, t)
+        elif pki.db is not None:
+            copy_shared_crl(pki)
     return pki
 
 
@@ -294,6 +309,7 @@ def import_ca(
     key_password: bytes | None = None,
     replace: bool = False,
     now: dt.datetime | None = None,
+    db: IdentityDb | None = None,
 ) -> ServerPki:
     """Install an enterprise CA (or an intermediate of one) as the signing CA.
 
@@ -325,7 +341,7 @@ def import_ca(
             )
         below = issuer
 
-    pki = ServerPki.at(data_dir)
+    pki = ServerPki.at(data_dir, db)
     pki.directory.mkdir(parents=True, exist_ok=True)
     os.chmod(pki.directory, DIR_MODE)
     with exclusive_lock(pki.lock):
@@ -402,9 +418,10 @@ def expiring(
         out.append(
             (f"server ECDSA certificate {s.subject.rfc4514_string()}", s.not_valid_after_utc)
         )
-    if pki.crl.exists():
+    crl_pem = current_crl(pki)
+    if crl_pem is not None:
         try:
-            crl = x509.load_pem_x509_crl(pki.crl.read_bytes())
+            crl = x509.load_pem_x509_crl(crl_pem)
         except ValueError as exc:
             raise PkiError(f"CRL {pki.crl} cannot be parsed: {exc}") from exc
         if crl.next_update_utc is not None:

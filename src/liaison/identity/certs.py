@@ -19,9 +19,9 @@ are IO-layer modules, not part of the pure ``protocol/`` and ``model/`` layers.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from liaison.errors import PkiError
 from liaison.identity.files import read_file
+
+if TYPE_CHECKING:
+    from liaison.identity.shared_db import IdentityDb
 
 # Key algorithm for every key we generate: RSA 2048. TAK Server's own certificate scripts create
 # RSA 2048 keys for the CA, the server and every client (TAK Server
@@ -82,11 +85,15 @@ class ServerPki:
     issued_dir: Path
     retired_dir: Path
     lock: Path
+    # With PostgreSQL storage: the issued-certificate index and the CRL live in the database,
+    # shared by every node (identity/shared_db.py); the CA and server files stay here.
+    db: IdentityDb | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def at(cls, data_dir: Path) -> ServerPki:
+    def at(cls, data_dir: Path, db: IdentityDb | None = None) -> ServerPki:
         d = Path(data_dir) / "pki"
         return cls(
+            db=db,
             directory=d,
             ca_cert=d / "ca.pem",
             ca_key=d / "ca.key",

@@ -265,6 +265,12 @@ def _from_iso(s: str) -> dt.datetime:
 
 
 def read_index(pki: ServerPki) -> dict[str, Any]:
+    if pki.db is not None:  # the shared index in PostgreSQL, as of the copy in memory
+        return {
+            "version": _INDEX_VERSION,
+            "crl_number": pki.db.crl()[0],
+            "certs": pki.db.cert_items(),
+        }
     if not pki.index.exists():
         return {"version": _INDEX_VERSION, "crl_number": 0, "certs": []}
     try:
@@ -298,22 +304,24 @@ def record_from_json(item: dict[str, Any]) -> IssuedRecord:
 
 
 def _record_issued(pki: ServerPki, cert: x509.Certificate, ca: x509.Certificate) -> None:
-    doc = read_index(pki)
     cn = first_attr(cert.subject, NameOID.COMMON_NAME) or ""
     # Serials are stored as hex strings: at 159 bits they overflow JSON numbers in most tools.
-    doc["certs"].append(
-        {
-            "serial": format(cert.serial_number, "x"),
-            "cn": cn,
-            "fingerprint_sha256": fingerprint_sha256(cert),
-            "issuer_sha256": fingerprint_sha256(ca),
-            "not_before": iso_utc(cert.not_valid_before_utc),
-            "not_after": iso_utc(cert.not_valid_after_utc),
-            "revoked_at": None,
-        }
-    )
+    item = {
+        "serial": format(cert.serial_number, "x"),
+        "cn": cn,
+        "fingerprint_sha256": fingerprint_sha256(cert),
+        "issuer_sha256": fingerprint_sha256(ca),
+        "not_before": iso_utc(cert.not_valid_before_utc),
+        "not_after": iso_utc(cert.not_valid_after_utc),
+        "revoked_at": None,
+    }
     pki.issued_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     atomic_write(pki.issued_dir / f"{cert.serial_number:x}.pem", cert_pem(cert))
+    if pki.db is not None:
+        pki.db.change_index(lambda _number, _items: ([item], None))
+        return
+    doc = read_index(pki)
+    doc["certs"].append(item)
     write_index(pki, doc)
 
 

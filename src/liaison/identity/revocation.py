@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from liaison.errors import PkiError
 from liaison.identity.certs import (
+    CaPrivateKey,
     ServerPki,
     aki,
     fingerprint_sha256,
@@ -27,11 +29,27 @@ from liaison.identity.issue import iso_utc, list_issued, read_index, record_from
 CRL_VALIDITY_DAYS = 30
 
 
+def current_crl(pki: ServerPki, *, der: bool = False) -> bytes | None:
+    """The CRL every relying party should get: with PostgreSQL the newest any node signed (the
+    database's), else this node's file; None when there is none yet."""
+    if pki.db is not None:
+        _, pem, der_bytes = pki.db.crl()
+        return der_bytes if der else pem
+    path = pki.crl_der if der else pki.crl
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def crl_needs_refresh(pki: ServerPki, ca: x509.Certificate, now: dt.datetime) -> bool:
-    if not (pki.crl.exists() and pki.crl_der.exists()):
+    if pki.db is None and not (pki.crl.exists() and pki.crl_der.exists()):
         return True
     try:
-        crl = x509.load_pem_x509_crl(pki.crl.read_bytes())
+        pem = current_crl(pki)
+        if pem is None:
+            return True
+        crl = x509.load_pem_x509_crl(pem)
     except (ValueError, OSError):
         return True
     if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
@@ -56,6 +74,8 @@ def revoke(
         raise ValueError("pass exactly one of serial or common_name")
     t = utc_now(now)
     newly: list[int] = []
+    if pki.db is not None:
+        return _revoke_shared(pki, serial, common_name, t)
     with exclusive_lock(pki.lock):
         doc = read_index(pki)
         found = False
@@ -74,6 +94,64 @@ def revoke(
             write_index(pki, doc)
         write_crl_unlocked(pki, t)
     return newly
+
+
+def _revoke_shared(
+    pki: ServerPki, serial: int | None, common_name: str | None, t: dt.datetime
+) -> list[int]:
+    """``revoke`` on the index in PostgreSQL: the revocation and the CRL signed after it in one
+    transaction under the cluster-wide identity lock (identity/shared_db.py)."""
+    assert pki.db is not None
+    ca, ca_key = load_ca(pki)
+
+    def step(number: int, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+        changed: list[dict[str, Any]] = []
+        newly: list[int] = []
+        found = False
+        for item in items:
+            rec = record_from_json(item)
+            if (serial is not None and rec.serial == serial) or (
+                common_name is not None and rec.common_name == common_name
+            ):
+                found = True
+                if item.get("revoked_at") is None:
+                    item["revoked_at"] = iso_utc(t)
+                    newly.append(rec.serial)
+                    changed.append(item)
+        if serial is not None and not found:
+            raise PkiError(f"no certificate with serial {serial:x} was issued here")
+        return [*changed, _crl_item(ca, ca_key, number + 1, items, t)], newly
+
+    newly: list[int] = pki.db.change_index(step)
+    copy_shared_crl(pki)
+    return newly
+
+
+def _crl_item(
+    ca: x509.Certificate,
+    ca_key: CaPrivateKey,
+    number: int,
+    items: list[dict[str, Any]],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    crl = _sign_crl(ca, ca_key, number, items, now)
+    return {
+        "crl": {
+            "number": number,
+            "pem": crl.public_bytes(serialization.Encoding.PEM),
+            "der": crl.public_bytes(serialization.Encoding.DER),
+        }
+    }
+
+
+def copy_shared_crl(pki: ServerPki) -> None:
+    """This node's crl.pem and crl.der, copied from the database's CRL (for tools that read
+    the files; every node serves the database's)."""
+    assert pki.db is not None
+    _, pem, der = pki.db.crl()
+    if pem is not None and der is not None:
+        atomic_write(pki.crl_der, der)
+        atomic_write(pki.crl, pem)
 
 
 def revoked_serials(pki: ServerPki) -> frozenset[int]:
@@ -152,7 +230,14 @@ class RevocationCache:
         return self._stamp
 
     def revoked(self) -> frozenset[int]:
-        """The revoked serials as of now: one ``stat`` of issued.json, re-read if it changed."""
+        """The revoked serials as of now: one ``stat`` of issued.json, re-read if it changed
+        (with PostgreSQL: the database's copy in memory, re-read when it changed)."""
+        if self._pki.db is not None:
+            seq = (self._pki.db.certs_seq, 0, 0)
+            if seq != self._stamp:
+                self._revoked = revoked_serials(self._pki)
+                self._stamp = seq
+            return self._revoked
         try:
             st = self._pki.index.stat()
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -166,10 +251,30 @@ class RevocationCache:
 
 def write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:
     ca, ca_key = load_ca(pki)
-    ca_fp = fingerprint_sha256(ca)
+    if pki.db is not None:
+        pki.db.change_index(
+            lambda number, items: ([_crl_item(ca, ca_key, number + 1, items, now)], None)
+        )
+        copy_shared_crl(pki)
+        return pki.crl
     doc = read_index(pki)
     number = int(doc.get("crl_number", 0)) + 1
     doc["crl_number"] = number
+    crl = _sign_crl(ca, ca_key, number, doc["certs"], now)
+    atomic_write(pki.crl_der, crl.public_bytes(serialization.Encoding.DER))
+    atomic_write(pki.crl, crl.public_bytes(serialization.Encoding.PEM))
+    write_index(pki, doc)
+    return pki.crl
+
+
+def _sign_crl(
+    ca: x509.Certificate,
+    ca_key: CaPrivateKey,
+    number: int,
+    items: list[dict[str, Any]],
+    now: dt.datetime,
+) -> x509.CertificateRevocationList:
+    ca_fp = fingerprint_sha256(ca)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca.subject)
@@ -179,7 +284,7 @@ def write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:
         .add_extension(aki(ca), critical=False)
         .add_extension(x509.CRLNumber(number), critical=False)
     )
-    for item in doc["certs"]:
+    for item in items:
         rec = record_from_json(item)
         # Only certificates of the current CA belong on its CRL (after import_ca the index still
         # lists certificates of the retired CA).
@@ -190,11 +295,7 @@ def write_crl_unlocked(pki: ServerPki, now: dt.datetime) -> Path:
                 .revocation_date(rec.revoked_at)
                 .build()
             )
-    crl = builder.sign(ca_key, hashes.SHA256())
-    atomic_write(pki.crl_der, crl.public_bytes(serialization.Encoding.DER))
-    atomic_write(pki.crl, crl.public_bytes(serialization.Encoding.PEM))
-    write_index(pki, doc)
-    return pki.crl
+    return builder.sign(ca_key, hashes.SHA256())
 
 
 def refresh_crl(pki: ServerPki, *, now: dt.datetime | None = None) -> bool:

@@ -32,6 +32,7 @@ from liaison.model.principal import ANON_GROUP, Principal, PrincipalKind
 
 if TYPE_CHECKING:
     from liaison.identity.revocation import SharedRevocations
+    from liaison.identity.shared_db import IdentityDb
 
 # --- Named choices, with their reasons ------------------------------------------------------
 
@@ -329,14 +330,23 @@ def _user_from_json(d: dict[str, Any]) -> User:
 
 
 class UserDirectory:
-    """The users, backed by one JSON file (or by nothing, for tests: ``in_memory()``).
+    """The users, backed by one JSON file, by PostgreSQL's ``identity_users`` table (``shared``:
+    every node on that database sees one directory, identity/shared_db.py), or by nothing, for
+    tests (``in_memory()``).
 
-    Changing methods write the file before they return. Unknown names raise KeyError, invalid
-    input ValueError, an unreadable file StorageError.
+    Changing methods write the file (or the table) before they return. Unknown names raise
+    KeyError, invalid input ValueError, an unreadable file or database StorageError.
     """
 
-    def __init__(self, path: Path | None, users: dict[str, User] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        users: dict[str, User] | None = None,
+        *,
+        db: IdentityDb | None = None,
+    ) -> None:
         self._path = path
+        self._db = db
         self._users: dict[str, User] = dict(users or {})
         self._stamp: tuple[int, int, int] | None = None
         # Revocations announced by other cluster nodes (cluster/access.py); never written here.
@@ -356,6 +366,13 @@ class UserDirectory:
     def in_memory(cls) -> UserDirectory:
         return cls(None)
 
+    @classmethod
+    def in_database(cls, db: IdentityDb) -> UserDirectory:
+        """The users in PostgreSQL (``identity_users``), shared by every node on ``db``."""
+        d = cls(None, db=db)
+        d._reload_if_changed()
+        return d
+
     @property
     def path(self) -> Path | None:
         return self._path
@@ -373,6 +390,18 @@ class UserDirectory:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _reload_if_changed(self) -> None:
+        if self._db is not None:
+            # The database's copy in memory, kept current by its own thread: parsed again only
+            # when it changed. The stamp is its version (a change anywhere in the cluster).
+            version = self._db.version
+            if self._stamp is None or self._stamp[0] != version:
+                try:
+                    users = {n: _user_from_json(r) for n, r in self._db.users().items()}
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise StorageError(f"a user in the database is unreadable: {exc}") from exc
+                self._users = users
+                self._stamp = (version, 0, 0)
+            return
         if self._path is None:
             return
         stamp = self._file_stamp()
@@ -409,13 +438,15 @@ class UserDirectory:
 
     def save(self) -> None:
         """Write the file now (changes already do; this is for an explicit checkpoint)."""
-        if self._path is None:
+        if self._path is None:  # in memory, or in the database (written at every change)
             return
         with exclusive_lock(self._lock_path()):
             self._write()
 
     def _change(self, name: str, fn: _Change) -> User:
         """Apply ``fn`` to user ``name`` under the file lock, on fresh data, and write."""
+        if self._db is not None:
+            return self._db_change(name, fn)
         if self._path is None:
             return self._apply(name, fn)
         with exclusive_lock(self._lock_path()):
@@ -425,6 +456,21 @@ class UserDirectory:
             if user != before:  # e.g. a failed token redemption changes nothing: no write
                 self._write()
             return user
+
+    def _db_change(self, name: str, fn: _Change) -> User:
+        """``_change`` in the database: the record read and written in one transaction under
+        the cluster-wide identity lock (identity/shared_db.py)."""
+        assert self._db is not None
+
+        def step(old: dict[str, Any] | None) -> dict[str, Any] | None:
+            if old is None:
+                raise KeyError(f"no user named {name!r}")
+            return _user_to_json(fn(_user_from_json(old)))
+
+        record = self._db.change_user(name, step)
+        assert record is not None
+        self._reload_if_changed()
+        return _user_from_json(record)
 
     def _apply(self, name: str, fn: _Change) -> User:
         old = self._users.get(name)
@@ -500,6 +546,16 @@ class UserDirectory:
             password_hash=pw_hash,
             created_at=_aware(now) if now is not None else dt.datetime.now(dt.UTC),
         )
+        if self._db is not None:
+
+            def step(old: dict[str, Any] | None) -> dict[str, Any]:
+                if old is not None:
+                    raise ValueError(f"a user named {name!r} already exists")
+                return _user_to_json(user)
+
+            self._db.change_user(name, step)
+            self._reload_if_changed()
+            return user
         if self._path is None:
             self._insert(user)
             return user

@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 # The schema this code writes. _MIGRATIONS[v] upgrades a database from version v to v + 1; a
 # database with a newer version is refused, as in the SQLite store.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # URL schemes that select this store (libpq accepts both spellings).
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -131,6 +131,27 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"CREATE TABLE latest (seq bigint NOT NULL, {_COLUMN_DEFS}, PRIMARY KEY (uid))",
         "CREATE INDEX latest_stale ON latest (stale)",
     ),
+    # 1 -> 2: users, the issued-certificate index, the CRL and web sign-ins, shared by every node
+    # on this database (identity/shared_db.py, docs/deployment.md). seq orders changes for the
+    # nodes' copies; it is taken only under identity/shared_db.py's advisory lock.
+    (
+        "CREATE SEQUENCE identity_seq AS bigint",
+        # record: the user as identity/users.py writes it in users.json (JSON text)
+        'CREATE TABLE identity_users (name text COLLATE "C" PRIMARY KEY, record text NOT NULL,'
+        " seq bigint NOT NULL)",
+        "CREATE INDEX identity_users_seq ON identity_users (seq)",
+        # record: the index item as identity/issue.py writes it in issued.json; n: issue order
+        'CREATE TABLE identity_certs (serial text COLLATE "C" PRIMARY KEY,'
+        " n bigserial NOT NULL, record text NOT NULL, seq bigint NOT NULL)",
+        "CREATE INDEX identity_certs_seq ON identity_certs (seq)",
+        "CREATE TABLE identity_crl (id int PRIMARY KEY CHECK (id = 1), crl_number bigint NOT NULL,"
+        " pem bytea NOT NULL, der bytea NOT NULL, seq bigint NOT NULL)",
+        # key: SHA-256 of the sign-in cookie (hex); the cookie itself is never stored
+        "CREATE TABLE identity_sessions (key text PRIMARY KEY, username text NOT NULL,"
+        " csrf text NOT NULL, created timestamptz NOT NULL, seen timestamptz NOT NULL)",
+        "CREATE INDEX identity_sessions_user ON identity_sessions (username)",
+        "CREATE INDEX identity_sessions_created ON identity_sessions (created)",
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -164,6 +185,13 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     OverflowError,
     ValueError,
 )
+
+
+async def migrate_database(url: str) -> None:
+    """Bring the database at ``url`` to the current schema, as opening the store does: for a
+    command (``liaison user ...``) that uses the identity tables without the store."""
+    store = await PostgresStore.open(url, pool_max=1)
+    await store.close()
 
 
 def is_postgresql_url(storage: str) -> bool:

@@ -52,8 +52,11 @@ async def start_stream_listener(
     factory: Callable[[], asyncio.Protocol],
     *,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
-    """Bind ``endpoint`` and start accepting. Port 0 binds a free port (read it back)."""
+    """Bind ``endpoint`` and start accepting. Port 0 binds a free port (read it back).
+    ``reuse_port``: SO_REUSEPORT, so the workers of ``liaison serve --workers N`` share the port
+    and the kernel spreads new connections over them."""
     loop = asyncio.get_running_loop()
     protocol_factory: Callable[[], asyncio.BaseProtocol] = factory
     if ssl_context is not None:
@@ -64,6 +67,7 @@ async def start_stream_listener(
         port=endpoint.port,
         backlog=LISTEN_BACKLOG,
         reuse_address=True,
+        reuse_port=reuse_port or None,
     )
     # asyncio sets TCP_NODELAY on every accepted TCP socket, so small CoT frames never wait for
     # Nagle's algorithm.

@@ -88,11 +88,13 @@ class DatagramInput(asyncio.DatagramProtocol):
 
 
 async def start_udp_input(
-    endpoint: Endpoint, factory: Callable[[], DatagramInput]
+    endpoint: Endpoint, factory: Callable[[], DatagramInput], *, reuse_port: bool = False
 ) -> tuple[asyncio.DatagramTransport, DatagramInput]:
+    """``reuse_port``: SO_REUSEPORT for ``liaison serve --workers N`` (the kernel hands each
+    datagram to one worker, by the sender's address and port)."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_datagram_endpoint(
-        factory, local_addr=(endpoint.host, endpoint.port), reuse_port=False
+        factory, local_addr=(endpoint.host, endpoint.port), reuse_port=reuse_port
     )
     return transport, protocol
 

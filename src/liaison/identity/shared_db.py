@@ -1,0 +1,418 @@
+"""Users, the issued-certificate index, the CRL and web sign-ins in PostgreSQL, shared by every
+node that points at the same database (docs/deployment.md "Users, certificates and sign-ins").
+
+The identity layer is synchronous: a TLS handshake, a password check and the ``liaison user``
+commands ask it directly. This module gives it a synchronous face over asyncpg: one thread of its
+own runs an asyncio loop holding two connections, one for statements and one that LISTENs on
+``liaison_identity``. Reads come from a copy in memory that this thread keeps current; a change
+made anywhere (another node, the CLI) bumps a sequence, NOTIFYs, and every node re-reads the rows
+whose ``seq`` is newer than the last it has seen, within milliseconds. A poll every
+``POLL_S`` seconds is the backstop when a notification is lost (the listening connection was
+re-made).
+
+Writes are transactions: every change of a user, of the certificate index and of the CRL takes
+one PostgreSQL advisory lock (``_LOCK``), so two nodes (or a node and the CLI) never interleave a
+read-modify-write; the copy in memory is updated before the call returns (read your writes).
+
+The tables (``identity_users``, ``identity_certs``, ``identity_crl``, ``identity_sessions``) are
+made by the store's migration (storage/postgresql.py, step 1 -> 2); this module never creates
+them. asyncpg is imported only when this module is (a ``postgresql://`` storage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from liaison.errors import StorageError
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise StorageError(
+        "users and certificates in PostgreSQL need asyncpg: pip install 'liaison[postgresql]'"
+    ) from exc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The NOTIFY channel every change is announced on; its payload is empty (the rows say what).
+CHANNEL = "liaison_identity"
+# Seconds between two looks at the tables without a notification: the bound on how late a
+# change is seen when a notification was lost (the task asks for under 1 s).
+POLL_S = 0.5
+# Seconds one call may take (connect, statement, transaction) before it fails with StorageError:
+# a stalled database must not hang a handshake or a login forever.
+CALL_TIMEOUT_S = 10.0
+# pg_advisory_xact_lock key held by every identity write ("liaison\0\2" as 8 bytes; the schema
+# migration holds ...0001).
+_LOCK = 0x6C6961697300_0002
+# Web sign-ins kept in the table; past it the oldest is deleted (as WebSessions' own bound,
+# api/auth.py MAX_WEB_SESSIONS).
+MAX_SHARED_SESSIONS = 10_000
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedSignIn:
+    """One web sign-in as the table holds it (the token itself is never stored, only its
+    SHA-256)."""
+
+    username: str
+    csrf: str
+    created: dt.datetime
+    seen: dt.datetime
+
+
+def token_key(token: str) -> str:
+    """The table's key for a sign-in cookie: SHA-256 of the token, hex (256-bit tokens need no
+    salt or slow hash, as enrollment tokens, identity/users.py)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class IdentityDb:
+    """The shared identity tables of one PostgreSQL database, for synchronous callers.
+
+    ``open`` connects (the schema must already be migrated) and reads everything; ``close``
+    stops the thread. Every method may raise StorageError when the database cannot answer.
+    """
+
+    def __init__(self, url: str, *, where: str, schema: str | None = None) -> None:
+        """Private: use :meth:`open`."""
+        self._url = url
+        self._where = where
+        self._schema = schema
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="identity-db", daemon=True
+        )
+        self._conn: Any = None
+        self._listen: Any = None
+        self._wake: asyncio.Event | None = None
+        self._busy: asyncio.Lock | None = None  # one operation at a time on _conn (asyncpg's rule)
+        self._closing = False
+        self._poller: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # guards the copies below (swapped whole, read anywhere)
+        self._users: dict[str, dict[str, Any]] = {}
+        self._users_seq = 0
+        self._certs: dict[str, tuple[int, dict[str, Any]]] = {}  # serial hex -> (order, item)
+        self._certs_seq = 0
+        self._crl: tuple[int, bytes | None, bytes | None] = (0, None, None)
+        self._crl_seq = 0
+        self.version = 0  # bumped whenever any copy changes
+
+    # -- lifetime --
+
+    @classmethod
+    def open(cls, url: str, *, where: str, schema: str | None = None) -> IdentityDb:
+        db = cls(url, where=where, schema=schema)
+        db._thread.start()
+        try:
+            db._run(db._connect())
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        if not self._loop.is_running():
+            return
+        with contextlib.suppress(Exception):
+            self._run(self._disconnect(), timeout=5.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
+        if threading.current_thread() is self._thread:  # pragma: no cover - a programming error
+            raise RuntimeError("IdentityDb called from its own thread")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError as exc:
+            fut.cancel()
+            raise StorageError(f"postgresql {self._where}: no answer within {timeout} s") from exc
+        except _DRIVER_ERRORS as exc:
+            raise StorageError(f"postgresql {self._where}: {exc}") from exc
+
+    async def _new_conn(self) -> Any:
+        settings = {"search_path": f"{self._schema}, public"} if self._schema else {}
+        return await asyncpg.connect(
+            self._url,
+            timeout=CALL_TIMEOUT_S,
+            command_timeout=CALL_TIMEOUT_S,
+            server_settings=settings,
+        )
+
+    async def _connect(self) -> None:
+        self._wake = asyncio.Event()
+        self._busy = asyncio.Lock()
+        self._conn = await self._new_conn()
+        # Listening before the first read: no change made after it can go unnoticed.
+        self._listen = await self._new_conn()
+        await self._listen.add_listener(CHANNEL, self._notified)
+        async with self._busy:
+            await self._refresh()
+        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="identity-poll")
+
+    async def _disconnect(self) -> None:
+        self._closing = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for conn in (self._listen, self._conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2.0)
+
+    async def _poll(self) -> None:
+        """Keep the copies current: wake on a NOTIFY or every POLL_S; re-make lost connections."""
+        assert self._wake is not None and self._busy is not None
+        while not self._closing:
+            try:
+                if self._listen is None or self._listen.is_closed():
+                    self._listen = await self._new_conn()
+                    await self._listen.add_listener(CHANNEL, self._notified)
+                async with self._busy:
+                    if self._conn.is_closed():
+                        self._conn = await self._new_conn()
+                    await self._refresh()
+            except (*_DRIVER_ERRORS, TimeoutError) as exc:
+                log.warning("identity tables in postgresql %s: %s", self._where, exc)
+                self._listen = None
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancellation
+            # that arrives with its timeout, and close() would then wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
+
+    def _notified(self, *_args: object) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _refresh(self) -> None:
+        """Read the rows changed since the last look into the copies (``_busy`` held).
+
+        ``seq`` is taken only under the identity lock, so rows commit in ``seq`` order and the
+        newest seen is a safe place to start the next look from."""
+        conn = self._conn
+        users = await conn.fetch(
+            "SELECT name, record, seq FROM identity_users WHERE seq > $1 ORDER BY seq",
+            self._users_seq,
+        )
+        certs = await conn.fetch(
+            "SELECT serial, record, seq, n FROM identity_certs WHERE seq > $1 ORDER BY seq",
+            self._certs_seq,
+        )
+        crl = await conn.fetchrow(
+            "SELECT crl_number, pem, der, seq FROM identity_crl WHERE id = 1 AND seq > $1",
+            self._crl_seq,
+        )
+        if not users and not certs and crl is None:
+            return
+        with self._lock:
+            if users:
+                merged = dict(self._users)
+                for row in users:
+                    merged[row["name"]] = json.loads(row["record"])
+                self._users = merged
+                self._users_seq = max(self._users_seq, users[-1]["seq"])
+            if certs:
+                index = dict(self._certs)
+                for row in certs:
+                    index[row["serial"]] = (row["n"], json.loads(row["record"]))
+                self._certs = dict(sorted(index.items(), key=lambda kv: kv[1][0]))
+                self._certs_seq = max(self._certs_seq, certs[-1]["seq"])
+            if crl is not None:
+                self._crl = (int(crl["crl_number"]), crl["pem"], crl["der"])
+                self._crl_seq = max(self._crl_seq, crl["seq"])
+            self.version += 1
+
+    async def _write(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        """Run ``job(conn)`` in one transaction under the identity lock, NOTIFY, re-read."""
+        assert self._busy is not None
+        async with self._busy:
+            conn = self._conn
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+                result = await job(conn)
+                await conn.execute(f"NOTIFY {CHANNEL}")
+            await self._refresh()
+            return result
+
+    # -- users (records in identity/users.py's JSON form) --
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Every user's record by name, as of the last look (no database call)."""
+        return self._users
+
+    def change_user(
+        self, name: str, fn: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Read user ``name``'s record (None when there is none) under the lock, store what
+        ``fn`` returns (None: nothing to store) and return it. ``fn`` runs on this module's
+        thread and may raise (nothing is written then)."""
+
+        async def job(conn: Any) -> dict[str, Any] | None:
+            raw = await conn.fetchval("SELECT record FROM identity_users WHERE name = $1", name)
+            old = None if raw is None else json.loads(raw)
+            new = fn(old)
+            if new is not None and new != old:
+                await conn.execute(
+                    "INSERT INTO identity_users (name, record, seq)"
+                    " VALUES ($1, $2, nextval('identity_seq'))"
+                    " ON CONFLICT (name) DO UPDATE SET record = $2, seq = nextval('identity_seq')",
+                    name,
+                    json.dumps(new, sort_keys=True),
+                )
+            return new if new is not None else old
+
+        return self._run(self._write(job))
+
+    # -- the issued-certificate index (items in identity/issue.py's JSON form) and the CRL --
+
+    def cert_items(self) -> list[dict[str, Any]]:
+        """Every issued certificate's index item, oldest first (no database call)."""
+        return [dict(item) for _, item in self._certs.values()]
+
+    @property
+    def certs_seq(self) -> int:
+        return self._certs_seq
+
+    def crl(self) -> tuple[int, bytes | None, bytes | None]:
+        """(CRL number, PEM, DER) of the newest CRL signed by any node (no database call)."""
+        return self._crl
+
+    def change_index(
+        self,
+        fn: Callable[[int, list[dict[str, Any]]], tuple[list[dict[str, Any]], Any]],
+    ) -> Any:
+        """Under the lock: ``fn(crl_number, items)`` returns the items to insert or replace and
+        a result; an item holding ``"crl"`` (``{"number", "pem", "der"}``) is the CRL instead.
+        Returns ``fn``'s result."""
+
+        async def job(conn: Any) -> Any:
+            rows = await conn.fetch("SELECT record FROM identity_certs ORDER BY n")
+            items = [json.loads(r["record"]) for r in rows]
+            number = await conn.fetchval("SELECT crl_number FROM identity_crl WHERE id = 1")
+            changed, result = fn(int(number or 0), items)
+            for item in changed:
+                crl = item.get("crl")
+                if crl is not None:
+                    await conn.execute(
+                        "INSERT INTO identity_crl (id, crl_number, pem, der, seq)"
+                        " VALUES (1, $1, $2, $3, nextval('identity_seq'))"
+                        " ON CONFLICT (id) DO UPDATE SET crl_number = $1, pem = $2, der = $3,"
+                        " seq = nextval('identity_seq')",
+                        int(crl["number"]),
+                        crl["pem"],
+                        crl["der"],
+                    )
+                    continue
+                await conn.execute(
+                    "INSERT INTO identity_certs (serial, record, seq)"
+                    " VALUES ($1, $2, nextval('identity_seq'))"
+                    " ON CONFLICT (serial) DO UPDATE SET record = $2,"
+                    " seq = nextval('identity_seq')",
+                    item["serial"],
+                    json.dumps(item, sort_keys=True),
+                )
+            return result
+
+        return self._run(self._write(job))
+
+    # -- web sign-ins --
+
+    def session_put(
+        self,
+        token: str,
+        *,
+        username: str,
+        csrf: str,
+        now: dt.datetime,
+        older_than: dt.datetime,
+        idle_before: dt.datetime,
+    ) -> None:
+        """Store a new sign-in; sign-ins created before ``older_than`` or idle since before
+        ``idle_before`` are deleted, and past MAX_SHARED_SESSIONS the oldest."""
+
+        async def job(conn: Any) -> None:
+            async with conn.transaction():
+                await conn.execute(
+                    "DELETE FROM identity_sessions WHERE created < $1 OR seen < $2",
+                    older_than,
+                    idle_before,
+                )
+                await conn.execute(
+                    "INSERT INTO identity_sessions (key, username, csrf, created, seen)"
+                    " VALUES ($1, $2, $3, $4, $4)",
+                    token_key(token),
+                    username,
+                    csrf,
+                    now,
+                )
+                await conn.execute(
+                    "DELETE FROM identity_sessions WHERE key IN (SELECT key FROM"
+                    " identity_sessions ORDER BY created DESC OFFSET $1)",
+                    MAX_SHARED_SESSIONS,
+                )
+
+        self._run(self._statement(job))
+
+    def session_get(self, token: str) -> SharedSignIn | None:
+        async def job(conn: Any) -> SharedSignIn | None:
+            row = await conn.fetchrow(
+                "SELECT username, csrf, created, seen FROM identity_sessions WHERE key = $1",
+                token_key(token),
+            )
+            if row is None:
+                return None
+            return SharedSignIn(
+                username=row["username"], csrf=row["csrf"], created=row["created"], seen=row["seen"]
+            )
+
+        return self._run(self._statement(job))
+
+    def session_seen(self, token: str, seen: dt.datetime) -> None:
+        async def job(conn: Any) -> None:
+            await conn.execute(
+                "UPDATE identity_sessions SET seen = greatest(seen, $2) WHERE key = $1",
+                token_key(token),
+                seen,
+            )
+
+        self._run(self._statement(job))
+
+    def sessions_end(self, *, token: str | None = None, username: str | None = None) -> int:
+        """Delete one sign-in (by its cookie token) or every sign-in of ``username``."""
+
+        async def job(conn: Any) -> int:
+            if token is not None:
+                status = await conn.execute(
+                    "DELETE FROM identity_sessions WHERE key = $1", token_key(token)
+                )
+            else:
+                status = await conn.execute(
+                    "DELETE FROM identity_sessions WHERE username = $1", username
+                )
+            return int(status.split()[-1])
+
+        return self._run(self._statement(job))
+
+    async def _statement(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+        assert self._busy is not None
+        async with self._busy:
+            return await job(self._conn)
