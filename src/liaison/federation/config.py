@@ -7,6 +7,8 @@ Every key and its default is named below and in the constants of this module; an
     [federation]
     server_id = "usa-liaison"          # this server's id on every link (default: public host)
     listen = "0.0.0.0:9006"            # where accepted peers connect, or "off"
+    lease_ttl_s = 8.0                  # cluster only: the federation lease (federation/lease.py)
+    lease_renew_s = 1.5                # cluster only: renewal interval, at most half the TTL
 
     [[federation.peer]]
     name = "ukr"
