@@ -200,13 +200,16 @@ async def wait_holder(schema: str, *, not_in: set[str], within: float) -> tuple[
 
 
 async def publish(client: Client, prefix: str, stop: asyncio.Event, sent: list[str]) -> None:
-    """A steady load: one releasable marker every 20 ms until ``stop``."""
+    """A steady load: one releasable marker every 20 ms until ``stop`` (and a canary every
+    25th)."""
     for i in range(5000):  # bounded: 100 s at most
         if stop.is_set():
             return
         uid = f"m-{prefix}-{i}"
         await client.send(marker(uid, f"LOAD-{prefix}-{i}", REL_BOTH))
         sent.append(uid)
+        if i % 25 == 0:  # canaries in the load too: above UKR's ceiling, never released
+            await client.send(marker(f"m-canary-{prefix}-{i}", f"CANARY-USA-ONLY-{i}", USA_ONLY))
         await asyncio.sleep(0.02)
 
 
@@ -381,7 +384,7 @@ async def test_the_partner_link_moves_to_another_node_without_loss_or_duplicates
     finally:
         for c in conns:
             with contextlib.suppress(Exception):
-                c.writer.close()
+                await asyncio.wait_for(c.close(), 5)
         for node in nodes:
             node.stop()
 

@@ -142,6 +142,9 @@ class LeasedFederation:
                 await asyncio.sleep(renew_s)
                 continue
             await self._hold(epoch, started)
+            # Released or lost: give the other nodes a turn before trying again (a holder whose
+            # links failed at once must not take and drop the lease in a tight loop).
+            await asyncio.sleep(renew_s)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
