@@ -351,6 +351,16 @@ async def _start(
             server_key=server_pki.server_key,
             clock_ms=now_ms,
             metrics=metrics,
+            # The links' own router on the lease holder (federation/feed.py): the node's gate,
+            # metrics of its own (the node's router owns the routing metrics), no latest state
+            # of its own to speak of (distribute_feed never joins it).
+            links_router=lambda: Router(
+                metrics=Metrics(),
+                clock_ms=now_ms,
+                latest=MemoryLatestState(),
+                gate=gate,
+                relay_between_peers=router.relay_between_peers,
+            ),
         )
         await parts.start(leased)
         server.federation_lease = leased

@@ -30,7 +30,6 @@ from liaison.federation.pg_outbox import PgOutbox
 from liaison.federation.status import FederationStatus, status_path
 from liaison.federation.supervisor import Federation
 from liaison.gate import Gate
-from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.router import Router
 
@@ -66,7 +65,11 @@ class LeasedFederation:
         server_key: Path,
         clock_ms: Callable[[], int],
         metrics: Metrics,
+        links_router: Callable[[], Router],
     ) -> None:
+        """``links_router`` makes the router the links subscribe to while this node holds the
+        lease (app.py, the composition root, picks its latest state): the node's gate, the
+        links its only subscribers."""
         if not storage_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(
                 "storage",
@@ -85,6 +88,7 @@ class LeasedFederation:
         self._key = server_key
         self._clock_ms = clock_ms
         self._metrics = metrics
+        self._make_router = links_router
         self.status = FederationStatus(config.server_id, metrics)
         self.status.lease = {"node": node, "holder": None, "epoch": 0, "held_here": False}
         self.federation: Federation | None = None  # while this node holds the lease
@@ -188,13 +192,7 @@ class LeasedFederation:
                 outboxes[peer.name] = await PgOutbox.open(
                     self._pool, peer.name, lease=LEASE_NAME, epoch=epoch
                 )
-            links_router = Router(
-                metrics=Metrics(),  # its own: the node's router owns the routing metrics
-                clock_ms=self._clock_ms,
-                latest=MemoryLatestState(),
-                gate=self._gate,
-                relay_between_peers=self._router.relay_between_peers,
-            )
+            links_router = self._make_router()
             fed = Federation(
                 config=self.config,
                 policy=self._gate.policy,
