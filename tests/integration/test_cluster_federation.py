@@ -410,3 +410,66 @@ async def test_a_cluster_with_federation_refuses_storage_other_than_postgresql(
     with pytest.raises(ConfigError, match="postgresql://"):
         async with run_server(config):
             pass
+
+
+async def test_a_holder_that_cannot_renew_stops_its_links_and_takes_the_lease_again_later(
+    tmp_path: Path, services: dict[str, Any]
+) -> None:
+    """Another node took the lease behind this one's back (as after a pause past the TTL): the
+    next renewal says so, the links stop at once; when the lease is free again it is taken back
+    with a higher epoch."""
+    schema = services.pop("schema")
+    ukr_pki = ensure_server_pki(tmp_path / "ukr", public_host="localhost")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        POLICY
+        + '\n[federation]\nserver_id = "usa-liaison"\nlisten = "off"\nstatus_interval_s = 0.2\n'
+        + f"lease_ttl_s = {TTL_S}\nlease_renew_s = {RENEW_S}\n"
+        + peer_toml(
+            "ukr", ca=ukr_pki.ca_cert, fingerprint=fp(ukr_pki), org="UKR", dial="127.0.0.1:9"
+        )
+    )
+    config = make_config(
+        tmp_path / "node", policy_file=str(policy), cluster_node="node0", **services
+    )
+    import asyncpg
+
+    async with run_server(config) as server:
+        leased = server.federation_lease
+        assert leased is not None
+        for _ in range(200):  # bounded: 20 s
+            if leased.federation is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert leased.federation is not None and leased.epoch == 1
+        held = "liaison_federation_lease_held"
+        assert server.metrics.registry.get_sample_value(held) == 1.0
+        conn = await asyncpg.connect(POSTGRESQL_URL, timeout=5)
+        try:
+            await conn.execute(
+                f"UPDATE {schema}.federation_lease SET holder = 'intruder', epoch = epoch + 1,"
+                " expires_at = now() + interval '1 hour'"
+            )
+            loop = asyncio.get_running_loop()
+            stolen_at = loop.time()
+            for _ in range(100):  # bounded: 10 s
+                if leased.federation is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert leased.federation is None and leased.epoch is None
+            assert loop.time() - stolen_at <= RENEW_S * 2 + 1.0
+            assert server.metrics.registry.get_sample_value(held) == 0.0
+            # The intruder's lease expires: this node takes it back, one epoch later.
+            await conn.execute(f"UPDATE {schema}.federation_lease SET expires_at = now()")
+            for _ in range(100):  # bounded: 10 s
+                if leased.federation is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert leased.federation is not None and leased.epoch == 3
+            changes = "liaison_federation_lease_changes_total"
+            assert server.metrics.registry.get_sample_value(changes) == 2.0
+        finally:
+            await conn.close()
+    # A clean stop released it.
+    name, _epoch = await holder(schema)
+    assert name is None
