@@ -256,7 +256,9 @@ class LeasedFederation:
         loop = asyncio.get_running_loop()
         deadline = acquired_at + ttl - renew_s
         while True:
-            await asyncio.sleep(renew_s)
+            # Every renew_s while renewals succeed; after failures, wake at the deadline itself
+            # (lease_renew_s before the database may let the lease expire).
+            await asyncio.sleep(max(0.0, min(renew_s, deadline - loop.time())))
             started = loop.time()
             if started >= deadline:
                 raise LeaseLost(f"not renewed for {ttl - renew_s:.1f} s")
