@@ -41,7 +41,9 @@ from liaison.cluster.missions_share import MissionSharing
 from liaison.config import LISTENER_NAMES, Config, Endpoint, redacted_url
 from liaison.errors import ConfigError, PeerError, StorageError, listen_errors
 from liaison.federation.config import parse_federation
+from liaison.federation.leased import LeasedFederation
 from liaison.federation.link import GateAudit
+from liaison.federation.status import FederationStatus
 from liaison.federation.supervisor import Federation
 from liaison.feeds import Feeds, audit_fields, build_feeds, parse_feeds
 from liaison.gate import Gate, audit_paths, load_gate_config, load_or_create_signing_key
@@ -82,6 +84,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Storage URLs naming PostgreSQL (storage/postgresql.py URL_SCHEMES; not imported: asyncpg is an
+# optional extra).
+PG_SCHEMES = ("postgresql://", "postgres://")
+
 SERVER_VERSION = f"Liaison {__version__}"
 
 # Shortest wait, in ms, between attempts to reopen a failed audit log.
@@ -119,7 +125,9 @@ class Server:
     enroll: Endpoint | None = None
     http: Endpoint | None = None
     http_runtime: RunningHttp | None = None  # the HTTP applications, for introspection
-    federation: Federation | None = None  # the partner links, when configured
+    federation: Federation | None = None  # the partner links, when configured (one node)
+    # In a cluster with [federation]: the links, run while this node holds the lease.
+    federation_lease: LeasedFederation | None = None
     federation_address: Endpoint | None = None
     missions: Missions | None = None  # the missions (Data Sync)
     feeds: Feeds | None = None  # the [feeds.NAME] sources (docs/feeds.md)
@@ -138,7 +146,7 @@ class Server:
 async def _open_store(config: Config) -> Store:
     if config.storage == "memory":
         return MemoryStore()
-    if config.storage.startswith(("postgresql://", "postgres://")):
+    if config.storage.startswith(PG_SCHEMES):
         # Imported here: asyncpg is an optional extra, the default SQLite path never loads it.
         from liaison.storage.postgresql import PostgresStore
 
@@ -312,6 +320,15 @@ async def _start(
     router.on_delete(persist_delete)
     missions_part = _MissionsPart(config, server)
     await parts.start(missions_part)
+    fed = _build_federation(config, policy_text, gate, router, server_pki, metrics)
+    if fed is not None and config.cluster_nats and not config.storage.startswith(PG_SCHEMES):
+        # Refused before anything connects: the lease and the outboxes live in PostgreSQL.
+        raise ConfigError(
+            "storage",
+            "a cluster with [federation] keeps the partner links' lease and outboxes in"
+            " PostgreSQL: set storage to a postgresql:// URL (docs/deployment.md, Several nodes)",
+        )
+    bus: NatsBus | None = None
     if config.cluster_nats:
         # Before anything that publishes: from here on, events go through the bus.
         bus = NatsBus(_cluster_settings(config), router, metrics)
@@ -334,15 +351,40 @@ async def _start(
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
     await parts.start(Part("housekeeping", on_run=chores))
-    # With --workers, the partner links and the feeds run in worker 1 only (one connection per
-    # partner, each feed polled once); their events reach the other workers over the bus.
+    # With --workers, the feeds run in worker 1 only (each feed polled once); their events reach
+    # the other workers over the bus. The partner links run on whichever node (worker) holds the
+    # federation lease: --workers always runs a cluster.
     first_worker = config.worker in (None, 1)
-    fed = (
-        _build_federation(config, policy_text, gate, router, server_pki, metrics)
-        if first_worker
-        else None
-    )
-    if fed is not None:
+    if fed is not None and bus is not None:
+        # A cluster: the links run on the node holding the federation lease (docs/deployment.md).
+        assert gate is not None and server_pki is not None  # _build_federation needs both
+        leased = LeasedFederation(
+            config=fed.config,
+            storage_url=config.storage,
+            node=bus.settings.node,
+            bus=bus,
+            router=router,
+            gate=gate,
+            audit=GateAudit(gate),
+            data_dir=config.data_dir,
+            server_cert=server_pki.server_cert,
+            server_key=server_pki.server_key,
+            clock_ms=now_ms,
+            metrics=metrics,
+            # The links' own router on the lease holder (federation/feed.py): the node's gate,
+            # metrics of its own (the node's router owns the routing metrics), no latest state
+            # of its own to speak of (distribute_feed never joins it).
+            links_router=lambda: Router(
+                metrics=Metrics(),
+                clock_ms=now_ms,
+                latest=MemoryLatestState(),
+                gate=gate,
+                relay_between_peers=router.relay_between_peers,
+            ),
+        )
+        await parts.start(leased)
+        server.federation_lease = leased
+    elif fed is not None:
         await parts.start(_FederationPart(fed, server))
     if (
         first_worker
@@ -757,7 +799,13 @@ async def _start_http(
         registry=registry,
         stream_session=ws_session,
         feeds_status=server.feeds.snapshot if server.feeds is not None else None,
-        federation_status=_federation_status(server.federation),
+        federation_status=_federation_status(
+            server.federation.status
+            if server.federation is not None
+            else server.federation_lease.status
+            if server.federation_lease is not None
+            else None
+        ),
         directory=identities.directory,
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS, server.web_sessions)
@@ -768,11 +816,12 @@ async def _start_http(
     return running
 
 
-def _federation_status(fed: Federation | None) -> Callable[[], Mapping[str, object]] | None:
+def _federation_status(
+    status: FederationStatus | None,
+) -> Callable[[], Mapping[str, object]] | None:
     """The document the federation status file holds, read live (the operator API)."""
-    if fed is None:
+    if status is None:
         return None
-    status = fed.status
     return lambda: status.snapshot(now_ms())
 
 

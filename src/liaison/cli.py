@@ -181,6 +181,9 @@ async def _serve(cfg: config_mod.Config, admin_flags: str = "") -> int:
             where = server.federation_address or "dial-out only"
             peers = ", ".join(p.name for p in server.federation.config.peers)
             print(f"  Partner link    {where}  peers: {peers}")
+        elif server.federation_lease is not None:
+            peers = ", ".join(p.name for p in server.federation_lease.config.peers)
+            print(f"  Partner link    on the cluster's lease holder  peers: {peers}")
         if cfg.multicast:
             print(f"  Mesh bridge     {cfg.multicast}")
         urls = _web_map_urls(cfg, server)

@@ -535,6 +535,20 @@ class Router:
         out = Outgoing(event, source.principal.in_groups)
         return self.distribute(AcceptedEvent(event, label, source, out))
 
+    def distribute_feed(self, event: Event, label: Label | None, source: Source) -> int:
+        """Distribute an event read back from the cluster's stream to this router's subscribers
+        only; returns the deliveries.
+
+        The router of a cluster's partner links (federation/feed.py, on the node holding the
+        federation lease) has the links as its only subscribers and reads every node's events,
+        its own node's included, from the stream: each is decided and recorded for the links as
+        :meth:`distribute_remote` would, without joining a latest state (the node's own router
+        keeps that).
+        """
+        event = _with_origin(event, source.principal)
+        out = Outgoing(event, source.principal.in_groups)
+        return self.distribute(AcceptedEvent(event, label, source, out))
+
     def _check(
         self, event: Event, source: Source
     ) -> tuple[AcceptedEvent, tuple[str, Mapping[str, object]] | None] | Refusal:

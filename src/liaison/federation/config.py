@@ -7,6 +7,8 @@ Every key and its default is named below and in the constants of this module; an
     [federation]
     server_id = "usa-liaison"          # this server's id on every link (default: public host)
     listen = "0.0.0.0:9006"            # where accepted peers connect, or "off"
+    lease_ttl_s = 8.0                  # cluster only: the federation lease (federation/lease.py)
+    lease_renew_s = 1.5                # cluster only: renewal interval, at most half the TTL
 
     [[federation.peer]]
     name = "ukr"
@@ -132,6 +134,11 @@ _GROUP_RE = re.compile(r"[^\x00-\x1f]{1,128}")
 _MISSION_RE = re.compile(r"[^\x00-\x1f/]{1,256}")
 ALL_MISSIONS = "*"
 
+# In a cluster, seconds the federation lease lasts unless renewed, and between renewals: a dead
+# holder's links move to another node within about lease_ttl_s + lease_renew_s.
+DEFAULT_LEASE_TTL_S = 8.0
+DEFAULT_LEASE_RENEW_S = 1.5
+
 _FEDERATION_KEYS = {
     "server_id",
     "listen",
@@ -141,6 +148,8 @@ _FEDERATION_KEYS = {
     "backoff_jitter",
     "window",
     "status_interval_s",
+    "lease_ttl_s",
+    "lease_renew_s",
     "peer",
 }
 _PEER_KEYS = {
@@ -271,6 +280,9 @@ class FederationConfig:
     backoff_jitter: float = DEFAULT_BACKOFF_JITTER
     window: int = DEFAULT_WINDOW
     status_interval_s: float = DEFAULT_STATUS_INTERVAL_S
+    # In a cluster: the federation lease's time to live and renewal interval (federation/lease.py).
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
+    lease_renew_s: float = DEFAULT_LEASE_RENEW_S
 
     @property
     def idle_timeout_s(self) -> float:
@@ -585,6 +597,10 @@ def federation_from_table(
     cap = _number(table, "backoff_cap_s", DEFAULT_BACKOFF_CAP_S, key)
     if cap < base:
         raise ConfigError(f"{key}.backoff_cap_s", "must be at least backoff_base_s")
+    ttl = _number(table, "lease_ttl_s", DEFAULT_LEASE_TTL_S, key)
+    renew = _number(table, "lease_renew_s", DEFAULT_LEASE_RENEW_S, key)
+    if renew * 2 > ttl:
+        raise ConfigError(f"{key}.lease_renew_s", "must be at most half of lease_ttl_s")
     return FederationConfig(
         server_id=server_id,
         listen=listen_opt,
@@ -595,4 +611,6 @@ def federation_from_table(
         backoff_jitter=float(jitter),
         window=window,
         status_interval_s=_number(table, "status_interval_s", DEFAULT_STATUS_INTERVAL_S, key),
+        lease_ttl_s=ttl,
+        lease_renew_s=renew,
     )

@@ -42,6 +42,7 @@ from liaison.federation.config import PROTOCOL_NATIVE, FederationConfig, PeerCon
 from liaison.federation.guard import Accepted, Denial, InboundValidator, OutboundGuard, Release
 from liaison.federation.outbox import Outbox, QueuedRelease
 from liaison.federation.outbox import Outgoing as OutboxRow
+from liaison.federation.pg_outbox import PgOutbox
 from liaison.federation.status import LinkState, PeerStatus
 from liaison.identity.listeners import Listener
 from liaison.model.event import Dest, Event
@@ -169,7 +170,7 @@ class PeerLink:
         policy: Policy,
         router: Router,
         audit: AuditSink,
-        outbox: Outbox,
+        outbox: Outbox | PgOutbox,
         status: PeerStatus,
         clock_ms: Callable[[], int],
     ) -> None:
@@ -220,6 +221,11 @@ class PeerLink:
         self._connection: asyncio.Task[None] | None = None
         # Mission ROL of a tak-v2 peer (set by the supervisor; None for other wires).
         self.rol: RolPort | None = None
+        # In a cluster (federation/feed.py): the stream sequence and sender of the event being
+        # distributed, and the highest sequence delivered since the last flush.
+        self._feed_seq: int | None = None
+        self._feed_sender: str | None = None
+        self._feed_top: int | None = None
         self._sync_status()
 
     # --- Subscriber ---------------------------------------------------------------------------
@@ -271,6 +277,11 @@ class PeerLink:
         event = out.event
         if event is self._publishing:
             return  # our own inbound event, offered back to us: never a candidate
+        seq = self._feed_seq
+        if seq is not None:
+            if seq <= self.feed_floor() or self._feed_sender == self.source.principal.name:
+                return  # already in the outbox (read before a change of holder), or an echo
+            self._feed_top = seq if self._feed_top is None else max(self._feed_top, seq)
         queue = self._unflushed
         queue.put((event, out.sender_groups))
         if len(queue) >= MAX_UNFLUSHED:
@@ -290,6 +301,7 @@ class PeerLink:
             self._flush_handle.cancel()
             self._flush_handle = None
         delivered = self._unflushed.take()
+        top, self._feed_top = self._feed_top, None
         if not delivered:
             return
         events = [e for e, _g in delivered]
@@ -367,23 +379,27 @@ class PeerLink:
             return
         now = self._clock_ms()
         before = self.outbox.coalesced
+        outbox = self.outbox
         try:
-            self.outbox.put_many(
-                [
-                    QueuedRelease(
-                        payload=r.payload,
-                        sha256=r.sha256,
-                        label_id=r.label_id,
-                        uid=r.uid,
-                        type=r.type,
-                        priority=r.priority,
-                        coalesce_key=r.coalesce_key,
-                        queued_ms=now,
-                        groups=g,
-                    )
-                    for r, g in releases
-                ]
-            )
+            queued = [
+                QueuedRelease(
+                    payload=r.payload,
+                    sha256=r.sha256,
+                    label_id=r.label_id,
+                    uid=r.uid,
+                    type=r.type,
+                    priority=r.priority,
+                    coalesce_key=r.coalesce_key,
+                    queued_ms=now,
+                    groups=g,
+                )
+                for r, g in releases
+            ]
+            if isinstance(outbox, PgOutbox):
+                # The stream position goes into the same transaction as these releases.
+                outbox.put_many(queued, top)
+            else:
+                outbox.put_many(queued)
         except StorageError as exc:
             log.error(
                 "federation %s: outbox write failed, %d releases lost: %s",
@@ -403,6 +419,34 @@ class PeerLink:
         self._sync_status()
         if releases:
             self._wake.set()
+
+    # --- fed by the cluster's stream (federation/feed.py) ---------------------------------------
+
+    def feed_floor(self) -> int:
+        """The stream sequence this link's outbox holds everything up to (-1: never read)."""
+        outbox = self.outbox
+        return outbox.stream_seq if isinstance(outbox, PgOutbox) else -1
+
+    def feed_start(self, stream_seq: int) -> None:
+        """Read the stream after ``stream_seq`` from now on: a link that never read it starts at
+        its end; after the stream was made again, at its beginning."""
+        if isinstance(self.outbox, PgOutbox):
+            self.outbox.reset_stream_seq(stream_seq)
+
+    def feed_next(self, seq: int | None, sender: str | None = None) -> None:
+        """The events delivered next come from the stream message ``seq`` sent by ``sender``
+        (None: the distribution of that message is over)."""
+        self._feed_seq, self._feed_sender = seq, sender
+
+    def feed_mark(self, stream_seq: int) -> None:
+        """Everything up to ``stream_seq`` was read: queue what waits, then note the position."""
+        self.flush()
+        outbox = self.outbox
+        if isinstance(outbox, PgOutbox) and stream_seq > outbox.stream_seq:
+            try:
+                outbox.set_stream_seq(stream_seq)
+            except StorageError as exc:
+                log.warning("federation %s: stream position not written: %s", self.peer.name, exc)
 
     def statistics(self) -> OutboundStatistics:
         """The statistics of the queue of delivered events waiting for the guard (depth, peak,

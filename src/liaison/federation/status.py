@@ -127,6 +127,9 @@ class FederationStatus:
     def __init__(self, server_id: str, metrics: Metrics | None = None) -> None:
         self.server_id = server_id
         self.peers: dict[str, PeerStatus] = {}
+        # In a cluster: the federation lease as this node last saw it (federation/leased.py),
+        # written as "lease": {"node", "holder", "epoch", "held_here"}; None alone.
+        self.lease: dict[str, object] | None = None
         self._metrics = metrics
         self._counters: dict[str, Counter] = {}
         self._drops: Counter | None = None
@@ -171,12 +174,15 @@ class FederationStatus:
         return status
 
     def snapshot(self, now_ms: int) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "v": STATUS_VERSION,
             "server_id": self.server_id,
             "written_ms": now_ms,
             "peers": [p.to_json() for p in self.peers.values()],
         }
+        if self.lease is not None:
+            doc["lease"] = dict(self.lease)
+        return doc
 
     def write(self, path: Path, now_ms: int) -> None:
         """Write the snapshot atomically (readers never see a partial file)."""
@@ -206,6 +212,13 @@ def render_status(doc: Mapping[str, object], now_ms: int, *, stale_after_ms: int
         if age_s * 1000 > stale_after_ms:
             head += " (stale: is the server running?)"
     lines.append(head)
+    lease = doc.get("lease")
+    if isinstance(lease, dict):
+        holder = lease.get("holder") or "nobody"
+        here = "this node" if lease.get("held_here") else f"not this node ({lease.get('node')})"
+        lines.append(f"lease: held by {holder} (epoch {lease.get('epoch', 0)}), {here}")
+        if not lease.get("held_here"):
+            lines.append("the partner links run on the lease holder; its status is the current one")
     peers = doc.get("peers")
     if not isinstance(peers, list) or not peers:
         lines.append("no federation peers configured")

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from liaison.federation.config import (
 from liaison.federation.connection import CLOSE_TIMEOUT_S, Tap, close_writer
 from liaison.federation.link import AuditSink, LinkRefused, PeerLink
 from liaison.federation.outbox import Outbox, outbox_path
+from liaison.federation.pg_outbox import PgOutbox
 from liaison.federation.status import FederationStatus, LinkState, status_path
 from liaison.federation.tls import (
     accept_context,
@@ -80,7 +81,15 @@ class Federation:
         durable: bool = True,
         tap: Tap | None = None,
         rng: random.Random | None = None,
+        outboxes: Mapping[str, PgOutbox] | None = None,
+        links_router: Router | None = None,
+        status: FederationStatus | None = None,
     ) -> None:
+        """``outboxes``, ``links_router`` and ``status``: in a cluster, the lease holder's
+        outboxes in PostgreSQL (opened under its lease), the router the links subscribe to (fed
+        by the events stream, federation/feed.py; inbound events still go to ``router``) and
+        the status kept across holders (federation/leased.py); alone, none of them: SQLite
+        outboxes under ``data_dir`` and ``router`` for both directions."""
         self.config = config
         self.policy = policy
         self._router = router
@@ -92,7 +101,9 @@ class Federation:
         self._durable = durable
         self._tap = tap
         self._rng = rng or random.Random()
-        self.status = FederationStatus(config.server_id, metrics)
+        self.status = status if status is not None else FederationStatus(config.server_id, metrics)
+        self._outboxes = outboxes
+        self._links_router = links_router if links_router is not None else router
         self._metrics = metrics
         self.links: dict[str, PeerLink] = {}
         self.listener: asyncio.Server | None = None
@@ -102,7 +113,11 @@ class Federation:
 
     async def start(self) -> Address | None:
         for peer in self.config.peers:
-            outbox = Outbox.open(outbox_path(self.data_dir, peer.name), durable=self._durable)
+            outbox: Outbox | PgOutbox
+            if self._outboxes is not None:
+                outbox = self._outboxes[peer.name]
+            else:
+                outbox = Outbox.open(outbox_path(self.data_dir, peer.name), durable=self._durable)
             status = self.status.add(
                 peer.name, str(peer.dial) if peer.dial else None, peer.protocol
             )
@@ -120,7 +135,7 @@ class Federation:
                 # Releases translated to FederatedEvent as they are queued (fig_link.py).
                 fig_link.install_translator(link)
             self.links[peer.name] = link
-            self._router.attach(link)
+            self._links_router.attach(link)
         tak_v2 = [k for k in self.links.values() if k.peer.protocol == PROTOCOL_TAK_V2]
         if tak_v2:
             # Missions as ROL on the v2 wire (federation/mission_rol.py); protobuf only then.
@@ -175,9 +190,12 @@ class Federation:
         if self._mission_rol is not None:
             self._mission_rol.detach()
         for link in self.links.values():
-            self._router.detach(link)
+            self._links_router.detach(link)
             link.flush()
-            link.outbox.close()
+            if isinstance(link.outbox, PgOutbox):
+                await link.outbox.aclose()  # commits what it can (not once fenced)
+            else:
+                link.outbox.close()
         self.links.clear()
         self.write_status()
 

@@ -1,0 +1,281 @@
+"""The partner links of a cluster node: they run only while this node holds the federation lease.
+
+Every node of a cluster with a ``[federation]`` table runs this component (app.py). It keeps
+trying to take the lease (federation/lease.py) every ``lease_renew_s``; once it holds it, it
+opens every peer's outbox in PostgreSQL under the lease's epoch (federation/pg_outbox.py),
+makes the links' own router, starts the :class:`~liaison.federation.supervisor.Federation`
+(listener, dialling, wires) and the stream reader that feeds the links (federation/feed.py),
+and renews the lease. It stops all of them at once when the lease is lost (a renewal refused,
+or none possible for ``lease_ttl_s - lease_renew_s``) or an outbox is fenced, then goes back to
+trying. At shutdown it commits what the outboxes hold and releases the lease, so another node
+takes over at its next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from liaison.cluster.bus import NatsBus
+from liaison.errors import ConfigError, StorageError
+from liaison.federation.config import FederationConfig
+from liaison.federation.feed import StreamFeed
+from liaison.federation.lease import Lease, ensure_schema
+from liaison.federation.link import AuditSink
+from liaison.federation.pg_outbox import PgOutbox
+from liaison.federation.status import FederationStatus, status_path
+from liaison.federation.supervisor import Federation
+from liaison.gate import Gate
+from liaison.metrics import Metrics
+from liaison.router import Router
+
+log = logging.getLogger(__name__)
+
+# The lease's name: one per federation of a cluster (every peer).
+LEASE_NAME = "federation"
+# Seconds to connect to PostgreSQL, and the most one lease statement may take.
+CONNECT_TIMEOUT_S = 10.0
+
+
+class LeaseLost(Exception):
+    """This node no longer holds the federation lease."""
+
+
+class LeasedFederation:
+    """A lifetimes Component: the partner links, run on the lease holder only."""
+
+    name = "federation"
+
+    def __init__(
+        self,
+        *,
+        config: FederationConfig,
+        storage_url: str,
+        node: str,
+        bus: NatsBus,
+        router: Router,
+        gate: Gate,
+        audit: AuditSink,
+        data_dir: Path,
+        server_cert: Path,
+        server_key: Path,
+        clock_ms: Callable[[], int],
+        metrics: Metrics,
+        links_router: Callable[[], Router],
+    ) -> None:
+        """``links_router`` makes the router the links subscribe to while this node holds the
+        lease (app.py, the composition root, picks its latest state): the node's gate, the
+        links its only subscribers."""
+        if not storage_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "storage",
+                "a cluster with [federation] keeps the partner links' outboxes and lease in"
+                " PostgreSQL: set storage to a postgresql:// URL (docs/deployment.md)",
+            )
+        self.config = config
+        self._url = storage_url
+        self.node = node
+        self._bus = bus
+        self._router = router
+        self._gate = gate
+        self._audit = audit
+        self._data_dir = data_dir
+        self._cert = server_cert
+        self._key = server_key
+        self._clock_ms = clock_ms
+        self._metrics = metrics
+        self._make_router = links_router
+        self.status = FederationStatus(config.server_id, metrics)
+        self.status.lease = {"node": node, "holder": None, "epoch": 0, "held_here": False}
+        self.federation: Federation | None = None  # while this node holds the lease
+        self.epoch: int | None = None
+        self._pool: Any = None
+        self._lease: Lease | None = None
+        self.m_changes = metrics.counter(
+            "liaison_federation_lease_changes_total",
+            "Times this node took the federation lease",
+        )
+        metrics.gauge(
+            "liaison_federation_lease_held",
+            "1 while this node holds the federation lease (runs the partner links)",
+            lambda: 1.0 if self.epoch is not None else 0.0,
+        )
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    async def bind(self) -> None:
+        try:
+            import asyncpg
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise StorageError("the federation lease needs asyncpg: pip install asyncpg") from exc
+        peers = len(self.config.peers)
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=peers + 2,  # a writer per outbox, the lease, the loads
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=CONNECT_TIMEOUT_S,
+            )
+            await ensure_schema(self._pool)
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            raise StorageError(f"federation lease: cannot use PostgreSQL: {exc}") from exc
+        self._lease = Lease(self._pool, LEASE_NAME, self.node, self.config.lease_ttl_s)
+
+    async def run(self) -> None:
+        assert self._lease is not None, "bind() first"
+        renew_s = self.config.lease_renew_s
+        while True:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            epoch: int | None = None
+            try:
+                async with asyncio.timeout(renew_s):
+                    epoch = await self._lease.try_acquire()
+            except Exception as exc:  # asyncpg's errors, a timeout: try again
+                log.warning("federation lease: cannot reach PostgreSQL (%r)", exc)
+            if epoch is None:
+                await self._note_holder()
+                await asyncio.sleep(renew_s)
+                continue
+            await self._hold(epoch, started)
+            # Released or lost: give the other nodes a turn before trying again (a holder whose
+            # links failed at once must not take and drop the lease in a tight loop).
+            await asyncio.sleep(renew_s)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await pool.close()
+
+    # --- holding ----------------------------------------------------------------------------
+
+    async def _note_holder(self) -> None:
+        """Write who holds the lease into this node's status (not the holder: no links here)."""
+        assert self._lease is not None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.config.lease_renew_s):
+                info = await self._lease.info()
+            self.status.lease = {
+                "node": self.node,
+                "holder": info.holder if info is not None else None,
+                "epoch": info.epoch if info is not None else 0,
+                "held_here": False,
+            }
+        self.status.peers.clear()
+        with contextlib.suppress(OSError):
+            self.status.write(status_path(self._data_dir), self._clock_ms())
+
+    async def _hold(self, epoch: int, acquired_at: float) -> None:
+        """Run the links under ``epoch`` until the lease is lost, something fails, or
+        cancellation (shutdown: commit, then release)."""
+        assert self._lease is not None
+        log.info("federation lease: node %s holds it (epoch %d)", self.node, epoch)
+        self.m_changes.inc()
+        self.epoch = epoch
+        self.status.lease = {"node": self.node, "holder": self.node, "epoch": epoch}
+        self.status.lease["held_here"] = True
+        outboxes: dict[str, PgOutbox] = {}
+        fed: Federation | None = None
+        feed: StreamFeed | None = None
+        try:
+            for peer in self.config.peers:
+                outboxes[peer.name] = await PgOutbox.open(
+                    self._pool, peer.name, lease=LEASE_NAME, epoch=epoch
+                )
+            links_router = self._make_router()
+            fed = Federation(
+                config=self.config,
+                policy=self._gate.policy,
+                router=self._router,
+                audit=self._audit,
+                data_dir=self._data_dir,
+                server_cert=self._cert,
+                server_key=self._key,
+                clock_ms=self._clock_ms,
+                metrics=self._metrics,
+                outboxes=outboxes,
+                links_router=links_router,
+                status=self.status,
+            )
+            await fed.start()
+            feed = StreamFeed(
+                jetstream=self._bus.jetstream,
+                settings=self._bus.settings,
+                router=links_router,
+                links=list(fed.links.values()),
+                metrics=self._metrics,
+            )
+            await feed.start()
+            self.federation = fed
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(fed.run(), name="fed-links")
+                tg.create_task(feed.run(), name="fed-feed")
+                tg.create_task(self._keep(epoch, acquired_at), name="fed-lease")
+                tg.create_task(self._watch_fence(outboxes), name="fed-fence")
+        except* LeaseLost as group:
+            log.error("federation lease: %s; partner links stopped", group.exceptions[0])
+        except* Exception as group:  # a failure of PostgreSQL, NATS or a link: stop, try again
+            log.error(
+                "federation lease: partner links stopped after an error: %r", group.exceptions[0]
+            )
+        finally:
+            self.federation = None
+            if feed is not None:
+                await feed.close()
+            if fed is not None:
+                await fed.close()  # commits what each outbox holds (not once fenced)
+            for box in outboxes.values():
+                await box.aclose()
+            self.epoch = None
+            self.status.lease = {"node": self.node, "holder": None, "epoch": epoch}
+            self.status.lease["held_here"] = False
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.config.lease_renew_s):
+                    await self._lease.release(epoch)  # a no-op once another node took it
+                log.info("federation lease: node %s released it (epoch %d)", self.node, epoch)
+            with contextlib.suppress(OSError):
+                self.status.write(status_path(self._data_dir), self._clock_ms())
+
+    async def _keep(self, epoch: int, acquired_at: float) -> None:
+        """Renew every ``lease_renew_s``; raise LeaseLost when the database says another node
+        holds it, or when no renewal succeeded for ``lease_ttl_s - lease_renew_s`` counted from
+        before the last successful one was sent (the database cannot have let it expire
+        sooner)."""
+        assert self._lease is not None
+        ttl, renew_s = self.config.lease_ttl_s, self.config.lease_renew_s
+        loop = asyncio.get_running_loop()
+        deadline = acquired_at + ttl - renew_s
+        while True:
+            # Every renew_s while renewals succeed; after failures, wake at the deadline itself
+            # (lease_renew_s before the database may let the lease expire).
+            await asyncio.sleep(max(0.0, min(renew_s, deadline - loop.time())))
+            started = loop.time()
+            if started >= deadline:
+                raise LeaseLost(f"not renewed for {ttl - renew_s:.1f} s")
+            try:
+                async with asyncio.timeout(max(0.05, deadline - started)):
+                    held = await self._lease.renew(epoch)
+            except Exception as exc:  # asyncpg's errors, a timeout: again, until the deadline
+                log.warning("federation lease: renewal failed (%r)", exc)
+                continue
+            if not held:
+                raise LeaseLost("another node holds it")
+            deadline = started + ttl - renew_s
+
+    async def _watch_fence(self, outboxes: dict[str, PgOutbox]) -> None:
+        """An outbox that was fenced means another node holds the lease: stop at once."""
+        while True:
+            for box in outboxes.values():
+                if box.fenced is not None:
+                    raise LeaseLost(f"outbox {box.peer} fenced: {box.fenced}")
+            await asyncio.sleep(0.2)
