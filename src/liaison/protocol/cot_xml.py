@@ -461,7 +461,8 @@ def render_relabelled(
     ``received`` is not of the plain shape that makes this exact, and the caller serialises.
 
     The plain shape: no markup declaration, comment, CDATA section or processing instruction
-    (``<!``, ``<?``: the parser drops comments and PIs, which must not ride along), one
+    (``<!``, ``<?``: the parser drops comments and PIs, which must not ride along), no namespace
+    declaration (``xmlns``: one on the root would be lost with the root's rewrite), one
     ``<detail>`` without attributes and one ``</detail>`` (so no element named ``detail`` or
     starting so nests inside, and ``<`` cannot occur in attribute values or text, XML 1.0 2.4
     and 3.1), nothing but white space between ``</detail>`` and ``</event>``, and no
@@ -470,6 +471,10 @@ def render_relabelled(
     root and ``<point>`` are written from the event as :func:`render_xml` writes them.
     """
     if b"<!" in received or b"<?" in received:
+        return None
+    if b"xmlns" in received:
+        # A namespace declared on the root (rewritten here) may be used in the detail: only
+        # serialising declares it again (Namespaces in XML 1.0, section 3).
         return None
     start = received.find(_DETAIL_OPEN)
     if start < 0 or received.find(b"<detail", start + 1) >= 0:

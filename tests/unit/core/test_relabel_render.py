@@ -127,6 +127,8 @@ OTHER = [
     OPEN.format(attrs="") + "<detail/></event>",
     # no detail at all
     OPEN.format(attrs="") + "</event>",
+    # a namespace declared on the root and used in the detail (the root is rewritten)
+    OPEN.format(attrs=' xmlns:x="urn:x"') + '<detail><x:thing a="1"/></detail></event>',
 ]
 
 
