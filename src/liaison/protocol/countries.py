@@ -8,7 +8,8 @@ Sources (facts, written out here by hand; no file was copied):
   the allocation, assignment and application of aircraft addresses", Table 9-1 "Allocation of
   aircraft addresses to States". A State assigns addresses from its block(s) to its aircraft
   (civil and military). Blocks given to ICAO itself (``F00000``-``F07FFF`` temporary addresses,
-  ``F09000``-``F093FF`` special use) belong to no State and are not listed.
+  ``F09000``-``F093FF`` special use) belong to no State and are not listed. One block not in the
+  table is listed: ``899000``-``8993FF``, the addresses of aircraft registered in Taiwan.
 - ITU-R M.585 (assignment and use of identities in the maritime mobile service) and the ITU's
   Table of Maritime Identification Digits (ITU MARS, "MID table"): the MIDs of each country or
   geographical area.
@@ -195,6 +196,9 @@ ICAO_BLOCKS: tuple[tuple[int, int, str], ...] = (
     (0x896000, 0x896FFF, "AE"),  # United Arab Emirates
     (0x897000, 0x8973FF, "SB"),  # Solomon Islands
     (0x898000, 0x898FFF, "PG"),  # Papua New Guinea
+    # Not in Table 9-1 (ICAO lists no entry for it), but the block aircraft registered in Taiwan
+    # (B-1xxxx) have used since ICAO left it unallocated; listed so a rule can name TW.
+    (0x899000, 0x8993FF, "TW"),  # Taiwan (Province of China)
     (0x8A0000, 0x8A7FFF, "ID"),  # Indonesia
     (0x900000, 0x9003FF, "MH"),  # Marshall Islands
     (0x901000, 0x9013FF, "CK"),  # Cook Islands

@@ -96,6 +96,9 @@ def test_every_address_has_at_most_one_country(address: int) -> None:
         (0x511000, "EE"),
         (0x502C00, "LV"),
         (0x503C00, "LT"),
+        (0x899000, "TW"),
+        (0x8993FF, "TW"),
+        (0x899400, None),
         (0xF00000, None),  # ICAO's temporary addresses: no State
         (0x000000, None),
         (0xFFFFFF, None),
@@ -128,6 +131,8 @@ def test_known_mids() -> None:
     assert mid_countries(316) == {"CA"}
     assert mid_countries(503) == {"AU"} and mid_countries(512) == {"NZ"}
     assert mid_countries(306) == {"BQ", "CW", "SX"}
+    # Areas with their own ISO code keep it: not US.
+    assert [mid_countries(m) for m in (358, 379, 536, 559)] == [{"PR"}, {"VI"}, {"MP"}, {"AS"}]
     assert mid_countries(200) == frozenset() and mid_countries(800) == frozenset()
     assert all(201 <= m <= 775 for m in MIDS)
 
