@@ -158,6 +158,8 @@ async def test_feed_aircraft_and_status_on_the_map(
         # Closing the panel; the failing feeds stay flagged on its button.
         await secret.click("#layers-button")
         assert await secret.get_attribute("#layers-button", "aria-expanded") == "false"
+        assert await secret.text_content("#feeds-badge") == "2"  # both feeds fail now
+        assert await secret.is_visible("#feeds-badge")
 
         unclass = await sign_in(browser, server, "usa-u")
         await asyncio.sleep(1.0)  # the snapshot and any update have arrived (the feed is failing)
