@@ -1,7 +1,9 @@
 """Feeds on the web map: a real server runs an ADS-B file feed labelled SECRET and a feed whose
 file is missing. A SECRET web user sees the aircraft with its air track symbol and both feeds in
 the Layers panel's Feeds section (running, failing with its error shown as text, then the first
-feed failing once its file holds garbage); an UNCLASSIFIED user sees no aircraft."""
+feed failing once its file holds garbage); an UNCLASSIFIED user sees no aircraft. A feed whose
+file is missing is flagged on the Layers button while the panel is closed, and the flag clears
+once the file is there."""
 
 from __future__ import annotations
 
@@ -114,7 +116,8 @@ async def test_feed_aircraft_and_status_on_the_map(
     users.add_user("usa-u", "USA", profile="usa-unclass", password=PASSWORD)
     async with start_server(policy_file=str(policy)) as server, browsing(browser):
         secret = await sign_in(browser, server, "usa-s")
-        # Before the panel is opened, the Feeds section is hidden and not filled.
+        # Before the panel is opened, the Feeds section is not shown (it is read all the same, for
+        # the badge on the Layers button: test_failing_feed_flagged_with_the_panel_closed).
         assert await secret.is_hidden("#feeds")
         await wait_drawn(secret, "arg in d", UID)
         d = await drawn(secret)
@@ -152,12 +155,84 @@ async def test_feed_aircraft_and_status_on_the_map(
         await wait_feed(secret, "planes", "failing", wait_ms=3 * WAIT_MS)
         text = await secret.text_content("#feeds li[data-feed='planes']") or ""
         assert "last error:" in text
-        # Closing the panel stops the refreshes.
+        # Closing the panel; the failing feeds stay flagged on its button.
         await secret.click("#layers-button")
         assert await secret.get_attribute("#layers-button", "aria-expanded") == "false"
+        assert await secret.text_content("#feeds-badge") == "2"  # both feeds fail now
+        assert await secret.is_visible("#feeds-badge")
 
         unclass = await sign_in(browser, server, "usa-u")
         await asyncio.sleep(1.0)  # the snapshot and any update have arrived (the feed is failing)
         assert await unclass.evaluate("() => window.__liaison.items()") == 0
         assert UID not in await drawn(unclass)
         assert secret.errors == [] and unclass.errors == []  # type: ignore[attr-defined]
+
+
+ONE_FEED = (
+    POLICY.split("[feeds.planes]", 1)[0]
+    + """
+[feeds.rx]
+kind = "adsb-file"
+path = "later.json"
+org = "USA"
+ceiling = { classification = "SECRET", REL = "*" }
+default_classification = "SECRET"
+interval_s = 0.2
+"""
+)
+# The Layers button's flag: the badge's text and visibility, the button's name, the live message.
+FLAG_JS = """() => ({badge: document.querySelector('#feeds-badge').textContent,
+    shown: !document.querySelector('#feeds-badge').hidden
+           && document.querySelector('#feeds-badge').offsetWidth > 0,
+    label: document.querySelector('#layers-button').getAttribute('aria-label'),
+    live: document.querySelector('#feeds-alert').textContent,
+    role: document.querySelector('#feeds-alert').getAttribute('role')})"""
+
+
+async def test_failing_feed_flagged_with_the_panel_closed(
+    start_server: ServerFactory, browser: Browser, data_dir: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(ONE_FEED)
+    users = UserDirectory.load(data_dir / "users.json")
+    users.add_user("usa-s", "USA", profile="usa-secret", password=PASSWORD)
+    async with start_server(policy_file=str(policy)) as server, browsing(browser):
+        page = await sign_in(browser, server, "usa-s")
+        # The upstream (the file) is missing: the feed fails, and the Layers button says so
+        # within a read (at load, then every 10 s) while the panel stays closed.
+        await page.wait_for_function(
+            "() => document.querySelector('#feeds-badge').textContent === '1'",
+            timeout=3 * WAIT_MS,
+            polling=200,
+        )
+        assert await page.is_hidden("#layers")
+        assert await page.get_attribute("#layers-button", "aria-expanded") == "false"
+        flag = await page.evaluate(FLAG_JS)
+        assert flag == {
+            "badge": "1",
+            "shown": True,
+            "label": "Layers and overlays (1 feed failing: rx)",
+            "live": "1 feed failing: rx",
+            "role": "status",
+        }
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "map-feed-failing-badge.png"))
+
+        # The upstream comes back: the next read (within 10 s) clears the flag.
+        snapshot = tmp_path / "later.json"
+        snapshot.write_text(json.dumps({"now": time.time(), "aircraft": [AIRCRAFT]}))
+        await page.wait_for_function(
+            "() => document.querySelector('#feeds-badge').hidden",
+            timeout=3 * WAIT_MS,
+            polling=200,
+        )
+        assert await page.is_hidden("#layers")
+        flag = await page.evaluate(FLAG_JS)
+        assert flag == {
+            "badge": "",
+            "shown": False,
+            "label": "Layers and overlays",
+            "live": "Feeds: none failing",
+            "role": "status",
+        }
+        assert page.errors == []  # type: ignore[attr-defined]

@@ -160,6 +160,24 @@ def test_a_policy_that_does_not_load_stops_the_server_naming_the_problem(
     assert "policy.categories.REL.type" in err
 
 
+def test_an_unknown_country_in_a_feed_rule_stops_the_server(tmp_path: Path, capsys: object) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[policy]\nid = "P"\nversion = 1\nclassifications = ["UNCLASSIFIED"]\n'
+        '[policy.categories.REL]\ntype = "PERMISSIVE"\nrequired = true\nvalues = ["USA"]\n'
+        '[feeds.rx]\nkind = "adsb-file"\npath = "aircraft.json"\norg = "USA"\n'
+        'ceiling = { classification = "UNCLASSIFIED", REL = "*" }\n'
+        'default_classification = "UNCLASSIFIED"\n'
+        '[[feeds.rx.rules]]\ncountry = ["UA", "XK"]\naffiliation = "f"\n'
+    )
+    args = ["serve", "--data-dir", str(tmp_path / "data"), "--tcp", "127.0.0.1:0"]
+    args += ["--tls", "off", "--udp", "off", "--https", "off", "--enroll", "off"]
+    args += ["--config", str(_config_with_policy(tmp_path, policy))]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "feeds.rx.rules[0].country: unknown country code 'XK'" in err
+
+
 def _config_with_policy(tmp_path: Path, policy: Path) -> Path:
     config = tmp_path / "liaison.toml"
     config.write_text(f'[labels]\npolicy_file = "{policy}"\n')

@@ -125,11 +125,18 @@ async def test_adsb_http_and_ais_udp_reach_only_cleared_clients(
 ids = ["407689"]
 affiliation = "h"
 
+[[feeds.planes.rules]]
+country = ["DE"]
+affiliation = "f"
+
 [[feeds.planes.labels]]
 ids = ["3C71A1"]
 classification = "SECRET"
 """
-    policy.write_text(POLICY + planes + feed("ships", "ais-udp", 'listen = "127.0.0.1:0"'))
+    # Rules by country: 3C71A1 is in Germany's ICAO block, MMSI 227006760's MID 227 is France's.
+    ships = feed("ships", "ais-udp", 'listen = "127.0.0.1:0"')
+    ships += '\n[[feeds.ships.rules]]\ncountry = ["fr"]\naffiliation = "a"\n'
+    policy.write_text(POLICY + planes + ships)
     # The UDP sender: AIS sentences as a receiver forwards them, a few per datagram.
     lines = AIS_TYPE5.read_bytes().splitlines()[1:] + AIS_SAMPLE.read_bytes().splitlines()[:200]
     try:
@@ -168,9 +175,9 @@ classification = "SECRET"
                 assert feeds.m_published.get("ships") > 50
     finally:
         await runner.cleanup()
-    assert b'type="a-n-A"' in aircraft_frame and b'<contact callsign="BCS361"' in aircraft_frame
-    assert b'type="a-n-S-X"' in vessel_frame and b"<__ais " in vessel_frame
-    assert b'type="a-h-A-C-F"' in hostile_frame  # the affiliation rule
+    assert b'type="a-f-A"' in aircraft_frame and b'<contact callsign="BCS361"' in aircraft_frame
+    assert b'type="a-a-S-X"' in vessel_frame and b"<__ais " in vessel_frame
+    assert b'type="a-h-A-C-F"' in hostile_frame  # the affiliation rule (before the country rule)
     # The label rule made one aircraft SECRET; the rest of the feed has its default label.
     assert b'access="SECRET" releasableTo="REL TO USA"' in aircraft_frame
     assert b'cls="SECRET" orig="USA"' in aircraft_frame

@@ -1,11 +1,14 @@
-// The Feeds section of the Layers panel: each feed the server runs (GET /api/v1/feeds,
-// docs/api.md "Feeds") with its state, its last error and its counts, read again every
-// REFRESH_MS while the panel is open. The section is hidden when the server has no feeds.
-// Everything shown is inserted as text: a feed's last error quotes what its upstream sent.
+// The Layers panel's Feeds section and the failing-feeds badge on the Layers button: each feed the
+// server runs (GET /api/v1/feeds, docs/api.md "Feeds") with its state, its last error and its
+// counts, read when the page loads and every REFRESH_MS while the page is visible, whether the
+// panel is open or closed, so a failing feed is flagged on the Layers button (a count, an updated
+// button label and a polite status message) while the panel is closed. The section is hidden when
+// the server has no feeds. Everything shown is inserted as text: a feed's last error quotes what
+// its upstream sent.
 
 import { ago, el, isolate } from "./ui.js";
 
-// How often the status is read again while the Layers panel is open (ms).
+// How often the status is read again while the page is visible (ms).
 export const REFRESH_MS = 10_000;
 // The states the server reports (docs/feeds.md, "Status"); anything else is shown as "unknown".
 const STATES = new Set(["starting", "running", "failing", "stopped"]);
@@ -42,33 +45,76 @@ export function feedRows(doc, now = Date.now()) {
   });
 }
 
+// At most this many failing feeds are named in the button's label and the status message.
+const NAMED = 3;
+
+/**
+ * What the Layers button says of the rows (``feedRows``): ``count`` the feeds whose state is
+ * "failing"; ``text`` "" when none, else "1 feed failing: rx2" or "4 feeds failing: a, b, c and
+ * 1 more"; ``label`` the button's accessible name.
+ */
+export function failingSummary(rows, base = "Layers and overlays") {
+  const failing = rows.filter((r) => r.state === "failing").map((r) => r.name);
+  const count = failing.length;
+  if (count === 0) return { count, text: "", label: base };
+  const named = failing.slice(0, NAMED).join(", ");
+  const more = count > NAMED ? ` and ${count - NAMED} more` : "";
+  const text = `${count} feed${count > 1 ? "s" : ""} failing: ${named}${more}`;
+  return { count, text, label: `${base} (${text})` };
+}
+
 export class FeedsPanel {
-  /** ``section`` holds the list; ``isOpen()`` says whether the Layers panel is open. */
-  constructor(section, api, isOpen) {
+  /**
+   * ``section`` holds the list; ``button`` is the Layers button, ``badge`` the count on it and
+   * ``status`` a polite live region for the failing feeds; ``doc`` the page's document (its
+   * visibility pauses the reads).
+   */
+  constructor(section, api, { button, badge, status, doc = document }) {
     this.section = section;
     this.api = api;
-    this.isOpen = isOpen;
+    this.button = button;
+    this.badge = badge;
+    this.status = status;
+    this.doc = doc;
+    this.base = button.getAttribute("aria-label") ?? "Layers and overlays";
+    this.title = button.getAttribute("title") ?? this.base;
     this.list = section.querySelector("ul");
     this.loading = false;
     this.timer = null;
+    this.onVisible = () => {
+      if (!this.doc.hidden) this.refresh();
+    };
   }
 
-  /** The Layers panel was opened or closed: read now and every REFRESH_MS while open. */
-  opened(open) {
+  /** Read now and every REFRESH_MS while the page is visible (and at once when it shows again). */
+  start() {
+    this.stop();
+    this.doc.addEventListener("visibilitychange", this.onVisible);
+    this.timer = setInterval(() => {
+      if (!this.doc.hidden) this.refresh();
+    }, REFRESH_MS);
+    if (!this.doc.hidden) this.refresh();
+  }
+
+  stop() {
     clearInterval(this.timer);
     this.timer = null;
-    if (!open) return;
-    this.refresh();
-    this.timer = setInterval(() => {
-      if (this.isOpen()) this.refresh();
-    }, REFRESH_MS);
+    this.doc.removeEventListener("visibilitychange", this.onVisible);
+  }
+
+  /** The Layers panel was opened or closed: opening it reads the status at once. */
+  opened(open) {
+    if (open && !this.doc.hidden) this.refresh();
   }
 
   async refresh() {
     if (this.loading) return; // one request at a time
     this.loading = true;
     try {
-      this.show(await this.api.feeds());
+      const doc = await this.api.feeds();
+      // null: this listener does not serve the status (404): no more reads but when the panel opens.
+      if (doc === null) this.stop();
+      this.show(doc);
     } catch (e) {
       this.show(null);
       console.warn(e);
@@ -77,9 +123,13 @@ export class FeedsPanel {
     }
   }
 
-  /** Show the answer (null: none, or the server serves no feed status): hidden without feeds. */
+  /**
+   * Show the answer (null: none, or the server serves no feed status): hidden without feeds; the
+   * badge and the status message follow the feeds that fail (none when the read failed).
+   */
   show(doc) {
     const rows = doc ? feedRows(doc) : [];
+    this.flag(failingSummary(rows, this.base));
     this.section.hidden = rows.length === 0;
     this.list.replaceChildren(
       ...rows.map((r) =>
@@ -93,5 +143,19 @@ export class FeedsPanel {
         ),
       ),
     );
+  }
+
+  /** The badge, the button's name and the live message; each changed only when it changes. */
+  flag(summary) {
+    const count = summary.count > 0 ? String(summary.count) : "";
+    if (this.badge.textContent !== count) this.badge.textContent = count;
+    this.badge.hidden = summary.count === 0;
+    this.button.classList.toggle("feeds-failing", summary.count > 0);
+    if (this.button.getAttribute("aria-label") !== summary.label) {
+      this.button.setAttribute("aria-label", summary.label);
+      this.button.setAttribute("title", summary.count > 0 ? `${this.title} (${summary.text})` : this.title);
+    }
+    const message = summary.count > 0 ? summary.text : this.status.textContent ? "Feeds: none failing" : "";
+    if (this.status.textContent !== message) this.status.textContent = message;
   }
 }

@@ -275,7 +275,12 @@ class MapPage {
   /** The Layers panel: item layers on and off, overlays opened from files, hidden or removed. */
   bindLayers() {
     const panel = $("layers");
-    this.feeds = new FeedsPanel($("feeds"), this.api, () => !panel.hidden);
+    this.feeds = new FeedsPanel($("feeds"), this.api, {
+      button: $("layers-button"),
+      badge: $("feeds-badge"),
+      status: $("feeds-alert"),
+    });
+    this.feeds.start();
     $("layers-button").addEventListener("click", () => this.showPanel("layers", panel.hidden));
     for (const box of panel.querySelectorAll("input[data-layer]")) {
       box.addEventListener("change", () => {

@@ -15,6 +15,7 @@ from liaison.config import Endpoint, parse_endpoint
 from liaison.errors import ConfigError
 from liaison.model.labels import AuthSet, Policy
 from liaison.model.policy import authset_from_table
+from liaison.protocol.countries import COUNTRIES
 from liaison.protocol.feed_tracks import AFFILIATIONS, TrackRule
 from liaison.protocol.geo import valid_cot_type
 
@@ -44,7 +45,7 @@ FEED_KEYS = {
     "min_interval_s",
     *GEO_KEYS,
 }
-MATCH_KEYS = {"kind", "military", "ids", "icao_range", "mid"}
+MATCH_KEYS = {"kind", "military", "ids", "icao_range", "mid", "country"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +143,19 @@ def _rule(key: str, raw: object, gives: str, policy: Policy, ceiling: AuthSet) -
         not isinstance(mid, list) or not all(isinstance(m, int) and 200 <= m <= 799 for m in mid)
     ):
         raise ConfigError(f"{key}.mid", "must be a list of MIDs (201..775)")
+    country = raw.get("country")
+    countries: frozenset[str] | None = None
+    if country is not None:
+        if not isinstance(country, list) or not all(isinstance(c, str) for c in country):
+            raise ConfigError(f"{key}.country", "must be a list of ISO 3166-1 alpha-2 codes")
+        for code in country:
+            if code.upper() not in COUNTRIES:
+                raise ConfigError(
+                    f"{key}.country",
+                    f"unknown country code {code!r} (ISO 3166-1 alpha-2, with an ICAO address"
+                    " block or a MID: docs/feeds.md)",
+                )
+        countries = frozenset(c.upper() for c in country)
     return TrackRule(
         affiliation=_affiliation(f"{key}.affiliation", raw[gives]) if level is None else None,
         classification=level,
@@ -152,6 +166,7 @@ def _rule(key: str, raw: object, gives: str, policy: Policy, ceiling: AuthSet) -
         else None,
         icao_range=bounds,
         mid=frozenset(mid) if mid is not None else None,
+        country=countries,
     )
 
 

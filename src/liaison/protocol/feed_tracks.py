@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
 from liaison.model.event import UNKNOWN_ERROR, Event, make_event
+from liaison.protocol.countries import icao_country, mid_countries
 
 # CoT affiliations a rule may give (MIL-STD-2525 standard identities as CoT writes them):
 # pending, unknown, assumed friend, friend, neutral, suspect, hostile, joker, faker, none.
@@ -52,7 +53,9 @@ class TrackRule:
 
     ``ids``: ICAO hex addresses or MMSIs; ``icao_range``: (low, high) hex, inclusive;
     ``mid``: Maritime Identification Digits (the first three digits of a ship's MMSI);
-    ``military``: the source's military flag; ``kind``: "aircraft" or "vessel".
+    ``military``: the source's military flag; ``kind``: "aircraft" or "vessel";
+    ``country``: ISO 3166-1 alpha-2 codes, holding for an aircraft whose ICAO address is in one
+    of their blocks and a vessel whose MMSI's MID belongs to one (``liaison.protocol.countries``).
     """
 
     affiliation: str | None = None
@@ -62,6 +65,7 @@ class TrackRule:
     ids: frozenset[str] | None = None
     icao_range: tuple[int, int] | None = None
     mid: frozenset[int] | None = None
+    country: frozenset[str] | None = None
 
     def matches(self, report: TrackReport) -> bool:
         if self.kind is not None and report.kind != self.kind:
@@ -79,13 +83,31 @@ class TrackRule:
                 return False
             if not self.icao_range[0] <= address <= self.icao_range[1]:
                 return False
+        if self.country is not None and not (country_of(report) & self.country):
+            return False
         return self.mid is None or (report.kind == "vessel" and mid_of(report.ident) in self.mid)
+
+
+def country_of(report: TrackReport) -> frozenset[str]:
+    """The countries of a report's ICAO address (the State of its block; a non-ICAO ``~``
+    address has none) or of its MMSI's MID (ITU-R M.585, see :func:`mid_of`)."""
+    if report.kind == "aircraft":
+        if report.ident.startswith("~"):
+            return frozenset()
+        try:
+            address = int(report.ident, 16)
+        except ValueError:
+            return frozenset()
+        country = icao_country(address)
+        return frozenset((country,)) if country is not None else frozenset()
+    mid = mid_of(report.ident)
+    return mid_countries(mid) if mid is not None else frozenset()
 
 
 def mid_of(mmsi: str) -> int | None:
     """The Maritime Identification Digits of a ship station's MMSI (ITU-R M.585: MIDxxxxxx);
-    of a SAR aircraft (111MIDxxx), an aid to navigation (99MIDxxxx) or a coast station
-    (00MIDxxxx) the MID after its prefix."""
+    of a SAR aircraft (111MIDxxx), an aid to navigation (99MIDxxxx), a coast station
+    (00MIDxxxx) or a craft associated with a parent ship (98MIDxxxx) the MID after its prefix."""
     if len(mmsi) != 9 or not mmsi.isdigit():
         return None
     if mmsi.startswith("111"):
