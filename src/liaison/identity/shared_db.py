@@ -66,6 +66,11 @@ POLL_S = 0.5
 # Seconds one call may take (connect, statement, transaction) before it fails with StorageError:
 # a stalled database must not hang a handshake or a login forever.
 CALL_TIMEOUT_S = 10.0
+# Seconds the open may take when it imports the data folder (identity/db_import.py), and a node
+# waits for another's import: 20,000 users and 20,000 certificates import in 1.2 s, 100,000 of
+# each in 9.1 s on the 2-core test machine at load 3.5 (bench/identity_import_bench.py), past
+# CALL_TIMEOUT_S but well within this.
+IMPORT_TIMEOUT_S = 60.0
 # pg_advisory_xact_lock key held by every identity write ("liaison\0\2" as 8 bytes; the schema
 # migration holds ...0001).
 _LOCK = 0x6C6961697300_0002
@@ -146,7 +151,7 @@ class IdentityDb:
         db._local = local
         db._thread.start()
         try:
-            db._run(db._connect())
+            db._run(db._connect(), IMPORT_TIMEOUT_S if local is not None else CALL_TIMEOUT_S)
         except BaseException:
             db.close()
             raise
@@ -205,7 +210,9 @@ class IdentityDb:
         conn = self._conn
         report = ImportReport()
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+            # Another node may be importing: wait for its transaction as long as an import may
+            # take, not a statement's CALL_TIMEOUT_S.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK, timeout=IMPORT_TIMEOUT_S)
             has_users = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identity_users)")
             has_certs = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identity_certs)")
             if not has_users:
@@ -219,6 +226,7 @@ class IdentityDb:
                             (name, json.dumps(record, sort_keys=True))
                             for name, record in sorted(local.users.records.items())
                         ],
+                        timeout=IMPORT_TIMEOUT_S,
                     )
                     report.users = len(local.users.records)
                     report.users_from = local.users.path
@@ -227,14 +235,14 @@ class IdentityDb:
                     raise local.certs_error
                 certs = local.certs
                 if certs is not None and certs.items:
-                    # One row at a time, in the file's order: n (the issue order) follows it.
-                    for item in certs.items:
-                        await conn.execute(
-                            "INSERT INTO identity_certs (serial, record, seq)"
-                            " VALUES ($1, $2, nextval('identity_seq'))",
-                            item["serial"],
-                            json.dumps(item, sort_keys=True),
-                        )
+                    # In the file's order (executemany runs its rows in order): n, the issue
+                    # order, follows it.
+                    await conn.executemany(
+                        "INSERT INTO identity_certs (serial, record, seq)"
+                        " VALUES ($1, $2, nextval('identity_seq'))",
+                        [(i["serial"], json.dumps(i, sort_keys=True)) for i in certs.items],
+                        timeout=IMPORT_TIMEOUT_S,
+                    )
                     report.certs = len(certs.items)
                     report.revoked = sum(1 for i in certs.items if i["revoked_at"] is not None)
                     report.certs_from = certs.path
