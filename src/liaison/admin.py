@@ -614,7 +614,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         return 0
     revoked: frozenset[int] = frozenset()
     server_pki = _pki_at(cfg)
-    if server_pki.index.exists():
+    if server_pki.db is not None or server_pki.index.exists():  # the database's, or the file's
         revoked = revoked_serials(server_pki)
     now = dt.datetime.now(dt.UTC)
     rows = [("NAME", "ORG", "GROUPS IN/OUT", "PROFILE", "SIGN-IN", "CERTS", "STATUS")]

@@ -10,7 +10,9 @@ Skipped with the reason without PostgreSQL, failed under LIAISON_REQUIRE_SERVICE
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,14 @@ import pytest
 from cryptography import x509
 
 from liaison import admin
+from liaison.cli import main as cli_main
 from liaison.config import redacted_url
 from liaison.gate import audit_paths
+from liaison.identity.ca import ensure_server_pki
 from liaison.identity.db_import import ImportRefused
+from liaison.identity.issue import issue_client_cert
+from liaison.identity.revocation import revoke
+from liaison.identity.users import UserDirectory
 from tests.integration.conftest import ServerFactory
 from tests.integration.helpers import clients, connect_tls, sa_event
 from tests.integration.http.http_support import PASSWORD, add_user, browser_session, write_groups
@@ -119,3 +126,34 @@ async def test_a_corrupt_users_file_stops_the_start_and_imports_nothing(
         body = {"username": "webred", "password": PASSWORD}
         async with http.post(page_url(after, "/login"), json=body) as r:
             assert r.status == 200
+
+
+async def test_a_command_first_to_open_the_database_imports_and_says_so(
+    database_url: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key in list(os.environ):  # the CLI reads LIAISON_* as the server does
+        if key.startswith("LIAISON_"):
+            monkeypatch.delenv(key)
+    data_dir = tmp_path / "data"
+    users = UserDirectory.load(data_dir / "users.json")
+    users.add_user("webred", "USA", groups=["red"], password=PASSWORD)
+    users.add_user("gone", "USA", groups=["red"])
+    pki = ensure_server_pki(data_dir, public_host="localhost")
+    serial = issue_client_cert(pki, common_name="gone", org="USA").serial
+    users.add_cert_serial("gone", serial)
+    revoke(pki, serial=serial)
+    config = tmp_path / "liaison.toml"
+    config.write_text(f'[storage]\nbackend = "{database_url}"\n')
+    argv = ["user", "list", "--config", str(config), "--data-dir", str(data_dir)]
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    out, err = capsys.readouterr()
+    assert "Imported into PostgreSQL: 2 users from" in err
+    assert "1 issued certificates (1 revoked)" in err
+    assert "webred" in out and "0 live, 1 revoked" in out
+    # The second command finds the tables filled: nothing imported, the same list.
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    again, err = capsys.readouterr()
+    assert "Imported" not in err and again == out
