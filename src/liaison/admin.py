@@ -46,6 +46,7 @@ from liaison.identity.users import MAX_TOKEN_TTL_S, MIN_TOKEN_TTL_S, User, UserD
 from liaison.storage.permissions import secure_data_dir
 
 if TYPE_CHECKING:
+    from liaison.identity.db_import import ImportReport, LocalIdentity
     from liaison.identity.shared_db import IdentityDb
 
 # --- Named choices --------------------------------------------------------------------------
@@ -153,6 +154,31 @@ def close_command_dbs() -> None:
     _OPENED_BY_COMMANDS.clear()
 
 
+def local_identity(cfg: config_mod.Config) -> LocalIdentity:
+    """What ``cfg``'s data folder holds for the one-time import into PostgreSQL (the users
+    file, ``pki/issued.json``, ``pki/crl.pem``), read and checked; errors kept, not raised."""
+    from liaison.identity.db_import import read_local_identity
+
+    return read_local_identity(cfg.resolved_users_file(), cfg.data_dir / "pki")
+
+
+def import_audit_fields(report: ImportReport, where: str) -> dict[str, object]:
+    """The fields of the ``admin`` audit record of an import into PostgreSQL (docs/deployment.md
+    "Users, certificates and sign-ins (PostgreSQL)"): no secret, only counts and file names."""
+    return {
+        "who": "",
+        "org": "",
+        "action": "identity_import",
+        "target": where,
+        "users": report.users,
+        "users_from": str(report.users_from) if report.users_from is not None else None,
+        "certificates": report.certs,
+        "revoked": report.revoked,
+        "certificates_from": str(report.certs_from) if report.certs_from is not None else None,
+        "crl_number": report.crl_number,
+    }
+
+
 def identity_db(cfg: config_mod.Config) -> IdentityDb | None:
     """The shared identity tables of ``cfg``'s PostgreSQL storage, or None with SQLite. A command
     opens the database once (migrating it as the server would); ``cli.main`` closes it when the
@@ -169,7 +195,22 @@ def identity_db(cfg: config_mod.Config) -> IdentityDb | None:
         from liaison.storage.postgresql import migrate_database
 
         asyncio.run(migrate_database(cfg.storage))
-        db = IdentityDb.open(cfg.storage, where=redacted_url(cfg.storage))
+        # A command may be the first to open the tables after the switch to PostgreSQL: it
+        # imports the data folder's users and certificates as the server would (not audited:
+        # a command has no audit log open; the server's log would have two writers).
+        db = IdentityDb.open(
+            cfg.storage, where=redacted_url(cfg.storage), local=local_identity(cfg)
+        )
+        report = db.imported
+        if report is not None and report.anything:
+            print(
+                f"Imported into PostgreSQL: {report.users} users"
+                f"{f' from {report.users_from}' if report.users_from else ''},"
+                f" {report.certs} issued certificates ({report.revoked} revoked)"
+                f"{f' from {report.certs_from}' if report.certs_from else ''}"
+                f"{f', CRL number {report.crl_number}' if report.crl_number is not None else ''}",
+                file=sys.stderr,
+            )
         _IDENTITY_DBS[cfg.storage] = db
         _OPENED_BY_COMMANDS.add(cfg.storage)
     return db
@@ -573,7 +614,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
         return 0
     revoked: frozenset[int] = frozenset()
     server_pki = _pki_at(cfg)
-    if server_pki.index.exists():
+    if server_pki.db is not None or server_pki.index.exists():  # the database's, or the file's
         revoked = revoked_serials(server_pki)
     now = dt.datetime.now(dt.UTC)
     rows = [("NAME", "ORG", "GROUPS IN/OUT", "PROFILE", "SIGN-IN", "CERTS", "STATUS")]

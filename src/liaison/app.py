@@ -28,9 +28,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from liaison import __version__
-from liaison.admin import forget_identity_db, shares_identity, use_identity_db
+from liaison.admin import (
+    forget_identity_db,
+    import_audit_fields,
+    local_identity,
+    shares_identity,
+    use_identity_db,
+)
 from liaison.api.auth import AuthMode, WebSessions
 from liaison.api.context import ApiContext
+from liaison.api.operator import ADMIN_RECORD
 from liaison.api.routes import ROUTE_ADDERS
 from liaison.api.server import HttpListener, RunningHttp, start_http
 from liaison.audit import AuditLog
@@ -241,7 +248,7 @@ async def _start(
     store_part = _StorePart(config)
     await parts.start(store_part)
     store = store_part.store
-    identity_part = _IdentityDbPart(config)
+    identity_part = _IdentityDbPart(config, gate)
     await parts.start(identity_part)
     identity_db = identity_part.db
     writer = StoreWriter(store)
@@ -575,8 +582,9 @@ class _IdentityDbPart:
 
     name = "identity-db"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, gate: Gate | None) -> None:
         self._config = config
+        self._gate = gate
         self.db: IdentityDb | None = None
 
     async def bind(self) -> None:
@@ -586,8 +594,18 @@ class _IdentityDbPart:
         from liaison.identity.shared_db import IdentityDb
 
         url = self._config.storage
-        self.db = await asyncio.to_thread(IdentityDb.open, url, where=redacted_url(url))
+        local = await asyncio.to_thread(local_identity, self._config)
+        self.db = await asyncio.to_thread(
+            IdentityDb.open, url, where=redacted_url(url), local=local
+        )
         use_identity_db(self._config, self.db)
+        report = self.db.imported
+        if report is not None and report.anything and self._gate is not None:
+            # The import is an administrative change made by the server itself: an ``admin``
+            # record (docs/deployment.md), written before anything can use what it imported.
+            fields = import_audit_fields(report, redacted_url(url))
+            if not self._gate.record([(ADMIN_RECORD, fields)]):
+                log.error("identity import not audited: the audit log failed")
 
     async def run(self) -> None:
         return None

@@ -54,6 +54,15 @@ def crl_needs_refresh(pki: ServerPki, ca: x509.Certificate, now: dt.datetime) ->
         return True
     if crl.issuer != ca.subject or not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
         return True
+    # With PostgreSQL every revocation of this CA must be on it: a CRL imported beside an index
+    # (identity/db_import.py) may be older than a revocation, and is then signed again. (The
+    # files are written together under one lock: no such check, and no read of the index.)
+    if pki.db is not None:
+        on_crl = {entry.serial_number for entry in crl}
+        ca_fp = fingerprint_sha256(ca)
+        for rec in list_issued(pki):
+            if rec.revoked and rec.issuer_sha256 == ca_fp and rec.serial not in on_crl:
+                return True
     nxt = crl.next_update_utc
     return nxt is None or nxt - now < dt.timedelta(days=CRL_VALIDITY_DAYS / 2)
 

@@ -17,6 +17,13 @@ read-modify-write; the copy in memory is updated before the call returns (read y
 The tables (``identity_users``, ``identity_certs``, ``identity_crl``, ``identity_sessions``) are
 made by the store's migration (storage/postgresql.py, step 1 -> 2); this module never creates
 them. asyncpg is imported only when this module is (a ``postgresql://`` storage).
+
+Opening imports, once, what the node's data folder held before (identity/db_import.py): when
+``identity_users`` is empty the users of ``users.json``, when ``identity_certs`` is empty the
+index ``pki/issued.json`` and the CRL ``pki/crl.pem``; in one transaction under ``_LOCK``, so of
+two nodes opening at once one imports and the other finds the tables filled. Once a table holds
+anything, nothing is imported into it again (a file that holds users the database lacks is
+logged as a warning).
 """
 
 from __future__ import annotations
@@ -33,6 +40,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from liaison.errors import StorageError
+from liaison.identity.db_import import (
+    ImportReport,
+    LocalIdentity,
+    names,
+    users_differing,
+)
 
 try:
     import asyncpg
@@ -53,6 +66,11 @@ POLL_S = 0.5
 # Seconds one call may take (connect, statement, transaction) before it fails with StorageError:
 # a stalled database must not hang a handshake or a login forever.
 CALL_TIMEOUT_S = 10.0
+# Seconds the open may take when it imports the data folder (identity/db_import.py), and a node
+# waits for another's import: 20,000 users and 20,000 certificates import in 1.2 s, 100,000 of
+# each in 9.1 s on the 2-core test machine at load 3.5 (bench/identity_import_bench.py), past
+# CALL_TIMEOUT_S but well within this.
+IMPORT_TIMEOUT_S = 60.0
 # pg_advisory_xact_lock key held by every identity write ("liaison\0\2" as 8 bytes; the schema
 # migration holds ...0001).
 _LOCK = 0x6C6961697300_0002
@@ -110,15 +128,30 @@ class IdentityDb:
         self._crl: tuple[int, bytes | None, bytes | None] = (0, None, None)
         self._crl_seq = 0
         self.version = 0  # bumped whenever any copy changes
+        self._local: LocalIdentity | None = None
+        # What opening imported from the data folder (None: nothing was offered to import).
+        self.imported: ImportReport | None = None
 
     # -- lifetime --
 
     @classmethod
-    def open(cls, url: str, *, where: str, schema: str | None = None) -> IdentityDb:
+    def open(
+        cls,
+        url: str,
+        *,
+        where: str,
+        schema: str | None = None,
+        local: LocalIdentity | None = None,
+    ) -> IdentityDb:
+        """Connect and read everything. With ``local`` (the data folder's users and index,
+        identity/db_import.py) an empty table is first filled from it, once in the cluster; a
+        part of ``local`` that could not be read refuses the open (ImportRefused) when that part
+        was to be imported, and nothing at all is imported then."""
         db = cls(url, where=where, schema=schema)
+        db._local = local
         db._thread.start()
         try:
-            db._run(db._connect())
+            db._run(db._connect(), IMPORT_TIMEOUT_S if local is not None else CALL_TIMEOUT_S)
         except BaseException:
             db.close()
             raise
@@ -163,8 +196,142 @@ class IdentityDb:
         self._listen = await self._new_conn()
         await self._listen.add_listener(CHANNEL, self._notified)
         async with self._busy:
+            if self._local is not None:
+                self.imported = await self._import(self._local)
             await self._refresh()
+        if self._local is not None and self.imported is not None:
+            self._report(self._local, self.imported)
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="identity-poll")
+
+    async def _import(self, local: LocalIdentity) -> ImportReport:
+        """Fill the empty tables from ``local`` in one transaction under the identity lock
+        (``_busy`` held). Raises the part's ImportRefused when that part is to be imported and
+        could not be read: the transaction is rolled back, nothing is imported."""
+        conn = self._conn
+        report = ImportReport()
+        async with conn.transaction():
+            # Another node may be importing: wait for its transaction as long as an import may
+            # take, not a statement's CALL_TIMEOUT_S.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK, timeout=IMPORT_TIMEOUT_S)
+            has_users = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identity_users)")
+            has_certs = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identity_certs)")
+            if not has_users:
+                if local.users_error is not None:
+                    raise local.users_error
+                if local.users is not None and local.users.records:
+                    await conn.executemany(
+                        "INSERT INTO identity_users (name, record, seq)"
+                        " VALUES ($1, $2, nextval('identity_seq'))",
+                        [
+                            (name, json.dumps(record, sort_keys=True))
+                            for name, record in sorted(local.users.records.items())
+                        ],
+                        timeout=IMPORT_TIMEOUT_S,
+                    )
+                    report.users = len(local.users.records)
+                    report.users_from = local.users.path
+            if not has_certs:
+                if local.certs_error is not None:
+                    raise local.certs_error
+                certs = local.certs
+                if certs is not None and certs.items:
+                    # In the file's order (executemany runs its rows in order): n, the issue
+                    # order, follows it.
+                    await conn.executemany(
+                        "INSERT INTO identity_certs (serial, record, seq)"
+                        " VALUES ($1, $2, nextval('identity_seq'))",
+                        [(i["serial"], json.dumps(i, sort_keys=True)) for i in certs.items],
+                        timeout=IMPORT_TIMEOUT_S,
+                    )
+                    report.certs = len(certs.items)
+                    report.revoked = sum(1 for i in certs.items if i["revoked_at"] is not None)
+                    report.certs_from = certs.path
+                    # The CRL comes along unless a node already signed one with a number at
+                    # least as high (CRL numbers only increase, RFC 5280 5.2.3); a CRL that then
+                    # lacks an imported revocation is re-signed at start (revocation.py
+                    # crl_needs_refresh).
+                    current = await conn.fetchval(
+                        "SELECT crl_number FROM identity_crl WHERE id = 1"
+                    )
+                    if certs.crl_pem is not None and (
+                        current is None or certs.crl_number > current
+                    ):
+                        await conn.execute(
+                            "INSERT INTO identity_crl (id, crl_number, pem, der, seq)"
+                            " VALUES (1, $1, $2, $3, nextval('identity_seq'))"
+                            " ON CONFLICT (id) DO UPDATE SET crl_number = $1, pem = $2,"
+                            " der = $3, seq = nextval('identity_seq')",
+                            certs.crl_number,
+                            certs.crl_pem,
+                            certs.crl_der,
+                        )
+                        report.crl_number = certs.crl_number
+                        report.crl_from = certs.crl_path
+            if report.anything:
+                await conn.execute(f"NOTIFY {CHANNEL}")
+        return report
+
+    def _report(self, local: LocalIdentity, report: ImportReport) -> None:
+        """Log what was imported, or what of the data folder is ignored (the copies read)."""
+        if report.users:
+            log.info(
+                "imported %d users from %s into the identity tables of postgresql %s",
+                report.users,
+                report.users_from,
+                self._where,
+            )
+        elif local.users is not None and self._users:
+            missing, differ = users_differing(local.users, self._users)
+            if missing:
+                log.warning(
+                    "%s holds %d users the database lacks (%s): not imported, the database"
+                    " already holds users (add them with `liaison user add`)",
+                    local.users.path,
+                    len(missing),
+                    names(missing),
+                )
+            if differ:
+                log.info(
+                    "%s: %d users differ from the database's (%s); the database's are used",
+                    local.users.path,
+                    len(differ),
+                    names(differ),
+                )
+        elif local.users_error is not None:
+            log.warning("not imported, the database already holds users: %s", local.users_error)
+        if report.certs or report.crl_number is not None:
+            crl = (
+                f"; CRL number {report.crl_number} from {report.crl_from}"
+                if report.crl_number is not None
+                else ""
+            )
+            log.info(
+                "imported %d issued certificates (%d revoked) from %s into postgresql %s%s",
+                report.certs,
+                report.revoked,
+                report.certs_from,
+                self._where,
+                crl,
+            )
+        elif local.certs is not None and self._certs:
+            lacking = [i for i in local.certs.items if i["serial"] not in self._certs]
+            if lacking:
+                revoked = [i["serial"] for i in lacking if i["revoked_at"] is not None]
+                log.warning(
+                    "%s lists %d certificates the database lacks (serials %s): not imported,"
+                    " the database already holds issued certificates%s",
+                    local.certs.path,
+                    len(lacking),
+                    names([i["serial"] for i in lacking]),
+                    f"; {len(revoked)} of them revoked here ({names(revoked)}) are NOT refused"
+                    " by this cluster: revoke their users again (liaison user revoke NAME)"
+                    if revoked
+                    else "",
+                )
+        elif local.certs_error is not None:
+            log.warning(
+                "not imported, the database already holds certificates: %s", local.certs_error
+            )
 
     async def _disconnect(self) -> None:
         self._closing = True
