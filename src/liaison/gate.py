@@ -252,6 +252,10 @@ class Gate:
         org = sender.org
         if org is None:
             return IngestOutcome(None, None, ("sender_has_no_org",))
+        if org not in policy.rel.value_set:
+            # Refused before the default label is made: a label naming an organisation the
+            # policy does not know cannot be built (labels.check_ingest refuses it the same way).
+            return IngestOutcome(None, None, ("bad_sender_org",))
         lg = self._listener(sender.listener)
         default = None
         # The default is read only for a new item that carries no label (check_ingest); an
@@ -303,6 +307,8 @@ class Gate:
         org = uploader.org
         if org is None:
             return None, ("sender_has_no_org",)
+        if org not in policy.rel.value_set:
+            return None, ("bad_sender_org",)
         lg = self._listener(uploader.listener)
         default = None
         if lg is not None and lg.default_classification is not None:

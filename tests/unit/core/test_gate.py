@@ -403,3 +403,20 @@ def test_a_partner_may_not_relabel_another_organisations_item_unless_the_policy_
             # The originating organisation may still raise it.
             mine = router.relabel(person(gate, "usa3", "USA", "usa-secret"), "u", raised, None)
             assert mine is not None and mine.allowed
+
+
+def test_a_sender_of_an_organisation_the_policy_does_not_know_is_refused_not_raised() -> None:
+    """A certificate user whose organisation is no value of REL: a new unlabelled item would get
+    a default label naming that organisation, which cannot be built. It is a refusal
+    (``bad_sender_org``), counted, never an exception out of the session."""
+    router, gate, _audit = setup()
+    reader = Sub(person(gate, "usa", "USA", "usa-secret"))
+    router.attach(reader)
+    stranger = Sub(person(gate, "fra", "FRA", "usa-secret"))
+    outcome = gate.ingest(event("new-item"), stranger.principal, None)
+    assert (outcome.event, outcome.reasons) == (None, ("bad_sender_org",))
+    labelled = event("labelled", label(gate, "SECRET", "USA"), gate)
+    assert gate.ingest(labelled, stranger.principal, None).reasons == ("bad_sender_org",)
+    assert router.publish(event("new-item"), stranger) == 0
+    assert reader.got == []
+    assert gate.aggregate([None], stranger.principal, NOW) == (None, ("bad_sender_org",))
