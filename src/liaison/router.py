@@ -171,9 +171,10 @@ class ClusterBus(Protocol):
     """Where a node hands the events it accepts to the other nodes (``cluster/bus.py``).
 
     With a bus, :meth:`Router.publish_checked` accepts an event and submits it; the bus hands it
-    back to :meth:`Router.distribute` once the bus has stored it (JetStream's acknowledgement),
-    and hands the other nodes' events to :meth:`Router.distribute_remote`. It learns which groups
-    this node's subscribers read, so it receives only events some of them may see.
+    back to :meth:`Router.distribute_acknowledged` once the bus has stored it (JetStream's
+    acknowledgement), and hands the other nodes' events to :meth:`Router.distribute_remote`. It
+    learns which groups this node's subscribers read, so it receives only events some of them
+    may see.
     """
 
     def submit(self, accepted: AcceptedEvent) -> None:
@@ -503,8 +504,22 @@ class Router:
         if not self._record([ingest]):
             self._hold((event, source))
             return Refusal((), held=True)
-        self._commit(accepted)
+        # With a bus the latest state takes the event on the bus's acknowledgement
+        # (distribute_acknowledged): a client connecting meanwhile is not replayed an event
+        # the bus may never hold, nor replayed it and then sent it live (docs/deployment.md).
+        self._commit(accepted, remember=self._bus is None)
         return accepted
+
+    def distribute_acknowledged(self, accepted: AcceptedEvent) -> int:
+        """An event this node accepted (:meth:`accept`), now held by the bus: it joins the
+        latest state, then goes to every subscriber that may see it (:meth:`distribute`), in
+        one step, so a subscriber attaching is either replayed it or sent it live, never both.
+        """
+        event, label, sender = accepted.event, accepted.label, accepted.source.principal
+        forgotten = self._remember(event, label, sender, self._clock_ms())
+        if forgotten is not None and self._on_delete is not None:
+            self._on_delete(forgotten)
+        return self.distribute(accepted)
 
     def distribute(self, accepted: AcceptedEvent) -> int:
         """Hand an accepted event to every subscriber that may see it; returns the deliveries.
@@ -621,8 +636,9 @@ class Router:
         gate = self.gate
         return gate is None or gate.record([a for a in audit if a is not None])
 
-    def _commit(self, accepted: AcceptedEvent) -> None:
-        """After the ``ingest`` record: learn the client, store, update the latest state."""
+    def _commit(self, accepted: AcceptedEvent, *, remember: bool = True) -> None:
+        """After the ``ingest`` record: learn the client, store, update the latest state
+        (unless ``remember`` is False: a cluster node does that on the bus's acknowledgement)."""
         event, label, source = accepted.event, accepted.label, accepted.source
         sender = source.principal
         now = self._clock_ms()
@@ -645,6 +661,8 @@ class Router:
         # The stored copy is the event as accepted (with any dests); without dests it shares
         # the live rendering.
         self._store(event, label, sender, now, accepted.out.xml())
+        if not remember:
+            return
         forgotten = self._remember(event, label, sender, now)
         if forgotten is not None and self._on_delete is not None:
             self._on_delete(forgotten)

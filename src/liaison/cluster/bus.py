@@ -2,13 +2,14 @@
 
 How an event travels (docs/deployment.md, "Several nodes"):
 
-1. A node's router accepts an event (ingest rules, ``ingest`` record, its own store and latest
-   state) and :meth:`NatsBus.submit` queues it (bounded by ``MAX_PENDING``).
+1. A node's router accepts an event (ingest rules, ``ingest`` record, its own store) and
+   :meth:`NatsBus.submit` queues it (bounded by ``MAX_PENDING``).
 2. The publisher publishes it to JetStream, once per group its sender writes into
    (``protocol/cluster_wire.py`` names the subjects), and waits for JetStream's acknowledgement:
-   the stream has stored it. Only then does this node distribute it to its own subscribers
-   (``Router.distribute``). An event whose publish fails is tried again (``RETRY_S``), in order;
-   while events wait past ``CONGESTED_AT`` the router reports congestion and readers pause.
+   the stream has stored it. Only then does this node add it to its latest state and
+   distribute it to its own subscribers (``Router.distribute_acknowledged``). An event whose
+   publish fails is tried again (``RETRY_S``), in order; while events wait past
+   ``CONGESTED_AT`` the router reports congestion and readers pause.
 3. Every other node that has a subscriber reading one of those groups receives it on a core
    NATS subscription of that group's subject (interest-based: a node subscribes only to the
    groups its own subscribers read), drops a second copy (same message id on another group's
@@ -63,6 +64,9 @@ DRAIN_S = 5.0
 # Seconds between a consumer's heartbeats when idle: how soon a lost consumer is noticed and
 # made again from its last sequence.
 CONSUMER_HEARTBEAT_S = 2.0
+# Seconds between checks that each group's consumer keeps up with the stream; one behind at two
+# checks in a row, without delivering anything between them, is made again.
+STALL_CHECK_S = 2.0
 # Seconds JetStream remembers message ids to drop a publish made twice (a retry after a lost ack).
 DUPLICATE_WINDOW_S = 120.0
 
@@ -99,6 +103,12 @@ class NatsBus:
         self._wake = asyncio.Event()
         self._interest: dict[str, int] = {}  # group -> subscribers reading it
         self._subscribed: dict[str, Any] = {}  # group -> NATS subscription
+        # group -> stream sequence of the last event its consumer delivered
+        self._delivered: dict[str, int] = {}
+        # group -> the delivered sequence at which the watchdog last found it behind
+        self._stalled: dict[str, int] = {}
+        # group -> the sequence a consumer the watchdog could not make again resumes after
+        self._resume: dict[str, int] = {}
         self._interest_changed = asyncio.Event()
         self._seen = SeenIds()
         self._seq = 0
@@ -129,6 +139,10 @@ class NatsBus:
         self.m_subscribe_errors = m.counter(
             "liaison_cluster_subscribe_errors_total",
             "Group subscriptions NATS did not make (tried again)",
+        )
+        self.m_consumer_resets = m.counter(
+            "liaison_cluster_consumer_resets_total",
+            "Group consumers made again because they fell behind the stream",
         )
         self.m_reconnects = m.counter(
             "liaison_cluster_reconnects_total", "Times this node reconnected to NATS"
@@ -170,7 +184,7 @@ class NatsBus:
             log.warning(
                 "cluster bus queue full: event %s distributed here only", accepted.event.uid
             )
-            self._router.distribute(accepted)
+            self._router.distribute_acknowledged(accepted)
             return
         self._pending.append((accepted, self._wire(accepted)))
         self._wake.set()
@@ -233,6 +247,7 @@ class NatsBus:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publisher(), name="cluster-publisher")
             tg.create_task(self._subscriber(), name="cluster-subscriptions")
+            tg.create_task(self._watchdog(), name="cluster-consumer-watchdog")
 
     async def close(self) -> None:
         nc = self._nc
@@ -274,7 +289,7 @@ class NatsBus:
         for _ in range(done):
             accepted, _wire = self._pending.popleft()
             self.m_published.inc()
-            self._router.distribute(accepted)
+            self._router.distribute_acknowledged(accepted)
         if done < len(batch):
             self.m_errors.inc()
             first = next(r for r in results if r is not True)
@@ -308,31 +323,15 @@ class NatsBus:
         """Keep one subscription per group some subscriber here reads, and no other. A change
         NATS does not make (a timeout, a server away) is tried again after ``RETRY_S``: the
         node keeps serving meanwhile."""
-        from nats.js.api import DeliverPolicy  # nats-py is there: bind() imported it
-
         while True:
             self._interest_changed.clear()
             wanted = set(self._interest)
             try:
                 for group in sorted(set(self._subscribed) - wanted):
-                    sub = self._subscribed.pop(group)
-                    with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                    await self._unsubscribe(group)
                 for group in sorted(wanted - set(self._subscribed)):
-                    subject = cluster_wire.subject_for(self.settings.prefix, group)
-                    # An ordered push consumer of the stream (NATS JetStream "Ordered
-                    # Consumer"): from the next event on, in stream order; after a reconnect or
-                    # a lost server it is made again from the last sequence it delivered, so
-                    # nothing published while this node was away from NATS is missed.
-                    self._subscribed[group] = await self._js.subscribe(
-                        subject,
-                        cb=self._on_msg,
-                        stream=self.settings.stream,
-                        ordered_consumer=True,
-                        idle_heartbeat=CONSUMER_HEARTBEAT_S,
-                        deliver_policy=DeliverPolicy.NEW,
-                        pending_msgs_limit=MAX_PENDING,
-                    )
+                    # A consumer the watchdog could not make again resumes where it stopped.
+                    await self._subscribe(group, self._resume.get(group))
             except Exception as exc:  # nats-py raises its own errors and TimeoutError
                 self.m_subscribe_errors.inc()
                 log.warning("cluster bus: subscribing failed (%r); trying again", exc)
@@ -340,8 +339,95 @@ class NatsBus:
                 continue
             await self._interest_changed.wait()
 
-    async def _on_msg(self, msg: Any) -> None:
-        self.receive(msg.headers, msg.data)
+    async def _subscribe(self, group: str, after: int | None) -> None:
+        """An ordered push consumer of the stream (NATS JetStream "Ordered Consumer") on
+        ``group``'s subject, in stream order, from the event after stream sequence ``after``
+        (None: the stream's last, so from the next event on)."""
+        from nats.js.api import ConsumerConfig, DeliverPolicy  # bind() imported nats-py
+
+        subject = cluster_wire.subject_for(self.settings.prefix, group)
+        if after is None:
+            after = await self._last_seq(subject)
+        self._delivered[group] = after
+        self._stalled.pop(group, None)
+
+        async def on_msg(msg: Any) -> None:
+            seq = msg.metadata.sequence.stream
+            if seq > self._delivered.get(group, 0):
+                self._delivered[group] = seq
+            self.receive(msg.headers, msg.data)
+
+        sub = await self._js.subscribe(
+            subject,
+            cb=on_msg,
+            stream=self.settings.stream,
+            ordered_consumer=True,
+            idle_heartbeat=CONSUMER_HEARTBEAT_S,
+            config=ConsumerConfig(opt_start_seq=after + 1),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            pending_msgs_limit=MAX_PENDING,
+        )
+        self._subscribed[group] = sub
+        self._resume.pop(group, None)
+
+    async def _unsubscribe(self, group: str) -> None:
+        sub = self._subscribed.pop(group)
+        self._delivered.pop(group, None)
+        self._resume.pop(group, None)
+        self._stalled.pop(group, None)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+    async def _last_seq(self, subject: str) -> int:
+        """The stream sequence of the last event on ``subject`` (0: none)."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await self._js.get_last_msg(self.settings.stream, subject)
+        except NotFoundError:
+            return 0
+        return int(msg.seq)
+
+    async def _watchdog(self) -> None:
+        """Make again, from the last event it delivered, a group's consumer that has fallen
+        silent while the stream holds newer events of that group. nats-py remakes an ordered
+        consumer when its heartbeats stop, but one that lives on (a NATS server of the
+        cluster killed, its stream leader moved) may deliver nothing more while its heartbeats
+        still arrive: found by tests/integration/test_cluster_failover.py. A copy delivered
+        twice is dropped by its message id (``SeenIds``)."""
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            for group in sorted(self._subscribed):
+                subject = cluster_wire.subject_for(self.settings.prefix, group)
+                try:
+                    last = await self._last_seq(subject)
+                except Exception as exc:  # NATS away or no stream leader: next round
+                    log.debug("cluster bus: stall check of %s failed (%r)", group, exc)
+                    continue
+                delivered = self._delivered.get(group)
+                if delivered is None or last <= delivered:
+                    self._stalled.pop(group, None)
+                    continue
+                if self._stalled.get(group) != delivered:
+                    self._stalled[group] = delivered  # behind: stalled if still so next round
+                    continue
+                self.m_consumer_resets.inc()
+                log.warning(
+                    "cluster bus: consumer of %s stalled at %d (stream at %d); made again",
+                    group,
+                    delivered,
+                    last,
+                )
+                try:
+                    old = self._subscribed.pop(group)
+                    with contextlib.suppress(Exception):
+                        await old.unsubscribe()
+                    await self._subscribe(group, delivered)
+                except Exception as exc:
+                    self.m_subscribe_errors.inc()
+                    log.warning("cluster bus: remaking %s failed (%r)", group, exc)
+                    self._resume[group] = delivered
+                    self._interest_changed.set()  # the subscriber makes it again, from there
 
     def receive(self, headers: dict[str, str] | None, payload: bytes) -> int:
         """Handle one bus message; returns the deliveries made here."""
@@ -386,7 +472,8 @@ class NatsBus:
 
     async def _on_reconnected(self) -> None:
         self.m_reconnects.inc()
-        log.info("cluster bus: reconnected to NATS")
+        url = getattr(self._nc, "connected_url", None)
+        log.info("cluster bus: reconnected to NATS at %s", url.netloc if url else "?")
 
 
 def read_label(policy: Policy | None, label_json: str | None) -> tuple[bool, Label | None]:
