@@ -95,13 +95,19 @@ class NatsBus:
         self.settings = settings
         self._router = router
         # Accepted events waiting for the bus, each with its bus message (made once).
-        self._pending: deque[tuple[AcceptedEvent, BusEvent]] = deque()
+        self._pending: deque[tuple[AcceptedEvent, BusEvent, int]] = deque()
         self._wake = asyncio.Event()
         self._interest: dict[str, int] = {}  # group -> subscribers reading it
         self._subscribed: dict[str, Any] = {}  # group -> NATS subscription
         self._interest_changed = asyncio.Event()
         self._seen = SeenIds()
         self._seq = 0
+        # The highest message number (``_seq``) the bus acknowledged: events are acknowledged
+        # and distributed in the order they were submitted, so every number up to it is in the
+        # stream. ``published`` waits on it (the partner links' acknowledgement, link.py).
+        self._acked = 0
+        self.unshared = 0  # events distributed here only (the queue was full), as counted
+        self._progress = asyncio.Event()
         # Message ids are NODE:BOOT:SEQ, so a restarted node's ids never repeat old ones.
         self._boot = f"{time.time_ns():x}"
         self._nc: Any = None
@@ -166,14 +172,27 @@ class NatsBus:
 
     def submit(self, accepted: AcceptedEvent) -> None:
         if len(self._pending) >= MAX_PENDING:
+            self.unshared += 1
             self.m_unshared.inc()
             log.warning(
                 "cluster bus queue full: event %s distributed here only", accepted.event.uid
             )
             self._router.distribute(accepted)
             return
-        self._pending.append((accepted, self._wire(accepted)))
+        wire = self._wire(accepted)
+        self._pending.append((accepted, wire, self._seq))
         self._wake.set()
+
+    def mark(self) -> int:
+        """The message number of the last event submitted so far (0: none yet)."""
+        return self._seq
+
+    async def published(self, mark: int) -> None:
+        """Return once JetStream acknowledged every event submitted up to ``mark``
+        (:meth:`mark`). It waits as long as the bus cannot take them: callers bound it."""
+        while self._acked < mark:
+            progress = self._progress
+            await progress.wait()
 
     def interest(self, groups: frozenset[str], delta: int) -> None:
         for g in groups:
@@ -264,7 +283,7 @@ class NatsBus:
         order. False when the first of them could not be published (tried again later)."""
         batch = [self._pending[i] for i in range(min(PUBLISH_WINDOW, len(self._pending)))]
         results = await asyncio.gather(
-            *(self._publish_one(w) for _, w in batch), return_exceptions=True
+            *(self._publish_one(w) for _, w, _ in batch), return_exceptions=True
         )
         done = 0
         for ok in results:
@@ -272,9 +291,13 @@ class NatsBus:
                 break
             done += 1
         for _ in range(done):
-            accepted, _wire = self._pending.popleft()
+            accepted, _wire, seq = self._pending.popleft()
             self.m_published.inc()
+            self._acked = seq
             self._router.distribute(accepted)
+        if done:
+            progress, self._progress = self._progress, asyncio.Event()
+            progress.set()
         if done < len(batch):
             self.m_errors.inc()
             first = next(r for r in results if r is not True)

@@ -1,0 +1,132 @@
+"""In a cluster, a partner link acknowledges an event from its peer only once the bus has it
+(docs/deployment.md "What the cluster receives from a partner"): a real NatsBus on NATS
+JetStream, a PeerLink whose ``bus`` is it. Skipped without NATS, failed under
+LIAISON_REQUIRE_SERVICES=1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from liaison.cluster.bus import ClusterSettings, NatsBus
+from liaison.errors import PeerError
+from liaison.federation import link as link_mod
+from liaison.federation.link import PeerLink
+from liaison.federation.outbox import Outbox
+from liaison.federation.status import FederationStatus
+from liaison.latest import MemoryLatestState
+from liaison.metrics import Metrics
+from liaison.router import Router
+from tests.unit.federation.fed_support import POLICY, UKR_ORIG, cot, fed_config
+from tests.unit.federation.test_peer_link import MemoryAudit
+
+NATS_URL = os.environ.get("LIAISON_TEST_NATS", "nats://127.0.0.1:4222")
+WAIT_S = 10.0
+PROV = '<__federation origin="ukr-srv" hops="1"/>'
+CONTACT = '<contact callsign="ALPHA" endpoint="*:-1:stcp"/><__group name="Cyan"/>'
+
+
+def inbound(uid: str) -> bytes:
+    return cot(uid=uid, label=UKR_ORIG, detail=CONTACT + PROV)
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[tuple[NatsBus, Router]]:
+    tag = secrets.token_hex(4)
+    router = Router(metrics=Metrics(), clock_ms=lambda: 0, latest=MemoryLatestState())
+    settings = ClusterSettings(
+        servers=(NATS_URL,), node="me", prefix=f"lt{tag}", stream=f"LIAISON_TEST_{tag}"
+    )
+    b = NatsBus(settings, router, Metrics())
+    try:
+        async with asyncio.timeout(5):
+            await b.bind()
+    except Exception as exc:
+        reason = f"NATS JetStream at {NATS_URL} is unavailable: {exc!r}"
+        if os.environ.get("LIAISON_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"cluster tests required but {reason}")
+        pytest.skip(reason)
+    router.set_bus(b)
+    try:
+        yield b, router
+    finally:
+        with contextlib.suppress(Exception):
+            await b.jetstream.delete_stream(settings.stream)
+        await b.close()
+
+
+def make_link(tmp_path: Path, router: Router, bus: NatsBus) -> PeerLink:
+    fed = fed_config()
+    link = PeerLink(
+        fed=fed,
+        peer=fed.peers[0],
+        policy=POLICY,
+        router=router,
+        audit=MemoryAudit(),
+        outbox=Outbox.open(tmp_path / "ukr.db", durable=False),
+        status=FederationStatus("usa-srv").add("ukr", None),
+        clock_ms=lambda: 1_764_072_000_000,
+    )
+    link.bus = bus
+    return link
+
+
+async def stream_uids(bus: NatsBus) -> int:
+    info = await bus.jetstream.stream_info(bus.settings.stream)
+    return int(info.state.messages)
+
+
+async def test_the_ack_waits_for_the_bus_and_a_resend_is_not_applied_again(
+    tmp_path: Path, bus: tuple[NatsBus, Router], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b, router = bus
+    link = make_link(tmp_path, router, b)
+    validator = link.peer_identified("ukr-srv")
+    monkeypatch.setattr(link_mod, "BUS_WAIT_S", 0.3)
+    # The bus's publisher is not running: the events are accepted, not in the stream.
+    with pytest.raises(PeerError) as refused:
+        await link.receive([(1, inbound("a")), (2, inbound("b"))], validator)
+    assert refused.value.reason == "bus_wait"
+    assert link.outbox.last_applied == 0 and link.last_applied == 0  # no RESUME covers them
+    assert b.pending() == 2 and await stream_uids(b) == 0
+    # The peer sends them again after it reconnects: dropped (applied here, waiting for the
+    # bus), still not acknowledged while the bus has not taken them.
+    with pytest.raises(PeerError):
+        await link.receive([(1, inbound("a")), (2, inbound("b"))], validator)
+    assert link.status.counts["duplicates"] == 2 and b.pending() == 2
+    # The bus takes them: the next batch's acknowledgement covers all three, once published.
+    monkeypatch.setattr(link_mod, "BUS_WAIT_S", WAIT_S)
+    publisher = asyncio.create_task(b.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            assert await link.receive([(3, inbound("c"))], validator) == 3
+        assert link.outbox.last_applied == 3 and b.pending() == 0
+        assert await stream_uids(b) == 3 * len(link.source.principal.in_groups)  # a copy a group
+        # A batch of duplicates only is acknowledged at once.
+        async with asyncio.timeout(WAIT_S):
+            assert await link.receive([(3, inbound("c"))], validator) == 3
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+        link.outbox.close()
+
+
+async def test_events_distributed_unshared_are_not_acknowledged(
+    tmp_path: Path, bus: tuple[NatsBus, Router], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b, router = bus
+    link = make_link(tmp_path, router, b)
+    validator = link.peer_identified("ukr-srv")
+    monkeypatch.setattr("liaison.cluster.bus.MAX_PENDING", 1)
+    with pytest.raises(PeerError) as refused:
+        await link.receive([(1, inbound("a")), (2, inbound("b"))], validator)
+    assert refused.value.reason == "bus_full" and b.unshared == 1
+    assert link.outbox.last_applied == 0
+    link.outbox.close()
