@@ -23,6 +23,7 @@ from liaison.federation.status import FederationStatus
 from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.router import Router
+from tests.unit.core.test_router import Sub, user
 from tests.unit.federation.fed_support import POLICY, UKR_ORIG, cot, fed_config
 from tests.unit.federation.test_peer_link import MemoryAudit
 
@@ -130,3 +131,57 @@ async def test_events_distributed_unshared_are_not_acknowledged(
     assert refused.value.reason == "bus_full" and b.unshared == 1
     assert link.outbox.last_applied == 0
     link.outbox.close()
+
+
+async def test_an_event_applied_again_by_the_next_holder_is_distributed_once(
+    tmp_path: Path, bus: tuple[NatsBus, Router]
+) -> None:
+    """The holder applied and published the peer's event 1 and died before acknowledging it;
+    the peer sends it again to the next holder, which applies it again: JetStream knows it by
+    the peer and its number (``fed/ukr/1``), so it is stored once and the next holder's own
+    clients, which had it from the first holder, do not get it twice."""
+    first_bus, first_router = bus
+    settings = first_bus.settings
+    second_router = Router(metrics=Metrics(), clock_ms=lambda: 0, latest=MemoryLatestState())
+    second_bus = NatsBus(
+        ClusterSettings(
+            servers=settings.servers, node="other", prefix=settings.prefix, stream=settings.stream
+        ),
+        second_router,
+        Metrics(),
+    )
+    await second_bus.bind()
+    second_router.set_bus(second_bus)
+    reader = Sub(user("usa-s"))  # a client of the next holder reading the peer's group
+    second_router.attach(reader)
+    tasks = [asyncio.create_task(first_bus.run()), asyncio.create_task(second_bus.run())]
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = make_link(tmp_path / "first", first_router, first_bus)
+    second = make_link(tmp_path / "second", second_router, second_bus)
+    try:
+        await asyncio.sleep(0.5)  # the second node subscribes to the group of its reader
+        v1, v2 = first.peer_identified("ukr-srv"), second.peer_identified("ukr-srv")
+        async with asyncio.timeout(WAIT_S):
+            assert await first.receive([(1, inbound("x"))], v1) == 1
+            for _ in range(100):  # bounded: 10 s
+                if reader.got:
+                    break
+                await asyncio.sleep(0.1)
+        assert [e.uid for e in reader.got] == ["x"]
+        stored = await stream_uids(first_bus)
+        # The next holder never saw the ACK go out: the peer sends event 1 again.
+        async with asyncio.timeout(WAIT_S):
+            assert await second.receive([(1, inbound("x"))], v2) == 1
+        await asyncio.sleep(0.5)
+        assert [e.uid for e in reader.got] == ["x"]  # not twice
+        assert await stream_uids(first_bus) == stored
+        assert second_bus.m_dropped.get("republished") == 1
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await second_bus.close()
+        first.outbox.close()
+        second.outbox.close()

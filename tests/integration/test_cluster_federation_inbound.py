@@ -6,7 +6,7 @@ Three ``liaison serve`` nodes (processes, tests/integration/federation/cluster_n
 NATS JetStream stream and one PostgreSQL schema, one native partner UKR (in this process) whose
 client sends a steady stream into the cluster while the holder is killed with SIGKILL. Every
 event UKR's outbox saw acknowledged reaches a client on each surviving node; those acknowledged
-before the kill exactly once. Skipped without NATS or PostgreSQL, failed under
+before the kill and after exactly once. Skipped without NATS or PostgreSQL, failed under
 LIAISON_REQUIRE_SERVICES=1 (the ``services`` fixture).
 """
 
@@ -46,7 +46,6 @@ from tests.integration.test_labels_e2e import POLICY, marker, seclabel
 __all__ = ["services"]  # the fixture, shared with test_cluster_federation
 
 UKR_LABEL = seclabel("SECRET", ["UKR", "USA"])  # originated by UKR, releasable to USA
-WINDOW = 1000  # federation.window's default: the most a peer has unacknowledged
 ARRIVE_S = 60.0
 # An event's uid in what a client received (its callsign is the uid in capitals, its text
 # UKR-LOAD-n: neither matches).
@@ -230,12 +229,12 @@ async def test_every_event_the_partner_got_acknowledged_survives_the_holder(
                 got = received(c)
                 missing = [u for u in acked if got[u] == 0]
                 assert not missing, (len(missing), missing[:5])
-                # Acknowledged before the holder died: exactly once on every surviving node.
+                # Exactly once, acknowledged before the holder died or after: an event the dead
+                # holder applied and published but did not acknowledge is sent again and
+                # applied again by the next holder, and JetStream knows it by the peer and its
+                # number (fed/ukr/N): neither stored nor delivered a second time.
                 twice = {u: n for u, n in got.items() if n > 1}
-                assert not (twice.keys() & acked_before_kill), twice
-                # Applied and published by the dead holder, not yet acknowledged: the peer
-                # sent them again (at most one window), the new holder applied them again.
-                assert len(twice) <= WINDOW and all(n == 2 for n in twice.values()), twice
+                assert not twice, (twice, twice.keys() & acked_before_kill)
             reader.close()
     finally:
         for t in readers:

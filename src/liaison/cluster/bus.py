@@ -79,6 +79,17 @@ class ClusterSettings:
     max_age_s: float = 3600.0
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """An accepted event waiting for the bus: its bus message, its number, whether a publish of
+    it was tried before (a duplicate is then possibly this node's own earlier publish)."""
+
+    accepted: AcceptedEvent
+    wire: BusEvent
+    seq: int
+    retried: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteSource:
     """The sender of an event another node accepted (a router ``Source``, never a subscriber)."""
@@ -95,7 +106,7 @@ class NatsBus:
         self.settings = settings
         self._router = router
         # Accepted events waiting for the bus, each with its bus message (made once).
-        self._pending: deque[tuple[AcceptedEvent, BusEvent, int]] = deque()
+        self._pending: deque[_Waiting] = deque()
         self._wake = asyncio.Event()
         self._interest: dict[str, int] = {}  # group -> subscribers reading it
         self._subscribed: dict[str, Any] = {}  # group -> NATS subscription
@@ -179,8 +190,7 @@ class NatsBus:
             )
             self._router.distribute(accepted)
             return
-        wire = self._wire(accepted)
-        self._pending.append((accepted, wire, self._seq))
+        self._pending.append(_Waiting(accepted, self._wire(accepted), self._seq))
         self._wake.set()
 
     def mark(self) -> int:
@@ -283,35 +293,48 @@ class NatsBus:
         order. False when the first of them could not be published (tried again later)."""
         batch = [self._pending[i] for i in range(min(PUBLISH_WINDOW, len(self._pending)))]
         results = await asyncio.gather(
-            *(self._publish_one(w) for _, w, _ in batch), return_exceptions=True
+            *(self._publish_one(w.wire) for w in batch), return_exceptions=True
         )
         done = 0
         for ok in results:
-            if ok is not True:
+            if not isinstance(ok, bool):
                 break
             done += 1
-        for _ in range(done):
-            accepted, _wire, seq = self._pending.popleft()
+        for duplicate in results[:done]:
+            waiting = self._pending.popleft()
             self.m_published.inc()
-            self._acked = seq
-            self._router.distribute(accepted)
+            self._acked = waiting.seq
+            if duplicate and waiting.wire.dedup is not None and not waiting.retried:
+                # Another node published this partner's event first (a holder that died before
+                # acknowledging it): every node, this one included, had it from that node.
+                self.m_dropped.inc("republished")
+                continue
+            self._router.distribute(waiting.accepted)
+        for waiting in batch[done:]:
+            waiting.retried = True
         if done:
             progress, self._progress = self._progress, asyncio.Event()
             progress.set()
         if done < len(batch):
             self.m_errors.inc()
-            first = next(r for r in results if r is not True)
+            first = next(r for r in results if not isinstance(r, bool))
             log.warning("cluster bus: publish not acknowledged (%r); trying again", first)
         return done > 0 or not batch
 
     async def _publish_one(self, wire: BusEvent) -> bool:
-        """Publish one event on the subject of each group its sender writes into. A retry sends
-        the same message id, which JetStream drops within ``DUPLICATE_WINDOW_S``."""
-        for group in sorted(wire.sender.in_groups):
+        """Publish one event on the subject of each group its sender writes into; True when
+        JetStream already had it (a duplicate). A retry sends the same message id, which
+        JetStream drops within ``DUPLICATE_WINDOW_S``."""
+        duplicate = False
+        for i, group in enumerate(sorted(wire.sender.in_groups)):
             headers, payload = cluster_wire.encode(wire, group)
             subject = cluster_wire.subject_for(self.settings.prefix, group)
-            await self._js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S)
-        return True
+            ack = await self._js.publish(
+                subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S
+            )
+            if i == 0:  # the copy the partner links read (federation/feed.py)
+                duplicate = bool(getattr(ack, "duplicate", False))
+        return duplicate
 
     def _wire(self, accepted: AcceptedEvent) -> BusEvent:
         """The bus message of ``accepted``, with this node's next message id."""
@@ -323,6 +346,7 @@ class NatsBus:
             sender=accepted.source.principal,
             label_json=labels.label_to_json(label) if label is not None else None,
             xml=accepted.out.xml(),
+            dedup=getattr(accepted.source, "bus_dedup", None),
         )
 
     # --- receiving --------------------------------------------------------------------------

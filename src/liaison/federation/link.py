@@ -170,6 +170,11 @@ class _InboundSource:
     def __init__(self, principal: Principal, peer: PeerConfig | None = None) -> None:
         self._principal = principal
         self._peer = peer
+        # While the event the peer numbered N is published in a cluster: "fed/PEER/N", the name
+        # JetStream's duplicate detection knows it by (cluster/bus.py), so an event applied
+        # again by the next lease holder (the old one died before acknowledging it) is stored
+        # in the stream, and distributed, once.
+        self.bus_dedup: str | None = None
 
     @property
     def principal(self) -> Principal:
@@ -672,10 +677,13 @@ class PeerLink:
                 self._publishing = r.event
                 self._learn(r.event)
                 source = self.source_for(groups.get(seq) if groups is not None else None)
+                if bus is not None:
+                    source.bus_dedup = f"fed/{self.peer.name}/{seq}"
                 try:
                     self._router.publish(r.event, source)
                 finally:
                     self._publishing = None
+                    source.bus_dedup = None
         self.status.bump("accepted", accepted)
         self.status.bump("rejections", len(results) - accepted)
         top = events[-1][0]
