@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from liaison.latest import MemoryLatestState
 from liaison.metrics import Metrics
 from liaison.router import Router
 from tests.unit.core.test_router import Sub, user
-from tests.unit.federation.fed_support import POLICY, UKR_ORIG, cot, fed_config
+from tests.unit.federation.fed_support import POLICY, UKR_ORIG, cot, fed_config, peer_table
 from tests.unit.federation.test_peer_link import MemoryAudit
 
 NATS_URL = os.environ.get("LIAISON_TEST_NATS", "nats://127.0.0.1:4222")
@@ -62,8 +63,8 @@ async def bus() -> AsyncIterator[tuple[NatsBus, Router]]:
         await b.close()
 
 
-def make_link(tmp_path: Path, router: Router, bus: NatsBus) -> PeerLink:
-    fed = fed_config()
+def make_link(tmp_path: Path, router: Router, bus: NatsBus, **peer: Any) -> PeerLink:
+    fed = fed_config(peers=[peer_table(**peer)])
     link = PeerLink(
         fed=fed,
         peer=fed.peers[0],
@@ -185,3 +186,24 @@ async def test_an_event_applied_again_by_the_next_holder_is_distributed_once(
         await second_bus.close()
         first.outbox.close()
         second.outbox.close()
+
+
+async def test_a_tak_peers_events_wait_for_the_bus_but_are_not_named_by_their_number(
+    tmp_path: Path, bus: tuple[NatsBus, Router], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TAK wire numbers what it receives from last_applied (fig_link.apply_inbound): the
+    numbers name nothing for good, so they neither name the event on the bus nor make a later
+    event a duplicate."""
+    b, router = bus
+    link = make_link(tmp_path, router, b, protocol="tak-v1")
+    validator = link.peer_identified("ukr-srv")
+    monkeypatch.setattr(link_mod, "BUS_WAIT_S", 0.3)
+    with pytest.raises(PeerError):
+        await link.receive([(1, inbound("a"))], validator)
+    assert link.outbox.last_applied == 0 and b.pending() == 1
+    # After the reconnect the wire numbers the next event 1 again: another event, applied.
+    with pytest.raises(PeerError):
+        await link.receive([(1, inbound("b"))], validator)
+    assert b.pending() == 2 and link.status.counts["duplicates"] == 0
+    assert [w.wire.dedup for w in b._pending] == [None, None]
+    link.outbox.close()

@@ -677,7 +677,10 @@ class PeerLink:
                 self._publishing = r.event
                 self._learn(r.event)
                 source = self.source_for(groups.get(seq) if groups is not None else None)
-                if bus is not None:
+                if bus is not None and self.peer.protocol == PROTOCOL_NATIVE:
+                    # Only the native wire's numbers name an event for good: a TAK wire numbers
+                    # what it receives from last_applied (fig_link.apply_inbound), so the next
+                    # holder may give another event the same number.
                     source.bus_dedup = f"fed/{self.peer.name}/{seq}"
                 try:
                     self._router.publish(r.event, source)
@@ -711,9 +714,11 @@ class PeerLink:
                 "the cluster bus's queue is full: events not acknowledged", reason="bus_full"
             )
         if applied:
-            # Applied here: a resend (after a reconnect) is a duplicate, even before the mark.
-            self._applied_unmarked = max(self._applied_unmarked, applied)
             self._bus_mark = bus.mark()
+            if self.peer.protocol == PROTOCOL_NATIVE:
+                # Applied here: a resend (after a reconnect) is a duplicate, even before the
+                # mark. (A TAK wire never resends and numbers from last_applied: not for it.)
+                self._applied_unmarked = max(self._applied_unmarked, applied)
         try:
             async with asyncio.timeout(BUS_WAIT_S):
                 await bus.published(self._bus_mark)
