@@ -1181,6 +1181,23 @@ class Missions:
             return None
         return self._live(m)
 
+    def target_stands(self, mission: str, source: Source, uid: str | None = None) -> bool:
+        """Whether an event of ``source`` sent to ``mission`` goes to it, as :meth:`recipients`
+        decides on the node that accepted it (the mission is known, the sender holds a
+        subscription with MISSION_WRITE or is a partner that federates it, strict membership),
+        without counting and without the store's back-pressure (which is the accepting
+        node's). The partner links of a cluster ask it (federation/links_missions.py)."""
+        m = self._missions.get(mission)
+        if m is None:
+            return False
+        homes = self._homes.get(uid) if uid is not None else None
+        if self._strict and homes and mission not in homes:
+            return False
+        if source.principal.kind is PrincipalKind.FEDERATE:
+            return _federates(source, mission)
+        sub = self._writer_sub(m, source)
+        return sub is not None and has(sub.role, WRITE)
+
     def accepted(self, accepted: AcceptedEvent) -> None:
         """An event sent to missions was accepted and delivered: keep it as each mission's item
         (stripped of its ``marti``), record ``ADD_CONTENT`` and send ``t-x-m-c``."""

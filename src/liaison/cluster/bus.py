@@ -83,6 +83,17 @@ class ClusterSettings:
     max_age_s: float = 3600.0
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """An accepted event waiting for the bus: its bus message, its number, whether a publish of
+    it was tried before (a duplicate is then possibly this node's own earlier publish)."""
+
+    accepted: AcceptedEvent
+    wire: BusEvent
+    seq: int
+    retried: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class RemoteSource:
     """The sender of an event another node accepted (a router ``Source``, never a subscriber)."""
@@ -99,7 +110,7 @@ class NatsBus:
         self.settings = settings
         self._router = router
         # Accepted events waiting for the bus, each with its bus message (made once).
-        self._pending: deque[tuple[AcceptedEvent, BusEvent]] = deque()
+        self._pending: deque[_Waiting] = deque()
         self._wake = asyncio.Event()
         self._interest: dict[str, int] = {}  # group -> subscribers reading it
         self._subscribed: dict[str, Any] = {}  # group -> NATS subscription
@@ -112,6 +123,12 @@ class NatsBus:
         self._interest_changed = asyncio.Event()
         self._seen = SeenIds()
         self._seq = 0
+        # The highest message number (``_seq``) the bus acknowledged: events are acknowledged
+        # and distributed in the order they were submitted, so every number up to it is in the
+        # stream. ``published`` waits on it (the partner links' acknowledgement, link.py).
+        self._acked = 0
+        self.unshared = 0  # events distributed here only (the queue was full), as counted
+        self._progress = asyncio.Event()
         # Message ids are NODE:BOOT:SEQ, so a restarted node's ids never repeat old ones.
         self._boot = f"{time.time_ns():x}"
         self._nc: Any = None
@@ -180,14 +197,26 @@ class NatsBus:
 
     def submit(self, accepted: AcceptedEvent) -> None:
         if len(self._pending) >= MAX_PENDING:
+            self.unshared += 1
             self.m_unshared.inc()
             log.warning(
                 "cluster bus queue full: event %s distributed here only", accepted.event.uid
             )
             self._router.distribute_acknowledged(accepted)
             return
-        self._pending.append((accepted, self._wire(accepted)))
+        self._pending.append(_Waiting(accepted, self._wire(accepted), self._seq))
         self._wake.set()
+
+    def mark(self) -> int:
+        """The message number of the last event submitted so far (0: none yet)."""
+        return self._seq
+
+    async def published(self, mark: int) -> None:
+        """Return once JetStream acknowledged every event submitted up to ``mark``
+        (:meth:`mark`). It waits as long as the bus cannot take them: callers bound it."""
+        while self._acked < mark:
+            progress = self._progress
+            await progress.wait()
 
     def interest(self, groups: frozenset[str], delta: int) -> None:
         for g in groups:
@@ -279,31 +308,48 @@ class NatsBus:
         order. False when the first of them could not be published (tried again later)."""
         batch = [self._pending[i] for i in range(min(PUBLISH_WINDOW, len(self._pending)))]
         results = await asyncio.gather(
-            *(self._publish_one(w) for _, w in batch), return_exceptions=True
+            *(self._publish_one(w.wire) for w in batch), return_exceptions=True
         )
         done = 0
         for ok in results:
-            if ok is not True:
+            if not isinstance(ok, bool):
                 break
             done += 1
-        for _ in range(done):
-            accepted, _wire = self._pending.popleft()
+        for duplicate in results[:done]:
+            waiting = self._pending.popleft()
             self.m_published.inc()
-            self._router.distribute_acknowledged(accepted)
+            self._acked = waiting.seq
+            if duplicate and waiting.wire.dedup is not None and not waiting.retried:
+                # Another node published this partner's event first (a holder that died before
+                # acknowledging it): every node, this one included, had it from that node.
+                self.m_dropped.inc("republished")
+                continue
+            self._router.distribute_acknowledged(waiting.accepted)
+        for waiting in batch[done:]:
+            waiting.retried = True
+        if done:
+            progress, self._progress = self._progress, asyncio.Event()
+            progress.set()
         if done < len(batch):
             self.m_errors.inc()
-            first = next(r for r in results if r is not True)
+            first = next(r for r in results if not isinstance(r, bool))
             log.warning("cluster bus: publish not acknowledged (%r); trying again", first)
         return done > 0 or not batch
 
     async def _publish_one(self, wire: BusEvent) -> bool:
-        """Publish one event on the subject of each group its sender writes into. A retry sends
-        the same message id, which JetStream drops within ``DUPLICATE_WINDOW_S``."""
-        for group in sorted(wire.sender.in_groups):
+        """Publish one event on the subject of each group its sender writes into; True when
+        JetStream already had it (a duplicate). A retry sends the same message id, which
+        JetStream drops within ``DUPLICATE_WINDOW_S``."""
+        duplicate = False
+        for i, group in enumerate(sorted(wire.sender.in_groups)):
             headers, payload = cluster_wire.encode(wire, group)
             subject = cluster_wire.subject_for(self.settings.prefix, group)
-            await self._js.publish(subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S)
-        return True
+            ack = await self._js.publish(
+                subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S
+            )
+            if i == 0:  # the copy the partner links read (federation/feed.py)
+                duplicate = bool(getattr(ack, "duplicate", False))
+        return duplicate
 
     def _wire(self, accepted: AcceptedEvent) -> BusEvent:
         """The bus message of ``accepted``, with this node's next message id."""
@@ -315,6 +361,7 @@ class NatsBus:
             sender=accepted.source.principal,
             label_json=labels.label_to_json(label) if label is not None else None,
             xml=accepted.out.xml(),
+            dedup=getattr(accepted.source, "bus_dedup", None),
         )
 
     # --- receiving --------------------------------------------------------------------------

@@ -26,11 +26,13 @@ from liaison.federation.config import FederationConfig
 from liaison.federation.feed import StreamFeed
 from liaison.federation.lease import Lease, ensure_schema
 from liaison.federation.link import AuditSink
+from liaison.federation.links_missions import LinksMissions
 from liaison.federation.pg_outbox import PgOutbox
 from liaison.federation.status import FederationStatus, status_path
 from liaison.federation.supervisor import Federation
 from liaison.gate import Gate
 from liaison.metrics import Metrics
+from liaison.missions import Missions
 from liaison.router import Router
 
 log = logging.getLogger(__name__)
@@ -208,6 +210,18 @@ class LeasedFederation:
                 status=self.status,
             )
             await fed.start()
+            missions = self._router.missions
+            if isinstance(missions, Missions):
+                # Events sent to a mission reach a partner as on a single node
+                # (federation/links_missions.py): the missions every node shares in PostgreSQL.
+                by_sender = {
+                    link.source.principal.name: link.federates_mission
+                    for link in fed.links.values()
+                }
+                links_router.set_missions(LinksMissions(missions, by_sender.get))
+            for link in fed.links.values():
+                # An event from a peer is acknowledged once the bus has it (link.py).
+                link.bus = self._bus  # set before a wire can get past its handshake
             feed = StreamFeed(
                 jetstream=self._bus.jetstream,
                 settings=self._bus.settings,

@@ -68,6 +68,10 @@ MAX_TRANSLATED = 8192
 # Distinct sets of local groups a TAK peer's inbound mapping wrote events into, each with its
 # Source (a mapping has few; the cache is cleared past this).
 MAX_GROUP_SOURCES = 256
+# Seconds one batch waits for the cluster bus to take the events it applied before the link
+# gives up on the connection (the peer sends the batch again after it reconnects; what this link
+# applied meanwhile is dropped as a duplicate and acknowledged once the bus has it).
+BUS_WAIT_S = 10.0
 
 
 class AuditSink(Protocol):
@@ -126,6 +130,24 @@ class RolPort(Protocol):
     def received(self, data: bytes) -> None: ...
 
 
+class BusBarrier(Protocol):
+    """The cluster bus as a link's acknowledgement sees it (``cluster/bus.py`` NatsBus): in a
+    cluster an event from a peer counts as applied only once JetStream has it."""
+
+    def mark(self) -> int:
+        """The bus's number of the last event submitted so far."""
+        ...
+
+    async def published(self, mark: int) -> None:
+        """Return once the bus acknowledged every event submitted up to ``mark``."""
+        ...
+
+    @property
+    def unshared(self) -> int:
+        """Events distributed without being published (the bus's queue was full), so far."""
+        ...
+
+
 class LinkRefused(Exception):
     """The peer is not who it must be, or does not enforce our policy; the link must not start."""
 
@@ -148,6 +170,11 @@ class _InboundSource:
     def __init__(self, principal: Principal, peer: PeerConfig | None = None) -> None:
         self._principal = principal
         self._peer = peer
+        # While the event the peer numbered N is published in a cluster: "fed/PEER/N", the name
+        # JetStream's duplicate detection knows it by (cluster/bus.py), so an event applied
+        # again by the next lease holder (the old one died before acknowledging it) is stored
+        # in the stream, and distributed, once.
+        self.bus_dedup: str | None = None
 
     @property
     def principal(self) -> Principal:
@@ -226,6 +253,12 @@ class PeerLink:
         self._feed_seq: int | None = None
         self._feed_sender: str | None = None
         self._feed_top: int | None = None
+        # In a cluster (set by the lease holder, federation/leased.py): the bus an inbound event
+        # must be in before it is marked applied and acknowledged; the highest sequence number
+        # from the peer applied here and waiting for the bus, and the bus mark covering it.
+        self.bus: BusBarrier | None = None
+        self._applied_unmarked = 0
+        self._bus_mark = 0
         self._sync_status()
 
     # --- Subscriber ---------------------------------------------------------------------------
@@ -597,7 +630,11 @@ class PeerLink:
         ``groups`` gives, by sequence number, the local groups an event is written into when
         they are not the peer's ``in_groups`` (a TAK peer's inbound group mapping)."""
         outbox = self.outbox
-        fresh = [(seq, payload) for seq, payload in events if not outbox.is_duplicate(seq)]
+        fresh = [
+            (seq, payload)
+            for seq, payload in events
+            if not outbox.is_duplicate(seq) and seq > self._applied_unmarked
+        ]
         self.status.bump("received", len(events))
         self.status.bump("duplicates", len(events) - len(fresh))
         results = [(seq, validator.check(payload)) for seq, payload in fresh]
@@ -631,6 +668,8 @@ class PeerLink:
                 self._audit.append_many(records)
             except (StorageError, OSError) as exc:
                 raise PeerError(f"audit log failed: {exc}", reason="audit_failed") from exc
+        bus = self.bus
+        unshared = bus.unshared if bus is not None else 0
         accepted = 0
         for seq, r in results:
             if isinstance(r, Accepted):
@@ -638,18 +677,56 @@ class PeerLink:
                 self._publishing = r.event
                 self._learn(r.event)
                 source = self.source_for(groups.get(seq) if groups is not None else None)
+                if bus is not None and self.peer.protocol == PROTOCOL_NATIVE:
+                    # Only the native wire's numbers name an event for good: a TAK wire numbers
+                    # what it receives from last_applied (fig_link.apply_inbound), so the next
+                    # holder may give another event the same number.
+                    source.bus_dedup = f"fed/{self.peer.name}/{seq}"
                 try:
                     self._router.publish(r.event, source)
                 finally:
                     self._publishing = None
+                    source.bus_dedup = None
         self.status.bump("accepted", accepted)
         self.status.bump("rejections", len(results) - accepted)
         top = events[-1][0]
+        if bus is not None:
+            await self._wait_for_bus(bus, unshared, top if results else 0)
+            top = max(top, self._applied_unmarked)
         outbox.record_applied(top)
         self._sync_status()
         # Acknowledged only once its fsync completed (off the event loop).
         await outbox.sync()
         return max(top, outbox.last_applied)
+
+    async def _wait_for_bus(self, bus: BusBarrier, unshared: int, applied: int) -> None:
+        """In a cluster: return once the bus has every event this link applied (docs/
+        deployment.md "What the cluster receives from a partner"), ``applied`` being the
+        highest sequence number of this batch applied here (0: none). Waiting covers what
+        earlier batches applied too (the bus acknowledges in order), so one acknowledgement
+        covers them all. Raises PeerError (the connection ends, nothing is marked or
+        acknowledged) when the bus does not take them within ``BUS_WAIT_S``, or when the
+        bus's queue was full (an event distributed here only, never published)."""
+        if bus.unshared != unshared:
+            # One of these events may be on this node only: not acknowledged. The peer sends the
+            # batch again and it is applied again (an update of the same uids).
+            raise PeerError(
+                "the cluster bus's queue is full: events not acknowledged", reason="bus_full"
+            )
+        if applied:
+            self._bus_mark = bus.mark()
+            if self.peer.protocol == PROTOCOL_NATIVE:
+                # Applied here: a resend (after a reconnect) is a duplicate, even before the
+                # mark. (A TAK wire never resends and numbers from last_applied: not for it.)
+                self._applied_unmarked = max(self._applied_unmarked, applied)
+        try:
+            async with asyncio.timeout(BUS_WAIT_S):
+                await bus.published(self._bus_mark)
+        except TimeoutError:
+            raise PeerError(
+                f"the cluster bus did not take the events in {BUS_WAIT_S:.0f} s: not acknowledged",
+                reason="bus_wait",
+            ) from None
 
     def _send_check(self, payload: bytes, label_id: str, uid: str, type: str) -> bool:
         """The send-time check of a row's queued bytes (every row, every wire).

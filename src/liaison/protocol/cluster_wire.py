@@ -62,6 +62,10 @@ class BusEvent:
     sender: Principal  # who sent it (without authorizations: the receiver needs its groups)
     label_json: str | None  # the authoritative label as canonical JSON, None when unlabelled
     xml: bytes  # the event as accepted, CoT XML
+    # What JetStream's duplicate detection knows the event by, when not ``msg_id``: an event
+    # from a partner is named by the peer and its sequence number, so the same event applied
+    # again by another node (the next federation lease holder) is stored once.
+    dedup: str | None = None
 
 
 def subject_for(prefix: str, group: str) -> str:
@@ -88,7 +92,7 @@ def encode(event: BusEvent, group: str = "") -> tuple[dict[str, str], bytes]:
     headers = {
         H_VERSION: str(WIRE_VERSION),
         H_MSG_ID: event.msg_id,
-        H_NATS_MSG_ID: f"{event.msg_id}/{group.encode('utf-8').hex()}",
+        H_NATS_MSG_ID: f"{event.dedup or event.msg_id}/{group.encode('utf-8').hex()}",
         H_NODE: event.node,
         H_SENDER: json.dumps(sender, separators=(",", ":"), ensure_ascii=True),
     }
