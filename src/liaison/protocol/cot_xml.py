@@ -52,11 +52,28 @@ def _days_since_epoch(year: str, month: str, day: str) -> int | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _second_ms(text: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) as ms since the epoch, None if it is not a valid time of
+    1970..2200 in exactly that form (cached: the events of one second share it)."""
+    try:
+        return parse_time(text + "Z")
+    except errors.InvalidEvent:
+        return None
+
+
 def parse_time(text: str) -> int:
     """Parse an xs:dateTime into integer milliseconds since the epoch (fraction truncated).
 
     Raises ``InvalidEvent(reason="bad_time")`` for anything else, or a time outside 1970..2200.
     """
+    # The form nearly every CoT sender writes, YYYY-MM-DDTHH:MM:SS.mmmZ, from the second's
+    # cache: the same value the general path below gives (its last millisecond of 2200 is
+    # still inside the range, which ends at a day's start).
+    if len(text) == 24 and text[19] == "." and text[23] == "Z" and text.isascii():
+        milli = text[20:23]
+        if milli.isdigit() and (base := _second_ms(text[:19])) is not None:
+            return base + int(milli)
     m = _DATETIME.match(text)
     if m is None:
         raise errors.InvalidEvent(f"bad time {text[:40]!r}", reason="bad_time")
@@ -138,7 +155,7 @@ def _element_bytes(data: bytes, max_size: int) -> bytes:
         prolog = _PROLOG.match(data)
         assert prolog is not None
         element = data[prolog.end() :].rstrip(_XML_SPACE)
-    if any(marker in data for marker in _DTD_MARKERS):
+    if b"<!" in data and any(marker in data for marker in _DTD_MARKERS):
         raise errors.InvalidEvent("DTD markup (DOCTYPE/ENTITY) refused", reason="doctype")
     if not (element.startswith(b"<") and _ends_with_element(element)):
         raise errors.InvalidEvent("not a single XML element", reason="bad_xml")
@@ -152,19 +169,110 @@ def parse_element(data: bytes, *, max_depth: int = limits.MAX_XML_DEPTH) -> ET.E
     ``<detail>`` rebuilt from a protobuf ``xmlDetail`` (which sits one level below ``<event>``,
     hence ``max_depth``).
     """
-    if any(marker in data for marker in _DTD_MARKERS):
+    # Every DTD marker starts with "<!": one search rules both out in the usual event.
+    has_markup = b"<!" in data
+    if has_markup and any(marker in data for marker in _DTD_MARKERS):
         raise errors.InvalidEvent("DTD markup (DOCTYPE/ENTITY) refused", reason="doctype")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise errors.InvalidEvent(f"not UTF-8 at byte {exc.start}", reason="not_utf8") from None
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise errors.InvalidEvent(f"malformed XML: {exc}", reason="bad_xml") from None
+    # ASCII is UTF-8 (RFC 3629 section 3); only other bytes need the decoder's check.
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise errors.InvalidEvent(f"not UTF-8 at byte {exc.start}", reason="not_utf8") from None
+    root = _parse_in_wrapper(data) if has_markup is False else None
+    if root is None:
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError as exc:
+            raise errors.InvalidEvent(f"malformed XML: {exc}", reason="bad_xml") from None
     # Each element needs a "<", so a message with few of them cannot be deep: skip the walk.
     if data.count(b"<") > max_depth:
         _check_depth(root, max_depth)
+    return root
+
+
+# --- one parser for many elements ---------------------------------------------------------------
+#
+# ``ET.fromstring`` makes a new expat parser and tree builder for every element: about a third of
+# its cost for a 600-byte event. Instead each thread keeps one parser that was fed the start tag
+# of a wrapper element once, and is fed each element as the wrapper's content; the element is the
+# wrapper's one child, taken out at once. Element content is parsed by the same rules whether the
+# element is a document's root or another element's child (XML 1.0 section 3: production [43]
+# content, the same [39] element inside), so the result is the same tree, under these conditions,
+# checked before or after, and otherwise the element is parsed on its own as before:
+#
+# - no "<!" (comments, CDATA, DOCTYPE) and no "<?" (processing instructions, declarations) in the
+#   bytes: outside the root a document may hold comments and PIs ([1] document, [27] Misc), which
+#   content would keep as the wrapper's and which this path does not look for;
+# - the bytes hold no "</" of the wrapper's name, so they cannot close the wrapper ([42] ETag
+#   must match its start tag's Name, section 3 "Element Type Match"), nor the sentinel's name;
+# - they are fed followed by an empty sentinel element, and after the feed the wrapper holds
+#   exactly two children, the element and then the sentinel, with no text before or between them
+#   (the bytes must start with "<"): so the element was complete (an element left open would
+#   hold the sentinel itself) and nothing but that one element was fed (text or a reference
+#   around it would be text here, another element a third child, a stray end tag an expat
+#   error);
+# - any parse error throws the parser away, and the element is parsed on its own, which gives
+#   the error (and its position) exactly as before.
+#
+# A parser remembers every element and attribute name it has seen (expat's name tables, the
+# tree builder's name cache), so it is replaced after ``WRAPPED_PARSER_BYTES`` bytes.
+WRAPPED_PARSER_BYTES = 1024 * 1024
+_WRAPPER = b"liaison-wrapper"
+_WRAPPER_CLOSE = b"</" + _WRAPPER
+_SENTINEL_TAG = b"liaison-sentinel"
+_SENTINEL = b"<" + _SENTINEL_TAG + b"/>"
+_SENTINEL_NAME = _SENTINEL_TAG.decode()
+
+
+class _WrappedParser:
+    __slots__ = ("fed", "parser", "wrapper")
+
+    def __init__(self) -> None:
+        self.parser = ET.XMLParser(target=ET.TreeBuilder())
+        starts: list[tuple[str, ET.Element]] = []
+        # _setevents is how XMLPullParser asks the C parser for start events; used here once,
+        # to get hold of the wrapper element, and turned off again.
+        self.parser._setevents(starts, ("start",))  # type: ignore[attr-defined]
+        self.parser.feed(b"<" + _WRAPPER + b">")
+        self.parser._setevents(starts, ())  # type: ignore[attr-defined]
+        self.wrapper = starts[0][1]
+        self.fed = 0
+
+
+# Parsers not in use. A caller takes one (list.pop and list.append are atomic in CPython, so
+# threads parsing at once, as the mission package import does, each get their own) and puts it
+# back when it parsed cleanly; at most MAX_IDLE_WRAPPED_PARSERS are kept.
+MAX_IDLE_WRAPPED_PARSERS = 4
+_idle_parsers: list[_WrappedParser] = []
+
+
+def _parse_in_wrapper(data: bytes) -> ET.Element | None:
+    """``data`` parsed as the wrapper's content, or None when the conditions above are not met
+    or the parser refused it (the caller then parses ``data`` on its own)."""
+    # Starting with "<": no text before the element (the tree builder would hang text fed
+    # between two elements on the previous sentinel's tail, out of sight).
+    if data[:1] != b"<" or b"<?" in data or _WRAPPER_CLOSE in data or _SENTINEL_TAG in data:
+        return None
+    try:
+        state = _idle_parsers.pop()
+    except IndexError:
+        state = _WrappedParser()
+    wrapper = state.wrapper
+    try:
+        state.parser.feed(data + _SENTINEL)
+    except Exception:
+        return None  # a refused feed leaves expat in its error state: the parser is dropped
+    if len(wrapper) != 2 or wrapper.text is not None:
+        return None
+    root, sentinel = wrapper
+    del wrapper[:]
+    # The second child must be the sentinel at the top (an element left open would hold it).
+    if root.tail is not None or sentinel.tag != _SENTINEL_NAME:
+        return None
+    state.fed += len(data)
+    if state.fed <= WRAPPED_PARSER_BYTES and len(_idle_parsers) < MAX_IDLE_WRAPPED_PARSERS:
+        _idle_parsers.append(state)
     return root
 
 
@@ -294,12 +402,33 @@ def parse_event(data: bytes) -> Event:
         detail=detail,
         xml=element,
     )
-    check_limits(event)
+    # check_limits walks the whole detail; it cannot refuse an event too short to hold more
+    # elements than MAX_DETAIL_ELEMENTS (each takes 4 bytes at least, "<a/>") or remarks longer
+    # than MAX_REMARKS_CHARS, whose attribute values are all in double quotes and no longer
+    # than the shortest attribute limit. An attribute value is quoted (XML 1.0 section 3.1,
+    # [10] AttValue) and never has more characters than bytes (references only shorten it, and
+    # there are no other entities); with no "'" in the bytes, each double-quoted value is one
+    # of the pieces between two '"', so the longest piece bounds the longest value.
+    if (
+        len(element) > _LIMITS_ALWAYS_MET_BYTES
+        or b"'" in element
+        or max(map(len, element.split(b'"'))) > _SHORTEST_ATTRIBUTE_LIMIT
+    ):
+        check_limits(event)
     if len(element) > limits.MAX_EVENT_BYTES:
         raise errors.InvalidEvent(
             f"event of {len(element)} bytes exceeds {limits.MAX_EVENT_BYTES}", reason="too_large"
         )
     return event
+
+
+_LIMITS_ALWAYS_MET_BYTES = min(4 * limits.MAX_DETAIL_ELEMENTS, limits.MAX_REMARKS_CHARS)
+_SHORTEST_ATTRIBUTE_LIMIT = min(
+    limits.MAX_UID_CHARS,
+    limits.MAX_TYPE_CHARS,
+    limits.MAX_ATTRIBUTE_CHARS,
+    limits.MAX_CALLSIGN_CHARS,
+)
 
 
 def check_limits(event: Event) -> None:

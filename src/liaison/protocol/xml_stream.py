@@ -62,6 +62,44 @@ _END_GROUP = 1
 _START_GROUP = 5
 _SLASH = ord("/")
 
+# The whole-frame fast path: one regular expression that matches a complete frame made only of
+# start tags, end tags, self-closing tags and text, nested at most ``_FAST_DEPTH`` deep, tokenised
+# exactly as ``_TEXT_AND_TOKEN`` tokenises it (a start tag ends at the first ">" outside quotes; it
+# closes itself when "/>" ends it; an end tag closes whatever is open, names are the parser's
+# business) and ending where the token-by-token scan would end it: where the depth first returns
+# to 0. Each level is written out, so the nesting is counted by the pattern, not by a Python loop
+# over the tokens. The tokens are unambiguous and every repetition is possessive (``*+``, atomic
+# groups: Python 3.11), so a failed match never backtracks into another split: linear time. A
+# frame with anything else (comments, CDATA, processing instructions, deeper nesting, a malformed
+# tag, or not complete yet) does not match, and the token-by-token scan below takes it from the
+# same place with the same result. Text is XML 1.0 CharData (section 2.4: no "<"); a start tag is
+# STag/EmptyElemTag (section 3.1), whose attribute values may not hold "<" either, though this
+# scanner, like the slow one, lets the parser refuse that.
+_FAST_DEPTH = 8
+_F_TEXT = rb"[^<]*+"
+_F_STAG = rb"""(?><[^!?/"'<>\s=][^"'<>]*+(?:(?:"[^"]*+"|'[^']*+')[^"'<>]*+)*+>)"""
+_F_ETAG = rb"</[^>]*+>"
+
+
+def _fast_frame_pattern(depth: int) -> bytes:
+    element = _F_STAG + rb"(?<=/>)"  # at the deepest level only self-closing tags may appear
+    for _ in range(depth):
+        element = (
+            _F_STAG
+            + rb"(?:(?<=/>)|(?<!/>)"
+            + _F_TEXT
+            + rb"(?:"
+            + element
+            + _F_TEXT
+            + rb")*+"
+            + _F_ETAG
+            + rb")"
+        )
+    return element
+
+
+_FAST_FRAME = re.compile(_fast_frame_pattern(_FAST_DEPTH))
+
 # Inside a start tag, outside quotes: the bytes that change the scanner's state.
 _TAG_SPECIAL = re.compile(rb"""["'<>]""")
 
@@ -173,6 +211,9 @@ class XmlStreamFramer(Framer):
                     return None
                 # self._pos is at "<event" or "<auth"; the frame starts here.
                 self._start = self._pos
+                whole = _FAST_FRAME.match(buf, self._pos, self._pos + self._max_size)
+                if whole is not None:
+                    return self._complete(whole.end())
             frame = self._scan_complete_tokens()
             if frame is not None:
                 return frame

@@ -511,3 +511,122 @@ def test_fast_serializer_special_cases() -> None:
     built = ET.Element("d")
     built.append(ET.Comment("note"))
     assert cot_xml.serialize_element(built) == "<d><!--note--></d>"
+
+
+# --- one parser for many elements: the same trees and refusals as a parser per element -----
+
+_ELEMENT_CASES = [
+    b"<a/>",
+    b"<a>",
+    b"<a><b/>",
+    b"text<a/>",
+    b"<a/>text",
+    b"<a/><b/>",
+    b"</a>",
+    b"<a/></liaison-wrapper>",
+    b"<a/>&amp;",
+    b"&amp;<a/>",
+    b"<a>x</b>",
+    b"<a x='1' x='2'/>",
+    b"<p:a/>",
+    b"<a xmlns:p='u'><p:b/></a>",
+    b"<a>&bogus;</a>",
+    b"<a/> ",
+    b" <a/>",
+    b"<a><liaison-sentinel/></a>",
+    b"<liaison-sentinel/>",
+    b"<a/><!--c-->",
+    b"<a>&#0;</a>",
+    b"<a>\xef\xbf\xbe</a>",
+    b"<a b='<'/>",
+    b"<a>]]></a>",
+    b"<a\x00/>",
+    b"<a/>\x00",
+    b"<a><?pi?></a>",
+    b"<a>&#x10FFFF;&lt;</a>",
+    b"<b x='1'/><a>",
+    b"<b/><liaison-sentinel>",
+    b"<b/><liaison-sentinel/>",
+]
+
+
+def _reference(data: bytes) -> tuple[str, bytes]:
+    try:
+        return "ok", ET.tostring(ET.fromstring(data))
+    except ET.ParseError as exc:
+        return "bad_xml", str(exc).encode()
+
+
+def _ours(data: bytes) -> tuple[str, bytes]:
+    try:
+        return "ok", ET.tostring(cot_xml.parse_element(data))
+    except errors.InvalidEvent as exc:
+        return exc.reason, str(exc).removeprefix("malformed XML: ").encode()
+
+
+@pytest.mark.parametrize("data", _ELEMENT_CASES)
+def test_wrapped_parser_gives_the_standalone_result(data: bytes) -> None:
+    # Each case after each other one: a refusal must not leave the shared parser unusable or
+    # let one element's bytes reach the next.
+    for before in _ELEMENT_CASES:
+        _ours(before)
+        assert _ours(data) == _reference(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"<a>",
+                b"</a>",
+                b"<b x='1'/>",
+                b"<c>",
+                b"</c>",
+                b"t",
+                b" ",
+                b"&amp;",
+                b"&x;",
+                b"<",
+                b">",
+                b"<liaison-sentinel/>",
+                b"<liaison-sentinel>",
+                b"</liaison-sentinel>",
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_wrapped_parser_matches_a_parser_per_element(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    assert _ours(data) == _reference(data)
+    assert _ours(b"<a/>") == ("ok", b"<a />")  # and the next element still parses
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30T00:00:00.000Z",
+        "2026-12-07T24:00:00.000Z",
+        "2026-12-07T23:60:00.000Z",
+        "1969-12-31T23:59:59.999Z",
+        "2201-01-01T00:00:00.000Z",
+        "2026-12-07T10:00:00.\u0661\u0662\u0663Z",  # digits, but not ASCII ones
+        "\u0662026-12-07T10:00:00.123Z",
+        "2026-12-07 10:00:00.123Z",
+        "2026-12-07T10:00:00.12aZ",
+    ],
+)
+def test_the_usual_time_form_is_refused_as_the_general_one(text: str) -> None:
+    # 24 characters with "." and "Z" where the usual form has them: the cached path must not
+    # accept what the general path refuses.
+    assert len(text) == 24
+    with pytest.raises(errors.InvalidEvent) as info:
+        parse_time(text)
+    assert info.value.reason == "bad_time"
+
+
+@given(st.integers(0, ms("2200-12-31T23:59:59+00:00") + 999))
+def test_the_usual_time_form_reads_as_the_general_path_reads_it(value: int) -> None:
+    text = format_time(value)
+    assert parse_time(text) == value == parse_time(text[:-1] + "+00:00")

@@ -189,3 +189,23 @@ def test_a_protobuf_event_whose_xml_form_would_not_fit_is_refused() -> None:
     event = cot_proto.parse_proto(proto_event(xml_detail="<x y='" + '"' * 1_000 + "'/>"))
     assert event is not None
     assert len(cot_xml.render_xml(event)) <= limits.MAX_EVENT_BYTES
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_limits_hold_whichever_quote_and_whatever_the_event_size(quote: str) -> None:
+    # parse_event skips the detail walk only for a short event whose double-quoted runs are all
+    # shorter than the shortest attribute limit; every other shape is walked.
+    long = "c" * (limits.MAX_CALLSIGN_CHARS + 1)
+    for detail in (
+        f"<contact callsign={quote}{long}{quote}/>",
+        f"<contact callsign={quote}{long}{quote}/>" + "<x/>" * 3000,
+        f"<remarks>it's</remarks><contact callsign={quote}{long}{quote}/>",
+    ):
+        exc = refused(cot_xml.parse_event, xml_event(detail=detail))
+        assert exc.reason == "field_too_long"
+    # A value of references is longer in bytes than in characters: at the limit it passes.
+    at_limit = "&amp;" * limits.MAX_CALLSIGN_CHARS
+    event = cot_xml.parse_event(xml_event(detail=f"<contact callsign={quote}{at_limit}{quote}/>"))
+    assert event.callsign == "&" * limits.MAX_CALLSIGN_CHARS
+    too_many = "<x/>" * (limits.MAX_DETAIL_ELEMENTS + 1)
+    assert refused(cot_xml.parse_event, xml_event(detail=too_many)).reason == "field_too_long"

@@ -290,3 +290,79 @@ def test_frames_before_garbage_are_returned_by_next_frame() -> None:
 def test_max_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         XmlStreamFramer(max_size=0)
+
+
+# --- the whole-frame fast path gives what the token-by-token scan gives ----------------------
+
+_PIECES = [
+    b"<event>",
+    b"</event>",
+    b"<event a='1'/>",
+    b"<a>",
+    b"</a>",
+    b"<b/>",
+    b'<c x="1/">',
+    b"<d y='>' z=\"'\"/>",
+    b'<e q="</event>"/>',
+    b"text",
+    b" ",
+    b">",
+    b"/",
+    b"<",
+    b"<!-- c -->",
+    b"<![CDATA[<x>]]>",
+    b"<?pi x?>",
+    b'<f a="<"/>',
+    b"<g\t/>",
+    b"&amp;",
+    b"'",
+    b'"',
+]
+
+
+def _frames_or_error(data: bytes, cuts: list[int], *, fast: bool) -> tuple[list[bytes], str]:
+    from liaison.protocol import xml_stream
+
+    framer = XmlStreamFramer()
+    frames: list[bytes] = []
+    saved = xml_stream._FAST_FRAME
+    if not fast:
+        xml_stream._FAST_FRAME = xml_stream.re.compile(rb"(?!)")  # never matches
+    try:
+        last = 0
+        for cut in [*sorted(cuts), len(data)]:
+            frames += framer.receive_data(data[last:cut])
+            last = cut
+    except errors.ProtocolError as exc:
+        return frames, f"{type(exc).__name__}:{exc.reason}"
+    finally:
+        xml_stream._FAST_FRAME = saved
+    return frames, ""
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.lists(st.sampled_from(_PIECES), max_size=24),
+    depth=st.integers(0, 12),
+    cuts=st.lists(st.integers(0, 400), max_size=3),
+)
+def test_fast_path_frames_exactly_as_the_token_scan(
+    body: list[bytes], depth: int, cuts: list[int]
+) -> None:
+    # Nesting around the random body up to beyond the fast pattern's depth (8), then one more
+    # plain frame, so a wrong end would show in the next frame too.
+    data = (
+        b"<event>"
+        + b"<n>" * depth
+        + b"".join(body)
+        + b"</n>" * depth
+        + b"</event>\n<event><point/></event>"
+    )
+    cuts = [c for c in cuts if c <= len(data)]
+    assert _frames_or_error(data, cuts, fast=True) == _frames_or_error(data, cuts, fast=False)
+
+
+def test_fast_path_takes_nesting_up_to_its_depth_and_the_scan_the_rest() -> None:
+    for depth in (0, 7, 8, 9, 20):
+        data = b"<event>" + b"<n>" * depth + b"</n>" * depth + b"</event>"
+        assert feed_in_pieces(data, []) == [data]
