@@ -449,7 +449,52 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             raise
 
 
-class SqliteMissionStore:
+class SingleWrites:
+    """The single writes of :class:`MissionStore`, each a batch of one through the store's own
+    ``write_batch`` (shared by the SQLite and PostgreSQL stores, whose batches are the unit of
+    work)."""
+
+    async def write_batch(self, writes: Sequence[MissionWrite]) -> None:
+        raise NotImplementedError
+
+    async def put_mission(self, mission: MissionRecord) -> None:
+        await self.write_batch([MissionWrite("put_mission", (mission,))])
+
+    async def delete_mission(self, name: str) -> None:
+        await self.write_batch([MissionWrite("delete_mission", (name,))])
+
+    async def put_item(self, item: MissionItem) -> None:
+        await self.write_batch([MissionWrite("put_item", (item,))])
+
+    async def remove_item(self, mission: str, uid: str) -> None:
+        await self.write_batch([MissionWrite("remove_item", (mission, uid))])
+
+    async def add_change(self, change: MissionChangeRecord) -> None:
+        await self.write_batch([MissionWrite("add_change", (change,))])
+
+    async def put_subscription(self, sub: SubscriptionRecord) -> None:
+        await self.write_batch([MissionWrite("put_subscription", (sub,))])
+
+    async def put_content(self, content: MissionContent) -> None:
+        await self.write_batch([MissionWrite("put_content", (content,))])
+
+    async def remove_content(self, mission: str, hash: str) -> None:
+        await self.write_batch([MissionWrite("remove_content", (mission, hash))])
+
+    async def put_log(self, entry: LogEntryRecord) -> None:
+        await self.write_batch([MissionWrite("put_log", (entry,))])
+
+    async def delete_log(self, entry_id: str) -> None:
+        await self.write_batch([MissionWrite("delete_log", (entry_id,))])
+
+    async def put_invitation(self, invitation: InvitationRecord) -> None:
+        await self.write_batch([MissionWrite("put_invitation", (invitation,))])
+
+    async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
+        await self.write_batch([MissionWrite("delete_invitation", (mission, type_, invitee))])
+
+
+class SqliteMissionStore(SingleWrites):
     """A :class:`MissionStore` in one SQLite file (WAL), driven from one thread of its own, like
     :class:`~liaison.storage.sqlite.SqliteStore`. Records are JSON text, one row each."""
 
@@ -586,44 +631,6 @@ class SqliteMissionStore:
 
     async def load_invitations(self) -> list[InvitationRecord]:
         return await self._run(self._invitations_sync)
-
-    # --- single writes: each a batch of one ---------------------------------------------------
-
-    async def put_mission(self, mission: MissionRecord) -> None:
-        await self.write_batch([MissionWrite("put_mission", (mission,))])
-
-    async def delete_mission(self, name: str) -> None:
-        await self.write_batch([MissionWrite("delete_mission", (name,))])
-
-    async def put_item(self, item: MissionItem) -> None:
-        await self.write_batch([MissionWrite("put_item", (item,))])
-
-    async def remove_item(self, mission: str, uid: str) -> None:
-        await self.write_batch([MissionWrite("remove_item", (mission, uid))])
-
-    async def add_change(self, change: MissionChangeRecord) -> None:
-        await self.write_batch([MissionWrite("add_change", (change,))])
-
-    async def put_subscription(self, sub: SubscriptionRecord) -> None:
-        await self.write_batch([MissionWrite("put_subscription", (sub,))])
-
-    async def put_content(self, content: MissionContent) -> None:
-        await self.write_batch([MissionWrite("put_content", (content,))])
-
-    async def remove_content(self, mission: str, hash: str) -> None:
-        await self.write_batch([MissionWrite("remove_content", (mission, hash))])
-
-    async def put_log(self, entry: LogEntryRecord) -> None:
-        await self.write_batch([MissionWrite("put_log", (entry,))])
-
-    async def delete_log(self, entry_id: str) -> None:
-        await self.write_batch([MissionWrite("delete_log", (entry_id,))])
-
-    async def put_invitation(self, invitation: InvitationRecord) -> None:
-        await self.write_batch([MissionWrite("put_invitation", (invitation,))])
-
-    async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
-        await self.write_batch([MissionWrite("delete_invitation", (mission, type_, invitee))])
 
     @staticmethod
     def _delete_mission(c: sqlite3.Connection, name: str) -> None:

@@ -31,13 +31,9 @@ from liaison.storage.missions import (
     TOKEN_SECRET_BYTES,
     InvitationRecord,
     LogEntryRecord,
-    MissionChangeRecord,
-    MissionContent,
     MissionData,
-    MissionItem,
-    MissionRecord,
     MissionWrite,
-    SubscriptionRecord,
+    SingleWrites,
     _change_from,
     _content_from,
     _dump,
@@ -326,7 +322,7 @@ _MISSION_TABLES = (
 )
 
 
-class PostgresMissionStore:
+class PostgresMissionStore(SingleWrites):
     """A :class:`~liaison.storage.missions.MissionStore` in PostgreSQL (tables ``mission_*``).
 
     Create with :meth:`open`. A batch is one transaction, its writes applied in order.
@@ -490,44 +486,6 @@ class PostgresMissionStore:
 
     async def close(self) -> None:
         await self._pg.close()
-
-    # --- single writes: each a batch of one ---------------------------------------------------
-
-    async def put_mission(self, mission: MissionRecord) -> None:
-        await self.write_batch([MissionWrite("put_mission", (mission,))])
-
-    async def delete_mission(self, name: str) -> None:
-        await self.write_batch([MissionWrite("delete_mission", (name,))])
-
-    async def put_item(self, item: MissionItem) -> None:
-        await self.write_batch([MissionWrite("put_item", (item,))])
-
-    async def remove_item(self, mission: str, uid: str) -> None:
-        await self.write_batch([MissionWrite("remove_item", (mission, uid))])
-
-    async def add_change(self, change: MissionChangeRecord) -> None:
-        await self.write_batch([MissionWrite("add_change", (change,))])
-
-    async def put_subscription(self, sub: SubscriptionRecord) -> None:
-        await self.write_batch([MissionWrite("put_subscription", (sub,))])
-
-    async def put_content(self, content: MissionContent) -> None:
-        await self.write_batch([MissionWrite("put_content", (content,))])
-
-    async def remove_content(self, mission: str, hash: str) -> None:
-        await self.write_batch([MissionWrite("remove_content", (mission, hash))])
-
-    async def put_log(self, entry: LogEntryRecord) -> None:
-        await self.write_batch([MissionWrite("put_log", (entry,))])
-
-    async def delete_log(self, entry_id: str) -> None:
-        await self.write_batch([MissionWrite("delete_log", (entry_id,))])
-
-    async def put_invitation(self, invitation: InvitationRecord) -> None:
-        await self.write_batch([MissionWrite("put_invitation", (invitation,))])
-
-    async def delete_invitation(self, mission: str, type_: str, invitee: str) -> None:
-        await self.write_batch([MissionWrite("delete_invitation", (mission, type_, invitee))])
 
 
 _SELECT_MISSIONS = "SELECT record FROM mission_missions"
