@@ -15,8 +15,9 @@ one PostgreSQL advisory lock (``_LOCK``), so two nodes (or a node and the CLI) n
 read-modify-write; the copy in memory is updated before the call returns (read your writes).
 
 The tables (``identity_users``, ``identity_certs``, ``identity_crl``, ``identity_sessions``) are
-made by the store's migration (storage/postgresql.py, step 1 -> 2); this module never creates
-them. asyncpg is imported only when this module is (a ``postgresql://`` storage).
+made by the store's migration (storage/postgresql.py, step 1 -> 2), the bearer token tables
+(``identity_token_keys``, ``identity_refresh_redeemed``) by step 2 -> 3; this module never
+creates them. asyncpg is imported only when this module is (a ``postgresql://`` storage).
 
 Opening imports, once, what the node's data folder held before (identity/db_import.py): when
 ``identity_users`` is empty the users of ``users.json``, when ``identity_certs`` is empty the

@@ -19,6 +19,9 @@ replaced atomically under an flock like the users file, so ``liaison oauth rotat
 process is seen by the running server at its next check (one ``stat`` per check). Rotation adds a
 new signing key; the old ones stay, for verification only, until every token they signed has
 expired (``retired + keep_s``), and are then dropped. At most :data:`MAX_KEYS` are kept.
+With a PostgreSQL storage the keyring is the database's instead (:class:`DbKeyring`, table
+``identity_token_keys``), shared by every node, and redeemed refresh tokens are recorded there
+(``identity_refresh_redeemed``) so that each is accepted once in the whole cluster.
 
 Access and refresh tokens differ by their ``typ`` header (``at+jwt``, RFC 9068 2.1, and
 ``rt+jwt``), so neither is accepted for the other. A refresh token is single use: the server
