@@ -4,7 +4,8 @@ Rotation makes a new signing key at once, in the data folder the server uses; th
 signs with it from its next token on (it re-reads the keyring when the file changes). The previous
 key keeps verifying the tokens it signed until they have all expired (the longer of
 ``tokens.access_ttl_s`` and ``tokens.refresh_ttl_s`` after the rotation), then it is dropped at a
-later rotation. docs/api.md, "Tokens".
+later rotation. docs/api.md, "Tokens". With a PostgreSQL storage the keyring is the database's
+(identity/tokens.py DbKeyring): a rotation there is seen by every node within a second.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ def _when(seconds: int) -> str:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     # Imported here: PyJWT is not needed by every other command's start-up.
-    from liaison.identity.tokens import Keyring, keyring_path
+    from liaison.identity.tokens import open_keyring
 
     cfg = load_config(args)
-    ring = Keyring.open(keyring_path(cfg.data_dir))
+    ring, _ = open_keyring(cfg)
     keep_s = max(cfg.token_access_ttl_s, cfg.token_refresh_ttl_s)
     for key in ring.all_keys():
         if key.retired is None:
@@ -39,10 +40,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from liaison.identity.tokens import Keyring, keyring_path
+    from liaison.identity.tokens import open_keyring
 
     cfg = load_config(args)
-    ring = Keyring.open(keyring_path(cfg.data_dir))
+    ring, _ = open_keyring(cfg)
     keep_s = max(cfg.token_access_ttl_s, cfg.token_refresh_ttl_s)
     now = int(time.time())
     new = ring.rotate(now, keep_s)

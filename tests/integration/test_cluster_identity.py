@@ -202,3 +202,65 @@ async def test_a_sign_out_on_node_a_ends_the_sign_in_on_node_b(
             assert await status_of(browser_a, a) == 401
             assert time.monotonic() - signed_out < WITHIN_S + 0.5
             assert await status_of(browser_b, b) == 401
+
+
+async def test_a_bearer_token_from_node_a_works_on_node_b_and_refreshes_once(
+    nodes: Nodes,  # noqa: F811
+    database_url: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bearer tokens with PostgreSQL (docs/deployment.md "What is shared"): the keyring and the
+    redeemed refresh tokens are the database's."""
+    from liaison.identity.tokens import _header
+
+    share_one_ca(tmp_path)
+    groups = str(write_groups(tmp_path))
+    async with nodes(2, groups_file=groups, storage=database_url) as (a, b):
+        await cli(
+            monkeypatch,
+            a,
+            database_url,
+            *("user", "add", "webred", "--org", "RED", "--groups", "red", "--password"),
+            stdin=PASSWORD + "\n",
+        )
+        form = {"grant_type": "password", "username": "webred", "password": PASSWORD}
+        async with browser_session(a) as on_a, browser_session(b) as on_b:
+            async with on_a.post(page_url(a, "/oauth/token"), data=form) as r:
+                assert r.status == 200, await r.text()
+                issued = await r.json()
+            bearer = {"Authorization": f"Bearer {issued['access_token']}"}
+            async with on_b.get(page_url(b, "/api/v1/me"), headers=bearer) as r:
+                assert r.status == 200
+                assert (await r.json())["name"] == "webred"
+            # The refresh token is redeemed on B, then refused on A (and on B again).
+            again = {"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]}
+            async with on_b.post(page_url(b, "/oauth/token"), data=again) as r:
+                assert r.status == 200, await r.text()
+                first_kid = _header((await r.json())["access_token"])
+            for http, server in ((on_a, a), (on_b, b)):
+                async with http.post(page_url(server, "/oauth/token"), data=again) as r:
+                    assert r.status == 400
+                    assert (await r.json())["error"] == "invalid_grant"
+            # `liaison oauth rotate` from B's shell: A signs with the new key within 1 s.
+            assert first_kid is not None
+            await cli(monkeypatch, b, database_url, "oauth", "rotate")
+            rotated = time.monotonic()
+            kid = first_kid["kid"]
+            for _ in range(50):  # bounded: 50 x 20 ms
+                async with on_a.post(page_url(a, "/oauth/token"), data=form) as r:
+                    assert r.status == 200
+                    header = _header((await r.json())["access_token"])
+                assert header is not None
+                if header["kid"] != kid:
+                    break
+                await asyncio.sleep(0.02)
+            assert header["kid"] != kid
+            assert time.monotonic() - rotated < WITHIN_S + 0.5
+            # The token signed before the rotation still verifies on both.
+            for http, server in ((on_a, a), (on_b, b)):
+                async with http.get(page_url(server, "/api/v1/me"), headers=bearer) as r:
+                    assert r.status == 200
+        # Neither node wrote a keyring file: the keys are the database's.
+        for server in (a, b):
+            assert not (server.config.data_dir / "tokens" / "keyring.json").exists()

@@ -21,7 +21,7 @@ from liaison.api.context import CONTEXT_KEY, ApiContext
 from liaison.api.guard import ConnectionGuard, GuardedSite, GuardSettings
 from liaison.config import LISTENER_NAMES, Endpoint
 from liaison.errors import listen_errors
-from liaison.identity.tokens import Keyring, TokenService, TokenSettings, keyring_path
+from liaison.identity.tokens import TokenService, TokenSettings, open_keyring
 
 # Largest request body any route accepts unless it sets its own (data package uploads do).
 # Enrollment CSRs and JSON bodies are a few KB; 1 MiB leaves room without inviting abuse.
@@ -86,15 +86,18 @@ def build_app(
 
 
 def make_token_service(ctx: ApiContext) -> TokenService:
-    """The bearer token service, with the keyring under the data folder (made on first use)."""
+    """The bearer token service: the keyring under the data folder (made on first use), or with
+    PostgreSQL storage the database's, shared by every node, as are redeemed refresh tokens."""
     config = ctx.config
+    keyring, db = open_keyring(config)
     return TokenService(
-        Keyring.open(keyring_path(config.data_dir)),
+        keyring,
         TokenSettings(
             access_ttl_s=config.token_access_ttl_s,
             refresh_ttl_s=config.token_refresh_ttl_s,
             issuer=f"https://{config.public_host}",
         ),
+        shared_redeem=db.redeem_refresh if db is not None else None,
     )
 
 

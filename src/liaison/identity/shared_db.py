@@ -15,8 +15,9 @@ one PostgreSQL advisory lock (``_LOCK``), so two nodes (or a node and the CLI) n
 read-modify-write; the copy in memory is updated before the call returns (read your writes).
 
 The tables (``identity_users``, ``identity_certs``, ``identity_crl``, ``identity_sessions``) are
-made by the store's migration (storage/postgresql.py, step 1 -> 2); this module never creates
-them. asyncpg is imported only when this module is (a ``postgresql://`` storage).
+made by the store's migration (storage/postgresql.py, step 1 -> 2), the bearer token tables
+(``identity_token_keys``, ``identity_refresh_redeemed``) by step 2 -> 3; this module never
+creates them. asyncpg is imported only when this module is (a ``postgresql://`` storage).
 
 Opening imports, once, what the node's data folder held before (identity/db_import.py): when
 ``identity_users`` is empty the users of ``users.json``, when ``identity_certs`` is empty the
@@ -78,6 +79,10 @@ _LOCK = 0x6C6961697300_0002
 # api/auth.py MAX_WEB_SESSIONS).
 MAX_SHARED_SESSIONS = 10_000
 
+# Expired redeemed refresh tokens deleted per redemption: bounds the work of one refresh; a
+# redemption happens once per access token lifetime per client, so the table keeps up.
+REDEEMED_PRUNE_BATCH = 1000
+
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
@@ -127,6 +132,11 @@ class IdentityDb:
         self._certs_seq = 0
         self._crl: tuple[int, bytes | None, bytes | None] = (0, None, None)
         self._crl_seq = 0
+        # The bearer token signing keys (identity/tokens.py's JSON form, oldest first), and
+        # (max seq, count) of the table when they were read: a rotation deletes rows, so the
+        # rows are re-read whole when either moved.
+        self._token_keys: list[dict[str, Any]] = []
+        self._token_keys_stamp: tuple[int, int] = (0, 0)
         self.version = 0  # bumped whenever any copy changes
         self._local: LocalIdentity | None = None
         # What opening imported from the data folder (None: nothing was offered to import).
@@ -388,7 +398,17 @@ class IdentityDb:
             "SELECT crl_number, pem, der, seq FROM identity_crl WHERE id = 1 AND seq > $1",
             self._crl_seq,
         )
-        if not users and not certs and crl is None:
+        stamp_row = await conn.fetchrow(
+            "SELECT coalesce(max(seq), 0) AS seq, count(*) AS n FROM identity_token_keys"
+        )
+        keys_stamp = (int(stamp_row["seq"]), int(stamp_row["n"]))
+        keys = None
+        if keys_stamp != self._token_keys_stamp:
+            rows = await conn.fetch(
+                "SELECT kid, created, retired, pem FROM identity_token_keys ORDER BY created, seq"
+            )
+            keys = [dict(r) for r in rows]
+        if not users and not certs and crl is None and keys is None:
             return
         with self._lock:
             if users:
@@ -406,6 +426,9 @@ class IdentityDb:
             if crl is not None:
                 self._crl = (int(crl["crl_number"]), crl["pem"], crl["der"])
                 self._crl_seq = max(self._crl_seq, crl["seq"])
+            if keys is not None:
+                self._token_keys = keys
+                self._token_keys_stamp = keys_stamp
             self.version += 1
 
     async def _write(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
@@ -583,3 +606,59 @@ class IdentityDb:
         assert self._busy is not None
         async with self._busy:
             return await job(self._conn)
+
+    # -- bearer token keys (identity/tokens.py DbKeyring) and redeemed refresh tokens --
+
+    def token_keys(self) -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        """(a stamp that changes whenever the keys do, the keys oldest first as
+        ``{"kid", "created", "retired", "pem"}``), as of the last look (no database call)."""
+        with self._lock:
+            return self._token_keys_stamp, self._token_keys
+
+    def change_token_keys(
+        self, fn: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]
+    ) -> list[dict[str, Any]]:
+        """Under the identity lock: ``fn(keys)`` (the table's keys, oldest first) returns the
+        keys the table is to hold, or None to leave it as it is. Returns what the table holds."""
+
+        async def job(conn: Any) -> list[dict[str, Any]]:
+            rows = await conn.fetch(
+                "SELECT kid, created, retired, pem FROM identity_token_keys ORDER BY created, seq"
+            )
+            old = [dict(r) for r in rows]
+            new = fn(old)
+            if new is None:
+                return old
+            await conn.execute("DELETE FROM identity_token_keys")
+            await conn.executemany(
+                "INSERT INTO identity_token_keys (kid, created, retired, pem, seq)"
+                " VALUES ($1, $2, $3, $4, nextval('identity_seq'))",
+                [(k["kid"], int(k["created"]), k["retired"], k["pem"]) for k in new],
+            )
+            return new
+
+        return self._run(self._write(job))
+
+    def redeem_refresh(self, jti: str, exp: int, now: int) -> bool:
+        """Record refresh token ``jti`` (valid until ``exp``) as redeemed: True when this is its
+        first redemption on any node, False when a row for it was already there. Up to
+        REDEEMED_PRUNE_BATCH expired rows are deleted first."""
+
+        async def job(conn: Any) -> bool:
+            async with conn.transaction():
+                await conn.execute(
+                    "DELETE FROM identity_refresh_redeemed WHERE jti IN (SELECT jti FROM"
+                    " identity_refresh_redeemed WHERE exp <= $1 LIMIT $2)",
+                    now,
+                    REDEEMED_PRUNE_BATCH,
+                )
+                status = await conn.execute(
+                    "INSERT INTO identity_refresh_redeemed (jti, exp) VALUES ($1, $2)"
+                    " ON CONFLICT (jti) DO NOTHING",
+                    jti,
+                    exp,
+                )
+            # "INSERT 0 1": inserted; "INSERT 0 0": the jti was there already.
+            return bool(status.split()[-1] == "1")
+
+        return self._run(self._statement(job))

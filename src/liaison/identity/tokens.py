@@ -19,6 +19,9 @@ replaced atomically under an flock like the users file, so ``liaison oauth rotat
 process is seen by the running server at its next check (one ``stat`` per check). Rotation adds a
 new signing key; the old ones stay, for verification only, until every token they signed has
 expired (``retired + keep_s``), and are then dropped. At most :data:`MAX_KEYS` are kept.
+With a PostgreSQL storage the keyring is the database's instead (:class:`DbKeyring`, table
+``identity_token_keys``), shared by every node, and redeemed refresh tokens are recorded there
+(``identity_refresh_redeemed``) so that each is accepted once in the whole cluster.
 
 Access and refresh tokens differ by their ``typ`` header (``at+jwt``, RFC 9068 2.1, and
 ``rt+jwt``), so neither is accepted for the other. A refresh token is single use: the server
@@ -33,13 +36,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +51,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from liaison.errors import StorageError
 from liaison.identity.files import atomic_write, exclusive_lock
+
+if TYPE_CHECKING:
+    from liaison.config import Config
+    from liaison.identity.shared_db import IdentityDb
+
+log = logging.getLogger(__name__)
 
 # RS256: what TAK Server signs and verifies its OAuth tokens with (module docstring).
 ALGORITHM = "RS256"
@@ -207,11 +217,87 @@ class Keyring:
         with exclusive_lock(self._lock_path()):
             self._stamp = None
             self._reload()
-            kept = [k if k.retired is not None else replace(k, retired=now_s) for k in self._keys]
-            kept = [k for k in kept if k.retired is None or now_s < k.retired + keep_s]
-            kept.append(new)
-            self._keys = kept[-MAX_KEYS:]
+            self._keys = _rotated(self._keys, new, now_s, keep_s)
             self._write()
+        return new
+
+
+def _rotated(keys: list[SigningKey], new: SigningKey, now_s: int, keep_s: int) -> list[SigningKey]:
+    """``keys`` after a rotation to ``new`` (Keyring.rotate's rule)."""
+    kept = [k if k.retired is not None else replace(k, retired=now_s) for k in keys]
+    kept = [k for k in kept if k.retired is None or now_s < k.retired + keep_s]
+    kept.append(new)
+    return kept[-MAX_KEYS:]
+
+
+class DbKeyring(Keyring):
+    """The keyring in PostgreSQL (``identity_token_keys``, identity/shared_db.py), shared by
+    every node on the database: a token signed on one node verifies on every other, and a
+    rotation (``liaison oauth rotate`` against the database, or any node) is seen by all within
+    shared_db's POLL_S. Keys are read from the IdentityDb's copy in memory (no database call per
+    check) and parsed again only when the table changed."""
+
+    def __init__(self, db: IdentityDb, path: Path) -> None:
+        super().__init__(path)
+        self._db = db
+        self._db_stamp: tuple[int, int] | None = None
+        # The keyring.json whose keys opening imported (None: none was imported here).
+        self.imported_from: Path | None = None
+
+    @classmethod
+    def open_in_database(cls, db: IdentityDb, path: Path, now_s: int | None = None) -> DbKeyring:
+        """The database's keyring. When its table is empty it is filled, once in the cluster
+        (under the identity lock), from ``path`` (this node's keyring.json) when that file
+        exists, else with a new key. An unreadable keyring.json refuses the open
+        (StorageError) rather than silently replacing the keys that signed live tokens."""
+        ring = cls(db, path)
+        _, current = db.token_keys()
+        if not current:
+            offered: list[SigningKey]
+            source: Path | None = None
+            if path.exists():
+                offered = Keyring(path).all_keys()
+                source = path
+            if source is None or not offered:
+                offered = [_new_key(int(time.time()) if now_s is None else now_s)]
+            rows = [_key_to_json(k) for k in offered]
+            taken: list[bool] = []
+
+            def fill(old: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+                if old:
+                    return None  # another node filled it first
+                taken.append(True)
+                return rows
+
+            db.change_token_keys(fill)
+            if taken and source is not None:
+                ring.imported_from = source
+                log.info(
+                    "imported %d token signing keys from %s into the database", len(rows), source
+                )
+        ring._reload()
+        return ring
+
+    def _reload(self) -> None:
+        stamp, rows = self._db.token_keys()
+        if stamp == self._db_stamp:
+            return
+        try:
+            keys = [_key_from_json(r) for r in rows]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"token keyring in the database is unreadable: {exc}") from exc
+        self._keys, self._db_stamp = keys, stamp
+
+    def rotate(self, now_s: int, keep_s: int) -> SigningKey:
+        new = _new_key(now_s)
+
+        def change(old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            keys = [_key_from_json(r) for r in old]
+            return [_key_to_json(k) for k in _rotated(keys, new, now_s, keep_s)]
+
+        self._db.change_token_keys(change)
+        self._db_stamp = None
+        self._reload()
         return new
 
 
@@ -255,8 +341,12 @@ class TokenService:
         keyring: Keyring,
         settings: TokenSettings,
         clock_s: Callable[[], float] = time.time,
+        shared_redeem: Callable[[str, int, int], bool] | None = None,
     ) -> None:
+        """``shared_redeem(jti, exp, now)``: records a redemption for every node (IdentityDb
+        .redeem_refresh), True the first time; None: this process's memory only."""
         self.keyring = keyring
+        self._shared_redeem = shared_redeem
         self.settings = settings
         self._clock = clock_s
         self._redeemed: OrderedDict[str, int] = OrderedDict()
@@ -264,6 +354,11 @@ class TokenService:
 
     def _now(self) -> int:
         return int(self._clock())
+
+    @property
+    def redeems_in_database(self) -> bool:
+        """Whether :meth:`redeem_refresh` asks the database (a blocking call)."""
+        return self._shared_redeem is not None
 
     def issue(
         self,
@@ -377,6 +472,8 @@ class TokenService:
         if checked is None:
             return None
         now = self._now()
+        if self._shared_redeem is not None:
+            return checked if self._shared_redeem(checked.jti, checked.exp, now) else None
         while self._redeemed and next(iter(self._redeemed.values())) <= now:
             self._redeemed.popitem(last=False)
         if checked.jti in self._redeemed:
@@ -408,3 +505,15 @@ def unverified_payload(token: str) -> dict[str, Any]:
 
 def keyring_path(data_dir: Path) -> Path:
     return data_dir / "tokens" / "keyring.json"
+
+
+def open_keyring(config: Config) -> tuple[Keyring, IdentityDb | None]:
+    """The keyring ``config`` uses: with a PostgreSQL storage the database's (DbKeyring, this
+    process's IdentityDb, liaison.admin.identity_db), else the data folder's keyring.json."""
+    from liaison import admin  # here: admin imports much of the package
+
+    path = keyring_path(config.data_dir)
+    db = admin.identity_db(config)
+    if db is None:
+        return Keyring.open(path), None
+    return DbKeyring.open_in_database(db, path), db

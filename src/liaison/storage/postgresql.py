@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 # The schema this code writes. _MIGRATIONS[v] upgrades a database from version v to v + 1; a
 # database with a newer version is refused, as in the SQLite store.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # URL schemes that select this store (libpq accepts both spellings).
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -151,6 +151,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " csrf text NOT NULL, created timestamptz NOT NULL, seen timestamptz NOT NULL)",
         "CREATE INDEX identity_sessions_user ON identity_sessions (username)",
         "CREATE INDEX identity_sessions_created ON identity_sessions (created)",
+    ),
+    # 2 -> 3: the bearer token keyring and the redeemed refresh tokens, shared by every node on
+    # this database (identity/shared_db.py, identity/tokens.py DbKeyring). Keys are replaced
+    # under shared_db's advisory lock, seq from identity_seq; created/retired/exp: epoch seconds.
+    (
+        "CREATE TABLE identity_token_keys (kid text PRIMARY KEY, created bigint NOT NULL,"
+        " retired bigint, pem text NOT NULL, seq bigint NOT NULL)",
+        # A refresh token's jti is inserted when it is redeemed: a second insert finds the row
+        # (single use across nodes); rows past exp are deleted in bounded batches.
+        "CREATE TABLE identity_refresh_redeemed (jti text PRIMARY KEY, exp bigint NOT NULL)",
+        "CREATE INDEX identity_refresh_redeemed_exp ON identity_refresh_redeemed (exp)",
     ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
