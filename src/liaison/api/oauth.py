@@ -18,7 +18,9 @@ The answer is RFC 6749 5.1's JSON (``access_token``, ``token_type`` "bearer", ``
 a wrong password is ``{"error": "invalid_grant", "error_description": "Bad credentials"}``, what
 CloudTAK looks for (it tests ``error === 'invalid_grant'`` and a description starting with
 ``Bad credentials``). Wrong passwords count towards the same throttle as every other sign-in
-(429 with ``Retry-After``). Only passwords are accepted here, never enrollment tokens: a
+(429 with ``Retry-After``). A refresh the store of used refresh tokens cannot take (with
+PostgreSQL, the shared database unreachable) is 503 ``temporarily_unavailable`` with
+``Retry-After``, and the token is not used up. Only passwords are accepted here, never enrollment tokens: a
 one-time enrollment secret must not turn into a day of bearer tokens.
 """
 
@@ -35,6 +37,7 @@ from liaison.api.bearer import TOKENS_KEY
 from liaison.api.context import context
 from liaison.api.roles import roles_of
 from liaison.api.server import THROTTLE_KEY
+from liaison.errors import StorageError
 from liaison.identity.tokens import Issued
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,10 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 SCOPE = "liaison"
 # Largest form body read: a username, a password (at most 1,024 characters) or a refresh token.
 MAX_FORM_BYTES = 16 * 1024
+
+
+# Seconds a client is asked to wait after a refresh the token store could not take (503).
+REFRESH_RETRY_S = 5
 
 
 def _answer(status: int, body: dict[str, object]) -> web.Response:
@@ -138,11 +145,30 @@ async def token(request: web.Request) -> web.Response:
         refresh = params.get("refresh_token")
         if not refresh:
             return _error("invalid_request", "refresh_token is required")
-        if tokens.redeems_in_database:
-            # One database round trip (identity_refresh_redeemed): off the event loop.
-            checked = await asyncio.to_thread(tokens.redeem_refresh, refresh)
-        else:
-            checked = tokens.redeem_refresh(refresh)
+        try:
+            if tokens.redeems_in_database:
+                # One database round trip (identity_refresh_redeemed): off the event loop.
+                checked = await asyncio.to_thread(tokens.redeem_refresh, refresh)
+            else:
+                checked = tokens.redeem_refresh(refresh)
+        except StorageError as exc:
+            # The refresh token could not be marked used (the database is unreachable): not
+            # redeemed, so the client may try the same token again (RFC 6749 5.2 has no code for
+            # this; temporarily_unavailable as in 4.1.2.1).
+            ctx.metrics.counter(
+                "liaison_http_oauth_unavailable_total",
+                "Token refreshes refused because the shared database could not be reached",
+            ).inc()
+            log.error("http %s: token refresh not possible: %s", client_address(request), exc)
+            answer = _answer(
+                503,
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "the token store cannot be reached; retry later",
+                },
+            )
+            answer.headers["Retry-After"] = str(REFRESH_RETRY_S)
+            return answer
         # The user is looked up again: a revoked or removed user gets no new token.
         caller = ctx.principal_from_user(checked.sub) if checked is not None else None
         if checked is None or caller is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import takproto
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -20,8 +21,9 @@ from jwcrypto import jwk, jws, jwt
 
 from liaison.app import Server
 from liaison.cli import main
+from liaison.errors import StorageError
 from liaison.gate import audit_paths
-from liaison.identity.tokens import keyring_path
+from liaison.identity.tokens import TokenService, keyring_path
 from tests.integration.conftest import ServerFactory, issue_cert
 from tests.integration.helpers import WAIT_S, clients, connect_tls, sa_event
 from tests.integration.http.http_support import (
@@ -427,3 +429,31 @@ async def test_refusals_for_want_of_a_role_are_audited(
             "address": "127.0.0.1",
         }
     ]
+
+
+async def test_a_refresh_the_token_store_cannot_take_is_503_and_the_token_stays_good(
+    start_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store of used refresh tokens unreachable (with PostgreSQL: the shared database):
+    503 temporarily_unavailable with Retry-After, counted; the token was not used up, so the
+    same refresh works once the store is back."""
+    async with start_server(groups_file=str(write_groups(tmp_path))) as server:
+        add_user(server, "webred", "RED", ["red"])
+        async with browser_session(server) as http:
+            form = {"grant_type": "password", "username": "webred", "password": PASSWORD}
+            _, first, _ = await _grant(http, server, form)
+            refresh_form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+
+            def unreachable(self: TokenService, token: str) -> None:
+                raise StorageError("identity database: connection refused")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(TokenService, "redeem_refresh", unreachable)
+                status, err, r = await _grant(http, server, refresh_form)
+            assert status == 503 and r.headers["Retry-After"] == "5"
+            assert err["error"] == "temporarily_unavailable"
+            assert r.headers["Cache-Control"] == "no-store"
+            registry = server.metrics.registry
+            assert registry.get_sample_value("liaison_http_oauth_unavailable_total") == 1
+            status, second, _ = await _grant(http, server, refresh_form)
+            assert status == 200 and second["refresh_token"] != first["refresh_token"]
