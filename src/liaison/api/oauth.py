@@ -20,8 +20,8 @@ CloudTAK looks for (it tests ``error === 'invalid_grant'`` and a description sta
 ``Bad credentials``). Wrong passwords count towards the same throttle as every other sign-in
 (429 with ``Retry-After``). A refresh the store of used refresh tokens cannot take (with
 PostgreSQL, the shared database unreachable) is 503 ``temporarily_unavailable`` with
-``Retry-After``, and the token is not used up. Only passwords are accepted here, never enrollment tokens: a
-one-time enrollment secret must not turn into a day of bearer tokens.
+``Retry-After``, and the token is not used up. Only passwords are accepted here, never
+enrollment tokens: a one-time enrollment secret must not turn into a day of bearer tokens.
 """
 
 from __future__ import annotations
