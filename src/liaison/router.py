@@ -515,10 +515,7 @@ class Router:
         latest state, then goes to every subscriber that may see it (:meth:`distribute`), in
         one step, so a subscriber attaching is either replayed it or sent it live, never both.
         """
-        event, label, sender = accepted.event, accepted.label, accepted.source.principal
-        forgotten = self._remember(event, label, sender, self._clock_ms())
-        if forgotten is not None and self._on_delete is not None:
-            self._on_delete(forgotten)
+        self._join_latest(accepted, self._clock_ms())
         return self.distribute(accepted)
 
     def distribute(self, accepted: AcceptedEvent) -> int:
@@ -661,9 +658,13 @@ class Router:
         # The stored copy is the event as accepted (with any dests); without dests it shares
         # the live rendering.
         self._store(event, label, sender, now, accepted.out.xml())
-        if not remember:
-            return
-        forgotten = self._remember(event, label, sender, now)
+        if remember:
+            self._join_latest(accepted, now)
+
+    def _join_latest(self, accepted: AcceptedEvent, now: int) -> None:
+        """This node's accepted event into the latest state (for the cluster too), a delete's
+        target handed to ``on_delete``."""
+        forgotten = self._remember(accepted.event, accepted.label, accepted.source.principal, now)
         if forgotten is not None and self._on_delete is not None:
             self._on_delete(forgotten)
 
