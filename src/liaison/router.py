@@ -227,6 +227,10 @@ MAX_BANNERS = 1024
 # much again once a TAK protocol v1 client took the protobuf form); past it the table starts
 # again.
 MAX_REPLAY_RENDERINGS = 20_000
+# Uids of ``early`` latest entries (a cluster's bucket ahead of its bus) whose replay the router
+# remembers, with who got it, until the report arrives live (Router.distribute_remote); past it
+# the oldest is forgotten (its subscribers would then get that one report twice).
+MAX_EARLY_REPLAYS = 10_000
 
 
 class Router:
@@ -275,6 +279,9 @@ class Router:
         # entry changes: a reconnect storm (a restart, a network back) renders each item once,
         # not once per client (docs/performance.md, "Replay storms"). uid -> (entry, Outgoing).
         self._replayed: dict[str, tuple[LatestEntry, Outgoing]] = {}
+        # Early entries replayed (LatestEntry.early): uid -> (the report's time, the attach
+        # numbers of the subscribers replayed it), until it arrives live (MAX_EARLY_REPLAYS).
+        self._early_replays: dict[str, tuple[int, set[int]]] = {}
         # Held while the audit log fails: events to accept again, or accepted ones to distribute.
         self._held: deque[tuple[Event, Source] | AcceptedEvent] = deque()
         self._banners: dict[str, str] = {}  # label id -> banner, for display
@@ -518,15 +525,16 @@ class Router:
         self._join_latest(accepted, self._clock_ms())
         return self.distribute(accepted)
 
-    def distribute(self, accepted: AcceptedEvent) -> int:
+    def distribute(self, accepted: AcceptedEvent, *, replayed: Collection[int] = ()) -> int:
         """Hand an accepted event to every subscriber that may see it; returns the deliveries.
 
         Implicit routing to everyone but its source (and, from a partner, to no other partner
         unless configured), or explicit routing by ``marti/dest``; one decision per access key;
         the ``release`` and ``deny`` records written before the first delivery. While the audit
         log cannot be written the event is held and distributed when it recovers.
+        ``replayed``: attach numbers of subscribers already replayed this very report, left out.
         """
-        plans = self._plan(accepted)
+        plans = self._plan(accepted, replayed)
         if not self._record([a for plan in plans for a in plan.audit]):
             self._hold(accepted)
             return 0
@@ -543,9 +551,17 @@ class Router:
         node) and goes to this node's subscribers, each decided and recorded here.
         """
         event = _with_origin(event, source.principal)
+        replayed: Collection[int] = ()
+        early = self._early_replays.get(event.uid)
+        if early is not None and event.time >= early[0]:
+            # The bucket brought this uid here before the bus did, and it was replayed: whoever
+            # got that very report is not sent it again (cluster/latest_kv.py).
+            del self._early_replays[event.uid]
+            if event.time == early[0]:
+                replayed = early[1]
         self._remember(event, label, source.principal, self._clock_ms(), shared=False)
         out = Outgoing(event, source.principal.in_groups)
-        return self.distribute(AcceptedEvent(event, label, source, out))
+        return self.distribute(AcceptedEvent(event, label, source, out), replayed=replayed)
 
     def distribute_feed(self, event: Event, label: Label | None, source: Source) -> int:
         """Distribute an event read back from the cluster's stream to this router's subscribers
@@ -841,14 +857,14 @@ class Router:
             ]
         return [s for k, s in self._subscribers.items() if k != src]
 
-    def _plan(self, accepted: AcceptedEvent) -> list[_Fanout]:
+    def _plan(self, accepted: AcceptedEvent, replayed: Collection[int] = ()) -> list[_Fanout]:
         event, label, source = accepted.event, accepted.label, accepted.source
         if not event.dests:
-            return [
-                self._fanout(
-                    "live", accepted.out, source.principal.in_groups, label, self._others(source)
-                )
-            ]
+            targets = self._others(source)
+            if replayed:  # only an undirected event is ever replayed
+                order = self._order
+                targets = [s for s in targets if order.get(id(s)) not in replayed]
+            return [self._fanout("live", accepted.out, source.principal.in_groups, label, targets)]
         return self._plan_explicit(event, label, source)
 
     def _plan_explicit(self, event: Event, label: Label | None, source: Source) -> list[_Fanout]:
@@ -1109,12 +1125,28 @@ class Router:
             return 0
         _tell_refused(plans)
         sent = 0
-        for plan in plans:
+        for entry, plan in zip(entries, plans, strict=True):
             if plan.permitted:
                 sub.deliver(plan.out)
                 sent += 1
+                if entry.early:
+                    self._replayed_early(entry, sub)
         self.m_deliveries.inc(amount=sent)
         return sent
+
+    def _replayed_early(self, entry: LatestEntry, sub: Subscriber) -> None:
+        """Remember that ``sub`` was replayed an early entry (LatestEntry.early)."""
+        attached = self._order.get(id(sub))
+        if attached is None:
+            return
+        early = self._early_replays
+        uid, time = entry.event.uid, entry.event.time
+        held = early.get(uid)
+        if held is None or held[0] != time:
+            if held is None and len(early) >= MAX_EARLY_REPLAYS:
+                del early[next(iter(early))]  # bounded: the oldest forgotten
+            held = early[uid] = (time, set())
+        held[1].add(attached)
 
     def _replay_out(self, entry: LatestEntry) -> Outgoing:
         """The rendering of ``entry`` for replay: the one made for an earlier replay while the

@@ -14,9 +14,12 @@ same on every node.
   uids) and written by :meth:`SharedLatestState.run`, in order, tried again while NATS is away.
 - Every value in the bucket, its own included, is applied to the table as it arrives (a watch
   of the whole bucket; at start, everything it holds before the node serves): a report older
-  than the one held never replaces it; a deleted key forgets its uid. A value that does not
-  decode, whose label cannot be read (deny) or whose event does not parse is refused and
-  counted, never applied.
+  than the one held never replaces it; a deleted key forgets its uid. The bucket and the bus are
+  two streams: another node's report may reach the table from the bucket before this node reads
+  the event from the bus. Such an entry is marked ``early``; the router remembers who was
+  replayed it and does not deliver them the same report again when it arrives live. A value
+  that does not decode, whose label cannot be read (deny) or whose event does not parse is
+  refused and counted, never applied.
 - Changes that came from another node (the bus) or from the store at start are kept in the
   table only (``shared=False``): their own node wrote them.
 """
@@ -313,7 +316,15 @@ class SharedLatestState:
             return self._refuse("unreadable", f"key {uid!r} holds event {event.uid!r}")
         if data.origin is not None:
             event = dataclasses.replace(event, origin=data.origin)
-        self._table.put(LatestEntry(event, data.sender_groups, label))
+        held = self._table.get(uid)
+        if held is not None and not held.early and held.event.time == event.time:
+            # The same report, already here from the bus (or this node's own): kept as it is.
+            self.m_applied.inc()
+            return 1
+        # Another node's report not yet read from the bus here: it may still arrive live, and a
+        # client replayed it meanwhile must not get it twice (Router.distribute_remote).
+        early = data.node != self.settings.node
+        self._table.put(LatestEntry(event, data.sender_groups, label, early=early))
         self.m_applied.inc()
         return 1
 

@@ -23,6 +23,10 @@ class LatestEntry:
     event: Event
     sender_groups: frozenset[str]
     label: Label | None = None
+    # In a cluster: read from the shared bucket before this node read the event itself from the
+    # bus (cluster/latest_kv.py), so it may still arrive live. The router remembers who was
+    # replayed such an entry and does not send them the same report again when it arrives.
+    early: bool = False
 
 
 class LatestState(Protocol):

@@ -154,3 +154,20 @@ async def test_writes_wait_while_the_bucket_is_away_and_go_when_it_is_back() -> 
     assert await s._write_batch() is True
     assert s._pending == {} and s.m_written.get() == 2
     assert set(bucket.values) == {cluster_wire.latest_key("a")}
+
+
+def test_another_nodes_value_ahead_of_the_bus_is_early_the_same_report_held_is_kept() -> None:
+    s = state()
+    ahead = entry("a")
+    assert s.apply(cluster_wire.latest_key("a"), value(ahead, node="n1"), "PUT") == 1
+    assert s.get("a").early  # type: ignore[union-attr]  # the bus has not brought it here yet
+    # The bus brings it: the router puts it (shared=False), no longer early.
+    s.put(ahead, shared=False)
+    assert not s.get("a").early  # type: ignore[union-attr]
+    # The same report read from the bucket again (a watch restarted) leaves it as it is.
+    s.apply(cluster_wire.latest_key("a"), value(ahead, node="n1"), "PUT")
+    assert not s.get("a").early  # type: ignore[union-attr]
+    # This node's own value coming back from the bucket is never early.
+    own = entry("b")
+    s.apply(cluster_wire.latest_key("b"), value(own, node="n0"), "PUT")
+    assert not s.get("b").early  # type: ignore[union-attr]

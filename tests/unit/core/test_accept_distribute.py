@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import pytest
+
 from liaison.gate import Gate, load_gate_config
 from liaison.latest import LatestEntry, LatestState, MemoryLatestState
 from liaison.metrics import Metrics
@@ -225,3 +227,63 @@ def test_with_a_bus_the_latest_state_takes_an_event_only_on_the_buss_acknowledge
     assert [e.event.uid for e in router.latest_entries()] == ["m"]
     router.distribute_acknowledged(bus.submitted[1])
     assert router.latest_entries() == []
+
+
+def test_a_report_replayed_from_the_clusters_bucket_is_not_sent_again_live() -> None:
+    """The cluster's bucket and its bus are two streams: another node's report can reach this
+    node's latest state (an ``early`` entry, cluster/latest_kv.py) before the bus brings it. A
+    client replayed it meanwhile must not get the same report again live (found by
+    tests/integration/test_cluster_failover.py: a reconnected client got one event twice)."""
+    import dataclasses
+
+    from liaison.cluster.bus import RemoteSource
+
+    router, gate, _, _ = setup()
+    remote = RemoteSource(person(gate, "usa-far", "USA", "usa-secret"))
+    lab = label(gate, "SECRET", "USA")
+    reported = event("far", lab, gate)
+    groups = remote.principal.in_groups
+    before = Sub(person(gate, "usa-1", "USA", "usa-secret"))
+    router.attach(before)  # attached before the bucket's value: not replayed it
+    router._latest.put(LatestEntry(reported, groups, lab, early=True), shared=False)
+    late = Sub(person(gate, "usa-2", "USA", "usa-secret"))
+    router.attach(late)
+    assert router.replay_to(late) == 1
+    assert router.distribute_remote(reported, lab, remote) == 1  # to `before` only
+    assert [e.uid for e in before.got] == ["far"]
+    assert [e.uid for e in late.got] == ["far"]
+    assert not router._latest.get("far").early  # type: ignore[union-attr]
+    # The next report of that uid reaches both, as any live event.
+    newer = dataclasses.replace(reported, time=NOW + 1000)
+    assert router.distribute_remote(newer, lab, remote) == 2
+    assert router._early_replays == {}
+    # An early entry replayed, then a newer report arrives first: delivered (not the replayed
+    # one), and the memory of the replay goes.
+    router._latest.put(LatestEntry(event("far2", lab, gate), groups, lab, early=True))
+    third = Sub(person(gate, "usa-3", "USA", "usa-secret"))
+    router.attach(third)
+    router.replay_to(third)
+    assert "far2" in router._early_replays
+    later = dataclasses.replace(event("far2", lab, gate), time=NOW + 5)
+    assert router.distribute_remote(later, lab, remote) == 3
+    assert "far2" not in router._early_replays
+    assert [e.time for e in third.got if e.uid == "far2"] == [NOW, NOW + 5]
+
+
+def test_early_replays_are_remembered_for_a_bounded_number_of_uids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import liaison.router as router_module
+
+    monkeypatch.setattr(router_module, "MAX_EARLY_REPLAYS", 3)
+    router, gate, _, _ = setup()
+    lab = label(gate, "SECRET", "USA")
+    sender = person(gate, "usa-far", "USA", "usa-secret")
+    for i in range(5):
+        router._latest.put(
+            LatestEntry(event(f"u{i}", lab, gate), sender.in_groups, lab, early=True)
+        )
+    sub = Sub(person(gate, "usa-1", "USA", "usa-secret"))
+    router.attach(sub)
+    assert router.replay_to(sub) == 5
+    assert list(router._early_replays) == ["u2", "u3", "u4"]
