@@ -21,7 +21,14 @@ from liaison.identity.certs import (
     utc_now,
 )
 from liaison.identity.files import atomic_write, exclusive_lock
-from liaison.identity.issue import iso_utc, list_issued, read_index, record_from_json, write_index
+from liaison.identity.issue import (
+    IssuedRecord,
+    iso_utc,
+    list_issued,
+    read_index,
+    record_from_json,
+    write_index,
+)
 
 # The CRL's nextUpdate (RFC 5280 5.1.2.5). Consumers of the CRL file (a partner's TAK Server, a
 # reverse proxy) reject an expired CRL, so it is re-signed on every revocation and whenever
@@ -82,27 +89,37 @@ def revoke(
     if (serial is None) == (common_name is None):
         raise ValueError("pass exactly one of serial or common_name")
     t = utc_now(now)
-    newly: list[int] = []
     if pki.db is not None:
         return _revoke_shared(pki, serial, common_name, t)
     with exclusive_lock(pki.lock):
         doc = read_index(pki)
-        found = False
-        for item in doc["certs"]:
-            rec = record_from_json(item)
-            if (serial is not None and rec.serial == serial) or (
-                common_name is not None and rec.common_name == common_name
-            ):
-                found = True
-                if item.get("revoked_at") is None:
-                    item["revoked_at"] = iso_utc(t)
-                    newly.append(rec.serial)
-        if serial is not None and not found:
-            raise PkiError(f"no certificate with serial {serial:x} was issued here")
+        newly = [rec.serial for rec, _ in _mark_revoked(doc["certs"], serial, common_name, t)]
         if newly:
             write_index(pki, doc)
         write_crl_unlocked(pki, t)
     return newly
+
+
+def _mark_revoked(
+    items: list[dict[str, Any]], serial: int | None, common_name: str | None, t: dt.datetime
+) -> list[tuple[IssuedRecord, dict[str, Any]]]:
+    """Mark revoked at ``t`` the index items of ``serial`` or of ``common_name`` not revoked yet
+    (in place); returns each newly revoked one as (its record, its item). A serial never issued
+    here is a PkiError (revoking twice is not an error)."""
+    marked: list[tuple[IssuedRecord, dict[str, Any]]] = []
+    found = False
+    for item in items:
+        rec = record_from_json(item)
+        if (serial is not None and rec.serial == serial) or (
+            common_name is not None and rec.common_name == common_name
+        ):
+            found = True
+            if item.get("revoked_at") is None:
+                item["revoked_at"] = iso_utc(t)
+                marked.append((rec, item))
+    if serial is not None and not found:
+        raise PkiError(f"no certificate with serial {serial:x} was issued here")
+    return marked
 
 
 def _revoke_shared(
@@ -114,21 +131,9 @@ def _revoke_shared(
     ca, ca_key = load_ca(pki)
 
     def step(number: int, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
-        changed: list[dict[str, Any]] = []
-        newly: list[int] = []
-        found = False
-        for item in items:
-            rec = record_from_json(item)
-            if (serial is not None and rec.serial == serial) or (
-                common_name is not None and rec.common_name == common_name
-            ):
-                found = True
-                if item.get("revoked_at") is None:
-                    item["revoked_at"] = iso_utc(t)
-                    newly.append(rec.serial)
-                    changed.append(item)
-        if serial is not None and not found:
-            raise PkiError(f"no certificate with serial {serial:x} was issued here")
+        marked = _mark_revoked(items, serial, common_name, t)
+        changed = [item for _, item in marked]
+        newly = [rec.serial for rec, _ in marked]
         return [*changed, _crl_item(ca, ca_key, number + 1, items, t)], newly
 
     newly: list[int] = pki.db.change_index(step)
