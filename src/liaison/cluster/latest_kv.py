@@ -12,6 +12,8 @@ same on every node.
 - A change this node made (an event it accepted, a delete, a relabel) is queued for the bucket
   (one value per uid: only the newest change of a uid waits, at most ``MAX_PENDING_WRITES``
   uids) and written by :meth:`SharedLatestState.run`, in order, tried again while NATS is away.
+  The event is rendered for the bucket when it is written, not when accepted: a uid reported
+  again meanwhile is rendered once.
 - Every value in the bucket, its own included, is applied to the table as it arrives (a watch
   of the whole bucket; at start, everything it holds before the node serves): a report older
   than the one held never replaces it; a deleted key forgets its uid. The bucket and the bus are
@@ -56,6 +58,7 @@ LOAD_TIMEOUT_S = 10.0
 WATCH_POLL_S = 5.0
 
 _DELETE = None  # a waiting change that is a delete
+_GONE = object()  # no change waits for a uid
 
 
 async def _open_bucket(js: Any, s: ClusterSettings) -> Any:
@@ -118,8 +121,9 @@ class SharedLatestState:
         self._policy = policy
         # This node's own table, which the bucket's values and this node's changes update.
         self._table = table
-        # uid -> the encoded value to write, or _DELETE; insertion order is the order to write.
-        self._pending: dict[str, bytes | None] = {}
+        # uid -> the entry to write, or _DELETE; insertion order is the order to write. Encoded
+        # (the event rendered) only when written: a uid changed again meanwhile is rendered once.
+        self._pending: dict[str, LatestEntry | None] = {}
         self._wake = asyncio.Event()
         self._bus: NatsBus | None = None
         self._kv: Any = None
@@ -161,16 +165,20 @@ class SharedLatestState:
     def put(self, entry: LatestEntry, *, shared: bool = True) -> bool:
         kept = self._table.put(entry)
         if kept and shared:
-            label = entry.label
-            value = LatestValue(
-                node=self.settings.node,
-                sender_groups=entry.sender_groups,
-                label_json=labels.label_to_json(label) if label is not None else None,
-                xml=cot_xml.render_xml(entry.event),
-                origin=entry.event.origin,
-            )
-            self._queue(entry.event.uid, cluster_wire.encode_latest(value))
+            self._queue(entry.event.uid, entry)
         return kept
+
+    def encode(self, entry: LatestEntry) -> bytes:
+        """The bucket's value of ``entry``, as this node writes it."""
+        label = entry.label
+        value = LatestValue(
+            node=self.settings.node,
+            sender_groups=entry.sender_groups,
+            label_json=labels.label_to_json(label) if label is not None else None,
+            xml=cot_xml.render_xml(entry.event),
+            origin=entry.event.origin,
+        )
+        return cluster_wire.encode_latest(value)
 
     def remove(self, uid: str, *, shared: bool = True) -> LatestEntry | None:
         held = self._table.remove(uid)
@@ -189,7 +197,7 @@ class SharedLatestState:
     def __len__(self) -> int:
         return len(self._table)
 
-    def _queue(self, uid: str, value: bytes | None) -> None:
+    def _queue(self, uid: str, value: LatestEntry | None) -> None:
         pending = self._pending
         pending.pop(uid, None)  # only the newest change of a uid waits, at the end
         if len(pending) >= MAX_PENDING_WRITES:
@@ -254,16 +262,26 @@ class SharedLatestState:
     async def _write_batch(self) -> bool:
         """Write up to ``WRITE_BATCH`` waiting changes at once (each uid has one, so their order
         does not matter); False when one failed (it waits for the next attempt)."""
-        batch = list(self._pending.items())[:WRITE_BATCH]
+        batch: list[tuple[str, LatestEntry | None, bytes | None]] = []
+        for uid, value in list(self._pending.items())[:WRITE_BATCH]:
+            if value is _DELETE:
+                batch.append((uid, value, None))
+                continue
+            try:
+                batch.append((uid, value, self.encode(value)))
+            except Exception as exc:  # an entry that cannot be written is dropped, never retried
+                del self._pending[uid]
+                self.m_dropped.inc("unwritable")
+                log.warning("cluster latest state: change of %s not shared: %r", uid, exc)
         results = await asyncio.gather(
-            *(self._write_one(uid, value) for uid, value in batch), return_exceptions=True
+            *(self._write_one(uid, data) for uid, _, data in batch), return_exceptions=True
         )
         failed: BaseException | None = None
-        for (uid, value), result in zip(batch, results, strict=True):
+        for (uid, value, _), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 failed = failed or result
                 continue
-            if self._pending.get(uid, b"") is value:  # not changed again meanwhile
+            if self._pending.get(uid, _GONE) is value:  # not changed again meanwhile
                 del self._pending[uid]
             self.m_written.inc()
         if failed is not None:
@@ -272,12 +290,12 @@ class SharedLatestState:
             return False
         return True
 
-    async def _write_one(self, uid: str, value: bytes | None) -> None:
+    async def _write_one(self, uid: str, data: bytes | None) -> None:
         key = cluster_wire.latest_key(uid)
-        if value is _DELETE:
+        if data is None:
             await self._kv.delete(key)
         else:
-            await self._kv.put(key, value)
+            await self._kv.put(key, data)
 
     # --- reading ----------------------------------------------------------------------------
 

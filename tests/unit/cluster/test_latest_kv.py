@@ -56,12 +56,14 @@ def test_changes_made_here_wait_for_the_bucket_one_per_uid_in_order() -> None:
     s.remove("c")
     assert list(s._pending) == ["b", "a", "c"]
     assert s._pending["c"] is None  # a delete
-    written = cluster_wire.decode_latest(s._pending["a"] or b"")
+    waiting = s._pending["a"]
+    assert waiting is not None
+    written = cluster_wire.decode_latest(s.encode(waiting))  # rendered when written
     assert written.node == "n0" and written.sender_groups == frozenset({"g"})
     assert written.origin is None
     fed = entry("f")
     s.put(LatestEntry(dataclasses.replace(fed.event, origin="feed:adsb"), fed.sender_groups))
-    assert cluster_wire.decode_latest(s._pending["f"] or b"").origin == "feed:adsb"
+    assert cluster_wire.decode_latest(s.encode(s._pending["f"])).origin == "feed:adsb"  # type: ignore[arg-type]
     assert cot_xml.parse_event(written.xml).time == NOW + 1000
 
 
@@ -171,3 +173,44 @@ def test_another_nodes_value_ahead_of_the_bus_is_early_the_same_report_held_is_k
     own = entry("b")
     s.apply(cluster_wire.latest_key("b"), value(own, node="n0"), "PUT")
     assert not s.get("b").early  # type: ignore[union-attr]
+
+
+async def test_a_uid_reported_again_before_the_write_is_rendered_once_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = state()
+    bucket = _Bucket()
+    s._kv = bucket
+    rendered: list[int] = []
+    real = cot_xml.render_xml
+
+    def counting(event: object) -> bytes:
+        rendered.append(event.time)  # type: ignore[attr-defined]
+        return real(event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(latest_kv.cot_xml, "render_xml", counting)
+    for k in range(5):
+        s.put(entry("a", time=NOW + k))
+    assert rendered == []  # nothing rendered on the accept path
+    assert await s._write_batch() is True
+    assert rendered == [NOW + 4]
+    held = cluster_wire.decode_latest(bucket.values[cluster_wire.latest_key("a")])
+    assert cot_xml.parse_event(held.xml).time == NOW + 4
+
+
+async def test_a_change_that_cannot_be_encoded_is_dropped_and_counted_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = state()
+    bucket = _Bucket()
+    s._kv = bucket
+
+    def broken(event: object) -> bytes:
+        raise ValueError("cannot render")
+
+    s.put(entry("a"))
+    s.put(entry("b"))
+    monkeypatch.setattr(latest_kv.cot_xml, "render_xml", broken)
+    assert await s._write_batch() is True
+    assert s._pending == {} and dropped(s, "unwritable") == 2
+    assert bucket.values == {}
