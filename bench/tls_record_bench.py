@@ -1,7 +1,7 @@
 """In-memory benchmark: what OpenSSL (through Python's ``ssl``) costs per TLS record written.
 
-Two ``SSLObject`` ends over ``MemoryBIO`` pairs finish a handshake (a throwaway P-256
-certificate made with the ``cryptography`` package), then the server end writes ``--records``
+Two ``SSLObject`` ends over ``MemoryBIO`` pairs finish a handshake (with the RSA server
+certificate Liaison makes for a new data folder), then the server end writes ``--records``
 records of ``--size`` bytes, each taken from its outgoing BIO as a stream session's flush does.
 Printed: the wall time per record for TLS 1.3 (the suite OpenSSL picks: Python 3.11's ``ssl``
 cannot choose TLS 1.3 suites) and for the TLS 1.2 AES-GCM suites, and a plain copy of the same
@@ -15,7 +15,6 @@ bytes for scale. Per record, not per delivery: a stream session writes one recor
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shlex
 import ssl
@@ -25,40 +24,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from liaison.identity.ca import ensure_server_pki
 
 # Handshake rounds at most (TLS 1.3 needs two, 1.2 three).
 HANDSHAKE_ROUNDS = 10
-TLS12_SUITES = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384")
+TLS12_SUITES = ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384")
 
 
 def certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    """The server certificate Liaison makes on its first start (RSA, as TAK Server's)."""
+    pki = ensure_server_pki(folder, public_host="localhost")
+    return pki.server_cert, pki.server_key
 
 
 def connected(cert: Path, key: Path, suite: str | None) -> tuple[ssl.SSLObject, ssl.MemoryBIO]:

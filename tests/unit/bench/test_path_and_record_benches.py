@@ -41,7 +41,7 @@ def test_the_tls_record_bench_writes_records_with_each_suite() -> None:
     lines = [ln for ln in out.splitlines() if "us per 500-byte record" in ln]
     assert [ln.split(":")[0] for ln in lines] == [
         "TLSv1.3 TLS_AES_256_GCM_SHA384",
-        "TLSv1.2 ECDHE-ECDSA-AES128-GCM-SHA256",
-        "TLSv1.2 ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256",
+        "TLSv1.2 ECDHE-RSA-AES256-GCM-SHA384",
     ], out
     assert "reproduce: .venv/bin/python bench/tls_record_bench.py --records 200" in out
