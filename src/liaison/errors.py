@@ -88,6 +88,11 @@ class StorageError(LiaisonError):
     """The store failed; wraps the driver's exception."""
 
 
+class UnreadableRecord(StorageError):
+    """A stored record that does not parse (written by another version or damaged): reading it
+    again gives the same answer, so it is refused, not retried."""
+
+
 class PkiError(LiaisonError):
     """Certificate or key material is missing, unreadable or inconsistent."""
 

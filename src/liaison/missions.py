@@ -35,7 +35,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from liaison.errors import PeerError, StorageError
+from liaison.errors import PeerError, StorageError, UnreadableRecord
 from liaison.gate import content_hash
 from liaison.metrics import Metrics
 from liaison.model import labels
@@ -375,7 +375,7 @@ class Missions:
         )
         self.m_share_refused = metrics.counter(
             "liaison_mission_share_refused_total",
-            "Mission notices from other nodes refused (not well formed)",
+            "Mission notices, and missions changed, from other nodes refused (not well formed)",
         )
         self.m_catchup = metrics.counter(
             "liaison_mission_catchup_total", "Events sent to reconnecting subscribers", "what"
@@ -593,7 +593,13 @@ class Missions:
             for _ in range(RELOAD_ATTEMPTS):
                 await self.flush()  # what this node wrote is in the read
                 before = self._queued
-                got = await load_mission(name, MAX_MISSION_CHANGES)
+                try:
+                    got = await load_mission(name, MAX_MISSION_CHANGES)
+                except UnreadableRecord as exc:
+                    # Read again it would say the same: refused, this node keeps what it holds.
+                    self.m_share_refused.inc()
+                    log.error("mission %r changed by another node not read: %s", name, exc)
+                    break
                 if self._queued == before:
                     # Nothing queued here since the flush: the read holds all of this node's
                     # writes too, so it replaces what this node held.

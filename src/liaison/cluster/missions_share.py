@@ -196,6 +196,10 @@ class MissionSharing:
         except StorageError as exc:
             again = missions  # read again once the database answers
             log.error("cluster: missions changed by another node not read yet: %s", exc)
+        except Exception as exc:  # a fault reading them must not end this node: logged, counted
+            again = []
+            self.m_refused.inc()
+            log.exception("cluster: missions changed by another node not applied: %r", exc)
         for name in again:
             if len(self._retry) >= MAX_RETRY:
                 self.m_dropped.inc("retry_full")

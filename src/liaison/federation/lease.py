@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from liaison.errors import StorageError
+from liaison.storage import pg_locks
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_xact_lock key held while creating the federation tables ("liaison\0\2"), so nodes
-# starting at once create them once.
-_SCHEMA_LOCK = 0x6C6961697300_0002
+# pg_advisory_xact_lock key held while creating the federation tables (storage/pg_locks.py), so
+# nodes starting at once create them once.
+_SCHEMA_LOCK = pg_locks.FEDERATION_SCHEMA
 
 # The tables (created if missing; versioned by their own meta row, apart from the event store's
 # schema_version so the store's migrations and these never interfere).

@@ -47,6 +47,7 @@ from liaison.identity.db_import import (
     names,
     users_differing,
 )
+from liaison.storage import pg_locks
 
 try:
     import asyncpg
@@ -72,9 +73,8 @@ CALL_TIMEOUT_S = 10.0
 # each in 9.1 s on the 2-core test machine at load 3.5 (bench/identity_import_bench.py), past
 # CALL_TIMEOUT_S but well within this.
 IMPORT_TIMEOUT_S = 60.0
-# pg_advisory_xact_lock key held by every identity write ("liaison\0\2" as 8 bytes; the schema
-# migration holds ...0001).
-_LOCK = 0x6C6961697300_0002
+# pg_advisory_xact_lock key held by every identity write (storage/pg_locks.py).
+_LOCK = pg_locks.IDENTITY
 # Web sign-ins kept in the table; past it the oldest is deleted (as WebSessions' own bound,
 # api/auth.py MAX_WEB_SESSIONS).
 MAX_SHARED_SESSIONS = 10_000

@@ -104,13 +104,23 @@ def _texts(value: object, what: str, limit: int) -> tuple[str, ...]:
 
 
 def decode(payload: bytes) -> MissionShare:
-    """The message in ``payload``; ShareError when it is not well formed or too large."""
+    """The message in ``payload``; ShareError when it is not well formed or too large, and for
+    nothing else: whatever another node (or anyone on the bus) sends, this is the one error."""
     if len(payload) > MAX_MESSAGE_BYTES:
         raise ShareError(f"message of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShareError(f"not JSON: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ShareError(f"not JSON: {exc!r}") from exc
+    try:
+        return _message(doc)
+    except ShareError:
+        raise
+    except (TypeError, ValueError, UnicodeError) as exc:  # a value of the wrong kind somewhere
+        raise ShareError(f"not a well-formed message: {exc!r}") from exc
+
+
+def _message(doc: object) -> MissionShare:
     if not isinstance(doc, dict) or doc.get("v") != VERSION:
         raise ShareError("not a version 1 mission share message")
     raw_notices = doc.get("notices", [])
@@ -137,7 +147,12 @@ def decode(payload: bytes) -> MissionShare:
         raw_to = n.get("to")
         to: tuple[str, str] | None = None
         if raw_to is not None:
-            if not isinstance(raw_to, list) or len(raw_to) != 2 or raw_to[0] not in TO_KINDS:
+            if (
+                not isinstance(raw_to, list)
+                or len(raw_to) != 2
+                or not isinstance(raw_to[0], str)
+                or raw_to[0] not in TO_KINDS
+            ):
                 raise ShareError("to is not one of [kind, value]")
             to = (raw_to[0], _text(raw_to[1], "to"))
         notices.append(

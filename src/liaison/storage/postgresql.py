@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from liaison.config import redacted_url
 from liaison.errors import StorageError
+from liaison.storage import pg_locks
 from liaison.storage.base import (
     DEFAULT_MAX_BATCH,
     EVENT_COLUMNS,
@@ -67,9 +68,9 @@ DEFAULT_POOL_MAX = 4
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_COMMAND_TIMEOUT_S = 30.0
 
-# pg_advisory_xact_lock key held while migrating ("liaison\0\1" as 8 bytes), so two processes
-# opening the same database at once do not both run a migration.
-_MIGRATION_LOCK = 0x6C6961697300_0001
+# pg_advisory_xact_lock key held while migrating (storage/pg_locks.py), so two processes opening
+# the same database at once do not both run a migration.
+_MIGRATION_LOCK = pg_locks.EVENT_MIGRATION
 
 # Coordinates beyond +-_FAR get no PostGIS point: PostGIS keeps index boxes in float32 (largest
 # about 3.4e38), and a box across the antimeridian reaches out to _FAR on either side.

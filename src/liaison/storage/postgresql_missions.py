@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from liaison.config import redacted_url
-from liaison.errors import StorageError
+from liaison.errors import StorageError, UnreadableRecord
+from liaison.storage import pg_locks
 from liaison.storage.files import MAX_INDEX_SCAN, FileQuery, FileRecord
 from liaison.storage.missions import (
     TOKEN_SECRET_BYTES,
@@ -52,6 +54,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 # Connections per pool: the mission writer and a reader (a node reloading a mission another node
 # changed); the file side: an upload and a download or two. Small: every node opens these beside
 # the event store's pool (DEFAULT_POOL_MAX there).
@@ -65,10 +69,10 @@ COMMAND_TIMEOUT_S = 30.0
 # statement sends. 1 MiB keeps a 100 MiB file (files.MAX_FILE_BYTES) at 100 rows.
 CHUNK_BYTES = 1024 * 1024
 
-# pg_advisory_xact_lock keys held while migrating ("liaison\0" then 2 and 3; the event store's is
-# ...0001), so two processes opening the same database at once migrate each schema once.
-_MISSION_LOCK = 0x6C6961697300_0002
-_FILE_LOCK = 0x6C6961697300_0003
+# pg_advisory_xact_lock keys held while migrating (storage/pg_locks.py), so two processes opening
+# the same database at once migrate each schema once.
+_MISSION_LOCK = pg_locks.MISSION_MIGRATION
+_FILE_LOCK = pg_locks.FILE_MIGRATION
 
 # Bits of a change sequence number that hold the node number in a cluster (missions.py
 # Missions._next_seq): 65,536 node numbers before they repeat.
@@ -419,18 +423,25 @@ class PostgresMissionStore(SingleWrites):
                     found: list[Any] = await conn.fetch(sql, name)
                     return found
 
+                items = await rows(_ONE["items"])
+                changes = await conn.fetch(_ONE["changes"], name, max_changes)
+                subs = await rows(_ONE["subscriptions"])
+                contents = await rows(_ONE["contents"])
+                invitations = await rows(_ONE["invitations"])
+            # Rows another node wrote: parsed here, and a row that does not parse (another
+            # version's record, a damaged one) is this mission's refusal, not the node's end.
+            try:
                 data = MissionData(
                     [_mission_from(rec)],
-                    [_item_from(r[0]) for r in await rows(_ONE["items"])],
-                    [
-                        _change_from(r[0], r[1])
-                        for r in reversed(await conn.fetch(_ONE["changes"], name, max_changes))
-                    ],
-                    [_sub_from(r[0]) for r in await rows(_ONE["subscriptions"])],
-                    [_content_from(r[0]) for r in await rows(_ONE["contents"])],
+                    [_item_from(r[0]) for r in items],
+                    [_change_from(r[0], r[1]) for r in reversed(changes)],
+                    [_sub_from(r[0]) for r in subs],
+                    [_content_from(r[0]) for r in contents],
                 )
-                invites = [InvitationRecord(**_json(r[0])) for r in await rows(_ONE["invitations"])]
-                return data, invites
+                invites = [InvitationRecord(**_json(r[0])) for r in invitations]
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise UnreadableRecord(f"mission {name!r}: a stored record: {exc!r}") from exc
+            return data, invites
 
         return await self._pg.call(job)
 
@@ -442,7 +453,12 @@ class PostgresMissionStore(SingleWrites):
                 "SELECT id, record FROM mission_logs WHERE id = ANY($1::text[])", list(ids)
             )
             out: dict[str, LogEntryRecord | None] = dict.fromkeys(ids)
-            out.update((r[0], _log_from(r[1])) for r in found)
+            for entry_id, record in found:
+                try:
+                    out[entry_id] = _log_from(record)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    del out[entry_id]  # not read: this node keeps what it holds of it
+                    log.warning("mission log entry %r: stored record unreadable: %r", entry_id, exc)
             return out
 
         return await self._pg.call(job)

@@ -52,6 +52,11 @@ def test_a_message_round_trips() -> None:
         json.dumps({"v": 1, "node": "x", "missions": ["m"] * 1001}).encode(),
         json.dumps({"v": 1, "node": "x" * 2000}).encode(),
         b" " * (mission_share.MAX_MESSAGE_BYTES + 1),
+        # Found by review: each of these raised something other than ShareError.
+        b'{"v": 1, "node": "x", "notices": [{"xml": "<e/>", "groups": [], "clients": [],'
+        b' "to": [["group"], "Blue"]}]}',
+        b'{"v": 1, "node": "x", "notices": [{"xml": "\\ud800", "groups": [], "clients": []}]}',
+        b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 def test_hostile_messages_are_refused(payload: bytes) -> None:
@@ -167,3 +172,55 @@ async def test_the_sharing_refuses_counts_and_splits() -> None:
     assert decoded[0].missions == ("ops",) and not decoded[0].notices
     assert sum(len(d.notices) for d in decoded) == 500
     assert all(len(p) <= mission_share.MAX_MESSAGE_BYTES for p in parts)
+
+
+async def test_a_mission_whose_stored_record_does_not_parse_is_refused_not_the_node() -> None:
+    """Another node's row this node cannot parse (another version's record, a damaged one):
+    that mission is refused and counted, this node keeps what it held, the others are read."""
+    async with postgresql_schema() as schema:
+        s1 = await PostgresMissionStore.open(POSTGRESQL_URL, schema=schema)
+        s2 = await PostgresMissionStore.open(POSTGRESQL_URL, schema=schema)
+        try:
+            _, m1 = await _service(s1)
+            _, m2 = await _service(s2)
+            alice = user("alice")
+            m1.create(alice, "ops", **ARGS)
+            m1.create(alice, "ops2", **ARGS)
+            await m1.flush()
+            await m2.apply_shared(["ops", "ops2"], [])
+            # ops's record loses its keys, as a record of another version might.
+            await s1._pg.call(
+                lambda conn: conn.execute(
+                    "UPDATE mission_missions SET record = '{\"v\": 99}' WHERE name = 'ops'"
+                )
+            )
+            assert await m2.apply_shared(["ops", "ops2"], []) == []  # nothing left to retry
+            assert m2.m_share_refused.get() == 1
+            assert m2.get(alice, "ops").name == "ops"  # what it held, kept
+            assert m2.get(alice, "ops2").name == "ops2"
+            await m1.close()
+            await m2.close()
+        finally:
+            await s1.close()
+            await s2.close()
+
+
+async def test_an_unexpected_fault_applying_shared_missions_is_counted_not_fatal() -> None:
+    from liaison.cluster.missions_share import MissionSharing
+    from liaison.storage.missions import MemoryMissionStore
+
+    router = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState())
+    missions = Missions(
+        router=router, store=MemoryMissionStore(), metrics=Metrics(), clock_ms=lambda: NOW
+    )
+
+    async def broken(names: Any, logs: Any) -> list[str]:
+        raise KeyError("created")
+
+    missions.apply_shared = broken  # type: ignore[method-assign]
+    bus: Any = SimpleNamespace(settings=SimpleNamespace(node="node0", prefix="p"))
+    sharing = MissionSharing(bus, missions, Metrics())
+    assert sharing.receive(mission_share.encode(MissionShare("node1", ("ops",))))
+    await sharing._apply()  # does not raise
+    assert sharing.m_refused.get() == 1
+    assert sharing._retry == {}  # not retried: it would fail the same way
