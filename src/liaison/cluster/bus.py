@@ -121,6 +121,9 @@ class NatsBus:
         # group -> the sequence a consumer the watchdog could not make again resumes after
         self._resume: dict[str, int] = {}
         self._interest_changed = asyncio.Event()
+        # Held by whoever changes the subscriptions (the subscriber, the watchdog): one change at
+        # a time, so a group is never subscribed twice (the second never unsubscribed).
+        self._subscribing = asyncio.Lock()
         self._seen = SeenIds()
         self._seq = 0
         # The highest message number (``_seq``) the bus acknowledged: events are acknowledged
@@ -374,11 +377,12 @@ class NatsBus:
             self._interest_changed.clear()
             wanted = set(self._interest)
             try:
-                for group in sorted(set(self._subscribed) - wanted):
-                    await self._unsubscribe(group)
-                for group in sorted(wanted - set(self._subscribed)):
-                    # A consumer the watchdog could not make again resumes where it stopped.
-                    await self._subscribe(group, self._resume.get(group))
+                async with self._subscribing:
+                    for group in sorted(set(self._subscribed) - wanted):
+                        await self._unsubscribe(group)
+                    for group in sorted(wanted - set(self._subscribed)):
+                        # A consumer the watchdog could not make again resumes where it stopped.
+                        await self._subscribe(group, self._resume.get(group))
             except Exception as exc:  # nats-py raises its own errors and TimeoutError
                 self.m_subscribe_errors.inc()
                 log.warning("cluster bus: subscribing failed (%r); trying again", exc)
@@ -465,16 +469,19 @@ class NatsBus:
                     delivered,
                     last,
                 )
-                try:
-                    old = self._subscribed.pop(group)
-                    with contextlib.suppress(Exception):
-                        await old.unsubscribe()
-                    await self._subscribe(group, delivered)
-                except Exception as exc:
-                    self.m_subscribe_errors.inc()
-                    log.warning("cluster bus: remaking %s failed (%r)", group, exc)
-                    self._resume[group] = delivered
-                    self._interest_changed.set()  # the subscriber makes it again, from there
+                async with self._subscribing:
+                    old = self._subscribed.pop(group, None)
+                    if old is None:  # unsubscribed meanwhile (nobody here reads it now)
+                        continue
+                    try:
+                        with contextlib.suppress(Exception):
+                            await old.unsubscribe()
+                        await self._subscribe(group, delivered)
+                    except Exception as exc:
+                        self.m_subscribe_errors.inc()
+                        log.warning("cluster bus: remaking %s failed (%r)", group, exc)
+                        self._resume[group] = delivered
+                        self._interest_changed.set()  # the subscriber makes it again from there
 
     def receive(self, headers: dict[str, str] | None, payload: bytes) -> int:
         """Handle one bus message; returns the deliveries made here."""

@@ -98,3 +98,48 @@ async def test_a_consumer_that_cannot_be_made_again_resumes_from_its_last_event(
     js.fail = False
     await bus._subscribe("g", bus._resume.get("g"))  # as the subscriber loop does
     assert js.starts == [6] and "g" not in bus._resume
+
+
+class SlowJs(FakeJs):
+    """Subscribing takes a while, so the subscriber and the watchdog can overlap."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__(last)
+        self.subs: list[FakeSub] = []
+        self.unsubscribed: list[FakeSub] = []
+
+    async def subscribe(self, subject: str, **kw: Any) -> FakeSub:
+        await asyncio.sleep(0.05)
+        outer = self
+
+        class Tracked(FakeSub):
+            async def unsubscribe(self) -> None:
+                outer.unsubscribed.append(self)
+
+        sub = Tracked()
+        self.subs.append(sub)
+        return sub
+
+
+async def test_the_watchdog_and_the_subscriber_never_leave_two_subscriptions_of_a_group() -> None:
+    """Found by review: the watchdog remaking a group's consumer while the subscriber (on an
+    interest change) saw the group missing made two subscriptions, one never unsubscribed."""
+    js = SlowJs(last=10)
+    bus = make_bus(js)
+    bus._interest["g"] = 1
+    bus._subscribed["g"], bus._delivered["g"] = FakeSub(), 5
+    subscriber = asyncio.create_task(bus._subscriber())
+
+    def interest_changes() -> None:
+        bus._interest_changed.set()
+
+    try:
+        await watch(bus, 12, interest_changes)
+        await asyncio.sleep(0.2)  # let a subscribe in progress end
+    finally:
+        subscriber.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await subscriber
+    live = [s for s in js.subs if s not in js.unsubscribed]
+    assert len(live) <= 1
+    assert bus._subscribed.get("g") in (*live, None)
