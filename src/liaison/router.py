@@ -517,24 +517,35 @@ class Router:
         self._commit(accepted, remember=self._bus is None)
         return accepted
 
-    def distribute_acknowledged(self, accepted: AcceptedEvent) -> int:
+    def distribute_acknowledged(
+        self, accepted: AcceptedEvent, *, skip_groups: frozenset[str] = frozenset()
+    ) -> int:
         """An event this node accepted (:meth:`accept`), now held by the bus: it joins the
         latest state, then goes to every subscriber that may see it (:meth:`distribute`), in
         one step, so a subscriber attaching is either replayed it or sent it live, never both.
+        ``skip_groups``: subscribers reading any of these groups already had it from the bus
+        (another node published it there first) and are left out.
         """
         self._join_latest(accepted, self._clock_ms())
-        return self.distribute(accepted)
+        return self.distribute(accepted, skip_groups=skip_groups)
 
-    def distribute(self, accepted: AcceptedEvent, *, replayed: Collection[int] = ()) -> int:
+    def distribute(
+        self,
+        accepted: AcceptedEvent,
+        *,
+        replayed: Collection[int] = (),
+        skip_groups: frozenset[str] = frozenset(),
+    ) -> int:
         """Hand an accepted event to every subscriber that may see it; returns the deliveries.
 
         Implicit routing to everyone but its source (and, from a partner, to no other partner
         unless configured), or explicit routing by ``marti/dest``; one decision per access key;
         the ``release`` and ``deny`` records written before the first delivery. While the audit
         log cannot be written the event is held and distributed when it recovers.
-        ``replayed``: attach numbers of subscribers already replayed this very report, left out.
+        ``replayed``: attach numbers of subscribers already replayed this very report, left out;
+        ``skip_groups``: subscribers reading any of these groups, left out.
         """
-        plans = self._plan(accepted, replayed)
+        plans = self._plan(accepted, replayed, skip_groups)
         if not self._record([a for plan in plans for a in plan.audit]):
             self._hold(accepted)
             return 0
@@ -857,14 +868,23 @@ class Router:
             ]
         return [s for k, s in self._subscribers.items() if k != src]
 
-    def _plan(self, accepted: AcceptedEvent, replayed: Collection[int] = ()) -> list[_Fanout]:
+    def _plan(
+        self,
+        accepted: AcceptedEvent,
+        replayed: Collection[int] = (),
+        skip_groups: frozenset[str] = frozenset(),
+    ) -> list[_Fanout]:
         event, label, source = accepted.event, accepted.label, accepted.source
         if not event.dests:
             targets = self._others(source)
             if replayed:  # only an undirected event is ever replayed
                 order = self._order
                 targets = [s for s in targets if order.get(id(s)) not in replayed]
+            if skip_groups:
+                targets = [s for s in targets if not (s.principal.out_groups & skip_groups)]
             return [self._fanout("live", accepted.out, source.principal.in_groups, label, targets)]
+        # A directed event is planned by its destinations; ``skip_groups`` is not applied (in
+        # the rare case it is given, such an event may reach a reader twice).
         return self._plan_explicit(event, label, source)
 
     def _plan_explicit(self, event: Event, label: Label | None, source: Source) -> list[_Fanout]:

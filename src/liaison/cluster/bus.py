@@ -315,17 +315,23 @@ class NatsBus:
         )
         done = 0
         for ok in results:
-            if not isinstance(ok, bool):
+            if not isinstance(ok, frozenset):
                 break
             done += 1
-        for duplicate in results[:done]:
+        for duplicates in results[:done]:
+            assert isinstance(duplicates, frozenset)
             waiting = self._pending.popleft()
             self.m_published.inc()
             self._acked = waiting.seq
-            if duplicate and waiting.wire.dedup is not None and not waiting.retried:
+            if duplicates and waiting.wire.dedup is not None and not waiting.retried:
                 # Another node published this partner's event first (a holder that died before
-                # acknowledging it): every node, this one included, had it from that node.
-                self.m_dropped.inc("republished")
+                # acknowledging it), on the subjects of ``duplicates``: every node reading those
+                # groups, this one included, had it from that node. Whoever here reads only the
+                # other groups (the holder died before publishing on them) still gets it.
+                if duplicates == waiting.wire.sender.in_groups:
+                    self.m_dropped.inc("republished")
+                    continue
+                self._router.distribute_acknowledged(waiting.accepted, skip_groups=duplicates)
                 continue
             self._router.distribute_acknowledged(waiting.accepted)
         for waiting in batch[done:]:
@@ -339,20 +345,20 @@ class NatsBus:
             log.warning("cluster bus: publish not acknowledged (%r); trying again", first)
         return done > 0 or not batch
 
-    async def _publish_one(self, wire: BusEvent) -> bool:
-        """Publish one event on the subject of each group its sender writes into; True when
-        JetStream already had it (a duplicate). A retry sends the same message id, which
-        JetStream drops within ``DUPLICATE_WINDOW_S``."""
-        duplicate = False
-        for i, group in enumerate(sorted(wire.sender.in_groups)):
+    async def _publish_one(self, wire: BusEvent) -> frozenset[str]:
+        """Publish one event on the subject of each group its sender writes into; returns the
+        groups whose copy JetStream already had (duplicates). A retry sends the same message
+        id, which JetStream drops within ``DUPLICATE_WINDOW_S``."""
+        duplicates: set[str] = set()
+        for group in sorted(wire.sender.in_groups):
             headers, payload = cluster_wire.encode(wire, group)
             subject = cluster_wire.subject_for(self.settings.prefix, group)
             ack = await self._js.publish(
                 subject, payload, headers=headers, timeout=PUBLISH_TIMEOUT_S
             )
-            if i == 0:  # the copy the partner links read (federation/feed.py)
-                duplicate = bool(getattr(ack, "duplicate", False))
-        return duplicate
+            if getattr(ack, "duplicate", False):
+                duplicates.add(group)
+        return frozenset(duplicates)
 
     def _wire(self, accepted: AcceptedEvent) -> BusEvent:
         """The bus message of ``accepted``, with this node's next message id."""

@@ -34,12 +34,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from liaison import pg_locks
 from liaison.errors import StorageError
-from liaison.storage import pg_locks
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_xact_lock key held while creating the federation tables (storage/pg_locks.py), so
+# pg_advisory_xact_lock key held while creating the federation tables (pg_locks.py), so
 # nodes starting at once create them once.
 _SCHEMA_LOCK = pg_locks.FEDERATION_SCHEMA
 

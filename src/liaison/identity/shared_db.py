@@ -40,6 +40,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from liaison import pg_locks
 from liaison.errors import StorageError
 from liaison.identity.db_import import (
     ImportReport,
@@ -47,7 +48,6 @@ from liaison.identity.db_import import (
     names,
     users_differing,
 )
-from liaison.storage import pg_locks
 
 try:
     import asyncpg
@@ -73,7 +73,7 @@ CALL_TIMEOUT_S = 10.0
 # each in 9.1 s on the 2-core test machine at load 3.5 (bench/identity_import_bench.py), past
 # CALL_TIMEOUT_S but well within this.
 IMPORT_TIMEOUT_S = 60.0
-# pg_advisory_xact_lock key held by every identity write (storage/pg_locks.py).
+# pg_advisory_xact_lock key held by every identity write (pg_locks.py).
 _LOCK = pg_locks.IDENTITY
 # Web sign-ins kept in the table; past it the oldest is deleted (as WebSessions' own bound,
 # api/auth.py MAX_WEB_SESSIONS).

@@ -22,9 +22,9 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from liaison import pg_locks
 from liaison.config import redacted_url
 from liaison.errors import StorageError
-from liaison.storage import pg_locks
 from liaison.storage.base import (
     DEFAULT_MAX_BATCH,
     EVENT_COLUMNS,
@@ -68,7 +68,7 @@ DEFAULT_POOL_MAX = 4
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_COMMAND_TIMEOUT_S = 30.0
 
-# pg_advisory_xact_lock key held while migrating (storage/pg_locks.py), so two processes opening
+# pg_advisory_xact_lock key held while migrating (pg_locks.py), so two processes opening
 # the same database at once do not both run a migration.
 _MIGRATION_LOCK = pg_locks.EVENT_MIGRATION
 

@@ -25,9 +25,9 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from liaison import pg_locks
 from liaison.config import redacted_url
 from liaison.errors import StorageError, UnreadableRecord
-from liaison.storage import pg_locks
 from liaison.storage.files import MAX_INDEX_SCAN, FileQuery, FileRecord
 from liaison.storage.missions import (
     TOKEN_SECRET_BYTES,
@@ -69,7 +69,7 @@ COMMAND_TIMEOUT_S = 30.0
 # statement sends. 1 MiB keeps a 100 MiB file (files.MAX_FILE_BYTES) at 100 rows.
 CHUNK_BYTES = 1024 * 1024
 
-# pg_advisory_xact_lock keys held while migrating (storage/pg_locks.py), so two processes opening
+# pg_advisory_xact_lock keys held while migrating (pg_locks.py), so two processes opening
 # the same database at once migrate each schema once.
 _MISSION_LOCK = pg_locks.MISSION_MIGRATION
 _FILE_LOCK = pg_locks.FILE_MIGRATION

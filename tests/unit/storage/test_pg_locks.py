@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from liaison import pg_locks
 from liaison.federation import lease
 from liaison.identity import shared_db
-from liaison.storage import pg_locks, postgresql, postgresql_missions
+from liaison.storage import postgresql, postgresql_missions
 
 
 def test_every_subsystem_holds_its_own_lock_key() -> None:
