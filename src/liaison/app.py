@@ -85,6 +85,7 @@ from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
+from liaison.worker_metrics import MetricsSocket, scrape_workers
 
 if TYPE_CHECKING:
     from liaison.identity.shared_db import IdentityDb
@@ -414,6 +415,10 @@ async def _start(
     await parts.start(Part("sessions", on_run=sweep, on_close=close_sessions))
     sessions = _SessionMaker(config, server, identities)
     await _start_listeners(config, server, parts, sessions)
+    if config.worker is not None:
+        # With --workers: this worker's metrics for the others' /metrics (worker_metrics.py),
+        # bound before its HTTP listeners open and closed after they have.
+        await parts.start(MetricsSocket(config.data_dir, config.worker, metrics.render_prometheus))
     await parts.start(_HttpPart(config, server, identities, users, sessions))
     return server
 
@@ -825,6 +830,7 @@ async def _start_http(
             else None
         ),
         directory=identities.directory,
+        metrics_text=_worker_metrics(config, server.metrics),
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS, server.web_sessions)
     server.https = running.bound.get("https")
@@ -832,6 +838,19 @@ async def _start_http(
     server.http = running.bound.get("http")
     server.http_runtime = running
     return running
+
+
+def _worker_metrics(config: Config, metrics: Metrics) -> Callable[[], Awaitable[str]] | None:
+    """With --workers, what GET /metrics answers: every worker's metrics (worker_metrics.py);
+    None for one node, which answers with its own."""
+    worker = config.worker
+    if worker is None:
+        return None
+
+    async def every_worker() -> str:
+        return await scrape_workers(config.data_dir, worker, metrics.render_prometheus())
+
+    return every_worker
 
 
 def _federation_status(
