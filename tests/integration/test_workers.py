@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -309,6 +310,10 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert children_of(proc.pid) == set()
+    # Each worker removed its metrics socket as it stopped; their folder is the owner's only.
+    run = tmp_path / "data" / "run"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+    assert list(run.glob("metrics-w*.sock")) == []
     text = log.read_text()
     assert "worker 1 stopped (0)" in text and "worker 2 stopped (0)" in text
     # One audit chain per worker (the killed one's too, continued by its restart), all good.
