@@ -4,7 +4,8 @@ Only this module knows every concrete class. :func:`run_server` is an async cont
 entering it starts every long-running part as a :class:`~liaison.lifetimes.Component` (bind
 first, then run) under one ``asyncio.TaskGroup``, in this order: the audit log, the store, the
 store writer, the audit keeper, housekeeping, the partner links, the session registry, the
-stream and datagram listeners, the HTTP applications. Leaving it shuts them down newest first:
+stream and datagram listeners, with ``--workers`` the worker's metrics socket, the HTTP
+applications. Leaving it shuts them down newest first:
 
 1. listeners stop accepting;
 2. sessions are closed gracefully (what is queued for them is written first);

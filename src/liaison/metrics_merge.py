@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 WORKER_LABEL = "worker"
 UP = "liaison_worker_up"
-UP_HELP = "1 when the worker's metrics are in this answer, 0 when it did not answer in time"
+UP_HELP = (
+    "1 when the worker's metrics are in this answer, 0 when they are not (no answer in time, too "
+    "long, or a text that could not be merged)"
+)
 # The families the text format 0.0.4 has (prometheus-client's parser calls untyped "unknown").
 TEXT_TYPES = frozenset({"counter", "gauge", "summary", "histogram", "unknown"})
 

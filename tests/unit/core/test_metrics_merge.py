@@ -129,6 +129,7 @@ def test_untyped_summary_and_histogram_families_keep_their_samples() -> None:
 
 def test_no_worker_at_all_is_only_the_up_family() -> None:
     assert merge_worker_texts({}) == (
-        "# HELP liaison_worker_up 1 when the worker's metrics are in this answer, 0 when it did "
-        "not answer in time\n# TYPE liaison_worker_up gauge\n"
+        "# HELP liaison_worker_up 1 when the worker's metrics are in this answer, 0 when they are "
+        "not (no answer in time, too long, or a text that could not be merged)\n"
+        "# TYPE liaison_worker_up gauge\n"
     )
