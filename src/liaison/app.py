@@ -4,7 +4,8 @@ Only this module knows every concrete class. :func:`run_server` is an async cont
 entering it starts every long-running part as a :class:`~liaison.lifetimes.Component` (bind
 first, then run) under one ``asyncio.TaskGroup``, in this order: the audit log, the store, the
 store writer, the audit keeper, housekeeping, the partner links, the session registry, the
-stream and datagram listeners, the HTTP applications. Leaving it shuts them down newest first:
+stream and datagram listeners, with ``--workers`` the worker's metrics socket, the HTTP
+applications. Leaving it shuts them down newest first:
 
 1. listeners stop accepting;
 2. sessions are closed gracefully (what is queued for them is written first);
@@ -85,6 +86,7 @@ from liaison.storage.permissions import secure_data_dir
 from liaison.storage.sqlite import SqliteStore
 from liaison.transports.stream import Keepalive, bound_port, start_stream_listener
 from liaison.transports.udp import DatagramInput, start_multicast_bridge, start_udp_input
+from liaison.worker_metrics import MetricsSocket, scrape_workers
 
 if TYPE_CHECKING:
     from liaison.identity.shared_db import IdentityDb
@@ -414,6 +416,10 @@ async def _start(
     await parts.start(Part("sessions", on_run=sweep, on_close=close_sessions))
     sessions = _SessionMaker(config, server, identities)
     await _start_listeners(config, server, parts, sessions)
+    if config.worker is not None:
+        # With --workers: this worker's metrics for the others' /metrics (worker_metrics.py),
+        # bound before its HTTP listeners open and closed after they have.
+        await parts.start(MetricsSocket(config.data_dir, config.worker, metrics.render_prometheus))
     await parts.start(_HttpPart(config, server, identities, users, sessions))
     return server
 
@@ -825,6 +831,7 @@ async def _start_http(
             else None
         ),
         directory=identities.directory,
+        metrics_text=_worker_metrics(config, server.metrics),
     )
     running = await start_http(api_ctx, listeners, ROUTE_ADDERS, server.web_sessions)
     server.https = running.bound.get("https")
@@ -832,6 +839,19 @@ async def _start_http(
     server.http = running.bound.get("http")
     server.http_runtime = running
     return running
+
+
+def _worker_metrics(config: Config, metrics: Metrics) -> Callable[[], Awaitable[str]] | None:
+    """With --workers, what GET /metrics answers: every worker's metrics (worker_metrics.py);
+    None for one node, which answers with its own."""
+    worker = config.worker
+    if worker is None:
+        return None
+
+    async def every_worker() -> str:
+        return await scrape_workers(config.data_dir, worker, metrics.render_prometheus())
+
+    return every_worker
 
 
 def _federation_status(

@@ -14,6 +14,8 @@ starts, watches and stops them: it opens no port and touches no event.
 - SIGTERM or SIGINT: every worker gets SIGTERM and ``STOP_S`` seconds to stop cleanly (each
   closes its listeners, sessions, store and audit log as one node does), then SIGKILL.
 - Each worker's log lines carry ``[wI]``; the supervisor's carry ``[supervisor]``.
+- Each worker serves its metrics on ``DATA_DIR/run/metrics-wI.sock``, and ``/metrics`` on any
+  worker answers for all of them (worker_metrics.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 
 from liaison.config import Config
 from liaison.errors import ConfigError
+from liaison.worker_metrics import remove_sockets, socket_path_problem
 
 log = logging.getLogger("liaison.workers")
 
@@ -69,6 +72,9 @@ def check_workers(cfg: Config, workers: int) -> None:
             raise ConfigError(
                 "--workers", f"the {name} listener's port is 0: the workers must share one port"
             )
+    problem = socket_path_problem(cfg.data_dir, workers)
+    if problem is not None:
+        raise ConfigError("--workers", problem)
 
 
 def worker_config(cfg: Config, worker: int) -> Config:
@@ -86,7 +92,10 @@ def worker_config(cfg: Config, worker: int) -> Config:
 
 def prepare_shared_files(cfg: Config) -> None:
     """What every worker would otherwise make at once on its first start: the audit signing key
-    (one key, every worker's chain), made here before any worker starts."""
+    (one key, every worker's chain), made here before any worker starts. And the metrics sockets
+    a previous run left (``DATA_DIR/run/metrics-w*.sock``, worker_metrics.py) are removed: one of
+    a worker this run does not start would be reported down on every scrape."""
+    remove_sockets(cfg.data_dir)
     if cfg.policy_file is not None:
         from liaison.gate import audit_paths, load_or_create_signing_key
 

@@ -1,8 +1,9 @@
 """``liaison serve --workers 2`` as an operator runs it (a real process and its two workers, one
 NATS, one PostgreSQL database made for the test): the kernel spreads 20 TCP clients over both
 workers, every client sees every other's position, a web sign-in holds over fresh connections,
-a killed worker is started again and its clients, reconnecting, are replayed the picture;
-SIGTERM stops everything. And the refusals: no [cluster] or no PostgreSQL is exit 2.
+every GET /metrics, whichever worker answers, holds both workers' metrics, a killed worker is
+started again and its clients, reconnecting, are replayed the picture; SIGTERM stops everything.
+And the refusals: no [cluster] or no PostgreSQL is exit 2.
 
 Skipped with the reason without NATS or PostgreSQL, failed under LIAISON_REQUIRE_SERVICES=1.
 """
@@ -16,6 +17,7 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -25,6 +27,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from liaison.cli import main as cli_main
 from tests.integration.helpers import Client, connect_tcp, sa_event
@@ -34,6 +38,7 @@ from tests.integration.test_labels_e2e import POLICY
 from tests.integration.test_postgresql_app import database_url  # noqa: F401 - fixture
 
 CLIENTS = 20
+SCRAPES = 8
 START_S = 60.0  # bounded wait for the workers to listen (each opens NATS and the database)
 WAIT_S = 15.0
 
@@ -176,6 +181,29 @@ def cafile(tmp_path: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(tmp_path / "data" / "pki" / "ca.pem"))
 
 
+async def scrape(ctx: ssl.SSLContext, base: str) -> tuple[str, list[Sample]]:
+    """GET /metrics as the operator ``opsu`` over a new connection (whichever worker the kernel
+    picks): the text and its samples, read with prometheus-client's parser."""
+    basic = aiohttp.encode_basic_auth("opsu", PASSWORD)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, force_close=True)) as fresh,
+        fresh.get(f"{base}/metrics", headers={"Authorization": basic}) as r,
+    ):
+        assert r.status == 200, await r.text()
+        assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = await r.text()
+    return text, [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def by_worker(samples: list[Sample], name: str, **labels: str) -> dict[str, float]:
+    """The samples named ``name`` with ``labels``, summed per worker."""
+    out: dict[str, float] = {}
+    for s in samples:
+        if s.name == name and labels.items() <= s.labels.items():
+            out[s.labels["worker"]] = out.get(s.labels["worker"], 0.0) + s.value
+    return out
+
+
 async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
     tmp_path: Path,
     bus: dict[str, Any],  # noqa: F811 - the fixture imported above
@@ -185,6 +213,10 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
     config, ports = write_config(tmp_path, database_url, bus)
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     add = ["user", "add", "webu", "--org", "RED", "--groups", "red", "--password"]
+    assert await asyncio.to_thread(cli_main, [*add, "--config", str(config)]) == 0
+    # An operator (roles.operator_group's default group) for /metrics.
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    add = ["user", "add", "opsu", "--org", "RED", "--groups", "liaison-operators", "--password"]
     assert await asyncio.to_thread(cli_main, [*add, "--config", str(config)]) == 0
     log = tmp_path / "serve.log"
     async with supervisor(config, log) as proc:
@@ -230,6 +262,23 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
                     assert r.status == 200, await r.text()
                     assert (await r.json())["name"] == "webu"
 
+            # GET /metrics, each over a new connection: whichever worker answers, the answer is
+            # both workers', each sample labelled with its worker (docs/deployment.md, Metrics).
+            ok_before = None
+            for _ in range(SCRAPES):
+                text, samples = await scrape(ctx, base)
+                for w in ("w1", "w2"):
+                    assert f'liaison_worker_up{{worker="{w}"}} 1.0\n' in text, text
+                    assert f'liaison_subscribers{{worker="{w}"}} ' in text, text
+                # The 20 connections, each counted by the worker that took it: both, in sum 20.
+                tcp = by_worker(samples, "liaison_connections_total", listener="tcp")
+                assert set(tcp) == {"w1", "w2"} and sum(tcp.values()) == CLIENTS, tcp
+                # Every earlier answer was a 200 counted by the worker that sent it: the sum
+                # over both workers grows by exactly one a scrape (no other HTTP request here).
+                ok = sum(by_worker(samples, "liaison_http_responses_total", code="200").values())
+                assert ok_before is None or ok == ok_before + 1, (ok_before, ok)
+                ok_before = ok
+
             # Kill one worker: its clients are cut off, the supervisor starts it again, and the
             # clients, reconnecting, are replayed every other client's position.
             victim = max(spread, key=lambda pid: spread[pid])
@@ -247,6 +296,10 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
                     START_S,
                 )
             assert "starting it again" in log.read_text()
+            # The new worker's metrics socket is bound before its HTTP listeners open.
+            text, _ = await scrape(ctx, base)
+            for w in ("w1", "w2"):
+                assert f'liaison_worker_up{{worker="{w}"}} 1.0\n' in text, text
             for i, old in cut:
                 await old.close()
                 conns[i] = await connect_tcp(ports["tcp"], f"again-{i}")
@@ -257,6 +310,10 @@ async def test_two_workers_share_the_ports_the_picture_and_the_sign_ins(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     assert children_of(proc.pid) == set()
+    # Each worker removed its metrics socket as it stopped; their folder is the owner's only.
+    run = tmp_path / "data" / "run"
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+    assert list(run.glob("metrics-w*.sock")) == []
     text = log.read_text()
     assert "worker 1 stopped (0)" in text and "worker 2 stopped (0)" in text
     # One audit chain per worker (the killed one's too, continued by its restart), all good.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -61,6 +61,9 @@ class ApiContext:
     federation_status: Callable[[], Mapping[str, object]] | None = None
     # LDAP / Active Directory sign-in (docs/directory.md): asked for a name not in the users file.
     directory: Directory | None = None
+    # What GET /metrics answers with when it is more than this server's own metrics: with
+    # --workers, every worker's (worker_metrics.py); None for one node.
+    metrics_text: Callable[[], Awaitable[str]] | None = None
 
 
 def context(request: web.Request) -> ApiContext:

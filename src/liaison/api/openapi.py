@@ -826,7 +826,10 @@ _METRICS_PATH = {
             "operationId": "getMetrics",
             "responses": {
                 "200": {
-                    "description": "Prometheus text exposition format 0.0.4.",
+                    "description": (
+                        "Prometheus text exposition format 0.0.4; with --workers, every "
+                        'worker\'s samples labelled worker="wI" and liaison_worker_up.'
+                    ),
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
                 "403": _json(_ERROR, "The caller is not an operator (roles.operator_group)."),

@@ -440,8 +440,11 @@ async def get_metrics(request: web.Request) -> web.Response:
     # Operators only (api.roles): the counters describe the whole server.
     require_operator(request, "/metrics")
     ctx = context(request)
+    # With --workers, every worker's metrics, each sample labelled worker="wI" (docs/api.md).
+    every = ctx.metrics_text
+    text = await every() if every is not None else ctx.metrics.render_prometheus()
     return web.Response(
-        body=ctx.metrics.render_prometheus().encode("utf-8"),
+        body=text.encode("utf-8"),
         headers={"Content-Type": METRICS_CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,11 @@ def test_a_cluster_on_postgresql_with_fixed_ports_may_run_workers() -> None:
         (dataclasses.replace(CLUSTER, tls=Endpoint("0.0.0.0", 0)), 2, "tls listener's port is 0"),
         (CLUSTER, 0, f"must be 1..{MAX_WORKERS}"),
         (CLUSTER, MAX_WORKERS + 1, f"must be 1..{MAX_WORKERS}"),
+        (
+            dataclasses.replace(CLUSTER, data_dir=Path("/" + "d" * 100)),
+            2,
+            "choose a shorter server.data_dir",
+        ),
     ],
 )
 def test_what_cannot_run_workers_is_refused_with_the_reason(
