@@ -22,6 +22,7 @@ from typing import Any
 
 from liaison.cluster.bus import NatsBus
 from liaison.errors import ConfigError, StorageError
+from liaison.federation.cli import STALE_INTERVALS
 from liaison.federation.config import FederationConfig
 from liaison.federation.feed import StreamFeed
 from liaison.federation.lease import Lease, ensure_schema
@@ -193,7 +194,7 @@ class LeasedFederation:
         self.status.peers.clear()
         now = self._clock_ms()
         # Workers of one node share the data folder: a standby never hides the holder's links.
-        stale_ms = int(3 * self.config.status_interval_s * 1000)
+        stale_ms = int(STALE_INTERVALS * self.config.status_interval_s * 1000)
         if standby_may_write(path, self.node, now, stale_after_ms=stale_ms):
             with contextlib.suppress(OSError):
                 self.status.write(path, now)
