@@ -356,7 +356,7 @@ async def _start(
             # Missions in the shared database: each node reads back what another changed and
             # delivers its notices to the clients connected here (docs/deployment.md).
             await parts.start(MissionSharing(bus, server.missions, metrics))
-    keeper = functools.partial(_audit_keeper, config, gate, router, audit_log)
+    keeper = functools.partial(_audit_keeper, config, gate, router, audit_log, server)
     await parts.start(Part("audit-keeper", on_run=keeper))
     chores = functools.partial(_housekeeping, router, store, config, server_pki)
     await parts.start(Part("housekeeping", on_run=chores))
@@ -958,8 +958,21 @@ def _open_gate(config: Config, text: str | None) -> tuple[Gate | None, AuditLog 
     return gate, audit_log
 
 
+def _release_held(router: Router, leased: LeasedFederation | None) -> int:
+    """After the audit log recovered: release what the node's router held, and what the partner
+    links' own router held on a cluster's lease holder (federation/leased.py)."""
+    released = router.audit_recovered()
+    if leased is not None:
+        released += leased.audit_recovered()
+    return released
+
+
 async def _audit_keeper(
-    config: Config, gate: Gate | None, router: Router, audit_log: AuditLog | None
+    config: Config,
+    gate: Gate | None,
+    router: Router,
+    audit_log: AuditLog | None,
+    server: Server,
 ) -> None:
     """Sync the audit log on its interval; after a failure, reopen it and resume releases."""
     if gate is None or audit_log is None:
@@ -988,7 +1001,7 @@ async def _audit_keeper(
             log.debug("audit log still unavailable: %s", exc)
             continue
         gate.recovered(audit_log)
-        released = router.audit_recovered()
+        released = _release_held(router, server.federation_lease)
         log.info("audit log recovered; %d held events released", released)
 
 

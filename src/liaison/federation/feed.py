@@ -169,8 +169,16 @@ class StreamFeed:
                 unmarked = 0
 
     def _mark(self) -> None:
+        """Note the position in every link; a link whose releases were not saved raises (after
+        the others are marked), which stops the links (federation/leased.py)."""
+        failed: StorageError | None = None
         for link in self._links:
-            link.feed_mark(self.position)
+            try:
+                link.feed_mark(self.position)
+            except StorageError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None

@@ -22,13 +22,14 @@ from typing import Any
 
 from liaison.cluster.bus import NatsBus
 from liaison.errors import ConfigError, StorageError
+from liaison.federation.cli import STALE_INTERVALS
 from liaison.federation.config import FederationConfig
 from liaison.federation.feed import StreamFeed
 from liaison.federation.lease import Lease, ensure_schema
 from liaison.federation.link import AuditSink
 from liaison.federation.links_missions import LinksMissions
-from liaison.federation.pg_outbox import PgOutbox
-from liaison.federation.status import FederationStatus, status_path
+from liaison.federation.pg_outbox import PgOutbox, tx_timeout_s
+from liaison.federation.status import FederationStatus, standby_may_write, status_path
 from liaison.federation.supervisor import Federation
 from liaison.gate import Gate
 from liaison.metrics import Metrics
@@ -97,6 +98,7 @@ class LeasedFederation:
         self.epoch: int | None = None
         self._pool: Any = None
         self._lease: Lease | None = None
+        self.links_router: Router | None = None  # while this node holds the lease
         self.m_changes = metrics.counter(
             "liaison_federation_lease_changes_total",
             "Times this node took the federation lease",
@@ -106,6 +108,21 @@ class LeasedFederation:
             "1 while this node holds the federation lease (runs the partner links)",
             lambda: 1.0 if self.epoch is not None else 0.0,
         )
+        self.m_retries = metrics.counter(
+            "liaison_federation_outbox_retries_total",
+            "Outbox commits tried again after a connection or timeout error (cluster)",
+        )
+        self.m_cleanup = metrics.counter(
+            "liaison_federation_cleanup_failures_total",
+            "Steps of stopping the partner links that failed (cluster), by step",
+            label="step",
+        )
+
+    def audit_recovered(self) -> int:
+        """Release the events the links' router held while the audit log failed (app.py's
+        audit keeper calls it with the node's router's); how many."""
+        router = self.links_router
+        return router.audit_recovered() if router is not None else 0
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -164,6 +181,7 @@ class LeasedFederation:
     async def _note_holder(self) -> None:
         """Write who holds the lease into this node's status (not the holder: no links here)."""
         assert self._lease is not None
+        path = status_path(self._data_dir)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.config.lease_renew_s):
                 info = await self._lease.info()
@@ -174,8 +192,12 @@ class LeasedFederation:
                 "held_here": False,
             }
         self.status.peers.clear()
-        with contextlib.suppress(OSError):
-            self.status.write(status_path(self._data_dir), self._clock_ms())
+        now = self._clock_ms()
+        # Workers of one node share the data folder: a standby never hides the holder's links.
+        stale_ms = int(STALE_INTERVALS * self.config.status_interval_s * 1000)
+        if standby_may_write(path, self.node, now, stale_after_ms=stale_ms):
+            with contextlib.suppress(OSError):
+                self.status.write(path, now)
 
     async def _hold(self, epoch: int, acquired_at: float) -> None:
         """Run the links under ``epoch`` until the lease is lost, something fails, or
@@ -189,12 +211,19 @@ class LeasedFederation:
         outboxes: dict[str, PgOutbox] = {}
         fed: Federation | None = None
         feed: StreamFeed | None = None
+        tx_timeout = tx_timeout_s(self.config.lease_ttl_s, self.config.lease_renew_s)
         try:
             for peer in self.config.peers:
                 outboxes[peer.name] = await PgOutbox.open(
-                    self._pool, peer.name, lease=LEASE_NAME, epoch=epoch
+                    self._pool,
+                    peer.name,
+                    lease=LEASE_NAME,
+                    epoch=epoch,
+                    tx_timeout=tx_timeout,
+                    on_retry=self.m_retries.inc,
                 )
             links_router = self._make_router()
+            self.links_router = links_router
             fed = Federation(
                 config=self.config,
                 policy=self._gate.policy,
@@ -243,22 +272,48 @@ class LeasedFederation:
                 "federation lease: partner links stopped after an error: %r", group.exceptions[0]
             )
         finally:
-            self.federation = None
-            if feed is not None:
-                await feed.close()
-            if fed is not None:
-                await fed.close()  # commits what each outbox holds (not once fenced)
-            for box in outboxes.values():
-                await box.aclose()
-            self.epoch = None
-            self.status.lease = {"node": self.node, "holder": None, "epoch": epoch}
-            self.status.lease["held_here"] = False
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.config.lease_renew_s):
-                    await self._lease.release(epoch)  # a no-op once another node took it
-                log.info("federation lease: node %s released it (epoch %d)", self.node, epoch)
-            with contextlib.suppress(OSError):
-                self.status.write(status_path(self._data_dir), self._clock_ms())
+            await self._stop_links(epoch, feed, fed, outboxes)
+
+    async def _stop_links(
+        self,
+        epoch: int,
+        feed: StreamFeed | None,
+        fed: Federation | None,
+        outboxes: dict[str, PgOutbox],
+    ) -> None:
+        """Each step on its own (a failure is logged and counted, and the next steps still
+        run); the status written, then the lease released last."""
+        assert self._lease is not None
+        self.federation = None
+        self.links_router = None
+        steps: list[tuple[str, Any]] = []
+        if feed is not None:
+            steps.append(("feed", feed.close))
+        if fed is not None:
+            steps.append(("links", fed.close))  # commits what each outbox holds (not once fenced)
+        steps += [("outbox", box.aclose) for box in outboxes.values()]
+        for step, close in steps:
+            try:
+                await close()
+            except Exception as exc:
+                self.m_cleanup.inc(step)
+                log.error("federation lease: stopping the %s failed: %r", step, exc)
+        self.epoch = None
+        self.status.lease = {"node": self.node, "holder": None, "epoch": epoch}
+        self.status.lease["held_here"] = False
+        try:
+            # Before the release: once released, the next holder's status is the one to keep.
+            self.status.write(status_path(self._data_dir), self._clock_ms())
+        except Exception as exc:
+            self.m_cleanup.inc("status")
+            log.error("federation lease: writing the status failed: %r", exc)
+        try:
+            async with asyncio.timeout(self.config.lease_renew_s):
+                await self._lease.release(epoch)  # a no-op once another node took it
+            log.info("federation lease: node %s released it (epoch %d)", self.node, epoch)
+        except Exception as exc:
+            self.m_cleanup.inc("release")
+            log.error("federation lease: releasing it failed (it expires): %r", exc)
 
     async def _keep(self, epoch: int, acquired_at: float) -> None:
         """Renew every ``lease_renew_s``; raise LeaseLost when the database says another node
@@ -287,9 +342,10 @@ class LeasedFederation:
             deadline = started + ttl - renew_s
 
     async def _watch_fence(self, outboxes: dict[str, PgOutbox]) -> None:
-        """An outbox that was fenced means another node holds the lease: stop at once."""
+        """An outbox that was fenced (another node holds the lease) or stopped after a permanent
+        commit failure: stop the links at once."""
         while True:
             for box in outboxes.values():
                 if box.fenced is not None:
-                    raise LeaseLost(f"outbox {box.peer} fenced: {box.fenced}")
+                    raise LeaseLost(f"outbox {box.peer} stopped: {box.fenced}")
             await asyncio.sleep(0.2)

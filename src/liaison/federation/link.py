@@ -253,6 +253,11 @@ class PeerLink:
         self._feed_seq: int | None = None
         self._feed_sender: str | None = None
         self._feed_top: int | None = None
+        self._feed_low: int | None = None  # the lowest sequence delivered since the last flush
+        # The first stream sequence whose releases could not be saved (audit or outbox write
+        # failed): the stored position never passes it; feed_mark stops the links, and the next
+        # holder reads the stream again from the position.
+        self._feed_unsaved: int | None = None
         # In a cluster (set by the lease holder, federation/leased.py): the bus an inbound event
         # must be in before it is marked applied and acknowledged; the highest sequence number
         # from the peer applied here and waiting for the bus, and the bus mark covering it.
@@ -315,6 +320,7 @@ class PeerLink:
             if seq <= self.feed_floor() or self._feed_sender == self.source.principal.name:
                 return  # already in the outbox (read before a change of holder), or an echo
             self._feed_top = seq if self._feed_top is None else max(self._feed_top, seq)
+            self._feed_low = seq if self._feed_low is None else min(self._feed_low, seq)
         queue = self._unflushed
         queue.put((event, out.sender_groups))
         if len(queue) >= MAX_UNFLUSHED:
@@ -335,7 +341,12 @@ class PeerLink:
             self._flush_handle = None
         delivered = self._unflushed.take()
         top, self._feed_top = self._feed_top, None
+        low, self._feed_low = self._feed_low, None
         if not delivered:
+            return
+        if top is not None and self._feed_unsaved is not None:
+            # Earlier releases were not saved: nothing after them is queued either (the stream
+            # is read again from the stored position, so queuing these would send them twice).
             return
         events = [e for e, _g in delivered]
         peer = self.peer
@@ -409,6 +420,7 @@ class PeerLink:
                 exc,
             )
             self.status.bump("audit_failures", len(events))
+            self._unsaved(low)
             return
         now = self._clock_ms()
         before = self.outbox.coalesced
@@ -440,6 +452,7 @@ class PeerLink:
                 len(releases),
                 exc,
             )
+            self._unsaved(low)
             return
         if translated:
             kept = self._translated
@@ -454,6 +467,13 @@ class PeerLink:
             self._wake.set()
 
     # --- fed by the cluster's stream (federation/feed.py) ---------------------------------------
+
+    def _unsaved(self, low: int | None) -> None:
+        """The releases of the stream messages from ``low`` on were not saved: keep the stored
+        position before them (a cluster's outbox only; a node's own links do not read the
+        stream)."""
+        if low is not None and isinstance(self.outbox, PgOutbox):
+            self._feed_unsaved = low if self._feed_unsaved is None else min(self._feed_unsaved, low)
 
     def feed_floor(self) -> int:
         """The stream sequence this link's outbox holds everything up to (-1: never read)."""
@@ -472,9 +492,17 @@ class PeerLink:
         self._feed_seq, self._feed_sender = seq, sender
 
     def feed_mark(self, stream_seq: int) -> None:
-        """Everything up to ``stream_seq`` was read: queue what waits, then note the position."""
+        """Everything up to ``stream_seq`` was read: queue what waits, then note the position.
+        Raises StorageError, the position unchanged, when releases of a message read were not
+        saved (the lease holder then stops the links; the stream is read again from the stored
+        position)."""
         self.flush()
         outbox = self.outbox
+        if self._feed_unsaved is not None:
+            raise StorageError(
+                f"federation {self.peer.name}: releases of stream message {self._feed_unsaved}"
+                f" not saved; the stream is read again from {self.feed_floor()}"
+            )
         if isinstance(outbox, PgOutbox) and stream_seq > outbox.stream_seq:
             try:
                 outbox.set_stream_seq(stream_seq)

@@ -15,8 +15,9 @@ many operations per transaction (group commit, as the SQLite outbox's fsync). ``
 once every operation made before the call is committed. Each transaction first reads the lease
 row ``FOR SHARE`` and checks the epoch this outbox was opened with: after another node took the
 lease, nothing more commits, ``sync()`` raises :class:`~liaison.federation.lease.FencedError`
-and the link sends nothing. A transaction whose commit outcome is unknown (connection lost) is
-tried again; the ``writer_ops`` counter it writes tells the retry it was already applied.
+and the link sends nothing. A transaction whose commit outcome is unknown (connection lost, a
+timeout) is tried again, at most ``MAX_RETRIES`` times in a row; the ``writer_ops`` counter it
+writes tells the retry it was already applied. Any other error stops the outbox as fenced.
 
 The stream position (``stream_seq``: the highest JetStream sequence of the events bus whose
 releases are in this outbox; federation/feed.py) is written in the same transaction as those
@@ -28,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +47,40 @@ MAX_ROWS = 200_000
 MAX_JOURNAL = 100_000
 # Operations committed in one transaction at most.
 MAX_OPS_PER_TX = 500
-# Seconds one transaction may take, and between attempts after a failure.
+# Seconds one transaction may take at most, and between attempts after a failure. Each
+# transaction holds the lease row FOR SHARE, which the holder's renewal waits for: the
+# transaction's limit is derived from the lease settings (tx_timeout_s) so that one slow commit
+# cannot make the holder miss its renewal deadline (federation/lease.py).
 TX_TIMEOUT_S = 10.0
 RETRY_S = 0.5
+# Attempts in a row that may fail with a connection or timeout error before the outbox gives up
+# (it stops as if fenced: the lease holder then stops the links and releases the lease).
+MAX_RETRIES = 10
 # Seconds sync() waits for the writer before it fails (the link then closes the connection).
 SYNC_TIMEOUT_S = 15.0
+
+
+def tx_timeout_s(lease_ttl_s: float, lease_renew_s: float) -> float:
+    """The most one outbox transaction may take under these lease settings: half of
+    ``lease_ttl_s - 2 * lease_renew_s`` (the renewal, due ``lease_renew_s`` after the last, gives
+    up ``lease_ttl_s - lease_renew_s`` after it), at most ``TX_TIMEOUT_S``, at least 0.1 s."""
+    return max(0.1, min(TX_TIMEOUT_S, (lease_ttl_s - 2 * lease_renew_s) / 2))
+
+
+def _transient() -> tuple[type[BaseException], ...]:
+    """The errors a commit is tried again after: the connection or the server went away, a
+    timeout, a deadlock or serialization failure. Anything else is permanent."""
+    import asyncpg
+
+    return (
+        OSError,
+        TimeoutError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.OperatorInterventionError,
+        asyncpg.TransactionRollbackError,
+        asyncpg.TooManyConnectionsError,
+    )
 
 
 @dataclass(slots=True)
@@ -87,7 +117,15 @@ _Op = tuple[str, Any]
 class PgOutbox:
     """One peer's outbox in PostgreSQL under the lease epoch ``epoch``. Use :meth:`open`."""
 
-    def __init__(self, pool: Any, peer: str, lease: str, epoch: int) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        peer: str,
+        lease: str,
+        epoch: int,
+        tx_timeout: float = TX_TIMEOUT_S,
+        on_retry: Callable[[], None] | None = None,
+    ) -> None:
         self.path = f"postgresql federation_outbox peer={peer}"
         self.peer = peer
         self._pool = pool
@@ -114,12 +152,28 @@ class PgOutbox:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self.fenced: FencedError | None = None
+        # Set once nothing can commit any more: FencedError (another node holds the lease) or
+        # a StorageError after a permanent failure or MAX_RETRIES failed attempts in a row.
+        self.fenced: StorageError | None = None
+        self._tx_timeout = tx_timeout
+        self._on_retry = on_retry
+        self.retries = 0  # commits tried again, since open
 
     @classmethod
-    async def open(cls, pool: Any, peer: str, *, lease: str, epoch: int) -> PgOutbox:
-        """Load ``peer``'s outbox (the lease ``lease`` held at ``epoch``) and start its writer."""
-        box = cls(pool, peer, lease, epoch)
+    async def open(
+        cls,
+        pool: Any,
+        peer: str,
+        *,
+        lease: str,
+        epoch: int,
+        tx_timeout: float = TX_TIMEOUT_S,
+        on_retry: Callable[[], None] | None = None,
+    ) -> PgOutbox:
+        """Load ``peer``'s outbox (the lease ``lease`` held at ``epoch``) and start its writer;
+        each transaction limited to ``tx_timeout`` s (:func:`tx_timeout_s`), ``on_retry``
+        called at every commit tried again."""
+        box = cls(pool, peer, lease, epoch, tx_timeout, on_retry)
         try:
             async with pool.acquire() as conn:
                 rows = await conn.fetch(
@@ -242,6 +296,8 @@ class PgOutbox:
                 future.exception()  # retrieved: a waiter that timed out leaves no warning
 
     async def _write_loop(self) -> None:
+        transient = _transient()
+        failures = 0
         while True:
             if not self._journal:
                 self._wake.clear()
@@ -250,20 +306,30 @@ class PgOutbox:
             ops = self._journal[:MAX_OPS_PER_TX]
             done = self._base_ops + self._committed + len(ops)
             try:
-                async with asyncio.timeout(TX_TIMEOUT_S):
+                async with asyncio.timeout(self._tx_timeout):
                     await self._commit(ops, done)
             except FencedError as exc:
-                log.warning("federation outbox %s: %s", self.peer, exc)
-                self.fenced = exc
-                self._journal.clear()
-                self._fail_waiters(exc)
+                self._stop(exc)
                 return
-            except (OSError, TimeoutError, Exception) as exc:  # asyncpg's errors: try again
+            except transient as exc:  # the outcome is unknown: writer_ops tells the retry
+                failures += 1
+                if failures > MAX_RETRIES:
+                    self._stop(
+                        StorageError(f"commit failed {failures} times in a row, last: {exc!r}")
+                    )
+                    return
+                self.retries += 1
+                if self._on_retry is not None:
+                    self._on_retry()
                 log.warning(
                     "federation outbox %s: commit failed (%r); trying again", self.peer, exc
                 )
                 await asyncio.sleep(RETRY_S)
                 continue
+            except Exception as exc:  # permanent (a constraint, a bug): trying again cannot help
+                self._stop(StorageError(f"commit failed: {exc!r}"))
+                return
+            failures = 0
             del self._journal[: len(ops)]
             self._committed += len(ops)
             still: list[tuple[int, asyncio.Future[None]]] = []
@@ -274,6 +340,14 @@ class PgOutbox:
                 else:
                     still.append((target, future))
             self._waiters = still
+
+    def _stop(self, exc: StorageError) -> None:
+        """Nothing more commits: every change is refused, sync() raises ``exc``, and the lease
+        holder stops the links (federation/leased.py)."""
+        log.warning("federation outbox %s: %s; stopped", self.peer, exc)
+        self.fenced = exc
+        self._journal.clear()
+        self._fail_waiters(exc)
 
     async def _commit(self, ops: Sequence[_Op], done: int) -> None:
         peer = self.peer
@@ -392,24 +466,26 @@ class PgOutbox:
             raise StorageError(f"federation outbox {self.peer}: {MAX_ROWS} rows queued")
         if self.fenced is not None:
             raise self.fenced
+        # The journal first (it refuses when full or fenced), memory after: a refused call
+        # changes nothing, so the releases it reports lost are not sent either.
         removed = 0
         deleted: list[int] = []
         fresh: dict[int, _Row] = {}
+        keys: dict[str, int] = {}  # coalesce keys this call points at a new row
+        next_id = self._next_id
         for item in items:
-            if item.coalesce_key is not None:
-                old = self._coalesce.pop(item.coalesce_key, None)
+            key = item.coalesce_key
+            if key is not None:
+                old = keys[key] if key in keys else self._coalesce.get(key)
                 if old is not None:
-                    for rows in self._queued.values():
-                        if rows.pop(old, None) is not None:
-                            break
                     if fresh.pop(old, None) is None:
                         deleted.append(old)
                     removed += 1
             row = _Row(
-                id=self._next_id,
+                id=next_id,
                 seq=None,
                 priority=item.priority,
-                coalesce_key=item.coalesce_key,
+                coalesce_key=key,
                 uid=item.uid,
                 type=item.type,
                 label_id=item.label_id,
@@ -418,13 +494,21 @@ class PgOutbox:
                 queued_ms=item.queued_ms,
                 groups=tuple(item.groups),
             )
-            self._next_id += 1
-            self._queued.setdefault(row.priority, {})[row.id] = row
-            if row.coalesce_key is not None:
-                self._coalesce[row.coalesce_key] = row.id
+            next_id += 1
+            if key is not None:
+                keys[key] = row.id
             fresh[row.id] = row
         position = stream_seq if stream_seq is not None and stream_seq > self.stream_seq else None
         self._append(("put", (deleted, list(fresh.values()), position)))
+        for old in deleted:
+            for rows in self._queued.values():
+                if rows.pop(old, None) is not None:
+                    break
+        for row in fresh.values():
+            self._queued.setdefault(row.priority, {})[row.id] = row
+        self._queued = {p: r for p, r in self._queued.items() if r}
+        self._coalesce.update(keys)
+        self._next_id = next_id
         if position is not None:
             self.stream_seq = position
         self.coalesced += removed
@@ -453,15 +537,20 @@ class PgOutbox:
         limit = max(0, min(limit, MAX_TAKE))
         if limit == 0:
             return []
+        # The journal first (it refuses when full or fenced), memory after: a refused take
+        # numbers nothing, so the next one cannot give a number twice.
         out: list[Outgoing] = []
         bad: list[int] = []
+        bad_seqs: list[int] = []
+        taken: list[tuple[int, int, _Row]] = []  # (priority, id, row) leaving the queue
         assigned: list[tuple[int, int]] = []
+        numbered: list[tuple[int, _Row]] = []
         resend = [r for s, r in self._numbered.items() if s > self._cursor][:limit]
         for row in resend:
             assert row.seq is not None
             if check is not None and not check(row.payload, row.label_id, row.uid, row.type):
                 bad.append(row.id)
-                del self._numbered[row.seq]
+                bad_seqs.append(row.seq)
                 continue
             out.append(row.outgoing(row.seq))
         room = limit - len(resend)
@@ -470,25 +559,34 @@ class PgOutbox:
             for priority in sorted(self._queued):
                 rows = self._queued[priority]
                 for rid in list(rows)[:room]:
-                    row = rows.pop(rid)
+                    row = rows[rid]
                     room -= 1
-                    if row.coalesce_key is not None and self._coalesce.get(row.coalesce_key) == rid:
-                        del self._coalesce[row.coalesce_key]
+                    taken.append((priority, rid, row))
                     if check is not None and not check(
                         row.payload, row.label_id, row.uid, row.type
                     ):
                         bad.append(rid)
                         continue
                     next_seq += 1
-                    row.seq = next_seq
-                    self._numbered[next_seq] = row
+                    numbered.append((next_seq, row))
                     assigned.append((next_seq, rid))
                     out.append(row.outgoing(next_seq))
                 if room <= 0:
                     break
-            self._queued = {p: r for p, r in self._queued.items() if r}
         if assigned or bad:
             self._append(("number", (assigned, bad, next_seq)))
+        for seq in bad_seqs:
+            del self._numbered[seq]
+        for priority, rid, row in taken:
+            del self._queued[priority][rid]
+            if row.coalesce_key is not None and self._coalesce.get(row.coalesce_key) == rid:
+                del self._coalesce[row.coalesce_key]
+        for seq, row in numbered:
+            row.seq = seq
+            self._numbered[seq] = row
+        if taken:
+            self._queued = {p: r for p, r in self._queued.items() if r}
+        if assigned or bad:
             self.last_seq = next_seq
             self.backlog -= len(bad)
             self.dropped += len(bad)

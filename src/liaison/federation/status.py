@@ -201,6 +201,28 @@ def status_path(data_dir: Path) -> Path:
     return data_dir / "federation" / "status.json"
 
 
+def standby_may_write(path: Path, node: str, now_ms: int, *, stale_after_ms: int) -> bool:
+    """Whether a cluster node that does not hold the federation lease may write its status
+    (no peers) to ``path``: not while the file is the lease holder's (``lease.held_here`` true,
+    another ``lease.node``) and written less than ``stale_after_ms`` ago. The workers of one
+    node (``liaison serve --workers N``) share the data folder and so the file: the holder's
+    links stay in it; a holder that stopped writing is replaced after ``stale_after_ms``."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return True
+    if not isinstance(doc, dict):
+        return True
+    lease, written = doc.get("lease"), doc.get("written_ms")
+    return not (
+        isinstance(lease, dict)
+        and lease.get("held_here") is True
+        and lease.get("node") != node
+        and isinstance(written, int)
+        and 0 <= now_ms - written < stale_after_ms
+    )
+
+
 def render_status(doc: Mapping[str, object], now_ms: int, *, stale_after_ms: int) -> str:
     """Human-readable status for ``liaison federation status``."""
     lines: list[str] = []

@@ -5,6 +5,8 @@ delivery), with in-memory subscribers, audit and store."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -287,3 +289,45 @@ def test_early_replays_are_remembered_for_a_bounded_number_of_uids(
     router.attach(sub)
     assert router.replay_to(sub) == 5
     assert list(router._early_replays) == ["u2", "u3", "u4"]
+
+
+def test_after_the_audit_log_recovers_the_partner_links_router_releases_too(
+    tmp_path: Path,
+) -> None:
+    """On a cluster's lease holder the partner links have a router of their own
+    (federation/leased.py); what it held while the audit log failed is released with the
+    node's router's (app.py _release_held)."""
+    from liaison.app import _release_held
+    from liaison.federation.leased import LeasedFederation
+    from tests.unit.federation.fed_support import fed_config
+
+    router, gate, audit, _writer = setup()
+    links = Router(metrics=Metrics(), clock_ms=lambda: NOW, latest=MemoryLatestState(), gate=gate)
+    leased = LeasedFederation(
+        config=fed_config(),
+        storage_url="postgresql://127.0.0.1/test",
+        node="n1",
+        bus=cast(Any, None),  # not used before run()
+        router=router,
+        gate=gate,
+        audit=cast(Any, audit),
+        data_dir=tmp_path,
+        server_cert=tmp_path / "cert.pem",
+        server_key=tmp_path / "key.pem",
+        clock_ms=lambda: NOW,
+        metrics=Metrics(),
+        links_router=lambda: links,
+    )
+    leased.links_router = links  # what _hold sets while this node holds the lease
+    ukr = Sub(person(gate, "ukr", "UKR", "ukr-secret"))
+    links.attach(ukr)
+    sender = Sub(person(gate, "usa", "USA", "usa-secret"))
+    audit.fail = True
+    held = links.accept(event("m", label(gate, "SECRET", "USA", "UKR"), gate), sender)
+    assert held == Refusal((), held=True) and ukr.got == []
+    audit.fail = False
+    gate.recovered(audit)
+    assert _release_held(router, leased) == 1
+    assert [e.uid for e in ukr.got] == ["m"]
+    leased.links_router = None  # not holding the lease: nothing of the links to release
+    assert _release_held(router, leased) == 0 and _release_held(router, None) == 0

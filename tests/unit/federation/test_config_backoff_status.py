@@ -13,7 +13,13 @@ from liaison.cli import main
 from liaison.errors import ConfigError
 from liaison.federation.backoff import Backoff
 from liaison.federation.config import DetailPolicy, parse_federation
-from liaison.federation.status import FederationStatus, LinkState, render_status, status_path
+from liaison.federation.status import (
+    FederationStatus,
+    LinkState,
+    render_status,
+    standby_may_write,
+    status_path,
+)
 from liaison.metrics import Metrics
 from tests.unit.federation.fed_support import FP_B, POLICY, fed_config, peer, peer_table
 
@@ -180,3 +186,20 @@ def test_status_shows_the_wire_of_each_peer(tmp_path: Path) -> None:
     lines = render_status(doc, now, stale_after_ms=15_000).splitlines()
     assert lines[1].split()[:3] == ["peer", "wire", "state"]
     assert lines[2].split()[:2] == ["ukr", "native"] and lines[3].split()[:2] == ["tak", "tak-v2"]
+
+
+def test_a_standby_never_hides_the_lease_holders_status(tmp_path: Path) -> None:
+    """Workers of one node share the data folder and so federation/status.json: a node that
+    does not hold the lease writes there only when the file is not a fresh status of the
+    holder (federation/status.py standby_may_write)."""
+    path = status_path(tmp_path)
+    assert standby_may_write(path, "w2", 1_000, stale_after_ms=30_000)  # no file yet
+    holder = FederationStatus("usa-srv", Metrics())
+    holder.lease = {"node": "w1", "holder": "w1", "epoch": 3, "held_here": True}
+    holder.write(path, 1_000)
+    assert not standby_may_write(path, "w2", 20_000, stale_after_ms=30_000)
+    assert standby_may_write(path, "w2", 31_000, stale_after_ms=30_000)  # holder gone quiet
+    assert standby_may_write(path, "w1", 20_000, stale_after_ms=30_000)  # its own file
+    holder.lease = {"node": "w1", "holder": None, "epoch": 3, "held_here": False}
+    holder.write(path, 2_000)  # the holder released it
+    assert standby_may_write(path, "w2", 3_000, stale_after_ms=30_000)

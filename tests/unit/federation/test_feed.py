@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from liaison.cluster.bus import ClusterSettings
+from liaison.errors import StorageError
 from liaison.federation.feed import StreamFeed
 from liaison.federation.link import PeerLink
 from liaison.federation.pg_outbox import PgOutbox
@@ -118,3 +121,50 @@ async def test_one_copy_per_event_and_a_new_holder_continues_after_the_position(
         assert again.stream_seq == seq
         for b in (box, new_box, again):
             await b.aclose()
+
+
+async def test_releases_not_saved_keep_the_position_before_them_for_the_next_holder() -> None:
+    """A flush whose audit write failed released nothing: the stored position stays before
+    that message (feed_mark raises, which stops the links), nothing read after it is queued,
+    and the next holder reads them all again."""
+    async with pg_pool() as pool:
+        await pool.execute(
+            "INSERT INTO federation_lease (name, holder, epoch, expires_at, acquired_at)"
+            " VALUES ($1, 'n1', 1, now() + interval '1 hour', now())",
+            LEASE,
+        )
+        box = await PgOutbox.open(pool, "ukr", lease=LEASE, epoch=1)
+        feed, link, audit = holder(pool, box)
+        link.feed_start(0)
+        stream: list[tuple[int, str, dict[str, str], bytes]] = []
+        for n, uid in enumerate(["m-1", "m-2", "m-3"]):
+            for subject, headers, payload in copies(uid, REL_BOTH, n):
+                stream.append((len(stream) + 1, subject, headers, payload))
+        for q, s, h, p in stream[:2]:
+            feed.handle(s, h, p, q)
+        feed._mark()
+        assert box.stream_seq == 2
+        audit.fail = True  # m-2's releases cannot be recorded, so are not made
+        for q, s, h, p in stream[2:4]:
+            feed.handle(s, h, p, q)
+        with pytest.raises(StorageError, match="stream message 3 not saved"):
+            feed._mark()
+        audit.fail = False
+        for q, s, h, p in stream[4:]:
+            feed.handle(s, h, p, q)
+        with pytest.raises(StorageError):
+            feed._mark()
+        assert box.stream_seq == 2 and box.pending_uids() == ["m-1"]
+        await box.sync()
+        await box.aclose()
+
+        await pool.execute("UPDATE federation_lease SET holder = 'n2', epoch = 2")
+        new_box = await PgOutbox.open(pool, "ukr", lease=LEASE, epoch=2)
+        assert new_box.stream_seq == 2
+        feed2, _link2, _ = holder(pool, new_box)
+        for q, s, h, p in stream:
+            feed2.handle(s, h, p, q)
+        feed2._mark()
+        assert new_box.pending_uids() == ["m-1", "m-2", "m-3"] and new_box.stream_seq == 6
+        await new_box.sync()
+        await new_box.aclose()

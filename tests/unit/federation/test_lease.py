@@ -6,7 +6,9 @@ Skipped without PostgreSQL, failed under LIAISON_REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -120,3 +122,161 @@ async def test_an_acquisition_waits_for_a_commit_of_the_old_epoch_in_progress() 
             assert not taking.done()  # blocked on the old holder's transaction
         async with asyncio.timeout(10):
             assert await taking == 2
+
+
+async def test_a_refused_journal_write_changes_nothing_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """put_many and take write the journal before memory: a refusal (journal full, or fenced)
+    numbers nothing and queues nothing, so the next take cannot give one number twice."""
+    from liaison.errors import StorageError
+    from liaison.federation import pg_outbox
+
+    async with pg_pool() as pool:
+        lease = Lease(pool, LEASE, "node-a", 30.0)
+        epoch = await lease.try_acquire()
+        assert epoch == 1
+        box = await PgOutbox.open(pool, "ukr", lease=LEASE, epoch=epoch)
+        pos = QueuedRelease(
+            payload=b"<event uid='p'/>",
+            sha256="1" * 64,
+            label_id="sha256:x",
+            uid="p",
+            type="a-f-G",
+            priority=2,
+            coalesce_key="p",
+            queued_ms=0,
+        )
+        box.put_many([item("u1"), pos, item("u2")], 5)
+        box.start_connection(0)
+        monkeypatch.setattr(pg_outbox, "MAX_JOURNAL", len(box._journal))
+        with pytest.raises(StorageError):
+            box.take(2)
+        with pytest.raises(StorageError):
+            box.put_many([item("lost"), pos], 9)  # would coalesce "p" away
+        assert box.last_seq == 0 and box.backlog == 3 and box.stream_seq == 5
+        assert box.pending_uids() == ["u1", "p", "u2"]
+        monkeypatch.setattr(pg_outbox, "MAX_JOURNAL", 100_000)
+        rows = box.take(10)
+        assert [(r.uid, r.seq) for r in rows] == [("u1", 1), ("p", 2), ("u2", 3)]
+        await box.sync()
+        again = await PgOutbox.open(pool, "ukr", lease=LEASE, epoch=epoch)
+        assert again.last_seq == 3 and again.pending_uids() == ["u1", "p", "u2"]
+        for b in (box, again):
+            await b.aclose()
+
+
+async def test_a_permanent_commit_error_stops_the_outbox_at_once() -> None:
+    """Only connection and timeout errors are tried again; anything else stops the outbox as
+    fenced, so the lease holder stops the links (leased.py _watch_fence)."""
+    from liaison.errors import StorageError
+
+    async with pg_pool() as pool:
+        lease = Lease(pool, LEASE, "node-a", 30.0)
+        epoch = await lease.try_acquire()
+        assert epoch == 1
+        retried: list[int] = []
+        box = await PgOutbox.open(
+            pool, "ukr", lease=LEASE, epoch=epoch, on_retry=lambda: retried.append(1)
+        )
+        await pool.execute("ALTER TABLE federation_outbox RENAME COLUMN uid TO uid_gone")
+        box.put_many([item("u1")])
+        with pytest.raises(StorageError, match="commit failed"):
+            async with asyncio.timeout(3):  # not SYNC_TIMEOUT_S: no attempt is repeated
+                await box.sync()
+        assert box.fenced is not None and retried == []
+        with pytest.raises(StorageError):
+            box.put_many([item("u2")])
+        await box.aclose()
+
+
+async def test_timeouts_are_tried_again_counted_and_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from liaison.errors import StorageError
+    from liaison.federation import pg_outbox
+
+    monkeypatch.setattr(pg_outbox, "RETRY_S", 0.01)
+    monkeypatch.setattr(pg_outbox, "MAX_RETRIES", 3)
+    async with pg_pool() as pool:
+        lease = Lease(pool, LEASE, "node-a", 30.0)
+        epoch = await lease.try_acquire()
+        assert epoch == 1
+        retried: list[int] = []
+        box = await PgOutbox.open(
+            pool,
+            "ukr",
+            lease=LEASE,
+            epoch=epoch,
+            tx_timeout=0.000001,  # every transaction times out
+            on_retry=lambda: retried.append(1),
+        )
+        box.put_many([item("u1")])
+        with pytest.raises(StorageError, match="4 times in a row"):
+            async with asyncio.timeout(5):
+                await box.sync()
+        assert len(retried) == 3 and box.retries == 3 and box.fenced is not None
+        await box.aclose()
+
+
+def test_a_transaction_ends_well_before_the_renewal_gives_up() -> None:
+    """An outbox transaction holds the lease row FOR SHARE, which the renewal waits for: the
+    renewal due lease_renew_s after the last one must still succeed before lease_ttl_s -
+    lease_renew_s, so a transaction is limited below lease_ttl_s - 2 * lease_renew_s."""
+    from liaison.federation.config import DEFAULT_LEASE_RENEW_S, DEFAULT_LEASE_TTL_S
+    from liaison.federation.pg_outbox import tx_timeout_s
+
+    for ttl, renew in [(DEFAULT_LEASE_TTL_S, DEFAULT_LEASE_RENEW_S), (30.0, 5.0), (60.0, 1.0)]:
+        limit = tx_timeout_s(ttl, renew)
+        assert 0 < limit <= (ttl - 2 * renew) / 2
+    assert tx_timeout_s(DEFAULT_LEASE_TTL_S, DEFAULT_LEASE_RENEW_S) == 2.5
+
+
+async def test_stopping_the_links_runs_every_step_and_releases_the_lease_last(
+    tmp_path: Path,
+) -> None:
+    """A step of stopping that fails (here the links' close) is logged and counted; the
+    outboxes still commit and stop, the status is written and the lease released."""
+    from liaison.federation.leased import LEASE_NAME, LeasedFederation
+    from liaison.federation.status import status_path
+    from liaison.metrics import Metrics
+    from tests.unit.federation.fed_support import fed_config
+
+    class FailingClose:
+        async def close(self) -> None:
+            raise RuntimeError("the links' close failed")
+
+    assert LEASE_NAME == LEASE
+    async with pg_pool() as pool:
+        leased = LeasedFederation(
+            config=fed_config(),
+            storage_url="postgresql://127.0.0.1/test",
+            node="node-a",
+            bus=cast(Any, None),  # not used by the stop
+            router=cast(Any, None),
+            gate=cast(Any, None),
+            audit=cast(Any, None),
+            data_dir=tmp_path,
+            server_cert=tmp_path / "cert.pem",
+            server_key=tmp_path / "key.pem",
+            clock_ms=lambda: 1_000,
+            metrics=Metrics(),
+            links_router=lambda: cast(Any, None),
+        )
+        leased._pool = pool
+        leased._lease = lease = Lease(pool, LEASE, "node-a", 30.0)
+        epoch = await lease.try_acquire()
+        assert epoch == 1
+        box = await PgOutbox.open(pool, "ukr", lease=LEASE, epoch=epoch)
+        box.put_many([item("u1")], 7)
+        async with asyncio.timeout(20):
+            await leased._stop_links(epoch, None, cast(Any, FailingClose()), {"ukr": box})
+        assert leased.m_cleanup.get("links") == 1 and leased.m_cleanup.total() == 1
+        assert not box.unsynced  # aclose committed it
+        again = await PgOutbox.open(pool, "ukr", lease=LEASE, epoch=2)
+        assert again.pending_uids() == ["u1"] and again.stream_seq == 7
+        again.close()
+        info = await lease.info()
+        assert info is not None and info.holder is None  # released
+        doc = json.loads(status_path(tmp_path).read_text())
+        assert doc["lease"]["held_here"] is False and leased.epoch is None
