@@ -483,3 +483,38 @@ async def test_a_sign_in_whose_row_was_deleted_ends_at_its_next_seen_write(
     assert await node_b.lookup_shared(live) == ("bob", live_csrf)
     now[0] += SHARED_SEEN_S
     assert await node_b.lookup_shared(live) == ("bob", live_csrf)
+
+
+async def _alter(db: Any, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        POSTGRESQL_URL, timeout=5, server_settings={"search_path": f"{db._schema}, public"}
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_a_look_that_fails_unexpectedly_is_counted_and_the_watch_goes_on(
+    shared_db_pair: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """A look at the tables fails with an error that is neither the driver's nor a bad row's
+    (here: the issue order column changed type under the node, so new and held items cannot be
+    ordered together): counted, and once the cause is gone the node sees the changes."""
+    import json
+
+    db_a, db_b = shared_db_pair
+    pki_a = ensure_server_pki(tmp_path / "a", public_host=PUBLIC_HOST, db=db_a)
+    issued = issue_client_cert(pki_a, common_name="erin", org="Blue")
+    serial = format(issued.serial, "x")
+    eventually(lambda: any(i["serial"] == serial for i in db_b.cert_items()))
+    await _alter(db_a, "ALTER TABLE identity_certs ALTER COLUMN n TYPE text USING n::text")
+    item = {**db_a.cert_items()[0], "serial": "abcdef"}
+    await _insert_rows(db_a, "identity_certs", [("abcdef", json.dumps(item))])
+    eventually(lambda: db_b.m_poll_errors.total() >= 1, within_s=3.0)
+    assert not any(i["serial"] == "abcdef" for i in db_b.cert_items())
+    await _alter(db_a, "ALTER TABLE identity_certs ALTER COLUMN n TYPE bigint USING n::bigint")
+    eventually(lambda: any(i["serial"] == "abcdef" for i in db_b.cert_items()), within_s=3.0)
+    assert [i["serial"] for i in db_b.cert_items()] == [serial, "abcdef"]
