@@ -250,7 +250,7 @@ async def _start(
     store_part = _StorePart(config)
     await parts.start(store_part)
     store = store_part.store
-    identity_part = _IdentityDbPart(config, gate)
+    identity_part = _IdentityDbPart(config, gate, metrics)
     await parts.start(identity_part)
     identity_db = identity_part.db
     writer = StoreWriter(store)
@@ -588,9 +588,10 @@ class _IdentityDbPart:
 
     name = "identity-db"
 
-    def __init__(self, config: Config, gate: Gate | None) -> None:
+    def __init__(self, config: Config, gate: Gate | None, metrics: Metrics) -> None:
         self._config = config
         self._gate = gate
+        self._metrics = metrics
         self.db: IdentityDb | None = None
 
     async def bind(self) -> None:
@@ -602,7 +603,7 @@ class _IdentityDbPart:
         url = self._config.storage
         local = await asyncio.to_thread(local_identity, self._config)
         self.db = await asyncio.to_thread(
-            IdentityDb.open, url, where=redacted_url(url), local=local
+            IdentityDb.open, url, where=redacted_url(url), local=local, metrics=self._metrics
         )
         use_identity_db(self._config, self.db)
         report = self.db.imported

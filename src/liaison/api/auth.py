@@ -59,6 +59,9 @@ SESSION_COOKIE = "liaison_session"
 # With sign-ins shared in PostgreSQL: how often, at most, a sign-in's activity is written to the
 # table (the idle limit other nodes apply is then at most this much early).
 SHARED_SEEN_S = 60.0
+# The node named in the AccessEnded of a sign-in found deleted from the shared table (a sign-out
+# elsewhere, already announced there): not None, so it is not announced again (cluster/access.py).
+DELETED_ELSEWHERE = "(deleted from the shared table)"
 # The OAuth token endpoint (api.oauth), on the password listener.
 TOKEN_PATH = "/oauth/token"
 
@@ -134,6 +137,11 @@ class WebSessions:
         self._shared: IdentityDb | None = None
         self._wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
         self._seen_written: dict[str, float] = {}
+        # Sign-outs on this node whose rows could not be deleted (the database unreachable):
+        # username -> wall time of the sign-out. A row of that user created before it is refused
+        # here, so the sign-out is not undone by reading the row back (lookup_shared). Bounded
+        # as the sign-ins; past SESSION_MAX_S such a row has expired anyway.
+        self._unfinished_sign_outs: dict[str, dt.datetime] = {}
 
     def use_shared(
         self, db: IdentityDb, wall_clock: Callable[[], dt.datetime] | None = None
@@ -226,6 +234,9 @@ class WebSessions:
             row = await asyncio.to_thread(self._shared.session_get, token)
             if row is None:
                 return None
+            cut = self._unfinished_sign_outs.get(row.username)
+            if cut is not None and row.created <= cut:
+                return None  # signed out here, the row not yet deleted
             if token not in self._sessions:
                 now, wall = self._clock(), self._wall()
                 created = now - (wall - row.created).total_seconds()
@@ -239,7 +250,13 @@ class WebSessions:
         s = self._sessions.get(token)
         if s is not None and s.seen - self._seen_written.get(token, s.created) >= SHARED_SEEN_S:
             self._seen_written[token] = s.seen
-            await asyncio.to_thread(self._shared.session_seen, token, self._wall())
+            if not await asyncio.to_thread(self._shared.session_seen, token, self._wall()):
+                # The row is gone: a sign-out on another node (whose notice may not have come)
+                # or the table's bound. The sign-in ends here too, not announced again.
+                if self._sessions.pop(token, None) is not None:
+                    self._seen_written.pop(token, None)
+                    self._ended(token, s.username, SIGNED_OUT, DELETED_ELSEWHERE)
+                return None
         return found
 
     def alive(self, token: str | None) -> bool:
@@ -257,12 +274,41 @@ class WebSessions:
         return None
 
     async def sign_out(self, token: str | None) -> None:
-        """``POST /logout``: ``end``; with a shared table every sign-in of that user ends, in the
-        table (on a worker thread) and here (the other nodes are told by the cluster bus)."""
-        username = self.end(token)
-        if username is not None and self._shared is not None:
+        """``POST /logout``: ``end``; with a shared table every sign-in of that user ends: first
+        in the table (on a worker thread), then here, and the other nodes are told by the
+        cluster bus (the announcement comes from ``end``). Deleting first means no node can
+        read a row back after hearing of the sign-out.
+
+        With a shared table, StorageError when the rows could not be deleted: the user's
+        sign-ins end here all the same (and are announced), and a row of theirs created before
+        now is refused by this node from then on; other nodes may still accept such a row
+        until it expires or a later sign-out of that user deletes it."""
+        if self._shared is None or not token:
+            self.end(token)
+            return
+        s = self._sessions.get(token)
+        if s is None:
+            return
+        username = s.username
+        try:
             await asyncio.to_thread(self._shared.sessions_end, username=username)
+        except BaseException:
+            self._sign_out_unfinished(username)
+            raise
+        finally:
+            self.end(token)
             self.end_user(username)
+
+    def _sign_out_unfinished(self, username: str) -> None:
+        wall = self._wall()
+        self._unfinished_sign_outs.pop(username, None)
+        self._unfinished_sign_outs[username] = wall
+        horizon = wall - dt.timedelta(seconds=SESSION_MAX_S)
+        while self._unfinished_sign_outs and (
+            len(self._unfinished_sign_outs) > MAX_WEB_SESSIONS
+            or next(iter(self._unfinished_sign_outs.values())) < horizon
+        ):
+            del self._unfinished_sign_outs[next(iter(self._unfinished_sign_outs))]
 
     def end_user(self, username: str, node: str | None = None) -> int:
         """End every sign-in of ``username`` (a sign-out on cluster node ``node``); how many."""

@@ -957,7 +957,14 @@ _LOGIN_PATHS = {
         "post": {
             "summary": "End the web session.",
             "operationId": "postLogout",
-            "responses": {"204": {"description": "Signed out; the cookie is cleared."}},
+            "responses": {
+                "204": {"description": "Signed out; the cookie is cleared."},
+                "503": _json(
+                    _ERROR,
+                    "Sign-ins shared in PostgreSQL and the database unreachable: signed out on"
+                    " this node only, the cookie cleared; see Retry-After.",
+                ),
+            },
         }
     },
 }

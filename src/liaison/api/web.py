@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import logging
 import mimetypes
 from importlib.resources.abc import Traversable
 
 from aiohttp import web
 
-from liaison.api.auth import SESSION_COOKIE, AuthMode, check_password
+from liaison.api.auth import SESSION_COOKIE, AuthMode, check_password, client_address
+from liaison.api.context import context
 from liaison.api.files import refuse_cross_site
 from liaison.api.rest import bad_request, json_response, read_json
 from liaison.api.roles import require_operator
 from liaison.api.server import SESSIONS_KEY, THROTTLE_KEY
+from liaison.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 # Static files of the web map are read once and kept in memory: the build is a few MB (bundled
 # basemap included). Bounded all the same, in files and bytes; past that, read per request.
+# Seconds a browser is asked to wait after a sign-out the shared sign-in table could not take.
+LOGOUT_RETRY_S = 5
 MAX_STATIC_CACHE_FILES = 512
 MAX_STATIC_CACHE_BYTES = 64 * 1024 * 1024
 # The web build (Vite) writes only content-hashed files under static/assets/ ("index-DwjGLh_i.js"):
@@ -196,9 +203,25 @@ async def post_login(request: web.Request) -> web.StreamResponse:
 
 
 async def post_logout(request: web.Request) -> web.Response:
+    """204 when signed out. With sign-ins shared in PostgreSQL and the database unreachable,
+    503 with Retry-After: the sign-ins ended on this node (and were announced), their rows could
+    not be deleted (WebSessions.sign_out). The cookie is cleared either way: this node refuses
+    it from now on, and a browser without it cannot be signed in anywhere."""
     refuse_cross_site(request)
-    await request.app[SESSIONS_KEY].sign_out(request.cookies.get(SESSION_COOKIE))
-    response = web.Response(status=204)
+    try:
+        await request.app[SESSIONS_KEY].sign_out(request.cookies.get(SESSION_COOKIE))
+        response = web.Response(status=204)
+    except StorageError as exc:
+        context(request).metrics.counter(
+            "liaison_http_logout_unavailable_total",
+            "Sign-outs answered 503 because the shared sign-in table could not be reached",
+        ).inc()
+        log.error("http %s: sign-out not recorded: %s", client_address(request), exc)
+        response = json_response(
+            {"error": "the sign-in store cannot be reached; signed out on this node only"},
+            status=503,
+        )
+        response.headers["Retry-After"] = str(LOGOUT_RETRY_S)
     response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     return response
 

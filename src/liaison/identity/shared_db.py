@@ -41,13 +41,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from liaison import pg_locks
-from liaison.errors import StorageError
+from liaison.errors import PkiError, StorageError
 from liaison.identity.db_import import (
     ImportReport,
     LocalIdentity,
     names,
     users_differing,
 )
+from liaison.identity.issue import record_from_json
+from liaison.identity.users import _user_from_json
+from liaison.metrics import Metrics
 
 try:
     import asyncpg
@@ -84,6 +87,39 @@ MAX_SHARED_SESSIONS = 10_000
 REDEEMED_PRUNE_BATCH = 1000
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# What reading one row's record may raise (json.loads, also RecursionError on deep nesting; the
+# parsers of users.py and issue.py).
+_RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError, PkiError)
+
+
+def user_record(name: str, text: str) -> dict[str, Any]:
+    """Row ``name`` of ``identity_users``: its record, checked as users.py reads it (a JSON
+    object that parses as a user of that name). Raises ValueError when it does not."""
+    try:
+        record = json.loads(text)
+        if not isinstance(record, dict):
+            raise TypeError("not a JSON object")
+        user = _user_from_json(record)
+    except _RECORD_ERRORS as exc:
+        raise ValueError(f"user {name!r}: unreadable record: {exc!r}") from exc
+    if user.name != name:
+        raise ValueError(f"user {name!r}: the record names {user.name!r}")
+    return record
+
+
+def cert_record(serial: str, text: str) -> dict[str, Any]:
+    """Row ``serial`` of ``identity_certs``: its record, checked as issue.py reads it (a JSON
+    object that parses as an index item of that serial). Raises ValueError when it does not."""
+    try:
+        record = json.loads(text)
+        if not isinstance(record, dict):
+            raise TypeError("not a JSON object")
+        record_from_json(record)
+    except _RECORD_ERRORS as exc:
+        raise ValueError(f"certificate {serial}: unreadable record: {exc!r}") from exc
+    if record.get("serial") != serial:
+        raise ValueError(f"certificate {serial}: the record names {record.get('serial')!r}")
+    return record
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,8 +146,21 @@ class IdentityDb:
     stops the thread. Every method may raise StorageError when the database cannot answer.
     """
 
-    def __init__(self, url: str, *, where: str, schema: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, where: str, schema: str | None = None, metrics: Metrics | None = None
+    ) -> None:
         """Private: use :meth:`open`."""
+        metrics = metrics if metrics is not None else Metrics()
+        # Counted on this module's thread only (the one that reads the rows).
+        self.m_refused = metrics.counter(
+            "liaison_identity_rows_refused_total",
+            "Rows of the shared identity tables refused because their record is unreadable",
+            "table",
+        )
+        self.m_poll_errors = metrics.counter(
+            "liaison_identity_poll_errors_total",
+            "Looks at the shared identity tables that failed (tried again at the next)",
+        )
         self._url = url
         self._where = where
         self._schema = schema
@@ -152,12 +201,14 @@ class IdentityDb:
         where: str,
         schema: str | None = None,
         local: LocalIdentity | None = None,
+        metrics: Metrics | None = None,
     ) -> IdentityDb:
         """Connect and read everything. With ``local`` (the data folder's users and index,
         identity/db_import.py) an empty table is first filled from it, once in the cluster; a
         part of ``local`` that could not be read refuses the open (ImportRefused) when that part
-        was to be imported, and nothing at all is imported then."""
-        db = cls(url, where=where, schema=schema)
+        was to be imported, and nothing at all is imported then. ``metrics`` gets this module's
+        counters (``liaison_identity_*``)."""
+        db = cls(url, where=where, schema=schema, metrics=metrics)
         db._local = local
         db._thread.start()
         try:
@@ -355,7 +406,11 @@ class IdentityDb:
                     await conn.close(timeout=2.0)
 
     async def _poll(self) -> None:
-        """Keep the copies current: wake on a NOTIFY or every POLL_S; re-make lost connections."""
+        """Keep the copies current: wake on a NOTIFY or every POLL_S; re-make lost connections.
+
+        A pass that fails for any reason is logged and counted, and the next one comes as
+        usual: this task ending would freeze the copies (revocations, users and token keys
+        changed on other nodes never seen here) without anyone noticing."""
         assert self._wake is not None and self._busy is not None
         while not self._closing:
             try:
@@ -367,8 +422,12 @@ class IdentityDb:
                         self._conn = await self._new_conn()
                     await self._refresh()
             except (*_DRIVER_ERRORS, TimeoutError) as exc:
+                self.m_poll_errors.inc()
                 log.warning("identity tables in postgresql %s: %s", self._where, exc)
                 self._listen = None
+            except Exception:
+                self.m_poll_errors.inc()
+                log.exception("identity tables in postgresql %s: a look failed", self._where)
             self._wake.clear()
             # asyncio.timeout, not wait_for: Python 3.11's wait_for may swallow a cancellation
             # that arrives with its timeout, and close() would then wait for this loop forever.
@@ -410,17 +469,41 @@ class IdentityDb:
             keys = [dict(r) for r in rows]
         if not users and not certs and crl is None and keys is None:
             return
+        # Each row is read on its own: one that cannot be read is refused (logged, counted) and
+        # the others are taken; the seq moves past it all the same, so it never blocks a later
+        # look (it is read again when it is next written).
+        user_records: list[tuple[str, dict[str, Any] | None]] = []
+        for row in users:
+            try:
+                user_records.append((row["name"], user_record(row["name"], row["record"])))
+            except ValueError as exc:
+                # The user is left out of the copy (signs in nowhere through this node) until a
+                # good record is written: what the row says now is not known.
+                self._refuse("identity_users", exc)
+                user_records.append((row["name"], None))
+        cert_records: list[tuple[str, int, dict[str, Any]]] = []
+        for row in certs:
+            try:
+                cert_records.append(
+                    (row["serial"], row["n"], cert_record(row["serial"], row["record"]))
+                )
+            except ValueError as exc:
+                # The item held before (if any) stays: a revoked certificate stays revoked.
+                self._refuse("identity_certs", exc)
         with self._lock:
             if users:
                 merged = dict(self._users)
-                for row in users:
-                    merged[row["name"]] = json.loads(row["record"])
+                for name, record in user_records:
+                    if record is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = record
                 self._users = merged
                 self._users_seq = max(self._users_seq, users[-1]["seq"])
             if certs:
                 index = dict(self._certs)
-                for row in certs:
-                    index[row["serial"]] = (row["n"], json.loads(row["record"]))
+                for serial, n, item in cert_records:
+                    index[serial] = (n, item)
                 self._certs = dict(sorted(index.items(), key=lambda kv: kv[1][0]))
                 self._certs_seq = max(self._certs_seq, certs[-1]["seq"])
             if crl is not None:
@@ -430,6 +513,10 @@ class IdentityDb:
                 self._token_keys = keys
                 self._token_keys_stamp = keys_stamp
             self.version += 1
+
+    def _refuse(self, table: str, exc: Exception) -> None:
+        self.m_refused.inc(table)
+        log.error("identity tables in postgresql %s: %s row refused: %s", self._where, table, exc)
 
     async def _write(self, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
         """Run ``job(conn)`` in one transaction under the identity lock, NOTIFY, re-read."""
@@ -454,19 +541,27 @@ class IdentityDb:
     ) -> dict[str, Any] | None:
         """Read user ``name``'s record (None when there is none) under the lock, store what
         ``fn`` returns (None: nothing to store) and return it. ``fn`` runs on this module's
-        thread and may raise (nothing is written then)."""
+        thread and may raise (nothing is written then). What ``fn`` returns is checked as every
+        node will read it (``user_record``) before anything is written: ValueError, nothing
+        written, when it would not be readable. A stored record that cannot be read is a
+        StorageError (nothing written)."""
 
         async def job(conn: Any) -> dict[str, Any] | None:
             raw = await conn.fetchval("SELECT record FROM identity_users WHERE name = $1", name)
-            old = None if raw is None else json.loads(raw)
+            try:
+                old = None if raw is None else user_record(name, raw)
+            except ValueError as exc:
+                raise StorageError(f"postgresql {self._where}: {exc}") from exc
             new = fn(old)
             if new is not None and new != old:
+                text = json.dumps(new, sort_keys=True)
+                user_record(name, text)  # ValueError: the transaction is rolled back
                 await conn.execute(
                     "INSERT INTO identity_users (name, record, seq)"
                     " VALUES ($1, $2, nextval('identity_seq'))"
                     " ON CONFLICT (name) DO UPDATE SET record = $2, seq = nextval('identity_seq')",
                     name,
-                    json.dumps(new, sort_keys=True),
+                    text,
                 )
             return new if new is not None else old
 
@@ -492,11 +587,19 @@ class IdentityDb:
     ) -> Any:
         """Under the lock: ``fn(crl_number, items)`` returns the items to insert or replace and
         a result; an item holding ``"crl"`` (``{"number", "pem", "der"}``) is the CRL instead.
-        Returns ``fn``'s result."""
+        Returns ``fn``'s result. ``items`` lacks the rows that cannot be read (refused, counted
+        in ``liaison_identity_rows_refused_total``, left as they are)."""
 
         async def job(conn: Any) -> Any:
-            rows = await conn.fetch("SELECT record FROM identity_certs ORDER BY n")
-            items = [json.loads(r["record"]) for r in rows]
+            rows = await conn.fetch("SELECT serial, record FROM identity_certs ORDER BY n")
+            items = []
+            for r in rows:
+                # A row that cannot be read is refused (logged, counted) and left as it is: a
+                # revocation must not be blocked by another certificate's bad row.
+                try:
+                    items.append(cert_record(r["serial"], r["record"]))
+                except ValueError as exc:
+                    self._refuse("identity_certs", exc)
             number = await conn.fetchval("SELECT crl_number FROM identity_crl WHERE id = 1")
             changed, result = fn(int(number or 0), items)
             for item in changed:
@@ -576,15 +679,19 @@ class IdentityDb:
 
         return self._run(self._statement(job))
 
-    def session_seen(self, token: str, seen: dt.datetime) -> None:
-        async def job(conn: Any) -> None:
-            await conn.execute(
+    def session_seen(self, token: str, seen: dt.datetime) -> bool:
+        """Record activity of a sign-in; False when its row is gone (signed out, or dropped)."""
+
+        async def job(conn: Any) -> bool:
+            status = await conn.execute(
                 "UPDATE identity_sessions SET seen = greatest(seen, $2) WHERE key = $1",
                 token_key(token),
                 seen,
             )
+            # "UPDATE n": the rows changed (the key is the primary key: 0 or 1).
+            return bool(status.split()[-1] != "0")
 
-        self._run(self._statement(job))
+        return self._run(self._statement(job))
 
     def sessions_end(self, *, token: str | None = None, username: str | None = None) -> int:
         """Delete one sign-in (by its cookie token) or every sign-in of ``username``."""

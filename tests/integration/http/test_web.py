@@ -36,6 +36,7 @@ from tests.integration.http.http_support import (
     wait_until,
     write_groups,
 )
+from tests.integration.test_postgresql_app import database_url  # noqa: F401 - fixture
 
 
 async def _connect(server: Server, cert: Any, name: str) -> Client:
@@ -318,3 +319,74 @@ async def test_a_feed_that_falls_too_far_behind_is_closed(start_server: ServerFa
 @dataclass(frozen=True)
 class _Source:
     principal: Principal
+
+
+async def test_a_sign_out_the_shared_table_cannot_take_answers_503_and_still_signs_out(
+    start_server: ServerFactory,
+    database_url: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL storage: a successful sign-out deletes the rows (a cookie copied to a new
+    browser is refused); one whose rows cannot be deleted answers 503 with Retry-After, clears
+    the cookie, is counted, and the cookie is refused afterwards all the same."""
+    import asyncpg
+    from yarl import URL
+
+    from liaison.identity.users import UserDirectory
+
+    async with start_server(
+        groups_file=str(write_groups(tmp_path)), storage=database_url
+    ) as server:
+        assert server.server_pki is not None and server.server_pki.db is not None
+        users = UserDirectory.in_database(server.server_pki.db)
+        await asyncio.to_thread(users.add_user, "webred", "RED", groups=["red"], password=PASSWORD)
+
+        async def me_status(cookie: str) -> int:
+            async with browser_session(server) as fresh:
+                fresh.cookie_jar.update_cookies(
+                    {"liaison_session": cookie}, response_url=URL(enroll_url(server, "/"))
+                )
+                async with fresh.get(enroll_url(server, "/api/v1/me")) as r:
+                    return r.status
+
+        async with browser_session(server) as http:
+            csrf = await _login(server, http, "webred")
+            cookie = http.cookie_jar.filter_cookies(URL(enroll_url(server, "/")))
+            token = cookie["liaison_session"].value
+            async with http.post(
+                enroll_url(server, "/logout"), headers={"X-CSRF-Token": csrf}
+            ) as r:
+                assert r.status == 204
+            assert server.server_pki.db.session_get(token) is None
+            assert await me_status(token) == 401
+
+        admin = await asyncpg.connect(database_url, timeout=5)
+        try:
+            await admin.execute(
+                "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN RAISE EXCEPTION 'deletes refused by the test'; END$$"
+            )
+            await admin.execute(
+                "CREATE TRIGGER refuse_delete BEFORE DELETE ON identity_sessions"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+            )
+        finally:
+            await admin.close()
+        async with browser_session(server) as http:
+            csrf = await _login(server, http, "webred")
+            cookie = http.cookie_jar.filter_cookies(URL(enroll_url(server, "/")))
+            token = cookie["liaison_session"].value
+            async with http.post(
+                enroll_url(server, "/logout"), headers={"X-CSRF-Token": csrf}
+            ) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == str(web_pages.LOGOUT_RETRY_S)
+                assert "error" in await r.json()
+                assert r.cookies["liaison_session"].value == ""  # cleared
+            assert server.metrics.snapshot()["liaison_http_logout_unavailable_total"] == 1
+            assert server.server_pki.db.session_get(token) is not None  # the row stayed
+            assert await me_status(token) == 401
+            # Signing in again works.
+            await _login(server, http, "webred")
+            async with http.get(enroll_url(server, "/api/v1/me")) as r:
+                assert r.status == 200

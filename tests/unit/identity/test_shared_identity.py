@@ -282,3 +282,239 @@ def _added(users: UserDirectory, name: str) -> bool:
     except ValueError:  # an earlier attempt got through after all
         return users.get(name) is not None
     return True
+
+
+async def _insert_rows(db: Any, table: str, rows: list[tuple[str, str]]) -> None:
+    """Rows written straight into ``table`` of ``db``'s schema (as a faulty tool or a hand edit
+    would), with a new seq and the notification every write sends."""
+    import asyncpg
+
+    key = "name" if table == "identity_users" else "serial"
+    conn = await asyncpg.connect(
+        POSTGRESQL_URL, timeout=5, server_settings={"search_path": f"{db._schema}, public"}
+    )
+    try:
+        for k, record in rows:
+            await conn.execute(
+                f"INSERT INTO {table} ({key}, record, seq) VALUES ($1, $2, nextval('identity_seq'))"
+                f" ON CONFLICT ({key}) DO UPDATE SET record = $2, seq = nextval('identity_seq')",
+                k,
+                record,
+            )
+        await conn.execute("NOTIFY liaison_identity")
+    finally:
+        await conn.close()
+
+
+# Records no node can read: not JSON, JSON of the wrong shape, a name that is not the row's, and
+# nesting deep enough to make json.loads raise RecursionError.
+_BAD_USERS = [
+    ("mallory", "{not json"),
+    ("trent", "[1, 2]"),
+    ("victor", '{"name": "someone-else", "org": "Blue"}'),
+    ("walter", "[" * 100_000),
+]
+_BAD_CERTS = [("abc", "{not json"), ("abd", '{"serial": "abd"}')]
+
+
+async def test_unreadable_rows_are_refused_and_later_changes_still_seen(
+    shared_db_pair: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """Rows whose record cannot be read are refused one by one (logged, counted) and every
+    change after them is still seen by the other node: users, and a revocation."""
+    db_a, db_b = shared_db_pair
+    pki_a = ensure_server_pki(tmp_path / "a", public_host=PUBLIC_HOST, db=db_a)
+    (tmp_path / "b" / "pki").mkdir(parents=True)
+    for name in ("ca.pem", "ca.key"):
+        shutil.copy(tmp_path / "a" / "pki" / name, tmp_path / "b" / "pki" / name)
+    pki_b = ensure_server_pki(tmp_path / "b", public_host=PUBLIC_HOST, db=db_b)
+    users_a, users_b = UserDirectory.in_database(db_a), UserDirectory.in_database(db_b)
+    issued = issue_client_cert(pki_a, common_name="erin", org="Blue")
+    cache_b = RevocationCache(pki_b)
+    eventually(lambda: issued.serial in {r.serial for r in list_issued(pki_b)})
+
+    await _insert_rows(db_a, "identity_users", _BAD_USERS)
+    await _insert_rows(db_a, "identity_certs", _BAD_CERTS)
+    eventually(lambda: db_b.m_refused.get("identity_users") >= len(_BAD_USERS))
+    eventually(lambda: db_b.m_refused.get("identity_certs") >= len(_BAD_CERTS))
+    assert users_b.get("mallory") is None and users_b.get("victor") is None
+    # Changes made after the bad rows: by A (whose write reads them back too) and seen by B.
+    users_a.add_user("alice", "Blue", password=PASSWORD)
+    assert revoke(pki_a, serial=issued.serial) == [issued.serial]
+    eventually(lambda: users_b.verify_password("alice", PASSWORD))
+    eventually(lambda: cache_b.is_revoked(issued.serial))
+    users_a.revoke_user("alice")
+    eventually(lambda: "alice" in users_b.revoked_names())
+    assert [u.name for u in users_b.list_users()] == ["alice"]
+    assert db_b.m_poll_errors.total() == 0
+    # A good record written over a bad row is taken again.
+    await _insert_rows(db_a, "identity_users", [("mallory", '{"name": "mallory", "org": "Red"}')])
+    eventually(lambda: (u := users_b.get("mallory")) is not None and u.org == "Red")
+
+
+async def test_a_user_change_is_checked_before_it_is_written(
+    shared_db_pair: tuple[Any, Any],
+) -> None:
+    """change_user refuses, before writing anything, a record no node could read; a stored
+    record that cannot be read is a StorageError, and nothing is written over it."""
+    from liaison.errors import StorageError
+
+    db_a, db_b = shared_db_pair
+    with pytest.raises(ValueError, match="the record names 'bob'"):
+        db_a.change_user("alice", lambda old: {"name": "bob", "org": "Blue"})
+    with pytest.raises(ValueError, match="unreadable record"):
+        db_a.change_user("alice", lambda old: {"name": "alice"})
+    assert db_a.users() == {} and db_b.users() == {}
+    await _insert_rows(db_a, "identity_users", [("mallory", "{not json")])
+    with pytest.raises(StorageError, match="mallory"):
+        db_a.change_user("mallory", lambda old: {"name": "mallory", "org": "Blue"})
+    # A user added after it by the other node, answered normally (not the bad row's error).
+    UserDirectory.in_database(db_b).add_user("carol", "Blue")
+    eventually(lambda: "carol" in db_a.users())
+    assert "mallory" not in db_a.users()
+
+
+async def _refuse_session_deletes(db: Any) -> None:
+    """From now on PostgreSQL refuses every DELETE of a row of ``identity_sessions`` in ``db``'s
+    schema (a trigger raising an error): a sign-out's delete fails as against a broken
+    database."""
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        POSTGRESQL_URL, timeout=5, server_settings={"search_path": f"{db._schema}, public"}
+    )
+    try:
+        await conn.execute(
+            "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'deletes refused by the test'; END$$"
+        )
+        await conn.execute(
+            "CREATE TRIGGER refuse_delete BEFORE DELETE ON identity_sessions"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_delete()"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_sign_out_deletes_the_rows_before_it_is_announced(
+    shared_db_pair: tuple[Any, Any],
+) -> None:
+    """When the sign-out is announced (the cluster bus sends it to the other nodes), its rows
+    are already gone: a node told of it cannot read the sign-in back."""
+    from liaison.api.auth import WebSessions
+    from liaison.identity.events import SIGNED_OUT, AccessEnded
+
+    db_a, db_b = shared_db_pair
+    node_a, node_b = WebSessions(time.monotonic), WebSessions(time.monotonic)
+    node_a.use_shared(db_a)
+    node_b.use_shared(db_b)
+    token, _ = await node_a.sign_in("alice")
+    second, _ = await node_a.sign_in("alice")
+    rows_when_announced: list[Any] = []
+
+    def announced(ended: AccessEnded) -> None:
+        assert ended.reason == SIGNED_OUT
+        rows_when_announced.append(db_b.session_get(ended.sign_in))
+
+    node_a.events.subscribe(announced)
+    await node_a.sign_out(token)
+    assert rows_when_announced == [None, None]  # both of alice's sign-ins, their rows gone
+    assert await node_b.lookup_shared(token) is None
+    assert await node_b.lookup_shared(second) is None
+
+
+async def test_a_sign_out_whose_delete_fails_still_ends_the_sign_in_here(
+    shared_db_pair: tuple[Any, Any],
+) -> None:
+    """The rows cannot be deleted: StorageError (POST /logout answers 503), the user's
+    sign-ins end on this node all the same and are not read back from their rows; a sign-in
+    made afterwards works."""
+    from liaison.api.auth import WebSessions
+    from liaison.errors import StorageError
+    from liaison.identity.events import SIGNED_OUT, AccessEnded
+
+    db_a, _ = shared_db_pair
+    node_a = WebSessions(time.monotonic)
+    node_a.use_shared(db_a)
+    token, _ = await node_a.sign_in("alice")
+    other, _ = await node_a.sign_in("bob")
+    ended: list[AccessEnded] = []
+    node_a.events.subscribe(ended.append)
+    await _refuse_session_deletes(db_a)
+    with pytest.raises(StorageError, match="deletes refused by the test"):
+        await node_a.sign_out(token)
+    assert [(e.reason, e.sign_in) for e in ended] == [(SIGNED_OUT, token)]
+    assert db_a.session_get(token) is not None  # the row is still there...
+    assert await node_a.lookup_shared(token) is None  # ...and refused here
+    assert not node_a.alive(token)
+    assert await node_a.lookup_shared(other) is not None  # bob is not touched
+    again, csrf = await node_a.sign_in("alice")
+    assert await node_a.lookup_shared(again) == ("alice", csrf)
+
+
+async def test_a_sign_in_whose_row_was_deleted_ends_at_its_next_seen_write(
+    shared_db_pair: tuple[Any, Any],
+) -> None:
+    """Node B holds a sign-in whose row node A deleted (a sign-out whose notice B never got):
+    B ends it when it next writes the sign-in's activity (SHARED_SEEN_S), not announced again."""
+    from liaison.api.auth import DELETED_ELSEWHERE, SHARED_SEEN_S, WebSessions
+    from liaison.identity.events import SIGNED_OUT, AccessEnded
+
+    db_a, db_b = shared_db_pair
+    now = [1000.0]
+    node_a, node_b = WebSessions(time.monotonic), WebSessions(lambda: now[0])
+    node_a.use_shared(db_a)
+    node_b.use_shared(db_b)
+    token, csrf = await node_a.sign_in("alice")
+    assert await node_b.lookup_shared(token) == ("alice", csrf)
+    ended: list[AccessEnded] = []
+    node_b.events.subscribe(ended.append)
+    await node_a.sign_out(token)
+    now[0] += 1.0  # activity before the next seen-write: B still holds it
+    assert await node_b.lookup_shared(token) == ("alice", csrf)
+    now[0] += SHARED_SEEN_S
+    assert await node_b.lookup_shared(token) is None
+    assert not node_b.alive(token)
+    assert [(e.reason, e.sign_in, e.node) for e in ended] == [
+        (SIGNED_OUT, token, DELETED_ELSEWHERE)
+    ]
+    # A sign-in whose row is there goes on after its seen-write.
+    live, live_csrf = await node_a.sign_in("bob")
+    assert await node_b.lookup_shared(live) == ("bob", live_csrf)
+    now[0] += SHARED_SEEN_S
+    assert await node_b.lookup_shared(live) == ("bob", live_csrf)
+
+
+async def _alter(db: Any, statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        POSTGRESQL_URL, timeout=5, server_settings={"search_path": f"{db._schema}, public"}
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_a_look_that_fails_unexpectedly_is_counted_and_the_watch_goes_on(
+    shared_db_pair: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """A look at the tables fails with an error that is neither the driver's nor a bad row's
+    (here: the issue order column changed type under the node, so new and held items cannot be
+    ordered together): counted, and once the cause is gone the node sees the changes."""
+    import json
+
+    db_a, db_b = shared_db_pair
+    pki_a = ensure_server_pki(tmp_path / "a", public_host=PUBLIC_HOST, db=db_a)
+    issued = issue_client_cert(pki_a, common_name="erin", org="Blue")
+    serial = format(issued.serial, "x")
+    eventually(lambda: any(i["serial"] == serial for i in db_b.cert_items()))
+    await _alter(db_a, "ALTER TABLE identity_certs ALTER COLUMN n TYPE text USING n::text")
+    item = {**db_a.cert_items()[0], "serial": "abcdef"}
+    await _insert_rows(db_a, "identity_certs", [("abcdef", json.dumps(item))])
+    eventually(lambda: db_b.m_poll_errors.total() >= 1, within_s=3.0)
+    assert not any(i["serial"] == "abcdef" for i in db_b.cert_items())
+    await _alter(db_a, "ALTER TABLE identity_certs ALTER COLUMN n TYPE bigint USING n::bigint")
+    eventually(lambda: any(i["serial"] == "abcdef" for i in db_b.cert_items()), within_s=3.0)
+    assert [i["serial"] for i in db_b.cert_items()] == [serial, "abcdef"]
