@@ -10,10 +10,7 @@ import time
 from pathlib import Path
 
 from liaison.federation.config import DEFAULT_STATUS_INTERVAL_S
-from liaison.federation.status import render_status, status_path
-
-# A status file older than this many write intervals is reported as stale (server not running).
-STALE_INTERVALS = 3
+from liaison.federation.status import STALE_INTERVALS, render_status, status_path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -22,14 +22,18 @@ from typing import Any
 
 from liaison.cluster.bus import NatsBus
 from liaison.errors import ConfigError, StorageError
-from liaison.federation.cli import STALE_INTERVALS
 from liaison.federation.config import FederationConfig
 from liaison.federation.feed import StreamFeed
 from liaison.federation.lease import Lease, ensure_schema
 from liaison.federation.link import AuditSink
 from liaison.federation.links_missions import LinksMissions
 from liaison.federation.pg_outbox import PgOutbox, tx_timeout_s
-from liaison.federation.status import FederationStatus, standby_may_write, status_path
+from liaison.federation.status import (
+    STALE_INTERVALS,
+    FederationStatus,
+    standby_may_write,
+    status_path,
+)
 from liaison.federation.supervisor import Federation
 from liaison.gate import Gate
 from liaison.metrics import Metrics

@@ -197,6 +197,11 @@ class FederationStatus:
         os.replace(tmp, path)
 
 
+# A status file older than this many write intervals is stale: its server is not running (what
+# ``liaison federation status`` reports; a standby may then replace the holder's file).
+STALE_INTERVALS = 3
+
+
 def status_path(data_dir: Path) -> Path:
     return data_dir / "federation" / "status.json"
 

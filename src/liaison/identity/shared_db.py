@@ -92,31 +92,32 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 _RECORD_ERRORS = (ValueError, KeyError, TypeError, AttributeError, RecursionError, PkiError)
 
 
-def user_record(name: str, text: str) -> dict[str, Any]:
-    """Row ``name`` of ``identity_users``: its record, checked as users.py reads it (a JSON
-    object that parses as a user of that name). Raises ValueError when it does not."""
+def _record(text: str, parse: Callable[[dict[str, Any]], object], what: str) -> dict[str, Any]:
+    """``text`` as a JSON object that ``parse`` (the reader of users.py or issue.py) accepts;
+    ValueError naming ``what`` when it is not."""
     try:
         record = json.loads(text)
         if not isinstance(record, dict):
             raise TypeError("not a JSON object")
-        user = _user_from_json(record)
+        parse(record)
     except _RECORD_ERRORS as exc:
-        raise ValueError(f"user {name!r}: unreadable record: {exc!r}") from exc
-    if user.name != name:
-        raise ValueError(f"user {name!r}: the record names {user.name!r}")
+        raise ValueError(f"{what}: unreadable record: {exc!r}") from exc
+    return record
+
+
+def user_record(name: str, text: str) -> dict[str, Any]:
+    """Row ``name`` of ``identity_users``: its record, checked as users.py reads it (a JSON
+    object that parses as a user of that name). Raises ValueError when it does not."""
+    record = _record(text, _user_from_json, f"user {name!r}")
+    if str(record["name"]) != name:  # as users.py reads it (present: parsed above)
+        raise ValueError(f"user {name!r}: the record names {record['name']!r}")
     return record
 
 
 def cert_record(serial: str, text: str) -> dict[str, Any]:
     """Row ``serial`` of ``identity_certs``: its record, checked as issue.py reads it (a JSON
     object that parses as an index item of that serial). Raises ValueError when it does not."""
-    try:
-        record = json.loads(text)
-        if not isinstance(record, dict):
-            raise TypeError("not a JSON object")
-        record_from_json(record)
-    except _RECORD_ERRORS as exc:
-        raise ValueError(f"certificate {serial}: unreadable record: {exc!r}") from exc
+    record = _record(text, record_from_json, f"certificate {serial}")
     if record.get("serial") != serial:
         raise ValueError(f"certificate {serial}: the record names {record.get('serial')!r}")
     return record
@@ -689,7 +690,7 @@ class IdentityDb:
                 seen,
             )
             # "UPDATE n": the rows changed (the key is the primary key: 0 or 1).
-            return bool(status.split()[-1] != "0")
+            return bool(status.split()[-1] != "0")  # asyncpg types the status as Any
 
         return self._run(self._statement(job))
 
