@@ -393,7 +393,11 @@ CHAT_EVERY_S = 0.4
 # What a user may expect while a feed floods: chat within a second, flood tracks never old (the
 # limits leave room for a shared machine: this one process runs the server, the upstream and the
 # clients; measured 0.5-0.6 s chat, 0.5 s median and 1.9-2.6 s worst age at load average 4-6).
-CHAT_LATENCY_LIMIT_S = 1.0
+# Chat: the median within a second, the worst of the ~20 within 1.5 s (one CI run saw 1.02 s for
+# one message, the machine busy with the whole suite); a flood queued ahead of chat would take
+# many seconds (19-24 s before the adaptive publisher, docs/performance.md "Feeds").
+CHAT_LATENCY_MEDIAN_LIMIT_S = 1.0
+CHAT_LATENCY_LIMIT_S = 1.5
 FLOOD_AGE_MEDIAN_LIMIT_S = 2.0
 FLOOD_AGE_LIMIT_S = 5.0
 FLOOD_FEED = """
@@ -554,6 +558,7 @@ async def test_a_flooding_feed_never_delays_chat_and_its_picture_is_never_late(
     assert reports == published + refused + not_published
     assert behind, "the flood never made the server behind: not a flood"
     # Chat was never held up by the flood, either way.
+    assert sorted(latencies)[len(latencies) // 2] < CHAT_LATENCY_MEDIAN_LIMIT_S, latencies
     assert max(latencies) < CHAT_LATENCY_LIMIT_S, latencies
     # Every flood fix the client got was recent: the picture is coarser, never late (main, which
     # published each line as read and let the rest wait in TCP buffers, fell further behind for
